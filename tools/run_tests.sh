@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test of the project: installs the system packages first (a no-op
+# when they are there), then `bazel test //...` offline. Tests tagged "gpu"
+# are left out (see .bazelrc); extra arguments go to bazel test.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+tools/setup.sh || exit 1
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+bazel test //... "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+
+# One closing line that any CI reader understands.
+passed=$(grep -cE '^//.* +(PASSED|\(cached\) PASSED)' "$log")
+failed=$(grep -cE '^//.* +(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE)' "$log")
+echo "tests: ${passed} passed, ${failed} failed"
+if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
+  echo "bazel test exited with status $rc (build failure?)" >&2
+fi
+exit "$rc"

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs every Debian package that the build, the tests and the demo need.
+# Idempotent and non-interactive; returns in about a second when everything
+# is already there. Run as root (or with sudo available).
+set -euo pipefail
+
+PACKAGES=(
+  # Build
+  bazel-bootstrap g++ pkg-config git
+  # Libraries
+  libtorch-dev libopenblas0-pthread
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev libgloo-dev libsentencepiece-dev sentencepiece
+  libsqlite3-dev sqlite3 nlohmann-json3-dev
+  # Tests
+  libgtest-dev libgmock-dev iproute2 procps
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# libtorch runs its matrix products through whatever libblas.so.3 the
+# alternatives system selects; the reference BLAS is ten times slower than
+# OpenBLAS, so make sure OpenBLAS is the one.
+blas=/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3
+if [ -e "$blas" ] && command -v update-alternatives >/dev/null; then
+  current=$(update-alternatives --query libblas.so.3-x86_64-linux-gnu 2>/dev/null | awk '/^Value:/ {print $2}')
+  if [ "$current" != "$blas" ]; then
+    ${SUDO:-} update-alternatives --set libblas.so.3-x86_64-linux-gnu "$blas" >/dev/null
+  fi
+fi
