@@ -289,6 +289,14 @@ at::Tensor SoftPrompt::TaskPrompt(int task) const {
   return prompt_embeddings_ * at::mm(prefix_task_cols_[task], prefix_task_rows_[task]);
 }
 
+void SoftPrompt::MoveTo(c10::Device device) {
+  for (at::Tensor* t : {&prompt_embeddings_, &prefix_task_cols_, &prefix_task_rows_}) {
+    if (t->defined() && t->device() != device) {
+      *t = t->detach().to(device).set_requires_grad(true);
+    }
+  }
+}
+
 std::vector<at::Tensor> SoftPrompt::Parameters() const {
   if (config_.kind == PromptKind::kPromptTuning) return {prompt_embeddings_};
   return {prompt_embeddings_, prefix_task_cols_, prefix_task_rows_};

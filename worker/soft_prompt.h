@@ -118,6 +118,10 @@ class SoftPrompt {
   // The prompt of one task, [T, d] (task ignored for a plain prompt).
   at::Tensor TaskPrompt(int task) const;
 
+  // Moves the parameters to `device` (fresh leaf tensors there). Call it
+  // before handing Parameters() to an optimiser.
+  void MoveTo(c10::Device device);
+
   // Trainable parameters: {P} or {P*, U, V}.
   std::vector<at::Tensor> Parameters() const;
 

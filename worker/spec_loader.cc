@@ -561,8 +561,17 @@ void ResolveSpecPaths(absl::string_view base_dir, PipelineSpec* spec) {
   if (spec->has_source()) resolve_tasks(spec->mutable_source()->mutable_tasks());
   if (spec->has_distillation()) {
     resolve_tasks(spec->mutable_distillation()->mutable_tasks());
+    for (std::string& teacher : *spec->mutable_distillation()->mutable_teacher_adapters()) {
+      teacher = ResolvePath(teacher, base_dir);
+    }
   }
-  if (spec->has_target()) resolve_tasks(spec->mutable_target()->mutable_tasks());
+  if (spec->has_target()) {
+    resolve_tasks(spec->mutable_target()->mutable_tasks());
+    if (!spec->target().source_adapter().empty()) {
+      spec->mutable_target()->set_source_adapter(
+          ResolvePath(spec->target().source_adapter(), base_dir));
+    }
+  }
 }
 
 void ApplyDefaults(PromptSpec* prompt) {

@@ -1,0 +1,206 @@
+// mpt_train: runs Multitask Prompt Tuning in one process from a spec file.
+//
+//   mpt_train --spec=pipeline.textproto --out=runs/demo
+//   mpt_train --spec=spec.json --stage=target --out=runs/new-task
+//
+// Stages: all (default), source, distillation, target. With --baselines the
+// target tasks are also trained by plain prompt tuning from a random prompt
+// at the same step budget, and a comparison table is printed.
+#include <torch/utils.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
+#include "worker/mpt_stages.h"
+#include "worker/progress.h"
+#include "worker/spec_loader.h"
+#include "worker/t5_model.h"
+#include "worker/t5_tokenizer.h"
+
+ABSL_FLAG(std::string, spec, "", "Pipeline spec file: JSON (.json) or protobuf text format.");
+ABSL_FLAG(std::string, out, "", "Output folder for adapters and the summary.");
+ABSL_FLAG(std::string, stage, "all", "all, source, distillation or target.");
+ABSL_FLAG(std::string, work_dir, "",
+          "Checkpoint folder (default: <out>/.work). Runs resume from it.");
+ABSL_FLAG(bool, baselines, false,
+          "Also train the target tasks by plain prompt tuning and print a comparison.");
+ABSL_FLAG(std::string, progress, "auto",
+          "auto (a live bar on a terminal, plain lines otherwise), plain, or none.");
+ABSL_FLAG(std::string, events, "", "Also write every progress event as JSON lines here.");
+ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N].");
+ABSL_FLAG(int, threads, 0, "Intra-op threads for libtorch (0: its default).");
+
+namespace mpt {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string Metric(const NamedValues& values, const std::string& name) {
+  for (const auto& [k, v] : values) {
+    if (k == name || k.size() > name.size() + 1 &&
+                         k.compare(k.size() - name.size() - 1, std::string::npos,
+                                   "/" + name) == 0) {
+      return absl::StrFormat("%.1f%%", 100 * v);
+    }
+  }
+  return "-";
+}
+
+void PrintOutcomes(const std::string& title, const std::vector<TaskOutcome>& outcomes) {
+  std::printf("\n%s\n", title.c_str());
+  for (const TaskOutcome& o : outcomes) {
+    std::printf("  %-24s accuracy %-7s loss %-8s -> %s\n", o.task.c_str(),
+                Metric(o.metrics, "accuracy").c_str(),
+                o.train.final_losses.empty()
+                    ? "-"
+                    : absl::StrFormat("%.4f", o.train.final_losses[0].second).c_str(),
+                o.adapter.c_str());
+  }
+}
+
+void PrintComparison(const std::vector<BaselineOutcome>& baselines,
+                     const std::vector<TaskOutcome>& mpt, int steps) {
+  std::printf("\nTarget tasks, accuracy after %d steps each:\n", steps);
+  std::printf("  %-24s %14s %14s %14s\n", "task", "random prompt", "prompt tuning", "MPT");
+  for (const BaselineOutcome& b : baselines) {
+    std::string mpt_value = "-";
+    for (const TaskOutcome& o : mpt) {
+      if (o.task == b.task) mpt_value = Metric(o.metrics, "accuracy");
+    }
+    std::printf("  %-24s %14s %14s %14s\n", b.task.c_str(),
+                Metric(b.random_prompt, "accuracy").c_str(),
+                Metric(b.prompt_tuning.metrics, "accuracy").c_str(), mpt_value.c_str());
+  }
+}
+
+// Reads, completes and validates the spec; a single stage needs only its
+// own part (and the prompt shape).
+absl::StatusOr<mpt::v1::PipelineSpec> LoadSpecForStage(const std::string& path,
+                                                       const std::string& stage) {
+  if (stage == "all") return LoadPipelineSpec(path);
+  ASSIGN_OR_RETURN(mpt::v1::PipelineSpec spec, ReadPipelineSpec(path));
+  ResolveSpecPaths(fs::absolute(path).parent_path().string(), &spec);
+  ApplyDefaults(&spec);
+  RETURN_IF_ERROR(ValidatePromptSpec(spec.prompt()));
+  if (stage == "source") RETURN_IF_ERROR(ValidateSourceTrainingSpec(spec.source()));
+  if (stage == "distillation") {
+    RETURN_IF_ERROR(ValidateDistillationSpec(spec.distillation()));
+    if (spec.distillation().teacher_adapters_size() != spec.distillation().tasks_size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "distillation.teacher_adapters: ", spec.distillation().teacher_adapters_size(),
+          " adapters for ", spec.distillation().tasks_size(),
+          " tasks; give one teacher adapter folder per task, in the same order"));
+    }
+  }
+  if (stage == "target") {
+    RETURN_IF_ERROR(ValidateTargetAdaptationSpec(spec.target()));
+    if (spec.target().source_adapter().empty()) {
+      return absl::InvalidArgumentError(
+          "target.source_adapter: required when the target stage runs on its own");
+    }
+  }
+  return spec;
+}
+
+absl::Status Main() {
+  const std::string spec_path = absl::GetFlag(FLAGS_spec);
+  const std::string out = absl::GetFlag(FLAGS_out);
+  if (spec_path.empty()) return absl::InvalidArgumentError("--spec: required");
+  if (out.empty()) return absl::InvalidArgumentError("--out: required");
+  const std::string stage = absl::GetFlag(FLAGS_stage);
+  if (stage != "all" && stage != "source" && stage != "distillation" && stage != "target") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--stage: \"", stage, "\" is not one of all, source, distillation, target"));
+  }
+  ASSIGN_OR_RETURN(mpt::v1::PipelineSpec spec, LoadSpecForStage(spec_path, stage));
+  if (absl::GetFlag(FLAGS_threads) > 0) torch::set_num_threads(absl::GetFlag(FLAGS_threads));
+
+  T5LoadOptions load;
+  try {
+    load.device = c10::Device(absl::GetFlag(FLAGS_device));
+  } catch (const c10::Error& e) {
+    return absl::InvalidArgumentError(absl::StrCat("--device: ", e.what_without_backtrace()));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<T5Model> model, T5Model::Load(spec.base_model(), load));
+  ASSIGN_OR_RETURN(std::unique_ptr<T5Tokenizer> tokenizer, T5Tokenizer::Load(spec.base_model()));
+
+  FanOutProgressSink sink;
+  const std::string mode = absl::GetFlag(FLAGS_progress);
+  if (mode == "auto") {
+    sink.AddSubscriber(TerminalProgressSink::ForStderr());
+  } else if (mode == "plain") {
+    sink.AddSubscriber(std::make_shared<TerminalProgressSink>(&std::cerr, /*live=*/false));
+  } else if (mode != "none") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--progress: \"", mode, "\" is not one of auto, plain, none"));
+  }
+  if (!absl::GetFlag(FLAGS_events).empty()) {
+    ASSIGN_OR_RETURN(auto events, JsonLinesProgressSink::OpenFile(absl::GetFlag(FLAGS_events)));
+    sink.AddSubscriber(std::move(events));
+  }
+
+  StageEnv env;
+  env.model = model.get();
+  env.tokenizer = tokenizer.get();
+  env.sink = &sink;
+  env.work_dir = absl::GetFlag(FLAGS_work_dir).empty() ? (fs::path(out) / ".work").string()
+                                                       : absl::GetFlag(FLAGS_work_dir);
+  std::vector<TaskOutcome> targets;
+  if (stage == "all") {
+    ASSIGN_OR_RETURN(PipelineOutcome p, RunPipeline(env, spec, out));
+    PrintOutcomes("Source prompts (teachers):", p.source);
+    PrintOutcomes("Distillation (shared prompt + task factors):", {p.distillation});
+    targets = p.target;
+  } else if (stage == "source") {
+    ASSIGN_OR_RETURN(auto s, RunSourceTraining(env, spec.prompt(), spec.source(),
+                                               (fs::path(out) / "source").string()));
+    PrintOutcomes("Source prompts (teachers):", s);
+  } else if (stage == "distillation") {
+    const auto& d = spec.distillation();
+    std::vector<std::string> teachers(d.teacher_adapters().begin(), d.teacher_adapters().end());
+    ASSIGN_OR_RETURN(TaskOutcome o, RunDistillation(env, spec.prompt(), d, teachers,
+                                                    (fs::path(out) / "distillation").string()));
+    PrintOutcomes("Distillation (shared prompt + task factors):", {o});
+  } else {
+    ASSIGN_OR_RETURN(targets, RunTargetAdaptation(env, spec.prompt(), spec.target(),
+                                                  spec.target().source_adapter(),
+                                                  (fs::path(out) / "target").string()));
+  }
+  if (!targets.empty()) PrintOutcomes("Target adaptation (from the shared prompt):", targets);
+  if (absl::GetFlag(FLAGS_baselines) && spec.target().tasks_size() > 0) {
+    ASSIGN_OR_RETURN(auto baselines, RunTargetBaselines(env, spec.prompt(), spec.target(),
+                                                        (fs::path(out) / "baseline").string()));
+    PrintComparison(baselines, targets, spec.target().train().steps());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace mpt
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Trains Multitask Prompt Tuning prompts from a spec file.\n"
+      "  mpt_train --spec=FILE --out=FOLDER [--stage=all|source|distillation|target]");
+  absl::ParseCommandLine(argc, argv);
+  absl::Status status = mpt::Main();
+  if (!status.ok()) {
+    std::fprintf(stderr, "mpt_train: %s\n", std::string(status.message()).c_str());
+    return status.code() == absl::StatusCode::kInvalidArgument ||
+                   status.code() == absl::StatusCode::kNotFound
+               ? 2
+               : 1;
+  }
+  return 0;
+}
