@@ -27,6 +27,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
