@@ -8,7 +8,9 @@
 // buckets (bidirectional in the encoder, causal in the decoder) computed once
 // per stack from the first block's bias table and shared by all blocks, no
 // 1/sqrt(d_kv) scaling of the attention scores, causal and padding masks
-// added as the dtype's lowest value, cross-attention without position bias,
+// that set masked scores to the dtype's lowest value (a fully masked row
+// attends uniformly instead of producing NaN), cross-attention without
+// position bias,
 // ReLU or gated-GELU (or another ACT2FN activation) feed-forward, final layer
 // norms, and the LM head (scaled by d_model^-0.5 for the original T5).
 //
