@@ -121,15 +121,7 @@ absl::StatusOr<TrainResult> TrainWithPlm(const StageEnv& env, const mpt::v1::Pro
   }
   const T5Model& model = *env.model;
   const PromptLayout layout = LayoutFor(spec, prompt->config().kind);
-  StepFunction step = [&](const Batch& batch, double global_tokens) -> absl::StatusOr<StepLoss> {
-    Batch b = OnDevice(batch, model.device());
-    Forwarded f = ForwardWithPrompt(model, layout, prompt->Forward(b.task_ids, b.size()), batch);
-    LossSum plm = PlmLoss(f.out.logits, f.labels);
-    StepLoss loss;
-    loss.objective = plm.sum / global_tokens;
-    loss.parts = {{"loss", loss.objective.item<double>()}};
-    return loss;
-  };
+  StepFunction step = MakePlmStep(model, layout, prompt);
   const EvalOptions eval_options = EvalOptionsFor(spec, train);
   EvalFunction eval;
   bool has_eval = false;
@@ -177,6 +169,69 @@ bool AdapterComplete(const std::string& folder) {
 }
 
 }  // namespace
+
+StepFunction MakePlmStep(const T5Model& model, const PromptLayout& layout,
+                         const SoftPrompt* prompt) {
+  return [&model, layout, prompt](const Batch& batch,
+                                  double global_tokens) -> absl::StatusOr<StepLoss> {
+    Batch b = OnDevice(batch, model.device());
+    Forwarded f = ForwardWithPrompt(model, layout, prompt->Forward(b.task_ids, b.size()), batch);
+    LossSum plm = PlmLoss(f.out.logits, f.labels);
+    StepLoss loss;
+    loss.objective = plm.sum / global_tokens;
+    loss.parts = {{"loss", loss.objective.item<double>()}};
+    return loss;
+  };
+}
+
+StepFunction MakeDistillationStep(const T5Model& model, const mpt::v1::PromptSpec& prompt_spec,
+                                  const SoftPrompt* student, const at::Tensor& teacher_table,
+                                  const DistillationLoss& options) {
+  // Teachers are PROMPT_TUNING prompts and the student a multitask one: with
+  // two submodules PEFT puts the student's second half before the decoder
+  // and the teachers' nowhere, so the student's outputs have `offset` extra
+  // positions in front, cut off before they are compared with the teachers'.
+  const PromptLayout student_layout = LayoutFor(prompt_spec, PromptKind::kMultitask);
+  const PromptLayout teacher_layout = LayoutFor(prompt_spec, PromptKind::kPromptTuning);
+  const int64_t offset = student_layout.decoder_prefix_length();
+  const double d = static_cast<double>(model.config().d_model);
+  return [&model, student, teacher_table, options, student_layout, teacher_layout, offset, d](
+             const Batch& batch, double g) -> absl::StatusOr<StepLoss> {
+    Batch b = OnDevice(batch, model.device());
+    Forwarded student_out =
+        ForwardWithPrompt(model, student_layout, student->Forward(b.task_ids, b.size()), batch);
+    LossSum plm = PlmLoss(student_out.out.logits, student_out.labels);
+    at::Tensor objective = plm.sum / g;
+    double kl_value = 0, hidden_value = 0;
+    if (options.lambda > 0) {
+      Forwarded teacher_out;
+      {
+        at::NoGradGuard no_grad;
+        teacher_out = ForwardWithPrompt(model, teacher_layout,
+                                        teacher_table.index_select(0, b.task_ids), batch);
+      }
+      const int64_t length = teacher_out.labels.size(1);
+      at::Tensor student_logits = student_out.out.logits.narrow(1, offset, length);
+      at::Tensor student_hidden = student_out.out.decoder_hidden.narrow(1, offset, length);
+      LossSum kl = KlLoss(student_logits, teacher_out.out.logits, teacher_out.labels,
+                          options.temperature);
+      LossSum hidden = HiddenLoss(student_hidden, teacher_out.out.decoder_hidden,
+                                  teacher_out.labels);
+      at::Tensor kl_term = kl.sum / g;
+      at::Tensor hidden_term = hidden.sum / (g * d);
+      objective = objective + options.lambda * (kl_term + hidden_term);
+      kl_value = kl_term.item<double>();
+      hidden_value = hidden_term.item<double>();
+    }
+    StepLoss loss;
+    loss.objective = objective;
+    loss.parts = {{"loss", objective.item<double>()},
+                  {"plm", (plm.sum / g).item<double>()},
+                  {"kl", kl_value},
+                  {"hidden", hidden_value}};
+    return loss;
+  };
+}
 
 absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
     const StageEnv& env, const mpt::v1::PromptSpec& prompt_spec,
@@ -251,52 +306,13 @@ absl::StatusOr<TaskOutcome> RunDistillation(const StageEnv& env,
       spec.sampling() == "uniform" ? TaskSampling::kUniform : TaskSampling::kProportional;
   options.stage = "distillation";
   options.checkpoint_dir = CheckpointDir(env, "distillation", "");
-  const double lambda = spec.no_distillation_loss() ? 0.0 : spec.lambda();
-  const double tau = spec.temperature();
-  const double d = config.token_dim;
   std::vector<std::vector<TokenizedExample>> sets = TrainSets(tasks);
 
-  // Teachers are PROMPT_TUNING prompts and the student a multitask one: with
-  // two submodules PEFT puts the student's second half before the decoder
-  // and the teachers' nowhere, so the student's outputs have `offset` extra
-  // positions in front, cut off before they are compared with the teachers'.
-  const PromptLayout student_layout = LayoutFor(prompt_spec, PromptKind::kMultitask);
-  const PromptLayout teacher_layout = LayoutFor(prompt_spec, PromptKind::kPromptTuning);
-  const int64_t offset = student_layout.decoder_prefix_length();
-  StepFunction step = [&](const Batch& batch, double g) -> absl::StatusOr<StepLoss> {
-    Batch b = OnDevice(batch, model.device());
-    Forwarded student_out =
-        ForwardWithPrompt(model, student_layout, student.Forward(b.task_ids, b.size()), batch);
-    LossSum plm = PlmLoss(student_out.out.logits, student_out.labels);
-    at::Tensor objective = plm.sum / g;
-    StepLoss loss;
-    double kl_value = 0, hidden_value = 0;
-    if (lambda > 0) {
-      Forwarded teacher_out;
-      {
-        at::NoGradGuard no_grad;
-        teacher_out = ForwardWithPrompt(model, teacher_layout,
-                                        teacher_table.index_select(0, b.task_ids), batch);
-      }
-      const int64_t length = teacher_out.labels.size(1);
-      at::Tensor student_logits = student_out.out.logits.narrow(1, offset, length);
-      at::Tensor student_hidden = student_out.out.decoder_hidden.narrow(1, offset, length);
-      LossSum kl = KlLoss(student_logits, teacher_out.out.logits, teacher_out.labels, tau);
-      LossSum hidden = HiddenLoss(student_hidden, teacher_out.out.decoder_hidden,
-                                  teacher_out.labels);
-      at::Tensor kl_term = kl.sum / g;
-      at::Tensor hidden_term = hidden.sum / (g * d);
-      objective = objective + lambda * (kl_term + hidden_term);
-      kl_value = kl_term.item<double>();
-      hidden_value = hidden_term.item<double>();
-    }
-    loss.objective = objective;
-    loss.parts = {{"loss", objective.item<double>()},
-                  {"plm", (plm.sum / g).item<double>()},
-                  {"kl", kl_value},
-                  {"hidden", hidden_value}};
-    return loss;
-  };
+  DistillationLoss loss_options;
+  loss_options.lambda = spec.no_distillation_loss() ? 0.0 : spec.lambda();
+  loss_options.temperature = spec.temperature();
+  StepFunction step =
+      MakeDistillationStep(model, prompt_spec, &student, teacher_table, loss_options);
   std::vector<int> task_ids;
   for (int k = 0; k < k_tasks; ++k) task_ids.push_back(k);
   const EvalOptions eval_options = EvalOptionsFor(prompt_spec, spec.train());

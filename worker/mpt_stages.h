@@ -20,6 +20,7 @@
 #include "proto/mpt/v1/spec.pb.h"
 #include "worker/communicator.h"
 #include "worker/progress.h"
+#include "worker/prompt_inputs.h"
 #include "worker/prompt_trainer.h"
 #include "worker/soft_prompt.h"
 #include "worker/t5_model.h"
@@ -46,6 +47,26 @@ struct TaskOutcome {
   NamedValues metrics;   // of the kept prompt; empty without eval data
   TrainResult train;
 };
+
+// The per-batch losses of the stages, for PromptTrainer (also used by the
+// benchmarks). The model and prompts are borrowed and must outlive the
+// function.
+//
+// L_PLM with `prompt` laid out as PEFT lays out a prompt of its kind.
+StepFunction MakePlmStep(const T5Model& model, const PromptLayout& layout,
+                         const SoftPrompt* prompt);
+
+struct DistillationLoss {
+  double lambda = 0.9;       // weight of L_KL + L_hidden; 0: L_PLM alone
+  double temperature = 1.0;  // tau of L_KL
+};
+
+// L_PLM(student) + lambda * (L_KL + L_hidden) against the frozen teachers:
+// `teacher_table` [K, T, d] holds teacher k's prompt, on the model's device.
+// Logs "loss", "plm", "kl" and "hidden".
+StepFunction MakeDistillationStep(const T5Model& model, const mpt::v1::PromptSpec& prompt_spec,
+                                  const SoftPrompt* student, const at::Tensor& teacher_table,
+                                  const DistillationLoss& options);
 
 // Stage 1. For each source task: a plain prompt (RANDOM or TEXT init),
 // trained with L_PLM, written to `<out_dir>/<task>`. Only tasks in

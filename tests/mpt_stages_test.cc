@@ -1,0 +1,298 @@
+// The three stages on the small golden T5 (t5_relu) and tiny word tasks:
+// each lowers its loss and writes PEFT adapters; a stage killed and resumed
+// ends where an uninterrupted one ends; bad input is a clear error and
+// leaves nothing half-written.
+#include "worker/mpt_stages.h"
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+
+#include <ATen/ATen.h>
+
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+#include "worker/adapter_io.h"
+#include "worker/spec_loader.h"
+#include "worker/torch_tensors.h"
+
+namespace mpt {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::DataPath;
+using testing::FreshTempDir;
+
+class RecordingSink : public ProgressSink {
+ public:
+  void OnEvent(const ProgressEvent& e) override { events.push_back(e); }
+  // The mean logged value of `name` over the first and over the last five
+  // step events (of `task` when it is not empty): single batches are noisy.
+  std::pair<double, double> FirstAndLast(const std::string& name,
+                                         const std::string& task = "") const {
+    std::vector<double> values;
+    for (const auto& e : events) {
+      if (e.kind != ProgressKind::kStep || (!task.empty() && e.task != task)) continue;
+      for (const auto& [k, v] : e.losses) {
+        if (k == name) values.push_back(v);
+      }
+    }
+    const size_t n = std::min<size_t>(5, values.size() / 2);
+    if (n == 0) return {-1, -1};
+    double first = 0, last = 0;
+    for (size_t i = 0; i < n; ++i) {
+      first += values[i] / n;
+      last += values[values.size() - 1 - i] / n;
+    }
+    return {first, last};
+  }
+  std::vector<ProgressEvent> events;
+};
+
+mpt::v1::TaskData Task(const std::string& name) {
+  mpt::v1::TaskData t;
+  t.set_name(name);
+  t.set_train_path(DataPath("tests/testdata/tiny_tasks/" + name + ".train.jsonl"));
+  t.set_eval_path(DataPath("tests/testdata/tiny_tasks/" + name + ".eval.jsonl"));
+  return t;
+}
+
+mpt::v1::TrainSpec Train(int steps) {
+  mpt::v1::TrainSpec t;
+  t.set_steps(steps);
+  t.set_batch_size(8);
+  // The golden model's embeddings have std 0.3; a smaller rate than the
+  // default suits prompts of that scale.
+  t.mutable_optimizer()->set_learning_rate(0.05);
+  t.set_seed(3);
+  return t;
+}
+
+class MptStagesTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto model = T5Model::Load(DataPath("tests/testdata/t5_relu"));
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = model->release();
+    auto tokenizer = T5Tokenizer::Load(DataPath("tests/testdata/t5_relu"));
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+    tokenizer_ = tokenizer->release();
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    delete tokenizer_;
+  }
+
+  void SetUp() override {
+    prompt_.set_num_virtual_tokens(4);
+    prompt_.set_num_transformer_submodules(1);
+    prompt_.set_num_ranks(1);
+  }
+
+  StageEnv Env(const std::string& work_dir = "") {
+    StageEnv env;
+    env.model = model_;
+    env.tokenizer = tokenizer_;
+    env.sink = &sink_;
+    env.work_dir = work_dir;
+    return env;
+  }
+
+  mpt::v1::SourceTrainingSpec Source(int steps) {
+    mpt::v1::SourceTrainingSpec s;
+    for (const char* name : {"echo", "first", "count"}) *s.add_tasks() = Task(name);
+    *s.mutable_train() = Train(steps);
+    ApplyDefaults(&s);
+    return s;
+  }
+
+  static T5Model* model_;
+  static T5Tokenizer* tokenizer_;
+  mpt::v1::PromptSpec prompt_;
+  RecordingSink sink_;
+};
+
+T5Model* MptStagesTest::model_ = nullptr;
+T5Tokenizer* MptStagesTest::tokenizer_ = nullptr;
+
+TEST_F(MptStagesTest, ThreeStagesLowerTheirLossesAndWritePeftAdapters) {
+  const std::string out = FreshTempDir("pipeline");
+  auto source = RunSourceTraining(Env(), prompt_, Source(40), out + "/source");
+  ASSERT_TRUE(source.ok()) << source.status();
+  ASSERT_EQ(source->size(), 3u);
+  for (const TaskOutcome& t : *source) {
+    auto [first, last] = sink_.FirstAndLast("loss", t.task);
+    // A random model: prompts can only move its loss a little.
+    EXPECT_LT(last, first - 0.1) << "source training did not learn " << t.task;
+    auto adapter = ReadAdapter(t.adapter);
+    ASSERT_TRUE(adapter.ok()) << adapter.status();
+    EXPECT_EQ(adapter->info.prompt.kind, PromptKind::kPromptTuning);
+    EXPECT_FALSE(t.metrics.empty()) << "evaluation should have run";
+  }
+
+  sink_.events.clear();
+  mpt::v1::DistillationSpec distill;
+  *distill.mutable_tasks() = Source(0).tasks();
+  *distill.mutable_train() = Train(30);
+  ApplyDefaults(&distill);
+  std::vector<std::string> teachers;
+  for (const TaskOutcome& t : *source) teachers.push_back(t.adapter);
+  auto student = RunDistillation(Env(), prompt_, distill, teachers, out + "/distillation");
+  ASSERT_TRUE(student.ok()) << student.status();
+  auto [plm_first, plm_last] = sink_.FirstAndLast("plm");
+  EXPECT_LT(plm_last, plm_first) << "distillation did not lower L_PLM";
+  auto [kl_first, kl_last] = sink_.FirstAndLast("kl");
+  EXPECT_GT(kl_first, 0);
+  EXPECT_LT(kl_last, kl_first) << "distillation did not bring the student towards the teachers";
+  EXPECT_GE(sink_.FirstAndLast("hidden").first, 0);
+  auto multitask = ReadAdapter(out + "/distillation");
+  ASSERT_TRUE(multitask.ok()) << multitask.status();
+  EXPECT_EQ(multitask->info.prompt.kind, PromptKind::kMultitask);
+  EXPECT_EQ(multitask->info.prompt.num_tasks, 3);
+  EXPECT_EQ(multitask->info.task_names, (std::vector<std::string>{"echo", "first", "count"}));
+
+  sink_.events.clear();
+  mpt::v1::TargetAdaptationSpec target;
+  *target.add_tasks() = Task("last");
+  *target.mutable_train() = Train(30);
+  ApplyDefaults(&target);
+  auto adapted = RunTargetAdaptation(Env(), prompt_, target, out + "/distillation", out + "/target");
+  ASSERT_TRUE(adapted.ok()) << adapted.status();
+  auto [t_first, t_last] = sink_.FirstAndLast("loss");
+  EXPECT_LT(t_last, t_first) << "target adaptation did not learn";
+  auto last_adapter = ReadAdapter(out + "/target/last");
+  ASSERT_TRUE(last_adapter.ok()) << last_adapter.status();
+  EXPECT_EQ(last_adapter->info.prompt.num_tasks, 1);
+  EXPECT_EQ(last_adapter->info.task_names, std::vector<std::string>{"last"});
+}
+
+std::map<std::string, at::Tensor> AdapterTensors(const std::string& folder) {
+  auto t = LoadSafetensors(folder + "/adapter_model.safetensors");
+  EXPECT_TRUE(t.ok()) << t.status();
+  return t.ok() ? *t : std::map<std::string, at::Tensor>{};
+}
+
+TEST_F(MptStagesTest, KilledAndResumedStageEndsWhereAnUninterruptedOneEnds) {
+  mpt::v1::SourceTrainingSpec spec = Source(12);
+  spec.mutable_tasks()->DeleteSubrange(1, 2);
+  spec.mutable_train()->set_checkpoint_every(4);
+
+  const std::string straight = FreshTempDir("straight");
+  ASSERT_TRUE(RunSourceTraining(Env(straight + "/work"), prompt_, spec, straight + "/out").ok());
+
+  const std::string resumed = FreshTempDir("resumed");
+  StageEnv killed = Env(resumed + "/work");
+  int polls = 0;
+  killed.cancelled = [&] { return ++polls > 7; };
+  auto first = RunSourceTraining(killed, prompt_, spec, resumed + "/out");
+  ASSERT_EQ(first.status().code(), absl::StatusCode::kCancelled) << first.status();
+  EXPECT_FALSE(fs::exists(resumed + "/out/echo")) << "a cancelled stage must not write its result";
+
+  auto second = RunSourceTraining(Env(resumed + "/work"), prompt_, spec, resumed + "/out");
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ((*second)[0].train.resumed_from_step, 4);
+  auto a = AdapterTensors(straight + "/out/echo");
+  auto b = AdapterTensors(resumed + "/out/echo");
+  ASSERT_EQ(a.count("prompt_embeddings"), 1u);
+  EXPECT_TRUE(at::equal(a["prompt_embeddings"], b["prompt_embeddings"]));
+}
+
+void WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
+
+TEST_F(MptStagesTest, BadDataIsAClearErrorNamingFileAndLine) {
+  const std::string dir = FreshTempDir("bad_data");
+  struct Case {
+    const char* content;
+    const char* expect;
+  };
+  for (const Case& c : {Case{"{\"input\": \"a\", \"target\": \"b\"}\n{\"input\": \"a\"\n", ":2:"},
+                        Case{"{\"input\": \"a\"}\n", "target"},
+                        Case{"", "no examples"},
+                        Case{"{\"input\": \"a\", \"target\": \"b\", \"task\": \"other\"}\n", "other"}}) {
+    SCOPED_TRACE(c.content);
+    const std::string path = dir + "/data.jsonl";
+    WriteFile(path, c.content);
+    mpt::v1::SourceTrainingSpec spec = Source(2);
+    spec.mutable_tasks()->DeleteSubrange(1, 2);
+    spec.mutable_tasks(0)->set_train_path(path);
+    auto result = RunSourceTraining(Env(), prompt_, spec, dir + "/out");
+    ASSERT_FALSE(result.ok());
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(result.status().message().find(path), std::string::npos) << result.status();
+    EXPECT_NE(result.status().message().find(c.expect), std::string::npos) << result.status();
+    EXPECT_FALSE(fs::exists(dir + "/out"));
+  }
+}
+
+TEST_F(MptStagesTest, AdaptersThatDoNotFitAreRejectedAndNothingIsWritten) {
+  const std::string dir = FreshTempDir("misfit");
+  // A teacher with the wrong width (token_dim 32 for a d_model 64 model).
+  SoftPromptConfig narrow;
+  narrow.num_virtual_tokens = 4;
+  narrow.token_dim = 32;
+  AdapterInfo info;
+  info.prompt = narrow;
+  ASSERT_TRUE(WriteAdapter(dir + "/narrow", *SoftPrompt::Random(narrow, 1), info).ok());
+  // A teacher with too many virtual tokens.
+  SoftPromptConfig longer = narrow;
+  longer.token_dim = 64;
+  longer.num_virtual_tokens = 6;
+  info.prompt = longer;
+  ASSERT_TRUE(WriteAdapter(dir + "/longer", *SoftPrompt::Random(longer, 1), info).ok());
+
+  mpt::v1::DistillationSpec distill;
+  *distill.add_tasks() = Task("echo");
+  *distill.mutable_train() = Train(2);
+  ApplyDefaults(&distill);
+  auto wide = RunDistillation(Env(), prompt_, distill, {dir + "/narrow"}, dir + "/out");
+  EXPECT_EQ(wide.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(wide.status().message().find("token_dim"), std::string::npos) << wide.status();
+  auto tokens = RunDistillation(Env(), prompt_, distill, {dir + "/longer"}, dir + "/out");
+  EXPECT_EQ(tokens.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(tokens.status().message().find("num_virtual_tokens"), std::string::npos)
+      << tokens.status();
+  auto count = RunDistillation(Env(), prompt_, distill, {}, dir + "/out");
+  EXPECT_EQ(count.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(fs::exists(dir + "/out"));
+
+  // Target adaptation needs a multitask (stage-2) adapter ...
+  mpt::v1::TargetAdaptationSpec target;
+  *target.add_tasks() = Task("last");
+  *target.mutable_train() = Train(2);
+  ApplyDefaults(&target);
+  auto plain = RunTargetAdaptation(Env(), prompt_, target, dir + "/longer", dir + "/target");
+  EXPECT_EQ(plain.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(plain.status().message().find("MULTITASK_PROMPT_TUNING"), std::string::npos);
+
+  // ... whose num_tasks agrees with its tensors ...
+  SoftPromptConfig multi = longer;
+  multi.kind = PromptKind::kMultitask;
+  multi.num_virtual_tokens = 4;
+  multi.num_tasks = 3;
+  info.prompt = multi;
+  ASSERT_TRUE(WriteAdapter(dir + "/multi", *SoftPrompt::Random(multi, 1), info).ok());
+  {
+    std::ifstream in(dir + "/multi/adapter_config.json");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    text.replace(text.find("\"num_tasks\": 3"), 14, "\"num_tasks\": 5");
+    WriteFile(dir + "/multi/adapter_config.json", text);
+  }
+  auto tasks = RunTargetAdaptation(Env(), prompt_, target, dir + "/multi", dir + "/target");
+  EXPECT_EQ(tasks.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(tasks.status().message().find("prefix_task_cols"), std::string::npos) << tasks.status();
+
+  // ... and an EXACT_SOURCE_TASK that names one of its tasks.
+  WriteAdapter(dir + "/multi", *SoftPrompt::Random(multi, 1), info);
+  target.set_init("EXACT_SOURCE_TASK");
+  target.set_init_task(3);
+  auto exact = RunTargetAdaptation(Env(), prompt_, target, dir + "/multi", dir + "/target");
+  EXPECT_EQ(exact.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(exact.status().message().find("prompt_tuning_init_task"), std::string::npos);
+  EXPECT_FALSE(fs::exists(dir + "/target"));
+}
+
+}  // namespace
+}  // namespace mpt
