@@ -1,0 +1,282 @@
+// Proves that T5Model is T5: on two small random checkpoints (the original
+// T5 with ReLU and a tied, scaled head; T5 v1.1 with gated GELU, an untied
+// head and sharded weights) our encoder and decoder states, logits, loss,
+// greedy generations and rank-classification scores match what Hugging Face
+// transformers and PEFT computed (tools/make_golden.py), with and without
+// soft prompts in each of PEFT's layouts, and only the prompt gets
+// gradients.
+//
+// The max abs differences seen are printed as "max_abs_diff ..." lines.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include "absl/strings/numbers.h"
+#include "common/safetensors.h"
+#include "gtest/gtest.h"
+#include "worker/generation.h"
+#include "worker/prompt_inputs.h"
+#include "worker/t5_model.h"
+#include "worker/torch_tensors.h"
+
+namespace mpt {
+namespace {
+
+// fp32 agreement required with the reference (absolute).
+constexpr double kTolerance = 1e-4;
+
+std::string TestData(const std::string& name) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  const char* workspace = std::getenv("TEST_WORKSPACE");
+  return std::string(srcdir ? srcdir : ".") + "/" + (workspace ? workspace : "mpt") +
+         "/tests/testdata/" + name;
+}
+
+double MaxAbsDiff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.detach().to(at::kDouble) - b.detach().to(at::kDouble)).abs().max().item<double>();
+}
+
+class T5GoldenTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    const std::string name = GetParam();
+    absl::StatusOr<std::unique_ptr<T5Model>> model = T5Model::Load(TestData(name));
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = *std::move(model);
+    const std::string golden_path = TestData("golden_" + name + ".safetensors");
+    absl::StatusOr<std::map<std::string, at::Tensor>> golden = LoadSafetensors(golden_path);
+    ASSERT_TRUE(golden.ok()) << golden.status();
+    golden_ = *std::move(golden);
+    absl::StatusOr<std::unique_ptr<SafetensorsReader>> reader =
+        SafetensorsReader::Open(golden_path);
+    ASSERT_TRUE(reader.ok()) << reader.status();
+    const auto& meta = (*reader)->metadata();
+    ASSERT_TRUE(meta.count("num_virtual_tokens"));
+    ASSERT_TRUE(absl::SimpleAtoi(meta.at("num_virtual_tokens"), &num_virtual_tokens_));
+    for (const char* key : {"input_ids", "attention_mask", "labels", "prompt"}) {
+      ASSERT_TRUE(golden_.count(key)) << key;
+    }
+  }
+
+  const at::Tensor& G(const std::string& key) {
+    auto it = golden_.find(key);
+    if (it == golden_.end()) {
+      ADD_FAILURE() << "golden file has no " << key;
+      static const at::Tensor kEmpty;
+      return kEmpty;
+    }
+    return it->second;
+  }
+
+  // Compares one quantity and prints the difference seen.
+  void ExpectClose(const std::string& what, const at::Tensor& ours, const std::string& key,
+                   double tolerance = kTolerance) {
+    const at::Tensor& ref = G(key);
+    ASSERT_TRUE(ours.defined()) << what;
+    ASSERT_EQ(ours.sizes(), ref.sizes()) << what;
+    const double diff = MaxAbsDiff(ours, ref);
+    const double scale = ref.abs().max().item<double>();
+    std::cout << "max_abs_diff " << GetParam() << " " << what << " " << diff
+              << " (max |reference| " << scale << ", relative " << diff / std::max(scale, 1e-30)
+              << ")" << std::endl;
+    EXPECT_LE(diff, tolerance) << GetParam() << " " << what;
+  }
+
+  void ExpectOutputs(const std::string& prefix, const T5Output& out) {
+    ExpectClose(prefix + "encoder_hidden", out.encoder_hidden, prefix + "encoder_hidden");
+    ExpectClose(prefix + "decoder_hidden", out.decoder_hidden, prefix + "decoder_hidden");
+    ExpectClose(prefix + "logits", out.logits, prefix + "logits");
+    ExpectClose(prefix + "loss", out.loss, prefix + "loss");
+  }
+
+  T5ForwardInputs Prompted(const PromptLayout& layout, const at::Tensor& prompt) {
+    return BuildPromptedInputs(*model_, prompt, layout, G("input_ids"), G("attention_mask"),
+                               G("labels"));
+  }
+
+  std::unique_ptr<T5Model> model_;
+  std::map<std::string, at::Tensor> golden_;
+  int num_virtual_tokens_ = 0;
+};
+
+TEST_P(T5GoldenTest, BaseModelMatches) {
+  at::NoGradGuard no_grad;
+  const at::Tensor& labels = G("labels");
+  EXPECT_TRUE(at::equal(model_->ShiftRight(labels), G("decoder_input_ids")));
+  T5ForwardInputs in;
+  in.inputs_embeds = model_->Embed(G("input_ids"));
+  in.attention_mask = G("attention_mask");
+  in.decoder_inputs_embeds = model_->Embed(model_->ShiftRight(labels));
+  in.labels = labels;
+  ASSERT_TRUE(model_->CheckForwardInputs(in).ok()) << model_->CheckForwardInputs(in);
+  T5Output out = model_->Forward(in);
+  ExpectOutputs("", out);
+  // The pieces compose to the same thing.
+  at::Tensor encoder = model_->Encode(in.inputs_embeds, in.attention_mask);
+  at::Tensor decoder =
+      model_->Decode(in.decoder_inputs_embeds, at::Tensor(), encoder, in.attention_mask);
+  EXPECT_TRUE(at::equal(model_->LmHead(decoder), out.logits));
+}
+
+TEST_P(T5GoldenTest, PromptTuningOneSubmodule) {
+  at::NoGradGuard no_grad;
+  const int nv = num_virtual_tokens_;
+  // PEFT's p1 prompt is prompt[:nv].
+  ExpectOutputs("p1_", model_->Forward(Prompted(PromptLayout::Peft(false, nv, 1),
+                                                G("prompt").narrow(0, 0, nv))));
+}
+
+TEST_P(T5GoldenTest, PromptTuningTwoSubmodules) {
+  at::NoGradGuard no_grad;
+  // PROMPT_TUNING never prompts the decoder, even with two submodules.
+  const PromptLayout layout = PromptLayout::Peft(false, num_virtual_tokens_, 2);
+  EXPECT_FALSE(layout.prompt_decoder);
+  ExpectOutputs("p2_", model_->Forward(Prompted(layout, G("prompt"))));
+}
+
+TEST_P(T5GoldenTest, MultitaskTwoSubmodulesPromptsTheDecoder) {
+  at::NoGradGuard no_grad;
+  const int nv = num_virtual_tokens_;
+  const PromptLayout layout = PromptLayout::Peft(true, nv, 2);
+  EXPECT_TRUE(layout.prompt_decoder);
+  T5ForwardInputs in = Prompted(layout, G("prompt"));
+  EXPECT_EQ(in.labels.size(1), G("labels").size(1) + nv);
+  EXPECT_TRUE((in.labels.narrow(1, 0, nv) == -100).all().item<bool>());
+  ExpectOutputs("mt2_", model_->Forward(in));
+  // The (nv, nsub) overload means this layout.
+  T5ForwardInputs same = BuildPromptedInputs(*model_, G("prompt"), nv, 2, G("input_ids"),
+                                             G("attention_mask"), G("labels"));
+  EXPECT_TRUE(at::equal(same.decoder_inputs_embeds, in.decoder_inputs_embeds));
+  // A per-example [B, T, d] prompt gives the same as a shared [T, d] one.
+  const int64_t batch = G("input_ids").size(0);
+  at::Tensor per_example = G("prompt").unsqueeze(0).expand({batch, -1, -1}).contiguous();
+  EXPECT_LE(MaxAbsDiff(model_->Forward(Prompted(layout, per_example)).logits,
+                       model_->Forward(in).logits),
+            1e-6);
+}
+
+TEST_P(T5GoldenTest, GreedyGenerationMatches) {
+  at::Tensor embeds = model_->Embed(G("input_ids"));
+  at::Tensor generated = GreedyGenerate(*model_, embeds, G("attention_mask"), 8);
+  EXPECT_TRUE(at::equal(generated, G("gen_output")))
+      << "ours:\n" << generated << "\nreference:\n" << G("gen_output");
+  // PEFT's generate puts prompt[:nv] in front of the encoder input only.
+  at::Tensor prompted = GreedyGenerateWithPrompt(*model_, G("prompt"), num_virtual_tokens_,
+                                                 G("input_ids"), G("attention_mask"), 8);
+  EXPECT_TRUE(at::equal(prompted, G("p1_gen_output")))
+      << "ours:\n" << prompted << "\nreference:\n" << G("p1_gen_output");
+}
+
+TEST_P(T5GoldenTest, IncrementalDecodingMatchesFullDecode) {
+  at::NoGradGuard no_grad;
+  at::Tensor encoder = model_->Encode(model_->Embed(G("input_ids")), G("attention_mask"));
+  at::Tensor decoder_embeds = model_->Embed(G("decoder_input_ids"));
+  at::Tensor full = model_->Decode(decoder_embeds, at::Tensor(), encoder, G("attention_mask"));
+  T5DecoderState state = model_->StartDecoding(encoder, G("attention_mask"));
+  std::vector<at::Tensor> steps;
+  // One position, then two at once, then the rest one by one.
+  int64_t done = 0;
+  const int64_t length = decoder_embeds.size(1);
+  for (int64_t n : {int64_t{1}, int64_t{2}}) {
+    steps.push_back(model_->DecodeStep(decoder_embeds.narrow(1, done, n), at::Tensor(), &state));
+    done += n;
+  }
+  for (; done < length; ++done) {
+    steps.push_back(model_->DecodeStep(decoder_embeds.narrow(1, done, 1), at::Tensor(), &state));
+  }
+  EXPECT_EQ(state.length, length);
+  const double diff = MaxAbsDiff(at::cat(steps, 1), full);
+  std::cout << "max_abs_diff " << GetParam() << " incremental_vs_full " << diff << std::endl;
+  EXPECT_LE(diff, 1e-5);
+}
+
+TEST_P(T5GoldenTest, RankClassificationMatches) {
+  const at::Tensor& cand_ids = G("cand_ids");
+  const int64_t batch = G("input_ids").size(0);
+  const at::Tensor& ref = G("cand_scores");
+  const int64_t k = ref.size(1);
+  RankResult result = RankClassify(*model_, model_->Embed(G("input_ids")), G("attention_mask"),
+                                   cand_ids.view({batch, k, cand_ids.size(1)}));
+  ExpectClose("cand_scores", result.scores, "cand_scores");
+  EXPECT_TRUE(at::equal(result.best, ref.argmax(-1)));
+}
+
+TEST_P(T5GoldenTest, RankClassificationWithDecoderPrefixScoresTargetsOnly) {
+  // With the decoder prompt of a two-submodule multitask layout, the score of
+  // the golden targets equals -(mt2 loss) * (number of target tokens).
+  const int nv = num_virtual_tokens_;
+  const PromptLayout layout = PromptLayout::Peft(true, nv, 2);
+  const at::Tensor& labels = G("labels");
+  const int64_t batch = labels.size(0);
+  EncoderInputs encoder = BuildPromptedEncoderInputs(*model_, G("prompt"), nv, G("input_ids"),
+                                                     G("attention_mask"));
+  RankResult result =
+      RankClassify(*model_, encoder.inputs_embeds, encoder.attention_mask,
+                   labels.view({batch, 1, labels.size(1)}),
+                   DecoderPromptRows(*model_, G("prompt"), layout, batch));
+  const double tokens = (labels != -100).sum().item<double>();
+  const double ours = result.scores.sum().item<double>();
+  const double reference = -G("mt2_loss").item<double>() * tokens;
+  EXPECT_NEAR(ours, reference, kTolerance * tokens);
+}
+
+TEST_P(T5GoldenTest, OnlyThePromptGetsGradients) {
+  for (const bool multitask : {false, true}) {
+    SCOPED_TRACE(multitask ? "multitask, two submodules" : "prompt tuning, two submodules");
+    const int nv = num_virtual_tokens_;
+    at::Tensor prompt = G("prompt").clone().set_requires_grad(true);
+    T5Output out =
+        model_->Forward(Prompted(PromptLayout::Peft(multitask, nv, 2), prompt));
+    ASSERT_TRUE(out.loss.requires_grad());
+    out.loss.backward();
+    ASSERT_TRUE(prompt.grad().defined());
+    EXPECT_GT(prompt.grad().narrow(0, 0, nv).abs().sum().item<double>(), 0.0);
+    const double decoder_rows = prompt.grad().narrow(0, nv, nv).abs().sum().item<double>();
+    if (multitask) {
+      EXPECT_GT(decoder_rows, 0.0);
+    } else {
+      EXPECT_EQ(decoder_rows, 0.0);  // PEFT's PROMPT_TUNING never uses them
+    }
+    EXPECT_TRUE(std::isfinite(prompt.grad().abs().sum().item<double>()));
+  }
+  for (const at::Tensor& weight : model_->Parameters()) {
+    EXPECT_FALSE(weight.requires_grad());
+    EXPECT_FALSE(weight.grad().defined());
+  }
+  EXPECT_FALSE(model_->word_embeddings().requires_grad());
+}
+
+TEST_P(T5GoldenTest, ReducedPrecisionStaysClose) {
+  absl::StatusOr<std::unique_ptr<T5Model>> bf16 =
+      T5Model::Load(TestData(GetParam()), T5LoadOptions{c10::Device(c10::kCPU), at::kBFloat16});
+  ASSERT_TRUE(bf16.ok()) << bf16.status();
+  at::NoGradGuard no_grad;
+  T5ForwardInputs in;
+  in.inputs_embeds = (*bf16)->Embed(G("input_ids"));
+  in.attention_mask = G("attention_mask");
+  in.decoder_inputs_embeds = (*bf16)->Embed(G("decoder_input_ids"));
+  in.labels = G("labels");
+  T5Output out = (*bf16)->Forward(in);
+  EXPECT_EQ(out.logits.scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(at::isfinite(out.logits).all().item<bool>());
+  const double loss = out.loss.item<double>();
+  const double reference = G("loss").item<double>();
+  std::cout << "bf16 " << GetParam() << " loss " << loss << " vs fp32 " << reference << std::endl;
+  EXPECT_NEAR(loss, reference, 0.05 * std::abs(reference) + 0.05);
+}
+
+INSTANTIATE_TEST_SUITE_P(Checkpoints, T5GoldenTest, ::testing::Values("t5_relu", "t5_gated"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param;
+                         });
+
+}  // namespace
+}  // namespace mpt
