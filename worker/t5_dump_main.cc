@@ -40,7 +40,10 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/status_macros.h"
+#include "worker/adapter_io.h"
 #include "worker/generation.h"
+#include "worker/prompt_inputs.h"
+#include "worker/soft_prompt.h"
 #include "worker/t5_model.h"
 #include "worker/t5_tokenizer.h"
 #include "worker/torch_tensors.h"
@@ -53,6 +56,9 @@ ABSL_FLAG(std::string, target, "", "Target text (EOS added); once per input or o
 ABSL_FLAG(int, generate, 0, "Greedy-generate up to this many new tokens (0: none)");
 ABSL_FLAG(std::string, dtype, "float32", "float32, bfloat16, float16 or float64");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda, cuda:1, ...");
+ABSL_FLAG(std::string, adapter, "",
+          "A PEFT prompt adapter folder to put in front of the inputs, as PEFT does");
+ABSL_FLAG(int, task_id, 0, "Task id of every input for a multitask adapter");
 
 namespace mpt {
 namespace {
@@ -221,6 +227,36 @@ absl::Status Run(const RepeatedFlags& repeated) {
       decoder_input_ids = at::full({batch, 1}, config.decoder_start_token_id, at::kLong);
     }
     in.decoder_inputs_embeds = model->Embed(decoder_input_ids.to(device));
+    if (!absl::GetFlag(FLAGS_adapter).empty()) {
+      ASSIGN_OR_RETURN(Adapter adapter, ReadAdapter(absl::GetFlag(FLAGS_adapter)));
+      RETURN_IF_ERROR(CheckAdapterFitsModel(adapter.info, static_cast<int>(config.d_model)));
+      const SoftPromptConfig& pc = adapter.prompt.config();
+      const int task = absl::GetFlag(FLAGS_task_id);
+      if (pc.kind == PromptKind::kMultitask && (task < 0 || task >= pc.num_tasks)) {
+        return absl::InvalidArgumentError(absl::StrCat("--task_id: ", task, " is not a task of ",
+                                                       "the adapter (it has ", pc.num_tasks, ")"));
+      }
+      adapter.prompt.MoveTo(device);
+      at::Tensor prompts =
+          adapter.prompt.Forward(at::full({batch}, task, at::TensorOptions().dtype(at::kLong).device(device)), batch);
+      const PromptLayout layout = PromptLayout::Peft(pc.kind == PromptKind::kMultitask,
+                                                     pc.num_virtual_tokens,
+                                                     pc.num_transformer_submodules);
+      if (!targets.empty()) {
+        in = BuildPromptedInputs(*model, prompts, layout, input_ids.to(device), in.attention_mask,
+                                 in.labels);
+      } else {
+        EncoderInputs enc = BuildPromptedEncoderInputs(*model, prompts, pc.num_virtual_tokens,
+                                                       input_ids.to(device), in.attention_mask);
+        in.inputs_embeds = enc.inputs_embeds;
+        in.attention_mask = enc.attention_mask;
+        at::Tensor rows = DecoderPromptRows(*model, prompts, layout, batch);
+        if (rows.defined()) in.decoder_inputs_embeds = at::cat({rows, in.decoder_inputs_embeds}, 1);
+      }
+      std::cout << "adapter: " << absl::GetFlag(FLAGS_adapter) << " ("
+                << PromptKindName(pc.kind) << ", " << pc.total_tokens() << " prompt rows, task "
+                << task << ")\n";
+    }
     RETURN_IF_ERROR(model->CheckForwardInputs(in));
     T5Output out = model->Forward(in);
 
