@@ -1,0 +1,65 @@
+// How mptctl shows jobs, workers and job events to people and to scripts.
+// Pure functions over the API messages; torch-free and gRPC-free.
+#ifndef MPT_CLI_JOB_FORMAT_H_
+#define MPT_CLI_JOB_FORMAT_H_
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "google/protobuf/message.h"
+#include "proto/mpt/v1/service.pb.h"
+#include "worker/progress.h"
+
+namespace mpt {
+
+// "QUEUED", "SUCCEEDED", ...; "PIPELINE", "SOURCE_TRAINING", ...
+std::string StateName(mpt::v1::JobState state);
+std::string KindName(mpt::v1::JobKind kind);
+
+// Parses a state or kind as mptctl's flags take them: the enum name in any
+// case ("succeeded"), and for kinds also "source", "distillation",
+// "target". INVALID_ARGUMENT naming the flag otherwise.
+absl::StatusOr<mpt::v1::JobState> ParseJobState(const std::string& text);
+absl::StatusOr<mpt::v1::JobKind> ParseJobKind(const std::string& text);
+
+// True for SUCCEEDED, FAILED and CANCELLED.
+bool IsFinal(mpt::v1::JobState state);
+
+// "jobs/abc" for "abc" or "jobs/abc"; artefact names are kept as they are.
+std::string JobName(const std::string& id_or_name);
+
+// One JSON object (proto field names, every field present) without a
+// trailing newline. Multi-line when `pretty`.
+std::string ToJson(const google::protobuf::Message& message, bool pretty);
+
+// A table of jobs: NAME, KIND, STATE, PRIORITY, CREATED, PROGRESS, DISPLAY
+// NAME; one line per job after a header.
+std::string FormatJobTable(const std::vector<mpt::v1::Job>& jobs);
+
+// A job in detail: its fields, then one line per stage (state, attempts,
+// workers, step, loss, metrics, artefact), the artefacts and the error.
+std::string FormatJob(const mpt::v1::Job& job);
+
+// A table of workers.
+std::string FormatWorkerTable(const std::vector<mpt::v1::Worker>& workers);
+
+// The target tasks' metrics of a finished job, one line per stage that has
+// metrics: "  target/min   min/accuracy 87.5%".
+std::string FormatResults(const mpt::v1::Job& job);
+
+// What a job event means for the progress display: the event to feed a
+// TerminalProgressSink, or nullopt when the event carries nothing to show.
+//   stage RUNNING without a step    -> STARTED
+//   a step (progress.step > 0)      -> STEP
+//   metrics                         -> EVAL
+//   stage SUCCEEDED                 -> FINISHED
+//   stage FAILED / CANCELLED        -> FAILED (message = event.message)
+//   job-level state changes         -> STARTED/FINISHED/FAILED labelled
+//                                      with the job's name
+std::optional<ProgressEvent> ProgressEventFor(const mpt::v1::JobEvent& event);
+
+}  // namespace mpt
+
+#endif  // MPT_CLI_JOB_FORMAT_H_

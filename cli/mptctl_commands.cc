@@ -1,0 +1,413 @@
+#include "cli/mptctl_commands.h"
+
+#include <filesystem>
+#include <optional>
+#include <system_error>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "cli/job_format.h"
+#include "common/artifact_pack.h"
+#include "common/grpc_status.h"
+#include "common/sha256.h"
+#include "worker/progress.h"
+#include "worker/spec_loader.h"
+
+namespace mpt {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool Retryable(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kUnavailable ||
+         s.code() == absl::StatusCode::kDeadlineExceeded;
+}
+
+// The part of the spec a job of `kind` uses.
+void CheckTasks(const char* stage, const google::protobuf::RepeatedPtrField<mpt::v1::TaskData>& tasks,
+                std::vector<std::string>* problems) {
+  std::error_code ec;
+  for (int i = 0; i < tasks.size(); ++i) {
+    const mpt::v1::TaskData& t = tasks[i];
+    for (const auto& [field, path] : {std::pair<const char*, const std::string*>{"train_path", &t.train_path()},
+                                      {"eval_path", &t.eval_path()}}) {
+      if (path->empty()) continue;
+      if (!fs::is_regular_file(*path, ec)) {
+        problems->push_back(absl::StrCat(stage, ".tasks[", i, "].", field,
+                                         ": file does not exist: ", *path));
+      }
+    }
+  }
+}
+
+// Checks, as this machine sees the file system, that the model folder and
+// the data files of the stages a job of `kind` runs exist.
+absl::Status CheckSpecFiles(const mpt::v1::PipelineSpec& spec, mpt::v1::JobKind kind) {
+  std::vector<std::string> problems;
+  std::error_code ec;
+  if (!spec.base_model().empty() && !fs::is_directory(spec.base_model(), ec)) {
+    problems.push_back(absl::StrCat("base_model: not a folder: ", spec.base_model()));
+  }
+  const bool pipeline = kind == mpt::v1::PIPELINE;
+  if (pipeline || kind == mpt::v1::SOURCE_TRAINING) {
+    CheckTasks("source", spec.source().tasks(), &problems);
+  }
+  if (pipeline || kind == mpt::v1::DISTILLATION) {
+    CheckTasks("distillation", spec.distillation().tasks(), &problems);
+  }
+  if (pipeline || kind == mpt::v1::TARGET_ADAPTATION) {
+    CheckTasks("target", spec.target().tasks(), &problems);
+  }
+  if (problems.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      absl::StrJoin(problems, "; "),
+      " (checked on this machine; --nocheck_files leaves the check to the workers)"));
+}
+
+// A relative folder for a stage id ("source/max" stays, ".." is refused).
+std::optional<std::string> StageFolder(const std::string& stage) {
+  std::vector<std::string> parts;
+  for (absl::string_view p : absl::StrSplit(stage, '/', absl::SkipEmpty())) {
+    if (p == "." || p == "..") return std::nullopt;
+    parts.emplace_back(p);
+  }
+  if (parts.empty()) return std::nullopt;
+  return absl::StrJoin(parts, "/");
+}
+
+std::string LastPart(const std::string& name) {
+  const size_t slash = name.rfind('/');
+  return slash == std::string::npos ? name : name.substr(slash + 1);
+}
+
+}  // namespace
+
+int ExitCodeFor(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kOk:
+      return kExitOk;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange:
+      return kExitUsage;
+    case absl::StatusCode::kNotFound:
+      return kExitNotFound;
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+      return kExitUnavailable;
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kAlreadyExists:
+      return kExitFailedPrecondition;
+    case absl::StatusCode::kUnauthenticated:
+    case absl::StatusCode::kPermissionDenied:
+      return kExitUnauthenticated;
+    case absl::StatusCode::kDataLoss:
+      return kExitDataLoss;
+    default:
+      return kExitError;
+  }
+}
+
+Mptctl::Mptctl(MptctlOptions options, mpt::v1::JobService::StubInterface* stub, std::ostream* out,
+               std::ostream* err)
+    : options_(std::move(options)), stub_(stub), out_(out), err_(err) {}
+
+int Mptctl::Fail(const absl::Status& status) {
+  *err_ << "mptctl: " << absl::StatusCodeToString(status.code()) << ": " << status.message()
+        << "\n";
+  err_->flush();
+  return ExitCodeFor(status);
+}
+
+void Mptctl::Prepare(grpc::ClientContext* context, absl::Duration timeout) const {
+  PrepareClientContext(options_.channel, timeout, context);
+}
+
+int Mptctl::Submit(const SubmitArgs& args) {
+  if (args.spec_path.empty()) return Fail(absl::InvalidArgumentError("--spec: required"));
+  absl::StatusOr<mpt::v1::JobKind> kind = ParseJobKind(args.kind);
+  if (!kind.ok()) return Fail(kind.status());
+  absl::StatusOr<mpt::v1::PipelineSpec> spec = ReadPipelineSpec(args.spec_path);
+  if (!spec.ok()) return Fail(spec.status());
+  // Relative paths are relative to the spec's folder; the coordinator and
+  // the workers get absolute ones.
+  ResolveSpecPaths(fs::absolute(args.spec_path).parent_path().string(), &*spec);
+  if (args.check_files) {
+    absl::Status files = CheckSpecFiles(*spec, *kind);
+    if (!files.ok()) return Fail(files);
+  }
+  mpt::v1::SubmitJobRequest request;
+  request.set_kind(*kind);
+  *request.mutable_spec() = *std::move(spec);
+  request.set_priority(args.priority);
+  request.set_display_name(args.display_name);
+  request.set_request_id(args.request_id);
+  grpc::ClientContext context;
+  Prepare(&context, options_.call_timeout);
+  mpt::v1::Job job;
+  absl::Status s = FromGrpcStatus(stub_->SubmitJob(&context, request, &job));
+  if (!s.ok()) return Fail(s);
+  if (json()) {
+    *out_ << ToJson(job, /*pretty=*/!args.watch) << "\n";
+  } else {
+    *out_ << job.name() << "\n";
+    *err_ << "submitted " << job.name() << " (" << KindName(job.kind()) << ", "
+          << job.stages_size() << " stages, " << StateName(job.state()) << ")\n";
+  }
+  out_->flush();
+  if (args.watch) return Watch(job.name(), 0);
+  return kExitOk;
+}
+
+int Mptctl::Get(const std::string& id) {
+  if (id.empty()) return Fail(absl::InvalidArgumentError("get: JOB required"));
+  mpt::v1::GetJobRequest request;
+  request.set_name(JobName(id));
+  grpc::ClientContext context;
+  Prepare(&context, options_.call_timeout);
+  mpt::v1::Job job;
+  absl::Status s = FromGrpcStatus(stub_->GetJob(&context, request, &job));
+  if (!s.ok()) return Fail(s);
+  *out_ << (json() ? ToJson(job, true) + "\n" : FormatJob(job));
+  return kExitOk;
+}
+
+int Mptctl::List(const ListArgs& args) {
+  mpt::v1::ListJobsRequest request;
+  for (const std::string& text : args.states) {
+    absl::StatusOr<mpt::v1::JobState> state = ParseJobState(text);
+    if (!state.ok()) return Fail(state.status());
+    request.add_states(*state);
+  }
+  for (const std::string& text : args.kinds) {
+    absl::StatusOr<mpt::v1::JobKind> kind = ParseJobKind(text);
+    if (!kind.ok()) return Fail(kind.status());
+    request.add_kinds(*kind);
+  }
+  request.set_page_size(args.page_size);
+  request.set_page_token(args.page_token);
+  mpt::v1::ListJobsResponse all;
+  while (true) {
+    grpc::ClientContext context;
+    Prepare(&context, options_.call_timeout);
+    mpt::v1::ListJobsResponse page;
+    absl::Status s = FromGrpcStatus(stub_->ListJobs(&context, request, &page));
+    if (!s.ok()) return Fail(s);
+    for (auto& j : *page.mutable_jobs()) *all.add_jobs() = std::move(j);
+    all.set_next_page_token(page.next_page_token());
+    if (!args.all || page.next_page_token().empty()) break;
+    request.set_page_token(page.next_page_token());
+  }
+  if (json()) {
+    *out_ << ToJson(all, true) << "\n";
+    return kExitOk;
+  }
+  *out_ << FormatJobTable(std::vector<mpt::v1::Job>(all.jobs().begin(), all.jobs().end()));
+  if (!all.next_page_token().empty()) {
+    *err_ << "more jobs: --page_token=" << all.next_page_token() << " (or --all)\n";
+  }
+  return kExitOk;
+}
+
+int Mptctl::Watch(const std::string& id, int64_t after_sequence) {
+  if (id.empty()) return Fail(absl::InvalidArgumentError("watch: JOB required"));
+  const std::string name = JobName(id);
+  std::unique_ptr<TerminalProgressSink> sink;
+  if (!json()) {
+    TerminalProgressOptions display;
+    display.log_every_steps = 1;  // the coordinator already thins them out
+    sink = std::make_unique<TerminalProgressSink>(out_, options_.live, display);
+  }
+  int64_t last = after_sequence;
+  mpt::v1::JobState final_state = mpt::v1::JOB_STATE_UNSPECIFIED;
+  std::optional<absl::Time> unreachable_since;
+  absl::Duration backoff = absl::Milliseconds(250);
+  while (!IsFinal(final_state)) {
+    grpc::ClientContext context;
+    Prepare(&context, absl::InfiniteDuration());
+    mpt::v1::WatchJobRequest request;
+    request.set_name(name);
+    request.set_after_sequence(last);
+    std::unique_ptr<grpc::ClientReaderInterface<mpt::v1::JobEvent>> reader =
+        stub_->WatchJob(&context, request);
+    mpt::v1::JobEvent event;
+    while (reader->Read(&event)) {
+      if (unreachable_since.has_value()) {
+        *err_ << "mptctl: reconnected; continuing after event " << last << "\n";
+        unreachable_since.reset();
+      }
+      backoff = absl::Milliseconds(250);
+      if (event.sequence() <= last) continue;  // already shown
+      last = event.sequence();
+      if (json()) {
+        *out_ << ToJson(event, false) << "\n";
+        out_->flush();
+      } else if (std::optional<ProgressEvent> e = ProgressEventFor(event)) {
+        sink->OnEvent(*e);
+      }
+      if (IsFinal(event.state())) final_state = event.state();
+    }
+    absl::Status s = FromGrpcStatus(reader->Finish());
+    if (IsFinal(final_state)) break;
+    if (s.ok() || Retryable(s)) {
+      // The stream ended early (a restarted or unreachable coordinator):
+      // resume from the last event seen.
+      if (!unreachable_since.has_value()) {
+        unreachable_since = absl::Now();
+        *err_ << "mptctl: lost the event stream (" << (s.ok() ? "closed" : s.message())
+              << "); reconnecting from event " << last << "\n";
+        err_->flush();
+      } else if (absl::Now() - *unreachable_since > options_.reconnect_timeout) {
+        return Fail(s.ok() ? absl::UnavailableError("the event stream keeps closing") : s);
+      }
+      absl::SleepFor(backoff);
+      backoff = std::min(backoff * 2, absl::Seconds(5));
+      continue;
+    }
+    return Fail(s);
+  }
+  sink.reset();  // ends a bar left on screen
+  if (!json()) {
+    *out_ << name << ": " << StateName(final_state) << "\n";
+    mpt::v1::GetJobRequest request;
+    request.set_name(name);
+    grpc::ClientContext context;
+    Prepare(&context, options_.call_timeout);
+    mpt::v1::Job job;
+    if (stub_->GetJob(&context, request, &job).ok()) {
+      *out_ << FormatResults(job);
+      if (!job.error().empty()) *out_ << "error: " << job.error() << "\n";
+    }
+  }
+  out_->flush();
+  return final_state == mpt::v1::SUCCEEDED ? kExitOk : kExitJobUnsuccessful;
+}
+
+int Mptctl::Cancel(const std::string& id) {
+  if (id.empty()) return Fail(absl::InvalidArgumentError("cancel: JOB required"));
+  mpt::v1::CancelJobRequest request;
+  request.set_name(JobName(id));
+  grpc::ClientContext context;
+  Prepare(&context, options_.call_timeout);
+  mpt::v1::Job job;
+  absl::Status s = FromGrpcStatus(stub_->CancelJob(&context, request, &job));
+  if (!s.ok()) return Fail(s);
+  *out_ << (json() ? ToJson(job, true) : absl::StrCat(job.name(), ": ", StateName(job.state())))
+        << "\n";
+  return kExitOk;
+}
+
+absl::Status Mptctl::DownloadArtifact(const std::string& name, const std::string& expected_sha256,
+                                      const std::string& folder) {
+  mpt::v1::DownloadArtifactRequest request;
+  request.set_name(name);
+  grpc::ClientContext context;
+  Prepare(&context, options_.call_timeout + absl::Minutes(10));
+  std::unique_ptr<grpc::ClientReaderInterface<mpt::v1::ArtifactChunk>> reader =
+      stub_->DownloadArtifact(&context, request);
+  std::string bytes;
+  std::string sha256;
+  int64_t total = -1;
+  mpt::v1::ArtifactChunk chunk;
+  Sha256 hash;
+  while (reader->Read(&chunk)) {
+    if (chunk.offset() != static_cast<int64_t>(bytes.size())) {
+      context.TryCancel();
+      reader->Finish();
+      return absl::DataLossError(absl::StrCat(name, ": chunk at offset ", chunk.offset(),
+                                              " where ", bytes.size(), " was expected"));
+    }
+    hash.Update(chunk.data());
+    bytes += chunk.data();
+    if (!chunk.sha256().empty()) sha256 = chunk.sha256();
+    if (chunk.total_bytes() > 0) total = chunk.total_bytes();
+  }
+  absl::Status s = FromGrpcStatus(reader->Finish());
+  if (!s.ok()) return absl::Status(s.code(), absl::StrCat(name, ": ", s.message()));
+  const std::string actual = hash.HexDigest();
+  if (total >= 0 && total != static_cast<int64_t>(bytes.size())) {
+    return absl::DataLossError(absl::StrCat(name, ": got ", bytes.size(), " of ", total, " bytes"));
+  }
+  if (sha256.empty() || actual != sha256 ||
+      (!expected_sha256.empty() && actual != expected_sha256)) {
+    return absl::DataLossError(absl::StrCat(name, ": SHA-256 ", actual, " does not match ",
+                                            sha256.empty() ? "(none sent)" : sha256));
+  }
+  absl::Status unpacked = UnpackFolder(bytes, folder);
+  if (!unpacked.ok()) {
+    return absl::Status(unpacked.code(), absl::StrCat(name, ": ", unpacked.message()));
+  }
+  return absl::OkStatus();
+}
+
+int Mptctl::Download(const std::string& name, const std::string& out_dir) {
+  if (name.empty()) return Fail(absl::InvalidArgumentError("download: ARTIFACT or JOB required"));
+  struct Item {
+    std::string artifact, stage, sha256, folder;
+  };
+  std::vector<Item> items;
+  if (absl::StrContains(name, "/artifacts/")) {
+    items.push_back({name, "", "", out_dir.empty() ? LastPart(name) : out_dir});
+  } else {
+    mpt::v1::GetJobRequest request;
+    request.set_name(JobName(name));
+    grpc::ClientContext context;
+    Prepare(&context, options_.call_timeout);
+    mpt::v1::Job job;
+    absl::Status s = FromGrpcStatus(stub_->GetJob(&context, request, &job));
+    if (!s.ok()) return Fail(s);
+    const std::string root = out_dir.empty() ? LastPart(job.name()) : out_dir;
+    for (const mpt::v1::Stage& stage : job.stages()) {
+      if (stage.artifact().empty()) continue;
+      std::optional<std::string> folder = StageFolder(stage.id());
+      if (!folder.has_value()) {
+        return Fail(absl::InternalError(absl::StrCat("unusable stage id \"", stage.id(), "\"")));
+      }
+      std::string sha;
+      for (const mpt::v1::Artifact& a : job.artifacts()) {
+        if (a.name() == stage.artifact()) sha = a.sha256();
+      }
+      items.push_back({stage.artifact(), stage.id(), sha, (fs::path(root) / *folder).string()});
+    }
+    if (items.empty()) {
+      return Fail(absl::FailedPreconditionError(absl::StrCat(
+          job.name(), " (", StateName(job.state()), ") has no finished stage with an adapter yet")));
+    }
+  }
+  for (const Item& item : items) {
+    absl::Status s = DownloadArtifact(item.artifact, item.sha256, item.folder);
+    if (!s.ok()) return Fail(s);
+    if (json()) {
+      nlohmann::json line = {{"artifact", item.artifact},
+                             {"stage", item.stage},
+                             {"path", fs::absolute(item.folder).string()}};
+      *out_ << line.dump() << "\n";
+    } else {
+      *out_ << item.folder << "\n";
+    }
+  }
+  return kExitOk;
+}
+
+int Mptctl::Workers() {
+  mpt::v1::ListWorkersRequest request;
+  grpc::ClientContext context;
+  Prepare(&context, options_.call_timeout);
+  mpt::v1::ListWorkersResponse response;
+  absl::Status s = FromGrpcStatus(stub_->ListWorkers(&context, request, &response));
+  if (!s.ok()) return Fail(s);
+  if (json()) {
+    *out_ << ToJson(response, true) << "\n";
+  } else {
+    *out_ << FormatWorkerTable(
+        std::vector<mpt::v1::Worker>(response.workers().begin(), response.workers().end()));
+  }
+  return kExitOk;
+}
+
+}  // namespace mpt

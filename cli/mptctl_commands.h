@@ -1,0 +1,118 @@
+// mptctl's commands over the JobService, separate from flag parsing so that
+// they can be driven by tests. Each command writes its result to `out`
+// (a table or JSON) and its complaints to `err`, and returns the process
+// exit status:
+//
+//   0  OK (for watch and submit --watch: the job SUCCEEDED)
+//   1  any other error (INTERNAL, UNKNOWN, ...)
+//   2  bad usage, or the service said INVALID_ARGUMENT (a bad spec names
+//      the field)
+//   3  NOT_FOUND (no such job or artefact)
+//   4  the job ended FAILED or CANCELLED (watch, submit --watch)
+//   5  UNAVAILABLE or DEADLINE_EXCEEDED: the coordinator cannot be reached;
+//      a retry may succeed
+//   6  FAILED_PRECONDITION (e.g. cancelling a finished job) or
+//      ALREADY_EXISTS
+//   7  UNAUTHENTICATED or PERMISSION_DENIED (token / TLS)
+//   8  DATA_LOSS: a download did not match its SHA-256
+//
+// Not thread-safe; one command at a time.
+#ifndef MPT_CLI_MPTCTL_COMMANDS_H_
+#define MPT_CLI_MPTCTL_COMMANDS_H_
+
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "common/client_channel.h"
+#include "proto/mpt/v1/service.grpc.pb.h"
+
+namespace mpt {
+
+enum MptctlExit {
+  kExitOk = 0,
+  kExitError = 1,
+  kExitUsage = 2,
+  kExitNotFound = 3,
+  kExitJobUnsuccessful = 4,
+  kExitUnavailable = 5,
+  kExitFailedPrecondition = 6,
+  kExitUnauthenticated = 7,
+  kExitDataLoss = 8,
+};
+
+// The exit status for a failed call (see the table above); 0 for OK.
+int ExitCodeFor(const absl::Status& status);
+
+struct MptctlOptions {
+  // The connection (for the token on each call).
+  ClientChannelOptions channel;
+  // "text" (default) or "json".
+  std::string output = "text";
+  // Deadline of each unary call. Default 30 seconds.
+  absl::Duration call_timeout = absl::Seconds(30);
+  // watch: how long to keep reconnecting to an unreachable coordinator
+  // before giving up with status 5. Default 10 minutes.
+  absl::Duration reconnect_timeout = absl::Minutes(10);
+  // Draw a live progress bar (a terminal) rather than log lines.
+  bool live = false;
+};
+
+struct SubmitArgs {
+  std::string spec_path;
+  std::string kind = "pipeline";
+  int priority = 0;
+  std::string display_name;
+  std::string request_id;
+  // Check locally that the model folder and data files exist.
+  bool check_files = true;
+  bool watch = false;
+};
+
+struct ListArgs {
+  std::vector<std::string> states;
+  std::vector<std::string> kinds;
+  int page_size = 0;
+  std::string page_token;
+  // Follow next_page_token to the end.
+  bool all = false;
+};
+
+class Mptctl {
+ public:
+  // `stub`, `out` and `err` are borrowed.
+  Mptctl(MptctlOptions options, mpt::v1::JobService::StubInterface* stub, std::ostream* out,
+         std::ostream* err);
+
+  int Submit(const SubmitArgs& args);
+  int Get(const std::string& job);
+  int List(const ListArgs& args);
+  // Streams the job's events from `after_sequence` until it ends,
+  // reconnecting after a lost connection from the last event seen.
+  int Watch(const std::string& job, int64_t after_sequence);
+  int Cancel(const std::string& job);
+  // An artefact ("jobs/J/artifacts/A") into `out_dir` (default ./A), or
+  // every stage result of a job into `out_dir`/<stage id> (default ./J).
+  int Download(const std::string& name, const std::string& out_dir);
+  int Workers();
+
+ private:
+  // Prints "mptctl: <message>" and returns the status's exit code.
+  int Fail(const absl::Status& status);
+  void Prepare(grpc::ClientContext* context, absl::Duration timeout) const;
+  absl::Status DownloadArtifact(const std::string& name, const std::string& expected_sha256,
+                                const std::string& folder);
+  bool json() const { return options_.output == "json"; }
+
+  const MptctlOptions options_;
+  mpt::v1::JobService::StubInterface* const stub_;
+  std::ostream* const out_;
+  std::ostream* const err_;
+};
+
+}  // namespace mpt
+
+#endif  // MPT_CLI_MPTCTL_COMMANDS_H_

@@ -1,0 +1,437 @@
+// mptctl as a user runs it: the real binary against an in-process fake
+// JobService, checking what it sends, prints and exits with.
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "common/artifact_pack.h"
+#include "common/file_util.h"
+#include "common/sha256.h"
+#include "gtest/gtest.h"
+#include "proto/mpt/v1/service.grpc.pb.h"
+#include "tests/test_util.h"
+
+namespace mpt {
+namespace {
+
+namespace fs = std::filesystem;
+using mpt::v1::JobService;
+
+class FakeJobService final : public JobService::Service {
+ public:
+  grpc::Status SubmitJob(grpc::ServerContext* context, const mpt::v1::SubmitJobRequest* request,
+                         mpt::v1::Job* job) override {
+    absl::MutexLock lock(&mu_);
+    submitted.push_back(*request);
+    auto token = context->client_metadata().find("authorization");
+    if (token != context->client_metadata().end()) {
+      last_token = std::string(token->second.data(), token->second.size());
+    }
+    if (!submit_error.ok()) return submit_error;
+    job->set_name("jobs/j1");
+    job->set_kind(request->kind());
+    job->set_state(mpt::v1::QUEUED);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status GetJob(grpc::ServerContext*, const mpt::v1::GetJobRequest* request,
+                      mpt::v1::Job* job) override {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs.find(request->name());
+    if (it == jobs.end()) return grpc::Status(grpc::StatusCode::NOT_FOUND, request->name() + ": no such job");
+    *job = it->second;
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ListJobs(grpc::ServerContext*, const mpt::v1::ListJobsRequest* request,
+                        mpt::v1::ListJobsResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    list_requests.push_back(*request);
+    for (const auto& [name, job] : jobs) *response->add_jobs() = job;
+    return grpc::Status::OK;
+  }
+
+  grpc::Status CancelJob(grpc::ServerContext*, const mpt::v1::CancelJobRequest* request,
+                         mpt::v1::Job* job) override {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, request->name() + " is SUCCEEDED");
+  }
+
+  // Event streams: `watch_script[i]` is what the i-th call sends; a call
+  // past the script's end sends nothing and ends OK.
+  struct WatchCall {
+    std::vector<mpt::v1::JobEvent> events;
+    grpc::Status end;
+  };
+  grpc::Status WatchJob(grpc::ServerContext*, const mpt::v1::WatchJobRequest* request,
+                        grpc::ServerWriter<mpt::v1::JobEvent>* writer) override {
+    WatchCall call;
+    {
+      absl::MutexLock lock(&mu_);
+      watch_requests.push_back(*request);
+      if (watch_requests.size() > watch_script.size()) return grpc::Status::OK;
+      call = watch_script[watch_requests.size() - 1];
+    }
+    for (const auto& e : call.events) {
+      if (e.sequence() > request->after_sequence()) writer->Write(e);
+    }
+    return call.end;
+  }
+
+  grpc::Status DownloadArtifact(grpc::ServerContext*, const mpt::v1::DownloadArtifactRequest* request,
+                                grpc::ServerWriter<mpt::v1::ArtifactChunk>* writer) override {
+    std::string blob;
+    bool corrupt = false;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = blobs.find(request->name());
+      if (it == blobs.end()) return grpc::Status(grpc::StatusCode::NOT_FOUND, "no artifact");
+      blob = it->second;
+      corrupt = corrupt_downloads;
+    }
+    const std::string sha = Sha256Hex(blob);
+    for (size_t pos = 0; pos < blob.size(); pos += 1000) {
+      mpt::v1::ArtifactChunk chunk;
+      chunk.set_offset(static_cast<int64_t>(pos));
+      chunk.set_data(blob.substr(pos, 1000));
+      if (corrupt && pos == 0) (*chunk.mutable_data())[0] ^= 1;
+      if (pos + 1000 >= blob.size()) {
+        chunk.set_sha256(sha);
+        chunk.set_total_bytes(static_cast<int64_t>(blob.size()));
+      }
+      writer->Write(chunk);
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ListWorkers(grpc::ServerContext*, const mpt::v1::ListWorkersRequest*,
+                           mpt::v1::ListWorkersResponse* response) override {
+    auto* w = response->add_workers();
+    w->set_name("workers/w1");
+    w->set_hostname("node-1");
+    w->set_device("cpu");
+    w->set_state("idle");
+    w->add_collectives("gloo");
+    return grpc::Status::OK;
+  }
+
+  absl::Mutex mu_;
+  std::vector<mpt::v1::SubmitJobRequest> submitted;
+  std::string last_token;
+  grpc::Status submit_error = grpc::Status::OK;
+  std::map<std::string, mpt::v1::Job> jobs;
+  std::vector<mpt::v1::ListJobsRequest> list_requests;
+  std::vector<WatchCall> watch_script;
+  std::vector<mpt::v1::WatchJobRequest> watch_requests;
+  std::map<std::string, std::string> blobs;
+  bool corrupt_downloads = false;
+};
+
+struct Result {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+
+// Runs mptctl with `args`, capturing its output.
+Result RunMptctl(const std::vector<std::string>& args) {
+  const std::string dir = testing::FreshTempDir("mptctl_run");
+  const std::string out_path = dir + "/out", err_path = dir + "/err";
+  pid_t pid = fork();
+  if (pid == 0) {
+    const int out_fd = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int err_fd = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (out_fd < 0 || err_fd < 0) _exit(126);
+    dup2(out_fd, STDOUT_FILENO);
+    dup2(err_fd, STDERR_FILENO);
+    std::vector<std::string> all{testing::DataPath("cli/mptctl")};
+    all.insert(all.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : all) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    unsetenv("MPT_COORDINATOR");
+    unsetenv("MPT_TOKEN");
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  Result r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = ReadFile(out_path).value_or("");
+  r.err = ReadFile(err_path).value_or("");
+  return r;
+}
+
+mpt::v1::JobEvent Event(int64_t seq, mpt::v1::JobState state, const std::string& stage = "",
+                        int64_t step = 0) {
+  mpt::v1::JobEvent e;
+  e.set_sequence(seq);
+  e.set_job("jobs/j1");
+  e.set_state(state);
+  e.set_stage(stage);
+  if (step > 0) {
+    e.set_stage_state(mpt::v1::RUNNING);
+    e.mutable_progress()->set_step(step);
+    e.mutable_progress()->set_total_steps(10);
+    (*e.mutable_progress()->mutable_losses())["loss"] = 1.0 / step;
+    e.mutable_progress()->set_eta_seconds(10 - step);
+  }
+  return e;
+}
+
+class MptctlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    address_ = absl::StrCat("127.0.0.1:", port_);
+  }
+  void TearDown() override { server_->Shutdown(); }
+
+  Result Run(std::vector<std::string> args) {
+    args.insert(args.begin(), "--coordinator=" + address_);
+    return RunMptctl(args);
+  }
+
+  // A spec file with relative paths and the files they name.
+  std::string WriteSpec(bool with_data) {
+    const std::string dir = testing::FreshTempDir("spec");
+    fs::create_directories(dir + "/model");
+    fs::create_directories(dir + "/data");
+    if (with_data) {
+      EXPECT_TRUE(WriteFileAtomically(dir + "/data/a.jsonl", "{}\n").ok());
+      EXPECT_TRUE(WriteFileAtomically(dir + "/data/b.jsonl", "{}\n").ok());
+    }
+    const std::string spec =
+        "base_model: \"model\"\n"
+        "source { tasks { name: \"a\" train_path: \"data/a.jsonl\" } train { steps: 5 } }\n"
+        "target { tasks { name: \"b\" train_path: \"./data/../data/b.jsonl\" } train { steps: 5 } }\n";
+    EXPECT_TRUE(WriteFileAtomically(dir + "/spec.textproto", spec).ok());
+    return dir;
+  }
+
+  FakeJobService service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::string address_;
+};
+
+TEST_F(MptctlTest, SubmitResolvesPathsAgainstTheSpecFolderAndSendsTheToken) {
+  const std::string dir = WriteSpec(true);
+  Result r = Run({"submit", "--spec", dir + "/spec.textproto", "--priority=3", "--name=demo",
+                  "--token=s3cret"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "jobs/j1\n");
+  absl::MutexLock lock(&service_.mu_);
+  ASSERT_EQ(service_.submitted.size(), 1u);
+  const auto& req = service_.submitted[0];
+  EXPECT_EQ(req.kind(), mpt::v1::PIPELINE);
+  EXPECT_EQ(req.priority(), 3);
+  EXPECT_EQ(req.display_name(), "demo");
+  EXPECT_EQ(req.spec().base_model(), dir + "/model");
+  EXPECT_EQ(req.spec().source().tasks(0).train_path(), dir + "/data/a.jsonl");
+  EXPECT_EQ(req.spec().target().tasks(0).train_path(), dir + "/data/b.jsonl");
+  EXPECT_EQ(service_.last_token, "Bearer s3cret");
+}
+
+TEST_F(MptctlTest, SubmitChecksFilesLocallyUnlessTold) {
+  const std::string dir = WriteSpec(false);
+  Result r = Run({"submit", "--spec=" + dir + "/spec.textproto"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(absl::StrContains(r.err, "source.tasks[0].train_path")) << r.err;
+  {
+    absl::MutexLock lock(&service_.mu_);
+    EXPECT_TRUE(service_.submitted.empty());
+  }
+  r = Run({"submit", "--spec=" + dir + "/spec.textproto", "--nocheck_files", "--kind=source",
+           "--output=json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto json = nlohmann::json::parse(r.out);
+  EXPECT_EQ(json["name"], "jobs/j1");
+  EXPECT_EQ(json["kind"], "SOURCE_TRAINING");
+}
+
+TEST_F(MptctlTest, ServiceErrorsMapToExitCodes) {
+  const std::string dir = WriteSpec(true);
+  {
+    absl::MutexLock lock(&service_.mu_);
+    service_.submit_error =
+        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "prompt.num_ranks: 40 is larger than the prompt");
+  }
+  Result r = Run({"submit", "--spec=" + dir + "/spec.textproto"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_TRUE(absl::StrContains(r.err, "prompt.num_ranks")) << r.err;
+  EXPECT_EQ(Run({"get", "nope"}).code, 3);
+  EXPECT_EQ(Run({"cancel", "jobs/j1"}).code, 6);
+  EXPECT_EQ(Run({"submit", "--spec=" + dir + "/missing.textproto"}).code, 3);
+  EXPECT_EQ(Run({"frobnicate"}).code, 2);
+  EXPECT_EQ(Run({"list", "--state=sleepy"}).code, 2);
+  EXPECT_EQ(RunMptctl({"--coordinator=127.0.0.1:1", "workers"}).code, 5);
+  EXPECT_EQ(RunMptctl({"workers"}).code, 2);  // no coordinator at all
+}
+
+TEST_F(MptctlTest, WatchResumesAfterALostStreamFromTheLastEvent) {
+  {
+    absl::MutexLock lock(&service_.mu_);
+    FakeJobService::WatchCall first;
+    first.events = {Event(1, mpt::v1::RUNNING), Event(2, mpt::v1::RUNNING, "source/a", 3),
+                    Event(3, mpt::v1::RUNNING, "source/a", 6)};
+    first.end = grpc::Status(grpc::StatusCode::UNAVAILABLE, "coordinator restarting");
+    FakeJobService::WatchCall second;
+    second.events = {Event(1, mpt::v1::RUNNING), Event(2, mpt::v1::RUNNING, "source/a", 3),
+                     Event(3, mpt::v1::RUNNING, "source/a", 6),
+                     Event(4, mpt::v1::RUNNING, "source/a", 10),
+                     Event(5, mpt::v1::SUCCEEDED)};
+    second.events[3].set_stage_state(mpt::v1::RUNNING);
+    service_.watch_script = {first, second};
+    mpt::v1::Job job;
+    job.set_name("jobs/j1");
+    job.set_state(mpt::v1::SUCCEEDED);
+    auto* stage = job.add_stages();
+    stage->set_id("target/b");
+    stage->set_state(mpt::v1::SUCCEEDED);
+    (*stage->mutable_progress()->mutable_metrics())["b/accuracy"] = 0.875;
+    service_.jobs["jobs/j1"] = job;
+  }
+  Result r = Run({"watch", "j1"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  {
+    absl::MutexLock lock(&service_.mu_);
+    ASSERT_EQ(service_.watch_requests.size(), 2u);
+    EXPECT_EQ(service_.watch_requests[0].after_sequence(), 0);
+    EXPECT_EQ(service_.watch_requests[1].after_sequence(), 3);
+  }
+  EXPECT_TRUE(absl::StrContains(r.err, "reconnecting from event 3")) << r.err;
+  // Each step line once, in order, with the loss.
+  const size_t s3 = r.out.find("STEP 3/10");
+  const size_t s6 = r.out.find("STEP 6/10");
+  const size_t s10 = r.out.find("STEP 10/10");
+  ASSERT_NE(s3, std::string::npos) << r.out;
+  ASSERT_NE(s6, std::string::npos) << r.out;
+  ASSERT_NE(s10, std::string::npos) << r.out;
+  EXPECT_LT(s3, s6);
+  EXPECT_LT(s6, s10);
+  EXPECT_EQ(r.out.find("STEP 6/10", s6 + 1), std::string::npos) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "jobs/j1: SUCCEEDED")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "b/accuracy=87.5%")) << r.out;
+}
+
+TEST_F(MptctlTest, WatchOfAFailedJobExitsWithFour) {
+  {
+    absl::MutexLock lock(&service_.mu_);
+    FakeJobService::WatchCall call;
+    call.events = {Event(1, mpt::v1::RUNNING), Event(2, mpt::v1::FAILED)};
+    call.events[1].set_message("source/a: data file missing");
+    service_.watch_script = {call};
+  }
+  Result r = Run({"watch", "jobs/j1", "--output=json"});
+  EXPECT_EQ(r.code, 4) << r.err;
+  // One JSON object per line.
+  int lines = 0;
+  for (absl::string_view line : absl::StrSplit(r.out, '\n', absl::SkipEmpty())) {
+    auto e = nlohmann::json::parse(line);
+    EXPECT_EQ(e["job"], "jobs/j1");
+    ++lines;
+  }
+  EXPECT_EQ(lines, 2);
+}
+
+TEST_F(MptctlTest, DownloadWritesEveryStageAdapterAndChecksTheHash) {
+  const std::string src = testing::FreshTempDir("adapter_src");
+  ASSERT_TRUE(WriteFileAtomically(src + "/adapter_config.json", std::string(3000, 'c')).ok());
+  const std::string blob = *PackFolder(src);
+  {
+    absl::MutexLock lock(&service_.mu_);
+    mpt::v1::Job job;
+    job.set_name("jobs/j1");
+    job.set_state(mpt::v1::SUCCEEDED);
+    for (const char* id : {"source/a", "distillation", "target/b"}) {
+      auto* stage = job.add_stages();
+      stage->set_id(id);
+      stage->set_state(mpt::v1::SUCCEEDED);
+      stage->set_artifact(absl::StrCat("jobs/j1/artifacts/", job.stages_size()));
+      auto* a = job.add_artifacts();
+      a->set_name(stage->artifact());
+      a->set_kind("adapter");
+      a->set_sha256(Sha256Hex(blob));
+      service_.blobs[stage->artifact()] = blob;
+    }
+    service_.jobs["jobs/j1"] = job;
+  }
+  const std::string out = testing::FreshTempDir("download") + "/adapters";
+  Result r = Run({"download", "j1", "--out=" + out});
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* stage : {"source/a", "distillation", "target/b"}) {
+    EXPECT_EQ(*ReadFile(out + "/" + stage + "/adapter_config.json"), std::string(3000, 'c'))
+        << stage;
+  }
+  const std::string one = testing::FreshTempDir("download_one") + "/x";
+  r = Run({"download", "jobs/j1/artifacts/2", "--out", one});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(one + "/adapter_config.json"));
+
+  {
+    absl::MutexLock lock(&service_.mu_);
+    service_.corrupt_downloads = true;
+  }
+  const std::string bad = testing::FreshTempDir("download_bad") + "/y";
+  r = Run({"download", "jobs/j1/artifacts/2", "--out=" + bad});
+  EXPECT_EQ(r.code, 8) << r.err;
+  EXPECT_FALSE(fs::exists(bad));
+  EXPECT_EQ(Run({"download", "jobs/j1/artifacts/99"}).code, 3);
+}
+
+TEST_F(MptctlTest, ListAndWorkers) {
+  {
+    absl::MutexLock lock(&service_.mu_);
+    mpt::v1::Job job;
+    job.set_name("jobs/j1");
+    job.set_kind(mpt::v1::PIPELINE);
+    job.set_state(mpt::v1::RUNNING);
+    job.set_display_name("demo");
+    service_.jobs["jobs/j1"] = job;
+  }
+  Result r = Run({"list", "--state=running,queued", "--kind=pipeline", "--page_size=5"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "jobs/j1")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "RUNNING")) << r.out;
+  {
+    absl::MutexLock lock(&service_.mu_);
+    ASSERT_EQ(service_.list_requests.size(), 1u);
+    EXPECT_EQ(service_.list_requests[0].states_size(), 2);
+    EXPECT_EQ(service_.list_requests[0].kinds_size(), 1);
+    EXPECT_EQ(service_.list_requests[0].page_size(), 5);
+  }
+  r = Run({"list", "--output=json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["jobs"][0]["display_name"], "demo");
+  {
+    absl::MutexLock lock(&service_.mu_);
+    EXPECT_EQ(service_.list_requests[1].kinds_size(), 0);  // no --kind: no filter
+  }
+  r = Run({"workers"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "node-1")) << r.out;
+}
+
+}  // namespace
+}  // namespace mpt
