@@ -1,0 +1,209 @@
+// worker: the MPT worker daemon. One process per GPU (or per CPU host).
+//
+//   worker --coordinator=coord:50051 --device=cpu --models=/models/t5-base
+//          --work_dir=/scratch/mpt --threads=8 --gloo_bind=10.0.0.7
+//
+// It registers with the coordinator, takes assignments, trains and reports
+// until it gets SIGINT or SIGTERM. A stage interrupted that way is resumed
+// elsewhere from its last uploaded checkpoint.
+//
+// Exit status: 0 after a signal; 1 when the coordinator refuses the worker
+// for good (bad token, ...); 2 for bad flags.
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <ATen/Parallel.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/client_channel.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "worker/assignment_runner.h"
+#include "worker/coordinator_client.h"
+#include "worker/worker_daemon.h"
+
+ABSL_FLAG(std::string, coordinator, "",
+          "Coordinator address host:port (default: $MPT_COORDINATOR).");
+ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
+ABSL_FLAG(std::vector<std::string>, models, {},
+          "Comma-separated base-model folders this worker can load (as the specs name them); "
+          "they are loaded at start-up and kept loaded.");
+ABSL_FLAG(std::string, work_dir, "",
+          "Scratch folder for inputs, checkpoints and results (default: "
+          "/tmp/mpt-worker-<pid>).");
+ABSL_FLAG(int, threads, 0, "Intra-op threads for libtorch (0: its default).");
+ABSL_FLAG(std::string, gloo_bind, "127.0.0.1",
+          "Where this worker listens for Gloo collectives: an address of this host that its "
+          "peers can reach, or a network interface name (e.g. eth0).");
+ABSL_FLAG(std::string, collective, "auto",
+          "Collective engine for gangs: auto (NCCL on CUDA, else Gloo), gloo or nccl.");
+ABSL_FLAG(double, collective_timeout_seconds, 600,
+          "How long a gang member waits for its peers in a collective before it gives up.");
+ABSL_FLAG(std::string, hostname, "", "Host name to register (default: gethostname()).");
+ABSL_FLAG(int64_t, memory_bytes, 0, "Memory to register (default: the host's RAM).");
+ABSL_FLAG(double, poll_seconds, 10, "Long-poll wait for assignments.");
+ABSL_FLAG(double, progress_interval_seconds, 1, "At most one step report per interval.");
+ABSL_FLAG(int, max_cached_models, 2, "Base models kept loaded at once.");
+ABSL_FLAG(bool, keep_assignment_dirs, false, "Keep each assignment's scratch folder.");
+ABSL_FLAG(bool, tls, false, "Connect with TLS.");
+ABSL_FLAG(std::string, tls_ca, "", "PEM roots that sign the coordinator's certificate.");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate (mutual TLS).");
+ABSL_FLAG(std::string, tls_key, "", "PEM client key (mutual TLS).");
+ABSL_FLAG(std::string, tls_server_name, "", "Expected name in the coordinator's certificate.");
+ABSL_FLAG(std::string, token, "", "Bearer token (default: $MPT_TOKEN).");
+ABSL_FLAG(std::string, token_file, "", "File holding the bearer token.");
+
+namespace mpt {
+namespace {
+
+namespace fs = std::filesystem;
+
+int64_t HostMemoryBytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : 0;
+}
+
+std::string HostName() {
+  char name[256] = {0};
+  if (gethostname(name, sizeof(name) - 1) != 0) return "unknown";
+  return name;
+}
+
+struct Setup {
+  GrpcCoordinatorClientOptions client;
+  AssignmentRunnerOptions runner;
+  WorkerDaemonOptions daemon;
+};
+
+absl::StatusOr<Setup> SetupFromFlags() {
+  Setup s;
+  s.client.channel.address = ResolveCoordinatorAddress(absl::GetFlag(FLAGS_coordinator));
+  if (s.client.channel.address.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--coordinator: required (or set ", kCoordinatorEnv, ")"));
+  }
+  s.client.channel.tls = absl::GetFlag(FLAGS_tls);
+  s.client.channel.tls_ca_file = absl::GetFlag(FLAGS_tls_ca);
+  s.client.channel.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  s.client.channel.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  s.client.channel.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
+  ASSIGN_OR_RETURN(s.client.channel.token,
+                   ResolveToken(absl::GetFlag(FLAGS_token), absl::GetFlag(FLAGS_token_file)));
+
+  s.runner.device = absl::GetFlag(FLAGS_device);
+  for (const std::string& m : absl::GetFlag(FLAGS_models)) {
+    if (m.empty()) continue;
+    // As the specs name them: absolute and normalised (mptctl resolves
+    // relative paths the same way).
+    s.runner.preload_models.push_back(fs::absolute(m).lexically_normal().string());
+  }
+  s.runner.max_cached_models = absl::GetFlag(FLAGS_max_cached_models);
+  s.runner.collective = absl::GetFlag(FLAGS_collective);
+  const std::string bind = absl::GetFlag(FLAGS_gloo_bind);
+  std::error_code ec;
+  if (!bind.empty() && bind.find_first_of(".:") == std::string::npos &&
+      fs::exists(fs::path("/sys/class/net") / bind, ec)) {
+    s.runner.communicator.interface = bind;
+  } else {
+    s.runner.communicator.hostname = bind;
+  }
+  const double timeout = absl::GetFlag(FLAGS_collective_timeout_seconds);
+  if (!(timeout > 0)) return absl::InvalidArgumentError("--collective_timeout_seconds: must be > 0");
+  s.runner.communicator.timeout = absl::Seconds(timeout);
+
+  s.daemon.work_dir = absl::GetFlag(FLAGS_work_dir);
+  if (s.daemon.work_dir.empty()) s.daemon.work_dir = absl::StrCat("/tmp/mpt-worker-", getpid());
+  s.daemon.poll_wait = absl::Seconds(absl::GetFlag(FLAGS_poll_seconds));
+  s.daemon.progress_interval = absl::Seconds(absl::GetFlag(FLAGS_progress_interval_seconds));
+  s.daemon.keep_assignment_dirs = absl::GetFlag(FLAGS_keep_assignment_dirs);
+  mpt::v1::Worker& w = s.daemon.worker;
+  w.set_hostname(absl::GetFlag(FLAGS_hostname).empty() ? HostName()
+                                                       : absl::GetFlag(FLAGS_hostname));
+  w.set_device(s.runner.device);
+  w.set_memory_bytes(absl::GetFlag(FLAGS_memory_bytes) > 0 ? absl::GetFlag(FLAGS_memory_bytes)
+                                                           : HostMemoryBytes());
+  for (const std::string& m : s.runner.preload_models) w.add_models(m);
+  return s;
+}
+
+int Main() {
+  // SIGINT and SIGTERM go to one thread that stops the daemon; every other
+  // thread (gRPC's, libtorch's) inherits the blocked mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::StatusOr<Setup> setup = SetupFromFlags();
+  if (!setup.ok()) {
+    std::fprintf(stderr, "worker: %s\n", std::string(setup.status().message()).c_str());
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_threads) > 0) at::set_num_threads(absl::GetFlag(FLAGS_threads));
+
+  absl::StatusOr<std::unique_ptr<AssignmentRunner>> runner =
+      AssignmentRunner::Create(setup->runner);
+  if (!runner.ok()) {
+    std::fprintf(stderr, "worker: %s\n", std::string(runner.status().message()).c_str());
+    return 2;
+  }
+  for (const std::string& c : (*runner)->collectives()) setup->daemon.worker.add_collectives(c);
+  absl::StatusOr<std::unique_ptr<CoordinatorClient>> client =
+      GrpcCoordinatorClient::Create(setup->client);
+  if (!client.ok()) {
+    std::fprintf(stderr, "worker: %s\n", std::string(client.status().message()).c_str());
+    return 2;
+  }
+  absl::StatusOr<std::unique_ptr<WorkerDaemon>> daemon =
+      WorkerDaemon::Create(setup->daemon, client->get(), runner->get());
+  if (!daemon.ok()) {
+    std::fprintf(stderr, "worker: %s\n", std::string(daemon.status().message()).c_str());
+    return 2;
+  }
+  MPT_LOG(INFO) << "worker on " << setup->daemon.worker.hostname() << " (" << setup->runner.device
+                << "), coordinator " << setup->client.channel.address << ", work dir "
+                << setup->daemon.work_dir;
+
+  WorkerDaemon* d = daemon->get();
+  std::thread signal_thread([&signals, d] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    MPT_LOG(INFO) << "signal " << sig << ": stopping";
+    d->Stop();
+  });
+  absl::Status status = d->Run();
+  // Wake the signal thread if no signal came.
+  pthread_kill(signal_thread.native_handle(), SIGTERM);
+  signal_thread.join();
+  if (!status.ok()) {
+    std::fprintf(stderr, "worker: %s\n", std::string(status.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace mpt
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "The MPT worker daemon.\n"
+      "  worker --coordinator=HOST:PORT [--device=cpu|cuda:N] [--models=DIR,...] "
+      "[--work_dir=DIR]");
+  absl::ParseCommandLine(argc, argv);
+  return mpt::Main();
+}
