@@ -6,7 +6,52 @@ distribution or the `torch/` folder of a `torch` wheel (include/, lib/,
 share/cmake/). A folder that has libtorch_cuda.so makes a CUDA build: the
 generated defs.bzl then says TORCH_CUDA = True and the NCCL communicator is
 compiled.
+
+A CUDA build also gets `@libtorch//:nccl`: the CUDA runtime and NCCL headers
+and libraries of the CUDA toolkit that MPT_CUDA names (default
+/usr/local/cuda). At run time the wheel's own copies (nvidia/nccl/lib,
+nvidia/cu13/lib next to torch/) come first when they are there.
+
+defs.bzl also defines `cuda_only_cc_library`: a cc_library in a CUDA build
+and, in a CPU build, a `manual` target that fails with an explanation when it
+is built by name.
 """
+
+_CUDA_ONLY_MACRO = """
+def cuda_only_cc_library(name, **kwargs):
+    \"\"\"A cc_library that exists only when libtorch is a CUDA build.\"\"\"
+    if TORCH_CUDA:
+        native.cc_library(name = name, **kwargs)
+    else:
+        native.genrule(
+            name = name,
+            outs = [name + ".needs_cuda_libtorch"],
+            cmd = "echo '%s needs a CUDA libtorch: build with MPT_LIBTORCH=<a CUDA libtorch or torch wheel torch/ folder>' >&2; exit 1" % name,
+            tags = ["manual"],
+            visibility = kwargs.get("visibility"),
+        )
+"""
+
+def _nccl_library(ctx, root):
+    """The cc_library text of @libtorch//:nccl (CUDA builds only)."""
+    cuda = ctx.path(ctx.os.environ.get("MPT_CUDA", "/usr/local/cuda"))
+    if not cuda.get_child("include").get_child("nccl.h").exists:
+        return "# No NCCL: %s/include/nccl.h does not exist (set MPT_CUDA to a CUDA toolkit with NCCL).\n" % cuda
+    ctx.symlink(cuda.get_child("include"), "cuda_include")
+    rpaths = []
+    nvidia = root.dirname.get_child("nvidia")
+    for sub in ["nccl", "cu13", "cuda_runtime"]:
+        lib = nvidia.get_child(sub).get_child("lib")
+        if lib.exists:
+            rpaths.append(str(lib))
+    rpaths.append(str(cuda.get_child("lib64")))
+    return """cc_library(
+    name = "nccl",
+    hdrs = glob(["cuda_include/*.h", "cuda_include/*.hpp", "cuda_include/crt/**", "cuda_include/nv/**"]),
+    includes = ["cuda_include"],
+    linkopts = ["-L{lib}"] + {rpaths} + ["-lnccl", "-lcudart"],
+)
+""".format(lib = str(cuda.get_child("lib64")), rpaths = repr(["-Wl,-rpath," + r for r in rpaths]))
 
 def _read_abi(ctx, root):
     cfg = root.get_child("share").get_child("cmake").get_child("Torch").get_child("TorchConfig.cmake")
@@ -43,10 +88,12 @@ def _libtorch_impl(ctx):
     includes = ["include", "include/torch/csrc/api/include"],
     srcs = {libs},
     defines = {defines},
-    linkopts = ["-Wl,-rpath,{lib}", "-Wl,--no-as-needed"] + {cuda_link} + ["-Wl,--as-needed", "-lpthread"],
+    linkopts = ["-Wl,-rpath,{lib}", "-Wl,--push-state,--no-as-needed"] + {cuda_link} + ["-Wl,--pop-state", "-lpthread"],
 )""".format(libs = repr(libs), defines = repr(defines), lib = str(root.get_child("lib")),
             cuda_link = repr(["-L" + str(root.get_child("lib")), "-ltorch_cuda", "-lc10_cuda"] if cuda else [])))
-        ctx.file("defs.bzl", "TORCH_CUDA = %s\nTORCH_FOLDER = %r\n" % (cuda, folder))
+        if cuda:
+            lines.append(_nccl_library(ctx, root))
+        ctx.file("defs.bzl", "TORCH_CUDA = %s\nTORCH_FOLDER = %r\n" % (cuda, folder) + _CUDA_ONLY_MACRO)
     else:
         api = ctx.path("/usr/include/torch/csrc/api/include")
         if not api.exists:
@@ -58,13 +105,13 @@ def _libtorch_impl(ctx):
     includes = ["api_include"],
     linkopts = ["-ltorch", "-ltorch_cpu", "-lc10", "-lpthread"],
 )""")
-        ctx.file("defs.bzl", "TORCH_CUDA = False\nTORCH_FOLDER = \"\"\n")
+        ctx.file("defs.bzl", "TORCH_CUDA = False\nTORCH_FOLDER = \"\"\n" + _CUDA_ONLY_MACRO)
     ctx.file("WORKSPACE", 'workspace(name = "%s")\n' % ctx.name)
     ctx.file("BUILD.bazel", "\n".join(lines) + "\n")
 
 libtorch_repository = repository_rule(
     implementation = _libtorch_impl,
-    environ = ["MPT_LIBTORCH"],
+    environ = ["MPT_LIBTORCH", "MPT_CUDA"],
     local = True,
     doc = "libtorch: Debian's by default, or the folder that MPT_LIBTORCH names.",
 )

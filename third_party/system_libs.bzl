@@ -44,6 +44,15 @@ def _system_libs_impl(ctx):
         lines.append("cc_library(name = %r, linkopts = %r)" % (name, flags))
     for name, flags in _WHOLE_LIBS.items():
         lines.append("cc_library(name = %r, linkopts = %r, deps = [\":grpc\"])" % (name, flags))
+
+    # Gloo's shared library as a file, for a cc_library that must place it
+    # before libtorch on the link line (see //worker:system_gloo).
+    for folder in ["/usr/lib", "/usr/lib/x86_64-linux-gnu"]:
+        lib = ctx.path(folder + "/libgloo.so.0")
+        if lib.exists:
+            ctx.symlink(lib, "gloo_lib/libgloo.so.0")
+            lines.append('filegroup(name = "gloo_shared_library", srcs = ["gloo_lib/libgloo.so.0"])')
+            break
     ctx.file("WORKSPACE", 'workspace(name = "%s")\n' % ctx.name)
     ctx.file("BUILD.bazel", "\n".join(lines) + "\n")
 
