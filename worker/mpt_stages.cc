@@ -1,5 +1,7 @@
 #include "worker/mpt_stages.h"
 
+#include <ATen/core/grad_mode.h>
+
 #include <filesystem>
 #include <memory>
 #include <optional>

@@ -1,5 +1,6 @@
 #include "worker/prompt_trainer.h"
 
+#include <ATen/core/grad_mode.h>
 #include <torch/optim/adamw.h>
 #include <torch/serialize.h>
 

@@ -1,5 +1,7 @@
 #include "worker/task_data.h"
 
+#include <ATen/core/grad_mode.h>
+
 #include <algorithm>
 #include <set>
 

@@ -1,0 +1,389 @@
+// The coordinator's logic: jobs and their stages, the scheduler, the worker
+// registry and leases, artefacts, job events and the rendezvous store, behind
+// the RPC semantics documented in proto/mpt/v1/service.proto. The gRPC layer
+// (grpc_service.h) only converts messages and statuses and calls in here;
+// tests call it directly, without sockets.
+//
+//   ASSIGN_OR_RETURN(auto store, SqliteJobStore::Open(db_path));
+//   ASSIGN_OR_RETURN(auto blobs, ArtifactStore::Open(artifact_dir));
+//   ASSIGN_OR_RETURN(auto coordinator,
+//                    Coordinator::Create(options, std::move(store),
+//                                        std::move(blobs),
+//                                        std::make_shared<RealClock>()));
+//   coordinator->Start();  // the lease checker
+//
+// Durability: every call that changes state writes the change to the
+// JobStore in one transaction before it returns OK. When that write fails
+// the in-memory state is reloaded from the store (as after a restart) and
+// the call returns the store's error (UNAVAILABLE or INTERNAL), so memory
+// never runs ahead of disk. Not written, on purpose: heartbeat times (every
+// worker gets a fresh lease after a restart) and progress reports that the
+// event rate limit drops (progress is saved with the next event).
+//
+// Scheduling (see Schedule() in coordinator.cc):
+// - A stage is ready when every stage it depends on SUCCEEDED. Ready stages
+//   are served in job order: higher Job.priority first, then submission
+//   order; within a job, in stage order (sources, distillation, targets).
+// - A worker runs one assignment at a time. It can take a job when its
+//   Worker.models lists the job's base_model exactly as the spec names it,
+//   or lists no model at all.
+// - A stage with world_size W > 1 (distillation) starts as a gang only when
+//   W eligible workers are idle at once and share a collective ("nccl" if
+//   all W list it, else "gloo"; a worker that lists no collective counts as
+//   "gloo"). Ranks 0..W-1 go to the workers in registration order; all get
+//   the same group.
+// - No starvation by gangs: a gang that cannot start yet holds the eligible
+//   idle workers it will use, so lower-ranked work cannot keep taking them,
+//   but only while enough live eligible workers are registered for it to
+//   start once busy ones finish. When fewer than W eligible workers exist at
+//   all it holds none (the job gets an event saying so) and the queue
+//   behind it keeps running. A hold therefore lasts at most as long as the
+//   assignments already running.
+//
+// Leases: a worker that neither heartbeats nor polls for `lease` is lost;
+// its assignments are requeued and restart from their stage's newest
+// checkpoint (AssignmentInput role "checkpoint"). Losing one rank of a gang
+// cancels the other ranks and requeues the whole gang. A stage that loses
+// its worker more than max_worker_losses times fails its job.
+//
+// Thread-safety: every method may be called from any thread. One mutex
+// guards the scheduling state; reads of finished jobs, event logs and
+// artefact bytes run outside it.
+#ifndef MPT_SERVER_COORDINATOR_H_
+#define MPT_SERVER_COORDINATOR_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/random/random.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "proto/mpt/v1/service.pb.h"
+#include "server/artifact_store.h"
+#include "server/clock.h"
+#include "server/coordinator_state.pb.h"
+#include "server/job_store.h"
+
+namespace mpt {
+
+struct CoordinatorOptions {
+  // How often workers are told to heartbeat
+  // (RegisterWorkerResponse.heartbeat_seconds). Default 2 s.
+  absl::Duration heartbeat_interval = absl::Seconds(2);
+  // A worker that neither heartbeats nor polls for this long is declared
+  // lost and its assignments are requeued. Must exceed heartbeat_interval.
+  // Default 10 s.
+  absl::Duration lease = absl::Seconds(10);
+  // The largest distillation.world_size a job may ask for: the number of
+  // workers the cluster will ever have for one gang. A larger request is
+  // INVALID_ARGUMENT at submission instead of waiting forever. Default 8.
+  int max_world_size = 8;
+  // Attempts a stage gets when its worker reports failure
+  // (CompleteAssignment ok = false); after the last one the job FAILS with
+  // the error. Default 3.
+  int max_attempts = 3;
+  // Times a stage may be requeued because a worker was lost before its job
+  // fails (a stage that kills its worker every time must end). Default 10.
+  int max_worker_losses = 10;
+  // Check at submission that base_model is a folder and every train_path
+  // and eval_path a file, as the coordinator sees the file system. Turn on
+  // only where the coordinator sees the same files as the workers (one
+  // machine, or a shared file system). Default false.
+  bool check_spec_files = false;
+  // At most one progress event per stage in this interval; reports that
+  // carry metrics or a message may come ten times as often. Default 1 s.
+  absl::Duration progress_event_interval = absl::Seconds(1);
+  // The largest artefact UploadArtifact accepts. Default 1 GiB.
+  int64_t max_artifact_bytes = int64_t{1} << 30;
+  // Lost workers stay in ListWorkers this long. Default 1 h.
+  absl::Duration lost_worker_retention = absl::Hours(1);
+  // How often the thread started by Start() checks leases. Default 0.5 s.
+  absl::Duration maintenance_interval = absl::Milliseconds(500);
+};
+
+// What WaitForJobEvents() returns.
+struct JobEventBatch {
+  // New events in sequence order (may be empty when the wait timed out).
+  std::vector<mpt::v1::JobEvent> events;
+  // True when the job is in a final state and its last event has been
+  // returned (now or before `after_sequence`): the watch is over.
+  bool done = false;
+};
+
+// An artefact's record and its bytes, checked against the record's hash.
+struct ArtifactContent {
+  mpt::v1::Artifact artifact;
+  std::string data;
+};
+
+class Coordinator {
+ public:
+  // Builds the coordinator over `store` and `artifacts` and resumes every
+  // unfinished job found in the store: QUEUED stages stay queued, stages
+  // whose assignments have no live worker are requeued, and every known
+  // worker gets a fresh lease to heartbeat again. `clock` null means a
+  // RealClock. INVALID_ARGUMENT for inconsistent options; the store's error
+  // when its state cannot be read.
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Create(
+      CoordinatorOptions options, std::unique_ptr<JobStore> store,
+      std::unique_ptr<ArtifactStore> artifacts, std::shared_ptr<Clock> clock);
+
+  // Calls Shutdown().
+  ~Coordinator();
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  // Starts the background thread that checks leases every
+  // maintenance_interval. Tests that drive a FakeClock call CheckLeases()
+  // themselves instead. Calling it twice does nothing more.
+  void Start();
+
+  // Stops the lease checker and wakes every blocked call (long polls,
+  // watches, StoreGet), which return UNAVAILABLE. Idempotent.
+  void Shutdown();
+
+  const CoordinatorOptions& options() const { return options_; }
+
+  // ---- JobService ----------------------------------------------------------
+
+  // Validates the request, fills the spec's defaults, expands the job into
+  // stages and queues it. Returns the job as stored. INVALID_ARGUMENT
+  // naming the field for a bad request (unknown kind, a spec the
+  // validators reject, a world size above max_world_size, a missing data
+  // file when check_spec_files is on); NOT_FOUND naming the field when a
+  // single-stage spec names an artefact that does not exist. Nothing is
+  // stored on error. A request_id seen before returns the job it created.
+  absl::StatusOr<mpt::v1::Job> SubmitJob(const mpt::v1::SubmitJobRequest& request);
+
+  // INVALID_ARGUMENT for a name that is not "jobs/{id}"; NOT_FOUND.
+  absl::StatusOr<mpt::v1::Job> GetJob(const std::string& name);
+
+  // Newest first. page_size 0 means 50, above 1000 means 1000, negative is
+  // INVALID_ARGUMENT. The page token is opaque, stays valid while jobs are
+  // added, and must come with the same filters (INVALID_ARGUMENT
+  // otherwise).
+  absl::StatusOr<mpt::v1::ListJobsResponse> ListJobs(const mpt::v1::ListJobsRequest& request);
+
+  // QUEUED (or RUNNING with nothing running now) -> CANCELLED at once;
+  // with assignments running -> CANCELLING, and CANCELLED once every one of
+  // them stopped (completed, polled again, or its worker was lost).
+  // Cancelling a CANCELLING job returns it unchanged. FAILED_PRECONDITION for
+  // a job in a final state; NOT_FOUND; INVALID_ARGUMENT for a bad name.
+  absl::StatusOr<mpt::v1::Job> CancelJob(const std::string& name);
+
+  // The events of job `name` after `after_sequence`, waiting until
+  // `deadline` for new ones when there are none yet. At most 500 events a
+  // call. NOT_FOUND; INVALID_ARGUMENT for a bad name, a negative
+  // after_sequence or one beyond the job's last event; UNAVAILABLE after
+  // Shutdown().
+  absl::StatusOr<JobEventBatch> WaitForJobEvents(const std::string& name, int64_t after_sequence,
+                                                 absl::Time deadline);
+
+  // The artefact named "jobs/{job}/artifacts/{id}" and its bytes.
+  // INVALID_ARGUMENT for a malformed name; NOT_FOUND; DATA_LOSS when the
+  // stored bytes no longer match their hash.
+  absl::StatusOr<ArtifactContent> ReadArtifact(const std::string& name);
+
+  // Every registered worker (lost ones for lost_worker_retention), in
+  // registration order.
+  mpt::v1::ListWorkersResponse ListWorkers();
+
+  // ---- WorkerService -------------------------------------------------------
+
+  // Registers a new worker (the request's name is ignored) and gives it a
+  // lease. INVALID_ARGUMENT for an unknown collective.
+  absl::StatusOr<mpt::v1::RegisterWorkerResponse> RegisterWorker(const mpt::v1::Worker& worker);
+
+  // Renews the lease; lists the worker's assignments that must stop.
+  // NOT_FOUND when the worker is unknown or was declared lost: register
+  // again.
+  absl::StatusOr<mpt::v1::HeartbeatResponse> Heartbeat(const std::string& worker);
+
+  // The worker's current assignment, waiting until `deadline` for one;
+  // nullopt when there is none by then. A poll renews the lease while it
+  // waits, releases the worker's cancelled assignments (polling means it
+  // stopped them) and returns the same running assignment again until it is
+  // completed, so a lost response loses no work. NOT_FOUND as for
+  // Heartbeat; UNAVAILABLE after Shutdown().
+  absl::StatusOr<std::optional<mpt::v1::Assignment>> PollAssignment(const std::string& worker,
+                                                                    absl::Time deadline);
+
+  // Records the progress of a running assignment (rank 0's is shown for a
+  // gang), renews its worker's lease and, within the rate limit, appends a
+  // job event. `cancelled` tells the worker to stop. NOT_FOUND for an
+  // unknown assignment.
+  absl::StatusOr<mpt::v1::ReportProgressResponse> ReportProgress(
+      const mpt::v1::ReportProgressRequest& request);
+
+  // Stores `data` (checked against `sha256`, hex) as an artefact of the
+  // assignment's stage: a "checkpoint" becomes the stage's resume point (the
+  // one it replaces is deleted); an "adapter" becomes the stage's result
+  // when the assignment completes ok. INVALID_ARGUMENT for a missing
+  // assignment, an unknown kind, a malformed hash or data over
+  // max_artifact_bytes; NOT_FOUND for an unknown assignment;
+  // FAILED_PRECONDITION when the assignment was cancelled; DATA_LOSS when
+  // the bytes do not match `sha256` (nothing is stored; upload again).
+  absl::StatusOr<mpt::v1::Artifact> UploadArtifact(
+      const mpt::v1::UploadArtifactRequest::Header& header, absl::string_view data,
+      absl::string_view sha256);
+
+  // Ends an assignment. ok: the rank is done; the stage SUCCEEDS when every
+  // rank is done and an adapter was uploaded (no adapter: the attempt
+  // fails). Not ok: the attempt fails, the gang's other ranks are cancelled
+  // and the stage is retried from its checkpoint, up to max_attempts
+  // (`permanent` fails at once); then the job FAILS with the error.
+  // Completing a cancelled assignment just releases it. NOT_FOUND for an
+  // unknown assignment; completing the same one twice is OK.
+  absl::Status CompleteAssignment(const mpt::v1::CompleteAssignmentRequest& request);
+
+  // The rendezvous store. Values replace earlier ones. INVALID_ARGUMENT for
+  // an empty group or key or a value over 1 MiB; RESOURCE_EXHAUSTED when a
+  // group holds 4096 keys or 10000 groups exist. A group's keys are
+  // dropped when the gang attempt it belongs to ends.
+  absl::Status StoreSet(const std::string& group, const std::string& key, std::string value);
+
+  // The values of `keys` in order, waiting until `deadline` for all to
+  // exist. DEADLINE_EXCEEDED naming the missing keys; INVALID_ARGUMENT for
+  // an empty group or key list; UNAVAILABLE after Shutdown().
+  absl::StatusOr<std::vector<std::string>> StoreGet(const std::string& group,
+                                                    const std::vector<std::string>& keys,
+                                                    absl::Time deadline);
+
+  // ---- Maintenance -----------------------------------------------------------
+
+  // Declares lost every worker whose lease ran out (by the clock) and
+  // requeues its assignments; forgets workers lost longer than
+  // lost_worker_retention. Start()'s thread calls it periodically.
+  absl::Status CheckLeases();
+
+ private:
+  struct StageEntry {
+    coordinator::StageRecord rec;
+    absl::Time last_progress_event = absl::InfinitePast();
+  };
+  struct JobEntry {
+    coordinator::JobRecord rec;  // rec.job() holds no stages
+    std::vector<StageEntry> stages;
+    // The gang note ("waiting for N workers") was already sent.
+    bool gang_note_sent = false;
+  };
+  struct WorkerEntry {
+    coordinator::WorkerRecord rec;
+    absl::Time last_seen;  // by the clock
+    int active_polls = 0;
+  };
+  // What one operation changed, written by CommitLocked().
+  struct Txn;
+
+  Coordinator(CoordinatorOptions options, std::unique_ptr<JobStore> store,
+              std::unique_ptr<ArtifactStore> artifacts, std::shared_ptr<Clock> clock);
+
+  // Replaces the in-memory state with the store's and repairs what a crash
+  // can leave (assignments without a live worker, CANCELLING jobs with
+  // nothing running).
+  absl::Status LoadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes `txn`; on failure reloads from the store and returns the error.
+  absl::Status CommitLocked(Txn& txn, bool reload_on_failure = true)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Validation and expansion for SubmitJob (no lock needed).
+  absl::Status ValidateAndExpand(const mpt::v1::SubmitJobRequest& request,
+                                 mpt::v1::PipelineSpec* spec,
+                                 std::vector<coordinator::StageRecord>* stages);
+
+  mpt::v1::Job PublicJobLocked(const JobEntry& job) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  JobEntry* FindJobLocked(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  StageEntry* FindStageLocked(JobEntry* job, const std::string& stage_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  WorkerEntry* FindLiveWorkerLocked(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  void AddEventLocked(Txn& txn, JobEntry* job, const StageEntry* stage,
+                      const std::string& message, const mpt::v1::Progress* progress = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MarkJobLocked(Txn& txn, JobEntry* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MarkStageLocked(Txn& txn, JobEntry* job, StageEntry* stage)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  void ScheduleLocked(Txn& txn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool StageReadyLocked(const JobEntry& job, const StageEntry& stage) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void StartStageLocked(Txn& txn, JobEntry* job, StageEntry* stage,
+                        const std::vector<WorkerEntry*>& workers, const std::string& collective)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  enum class AttemptEnd { kWorkerLost, kFailed, kFailedPermanently };
+  void EndAttemptLocked(Txn& txn, JobEntry* job, StageEntry* stage, AttemptEnd how,
+                        const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StageSucceededLocked(Txn& txn, JobEntry* job, StageEntry* stage)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishJobLocked(Txn& txn, JobEntry* job, mpt::v1::JobState state, const std::string& error)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MaybeFinishCancelLocked(Txn& txn, JobEntry* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CancelAssignmentLocked(Txn& txn, const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleaseAssignmentLocked(Txn& txn, const std::string& id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DeclareLostLocked(Txn& txn, WorkerEntry* worker, const std::string& reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DropArtifactLocked(Txn& txn, JobEntry* job, const std::string& name)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int LiveAssignmentsOfJobLocked(const std::string& job) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+
+  void EraseGroup(const std::string& group) ABSL_LOCKS_EXCLUDED(kv_mu_);
+  void MaintenanceLoop();
+
+  const CoordinatorOptions options_;
+  const std::unique_ptr<JobStore> store_;
+  const std::unique_ptr<ArtifactStore> artifacts_;
+  const std::shared_ptr<Clock> clock_;
+
+  mutable absl::Mutex mu_;
+  // Signalled (to all) whenever assignments, events or the shutdown flag
+  // change.
+  absl::CondVar changed_;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  // Unfinished jobs by name, and the same jobs in scheduling order:
+  // (-priority, create_seq).
+  absl::flat_hash_map<std::string, std::unique_ptr<JobEntry>> jobs_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<int64_t, int64_t>, JobEntry*> job_order_ ABSL_GUARDED_BY(mu_);
+  int64_t next_create_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  // Workers by name, and their names in registration order.
+  absl::flat_hash_map<std::string, WorkerEntry> workers_ ABSL_GUARDED_BY(mu_);
+  std::map<int64_t, std::string> worker_order_ ABSL_GUARDED_BY(mu_);
+  int64_t next_register_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  // Assignments not yet released by their worker.
+  absl::flat_hash_map<std::string, coordinator::AssignmentRecord> assignments_
+      ABSL_GUARDED_BY(mu_);
+  // Assignments released recently (a repeated CompleteAssignment is OK);
+  // bounded, oldest dropped first.
+  std::set<std::string> released_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> released_order_ ABSL_GUARDED_BY(mu_);
+  // Blobs being uploaded (hash -> uploads in flight): never garbage.
+  absl::flat_hash_map<std::string, int> uploading_ ABSL_GUARDED_BY(mu_);
+  absl::BitGen random_ ABSL_GUARDED_BY(mu_);
+
+  absl::Mutex kv_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  absl::CondVar kv_changed_;
+  bool kv_shutting_down_ ABSL_GUARDED_BY(kv_mu_) = false;
+  std::map<std::string, std::map<std::string, std::string>> kv_ ABSL_GUARDED_BY(kv_mu_);
+
+  absl::Mutex maintenance_mu_;
+  bool maintenance_stop_ ABSL_GUARDED_BY(maintenance_mu_) = false;
+  std::thread maintenance_thread_;
+};
+
+}  // namespace mpt
+
+#endif  // MPT_SERVER_COORDINATOR_H_

@@ -1,0 +1,660 @@
+#include "server/job_store.h"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "common/status_macros.h"
+
+namespace mpt {
+namespace {
+
+using coordinator::AssignmentRecord;
+using coordinator::JobRecord;
+using coordinator::StageRecord;
+using coordinator::WorkerRecord;
+
+// Migration i takes the schema from version i to version i + 1.
+const char* const kMigrations[] = {
+    // 0 -> 1
+    R"sql(
+CREATE TABLE schema_version(version INTEGER NOT NULL);
+INSERT INTO schema_version(version) VALUES (0);
+CREATE TABLE jobs(
+  name TEXT PRIMARY KEY,
+  create_seq INTEGER NOT NULL UNIQUE,
+  state INTEGER NOT NULL,
+  kind INTEGER NOT NULL,
+  priority INTEGER NOT NULL,
+  record BLOB NOT NULL);
+CREATE INDEX jobs_by_state ON jobs(state, create_seq);
+CREATE INDEX jobs_by_kind ON jobs(kind, create_seq);
+CREATE TABLE stages(
+  job TEXT NOT NULL,
+  stage_id TEXT NOT NULL,
+  stage_index INTEGER NOT NULL,
+  state INTEGER NOT NULL,
+  record BLOB NOT NULL,
+  PRIMARY KEY(job, stage_id)) WITHOUT ROWID;
+CREATE TABLE assignments(
+  id TEXT PRIMARY KEY,
+  job TEXT NOT NULL,
+  worker TEXT NOT NULL,
+  record BLOB NOT NULL);
+CREATE TABLE workers(
+  name TEXT PRIMARY KEY,
+  state TEXT NOT NULL,
+  record BLOB NOT NULL);
+CREATE TABLE artifacts(
+  name TEXT PRIMARY KEY,
+  job TEXT NOT NULL,
+  stage TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  sha256 TEXT NOT NULL,
+  record BLOB NOT NULL);
+CREATE INDEX artifacts_by_job ON artifacts(job);
+CREATE TABLE events(
+  job TEXT NOT NULL,
+  sequence INTEGER NOT NULL,
+  event BLOB NOT NULL,
+  PRIMARY KEY(job, sequence)) WITHOUT ROWID;
+)sql",
+    // 1 -> 2
+    R"sql(
+CREATE TABLE request_ids(
+  request_id TEXT PRIMARY KEY,
+  job TEXT NOT NULL);
+CREATE INDEX artifacts_by_sha256 ON artifacts(sha256);
+)sql",
+};
+static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
+                  SqliteJobStore::kCurrentSchemaVersion,
+              "one migration per schema version");
+
+absl::Status SqliteError(sqlite3* db, int rc, absl::string_view what) {
+  std::string message = absl::StrCat("job store: ", what, ": ",
+                                     db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+  int primary = rc & 0xff;
+  if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED || primary == SQLITE_FULL ||
+      primary == SQLITE_IOERR) {
+    return absl::UnavailableError(message);
+  }
+  return absl::InternalError(message);
+}
+
+// A prepared statement, finalised on destruction.
+class Statement {
+ public:
+  Statement(sqlite3* db, absl::string_view sql) : db_(db) {
+    rc_ = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt_, nullptr);
+  }
+  ~Statement() { sqlite3_finalize(stmt_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+
+  absl::Status status() const {
+    return rc_ == SQLITE_OK ? absl::OkStatus() : SqliteError(db_, rc_, "prepare");
+  }
+
+  Statement& Bind(int i, absl::string_view text) {
+    sqlite3_bind_text(stmt_, i, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Statement& BindBlob(int i, const std::string& blob) {
+    sqlite3_bind_blob(stmt_, i, blob.data(), static_cast<int>(blob.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Statement& Bind(int i, int64_t value) {
+    sqlite3_bind_int64(stmt_, i, value);
+    return *this;
+  }
+
+  // True while there is a row; an error ends iteration and is kept.
+  absl::StatusOr<bool> Step() {
+    int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return SqliteError(db_, rc, "step");
+  }
+  absl::Status Run() {
+    ASSIGN_OR_RETURN(bool row, Step());
+    (void)row;
+    return absl::OkStatus();
+  }
+  void Reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+
+  int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
+  std::string Text(int col) {
+    const unsigned char* p = sqlite3_column_text(stmt_, col);
+    return p == nullptr ? std::string()
+                        : std::string(reinterpret_cast<const char*>(p),
+                                      static_cast<size_t>(sqlite3_column_bytes(stmt_, col)));
+  }
+  template <typename Message>
+  absl::Status Proto(int col, Message* out) {
+    const void* p = sqlite3_column_blob(stmt_, col);
+    int n = sqlite3_column_bytes(stmt_, col);
+    if (!out->ParseFromArray(p, n)) {
+      return absl::DataLossError(
+          absl::StrCat("job store: a stored ", out->GetTypeName(), " does not parse"));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_;
+};
+
+absl::Status Exec(sqlite3* db, const char* sql) {
+  char* error = nullptr;
+  int rc = sqlite3_exec(db, sql, nullptr, nullptr, &error);
+  if (rc != SQLITE_OK) {
+    std::string message = error != nullptr ? error : sqlite3_errstr(rc);
+    sqlite3_free(error);
+    absl::Status s = SqliteError(nullptr, rc, sql);
+    return absl::Status(s.code(), absl::StrCat("job store: ", message, " (in: ", sql, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<sqlite3*> OpenConnection(const std::string& path) {
+  sqlite3* db = nullptr;
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string message = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close(db);
+    return absl::InternalError(absl::StrCat("job store: cannot open ", path, ": ", message));
+  }
+  sqlite3_busy_timeout(db, 10000);
+  return db;
+}
+
+// 0 for a database without the schema_version table.
+absl::StatusOr<int> SchemaVersion(sqlite3* db) {
+  Statement has_table(db,
+                      "SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND "
+                      "name='schema_version'");
+  RETURN_IF_ERROR(has_table.status());
+  ASSIGN_OR_RETURN(bool row, has_table.Step());
+  if (!row || has_table.Int(0) == 0) {
+    Statement any(db, "SELECT COUNT(*) FROM sqlite_master WHERE type='table'");
+    RETURN_IF_ERROR(any.status());
+    ASSIGN_OR_RETURN(bool any_row, any.Step());
+    if (any_row && any.Int(0) > 0) {
+      return absl::FailedPreconditionError(
+          "job store: the database has tables but no schema_version: it was not written by "
+          "the coordinator");
+    }
+    return 0;
+  }
+  Statement version(db, "SELECT version FROM schema_version");
+  RETURN_IF_ERROR(version.status());
+  ASSIGN_OR_RETURN(bool version_row, version.Step());
+  if (!version_row) return absl::DataLossError("job store: schema_version is empty");
+  return static_cast<int>(version.Int(0));
+}
+
+std::string InList(size_t n) {
+  std::vector<std::string> marks(n, "?");
+  return absl::StrCat("(", absl::StrJoin(marks, ","), ")");
+}
+
+}  // namespace
+
+bool StoreWrite::empty() const {
+  return jobs.empty() && stages.empty() && assignments.empty() && deleted_assignments.empty() &&
+         workers.empty() && deleted_workers.empty() && artifacts.empty() &&
+         deleted_artifacts.empty() && events.empty() && request_ids.empty();
+}
+
+class SqliteJobStore::Impl {
+ public:
+  Impl(sqlite3* writer, sqlite3* reader) : writer_(writer), reader_(reader) {}
+  ~Impl() {
+    if (reader_ != nullptr) sqlite3_close(reader_);
+    sqlite3_close(writer_);
+  }
+
+  absl::Status Commit(const StoreWrite& w) {
+    absl::MutexLock lock(&write_mu_);
+    RETURN_IF_ERROR(Exec(writer_, "BEGIN IMMEDIATE"));
+    absl::Status status = Apply(w);
+    if (status.ok()) {
+      status = Exec(writer_, "COMMIT");
+    }
+    if (!status.ok()) {
+      // A failed COMMIT may already have rolled back; ignore that error.
+      sqlite3_exec(writer_, "ROLLBACK", nullptr, nullptr, nullptr);
+    }
+    return status;
+  }
+
+  // Runs `fn` with the reading connection held.
+  template <typename Fn>
+  auto Read(Fn fn) {
+    if (reader_ == nullptr) {
+      absl::MutexLock lock(&write_mu_);
+      return fn(writer_);
+    }
+    absl::MutexLock lock(&read_mu_);
+    return fn(reader_);
+  }
+
+ private:
+  absl::Status Apply(const StoreWrite& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+    sqlite3* db = writer_;
+    if (!w.jobs.empty()) {
+      Statement st(db,
+                   "INSERT OR REPLACE INTO jobs(name, create_seq, state, kind, priority, record) "
+                   "VALUES (?, ?, ?, ?, ?, ?)");
+      RETURN_IF_ERROR(st.status());
+      for (const JobRecord& r : w.jobs) {
+        JobRecord stored = r;
+        stored.mutable_job()->clear_stages();
+        st.Bind(1, r.job().name())
+            .Bind(2, r.create_seq())
+            .Bind(3, int64_t{r.job().state()})
+            .Bind(4, int64_t{r.job().kind()})
+            .Bind(5, int64_t{r.job().priority()})
+            .BindBlob(6, stored.SerializeAsString());
+        RETURN_IF_ERROR(st.Run());
+        st.Reset();
+      }
+    }
+    if (!w.stages.empty()) {
+      Statement st(db,
+                   "INSERT OR REPLACE INTO stages(job, stage_id, stage_index, state, record) "
+                   "VALUES (?, ?, ?, ?, ?)");
+      RETURN_IF_ERROR(st.status());
+      for (const auto& [job, r] : w.stages) {
+        st.Bind(1, job)
+            .Bind(2, r.stage().id())
+            .Bind(3, int64_t{r.index()})
+            .Bind(4, int64_t{r.stage().state()})
+            .BindBlob(5, r.SerializeAsString());
+        RETURN_IF_ERROR(st.Run());
+        st.Reset();
+      }
+    }
+    if (!w.assignments.empty()) {
+      Statement st(db,
+                   "INSERT OR REPLACE INTO assignments(id, job, worker, record) "
+                   "VALUES (?, ?, ?, ?)");
+      RETURN_IF_ERROR(st.status());
+      for (const AssignmentRecord& r : w.assignments) {
+        st.Bind(1, r.assignment().id())
+            .Bind(2, r.assignment().job())
+            .Bind(3, r.worker())
+            .BindBlob(4, r.SerializeAsString());
+        RETURN_IF_ERROR(st.Run());
+        st.Reset();
+      }
+    }
+    RETURN_IF_ERROR(DeleteKeys(db, "DELETE FROM assignments WHERE id = ?", w.deleted_assignments));
+    if (!w.workers.empty()) {
+      Statement st(db, "INSERT OR REPLACE INTO workers(name, state, record) VALUES (?, ?, ?)");
+      RETURN_IF_ERROR(st.status());
+      for (const WorkerRecord& r : w.workers) {
+        st.Bind(1, r.worker().name())
+            .Bind(2, r.worker().state())
+            .BindBlob(3, r.SerializeAsString());
+        RETURN_IF_ERROR(st.Run());
+        st.Reset();
+      }
+    }
+    RETURN_IF_ERROR(DeleteKeys(db, "DELETE FROM workers WHERE name = ?", w.deleted_workers));
+    if (!w.artifacts.empty()) {
+      Statement st(db,
+                   "INSERT OR REPLACE INTO artifacts(name, job, stage, kind, sha256, record) "
+                   "VALUES (?, ?, ?, ?, ?, ?)");
+      RETURN_IF_ERROR(st.status());
+      for (const mpt::v1::Artifact& a : w.artifacts) {
+        // "jobs/{job}/artifacts/{id}" -> "jobs/{job}"
+        std::string job = a.name().substr(0, a.name().find("/artifacts/"));
+        st.Bind(1, a.name())
+            .Bind(2, job)
+            .Bind(3, a.stage())
+            .Bind(4, a.kind())
+            .Bind(5, a.sha256())
+            .BindBlob(6, a.SerializeAsString());
+        RETURN_IF_ERROR(st.Run());
+        st.Reset();
+      }
+    }
+    RETURN_IF_ERROR(DeleteKeys(db, "DELETE FROM artifacts WHERE name = ?", w.deleted_artifacts));
+    if (!w.events.empty()) {
+      Statement st(db, "INSERT INTO events(job, sequence, event) VALUES (?, ?, ?)");
+      RETURN_IF_ERROR(st.status());
+      for (const mpt::v1::JobEvent& e : w.events) {
+        st.Bind(1, e.job()).Bind(2, e.sequence()).BindBlob(3, e.SerializeAsString());
+        RETURN_IF_ERROR(st.Run());
+        st.Reset();
+      }
+    }
+    if (!w.request_ids.empty()) {
+      Statement st(db, "INSERT INTO request_ids(request_id, job) VALUES (?, ?)");
+      RETURN_IF_ERROR(st.status());
+      for (const auto& [request_id, job] : w.request_ids) {
+        st.Bind(1, request_id).Bind(2, job);
+        RETURN_IF_ERROR(st.Run());
+        st.Reset();
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  static absl::Status DeleteKeys(sqlite3* db, const char* sql,
+                                 const std::vector<std::string>& keys) {
+    if (keys.empty()) return absl::OkStatus();
+    Statement st(db, sql);
+    RETURN_IF_ERROR(st.status());
+    for (const std::string& key : keys) {
+      st.Bind(1, key);
+      RETURN_IF_ERROR(st.Run());
+      st.Reset();
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Mutex write_mu_;
+  sqlite3* const writer_ ABSL_PT_GUARDED_BY(write_mu_);
+  absl::Mutex read_mu_;
+  sqlite3* const reader_ ABSL_PT_GUARDED_BY(read_mu_);  // null: use writer_
+};
+
+namespace {
+
+// Appends the stages of `job` (in order) to it.
+absl::Status AttachStages(sqlite3* db, mpt::v1::Job* job) {
+  Statement st(db, "SELECT record FROM stages WHERE job = ? ORDER BY stage_index");
+  RETURN_IF_ERROR(st.status());
+  st.Bind(1, job->name());
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    StageRecord r;
+    RETURN_IF_ERROR(st.Proto(0, &r));
+    *job->add_stages() = r.stage();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Migrate(sqlite3* db, int from, int to) {
+  for (int v = from; v < to; ++v) {
+    RETURN_IF_ERROR(Exec(db, "BEGIN IMMEDIATE"));
+    absl::Status s = Exec(db, kMigrations[v]);
+    if (s.ok()) {
+      Statement st(db, "UPDATE schema_version SET version = ?");
+      s = st.status();
+      if (s.ok()) s = st.Bind(1, int64_t{v + 1}).Run();
+    }
+    if (s.ok()) s = Exec(db, "COMMIT");
+    if (!s.ok()) {
+      sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+      return absl::Status(s.code(), absl::StrCat("job store: migration from schema version ", v,
+                                                 " to ", v + 1, " failed: ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+SqliteJobStore::SqliteJobStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SqliteJobStore::~SqliteJobStore() = default;
+
+absl::StatusOr<int> SqliteJobStore::ReadSchemaVersion(const std::string& path) {
+  ASSIGN_OR_RETURN(sqlite3 * db, OpenConnection(path));
+  absl::StatusOr<int> version = SchemaVersion(db);
+  sqlite3_close(db);
+  return version;
+}
+
+absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
+    const std::string& path, SqliteJobStoreOptions options) {
+  const int target =
+      options.target_schema_version > 0 ? options.target_schema_version : kCurrentSchemaVersion;
+  if (target > kCurrentSchemaVersion) {
+    return absl::InvalidArgumentError(absl::StrCat("job store: target schema version ", target,
+                                                   " is above ", kCurrentSchemaVersion));
+  }
+  const bool in_memory = path == ":memory:";
+  ASSIGN_OR_RETURN(sqlite3 * writer, OpenConnection(path));
+  auto fail = [&](absl::Status s) {
+    sqlite3_close(writer);
+    return s;
+  };
+  if (!in_memory) {
+    Statement wal(writer, "PRAGMA journal_mode=WAL");
+    if (!wal.status().ok()) return fail(wal.status());
+    absl::StatusOr<bool> row = wal.Step();
+    if (!row.ok()) return fail(row.status());
+    if (!*row || wal.Text(0) != "wal") {
+      return fail(absl::InternalError(
+          absl::StrCat("job store: ", path, " cannot use write-ahead logging (journal mode ",
+                       *row ? wal.Text(0) : "?", ")")));
+    }
+  }
+  absl::Status s = Exec(writer, options.synchronous_full ? "PRAGMA synchronous=FULL"
+                                                         : "PRAGMA synchronous=NORMAL");
+  if (!s.ok()) return fail(s);
+  absl::StatusOr<int> version = SchemaVersion(writer);
+  if (!version.ok()) return fail(version.status());
+  if (*version > kCurrentSchemaVersion) {
+    return fail(absl::FailedPreconditionError(absl::StrCat(
+        "job store: ", path, " has schema version ", *version,
+        ", newer than this coordinator understands (", kCurrentSchemaVersion,
+        "); run a newer coordinator or restore a backup")));
+  }
+  if (*version < target) {
+    s = Migrate(writer, *version, target);
+    if (!s.ok()) return fail(s);
+  }
+  sqlite3* reader = nullptr;
+  if (!in_memory) {
+    absl::StatusOr<sqlite3*> r = OpenConnection(path);
+    if (!r.ok()) return fail(r.status());
+    reader = *r;
+  }
+  return std::unique_ptr<SqliteJobStore>(
+      new SqliteJobStore(std::make_unique<Impl>(writer, reader)));
+}
+
+absl::Status SqliteJobStore::Commit(const StoreWrite& write) {
+  if (write.empty()) return absl::OkStatus();
+  return impl_->Commit(write);
+}
+
+absl::StatusOr<std::optional<mpt::v1::Job>> SqliteJobStore::ReadJob(const std::string& name) {
+  return impl_->Read([&](sqlite3* db) -> absl::StatusOr<std::optional<mpt::v1::Job>> {
+    Statement st(db, "SELECT record FROM jobs WHERE name = ?");
+    RETURN_IF_ERROR(st.status());
+    st.Bind(1, name);
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return std::optional<mpt::v1::Job>();
+    JobRecord r;
+    RETURN_IF_ERROR(st.Proto(0, &r));
+    mpt::v1::Job job = std::move(*r.mutable_job());
+    RETURN_IF_ERROR(AttachStages(db, &job));
+    return std::optional<mpt::v1::Job>(std::move(job));
+  });
+}
+
+absl::StatusOr<JobPage> SqliteJobStore::ListJobs(const JobListFilter& filter, int64_t before_seq,
+                                                 int page_size) {
+  return impl_->Read([&](sqlite3* db) -> absl::StatusOr<JobPage> {
+    std::string sql = "SELECT create_seq, record FROM jobs WHERE 1";
+    if (!filter.states.empty()) absl::StrAppend(&sql, " AND state IN ", InList(filter.states.size()));
+    if (!filter.kinds.empty()) absl::StrAppend(&sql, " AND kind IN ", InList(filter.kinds.size()));
+    if (before_seq > 0) absl::StrAppend(&sql, " AND create_seq < ?");
+    absl::StrAppend(&sql, " ORDER BY create_seq DESC LIMIT ?");
+    Statement st(db, sql);
+    RETURN_IF_ERROR(st.status());
+    int i = 1;
+    for (mpt::v1::JobState s : filter.states) st.Bind(i++, int64_t{s});
+    for (mpt::v1::JobKind k : filter.kinds) st.Bind(i++, int64_t{k});
+    if (before_seq > 0) st.Bind(i++, before_seq);
+    st.Bind(i++, int64_t{page_size} + 1);
+    JobPage page;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      if (static_cast<int>(page.jobs.size()) == page_size) {
+        page.more = true;
+        break;
+      }
+      JobRecord r;
+      RETURN_IF_ERROR(st.Proto(1, &r));
+      page.last_seq = st.Int(0);
+      page.jobs.push_back(std::move(*r.mutable_job()));
+    }
+    for (mpt::v1::Job& job : page.jobs) RETURN_IF_ERROR(AttachStages(db, &job));
+    return page;
+  });
+}
+
+absl::StatusOr<std::vector<mpt::v1::JobEvent>> SqliteJobStore::ReadEvents(const std::string& name,
+                                                                          int64_t after_sequence,
+                                                                          int limit) {
+  return impl_->Read([&](sqlite3* db) -> absl::StatusOr<std::vector<mpt::v1::JobEvent>> {
+    Statement st(db,
+                 "SELECT event FROM events WHERE job = ? AND sequence > ? ORDER BY sequence "
+                 "LIMIT ?");
+    RETURN_IF_ERROR(st.status());
+    st.Bind(1, name).Bind(2, after_sequence).Bind(3, int64_t{limit});
+    std::vector<mpt::v1::JobEvent> events;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      mpt::v1::JobEvent e;
+      RETURN_IF_ERROR(st.Proto(0, &e));
+      events.push_back(std::move(e));
+    }
+    return events;
+  });
+}
+
+absl::StatusOr<std::optional<std::string>> SqliteJobStore::FindRequestId(
+    const std::string& request_id) {
+  return impl_->Read([&](sqlite3* db) -> absl::StatusOr<std::optional<std::string>> {
+    Statement st(db, "SELECT job FROM request_ids WHERE request_id = ?");
+    RETURN_IF_ERROR(st.status());
+    st.Bind(1, request_id);
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return std::optional<std::string>();
+    return std::optional<std::string>(st.Text(0));
+  });
+}
+
+absl::StatusOr<std::optional<mpt::v1::Artifact>> SqliteJobStore::ReadArtifact(
+    const std::string& name) {
+  return impl_->Read([&](sqlite3* db) -> absl::StatusOr<std::optional<mpt::v1::Artifact>> {
+    Statement st(db, "SELECT record FROM artifacts WHERE name = ?");
+    RETURN_IF_ERROR(st.status());
+    st.Bind(1, name);
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return std::optional<mpt::v1::Artifact>();
+    mpt::v1::Artifact a;
+    RETURN_IF_ERROR(st.Proto(0, &a));
+    return std::optional<mpt::v1::Artifact>(std::move(a));
+  });
+}
+
+absl::StatusOr<int64_t> SqliteJobStore::CountArtifactsWithSha256(const std::string& sha256) {
+  return impl_->Read([&](sqlite3* db) -> absl::StatusOr<int64_t> {
+    Statement st(db, "SELECT COUNT(*) FROM artifacts WHERE sha256 = ?");
+    RETURN_IF_ERROR(st.status());
+    st.Bind(1, sha256);
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    return row ? st.Int(0) : 0;
+  });
+}
+
+absl::StatusOr<StoreSnapshot> SqliteJobStore::LoadActive() {
+  return impl_->Read([&](sqlite3* db) -> absl::StatusOr<StoreSnapshot> {
+    StoreSnapshot snap;
+    RETURN_IF_ERROR(Exec(db, "BEGIN"));  // one consistent view of all tables
+    auto body = [&]() -> absl::Status {
+      const std::string active = absl::StrCat("(", int{mpt::v1::QUEUED}, ",",
+                                              int{mpt::v1::RUNNING}, ",",
+                                              int{mpt::v1::CANCELLING}, ")");
+      {
+        Statement st(db, absl::StrCat("SELECT record FROM jobs WHERE state IN ", active,
+                                      " ORDER BY create_seq"));
+        RETURN_IF_ERROR(st.status());
+        while (true) {
+          ASSIGN_OR_RETURN(bool row, st.Step());
+          if (!row) break;
+          JobRecord r;
+          RETURN_IF_ERROR(st.Proto(0, &r));
+          snap.jobs.push_back(std::move(r));
+        }
+      }
+      {
+        Statement st(db, absl::StrCat("SELECT s.job, s.record FROM stages s JOIN jobs j ON "
+                                      "s.job = j.name WHERE j.state IN ",
+                                      active, " ORDER BY j.create_seq, s.stage_index"));
+        RETURN_IF_ERROR(st.status());
+        while (true) {
+          ASSIGN_OR_RETURN(bool row, st.Step());
+          if (!row) break;
+          StageRecord r;
+          RETURN_IF_ERROR(st.Proto(1, &r));
+          snap.stages.emplace_back(st.Text(0), std::move(r));
+        }
+      }
+      {
+        Statement st(db, "SELECT record FROM assignments ORDER BY id");
+        RETURN_IF_ERROR(st.status());
+        while (true) {
+          ASSIGN_OR_RETURN(bool row, st.Step());
+          if (!row) break;
+          AssignmentRecord r;
+          RETURN_IF_ERROR(st.Proto(0, &r));
+          snap.assignments.push_back(std::move(r));
+        }
+      }
+      {
+        Statement st(db, "SELECT record FROM workers");
+        RETURN_IF_ERROR(st.status());
+        while (true) {
+          ASSIGN_OR_RETURN(bool row, st.Step());
+          if (!row) break;
+          WorkerRecord r;
+          RETURN_IF_ERROR(st.Proto(0, &r));
+          snap.workers.push_back(std::move(r));
+        }
+        std::sort(snap.workers.begin(), snap.workers.end(),
+                  [](const WorkerRecord& a, const WorkerRecord& b) {
+                    return a.register_seq() < b.register_seq();
+                  });
+      }
+      {
+        Statement st(db, "SELECT COALESCE(MAX(create_seq), 0) FROM jobs");
+        RETURN_IF_ERROR(st.status());
+        ASSIGN_OR_RETURN(bool row, st.Step());
+        if (row) snap.max_create_seq = st.Int(0);
+      }
+      return absl::OkStatus();
+    };
+    absl::Status s = body();
+    sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+    if (!s.ok()) return s;
+    return snap;
+  });
+}
+
+}  // namespace mpt

@@ -1,0 +1,176 @@
+// Durable storage of the coordinator's state: jobs, their stages, live
+// assignments, workers, artefact records, each job's event log and the
+// idempotency keys of SubmitJob.
+//
+// The coordinator keeps the state of unfinished jobs in memory and writes
+// every change through this interface, in one atomic Commit() per RPC,
+// before it answers. On restart it reads the state back with LoadActive().
+// Finished jobs are read from the store on demand (GetJob, ListJobs).
+//
+// Records are protos (server/coordinator_state.proto and the public ones of
+// proto/mpt/v1/service.proto) stored as serialized blobs beside the columns
+// that queries filter and sort on (state, kind, priority, create order).
+#ifndef MPT_SERVER_JOB_STORE_H_
+#define MPT_SERVER_JOB_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "proto/mpt/v1/service.pb.h"
+#include "server/coordinator_state.pb.h"
+
+namespace mpt {
+
+// Everything one Commit() writes; applied all or nothing. Upserts replace a
+// row with the same key.
+struct StoreWrite {
+  std::vector<coordinator::JobRecord> jobs;  // key: job.name
+  // key: (job name, stage.id)
+  std::vector<std::pair<std::string, coordinator::StageRecord>> stages;
+  std::vector<coordinator::AssignmentRecord> assignments;  // key: assignment.id
+  std::vector<std::string> deleted_assignments;
+  std::vector<coordinator::WorkerRecord> workers;  // key: worker.name
+  std::vector<std::string> deleted_workers;
+  std::vector<mpt::v1::Artifact> artifacts;  // key: name
+  std::vector<std::string> deleted_artifacts;
+  // Appended; key (job, sequence) must be new.
+  std::vector<mpt::v1::JobEvent> events;
+  // (request_id, job name); the key must be new.
+  std::vector<std::pair<std::string, std::string>> request_ids;
+
+  bool empty() const;
+};
+
+// The state of every unfinished job, as the coordinator needs it to resume.
+struct StoreSnapshot {
+  // Jobs in QUEUED, RUNNING or CANCELLING, in create order.
+  std::vector<coordinator::JobRecord> jobs;
+  // The stages of those jobs as (job name, record), in stage order.
+  std::vector<std::pair<std::string, coordinator::StageRecord>> stages;
+  std::vector<coordinator::AssignmentRecord> assignments;
+  // Every worker record (lost ones included), in registration order.
+  std::vector<coordinator::WorkerRecord> workers;
+  // The largest create_seq ever stored (0 when empty).
+  int64_t max_create_seq = 0;
+};
+
+struct JobListFilter {
+  // Empty: any.
+  std::vector<mpt::v1::JobState> states;
+  std::vector<mpt::v1::JobKind> kinds;
+};
+
+struct JobPage {
+  std::vector<mpt::v1::Job> jobs;  // newest first, stages included
+  // create_seq of the last job returned; pass it as `before_seq` for the
+  // next page.
+  int64_t last_seq = 0;
+  bool more = false;  // there are further matching jobs
+};
+
+// Implementations are thread-safe.
+class JobStore {
+ public:
+  virtual ~JobStore() = default;
+
+  // Applies `write` atomically; when it returns OK the change is durable (see
+  // the implementation for how durable). On error nothing is applied:
+  // UNAVAILABLE for a busy or full disk (a retry may succeed), INTERNAL
+  // otherwise.
+  virtual absl::Status Commit(const StoreWrite& write) = 0;
+
+  // The job named `name` ("jobs/{id}") with its stages, or nullopt.
+  virtual absl::StatusOr<std::optional<mpt::v1::Job>> ReadJob(const std::string& name) = 0;
+
+  // Up to `page_size` jobs matching `filter` with create_seq < `before_seq`
+  // (0: from the newest), newest first.
+  virtual absl::StatusOr<JobPage> ListJobs(const JobListFilter& filter, int64_t before_seq,
+                                           int page_size) = 0;
+
+  // Events of job `name` with sequence > `after_sequence`, in order, at most
+  // `limit`.
+  virtual absl::StatusOr<std::vector<mpt::v1::JobEvent>> ReadEvents(const std::string& name,
+                                                                    int64_t after_sequence,
+                                                                    int limit) = 0;
+
+  // The job submitted with `request_id`, or nullopt.
+  virtual absl::StatusOr<std::optional<std::string>> FindRequestId(
+      const std::string& request_id) = 0;
+
+  // The artefact record named `name`, or nullopt.
+  virtual absl::StatusOr<std::optional<mpt::v1::Artifact>> ReadArtifact(
+      const std::string& name) = 0;
+
+  // How many artefact records refer to blob `sha256`.
+  virtual absl::StatusOr<int64_t> CountArtifactsWithSha256(const std::string& sha256) = 0;
+
+  // Everything LoadActive() describes.
+  virtual absl::StatusOr<StoreSnapshot> LoadActive() = 0;
+};
+
+struct SqliteJobStoreOptions {
+  // PRAGMA synchronous: true (default) = FULL: with WAL, every commit fsyncs
+  // the write-ahead log, so an acknowledged change survives a power loss or
+  // a killed VM, not only a crashed process. false = NORMAL: commits survive
+  // a crash of the coordinator but the last ones may be lost with the
+  // machine; for benchmarks and tests.
+  bool synchronous_full = true;
+  // Migrate the database up to this schema version. Default: the newest
+  // (kCurrentSchemaVersion); tests open older versions to check migrations.
+  int target_schema_version = 0;
+};
+
+// SQLite in WAL mode. One connection writes, a second one reads, so reads
+// (GetJob, ListJobs, WatchJob) do not wait for a commit's fsync. The path
+// ":memory:" gives a private in-memory database (one connection) for tests.
+class SqliteJobStore final : public JobStore {
+ public:
+  // The schema this build writes. Version history:
+  //   1: jobs, stages, assignments, workers, artifacts, events.
+  //   2: idempotency keys (request_ids) and an index of artefacts by hash.
+  static constexpr int kCurrentSchemaVersion = 2;
+
+  // Opens or creates the database at `path` and migrates it, one version at
+  // a time and each step in a transaction, to the target version.
+  // FAILED_PRECONDITION when the database was written by a newer
+  // coordinator (its schema version is above kCurrentSchemaVersion) or is
+  // not a coordinator database; INTERNAL (with SQLite's message) when it
+  // cannot be opened or migrated.
+  static absl::StatusOr<std::unique_ptr<SqliteJobStore>> Open(const std::string& path,
+                                                              SqliteJobStoreOptions options = {});
+
+  // The schema version of the database at `path` (0 for a new one).
+  static absl::StatusOr<int> ReadSchemaVersion(const std::string& path);
+
+  ~SqliteJobStore() override;
+  SqliteJobStore(const SqliteJobStore&) = delete;
+  SqliteJobStore& operator=(const SqliteJobStore&) = delete;
+
+  absl::Status Commit(const StoreWrite& write) override;
+  absl::StatusOr<std::optional<mpt::v1::Job>> ReadJob(const std::string& name) override;
+  absl::StatusOr<JobPage> ListJobs(const JobListFilter& filter, int64_t before_seq,
+                                   int page_size) override;
+  absl::StatusOr<std::vector<mpt::v1::JobEvent>> ReadEvents(const std::string& name,
+                                                            int64_t after_sequence,
+                                                            int limit) override;
+  absl::StatusOr<std::optional<std::string>> FindRequestId(const std::string& request_id) override;
+  absl::StatusOr<std::optional<mpt::v1::Artifact>> ReadArtifact(const std::string& name) override;
+  absl::StatusOr<int64_t> CountArtifactsWithSha256(const std::string& sha256) override;
+  absl::StatusOr<StoreSnapshot> LoadActive() override;
+
+  class Impl;
+
+ private:
+  explicit SqliteJobStore(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mpt
+
+#endif  // MPT_SERVER_JOB_STORE_H_

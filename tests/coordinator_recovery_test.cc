@@ -1,0 +1,174 @@
+// Restart recovery: a coordinator destroyed and re-created over the same
+// SQLite file and artefact folder picks up every unfinished job.
+#include <string>
+
+#include "gtest/gtest.h"
+#include "server/coordinator.h"
+#include "server/fake_clock.h"
+#include "tests/coordinator_test_util.h"
+
+namespace mpt {
+namespace {
+
+using ::mpt::testing::AllEvents;
+using ::mpt::testing::CoordinatorFiles;
+using ::mpt::testing::CountJobs;
+using ::mpt::testing::Finish;
+using ::mpt::testing::FreshFiles;
+using ::mpt::testing::JobStateOf;
+using ::mpt::testing::OpenCoordinator;
+using ::mpt::testing::PipelineRequest;
+using ::mpt::testing::Poll;
+using ::mpt::testing::Register;
+using ::mpt::testing::SourceRequest;
+using ::mpt::testing::StageState;
+using ::mpt::testing::Upload;
+
+class RecoveryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    files_ = FreshFiles("recovery", /*on_disk=*/true);
+    Restart();
+  }
+  // Destroys the coordinator (if any) and builds a new one from the files,
+  // as a new process would.
+  void Restart() {
+    core_.reset();
+    auto c = OpenCoordinator(files_, clock_);
+    ASSERT_TRUE(c.ok()) << c.status();
+    core_ = *std::move(c);
+  }
+  std::string Submit(const mpt::v1::SubmitJobRequest& r) {
+    auto job = core_->SubmitJob(r);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.ok() ? job->name() : "";
+  }
+
+  CoordinatorFiles files_;
+  std::shared_ptr<FakeClock> clock_ = std::make_shared<FakeClock>();
+  std::unique_ptr<Coordinator> core_;
+};
+
+TEST_F(RecoveryTest, RunningStageOfAVanishedWorkerResumesFromItsCheckpoint) {
+  const std::string w1 = Register(core_.get());
+  const std::string job = Submit(PipelineRequest({"a", "b"}, {"t"}));
+  const std::string queued = Submit(SourceRequest("q"));
+  auto a = Poll(core_.get(), w1);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->stage(), "source/a");
+  auto ckpt = Upload(core_.get(), a->id(), "checkpoint", "weights at step 7", 7);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  auto before = core_->GetJob(job);
+  ASSERT_TRUE(before.ok());
+  const size_t events_before = AllEvents(core_.get(), job).size();
+
+  Restart();
+
+  // Everything is as it was.
+  auto after = core_->GetJob(job);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->state(), mpt::v1::RUNNING);
+  EXPECT_EQ(after->stages_size(), before->stages_size());
+  EXPECT_EQ(after->stages(0).state(), mpt::v1::RUNNING);
+  EXPECT_EQ(after->stages(1).state(), mpt::v1::QUEUED);
+  EXPECT_EQ(after->artifacts_size(), 1);
+  EXPECT_EQ(after->last_event(), before->last_event());
+  EXPECT_EQ(JobStateOf(core_.get(), queued), mpt::v1::QUEUED);
+  EXPECT_EQ(AllEvents(core_.get(), job).size(), events_before);
+  EXPECT_EQ(CountJobs(core_.get()), 2);
+  // The worker gets a fresh lease to come back...
+  ASSERT_EQ(core_->ListWorkers().workers_size(), 1);
+  // ...but it does not: after the lease its stage is requeued.
+  clock_->Advance(absl::Seconds(11));
+  ASSERT_TRUE(core_->CheckLeases().ok());
+  EXPECT_EQ(core_->Heartbeat(w1).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(StageState(core_.get(), job, "source/a"), mpt::v1::QUEUED);
+
+  const std::string w2 = Register(core_.get());
+  auto resumed = Poll(core_.get(), w2);
+  ASSERT_TRUE(resumed.has_value());
+  EXPECT_EQ(resumed->stage(), "source/a");
+  ASSERT_EQ(resumed->inputs_size(), 1);
+  EXPECT_EQ(resumed->inputs(0).role(), "checkpoint");
+  EXPECT_EQ(resumed->inputs(0).artifact(), ckpt->name());
+  auto bytes = core_->ReadArtifact(ckpt->name());
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  EXPECT_EQ(bytes->data, "weights at step 7");
+  // Event numbers continue where they stopped.
+  auto events = AllEvents(core_.get(), job);
+  ASSERT_GT(events.size(), events_before);
+  for (size_t i = 0; i < events.size(); ++i) EXPECT_EQ(events[i].sequence(), int64_t(i + 1));
+}
+
+TEST_F(RecoveryTest, WorkerThatKeepsHeartbeatingKeepsItsAssignment) {
+  const std::string w = Register(core_.get());
+  const std::string job = Submit(SourceRequest("a"));
+  auto a = Poll(core_.get(), w);
+  ASSERT_TRUE(a.has_value());
+  Restart();
+  clock_->Advance(absl::Seconds(5));
+  ASSERT_TRUE(core_->Heartbeat(w).ok());
+  clock_->Advance(absl::Seconds(8));
+  ASSERT_TRUE(core_->CheckLeases().ok());
+  auto again = Poll(core_.get(), w);
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->id(), a->id());
+  Finish(core_.get(), *again);
+  EXPECT_EQ(JobStateOf(core_.get(), job), mpt::v1::SUCCEEDED);
+  Restart();
+  auto done = core_->GetJob(job);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), mpt::v1::SUCCEEDED);
+  ASSERT_EQ(done->artifacts_size(), 1);
+  auto adapter = core_->ReadArtifact(done->artifacts(0).name());
+  ASSERT_TRUE(adapter.ok()) << adapter.status();
+  EXPECT_EQ(adapter->data, "adapter of " + a->id());
+  // A finished job's watch ends with its final event.
+  auto batch = core_->WaitForJobEvents(job, 0, absl::Now());
+  ASSERT_TRUE(batch.ok());
+  EXPECT_TRUE(batch->done);
+  EXPECT_EQ(batch->events.back().state(), mpt::v1::SUCCEEDED);
+}
+
+TEST_F(RecoveryTest, CancellingJobWhoseWorkerIsGoneEndsCancelled) {
+  const std::string w = Register(core_.get());
+  const std::string job = Submit(SourceRequest("a"));
+  ASSERT_TRUE(Poll(core_.get(), w).has_value());
+  auto c = core_->CancelJob(job);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->state(), mpt::v1::CANCELLING);
+  Restart();
+  EXPECT_EQ(JobStateOf(core_.get(), job), mpt::v1::CANCELLING);
+  auto hb = core_->Heartbeat(w);
+  ASSERT_TRUE(hb.ok());
+  EXPECT_EQ(hb->cancelled_assignments_size(), 1);  // still told to stop
+  clock_->Advance(absl::Seconds(11));
+  ASSERT_TRUE(core_->CheckLeases().ok());
+  EXPECT_EQ(JobStateOf(core_.get(), job), mpt::v1::CANCELLED);
+}
+
+TEST_F(RecoveryTest, NewJobsAfterARestartListNewestFirst) {
+  const std::string first = Submit(SourceRequest("a"));
+  Restart();
+  const std::string second = Submit(SourceRequest("b"));
+  mpt::v1::ListJobsRequest r;
+  auto page = core_->ListJobs(r);
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->jobs_size(), 2);
+  EXPECT_EQ(page->jobs(0).name(), second);
+  EXPECT_EQ(page->jobs(1).name(), first);
+}
+
+TEST_F(RecoveryTest, IdempotencyKeysSurviveARestart) {
+  auto r = SourceRequest("a");
+  r.set_request_id("submit-42");
+  const std::string job = Submit(r);
+  Restart();
+  auto again = core_->SubmitJob(r);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->name(), job);
+  EXPECT_EQ(CountJobs(core_.get()), 1);
+}
+
+}  // namespace
+}  // namespace mpt

@@ -1,0 +1,186 @@
+// Helpers for the coordinator tests: a coordinator over an in-memory or
+// file-backed store, request builders and worker-side shortcuts that drive
+// the core directly (no sockets).
+#ifndef MPT_TESTS_COORDINATOR_TEST_UTIL_H_
+#define MPT_TESTS_COORDINATOR_TEST_UTIL_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/clock.h"
+#include "common/sha256.h"
+#include "gtest/gtest.h"
+#include "proto/mpt/v1/service.pb.h"
+#include "server/artifact_store.h"
+#include "server/coordinator.h"
+#include "server/fake_clock.h"
+#include "server/job_store.h"
+#include "tests/test_util.h"
+
+namespace mpt::testing {
+
+// Where a coordinator keeps its files; ":memory:" as db for a private
+// in-memory store.
+struct CoordinatorFiles {
+  std::string db = ":memory:";
+  std::string artifacts;
+};
+
+inline CoordinatorFiles FreshFiles(const std::string& name, bool on_disk) {
+  CoordinatorFiles files;
+  const std::string dir = FreshTempDir(name);
+  if (on_disk) files.db = dir + "/jobs.db";
+  files.artifacts = dir + "/artifacts";
+  return files;
+}
+
+inline absl::StatusOr<std::unique_ptr<Coordinator>> OpenCoordinator(
+    const CoordinatorFiles& files, std::shared_ptr<Clock> clock,
+    CoordinatorOptions options = {}) {
+  SqliteJobStoreOptions store_options;
+  store_options.synchronous_full = false;  // tests do not survive power loss
+  auto store = SqliteJobStore::Open(files.db, store_options);
+  if (!store.ok()) return store.status();
+  ArtifactStoreOptions blob_options;
+  blob_options.fsync = false;
+  auto blobs = ArtifactStore::Open(files.artifacts, blob_options);
+  if (!blobs.ok()) return blobs.status();
+  return Coordinator::Create(options, *std::move(store), *std::move(blobs), std::move(clock));
+}
+
+inline mpt::v1::TaskData Task(const std::string& name) {
+  mpt::v1::TaskData t;
+  t.set_name(name);
+  t.set_train_path("/data/" + name + ".jsonl");
+  return t;
+}
+
+// A PIPELINE with the given source and target tasks (targets may be empty:
+// no target stage).
+inline mpt::v1::SubmitJobRequest PipelineRequest(const std::vector<std::string>& sources,
+                                                 const std::vector<std::string>& targets = {"t1"},
+                                                 int world_size = 1, int priority = 0,
+                                                 const std::string& model = "/models/t5") {
+  mpt::v1::SubmitJobRequest r;
+  r.set_kind(mpt::v1::PIPELINE);
+  r.set_priority(priority);
+  mpt::v1::PipelineSpec* spec = r.mutable_spec();
+  spec->set_base_model(model);
+  for (const auto& s : sources) *spec->mutable_source()->add_tasks() = Task(s);
+  spec->mutable_source()->mutable_train()->set_steps(10);
+  spec->mutable_distillation()->mutable_train()->set_steps(10);
+  spec->mutable_distillation()->set_world_size(world_size);
+  if (!targets.empty()) {
+    for (const auto& t : targets) *spec->mutable_target()->add_tasks() = Task(t);
+    spec->mutable_target()->mutable_train()->set_steps(10);
+  }
+  return r;
+}
+
+// A SOURCE_TRAINING job of one task.
+inline mpt::v1::SubmitJobRequest SourceRequest(const std::string& task, int priority = 0,
+                                               const std::string& model = "/models/t5") {
+  mpt::v1::SubmitJobRequest r;
+  r.set_kind(mpt::v1::SOURCE_TRAINING);
+  r.set_priority(priority);
+  r.mutable_spec()->set_base_model(model);
+  *r.mutable_spec()->mutable_source()->add_tasks() = Task(task);
+  r.mutable_spec()->mutable_source()->mutable_train()->set_steps(10);
+  return r;
+}
+
+inline std::string Register(Coordinator* c, const std::vector<std::string>& models = {},
+                            const std::vector<std::string>& collectives = {}) {
+  mpt::v1::Worker w;
+  w.set_hostname("test-host");
+  w.set_device("cpu");
+  for (const auto& m : models) w.add_models(m);
+  for (const auto& col : collectives) w.add_collectives(col);
+  auto r = c->RegisterWorker(w);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? r->name() : "";
+}
+
+// A poll that returns at once.
+inline std::optional<mpt::v1::Assignment> Poll(Coordinator* c, const std::string& worker) {
+  auto r = c->PollAssignment(worker, absl::Now());
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? *r : std::nullopt;
+}
+
+inline absl::StatusOr<mpt::v1::Artifact> Upload(Coordinator* c, const std::string& assignment,
+                                                const std::string& kind,
+                                                const std::string& data, int64_t step = 0) {
+  mpt::v1::UploadArtifactRequest::Header h;
+  h.set_assignment(assignment);
+  h.set_kind(kind);
+  h.set_step(step);
+  return c->UploadArtifact(h, data, Sha256Hex(data));
+}
+
+inline absl::Status Complete(Coordinator* c, const std::string& assignment, bool ok = true,
+                             const std::string& error = "", bool permanent = false) {
+  mpt::v1::CompleteAssignmentRequest r;
+  r.set_assignment(assignment);
+  r.set_ok(ok);
+  r.set_error(error);
+  r.set_permanent(permanent);
+  return c->CompleteAssignment(r);
+}
+
+// Uploads an adapter for `a` and completes it ok.
+inline void Finish(Coordinator* c, const mpt::v1::Assignment& a) {
+  auto art = Upload(c, a.id(), "adapter", "adapter of " + a.id());
+  ASSERT_TRUE(art.ok()) << art.status();
+  ASSERT_TRUE(Complete(c, a.id()).ok());
+}
+
+inline const mpt::v1::Stage* FindStage(const mpt::v1::Job& job, const std::string& id) {
+  for (const auto& s : job.stages()) {
+    if (s.id() == id) return &s;
+  }
+  return nullptr;
+}
+
+inline mpt::v1::JobState StageState(Coordinator* c, const std::string& job,
+                                    const std::string& stage) {
+  auto j = c->GetJob(job);
+  EXPECT_TRUE(j.ok()) << j.status();
+  if (!j.ok()) return mpt::v1::JOB_STATE_UNSPECIFIED;
+  const mpt::v1::Stage* s = FindStage(*j, stage);
+  EXPECT_NE(s, nullptr) << stage;
+  return s == nullptr ? mpt::v1::JOB_STATE_UNSPECIFIED : s->state();
+}
+
+inline mpt::v1::JobState JobStateOf(Coordinator* c, const std::string& job) {
+  auto j = c->GetJob(job);
+  EXPECT_TRUE(j.ok()) << j.status();
+  return j.ok() ? j->state() : mpt::v1::JOB_STATE_UNSPECIFIED;
+}
+
+// Every event of `job` so far.
+inline std::vector<mpt::v1::JobEvent> AllEvents(Coordinator* c, const std::string& job) {
+  std::vector<mpt::v1::JobEvent> out;
+  while (true) {
+    auto batch = c->WaitForJobEvents(job, out.empty() ? 0 : out.back().sequence(), absl::Now());
+    EXPECT_TRUE(batch.ok()) << batch.status();
+    if (!batch.ok() || batch->events.empty()) return out;
+    out.insert(out.end(), batch->events.begin(), batch->events.end());
+  }
+}
+
+inline int CountJobs(Coordinator* c) {
+  mpt::v1::ListJobsRequest r;
+  r.set_page_size(1000);
+  auto page = c->ListJobs(r);
+  EXPECT_TRUE(page.ok()) << page.status();
+  return page.ok() ? page->jobs_size() : -1;
+}
+
+}  // namespace mpt::testing
+
+#endif  // MPT_TESTS_COORDINATOR_TEST_UTIL_H_

@@ -1,0 +1,153 @@
+// SqliteJobStore: schema versions and migrations, atomic commits, paging.
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "gtest/gtest.h"
+#include "server/job_store.h"
+#include "tests/test_util.h"
+
+namespace mpt {
+namespace {
+
+using coordinator::JobRecord;
+using coordinator::StageRecord;
+
+JobRecord MakeJob(int seq, mpt::v1::JobState state = mpt::v1::QUEUED,
+                  mpt::v1::JobKind kind = mpt::v1::PIPELINE) {
+  JobRecord r;
+  r.set_create_seq(seq);
+  r.mutable_job()->set_name("jobs/j" + std::to_string(seq));
+  r.mutable_job()->set_state(state);
+  r.mutable_job()->set_kind(kind);
+  return r;
+}
+
+void ExecSql(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK)
+      << sqlite3_errmsg(db);
+  sqlite3_close(db);
+}
+
+TEST(SqliteJobStoreTest, NewDatabaseGetsTheCurrentSchemaInWalMode) {
+  const std::string path = testing::FreshTempDir("store_new") + "/jobs.db";
+  {
+    auto store = SqliteJobStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status();
+    StoreWrite w;
+    w.jobs.push_back(MakeJob(1));
+    ASSERT_TRUE((*store)->Commit(w).ok());
+    EXPECT_TRUE(std::filesystem::exists(path + "-wal"));
+  }
+  auto version = SqliteJobStore::ReadSchemaVersion(path);
+  ASSERT_TRUE(version.ok());
+  EXPECT_EQ(*version, SqliteJobStore::kCurrentSchemaVersion);
+}
+
+TEST(SqliteJobStoreTest, MigratesAnOlderSchemaKeepingItsRows) {
+  const std::string path = testing::FreshTempDir("store_migrate") + "/jobs.db";
+  {
+    SqliteJobStoreOptions v1;
+    v1.target_schema_version = 1;
+    auto store = SqliteJobStore::Open(path, v1);
+    ASSERT_TRUE(store.ok()) << store.status();
+    StoreWrite w;
+    w.jobs.push_back(MakeJob(1));
+    ASSERT_TRUE((*store)->Commit(w).ok());
+  }
+  ASSERT_EQ(*SqliteJobStore::ReadSchemaVersion(path), 1);
+  auto store = SqliteJobStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ(*SqliteJobStore::ReadSchemaVersion(path), 2);
+  auto job = (*store)->ReadJob("jobs/j1");
+  ASSERT_TRUE(job.ok());
+  ASSERT_TRUE(job->has_value());
+  // Version 2 added idempotency keys.
+  StoreWrite w;
+  w.request_ids.emplace_back("req", "jobs/j1");
+  ASSERT_TRUE((*store)->Commit(w).ok());
+  EXPECT_EQ(*(*store)->FindRequestId("req"), std::optional<std::string>("jobs/j1"));
+}
+
+TEST(SqliteJobStoreTest, RefusesASchemaNewerThanItKnows) {
+  const std::string path = testing::FreshTempDir("store_newer") + "/jobs.db";
+  { ASSERT_TRUE(SqliteJobStore::Open(path).ok()); }
+  ExecSql(path, "UPDATE schema_version SET version = 99");
+  auto store = SqliteJobStore::Open(path);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(store.status().message(), "schema version 99")) << store.status();
+  EXPECT_TRUE(absl::StrContains(store.status().message(), "newer")) << store.status();
+}
+
+TEST(SqliteJobStoreTest, RefusesAForeignDatabase) {
+  const std::string path = testing::FreshTempDir("store_foreign") + "/other.db";
+  ExecSql(path, "CREATE TABLE something(x INTEGER)");
+  auto store = SqliteJobStore::Open(path);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(SqliteJobStoreTest, CommitIsAllOrNothing) {
+  auto store = SqliteJobStore::Open(":memory:");
+  ASSERT_TRUE(store.ok());
+  mpt::v1::JobEvent e;
+  e.set_job("jobs/j1");
+  e.set_sequence(1);
+  StoreWrite first;
+  first.jobs.push_back(MakeJob(1));
+  first.events.push_back(e);
+  ASSERT_TRUE((*store)->Commit(first).ok());
+
+  StoreWrite clash;  // a new job plus an event number that exists already
+  clash.jobs.push_back(MakeJob(2));
+  clash.events.push_back(e);
+  EXPECT_FALSE((*store)->Commit(clash).ok());
+  auto job = (*store)->ReadJob("jobs/j2");
+  ASSERT_TRUE(job.ok());
+  EXPECT_FALSE(job->has_value());
+}
+
+TEST(SqliteJobStoreTest, JobsComeBackWithTheirStagesAndPageNewestFirst) {
+  auto store = SqliteJobStore::Open(":memory:");
+  ASSERT_TRUE(store.ok());
+  StoreWrite w;
+  for (int i = 1; i <= 5; ++i) {
+    w.jobs.push_back(MakeJob(i, i % 2 ? mpt::v1::QUEUED : mpt::v1::SUCCEEDED));
+    for (int s = 0; s < 2; ++s) {
+      StageRecord st;
+      st.set_index(s);
+      st.mutable_stage()->set_id(s == 0 ? "source/a" : "distillation");
+      w.stages.emplace_back("jobs/j" + std::to_string(i), st);
+    }
+  }
+  ASSERT_TRUE((*store)->Commit(w).ok());
+  auto page = (*store)->ListJobs({}, 0, 2);
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->jobs.size(), 2u);
+  EXPECT_EQ(page->jobs[0].name(), "jobs/j5");
+  EXPECT_EQ(page->jobs[0].stages_size(), 2);
+  EXPECT_EQ(page->jobs[0].stages(1).id(), "distillation");
+  EXPECT_TRUE(page->more);
+  page = (*store)->ListJobs({}, page->last_seq, 10);
+  ASSERT_EQ(page->jobs.size(), 3u);
+  EXPECT_EQ(page->jobs[0].name(), "jobs/j3");
+  EXPECT_FALSE(page->more);
+  JobListFilter done;
+  done.states.push_back(mpt::v1::SUCCEEDED);
+  page = (*store)->ListJobs(done, 0, 10);
+  ASSERT_EQ(page->jobs.size(), 2u);
+
+  auto snap = (*store)->LoadActive();
+  ASSERT_TRUE(snap.ok());
+  EXPECT_EQ(snap->jobs.size(), 3u);    // the QUEUED ones
+  EXPECT_EQ(snap->stages.size(), 6u);  // and only their stages
+  EXPECT_EQ(snap->max_create_seq, 5);
+}
+
+}  // namespace
+}  // namespace mpt
