@@ -1040,12 +1040,14 @@ void Coordinator::EndAttemptLocked(Txn& txn, JobEntry* job, StageEntry* stage, A
       return;
     }
     r.mutable_stage()->set_state(mpt::v1::QUEUED);
-    AddEventLocked(txn, job, stage, absl::StrCat("requeued because ", reason, "; resumes ", resume));
+    AddEventLocked(txn, job, stage,
+                   absl::StrCat("requeued because ", reason, "; resumes ", resume));
     return;
   }
   r.set_failures(r.failures() + 1);
   r.mutable_stage()->set_error(reason);
-  const bool give_up = how == AttemptEnd::kFailedPermanently || r.failures() >= options_.max_attempts;
+  const bool give_up =
+      how == AttemptEnd::kFailedPermanently || r.failures() >= options_.max_attempts;
   if (give_up) {
     const std::string error =
         how == AttemptEnd::kFailedPermanently
@@ -1461,7 +1463,8 @@ absl::StatusOr<mpt::v1::Artifact> Coordinator::UploadArtifact(
         "header.kind: \"", header.kind(), "\" is not an artefact kind (adapter or checkpoint)"));
   }
   if (header.step() < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("header.step: must be >= 0, got ", header.step()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("header.step: must be >= 0, got ", header.step()));
   }
   if (!IsSha256Hex(sha256)) {
     return absl::InvalidArgumentError(
@@ -1517,7 +1520,9 @@ absl::StatusOr<mpt::v1::Artifact> Coordinator::UploadArtifact(
     return running;
   }
   const AssignmentRecord& rec = assignments_.at(id);
-  if (auto w = workers_.find(rec.worker()); w != workers_.end()) w->second.last_seen = clock_->Now();
+  if (auto w = workers_.find(rec.worker()); w != workers_.end()) {
+    w->second.last_seen = clock_->Now();
+  }
   StageRecord& r = stage->rec;
   mpt::v1::Artifact artifact;
   artifact.set_name(absl::StrCat(job->rec.job().name(), "/artifacts/",
@@ -1599,7 +1604,8 @@ absl::Status Coordinator::CompleteAssignment(const mpt::v1::CompleteAssignmentRe
         }
       }
     } else {
-      std::string error = request.error().empty() ? "the worker reported a failure" : request.error();
+      std::string error =
+          request.error().empty() ? "the worker reported a failure" : request.error();
       if (stage->rec.world_size() > 1) error = absl::StrCat("rank ", rank, ": ", error);
       EndAttemptLocked(txn, job, stage,
                        request.permanent() ? AttemptEnd::kFailedPermanently : AttemptEnd::kFailed,

@@ -497,7 +497,9 @@ absl::StatusOr<JobPage> SqliteJobStore::ListJobs(const JobListFilter& filter, in
                                                  int page_size) {
   return impl_->Read([&](sqlite3* db) -> absl::StatusOr<JobPage> {
     std::string sql = "SELECT create_seq, record FROM jobs WHERE 1";
-    if (!filter.states.empty()) absl::StrAppend(&sql, " AND state IN ", InList(filter.states.size()));
+    if (!filter.states.empty()) {
+      absl::StrAppend(&sql, " AND state IN ", InList(filter.states.size()));
+    }
     if (!filter.kinds.empty()) absl::StrAppend(&sql, " AND kind IN ", InList(filter.kinds.size()));
     if (before_seq > 0) absl::StrAppend(&sql, " AND create_seq < ?");
     absl::StrAppend(&sql, " ORDER BY create_seq DESC LIMIT ?");
