@@ -102,6 +102,24 @@ Batch OnDevice(const Batch& batch, c10::Device device) {
   return b;
 }
 
+// Evaluates `prompt` on the tasks' eval sets (empty when no task has one).
+// Everything is borrowed and must outlive the function.
+EvalFunction MakeEvalFunction(const StageEnv& env, const mpt::v1::PromptSpec& spec,
+                              const mpt::v1::TrainSpec& train,
+                              const std::vector<TaskDataSet>& tasks,
+                              const std::vector<int>& task_ids, const SoftPrompt* prompt,
+                              const std::string& stage) {
+  bool has_eval = false;
+  for (const auto& t : tasks) has_eval |= !t.eval.empty();
+  if (!has_eval) return nullptr;
+  const EvalOptions options = EvalOptionsFor(spec, train);
+  return [&env, &tasks, &task_ids, prompt, options, stage]() -> absl::StatusOr<NamedValues> {
+    ASSIGN_OR_RETURN(MetricsReport report, EvaluatePrompt(*env.model, *env.tokenizer, *prompt,
+                                                          tasks, task_ids, options, stage, 0));
+    return ToNamedValues(report);
+  };
+}
+
 // Trains `prompt` on `tasks` with L_PLM (stages 1 and 3 and the baseline).
 absl::StatusOr<TrainResult> TrainWithPlm(const StageEnv& env, const mpt::v1::PromptSpec& spec,
                                          const mpt::v1::TrainSpec& train,
@@ -124,18 +142,7 @@ absl::StatusOr<TrainResult> TrainWithPlm(const StageEnv& env, const mpt::v1::Pro
   const T5Model& model = *env.model;
   const PromptLayout layout = LayoutFor(spec, prompt->config().kind);
   StepFunction step = MakePlmStep(model, layout, prompt);
-  const EvalOptions eval_options = EvalOptionsFor(spec, train);
-  EvalFunction eval;
-  bool has_eval = false;
-  for (const auto& t : tasks) has_eval |= !t.eval.empty();
-  if (has_eval) {
-    eval = [&]() -> absl::StatusOr<NamedValues> {
-      ASSIGN_OR_RETURN(MetricsReport report,
-                       EvaluatePrompt(model, *env.tokenizer, *prompt, tasks, task_ids,
-                                      eval_options, stage, 0));
-      return ToNamedValues(report);
-    };
-  }
+  EvalFunction eval = MakeEvalFunction(env, spec, train, tasks, task_ids, prompt, stage);
   PromptTrainer trainer(options, prompt, &sets, env.tokenizer->pad_id(), comm, env.sink,
                         env.cancelled);
   return trainer.Run(step, eval);
@@ -317,18 +324,8 @@ absl::StatusOr<TaskOutcome> RunDistillation(const StageEnv& env,
       MakeDistillationStep(model, prompt_spec, &student, teacher_table, loss_options);
   std::vector<int> task_ids;
   for (int k = 0; k < k_tasks; ++k) task_ids.push_back(k);
-  const EvalOptions eval_options = EvalOptionsFor(prompt_spec, spec.train());
-  EvalFunction eval;
-  bool has_eval = false;
-  for (const auto& t : tasks) has_eval |= !t.eval.empty();
-  if (has_eval) {
-    eval = [&]() -> absl::StatusOr<NamedValues> {
-      ASSIGN_OR_RETURN(MetricsReport report,
-                       EvaluatePrompt(model, *env.tokenizer, student, tasks, task_ids,
-                                      eval_options, "distillation", 0));
-      return ToNamedValues(report);
-    };
-  }
+  EvalFunction eval = MakeEvalFunction(env, prompt_spec, spec.train(), tasks, task_ids,
+                                       &student, "distillation");
   PromptTrainer trainer(options, &student, &sets, env.tokenizer->pad_id(), comm, env.sink,
                         env.cancelled);
   TaskOutcome outcome;
