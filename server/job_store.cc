@@ -3,11 +3,14 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <atomic>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -207,6 +210,10 @@ absl::StatusOr<int> SchemaVersion(sqlite3* db) {
   return static_cast<int>(version.Int(0));
 }
 
+// Reads run on this many connections at once (WAL lets them run beside the
+// writer and each other).
+constexpr int kReadConnections = 4;
+
 std::string InList(size_t n) {
   std::vector<std::string> marks(n, "?");
   return absl::StrCat("(", absl::StrJoin(marks, ","), ")");
@@ -222,9 +229,16 @@ bool StoreWrite::empty() const {
 
 class SqliteJobStore::Impl {
  public:
-  Impl(sqlite3* writer, sqlite3* reader) : writer_(writer), reader_(reader) {}
+  // `readers` empty: reads share the writing connection (":memory:").
+  Impl(sqlite3* writer, std::vector<sqlite3*> readers) : writer_(writer) {
+    for (sqlite3* db : readers) {
+      auto r = std::make_unique<Reader>();
+      r->db = db;
+      readers_.push_back(std::move(r));
+    }
+  }
   ~Impl() {
-    if (reader_ != nullptr) sqlite3_close(reader_);
+    for (auto& r : readers_) sqlite3_close(r->db);
     sqlite3_close(writer_);
   }
 
@@ -245,12 +259,23 @@ class SqliteJobStore::Impl {
   // Runs `fn` with the reading connection held.
   template <typename Fn>
   auto Read(Fn fn) {
-    if (reader_ == nullptr) {
+    if (readers_.empty()) {
       absl::MutexLock lock(&write_mu_);
       return fn(writer_);
     }
-    absl::MutexLock lock(&read_mu_);
-    return fn(reader_);
+    // Take a free connection if there is one, else wait for one in turn.
+    const size_t start = next_reader_.fetch_add(1, std::memory_order_relaxed);
+    for (size_t i = 0; i < readers_.size(); ++i) {
+      Reader& r = *readers_[(start + i) % readers_.size()];
+      if (r.mu.TryLock()) {
+        auto result = fn(r.db);
+        r.mu.Unlock();
+        return result;
+      }
+    }
+    Reader& r = *readers_[start % readers_.size()];
+    absl::MutexLock lock(&r.mu);
+    return fn(r.db);
   }
 
  private:
@@ -371,8 +396,13 @@ class SqliteJobStore::Impl {
 
   absl::Mutex write_mu_;
   sqlite3* const writer_ ABSL_PT_GUARDED_BY(write_mu_);
-  absl::Mutex read_mu_;
-  sqlite3* const reader_ ABSL_PT_GUARDED_BY(read_mu_);  // null: use writer_
+  // Reading connections, each used by one thread at a time.
+  struct Reader {
+    absl::Mutex mu;
+    sqlite3* db ABSL_PT_GUARDED_BY(mu) = nullptr;
+  };
+  std::vector<std::unique_ptr<Reader>> readers_;
+  std::atomic<size_t> next_reader_{0};
 };
 
 namespace {
@@ -388,6 +418,27 @@ absl::Status AttachStages(sqlite3* db, mpt::v1::Job* job) {
     StageRecord r;
     RETURN_IF_ERROR(st.Proto(0, &r));
     *job->add_stages() = r.stage();
+  }
+  return absl::OkStatus();
+}
+
+// AttachStages() for many jobs with one query.
+absl::Status AttachStagesOfPage(sqlite3* db, std::vector<mpt::v1::Job>* jobs) {
+  if (jobs->empty()) return absl::OkStatus();
+  absl::flat_hash_map<std::string, mpt::v1::Job*> by_name;
+  for (mpt::v1::Job& job : *jobs) by_name[job.name()] = &job;
+  Statement st(db, absl::StrCat("SELECT job, record FROM stages WHERE job IN ",
+                                InList(jobs->size()), " ORDER BY job, stage_index"));
+  RETURN_IF_ERROR(st.status());
+  int i = 1;
+  for (const mpt::v1::Job& job : *jobs) st.Bind(i++, job.name());
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    StageRecord r;
+    RETURN_IF_ERROR(st.Proto(1, &r));
+    auto it = by_name.find(st.Text(0));
+    if (it != by_name.end()) *it->second->add_stages() = std::move(*r.mutable_stage());
   }
   return absl::OkStatus();
 }
@@ -463,14 +514,17 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
     s = Migrate(writer, *version, target);
     if (!s.ok()) return fail(s);
   }
-  sqlite3* reader = nullptr;
-  if (!in_memory) {
+  std::vector<sqlite3*> readers;
+  for (int i = 0; !in_memory && i < kReadConnections; ++i) {
     absl::StatusOr<sqlite3*> r = OpenConnection(path);
-    if (!r.ok()) return fail(r.status());
-    reader = *r;
+    if (!r.ok()) {
+      for (sqlite3* db : readers) sqlite3_close(db);
+      return fail(r.status());
+    }
+    readers.push_back(*r);
   }
   return std::unique_ptr<SqliteJobStore>(
-      new SqliteJobStore(std::make_unique<Impl>(writer, reader)));
+      new SqliteJobStore(std::make_unique<Impl>(writer, std::move(readers))));
 }
 
 absl::Status SqliteJobStore::Commit(const StoreWrite& write) {
@@ -523,7 +577,7 @@ absl::StatusOr<JobPage> SqliteJobStore::ListJobs(const JobListFilter& filter, in
       page.last_seq = st.Int(0);
       page.jobs.push_back(std::move(*r.mutable_job()));
     }
-    for (mpt::v1::Job& job : page.jobs) RETURN_IF_ERROR(AttachStages(db, &job));
+    RETURN_IF_ERROR(AttachStagesOfPage(db, &page.jobs));
     return page;
   });
 }
