@@ -1,0 +1,155 @@
+// The coordinator process: parses flags into CoordinatorMainOptions, opens the
+// job store and the artefact store, resumes unfinished jobs, serves gRPC
+// until SIGTERM or SIGINT, then shuts down cleanly. See server/README.md.
+#include <signal.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/file_util.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "server/artifact_store.h"
+#include "server/clock.h"
+#include "server/coordinator.h"
+#include "server/grpc_service.h"
+#include "server/job_store.h"
+
+ABSL_FLAG(std::string, listen, "localhost:7070",
+          "host:port to serve on; 0.0.0.0:7070 for every interface");
+ABSL_FLAG(std::string, db, "mpt-coordinator/jobs.db", "SQLite database of jobs and workers");
+ABSL_FLAG(std::string, artifacts, "mpt-coordinator/artifacts",
+          "folder of the content-addressed artefact store");
+ABSL_FLAG(double, heartbeat_seconds, 2, "how often workers are told to heartbeat");
+ABSL_FLAG(double, lease_seconds, 10, "a worker silent this long is lost and its work requeued");
+ABSL_FLAG(int, max_world_size, 8,
+          "largest distillation gang a job may ask for: the most workers one gang can get in "
+          "this cluster");
+ABSL_FLAG(int, max_attempts, 3, "failed attempts before a stage fails its job");
+ABSL_FLAG(bool, check_spec_files, false,
+          "reject specs whose model folder or data files do not exist here (only where the "
+          "coordinator sees the workers' files)");
+ABSL_FLAG(double, max_artifact_mb, 1024, "largest artefact accepted, in MiB");
+ABSL_FLAG(bool, sync_full, true,
+          "fsync every commit (SQLite synchronous=FULL); false risks the last commits on "
+          "power loss");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain; with --tls_key turns TLS on");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle; when set, clients must present a certificate it signed");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "file holding the bearer token clients must send (authorization: Bearer <token>)");
+
+namespace mpt {
+namespace {
+
+struct CoordinatorMainOptions {
+  // SQLite database (--db). Default "mpt-coordinator/jobs.db".
+  std::string db_path;
+  // Artefact store folder (--artifacts). Default "mpt-coordinator/artifacts".
+  std::string artifact_dir;
+  // synchronous=FULL (--sync_full). Default true.
+  bool sync_full = true;
+  // File with the bearer token (--auth_token_file). Default "": no token.
+  std::string auth_token_file;
+  // The core's settings; each field documents its default (coordinator.h).
+  CoordinatorOptions coordinator;
+  // The server's settings; each field documents its default
+  // (grpc_service.h).
+  GrpcServerOptions server;
+};
+
+absl::StatusOr<CoordinatorMainOptions> OptionsFromFlags() {
+  CoordinatorMainOptions o;
+  o.db_path = absl::GetFlag(FLAGS_db);
+  o.artifact_dir = absl::GetFlag(FLAGS_artifacts);
+  o.sync_full = absl::GetFlag(FLAGS_sync_full);
+  o.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  o.coordinator.heartbeat_interval = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_seconds));
+  o.coordinator.lease = absl::Seconds(absl::GetFlag(FLAGS_lease_seconds));
+  o.coordinator.max_world_size = absl::GetFlag(FLAGS_max_world_size);
+  o.coordinator.max_attempts = absl::GetFlag(FLAGS_max_attempts);
+  o.coordinator.check_spec_files = absl::GetFlag(FLAGS_check_spec_files);
+  o.coordinator.max_artifact_bytes =
+      static_cast<int64_t>(absl::GetFlag(FLAGS_max_artifact_mb) * (1 << 20));
+  o.server.listen = absl::GetFlag(FLAGS_listen);
+  o.server.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  o.server.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  o.server.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  if (o.db_path.empty()) return absl::InvalidArgumentError("--db: required");
+  if (o.artifact_dir.empty()) return absl::InvalidArgumentError("--artifacts: required");
+  if (!o.auth_token_file.empty()) {
+    ASSIGN_OR_RETURN(std::string token, ReadFile(o.auth_token_file));
+    o.server.auth_token = std::string(absl::StripAsciiWhitespace(token));
+    if (o.server.auth_token.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--auth_token_file: ", o.auth_token_file, " is empty"));
+    }
+  }
+  return o;
+}
+
+absl::Status Run(sigset_t* signals) {
+  ASSIGN_OR_RETURN(CoordinatorMainOptions options, OptionsFromFlags());
+  const absl::Time start = absl::Now();
+  std::error_code ec;
+  const std::filesystem::path db_dir = std::filesystem::path(options.db_path).parent_path();
+  if (!db_dir.empty()) std::filesystem::create_directories(db_dir, ec);
+
+  SqliteJobStoreOptions store_options;
+  store_options.synchronous_full = options.sync_full;
+  ASSIGN_OR_RETURN(std::unique_ptr<SqliteJobStore> store,
+                   SqliteJobStore::Open(options.db_path, store_options));
+  ASSIGN_OR_RETURN(std::unique_ptr<ArtifactStore> artifacts,
+                   ArtifactStore::Open(options.artifact_dir));
+  ASSIGN_OR_RETURN(std::unique_ptr<Coordinator> coordinator,
+                   Coordinator::Create(options.coordinator, std::move(store),
+                                       std::move(artifacts), std::make_shared<RealClock>()));
+  coordinator->Start();
+  ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorServer> server,
+                   CoordinatorServer::Start(options.server, coordinator.get()));
+  MPT_LOG(INFO) << "coordinator listening on " << options.server.listen << " (port "
+                << server->port() << ", " << (server->tls() ? "TLS" : "plaintext")
+                << (options.server.auth_token.empty() ? ", no token" : ", bearer token")
+                << "); db " << options.db_path << ", artefacts " << options.artifact_dir
+                << "; ready in " << absl::FormatDuration(absl::Now() - start);
+
+  int signal_number = 0;
+  sigwait(signals, &signal_number);
+  MPT_LOG(INFO) << "signal " << signal_number << ": shutting down";
+  server->Shutdown(absl::Seconds(5));
+  coordinator->Shutdown();
+  MPT_LOG(INFO) << "coordinator stopped";
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace mpt
+
+int main(int argc, char** argv) {
+  // Block the shutdown signals in every thread; main waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::SetProgramUsageMessage(
+      "The MPT coordinator: job API, scheduler and artefact store.\n"
+      "  coordinator --listen=0.0.0.0:7070 --db=/data/jobs.db --artifacts=/data/artifacts");
+  absl::ParseCommandLine(argc, argv);
+  absl::Status status = mpt::Run(&signals);
+  if (!status.ok()) {
+    MPT_LOG(ERROR) << status;
+    return 1;
+  }
+  return 0;
+}

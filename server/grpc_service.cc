@@ -1,0 +1,407 @@
+#include "server/grpc_service.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/file_util.h"
+#include "common/grpc_status.h"
+#include "common/logging.h"
+#include "common/sha256.h"
+
+namespace mpt {
+namespace {
+
+// Blocking calls into the core last at most this long, so that a call whose
+// client went away is noticed within it.
+constexpr absl::Duration kSlice = absl::Seconds(1);
+// The longest PollAssignment / StoreGet wait honoured.
+constexpr double kMaxWaitSeconds = 3600;
+
+const char* const kJobService = "mpt.v1.JobService";
+const char* const kWorkerService = "mpt.v1.WorkerService";
+
+absl::Time ContextDeadline(const grpc::ServerContext& context) {
+  // A call without a deadline reports one centuries away.
+  const absl::Time deadline = absl::FromChrono(context.deadline());
+  if (deadline > absl::Now() + absl::Hours(24 * 365 * 50)) return absl::InfiniteFuture();
+  return deadline;
+}
+
+// `wait_seconds` from a request as an end time, capped by the call's own
+// deadline.
+absl::StatusOr<absl::Time> WaitEnd(const grpc::ServerContext& context, double wait_seconds,
+                                   const char* field) {
+  if (!std::isfinite(wait_seconds) || wait_seconds < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": must be a number >= 0, got ", wait_seconds));
+  }
+  absl::Time end = absl::Now() + absl::Seconds(std::min(wait_seconds, kMaxWaitSeconds));
+  return std::min(end, ContextDeadline(context));
+}
+
+bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
+  }
+  return diff == 0;
+}
+
+// Streams `content` in chunks; the last one carries the SHA-256.
+grpc::Status StreamArtifact(grpc::ServerContext* context, const ArtifactContent& content,
+                            int chunk_bytes, grpc::ServerWriter<mpt::v1::ArtifactChunk>* writer) {
+  const std::string& data = content.data;
+  const int64_t total = static_cast<int64_t>(data.size());
+  int64_t offset = 0;
+  do {
+    if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+    const int64_t n = std::min<int64_t>(chunk_bytes, total - offset);
+    mpt::v1::ArtifactChunk chunk;
+    chunk.set_data(data.substr(static_cast<size_t>(offset), static_cast<size_t>(n)));
+    chunk.set_offset(offset);
+    chunk.set_total_bytes(total);
+    offset += n;
+    if (offset == total) chunk.set_sha256(content.artifact.sha256());
+    if (!writer->Write(chunk)) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "the client stopped reading");
+    }
+  } while (offset < total);
+  return grpc::Status::OK;
+}
+
+}  // namespace
+
+grpc::Status BearerTokenAuthenticator::Check(const grpc::ServerContext& context) const {
+  if (token_.empty()) return grpc::Status::OK;
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find("authorization");
+  if (it != metadata.end()) {
+    absl::string_view value(it->second.data(), it->second.size());
+    if (ConstantTimeEquals(value, absl::StrCat("Bearer ", token_))) return grpc::Status::OK;
+  }
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                      "this coordinator requires the metadata \"authorization: Bearer <token>\" "
+                      "with its token");
+}
+
+#define MPT_AUTHORIZE(context)                             \
+  do {                                                     \
+    grpc::Status auth_status_ = auth_->Check(*(context));  \
+    if (!auth_status_.ok()) return auth_status_;           \
+  } while (0)
+
+// ---------------------------------------------------------------------------
+// JobService
+
+grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context,
+                                       const mpt::v1::SubmitJobRequest* request,
+                                       mpt::v1::Job* response) {
+  MPT_AUTHORIZE(context);
+  absl::StatusOr<mpt::v1::Job> job = core_->SubmitJob(*request);
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *response = *std::move(job);
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* context,
+                                    const mpt::v1::GetJobRequest* request,
+                                    mpt::v1::Job* response) {
+  MPT_AUTHORIZE(context);
+  absl::StatusOr<mpt::v1::Job> job = core_->GetJob(request->name());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *response = *std::move(job);
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* context,
+                                      const mpt::v1::ListJobsRequest* request,
+                                      mpt::v1::ListJobsResponse* response) {
+  MPT_AUTHORIZE(context);
+  absl::StatusOr<mpt::v1::ListJobsResponse> page = core_->ListJobs(*request);
+  if (!page.ok()) return ToGrpcStatus(page.status());
+  *response = *std::move(page);
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context,
+                                      const mpt::v1::WatchJobRequest* request,
+                                      grpc::ServerWriter<mpt::v1::JobEvent>* writer) {
+  MPT_AUTHORIZE(context);
+  const absl::Time end = ContextDeadline(*context);
+  int64_t after = request->after_sequence();
+  while (true) {
+    if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+    const absl::Time now = absl::Now();
+    if (now >= end) {
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                          "the call's deadline passed; watch again from the last sequence seen");
+    }
+    absl::StatusOr<JobEventBatch> batch =
+        core_->WaitForJobEvents(request->name(), after, std::min(end, now + kSlice));
+    if (!batch.ok()) return ToGrpcStatus(batch.status());
+    for (const mpt::v1::JobEvent& event : batch->events) {
+      if (!writer->Write(event)) {
+        return grpc::Status(grpc::StatusCode::CANCELLED, "the client stopped reading");
+      }
+      after = event.sequence();
+    }
+    if (batch->done) return grpc::Status::OK;
+  }
+}
+
+grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* context,
+                                       const mpt::v1::CancelJobRequest* request,
+                                       mpt::v1::Job* response) {
+  MPT_AUTHORIZE(context);
+  absl::StatusOr<mpt::v1::Job> job = core_->CancelJob(request->name());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *response = *std::move(job);
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::DownloadArtifact(grpc::ServerContext* context,
+                                              const mpt::v1::DownloadArtifactRequest* request,
+                                              grpc::ServerWriter<mpt::v1::ArtifactChunk>* writer) {
+  MPT_AUTHORIZE(context);
+  absl::StatusOr<ArtifactContent> content = core_->ReadArtifact(request->name());
+  if (!content.ok()) return ToGrpcStatus(content.status());
+  return StreamArtifact(context, *content, chunk_bytes_, writer);
+}
+
+grpc::Status JobServiceImpl::ListWorkers(grpc::ServerContext* context,
+                                         const mpt::v1::ListWorkersRequest* /*request*/,
+                                         mpt::v1::ListWorkersResponse* response) {
+  MPT_AUTHORIZE(context);
+  *response = core_->ListWorkers();
+  return grpc::Status::OK;
+}
+
+// ---------------------------------------------------------------------------
+// WorkerService
+
+grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* context,
+                                               const mpt::v1::RegisterWorkerRequest* request,
+                                               mpt::v1::RegisterWorkerResponse* response) {
+  MPT_AUTHORIZE(context);
+  absl::StatusOr<mpt::v1::RegisterWorkerResponse> r = core_->RegisterWorker(request->worker());
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  *response = *std::move(r);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context,
+                                          const mpt::v1::HeartbeatRequest* request,
+                                          mpt::v1::HeartbeatResponse* response) {
+  MPT_AUTHORIZE(context);
+  absl::StatusOr<mpt::v1::HeartbeatResponse> r = core_->Heartbeat(request->worker());
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  *response = *std::move(r);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerServiceImpl::PollAssignment(grpc::ServerContext* context,
+                                               const mpt::v1::PollAssignmentRequest* request,
+                                               mpt::v1::PollAssignmentResponse* response) {
+  MPT_AUTHORIZE(context);
+  absl::StatusOr<absl::Time> end = WaitEnd(*context, request->wait_seconds(), "wait_seconds");
+  if (!end.ok()) return ToGrpcStatus(end.status());
+  while (true) {
+    const absl::Time now = absl::Now();
+    absl::StatusOr<std::optional<mpt::v1::Assignment>> a =
+        core_->PollAssignment(request->worker(), std::min(*end, now + kSlice));
+    if (!a.ok()) return ToGrpcStatus(a.status());
+    if (a->has_value()) {
+      *response->mutable_assignment() = **std::move(a);
+      return grpc::Status::OK;
+    }
+    if (absl::Now() >= *end) return grpc::Status::OK;  // nothing to do
+    if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+  }
+}
+
+grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext* context,
+                                               const mpt::v1::ReportProgressRequest* request,
+                                               mpt::v1::ReportProgressResponse* response) {
+  MPT_AUTHORIZE(context);
+  absl::StatusOr<mpt::v1::ReportProgressResponse> r = core_->ReportProgress(*request);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  *response = *std::move(r);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerServiceImpl::UploadArtifact(
+    grpc::ServerContext* context, grpc::ServerReader<mpt::v1::UploadArtifactRequest>* reader,
+    mpt::v1::UploadArtifactResponse* response) {
+  MPT_AUTHORIZE(context);
+  mpt::v1::UploadArtifactRequest message;
+  mpt::v1::UploadArtifactRequest::Header header;
+  std::string data;
+  std::string sha256;
+  bool first = true;
+  while (reader->Read(&message)) {
+    if (first) {
+      if (!message.has_header()) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "header: the first message of an upload must carry the header");
+      }
+      header = message.header();
+      first = false;
+    } else if (message.has_header()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "header: only the first message of an upload may carry it");
+    }
+    if (static_cast<int64_t>(data.size() + message.data().size()) > max_artifact_bytes_) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("data: the artefact is larger than the ",
+                                       max_artifact_bytes_, " bytes the coordinator accepts"));
+    }
+    data.append(message.data());
+    if (!message.sha256().empty()) sha256 = message.sha256();
+  }
+  if (first) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "header: the upload carried no message");
+  }
+  if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+  absl::StatusOr<mpt::v1::Artifact> artifact = core_->UploadArtifact(header, data, sha256);
+  if (!artifact.ok()) return ToGrpcStatus(artifact.status());
+  *response->mutable_artifact() = *std::move(artifact);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerServiceImpl::FetchArtifact(grpc::ServerContext* context,
+                                              const mpt::v1::FetchArtifactRequest* request,
+                                              grpc::ServerWriter<mpt::v1::ArtifactChunk>* writer) {
+  MPT_AUTHORIZE(context);
+  absl::StatusOr<ArtifactContent> content = core_->ReadArtifact(request->name());
+  if (!content.ok()) return ToGrpcStatus(content.status());
+  return StreamArtifact(context, *content, chunk_bytes_, writer);
+}
+
+grpc::Status WorkerServiceImpl::CompleteAssignment(
+    grpc::ServerContext* context, const mpt::v1::CompleteAssignmentRequest* request,
+    mpt::v1::CompleteAssignmentResponse* /*response*/) {
+  MPT_AUTHORIZE(context);
+  return ToGrpcStatus(core_->CompleteAssignment(*request));
+}
+
+grpc::Status WorkerServiceImpl::StoreSet(grpc::ServerContext* context,
+                                         const mpt::v1::StoreSetRequest* request,
+                                         mpt::v1::StoreSetResponse* /*response*/) {
+  MPT_AUTHORIZE(context);
+  return ToGrpcStatus(core_->StoreSet(request->group(), request->key(), request->value()));
+}
+
+grpc::Status WorkerServiceImpl::StoreGet(grpc::ServerContext* context,
+                                         const mpt::v1::StoreGetRequest* request,
+                                         mpt::v1::StoreGetResponse* response) {
+  MPT_AUTHORIZE(context);
+  absl::StatusOr<absl::Time> end = WaitEnd(*context, request->wait_seconds(), "wait_seconds");
+  if (!end.ok()) return ToGrpcStatus(end.status());
+  const std::vector<std::string> keys(request->keys().begin(), request->keys().end());
+  while (true) {
+    absl::StatusOr<std::vector<std::string>> values =
+        core_->StoreGet(request->group(), keys, std::min(*end, absl::Now() + kSlice));
+    if (values.ok()) {
+      for (std::string& v : *values) response->add_values(std::move(v));
+      return grpc::Status::OK;
+    }
+    if (values.status().code() != absl::StatusCode::kDeadlineExceeded || absl::Now() >= *end) {
+      return ToGrpcStatus(values.status());
+    }
+    if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+  }
+}
+
+#undef MPT_AUTHORIZE
+
+// ---------------------------------------------------------------------------
+// The server
+
+absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
+    const GrpcServerOptions& options, Coordinator* coordinator) {
+  if (coordinator == nullptr) return absl::InvalidArgumentError("no coordinator to serve");
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_cert and --tls_key: give both (TLS) or neither (plaintext)");
+  }
+  if (!options.tls_client_ca_file.empty() && options.tls_cert_file.empty()) {
+    return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert and --tls_key");
+  }
+  if (options.artifact_chunk_bytes < 1) {
+    return absl::InvalidArgumentError("artifact_chunk_bytes must be >= 1");
+  }
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  const bool tls = !options.tls_cert_file.empty();
+  if (tls) {
+    absl::StatusOr<std::string> cert = ReadFile(options.tls_cert_file);
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadFile(options.tls_key_file);
+    if (!key.ok()) return key.status();
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({*key, *cert});
+    if (!options.tls_client_ca_file.empty()) {
+      absl::StatusOr<std::string> ca = ReadFile(options.tls_client_ca_file);
+      if (!ca.ok()) return ca.status();
+      ssl.pem_root_certs = *ca;
+      ssl.client_certificate_request =
+          GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    }
+    credentials = grpc::SslServerCredentials(ssl);
+  } else {
+    credentials = grpc::InsecureServerCredentials();
+  }
+
+  std::unique_ptr<CoordinatorServer> server(new CoordinatorServer());
+  server->coordinator_ = coordinator;
+  server->tls_ = tls;
+  server->auth_ = std::make_unique<BearerTokenAuthenticator>(options.auth_token);
+  server->job_service_ = std::make_unique<JobServiceImpl>(coordinator, server->auth_.get(),
+                                                          options.artifact_chunk_bytes);
+  server->worker_service_ = std::make_unique<WorkerServiceImpl>(
+      coordinator, server->auth_.get(), options.artifact_chunk_bytes,
+      coordinator->options().max_artifact_bytes);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, credentials, &server->port_);
+  builder.RegisterService(server->job_service_.get());
+  builder.RegisterService(server->worker_service_.get());
+  builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || server->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen,
+                                               " (address in use or not resolvable?)"));
+  }
+  grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
+  if (health != nullptr) {
+    health->SetServingStatus(kJobService, true);
+    health->SetServingStatus(kWorkerService, true);
+  }
+  return server;
+}
+
+CoordinatorServer::~CoordinatorServer() { Shutdown(absl::ZeroDuration()); }
+
+void CoordinatorServer::Shutdown(absl::Duration grace) {
+  if (shut_down_.exchange(true)) return;
+  if (server_ == nullptr) return;
+  if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) {
+    health->SetServingStatus(false);
+  }
+  coordinator_->Shutdown();
+  server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  server_->Wait();
+}
+
+}  // namespace mpt

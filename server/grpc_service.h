@@ -1,0 +1,181 @@
+// The coordinator's gRPC surface: JobService and WorkerService adapters that
+// only convert between messages and the core (coordinator.h), plus the
+// server that hosts them with health checking, reflection and optional TLS
+// and bearer-token authentication.
+//
+//   ASSIGN_OR_RETURN(auto server, CoordinatorServer::Start(options, core));
+//   MPT_LOG(INFO) << "listening on port " << server->port();
+//   ...
+//   server->Shutdown(absl::Seconds(5));
+//
+// Long polls and streams (PollAssignment, StoreGet, WatchJob) call the core
+// in slices of at most one second and check between slices whether the
+// client went away or its deadline passed.
+#ifndef MPT_SERVER_GRPC_SERVICE_H_
+#define MPT_SERVER_GRPC_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "proto/mpt/v1/service.grpc.pb.h"
+#include "server/coordinator.h"
+
+namespace mpt {
+
+struct GrpcServerOptions {
+  // host:port to listen on; port 0 picks a free one (see
+  // CoordinatorServer::port()). Default "localhost:7070".
+  std::string listen = "localhost:7070";
+  // PEM files of the server's certificate chain and private key. Both set:
+  // TLS; both empty (default): plaintext.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // When set (requires TLS): PEM CA bundle; clients must then present a
+  // certificate it signed (mutual TLS). Default empty: no client
+  // certificates.
+  std::string tls_client_ca_file;
+  // When non-empty, every JobService and WorkerService call must carry the
+  // metadata "authorization: Bearer <auth_token>"; others get
+  // UNAUTHENTICATED. Health checking and reflection stay open. Default
+  // empty: no token.
+  std::string auth_token;
+  // The largest message accepted (UploadArtifact chunks, specs). Default
+  // 16 MiB.
+  int max_receive_message_bytes = 16 << 20;
+  // Chunk size of DownloadArtifact and FetchArtifact. Default 256 KiB.
+  int artifact_chunk_bytes = 256 << 10;
+};
+
+// Checks the bearer token of a call. Thread-safe.
+class BearerTokenAuthenticator {
+ public:
+  // An empty token accepts every call.
+  explicit BearerTokenAuthenticator(std::string token) : token_(std::move(token)) {}
+  // OK, or UNAUTHENTICATED when the "authorization" metadata is missing or
+  // carries another token.
+  grpc::Status Check(const grpc::ServerContext& context) const;
+
+ private:
+  const std::string token_;
+};
+
+// Forwards JobService calls to the core. Holds no state of its own.
+class JobServiceImpl final : public mpt::v1::JobService::Service {
+ public:
+  // Neither pointer is owned; both must outlive the service.
+  JobServiceImpl(Coordinator* coordinator, const BearerTokenAuthenticator* auth,
+                 int chunk_bytes)
+      : core_(coordinator), auth_(auth), chunk_bytes_(chunk_bytes) {}
+
+  grpc::Status SubmitJob(grpc::ServerContext* context, const mpt::v1::SubmitJobRequest* request,
+                         mpt::v1::Job* response) override;
+  grpc::Status GetJob(grpc::ServerContext* context, const mpt::v1::GetJobRequest* request,
+                      mpt::v1::Job* response) override;
+  grpc::Status ListJobs(grpc::ServerContext* context, const mpt::v1::ListJobsRequest* request,
+                        mpt::v1::ListJobsResponse* response) override;
+  grpc::Status WatchJob(grpc::ServerContext* context, const mpt::v1::WatchJobRequest* request,
+                        grpc::ServerWriter<mpt::v1::JobEvent>* writer) override;
+  grpc::Status CancelJob(grpc::ServerContext* context, const mpt::v1::CancelJobRequest* request,
+                         mpt::v1::Job* response) override;
+  grpc::Status DownloadArtifact(grpc::ServerContext* context,
+                                const mpt::v1::DownloadArtifactRequest* request,
+                                grpc::ServerWriter<mpt::v1::ArtifactChunk>* writer) override;
+  grpc::Status ListWorkers(grpc::ServerContext* context,
+                           const mpt::v1::ListWorkersRequest* request,
+                           mpt::v1::ListWorkersResponse* response) override;
+
+ private:
+  Coordinator* const core_;
+  const BearerTokenAuthenticator* const auth_;
+  const int chunk_bytes_;
+};
+
+// Forwards WorkerService calls to the core. Holds no state of its own.
+class WorkerServiceImpl final : public mpt::v1::WorkerService::Service {
+ public:
+  WorkerServiceImpl(Coordinator* coordinator, const BearerTokenAuthenticator* auth,
+                    int chunk_bytes, int64_t max_artifact_bytes)
+      : core_(coordinator),
+        auth_(auth),
+        chunk_bytes_(chunk_bytes),
+        max_artifact_bytes_(max_artifact_bytes) {}
+
+  grpc::Status RegisterWorker(grpc::ServerContext* context,
+                              const mpt::v1::RegisterWorkerRequest* request,
+                              mpt::v1::RegisterWorkerResponse* response) override;
+  grpc::Status Heartbeat(grpc::ServerContext* context, const mpt::v1::HeartbeatRequest* request,
+                         mpt::v1::HeartbeatResponse* response) override;
+  grpc::Status PollAssignment(grpc::ServerContext* context,
+                              const mpt::v1::PollAssignmentRequest* request,
+                              mpt::v1::PollAssignmentResponse* response) override;
+  grpc::Status ReportProgress(grpc::ServerContext* context,
+                              const mpt::v1::ReportProgressRequest* request,
+                              mpt::v1::ReportProgressResponse* response) override;
+  grpc::Status UploadArtifact(grpc::ServerContext* context,
+                              grpc::ServerReader<mpt::v1::UploadArtifactRequest>* reader,
+                              mpt::v1::UploadArtifactResponse* response) override;
+  grpc::Status FetchArtifact(grpc::ServerContext* context,
+                             const mpt::v1::FetchArtifactRequest* request,
+                             grpc::ServerWriter<mpt::v1::ArtifactChunk>* writer) override;
+  grpc::Status CompleteAssignment(grpc::ServerContext* context,
+                                  const mpt::v1::CompleteAssignmentRequest* request,
+                                  mpt::v1::CompleteAssignmentResponse* response) override;
+  grpc::Status StoreSet(grpc::ServerContext* context, const mpt::v1::StoreSetRequest* request,
+                        mpt::v1::StoreSetResponse* response) override;
+  grpc::Status StoreGet(grpc::ServerContext* context, const mpt::v1::StoreGetRequest* request,
+                        mpt::v1::StoreGetResponse* response) override;
+
+ private:
+  Coordinator* const core_;
+  const BearerTokenAuthenticator* const auth_;
+  const int chunk_bytes_;
+  const int64_t max_artifact_bytes_;
+};
+
+// A running gRPC server for one coordinator core.
+class CoordinatorServer {
+ public:
+  // Builds and starts the server. `coordinator` is not owned and must
+  // outlive the server. INVALID_ARGUMENT for inconsistent TLS options;
+  // NOT_FOUND / INTERNAL naming a certificate file that cannot be read;
+  // UNAVAILABLE when the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(const GrpcServerOptions& options,
+                                                                  Coordinator* coordinator);
+
+  // Calls Shutdown(absl::ZeroDuration()) if it was not called.
+  ~CoordinatorServer();
+  CoordinatorServer(const CoordinatorServer&) = delete;
+  CoordinatorServer& operator=(const CoordinatorServer&) = delete;
+
+  // The port actually bound.
+  int port() const { return port_; }
+  bool tls() const { return tls_; }
+
+  // Reports NOT_SERVING to health checks, shuts the core down (blocked
+  // polls and watches return UNAVAILABLE at once, so clients retry
+  // elsewhere or later) and stops the server, cancelling calls still
+  // running after `grace`. Idempotent.
+  void Shutdown(absl::Duration grace);
+
+ private:
+  CoordinatorServer() = default;
+
+  Coordinator* coordinator_ = nullptr;
+  std::unique_ptr<BearerTokenAuthenticator> auth_;
+  std::unique_ptr<JobServiceImpl> job_service_;
+  std::unique_ptr<WorkerServiceImpl> worker_service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool tls_ = false;
+  std::atomic<bool> shut_down_{false};
+};
+
+}  // namespace mpt
+
+#endif  // MPT_SERVER_GRPC_SERVICE_H_

@@ -1,0 +1,299 @@
+// One loopback test of the real gRPC server: a coordinator on 127.0.0.1:0
+// and real channels. JobService and WorkerService calls, the bearer token,
+// streaming (WatchJob, UploadArtifact, DownloadArtifact), health checking
+// and server reflection.
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+#include <google/protobuf/unknown_field_set.h>
+
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "common/sha256.h"
+#include "gtest/gtest.h"
+#include "proto/mpt/v1/service.grpc.pb.h"
+#include "server/grpc_service.h"
+#include "tests/coordinator_test_util.h"
+
+namespace mpt {
+namespace {
+
+constexpr char kToken[] = "s3cret-token";
+
+grpc::ByteBuffer ToBuffer(const std::string& bytes) {
+  grpc::Slice slice(bytes);
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+std::string FromBuffer(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  EXPECT_TRUE(buffer.Dump(&slices).ok());
+  std::string out;
+  for (const auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return out;
+}
+
+void Await(grpc::CompletionQueue* cq, intptr_t expected, bool want_ok = true) {
+  void* tag = nullptr;
+  bool ok = false;
+  ASSERT_TRUE(cq->Next(&tag, &ok));
+  EXPECT_EQ(reinterpret_cast<intptr_t>(tag), expected);
+  if (want_ok) {
+    EXPECT_TRUE(ok) << "tag " << expected;
+  }
+}
+
+// The length-delimited fields numbered `number` of a serialized message.
+std::vector<std::string> Fields(const std::string& message, int number) {
+  google::protobuf::UnknownFieldSet set;
+  EXPECT_TRUE(set.ParseFromString(message));
+  std::vector<std::string> out;
+  for (int i = 0; i < set.field_count(); ++i) {
+    if (set.field(i).number() == number &&
+        set.field(i).type() == google::protobuf::UnknownField::TYPE_LENGTH_DELIMITED) {
+      out.push_back(set.field(i).length_delimited());
+    }
+  }
+  return out;
+}
+
+class GrpcServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto core = testing::OpenCoordinator(testing::FreshFiles("grpc", /*on_disk=*/true),
+                                         std::make_shared<RealClock>());
+    ASSERT_TRUE(core.ok()) << core.status();
+    core_ = *std::move(core);
+    GrpcServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.auth_token = kToken;
+    options.artifact_chunk_bytes = 7;  // several chunks even for small artefacts
+    auto server = CoordinatorServer::Start(options, core_.get());
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    ASSERT_GT(server_->port(), 0);
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
+                                   grpc::InsecureChannelCredentials());
+    jobs_ = mpt::v1::JobService::NewStub(channel_);
+    workers_ = mpt::v1::WorkerService::NewStub(channel_);
+  }
+  void TearDown() override {
+    if (server_) server_->Shutdown(absl::Seconds(1));
+  }
+
+  // A context with the token and a deadline.
+  std::unique_ptr<grpc::ClientContext> Context(absl::Duration timeout = absl::Seconds(10)) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->AddMetadata("authorization", std::string("Bearer ") + kToken);
+    ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    return ctx;
+  }
+
+  std::unique_ptr<Coordinator> core_;
+  std::unique_ptr<CoordinatorServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<mpt::v1::JobService::Stub> jobs_;
+  std::unique_ptr<mpt::v1::WorkerService::Stub> workers_;
+};
+
+TEST_F(GrpcServerTest, JobLifecycleOverTheWire) {
+  // Without the token: UNAUTHENTICATED.
+  {
+    grpc::ClientContext ctx;
+    mpt::v1::Job job;
+    grpc::Status s = jobs_->SubmitJob(&ctx, testing::SourceRequest("a"), &job);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    grpc::ClientContext wrong;
+    wrong.AddMetadata("authorization", "Bearer nope");
+    mpt::v1::HeartbeatResponse heartbeat;
+    EXPECT_EQ(workers_->Heartbeat(&wrong, mpt::v1::HeartbeatRequest(), &heartbeat).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  // A bad spec: INVALID_ARGUMENT naming the field, nothing stored.
+  {
+    auto bad = testing::SourceRequest("a");
+    bad.mutable_spec()->mutable_source()->clear_tasks();
+    mpt::v1::Job job;
+    grpc::Status s = jobs_->SubmitJob(Context().get(), bad, &job);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_TRUE(absl::StrContains(s.error_message(), "source.tasks")) << s.error_message();
+  }
+  mpt::v1::Job job;
+  ASSERT_TRUE(jobs_->SubmitJob(Context().get(), testing::SourceRequest("a"), &job).ok());
+  EXPECT_EQ(job.state(), mpt::v1::QUEUED);
+  mpt::v1::GetJobRequest get;
+  get.set_name(job.name());
+  mpt::v1::Job got;
+  ASSERT_TRUE(jobs_->GetJob(Context().get(), get, &got).ok());
+  EXPECT_EQ(got.name(), job.name());
+  get.set_name("jobs/missing");
+  EXPECT_EQ(jobs_->GetJob(Context().get(), get, &got).error_code(), grpc::StatusCode::NOT_FOUND);
+  mpt::v1::ListJobsResponse list;
+  ASSERT_TRUE(jobs_->ListJobs(Context().get(), mpt::v1::ListJobsRequest(), &list).ok());
+  ASSERT_EQ(list.jobs_size(), 1);
+
+  // Watch the job from the start in the background until its stream ends.
+  std::vector<mpt::v1::JobEvent> watched;
+  grpc::Status watch_status;
+  std::thread watcher([&] {
+    auto ctx = Context(absl::Seconds(30));
+    mpt::v1::WatchJobRequest w;
+    w.set_name(job.name());
+    auto reader = jobs_->WatchJob(ctx.get(), w);
+    mpt::v1::JobEvent e;
+    while (reader->Read(&e)) watched.push_back(e);
+    watch_status = reader->Finish();
+  });
+
+  // A worker: register, long-poll, upload in chunks, complete.
+  mpt::v1::RegisterWorkerRequest reg;
+  reg.mutable_worker()->set_hostname("loopback");
+  mpt::v1::RegisterWorkerResponse registered;
+  ASSERT_TRUE(workers_->RegisterWorker(Context().get(), reg, &registered).ok());
+  mpt::v1::PollAssignmentRequest poll;
+  poll.set_worker(registered.name());
+  poll.set_wait_seconds(5);
+  mpt::v1::PollAssignmentResponse polled;
+  ASSERT_TRUE(workers_->PollAssignment(Context().get(), poll, &polled).ok());
+  ASSERT_TRUE(polled.has_assignment());
+  const mpt::v1::Assignment& a = polled.assignment();
+
+  mpt::v1::ReportProgressRequest progress;
+  progress.set_assignment(a.id());
+  progress.mutable_progress()->set_step(5);
+  progress.mutable_progress()->set_total_steps(10);
+  mpt::v1::ReportProgressResponse reported;
+  ASSERT_TRUE(workers_->ReportProgress(Context().get(), progress, &reported).ok());
+  EXPECT_FALSE(reported.cancelled());
+
+  const std::string adapter = "an adapter folder as a tar stream";
+  {
+    auto ctx = Context();
+    mpt::v1::UploadArtifactResponse uploaded;
+    auto writer = workers_->UploadArtifact(ctx.get(), &uploaded);
+    mpt::v1::UploadArtifactRequest first;
+    first.mutable_header()->set_assignment(a.id());
+    first.mutable_header()->set_kind("adapter");
+    first.set_data(adapter.substr(0, 10));
+    ASSERT_TRUE(writer->Write(first));
+    mpt::v1::UploadArtifactRequest last;
+    last.set_data(adapter.substr(10));
+    last.set_sha256(Sha256Hex(adapter));
+    ASSERT_TRUE(writer->Write(last));
+    writer->WritesDone();
+    ASSERT_TRUE(writer->Finish().ok());
+    EXPECT_EQ(uploaded.artifact().size_bytes(), static_cast<int64_t>(adapter.size()));
+  }
+  mpt::v1::CompleteAssignmentRequest complete;
+  complete.set_assignment(a.id());
+  complete.set_ok(true);
+  mpt::v1::CompleteAssignmentResponse completed;
+  ASSERT_TRUE(workers_->CompleteAssignment(Context().get(), complete, &completed).ok());
+
+  watcher.join();
+  ASSERT_TRUE(watch_status.ok()) << watch_status.error_message();
+  ASSERT_GE(watched.size(), 3u);
+  EXPECT_EQ(watched.front().sequence(), 1);
+  EXPECT_EQ(watched.back().state(), mpt::v1::SUCCEEDED);
+
+  // Download: chunks with offsets, the hash on the last.
+  get.set_name(job.name());
+  ASSERT_TRUE(jobs_->GetJob(Context().get(), get, &got).ok());
+  ASSERT_EQ(got.state(), mpt::v1::SUCCEEDED);
+  mpt::v1::DownloadArtifactRequest download;
+  download.set_name(got.stages(0).artifact());
+  auto ctx = Context();
+  auto reader = jobs_->DownloadArtifact(ctx.get(), download);
+  mpt::v1::ArtifactChunk chunk;
+  std::string bytes;
+  std::string sha;
+  int chunks = 0;
+  while (reader->Read(&chunk)) {
+    EXPECT_EQ(chunk.offset(), static_cast<int64_t>(bytes.size()));
+    EXPECT_EQ(chunk.total_bytes(), static_cast<int64_t>(adapter.size()));
+    bytes += chunk.data();
+    if (!chunk.sha256().empty()) sha = chunk.sha256();
+    ++chunks;
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(bytes, adapter);
+  EXPECT_EQ(sha, Sha256Hex(adapter));
+  EXPECT_EQ(chunks, 5);  // 33 bytes in chunks of 7
+
+  // The rendezvous store.
+  mpt::v1::StoreSetRequest set;
+  set.set_group("g");
+  set.set_key("nccl_id");
+  set.set_value(std::string("\x00\x01\x02", 3));
+  mpt::v1::StoreSetResponse set_response;
+  ASSERT_TRUE(workers_->StoreSet(Context().get(), set, &set_response).ok());
+  mpt::v1::StoreGetRequest store_get;
+  store_get.set_group("g");
+  store_get.add_keys("nccl_id");
+  store_get.set_wait_seconds(1);
+  mpt::v1::StoreGetResponse values;
+  ASSERT_TRUE(workers_->StoreGet(Context().get(), store_get, &values).ok());
+  ASSERT_EQ(values.values_size(), 1);
+  EXPECT_EQ(values.values(0), std::string("\x00\x01\x02", 3));
+}
+
+TEST_F(GrpcServerTest, HealthCheckingAndReflection) {
+  grpc::GenericStub stub(channel_);
+  grpc::CompletionQueue cq;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    // HealthCheckRequest{service: "mpt.v1.JobService"}
+    const std::string service = "mpt.v1.JobService";
+    std::string request = "\x0a" + std::string(1, static_cast<char>(service.size())) + service;
+    auto call = stub.PrepareUnaryCall(&ctx, "/grpc.health.v1.Health/Check", ToBuffer(request), &cq);
+    call->StartCall();
+    grpc::ByteBuffer response;
+    grpc::Status status;
+    call->Finish(&response, &status, reinterpret_cast<void*>(1));
+    Await(&cq, 1);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(FromBuffer(response), std::string("\x08\x01", 2));  // status: SERVING
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    auto call = stub.PrepareCall(
+        &ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+    call->StartCall(reinterpret_cast<void*>(1));
+    Await(&cq, 1);
+    // ServerReflectionRequest{list_services: ""}
+    call->Write(ToBuffer(std::string("\x3a\x00", 2)), reinterpret_cast<void*>(2));
+    Await(&cq, 2);
+    call->WritesDone(reinterpret_cast<void*>(3));
+    Await(&cq, 3);
+    grpc::ByteBuffer response;
+    call->Read(&response, reinterpret_cast<void*>(4));
+    Await(&cq, 4);
+    grpc::Status status;
+    call->Finish(&status, reinterpret_cast<void*>(5));
+    Await(&cq, 5);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    // list_services_response (6) -> service (1) -> name (1)
+    std::set<std::string> services;
+    for (const std::string& list : Fields(FromBuffer(response), 6)) {
+      for (const std::string& service : Fields(list, 1)) {
+        for (const std::string& name : Fields(service, 1)) services.insert(name);
+      }
+    }
+    EXPECT_TRUE(services.count("mpt.v1.JobService")) << services.size();
+    EXPECT_TRUE(services.count("mpt.v1.WorkerService"));
+    EXPECT_TRUE(services.count("grpc.health.v1.Health"));
+  }
+  cq.Shutdown();
+  void* tag;
+  bool ok;
+  while (cq.Next(&tag, &ok)) {
+  }
+}
+
+}  // namespace
+}  // namespace mpt
