@@ -1,0 +1,361 @@
+// Load benchmark of a real coordinator on loopback (not a test):
+//   1. SubmitJob, GetJob and ListJobs latency (p50/p99) from --clients
+//      concurrent client threads, while --watchers WatchJob streams stay
+//      open (they must all see their job's final event at the end);
+//   2. restart recovery: the store is filled to --recovery_jobs unfinished
+//      jobs, then the time from opening the store to the first answered RPC
+//      of a new server is measured.
+//
+//   bazel run //server:coordinator_bench -- --clients=50 --watchers=200
+//
+// Everything lives in a fresh temporary folder (or --dir) and is bounded by
+// the counts below; prints one table.
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "common/logging.h"
+#include "proto/mpt/v1/service.grpc.pb.h"
+#include "server/artifact_store.h"
+#include "server/clock.h"
+#include "server/coordinator.h"
+#include "server/grpc_service.h"
+#include "server/job_store.h"
+
+ABSL_FLAG(int, clients, 50, "concurrent client threads");
+ABSL_FLAG(int, requests, 40, "requests of each kind per client thread");
+ABSL_FLAG(int, watchers, 200, "WatchJob streams held open meanwhile");
+ABSL_FLAG(int, recovery_jobs, 10000, "unfinished jobs in the store for the restart test");
+ABSL_FLAG(int, recovery_runs, 3, "restarts timed");
+ABSL_FLAG(bool, sync_full, true, "SQLite synchronous=FULL, as the coordinator runs by default");
+ABSL_FLAG(std::string, dir, "", "work folder (default: a fresh one under $TMPDIR)");
+
+namespace mpt {
+namespace {
+
+struct Instance {
+  std::unique_ptr<Coordinator> core;
+  std::unique_ptr<CoordinatorServer> server;
+};
+
+absl::StatusOr<Instance> StartInstance(const std::string& dir, bool sync_full) {
+  SqliteJobStoreOptions store_options;
+  store_options.synchronous_full = sync_full;
+  auto store = SqliteJobStore::Open(dir + "/jobs.db", store_options);
+  if (!store.ok()) return store.status();
+  auto blobs = ArtifactStore::Open(dir + "/artifacts");
+  if (!blobs.ok()) return blobs.status();
+  auto core = Coordinator::Create({}, *std::move(store), *std::move(blobs),
+                                  std::make_shared<RealClock>());
+  if (!core.ok()) return core.status();
+  GrpcServerOptions options;
+  options.listen = "127.0.0.1:0";
+  auto server = CoordinatorServer::Start(options, core->get());
+  if (!server.ok()) return server.status();
+  Instance instance;
+  instance.core = *std::move(core);
+  instance.server = *std::move(server);
+  return instance;
+}
+
+std::shared_ptr<grpc::Channel> Connect(int port) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own
+  return grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),
+                                   grpc::InsecureChannelCredentials(), args);
+}
+
+mpt::v1::SubmitJobRequest BenchJob(int i) {
+  mpt::v1::SubmitJobRequest r;
+  r.set_kind(mpt::v1::PIPELINE);
+  r.set_priority(i % 3);
+  r.set_display_name(absl::StrCat("bench-", i));
+  mpt::v1::PipelineSpec* spec = r.mutable_spec();
+  spec->set_base_model("/models/t5-base");
+  for (const char* task : {"mnli", "qnli", "qqp"}) {
+    mpt::v1::TaskData* t = spec->mutable_source()->add_tasks();
+    t->set_name(task);
+    t->set_train_path(absl::StrCat("/data/", task, ".jsonl"));
+  }
+  spec->mutable_source()->mutable_train()->set_steps(1000);
+  spec->mutable_distillation()->mutable_train()->set_steps(1000);
+  for (const char* task : {"rte", "boolq"}) {
+    mpt::v1::TaskData* t = spec->mutable_target()->add_tasks();
+    t->set_name(task);
+    t->set_train_path(absl::StrCat("/data/", task, ".jsonl"));
+  }
+  spec->mutable_target()->mutable_train()->set_steps(500);
+  return r;
+}
+
+grpc::ClientContext* WithDeadline(grpc::ClientContext* ctx, absl::Duration d) {
+  ctx->set_deadline(absl::ToChronoTime(absl::Now() + d));
+  return ctx;
+}
+
+struct Latencies {
+  std::vector<double> ms;
+  int errors = 0;
+};
+
+double Percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = std::min(v.size() - 1, static_cast<size_t>(q * v.size()));
+  return v[i];
+}
+
+// Runs `op` `requests` times on each of `clients` threads; each thread has
+// its own channel.
+template <typename Op>
+Latencies RunConcurrently(int port, int clients, int requests, Op op) {
+  std::vector<Latencies> per(clients);
+  std::vector<std::thread> threads;
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([&, c] {
+      auto stub = mpt::v1::JobService::NewStub(Connect(port));
+      absl::BitGen gen;
+      for (int i = 0; i < requests; ++i) {
+        const absl::Time start = absl::Now();
+        bool ok = op(stub.get(), c, i, gen);
+        per[c].ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
+        if (!ok) ++per[c].errors;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  Latencies all;
+  for (auto& p : per) {
+    all.ms.insert(all.ms.end(), p.ms.begin(), p.ms.end());
+    all.errors += p.errors;
+  }
+  return all;
+}
+
+int Run() {
+  const int clients = absl::GetFlag(FLAGS_clients);
+  const int requests = absl::GetFlag(FLAGS_requests);
+  const int watchers = absl::GetFlag(FLAGS_watchers);
+  const bool sync_full = absl::GetFlag(FLAGS_sync_full);
+  std::string dir = absl::GetFlag(FLAGS_dir);
+  if (dir.empty()) {
+    const char* tmp = std::getenv("TMPDIR");
+    dir = absl::StrCat(tmp ? tmp : "/tmp", "/coordinator_bench_", ::getpid());
+  }
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+
+  auto instance = StartInstance(dir, sync_full);
+  if (!instance.ok()) {
+    MPT_LOG(ERROR) << instance.status();
+    return 1;
+  }
+  const int port = instance->server->port();
+  std::printf("coordinator on 127.0.0.1:%d, store %s (synchronous=%s), %u hardware threads\n",
+              port, dir.c_str(), sync_full ? "FULL" : "NORMAL",
+              std::thread::hardware_concurrency());
+
+  // The watched jobs, and one stream each.
+  std::vector<std::string> watched;
+  {
+    auto stub = mpt::v1::JobService::NewStub(Connect(port));
+    for (int i = 0; i < watchers; ++i) {
+      grpc::ClientContext ctx;
+      mpt::v1::Job job;
+      if (!stub->SubmitJob(WithDeadline(&ctx, absl::Seconds(30)), BenchJob(i), &job).ok()) {
+        MPT_LOG(ERROR) << "submit for watcher failed";
+        return 1;
+      }
+      watched.push_back(job.name());
+    }
+  }
+  std::atomic<int> streams_open{0}, streams_final{0}, stream_events{0};
+  std::vector<std::thread> watch_threads;
+  std::vector<std::shared_ptr<grpc::Channel>> watch_channels;
+  for (int i = 0; i < 8; ++i) watch_channels.push_back(Connect(port));
+  for (int i = 0; i < watchers; ++i) {
+    watch_threads.emplace_back([&, i] {
+      auto stub = mpt::v1::JobService::NewStub(watch_channels[i % watch_channels.size()]);
+      grpc::ClientContext ctx;
+      WithDeadline(&ctx, absl::Minutes(10));
+      mpt::v1::WatchJobRequest request;
+      request.set_name(watched[i]);
+      auto reader = stub->WatchJob(&ctx, request);
+      mpt::v1::JobEvent event;
+      bool counted = false;
+      while (reader->Read(&event)) {
+        ++stream_events;
+        if (!counted) {
+          ++streams_open;
+          counted = true;
+        }
+        if (event.state() == mpt::v1::CANCELLED) ++streams_final;
+      }
+      reader->Finish();
+    });
+  }
+  const absl::Time wait_open = absl::Now() + absl::Seconds(60);
+  while (streams_open.load() < watchers && absl::Now() < wait_open) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  std::printf("%d of %d WatchJob streams open\n", streams_open.load(), watchers);
+
+  std::vector<std::vector<std::string>> submitted(clients);
+  const absl::Time submit_start = absl::Now();
+  Latencies submit = RunConcurrently(
+      port, clients, requests,
+      [&](mpt::v1::JobService::Stub* stub, int c, int i, absl::BitGen&) {
+        grpc::ClientContext ctx;
+        mpt::v1::Job job;
+        bool ok = stub->SubmitJob(WithDeadline(&ctx, absl::Seconds(30)),
+                                  BenchJob(c * requests + i), &job)
+                      .ok();
+        if (ok) submitted[c].push_back(job.name());
+        return ok;
+      });
+  const double submit_seconds = absl::ToDoubleSeconds(absl::Now() - submit_start);
+  std::vector<std::string> all_jobs = watched;
+  for (auto& v : submitted) all_jobs.insert(all_jobs.end(), v.begin(), v.end());
+
+  const absl::Time get_start = absl::Now();
+  Latencies get = RunConcurrently(
+      port, clients, requests,
+      [&](mpt::v1::JobService::Stub* stub, int, int, absl::BitGen& gen) {
+        grpc::ClientContext ctx;
+        mpt::v1::GetJobRequest r;
+        r.set_name(all_jobs[absl::Uniform<size_t>(gen, 0, all_jobs.size())]);
+        mpt::v1::Job job;
+        return stub->GetJob(WithDeadline(&ctx, absl::Seconds(30)), r, &job).ok();
+      });
+  const double get_seconds = absl::ToDoubleSeconds(absl::Now() - get_start);
+
+  const absl::Time list_start = absl::Now();
+  Latencies list = RunConcurrently(
+      port, clients, requests,
+      [&](mpt::v1::JobService::Stub* stub, int, int i, absl::BitGen&) {
+        grpc::ClientContext ctx;
+        mpt::v1::ListJobsRequest r;
+        r.set_page_size(50);
+        if (i % 2 == 1) r.add_states(mpt::v1::QUEUED);
+        mpt::v1::ListJobsResponse page;
+        return stub->ListJobs(WithDeadline(&ctx, absl::Seconds(30)), r, &page).ok() &&
+               page.jobs_size() == 50;
+      });
+  const double list_seconds = absl::ToDoubleSeconds(absl::Now() - list_start);
+
+  // End the watched jobs: every stream must see the final event and end.
+  {
+    auto stub = mpt::v1::JobService::NewStub(Connect(port));
+    for (const std::string& name : watched) {
+      grpc::ClientContext ctx;
+      mpt::v1::CancelJobRequest r;
+      r.set_name(name);
+      mpt::v1::Job job;
+      stub->CancelJob(WithDeadline(&ctx, absl::Seconds(30)), r, &job);
+    }
+  }
+  for (auto& t : watch_threads) t.join();
+
+  std::printf("\n%-10s %8s %8s %9s %9s %9s %7s\n", "call", "requests", "errors", "p50 ms",
+              "p99 ms", "max ms", "req/s");
+  auto row = [](const char* name, const Latencies& l, double seconds) {
+    std::printf("%-10s %8zu %8d %9.2f %9.2f %9.2f %7.0f\n", name, l.ms.size(), l.errors,
+                Percentile(l.ms, 0.50), Percentile(l.ms, 0.99), Percentile(l.ms, 1.0),
+                l.ms.size() / seconds);
+  };
+  row("SubmitJob", submit, submit_seconds);
+  row("GetJob", get, get_seconds);
+  row("ListJobs", list, list_seconds);
+  std::printf("WatchJob: %d streams held open throughout; %d saw their final event (%d events)\n",
+              streams_open.load(), streams_final.load(), stream_events.load());
+
+  // Restart recovery with --recovery_jobs unfinished jobs in the store.
+  instance->server->Shutdown(absl::Seconds(2));
+  instance->core.reset();
+  int stored = static_cast<int>(all_jobs.size()) - watchers;  // the watched ones are cancelled
+  {
+    SqliteJobStoreOptions fill_options;
+    fill_options.synchronous_full = false;  // filling fast; the format is the same
+    auto store = SqliteJobStore::Open(dir + "/jobs.db", fill_options);
+    auto blobs = ArtifactStore::Open(dir + "/artifacts");
+    if (!store.ok() || !blobs.ok()) return 1;
+    auto core = Coordinator::Create({}, *std::move(store), *std::move(blobs),
+                                    std::make_shared<RealClock>());
+    if (!core.ok()) {
+      MPT_LOG(ERROR) << core.status();
+      return 1;
+    }
+    const absl::Time fill_start = absl::Now();
+    for (int i = stored; i < absl::GetFlag(FLAGS_recovery_jobs); ++i) {
+      if (!(*core)->SubmitJob(BenchJob(i)).ok()) return 1;
+      ++stored;
+    }
+    std::printf("\nstore filled to %d unfinished jobs (%d stages) in %.1f s\n", stored,
+                stored * 6, absl::ToDoubleSeconds(absl::Now() - fill_start));
+  }
+  const int64_t db_bytes = static_cast<int64_t>(std::filesystem::file_size(dir + "/jobs.db"));
+  std::vector<double> total_ms, load_ms;
+  for (int run = 0; run < absl::GetFlag(FLAGS_recovery_runs); ++run) {
+    const absl::Time t0 = absl::Now();
+    SqliteJobStoreOptions store_options;
+    store_options.synchronous_full = sync_full;
+    auto store = SqliteJobStore::Open(dir + "/jobs.db", store_options);
+    auto blobs = ArtifactStore::Open(dir + "/artifacts");
+    if (!store.ok() || !blobs.ok()) return 1;
+    const absl::Time t1 = absl::Now();
+    auto core = Coordinator::Create({}, *std::move(store), *std::move(blobs),
+                                    std::make_shared<RealClock>());
+    if (!core.ok()) return 1;
+    const absl::Time t2 = absl::Now();
+    GrpcServerOptions options;
+    options.listen = "127.0.0.1:0";
+    auto server = CoordinatorServer::Start(options, core->get());
+    if (!server.ok()) return 1;
+    auto stub = mpt::v1::JobService::NewStub(Connect((*server)->port()));
+    grpc::ClientContext ctx;
+    mpt::v1::GetJobRequest r;
+    r.set_name(all_jobs.back());
+    mpt::v1::Job job;
+    grpc::Status s = stub->GetJob(WithDeadline(&ctx, absl::Seconds(30)), r, &job);
+    const absl::Time t3 = absl::Now();
+    if (!s.ok()) {
+      MPT_LOG(ERROR) << "first call after restart failed: " << s.error_message();
+      return 1;
+    }
+    total_ms.push_back(absl::ToDoubleMilliseconds(t3 - t0));
+    load_ms.push_back(absl::ToDoubleMilliseconds(t2 - t1));
+    std::printf(
+        "restart %d: open store %.1f ms, load and resume %.1f ms, start server and first "
+        "GetJob %.1f ms: serving after %.1f ms\n",
+        run + 1, absl::ToDoubleMilliseconds(t1 - t0), absl::ToDoubleMilliseconds(t2 - t1),
+        absl::ToDoubleMilliseconds(t3 - t2), absl::ToDoubleMilliseconds(t3 - t0));
+    (*server)->Shutdown(absl::Seconds(1));
+  }
+  std::printf("recovery with %d unfinished jobs (db %.1f MiB): median %.0f ms to serving\n",
+              stored, db_bytes / 1048576.0, Percentile(total_ms, 0.5));
+  std::filesystem::remove_all(dir);
+  const bool ok = submit.errors == 0 && get.errors == 0 && list.errors == 0 &&
+                  streams_final.load() == watchers;
+  return ok ? 0 : 2;
+}
+
+}  // namespace
+}  // namespace mpt
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return mpt::Run();
+}
