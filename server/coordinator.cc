@@ -227,6 +227,7 @@ void Coordinator::Shutdown() {
     absl::MutexLock lock(&mu_);
     shutting_down_ = true;
     changed_.SignalAll();
+    for (auto& [name, job] : jobs_) job->events_changed->SignalAll();
   }
   {
     absl::MutexLock lock(&kv_mu_);
@@ -381,11 +382,16 @@ absl::Status Coordinator::CommitLocked(Txn& txn, bool reload_on_failure) {
     MPT_LOG(ERROR) << "job store write failed: " << status
                    << (reload_on_failure ? "; reloading the state from the store" : "");
     if (reload_on_failure) {
+      for (auto& [name, job] : jobs_) job->events_changed->SignalAll();
       absl::Status reload = LoadLocked();
       if (!reload.ok()) MPT_LOG(ERROR) << "reloading the state failed: " << reload;
     }
     changed_.SignalAll();
     return status;
+  }
+  for (const mpt::v1::JobEvent& e : txn.events) {
+    auto it = jobs_.find(e.job());
+    if (it != jobs_.end()) it->second->events_changed->SignalAll();
   }
   for (const std::string& name : txn.finished_jobs) {
     auto it = jobs_.find(name);
@@ -402,8 +408,7 @@ absl::Status Coordinator::CommitLocked(Txn& txn, bool reload_on_failure) {
       if (!removed.ok()) MPT_LOG(WARNING) << "cannot remove blob " << sha << ": " << removed;
     }
   }
-  if (txn.notify || !txn.events.empty() || !txn.assignments.empty() ||
-      !txn.deleted_assignments.empty()) {
+  if (txn.notify || !txn.assignments.empty() || !txn.deleted_assignments.empty()) {
     changed_.SignalAll();
   }
   return absl::OkStatus();
@@ -790,13 +795,11 @@ absl::StatusOr<JobEventBatch> Coordinator::WaitForJobEvents(const std::string& n
     return absl::InvalidArgumentError(
         absl::StrCat("after_sequence: must be >= 0, got ", after_sequence));
   }
-  bool active = false;
   {
     absl::MutexLock lock(&mu_);
     while (true) {
       JobEntry* job = FindJobLocked(name);
       if (job == nullptr) break;  // finished (or unknown): read the store
-      active = true;
       const int64_t last = job->rec.job().last_event();
       if (after_sequence > last) {
         return absl::InvalidArgumentError(absl::StrCat(
@@ -806,10 +809,10 @@ absl::StatusOr<JobEventBatch> Coordinator::WaitForJobEvents(const std::string& n
       if (last > after_sequence) break;
       if (shutting_down_) return absl::UnavailableError("coordinator is shutting down");
       if (absl::Now() >= deadline) return JobEventBatch{};
-      changed_.WaitWithDeadline(&mu_, deadline);
+      std::shared_ptr<absl::CondVar> events_changed = job->events_changed;
+      events_changed->WaitWithDeadline(&mu_, deadline);
     }
   }
-  (void)active;
   // The events are committed before the job's last_event moves in memory,
   // so the store has everything seen above.
   ASSIGN_OR_RETURN(std::optional<mpt::v1::Job> job, store_->ReadJob(name));

@@ -279,6 +279,9 @@ class Coordinator {
     std::vector<StageEntry> stages;
     // The gang note ("waiting for N workers") was already sent.
     bool gang_note_sent = false;
+    // Signalled when events of this job are committed. Shared so that a
+    // watcher keeps it alive while the job leaves memory.
+    std::shared_ptr<absl::CondVar> events_changed = std::make_shared<absl::CondVar>();
   };
   struct WorkerEntry {
     coordinator::WorkerRecord rec;
@@ -350,8 +353,8 @@ class Coordinator {
   const std::shared_ptr<Clock> clock_;
 
   mutable absl::Mutex mu_;
-  // Signalled (to all) whenever assignments, events or the shutdown flag
-  // change.
+  // Signalled (to all) whenever assignments or the shutdown flag change;
+  // watchers wait on their job's events_changed instead.
   absl::CondVar changed_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   // Unfinished jobs by name, and the same jobs in scheduling order:
