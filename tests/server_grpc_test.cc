@@ -6,6 +6,7 @@
 #include <grpcpp/grpcpp.h>
 #include <google/protobuf/unknown_field_set.h>
 
+#include <fstream>
 #include <set>
 #include <string>
 #include <thread>
@@ -22,6 +23,27 @@ namespace mpt {
 namespace {
 
 constexpr char kToken[] = "s3cret-token";
+
+// A self-signed certificate for localhost and 127.0.0.1 (EC P-256, valid
+// 2000-2199), made for this test and used nowhere else.
+constexpr char kTestCertPem[] =
+    "-----BEGIN CERTIFICATE-----\n"
+    "MIIBXDCCAQGgAwIBAgIUZDaCYFAyNzqIRdapSzXLMlg7RfIwCgYIKoZIzj0EAwIw\n"
+    "FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTAwMDEwMTAwMDAwMFoYDzIxOTkxMjMx\n"
+    "MDAwMDAwWjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO\n"
+    "PQMBBwNCAASX4sEVnSh20W6u8B5EwFHZUEKLgy0wIlTP4+ad/LUTRvCoSo3tqZOX\n"
+    "yh85JF6JY9msBqtY7QMfJgBsr9054CU9oy8wLTAPBgNVHRMBAf8EBTADAQH/MBoG\n"
+    "A1UdEQQTMBGCCWxvY2FsaG9zdIcEfwAAATAKBggqhkjOPQQDAgNJADBGAiEAsd1Y\n"
+    "Mv1dg58w8kkqxvy8kw02CbibYAJ9Z6ZQ71HSIPQCIQD9fbDAuiGUD3Fh1Fq3dyRV\n"
+    "zm5weOCOaC5MNEmC0xleZg==\n"
+    "-----END CERTIFICATE-----\n";
+
+constexpr char kTestKeyPem[] =
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg5hJ1iLX3mzisD2Sy\n"
+    "2/GOZnoDnSKTDwXH9/Am79Yk71yhRANCAASX4sEVnSh20W6u8B5EwFHZUEKLgy0w\n"
+    "IlTP4+ad/LUTRvCoSo3tqZOXyh85JF6JY9msBqtY7QMfJgBsr9054CU9\n"
+    "-----END PRIVATE KEY-----\n";
 
 grpc::ByteBuffer ToBuffer(const std::string& bytes) {
   grpc::Slice slice(bytes);
@@ -293,6 +315,47 @@ TEST_F(GrpcServerTest, HealthCheckingAndReflection) {
   bool ok;
   while (cq.Next(&tag, &ok)) {
   }
+}
+
+TEST(GrpcServerTlsTest, ServesOverTlsAndChecksTheToken) {
+  const std::string dir = testing::FreshTempDir("grpc_tls");
+  std::ofstream(dir + "/cert.pem") << kTestCertPem;
+  std::ofstream(dir + "/key.pem") << kTestKeyPem;
+  auto core = testing::OpenCoordinator(testing::FreshFiles("grpc_tls_core", false),
+                                       std::make_shared<RealClock>());
+  ASSERT_TRUE(core.ok()) << core.status();
+
+  GrpcServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.tls_cert_file = dir + "/cert.pem";
+  EXPECT_EQ(CoordinatorServer::Start(options, core->get()).status().code(),
+            absl::StatusCode::kInvalidArgument);  // a certificate without its key
+  options.tls_key_file = dir + "/missing.pem";
+  EXPECT_EQ(CoordinatorServer::Start(options, core->get()).status().code(),
+            absl::StatusCode::kNotFound);
+  options.tls_key_file = dir + "/key.pem";
+  options.auth_token = kToken;
+  auto server = CoordinatorServer::Start(options, core->get());
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_TRUE((*server)->tls());
+  const std::string target = "127.0.0.1:" + std::to_string((*server)->port());
+
+  auto call = [](const std::shared_ptr<grpc::Channel>& channel, bool with_token) {
+    auto stub = mpt::v1::JobService::NewStub(channel);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    if (with_token) ctx.AddMetadata("authorization", std::string("Bearer ") + kToken);
+    mpt::v1::ListJobsResponse response;
+    return stub->ListJobs(&ctx, mpt::v1::ListJobsRequest(), &response);
+  };
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = kTestCertPem;
+  auto secure = grpc::CreateChannel(target, grpc::SslCredentials(ssl));
+  EXPECT_TRUE(call(secure, true).ok()) << call(secure, true).error_message();
+  EXPECT_EQ(call(secure, false).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  auto plain = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+  EXPECT_EQ(call(plain, true).error_code(), grpc::StatusCode::UNAVAILABLE);
+  (*server)->Shutdown(absl::Seconds(1));
 }
 
 }  // namespace
