@@ -9,12 +9,12 @@
 //
 // Exit status: 0 after a signal; 1 when the coordinator refuses the worker
 // for good (bad token, ...); 2 for bad flags.
-#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <ATen/Parallel.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -139,14 +139,28 @@ absl::StatusOr<Setup> SetupFromFlags() {
   return s;
 }
 
+// SIGINT and SIGTERM reach a handler that only writes the signal's number to
+// a pipe; a thread reads it and stops the daemon. (Blocking the signals and
+// sigwait()ing is not enough here: libraries start threads before main()
+// that would not inherit the mask.)
+int g_signal_pipe[2] = {-1, -1};
+
+extern "C" void OnStopSignal(int sig) {
+  const char byte = static_cast<char>(sig);
+  [[maybe_unused]] ssize_t n = write(g_signal_pipe[1], &byte, 1);
+}
+
 int Main() {
-  // SIGINT and SIGTERM go to one thread that stops the daemon; every other
-  // thread (gRPC's, libtorch's) inherits the blocked mask.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  if (pipe(g_signal_pipe) != 0) {
+    std::perror("worker: pipe");
+    return 1;
+  }
+  struct sigaction action = {};
+  action.sa_handler = OnStopSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
 
   absl::StatusOr<Setup> setup = SetupFromFlags();
   if (!setup.ok()) {
@@ -179,15 +193,19 @@ int Main() {
                 << setup->daemon.work_dir;
 
   WorkerDaemon* d = daemon->get();
-  std::thread signal_thread([&signals, d] {
-    int sig = 0;
-    sigwait(&signals, &sig);
-    MPT_LOG(INFO) << "signal " << sig << ": stopping";
-    d->Stop();
+  std::thread signal_thread([d] {
+    char byte = 0;
+    while (read(g_signal_pipe[0], &byte, 1) < 0 && errno == EINTR) {
+    }
+    if (byte != 0) {
+      MPT_LOG(INFO) << "signal " << static_cast<int>(byte) << ": stopping";
+      d->Stop();
+    }
   });
   absl::Status status = d->Run();
   // Wake the signal thread if no signal came.
-  pthread_kill(signal_thread.native_handle(), SIGTERM);
+  const char zero = 0;
+  [[maybe_unused]] ssize_t n = write(g_signal_pipe[1], &zero, 1);
   signal_thread.join();
   if (!status.ok()) {
     std::fprintf(stderr, "worker: %s\n", std::string(status.message()).c_str());
