@@ -85,11 +85,12 @@ mpt::v1::Assignment SourceAssignment(const std::string& id) {
 
 class DaemonTest : public ::testing::Test {
  protected:
-  void Start(FakeExecutor* executor, WorkerDaemonOptions options = {}) {
+  void Start(FakeExecutor* executor, WorkerDaemonOptions options = {},
+             absl::Duration poll_wait = absl::Milliseconds(50)) {
     options.work_dir = testing::FreshTempDir("daemon");
     options.worker.set_hostname("test-host");
     options.worker.set_device("cpu");
-    options.poll_wait = absl::Milliseconds(50);
+    options.poll_wait = poll_wait;
     options.min_backoff = absl::Milliseconds(10);
     options.max_backoff = absl::Milliseconds(50);
     options.progress_interval = absl::Milliseconds(20);
@@ -362,6 +363,17 @@ TEST_F(DaemonTest, StopCancelsWithoutReporting) {
   thread_.join();
   EXPECT_TRUE(run_status_.ok()) << run_status_;
   EXPECT_TRUE(client_.completions().empty());
+}
+
+TEST_F(DaemonTest, StopEndsALongPollAtOnce) {
+  FakeExecutor executor([](const AssignmentContext& c) { return WriteAdapter(c, "x"); });
+  Start(&executor, {}, /*poll_wait=*/absl::Seconds(60));
+  while (daemon_->worker_name().empty()) absl::SleepFor(absl::Milliseconds(5));
+  absl::SleepFor(absl::Milliseconds(100));  // now inside the long poll
+  const absl::Time t0 = absl::Now();
+  daemon_->Stop();
+  thread_.join();
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(2));
 }
 
 TEST(DaemonCreateTest, RejectsBadOptions) {

@@ -1,12 +1,14 @@
 #include "worker/coordinator_client.h"
 
 #include <algorithm>
+#include <set>
 #include <utility>
 
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/grpc_status.h"
 #include "common/sha256.h"
@@ -55,6 +57,7 @@ class GrpcClient final : public CoordinatorClient {
       const std::string& worker, absl::Duration wait) override {
     grpc::ClientContext context;
     Prepare(wait + options_.call_timeout, &context);
+    WaitRegistration registration(this, &context);
     mpt::v1::PollAssignmentRequest request;
     request.set_worker(worker);
     request.set_wait_seconds(absl::ToDoubleSeconds(wait));
@@ -170,6 +173,7 @@ class GrpcClient final : public CoordinatorClient {
                                                     absl::Duration wait) override {
     grpc::ClientContext context;
     Prepare(wait + options_.call_timeout, &context);
+    WaitRegistration registration(this, &context);
     mpt::v1::StoreGetRequest request;
     request.set_group(group);
     for (const std::string& k : keys) request.add_keys(k);
@@ -183,7 +187,30 @@ class GrpcClient final : public CoordinatorClient {
     return std::vector<std::string>(response.values().begin(), response.values().end());
   }
 
+ void InterruptWaits() override {
+    absl::MutexLock lock(&waits_mu_);
+    for (grpc::ClientContext* context : waits_) context->TryCancel();
+  }
+
  private:
+  // Tracks a long wait so that InterruptWaits() can cancel it.
+  class WaitRegistration {
+   public:
+    WaitRegistration(GrpcClient* client, grpc::ClientContext* context)
+        : client_(client), context_(context) {
+      absl::MutexLock lock(&client_->waits_mu_);
+      client_->waits_.insert(context_);
+    }
+    ~WaitRegistration() {
+      absl::MutexLock lock(&client_->waits_mu_);
+      client_->waits_.erase(context_);
+    }
+
+   private:
+    GrpcClient* client_;
+    grpc::ClientContext* context_;
+  };
+
   void Prepare(absl::Duration timeout, grpc::ClientContext* context) const {
     PrepareClientContext(options_.channel, timeout, context);
   }
@@ -195,6 +222,8 @@ class GrpcClient final : public CoordinatorClient {
 
   const GrpcCoordinatorClientOptions options_;
   std::unique_ptr<WorkerService::Stub> stub_;
+  absl::Mutex waits_mu_;
+  std::set<grpc::ClientContext*> waits_ ABSL_GUARDED_BY(waits_mu_);
 };
 
 bool Retryable(const absl::Status& s) {

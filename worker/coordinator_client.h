@@ -67,6 +67,11 @@ class CoordinatorClient {
   virtual absl::StatusOr<std::vector<std::string>> StoreGet(const std::string& group,
                                                             const std::vector<std::string>& keys,
                                                             absl::Duration wait) = 0;
+
+  // Ends the waits in flight (PollAssignment, StoreGet) at once; they
+  // return CANCELLED. Later calls are not affected. Used when the worker
+  // stops.
+  virtual void InterruptWaits() = 0;
 };
 
 struct GrpcCoordinatorClientOptions {

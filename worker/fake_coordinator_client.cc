@@ -116,10 +116,12 @@ absl::StatusOr<std::optional<mpt::v1::Assignment>> FakeCoordinatorClient::PollAs
   absl::MutexLock lock(&mu_);
   if (absl::Status s = Gate(); !s.ok()) return s;
   if (!Known(worker)) return absl::NotFoundError(absl::StrCat(worker, ": unknown worker"));
-  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return !assignments_.empty() || !available_;
+  const int64_t interrupts = interrupts_;
+  auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !assignments_.empty() || !available_ || interrupts_ != interrupts;
   };
-  mu_.AwaitWithTimeout(absl::Condition(&ready), std::min(wait, absl::Milliseconds(50)));
+  mu_.AwaitWithTimeout(absl::Condition(&ready), wait);
+  if (interrupts_ != interrupts) return absl::CancelledError("fake: interrupted");
   if (absl::Status s = Gate(); !s.ok()) return s;
   if (assignments_.empty()) return std::optional<mpt::v1::Assignment>();
   mpt::v1::Assignment a = assignments_.front();
@@ -167,6 +169,11 @@ absl::Status FakeCoordinatorClient::CompleteAssignment(
   if (absl::Status s = Gate(); !s.ok()) return s;
   completions_.push_back(request);
   return absl::OkStatus();
+}
+
+void FakeCoordinatorClient::InterruptWaits() {
+  absl::MutexLock lock(&mu_);
+  ++interrupts_;
 }
 
 absl::Status FakeCoordinatorClient::StoreSet(const std::string& group, const std::string& key,

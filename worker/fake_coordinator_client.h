@@ -66,6 +66,7 @@ class FakeCoordinatorClient final : public CoordinatorClient {
   absl::StatusOr<std::vector<std::string>> StoreGet(const std::string& group,
                                                     const std::vector<std::string>& keys,
                                                     absl::Duration wait) override;
+  void InterruptWaits() override;
 
  private:
   absl::Status Gate() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -73,6 +74,7 @@ class FakeCoordinatorClient final : public CoordinatorClient {
 
   mutable absl::Mutex mu_;
   bool available_ ABSL_GUARDED_BY(mu_) = true;
+  int64_t interrupts_ ABSL_GUARDED_BY(mu_) = 0;
   int next_worker_ ABSL_GUARDED_BY(mu_) = 0;
   std::set<std::string> forgotten_ ABSL_GUARDED_BY(mu_);
   std::deque<mpt::v1::Assignment> assignments_ ABSL_GUARDED_BY(mu_);

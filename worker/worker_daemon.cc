@@ -298,13 +298,16 @@ std::string WorkerDaemon::worker_name() const {
 int64_t WorkerDaemon::assignments_finished() const { return finished_.load(); }
 
 void WorkerDaemon::Stop() {
-  absl::MutexLock lock(&mu_);
-  if (stopping_) return;
-  stopping_ = true;
-  if (running_) {
-    running_->lost.store(true);
-    running_->Cancel("the worker is stopping");
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    if (running_) {
+      running_->lost.store(true);
+      running_->Cancel("the worker is stopping");
+    }
   }
+  client_->InterruptWaits();
 }
 
 bool WorkerDaemon::SleepUnlessStopped(absl::Duration d) {
@@ -404,6 +407,10 @@ absl::Status WorkerDaemon::Run() {
     absl::StatusOr<std::optional<mpt::v1::Assignment>> polled =
         client_->PollAssignment(name, options_.poll_wait);
     if (!polled.ok()) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (stopping_) break;  // Stop() interrupted the poll.
+      }
       if (polled.status().code() == absl::StatusCode::kNotFound) {
         ForgetRegistration(name);
         continue;
