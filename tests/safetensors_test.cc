@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/test_util.h"
 
 namespace mpt {
 namespace {
@@ -38,12 +39,7 @@ std::string TestDir() {
   return dir;
 }
 
-std::string DataPath(const std::string& relative) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const char* workspace = std::getenv("TEST_WORKSPACE");
-  return absl::StrCat(srcdir != nullptr ? srcdir : ".", "/",
-                      workspace != nullptr ? workspace : "mpt", "/", relative);
-}
+using ::mpt::testing::DataPath;
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -16,6 +16,7 @@
 #include "gmock/gmock.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
+#include "tests/test_util.h"
 
 namespace mpt {
 namespace {
@@ -26,11 +27,7 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 
 std::string SpecsDir() {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const char* workspace = std::getenv("TEST_WORKSPACE");
-  return std::filesystem::path(absl::StrCat(srcdir != nullptr ? srcdir : ".", "/",
-                                            workspace != nullptr ? workspace : "mpt",
-                                            "/tests/testdata/specs"))
+  return std::filesystem::path(::mpt::testing::DataPath("tests/testdata/specs"))
       .lexically_normal()
       .string();
 }

@@ -22,6 +22,7 @@
 #include "absl/strings/numbers.h"
 #include "common/safetensors.h"
 #include "gtest/gtest.h"
+#include "tests/test_util.h"
 #include "worker/generation.h"
 #include "worker/prompt_inputs.h"
 #include "worker/t5_model.h"
@@ -34,10 +35,7 @@ namespace {
 constexpr double kTolerance = 1e-4;
 
 std::string TestData(const std::string& name) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const char* workspace = std::getenv("TEST_WORKSPACE");
-  return std::string(srcdir ? srcdir : ".") + "/" + (workspace ? workspace : "mpt") +
-         "/tests/testdata/" + name;
+  return ::mpt::testing::DataPath("tests/testdata/" + name);
 }
 
 double MaxAbsDiff(const at::Tensor& a, const at::Tensor& b) {

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/test_util.h"
 #include "worker/generation.h"
 #include "worker/prompt_inputs.h"
 #include "worker/t5_model.h"
@@ -31,10 +32,7 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 std::string TestData(const std::string& name) {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const char* workspace = std::getenv("TEST_WORKSPACE");
-  return std::string(srcdir ? srcdir : ".") + "/" + (workspace ? workspace : "mpt") +
-         "/tests/testdata/" + name;
+  return ::mpt::testing::DataPath("tests/testdata/" + name);
 }
 
 std::string ReadFile(const std::string& path) {
