@@ -135,8 +135,20 @@ int Mptctl::Submit(const SubmitArgs& args) {
   absl::StatusOr<mpt::v1::PipelineSpec> spec = ReadPipelineSpec(args.spec_path);
   if (!spec.ok()) return Fail(spec.status());
   // Relative paths are relative to the spec's folder; the coordinator and
-  // the workers get absolute ones.
+  // the workers get absolute ones. Artefact names ("jobs/J/artifacts/A") in
+  // a single-stage spec are names, not paths, and stay as they are.
+  const mpt::v1::PipelineSpec as_written = *spec;
   ResolveSpecPaths(fs::absolute(args.spec_path).parent_path().string(), &*spec);
+  auto is_artifact = [](const std::string& s) {
+    return absl::StartsWith(s, "jobs/") && absl::StrContains(s, "/artifacts/");
+  };
+  if (is_artifact(as_written.target().source_adapter())) {
+    spec->mutable_target()->set_source_adapter(as_written.target().source_adapter());
+  }
+  const auto& teachers = as_written.distillation().teacher_adapters();
+  for (int i = 0; i < teachers.size() && i < spec->distillation().teacher_adapters_size(); ++i) {
+    if (is_artifact(teachers[i])) spec->mutable_distillation()->set_teacher_adapters(i, teachers[i]);
+  }
   if (args.check_files) {
     absl::Status files = CheckSpecFiles(*spec, *kind);
     if (!files.ok()) return Fail(files);

@@ -253,6 +253,24 @@ TEST_F(MptctlTest, SubmitResolvesPathsAgainstTheSpecFolderAndSendsTheToken) {
   EXPECT_EQ(service_.last_token, "Bearer s3cret");
 }
 
+TEST_F(MptctlTest, ArtefactNamesInASingleStageSpecAreNotTakenForPaths) {
+  const std::string dir = WriteSpec(true);
+  ASSERT_TRUE(WriteFileAtomically(
+                  dir + "/target.textproto",
+                  "base_model: \"model\"\n"
+                  "target { tasks { name: \"b\" train_path: \"data/b.jsonl\" } train { steps: 5 }\n"
+                  "         source_adapter: \"jobs/j0/artifacts/distillation-adapter-1\" }\n")
+                  .ok());
+  Result r = Run({"submit", "--kind=target", "--spec=" + dir + "/target.textproto"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  absl::MutexLock lock(&service_.mu_);
+  ASSERT_EQ(service_.submitted.size(), 1u);
+  EXPECT_EQ(service_.submitted[0].kind(), mpt::v1::TARGET_ADAPTATION);
+  EXPECT_EQ(service_.submitted[0].spec().target().source_adapter(),
+            "jobs/j0/artifacts/distillation-adapter-1");
+  EXPECT_EQ(service_.submitted[0].spec().target().tasks(0).train_path(), dir + "/data/b.jsonl");
+}
+
 TEST_F(MptctlTest, SubmitChecksFilesLocallyUnlessTold) {
   const std::string dir = WriteSpec(false);
   Result r = Run({"submit", "--spec=" + dir + "/spec.textproto"});
