@@ -195,10 +195,17 @@ std::string FormatWorkerTable(const std::vector<mpt::v1::Worker>& workers) {
 }
 
 std::string FormatResults(const mpt::v1::Job& job) {
-  std::vector<std::vector<std::string>> rows{{"  STAGE", "STATE", "STEPS", "LOSS", "METRICS"}};
+  std::vector<std::vector<std::string>> rows{{"  STAGE", "STATE", "STEPS", "LOSS", "ACCURACY"}};
   for (const mpt::v1::Stage& s : job.stages()) {
+    // Per-task accuracy only; `mptctl get` shows every metric.
+    mpt::v1::Progress accuracy;
+    for (const auto& [name, value] : s.progress().metrics()) {
+      if (absl::EndsWith(name, "/accuracy") && !absl::StartsWith(name, "average/")) {
+        (*accuracy.mutable_metrics())[name] = value;
+      }
+    }
     rows.push_back({"  " + s.id(), StateName(s.state()), StepText(s.progress()),
-                    LossText(s.progress()), MetricsText(s.progress())});
+                    LossText(s.progress()), MetricsText(accuracy)});
   }
   return Table(rows);
 }

@@ -45,8 +45,9 @@ std::string FormatJob(const mpt::v1::Job& job);
 // A table of workers.
 std::string FormatWorkerTable(const std::vector<mpt::v1::Worker>& workers);
 
-// The target tasks' metrics of a finished job, one line per stage that has
-// metrics: "  target/min   min/accuracy 87.5%".
+// A job's results, one line per stage: state, steps, final loss and the
+// per-task accuracies ("  target/min  SUCCEEDED  150/150  0.4211
+// min/accuracy=87.5%").
 std::string FormatResults(const mpt::v1::Job& job);
 
 // What a job event means for the progress display: the event to feed a
