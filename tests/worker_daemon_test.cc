@@ -350,6 +350,37 @@ TEST_F(DaemonTest, GangMemberBelowRankZeroDoesNotUploadButGetsAStore) {
   EXPECT_TRUE(client_.progress().empty());
 }
 
+TEST(RendezvousStoreTest, GetStopsWhenCancelled) {
+  FakeCoordinatorClient client;
+  std::atomic<bool> cancelled{false};
+  CoordinatorRendezvousStore store(&client, "g", [&] { return cancelled.load(); },
+                                   absl::Milliseconds(20));
+  std::thread canceller([&] {
+    absl::SleepFor(absl::Milliseconds(100));
+    cancelled.store(true);
+  });
+  const absl::Time t0 = absl::Now();
+  auto values = store.Get({"never"}, absl::Seconds(30));
+  canceller.join();
+  EXPECT_EQ(values.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(5));
+}
+
+TEST(RendezvousStoreTest, RetriesAnUnavailableCoordinatorUntilTheDeadline) {
+  FakeCoordinatorClient client;
+  client.SetAvailable(false);
+  CoordinatorRendezvousStore store(&client, "g", nullptr, absl::Milliseconds(20));
+  std::thread fixer([&] {
+    absl::SleepFor(absl::Milliseconds(200));
+    client.SetAvailable(true);
+    ASSERT_TRUE(client.StoreSet("g", "k", "v").ok());
+  });
+  auto values = store.Get({"k"}, absl::Seconds(10));
+  fixer.join();
+  ASSERT_TRUE(values.ok()) << values.status();
+  EXPECT_EQ((*values)[0], "v");
+}
+
 TEST_F(DaemonTest, StopCancelsWithoutReporting) {
   client_.AddAssignment(SourceAssignment("a1"));
   absl::Notification started;

@@ -240,8 +240,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorClient>> GrpcCoordinatorClient::Create
 }
 
 CoordinatorRendezvousStore::CoordinatorRendezvousStore(CoordinatorClient* client,
-                                                       std::string group, absl::Duration poll)
-    : client_(client), group_(std::move(group)), poll_(poll) {}
+                                                       std::string group,
+                                                       std::function<bool()> cancelled,
+                                                       absl::Duration poll)
+    : client_(client), group_(std::move(group)), cancelled_(std::move(cancelled)), poll_(poll) {}
 
 absl::Status CoordinatorRendezvousStore::Set(const std::string& key, const std::string& value) {
   const absl::Time give_up = absl::Now() + absl::Minutes(1);
@@ -264,6 +266,10 @@ absl::StatusOr<std::vector<std::string>> CoordinatorRendezvousStore::Get(
   const absl::Time deadline = absl::Now() + timeout;
   absl::Status last = absl::DeadlineExceededError("no attempt");
   while (true) {
+    if (cancelled_ && cancelled_()) {
+      return absl::CancelledError(
+          absl::StrCat("rendezvous group ", group_, ": cancelled while waiting for peers"));
+    }
     const absl::Duration left = deadline - absl::Now();
     if (left <= absl::ZeroDuration()) break;
     absl::StatusOr<std::vector<std::string>> values =

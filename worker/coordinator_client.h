@@ -17,6 +17,7 @@
 #define MPT_WORKER_COORDINATOR_CLIENT_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -99,10 +100,15 @@ class GrpcCoordinatorClient {
 // answers are retried until the caller's timeout, so that a coordinator
 // restart while a gang forms does not break the group. Thread-safe when
 // `client` is; `client` is borrowed and must outlive the store.
+//
+// `cancelled`, when given, is checked between polls: Get() then returns
+// CANCELLED, so that a gang member whose gang was called off while it
+// waited for its peers stops within one poll.
 class CoordinatorRendezvousStore final : public RendezvousStore {
  public:
   CoordinatorRendezvousStore(CoordinatorClient* client, std::string group,
-                             absl::Duration poll = absl::Seconds(20));
+                             std::function<bool()> cancelled = nullptr,
+                             absl::Duration poll = absl::Seconds(2));
   CoordinatorRendezvousStore(const CoordinatorRendezvousStore&) = delete;
   CoordinatorRendezvousStore& operator=(const CoordinatorRendezvousStore&) = delete;
 
@@ -114,6 +120,7 @@ class CoordinatorRendezvousStore final : public RendezvousStore {
  private:
   CoordinatorClient* const client_;
   const std::string group_;
+  const std::function<bool()> cancelled_;
   const absl::Duration poll_;
 };
 

@@ -550,14 +550,15 @@ void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment) {
   std::optional<mpt::v1::Progress> last_progress;
   if (status.ok()) {
     Outbox outbox(client_, running.get(), options_, /*reports=*/leader);
+    Running* r = running.get();
+    context.cancelled = [r] { return r->cancelled.load(); };
     std::unique_ptr<CoordinatorRendezvousStore> store;
     if (assignment.world_size() > 1) {
-      store = std::make_unique<CoordinatorRendezvousStore>(client_, assignment.group());
+      store = std::make_unique<CoordinatorRendezvousStore>(client_, assignment.group(),
+                                                           context.cancelled);
     }
     context.sink = &outbox;
     context.store = store.get();
-    Running* r = running.get();
-    context.cancelled = [r] { return r->cancelled.load(); };
     absl::StatusOr<AssignmentOutput> ran;
     try {
       ran = executor_->Run(context);
