@@ -76,6 +76,29 @@ def train_spm(out_dir, vocab_size, names, held):
         f.write(data)
 
 
+def write_v11_layout(out):
+    """Store the checkpoint in the classic T5 v1.1 layout: an explicit
+    lm_head.weight (a copy of shared.weight) and tie_word_embeddings=false,
+    i.e. no d^-0.5 scaling before the head. transformers 5 saves it as
+    tied with a private scale_decoder_outputs=false, which readers that
+    follow the usual T5 rule (tied => scaled) would get wrong."""
+    import json
+    from safetensors.torch import load_file, save_file
+    path = os.path.join(out, "model.safetensors")
+    sd = load_file(path)
+    sd["lm_head.weight"] = sd["shared.weight"].clone()
+    save_file({k: v.contiguous() for k, v in sorted(sd.items())}, path,
+              metadata={"format": "pt"})
+    cpath = os.path.join(out, "config.json")
+    with open(cpath) as f:
+        cfg = json.load(f)
+    cfg["tie_word_embeddings"] = False
+    cfg.pop("scale_decoder_outputs", None)
+    with open(cpath, "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="demo/model")
@@ -109,7 +132,10 @@ def main():
         dropout_rate=0.0, layer_norm_epsilon=1e-6, initializer_factor=1.0,
         pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
     model = T5ForConditionalGeneration(cfg)
-    with torch.no_grad():  # HF draws the untied head with std 1: too hot
+    # transformers 5 always ties T5's head to the shared embedding (and, for
+    # tie_word_embeddings=False, only drops the d^-0.5 output scaling), so
+    # the head IS the embedding here: draw it with std d^-0.5 instead of 1.
+    with torch.no_grad():
         model.lm_head.weight.normal_(0.0, cfg.d_model ** -0.5)
     n_params = sum(p.numel() for p in model.parameters())
     print("pieces %d  vocab %d  params %d (%.2f MB fp32)" % (
@@ -164,6 +190,7 @@ def main():
                                         BARE_ANSWER, noamb), flush=True)
 
     model.save_pretrained(args.out, safe_serialization=True)
+    write_v11_layout(args.out)
     print("saved to %s in %.0fs" % (args.out, time.time() - t0))
 
 
