@@ -121,6 +121,37 @@ TEST(PromptTrainer, ResumedRunEndsWhereAnUninterruptedRunEnds) {
       << second.prompt_embeddings() << "\nvs\n" << straight.prompt_embeddings();
 }
 
+TEST(PromptTrainer, CheckpointOfARunWithOtherSettingsIsNotResumed) {
+  auto data = Data();
+  LocalCommunicator comm;
+  TrainerOptions options;
+  options.train = Spec(8);
+  options.train.set_checkpoint_every(2);
+  options.checkpoint_dir = TempDir("other_settings");
+  options.fingerprint = "first settings";
+  SoftPrompt first = NewPrompt();
+  int polls = 0;
+  ASSERT_EQ(PromptTrainer(options, &first, &data, 0, &comm, nullptr, [&] { return ++polls > 5; })
+                .Run(QuadraticStep(&first), nullptr)
+                .status()
+                .code(),
+            absl::StatusCode::kCancelled);
+
+  options.fingerprint = "second settings";
+  SoftPrompt second = NewPrompt();
+  auto result = PromptTrainer(options, &second, &data, 0, &comm, nullptr, nullptr)
+                    .Run(QuadraticStep(&second), nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->resumed_from_step, 0);
+
+  options.checkpoint_dir = TempDir("fresh");
+  SoftPrompt fresh = NewPrompt();
+  ASSERT_TRUE(PromptTrainer(options, &fresh, &data, 0, &comm, nullptr, nullptr)
+                  .Run(QuadraticStep(&fresh), nullptr)
+                  .ok());
+  EXPECT_TRUE(at::equal(second.prompt_embeddings(), fresh.prompt_embeddings()));
+}
+
 TEST(PromptTrainer, KeepsTheBestPromptByEvaluationScore) {
   SoftPrompt prompt = NewPrompt();
   auto data = Data();

@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "worker/adapter_io.h"
@@ -28,6 +29,27 @@ std::string CheckpointDir(const StageEnv& env, const std::string& stage,
                           const std::string& task) {
   if (env.work_dir.empty()) return "";
   return Join(Join(env.work_dir, stage), task.empty() ? "all" : task);
+}
+
+// What a checkpoint must have been written with to be resumed from.
+std::string Fingerprint(const std::string& stage, const std::vector<TaskDataSet>& tasks,
+                        const mpt::v1::PromptSpec& prompt, const mpt::v1::TrainSpec& train,
+                        const std::string& extra = "") {
+  std::string text = absl::StrCat(stage, "|", prompt.SerializeAsString(), "|",
+                                  train.SerializeAsString(), "|", extra);
+  for (const TaskDataSet& t : tasks) absl::StrAppend(&text, "|", t.spec.SerializeAsString());
+  return absl::StrCat(absl::Hex(std::hash<std::string>{}(text), absl::kZeroPad16));
+}
+
+// A short description of a prompt's initial values, so that a run started
+// from another initial prompt does not resume this one's checkpoint.
+std::string StartingPoint(const SoftPrompt& prompt) {
+  std::string out(PromptKindName(prompt.config().kind));
+  for (const auto& [name, t] : prompt.StateDict()) {
+    at::Tensor d = t.detach().to(at::kDouble);
+    absl::StrAppend(&out, ":", name, "=", d.sum().item<double>(), "/", d.abs().sum().item<double>());
+  }
+  return out;
 }
 
 SoftPromptConfig PromptConfig(const mpt::v1::PromptSpec& spec, const T5Model& model,
@@ -133,6 +155,7 @@ absl::StatusOr<TrainResult> TrainWithPlm(const StageEnv& env, const mpt::v1::Pro
   options.stage = stage;
   options.task = task;
   options.checkpoint_dir = CheckpointDir(env, stage, task);
+  options.fingerprint = Fingerprint(stage, tasks, spec, train, StartingPoint(*prompt));
   prompt->MoveTo(env.model->device());
   std::vector<std::vector<TokenizedExample>> sets = TrainSets(tasks);
   // Examples carry their position in `tasks`; the prompt wants its own ids.
@@ -315,6 +338,8 @@ absl::StatusOr<TaskOutcome> RunDistillation(const StageEnv& env,
       spec.sampling() == "uniform" ? TaskSampling::kUniform : TaskSampling::kProportional;
   options.stage = "distillation";
   options.checkpoint_dir = CheckpointDir(env, "distillation", "");
+  options.fingerprint = Fingerprint("distillation", tasks, prompt_spec, spec.train(),
+                                    spec.SerializeAsString() + absl::StrJoin(teachers, ","));
   std::vector<std::vector<TokenizedExample>> sets = TrainSets(tasks);
 
   DistillationLoss loss_options;

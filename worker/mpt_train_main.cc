@@ -35,6 +35,8 @@ ABSL_FLAG(std::string, work_dir, "",
           "Checkpoint folder (default: <out>/.work). Runs resume from it.");
 ABSL_FLAG(bool, baselines, false,
           "Also train the target tasks by plain prompt tuning and print a comparison.");
+ABSL_FLAG(double, baseline_learning_rate, 0,
+          "Learning rate of the --baselines prompt tuning (0: the target stage's).");
 ABSL_FLAG(std::string, progress, "auto",
           "auto (a live bar on a terminal, plain lines otherwise), plain, or none.");
 ABSL_FLAG(std::string, events, "", "Also write every progress event as JSON lines here.");
@@ -179,7 +181,14 @@ absl::Status Main() {
   }
   if (!targets.empty()) PrintOutcomes("Target adaptation (from the shared prompt):", targets);
   if (absl::GetFlag(FLAGS_baselines) && spec.target().tasks_size() > 0) {
-    ASSIGN_OR_RETURN(auto baselines, RunTargetBaselines(env, spec.prompt(), spec.target(),
+    // Plain prompt tuning often wants another rate than adaptation from a
+    // shared prompt; the step budget stays the same.
+    mpt::v1::TargetAdaptationSpec baseline = spec.target();
+    if (absl::GetFlag(FLAGS_baseline_learning_rate) > 0) {
+      baseline.mutable_train()->mutable_optimizer()->set_learning_rate(
+          absl::GetFlag(FLAGS_baseline_learning_rate));
+    }
+    ASSIGN_OR_RETURN(auto baselines, RunTargetBaselines(env, spec.prompt(), baseline,
                                                         (fs::path(out) / "baseline").string()));
     PrintComparison(baselines, targets, spec.target().train().steps());
   }

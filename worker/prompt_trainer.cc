@@ -57,6 +57,7 @@ std::map<std::string, at::Tensor> CloneState(const SoftPrompt& prompt) {
 }
 
 struct CheckpointState {
+  std::string fingerprint;
   int64_t step = 0;
   double best_score = -INFINITY;
   int64_t best_step = -1;
@@ -95,7 +96,8 @@ absl::Status SaveCheckpoint(const std::string& dir, const SoftPrompt& prompt,
     } catch (const c10::Error& e) {
       return absl::InternalError(absl::StrCat(dir, ": saving the optimiser: ", e.what_without_backtrace()));
     }
-    json j = {{"step", state.step},
+    json j = {{"fingerprint", state.fingerprint},
+              {"step", state.step},
               {"best_step", state.best_step},
               {"best_score", std::isfinite(state.best_score) ? json(state.best_score) : json(nullptr)},
               {"best_metrics", ToJson(state.best_metrics)}};
@@ -107,6 +109,7 @@ absl::Status SaveCheckpoint(const std::string& dir, const SoftPrompt& prompt,
 // holds none.
 absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& dir, const SoftPrompt& prompt,
                                                torch::optim::AdamW& optimizer,
+                                               const std::string& fingerprint,
                                                std::map<std::string, at::Tensor>* best) {
   const std::string state_path = (fs::path(dir) / kStateFile).string();
   ASSIGN_OR_RETURN(std::string text, ReadFile(state_path));
@@ -115,12 +118,17 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& dir, const Sof
     return absl::InvalidArgumentError(absl::StrCat(state_path, ": not a checkpoint state"));
   }
   CheckpointState state;
+  state.fingerprint = j.value("fingerprint", std::string());
   state.step = j["step"].get<int64_t>();
   state.best_step = j.value("best_step", int64_t{-1});
   if (j.contains("best_score") && j["best_score"].is_number()) {
     state.best_score = j["best_score"].get<double>();
   }
   if (j.contains("best_metrics")) state.best_metrics = FromJson(j["best_metrics"]);
+  if (state.fingerprint != fingerprint) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        dir, ": the checkpoint was written by a run with other settings"));
+  }
   const std::string prompt_path = (fs::path(dir) / kPromptFile).string();
   ASSIGN_OR_RETURN(auto values, LoadSafetensors(prompt_path));
   RETURN_IF_ERROR(AssignPrompt(prompt, values, prompt_path));
@@ -243,14 +251,24 @@ absl::StatusOr<TrainResult> PromptTrainer::RunImpl(const StepFunction& step_fn,
                   .weight_decay(train.optimizer().weight_decay()));
 
   CheckpointState state;
+  state.fingerprint = options_.fingerprint;
   std::map<std::string, at::Tensor> best;
   TrainResult result;
   if (!options_.checkpoint_dir.empty() &&
       fs::exists(fs::path(options_.checkpoint_dir) / kStateFile)) {
-    ASSIGN_OR_RETURN(state, LoadCheckpoint(options_.checkpoint_dir, *prompt_, optimizer, &best));
-    result.resumed_from_step = state.step;
-    MPT_LOG(INFO) << options_.stage << " " << options_.task << ": resuming at step "
-                  << state.step << " from " << options_.checkpoint_dir;
+    auto loaded =
+        LoadCheckpoint(options_.checkpoint_dir, *prompt_, optimizer, options_.fingerprint, &best);
+    if (absl::IsFailedPrecondition(loaded.status())) {
+      MPT_LOG(WARNING) << loaded.status().message() << "; starting over";
+      best.clear();
+    } else if (!loaded.ok()) {
+      return loaded.status();
+    } else {
+      state = *loaded;
+      result.resumed_from_step = state.step;
+      MPT_LOG(INFO) << options_.stage << " " << options_.task << ": resuming at step "
+                    << state.step << " from " << options_.checkpoint_dir;
+    }
   }
 
   const auto start = Clock::now();

@@ -63,6 +63,10 @@ struct TrainerOptions {
   std::string checkpoint_dir;
   // Keep the prompt that scored best at evaluation rather than the last.
   bool keep_best = true;
+  // Identifies the run's settings (stage, task, data, prompt shape, train
+  // spec). A checkpoint written under another fingerprint is not resumed
+  // from: the run starts over and replaces it at its first checkpoint.
+  std::string fingerprint;
 };
 
 struct TrainResult {
