@@ -48,6 +48,15 @@ grep -q "distillation MULTITASK_PROMPT_TUNING tokens=4 dim=[0-9]* tasks=3 names=
 grep -q "target/echo MULTITASK_PROMPT_TUNING tokens=4 dim=[0-9]* tasks=1 names=echo" \
   "$E2E_DIR/logs/adapters.log" || e2e_fail "target adapter is not a 1-task multitask adapter"
 
+# The service trains exactly what the single-process trainer trains: the
+# source prompts (one task per worker) are bit for bit mpt_train's.
+"$E2E_RUNFILES/worker/mpt_train" --spec="$spec" --stage=source --out="$E2E_DIR/local" \
+  --progress=none --threads=1 > "$E2E_DIR/logs/mpt_train.log" 2>&1 || e2e_fail "mpt_train failed"
+for t in first last count; do
+  cmp -s "$out/source/$t/adapter_model.safetensors" "$E2E_DIR/local/source/$t/adapter_model.safetensors" ||
+    e2e_fail "source/$t differs from mpt_train's"
+done
+
 # A single artefact by name, and JSON output for scripts.
 artifact=$(e2e_stage_field "$job" distillation artifact)
 mptctl download "$artifact" --out="$E2E_DIR/one" --output=json | grep -q '"stage":""' ||

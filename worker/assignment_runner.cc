@@ -176,9 +176,12 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
       if (target.shared()) {
         label = "shared";
       } else if (!a.task().empty()) {
-        // One target task alone trains exactly as it does among the others
-        // in one process: same data, same seed (the stage seeds task k with
-        // seed + k).
+        // One target task alone, as in RunTargetAdaptation over all of
+        // them: the same data and the same batches (train.seed). Inits that
+        // draw random numbers (RANDOM, TEXT, ONLY_SOURCE_SHARED) use
+        // seed + 0 here where one process uses seed + k; the default
+        // AVERAGE_SOURCE_TASKS and EXACT_SOURCE_TASK draw none, so their
+        // results equal mpt_train's exactly.
         int index = -1;
         for (int k = 0; k < target.tasks_size(); ++k) {
           if (target.tasks(k).name() == a.task()) index = k;
@@ -190,7 +193,6 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
         mpt::v1::TaskData task = target.tasks(index);
         target.clear_tasks();
         *target.add_tasks() = task;
-        target.mutable_train()->set_seed(target.train().seed() + index);
         label = a.task();
       }
       break;
