@@ -176,6 +176,31 @@ TEST(PromptTrainer, KeepsTheBestPromptByEvaluationScore) {
   EXPECT_TRUE(at::equal(prompt.prompt_embeddings(), at_second_eval));
 }
 
+TEST(PromptTrainer, EvaluatesTheInitialPromptWhenAsked) {
+  SoftPrompt prompt = NewPrompt();
+  auto data = Data();
+  LocalCommunicator comm;
+  TrainerOptions options;
+  options.train = Spec(4);
+  options.train.set_eval_before_training(true);
+  std::vector<at::Tensor> seen;
+  EvalFunction eval = [&]() -> absl::StatusOr<NamedValues> {
+    seen.push_back(prompt.prompt_embeddings().detach().clone());
+    // The initial prompt scores higher, but is never the one kept.
+    return NamedValues{{"score", seen.size() == 1 ? 9.0 : 1.0}};
+  };
+  SoftPrompt initial = NewPrompt();
+  auto result = PromptTrainer(options, &prompt, &data, 0, &comm, nullptr, nullptr)
+                    .Run(QuadraticStep(&prompt), eval);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_TRUE(at::equal(seen[0], initial.prompt_embeddings()));
+  EXPECT_EQ(result->best_step, 4);
+  EXPECT_FALSE(at::equal(prompt.prompt_embeddings(), initial.prompt_embeddings()));
+  ASSERT_EQ(result->metrics.size(), 2u);
+  EXPECT_EQ(result->metrics[1], (std::pair<std::string, double>{"initial/score", 9.0}));
+}
+
 TEST(PromptTrainer, LearningRateWarmsUpThenDecays) {
   mpt::v1::TrainSpec t = Spec(10);
   EXPECT_DOUBLE_EQ(PromptTrainer::LearningRate(t, 0), 0.0);

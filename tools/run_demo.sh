@@ -118,18 +118,20 @@ step "Results"
 "$mptctl" get "$job" --output=json > "$out/pipeline.json"
 [ -z "$base" ] || "$mptctl" get "$base" --output=json > "$out/baseline.json"
 # The metric "<task>/accuracy" of a job's JSON, as a percentage ("-" if none).
+# With a third argument "initial", the untrained prompt's accuracy.
 accuracy() {
-  local file="$1" task="$2" v
+  local file="$1" task="$2" prefix="" v
+  [ "${3:-}" = initial ] && prefix="initial/"
   [ -f "$file" ] || { echo "-"; return; }
-  v=$(grep -o "\"$task/accuracy\": [0-9.eE+-]*" "$file" | head -n 1 | awk '{print $2}')
+  v=$(grep -o "\"$prefix$task/accuracy\": [0-9.eE+-]*" "$file" | head -n 1 | awk '{print $2}')
   if [ -z "$v" ]; then echo "-"; else awk -v v="$v" 'BEGIN { printf "%.1f%%", 100 * v }'; fi
 }
 {
   echo "Target skills, accuracy on held-out examples (the same training budget for both):"
-  printf "  %-10s %22s %22s\n" task "plain prompt tuning" "MPT (this pipeline)"
+  printf "  %-10s %15s %22s %22s\n" task "random prompt" "plain prompt tuning" "MPT (this pipeline)"
   for t in min food topic; do
-    printf "  %-10s %22s %22s\n" "$t" "$(accuracy "$out/baseline.json" "$t")" \
-      "$(accuracy "$out/pipeline.json" "$t")"
+    printf "  %-10s %15s %22s %22s\n" "$t" "$(accuracy "$out/baseline.json" "$t" initial)" \
+      "$(accuracy "$out/baseline.json" "$t")" "$(accuracy "$out/pipeline.json" "$t")"
   done
   echo
   echo "Source skills (the teachers):"

@@ -302,6 +302,13 @@ absl::StatusOr<TrainResult> PromptTrainer::RunImpl(const StepFunction& step_fn,
     return absl::OkStatus();
   };
 
+  NamedValues initial_metrics;
+  if (train.eval_before_training() && eval_fn && comm_->rank() == 0 && state.step == 0) {
+    ASSIGN_OR_RETURN(NamedValues metrics, eval_fn());
+    for (const auto& [name, value] : metrics) initial_metrics.emplace_back("initial/" + name, value);
+    Emit(ProgressKind::kEval, 0, {}, initial_metrics, 0, 0, Seconds(start), -1, "before training");
+  }
+
   for (int64_t step = state.step; step < train.steps(); ++step) {
     if (cancelled_ && cancelled_()) return absl::CancelledError(absl::StrCat(options_.stage, ": cancelled at step ", step));
     std::vector<ExampleRef> refs = ShardForRank(
@@ -382,6 +389,7 @@ absl::StatusOr<TrainResult> PromptTrainer::RunImpl(const StepFunction& step_fn,
   result.steps = train.steps();
   result.best_step = state.best_step;
   result.metrics = state.best_metrics;
+  result.metrics.insert(result.metrics.end(), initial_metrics.begin(), initial_metrics.end());
   result.seconds = Seconds(start);
   Emit(ProgressKind::kFinished, train.steps(), result.final_losses, result.metrics, 0, 0,
        result.seconds, 0, "");
