@@ -41,6 +41,13 @@ std::string Fingerprint(const std::string& stage, const std::vector<TaskDataSet>
   return absl::StrCat(absl::Hex(std::hash<std::string>{}(text), absl::kZeroPad16));
 }
 
+// A stable 64-bit number for a name (FNV-1a).
+uint64_t NameSeed(const std::string& name) {
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ULL;
+  return h;
+}
+
 // A short description of a prompt's initial values, so that a run started
 // from another initial prompt does not resume this one's checkpoint.
 std::string StartingPoint(const SoftPrompt& prompt) {
@@ -405,7 +412,9 @@ absl::StatusOr<std::vector<TaskOutcome>> RunTargetAdaptation(
     }
     const std::string label = spec.shared() ? "shared" : names[0];
     std::optional<SoftPrompt> prompt;
-    const uint64_t seed = spec.train().seed() + g;
+    // Seeded by the name, not the position, so that a target task run on
+    // its own (one task per service stage) starts where it starts here.
+    const uint64_t seed = spec.train().seed() + NameSeed(label);
     if (init == PromptInit::kAverageSourceTasks || init == PromptInit::kExactSourceTask ||
         init == PromptInit::kOnlySourceShared) {
       ASSIGN_OR_RETURN(prompt, SoftPrompt::FromSourceState(config, source.prompt.StateDict(),
