@@ -29,21 +29,10 @@ using ::mpt::testing::Register;
 using ::mpt::testing::SourceRequest;
 using ::mpt::testing::Upload;
 
-class ApiTest : public ::testing::Test {
+class ApiTest : public ::mpt::testing::CoordinatorTest {
  protected:
   void SetUp() override { Open({}); }
-  void Open(CoordinatorOptions options) {
-    core_.reset();
-    files_ = FreshFiles("api", /*on_disk=*/false);
-    auto c = OpenCoordinator(files_, clock_, options);
-    ASSERT_TRUE(c.ok()) << c.status();
-    core_ = *std::move(c);
-  }
-  std::string Submit(const mpt::v1::SubmitJobRequest& r) {
-    auto job = core_->SubmitJob(r);
-    EXPECT_TRUE(job.ok()) << job.status();
-    return job.ok() ? job->name() : "";
-  }
+  void Open(CoordinatorOptions options) { OpenFresh("api", /*on_disk=*/false, options); }
   // Submits `r` and expects `code` with `field` in the message, and nothing
   // stored.
   void ExpectRejected(const mpt::v1::SubmitJobRequest& r, absl::StatusCode code,
@@ -54,10 +43,6 @@ class ApiTest : public ::testing::Test {
     EXPECT_TRUE(absl::StrContains(job.status().message(), field)) << job.status();
     EXPECT_EQ(CountJobs(core_.get()), 0);
   }
-
-  ::mpt::testing::CoordinatorFiles files_;
-  std::shared_ptr<FakeClock> clock_ = std::make_shared<FakeClock>();
-  std::unique_ptr<Coordinator> core_;
 };
 
 // ---- Validation -------------------------------------------------------------

@@ -23,20 +23,10 @@ using ::mpt::testing::SourceRequest;
 using ::mpt::testing::StageState;
 using ::mpt::testing::Upload;
 
-class LeaseTest : public ::testing::Test {
+class LeaseTest : public ::mpt::testing::CoordinatorTest {
  protected:
   void SetUp() override { Open({}); }
-  void Open(CoordinatorOptions options) {
-    core_.reset();
-    auto c = OpenCoordinator(FreshFiles("lease", /*on_disk=*/false), clock_, options);
-    ASSERT_TRUE(c.ok()) << c.status();
-    core_ = *std::move(c);
-  }
-  std::string Submit(const mpt::v1::SubmitJobRequest& r) {
-    auto job = core_->SubmitJob(r);
-    EXPECT_TRUE(job.ok()) << job.status();
-    return job.ok() ? job->name() : "";
-  }
+  void Open(CoordinatorOptions options) { OpenFresh("lease", /*on_disk=*/false, options); }
   std::string WorkerState(const std::string& name) {
     const mpt::v1::ListWorkersResponse list = core_->ListWorkers();
     for (const auto& w : list.workers()) {
@@ -44,9 +34,6 @@ class LeaseTest : public ::testing::Test {
     }
     return "(gone)";
   }
-
-  std::shared_ptr<FakeClock> clock_ = std::make_shared<FakeClock>();
-  std::unique_ptr<Coordinator> core_;
 };
 
 TEST_F(LeaseTest, RegistrationTellsTheIntervals) {

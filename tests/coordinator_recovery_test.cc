@@ -24,29 +24,10 @@ using ::mpt::testing::SourceRequest;
 using ::mpt::testing::StageState;
 using ::mpt::testing::Upload;
 
-class RecoveryTest : public ::testing::Test {
+class RecoveryTest : public ::mpt::testing::CoordinatorTest {
  protected:
-  void SetUp() override {
-    files_ = FreshFiles("recovery", /*on_disk=*/true);
-    Restart();
-  }
-  // Destroys the coordinator (if any) and builds a new one from the files,
-  // as a new process would.
-  void Restart() {
-    core_.reset();
-    auto c = OpenCoordinator(files_, clock_);
-    ASSERT_TRUE(c.ok()) << c.status();
-    core_ = *std::move(c);
-  }
-  std::string Submit(const mpt::v1::SubmitJobRequest& r) {
-    auto job = core_->SubmitJob(r);
-    EXPECT_TRUE(job.ok()) << job.status();
-    return job.ok() ? job->name() : "";
-  }
-
-  CoordinatorFiles files_;
-  std::shared_ptr<FakeClock> clock_ = std::make_shared<FakeClock>();
-  std::unique_ptr<Coordinator> core_;
+  void SetUp() override { OpenFresh("recovery", /*on_disk=*/true); }
+  void Restart() { Reopen(); }
 };
 
 TEST_F(RecoveryTest, RunningStageOfAVanishedWorkerResumesFromItsCheckpoint) {

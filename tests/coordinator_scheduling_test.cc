@@ -23,23 +23,10 @@ using ::mpt::testing::Register;
 using ::mpt::testing::SourceRequest;
 using ::mpt::testing::StageState;
 
-class SchedulingTest : public ::testing::Test {
+class SchedulingTest : public ::mpt::testing::CoordinatorTest {
  protected:
   void SetUp() override { Open({}); }
-  void Open(CoordinatorOptions options) {
-    core_.reset();
-    auto c = OpenCoordinator(FreshFiles("scheduling", /*on_disk=*/false), clock_, options);
-    ASSERT_TRUE(c.ok()) << c.status();
-    core_ = *std::move(c);
-  }
-  std::string Submit(const mpt::v1::SubmitJobRequest& r) {
-    auto job = core_->SubmitJob(r);
-    EXPECT_TRUE(job.ok()) << job.status();
-    return job.ok() ? job->name() : "";
-  }
-
-  std::shared_ptr<FakeClock> clock_ = std::make_shared<FakeClock>();
-  std::unique_ptr<Coordinator> core_;
+  void Open(CoordinatorOptions options) { OpenFresh("scheduling", /*on_disk=*/false, options); }
 };
 
 TEST_F(SchedulingTest, PipelineExpandsIntoStagesWithDefaults) {

@@ -181,6 +181,34 @@ inline int CountJobs(Coordinator* c) {
   return page.ok() ? page->jobs_size() : -1;
 }
 
+// A coordinator core over its files and a fake clock, rebuilt at will.
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  // A new coordinator on fresh files named `name`.
+  void OpenFresh(const std::string& name, bool on_disk, CoordinatorOptions options = {}) {
+    files_ = FreshFiles(name, on_disk);
+    Reopen(std::move(options));
+  }
+  // Destroys the coordinator (if any) and builds a new one from the same
+  // files, as a restarted process would.
+  void Reopen(CoordinatorOptions options = {}) {
+    core_.reset();
+    auto c = OpenCoordinator(files_, clock_, std::move(options));
+    ASSERT_TRUE(c.ok()) << c.status();
+    core_ = *std::move(c);
+  }
+  // Submits `r`, expecting success; the job's name.
+  std::string Submit(const mpt::v1::SubmitJobRequest& r) {
+    auto job = core_->SubmitJob(r);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.ok() ? job->name() : "";
+  }
+
+  CoordinatorFiles files_;
+  std::shared_ptr<FakeClock> clock_ = std::make_shared<FakeClock>();
+  std::unique_ptr<Coordinator> core_;
+};
+
 }  // namespace mpt::testing
 
 #endif  // MPT_TESTS_COORDINATOR_TEST_UTIL_H_
