@@ -198,9 +198,7 @@ TEST_F(MptStagesTest, KilledAndResumedStageEndsWhereAnUninterruptedOneEnds) {
   EXPECT_TRUE(at::equal(a["prompt_embeddings"], b["prompt_embeddings"]));
 }
 
-void WriteFile(const std::string& path, const std::string& text) {
-  std::ofstream(path) << text;
-}
+using testing::WriteFile;
 
 TEST_F(MptStagesTest, BadDataIsAClearErrorNamingFileAndLine) {
   const std::string dir = FreshTempDir("bad_data");

@@ -41,17 +41,8 @@ std::string TestDir() {
 
 using ::mpt::testing::DataPath;
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-void WriteFile(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
+using ::mpt::testing::ReadFile;
+using ::mpt::testing::WriteFile;
 
 std::string LengthPrefix(uint64_t n) {
   std::string s(8, '\0');

@@ -35,18 +35,8 @@ std::string TestData(const std::string& name) {
   return ::mpt::testing::DataPath("tests/testdata/" + name);
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-void WriteFile(const std::string& path, const std::string& bytes) {
-  fs::remove(path);
-  std::ofstream out(path, std::ios::binary);
-  out << bytes;
-}
+using ::mpt::testing::ReadFile;
+using ::mpt::testing::WriteFile;
 
 nlohmann::json ReadJson(const std::string& path) { return nlohmann::json::parse(ReadFile(path)); }
 void WriteJson(const std::string& path, const nlohmann::json& j) { WriteFile(path, j.dump(2)); }

@@ -31,17 +31,8 @@ std::string TempDir() {
   return dir != nullptr ? dir : "/tmp";
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-void WriteFile(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
+using ::mpt::testing::ReadFile;
+using ::mpt::testing::WriteFile;
 
 // tests/testdata/tokenizer_golden.json: Hugging Face's AutoTokenizer ids
 // (EOS included) for texts chosen to hit every rule.
