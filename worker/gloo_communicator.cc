@@ -20,6 +20,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "worker/tensor_packing.h"
 
 namespace mpt {
 namespace {
@@ -96,50 +97,6 @@ class StoreAdapter final : public gloo::rendezvous::Store {
 
 // The tensors of one dtype packed into one contiguous buffer (or, for a
 // single contiguous tensor, the tensor itself).
-struct Packed {
-  at::Tensor buffer;
-  std::vector<size_t> members;  // indices into the caller's vector
-  bool aliases = false;         // buffer is the caller's tensor itself
-};
-
-std::vector<Packed> Pack(const std::vector<at::Tensor>& tensors) {
-  std::vector<Packed> out;
-  for (at::ScalarType dtype : {at::kFloat, at::kDouble}) {
-    Packed p;
-    int64_t total = 0;
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      if (tensors[i].scalar_type() != dtype) continue;
-      p.members.push_back(i);
-      total += tensors[i].numel();
-    }
-    if (total == 0) continue;
-    if (p.members.size() == 1 && tensors[p.members[0]].is_contiguous()) {
-      p.buffer = tensors[p.members[0]];
-      p.aliases = true;
-    } else {
-      p.buffer = at::empty({total}, at::TensorOptions().dtype(dtype));
-      int64_t offset = 0;
-      for (size_t i : p.members) {
-        const at::Tensor& t = tensors[i];
-        p.buffer.narrow(0, offset, t.numel()).view(t.sizes()).copy_(t);
-        offset += t.numel();
-      }
-    }
-    out.push_back(std::move(p));
-  }
-  return out;
-}
-
-void Unpack(const Packed& p, std::vector<at::Tensor>& tensors) {
-  if (p.aliases) return;
-  int64_t offset = 0;
-  for (size_t i : p.members) {
-    at::Tensor& t = tensors[i];
-    t.copy_(p.buffer.narrow(0, offset, t.numel()).view(t.sizes()));
-    offset += t.numel();
-  }
-}
-
 absl::Status CheckTensors(const std::vector<at::Tensor>& tensors) {
   for (size_t i = 0; i < tensors.size(); ++i) {
     const at::Tensor& t = tensors[i];
@@ -243,8 +200,8 @@ absl::Status GlooCommunicator::Run(Op op, std::vector<at::Tensor>& tensors, int 
     // Gradients and parameters alike: the copies below are not part of any
     // autograd graph.
     at::NoGradGuard no_grad;
-    std::vector<Packed> packed = Pack(tensors);
-    for (Packed& p : packed) {
+    std::vector<PackedTensors> packed = PackByDtype(tensors, {at::kFloat, at::kDouble});
+    for (PackedTensors& p : packed) {
       const size_t n = static_cast<size_t>(p.buffer.numel());
       const uint32_t tag = group_->next_tag++;
       const bool is_float = p.buffer.scalar_type() == at::kFloat;

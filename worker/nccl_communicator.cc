@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "worker/tensor_packing.h"
 
 // Non-blocking communicators (ncclConfig_t, ncclInProgress,
 // ncclCommGetAsyncError polling) came with NCCL 2.14; older NCCL joins with
@@ -109,55 +110,6 @@ absl::Status AwaitComm(ncclComm_t comm, absl::Time deadline) {
   (void)deadline;
   return absl::OkStatus();
 #endif
-}
-
-// The tensors of one dtype packed into one contiguous buffer on their device
-// (or, for a single contiguous tensor, the tensor itself).
-struct Packed {
-  at::Tensor buffer;
-  ncclDataType_t type;
-  std::vector<size_t> members;
-  bool aliases = false;
-};
-
-absl::StatusOr<std::vector<Packed>> Pack(const std::vector<at::Tensor>& tensors) {
-  std::vector<Packed> out;
-  for (at::ScalarType dtype : {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16}) {
-    Packed p;
-    int64_t total = 0;
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      if (tensors[i].scalar_type() != dtype) continue;
-      p.members.push_back(i);
-      total += tensors[i].numel();
-    }
-    if (total == 0) continue;
-    ASSIGN_OR_RETURN(p.type, NcclType(dtype));
-    const at::Tensor& first = tensors[p.members[0]];
-    if (p.members.size() == 1 && first.is_contiguous()) {
-      p.buffer = first;
-      p.aliases = true;
-    } else {
-      p.buffer = at::empty({total}, first.options());
-      int64_t offset = 0;
-      for (size_t i : p.members) {
-        const at::Tensor& t = tensors[i];
-        p.buffer.narrow(0, offset, t.numel()).view(t.sizes()).copy_(t);
-        offset += t.numel();
-      }
-    }
-    out.push_back(std::move(p));
-  }
-  return out;
-}
-
-void Unpack(const Packed& p, std::vector<at::Tensor>& tensors) {
-  if (p.aliases) return;
-  int64_t offset = 0;
-  for (size_t i : p.members) {
-    at::Tensor& t = tensors[i];
-    t.copy_(p.buffer.narrow(0, offset, t.numel()).view(t.sizes()));
-    offset += t.numel();
-  }
 }
 
 }  // namespace
@@ -295,25 +247,30 @@ absl::Status NcclCommunicator::Run(Op op, std::vector<at::Tensor>& tensors, int 
     return broken_;
   };
 
-  std::vector<Packed> packed;
+  std::vector<PackedTensors> packed;
+  std::vector<ncclDataType_t> types;
   try {
     at::NoGradGuard no_grad;
-    ASSIGN_OR_RETURN(packed, Pack(tensors));
+    packed = PackByDtype(tensors, {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16});
+    for (const PackedTensors& p : packed) {
+      ASSIGN_OR_RETURN(ncclDataType_t type, NcclType(p.dtype));
+      types.push_back(type);
+    }
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("nccl: ", name, ": ", e.what_without_backtrace()));
   }
 
   auto enqueue = [&]() -> absl::Status {
     MPT_GPU_RETURN_IF_ERROR(ncclGroupStart());
-    for (Packed& p : packed) {
-      void* data = p.buffer.data_ptr();
-      const size_t n = static_cast<size_t>(p.buffer.numel());
+    for (size_t k = 0; k < packed.size(); ++k) {
+      void* data = packed[k].buffer.data_ptr();
+      const size_t n = static_cast<size_t>(packed[k].buffer.numel());
       if (op == Op::kAllReduceSum) {
         MPT_GPU_RETURN_IF_ERROR(
-            ncclAllReduce(data, data, n, p.type, ncclSum, group_->comm, stream));
+            ncclAllReduce(data, data, n, types[k], ncclSum, group_->comm, stream));
       } else {
         MPT_GPU_RETURN_IF_ERROR(
-            ncclBroadcast(data, data, n, p.type, root, group_->comm, stream));
+            ncclBroadcast(data, data, n, types[k], root, group_->comm, stream));
       }
     }
     MPT_GPU_RETURN_IF_ERROR(ncclGroupEnd());
@@ -337,7 +294,7 @@ absl::Status NcclCommunicator::Run(Op op, std::vector<at::Tensor>& tensors, int 
 
   try {
     at::NoGradGuard no_grad;
-    for (const Packed& p : packed) Unpack(p, tensors);
+    for (const PackedTensors& p : packed) Unpack(p, tensors);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("nccl: ", name, ": ", e.what_without_backtrace()));
   }
