@@ -13,9 +13,6 @@ namespace {
 
 using ::mpt::testing::AllEvents;
 using ::mpt::testing::Finish;
-using ::mpt::testing::FreshFiles;
-using ::mpt::testing::JobStateOf;
-using ::mpt::testing::OpenCoordinator;
 using ::mpt::testing::PipelineRequest;
 using ::mpt::testing::Poll;
 using ::mpt::testing::Register;

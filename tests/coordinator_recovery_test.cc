@@ -11,12 +11,9 @@ namespace mpt {
 namespace {
 
 using ::mpt::testing::AllEvents;
-using ::mpt::testing::CoordinatorFiles;
 using ::mpt::testing::CountJobs;
 using ::mpt::testing::Finish;
-using ::mpt::testing::FreshFiles;
 using ::mpt::testing::JobStateOf;
-using ::mpt::testing::OpenCoordinator;
 using ::mpt::testing::PipelineRequest;
 using ::mpt::testing::Poll;
 using ::mpt::testing::Register;

@@ -14,9 +14,7 @@ namespace {
 using ::mpt::testing::Complete;
 using ::mpt::testing::FindStage;
 using ::mpt::testing::Finish;
-using ::mpt::testing::FreshFiles;
 using ::mpt::testing::JobStateOf;
-using ::mpt::testing::OpenCoordinator;
 using ::mpt::testing::PipelineRequest;
 using ::mpt::testing::Poll;
 using ::mpt::testing::Register;
