@@ -34,22 +34,23 @@ std::vector<int> EpochOrder(uint64_t seed, int64_t epoch, int n) {
   return order;
 }
 
-at::Tensor PaddedMatrix(const std::vector<const std::vector<int>*>& rows, int64_t pad,
-                        int64_t* real_tokens) {
+}  // namespace
+
+at::Tensor PadRows(const std::vector<const std::vector<int>*>& rows, int64_t pad,
+                   int64_t* real_tokens) {
   size_t width = 0;
   for (const auto* r : rows) width = std::max(width, r->size());
   at::Tensor out = at::full({static_cast<int64_t>(rows.size()), static_cast<int64_t>(width)},
                             pad, at::kLong);
   auto acc = out.accessor<int64_t, 2>();
-  *real_tokens = 0;
+  int64_t real = 0;
   for (size_t i = 0; i < rows.size(); ++i) {
     for (size_t j = 0; j < rows[i]->size(); ++j) acc[i][j] = (*rows[i])[j];
-    *real_tokens += static_cast<int64_t>(rows[i]->size());
+    real += static_cast<int64_t>(rows[i]->size());
   }
+  if (real_tokens != nullptr) *real_tokens = real;
   return out;
 }
-
-}  // namespace
 
 std::vector<int> TruncateKeepEos(std::vector<int> ids, int max_length, int eos) {
   if (max_length > 0 && static_cast<int>(ids.size()) > max_length) {
@@ -68,8 +69,8 @@ Batch Collate(const std::vector<const TokenizedExample*>& examples, int pad_id) 
     tasks.push_back(e->task_id);
   }
   Batch b;
-  b.input_ids = PaddedMatrix(inputs, pad_id, &b.input_tokens);
-  b.labels = PaddedMatrix(targets, kIgnoreIndex, &b.target_tokens);
+  b.input_ids = PadRows(inputs, pad_id, &b.input_tokens);
+  b.labels = PadRows(targets, kIgnoreIndex, &b.target_tokens);
   b.attention_mask = at::zeros_like(b.input_ids);
   auto mask = b.attention_mask.accessor<int64_t, 2>();
   for (size_t i = 0; i < inputs.size(); ++i) {

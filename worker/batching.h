@@ -22,6 +22,11 @@ struct TokenizedExample {
   std::string target;           // the reference answer text, for metrics
 };
 
+// The rows as one [N, longest] int64 matrix filled with `pad` after each
+// row's end; `real_tokens` (optional) receives the number of row entries.
+at::Tensor PadRows(const std::vector<const std::vector<int>*>& rows, int64_t pad,
+                   int64_t* real_tokens = nullptr);
+
 // Cuts `ids` to at most `max_length` tokens; when it cuts, the last kept
 // token is replaced by `eos` so every sequence still ends in EOS.
 std::vector<int> TruncateKeepEos(std::vector<int> ids, int max_length, int eos);

@@ -38,19 +38,6 @@ absl::StatusOr<std::vector<TokenizedExample>> ReadTask(const std::string& path,
   return out;
 }
 
-// Rows of `ids`, -100 padded, as a [N, L] label matrix.
-at::Tensor LabelMatrix(const std::vector<const std::vector<int>*>& rows) {
-  size_t width = 0;
-  for (const auto* r : rows) width = std::max(width, r->size());
-  at::Tensor out = at::full({static_cast<int64_t>(rows.size()), static_cast<int64_t>(width)},
-                            kIgnoreIndex, at::kLong);
-  auto acc = out.accessor<int64_t, 2>();
-  for (size_t i = 0; i < rows.size(); ++i) {
-    for (size_t j = 0; j < rows[i]->size(); ++j) acc[i][j] = (*rows[i])[j];
-  }
-  return out;
-}
-
 // Predicted answer texts of one batch.
 std::vector<std::string> PredictBatch(const T5Model& model, const T5Tokenizer& tokenizer,
                                       const SoftPrompt& prompt, const TaskDataSet& task,
@@ -70,7 +57,7 @@ std::vector<std::string> PredictBatch(const T5Model& model, const T5Tokenizer& t
     for (int64_t i = 0; i < b; ++i) {
       for (const auto& cand : task.candidates) rows.push_back(&cand);
     }
-    at::Tensor labels = LabelMatrix(rows).to(device);  // [b*c, Lc]
+    at::Tensor labels = PadRows(rows, kIgnoreIndex).to(device);  // [b*c, Lc]
     at::Tensor input_ids = batch.input_ids.repeat_interleave(c, 0);
     at::Tensor mask = batch.attention_mask.repeat_interleave(c, 0);
     at::Tensor prompts = prompt.Forward(task_ids.repeat_interleave(c, 0), b * c);
