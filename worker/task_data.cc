@@ -52,26 +52,20 @@ std::vector<std::string> PredictBatch(const T5Model& model, const T5Tokenizer& t
   at::Tensor task_ids = at::full({b}, task_id, at::TensorOptions().dtype(at::kLong).device(device));
   std::vector<std::string> predictions;
   if (task.spec.eval_mode() == "rank") {
-    const int64_t c = static_cast<int64_t>(task.candidates.size());
+    // The same candidates for every example: [b, K, C], -100 padded.
     std::vector<const std::vector<int>*> rows;
-    for (int64_t i = 0; i < b; ++i) {
-      for (const auto& cand : task.candidates) rows.push_back(&cand);
-    }
-    at::Tensor labels = PadRows(rows, kIgnoreIndex).to(device);  // [b*c, Lc]
-    at::Tensor input_ids = batch.input_ids.repeat_interleave(c, 0);
-    at::Tensor mask = batch.attention_mask.repeat_interleave(c, 0);
-    at::Tensor prompts = prompt.Forward(task_ids.repeat_interleave(c, 0), b * c);
-    T5ForwardInputs in = BuildPromptedInputs(
-        model, prompts,
+    for (const auto& cand : task.candidates) rows.push_back(&cand);
+    const at::Tensor candidates = PadRows(rows, kIgnoreIndex).unsqueeze(0).expand({b, -1, -1});
+    const at::Tensor prompts = prompt.Forward(task_ids, b);
+    const PromptLayout layout =
         PromptLayout::Peft(prompt.config().kind == PromptKind::kMultitask,
-                           options.num_virtual_tokens, options.num_transformer_submodules),
-        input_ids, mask, labels);
-    T5Output out = model.Forward(in);
-    at::Tensor log_probs = at::log_softmax(out.logits.to(at::kFloat), -1);
-    at::Tensor target = in.labels.clamp_min(0);
-    at::Tensor token_lp = log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1);
-    at::Tensor scores = (token_lp * in.labels.ne(kIgnoreIndex)).sum(-1).view({b, c});
-    at::Tensor best = scores.argmax(-1).cpu();
+                           options.num_virtual_tokens, options.num_transformer_submodules);
+    EncoderInputs in = BuildPromptedEncoderInputs(model, prompts, options.num_virtual_tokens,
+                                                  batch.input_ids, batch.attention_mask);
+    RankResult ranked = RankClassify(model, in.inputs_embeds, in.attention_mask,
+                                     candidates.to(device),
+                                     DecoderPromptRows(model, prompts, layout, b));
+    const at::Tensor best = ranked.best.cpu();
     for (int64_t i = 0; i < b; ++i) {
       predictions.push_back(task.spec.candidates(static_cast<int>(best[i].item<int64_t>())));
     }
