@@ -99,11 +99,6 @@ absl::StatusOr<mpt::v1::JobKind> ParseJobKind(const std::string& text) {
       "--kind: \"", text, "\" is not one of pipeline, source, distillation, target"));
 }
 
-bool IsFinal(mpt::v1::JobState state) {
-  return state == mpt::v1::SUCCEEDED || state == mpt::v1::FAILED ||
-         state == mpt::v1::CANCELLED;
-}
-
 std::string JobName(const std::string& id_or_name) {
   if (absl::StartsWith(id_or_name, "jobs/")) return id_or_name;
   return absl::StrCat("jobs/", id_or_name);

@@ -10,7 +10,7 @@
 #include "absl/status/statusor.h"
 #include "google/protobuf/message.h"
 #include "proto/mpt/v1/service.pb.h"
-#include "worker/progress.h"
+#include "common/progress/progress.h"
 
 namespace mpt {
 
@@ -23,9 +23,6 @@ std::string KindName(mpt::v1::JobKind kind);
 // "target". INVALID_ARGUMENT naming the flag otherwise.
 absl::StatusOr<mpt::v1::JobState> ParseJobState(const std::string& text);
 absl::StatusOr<mpt::v1::JobKind> ParseJobKind(const std::string& text);
-
-// True for SUCCEEDED, FAILED and CANCELLED.
-bool IsFinal(mpt::v1::JobState state);
 
 // "jobs/abc" for "abc" or "jobs/abc"; artefact names are kept as they are.
 std::string JobName(const std::string& id_or_name);

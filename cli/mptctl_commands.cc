@@ -16,8 +16,9 @@
 #include "common/artifact_pack.h"
 #include "common/grpc_status.h"
 #include "common/sha256.h"
-#include "worker/progress.h"
-#include "worker/spec_loader.h"
+#include "common/progress/progress.h"
+#include "common/spec/spec_loader.h"
+#include "common/spec/stages.h"
 
 namespace mpt {
 namespace {
@@ -239,7 +240,7 @@ int Mptctl::Watch(const std::string& id, int64_t after_sequence) {
   mpt::v1::JobState final_state = mpt::v1::JOB_STATE_UNSPECIFIED;
   std::optional<absl::Time> unreachable_since;
   absl::Duration backoff = absl::Milliseconds(250);
-  while (!IsFinal(final_state)) {
+  while (!IsFinalState(final_state)) {
     grpc::ClientContext context;
     Prepare(&context, absl::InfiniteDuration());
     mpt::v1::WatchJobRequest request;
@@ -262,10 +263,10 @@ int Mptctl::Watch(const std::string& id, int64_t after_sequence) {
       } else if (std::optional<ProgressEvent> e = ProgressEventFor(event)) {
         sink->OnEvent(*e);
       }
-      if (IsFinal(event.state())) final_state = event.state();
+      if (IsFinalState(event.state())) final_state = event.state();
     }
     absl::Status s = FromGrpcStatus(reader->Finish());
-    if (IsFinal(final_state)) break;
+    if (IsFinalState(final_state)) break;
     if (s.ok() || Retryable(s)) {
       // The stream ended early (a restarted or unreachable coordinator):
       // resume from the last event seen.

@@ -19,7 +19,8 @@
 #include "common/logging.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
-#include "worker/spec_loader.h"
+#include "common/spec/spec_loader.h"
+#include "common/spec/stages.h"
 
 namespace mpt {
 namespace {
@@ -39,10 +40,6 @@ constexpr size_t kMaxKeysPerGroup = 4096;
 constexpr size_t kMaxGroups = 10000;
 constexpr size_t kMaxDisplayNameChars = 1024;
 constexpr size_t kMaxRequestIdChars = 256;
-
-bool IsFinal(JobState s) {
-  return s == mpt::v1::SUCCEEDED || s == mpt::v1::FAILED || s == mpt::v1::CANCELLED;
-}
 
 google::protobuf::Timestamp ToTimestamp(absl::Time t) {
   google::protobuf::Timestamp ts;
@@ -75,19 +72,6 @@ absl::Status CheckArtifactName(absl::string_view name, absl::string_view field) 
         field, ": \"", name, "\" is not an artefact name (jobs/{job_id}/artifacts/{artifact_id})"));
   }
   return absl::OkStatus();
-}
-
-std::string StageKindName(mpt::v1::JobKind kind) {
-  switch (kind) {
-    case mpt::v1::SOURCE_TRAINING:
-      return "source";
-    case mpt::v1::DISTILLATION:
-      return "distillation";
-    case mpt::v1::TARGET_ADAPTATION:
-      return "target";
-    default:
-      return "";
-  }
 }
 
 // The page token: opaque to clients, tied to the filters it was made for.
@@ -330,7 +314,7 @@ absl::Status Coordinator::LoadLocked() {
     }
   }
   for (auto& [key, job] : job_order_) {
-    if (IsFinal(job->rec.job().state())) continue;
+    if (IsFinalState(job->rec.job().state())) continue;
     for (StageEntry& stage : job->stages) {
       if (stage.rec.stage().state() != mpt::v1::RUNNING) continue;
       bool missing = false;
@@ -618,7 +602,7 @@ absl::Status Coordinator::ValidateAndExpand(const mpt::v1::SubmitJobRequest& req
     StageRecord r;
     r.mutable_stage()->set_id(id);
     r.mutable_stage()->set_state(mpt::v1::QUEUED);
-    r.mutable_stage()->mutable_progress()->set_stage(StageKindName(stage_kind));
+    r.mutable_stage()->mutable_progress()->set_stage(std::string(StageKindName(stage_kind)));
     r.mutable_stage()->mutable_progress()->set_task(task);
     r.mutable_stage()->mutable_progress()->set_eta_seconds(-1);
     r.set_index(static_cast<int>(stages->size()));
@@ -630,16 +614,16 @@ absl::Status Coordinator::ValidateAndExpand(const mpt::v1::SubmitJobRequest& req
   };
   if (kind == mpt::v1::PIPELINE || kind == mpt::v1::SOURCE_TRAINING) {
     for (const auto& task : spec->source().tasks()) {
-      add_stage("source/" + task.name(), mpt::v1::SOURCE_TRAINING, task.name());
+      add_stage(SourceStageId(task.name()), mpt::v1::SOURCE_TRAINING, task.name());
     }
   }
   if (kind == mpt::v1::PIPELINE || kind == mpt::v1::DISTILLATION) {
-    StageRecord& d = add_stage("distillation", mpt::v1::DISTILLATION, "");
+    StageRecord& d = add_stage(DistillationStageId(), mpt::v1::DISTILLATION, "");
     d.set_world_size(spec->distillation().world_size());
     const auto& dist = spec->distillation();
     for (int i = 0; i < dist.tasks_size(); ++i) {
       if (kind == mpt::v1::PIPELINE) {
-        d.add_depends_on("source/" + dist.tasks(i).name());
+        d.add_depends_on(SourceStageId(dist.tasks(i).name()));
       } else {
         mpt::v1::AssignmentInput* in = d.add_inputs();
         in->set_role("teacher");
@@ -656,10 +640,10 @@ absl::Status Coordinator::ValidateAndExpand(const mpt::v1::SubmitJobRequest& req
       for (const auto& task : spec->target().tasks()) targets.push_back(task.name());
     }
     for (const std::string& task : targets) {
-      StageRecord& t = add_stage(task.empty() ? "target/shared" : "target/" + task,
+      StageRecord& t = add_stage(TargetStageId(task),
                                  mpt::v1::TARGET_ADAPTATION, task);
       if (kind == mpt::v1::PIPELINE) {
-        t.add_depends_on("distillation");
+        t.add_depends_on(DistillationStageId());
       } else {
         mpt::v1::AssignmentInput* in = t.add_inputs();
         in->set_role("source_adapter");
@@ -825,7 +809,7 @@ absl::StatusOr<JobEventBatch> Coordinator::WaitForJobEvents(const std::string& n
   JobEventBatch batch;
   ASSIGN_OR_RETURN(batch.events, store_->ReadEvents(name, after_sequence, kMaxEventsPerBatch));
   const int64_t seen = batch.events.empty() ? after_sequence : batch.events.back().sequence();
-  batch.done = IsFinal(job->state()) && seen >= job->last_event();
+  batch.done = IsFinalState(job->state()) && seen >= job->last_event();
   return batch;
 }
 
@@ -914,10 +898,10 @@ absl::StatusOr<mpt::v1::Job> Coordinator::CancelJob(const std::string& name) {
 void Coordinator::FinishJobLocked(Txn& txn, JobEntry* job, JobState state,
                                   const std::string& error) {
   mpt::v1::Job* j = job->rec.mutable_job();
-  if (IsFinal(j->state())) return;
+  if (IsFinalState(j->state())) return;
   for (StageEntry& s : job->stages) {
     JobState st = s.rec.stage().state();
-    if (IsFinal(st)) continue;
+    if (IsFinalState(st)) continue;
     for (const std::string& id : s.rec.assignments()) {
       if (!id.empty() && assignments_.count(id) > 0) CancelAssignmentLocked(txn, id);
     }
@@ -1012,7 +996,7 @@ void Coordinator::DropArtifactLocked(Txn& txn, JobEntry* job, const std::string&
 
 void Coordinator::EndAttemptLocked(Txn& txn, JobEntry* job, StageEntry* stage, AttemptEnd how,
                                    const std::string& reason) {
-  if (IsFinal(job->rec.job().state()) || job->rec.job().state() == mpt::v1::CANCELLING) return;
+  if (IsFinalState(job->rec.job().state()) || job->rec.job().state() == mpt::v1::CANCELLING) return;
   StageRecord& r = stage->rec;
   for (const std::string& id : r.assignments()) {
     if (!id.empty()) CancelAssignmentLocked(txn, id);
@@ -1436,7 +1420,7 @@ absl::StatusOr<mpt::v1::ReportProgressResponse> Coordinator::ReportProgress(
   if (rec.assignment().rank() != 0) return response;  // rank 0 speaks for the gang
 
   mpt::v1::Progress progress = request.progress();
-  if (progress.stage().empty()) progress.set_stage(StageKindName(stage->rec.kind()));
+  if (progress.stage().empty()) progress.set_stage(std::string(StageKindName(stage->rec.kind())));
   if (progress.task().empty()) progress.set_task(stage->rec.task());
   *stage->rec.mutable_stage()->mutable_progress() = progress;
   *job->rec.mutable_job()->mutable_progress() = progress;
@@ -1590,7 +1574,7 @@ absl::Status Coordinator::CompleteAssignment(const mpt::v1::CompleteAssignmentRe
     if (request.ok()) {
       if (rank == 0 && request.has_final_progress()) {
         mpt::v1::Progress progress = request.final_progress();
-        if (progress.stage().empty()) progress.set_stage(StageKindName(stage->rec.kind()));
+        if (progress.stage().empty()) progress.set_stage(std::string(StageKindName(stage->rec.kind())));
         if (progress.task().empty()) progress.set_task(stage->rec.task());
         *stage->rec.mutable_stage()->mutable_progress() = progress;
         *job->rec.mutable_job()->mutable_progress() = progress;

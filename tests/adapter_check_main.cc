@@ -14,8 +14,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_join.h"
-#include "worker/adapter_io.h"
-#include "worker/t5_config.h"
+#include "worker/prompts/adapter_io.h"
+#include "worker/model/t5_config.h"
 
 ABSL_FLAG(std::string, model, "", "The base model folder the adapters must fit.");
 

@@ -1,10 +1,10 @@
-#include "worker/batching.h"
+#include "worker/data/batching.h"
 
 #include <map>
 #include <set>
 
 #include "gtest/gtest.h"
-#include "worker/losses.h"
+#include "worker/training/losses.h"
 
 namespace mpt {
 namespace {

@@ -6,10 +6,10 @@
 
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
-#include "worker/adapter_io.h"
-#include "worker/mpt_stages.h"
-#include "worker/spec_loader.h"
-#include "worker/task_data.h"
+#include "worker/prompts/adapter_io.h"
+#include "worker/training/mpt_stages.h"
+#include "common/spec/spec_loader.h"
+#include "worker/data/task_data.h"
 
 namespace mpt {
 namespace {

@@ -4,7 +4,7 @@
 // The multi-process tests start this binary again once per rank (see
 // rank_processes.h); each rank checks its own results and reports through
 // its exit code, printing what went wrong to stderr.
-#include "worker/gloo_communicator.h"
+#include "worker/collectives/gloo_communicator.h"
 
 #include <unistd.h>
 
@@ -20,8 +20,8 @@
 #include "gtest/gtest.h"
 #include "tests/rank_processes.h"
 #include "tests/test_util.h"
-#include "worker/communicator_factory.h"
-#include "worker/rendezvous_store.h"
+#include "worker/collectives/communicator_factory.h"
+#include "worker/collectives/rendezvous_store.h"
 
 namespace mpt {
 namespace {

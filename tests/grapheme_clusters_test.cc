@@ -1,4 +1,4 @@
-#include "worker/grapheme_clusters.h"
+#include "worker/model/grapheme_clusters.h"
 
 #include <string>
 #include <vector>

@@ -1,4 +1,4 @@
-#include "worker/jsonl_dataset.h"
+#include "worker/data/jsonl_dataset.h"
 
 #include <sys/stat.h>
 

@@ -1,4 +1,4 @@
-#include "worker/losses.h"
+#include "worker/training/losses.h"
 
 #include <cmath>
 

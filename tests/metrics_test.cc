@@ -1,4 +1,4 @@
-#include "worker/metrics.h"
+#include "worker/eval/metrics.h"
 
 #include <string>
 #include <vector>

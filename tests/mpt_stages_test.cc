@@ -2,7 +2,7 @@
 // each lowers its loss and writes PEFT adapters; a stage killed and resumed
 // ends where an uninterrupted one ends; bad input is a clear error and
 // leaves nothing half-written.
-#include "worker/mpt_stages.h"
+#include "worker/training/mpt_stages.h"
 
 #include <filesystem>
 #include <fstream>
@@ -13,9 +13,9 @@
 
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
-#include "worker/adapter_io.h"
-#include "worker/spec_loader.h"
-#include "worker/torch_tensors.h"
+#include "worker/prompts/adapter_io.h"
+#include "common/spec/spec_loader.h"
+#include "worker/model/torch_tensors.h"
 
 namespace mpt {
 namespace {

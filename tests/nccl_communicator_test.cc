@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "worker/communicator_factory.h"
-#include "worker/rendezvous_store.h"
+#include "worker/collectives/communicator_factory.h"
+#include "worker/collectives/rendezvous_store.h"
 
 namespace mpt {
 namespace {

@@ -12,12 +12,12 @@
 #include "common/safetensors.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
-#include "worker/adapter_io.h"
-#include "worker/prompt_inputs.h"
-#include "worker/soft_prompt.h"
-#include "worker/t5_model.h"
-#include "worker/t5_tokenizer.h"
-#include "worker/torch_tensors.h"
+#include "worker/prompts/adapter_io.h"
+#include "worker/prompts/prompt_inputs.h"
+#include "worker/prompts/soft_prompt.h"
+#include "worker/model/t5_model.h"
+#include "worker/model/t5_tokenizer.h"
+#include "worker/model/torch_tensors.h"
 
 namespace mpt {
 namespace {

@@ -1,4 +1,4 @@
-#include "worker/progress.h"
+#include "common/progress/progress.h"
 
 #include <cmath>
 #include <cstdlib>

@@ -1,11 +1,11 @@
-#include "worker/prompt_trainer.h"
+#include "worker/training/prompt_trainer.h"
 
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
 
 #include "gtest/gtest.h"
-#include "worker/losses.h"
+#include "worker/training/losses.h"
 
 namespace mpt {
 namespace {

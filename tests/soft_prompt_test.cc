@@ -1,4 +1,4 @@
-#include "worker/soft_prompt.h"
+#include "worker/prompts/soft_prompt.h"
 
 #include <ATen/ATen.h>
 

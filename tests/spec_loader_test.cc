@@ -1,4 +1,4 @@
-#include "worker/spec_loader.h"
+#include "common/spec/spec_loader.h"
 
 #include <sys/stat.h>
 #include <unistd.h>

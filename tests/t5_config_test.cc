@@ -1,4 +1,4 @@
-#include "worker/t5_config.h"
+#include "worker/model/t5_config.h"
 
 #include <cstdlib>
 #include <fstream>

@@ -19,10 +19,10 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
-#include "worker/generation.h"
-#include "worker/prompt_inputs.h"
-#include "worker/t5_model.h"
-#include "worker/torch_tensors.h"
+#include "worker/eval/generation.h"
+#include "worker/prompts/prompt_inputs.h"
+#include "worker/model/t5_model.h"
+#include "worker/model/torch_tensors.h"
 
 namespace mpt {
 namespace {

@@ -1,4 +1,4 @@
-#include "worker/t5_tokenizer.h"
+#include "worker/model/t5_tokenizer.h"
 
 #include <sys/stat.h>
 

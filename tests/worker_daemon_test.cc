@@ -1,6 +1,6 @@
 // The worker daemon's logic against an in-memory coordinator and a stage
 // runner that only pretends to train.
-#include "worker/worker_daemon.h"
+#include "worker/daemon/worker_daemon.h"
 
 #include <atomic>
 #include <filesystem>
@@ -14,7 +14,7 @@
 #include "common/file_util.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
-#include "worker/fake_coordinator_client.h"
+#include "worker/daemon/fake_coordinator_client.h"
 
 namespace mpt {
 namespace {

@@ -46,7 +46,7 @@ def _system_libs_impl(ctx):
         lines.append("cc_library(name = %r, linkopts = %r, deps = [\":grpc\"])" % (name, flags))
 
     # Gloo's shared library as a file, for a cc_library that must place it
-    # before libtorch on the link line (see //worker:system_gloo).
+    # before libtorch on the link line (see //worker/collectives:system_gloo).
     for folder in ["/usr/lib", "/usr/lib/x86_64-linux-gnu"]:
         lib = ctx.path(folder + "/libgloo.so.0")
         if lib.exists:

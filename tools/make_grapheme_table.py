@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes worker/grapheme_break_table.inc, the Unicode data behind grapheme_clusters.cc.
+"""Writes worker/model/grapheme_break_table.inc, the Unicode data behind grapheme_clusters.cc.
 
 Each row is {first, last, properties} for a run of code points that share
 their grapheme-break properties, packed as
@@ -15,7 +15,7 @@ The data comes from the `regex` module (pip install regex), whose Unicode
 tables are newer than Python's own unicodedata and include
 Indic_Conjunct_Break. Usage, from the repository root:
 
-    python3 tools/make_grapheme_table.py > worker/grapheme_break_table.inc
+    python3 tools/make_grapheme_table.py > worker/model/grapheme_break_table.inc
 """
 
 import regex

@@ -22,11 +22,11 @@
 #include "absl/strings/str_format.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
-#include "worker/mpt_stages.h"
-#include "worker/progress.h"
-#include "worker/spec_loader.h"
-#include "worker/t5_model.h"
-#include "worker/t5_tokenizer.h"
+#include "worker/training/mpt_stages.h"
+#include "common/progress/progress.h"
+#include "common/spec/spec_loader.h"
+#include "worker/model/t5_model.h"
+#include "worker/model/t5_tokenizer.h"
 
 ABSL_FLAG(std::string, spec, "", "Pipeline spec file: JSON (.json) or protobuf text format.");
 ABSL_FLAG(std::string, out, "", "Output folder for adapters and the summary.");

@@ -40,13 +40,13 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/status_macros.h"
-#include "worker/adapter_io.h"
-#include "worker/generation.h"
-#include "worker/prompt_inputs.h"
-#include "worker/soft_prompt.h"
-#include "worker/t5_model.h"
-#include "worker/t5_tokenizer.h"
-#include "worker/torch_tensors.h"
+#include "worker/prompts/adapter_io.h"
+#include "worker/eval/generation.h"
+#include "worker/prompts/prompt_inputs.h"
+#include "worker/prompts/soft_prompt.h"
+#include "worker/model/t5_model.h"
+#include "worker/model/t5_tokenizer.h"
+#include "worker/model/torch_tensors.h"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face T5 folder (config.json, weights, spiece.model)");
 ABSL_FLAG(std::string, out, "", "Output .safetensors file");

@@ -30,9 +30,9 @@
 #include "common/client_channel.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
-#include "worker/assignment_runner.h"
-#include "worker/coordinator_client.h"
-#include "worker/worker_daemon.h"
+#include "worker/daemon/assignment_runner.h"
+#include "worker/daemon/coordinator_client.h"
+#include "worker/daemon/worker_daemon.h"
 
 ABSL_FLAG(std::string, coordinator, "",
           "Coordinator address host:port (default: $MPT_COORDINATOR).");

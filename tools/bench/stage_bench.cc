@@ -26,10 +26,10 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "worker/communicator.h"
-#include "worker/mpt_stages.h"
-#include "worker/prompt_trainer.h"
-#include "worker/t5_model.h"
+#include "worker/collectives/communicator.h"
+#include "worker/training/mpt_stages.h"
+#include "worker/training/prompt_trainer.h"
+#include "worker/model/t5_model.h"
 
 ABSL_FLAG(std::string, model, "", "Model folder (config.json + safetensors).");
 ABSL_FLAG(std::string, stage, "source", "source, distillation or target.");

@@ -1,0 +1,311 @@
+#include "worker/daemon/assignment_runner.h"
+
+#include <exception>
+#include <optional>
+#include <filesystem>
+#include <system_error>
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "worker/training/mpt_stages.h"
+#include "common/spec/spec_loader.h"
+
+namespace mpt {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Where the stage's trainer keeps (and resumes from) its checkpoint: see
+// CheckpointDir in mpt_stages.cc ("<work_dir>/<stage>/<task or all>").
+std::string CheckpointFolder(const std::string& work_dir, const std::string& stage,
+                             const std::string& label) {
+  return (fs::path(work_dir) / stage / (label.empty() ? "all" : label)).string();
+}
+
+void AddOutcome(const TaskOutcome& outcome, mpt::v1::Progress* progress) {
+  progress->set_step(std::max<int64_t>(progress->step(), outcome.train.steps));
+  progress->set_total_steps(progress->step());
+  progress->set_tokens_per_second(outcome.train.tokens_per_second);
+  for (const auto& [name, value] : outcome.train.final_losses) {
+    (*progress->mutable_losses())[name] = value;
+  }
+  for (const auto& [name, value] : outcome.metrics) (*progress->mutable_metrics())[name] = value;
+  progress->set_eta_seconds(0);
+}
+
+// A cancellation check that every rank of a gang answers alike: the ranks
+// sum their local flags with one tiny all-reduce, so that they all stop at
+// the same step instead of one waiting for the others in a collective.
+//
+// Correct because PromptTrainer polls `cancelled` exactly once per step, at
+// the top of the step, on every rank (see prompt_trainer.cc). A failed
+// all-reduce means a peer is gone: the check answers true and remembers it.
+class GangCancellation {
+ public:
+  GangCancellation(Communicator* comm, std::function<bool()> local, c10::Device device)
+      : comm_(comm), local_(std::move(local)), device_(device) {}
+
+  bool operator()() {
+    if (peer_lost_) return true;
+    std::vector<at::Tensor> flag{
+        at::full({1}, local_ && local_() ? 1.0 : 0.0, at::TensorOptions().dtype(at::kFloat).device(device_))};
+    absl::Status s = comm_->AllReduceSum(flag);
+    if (!s.ok()) {
+      peer_lost_ = true;
+      error_ = s;
+      return true;
+    }
+    return flag[0].item<float>() > 0;
+  }
+
+  bool peer_lost() const { return peer_lost_; }
+  const absl::Status& error() const { return error_; }
+
+ private:
+  Communicator* comm_;
+  std::function<bool()> local_;
+  c10::Device device_;
+  bool peer_lost_ = false;
+  absl::Status error_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<AssignmentRunner>> AssignmentRunner::Create(
+    const AssignmentRunnerOptions& options) {
+  if (options.max_cached_models < 1) {
+    return absl::InvalidArgumentError("max_cached_models: must be at least 1");
+  }
+  if (options.collective != "auto" && options.collective != "gloo" &&
+      options.collective != "nccl") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--collective: \"", options.collective, "\" is not one of auto, gloo, nccl"));
+  }
+  std::optional<c10::Device> device;
+  try {
+    device = c10::Device(options.device);
+    if (device->is_cuda() && !at::hasCUDA()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--device: ", options.device, ": this build or host has no CUDA"));
+    }
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("--device: ", options.device, ": ", e.what()));
+  }
+  if (options.collective == "nccl" && !(device->is_cuda() && NcclAvailable())) {
+    return absl::InvalidArgumentError(
+        "--collective: nccl needs a CUDA device and a build with NCCL");
+  }
+  std::unique_ptr<AssignmentRunner> runner(new AssignmentRunner(options, *device));
+  for (const std::string& folder : options.preload_models) {
+    absl::StatusOr<LoadedModel> loaded = runner->Model(folder);
+    if (!loaded.ok()) {
+      MPT_LOG(WARNING) << "cannot preload " << folder << ": " << loaded.status();
+    }
+  }
+  return runner;
+}
+
+std::vector<std::string> AssignmentRunner::collectives() const {
+  std::vector<std::string> kinds{"gloo"};
+  if (device_.is_cuda() && NcclAvailable()) kinds.push_back("nccl");
+  return kinds;
+}
+
+std::string AssignmentRunner::CollectiveKind() const {
+  if (options_.collective != "auto") return options_.collective;
+  return device_.is_cuda() && NcclAvailable() ? "nccl" : "gloo";
+}
+
+absl::StatusOr<AssignmentRunner::LoadedModel> AssignmentRunner::Model(const std::string& folder) {
+  for (auto it = cache_.begin(); it != cache_.end(); ++it) {
+    if (it->folder == folder) {
+      cache_.splice(cache_.begin(), cache_, it);
+      return cache_.front();
+    }
+  }
+  T5LoadOptions load;
+  load.device = device_;
+  const absl::Time start = absl::Now();
+  ASSIGN_OR_RETURN(std::unique_ptr<T5Model> model, T5Model::Load(folder, load));
+  ASSIGN_OR_RETURN(std::unique_ptr<T5Tokenizer> tokenizer, T5Tokenizer::Load(folder));
+  MPT_LOG(INFO) << "loaded " << folder << " on " << device_.str() << " ("
+                << model->num_parameters() << " parameters) in "
+                << absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Milliseconds(1)));
+  while (static_cast<int>(cache_.size()) >= options_.max_cached_models) cache_.pop_back();
+  cache_.push_front(LoadedModel{folder, std::move(model), std::move(tokenizer)});
+  return cache_.front();
+}
+
+absl::StatusOr<AssignmentOutput> AssignmentRunner::Run(const AssignmentContext& context) {
+  try {
+    return RunUnsafe(context);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(e.what());
+  }
+}
+
+absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentContext& context) {
+  const mpt::v1::Assignment& a = *context.assignment;
+  mpt::v1::PipelineSpec spec = a.spec();
+  ApplyDefaults(&spec);
+  if (spec.base_model().empty()) {
+    return absl::InvalidArgumentError("spec.base_model: empty in the assignment");
+  }
+  ASSIGN_OR_RETURN(LoadedModel loaded, Model(spec.base_model()));
+
+  // The stage, its label (the checkpoint's folder name) and its spec.
+  std::string stage;
+  std::string label;
+  mpt::v1::TargetAdaptationSpec target = spec.target();
+  switch (a.stage_kind()) {
+    case mpt::v1::SOURCE_TRAINING:
+      stage = "source";
+      label = a.task();
+      break;
+    case mpt::v1::DISTILLATION:
+      stage = "distillation";
+      break;
+    case mpt::v1::TARGET_ADAPTATION: {
+      stage = "target";
+      if (target.shared()) {
+        label = "shared";
+      } else if (!a.task().empty()) {
+        // One target task alone, as in RunTargetAdaptation over all of
+        // them: the same data and the same batches (train.seed). Inits that
+        // draw random numbers (RANDOM, TEXT, ONLY_SOURCE_SHARED) use
+        // seed + 0 here where one process uses seed + k; the default
+        // AVERAGE_SOURCE_TASKS and EXACT_SOURCE_TASK draw none, so their
+        // results equal mpt_train's exactly.
+        int index = -1;
+        for (int k = 0; k < target.tasks_size(); ++k) {
+          if (target.tasks(k).name() == a.task()) index = k;
+        }
+        if (index < 0) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("assignment task \"", a.task(), "\" is not a target task"));
+        }
+        mpt::v1::TaskData task = target.tasks(index);
+        target.clear_tasks();
+        *target.add_tasks() = task;
+        label = a.task();
+      }
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("assignment ", a.id(), ": stage_kind ", a.stage_kind(),
+                       " is not SOURCE_TRAINING, DISTILLATION or TARGET_ADAPTATION"));
+  }
+
+  if (!context.checkpoint.empty()) {
+    const std::string into = CheckpointFolder(context.work_dir, stage, label);
+    std::error_code ec;
+    fs::create_directories(fs::path(into).parent_path(), ec);
+    fs::remove_all(into, ec);
+    fs::rename(context.checkpoint, into, ec);
+    if (ec) {
+      return absl::InternalError(
+          absl::StrCat("cannot put the checkpoint in place at ", into, ": ", ec.message()));
+    }
+    MPT_LOG(INFO) << a.id() << ": resuming from the fetched checkpoint";
+  }
+
+  std::unique_ptr<Communicator> comm;
+  std::optional<GangCancellation> gang_cancel;
+  StageEnv env;
+  env.model = loaded.model.get();
+  env.tokenizer = loaded.tokenizer.get();
+  env.sink = context.sink;
+  env.work_dir = context.work_dir;
+  env.cancelled = context.cancelled;
+  if (a.world_size() > 1) {
+    if (context.store == nullptr) {
+      return absl::InvalidArgumentError("a gang assignment needs a rendezvous store");
+    }
+    CommunicatorOptions copts = options_.communicator;
+    if (device_.is_cuda()) copts.cuda_device = device_.has_index() ? device_.index() : 0;
+    const absl::Time start = absl::Now();
+    // The coordinator picks the engine every rank has; "auto" decides only
+    // when it does not say.
+    const std::string kind = a.collective().empty() ? CollectiveKind() : a.collective();
+    ASSIGN_OR_RETURN(comm, MakeCommunicator(kind, a.rank(), a.world_size(), context.store, copts));
+    MPT_LOG(INFO) << a.id() << ": joined gang " << a.group() << " as rank " << a.rank() << " of "
+                  << a.world_size() << " over " << kind << " in "
+                  << absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Milliseconds(1)));
+    env.comm = comm.get();
+    gang_cancel.emplace(comm.get(), context.cancelled,
+                        kind == "nccl" ? device_ : c10::Device(c10::kCPU));
+    env.cancelled = [&gang_cancel] { return (*gang_cancel)(); };
+  }
+
+  AssignmentOutput output;
+  absl::Status status;
+  switch (a.stage_kind()) {
+    case mpt::v1::SOURCE_TRAINING: {
+      std::vector<std::string> only;
+      if (!a.task().empty()) only.push_back(a.task());
+      absl::StatusOr<std::vector<TaskOutcome>> r =
+          RunSourceTraining(env, spec.prompt(), spec.source(),
+                            (fs::path(context.out_dir) / "source").string(), only);
+      status = r.status();
+      if (r.ok()) {
+        if (r->empty()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("assignment task \"", a.task(), "\" is not a source task"));
+        }
+        for (const TaskOutcome& o : *r) {
+          output.adapters.push_back(o.adapter);
+          AddOutcome(o, &output.final_progress);
+        }
+      }
+      break;
+    }
+    case mpt::v1::DISTILLATION: {
+      if (context.teachers.empty()) {
+        return absl::InvalidArgumentError("distillation assignment without teacher inputs");
+      }
+      absl::StatusOr<TaskOutcome> r =
+          RunDistillation(env, spec.prompt(), spec.distillation(), context.teachers,
+                          (fs::path(context.out_dir) / "distillation").string());
+      status = r.status();
+      if (r.ok()) {
+        output.adapters.push_back(r->adapter);
+        AddOutcome(*r, &output.final_progress);
+      }
+      break;
+    }
+    default: {
+      if (context.source_adapter.empty()) {
+        return absl::InvalidArgumentError(
+            "target adaptation assignment without a source_adapter input");
+      }
+      absl::StatusOr<std::vector<TaskOutcome>> r =
+          RunTargetAdaptation(env, spec.prompt(), target, context.source_adapter,
+                              (fs::path(context.out_dir) / "target").string());
+      status = r.status();
+      if (r.ok()) {
+        for (const TaskOutcome& o : *r) {
+          output.adapters.push_back(o.adapter);
+          AddOutcome(o, &output.final_progress);
+        }
+      }
+      break;
+    }
+  }
+  if (gang_cancel.has_value() && gang_cancel->peer_lost()) {
+    return absl::UnavailableError(
+        absl::StrCat("a peer of gang ", a.group(), " is gone: ", gang_cancel->error().message()));
+  }
+  RETURN_IF_ERROR(status);
+  output.final_progress.set_stage(stage);
+  output.final_progress.set_task(label);
+  return output;
+}
+
+}  // namespace mpt

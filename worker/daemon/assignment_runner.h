@@ -1,0 +1,93 @@
+// Runs an assignment's MPT stage on a T5 model: the worker daemon's
+// AssignmentExecutor for real training.
+//
+//   source training        one source task (Assignment.task) -> one teacher
+//   distillation           the teachers -> one multitask adapter; a gang of
+//                          world_size > 1 trains data-parallel over Gloo (or
+//                          NCCL on GPUs), formed through the daemon's store
+//   target adaptation      one target task (or the shared group) from the
+//                          distillation's adapter
+//
+// Base models stay loaded across assignments (a small cache keyed by the
+// model folder), so a worker pays the loading once. A checkpoint fetched by
+// the daemon is moved to where the stage's trainer looks for it, so the
+// stage resumes at its step. libtorch errors are returned as INTERNAL with
+// their message; nothing throws.
+//
+// Not thread-safe: the daemon runs one assignment at a time.
+#ifndef MPT_WORKER_DAEMON_ASSIGNMENT_RUNNER_H_
+#define MPT_WORKER_DAEMON_ASSIGNMENT_RUNNER_H_
+
+#include <list>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/collectives/communicator_factory.h"
+#include "worker/model/t5_model.h"
+#include "worker/model/t5_tokenizer.h"
+#include "worker/daemon/worker_daemon.h"
+
+namespace mpt {
+
+struct AssignmentRunnerOptions {
+  // "cpu", "cuda", "cuda:N". Default "cpu".
+  std::string device = "cpu";
+  // Model folders loaded at start-up (errors are logged, not fatal).
+  std::vector<std::string> preload_models;
+  // Base models kept loaded; the least recently used goes first. Default 2.
+  int max_cached_models = 2;
+  // Collective engine for gangs: "auto" (NCCL on a CUDA device when this
+  // build has it, Gloo otherwise), "gloo" or "nccl". Default "auto".
+  std::string collective = "auto";
+  // Gloo's address or interface and the collective timeout (see
+  // CommunicatorOptions). The default timeout here is 10 minutes: a gang
+  // member whose peer died waits this long before it gives up.
+  CommunicatorOptions communicator = [] {
+    CommunicatorOptions o;
+    o.timeout = absl::Minutes(10);
+    return o;
+  }();
+};
+
+class AssignmentRunner final : public AssignmentExecutor {
+ public:
+  // INVALID_ARGUMENT for a device libtorch does not know or cannot use, an
+  // unknown collective, or max_cached_models < 1.
+  static absl::StatusOr<std::unique_ptr<AssignmentRunner>> Create(
+      const AssignmentRunnerOptions& options);
+  AssignmentRunner(const AssignmentRunner&) = delete;
+  AssignmentRunner& operator=(const AssignmentRunner&) = delete;
+
+  // See AssignmentExecutor. INVALID_ARGUMENT for an assignment whose kind or
+  // inputs do not fit (a distillation without teachers, a target without a
+  // source adapter); the stage's errors otherwise; UNAVAILABLE when a gang
+  // peer is lost.
+  absl::StatusOr<AssignmentOutput> Run(const AssignmentContext& context) override;
+
+  // The collectives this runner can join ("gloo", and "nccl" on CUDA).
+  std::vector<std::string> collectives() const;
+
+ private:
+  struct LoadedModel {
+    std::string folder;
+    std::shared_ptr<T5Model> model;
+    std::shared_ptr<T5Tokenizer> tokenizer;
+  };
+
+  AssignmentRunner(AssignmentRunnerOptions options, c10::Device device)
+      : options_(std::move(options)), device_(device) {}
+  absl::StatusOr<LoadedModel> Model(const std::string& folder);
+  absl::StatusOr<AssignmentOutput> RunUnsafe(const AssignmentContext& context);
+  std::string CollectiveKind() const;
+
+  const AssignmentRunnerOptions options_;
+  const c10::Device device_;
+  std::list<LoadedModel> cache_;  // most recently used first
+};
+
+}  // namespace mpt
+
+#endif  // MPT_WORKER_DAEMON_ASSIGNMENT_RUNNER_H_

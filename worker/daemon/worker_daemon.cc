@@ -1,0 +1,639 @@
+#include "worker/daemon/worker_daemon.h"
+
+#include <deque>
+#include <exception>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <random>
+#include <system_error>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/time/clock.h"
+#include "common/artifact_pack.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "common/progress/progress_proto.h"
+
+namespace mpt {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+bool Retryable(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kUnavailable ||
+         s.code() == absl::StatusCode::kDeadlineExceeded;
+}
+
+// Codes that say the coordinator will never accept this worker as it is
+// configured: retrying does not help, a person must act.
+bool Fatal(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kUnauthenticated ||
+         s.code() == absl::StatusCode::kPermissionDenied ||
+         s.code() == absl::StatusCode::kInvalidArgument;
+}
+
+// "jobs/j1/stages/source/max/attempts/2/ranks/0" -> a single folder name.
+std::string FolderNameFor(const std::string& id) {
+  std::string name = absl::StrReplaceAll(id, {{"/", "_"}, {"..", "__"}});
+  if (name.empty()) name = "assignment";
+  return name;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// One assignment in flight.
+
+struct WorkerDaemon::Running {
+  explicit Running(std::string assignment_id) : id(std::move(assignment_id)) {}
+
+  void Cancel(const std::string& why) {
+    absl::MutexLock lock(&mu);
+    if (!cancelled.load()) {
+      reason = why;
+      MPT_LOG(INFO) << "cancelling " << id << ": " << why;
+    }
+    cancelled.store(true);
+  }
+  std::string Reason() const {
+    absl::MutexLock lock(&mu);
+    return reason;
+  }
+
+  const std::string id;
+  std::atomic<bool> cancelled{false};
+  // The coordinator forgot this assignment (the worker was declared lost),
+  // or the daemon is stopping: its end is not reported.
+  std::atomic<bool> lost{false};
+  mutable absl::Mutex mu;
+  std::string reason ABSL_GUARDED_BY(mu);
+};
+
+// ---------------------------------------------------------------------------
+// The outbox: a thread that sends a running stage's progress and uploads its
+// checkpoints, so that a slow or absent coordinator never blocks training.
+
+class WorkerDaemon::Outbox final : public ProgressSink {
+ public:
+  Outbox(CoordinatorClient* client, Running* running, const WorkerDaemonOptions& options,
+         bool reports)
+      : client_(client), running_(running), options_(options), reports_(reports) {
+    if (reports_) thread_ = std::thread([this] { Loop(); });
+  }
+  Outbox(const Outbox&) = delete;
+  Outbox& operator=(const Outbox&) = delete;
+  ~Outbox() override { Close(absl::ZeroDuration()); }
+
+  void OnEvent(const ProgressEvent& event) override {
+    if (!reports_) return;
+    if (event.kind == ProgressKind::kCheckpoint) {
+      // Packed here, on the training thread, so that the trainer's next
+      // write cannot change the folder under the archive.
+      absl::StatusOr<std::string> blob = PackFolder(event.message);
+      if (!blob.ok()) {
+        MPT_LOG(WARNING) << running_->id << ": checkpoint not uploaded: " << blob.status();
+        return;
+      }
+      absl::MutexLock lock(&mu_);
+      checkpoint_ = Checkpoint{event.step, std::move(*blob)};
+      return;
+    }
+    mpt::v1::ReportProgressRequest request;
+    request.set_assignment(running_->id);
+    *request.mutable_progress() = ProgressToProto(event);
+    request.set_message(event.message.empty()
+                            ? std::string(ProgressKindName(event.kind))
+                            : absl::StrCat(ProgressKindName(event.kind), ": ", event.message));
+    absl::MutexLock lock(&mu_);
+    last_progress_ = request.progress();
+    if (event.kind == ProgressKind::kStep) {
+      step_ = std::move(request);
+    } else {
+      if (queue_.size() >= kMaxQueued) queue_.pop_front();
+      queue_.push_back(std::move(request));
+    }
+  }
+
+  // Stops the thread after trying, for up to `flush`, to deliver the queued
+  // non-step events. Idempotent.
+  void Close(absl::Duration flush) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (closing_) return;
+      closing_ = true;
+      flush_deadline_ = absl::Now() + flush;
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+  std::optional<mpt::v1::Progress> last_progress() const {
+    absl::MutexLock lock(&mu_);
+    return last_progress_;
+  }
+
+ private:
+  static constexpr size_t kMaxQueued = 256;
+
+  struct Checkpoint {
+    int64_t step = 0;
+    std::string blob;
+  };
+
+  bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const absl::Time now = absl::Now();
+    if (Done(now)) return true;
+    if (now < retry_after_) return false;
+    if (!queue_.empty()) return true;
+    if (closing_) return false;  // Closing flushes the queue only.
+    return checkpoint_.has_value() || (step_.has_value() && now >= next_step_time_);
+  }
+
+  bool Done(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return closing_ && (queue_.empty() || now >= flush_deadline_);
+  }
+
+  // Handles one answer; true when the item was delivered (or must be
+  // dropped), false to retry it later.
+  bool Settle(const absl::Status& status, const char* what) {
+    if (status.ok()) {
+      backoff_ = options_.min_backoff;
+      return true;
+    }
+    if (Retryable(status)) {
+      absl::MutexLock lock(&mu_);
+      retry_after_ = absl::Now() + backoff_;
+      backoff_ = std::min(backoff_ * 2, options_.max_backoff);
+      return false;
+    }
+    if (status.code() == absl::StatusCode::kNotFound ||
+        status.code() == absl::StatusCode::kFailedPrecondition) {
+      running_->Cancel(absl::StrCat("the coordinator refused ", what, ": ", status.message()));
+    } else {
+      MPT_LOG(WARNING) << running_->id << ": " << what << " failed: " << status;
+    }
+    return true;
+  }
+
+  void Loop() {
+    while (true) {
+      std::optional<mpt::v1::ReportProgressRequest> report;
+      std::optional<Checkpoint> checkpoint;
+      bool from_queue = false;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.AwaitWithTimeout(absl::Condition(this, &Outbox::HasWork), absl::Milliseconds(100));
+        const absl::Time now = absl::Now();
+        if (Done(now)) return;
+        if (now < retry_after_) continue;
+        if (!queue_.empty()) {
+          report = std::move(queue_.front());
+          queue_.pop_front();
+          from_queue = true;
+        } else if (!closing_ && step_.has_value() && now >= next_step_time_) {
+          report = std::move(step_);
+          step_.reset();
+          next_step_time_ = now + options_.progress_interval;
+        } else if (!closing_ && checkpoint_.has_value()) {
+          checkpoint = std::move(checkpoint_);
+          checkpoint_.reset();
+        } else {
+          continue;
+        }
+      }
+      if (report.has_value()) {
+        absl::StatusOr<mpt::v1::ReportProgressResponse> response =
+            client_->ReportProgress(*report);
+        if (response.ok() && response->cancelled()) {
+          running_->Cancel("cancelled by the coordinator");
+        }
+        if (!Settle(response.status(), "ReportProgress")) {
+          absl::MutexLock lock(&mu_);
+          if (from_queue) {
+            queue_.push_front(std::move(*report));
+          } else if (!step_.has_value()) {
+            step_ = std::move(*report);
+          }
+        }
+      } else if (checkpoint.has_value()) {
+        absl::StatusOr<mpt::v1::Artifact> artifact =
+            client_->UploadArtifact(running_->id, "checkpoint", checkpoint->step, checkpoint->blob);
+        if (artifact.ok()) {
+          MPT_LOG(INFO) << running_->id << ": checkpoint at step " << checkpoint->step
+                        << " uploaded as " << artifact->name();
+        }
+        if (!Settle(artifact.status(), "UploadArtifact(checkpoint)")) {
+          absl::MutexLock lock(&mu_);
+          if (!checkpoint_.has_value()) checkpoint_ = std::move(checkpoint);
+        }
+      }
+    }
+  }
+
+  CoordinatorClient* const client_;
+  Running* const running_;
+  const WorkerDaemonOptions& options_;
+  const bool reports_;
+  absl::Duration backoff_ = options_.min_backoff;  // Only the thread uses it.
+
+  mutable absl::Mutex mu_;
+  std::deque<mpt::v1::ReportProgressRequest> queue_ ABSL_GUARDED_BY(mu_);
+  std::optional<mpt::v1::ReportProgressRequest> step_ ABSL_GUARDED_BY(mu_);
+  std::optional<Checkpoint> checkpoint_ ABSL_GUARDED_BY(mu_);
+  std::optional<mpt::v1::Progress> last_progress_ ABSL_GUARDED_BY(mu_);
+  absl::Time next_step_time_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Time retry_after_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time flush_deadline_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+// ---------------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<WorkerDaemon>> WorkerDaemon::Create(WorkerDaemonOptions options,
+                                                                   CoordinatorClient* client,
+                                                                   AssignmentExecutor* executor) {
+  if (client == nullptr || executor == nullptr) {
+    return absl::InvalidArgumentError("WorkerDaemon: client and executor are required");
+  }
+  if (options.work_dir.empty()) return absl::InvalidArgumentError("--work_dir: required");
+  for (const auto& [name, d] :
+       std::vector<std::pair<const char*, absl::Duration>>{
+           {"poll_wait", options.poll_wait},
+           {"min_backoff", options.min_backoff},
+           {"max_backoff", options.max_backoff},
+           {"heartbeat_interval", options.heartbeat_interval},
+           {"result_retry_timeout", options.result_retry_timeout}}) {
+    if (d <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ": must be positive"));
+    }
+  }
+  if (options.max_backoff < options.min_backoff) options.max_backoff = options.min_backoff;
+  std::error_code ec;
+  fs::create_directories(fs::path(options.work_dir) / "assignments", ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("--work_dir: cannot create ", options.work_dir, ": ", ec.message()));
+  }
+  return std::unique_ptr<WorkerDaemon>(new WorkerDaemon(std::move(options), client, executor));
+}
+
+WorkerDaemon::WorkerDaemon(WorkerDaemonOptions options, CoordinatorClient* client,
+                           AssignmentExecutor* executor)
+    : options_(std::move(options)),
+      client_(client),
+      executor_(executor),
+      heartbeat_interval_(options_.heartbeat_interval) {}
+
+WorkerDaemon::~WorkerDaemon() { Stop(); }
+
+std::string WorkerDaemon::worker_name() const {
+  absl::MutexLock lock(&mu_);
+  return worker_name_;
+}
+
+int64_t WorkerDaemon::assignments_finished() const { return finished_.load(); }
+
+void WorkerDaemon::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    if (running_) {
+      running_->lost.store(true);
+      running_->Cancel("the worker is stopping");
+    }
+  }
+  client_->InterruptWaits();
+}
+
+bool WorkerDaemon::SleepUnlessStopped(absl::Duration d) {
+  mu_.LockWhenWithTimeout(absl::Condition(&stopping_), d);
+  const bool stopped = stopping_;
+  mu_.Unlock();
+  return !stopped;
+}
+
+absl::Duration WorkerDaemon::NextBackoff(absl::Duration* current) const {
+  thread_local std::mt19937 rng(std::random_device{}());
+  const absl::Duration now = *current;
+  *current = std::min(*current * 2, options_.max_backoff);
+  std::uniform_real_distribution<double> jitter(0.8, 1.2);
+  return now * jitter(rng);
+}
+
+std::string WorkerDaemon::EnsureRegistered() {
+  absl::Duration backoff = options_.min_backoff;
+  int failures = 0;
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return "";
+      if (!worker_name_.empty()) return worker_name_;
+    }
+    absl::StatusOr<mpt::v1::RegisterWorkerResponse> r = client_->RegisterWorker(options_.worker);
+    if (r.ok()) {
+      absl::MutexLock lock(&mu_);
+      worker_name_ = r->name();
+      if (r->heartbeat_seconds() > 0) {
+        heartbeat_interval_ = absl::Seconds(r->heartbeat_seconds());
+      }
+      MPT_LOG(INFO) << "registered as " << worker_name_ << " (heartbeat every "
+                    << absl::FormatDuration(heartbeat_interval_) << ", lease "
+                    << r->lease_seconds() << "s)";
+      return worker_name_;
+    }
+    if (Fatal(r.status())) {
+      MPT_LOG(ERROR) << "the coordinator refused the registration: " << r.status();
+      fatal_ = r.status();
+      return "";
+    }
+    if (failures++ % 10 == 0) {
+      MPT_LOG(WARNING) << "cannot register with the coordinator (will retry): " << r.status();
+    }
+    if (!SleepUnlessStopped(NextBackoff(&backoff))) return "";
+  }
+}
+
+void WorkerDaemon::ForgetRegistration(const std::string& stale_name) {
+  absl::MutexLock lock(&mu_);
+  if (worker_name_ != stale_name || stale_name.empty()) return;
+  MPT_LOG(WARNING) << "the coordinator no longer knows " << stale_name << "; registering again";
+  worker_name_.clear();
+  if (running_) {
+    running_->lost.store(true);
+    running_->Cancel("the coordinator declared this worker lost");
+  }
+}
+
+void WorkerDaemon::HeartbeatLoop() {
+  int failures = 0;
+  while (true) {
+    absl::Duration interval;
+    {
+      absl::MutexLock lock(&mu_);
+      interval = heartbeat_interval_;
+    }
+    if (!SleepUnlessStopped(interval)) return;
+    const std::string name = worker_name();
+    if (name.empty()) continue;
+    absl::StatusOr<mpt::v1::HeartbeatResponse> r = client_->Heartbeat(name);
+    if (r.ok()) {
+      if (failures > 0) MPT_LOG(INFO) << "heartbeats reach the coordinator again";
+      failures = 0;
+      absl::MutexLock lock(&mu_);
+      for (const std::string& id : r->cancelled_assignments()) {
+        if (running_ && running_->id == id) running_->Cancel("cancelled by the coordinator");
+      }
+    } else if (r.status().code() == absl::StatusCode::kNotFound) {
+      ForgetRegistration(name);
+    } else if (failures++ % 10 == 0) {
+      MPT_LOG(WARNING) << "heartbeat failed (will retry): " << r.status();
+    }
+  }
+}
+
+absl::Status WorkerDaemon::Run() {
+  std::thread heartbeats([this] { HeartbeatLoop(); });
+  absl::Duration backoff = options_.min_backoff;
+  int failures = 0;
+  absl::Status result;
+  while (true) {
+    const std::string name = EnsureRegistered();
+    if (name.empty()) break;  // stopped, or refused for good
+    absl::StatusOr<std::optional<mpt::v1::Assignment>> polled =
+        client_->PollAssignment(name, options_.poll_wait);
+    if (!polled.ok()) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (stopping_) break;  // Stop() interrupted the poll.
+      }
+      if (polled.status().code() == absl::StatusCode::kNotFound) {
+        ForgetRegistration(name);
+        continue;
+      }
+      if (failures++ % 10 == 0) {
+        MPT_LOG(WARNING) << "cannot poll for work (will retry): " << polled.status();
+      }
+      if (!SleepUnlessStopped(NextBackoff(&backoff))) break;
+      continue;
+    }
+    if (failures > 0) MPT_LOG(INFO) << "the coordinator is reachable again";
+    failures = 0;
+    backoff = options_.min_backoff;
+    if (polled->has_value()) Execute(**polled);
+  }
+  Stop();
+  heartbeats.join();
+  return fatal_;
+}
+
+absl::Status WorkerDaemon::RetryCall(const std::function<absl::Status()>& call,
+                                     const Running& running, const char* what) {
+  const absl::Time give_up = absl::Now() + options_.result_retry_timeout;
+  absl::Duration backoff = options_.min_backoff;
+  int failures = 0;
+  while (true) {
+    absl::Status s = call();
+    if (s.ok() || !Retryable(s)) return s;
+    if (running.lost.load() || absl::Now() >= give_up) return s;
+    if (failures++ % 10 == 0) {
+      MPT_LOG(WARNING) << running.id << ": " << what << " failed (will retry): " << s;
+    }
+    if (!SleepUnlessStopped(NextBackoff(&backoff))) return s;
+  }
+}
+
+absl::StatusOr<std::string> WorkerDaemon::FetchWithRetry(const std::string& name,
+                                                         const Running& running) {
+  std::string bytes;
+  absl::Status s = RetryCall(
+      [&]() -> absl::Status {
+        absl::StatusOr<std::string> fetched = client_->FetchArtifact(name);
+        if (!fetched.ok()) {
+          // A corrupted transfer is worth another try.
+          if (fetched.status().code() == absl::StatusCode::kDataLoss) {
+            return absl::UnavailableError(fetched.status().message());
+          }
+          return fetched.status();
+        }
+        bytes = std::move(*fetched);
+        return absl::OkStatus();
+      },
+      running, "FetchArtifact");
+  if (!s.ok()) return s;
+  return bytes;
+}
+
+absl::Status WorkerDaemon::FetchInputs(const mpt::v1::Assignment& assignment,
+                                       const std::string& dir, const Running& running,
+                                       AssignmentContext* context) {
+  std::vector<std::pair<std::string, std::string>> teachers;  // task, folder
+  for (int i = 0; i < assignment.inputs_size(); ++i) {
+    const mpt::v1::AssignmentInput& input = assignment.inputs(i);
+    if (input.role() != "teacher" && input.role() != "source_adapter" &&
+        input.role() != "checkpoint") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("input ", i, " (", input.artifact(), "): unknown role \"", input.role(),
+                       "\""));
+    }
+    absl::StatusOr<std::string> blob = FetchWithRetry(input.artifact(), running);
+    if (!blob.ok()) {
+      return absl::Status(blob.status().code(),
+                          absl::StrCat(input.role(), " input ", input.artifact(), ": ",
+                                       blob.status().message()));
+    }
+    const std::string folder = (fs::path(dir) / absl::StrCat(input.role(), "-", i)).string();
+    absl::Status unpacked = UnpackFolder(*blob, folder);
+    if (!unpacked.ok()) {
+      return absl::Status(unpacked.code(), absl::StrCat(input.role(), " input ", input.artifact(),
+                                                        ": ", unpacked.message()));
+    }
+    if (input.role() == "teacher") {
+      teachers.emplace_back(input.task(), folder);
+    } else if (input.role() == "source_adapter") {
+      context->source_adapter = folder;
+    } else {
+      context->checkpoint = folder;
+    }
+  }
+  // Teachers in the order of the distillation's tasks (which default to the
+  // source tasks) when the inputs name their tasks; in input order otherwise.
+  const mpt::v1::PipelineSpec& spec = assignment.spec();
+  std::vector<std::string> order;
+  for (const auto& t : spec.distillation().tasks()) order.push_back(t.name());
+  if (order.empty()) {
+    for (const auto& t : spec.source().tasks()) order.push_back(t.name());
+  }
+  std::map<std::string, std::string> by_task;
+  for (const auto& [task, folder] : teachers) by_task[task] = folder;
+  bool named = by_task.size() == teachers.size() && teachers.size() == order.size();
+  for (const std::string& task : order) named = named && by_task.count(task) > 0;
+  if (named) {
+    for (const std::string& task : order) context->teachers.push_back(by_task[task]);
+  } else {
+    for (const auto& [task, folder] : teachers) context->teachers.push_back(folder);
+  }
+  return absl::OkStatus();
+}
+
+void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment) {
+  auto running = std::make_shared<Running>(assignment.id());
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    running_ = running;
+  }
+  MPT_LOG(INFO) << "assignment " << assignment.id() << ": stage " << assignment.stage()
+                << (assignment.world_size() > 1
+                        ? absl::StrCat(", rank ", assignment.rank(), " of ",
+                                       assignment.world_size())
+                        : "");
+  const fs::path dir = fs::path(options_.work_dir) / "assignments" / FolderNameFor(assignment.id());
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  AssignmentContext context;
+  context.assignment = &assignment;
+  context.work_dir = (dir / "work").string();
+  context.out_dir = (dir / "out").string();
+  fs::create_directories(context.work_dir, ec);
+  fs::create_directories(context.out_dir, ec);
+  fs::create_directories(dir / "inputs", ec);
+  absl::Status status = ec ? absl::InternalError(absl::StrCat(dir.string(), ": ", ec.message()))
+                           : FetchInputs(assignment, (dir / "inputs").string(), *running, &context);
+
+  const bool leader = assignment.rank() == 0;
+  AssignmentOutput output;
+  std::optional<mpt::v1::Progress> last_progress;
+  if (status.ok()) {
+    Outbox outbox(client_, running.get(), options_, /*reports=*/leader);
+    Running* r = running.get();
+    context.cancelled = [r] { return r->cancelled.load(); };
+    std::unique_ptr<CoordinatorRendezvousStore> store;
+    if (assignment.world_size() > 1) {
+      store = std::make_unique<CoordinatorRendezvousStore>(client_, assignment.group(),
+                                                           context.cancelled);
+    }
+    context.sink = &outbox;
+    context.store = store.get();
+    absl::StatusOr<AssignmentOutput> ran;
+    try {
+      ran = executor_->Run(context);
+    } catch (const std::exception& e) {
+      ran = absl::InternalError(absl::StrCat("stage failed: ", e.what()));
+    } catch (...) {
+      ran = absl::InternalError("stage failed with an unknown exception");
+    }
+    outbox.Close(absl::Seconds(5));
+    last_progress = outbox.last_progress();
+    if (ran.ok()) {
+      output = std::move(*ran);
+    } else {
+      status = ran.status();
+    }
+  }
+  if (running->cancelled.load() && status.ok()) {
+    // Finished anyway; the result still counts.
+    MPT_LOG(INFO) << assignment.id() << ": finished before the cancellation took effect";
+  }
+
+  if (running->lost.load()) {
+    MPT_LOG(INFO) << assignment.id() << ": not reported (" << running->Reason() << ")";
+  } else {
+    if (status.ok() && leader) {
+      for (const std::string& folder : output.adapters) {
+        absl::StatusOr<std::string> blob = PackFolder(folder);
+        if (!blob.ok()) {
+          status = blob.status();
+          break;
+        }
+        const int64_t step = output.final_progress.step();
+        status = RetryCall(
+            [&]() -> absl::Status {
+              absl::StatusOr<mpt::v1::Artifact> a =
+                  client_->UploadArtifact(assignment.id(), "adapter", step, *blob);
+              if (a.ok()) MPT_LOG(INFO) << assignment.id() << ": uploaded " << a->name();
+              return a.status();
+            },
+            *running, "UploadArtifact(adapter)");
+        if (!status.ok()) break;
+      }
+    }
+    mpt::v1::CompleteAssignmentRequest complete;
+    complete.set_assignment(assignment.id());
+    complete.set_ok(status.ok());
+    if (!status.ok()) {
+      complete.set_error(running->cancelled.load() && status.code() == absl::StatusCode::kCancelled
+                             ? absl::StrCat("cancelled: ", running->Reason())
+                             : status.ToString());
+      // A bad spec or data file fails the same way on every attempt.
+      complete.set_permanent(!running->cancelled.load() &&
+                             (status.code() == absl::StatusCode::kInvalidArgument ||
+                              status.code() == absl::StatusCode::kNotFound));
+    }
+    if (output.final_progress.ByteSizeLong() > 0) {
+      *complete.mutable_final_progress() = output.final_progress;
+    } else if (last_progress.has_value()) {
+      *complete.mutable_final_progress() = *last_progress;
+    }
+    absl::Status reported = RetryCall(
+        [&] { return client_->CompleteAssignment(complete); }, *running, "CompleteAssignment");
+    if (reported.ok()) {
+      MPT_LOG(INFO) << assignment.id() << ": "
+                    << (status.ok() ? "done" : absl::StrCat("failed: ", complete.error()));
+    } else {
+      MPT_LOG(WARNING) << assignment.id() << ": the end could not be reported: " << reported;
+    }
+  }
+  if (!options_.keep_assignment_dirs) fs::remove_all(dir, ec);
+  {
+    absl::MutexLock lock(&mu_);
+    running_.reset();
+  }
+  finished_.fetch_add(1);
+}
+
+}  // namespace mpt

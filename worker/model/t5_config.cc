@@ -1,0 +1,323 @@
+#include "worker/model/t5_config.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <sstream>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/status_macros.h"
+
+namespace mpt {
+namespace {
+
+using Json = nlohmann::json;
+
+struct ActivationName {
+  const char* name;
+  T5Activation activation;
+};
+
+constexpr ActivationName kActivations[] = {
+    {"relu", T5Activation::kRelu},
+    {"gelu", T5Activation::kGelu},
+    {"gelu_new", T5Activation::kGeluNew},
+    {"gelu_fast", T5Activation::kGeluFast},
+    {"gelu_pytorch_tanh", T5Activation::kGeluPytorchTanh},
+    {"quick_gelu", T5Activation::kQuickGelu},
+    {"silu", T5Activation::kSilu},
+    {"swish", T5Activation::kSilu},
+    {"tanh", T5Activation::kTanh},
+    {"sigmoid", T5Activation::kSigmoid},
+};
+
+std::string KnownActivations() {
+  std::vector<std::string> names;
+  for (const ActivationName& a : kActivations) names.push_back(a.name);
+  return absl::StrJoin(names, ", ");
+}
+
+const char* JsonTypeName(const Json& value) {
+  switch (value.type()) {
+    case Json::value_t::null: return "null";
+    case Json::value_t::object: return "an object";
+    case Json::value_t::array: return "an array";
+    case Json::value_t::string: return "a string";
+    case Json::value_t::boolean: return "a boolean";
+    case Json::value_t::number_integer:
+    case Json::value_t::number_unsigned: return "an integer";
+    case Json::value_t::number_float: return "a floating-point number";
+    default: return "an unsupported value";
+  }
+}
+
+// Reads the fields of one config object; every error starts with `source`.
+class FieldReader {
+ public:
+  FieldReader(const Json& root, absl::string_view source)
+      : root_(root), source_(source) {}
+
+  absl::Status Error(absl::string_view field, absl::string_view problem) const {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_, ": field '", field, "' ", problem));
+  }
+
+  // The value, or nullptr when the field is absent or null.
+  const Json* Get(absl::string_view field) const {
+    auto it = root_.find(std::string(field));
+    if (it == root_.end() || it->is_null()) return nullptr;
+    return &*it;
+  }
+
+  absl::StatusOr<int64_t> Integer(absl::string_view field, const Json& value) const {
+    if (!value.is_number_integer()) {
+      return Error(field, absl::StrCat("must be an integer, got ", JsonTypeName(value)));
+    }
+    if (value.is_number_unsigned()) {
+      uint64_t u = value.get<uint64_t>();
+      if (u > static_cast<uint64_t>(std::numeric_limits<int32_t>::max())) {
+        return Error(field, absl::StrCat("is out of range (", u, ")"));
+      }
+      return static_cast<int64_t>(u);
+    }
+    int64_t v = value.get<int64_t>();
+    if (v > std::numeric_limits<int32_t>::max() || v < std::numeric_limits<int32_t>::min()) {
+      return Error(field, absl::StrCat("is out of range (", v, ")"));
+    }
+    return v;
+  }
+
+  // A required size: present, an integer, > 0.
+  absl::StatusOr<int> RequiredSize(absl::string_view field) const {
+    const Json* value = Get(field);
+    if (value == nullptr) return Error(field, "is missing (a positive integer is required)");
+    return Size(field, *value);
+  }
+
+  // An optional size: `fallback` when absent or null.
+  absl::StatusOr<int> OptionalSize(absl::string_view field, int fallback) const {
+    const Json* value = Get(field);
+    if (value == nullptr) return fallback;
+    return Size(field, *value);
+  }
+
+  absl::StatusOr<int> Size(absl::string_view field, const Json& value) const {
+    ASSIGN_OR_RETURN(int64_t v, Integer(field, value));
+    if (v <= 0) return Error(field, absl::StrCat("must be positive, got ", v));
+    return static_cast<int>(v);
+  }
+
+  // An optional token id (>= 0).
+  absl::StatusOr<std::optional<int>> TokenId(absl::string_view field) const {
+    const Json* value = Get(field);
+    if (value == nullptr) return std::optional<int>();
+    ASSIGN_OR_RETURN(int64_t v, Integer(field, *value));
+    if (v < 0) return Error(field, absl::StrCat("must not be negative, got ", v));
+    return std::optional<int>(static_cast<int>(v));
+  }
+
+  absl::StatusOr<std::optional<bool>> Bool(absl::string_view field) const {
+    const Json* value = Get(field);
+    if (value == nullptr) return std::optional<bool>();
+    if (!value->is_boolean()) {
+      return Error(field, absl::StrCat("must be a boolean, got ", JsonTypeName(*value)));
+    }
+    return std::optional<bool>(value->get<bool>());
+  }
+
+  absl::string_view source() const { return source_; }
+
+ private:
+  const Json& root_;
+  absl::string_view source_;
+};
+
+absl::Status ParseFeedForward(const FieldReader& reader, T5Config& config) {
+  // transformers: "gated-ACT" or "ACT"; nothing else.
+  std::vector<std::string> parts = absl::StrSplit(config.feed_forward_proj, '-');
+  std::string act;
+  if (parts.size() == 1) {
+    act = parts[0];
+    config.is_gated_act = false;
+  } else if (parts.size() == 2 && parts[0] == "gated") {
+    act = parts[1];
+    config.is_gated_act = true;
+  } else {
+    return reader.Error("feed_forward_proj",
+                        absl::StrCat("has the unknown value \"", config.feed_forward_proj,
+                                     "\" (expected \"ACT\" or \"gated-ACT\", e.g. \"relu\" or "
+                                     "\"gated-gelu\")"));
+  }
+  // The T5 v1.1 checkpoints were trained with the tanh approximation and say
+  // "gated-gelu"; transformers keeps that meaning.
+  if (config.feed_forward_proj == "gated-gelu") act = "gelu_new";
+  for (const ActivationName& a : kActivations) {
+    if (act == a.name) {
+      config.dense_act = a.activation;
+      return absl::OkStatus();
+    }
+  }
+  return reader.Error("feed_forward_proj",
+                      absl::StrCat("has the unknown value \"", config.feed_forward_proj,
+                                   "\": activation \"", act, "\" is not supported (known: ",
+                                   KnownActivations(), ")"));
+}
+
+}  // namespace
+
+absl::string_view T5ActivationName(T5Activation activation) {
+  for (const ActivationName& a : kActivations) {
+    if (a.activation == activation) return a.name;
+  }
+  return "unknown";
+}
+
+absl::StatusOr<T5Config> T5Config::FromJson(absl::string_view json_text,
+                                            absl::string_view source) {
+  Json root;
+  try {
+    root = Json::parse(json_text.begin(), json_text.end());
+  } catch (const Json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON: ", e.what()));
+  }
+  if (!root.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": the top level must be a JSON object, got ", JsonTypeName(root)));
+  }
+  FieldReader reader(root, source);
+  T5Config config;
+
+  const Json* model_type = reader.Get("model_type");
+  if (model_type == nullptr) {
+    return reader.Error("model_type", "is missing (expected \"t5\")");
+  }
+  if (!model_type->is_string()) {
+    return reader.Error("model_type",
+                        absl::StrCat("must be a string, got ", JsonTypeName(*model_type)));
+  }
+  config.model_type = model_type->get<std::string>();
+  if (config.model_type != "t5") {
+    return reader.Error("model_type",
+                        absl::StrCat("is \"", config.model_type,
+                                     "\", which is not a supported architecture (supported: \"t5\")"));
+  }
+
+  ASSIGN_OR_RETURN(config.vocab_size, reader.RequiredSize("vocab_size"));
+  ASSIGN_OR_RETURN(config.d_model, reader.RequiredSize("d_model"));
+  ASSIGN_OR_RETURN(config.d_kv, reader.RequiredSize("d_kv"));
+  ASSIGN_OR_RETURN(config.d_ff, reader.RequiredSize("d_ff"));
+  ASSIGN_OR_RETURN(config.num_layers, reader.RequiredSize("num_layers"));
+  ASSIGN_OR_RETURN(config.num_decoder_layers,
+                   reader.OptionalSize("num_decoder_layers", config.num_layers));
+  ASSIGN_OR_RETURN(config.num_heads, reader.RequiredSize("num_heads"));
+  ASSIGN_OR_RETURN(config.relative_attention_num_buckets,
+                   reader.OptionalSize("relative_attention_num_buckets",
+                                       config.relative_attention_num_buckets));
+  ASSIGN_OR_RETURN(config.relative_attention_max_distance,
+                   reader.OptionalSize("relative_attention_max_distance",
+                                       config.relative_attention_max_distance));
+  // The bucket formula divides by log(max_distance / max_exact).
+  {
+    int max_exact = config.relative_attention_num_buckets / 2 / 2;
+    if (max_exact < 1) {
+      return reader.Error("relative_attention_num_buckets",
+                          absl::StrCat("must be at least 4, got ",
+                                       config.relative_attention_num_buckets));
+    }
+    if (config.relative_attention_max_distance <= max_exact) {
+      return reader.Error(
+          "relative_attention_max_distance",
+          absl::StrCat("must exceed relative_attention_num_buckets / 4 (", max_exact, "), got ",
+                       config.relative_attention_max_distance));
+    }
+  }
+
+  if (const Json* eps = reader.Get("layer_norm_epsilon")) {
+    if (!eps->is_number()) {
+      return reader.Error("layer_norm_epsilon",
+                          absl::StrCat("must be a number, got ", JsonTypeName(*eps)));
+    }
+    config.layer_norm_epsilon = eps->get<double>();
+    if (!(config.layer_norm_epsilon > 0) || !std::isfinite(config.layer_norm_epsilon)) {
+      return reader.Error("layer_norm_epsilon",
+                          absl::StrCat("must be a positive number, got ", eps->dump()));
+    }
+  }
+
+  if (const Json* ff = reader.Get("feed_forward_proj")) {
+    if (!ff->is_string()) {
+      return reader.Error("feed_forward_proj",
+                          absl::StrCat("must be a string, got ", JsonTypeName(*ff)));
+    }
+    config.feed_forward_proj = ff->get<std::string>();
+  }
+  RETURN_IF_ERROR(ParseFeedForward(reader, config));
+
+  ASSIGN_OR_RETURN(std::optional<bool> tie, reader.Bool("tie_word_embeddings"));
+  config.tie_word_embeddings = tie.value_or(true);
+  ASSIGN_OR_RETURN(std::optional<bool> scale, reader.Bool("scale_decoder_outputs"));
+  config.scale_decoder_outputs = scale.value_or(config.tie_word_embeddings);
+
+  ASSIGN_OR_RETURN(std::optional<int> pad, reader.TokenId("pad_token_id"));
+  config.pad_token_id = pad.value_or(0);
+
+  if (const Json* eos = reader.Get("eos_token_id")) {
+    config.eos_token_ids.clear();
+    if (eos->is_array()) {
+      if (eos->empty()) return reader.Error("eos_token_id", "must not be an empty list");
+      for (const Json& item : *eos) {
+        ASSIGN_OR_RETURN(int64_t v, reader.Integer("eos_token_id", item));
+        if (v < 0) {
+          return reader.Error("eos_token_id", absl::StrCat("must not be negative, got ", v));
+        }
+        config.eos_token_ids.push_back(static_cast<int>(v));
+      }
+    } else {
+      ASSIGN_OR_RETURN(std::optional<int> v, reader.TokenId("eos_token_id"));
+      config.eos_token_ids.push_back(*v);
+    }
+    config.eos_token_id = config.eos_token_ids.front();
+  }
+
+  ASSIGN_OR_RETURN(std::optional<int> start, reader.TokenId("decoder_start_token_id"));
+  config.decoder_start_token_id = start.value_or(config.pad_token_id);
+
+  for (auto [name, id] : {std::pair<const char*, int>{"pad_token_id", config.pad_token_id},
+                          {"decoder_start_token_id", config.decoder_start_token_id}}) {
+    if (id >= config.vocab_size) {
+      return reader.Error(name, absl::StrCat("is ", id, ", outside the vocabulary (vocab_size ",
+                                             config.vocab_size, ")"));
+    }
+  }
+  for (int id : config.eos_token_ids) {
+    if (id >= config.vocab_size) {
+      return reader.Error("eos_token_id", absl::StrCat("is ", id, ", outside the vocabulary (vocab_size ",
+                                                       config.vocab_size, ")"));
+    }
+  }
+  return config;
+}
+
+absl::StatusOr<T5Config> T5Config::FromJsonFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    int err = errno;
+    if (err == ENOENT) return absl::NotFoundError(absl::StrCat(path, ": no such file"));
+    return absl::InternalError(absl::StrCat(path, ": cannot open: ", std::strerror(err)));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return absl::InternalError(absl::StrCat(path, ": read error"));
+  return FromJson(text.str(), path);
+}
+
+}  // namespace mpt

@@ -1,0 +1,181 @@
+#include "worker/prompts/adapter_io.h"
+
+#include <filesystem>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/safetensors.h"
+#include "common/status_macros.h"
+#include "worker/model/torch_tensors.h"
+
+namespace mpt {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+constexpr char kTaskNamesKey[] = "mpt.task_names";
+
+json ConfigJson(const AdapterInfo& info) {
+  const SoftPromptConfig& p = info.prompt;
+  json j = {
+      {"peft_type", std::string(PromptKindName(p.kind))},
+      {"task_type", info.task_type},
+      {"auto_mapping", nullptr},
+      {"base_model_name_or_path", info.base_model_name_or_path},
+      {"revision", nullptr},
+      {"inference_mode", true},
+      {"num_virtual_tokens", p.num_virtual_tokens},
+      {"token_dim", p.token_dim},
+      {"num_transformer_submodules", p.num_transformer_submodules},
+      {"num_attention_heads", info.num_attention_heads},
+      {"num_layers", info.num_layers},
+      {"modules_to_save", nullptr},
+      // The weights are in the file; PEFT must not initialise anything from
+      // a path or a text when it loads the adapter.
+      {"prompt_tuning_init", "RANDOM"},
+      {"prompt_tuning_init_text", nullptr},
+      {"tokenizer_name_or_path", nullptr},
+      {"tokenizer_kwargs", nullptr},
+  };
+  if (p.kind == PromptKind::kMultitask) {
+    j["prompt_tuning_init_state_dict_path"] = nullptr;
+    j["prompt_tuning_init_task"] = 0;
+    j["num_ranks"] = p.num_ranks;
+    j["num_tasks"] = p.num_tasks;
+  }
+  return j;
+}
+
+// Reads an optional integer key; `fallback` when absent or null.
+absl::StatusOr<int> IntField(const json& j, const char* key, int fallback,
+                             const std::string& file) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_number_integer()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file, ": \"", key, "\" must be an integer, got ", it->dump()));
+  }
+  return it->get<int>();
+}
+
+}  // namespace
+
+absl::Status WriteAdapter(const std::string& folder, const SoftPrompt& prompt,
+                          const AdapterInfo& info) {
+  const SoftPromptConfig& a = info.prompt;
+  const SoftPromptConfig& b = prompt.config();
+  if (a.kind != b.kind || a.total_tokens() != b.total_tokens() ||
+      a.num_virtual_tokens != b.num_virtual_tokens || a.token_dim != b.token_dim ||
+      (a.kind == PromptKind::kMultitask &&
+       (a.num_tasks != b.num_tasks || a.num_ranks != b.num_ranks))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(folder, ": the adapter description does not match its prompt"));
+  }
+  if (a.kind == PromptKind::kMultitask && !info.task_names.empty() &&
+      static_cast<int>(info.task_names.size()) != a.num_tasks) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        folder, ": ", info.task_names.size(), " task names for ", a.num_tasks, " tasks"));
+  }
+  std::map<std::string, std::string> metadata{{"format", "pt"}};
+  if (!info.task_names.empty()) metadata[kTaskNamesKey] = json(info.task_names).dump();
+  return ReplaceFolder(folder, [&](const std::string& tmp) -> absl::Status {
+    RETURN_IF_ERROR(SaveSafetensors((fs::path(tmp) / kAdapterWeightsFile).string(),
+                                    prompt.StateDict(), metadata));
+    return WriteFileAtomically((fs::path(tmp) / kAdapterConfigFile).string(),
+                               ConfigJson(info).dump(2) + "\n");
+  });
+}
+
+absl::StatusOr<Adapter> ReadAdapter(const std::string& folder) {
+  const std::string config_path = (fs::path(folder) / kAdapterConfigFile).string();
+  const std::string weights_path = (fs::path(folder) / kAdapterWeightsFile).string();
+  if (!fs::exists(config_path)) {
+    return absl::NotFoundError(absl::StrCat(config_path, ": no such file"));
+  }
+  ASSIGN_OR_RETURN(std::string text, ReadFile(config_path));
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(config_path, ": not a JSON object"));
+  }
+  Adapter out;
+  AdapterInfo& info = out.info;
+  auto type = j.find("peft_type");
+  if (type == j.end() || !type->is_string()) {
+    return absl::InvalidArgumentError(absl::StrCat(config_path, ": \"peft_type\" is missing"));
+  }
+  auto kind = ParsePromptKind(type->get<std::string>());
+  if (!kind.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(config_path, ": ", kind.status().message()));
+  }
+  info.prompt.kind = *kind;
+  if (auto t = j.find("task_type"); t != j.end() && t->is_string()) {
+    info.task_type = t->get<std::string>();
+  }
+  if (auto b = j.find("base_model_name_or_path"); b != j.end() && b->is_string()) {
+    info.base_model_name_or_path = b->get<std::string>();
+  }
+  const int default_submodules = info.task_type == "SEQ_2_SEQ_LM" ? 2 : 1;
+  ASSIGN_OR_RETURN(info.prompt.num_virtual_tokens,
+                   IntField(j, "num_virtual_tokens", 0, config_path));
+  ASSIGN_OR_RETURN(info.prompt.num_transformer_submodules,
+                   IntField(j, "num_transformer_submodules", default_submodules, config_path));
+  ASSIGN_OR_RETURN(info.prompt.token_dim, IntField(j, "token_dim", 0, config_path));
+  ASSIGN_OR_RETURN(info.prompt.num_ranks, IntField(j, "num_ranks", 1, config_path));
+  ASSIGN_OR_RETURN(info.prompt.num_tasks, IntField(j, "num_tasks", 1, config_path));
+  ASSIGN_OR_RETURN(info.num_layers, IntField(j, "num_layers", 0, config_path));
+  ASSIGN_OR_RETURN(info.num_attention_heads, IntField(j, "num_attention_heads", 0, config_path));
+
+  if (!fs::exists(weights_path)) {
+    return absl::NotFoundError(absl::StrCat(weights_path, ": no such file"));
+  }
+  ASSIGN_OR_RETURN(auto reader, SafetensorsReader::Open(weights_path));
+  const std::map<std::string, std::string>& metadata = reader->metadata();
+  std::map<std::string, at::Tensor> tensors;
+  for (const TensorInfo& t : reader->tensors()) {
+    ASSIGN_OR_RETURN(tensors[t.name], ReadTensor(*reader, t));
+  }
+  auto embeddings = tensors.find("prompt_embeddings");
+  if (embeddings == tensors.end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(weights_path, ": tensor \"prompt_embeddings\" is missing"));
+  }
+  // PEFT leaves token_dim null until it sees the model; take it from the data.
+  if (info.prompt.token_dim == 0 && embeddings->second.dim() == 2) {
+    info.prompt.token_dim = static_cast<int>(embeddings->second.size(1));
+  }
+  if (auto names = metadata.find(kTaskNamesKey); names != metadata.end()) {
+    json n = json::parse(names->second, nullptr, false);
+    if (n.is_array()) {
+      for (const auto& name : n) {
+        if (name.is_string()) info.task_names.push_back(name.get<std::string>());
+      }
+    }
+  }
+  auto get = [&](const char* name) {
+    auto it = tensors.find(name);
+    return it == tensors.end() ? at::Tensor() : it->second;
+  };
+  auto prompt = SoftPrompt::FromTensors(info.prompt, embeddings->second,
+                                        get("prefix_task_cols"), get("prefix_task_rows"));
+  if (!prompt.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(folder, ": ", prompt.status().message()));
+  }
+  out.prompt = *std::move(prompt);
+  return out;
+}
+
+absl::Status CheckAdapterFitsModel(const AdapterInfo& info, int d_model) {
+  if (info.prompt.token_dim != d_model) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "token_dim: the adapter's prompt has ", info.prompt.token_dim,
+        " features but the base model's d_model is ", d_model));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace mpt

@@ -1,0 +1,510 @@
+#include "worker/training/mpt_stages.h"
+
+#include <ATen/core/grad_mode.h>
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "worker/prompts/adapter_io.h"
+#include "worker/training/losses.h"
+#include "worker/prompts/prompt_inputs.h"
+#include "worker/data/task_data.h"
+
+namespace mpt {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string Join(const std::string& a, const std::string& b) {
+  return (fs::path(a) / b).string();
+}
+
+// The checkpoint folder of one training run; empty without a work folder.
+std::string CheckpointDir(const StageEnv& env, const std::string& stage,
+                          const std::string& task) {
+  if (env.work_dir.empty()) return "";
+  return Join(Join(env.work_dir, stage), task.empty() ? "all" : task);
+}
+
+// What a checkpoint must have been written with to be resumed from.
+std::string Fingerprint(const std::string& stage, const std::vector<TaskDataSet>& tasks,
+                        const mpt::v1::PromptSpec& prompt, const mpt::v1::TrainSpec& train,
+                        const std::string& extra = "") {
+  std::string text = absl::StrCat(stage, "|", prompt.SerializeAsString(), "|",
+                                  train.SerializeAsString(), "|", extra);
+  for (const TaskDataSet& t : tasks) absl::StrAppend(&text, "|", t.spec.SerializeAsString());
+  return absl::StrCat(absl::Hex(std::hash<std::string>{}(text), absl::kZeroPad16));
+}
+
+// A stable 64-bit number for a name (FNV-1a).
+uint64_t NameSeed(const std::string& name) {
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ULL;
+  return h;
+}
+
+// A short description of a prompt's initial values, so that a run started
+// from another initial prompt does not resume this one's checkpoint.
+std::string StartingPoint(const SoftPrompt& prompt) {
+  std::string out(PromptKindName(prompt.config().kind));
+  for (const auto& [name, t] : prompt.StateDict()) {
+    at::Tensor d = t.detach().to(at::kDouble);
+    absl::StrAppend(&out, ":", name, "=", d.sum().item<double>(), "/", d.abs().sum().item<double>());
+  }
+  return out;
+}
+
+SoftPromptConfig PromptConfig(const mpt::v1::PromptSpec& spec, const T5Model& model,
+                              PromptKind kind, int num_tasks) {
+  SoftPromptConfig c;
+  c.kind = kind;
+  c.num_virtual_tokens = spec.num_virtual_tokens();
+  c.num_transformer_submodules = spec.num_transformer_submodules();
+  c.token_dim = static_cast<int>(model.config().d_model);
+  c.num_ranks = spec.num_ranks();
+  c.num_tasks = num_tasks;
+  return c;
+}
+
+AdapterInfo InfoFor(const SoftPromptConfig& config, const T5Model& model,
+                    std::vector<std::string> task_names) {
+  AdapterInfo info;
+  info.prompt = config;
+  info.base_model_name_or_path = model.folder();
+  info.num_layers = static_cast<int>(model.config().num_layers);
+  info.num_attention_heads = static_cast<int>(model.config().num_heads);
+  info.task_names = std::move(task_names);
+  return info;
+}
+
+EvalOptions EvalOptionsFor(const mpt::v1::PromptSpec& prompt, const mpt::v1::TrainSpec& train) {
+  EvalOptions o;
+  o.num_virtual_tokens = prompt.num_virtual_tokens();
+  o.num_transformer_submodules = prompt.num_transformer_submodules();
+  o.max_new_tokens = train.max_target_length();
+  o.max_examples = train.max_eval_examples();
+  return o;
+}
+
+// The score that picks the best prompt (mean accuracy over tasks), then
+// every metric.
+NamedValues ToNamedValues(const MetricsReport& report) {
+  NamedValues out;
+  out.emplace_back("score", report.Average(kAccuracy).value_or(0.0));
+  for (auto& kv : report.Flatten()) out.push_back(kv);
+  return out;
+}
+
+struct Forwarded {
+  T5Output out;
+  at::Tensor labels;  // as laid out for the decoder (prompt positions -100)
+};
+
+PromptLayout LayoutFor(const mpt::v1::PromptSpec& spec, PromptKind kind) {
+  return PromptLayout::Peft(kind == PromptKind::kMultitask, spec.num_virtual_tokens(),
+                            spec.num_transformer_submodules());
+}
+
+// The frozen model on a batch with `prompts` [B, T, d] in front, laid out as
+// PEFT lays out a prompt of that kind.
+Forwarded ForwardWithPrompt(const T5Model& model, const PromptLayout& layout,
+                            const at::Tensor& prompts, const Batch& batch) {
+  const c10::Device device = model.device();
+  T5ForwardInputs in = BuildPromptedInputs(
+      model, prompts.to(device, model.dtype()), layout, batch.input_ids.to(device),
+      batch.attention_mask.to(device), batch.labels.to(device));
+  Forwarded f;
+  f.labels = in.labels;
+  in.labels = at::Tensor();  // the stage computes its own losses
+  f.out = model.Forward(in);
+  return f;
+}
+
+Batch OnDevice(const Batch& batch, c10::Device device) {
+  Batch b = batch;
+  b.task_ids = batch.task_ids.to(device);
+  return b;
+}
+
+// Evaluates `prompt` on the tasks' eval sets (empty when no task has one).
+// Everything is borrowed and must outlive the function.
+EvalFunction MakeEvalFunction(const StageEnv& env, const mpt::v1::PromptSpec& spec,
+                              const mpt::v1::TrainSpec& train,
+                              const std::vector<TaskDataSet>& tasks,
+                              const std::vector<int>& task_ids, const SoftPrompt* prompt,
+                              const std::string& stage) {
+  bool has_eval = false;
+  for (const auto& t : tasks) has_eval |= !t.eval.empty();
+  if (!has_eval) return nullptr;
+  const EvalOptions options = EvalOptionsFor(spec, train);
+  return [&env, &tasks, &task_ids, prompt, options, stage]() -> absl::StatusOr<NamedValues> {
+    ASSIGN_OR_RETURN(MetricsReport report, EvaluatePrompt(*env.model, *env.tokenizer, *prompt,
+                                                          tasks, task_ids, options, stage, 0));
+    return ToNamedValues(report);
+  };
+}
+
+// Trains `prompt` on `tasks` with L_PLM (stages 1 and 3 and the baseline).
+absl::StatusOr<TrainResult> TrainWithPlm(const StageEnv& env, const mpt::v1::PromptSpec& spec,
+                                         const mpt::v1::TrainSpec& train,
+                                         const std::vector<TaskDataSet>& tasks,
+                                         const std::vector<int>& task_ids, SoftPrompt* prompt,
+                                         const std::string& stage, const std::string& task) {
+  LocalCommunicator local;
+  Communicator* comm = env.comm ? env.comm : &local;
+  TrainerOptions options;
+  options.train = train;
+  options.stage = stage;
+  options.task = task;
+  options.checkpoint_dir = CheckpointDir(env, stage, task);
+  options.fingerprint = Fingerprint(stage, tasks, spec, train, StartingPoint(*prompt));
+  prompt->MoveTo(env.model->device());
+  std::vector<std::vector<TokenizedExample>> sets = TrainSets(tasks);
+  // Examples carry their position in `tasks`; the prompt wants its own ids.
+  for (size_t k = 0; k < sets.size(); ++k) {
+    for (auto& e : sets[k]) e.task_id = task_ids[k];
+  }
+  const T5Model& model = *env.model;
+  const PromptLayout layout = LayoutFor(spec, prompt->config().kind);
+  StepFunction step = MakePlmStep(model, layout, prompt);
+  EvalFunction eval = MakeEvalFunction(env, spec, train, tasks, task_ids, prompt, stage);
+  PromptTrainer trainer(options, prompt, &sets, env.tokenizer->pad_id(), comm, env.sink,
+                        env.cancelled);
+  return trainer.Run(step, eval);
+}
+
+absl::StatusOr<SoftPrompt> InitialPrompt(const StageEnv& env, const SoftPromptConfig& config,
+                                         const std::string& init_name,
+                                         const std::string& init_text, uint64_t seed) {
+  ASSIGN_OR_RETURN(PromptInit init, ParsePromptInit(init_name.empty() ? "RANDOM" : init_name));
+  switch (init) {
+    case PromptInit::kRandom:
+      return SoftPrompt::Random(config, seed);
+    case PromptInit::kText:
+      return SoftPrompt::FromText(config, env.tokenizer->Encode(init_text),
+                                  env.model->word_embeddings(), seed);
+    case PromptInit::kSampleVocab:
+      return SoftPrompt::SampleVocab(config, env.model->word_embeddings(), seed);
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("init: ", init_name, " needs a source adapter"));
+  }
+}
+
+std::vector<std::string> TaskNames(const std::vector<TaskDataSet>& tasks) {
+  std::vector<std::string> names;
+  for (const auto& t : tasks) names.push_back(t.spec.name());
+  return names;
+}
+
+bool AdapterComplete(const std::string& folder) {
+  return fs::exists(Join(folder, kAdapterConfigFile)) &&
+         fs::exists(Join(folder, kAdapterWeightsFile));
+}
+
+}  // namespace
+
+StepFunction MakePlmStep(const T5Model& model, const PromptLayout& layout,
+                         const SoftPrompt* prompt) {
+  return [&model, layout, prompt](const Batch& batch,
+                                  double global_tokens) -> absl::StatusOr<StepLoss> {
+    Batch b = OnDevice(batch, model.device());
+    Forwarded f = ForwardWithPrompt(model, layout, prompt->Forward(b.task_ids, b.size()), batch);
+    LossSum plm = PlmLoss(f.out.logits, f.labels);
+    StepLoss loss;
+    loss.objective = plm.sum / global_tokens;
+    loss.parts = {{"loss", loss.objective.item<double>()}};
+    return loss;
+  };
+}
+
+StepFunction MakeDistillationStep(const T5Model& model, const mpt::v1::PromptSpec& prompt_spec,
+                                  const SoftPrompt* student, const at::Tensor& teacher_table,
+                                  const DistillationLoss& options) {
+  // Teachers are PROMPT_TUNING prompts and the student a multitask one: with
+  // two submodules PEFT puts the student's second half before the decoder
+  // and the teachers' nowhere, so the student's outputs have `offset` extra
+  // positions in front, cut off before they are compared with the teachers'.
+  const PromptLayout student_layout = LayoutFor(prompt_spec, PromptKind::kMultitask);
+  const PromptLayout teacher_layout = LayoutFor(prompt_spec, PromptKind::kPromptTuning);
+  const int64_t offset = student_layout.decoder_prefix_length();
+  const double d = static_cast<double>(model.config().d_model);
+  return [&model, student, teacher_table, options, student_layout, teacher_layout, offset, d](
+             const Batch& batch, double g) -> absl::StatusOr<StepLoss> {
+    Batch b = OnDevice(batch, model.device());
+    Forwarded student_out =
+        ForwardWithPrompt(model, student_layout, student->Forward(b.task_ids, b.size()), batch);
+    LossSum plm = PlmLoss(student_out.out.logits, student_out.labels);
+    at::Tensor objective = plm.sum / g;
+    double kl_value = 0, hidden_value = 0;
+    if (options.lambda > 0) {
+      Forwarded teacher_out;
+      {
+        at::NoGradGuard no_grad;
+        teacher_out = ForwardWithPrompt(model, teacher_layout,
+                                        teacher_table.index_select(0, b.task_ids), batch);
+      }
+      const int64_t length = teacher_out.labels.size(1);
+      at::Tensor student_logits = student_out.out.logits.narrow(1, offset, length);
+      at::Tensor student_hidden = student_out.out.decoder_hidden.narrow(1, offset, length);
+      LossSum kl = KlLoss(student_logits, teacher_out.out.logits, teacher_out.labels,
+                          options.temperature);
+      LossSum hidden = HiddenLoss(student_hidden, teacher_out.out.decoder_hidden,
+                                  teacher_out.labels);
+      at::Tensor kl_term = kl.sum / g;
+      at::Tensor hidden_term = hidden.sum / (g * d);
+      objective = objective + options.lambda * (kl_term + hidden_term);
+      kl_value = kl_term.item<double>();
+      hidden_value = hidden_term.item<double>();
+    }
+    StepLoss loss;
+    loss.objective = objective;
+    loss.parts = {{"loss", objective.item<double>()},
+                  {"plm", (plm.sum / g).item<double>()},
+                  {"kl", kl_value},
+                  {"hidden", hidden_value}};
+    return loss;
+  };
+}
+
+absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
+    const StageEnv& env, const mpt::v1::PromptSpec& prompt_spec,
+    const mpt::v1::SourceTrainingSpec& spec, const std::string& out_dir,
+    const std::vector<std::string>& only_tasks) {
+  ASSIGN_OR_RETURN(std::vector<TaskDataSet> tasks,
+                   LoadTaskData(spec.tasks(), spec.train(), *env.tokenizer));
+  const SoftPromptConfig config =
+      PromptConfig(prompt_spec, *env.model, PromptKind::kPromptTuning, 1);
+  std::vector<TaskOutcome> outcomes;
+  for (size_t k = 0; k < tasks.size(); ++k) {
+    const std::string& name = tasks[k].spec.name();
+    if (!only_tasks.empty() &&
+        std::find(only_tasks.begin(), only_tasks.end(), name) == only_tasks.end()) {
+      continue;
+    }
+    ASSIGN_OR_RETURN(SoftPrompt prompt,
+                     InitialPrompt(env, config, spec.init(), spec.init_text(),
+                                   spec.train().seed() + k));
+    std::vector<TaskDataSet> one{tasks[k]};
+    TaskOutcome outcome;
+    outcome.task = name;
+    ASSIGN_OR_RETURN(outcome.train,
+                     TrainWithPlm(env, prompt_spec, spec.train(), one, {0}, &prompt, "source", name));
+    outcome.metrics = outcome.train.metrics;
+    outcome.adapter = Join(out_dir, name);
+    RETURN_IF_ERROR(WriteAdapter(outcome.adapter, prompt, InfoFor(config, *env.model, {name})));
+    outcomes.push_back(std::move(outcome));
+  }
+  return outcomes;
+}
+
+absl::StatusOr<TaskOutcome> RunDistillation(const StageEnv& env,
+                                            const mpt::v1::PromptSpec& prompt_spec,
+                                            const mpt::v1::DistillationSpec& spec,
+                                            const std::vector<std::string>& teachers,
+                                            const std::string& out_dir) {
+  const T5Model& model = *env.model;
+  ASSIGN_OR_RETURN(std::vector<TaskDataSet> tasks,
+                   LoadTaskData(spec.tasks(), spec.train(), *env.tokenizer));
+  if (teachers.size() != tasks.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "distillation.teacher_adapters: ", teachers.size(), " teachers for ", tasks.size(),
+        " tasks"));
+  }
+  const int k_tasks = static_cast<int>(tasks.size());
+  const SoftPromptConfig config =
+      PromptConfig(prompt_spec, model, PromptKind::kMultitask, k_tasks);
+  std::vector<at::Tensor> teacher_prompts;
+  for (size_t k = 0; k < teachers.size(); ++k) {
+    ASSIGN_OR_RETURN(Adapter teacher, ReadAdapter(teachers[k]));
+    const std::string where = absl::StrCat("distillation.teacher_adapters[", k, "] (",
+                                           teachers[k], "): ");
+    absl::Status fits = CheckAdapterFitsModel(teacher.info, config.token_dim);
+    if (!fits.ok()) return absl::InvalidArgumentError(absl::StrCat(where, fits.message()));
+    if (teacher.prompt.config().total_tokens() != config.total_tokens()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, "num_virtual_tokens: the teacher has ", teacher.prompt.config().total_tokens(),
+          " prompt rows but the spec asks for ", config.total_tokens()));
+    }
+    teacher_prompts.push_back(teacher.prompt.TaskPrompt(0).detach());
+  }
+  ASSIGN_OR_RETURN(SoftPrompt student, SoftPrompt::FromTeachers(config, teacher_prompts));
+  student.MoveTo(model.device());
+  const at::Tensor teacher_table = at::stack(teacher_prompts).to(model.device());  // [K, T, d]
+
+  LocalCommunicator local;
+  Communicator* comm = env.comm ? env.comm : &local;
+  TrainerOptions options;
+  options.train = spec.train();
+  options.sampling =
+      spec.sampling() == "uniform" ? TaskSampling::kUniform : TaskSampling::kProportional;
+  options.stage = "distillation";
+  options.checkpoint_dir = CheckpointDir(env, "distillation", "");
+  options.fingerprint = Fingerprint("distillation", tasks, prompt_spec, spec.train(),
+                                    spec.SerializeAsString() + absl::StrJoin(teachers, ","));
+  std::vector<std::vector<TokenizedExample>> sets = TrainSets(tasks);
+
+  DistillationLoss loss_options;
+  loss_options.lambda = spec.no_distillation_loss() ? 0.0 : spec.lambda();
+  loss_options.temperature = spec.temperature();
+  StepFunction step =
+      MakeDistillationStep(model, prompt_spec, &student, teacher_table, loss_options);
+  std::vector<int> task_ids;
+  for (int k = 0; k < k_tasks; ++k) task_ids.push_back(k);
+  EvalFunction eval = MakeEvalFunction(env, prompt_spec, spec.train(), tasks, task_ids,
+                                       &student, "distillation");
+  PromptTrainer trainer(options, &student, &sets, env.tokenizer->pad_id(), comm, env.sink,
+                        env.cancelled);
+  TaskOutcome outcome;
+  outcome.task = "all";
+  ASSIGN_OR_RETURN(outcome.train, trainer.Run(step, eval));
+  outcome.metrics = outcome.train.metrics;
+  outcome.adapter = out_dir;
+  if (comm->rank() == 0) {
+    RETURN_IF_ERROR(WriteAdapter(out_dir, student, InfoFor(config, model, TaskNames(tasks))));
+  }
+  return outcome;
+}
+
+absl::StatusOr<std::vector<TaskOutcome>> RunTargetAdaptation(
+    const StageEnv& env, const mpt::v1::PromptSpec& prompt_spec,
+    const mpt::v1::TargetAdaptationSpec& spec, const std::string& source_adapter,
+    const std::string& out_dir) {
+  const T5Model& model = *env.model;
+  ASSIGN_OR_RETURN(std::vector<TaskDataSet> tasks,
+                   LoadTaskData(spec.tasks(), spec.train(), *env.tokenizer));
+  ASSIGN_OR_RETURN(Adapter source, ReadAdapter(source_adapter));
+  const std::string where = absl::StrCat("target.source_adapter (", source_adapter, "): ");
+  if (source.info.prompt.kind != PromptKind::kMultitask) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, "peft_type: expected MULTITASK_PROMPT_TUNING"));
+  }
+  absl::Status fits = CheckAdapterFitsModel(source.info, static_cast<int>(model.config().d_model));
+  if (!fits.ok()) return absl::InvalidArgumentError(absl::StrCat(where, fits.message()));
+
+  const int groups = spec.shared() ? 1 : static_cast<int>(tasks.size());
+  const int tasks_per_prompt = spec.shared() ? static_cast<int>(tasks.size()) : 1;
+  mpt::v1::PromptSpec adapted = prompt_spec;
+  adapted.set_num_ranks(source.info.prompt.num_ranks);
+  const SoftPromptConfig config =
+      PromptConfig(adapted, model, PromptKind::kMultitask, tasks_per_prompt);
+  if (source.info.prompt.total_tokens() != config.total_tokens()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, "num_virtual_tokens: the adapter has ", source.info.prompt.total_tokens(),
+        " prompt rows but the spec asks for ", config.total_tokens()));
+  }
+  ASSIGN_OR_RETURN(PromptInit init, ParsePromptInit(spec.init().empty() ? "AVERAGE_SOURCE_TASKS"
+                                                                         : spec.init()));
+  std::vector<TaskOutcome> outcomes;
+  for (int g = 0; g < groups; ++g) {
+    std::vector<TaskDataSet> group;
+    std::vector<int> ids;
+    std::vector<std::string> names;
+    for (int i = 0; i < tasks_per_prompt; ++i) {
+      group.push_back(tasks[g * tasks_per_prompt + i]);
+      ids.push_back(i);
+      names.push_back(group.back().spec.name());
+    }
+    const std::string label = spec.shared() ? "shared" : names[0];
+    std::optional<SoftPrompt> prompt;
+    // Seeded by the name, not the position, so that a target task run on
+    // its own (one task per service stage) starts where it starts here.
+    const uint64_t seed = spec.train().seed() + NameSeed(label);
+    if (init == PromptInit::kAverageSourceTasks || init == PromptInit::kExactSourceTask ||
+        init == PromptInit::kOnlySourceShared) {
+      ASSIGN_OR_RETURN(prompt, SoftPrompt::FromSourceState(config, source.prompt.StateDict(),
+                                                            init, spec.init_task(), seed));
+    } else {
+      ASSIGN_OR_RETURN(prompt, InitialPrompt(env, config, spec.init(), spec.init_text(), seed));
+    }
+    TaskOutcome outcome;
+    outcome.task = label;
+    ASSIGN_OR_RETURN(outcome.train,
+                     TrainWithPlm(env, adapted, spec.train(), group, ids, &*prompt, "target", label));
+    outcome.metrics = outcome.train.metrics;
+    outcome.adapter = Join(out_dir, label);
+    RETURN_IF_ERROR(WriteAdapter(outcome.adapter, *prompt, InfoFor(config, model, names)));
+    outcomes.push_back(std::move(outcome));
+  }
+  return outcomes;
+}
+
+absl::StatusOr<std::vector<BaselineOutcome>> RunTargetBaselines(
+    const StageEnv& env, const mpt::v1::PromptSpec& prompt_spec,
+    const mpt::v1::TargetAdaptationSpec& spec, const std::string& out_dir) {
+  const T5Model& model = *env.model;
+  ASSIGN_OR_RETURN(std::vector<TaskDataSet> tasks,
+                   LoadTaskData(spec.tasks(), spec.train(), *env.tokenizer));
+  const SoftPromptConfig config = PromptConfig(prompt_spec, model, PromptKind::kPromptTuning, 1);
+  const EvalOptions eval_options = EvalOptionsFor(prompt_spec, spec.train());
+  std::vector<BaselineOutcome> outcomes;
+  for (size_t k = 0; k < tasks.size(); ++k) {
+    BaselineOutcome outcome;
+    outcome.task = tasks[k].spec.name();
+    std::vector<TaskDataSet> one{tasks[k]};
+    ASSIGN_OR_RETURN(SoftPrompt prompt, SoftPrompt::Random(config, spec.train().seed() + k));
+    ASSIGN_OR_RETURN(MetricsReport before,
+                     EvaluatePrompt(model, *env.tokenizer, prompt, one, {0}, eval_options,
+                                    "baseline", 0));
+    outcome.random_prompt = ToNamedValues(before);
+    outcome.prompt_tuning.task = outcome.task;
+    ASSIGN_OR_RETURN(outcome.prompt_tuning.train,
+                     TrainWithPlm(env, prompt_spec, spec.train(), one, {0}, &prompt, "baseline",
+                                  outcome.task));
+    outcome.prompt_tuning.metrics = outcome.prompt_tuning.train.metrics;
+    outcome.prompt_tuning.adapter = Join(out_dir, outcome.task);
+    RETURN_IF_ERROR(WriteAdapter(outcome.prompt_tuning.adapter, prompt,
+                                 InfoFor(config, model, {outcome.task})));
+    outcomes.push_back(std::move(outcome));
+  }
+  return outcomes;
+}
+
+absl::StatusOr<PipelineOutcome> RunPipeline(const StageEnv& env,
+                                            const mpt::v1::PipelineSpec& spec,
+                                            const std::string& out_dir) {
+  PipelineOutcome outcome;
+  const std::string source_dir = Join(out_dir, "source");
+  const std::string distill_dir = Join(out_dir, "distillation");
+  std::vector<std::string> pending, teachers;
+  for (const auto& task : spec.source().tasks()) {
+    const std::string folder = Join(source_dir, task.name());
+    teachers.push_back(folder);
+    if (AdapterComplete(folder)) {
+      MPT_LOG(INFO) << "source " << task.name() << ": adapter already in " << folder;
+      outcome.source.push_back({task.name(), folder, {}, {}});
+    } else {
+      pending.push_back(task.name());
+    }
+  }
+  if (!pending.empty()) {
+    ASSIGN_OR_RETURN(auto trained,
+                     RunSourceTraining(env, spec.prompt(), spec.source(), source_dir, pending));
+    for (auto& t : trained) outcome.source.push_back(std::move(t));
+  }
+  // The distillation's task order is the teachers' order.
+  std::vector<std::string> ordered;
+  for (const auto& task : spec.distillation().tasks()) {
+    ordered.push_back(Join(source_dir, task.name()));
+  }
+  if (AdapterComplete(distill_dir)) {
+    MPT_LOG(INFO) << "distillation: adapter already in " << distill_dir;
+    outcome.distillation = {"all", distill_dir, {}, {}};
+  } else {
+    ASSIGN_OR_RETURN(outcome.distillation,
+                     RunDistillation(env, spec.prompt(), spec.distillation(), ordered, distill_dir));
+  }
+  if (spec.target().tasks_size() > 0) {
+    ASSIGN_OR_RETURN(outcome.target,
+                     RunTargetAdaptation(env, spec.prompt(), spec.target(), distill_dir,
+                                         Join(out_dir, "target")));
+  }
+  return outcome;
+}
+
+}  // namespace mpt

@@ -1,0 +1,126 @@
+// The three stages of Multitask Prompt Tuning, as library calls.
+//
+//   RunSourceTraining   one PROMPT_TUNING adapter (teacher) per source task
+//   RunDistillation     the teachers distilled into one MULTITASK adapter:
+//                       shared prompt P* and factors (U_k, V_k) per task,
+//                       loss L_PLM + lambda * (L_KL + L_hidden)
+//   RunTargetAdaptation target tasks adapted from a multitask adapter
+//
+// Each stage writes PEFT adapter folders under its output folder, keeps
+// resumable checkpoints under its work folder, and reports progress through
+// the environment's sink. The model stays frozen; only prompts train.
+#ifndef MPT_WORKER_TRAINING_MPT_STAGES_H_
+#define MPT_WORKER_TRAINING_MPT_STAGES_H_
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "proto/mpt/v1/spec.pb.h"
+#include "worker/collectives/communicator.h"
+#include "common/progress/progress.h"
+#include "worker/prompts/prompt_inputs.h"
+#include "worker/training/prompt_trainer.h"
+#include "worker/prompts/soft_prompt.h"
+#include "worker/model/t5_model.h"
+#include "worker/model/t5_tokenizer.h"
+
+namespace mpt {
+
+// What every stage runs with. Pointers are borrowed and must outlive the
+// call; `comm` may be null (single process), `sink` may be null.
+struct StageEnv {
+  const T5Model* model = nullptr;
+  const T5Tokenizer* tokenizer = nullptr;
+  Communicator* comm = nullptr;
+  ProgressSink* sink = nullptr;
+  std::function<bool()> cancelled;
+  // Checkpoints go under this folder (one sub-folder per stage and task);
+  // empty: no checkpoints, no resume.
+  std::string work_dir;
+};
+
+struct TaskOutcome {
+  std::string task;
+  std::string adapter;   // folder written
+  NamedValues metrics;   // of the kept prompt; empty without eval data
+  TrainResult train;
+};
+
+// The per-batch losses of the stages, for PromptTrainer (also used by the
+// benchmarks). The model and prompts are borrowed and must outlive the
+// function.
+//
+// L_PLM with `prompt` laid out as PEFT lays out a prompt of its kind.
+StepFunction MakePlmStep(const T5Model& model, const PromptLayout& layout,
+                         const SoftPrompt* prompt);
+
+struct DistillationLoss {
+  double lambda = 0.9;       // weight of L_KL + L_hidden; 0: L_PLM alone
+  double temperature = 1.0;  // tau of L_KL
+};
+
+// L_PLM(student) + lambda * (L_KL + L_hidden) against the frozen teachers:
+// `teacher_table` [K, T, d] holds teacher k's prompt, on the model's device.
+// Logs "loss", "plm", "kl" and "hidden".
+StepFunction MakeDistillationStep(const T5Model& model, const mpt::v1::PromptSpec& prompt_spec,
+                                  const SoftPrompt* student, const at::Tensor& teacher_table,
+                                  const DistillationLoss& options);
+
+// Stage 1. For each source task: a plain prompt (RANDOM or TEXT init),
+// trained with L_PLM, written to `<out_dir>/<task>`. Only tasks in
+// `only_tasks` run when it is non-empty (a worker given one task).
+absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
+    const StageEnv& env, const mpt::v1::PromptSpec& prompt,
+    const mpt::v1::SourceTrainingSpec& spec, const std::string& out_dir,
+    const std::vector<std::string>& only_tasks = {});
+
+// Stage 2. `teachers[k]` is the adapter folder of spec.tasks(k). Writes a
+// MULTITASK_PROMPT_TUNING adapter with num_tasks = K and the task names to
+// `out_dir`. INVALID_ARGUMENT when a teacher does not fit the prompt spec or
+// the model.
+absl::StatusOr<TaskOutcome> RunDistillation(const StageEnv& env,
+                                            const mpt::v1::PromptSpec& prompt,
+                                            const mpt::v1::DistillationSpec& spec,
+                                            const std::vector<std::string>& teachers,
+                                            const std::string& out_dir);
+
+// Stage 3. Starts from the multitask adapter in `source_adapter` with the
+// spec's init mode. With spec.shared, one adapter (num_tasks = number of
+// targets) at `<out_dir>/shared`; otherwise one per task at
+// `<out_dir>/<task>`.
+absl::StatusOr<std::vector<TaskOutcome>> RunTargetAdaptation(
+    const StageEnv& env, const mpt::v1::PromptSpec& prompt,
+    const mpt::v1::TargetAdaptationSpec& spec, const std::string& source_adapter,
+    const std::string& out_dir);
+
+// The baselines a newcomer compares MPT with, per target task: the metrics
+// of an untrained random prompt and of plain prompt tuning from a random
+// init at the same step budget as the target stage. Writes the plain
+// adapters to `<out_dir>/<task>`.
+struct BaselineOutcome {
+  std::string task;
+  NamedValues random_prompt;
+  TaskOutcome prompt_tuning;
+};
+absl::StatusOr<std::vector<BaselineOutcome>> RunTargetBaselines(
+    const StageEnv& env, const mpt::v1::PromptSpec& prompt,
+    const mpt::v1::TargetAdaptationSpec& spec, const std::string& out_dir);
+
+// The whole pipeline in one process: source, distillation, target, under
+// `out_dir/{source,distillation,target}`. A stage whose adapters are already
+// complete in `out_dir` is not run again, so a pipeline killed and started
+// again with the same folders goes on where it stopped.
+struct PipelineOutcome {
+  std::vector<TaskOutcome> source;
+  TaskOutcome distillation;
+  std::vector<TaskOutcome> target;
+};
+absl::StatusOr<PipelineOutcome> RunPipeline(const StageEnv& env,
+                                            const mpt::v1::PipelineSpec& spec,
+                                            const std::string& out_dir);
+
+}  // namespace mpt
+
+#endif  // MPT_WORKER_TRAINING_MPT_STAGES_H_
