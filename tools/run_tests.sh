@@ -6,6 +6,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh || exit 1
 
+# Dependencies run one way (bazel query; no build).
+layering=0
+tools/check_layering.sh || layering=1
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 bazel test //... "$@" 2>&1 | tee "$log"
@@ -14,8 +18,11 @@ rc=${PIPESTATUS[0]}
 # One closing line that any CI reader understands.
 passed=$(grep -cE '^//.* +(PASSED|\(cached\) PASSED)' "$log")
 failed=$(grep -cE '^//.* +(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE)' "$log")
+# The layering check counts as one more test.
+if [ "$layering" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 echo "tests: ${passed} passed, ${failed} failed"
 if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
   echo "bazel test exited with status $rc (build failure?)" >&2
 fi
+if [ "$layering" -ne 0 ] && [ "$rc" -eq 0 ]; then rc=1; fi
 exit "$rc"

@@ -2,7 +2,7 @@
 # processes on this machine, with every process (and namespace) cleaned up
 # when the test ends, however it ends.
 #
-#   source tests/e2e_lib.sh
+#   source tests/e2e/e2e_lib.sh
 #   e2e_start_coordinator
 #   e2e_start_worker w0
 #   job=$(mptctl submit --spec "$(e2e_write_spec spec.textproto)")
@@ -16,7 +16,7 @@ E2E_RUNFILES="${TEST_SRCDIR:-$PWD}/${TEST_WORKSPACE:-mpt}"
 COORDINATOR_BIN="$E2E_RUNFILES/server/coordinator"
 WORKER_BIN="$E2E_RUNFILES/worker/worker"
 MPTCTL_BIN="$E2E_RUNFILES/cli/mptctl"
-ADAPTER_CHECK_BIN="$E2E_RUNFILES/tests/adapter_check"
+ADAPTER_CHECK_BIN="$E2E_RUNFILES/tests/e2e/adapter_check"
 E2E_MODEL="$E2E_RUNFILES/tests/testdata/t5_relu"
 E2E_TASKS="$E2E_RUNFILES/tests/testdata/tiny_tasks"
 E2E_DIR="${TEST_TMPDIR:-$(mktemp -d)}/e2e"

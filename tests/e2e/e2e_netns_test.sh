@@ -10,7 +10,7 @@
 #
 # Needs root and network namespaces; where they cannot be made the test says
 # so and passes without running (SKIPPED).
-source "${TEST_SRCDIR}/${TEST_WORKSPACE}/tests/e2e_lib.sh"
+source "${TEST_SRCDIR}/${TEST_WORKSPACE}/tests/e2e/e2e_lib.sh"
 
 skip() {
   echo "SKIPPED: $* (the network-namespace test needs root, iproute2 and netns/veth/bridge support)" >&2

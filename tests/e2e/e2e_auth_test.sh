@@ -4,7 +4,7 @@
 # that have both run a job; a client without the token, with a wrong token
 # or without the CA is refused with the documented exit codes, and a worker
 # with a wrong token stops instead of retrying forever.
-source "${TEST_SRCDIR}/${TEST_WORKSPACE}/tests/e2e_lib.sh"
+source "${TEST_SRCDIR}/${TEST_WORKSPACE}/tests/e2e/e2e_lib.sh"
 
 command -v openssl >/dev/null || { echo "SKIPPED: no openssl to make certificates" >&2; exit 0; }
 

@@ -3,7 +3,7 @@
 # pipeline and started again on the same database and artefact folder. The
 # workers reconnect, mptctl watch resumes its stream, the job succeeds and
 # every artefact stored before the crash is still there, byte for byte.
-source "${TEST_SRCDIR}/${TEST_WORKSPACE}/tests/e2e_lib.sh"
+source "${TEST_SRCDIR}/${TEST_WORKSPACE}/tests/e2e/e2e_lib.sh"
 
 e2e_start_coordinator
 port="$COORD_PORT"

@@ -3,7 +3,7 @@
 # pipeline: three source tasks, distillation on two ranks over Gloo, two
 # target tasks. mptctl watches it, downloads every adapter, and the adapters
 # load with ReadAdapter and fit the model.
-source "${TEST_SRCDIR}/${TEST_WORKSPACE}/tests/e2e_lib.sh"
+source "${TEST_SRCDIR}/${TEST_WORKSPACE}/tests/e2e/e2e_lib.sh"
 
 e2e_start_coordinator
 e2e_start_worker w0

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End to end (b): a job cancelled in the middle of a stage stops within
 # seconds, its workers are free again, and mptctl reports it.
-source "${TEST_SRCDIR}/${TEST_WORKSPACE}/tests/e2e_lib.sh"
+source "${TEST_SRCDIR}/${TEST_WORKSPACE}/tests/e2e/e2e_lib.sh"
 
 e2e_start_coordinator
 e2e_start_worker w0

@@ -2,7 +2,7 @@
 # End to end (c): a worker killed with SIGKILL in the middle of a stage. Its
 # lease runs out, the stage goes back to the queue and resumes on the other
 # worker from its last uploaded checkpoint; the job still succeeds.
-source "${TEST_SRCDIR}/${TEST_WORKSPACE}/tests/e2e_lib.sh"
+source "${TEST_SRCDIR}/${TEST_WORKSPACE}/tests/e2e/e2e_lib.sh"
 
 e2e_start_coordinator
 e2e_start_worker w0
