@@ -6,6 +6,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/message.h"
 #include "common/spec/spec_loader.h"
 #include "common/spec/stages.h"
 #include "server/resource_names.h"
@@ -18,6 +21,104 @@ using coordinator::StageRecord;
 constexpr size_t kMaxDisplayNameChars = 1024;
 constexpr size_t kMaxRequestIdChars = 256;
 
+// True when `s` is well-formed UTF-8 (no overlong forms, surrogates or
+// code points above U+10FFFF).
+bool IsValidUtf8(const std::string& s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* end = p + s.size();
+  while (p < end) {
+    const unsigned char c = *p;
+    int n = 0;
+    uint32_t cp = 0;
+    if (c < 0x80) {
+      ++p;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      n = 1;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (end - p <= n) return false;
+    for (int i = 1; i <= n; ++i) {
+      if ((p[i] & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    p += n + 1;
+  }
+  return true;
+}
+
+// Every string field of `message` (recursively) that is not valid UTF-8,
+// as "<field path>: not valid UTF-8".
+void CheckUtf8(const google::protobuf::Message& message, const std::string& prefix,
+               std::vector<std::string>* problems) {
+  const google::protobuf::Reflection* reflection = message.GetReflection();
+  std::vector<const google::protobuf::FieldDescriptor*> fields;
+  reflection->ListFields(message, &fields);
+  for (const google::protobuf::FieldDescriptor* f : fields) {
+    const std::string path = prefix.empty() ? f->name() : absl::StrCat(prefix, ".", f->name());
+    using FD = google::protobuf::FieldDescriptor;
+    if (f->cpp_type() == FD::CPPTYPE_STRING && f->type() == FD::TYPE_STRING) {
+      if (f->is_repeated()) {
+        for (int i = 0; i < reflection->FieldSize(message, f); ++i) {
+          if (!IsValidUtf8(reflection->GetRepeatedString(message, f, i))) {
+            problems->push_back(absl::StrCat(path, "[", i, "]: not valid UTF-8"));
+          }
+        }
+      } else if (!IsValidUtf8(reflection->GetString(message, f))) {
+        problems->push_back(absl::StrCat(path, ": not valid UTF-8"));
+      }
+    } else if (f->cpp_type() == FD::CPPTYPE_MESSAGE) {
+      if (f->is_repeated()) {
+        for (int i = 0; i < reflection->FieldSize(message, f); ++i) {
+          CheckUtf8(reflection->GetRepeatedMessage(message, f, i),
+                    absl::StrCat(path, "[", i, "]"), problems);
+        }
+      } else {
+        CheckUtf8(reflection->GetMessage(message, f), path, problems);
+      }
+    }
+  }
+}
+
+// The coordinator must not resolve paths against its own working folder:
+// data and model paths must be absolute and free of ".." components.
+void CheckServerPath(const std::string& path, const std::string& field,
+                     std::vector<std::string>* problems) {
+  if (path.empty()) return;  // "required" is reported by the validators
+  if (path[0] != '/') {
+    problems->push_back(absl::StrCat(field, ": \"", path,
+                                     "\" is relative; the coordinator needs an absolute path "
+                                     "(mptctl makes paths absolute before submitting)"));
+    return;
+  }
+  for (absl::string_view part : absl::StrSplit(path, '/')) {
+    if (part == "..") {
+      problems->push_back(
+          absl::StrCat(field, ": \"", path, "\" has a \"..\" component; give the path without it"));
+      return;
+    }
+  }
+}
+
+void CheckTaskPaths(const google::protobuf::RepeatedPtrField<mpt::v1::TaskData>& tasks,
+                    const std::string& stage, std::vector<std::string>* problems) {
+  for (int i = 0; i < tasks.size(); ++i) {
+    const std::string field = absl::StrCat(stage, ".tasks[", i, "]");
+    CheckServerPath(tasks[i].train_path(), absl::StrCat(field, ".train_path"), problems);
+    CheckServerPath(tasks[i].eval_path(), absl::StrCat(field, ".eval_path"), problems);
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<JobPlan> PlanJob(const mpt::v1::SubmitJobRequest& request,
@@ -29,6 +130,8 @@ absl::StatusOr<JobPlan> PlanJob(const mpt::v1::SubmitJobRequest& request,
   auto add_status = [&](const absl::Status& s) {
     if (!s.ok()) problems.push_back(std::string(s.message()));
   };
+  CheckUtf8(request, "", &problems);
+  if (!problems.empty()) return absl::InvalidArgumentError(absl::StrJoin(problems, "; "));
   const mpt::v1::JobKind kind = request.kind();
   if (kind == mpt::v1::JOB_KIND_UNSPECIFIED) {
     return absl::InvalidArgumentError(
@@ -127,6 +230,10 @@ absl::StatusOr<JobPlan> PlanJob(const mpt::v1::SubmitJobRequest& request,
     default:
       break;
   }
+  CheckServerPath(spec->base_model(), "spec.base_model", &problems);
+  CheckTaskPaths(spec->source().tasks(), "spec.source", &problems);
+  CheckTaskPaths(spec->distillation().tasks(), "spec.distillation", &problems);
+  CheckTaskPaths(spec->target().tasks(), "spec.target", &problems);
   if (!problems.empty()) return absl::InvalidArgumentError(absl::StrJoin(problems, "; "));
 
   if (kind == mpt::v1::DISTILLATION) {

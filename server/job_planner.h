@@ -43,9 +43,14 @@ struct JobPlan {
 
 // The plan for `request`. INVALID_ARGUMENT listing every problem found,
 // each led by its field path ("kind: ...", "source.tasks[0].train_path:
-// ...", "distillation.world_size: ..."), for an unknown kind, a spec the
-// validators reject, a world size above max_world_size or (with
-// check_spec_files) a missing folder or file.
+// ...", "distillation.world_size: ..."), for: a string field that is not
+// valid UTF-8 (reported alone, e.g. "spec.source.tasks[0].name: not valid
+// UTF-8"); an unknown kind; a spec the validators of
+// common/spec/spec_loader.h reject (bounds included); a world size above
+// max_world_size; a base_model, train_path or eval_path that is relative
+// or has a ".." component ("spec.base_model: ...",
+// "spec.source.tasks[0].train_path: ..."); or (with check_spec_files) a
+// missing folder or file.
 absl::StatusOr<JobPlan> PlanJob(const mpt::v1::SubmitJobRequest& request,
                                 const JobPlannerOptions& options);
 

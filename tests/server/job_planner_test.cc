@@ -134,3 +134,68 @@ TEST(JobPlannerTest, TargetAdaptationNeedsAWellFormedSourceAdapter) {
 
 }  // namespace
 }  // namespace mpt
+
+namespace mpt {
+namespace {
+
+TEST(JobPlannerTest, RelativeAndDotDotPathsAreRejectedNamingTheField) {
+  mpt::v1::SubmitJobRequest r = Pipeline({"a"}, {});
+  r.mutable_spec()->mutable_source()->mutable_tasks(0)->set_train_path("data/a.jsonl");
+  absl::StatusOr<JobPlan> plan = PlanJob(r, JobPlannerOptions());
+  ASSERT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(plan.status().message().find("spec.source.tasks[0].train_path"), std::string::npos)
+      << plan.status();
+
+  r = Pipeline({"a"}, {});
+  r.mutable_spec()->set_base_model("/models/../etc");
+  plan = PlanJob(r, JobPlannerOptions());
+  ASSERT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(plan.status().message().find("spec.base_model"), std::string::npos) << plan.status();
+
+  r = Pipeline({"a"}, {});
+  r.mutable_spec()->mutable_source()->mutable_tasks(0)->set_eval_path("/d/x/../../e.jsonl");
+  plan = PlanJob(r, JobPlannerOptions());
+  ASSERT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(plan.status().message().find("spec.source.tasks[0].eval_path"), std::string::npos);
+
+  r = Pipeline({"a"}, {});
+  r.mutable_spec()->mutable_source()->mutable_tasks(0)->set_train_path("/d/a..b.jsonl");
+  EXPECT_TRUE(PlanJob(r, JobPlannerOptions()).ok());  // ".." inside a name is fine
+}
+
+TEST(JobPlannerTest, InvalidUtf8IsInvalidArgumentNamingTheField) {
+  mpt::v1::SubmitJobRequest r = Pipeline({"a"}, {});
+  r.set_display_name("bad \xC3\x28 name");
+  absl::StatusOr<JobPlan> plan = PlanJob(r, JobPlannerOptions());
+  ASSERT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(plan.status().message(), "display_name: not valid UTF-8");
+
+  r = Pipeline({"a"}, {});
+  r.mutable_spec()->mutable_source()->mutable_tasks(0)->add_candidates("ok");
+  r.mutable_spec()->mutable_source()->mutable_tasks(0)->add_candidates("\xED\xA0\x80");  // surrogate
+  plan = PlanJob(r, JobPlannerOptions());
+  ASSERT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(plan.status().message(), "spec.source.tasks[0].candidates[1]: not valid UTF-8");
+
+  r = Pipeline({"a"}, {});
+  r.set_display_name("caf\xC3\xA9 \xF0\x9F\x98\x80");  // valid two- and four-byte forms
+  EXPECT_TRUE(PlanJob(r, JobPlannerOptions()).ok());
+}
+
+TEST(JobPlannerTest, UpperBoundsNameTheirFields) {
+  mpt::v1::SubmitJobRequest r = Pipeline({"a"}, {});
+  r.mutable_spec()->mutable_source()->mutable_train()->set_steps(10'000'001);
+  r.mutable_spec()->mutable_prompt()->set_num_virtual_tokens(10'001);
+  JobPlannerOptions options;
+  options.max_world_size = 100000;
+  r.mutable_spec()->mutable_distillation()->set_world_size(1025);
+  absl::StatusOr<JobPlan> plan = PlanJob(r, options);
+  ASSERT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  const std::string message(plan.status().message());
+  EXPECT_NE(message.find("source.train.steps: must be <= 10000000"), std::string::npos) << message;
+  EXPECT_NE(message.find("prompt.num_virtual_tokens: must be <= 10000"), std::string::npos);
+  EXPECT_NE(message.find("distillation.world_size: must be <= 1024"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace mpt
