@@ -230,15 +230,26 @@ void Coordinator::ScheduleLocked(StateTxn& txn) {
 // Submission
 
 absl::StatusOr<mpt::v1::Job> Coordinator::SubmitJob(const mpt::v1::SubmitJobRequest& request) {
-  if (!request.request_id().empty()) {
-    ASSIGN_OR_RETURN(std::optional<std::string> existing,
-                     store_->FindRequestId(request.request_id()));
-    if (existing.has_value()) return GetJob(*existing);
-  }
   JobPlannerOptions planner;
   planner.max_world_size = options_.max_world_size;
   planner.check_spec_files = options_.check_spec_files;
   ASSIGN_OR_RETURN(JobPlan plan, PlanJob(request, planner));
+  // A request_id seen before returns its job, if the request is the same.
+  const std::string fingerprint = RequestFingerprint(plan.spec, request.kind(), request.display_name());
+  auto same_request = [&](absl::StatusOr<mpt::v1::Job> job) -> absl::StatusOr<mpt::v1::Job> {
+    if (!job.ok()) return job;
+    if (RequestFingerprint(job->spec(), job->kind(), job->display_name()) == fingerprint) {
+      return job;
+    }
+    return absl::AlreadyExistsError(absl::StrCat(
+        "request_id: \"", request.request_id(), "\" was already used for ", job->name(),
+        " with a different spec, kind or display_name; use a new request_id"));
+  };
+  if (!request.request_id().empty()) {
+    ASSIGN_OR_RETURN(std::optional<std::string> existing,
+                     store_->FindRequestId(request.request_id()));
+    if (existing.has_value()) return same_request(GetJob(*existing));
+  }
   // Artefacts named by a single-stage spec must exist and be adapters.
   for (const RequiredAdapter& needed : plan.required_adapters) {
     ASSIGN_OR_RETURN(std::optional<mpt::v1::Artifact> a, store_->ReadArtifact(needed.artifact));
@@ -259,9 +270,9 @@ absl::StatusOr<mpt::v1::Job> Coordinator::SubmitJob(const mpt::v1::SubmitJobRequ
     ASSIGN_OR_RETURN(std::optional<std::string> existing,
                      store_->FindRequestId(request.request_id()));
     if (existing.has_value()) {
-      if (JobEntry* job = state_.FindJob(*existing)) return state_.PublicJob(*job);
+      if (JobEntry* job = state_.FindJob(*existing)) return same_request(state_.PublicJob(*job));
       ASSIGN_OR_RETURN(std::optional<mpt::v1::Job> stored, store_->ReadJob(*existing));
-      if (stored.has_value()) return *stored;
+      if (stored.has_value()) return same_request(*std::move(stored));
     }
   }
   std::string name;

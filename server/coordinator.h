@@ -167,7 +167,10 @@ class Coordinator {
   // validators reject, a world size above max_world_size, a missing data
   // file when check_spec_files is on); NOT_FOUND naming the field when a
   // single-stage spec names an artefact that does not exist. Nothing is
-  // stored on error. A request_id seen before returns the job it created.
+  // stored on error. A request_id seen before returns the job it created
+  // when the request asks for the same job (RequestFingerprint() of the
+  // planned spec, kind and display_name, compared with the stored job's);
+  // ALREADY_EXISTS naming request_id when it asks for a different one.
   absl::StatusOr<mpt::v1::Job> SubmitJob(const mpt::v1::SubmitJobRequest& request);
 
   // INVALID_ARGUMENT for a name that is not "jobs/{id}"; NOT_FOUND.

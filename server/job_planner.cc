@@ -9,7 +9,10 @@
 #include "absl/strings/str_split.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
+#include "common/sha256.h"
 #include "common/spec/spec_loader.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "common/spec/stages.h"
 #include "server/resource_names.h"
 
@@ -302,6 +305,23 @@ absl::StatusOr<JobPlan> PlanJob(const mpt::v1::SubmitJobRequest& request,
     }
   }
   return plan;
+}
+
+std::string RequestFingerprint(const mpt::v1::PipelineSpec& planned_spec, mpt::v1::JobKind kind,
+                               const std::string& display_name) {
+  std::string spec_bytes;
+  {
+    google::protobuf::io::StringOutputStream out(&spec_bytes);
+    google::protobuf::io::CodedOutputStream coded(&out);
+    coded.SetSerializationDeterministic(true);
+    planned_spec.SerializeToCodedStream(&coded);
+  }
+  Sha256 hash;
+  hash.Update(absl::StrCat(spec_bytes.size(), ":"));
+  hash.Update(spec_bytes);
+  hash.Update(absl::StrCat("|", static_cast<int>(kind), "|", display_name.size(), ":"));
+  hash.Update(display_name);
+  return hash.HexDigest();
 }
 
 }  // namespace mpt

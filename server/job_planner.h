@@ -54,6 +54,12 @@ struct JobPlan {
 absl::StatusOr<JobPlan> PlanJob(const mpt::v1::SubmitJobRequest& request,
                                 const JobPlannerOptions& options);
 
+// The SHA-256 (hex) of the deterministic serialisation of a planned spec,
+// the job kind and the display name: equal for two submissions that ask
+// for the same job. SubmitJob compares it for a reused request_id.
+std::string RequestFingerprint(const mpt::v1::PipelineSpec& planned_spec, mpt::v1::JobKind kind,
+                               const std::string& display_name);
+
 }  // namespace mpt
 
 #endif  // MPT_SERVER_JOB_PLANNER_H_
