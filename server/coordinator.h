@@ -20,7 +20,7 @@
 // worker gets a fresh lease after a restart) and progress reports that the
 // event rate limit drops (progress is saved with the next event).
 //
-// Scheduling (see Schedule() in coordinator.cc):
+// Scheduling (the decision: Schedule() in scheduler.h):
 // - A stage is ready when every stage it depends on SUCCEEDED. Ready stages
 //   are served in job order: higher Job.priority first, then submission
 //   order; within a job, in stage order (sources, distillation, targets).
@@ -74,8 +74,10 @@
 #include "proto/mpt/v1/service.pb.h"
 #include "server/artifact_store.h"
 #include "server/clock.h"
+#include "server/coordinator_state.h"
 #include "server/coordinator_state.pb.h"
 #include "server/job_store.h"
+#include "server/rendezvous_kv.h"
 
 namespace mpt {
 
@@ -165,7 +167,10 @@ class Coordinator {
   // validators reject, a world size above max_world_size, a missing data
   // file when check_spec_files is on); NOT_FOUND naming the field when a
   // single-stage spec names an artefact that does not exist. Nothing is
-  // stored on error. A request_id seen before returns the job it created.
+  // stored on error. A request_id seen before returns the job it created
+  // when the request asks for the same job (RequestFingerprint() of the
+  // planned spec, kind and display_name, compared with the stored job's);
+  // ALREADY_EXISTS naming request_id when it asks for a different one.
   absl::StatusOr<mpt::v1::Job> SubmitJob(const mpt::v1::SubmitJobRequest& request);
 
   // INVALID_ARGUMENT for a name that is not "jobs/{id}"; NOT_FOUND.
@@ -270,81 +275,23 @@ class Coordinator {
   absl::Status CheckLeases();
 
  private:
-  struct StageEntry {
-    coordinator::StageRecord rec;
-    absl::Time last_progress_event = absl::InfinitePast();
-  };
-  struct JobEntry {
-    coordinator::JobRecord rec;  // rec.job() holds no stages
-    std::vector<StageEntry> stages;
-    // The gang note ("waiting for N workers") was already sent.
-    bool gang_note_sent = false;
-    // Signalled when events of this job are committed. Shared so that a
-    // watcher keeps it alive while the job leaves memory.
-    std::shared_ptr<absl::CondVar> events_changed = std::make_shared<absl::CondVar>();
-  };
-  struct WorkerEntry {
-    coordinator::WorkerRecord rec;
-    absl::Time last_seen;  // by the clock
-    int active_polls = 0;
-  };
-  // What one operation changed, written by CommitLocked().
-  struct Txn;
-
   Coordinator(CoordinatorOptions options, std::unique_ptr<JobStore> store,
               std::unique_ptr<ArtifactStore> artifacts, std::shared_ptr<Clock> clock);
 
-  // Replaces the in-memory state with the store's and repairs what a crash
-  // can leave (assignments without a live worker, CANCELLING jobs with
-  // nothing running).
+  // Replaces the in-memory state with the store's, repairs what a crash
+  // can leave, schedules and writes the repairs (no reload on failure).
   absl::Status LoadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Writes `txn`; on failure reloads from the store and returns the error.
-  absl::Status CommitLocked(Txn& txn, bool reload_on_failure = true)
+  // Writes `txn`. OK: erases the rendezvous groups of ended attempts,
+  // deletes blobs nothing refers to any more and wakes waiters. Otherwise
+  // logs the store's error, reloads from the store when
+  // `reload_on_failure` (a failed reload is logged) and returns the
+  // store's error.
+  absl::Status CommitLocked(StateTxn& txn, bool reload_on_failure = true)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // One scheduling pass (scheduler.h) over the state; starts what it
+  // decides in `txn`.
+  void ScheduleLocked(StateTxn& txn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // Validation and expansion for SubmitJob (no lock needed).
-  absl::Status ValidateAndExpand(const mpt::v1::SubmitJobRequest& request,
-                                 mpt::v1::PipelineSpec* spec,
-                                 std::vector<coordinator::StageRecord>* stages);
-
-  mpt::v1::Job PublicJobLocked(const JobEntry& job) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  JobEntry* FindJobLocked(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  StageEntry* FindStageLocked(JobEntry* job, const std::string& stage_id)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  WorkerEntry* FindLiveWorkerLocked(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
-  void AddEventLocked(Txn& txn, JobEntry* job, const StageEntry* stage,
-                      const std::string& message, const mpt::v1::Progress* progress = nullptr)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void MarkJobLocked(Txn& txn, JobEntry* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void MarkStageLocked(Txn& txn, JobEntry* job, StageEntry* stage)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
-  void ScheduleLocked(Txn& txn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool StageReadyLocked(const JobEntry& job, const StageEntry& stage) const
-      ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  void StartStageLocked(Txn& txn, JobEntry* job, StageEntry* stage,
-                        const std::vector<WorkerEntry*>& workers, const std::string& collective)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
-  enum class AttemptEnd { kWorkerLost, kFailed, kFailedPermanently };
-  void EndAttemptLocked(Txn& txn, JobEntry* job, StageEntry* stage, AttemptEnd how,
-                        const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void StageSucceededLocked(Txn& txn, JobEntry* job, StageEntry* stage)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FinishJobLocked(Txn& txn, JobEntry* job, mpt::v1::JobState state, const std::string& error)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void MaybeFinishCancelLocked(Txn& txn, JobEntry* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void CancelAssignmentLocked(Txn& txn, const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ReleaseAssignmentLocked(Txn& txn, const std::string& id)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void DeclareLostLocked(Txn& txn, WorkerEntry* worker, const std::string& reason)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void DropArtifactLocked(Txn& txn, JobEntry* job, const std::string& name)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  int LiveAssignmentsOfJobLocked(const std::string& job) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-
-  void EraseGroup(const std::string& group) ABSL_LOCKS_EXCLUDED(kv_mu_);
   void MaintenanceLoop();
 
   const CoordinatorOptions options_;
@@ -357,30 +304,14 @@ class Coordinator {
   // watchers wait on their job's events_changed instead.
   absl::CondVar changed_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
-  // Unfinished jobs by name, and the same jobs in scheduling order:
-  // (-priority, create_seq).
-  absl::flat_hash_map<std::string, std::unique_ptr<JobEntry>> jobs_ ABSL_GUARDED_BY(mu_);
-  std::map<std::pair<int64_t, int64_t>, JobEntry*> job_order_ ABSL_GUARDED_BY(mu_);
-  int64_t next_create_seq_ ABSL_GUARDED_BY(mu_) = 1;
-  // Workers by name, and their names in registration order.
-  absl::flat_hash_map<std::string, WorkerEntry> workers_ ABSL_GUARDED_BY(mu_);
-  std::map<int64_t, std::string> worker_order_ ABSL_GUARDED_BY(mu_);
-  int64_t next_register_seq_ ABSL_GUARDED_BY(mu_) = 1;
-  // Assignments not yet released by their worker.
-  absl::flat_hash_map<std::string, coordinator::AssignmentRecord> assignments_
-      ABSL_GUARDED_BY(mu_);
-  // Assignments released recently (a repeated CompleteAssignment is OK);
-  // bounded, oldest dropped first.
-  std::set<std::string> released_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> released_order_ ABSL_GUARDED_BY(mu_);
+  // Jobs, stages, workers and assignments, and their transactions.
+  CoordinatorState state_ ABSL_GUARDED_BY(mu_);
   // Blobs being uploaded (hash -> uploads in flight): never garbage.
   absl::flat_hash_map<std::string, int> uploading_ ABSL_GUARDED_BY(mu_);
   absl::BitGen random_ ABSL_GUARDED_BY(mu_);
 
-  absl::Mutex kv_mu_ ABSL_ACQUIRED_AFTER(mu_);
-  absl::CondVar kv_changed_;
-  bool kv_shutting_down_ ABSL_GUARDED_BY(kv_mu_) = false;
-  std::map<std::string, std::map<std::string, std::string>> kv_ ABSL_GUARDED_BY(kv_mu_);
+  // The rendezvous store (its own lock, taken after mu_ when both are).
+  RendezvousKv kv_;
 
   absl::Mutex maintenance_mu_;
   bool maintenance_stop_ ABSL_GUARDED_BY(maintenance_mu_) = false;

@@ -180,6 +180,11 @@ void ValidateTask(absl::string_view field, const TaskData& task,
     problems->Add(absl::StrCat(field, ".candidates"),
                   "eval_mode \"rank\" needs at least one candidate");
   }
+  if (task.candidates_size() > kMaxCandidates) {
+    problems->Add(absl::StrCat(field, ".candidates"),
+                  absl::StrCat(task.candidates_size(), " candidates; at most ",
+                               kMaxCandidates, " are allowed"));
+  }
   std::map<std::string, int> seen;
   for (int i = 0; i < task.candidates_size(); ++i) {
     const std::string& candidate = task.candidates(i);
@@ -206,6 +211,10 @@ std::set<std::string> ValidateTasks(
   if (tasks.empty()) {
     problems->Add(absl::StrCat(stage, ".tasks"),
                   absl::StrCat("at least one ", stage, " task is required"));
+  } else if (tasks.size() > kMaxTasks) {
+    problems->Add(absl::StrCat(stage, ".tasks"),
+                  absl::StrCat(tasks.size(), " tasks; at most ", kMaxTasks,
+                               " are allowed"));
   }
   for (int i = 0; i < tasks.size(); ++i) {
     std::string field = absl::StrCat(stage, ".tasks[", i, "]");
@@ -232,16 +241,29 @@ void ValidateTrain(absl::string_view stage, const TrainSpec& train,
                     absl::StrCat("must be >= ", min, ", got ", value));
     }
   };
+  auto at_most = [&](absl::string_view name, int64_t value, int64_t max) {
+    if (value > max) {
+      problems->Add(absl::StrCat(prefix, name),
+                    absl::StrCat("must be <= ", max, ", got ", value));
+    }
+  };
   if (train.steps() <= 0) {
     problems->Add(absl::StrCat(prefix, "steps"),
                   absl::StrCat("required, must be > 0, got ", train.steps()));
   }
+  at_most("steps", train.steps(), kMaxSteps);
   at_least("batch_size", train.batch_size(), 1);
+  at_most("batch_size", train.batch_size(), kMaxBatchSize);
   at_least("eval_every", train.eval_every(), 0);
+  at_most("eval_every", train.eval_every(), kMaxSteps);
   at_least("checkpoint_every", train.checkpoint_every(), 0);
+  at_most("checkpoint_every", train.checkpoint_every(), kMaxSteps);
   at_least("max_input_length", train.max_input_length(), 1);
+  at_most("max_input_length", train.max_input_length(), kMaxSequenceLength);
   at_least("max_target_length", train.max_target_length(), 1);
+  at_most("max_target_length", train.max_target_length(), kMaxSequenceLength);
   at_least("max_eval_examples", train.max_eval_examples(), 0);
+  at_most("max_eval_examples", train.max_eval_examples(), kMaxEvalExamples);
 
   const OptimizerSpec& opt = train.optimizer();
   std::string opt_prefix = absl::StrCat(prefix, "optimizer.");
@@ -283,6 +305,14 @@ void ValidatePrompt(const PromptSpec& prompt, Problems* problems) {
   if (prompt.num_virtual_tokens() < 1) {
     problems->Add("prompt.num_virtual_tokens",
                   absl::StrCat("must be >= 1, got ", prompt.num_virtual_tokens()));
+  } else if (prompt.num_virtual_tokens() > kMaxVirtualTokens) {
+    problems->Add("prompt.num_virtual_tokens",
+                  absl::StrCat("must be <= ", kMaxVirtualTokens, ", got ",
+                               prompt.num_virtual_tokens()));
+  }
+  if (prompt.num_ranks() > kMaxRanks) {
+    problems->Add("prompt.num_ranks", absl::StrCat("must be <= ", kMaxRanks, ", got ",
+                                                   prompt.num_ranks()));
   }
   if (prompt.num_transformer_submodules() != 1 &&
       prompt.num_transformer_submodules() != 2) {
@@ -337,6 +367,10 @@ void ValidateDistillation(const DistillationSpec& distillation,
   if (distillation.world_size() < 1) {
     problems->Add("distillation.world_size",
                   absl::StrCat("must be >= 1, got ", distillation.world_size()));
+  } else if (distillation.world_size() > kMaxWorldSize) {
+    problems->Add("distillation.world_size",
+                  absl::StrCat("must be <= ", kMaxWorldSize, ", got ",
+                               distillation.world_size()));
   } else if (distillation.train().batch_size() >= 1 &&
              distillation.train().batch_size() < distillation.world_size()) {
     problems->Add("distillation.train.batch_size",

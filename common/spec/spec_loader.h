@@ -26,6 +26,7 @@
 #ifndef MPT_COMMON_SPEC_SPEC_LOADER_H_
 #define MPT_COMMON_SPEC_SPEC_LOADER_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -105,8 +106,22 @@ void ApplyDefaults(mpt::v1::SourceTrainingSpec* source);
 void ApplyDefaults(mpt::v1::DistillationSpec* distillation);
 void ApplyDefaults(mpt::v1::TargetAdaptationSpec* target);
 
+// Upper bounds every validator below enforces (documented per field in
+// proto/mpt/v1/spec.proto), shared by the trainer CLI, mptctl and the
+// coordinator so that they accept the same specs.
+inline constexpr int64_t kMaxSteps = 10'000'000;  // steps, eval_every, checkpoint_every
+inline constexpr int64_t kMaxBatchSize = 65'536;
+inline constexpr int64_t kMaxSequenceLength = 8192;  // max_input/target_length
+inline constexpr int64_t kMaxEvalExamples = 10'000'000;
+inline constexpr int64_t kMaxVirtualTokens = 10'000;
+inline constexpr int64_t kMaxRanks = 1024;  // prompt.num_ranks
+inline constexpr int64_t kMaxWorldSize = 1024;
+inline constexpr int kMaxTasks = 1000;  // tasks per stage
+inline constexpr int kMaxCandidates = 10'000;  // candidates per task
+
 // Checks a spec after ApplyDefaults(). OK, or INVALID_ARGUMENT listing
 // every problem, each as "<field path>: <problem>":
+// - any value above its bound (kMax* above): "<field>: must be <= N";
 // - base_model empty (or, with check_files, not a folder);
 // - prompt: num_virtual_tokens < 1, num_transformer_submodules not 1 or 2,
 //   num_ranks < 1 or larger than the prompt (T = num_virtual_tokens *

@@ -316,6 +316,26 @@ TEST(ValidatePipelineSpec, ValidSpecPasses) {
   EXPECT_EQ(Problems(ValidSpec()), "");
 }
 
+TEST(ValidatePipelineSpec, UpperBounds) {
+  PipelineSpec spec = ValidSpec();
+  spec.mutable_source()->mutable_train()->set_steps(kMaxSteps);
+  spec.mutable_source()->mutable_train()->set_batch_size(kMaxBatchSize);
+  EXPECT_EQ(Problems(spec), "");
+  spec.mutable_source()->mutable_train()->set_steps(kMaxSteps + 1);
+  spec.mutable_source()->mutable_train()->set_batch_size(kMaxBatchSize + 1);
+  spec.mutable_source()->mutable_train()->set_max_input_length(8193);
+  spec.mutable_distillation()->mutable_train()->set_max_eval_examples(kMaxEvalExamples + 1);
+  spec.mutable_prompt()->set_num_ranks(1025);
+  spec.mutable_distillation()->set_world_size(1025);
+  const std::string problems = Problems(spec);
+  EXPECT_THAT(problems, HasSubstr("source.train.steps: must be <= 10000000"));
+  EXPECT_THAT(problems, HasSubstr("source.train.batch_size: must be <= 65536"));
+  EXPECT_THAT(problems, HasSubstr("source.train.max_input_length: must be <= 8192"));
+  EXPECT_THAT(problems, HasSubstr("distillation.train.max_eval_examples: must be <= 10000000"));
+  EXPECT_THAT(problems, HasSubstr("prompt.num_ranks: must be <= 1024"));
+  EXPECT_THAT(problems, HasSubstr("distillation.world_size: must be <= 1024"));
+}
+
 TEST(ValidatePipelineSpec, BaseModel) {
   PipelineSpec spec = ValidSpec();
   spec.set_base_model("");

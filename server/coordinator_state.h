@@ -1,0 +1,194 @@
+// The coordinator's durable state: the unfinished jobs with their stages,
+// the workers and the live assignments, kept in memory and written to the
+// JobStore in transactions (StateTxn), plus the state transitions every
+// RPC is made of (start a stage, end an attempt, finish a job, release an
+// assignment, ...). A transition only changes memory and records what it
+// changed in the StateTxn; Commit() writes that in one store transaction.
+//
+// Thread-safety: none. The owner (the Coordinator) serializes every call
+// with its own mutex and guards its CoordinatorState with it.
+#ifndef MPT_SERVER_COORDINATOR_STATE_H_
+#define MPT_SERVER_COORDINATOR_STATE_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "proto/mpt/v1/service.pb.h"
+#include "server/clock.h"
+#include "server/coordinator_state.pb.h"
+#include "server/job_store.h"
+
+namespace mpt {
+
+struct StageEntry {
+  coordinator::StageRecord rec;
+  absl::Time last_progress_event = absl::InfinitePast();
+};
+
+struct JobEntry {
+  coordinator::JobRecord rec;  // rec.job() holds no stages
+  std::vector<StageEntry> stages;
+  // The gang note ("waiting for N workers") was already sent.
+  bool gang_note_sent = false;
+  // Signalled when events of this job are committed. Shared so that a
+  // watcher keeps it alive while the job leaves memory.
+  std::shared_ptr<absl::CondVar> events_changed = std::make_shared<absl::CondVar>();
+};
+
+struct WorkerEntry {
+  coordinator::WorkerRecord rec;
+  absl::Time last_seen;  // by the clock
+  int active_polls = 0;
+};
+
+// What one operation changed; CoordinatorState::Commit() writes it.
+struct StateTxn {
+  std::set<std::string> jobs;
+  std::set<std::pair<std::string, std::string>> stages;  // (job, stage id)
+  std::set<std::string> assignments;
+  std::set<std::string> deleted_assignments;
+  std::set<std::string> workers;
+  std::set<std::string> deleted_workers;
+  std::vector<mpt::v1::Artifact> artifacts;
+  std::vector<std::string> deleted_artifacts;
+  std::vector<mpt::v1::JobEvent> events;
+  // (request_id, job name).
+  std::vector<std::pair<std::string, std::string>> request_ids;
+  // Jobs that reached a final state: they leave memory after the commit.
+  std::vector<std::string> finished_jobs;
+  // Blob hashes that may have lost their last reference.
+  std::vector<std::string> blobs_to_collect;
+  // Rendezvous groups of attempts that ended.
+  std::vector<std::string> groups_to_erase;
+  // Wake waiters even when nothing is written (a cancellation flag, ...).
+  bool notify = false;
+};
+
+// How an attempt of a stage ended.
+enum class AttemptEnd { kWorkerLost, kFailed, kFailedPermanently };
+
+struct CoordinatorStateOptions {
+  // Failed attempts before a stage fails its job. Default 3.
+  int max_attempts = 3;
+  // Lost workers a stage survives before it fails its job. Default 10.
+  int max_worker_losses = 10;
+};
+
+class CoordinatorState {
+ public:
+  // `store` and `clock` are not owned and must outlive this object.
+  CoordinatorState(CoordinatorStateOptions options, JobStore* store, Clock* clock);
+  CoordinatorState(const CoordinatorState&) = delete;
+  CoordinatorState& operator=(const CoordinatorState&) = delete;
+
+  // Replaces the tables with the store's unfinished state and repairs what
+  // a crash or time can leave (assignments without a live worker, RUNNING
+  // stages missing an assignment, CANCELLING jobs with nothing running),
+  // recording the repairs in `txn` (not committed). Every known worker gets
+  // a fresh lease. The store's error when it cannot be read; the tables
+  // are then unchanged.
+  absl::Status Load(StateTxn& txn);
+
+  // Writes `txn` in one store transaction. OK: waiters on the jobs that got
+  // events are woken and finished jobs leave memory. Otherwise the store's
+  // error (memory now runs ahead of the store: the caller must Load()
+  // again), and every job's watchers are woken.
+  absl::Status Commit(const StateTxn& txn);
+
+  // ---- The tables ----------------------------------------------------------
+  // Unfinished jobs by name, and the same in scheduling order
+  // (-priority, create_seq).
+  absl::flat_hash_map<std::string, std::unique_ptr<JobEntry>>& jobs() { return jobs_; }
+  std::map<std::pair<int64_t, int64_t>, JobEntry*>& job_order() { return job_order_; }
+  // Workers by name (lost ones too), and their names in registration order.
+  absl::flat_hash_map<std::string, WorkerEntry>& workers() { return workers_; }
+  std::map<int64_t, std::string>& worker_order() { return worker_order_; }
+  // Assignments not yet released by their worker.
+  absl::flat_hash_map<std::string, coordinator::AssignmentRecord>& assignments() {
+    return assignments_;
+  }
+  // Adds a new job (create_seq already set) to both job tables.
+  void AddJob(std::unique_ptr<JobEntry> job);
+  int64_t NextCreateSeq() { return next_create_seq_++; }
+  // Registers `worker` idle as `name` (not yet taken) with a fresh lease.
+  void AddWorker(StateTxn& txn, const mpt::v1::Worker& worker, const std::string& name);
+  // Forgets a (lost) worker's record.
+  void ForgetWorker(StateTxn& txn, const std::string& name);
+  // True when assignment `id` was released recently (bounded memory).
+  bool WasReleased(const std::string& id) const { return released_.count(id) > 0; }
+
+  // ---- Lookups (nullptr when absent) --------------------------------------
+  JobEntry* FindJob(const std::string& name);
+  StageEntry* FindStage(JobEntry* job, const std::string& stage_id);
+  // nullptr for unknown and lost workers.
+  WorkerEntry* FindLiveWorker(const std::string& name);
+  // The job as the API shows it, stages included.
+  mpt::v1::Job PublicJob(const JobEntry& job) const;
+  int LiveAssignmentsOfJob(const std::string& job) const;
+  // QUEUED and every stage it depends on SUCCEEDED.
+  bool StageReady(const JobEntry& job, const StageEntry& stage) const;
+
+  // ---- Transitions ---------------------------------------------------------
+  void MarkJob(StateTxn& txn, JobEntry* job);
+  void MarkStage(StateTxn& txn, JobEntry* job, StageEntry* stage);
+  // Appends the job's next event (time, state, stage and its state).
+  void AddEvent(StateTxn& txn, JobEntry* job, const StageEntry* stage,
+                const std::string& message, const mpt::v1::Progress* progress = nullptr);
+  // Starts the next attempt of `stage` with rank r on workers[r].
+  void StartStage(StateTxn& txn, JobEntry* job, StageEntry* stage,
+                  const std::vector<WorkerEntry*>& workers, const std::string& collective);
+  // Ends the running attempt: requeues the stage, or fails the job when the
+  // stage is out of attempts (max_attempts) or losses (max_worker_losses).
+  void EndAttempt(StateTxn& txn, JobEntry* job, StageEntry* stage, AttemptEnd how,
+                  const std::string& reason);
+  void StageSucceeded(StateTxn& txn, JobEntry* job, StageEntry* stage);
+  // Moves an unfinished job to `state`, cancelling what still runs.
+  void FinishJob(StateTxn& txn, JobEntry* job, mpt::v1::JobState state, const std::string& error);
+  // CANCELLING -> CANCELLED once nothing of the job runs.
+  void MaybeFinishCancel(StateTxn& txn, JobEntry* job);
+  void CancelAssignment(StateTxn& txn, const std::string& id);
+  // Forgets a live assignment and frees its worker.
+  void ReleaseAssignment(StateTxn& txn, const std::string& id);
+  // Marks `worker` lost and requeues its assignments' stages.
+  void DeclareLost(StateTxn& txn, WorkerEntry* worker, const std::string& reason);
+  void DropArtifact(StateTxn& txn, JobEntry* job, const std::string& name);
+  // Cancels an unfinished, not yet CANCELLING job: CANCELLED at once when
+  // nothing of it runs, else CANCELLING with its assignments cancelled.
+  void RequestCancel(StateTxn& txn, JobEntry* job);
+  // Records an uploaded blob as the `kind` ("adapter" or "checkpoint")
+  // artefact of the running `stage` and returns the artefact; the stage's
+  // previous adapter or checkpoint is dropped.
+  mpt::v1::Artifact RecordArtifact(StateTxn& txn, JobEntry* job, StageEntry* stage,
+                                   const std::string& kind, int64_t step,
+                                   const std::string& sha256, int64_t size_bytes);
+
+ private:
+  const CoordinatorStateOptions options_;
+  JobStore* const store_;
+  Clock* const clock_;
+
+  absl::flat_hash_map<std::string, std::unique_ptr<JobEntry>> jobs_;
+  std::map<std::pair<int64_t, int64_t>, JobEntry*> job_order_;
+  int64_t next_create_seq_ = 1;
+  absl::flat_hash_map<std::string, WorkerEntry> workers_;
+  std::map<int64_t, std::string> worker_order_;
+  int64_t next_register_seq_ = 1;
+  absl::flat_hash_map<std::string, coordinator::AssignmentRecord> assignments_;
+  // Assignments released recently (a repeated CompleteAssignment is OK);
+  // bounded, oldest dropped first.
+  std::set<std::string> released_;
+  std::vector<std::string> released_order_;
+};
+
+}  // namespace mpt
+
+#endif  // MPT_SERVER_COORDINATOR_STATE_H_

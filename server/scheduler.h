@@ -1,0 +1,80 @@
+// The scheduling decision: which ready stages start on which idle workers.
+// A pure function from a view of the cluster to a list of actions; the
+// coordinator builds the view from its state and carries the actions out
+// (see "Scheduling" in coordinator.h for the policy). Thread-safe.
+#ifndef MPT_SERVER_SCHEDULER_H_
+#define MPT_SERVER_SCHEDULER_H_
+
+#include <string>
+#include <vector>
+
+namespace mpt {
+
+// A live (not lost) worker.
+struct SchedulerWorker {
+  // Base models it can run, exactly as specs name them; empty: any.
+  std::vector<std::string> models;
+  // Collectives it supports ("nccl", "gloo"); empty: "gloo" only.
+  std::vector<std::string> collectives;
+  // Runs nothing now.
+  bool idle = false;
+};
+
+struct SchedulerStage {
+  // QUEUED and every stage it depends on SUCCEEDED.
+  bool ready = false;
+  // Ranks it needs (values below 1 count as 1).
+  int world_size = 1;
+};
+
+// A QUEUED or RUNNING job.
+struct SchedulerJob {
+  std::string base_model;
+  // The job was already told that its gang waits for workers that are not
+  // registered (no second note until one of its stages starts).
+  bool gang_note_sent = false;
+  // In stage order.
+  std::vector<SchedulerStage> stages;
+};
+
+struct ClusterView {
+  // Live workers in registration order.
+  std::vector<SchedulerWorker> workers;
+  // Unfinished jobs in scheduling order (higher priority first, then
+  // submission order).
+  std::vector<SchedulerJob> jobs;
+};
+
+struct ScheduleAction {
+  enum class Kind {
+    // Start stage `stage` of job `job` on `workers` (rank r on workers[r])
+    // with `collective` ("" for a single worker).
+    kStart,
+    // A gang that cannot start yet holds the idle `workers` it will use
+    // (they get no other work in this pass).
+    kHold,
+    // Tell job `job` that its gang stage `stage` waits for `world_size`
+    // workers while only `registered` eligible ones exist.
+    kWaitNote,
+  };
+  Kind kind = Kind::kStart;
+  int job = 0;    // index into ClusterView::jobs
+  int stage = 0;  // index into that job's stages
+  std::vector<int> workers;  // indices into ClusterView::workers
+  std::string collective;
+  int world_size = 0;
+  int registered = 0;
+};
+
+// True when `worker` may run a job on `base_model`.
+bool WorkerCanRun(const SchedulerWorker& worker, const std::string& base_model);
+// True when `worker` supports `collective` (no collectives listed: gloo).
+bool WorkerSupports(const SchedulerWorker& worker, const std::string& collective);
+
+// The actions for one scheduling pass over `view`, in the order they must
+// be carried out. Never fails; an empty list when nothing can start.
+std::vector<ScheduleAction> Schedule(const ClusterView& view);
+
+}  // namespace mpt
+
+#endif  // MPT_SERVER_SCHEDULER_H_
