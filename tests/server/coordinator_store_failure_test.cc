@@ -8,7 +8,7 @@
 #include "gtest/gtest.h"
 #include "server/coordinator.h"
 #include "server/fake_clock.h"
-#include "tests/coordinator_test_util.h"
+#include "tests/server/coordinator_test_util.h"
 
 namespace mpt {
 namespace {

@@ -1,8 +1,8 @@
 // Helpers for the coordinator tests: a coordinator over an in-memory or
 // file-backed store, request builders and worker-side shortcuts that drive
 // the core directly (no sockets).
-#ifndef MPT_TESTS_COORDINATOR_TEST_UTIL_H_
-#define MPT_TESTS_COORDINATOR_TEST_UTIL_H_
+#ifndef MPT_TESTS_SERVER_COORDINATOR_TEST_UTIL_H_
+#define MPT_TESTS_SERVER_COORDINATOR_TEST_UTIL_H_
 
 #include <memory>
 #include <optional>
@@ -211,4 +211,4 @@ class CoordinatorTest : public ::testing::Test {
 
 }  // namespace mpt::testing
 
-#endif  // MPT_TESTS_COORDINATOR_TEST_UTIL_H_
+#endif  // MPT_TESTS_SERVER_COORDINATOR_TEST_UTIL_H_

@@ -17,7 +17,7 @@
 #include "gtest/gtest.h"
 #include "proto/mpt/v1/service.grpc.pb.h"
 #include "server/grpc_service.h"
-#include "tests/coordinator_test_util.h"
+#include "tests/server/coordinator_test_util.h"
 
 namespace mpt {
 namespace {
