@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "common/main_guard.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
@@ -226,4 +227,8 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace mpt
 
-int main(int argc, char** argv) { return mpt::Main(argc, argv); }
+namespace {
+int Main(int argc, char** argv) { return mpt::Main(argc, argv); }
+}  // namespace
+
+int main(int argc, char** argv) { return mpt::RunMain(argc, argv, Main); }

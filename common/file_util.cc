@@ -1,14 +1,13 @@
 #include "common/file_util.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
@@ -59,15 +58,87 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view cont
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) return absl::NotFoundError(absl::StrCat(path, ": no such file"));
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::InternalError(absl::StrCat(path, ": cannot open"));
-  std::ostringstream out;
-  out << in.rdbuf();
-  if (in.bad()) return absl::InternalError(absl::StrCat(path, ": read failed"));
-  return out.str();
+absl::Status FileErrnoStatus(const std::string& path, absl::string_view what, int err) {
+  const std::string message = absl::StrCat(path, ": ", what, ": ", std::strerror(err));
+  switch (err) {
+    case ENOENT:
+    case ENOTDIR:
+      return absl::NotFoundError(message);
+    case EACCES:
+    case EPERM:
+      return absl::PermissionDeniedError(message);
+    case ENAMETOOLONG:
+    case ELOOP:
+      return absl::InvalidArgumentError(message);
+    case EISDIR:
+    case ENXIO:
+      return absl::FailedPreconditionError(message);
+    default:
+      return absl::InternalError(message);
+  }
+}
+
+absl::StatusOr<int> OpenRegularFile(const std::string& path) {
+  if (path.empty()) return absl::InvalidArgumentError("empty file name");
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return FileErrnoStatus(path, "cannot open", errno);
+  if (!S_ISREG(st.st_mode)) {
+    const char* kind = S_ISDIR(st.st_mode)    ? "a folder"
+                       : S_ISFIFO(st.st_mode) ? "a FIFO"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                                              : "a device or other special file";
+    return absl::FailedPreconditionError(absl::StrCat(path, ": is ", kind, ", not a regular file"));
+  }
+  // O_NONBLOCK: should the path be swapped for a FIFO after the check, the
+  // open still returns at once (and the fstat below refuses it).
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return FileErrnoStatus(path, "cannot open", errno);
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::FailedPreconditionError(absl::StrCat(path, ": is not a regular file"));
+  }
+  // Back to blocking reads for a regular file (O_NONBLOCK has no effect on
+  // them, but keep the descriptor ordinary for callers).
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  return fd;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, uint64_t max_bytes) {
+  absl::StatusOr<int> fd = OpenRegularFile(path);
+  if (!fd.ok()) return fd.status();
+  struct stat st;
+  if (::fstat(*fd, &st) != 0) {
+    absl::Status s = FileErrnoStatus(path, "cannot stat", errno);
+    ::close(*fd);
+    return s;
+  }
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+    ::close(*fd);
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": is ", st.st_size, " bytes, larger than the limit of ", max_bytes, " bytes"));
+  }
+  std::string out;
+  out.reserve(static_cast<size_t>(st.st_size));
+  char buf[1 << 16];
+  while (true) {
+    ssize_t n = ::read(*fd, buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      absl::Status s = FileErrnoStatus(path, "read failed", errno);
+      ::close(*fd);
+      return s;
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > max_bytes) {
+      ::close(*fd);
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, ": larger than the limit of ", max_bytes, " bytes"));
+    }
+  }
+  ::close(*fd);
+  return out;
 }
 
 absl::Status ReplaceFolder(const std::string& folder,

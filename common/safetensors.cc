@@ -16,6 +16,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/file_util.h"
+#include "common/json_util.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -111,11 +113,11 @@ absl::StatusOr<TensorInfo> ParseTensorEntry(const std::string& name,
   if (!shape_it->is_array()) return fail("field \"shape\" is not an array");
   for (const nlohmann::json& dim : *shape_it) {
     if (dim.is_number_integer() && !dim.is_number_unsigned() && dim.get<int64_t>() < 0) {
-      return fail(absl::StrCat("field \"shape\" has a negative dimension ", dim.dump()));
+      return fail(absl::StrCat("field \"shape\" has a negative dimension ", DescribeJson(dim)));
     }
     if (!dim.is_number_unsigned() ||
         dim.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-      return fail(absl::StrCat("field \"shape\" has an invalid dimension ", dim.dump()));
+      return fail(absl::StrCat("field \"shape\" has an invalid dimension ", DescribeJson(dim)));
     }
     info.shape.push_back(dim.get<int64_t>());
   }
@@ -125,7 +127,7 @@ absl::StatusOr<TensorInfo> ParseTensorEntry(const std::string& name,
   if (!offsets_it->is_array() || offsets_it->size() != 2 ||
       !(*offsets_it)[0].is_number_unsigned() || !(*offsets_it)[1].is_number_unsigned()) {
     return fail(absl::StrCat("field \"data_offsets\" is not a pair of non-negative integers: ",
-                             offsets_it->dump()));
+                             DescribeJson(*offsets_it)));
   }
   info.begin = (*offsets_it)[0].get<uint64_t>();
   info.end = (*offsets_it)[1].get<uint64_t>();
@@ -206,23 +208,12 @@ absl::StatusOr<std::unique_ptr<SafetensorsReader>> SafetensorsReader::Open(
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", problem));
   };
 
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    int err = errno;
-    if (err == ENOENT || err == ENOTDIR) {
-      return absl::NotFoundError(absl::StrCat(path, ": no such file"));
-    }
-    return absl::InternalError(absl::StrCat(path, ": cannot open: ", ErrnoText(err)));
-  }
+  ASSIGN_OR_RETURN(int fd, OpenRegularFile(path));
   struct stat st;
   if (::fstat(fd, &st) != 0) {
-    int err = errno;
+    absl::Status error = FileErrnoStatus(path, "cannot stat", errno);
     ::close(fd);
-    return absl::InternalError(absl::StrCat(path, ": cannot stat: ", ErrnoText(err)));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return invalid("not a regular file");
+    return error;
   }
   const uint64_t file_size = static_cast<uint64_t>(st.st_size);
   if (file_size < 8) {
@@ -269,6 +260,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsReader>> SafetensorsReader::Open(
         }
         return true;
       };
+  RETURN_IF_ERROR(CheckJsonText(absl::string_view(header_begin, header_size),
+                                 absl::StrCat(path, ": header")));
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(header_begin, header_end, on_event);

@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/main_guard.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/random/random.h"
@@ -355,7 +356,11 @@ int Run() {
 }  // namespace
 }  // namespace mpt
 
-int main(int argc, char** argv) {
+namespace {
+int Main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   return mpt::Run();
 }
+}  // namespace
+
+int main(int argc, char** argv) { return mpt::RunMain(argc, argv, Main); }

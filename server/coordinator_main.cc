@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "common/main_guard.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -134,7 +135,8 @@ absl::Status Run(sigset_t* signals) {
 }  // namespace
 }  // namespace mpt
 
-int main(int argc, char** argv) {
+namespace {
+int Main(int argc, char** argv) {
   // Block the shutdown signals in every thread; main waits for them.
   sigset_t signals;
   sigemptyset(&signals);
@@ -153,3 +155,6 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+}  // namespace
+
+int main(int argc, char** argv) { return mpt::RunMain(argc, argv, Main); }

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/main_guard.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -198,7 +199,8 @@ absl::Status Main() {
 }  // namespace
 }  // namespace mpt
 
-int main(int argc, char** argv) {
+namespace {
+int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Trains Multitask Prompt Tuning prompts from a spec file.\n"
       "  mpt_train --spec=FILE --out=FOLDER [--stage=all|source|distillation|target]");
@@ -213,3 +215,6 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+}  // namespace
+
+int main(int argc, char** argv) { return mpt::RunMain(argc, argv, Main); }

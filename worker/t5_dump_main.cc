@@ -29,6 +29,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
+#include "common/main_guard.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -299,7 +300,8 @@ absl::Status Run(const RepeatedFlags& repeated) {
 }  // namespace
 }  // namespace mpt
 
-int main(int argc, char** argv) {
+namespace {
+int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Runs a Hugging Face T5 checkpoint and dumps its outputs.\n"
       "  t5_dump --model=FOLDER (--text=\"...\" ... | --ids=\"1,2,3\" ...) "
@@ -333,3 +335,6 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+}  // namespace
+
+int main(int argc, char** argv) { return mpt::RunMain(argc, argv, Main); }

@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/main_guard.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -108,7 +109,10 @@ absl::StatusOr<Setup> SetupFromFlags() {
     if (m.empty()) continue;
     // As the specs name them: absolute and normalised (mptctl resolves
     // relative paths the same way).
-    s.runner.preload_models.push_back(fs::absolute(m).lexically_normal().string());
+    std::error_code ec;
+    const fs::path absolute = fs::absolute(m, ec);
+    if (ec) return absl::InvalidArgumentError(absl::StrCat("--models: ", m, ": ", ec.message()));
+    s.runner.preload_models.push_back(absolute.lexically_normal().string());
   }
   s.runner.max_cached_models = absl::GetFlag(FLAGS_max_cached_models);
   s.runner.collective = absl::GetFlag(FLAGS_collective);
@@ -217,7 +221,8 @@ int Main() {
 }  // namespace
 }  // namespace mpt
 
-int main(int argc, char** argv) {
+namespace {
+int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "The MPT worker daemon.\n"
       "  worker --coordinator=HOST:PORT [--device=cpu|cuda:N] [--models=DIR,...] "
@@ -225,3 +230,6 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   return mpt::Main();
 }
+}  // namespace
+
+int main(int argc, char** argv) { return mpt::RunMain(argc, argv, Main); }

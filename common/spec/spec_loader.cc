@@ -18,6 +18,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/file_util.h"
+#include "common/json_util.h"
 #include "common/status_macros.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
@@ -409,46 +411,13 @@ void ApplyTaskDefaults(google::protobuf::RepeatedPtrField<TaskData>* tasks) {
   }
 }
 
-// Reads a whole file of at most kMaxSpecFileBytes.
+// Reads a whole spec file (a regular file of at most kMaxSpecFileBytes).
 absl::StatusOr<std::string> ReadSpecFile(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    int err = errno;
-    if (err == ENOENT || err == ENOTDIR) {
-      return absl::NotFoundError(absl::StrCat(path, ": no such file"));
-    }
-    std::string message = absl::StrCat(path, ": ", std::strerror(err));
-    if (err == EACCES || err == EPERM) {
-      return absl::PermissionDeniedError(message);
-    }
-    return absl::InternalError(message);
+  absl::StatusOr<std::string> content = ReadFile(path, kMaxSpecFileBytes);
+  if (absl::IsFailedPrecondition(content.status())) {
+    // Not a regular file, or too large: a bad spec path.
+    return absl::InvalidArgumentError(content.status().message());
   }
-  std::string content;
-  absl::Status status;
-  struct stat st;
-  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-    status = absl::InvalidArgumentError(
-        absl::StrCat(path, ": is a folder, not a spec file"));
-  }
-  char buffer[64 * 1024];
-  while (status.ok()) {
-    ssize_t n = ::read(fd, buffer, sizeof(buffer));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      status = absl::InternalError(
-          absl::StrCat(path, ": read failed: ", std::strerror(errno)));
-    } else if (n == 0) {
-      break;
-    } else if (content.size() + n > kMaxSpecFileBytes) {
-      status = absl::InvalidArgumentError(
-          absl::StrCat(path, ": larger than the limit of ", kMaxSpecFileBytes,
-                       " bytes for a spec file"));
-    } else {
-      content.append(buffer, static_cast<size_t>(n));
-    }
-  }
-  ::close(fd);
-  if (!status.ok()) return status;
   return content;
 }
 
@@ -514,6 +483,7 @@ absl::StatusOr<PipelineSpec> ParsePipelineSpec(absl::string_view content,
   if (format == SpecFormat::kJson) {
     // protobuf's JSON parser reports no line numbers and lets some syntax
     // errors pass (a trailing comma); a strict JSON parse first gives both.
+    RETURN_IF_ERROR(CheckJsonText(content, source_name));
     try {
       nlohmann::json value = nlohmann::json::parse(content.begin(), content.end());
       if (!value.is_object()) {
@@ -521,7 +491,7 @@ absl::StatusOr<PipelineSpec> ParsePipelineSpec(absl::string_view content,
             absl::StrCat(source_name, ": expected a JSON object, got ",
                          value.type_name()));
       }
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {
       return absl::InvalidArgumentError(JsonSyntaxError(source_name, e.what()));
     }
     google::protobuf::util::JsonParseOptions options;

@@ -272,7 +272,7 @@ TEST(Safetensors, MissingFileIsNotFound) {
 
 TEST(Safetensors, DirectoryIsRejected) {
   auto reader = SafetensorsReader::Open(TestDir());
-  EXPECT_EQ(reader.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(reader.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(reader.status().message()), HasSubstr("not a regular file"));
 }
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/main_guard.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_join.h"
@@ -19,7 +20,8 @@
 
 ABSL_FLAG(std::string, model, "", "The base model folder the adapters must fit.");
 
-int main(int argc, char** argv) {
+namespace {
+int Main(int argc, char** argv) {
   std::vector<char*> folders = absl::ParseCommandLine(argc, argv);
   int d_model = 0;
   if (!absl::GetFlag(FLAGS_model).empty()) {
@@ -52,3 +54,6 @@ int main(int argc, char** argv) {
   }
   return failures == 0 ? 0 : 1;
 }
+}  // namespace
+
+int main(int argc, char** argv) { return mpt::RunMain(argc, argv, Main); }

@@ -22,6 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/main_guard.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
@@ -179,7 +180,8 @@ absl::Status Main() {
 }  // namespace
 }  // namespace mpt
 
-int main(int argc, char** argv) {
+namespace {
+int Main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   absl::Status s = mpt::Main();
   if (!s.ok()) {
@@ -188,3 +190,6 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+}  // namespace
+
+int main(int argc, char** argv) { return mpt::RunMain(argc, argv, Main); }

@@ -124,7 +124,7 @@ absl::StatusOr<std::vector<std::string>> FileRendezvousStore::Get(
   while (true) {
     std::vector<std::string> missing;
     for (const std::string& k : keys) {
-      if (!fs::exists(PathFor(k))) missing.push_back(k);
+      if (std::error_code ec; !fs::exists(PathFor(k), ec)) missing.push_back(k);
     }
     if (missing.empty()) break;
     if (absl::Now() >= deadline) return MissingKeys(missing, timeout);

@@ -13,6 +13,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/file_util.h"
+#include "common/json_util.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -48,10 +50,11 @@ class LineParser {
     if (text.size() > options_.max_line_bytes) return TooLong(line);
     if (absl::StripAsciiWhitespace(text).empty()) return absl::OkStatus();
 
+    RETURN_IF_ERROR(CheckJsonText(text, absl::StrCat(source_name_, ":", line)));
     nlohmann::json value;
     try {
       value = nlohmann::json::parse(text.begin(), text.end());
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {
       // e.what() reads "[json.exception.parse_error.101] parse error at
       // line 1, column 8: <reason>"; the line is always 1 here, so keep the
       // column and the reason.
@@ -161,24 +164,8 @@ absl::StatusOr<std::vector<Example>> ReadJsonl(const std::string& path,
 
 absl::StatusOr<std::vector<Example>> ReadJsonl(const std::string& path,
                                                const JsonlOptions& options) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    int err = errno;
-    std::string message = absl::StrCat(path, ": ", std::strerror(err));
-    if (err == ENOENT || err == ENOTDIR) {
-      return absl::NotFoundError(absl::StrCat(path, ": no such file"));
-    }
-    if (err == EACCES || err == EPERM) {
-      return absl::PermissionDeniedError(message);
-    }
-    return absl::InternalError(message);
-  }
+  ASSIGN_OR_RETURN(int fd, OpenRegularFile(path));
   FdCloser closer(fd);
-  struct stat st;
-  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": is a directory, not a JSON Lines file"));
-  }
 
   LineParser parser(path, options);
   std::string pending;  // The current line so far, without its ending.

@@ -15,6 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/file_util.h"
+#include "common/json_util.h"
 #include "common/status_macros.h"
 
 namespace mpt {
@@ -46,7 +48,7 @@ std::string KnownActivations() {
   return absl::StrJoin(names, ", ");
 }
 
-const char* JsonTypeName(const Json& value) {
+const char* TypeDescription(const Json& value) {
   switch (value.type()) {
     case Json::value_t::null: return "null";
     case Json::value_t::object: return "an object";
@@ -80,7 +82,7 @@ class FieldReader {
 
   absl::StatusOr<int64_t> Integer(absl::string_view field, const Json& value) const {
     if (!value.is_number_integer()) {
-      return Error(field, absl::StrCat("must be an integer, got ", JsonTypeName(value)));
+      return Error(field, absl::StrCat("must be an integer, got ", TypeDescription(value)));
     }
     if (value.is_number_unsigned()) {
       uint64_t u = value.get<uint64_t>();
@@ -129,7 +131,7 @@ class FieldReader {
     const Json* value = Get(field);
     if (value == nullptr) return std::optional<bool>();
     if (!value->is_boolean()) {
-      return Error(field, absl::StrCat("must be a boolean, got ", JsonTypeName(*value)));
+      return Error(field, absl::StrCat("must be a boolean, got ", TypeDescription(*value)));
     }
     return std::optional<bool>(value->get<bool>());
   }
@@ -183,15 +185,10 @@ absl::string_view T5ActivationName(T5Activation activation) {
 
 absl::StatusOr<T5Config> T5Config::FromJson(absl::string_view json_text,
                                             absl::string_view source) {
-  Json root;
-  try {
-    root = Json::parse(json_text.begin(), json_text.end());
-  } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON: ", e.what()));
-  }
+  ASSIGN_OR_RETURN(Json root, ParseJson(json_text, source));
   if (!root.is_object()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(source, ": the top level must be a JSON object, got ", JsonTypeName(root)));
+        absl::StrCat(source, ": the top level must be a JSON object, got ", TypeDescription(root)));
   }
   FieldReader reader(root, source);
   T5Config config;
@@ -202,7 +199,7 @@ absl::StatusOr<T5Config> T5Config::FromJson(absl::string_view json_text,
   }
   if (!model_type->is_string()) {
     return reader.Error("model_type",
-                        absl::StrCat("must be a string, got ", JsonTypeName(*model_type)));
+                        absl::StrCat("must be a string, got ", TypeDescription(*model_type)));
   }
   config.model_type = model_type->get<std::string>();
   if (config.model_type != "t5") {
@@ -244,19 +241,19 @@ absl::StatusOr<T5Config> T5Config::FromJson(absl::string_view json_text,
   if (const Json* eps = reader.Get("layer_norm_epsilon")) {
     if (!eps->is_number()) {
       return reader.Error("layer_norm_epsilon",
-                          absl::StrCat("must be a number, got ", JsonTypeName(*eps)));
+                          absl::StrCat("must be a number, got ", TypeDescription(*eps)));
     }
     config.layer_norm_epsilon = eps->get<double>();
     if (!(config.layer_norm_epsilon > 0) || !std::isfinite(config.layer_norm_epsilon)) {
       return reader.Error("layer_norm_epsilon",
-                          absl::StrCat("must be a positive number, got ", eps->dump()));
+                          absl::StrCat("must be a positive number, got ", DescribeJson(*eps)));
     }
   }
 
   if (const Json* ff = reader.Get("feed_forward_proj")) {
     if (!ff->is_string()) {
       return reader.Error("feed_forward_proj",
-                          absl::StrCat("must be a string, got ", JsonTypeName(*ff)));
+                          absl::StrCat("must be a string, got ", TypeDescription(*ff)));
     }
     config.feed_forward_proj = ff->get<std::string>();
   }
@@ -308,16 +305,8 @@ absl::StatusOr<T5Config> T5Config::FromJson(absl::string_view json_text,
 }
 
 absl::StatusOr<T5Config> T5Config::FromJsonFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    int err = errno;
-    if (err == ENOENT) return absl::NotFoundError(absl::StrCat(path, ": no such file"));
-    return absl::InternalError(absl::StrCat(path, ": cannot open: ", std::strerror(err)));
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return absl::InternalError(absl::StrCat(path, ": read error"));
-  return FromJson(text.str(), path);
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  return FromJson(text, path);
 }
 
 }  // namespace mpt

@@ -13,6 +13,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/file_util.h"
+#include "common/json_util.h"
 #include "common/status_macros.h"
 
 namespace mpt {
@@ -26,15 +28,6 @@ bool FileExists(const std::string& path) {
 std::string JoinPath(const std::string& folder, absl::string_view name) {
   if (folder.empty() || folder.back() == '/') return absl::StrCat(folder, name);
   return absl::StrCat(folder, "/", name);
-}
-
-absl::StatusOr<std::string> ReadText(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::InternalError(absl::StrCat(path, ": cannot open"));
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return absl::InternalError(absl::StrCat(path, ": read error"));
-  return text.str();
 }
 
 }  // namespace
@@ -166,13 +159,8 @@ absl::StatusOr<std::unique_ptr<ModelTensors>> ModelTensors::Open(const std::stri
                 "safetensors)"));
   }
 
-  ASSIGN_OR_RETURN(std::string text, ReadText(index_path));
-  nlohmann::json index;
-  try {
-    index = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(index_path, ": not valid JSON: ", e.what()));
-  }
+  ASSIGN_OR_RETURN(std::string text, ReadFile(index_path));
+  ASSIGN_OR_RETURN(nlohmann::json index, ParseJson(text, index_path));
   if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
     return absl::InvalidArgumentError(
         absl::StrCat(index_path, ": no \"weight_map\" object of tensor name -> shard file"));

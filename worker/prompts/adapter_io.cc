@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
+#include "common/json_util.h"
 #include "common/safetensors.h"
 #include "common/status_macros.h"
 #include "worker/model/torch_tensors.h"
@@ -50,16 +51,27 @@ json ConfigJson(const AdapterInfo& info) {
   return j;
 }
 
-// Reads an optional integer key; `fallback` when absent or null.
-absl::StatusOr<int> IntField(const json& j, const char* key, int fallback,
+// Reads an optional integer key in [min, max]; `fallback` when absent or
+// null. Out-of-range values are errors, never wrapped.
+absl::StatusOr<int> IntField(const json& j, const char* key, int fallback, int min, int max,
                              const std::string& file) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fallback;
-  if (!it->is_number_integer()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(file, ": \"", key, "\" must be an integer, got ", it->dump()));
+  ASSIGN_OR_RETURN(int64_t v, GetInt(j, key, file, min, max, fallback));
+  return static_cast<int>(v);
+}
+
+// The prompt tensors must be floating point and finite.
+absl::Status CheckPromptTensor(const std::string& file, const char* name, const at::Tensor& t) {
+  if (!t.defined()) return absl::OkStatus();
+  if (!at::isFloatingType(t.scalar_type())) {
+    return absl::InvalidArgumentError(absl::StrCat(file, ": tensor \"", name, "\" has dtype ",
+                                                   c10::toString(t.scalar_type()),
+                                                   "; a prompt tensor must be floating point"));
   }
-  return it->get<int>();
+  if (t.numel() > 0 && !at::isfinite(t).all().item<bool>()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file, ": tensor \"", name, "\" holds NaN or infinite values"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -93,12 +105,9 @@ absl::Status WriteAdapter(const std::string& folder, const SoftPrompt& prompt,
 absl::StatusOr<Adapter> ReadAdapter(const std::string& folder) {
   const std::string config_path = (fs::path(folder) / kAdapterConfigFile).string();
   const std::string weights_path = (fs::path(folder) / kAdapterWeightsFile).string();
-  if (!fs::exists(config_path)) {
-    return absl::NotFoundError(absl::StrCat(config_path, ": no such file"));
-  }
-  ASSIGN_OR_RETURN(std::string text, ReadFile(config_path));
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) {
+  ASSIGN_OR_RETURN(std::string text, ReadFile(config_path, kMaxAdapterConfigBytes));
+  ASSIGN_OR_RETURN(json j, ParseJson(text, config_path));
+  if (!j.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(config_path, ": not a JSON object"));
   }
   Adapter out;
@@ -120,18 +129,17 @@ absl::StatusOr<Adapter> ReadAdapter(const std::string& folder) {
   }
   const int default_submodules = info.task_type == "SEQ_2_SEQ_LM" ? 2 : 1;
   ASSIGN_OR_RETURN(info.prompt.num_virtual_tokens,
-                   IntField(j, "num_virtual_tokens", 0, config_path));
+                   IntField(j, "num_virtual_tokens", 0, 0, kMaxAdapterTokens, config_path));
   ASSIGN_OR_RETURN(info.prompt.num_transformer_submodules,
-                   IntField(j, "num_transformer_submodules", default_submodules, config_path));
-  ASSIGN_OR_RETURN(info.prompt.token_dim, IntField(j, "token_dim", 0, config_path));
-  ASSIGN_OR_RETURN(info.prompt.num_ranks, IntField(j, "num_ranks", 1, config_path));
-  ASSIGN_OR_RETURN(info.prompt.num_tasks, IntField(j, "num_tasks", 1, config_path));
-  ASSIGN_OR_RETURN(info.num_layers, IntField(j, "num_layers", 0, config_path));
-  ASSIGN_OR_RETURN(info.num_attention_heads, IntField(j, "num_attention_heads", 0, config_path));
+                   IntField(j, "num_transformer_submodules", default_submodules, 1, 2,
+                            config_path));
+  ASSIGN_OR_RETURN(info.prompt.token_dim, IntField(j, "token_dim", 0, 0, kMaxAdapterDim, config_path));
+  ASSIGN_OR_RETURN(info.prompt.num_ranks, IntField(j, "num_ranks", 1, 1, kMaxAdapterRanks, config_path));
+  ASSIGN_OR_RETURN(info.prompt.num_tasks, IntField(j, "num_tasks", 1, 1, kMaxAdapterTasks, config_path));
+  ASSIGN_OR_RETURN(info.num_layers, IntField(j, "num_layers", 0, 0, 4096, config_path));
+  ASSIGN_OR_RETURN(info.num_attention_heads, IntField(j, "num_attention_heads", 0, 0, 4096,
+                            config_path));
 
-  if (!fs::exists(weights_path)) {
-    return absl::NotFoundError(absl::StrCat(weights_path, ": no such file"));
-  }
   ASSIGN_OR_RETURN(auto reader, SafetensorsReader::Open(weights_path));
   const std::map<std::string, std::string>& metadata = reader->metadata();
   std::map<std::string, at::Tensor> tensors;
@@ -148,9 +156,9 @@ absl::StatusOr<Adapter> ReadAdapter(const std::string& folder) {
     info.prompt.token_dim = static_cast<int>(embeddings->second.size(1));
   }
   if (auto names = metadata.find(kTaskNamesKey); names != metadata.end()) {
-    json n = json::parse(names->second, nullptr, false);
-    if (n.is_array()) {
-      for (const auto& name : n) {
+    absl::StatusOr<json> n = ParseJson(names->second, weights_path);
+    if (n.ok() && n->is_array()) {
+      for (const auto& name : *n) {
         if (name.is_string()) info.task_names.push_back(name.get<std::string>());
       }
     }
@@ -159,6 +167,9 @@ absl::StatusOr<Adapter> ReadAdapter(const std::string& folder) {
     auto it = tensors.find(name);
     return it == tensors.end() ? at::Tensor() : it->second;
   };
+  for (const char* name : {"prompt_embeddings", "prefix_task_cols", "prefix_task_rows"}) {
+    RETURN_IF_ERROR(CheckPromptTensor(weights_path, name, get(name)));
+  }
   auto prompt = SoftPrompt::FromTensors(info.prompt, embeddings->second,
                                         get("prefix_task_cols"), get("prefix_task_rows"));
   if (!prompt.ok()) {

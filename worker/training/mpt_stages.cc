@@ -203,8 +203,9 @@ std::vector<std::string> TaskNames(const std::vector<TaskDataSet>& tasks) {
 }
 
 bool AdapterComplete(const std::string& folder) {
-  return fs::exists(Join(folder, kAdapterConfigFile)) &&
-         fs::exists(Join(folder, kAdapterWeightsFile));
+  std::error_code ec;
+  return fs::is_regular_file(Join(folder, kAdapterConfigFile), ec) &&
+         fs::is_regular_file(Join(folder, kAdapterWeightsFile), ec);
 }
 
 }  // namespace

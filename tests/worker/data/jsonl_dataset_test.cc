@@ -97,14 +97,14 @@ TEST(JsonlDataset, MissingFileIsNotFound) {
   EXPECT_THAT(std::string(examples.status().message()), HasSubstr(path));
 }
 
-TEST(JsonlDataset, DirectoryIsInvalidArgument) {
+TEST(JsonlDataset, DirectoryIsFailedPrecondition) {
   std::string dir = WriteFile("dir_parent.jsonl", "");
   dir += ".d";
   ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
   absl::StatusOr<std::vector<Example>> examples = ReadJsonl(dir, "t");
-  EXPECT_EQ(examples.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(examples.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(examples.status().message()),
-              HasSubstr("is a directory"));
+              HasSubstr("is a folder"));
 }
 
 TEST(JsonlDataset, MalformedJsonNamesFileAndLine) {
