@@ -28,6 +28,7 @@ std::string Join(const std::string& a, const std::string& b) {
 // The checkpoint folder of one training run; empty without a work folder.
 std::string CheckpointDir(const StageEnv& env, const std::string& stage,
                           const std::string& task) {
+  if (!env.checkpoint_dir.empty()) return env.checkpoint_dir;
   if (env.work_dir.empty()) return "";
   return Join(Join(env.work_dir, stage), task.empty() ? "all" : task);
 }
