@@ -19,12 +19,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Where the stage's trainer keeps (and resumes from) its checkpoint: see
-// CheckpointDir in mpt_stages.cc ("<work_dir>/<stage>/<task or all>").
-std::string CheckpointFolder(const std::string& work_dir, const std::string& stage,
-                             const std::string& label) {
-  return (fs::path(work_dir) / stage / (label.empty() ? "all" : label)).string();
-}
+// The folder, under the assignment's work folder, where its one training
+// run keeps (and resumes from) its checkpoint; passed to the stage as
+// StageEnv::checkpoint_dir.
+constexpr char kCheckpointFolder[] = "checkpoint";
 
 void AddOutcome(const TaskOutcome& outcome, mpt::v1::Progress* progress) {
   progress->set_step(std::max<int64_t>(progress->step(), outcome.train.steps));
@@ -36,42 +34,6 @@ void AddOutcome(const TaskOutcome& outcome, mpt::v1::Progress* progress) {
   for (const auto& [name, value] : outcome.metrics) (*progress->mutable_metrics())[name] = value;
   progress->set_eta_seconds(0);
 }
-
-// A cancellation check that every rank of a gang answers alike: the ranks
-// sum their local flags with one tiny all-reduce, so that they all stop at
-// the same step instead of one waiting for the others in a collective.
-//
-// Correct because PromptTrainer polls `cancelled` exactly once per step, at
-// the top of the step, on every rank (see prompt_trainer.cc). A failed
-// all-reduce means a peer is gone: the check answers true and remembers it.
-class GangCancellation {
- public:
-  GangCancellation(Communicator* comm, std::function<bool()> local, c10::Device device)
-      : comm_(comm), local_(std::move(local)), device_(device) {}
-
-  bool operator()() {
-    if (peer_lost_) return true;
-    std::vector<at::Tensor> flag{
-        at::full({1}, local_ && local_() ? 1.0 : 0.0, at::TensorOptions().dtype(at::kFloat).device(device_))};
-    absl::Status s = comm_->AllReduceSum(flag);
-    if (!s.ok()) {
-      peer_lost_ = true;
-      error_ = s;
-      return true;
-    }
-    return flag[0].item<float>() > 0;
-  }
-
-  bool peer_lost() const { return peer_lost_; }
-  const absl::Status& error() const { return error_; }
-
- private:
-  Communicator* comm_;
-  std::function<bool()> local_;
-  c10::Device device_;
-  bool peer_lost_ = false;
-  absl::Status error_;
-};
 
 }  // namespace
 
@@ -159,7 +121,7 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
   }
   ASSIGN_OR_RETURN(LoadedModel loaded, Model(spec.base_model()));
 
-  // The stage, its label (the checkpoint's folder name) and its spec.
+  // The stage, its label (reported as the progress task) and its spec.
   std::string stage;
   std::string label;
   mpt::v1::TargetAdaptationSpec target = spec.target();
@@ -203,27 +165,29 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
                        " is not SOURCE_TRAINING, DISTILLATION or TARGET_ADAPTATION"));
   }
 
-  if (!context.checkpoint.empty()) {
-    const std::string into = CheckpointFolder(context.work_dir, stage, label);
-    std::error_code ec;
-    fs::create_directories(fs::path(into).parent_path(), ec);
-    fs::remove_all(into, ec);
-    fs::rename(context.checkpoint, into, ec);
-    if (ec) {
-      return absl::InternalError(
-          absl::StrCat("cannot put the checkpoint in place at ", into, ": ", ec.message()));
-    }
-    MPT_LOG(INFO) << a.id() << ": resuming from the fetched checkpoint";
-  }
-
-  std::unique_ptr<Communicator> comm;
-  std::optional<GangCancellation> gang_cancel;
+  // The stage trains once (one task, the distillation or the shared
+  // group), so one folder holds its checkpoint. Gang ranks cancel together:
+  // the trainer carries each rank's `cancelled` in its per-step all-reduce.
   StageEnv env;
   env.model = loaded.model.get();
   env.tokenizer = loaded.tokenizer.get();
   env.sink = context.sink;
   env.work_dir = context.work_dir;
   env.cancelled = context.cancelled;
+  env.checkpoint_dir = (fs::path(context.work_dir) / kCheckpointFolder).string();
+  if (!context.checkpoint.empty()) {
+    std::error_code ec;
+    fs::create_directories(fs::path(env.checkpoint_dir).parent_path(), ec);
+    fs::remove_all(env.checkpoint_dir, ec);
+    fs::rename(context.checkpoint, env.checkpoint_dir, ec);
+    if (ec) {
+      return absl::InternalError(absl::StrCat("cannot put the checkpoint in place at ",
+                                              env.checkpoint_dir, ": ", ec.message()));
+    }
+    MPT_LOG(INFO) << a.id() << ": resuming from the fetched checkpoint";
+  }
+
+  std::unique_ptr<Communicator> comm;
   if (a.world_size() > 1) {
     if (context.store == nullptr) {
       return absl::InvalidArgumentError("a gang assignment needs a rendezvous store");
@@ -239,9 +203,6 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
                   << a.world_size() << " over " << kind << " in "
                   << absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Milliseconds(1)));
     env.comm = comm.get();
-    gang_cancel.emplace(comm.get(), context.cancelled,
-                        kind == "nccl" ? device_ : c10::Device(c10::kCPU));
-    env.cancelled = [&gang_cancel] { return (*gang_cancel)(); };
   }
 
   AssignmentOutput output;
@@ -298,9 +259,9 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
       break;
     }
   }
-  if (gang_cancel.has_value() && gang_cancel->peer_lost()) {
+  if (comm != nullptr && absl::IsUnavailable(status)) {
     return absl::UnavailableError(
-        absl::StrCat("a peer of gang ", a.group(), " is gone: ", gang_cancel->error().message()));
+        absl::StrCat("a peer of gang ", a.group(), " is gone: ", status.message()));
   }
   RETURN_IF_ERROR(status);
   output.final_progress.set_stage(stage);

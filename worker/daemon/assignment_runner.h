@@ -9,9 +9,11 @@
 //                          distillation's adapter
 //
 // Base models stay loaded across assignments (a small cache keyed by the
-// model folder), so a worker pays the loading once. A checkpoint fetched by
-// the daemon is moved to where the stage's trainer looks for it, so the
-// stage resumes at its step. libtorch errors are returned as INTERNAL with
+// model folder), so a worker pays the loading once. The stage keeps its
+// checkpoint in `<work_dir>/checkpoint` (StageEnv::checkpoint_dir); a
+// checkpoint fetched by the daemon is moved there, so the stage resumes at
+// its step. A cancel seen by any rank of a gang stops every rank before the
+// same step (the trainer carries the flag in its per-step all-reduce). libtorch errors are returned as INTERNAL with
 // their message; nothing throws.
 //
 // Not thread-safe: the daemon runs one assignment at a time.

@@ -11,6 +11,7 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "worker/prompts/adapter_io.h"
+#include "worker/training/checkpoint.h"
 #include "worker/training/losses.h"
 #include "worker/prompts/prompt_inputs.h"
 #include "worker/data/task_data.h"
@@ -27,6 +28,7 @@ std::string Join(const std::string& a, const std::string& b) {
 // The checkpoint folder of one training run; empty without a work folder.
 std::string CheckpointDir(const StageEnv& env, const std::string& stage,
                           const std::string& task) {
+  if (!env.checkpoint_dir.empty()) return env.checkpoint_dir;
   if (env.work_dir.empty()) return "";
   return Join(Join(env.work_dir, stage), task.empty() ? "all" : task);
 }
@@ -35,10 +37,10 @@ std::string CheckpointDir(const StageEnv& env, const std::string& stage,
 std::string Fingerprint(const std::string& stage, const std::vector<TaskDataSet>& tasks,
                         const mpt::v1::PromptSpec& prompt, const mpt::v1::TrainSpec& train,
                         const std::string& extra = "") {
-  std::string text = absl::StrCat(stage, "|", prompt.SerializeAsString(), "|",
-                                  train.SerializeAsString(), "|", extra);
-  for (const TaskDataSet& t : tasks) absl::StrAppend(&text, "|", t.spec.SerializeAsString());
-  return absl::StrCat(absl::Hex(std::hash<std::string>{}(text), absl::kZeroPad16));
+  std::vector<std::string> parts{stage, prompt.SerializeAsString(), train.SerializeAsString(),
+                                 extra};
+  for (const TaskDataSet& t : tasks) parts.push_back(t.spec.SerializeAsString());
+  return SettingsFingerprint(parts);
 }
 
 // A stable 64-bit number for a name (FNV-1a).

@@ -39,6 +39,13 @@ struct StageEnv {
   // Checkpoints go under this folder (one sub-folder per stage and task);
   // empty: no checkpoints, no resume.
   std::string work_dir;
+  // Where the call's training run keeps and resumes its checkpoint, chosen
+  // by the caller (the worker daemon puts a fetched checkpoint here); it
+  // overrides `work_dir` for checkpoints. Meant for calls that train once
+  // (one source task, the distillation, one target task or the shared
+  // group): runs of one call would take turns in the folder, each starting
+  // over when it finds another's checkpoint.
+  std::string checkpoint_dir;
 };
 
 struct TaskOutcome {

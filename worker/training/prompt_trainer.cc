@@ -1,33 +1,23 @@
 #include "worker/training/prompt_trainer.h"
 
 #include <ATen/core/grad_mode.h>
-#include <torch/optim/adamw.h>
-#include <torch/serialize.h>
 
 #include <chrono>
 #include <cmath>
-#include <filesystem>
 #include <map>
 
-#include <nlohmann/json.hpp>
-
 #include "absl/strings/str_cat.h"
-#include "common/file_util.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
-#include "worker/model/torch_tensors.h"
+#include "worker/training/checkpoint.h"
+#include "worker/training/lr_schedule.h"
+#include "worker/training/train_policy.h"
+#include "worker/training/update_step.h"
 
 namespace mpt {
 namespace {
 
-namespace fs = std::filesystem;
-using nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-constexpr char kPromptFile[] = "prompt.safetensors";
-constexpr char kBestFile[] = "best.safetensors";
-constexpr char kOptimizerFile[] = "optimizer.pt";
-constexpr char kStateFile[] = "state.json";
 
 double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
@@ -56,118 +46,14 @@ std::map<std::string, at::Tensor> CloneState(const SoftPrompt& prompt) {
   return out;
 }
 
-struct CheckpointState {
-  std::string fingerprint;
+// What a run carries from step to step and keeps in its checkpoints.
+struct RunState {
   int64_t step = 0;
   double best_score = -INFINITY;
   int64_t best_step = -1;
   NamedValues best_metrics;
+  std::map<std::string, at::Tensor> best;  // empty: none kept
 };
-
-json ToJson(const NamedValues& values) {
-  json j = json::array();
-  for (const auto& [k, v] : values) j.push_back({k, v});
-  return j;
-}
-
-NamedValues FromJson(const json& j) {
-  NamedValues out;
-  if (!j.is_array()) return out;
-  for (const auto& kv : j) {
-    if (kv.is_array() && kv.size() == 2 && kv[0].is_string() && kv[1].is_number()) {
-      out.emplace_back(kv[0].get<std::string>(), kv[1].get<double>());
-    }
-  }
-  return out;
-}
-
-absl::Status SaveCheckpoint(const std::string& dir, const SoftPrompt& prompt,
-                            torch::optim::AdamW& optimizer, const CheckpointState& state,
-                            const std::map<std::string, at::Tensor>& best) {
-  return ReplaceFolder(dir, [&](const std::string& tmp) -> absl::Status {
-    RETURN_IF_ERROR(SaveSafetensors((fs::path(tmp) / kPromptFile).string(), prompt.StateDict()));
-    if (!best.empty()) {
-      RETURN_IF_ERROR(SaveSafetensors((fs::path(tmp) / kBestFile).string(), best));
-    }
-    try {
-      torch::serialize::OutputArchive archive;
-      optimizer.save(archive);
-      archive.save_to((fs::path(tmp) / kOptimizerFile).string());
-    } catch (const c10::Error& e) {
-      return absl::InternalError(absl::StrCat(dir, ": saving the optimiser: ", e.what_without_backtrace()));
-    }
-    json j = {{"fingerprint", state.fingerprint},
-              {"step", state.step},
-              {"best_step", state.best_step},
-              {"best_score", std::isfinite(state.best_score) ? json(state.best_score) : json(nullptr)},
-              {"best_metrics", ToJson(state.best_metrics)}};
-    return WriteFileAtomically((fs::path(tmp) / kStateFile).string(), j.dump(2));
-  });
-}
-
-// Loads a checkpoint into the prompt and optimiser. NOT_FOUND when `dir`
-// holds none.
-absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& dir, const SoftPrompt& prompt,
-                                               torch::optim::AdamW& optimizer,
-                                               const std::string& fingerprint,
-                                               std::map<std::string, at::Tensor>* best) {
-  const std::string state_path = (fs::path(dir) / kStateFile).string();
-  ASSIGN_OR_RETURN(std::string text, ReadFile(state_path));
-  json j = json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j["step"].is_number_integer()) {
-    return absl::InvalidArgumentError(absl::StrCat(state_path, ": not a checkpoint state"));
-  }
-  CheckpointState state;
-  state.fingerprint = j.value("fingerprint", std::string());
-  state.step = j["step"].get<int64_t>();
-  state.best_step = j.value("best_step", int64_t{-1});
-  if (j.contains("best_score") && j["best_score"].is_number()) {
-    state.best_score = j["best_score"].get<double>();
-  }
-  if (j.contains("best_metrics")) state.best_metrics = FromJson(j["best_metrics"]);
-  if (state.fingerprint != fingerprint) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        dir, ": the checkpoint was written by a run with other settings"));
-  }
-  const std::string prompt_path = (fs::path(dir) / kPromptFile).string();
-  ASSIGN_OR_RETURN(auto values, LoadSafetensors(prompt_path));
-  RETURN_IF_ERROR(AssignPrompt(prompt, values, prompt_path));
-  const std::string best_path = (fs::path(dir) / kBestFile).string();
-  if (fs::exists(best_path)) {
-    ASSIGN_OR_RETURN(*best, LoadSafetensors(best_path));
-  }
-  try {
-    torch::serialize::InputArchive archive;
-    archive.load_from((fs::path(dir) / kOptimizerFile).string());
-    optimizer.load(archive);
-  } catch (const c10::Error& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(dir, ": the optimiser state does not load: ", e.what_without_backtrace()));
-  }
-  return state;
-}
-
-// Scales the gradients so that their global L2 norm is at most `max_norm`.
-void ClipGradNorm(const std::vector<at::Tensor>& params, double max_norm) {
-  at::NoGradGuard no_grad;
-  std::vector<at::Tensor> norms;
-  for (const at::Tensor& p : params) {
-    if (p.grad().defined()) norms.push_back(p.grad().norm().to(at::kDouble));
-  }
-  if (norms.empty()) return;
-  const double total = at::stack(norms).norm().item<double>();
-  const double scale = max_norm / (total + 1e-6);
-  if (scale >= 1.0) return;
-  for (const at::Tensor& p : params) {
-    if (p.grad().defined()) p.grad().mul_(scale);
-  }
-}
-
-void SetLearningRate(torch::optim::AdamW& optimizer, double lr) {
-  for (auto& group : optimizer.param_groups()) {
-    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-  }
-}
 
 }  // namespace
 
@@ -184,16 +70,7 @@ PromptTrainer::PromptTrainer(TrainerOptions options, SoftPrompt* prompt,
       cancelled_(std::move(cancelled)) {}
 
 double PromptTrainer::LearningRate(const mpt::v1::TrainSpec& train, int64_t step) {
-  const double base = train.optimizer().learning_rate();
-  const int64_t total = train.steps();
-  const int64_t warmup = train.optimizer().warmup_steps();
-  if (step < warmup) return base * static_cast<double>(step) / static_cast<double>(warmup);
-  const std::string& schedule = train.optimizer().schedule();
-  if (schedule == "constant") return base;
-  const double progress = static_cast<double>(step - warmup) /
-                          static_cast<double>(std::max<int64_t>(1, total - warmup));
-  if (schedule == "cosine") return base * 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, progress)));
-  return base * std::max(0.0, 1.0 - progress);  // linear
+  return LrSchedule::FromSpec(train).At(step);
 }
 
 void PromptTrainer::Emit(ProgressKind kind, int64_t step, NamedValues losses,
@@ -244,30 +121,36 @@ absl::StatusOr<TrainResult> PromptTrainer::RunImpl(const StepFunction& step_fn,
     if (set.empty()) return absl::InvalidArgumentError("train data: a task has no examples");
     sizes.push_back(static_cast<int>(set.size()));
   }
-  const bool writes = comm_->rank() == 0 && !options_.checkpoint_dir.empty();
-  std::vector<at::Tensor> params = prompt_->Parameters();
-  torch::optim::AdamW optimizer(
-      params, torch::optim::AdamWOptions(train.optimizer().learning_rate())
-                  .weight_decay(train.optimizer().weight_decay()));
+  const std::string& dir = options_.checkpoint_dir;
+  const bool writes = comm_->rank() == 0 && !dir.empty();
+  UpdateStep update(prompt_->Parameters(), train.optimizer(), comm_);
+  const LrSchedule schedule = LrSchedule::FromSpec(train);
+  const TrainPolicy policy = TrainPolicy::FromSpec(train);
 
-  CheckpointState state;
-  state.fingerprint = options_.fingerprint;
-  std::map<std::string, at::Tensor> best;
+  RunState state;
   TrainResult result;
-  if (!options_.checkpoint_dir.empty() &&
-      fs::exists(fs::path(options_.checkpoint_dir) / kStateFile)) {
-    auto loaded =
-        LoadCheckpoint(options_.checkpoint_dir, *prompt_, optimizer, options_.fingerprint, &best);
+  if (CheckpointExists(dir)) {
+    CheckpointExpectations expected;
+    expected.fingerprint = options_.fingerprint;
+    expected.total_steps = train.steps();
+    expected.prompt = prompt_->StateDict();
+    expected.parameters = update.params();
+    absl::StatusOr<CheckpointContents> loaded = ReadCheckpoint(dir, expected);
     if (absl::IsFailedPrecondition(loaded.status())) {
       MPT_LOG(WARNING) << loaded.status().message() << "; starting over";
-      best.clear();
     } else if (!loaded.ok()) {
       return loaded.status();
     } else {
-      state = *loaded;
+      RETURN_IF_ERROR(AssignPrompt(*prompt_, loaded->prompt, dir));
+      RETURN_IF_ERROR(update.ImportState(loaded->adamw));
+      state.step = loaded->step;
+      state.best_score = loaded->best_score;
+      state.best_step = loaded->best_step;
+      state.best_metrics = std::move(loaded->best_metrics);
+      state.best = std::move(loaded->best);
       result.resumed_from_step = state.step;
       MPT_LOG(INFO) << options_.stage << " " << options_.task << ": resuming at step "
-                    << state.step << " from " << options_.checkpoint_dir;
+                    << state.step << " from " << dir;
     }
   }
 
@@ -279,7 +162,6 @@ absl::StatusOr<TrainResult> PromptTrainer::RunImpl(const StepFunction& step_fn,
   auto window_start = Clock::now();
   NamedValues window_sums;
   int window_steps = 0;
-  const int64_t log_every = std::max<int64_t>(1, std::min<int64_t>(10, train.steps() / 50 + 1));
 
   auto evaluate = [&](int64_t step) -> absl::Status {
     if (!eval_fn || comm_->rank() != 0) return absl::OkStatus();
@@ -289,16 +171,24 @@ absl::StatusOr<TrainResult> PromptTrainer::RunImpl(const StepFunction& step_fn,
       state.best_score = metrics[0].second;
       state.best_step = step;
       state.best_metrics = metrics;
-      if (options_.keep_best) best = CloneState(*prompt_);
+      if (options_.keep_best) state.best = CloneState(*prompt_);
     }
     return absl::OkStatus();
   };
   auto checkpoint = [&](int64_t step) -> absl::Status {
     if (!writes) return absl::OkStatus();
     state.step = step;
-    RETURN_IF_ERROR(SaveCheckpoint(options_.checkpoint_dir, *prompt_, optimizer, state, best));
-    Emit(ProgressKind::kCheckpoint, step, {}, {}, 0, 0, Seconds(start), -1,
-         options_.checkpoint_dir);
+    CheckpointContents contents;
+    contents.fingerprint = options_.fingerprint;
+    contents.step = step;
+    contents.prompt = prompt_->StateDict();
+    contents.adamw = update.ExportState();
+    contents.best_score = state.best_score;
+    contents.best_step = state.best_step;
+    contents.best_metrics = state.best_metrics;
+    contents.best = state.best;
+    RETURN_IF_ERROR(WriteCheckpoint(dir, contents));
+    Emit(ProgressKind::kCheckpoint, step, {}, {}, 0, 0, Seconds(start), -1, dir);
     return absl::OkStatus();
   };
 
@@ -310,7 +200,9 @@ absl::StatusOr<TrainResult> PromptTrainer::RunImpl(const StepFunction& step_fn,
   }
 
   for (int64_t step = state.step; step < train.steps(); ++step) {
-    if (cancelled_ && cancelled_()) return absl::CancelledError(absl::StrCat(options_.stage, ": cancelled at step ", step));
+    // Polled once per step on every rank; the answer travels in the step's
+    // first all-reduce so that the whole gang stops before the same step.
+    const bool stop_requested = cancelled_ && cancelled_();
     std::vector<ExampleRef> refs = ShardForRank(
         SampleBatch(train.seed(), step, train.batch_size(), sizes, options_.sampling),
         comm_->rank(), comm_->world_size());
@@ -319,49 +211,31 @@ absl::StatusOr<TrainResult> PromptTrainer::RunImpl(const StepFunction& step_fn,
     for (const ExampleRef& r : refs) examples.push_back(&(*train_sets_)[r.task][r.index]);
     Batch batch = Collate(examples, pad_id_);
 
-    std::vector<at::Tensor> counts{at::tensor(
-        {static_cast<double>(batch.target_tokens), static_cast<double>(batch.input_tokens)},
-        at::kDouble)};
-    RETURN_IF_ERROR(comm_->AllReduceSum(counts));
-    const double global_targets = counts[0][0].item<double>();
-    const double global_inputs = counts[0][1].item<double>();
-
-    const double lr = LearningRate(train, step);
-    SetLearningRate(optimizer, lr);
-    optimizer.zero_grad();
-    ASSIGN_OR_RETURN(StepLoss loss, step_fn(batch, global_targets));
+    ASSIGN_OR_RETURN(StepAgreement agreed,
+                     update.Agree(batch.target_tokens, batch.input_tokens, stop_requested));
+    if (agreed.stop) {
+      return absl::CancelledError(absl::StrCat(options_.stage, ": cancelled at step ", step));
+    }
+    const double lr = schedule.At(step);
+    update.Begin(lr);
+    ASSIGN_OR_RETURN(StepLoss loss, step_fn(batch, agreed.target_tokens));
     loss.objective.backward();
+    std::vector<double> local_parts;
+    for (const auto& part : loss.parts) local_parts.push_back(part.second);
+    ASSIGN_OR_RETURN(std::vector<double> parts, update.Finish(local_parts));
 
-    // Average gradients: each rank's objective is its share of the global
-    // mean, so the sum over ranks is the gradient of the global mean. The
-    // logged parts travel in the same call.
-    std::vector<at::Tensor> reduce;
-    for (const at::Tensor& p : params) {
-      reduce.push_back(p.grad().defined() ? p.grad() : at::zeros_like(p));
-    }
-    std::vector<double> part_values;
-    for (const auto& part : loss.parts) part_values.push_back(part.second);
-    reduce.push_back(at::tensor(part_values, at::kDouble));
-    RETURN_IF_ERROR(comm_->AllReduceSum(reduce));
-    for (size_t i = 0; i < params.size(); ++i) {
-      if (!params[i].grad().defined()) params[i].mutable_grad() = reduce[i];
-    }
-    const double max_norm = train.optimizer().max_grad_norm();
-    if (max_norm > 0) ClipGradNorm(params, max_norm);
-    optimizer.step();
-
-    const at::Tensor& parts = reduce.back();
     if (window_sums.empty()) {
       for (const auto& part : loss.parts) window_sums.emplace_back(part.first, 0.0);
     }
-    for (size_t i = 0; i < window_sums.size(); ++i) window_sums[i].second += parts[i].item<double>();
+    for (size_t i = 0; i < window_sums.size(); ++i) window_sums[i].second += parts[i];
     ++window_steps;
-    window_tokens += global_targets + global_inputs;
+    window_tokens += agreed.target_tokens + agreed.input_tokens;
 
     const int64_t done = step + 1;
     const double elapsed = Seconds(start);
     eta.Observe(done, elapsed);
-    if (done % log_every == 0 || done == train.steps()) {
+    const StepActions actions = policy.After(done);
+    if (actions.log) {
       NamedValues mean = window_sums;
       for (auto& [name, v] : mean) v /= window_steps;
       const double tps = window_tokens / std::max(1e-9, Seconds(window_start));
@@ -372,17 +246,14 @@ absl::StatusOr<TrainResult> PromptTrainer::RunImpl(const StepFunction& step_fn,
       window_tokens = 0;
       window_start = Clock::now();
     }
-    if (train.eval_every() > 0 && done % train.eval_every() == 0 && done != train.steps()) {
-      RETURN_IF_ERROR(evaluate(done));
-    }
-    if (train.checkpoint_every() > 0 && done % train.checkpoint_every() == 0 &&
-        done != train.steps()) {
-      RETURN_IF_ERROR(checkpoint(done));
-    }
+    if (actions.evaluate) RETURN_IF_ERROR(evaluate(done));
+    if (actions.save) RETURN_IF_ERROR(checkpoint(done));
   }
+  // The end is evaluated and saved whatever the period, after the best
+  // prompt has been put back.
   RETURN_IF_ERROR(evaluate(train.steps()));
-  if (options_.keep_best && !best.empty() && state.best_step != train.steps()) {
-    RETURN_IF_ERROR(AssignPrompt(*prompt_, best, "best prompt"));
+  if (options_.keep_best && !state.best.empty() && state.best_step != train.steps()) {
+    RETURN_IF_ERROR(AssignPrompt(*prompt_, state.best, "best prompt"));
   }
   RETURN_IF_ERROR(checkpoint(train.steps()));
 

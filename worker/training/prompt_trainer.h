@@ -1,15 +1,26 @@
 // The training loop shared by the three MPT stages.
 //
 // A stage supplies what differs (how a batch becomes a loss, how the prompt
-// is evaluated); the trainer owns what is the same: deterministic batches,
-// AdamW with warm-up and decay, gradient clipping, data-parallel gradient
-// averaging through a Communicator, evaluation every N steps with the best
-// prompt kept, resumable checkpoints, cancellation and progress events.
+// is evaluated); the trainer owns what is the same and wires the pieces:
+//   batches       deterministic per (seed, step), sharded over ranks
+//                 (worker/data/batching.h)
+//   update        gradient all-reduce, clipping and AdamW (update_step.h)
+//   learning rate warm-up and decay, a function of the step (lr_schedule.h)
+//   policy        when to log, evaluate and save (train_policy.h)
+//   checkpoints   the folder format, read back with every field checked
+//                 (checkpoint.h)
+// plus the best prompt kept by evaluation score, cancellation and progress
+// events.
 //
-// Resume: with a checkpoint folder, the trainer writes the prompt, the
-// optimiser state and the step there every `checkpoint_every` steps; a new
-// trainer on the same folder continues from that step and ends exactly where
-// an uninterrupted run ends (batches depend only on seed and step).
+// Resume: with a checkpoint folder, rank 0 writes the prompt, the optimiser
+// state and the step there every `checkpoint_every` steps; a new trainer on
+// the same folder continues from that step and ends exactly where an
+// uninterrupted run ends (batches depend only on seed and step).
+//
+// Cancellation: `cancelled` is polled once per step, at its start, on every
+// rank, and the answer travels in the step's first all-reduce. When any
+// rank's answer is true, every rank of the gang returns CANCELLED before
+// the same step, so none is left waiting in a collective.
 #ifndef MPT_WORKER_TRAINING_PROMPT_TRAINER_H_
 #define MPT_WORKER_TRAINING_PROMPT_TRAINER_H_
 
@@ -64,8 +75,9 @@ struct TrainerOptions {
   // Keep the prompt that scored best at evaluation rather than the last.
   bool keep_best = true;
   // Identifies the run's settings (stage, task, data, prompt shape, train
-  // spec). A checkpoint written under another fingerprint is not resumed
-  // from: the run starts over and replaces it at its first checkpoint.
+  // spec), normally SettingsFingerprint (checkpoint.h). A checkpoint written
+  // under another fingerprint is not resumed from: the run starts over and
+  // replaces it at its first checkpoint.
   std::string fingerprint;
 };
 
@@ -83,7 +95,8 @@ class PromptTrainer {
  public:
   // `prompt`, `train_sets`, `comm` and `sink` must outlive the trainer.
   // `train_sets[k]` holds task k's tokenised training examples.
-  // `cancelled` is polled between steps; may be empty.
+  // `cancelled` is polled once per step on every rank (see above); may be
+  // empty. Not thread-safe; Run() is called from one thread.
   PromptTrainer(TrainerOptions options, SoftPrompt* prompt,
                 const std::vector<std::vector<TokenizedExample>>* train_sets, int pad_id,
                 Communicator* comm, ProgressSink* sink, std::function<bool()> cancelled);
@@ -91,13 +104,18 @@ class PromptTrainer {
   PromptTrainer(const PromptTrainer&) = delete;
   PromptTrainer& operator=(const PromptTrainer&) = delete;
 
-  // Trains to options.train.steps(). CANCELLED when `cancelled` fired (the
-  // last checkpoint stays); INVALID_ARGUMENT for unusable settings;
-  // otherwise the step or evaluation function's error. libtorch errors are
-  // returned as INTERNAL with their message.
+  // Trains to options.train.steps(). CANCELLED when `cancelled` fired on
+  // any rank (the last checkpoint stays); INVALID_ARGUMENT for unusable
+  // settings; DATA_LOSS naming the file and field for a corrupt checkpoint
+  // in the folder (one written under other settings or an older format is
+  // not an error: the run starts over); the communicator's error
+  // (UNAVAILABLE when a peer is gone); otherwise the step or evaluation
+  // function's error. libtorch errors are returned as INTERNAL with their
+  // message; nothing throws.
   absl::StatusOr<TrainResult> Run(const StepFunction& step, const EvalFunction& eval);
 
-  // The learning rate at `step` (0-based) under the options' schedule.
+  // The learning rate at `step` (0-based) under the options' schedule
+  // (LrSchedule::FromSpec(train).At(step)).
   static double LearningRate(const mpt::v1::TrainSpec& train, int64_t step);
 
  private:
