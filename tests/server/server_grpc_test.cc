@@ -262,6 +262,81 @@ TEST_F(GrpcServerTest, JobLifecycleOverTheWire) {
   EXPECT_EQ(values.values(0), std::string("\x00\x01\x02", 3));
 }
 
+// Raw calls with a string field that is not valid UTF-8: INVALID_ARGUMENT
+// naming the field (gRPC's own parser would answer INTERNAL with no message).
+TEST_F(GrpcServerTest, InvalidUtf8IsInvalidArgumentNamingTheField) {
+  grpc::GenericStub stub(channel_);
+  grpc::CompletionQueue cq;
+  auto unary = [&](const std::string& method, const std::string& request) {
+    auto ctx = Context(absl::Seconds(5));
+    auto call = stub.PrepareUnaryCall(ctx.get(), method, ToBuffer(request), &cq);
+    call->StartCall();
+    grpc::ByteBuffer response;
+    grpc::Status status;
+    call->Finish(&response, &status, reinterpret_cast<void*>(1));
+    Await(&cq, 1);
+    return status;
+  };
+  // A string field's whole value replaced by as many bytes ending in 0xFF.
+  auto corrupt = [](const google::protobuf::Message& m, const std::string& placeholder) {
+    std::string wire = m.SerializeAsString();
+    std::string bad = placeholder;
+    bad.back() = '\xff';
+    const size_t at = wire.find(placeholder);
+    EXPECT_NE(at, std::string::npos);
+    return wire.replace(at, placeholder.size(), bad);
+  };
+
+  auto submit = testing::SourceRequest("placeholdertask");
+  submit.set_display_name("DISPLAYNAME");
+  grpc::Status s = unary("/mpt.v1.JobService/SubmitJob", corrupt(submit, "DISPLAYNAME"));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(), "display_name: a string field is not valid UTF-8");
+  s = unary("/mpt.v1.JobService/SubmitJob", corrupt(submit, "placeholdertask"));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "spec.source.tasks[0].name: a string field"))
+      << s.error_message();
+  mpt::v1::ListJobsResponse list;
+  ASSERT_TRUE(jobs_->ListJobs(Context().get(), mpt::v1::ListJobsRequest(), &list).ok());
+  EXPECT_EQ(list.jobs_size(), 0);  // nothing stored
+  // The same bytes, valid: the raw path serves the call.
+  EXPECT_TRUE(unary("/mpt.v1.JobService/SubmitJob", submit.SerializeAsString()).ok());
+
+  mpt::v1::HeartbeatRequest heartbeat;
+  heartbeat.set_worker("workers/WORKERNAME");
+  s = unary("/mpt.v1.WorkerService/Heartbeat", corrupt(heartbeat, "WORKERNAME"));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(), "worker: a string field is not valid UTF-8");
+  // Not a protobuf message at all.
+  s = unary("/mpt.v1.JobService/GetJob", std::string("\x0a\x7f", 2));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "not a well-formed mpt.v1.GetJobRequest"))
+      << s.error_message();
+
+  // A server-streaming call.
+  {
+    mpt::v1::WatchJobRequest watch;
+    watch.set_name("jobs/JOBNAME");
+    auto ctx = Context(absl::Seconds(5));
+    auto call = stub.PrepareCall(ctx.get(), "/mpt.v1.JobService/WatchJob", &cq);
+    call->StartCall(reinterpret_cast<void*>(1));
+    Await(&cq, 1);
+    call->WriteLast(ToBuffer(corrupt(watch, "JOBNAME")), grpc::WriteOptions(),
+                    reinterpret_cast<void*>(2));
+    Await(&cq, 2);
+    grpc::Status status;
+    call->Finish(&status, reinterpret_cast<void*>(3));
+    Await(&cq, 3);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(status.error_message(), "name: a string field is not valid UTF-8");
+  }
+  cq.Shutdown();
+  void* tag;
+  bool ok;
+  while (cq.Next(&tag, &ok)) {
+  }
+}
+
 TEST_F(GrpcServerTest, HealthCheckingAndReflection) {
   grpc::GenericStub stub(channel_);
   grpc::CompletionQueue cq;
