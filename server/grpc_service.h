@@ -1,6 +1,6 @@
 // The coordinator's gRPC surface: JobService and WorkerService adapters that
 // only convert between messages and the core (coordinator.h), plus the
-// server that hosts them with health checking, reflection and optional TLS
+// server that hosts them with health checking, reflection (v1alpha and v1) and optional TLS
 // and bearer-token authentication.
 //
 //   ASSIGN_OR_RETURN(auto server, CoordinatorServer::Start(options, core));
@@ -30,6 +30,7 @@
 #include "absl/time/time.h"
 #include "proto/mpt/v1/service.grpc.pb.h"
 #include "server/coordinator.h"
+#include "server/reflection_v1.h"
 
 namespace mpt {
 
@@ -172,6 +173,7 @@ class CoordinatorServer {
   std::unique_ptr<BearerTokenAuthenticator> auth_;
   std::unique_ptr<JobServiceImpl> job_service_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;
+  std::unique_ptr<ServerReflectionV1> reflection_v1_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   bool tls_ = false;

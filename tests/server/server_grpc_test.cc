@@ -15,6 +15,9 @@
 #include "absl/strings/match.h"
 #include "common/sha256.h"
 #include "gtest/gtest.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/descriptor.pb.h"
+#include "proto/grpc/reflection/v1/reflection.grpc.pb.h"
 #include "proto/mpt/v1/service.grpc.pb.h"
 #include "server/grpc_service.h"
 #include "tests/server/coordinator_test_util.h"
@@ -390,6 +393,138 @@ TEST_F(GrpcServerTest, HealthCheckingAndReflection) {
   bool ok;
   while (cq.Next(&tag, &ok)) {
   }
+}
+
+// One reflection request over `method` (v1 or v1alpha: the same messages on
+// the wire), as a raw call.
+grpc::reflection::v1::ServerReflectionResponse Reflect(
+    const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+    const grpc::reflection::v1::ServerReflectionRequest& request) {
+  grpc::GenericStub stub(channel);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  auto call = stub.PrepareCall(&ctx, method, &cq);
+  call->StartCall(reinterpret_cast<void*>(1));
+  Await(&cq, 1);
+  call->WriteLast(ToBuffer(request.SerializeAsString()), grpc::WriteOptions(),
+                  reinterpret_cast<void*>(2));
+  Await(&cq, 2);
+  grpc::ByteBuffer buffer;
+  call->Read(&buffer, reinterpret_cast<void*>(3));
+  Await(&cq, 3);
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(4));
+  Await(&cq, 4);
+  EXPECT_TRUE(status.ok()) << method << ": " << status.error_message();
+  cq.Shutdown();
+  void* tag;
+  bool ok;
+  while (cq.Next(&tag, &ok)) {
+  }
+  grpc::reflection::v1::ServerReflectionResponse response;
+  EXPECT_TRUE(response.ParseFromString(FromBuffer(buffer)));
+  return response;
+}
+
+// Builds the files of a file descriptor response into a fresh pool, as a
+// client does, and returns whether `service` can be found there with a
+// method whose input type resolves.
+bool Describes(const grpc::reflection::v1::ServerReflectionResponse& response,
+               const std::string& service) {
+  google::protobuf::DescriptorPool pool;
+  std::vector<google::protobuf::FileDescriptorProto> files;
+  for (const std::string& bytes : response.file_descriptor_response().file_descriptor_proto()) {
+    files.emplace_back();
+    if (!files.back().ParseFromString(bytes)) return false;
+  }
+  // Build each file once all its dependencies are built: every one must be
+  // in the response.
+  std::vector<bool> built(files.size(), false);
+  for (size_t round = 0; round < files.size(); ++round) {
+    for (size_t i = 0; i < files.size(); ++i) {
+      if (built[i]) continue;
+      bool ready = true;
+      for (const std::string& dep : files[i].dependency()) {
+        ready = ready && pool.FindFileByName(dep) != nullptr;
+      }
+      if (ready) built[i] = pool.BuildFile(files[i]) != nullptr;
+    }
+  }
+  for (bool b : built) {
+    if (!b) return false;
+  }
+  const google::protobuf::ServiceDescriptor* s = pool.FindServiceByName(service);
+  return s != nullptr && s->method_count() > 0 && s->method(0)->input_type() != nullptr;
+}
+
+TEST(GeneratedPoolTest, HealthServiceIsDescribed) {
+  // The server links grpc/health/v1/health.proto (reflection_v1.cc).
+  EXPECT_NE(google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+                "grpc.health.v1.Health"),
+            nullptr);
+}
+
+TEST_F(GrpcServerTest, ReflectionV1AndV1Alpha) {
+  // The generated v1 stub: list the services.
+  {
+    auto stub = grpc::reflection::v1::ServerReflection::NewStub(channel_);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    auto stream = stub->ServerReflectionInfo(&ctx);
+    grpc::reflection::v1::ServerReflectionRequest request;
+    request.set_list_services("");
+    ASSERT_TRUE(stream->Write(request));
+    grpc::reflection::v1::ServerReflectionResponse response;
+    ASSERT_TRUE(stream->Read(&response));
+    std::set<std::string> services;
+    for (const auto& s : response.list_services_response().service()) services.insert(s.name());
+    EXPECT_EQ(services, (std::set<std::string>{"mpt.v1.JobService", "mpt.v1.WorkerService",
+                                                "grpc.health.v1.Health",
+                                                "grpc.reflection.v1.ServerReflection",
+                                                "grpc.reflection.v1alpha.ServerReflection"}));
+    // A second request on the same stream.
+    request.set_file_containing_symbol("no.such.Symbol");
+    ASSERT_TRUE(stream->Write(request));
+    ASSERT_TRUE(stream->Read(&response));
+    EXPECT_EQ(response.error_response().error_code(), grpc::StatusCode::NOT_FOUND);
+    stream->WritesDone();
+    EXPECT_TRUE(stream->Finish().ok());
+  }
+  for (const std::string method : {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                   "/grpc.reflection.v1alpha.ServerReflection/"
+                                   "ServerReflectionInfo"}) {
+    SCOPED_TRACE(method);
+    for (const std::string service : {"grpc.health.v1.Health", "mpt.v1.JobService",
+                                      "mpt.v1.WorkerService"}) {
+      grpc::reflection::v1::ServerReflectionRequest request;
+      request.set_file_containing_symbol(service);
+      auto response = Reflect(channel_, method, request);
+      ASSERT_TRUE(response.has_file_descriptor_response())
+          << service << ": " << response.error_response().error_message();
+      EXPECT_TRUE(Describes(response, service)) << service;
+    }
+  }
+  // v1 by file name (with service.proto's dependencies spec.proto and
+  // timestamp.proto), and the extension queries.
+  grpc::reflection::v1::ServerReflectionRequest request;
+  const std::string v1 = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+  request.set_file_by_filename(mpt::v1::Job::descriptor()->file()->name());
+  auto response = Reflect(channel_, v1, request);
+  EXPECT_EQ(response.file_descriptor_response().file_descriptor_proto_size(), 3);
+  EXPECT_TRUE(Describes(response, "mpt.v1.JobService"));
+  request.set_file_by_filename("no/such.proto");
+  EXPECT_EQ(Reflect(channel_, v1, request).error_response().error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  request.set_all_extension_numbers_of_type("mpt.v1.Job");
+  response = Reflect(channel_, v1, request);
+  EXPECT_EQ(response.all_extension_numbers_response().base_type_name(), "mpt.v1.Job");
+  EXPECT_EQ(response.all_extension_numbers_response().extension_number_size(), 0);
+  request.mutable_file_containing_extension()->set_containing_type(
+      "google.protobuf.MessageOptions");
+  request.mutable_file_containing_extension()->set_extension_number(424242);
+  EXPECT_EQ(Reflect(channel_, v1, request).error_response().error_code(),
+            grpc::StatusCode::NOT_FOUND);
 }
 
 TEST(GrpcServerTlsTest, ServesOverTlsAndChecksTheToken) {
