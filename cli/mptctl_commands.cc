@@ -114,6 +114,17 @@ int ExitCodeFor(const absl::Status& status) {
   }
 }
 
+absl::Status ConnectToCoordinator(grpc::Channel* channel, const std::string& address,
+                                  absl::Duration timeout) {
+  if (channel->WaitForConnected(absl::ToChronoTime(absl::Now() + timeout))) {
+    return absl::OkStatus();
+  }
+  return absl::UnavailableError(absl::StrCat(
+      "cannot connect to the coordinator at ", address, " within ", absl::FormatDuration(timeout),
+      " (nothing listening, unreachable, or TLS settings that do not match; "
+      "--connect_timeout_seconds waits longer)"));
+}
+
 Mptctl::Mptctl(MptctlOptions options, mpt::v1::JobService::StubInterface* stub, std::ostream* out,
                std::ostream* err)
     : options_(std::move(options)), stub_(stub), out_(out), err_(err) {}

@@ -47,6 +47,16 @@ enum MptctlExit {
 // The exit status for a failed call (see the table above); 0 for OK.
 int ExitCodeFor(const absl::Status& status);
 
+// Waits until `channel` has connected to the coordinator at `address` (the
+// name used in the message), at most `timeout`. OK once connected;
+// UNAVAILABLE "cannot connect to the coordinator at <address> within <t>"
+// otherwise (nothing listening, unreachable, a TLS handshake that fails).
+// Every command checks this first, so that a wrong address fails in seconds
+// instead of being retried; once connected, watch rides out a coordinator
+// that goes away (MptctlOptions::reconnect_timeout).
+absl::Status ConnectToCoordinator(grpc::Channel* channel, const std::string& address,
+                                  absl::Duration timeout);
+
 struct MptctlOptions {
   // The connection (for the token on each call).
   ClientChannelOptions channel;
@@ -54,8 +64,9 @@ struct MptctlOptions {
   std::string output = "text";
   // Deadline of each unary call. Default 30 seconds.
   absl::Duration call_timeout = absl::Seconds(30);
-  // watch: how long to keep reconnecting to an unreachable coordinator
-  // before giving up with status 5. Default 10 minutes.
+  // watch: how long to keep reconnecting to a coordinator that became
+  // unreachable after the watch started before giving up with status 5.
+  // Default 10 minutes.
   absl::Duration reconnect_timeout = absl::Minutes(10);
   // Draw a live progress bar (a terminal) rather than log lines.
   bool live = false;

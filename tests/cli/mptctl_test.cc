@@ -1,6 +1,9 @@
 // mptctl as a user runs it: the real binary against an in-process fake
 // JobService, checking what it sends, prints and exits with.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -351,6 +354,44 @@ TEST_F(MptctlTest, WatchResumesAfterALostStreamFromTheLastEvent) {
   EXPECT_EQ(r.out.find("STEP 6/10", s6 + 1), std::string::npos) << r.out;
   EXPECT_TRUE(absl::StrContains(r.out, "jobs/j1: SUCCEEDED")) << r.out;
   EXPECT_TRUE(absl::StrContains(r.out, "b/accuracy=87.5%")) << r.out;
+}
+
+// A TCP port on 127.0.0.1 that accepts connections in the kernel but never
+// answers (listening, never accept()ed); closed with the returned fd.
+int SilentListener(int* port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  EXPECT_EQ(listen(fd, 16), 0);
+  socklen_t len = sizeof(addr);
+  EXPECT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
+TEST(MptctlConnectTest, AnAddressThatNeverAnswersFailsFastWithFive) {
+  int silent_port = 0;
+  const int silent = SilentListener(&silent_port);
+  // A port nothing listens on: the silent listener's, once closed.
+  int closed_port = 0;
+  close(SilentListener(&closed_port));
+  for (const std::string& address : {absl::StrCat("127.0.0.1:", silent_port),
+                                    absl::StrCat("127.0.0.1:", closed_port)}) {
+    for (const char* command : {"watch", "get"}) {
+      SCOPED_TRACE(absl::StrCat(command, " ", address));
+      const absl::Time start = absl::Now();
+      Result r = RunMptctl({"--coordinator=" + address, "--connect_timeout_seconds=1", command,
+                            "jobs/j1"});
+      EXPECT_EQ(r.code, 5) << r.err;
+      EXPECT_LT(absl::Now() - start, absl::Seconds(15));
+      EXPECT_TRUE(absl::StrContains(
+          r.err, "UNAVAILABLE: cannot connect to the coordinator at " + address + " within 1s"))
+          << r.err;
+    }
+  }
+  close(silent);
 }
 
 TEST_F(MptctlTest, WatchOfAFailedJobExitsWithFour) {
