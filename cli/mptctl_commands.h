@@ -68,6 +68,11 @@ struct MptctlOptions {
   // unreachable after the watch started before giving up with status 5.
   // Default 10 minutes.
   absl::Duration reconnect_timeout = absl::Minutes(10);
+  // submit: how many times SubmitJob is sent in all when it ends UNAVAILABLE
+  // or DEADLINE_EXCEEDED (a lost answer may mean a stored job); every
+  // attempt carries the same request_id, so a retry returns the job the
+  // first attempt created instead of a second one. Default 5.
+  int submit_attempts = 5;
   // Draw a live progress bar (a terminal) rather than log lines.
   bool live = false;
 };
@@ -77,6 +82,7 @@ struct SubmitArgs {
   std::string kind = "pipeline";
   int priority = 0;
   std::string display_name;
+  // Idempotency key. Empty (default): a random one (32 hex digits).
   std::string request_id;
   // Check locally that the model folder and data files exist.
   bool check_files = true;
@@ -91,6 +97,9 @@ struct ListArgs {
   // Follow next_page_token to the end.
   bool all = false;
 };
+
+// A fresh idempotency key: 128 random bits as 32 lowercase hex digits.
+std::string NewRequestId();
 
 class Mptctl {
  public:

@@ -54,7 +54,9 @@ ABSL_FLAG(std::string, kind, "pipeline",
           "submit: pipeline, source, distillation or target; list: filter by kinds.");
 ABSL_FLAG(int, priority, 0, "submit: higher runs first.");
 ABSL_FLAG(std::string, name, "", "submit: a display name.");
-ABSL_FLAG(std::string, request_id, "", "submit: idempotency key.");
+ABSL_FLAG(std::string, request_id, "",
+          "submit: idempotency key (default: a random one); SubmitJob is retried with it "
+          "when the coordinator is unreachable or the call times out.");
 ABSL_FLAG(bool, watch, false, "submit: then watch the job to its end.");
 ABSL_FLAG(bool, check_files, true,
           "submit: check that the model folder and data files exist on this machine.");

@@ -47,6 +47,11 @@ class FakeJobService final : public JobService::Service {
       last_token = std::string(token->second.data(), token->second.size());
     }
     if (!submit_error.ok()) return submit_error;
+    if (!submit_failures.empty()) {  // as if the answer were lost
+      grpc::Status failure = submit_failures.front();
+      submit_failures.erase(submit_failures.begin());
+      return failure;
+    }
     job->set_name("jobs/j1");
     job->set_kind(request->kind());
     job->set_state(mpt::v1::QUEUED);
@@ -137,6 +142,8 @@ class FakeJobService final : public JobService::Service {
   std::vector<mpt::v1::SubmitJobRequest> submitted;
   std::string last_token;
   grpc::Status submit_error = grpc::Status::OK;
+  // Returned, in order, by the first SubmitJob calls.
+  std::vector<grpc::Status> submit_failures;
   std::map<std::string, mpt::v1::Job> jobs;
   std::vector<mpt::v1::ListJobsRequest> list_requests;
   std::vector<WatchCall> watch_script;
@@ -254,6 +261,40 @@ TEST_F(MptctlTest, SubmitResolvesPathsAgainstTheSpecFolderAndSendsTheToken) {
   EXPECT_EQ(req.spec().source().tasks(0).train_path(), dir + "/data/a.jsonl");
   EXPECT_EQ(req.spec().target().tasks(0).train_path(), dir + "/data/b.jsonl");
   EXPECT_EQ(service_.last_token, "Bearer s3cret");
+}
+
+TEST_F(MptctlTest, SubmitRetriesWithTheSameGeneratedRequestId) {
+  const std::string dir = WriteSpec(true);
+  {
+    absl::MutexLock lock(&service_.mu_);
+    service_.submit_failures = {
+        grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline passed"),
+        grpc::Status(grpc::StatusCode::UNAVAILABLE, "restarting")};
+  }
+  Result r = Run({"submit", "--spec", dir + "/spec.textproto"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "jobs/j1\n");
+  EXPECT_TRUE(absl::StrContains(r.err, "retrying with the same request_id")) << r.err;
+  std::string first_id;
+  {
+    absl::MutexLock lock(&service_.mu_);
+    ASSERT_EQ(service_.submitted.size(), 3u);
+    first_id = service_.submitted[0].request_id();
+    EXPECT_EQ(first_id.size(), 32u);
+    EXPECT_EQ(first_id.find_first_not_of("0123456789abcdef"), std::string::npos) << first_id;
+    EXPECT_EQ(service_.submitted[1].request_id(), first_id);
+    EXPECT_EQ(service_.submitted[2].request_id(), first_id);
+    service_.submitted.clear();
+    // A user's key is sent as given; a non-retryable error is not retried.
+    service_.submit_failures = {grpc::Status(grpc::StatusCode::UNAVAILABLE, "restarting"),
+                                grpc::Status(grpc::StatusCode::ALREADY_EXISTS, "request_id")};
+  }
+  r = Run({"submit", "--spec", dir + "/spec.textproto", "--request_id=mine-1"});
+  EXPECT_EQ(r.code, 6) << r.err;
+  absl::MutexLock lock(&service_.mu_);
+  ASSERT_EQ(service_.submitted.size(), 2u);
+  EXPECT_EQ(service_.submitted[0].request_id(), "mine-1");
+  EXPECT_EQ(service_.submitted[1].request_id(), "mine-1");
 }
 
 TEST_F(MptctlTest, ArtefactNamesInASingleStageSpecAreNotTakenForPaths) {
