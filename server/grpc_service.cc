@@ -499,8 +499,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   server->auth_ = std::make_unique<BearerTokenAuthenticator>(options.auth_token);
   server->job_service_ = std::make_unique<JobServiceImpl>(coordinator, server->auth_.get(),
                                                           options.artifact_chunk_bytes);
+  server->worker_auth_ = std::make_unique<BearerTokenAuthenticator>(
+      options.worker_token.empty() ? options.auth_token : options.worker_token);
   server->worker_service_ = std::make_unique<WorkerServiceImpl>(
-      coordinator, server->auth_.get(), options.artifact_chunk_bytes,
+      coordinator, server->worker_auth_.get(), options.artifact_chunk_bytes,
       coordinator->options().max_artifact_bytes);
 
   server->reflection_v1_ = std::make_unique<ServerReflectionV1>(std::vector<std::string>{

@@ -46,11 +46,16 @@ struct GrpcServerOptions {
   // certificate it signed (mutual TLS). Default empty: no client
   // certificates.
   std::string tls_client_ca_file;
-  // When non-empty, every JobService and WorkerService call must carry the
-  // metadata "authorization: Bearer <auth_token>"; others get
-  // UNAUTHENTICATED. Health checking and reflection stay open. Default
-  // empty: no token.
+  // When non-empty, every JobService call must carry the metadata
+  // "authorization: Bearer <auth_token>", and so must every WorkerService
+  // call unless worker_token is set; others get UNAUTHENTICATED. Health
+  // checking and reflection stay open. Default empty: no token.
   std::string auth_token;
+  // When non-empty, WorkerService calls must carry this token instead and
+  // JobService calls never accept it: users cannot act as workers, workers
+  // cannot act as users. Default empty: WorkerService checks auth_token
+  // (one shared token, as before).
+  std::string worker_token;
   // The largest message accepted (UploadArtifact chunks, specs). Default
   // 16 MiB.
   int max_receive_message_bytes = 16 << 20;
@@ -171,6 +176,7 @@ class CoordinatorServer {
 
   Coordinator* coordinator_ = nullptr;
   std::unique_ptr<BearerTokenAuthenticator> auth_;
+  std::unique_ptr<BearerTokenAuthenticator> worker_auth_;
   std::unique_ptr<JobServiceImpl> job_service_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;
   std::unique_ptr<ServerReflectionV1> reflection_v1_;

@@ -527,6 +527,41 @@ TEST_F(GrpcServerTest, ReflectionV1AndV1Alpha) {
             grpc::StatusCode::NOT_FOUND);
 }
 
+TEST(GrpcServerAuthTest, SeparateWorkerTokenKeepsUsersAndWorkersApart) {
+  auto core = testing::OpenCoordinator(testing::FreshFiles("grpc_worker_token", false),
+                                       std::make_shared<RealClock>());
+  ASSERT_TRUE(core.ok()) << core.status();
+  GrpcServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.auth_token = "user-token";
+  options.worker_token = "worker-token";
+  auto server = CoordinatorServer::Start(options, core->get());
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->port()),
+                                     grpc::InsecureChannelCredentials());
+  auto jobs = mpt::v1::JobService::NewStub(channel);
+  auto workers = mpt::v1::WorkerService::NewStub(channel);
+  auto list_jobs = [&](const std::string& token) {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + token);
+    mpt::v1::ListJobsResponse response;
+    return jobs->ListJobs(&ctx, mpt::v1::ListJobsRequest(), &response).error_code();
+  };
+  auto register_worker = [&](const std::string& token) {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + token);
+    mpt::v1::RegisterWorkerRequest request;
+    request.mutable_worker()->set_hostname("h");
+    mpt::v1::RegisterWorkerResponse response;
+    return workers->RegisterWorker(&ctx, request, &response).error_code();
+  };
+  EXPECT_EQ(list_jobs("user-token"), grpc::StatusCode::OK);
+  EXPECT_EQ(list_jobs("worker-token"), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(register_worker("worker-token"), grpc::StatusCode::OK);
+  EXPECT_EQ(register_worker("user-token"), grpc::StatusCode::UNAUTHENTICATED);
+  (*server)->Shutdown(absl::Seconds(1));
+}
+
 TEST(GrpcServerTlsTest, ServesOverTlsAndChecksTheToken) {
   const std::string dir = testing::FreshTempDir("grpc_tls");
   std::ofstream(dir + "/cert.pem") << kTestCertPem;
