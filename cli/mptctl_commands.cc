@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <optional>
+#include <random>
 #include <system_error>
 #include <utility>
 
@@ -114,6 +115,26 @@ int ExitCodeFor(const absl::Status& status) {
   }
 }
 
+std::string NewRequestId() {
+  std::random_device random;
+  std::string id;
+  for (int i = 0; i < 4; ++i) {
+    absl::StrAppend(&id, absl::Hex(static_cast<uint32_t>(random()), absl::kZeroPad8));
+  }
+  return id;
+}
+
+absl::Status ConnectToCoordinator(grpc::Channel* channel, const std::string& address,
+                                  absl::Duration timeout) {
+  if (channel->WaitForConnected(absl::ToChronoTime(absl::Now() + timeout))) {
+    return absl::OkStatus();
+  }
+  return absl::UnavailableError(absl::StrCat(
+      "cannot connect to the coordinator at ", address, " within ", absl::FormatDuration(timeout),
+      " (nothing listening, unreachable, or TLS settings that do not match; "
+      "--connect_timeout_seconds waits longer)"));
+}
+
 Mptctl::Mptctl(MptctlOptions options, mpt::v1::JobService::StubInterface* stub, std::ostream* out,
                std::ostream* err)
     : options_(std::move(options)), stub_(stub), out_(out), err_(err) {}
@@ -159,11 +180,21 @@ int Mptctl::Submit(const SubmitArgs& args) {
   *request.mutable_spec() = *std::move(spec);
   request.set_priority(args.priority);
   request.set_display_name(args.display_name);
-  request.set_request_id(args.request_id);
-  grpc::ClientContext context;
-  Prepare(&context, options_.call_timeout);
+  request.set_request_id(args.request_id.empty() ? NewRequestId() : args.request_id);
   mpt::v1::Job job;
-  absl::Status s = FromGrpcStatus(stub_->SubmitJob(&context, request, &job));
+  absl::Status s;
+  absl::Duration backoff = absl::Milliseconds(250);
+  for (int attempt = 1;; ++attempt) {
+    grpc::ClientContext context;
+    Prepare(&context, options_.call_timeout);
+    s = FromGrpcStatus(stub_->SubmitJob(&context, request, &job));
+    if (s.ok() || !Retryable(s) || attempt >= options_.submit_attempts) break;
+    *err_ << "mptctl: SubmitJob: " << absl::StatusCodeToString(s.code()) << ": " << s.message()
+          << "; retrying with the same request_id " << request.request_id() << "\n";
+    err_->flush();
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(4));
+  }
   if (!s.ok()) return Fail(s);
   if (json()) {
     *out_ << ToJson(job, /*pretty=*/!args.watch) << "\n";

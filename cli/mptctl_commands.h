@@ -47,6 +47,16 @@ enum MptctlExit {
 // The exit status for a failed call (see the table above); 0 for OK.
 int ExitCodeFor(const absl::Status& status);
 
+// Waits until `channel` has connected to the coordinator at `address` (the
+// name used in the message), at most `timeout`. OK once connected;
+// UNAVAILABLE "cannot connect to the coordinator at <address> within <t>"
+// otherwise (nothing listening, unreachable, a TLS handshake that fails).
+// Every command checks this first, so that a wrong address fails in seconds
+// instead of being retried; once connected, watch rides out a coordinator
+// that goes away (MptctlOptions::reconnect_timeout).
+absl::Status ConnectToCoordinator(grpc::Channel* channel, const std::string& address,
+                                  absl::Duration timeout);
+
 struct MptctlOptions {
   // The connection (for the token on each call).
   ClientChannelOptions channel;
@@ -54,9 +64,15 @@ struct MptctlOptions {
   std::string output = "text";
   // Deadline of each unary call. Default 30 seconds.
   absl::Duration call_timeout = absl::Seconds(30);
-  // watch: how long to keep reconnecting to an unreachable coordinator
-  // before giving up with status 5. Default 10 minutes.
+  // watch: how long to keep reconnecting to a coordinator that became
+  // unreachable after the watch started before giving up with status 5.
+  // Default 10 minutes.
   absl::Duration reconnect_timeout = absl::Minutes(10);
+  // submit: how many times SubmitJob is sent in all when it ends UNAVAILABLE
+  // or DEADLINE_EXCEEDED (a lost answer may mean a stored job); every
+  // attempt carries the same request_id, so a retry returns the job the
+  // first attempt created instead of a second one. Default 5.
+  int submit_attempts = 5;
   // Draw a live progress bar (a terminal) rather than log lines.
   bool live = false;
 };
@@ -66,6 +82,7 @@ struct SubmitArgs {
   std::string kind = "pipeline";
   int priority = 0;
   std::string display_name;
+  // Idempotency key. Empty (default): a random one (32 hex digits).
   std::string request_id;
   // Check locally that the model folder and data files exist.
   bool check_files = true;
@@ -80,6 +97,9 @@ struct ListArgs {
   // Follow next_page_token to the end.
   bool all = false;
 };
+
+// A fresh idempotency key: 128 random bits as 32 lowercase hex digits.
+std::string NewRequestId();
 
 class Mptctl {
  public:

@@ -17,7 +17,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
+#include <iterator>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -38,6 +40,8 @@
 ABSL_FLAG(std::string, coordinator, "", "Coordinator address host:port ($MPT_COORDINATOR).");
 ABSL_FLAG(std::string, output, "text", "text or json.");
 ABSL_FLAG(double, timeout_seconds, 30, "Deadline of each call (not of watch).");
+ABSL_FLAG(double, connect_timeout_seconds, 5,
+          "Give up (exit status 5) when the coordinator cannot be connected to this long.");
 ABSL_FLAG(std::string, token, "", "Bearer token ($MPT_TOKEN).");
 ABSL_FLAG(std::string, token_file, "", "File holding the bearer token.");
 ABSL_FLAG(bool, tls, false, "Connect with TLS.");
@@ -51,7 +55,9 @@ ABSL_FLAG(std::string, kind, "pipeline",
           "submit: pipeline, source, distillation or target; list: filter by kinds.");
 ABSL_FLAG(int, priority, 0, "submit: higher runs first.");
 ABSL_FLAG(std::string, name, "", "submit: a display name.");
-ABSL_FLAG(std::string, request_id, "", "submit: idempotency key.");
+ABSL_FLAG(std::string, request_id, "",
+          "submit: idempotency key (default: a random one); SubmitJob is retried with it "
+          "when the coordinator is unreachable or the call times out.");
 ABSL_FLAG(bool, watch, false, "submit: then watch the job to its end.");
 ABSL_FLAG(bool, check_files, true,
           "submit: check that the model folder and data files exist on this machine.");
@@ -65,7 +71,7 @@ ABSL_FLAG(int64_t, from, 0, "watch: start after this event number.");
 ABSL_FLAG(std::string, progress, "auto",
           "watch: auto (a live bar on a terminal), plain (log lines) or live.");
 ABSL_FLAG(double, reconnect_timeout_seconds, 600,
-          "watch: give up after the coordinator was unreachable this long.");
+          "watch: give up after a coordinator that went away was unreachable this long.");
 // download
 ABSL_FLAG(std::string, out, "", "download: the folder to write (default: ./<id>).");
 
@@ -86,7 +92,7 @@ constexpr char kUsage[] =
     "\n"
     "Common flags: --coordinator=HOST:PORT ($MPT_COORDINATOR), --output=text|json,\n"
     "  --token / --token_file ($MPT_TOKEN), --tls [--tls_ca --tls_cert --tls_key\n"
-    "  --tls_server_name], --timeout_seconds.\n"
+    "  --tls_server_name], --timeout_seconds, --connect_timeout_seconds (default 5).\n"
     "\n"
     "Exit status: 0 ok; 1 other error; 2 bad usage or INVALID_ARGUMENT; 3 NOT_FOUND;\n"
     "4 the job ended FAILED or CANCELLED (watch, submit --watch); 5 coordinator\n"
@@ -182,6 +188,24 @@ int Main(int argc, char** argv) {
   if (!grpc_channel.ok()) {
     std::cerr << "mptctl: " << grpc_channel.status().message() << "\n";
     return ExitCodeFor(grpc_channel.status());
+  }
+  static const char* const kCommands[] = {"submit", "get",      "list",   "watch",
+                                          "cancel", "download", "workers"};
+  if (std::find(std::begin(kCommands), std::end(kCommands), command) == std::end(kCommands)) {
+    std::cerr << "mptctl: unknown command \"" << command << "\"\n\n" << kUsage;
+    return kExitUsage;
+  }
+  const double connect_seconds = absl::GetFlag(FLAGS_connect_timeout_seconds);
+  if (!(connect_seconds > 0)) {
+    std::cerr << "mptctl: --connect_timeout_seconds: must be > 0\n";
+    return kExitUsage;
+  }
+  absl::Status connected =
+      ConnectToCoordinator(grpc_channel->get(), channel.address, absl::Seconds(connect_seconds));
+  if (!connected.ok()) {
+    std::cerr << "mptctl: " << absl::StatusCodeToString(connected.code()) << ": "
+              << connected.message() << "\n";
+    return ExitCodeFor(connected);
   }
   std::unique_ptr<mpt::v1::JobService::Stub> stub = mpt::v1::JobService::NewStub(*grpc_channel);
   Mptctl ctl(options, stub.get(), &std::cout, &std::cerr);

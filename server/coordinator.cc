@@ -236,19 +236,24 @@ absl::StatusOr<mpt::v1::Job> Coordinator::SubmitJob(const mpt::v1::SubmitJobRequ
   ASSIGN_OR_RETURN(JobPlan plan, PlanJob(request, planner));
   // A request_id seen before returns its job, if the request is the same.
   const std::string fingerprint = RequestFingerprint(plan.spec, request.kind(), request.display_name());
-  auto same_request = [&](absl::StatusOr<mpt::v1::Job> job) -> absl::StatusOr<mpt::v1::Job> {
+  // Keys stored since schema version 3 carry the fingerprint of the request
+  // that created the job; older ones are compared with the stored job.
+  auto same_request = [&](const RequestIdRecord& key,
+                          absl::StatusOr<mpt::v1::Job> job) -> absl::StatusOr<mpt::v1::Job> {
     if (!job.ok()) return job;
-    if (RequestFingerprint(job->spec(), job->kind(), job->display_name()) == fingerprint) {
-      return job;
-    }
+    const std::string stored =
+        !key.fingerprint.empty()
+            ? key.fingerprint
+            : RequestFingerprint(job->spec(), job->kind(), job->display_name());
+    if (stored == fingerprint) return job;
     return absl::AlreadyExistsError(absl::StrCat(
         "request_id: \"", request.request_id(), "\" was already used for ", job->name(),
         " with a different spec, kind or display_name; use a new request_id"));
   };
   if (!request.request_id().empty()) {
-    ASSIGN_OR_RETURN(std::optional<std::string> existing,
+    ASSIGN_OR_RETURN(std::optional<RequestIdRecord> existing,
                      store_->FindRequestId(request.request_id()));
-    if (existing.has_value()) return same_request(GetJob(*existing));
+    if (existing.has_value()) return same_request(*existing, GetJob(existing->job));
   }
   // Artefacts named by a single-stage spec must exist and be adapters.
   for (const RequiredAdapter& needed : plan.required_adapters) {
@@ -267,12 +272,14 @@ absl::StatusOr<mpt::v1::Job> Coordinator::SubmitJob(const mpt::v1::SubmitJobRequ
   if (shutting_down_) return absl::UnavailableError("coordinator is shutting down");
   if (!request.request_id().empty()) {
     // A concurrent submission with the same key may have won the race.
-    ASSIGN_OR_RETURN(std::optional<std::string> existing,
+    ASSIGN_OR_RETURN(std::optional<RequestIdRecord> existing,
                      store_->FindRequestId(request.request_id()));
     if (existing.has_value()) {
-      if (JobEntry* job = state_.FindJob(*existing)) return same_request(state_.PublicJob(*job));
-      ASSIGN_OR_RETURN(std::optional<mpt::v1::Job> stored, store_->ReadJob(*existing));
-      if (stored.has_value()) return same_request(*std::move(stored));
+      if (JobEntry* job = state_.FindJob(existing->job)) {
+        return same_request(*existing, state_.PublicJob(*job));
+      }
+      ASSIGN_OR_RETURN(std::optional<mpt::v1::Job> stored, store_->ReadJob(existing->job));
+      if (stored.has_value()) return same_request(*existing, *std::move(stored));
     }
   }
   std::string name;
@@ -305,7 +312,9 @@ absl::StatusOr<mpt::v1::Job> Coordinator::SubmitJob(const mpt::v1::SubmitJobRequ
   StateTxn txn;
   state_.MarkJob(txn, raw);
   for (StageEntry& s : raw->stages) state_.MarkStage(txn, raw, &s);
-  if (!request.request_id().empty()) txn.request_ids.emplace_back(request.request_id(), name);
+  if (!request.request_id().empty()) {
+    txn.request_ids.push_back(RequestIdRecord{request.request_id(), name, fingerprint});
+  }
   state_.AddEvent(txn, raw, nullptr,
                  absl::StrCat("submitted: ", mpt::v1::JobKind_Name(request.kind()), " with ",
                               raw->stages.size(), raw->stages.size() == 1 ? " stage" : " stages"));

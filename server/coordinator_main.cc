@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <tuple>
 
 #include "common/main_guard.h"
 #include "absl/flags/flag.h"
@@ -48,6 +49,9 @@ ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle; when set, clients must present a certificate it signed");
 ABSL_FLAG(std::string, auth_token_file, "",
           "file holding the bearer token clients must send (authorization: Bearer <token>)");
+ABSL_FLAG(std::string, worker_token_file, "",
+          "file holding the workers' bearer token: WorkerService then accepts only it and "
+          "JobService never does (default: workers use --auth_token_file's token)");
 
 namespace mpt {
 namespace {
@@ -61,6 +65,9 @@ struct CoordinatorMainOptions {
   bool sync_full = true;
   // File with the bearer token (--auth_token_file). Default "": no token.
   std::string auth_token_file;
+  // File with the workers' token (--worker_token_file). Default "": workers
+  // use the users' token.
+  std::string worker_token_file;
   // The core's settings; each field documents its default (coordinator.h).
   CoordinatorOptions coordinator;
   // The server's settings; each field documents its default
@@ -74,6 +81,7 @@ absl::StatusOr<CoordinatorMainOptions> OptionsFromFlags() {
   o.artifact_dir = absl::GetFlag(FLAGS_artifacts);
   o.sync_full = absl::GetFlag(FLAGS_sync_full);
   o.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  o.worker_token_file = absl::GetFlag(FLAGS_worker_token_file);
   o.coordinator.heartbeat_interval = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_seconds));
   o.coordinator.lease = absl::Seconds(absl::GetFlag(FLAGS_lease_seconds));
   o.coordinator.max_world_size = absl::GetFlag(FLAGS_max_world_size);
@@ -87,13 +95,17 @@ absl::StatusOr<CoordinatorMainOptions> OptionsFromFlags() {
   o.server.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
   if (o.db_path.empty()) return absl::InvalidArgumentError("--db: required");
   if (o.artifact_dir.empty()) return absl::InvalidArgumentError("--artifacts: required");
-  if (!o.auth_token_file.empty()) {
-    ASSIGN_OR_RETURN(std::string token, ReadFile(o.auth_token_file));
-    o.server.auth_token = std::string(absl::StripAsciiWhitespace(token));
-    if (o.server.auth_token.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--auth_token_file: ", o.auth_token_file, " is empty"));
-    }
+  for (auto [flag, file, token] :
+       {std::make_tuple("--auth_token_file", &o.auth_token_file, &o.server.auth_token),
+        std::make_tuple("--worker_token_file", &o.worker_token_file, &o.server.worker_token)}) {
+    if (file->empty()) continue;
+    ASSIGN_OR_RETURN(std::string text, ReadFile(*file));
+    *token = std::string(absl::StripAsciiWhitespace(text));
+    if (token->empty()) return absl::InvalidArgumentError(absl::StrCat(flag, ": ", *file, " is empty"));
+  }
+  if (!o.server.worker_token.empty() && o.server.worker_token == o.server.auth_token) {
+    return absl::InvalidArgumentError(
+        "--worker_token_file: the workers' token must differ from the users' (--auth_token_file)");
   }
   return o;
 }

@@ -61,8 +61,8 @@ struct StateTxn {
   std::vector<mpt::v1::Artifact> artifacts;
   std::vector<std::string> deleted_artifacts;
   std::vector<mpt::v1::JobEvent> events;
-  // (request_id, job name).
-  std::vector<std::pair<std::string, std::string>> request_ids;
+  // New idempotency keys.
+  std::vector<RequestIdRecord> request_ids;
   // Jobs that reached a final state: they leave memory after the commit.
   std::vector<std::string> finished_jobs;
   // Blob hashes that may have lost their last reference.

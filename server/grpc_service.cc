@@ -16,6 +16,7 @@
 #include "common/grpc_status.h"
 #include "common/logging.h"
 #include "common/sha256.h"
+#include "common/utf8.h"
 
 namespace mpt {
 namespace {
@@ -58,7 +59,8 @@ bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
 
 // Streams `content` in chunks; the last one carries the SHA-256.
 grpc::Status StreamArtifact(grpc::ServerContext* context, const ArtifactContent& content,
-                            int chunk_bytes, grpc::ServerWriter<mpt::v1::ArtifactChunk>* writer) {
+                            int chunk_bytes,
+                            grpc::internal::WriterInterface<mpt::v1::ArtifactChunk>* writer) {
   const std::string& data = content.data;
   const int64_t total = static_cast<int64_t>(data.size());
   int64_t offset = 0;
@@ -76,6 +78,97 @@ grpc::Status StreamArtifact(grpc::ServerContext* context, const ArtifactContent&
     }
   } while (offset < total);
   return grpc::Status::OK;
+}
+
+// Parses one raw request message: INVALID_ARGUMENT naming a string field
+// that is not valid UTF-8, or saying the message is malformed.
+grpc::Status ParseRequest(const grpc::ByteBuffer& buffer, google::protobuf::Message* request) {
+  std::vector<grpc::Slice> slices;
+  grpc::Status dumped = buffer.Dump(&slices);
+  if (!dumped.ok()) return dumped;
+  std::string bytes;
+  bytes.reserve(buffer.Length());
+  for (const grpc::Slice& slice : slices) {
+    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  return ToGrpcStatus(ParseProtoStrict(bytes, request));
+}
+
+// Reads the one request message of a unary or server-streaming call.
+template <class Request, class Stream>
+grpc::Status ReadRequest(Stream* stream, Request* request) {
+  grpc::ByteBuffer buffer;
+  if (!stream->Read(&buffer)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the call carried no request message");
+  }
+  return ParseRequest(buffer, request);
+}
+
+// The index of `method` in the generated service class: its position in
+// the proto's service definition.
+int MethodIndex(const google::protobuf::FileDescriptor* file, const char* service,
+                const char* method) {
+  const google::protobuf::ServiceDescriptor* s = file->FindServiceByName(service);
+  GPR_ASSERT(s != nullptr);
+  const google::protobuf::MethodDescriptor* m = s->FindMethodByName(method);
+  GPR_ASSERT(m != nullptr);
+  return m->index();
+}
+
+// Handlers that take the request as raw bytes and parse it themselves. gRPC
+// serves them as bidirectional streams; on the wire that is the same as the
+// unary or streaming call the client makes.
+template <class Service, class Request, class Response>
+grpc::internal::MethodHandler* RawUnary(
+    Service* service,
+    grpc::Status (Service::*method)(grpc::ServerContext*, const Request*, Response*)) {
+  return new grpc::internal::BidiStreamingHandler<Service, grpc::ByteBuffer, Response>(
+      [method](Service* self, grpc::ServerContext* context,
+               grpc::ServerReaderWriter<Response, grpc::ByteBuffer>* stream) {
+        Request request;
+        grpc::Status status = ReadRequest(stream, &request);
+        if (!status.ok()) return status;
+        Response response;
+        status = (self->*method)(context, &request, &response);
+        if (!status.ok()) return status;
+        stream->Write(response);
+        return grpc::Status::OK;
+      },
+      service);
+}
+
+template <class Service, class Request, class Response>
+grpc::internal::MethodHandler* RawServerStreaming(
+    Service* service,
+    grpc::Status (Service::*method)(grpc::ServerContext*, const Request*,
+                                    grpc::internal::WriterInterface<Response>*)) {
+  return new grpc::internal::BidiStreamingHandler<Service, grpc::ByteBuffer, Response>(
+      [method](Service* self, grpc::ServerContext* context,
+               grpc::ServerReaderWriter<Response, grpc::ByteBuffer>* stream) {
+        Request request;
+        grpc::Status status = ReadRequest(stream, &request);
+        if (!status.ok()) return status;
+        return (self->*method)(context, &request, stream);
+      },
+      service);
+}
+
+template <class Service, class Response>
+grpc::internal::MethodHandler* RawClientStreaming(
+    Service* service,
+    grpc::Status (Service::*method)(grpc::ServerContext*,
+                                    grpc::internal::ReaderInterface<grpc::ByteBuffer>*,
+                                    Response*)) {
+  return new grpc::internal::BidiStreamingHandler<Service, grpc::ByteBuffer, Response>(
+      [method](Service* self, grpc::ServerContext* context,
+               grpc::ServerReaderWriter<Response, grpc::ByteBuffer>* stream) {
+        Response response;
+        grpc::Status status = (self->*method)(context, stream, &response);
+        if (!status.ok()) return status;
+        stream->Write(response);
+        return grpc::Status::OK;
+      },
+      service);
 }
 
 }  // namespace
@@ -101,6 +194,21 @@ grpc::Status BearerTokenAuthenticator::Check(const grpc::ServerContext& context)
 
 // ---------------------------------------------------------------------------
 // JobService
+
+JobServiceImpl::JobServiceImpl(Coordinator* coordinator, const BearerTokenAuthenticator* auth,
+                               int chunk_bytes)
+    : core_(coordinator), auth_(auth), chunk_bytes_(chunk_bytes) {
+  const google::protobuf::FileDescriptor* file = mpt::v1::Job::descriptor()->file();
+  auto index = [file](const char* method) { return MethodIndex(file, "JobService", method); };
+  MarkMethodStreamed(index("SubmitJob"), RawUnary(this, &JobServiceImpl::SubmitJob));
+  MarkMethodStreamed(index("GetJob"), RawUnary(this, &JobServiceImpl::GetJob));
+  MarkMethodStreamed(index("ListJobs"), RawUnary(this, &JobServiceImpl::ListJobs));
+  MarkMethodStreamed(index("WatchJob"), RawServerStreaming(this, &JobServiceImpl::WatchJob));
+  MarkMethodStreamed(index("CancelJob"), RawUnary(this, &JobServiceImpl::CancelJob));
+  MarkMethodStreamed(index("DownloadArtifact"),
+                     RawServerStreaming(this, &JobServiceImpl::DownloadArtifact));
+  MarkMethodStreamed(index("ListWorkers"), RawUnary(this, &JobServiceImpl::ListWorkers));
+}
 
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context,
                                        const mpt::v1::SubmitJobRequest* request,
@@ -134,7 +242,7 @@ grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* context,
 
 grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context,
                                       const mpt::v1::WatchJobRequest* request,
-                                      grpc::ServerWriter<mpt::v1::JobEvent>* writer) {
+                                      grpc::internal::WriterInterface<mpt::v1::JobEvent>* writer) {
   MPT_AUTHORIZE(context);
   const absl::Time end = ContextDeadline(*context);
   int64_t after = request->after_sequence();
@@ -168,9 +276,9 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status JobServiceImpl::DownloadArtifact(grpc::ServerContext* context,
-                                              const mpt::v1::DownloadArtifactRequest* request,
-                                              grpc::ServerWriter<mpt::v1::ArtifactChunk>* writer) {
+grpc::Status JobServiceImpl::DownloadArtifact(
+    grpc::ServerContext* context, const mpt::v1::DownloadArtifactRequest* request,
+    grpc::internal::WriterInterface<mpt::v1::ArtifactChunk>* writer) {
   MPT_AUTHORIZE(context);
   absl::StatusOr<ArtifactContent> content = core_->ReadArtifact(request->name());
   if (!content.ok()) return ToGrpcStatus(content.status());
@@ -187,6 +295,27 @@ grpc::Status JobServiceImpl::ListWorkers(grpc::ServerContext* context,
 
 // ---------------------------------------------------------------------------
 // WorkerService
+
+WorkerServiceImpl::WorkerServiceImpl(Coordinator* coordinator,
+                                     const BearerTokenAuthenticator* auth, int chunk_bytes,
+                                     int64_t max_artifact_bytes)
+    : core_(coordinator),
+      auth_(auth),
+      chunk_bytes_(chunk_bytes),
+      max_artifact_bytes_(max_artifact_bytes) {
+  const google::protobuf::FileDescriptor* file = mpt::v1::Job::descriptor()->file();
+  auto index = [file](const char* method) { return MethodIndex(file, "WorkerService", method); };
+  using W = WorkerServiceImpl;
+  MarkMethodStreamed(index("RegisterWorker"), RawUnary(this, &W::RegisterWorker));
+  MarkMethodStreamed(index("Heartbeat"), RawUnary(this, &W::Heartbeat));
+  MarkMethodStreamed(index("PollAssignment"), RawUnary(this, &W::PollAssignment));
+  MarkMethodStreamed(index("ReportProgress"), RawUnary(this, &W::ReportProgress));
+  MarkMethodStreamed(index("UploadArtifact"), RawClientStreaming(this, &W::UploadArtifact));
+  MarkMethodStreamed(index("FetchArtifact"), RawServerStreaming(this, &W::FetchArtifact));
+  MarkMethodStreamed(index("CompleteAssignment"), RawUnary(this, &W::CompleteAssignment));
+  MarkMethodStreamed(index("StoreSet"), RawUnary(this, &W::StoreSet));
+  MarkMethodStreamed(index("StoreGet"), RawUnary(this, &W::StoreGet));
+}
 
 grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* context,
                                                const mpt::v1::RegisterWorkerRequest* request,
@@ -239,15 +368,18 @@ grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext* context,
 }
 
 grpc::Status WorkerServiceImpl::UploadArtifact(
-    grpc::ServerContext* context, grpc::ServerReader<mpt::v1::UploadArtifactRequest>* reader,
+    grpc::ServerContext* context, grpc::internal::ReaderInterface<grpc::ByteBuffer>* reader,
     mpt::v1::UploadArtifactResponse* response) {
   MPT_AUTHORIZE(context);
+  grpc::ByteBuffer buffer;
   mpt::v1::UploadArtifactRequest message;
   mpt::v1::UploadArtifactRequest::Header header;
   std::string data;
   std::string sha256;
   bool first = true;
-  while (reader->Read(&message)) {
+  while (reader->Read(&buffer)) {
+    grpc::Status parsed = ParseRequest(buffer, &message);
+    if (!parsed.ok()) return parsed;
     if (first) {
       if (!message.has_header()) {
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -278,9 +410,9 @@ grpc::Status WorkerServiceImpl::UploadArtifact(
   return grpc::Status::OK;
 }
 
-grpc::Status WorkerServiceImpl::FetchArtifact(grpc::ServerContext* context,
-                                              const mpt::v1::FetchArtifactRequest* request,
-                                              grpc::ServerWriter<mpt::v1::ArtifactChunk>* writer) {
+grpc::Status WorkerServiceImpl::FetchArtifact(
+    grpc::ServerContext* context, const mpt::v1::FetchArtifactRequest* request,
+    grpc::internal::WriterInterface<mpt::v1::ArtifactChunk>* writer) {
   MPT_AUTHORIZE(context);
   absl::StatusOr<ArtifactContent> content = core_->ReadArtifact(request->name());
   if (!content.ok()) return ToGrpcStatus(content.status());
@@ -367,9 +499,15 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   server->auth_ = std::make_unique<BearerTokenAuthenticator>(options.auth_token);
   server->job_service_ = std::make_unique<JobServiceImpl>(coordinator, server->auth_.get(),
                                                           options.artifact_chunk_bytes);
+  server->worker_auth_ = std::make_unique<BearerTokenAuthenticator>(
+      options.worker_token.empty() ? options.auth_token : options.worker_token);
   server->worker_service_ = std::make_unique<WorkerServiceImpl>(
-      coordinator, server->auth_.get(), options.artifact_chunk_bytes,
+      coordinator, server->worker_auth_.get(), options.artifact_chunk_bytes,
       coordinator->options().max_artifact_bytes);
+
+  server->reflection_v1_ = std::make_unique<ServerReflectionV1>(std::vector<std::string>{
+      kJobService, kWorkerService, "grpc.health.v1.Health",
+      "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"});
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -377,6 +515,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   builder.AddListeningPort(options.listen, credentials, &server->port_);
   builder.RegisterService(server->job_service_.get());
   builder.RegisterService(server->worker_service_.get());
+  builder.RegisterService(server->reflection_v1_.get());
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {

@@ -1,6 +1,6 @@
 // The coordinator's gRPC surface: JobService and WorkerService adapters that
 // only convert between messages and the core (coordinator.h), plus the
-// server that hosts them with health checking, reflection and optional TLS
+// server that hosts them with health checking, reflection (v1alpha and v1) and optional TLS
 // and bearer-token authentication.
 //
 //   ASSIGN_OR_RETURN(auto server, CoordinatorServer::Start(options, core));
@@ -11,6 +11,11 @@
 // Long polls and streams (PollAssignment, StoreGet, WatchJob) call the core
 // in slices of at most one second and check between slices whether the
 // client went away or its deadline passed.
+//
+// Both services parse their requests themselves (every method is served
+// from raw bytes), so that a request whose string field is not valid UTF-8
+// gets INVALID_ARGUMENT naming the field ("spec.display_name: a string
+// field is not valid UTF-8") instead of gRPC's INTERNAL with no message.
 #ifndef MPT_SERVER_GRPC_SERVICE_H_
 #define MPT_SERVER_GRPC_SERVICE_H_
 
@@ -25,6 +30,7 @@
 #include "absl/time/time.h"
 #include "proto/mpt/v1/service.grpc.pb.h"
 #include "server/coordinator.h"
+#include "server/reflection_v1.h"
 
 namespace mpt {
 
@@ -40,11 +46,16 @@ struct GrpcServerOptions {
   // certificate it signed (mutual TLS). Default empty: no client
   // certificates.
   std::string tls_client_ca_file;
-  // When non-empty, every JobService and WorkerService call must carry the
-  // metadata "authorization: Bearer <auth_token>"; others get
-  // UNAUTHENTICATED. Health checking and reflection stay open. Default
-  // empty: no token.
+  // When non-empty, every JobService call must carry the metadata
+  // "authorization: Bearer <auth_token>", and so must every WorkerService
+  // call unless worker_token is set; others get UNAUTHENTICATED. Health
+  // checking and reflection stay open. Default empty: no token.
   std::string auth_token;
+  // When non-empty, WorkerService calls must carry this token instead and
+  // JobService calls never accept it: users cannot act as workers, workers
+  // cannot act as users. Default empty: WorkerService checks auth_token
+  // (one shared token, as before).
+  std::string worker_token;
   // The largest message accepted (UploadArtifact chunks, specs). Default
   // 16 MiB.
   int max_receive_message_bytes = 16 << 20;
@@ -70,8 +81,7 @@ class JobServiceImpl final : public mpt::v1::JobService::Service {
  public:
   // Neither pointer is owned; both must outlive the service.
   JobServiceImpl(Coordinator* coordinator, const BearerTokenAuthenticator* auth,
-                 int chunk_bytes)
-      : core_(coordinator), auth_(auth), chunk_bytes_(chunk_bytes) {}
+                 int chunk_bytes);
 
   grpc::Status SubmitJob(grpc::ServerContext* context, const mpt::v1::SubmitJobRequest* request,
                          mpt::v1::Job* response) override;
@@ -79,13 +89,14 @@ class JobServiceImpl final : public mpt::v1::JobService::Service {
                       mpt::v1::Job* response) override;
   grpc::Status ListJobs(grpc::ServerContext* context, const mpt::v1::ListJobsRequest* request,
                         mpt::v1::ListJobsResponse* response) override;
+  // Streaming methods write through the stream the raw handlers give them.
   grpc::Status WatchJob(grpc::ServerContext* context, const mpt::v1::WatchJobRequest* request,
-                        grpc::ServerWriter<mpt::v1::JobEvent>* writer) override;
+                        grpc::internal::WriterInterface<mpt::v1::JobEvent>* writer);
   grpc::Status CancelJob(grpc::ServerContext* context, const mpt::v1::CancelJobRequest* request,
                          mpt::v1::Job* response) override;
   grpc::Status DownloadArtifact(grpc::ServerContext* context,
                                 const mpt::v1::DownloadArtifactRequest* request,
-                                grpc::ServerWriter<mpt::v1::ArtifactChunk>* writer) override;
+                                grpc::internal::WriterInterface<mpt::v1::ArtifactChunk>* writer);
   grpc::Status ListWorkers(grpc::ServerContext* context,
                            const mpt::v1::ListWorkersRequest* request,
                            mpt::v1::ListWorkersResponse* response) override;
@@ -100,11 +111,7 @@ class JobServiceImpl final : public mpt::v1::JobService::Service {
 class WorkerServiceImpl final : public mpt::v1::WorkerService::Service {
  public:
   WorkerServiceImpl(Coordinator* coordinator, const BearerTokenAuthenticator* auth,
-                    int chunk_bytes, int64_t max_artifact_bytes)
-      : core_(coordinator),
-        auth_(auth),
-        chunk_bytes_(chunk_bytes),
-        max_artifact_bytes_(max_artifact_bytes) {}
+                    int chunk_bytes, int64_t max_artifact_bytes);
 
   grpc::Status RegisterWorker(grpc::ServerContext* context,
                               const mpt::v1::RegisterWorkerRequest* request,
@@ -117,12 +124,13 @@ class WorkerServiceImpl final : public mpt::v1::WorkerService::Service {
   grpc::Status ReportProgress(grpc::ServerContext* context,
                               const mpt::v1::ReportProgressRequest* request,
                               mpt::v1::ReportProgressResponse* response) override;
+  // Reads the raw messages of the upload and parses each.
   grpc::Status UploadArtifact(grpc::ServerContext* context,
-                              grpc::ServerReader<mpt::v1::UploadArtifactRequest>* reader,
-                              mpt::v1::UploadArtifactResponse* response) override;
+                              grpc::internal::ReaderInterface<grpc::ByteBuffer>* reader,
+                              mpt::v1::UploadArtifactResponse* response);
   grpc::Status FetchArtifact(grpc::ServerContext* context,
                              const mpt::v1::FetchArtifactRequest* request,
-                             grpc::ServerWriter<mpt::v1::ArtifactChunk>* writer) override;
+                             grpc::internal::WriterInterface<mpt::v1::ArtifactChunk>* writer);
   grpc::Status CompleteAssignment(grpc::ServerContext* context,
                                   const mpt::v1::CompleteAssignmentRequest* request,
                                   mpt::v1::CompleteAssignmentResponse* response) override;
@@ -168,8 +176,10 @@ class CoordinatorServer {
 
   Coordinator* coordinator_ = nullptr;
   std::unique_ptr<BearerTokenAuthenticator> auth_;
+  std::unique_ptr<BearerTokenAuthenticator> worker_auth_;
   std::unique_ptr<JobServiceImpl> job_service_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;
+  std::unique_ptr<ServerReflectionV1> reflection_v1_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   bool tls_ = false;

@@ -76,6 +76,10 @@ CREATE TABLE request_ids(
   job TEXT NOT NULL);
 CREATE INDEX artifacts_by_sha256 ON artifacts(sha256);
 )sql",
+    // 2 -> 3
+    R"sql(
+ALTER TABLE request_ids ADD COLUMN fingerprint TEXT NOT NULL DEFAULT '';
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
                   SqliteJobStore::kCurrentSchemaVersion,
@@ -370,10 +374,11 @@ class SqliteJobStore::Impl {
       }
     }
     if (!w.request_ids.empty()) {
-      Statement st(db, "INSERT INTO request_ids(request_id, job) VALUES (?, ?)");
+      Statement st(db,
+                   "INSERT INTO request_ids(request_id, job, fingerprint) VALUES (?, ?, ?)");
       RETURN_IF_ERROR(st.status());
-      for (const auto& [request_id, job] : w.request_ids) {
-        st.Bind(1, request_id).Bind(2, job);
+      for (const RequestIdRecord& r : w.request_ids) {
+        st.Bind(1, r.request_id).Bind(2, r.job).Bind(3, r.fingerprint);
         RETURN_IF_ERROR(st.Run());
         st.Reset();
       }
@@ -603,15 +608,15 @@ absl::StatusOr<std::vector<mpt::v1::JobEvent>> SqliteJobStore::ReadEvents(const 
   });
 }
 
-absl::StatusOr<std::optional<std::string>> SqliteJobStore::FindRequestId(
+absl::StatusOr<std::optional<RequestIdRecord>> SqliteJobStore::FindRequestId(
     const std::string& request_id) {
-  return impl_->Read([&](sqlite3* db) -> absl::StatusOr<std::optional<std::string>> {
-    Statement st(db, "SELECT job FROM request_ids WHERE request_id = ?");
+  return impl_->Read([&](sqlite3* db) -> absl::StatusOr<std::optional<RequestIdRecord>> {
+    Statement st(db, "SELECT job, fingerprint FROM request_ids WHERE request_id = ?");
     RETURN_IF_ERROR(st.status());
     st.Bind(1, request_id);
     ASSIGN_OR_RETURN(bool row, st.Step());
-    if (!row) return std::optional<std::string>();
-    return std::optional<std::string>(st.Text(0));
+    if (!row) return std::optional<RequestIdRecord>();
+    return std::optional<RequestIdRecord>(RequestIdRecord{request_id, st.Text(0), st.Text(1)});
   });
 }
 

@@ -29,6 +29,15 @@ namespace mpt {
 
 // Everything one Commit() writes; applied all or nothing. Upserts replace a
 // row with the same key.
+// An idempotency key's record: the job it created and the fingerprint of
+// the request that created it (RequestFingerprint in job_planner.h). The
+// fingerprint is empty for keys written before schema version 3.
+struct RequestIdRecord {
+  std::string request_id;
+  std::string job;
+  std::string fingerprint;
+};
+
 struct StoreWrite {
   std::vector<coordinator::JobRecord> jobs;  // key: job.name
   // key: (job name, stage.id)
@@ -41,8 +50,8 @@ struct StoreWrite {
   std::vector<std::string> deleted_artifacts;
   // Appended; key (job, sequence) must be new.
   std::vector<mpt::v1::JobEvent> events;
-  // (request_id, job name); the key must be new.
-  std::vector<std::pair<std::string, std::string>> request_ids;
+  // The key (request_id) must be new.
+  std::vector<RequestIdRecord> request_ids;
 
   bool empty() const;
 };
@@ -99,8 +108,8 @@ class JobStore {
                                                                     int64_t after_sequence,
                                                                     int limit) = 0;
 
-  // The job submitted with `request_id`, or nullopt.
-  virtual absl::StatusOr<std::optional<std::string>> FindRequestId(
+  // The record of `request_id`, or nullopt.
+  virtual absl::StatusOr<std::optional<RequestIdRecord>> FindRequestId(
       const std::string& request_id) = 0;
 
   // The artefact record named `name`, or nullopt.
@@ -134,7 +143,9 @@ class SqliteJobStore final : public JobStore {
   // The schema this build writes. Version history:
   //   1: jobs, stages, assignments, workers, artifacts, events.
   //   2: idempotency keys (request_ids) and an index of artefacts by hash.
-  static constexpr int kCurrentSchemaVersion = 2;
+  //   3: the request's fingerprint stored with its idempotency key (keys
+  //      migrated from 2 have an empty one).
+  static constexpr int kCurrentSchemaVersion = 3;
 
   // Opens or creates the database at `path` and migrates it, one version at
   // a time and each step in a transaction, to the target version.
@@ -159,7 +170,8 @@ class SqliteJobStore final : public JobStore {
   absl::StatusOr<std::vector<mpt::v1::JobEvent>> ReadEvents(const std::string& name,
                                                             int64_t after_sequence,
                                                             int limit) override;
-  absl::StatusOr<std::optional<std::string>> FindRequestId(const std::string& request_id) override;
+  absl::StatusOr<std::optional<RequestIdRecord>> FindRequestId(
+      const std::string& request_id) override;
   absl::StatusOr<std::optional<mpt::v1::Artifact>> ReadArtifact(const std::string& name) override;
   absl::StatusOr<int64_t> CountArtifactsWithSha256(const std::string& sha256) override;
   absl::StatusOr<StoreSnapshot> LoadActive() override;

@@ -1,6 +1,9 @@
 // mptctl as a user runs it: the real binary against an in-process fake
 // JobService, checking what it sends, prints and exits with.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -44,6 +47,11 @@ class FakeJobService final : public JobService::Service {
       last_token = std::string(token->second.data(), token->second.size());
     }
     if (!submit_error.ok()) return submit_error;
+    if (!submit_failures.empty()) {  // as if the answer were lost
+      grpc::Status failure = submit_failures.front();
+      submit_failures.erase(submit_failures.begin());
+      return failure;
+    }
     job->set_name("jobs/j1");
     job->set_kind(request->kind());
     job->set_state(mpt::v1::QUEUED);
@@ -134,6 +142,8 @@ class FakeJobService final : public JobService::Service {
   std::vector<mpt::v1::SubmitJobRequest> submitted;
   std::string last_token;
   grpc::Status submit_error = grpc::Status::OK;
+  // Returned, in order, by the first SubmitJob calls.
+  std::vector<grpc::Status> submit_failures;
   std::map<std::string, mpt::v1::Job> jobs;
   std::vector<mpt::v1::ListJobsRequest> list_requests;
   std::vector<WatchCall> watch_script;
@@ -253,6 +263,40 @@ TEST_F(MptctlTest, SubmitResolvesPathsAgainstTheSpecFolderAndSendsTheToken) {
   EXPECT_EQ(service_.last_token, "Bearer s3cret");
 }
 
+TEST_F(MptctlTest, SubmitRetriesWithTheSameGeneratedRequestId) {
+  const std::string dir = WriteSpec(true);
+  {
+    absl::MutexLock lock(&service_.mu_);
+    service_.submit_failures = {
+        grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline passed"),
+        grpc::Status(grpc::StatusCode::UNAVAILABLE, "restarting")};
+  }
+  Result r = Run({"submit", "--spec", dir + "/spec.textproto"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "jobs/j1\n");
+  EXPECT_TRUE(absl::StrContains(r.err, "retrying with the same request_id")) << r.err;
+  std::string first_id;
+  {
+    absl::MutexLock lock(&service_.mu_);
+    ASSERT_EQ(service_.submitted.size(), 3u);
+    first_id = service_.submitted[0].request_id();
+    EXPECT_EQ(first_id.size(), 32u);
+    EXPECT_EQ(first_id.find_first_not_of("0123456789abcdef"), std::string::npos) << first_id;
+    EXPECT_EQ(service_.submitted[1].request_id(), first_id);
+    EXPECT_EQ(service_.submitted[2].request_id(), first_id);
+    service_.submitted.clear();
+    // A user's key is sent as given; a non-retryable error is not retried.
+    service_.submit_failures = {grpc::Status(grpc::StatusCode::UNAVAILABLE, "restarting"),
+                                grpc::Status(grpc::StatusCode::ALREADY_EXISTS, "request_id")};
+  }
+  r = Run({"submit", "--spec", dir + "/spec.textproto", "--request_id=mine-1"});
+  EXPECT_EQ(r.code, 6) << r.err;
+  absl::MutexLock lock(&service_.mu_);
+  ASSERT_EQ(service_.submitted.size(), 2u);
+  EXPECT_EQ(service_.submitted[0].request_id(), "mine-1");
+  EXPECT_EQ(service_.submitted[1].request_id(), "mine-1");
+}
+
 TEST_F(MptctlTest, ArtefactNamesInASingleStageSpecAreNotTakenForPaths) {
   const std::string dir = WriteSpec(true);
   ASSERT_TRUE(WriteFileAtomically(
@@ -351,6 +395,44 @@ TEST_F(MptctlTest, WatchResumesAfterALostStreamFromTheLastEvent) {
   EXPECT_EQ(r.out.find("STEP 6/10", s6 + 1), std::string::npos) << r.out;
   EXPECT_TRUE(absl::StrContains(r.out, "jobs/j1: SUCCEEDED")) << r.out;
   EXPECT_TRUE(absl::StrContains(r.out, "b/accuracy=87.5%")) << r.out;
+}
+
+// A TCP port on 127.0.0.1 that accepts connections in the kernel but never
+// answers (listening, never accept()ed); closed with the returned fd.
+int SilentListener(int* port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  EXPECT_EQ(listen(fd, 16), 0);
+  socklen_t len = sizeof(addr);
+  EXPECT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
+TEST(MptctlConnectTest, AnAddressThatNeverAnswersFailsFastWithFive) {
+  int silent_port = 0;
+  const int silent = SilentListener(&silent_port);
+  // A port nothing listens on: the silent listener's, once closed.
+  int closed_port = 0;
+  close(SilentListener(&closed_port));
+  for (const std::string& address : {absl::StrCat("127.0.0.1:", silent_port),
+                                    absl::StrCat("127.0.0.1:", closed_port)}) {
+    for (const char* command : {"watch", "get"}) {
+      SCOPED_TRACE(absl::StrCat(command, " ", address));
+      const absl::Time start = absl::Now();
+      Result r = RunMptctl({"--coordinator=" + address, "--connect_timeout_seconds=1", command,
+                            "jobs/j1"});
+      EXPECT_EQ(r.code, 5) << r.err;
+      EXPECT_LT(absl::Now() - start, absl::Seconds(15));
+      EXPECT_TRUE(absl::StrContains(
+          r.err, "UNAVAILABLE: cannot connect to the coordinator at " + address + " within 1s"))
+          << r.err;
+    }
+  }
+  close(silent);
 }
 
 TEST_F(MptctlTest, WatchOfAFailedJobExitsWithFour) {

@@ -39,7 +39,7 @@ class FlakyJobStore : public JobStore {
                                                             int64_t after, int limit) override {
     return real_->ReadEvents(name, after, limit);
   }
-  absl::StatusOr<std::optional<std::string>> FindRequestId(const std::string& id) override {
+  absl::StatusOr<std::optional<RequestIdRecord>> FindRequestId(const std::string& id) override {
     return real_->FindRequestId(id);
   }
   absl::StatusOr<std::optional<mpt::v1::Artifact>> ReadArtifact(const std::string& name) override {

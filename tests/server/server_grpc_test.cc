@@ -15,6 +15,9 @@
 #include "absl/strings/match.h"
 #include "common/sha256.h"
 #include "gtest/gtest.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/descriptor.pb.h"
+#include "proto/grpc/reflection/v1/reflection.grpc.pb.h"
 #include "proto/mpt/v1/service.grpc.pb.h"
 #include "server/grpc_service.h"
 #include "tests/server/coordinator_test_util.h"
@@ -262,6 +265,81 @@ TEST_F(GrpcServerTest, JobLifecycleOverTheWire) {
   EXPECT_EQ(values.values(0), std::string("\x00\x01\x02", 3));
 }
 
+// Raw calls with a string field that is not valid UTF-8: INVALID_ARGUMENT
+// naming the field (gRPC's own parser would answer INTERNAL with no message).
+TEST_F(GrpcServerTest, InvalidUtf8IsInvalidArgumentNamingTheField) {
+  grpc::GenericStub stub(channel_);
+  grpc::CompletionQueue cq;
+  auto unary = [&](const std::string& method, const std::string& request) {
+    auto ctx = Context(absl::Seconds(5));
+    auto call = stub.PrepareUnaryCall(ctx.get(), method, ToBuffer(request), &cq);
+    call->StartCall();
+    grpc::ByteBuffer response;
+    grpc::Status status;
+    call->Finish(&response, &status, reinterpret_cast<void*>(1));
+    Await(&cq, 1);
+    return status;
+  };
+  // A string field's whole value replaced by as many bytes ending in 0xFF.
+  auto corrupt = [](const google::protobuf::Message& m, const std::string& placeholder) {
+    std::string wire = m.SerializeAsString();
+    std::string bad = placeholder;
+    bad.back() = '\xff';
+    const size_t at = wire.find(placeholder);
+    EXPECT_NE(at, std::string::npos);
+    return wire.replace(at, placeholder.size(), bad);
+  };
+
+  auto submit = testing::SourceRequest("placeholdertask");
+  submit.set_display_name("DISPLAYNAME");
+  grpc::Status s = unary("/mpt.v1.JobService/SubmitJob", corrupt(submit, "DISPLAYNAME"));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(), "display_name: a string field is not valid UTF-8");
+  s = unary("/mpt.v1.JobService/SubmitJob", corrupt(submit, "placeholdertask"));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "spec.source.tasks[0].name: a string field"))
+      << s.error_message();
+  mpt::v1::ListJobsResponse list;
+  ASSERT_TRUE(jobs_->ListJobs(Context().get(), mpt::v1::ListJobsRequest(), &list).ok());
+  EXPECT_EQ(list.jobs_size(), 0);  // nothing stored
+  // The same bytes, valid: the raw path serves the call.
+  EXPECT_TRUE(unary("/mpt.v1.JobService/SubmitJob", submit.SerializeAsString()).ok());
+
+  mpt::v1::HeartbeatRequest heartbeat;
+  heartbeat.set_worker("workers/WORKERNAME");
+  s = unary("/mpt.v1.WorkerService/Heartbeat", corrupt(heartbeat, "WORKERNAME"));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(), "worker: a string field is not valid UTF-8");
+  // Not a protobuf message at all.
+  s = unary("/mpt.v1.JobService/GetJob", std::string("\x0a\x7f", 2));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "not a well-formed mpt.v1.GetJobRequest"))
+      << s.error_message();
+
+  // A server-streaming call.
+  {
+    mpt::v1::WatchJobRequest watch;
+    watch.set_name("jobs/JOBNAME");
+    auto ctx = Context(absl::Seconds(5));
+    auto call = stub.PrepareCall(ctx.get(), "/mpt.v1.JobService/WatchJob", &cq);
+    call->StartCall(reinterpret_cast<void*>(1));
+    Await(&cq, 1);
+    call->WriteLast(ToBuffer(corrupt(watch, "JOBNAME")), grpc::WriteOptions(),
+                    reinterpret_cast<void*>(2));
+    Await(&cq, 2);
+    grpc::Status status;
+    call->Finish(&status, reinterpret_cast<void*>(3));
+    Await(&cq, 3);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(status.error_message(), "name: a string field is not valid UTF-8");
+  }
+  cq.Shutdown();
+  void* tag;
+  bool ok;
+  while (cq.Next(&tag, &ok)) {
+  }
+}
+
 TEST_F(GrpcServerTest, HealthCheckingAndReflection) {
   grpc::GenericStub stub(channel_);
   grpc::CompletionQueue cq;
@@ -315,6 +393,173 @@ TEST_F(GrpcServerTest, HealthCheckingAndReflection) {
   bool ok;
   while (cq.Next(&tag, &ok)) {
   }
+}
+
+// One reflection request over `method` (v1 or v1alpha: the same messages on
+// the wire), as a raw call.
+grpc::reflection::v1::ServerReflectionResponse Reflect(
+    const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+    const grpc::reflection::v1::ServerReflectionRequest& request) {
+  grpc::GenericStub stub(channel);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  auto call = stub.PrepareCall(&ctx, method, &cq);
+  call->StartCall(reinterpret_cast<void*>(1));
+  Await(&cq, 1);
+  call->WriteLast(ToBuffer(request.SerializeAsString()), grpc::WriteOptions(),
+                  reinterpret_cast<void*>(2));
+  Await(&cq, 2);
+  grpc::ByteBuffer buffer;
+  call->Read(&buffer, reinterpret_cast<void*>(3));
+  Await(&cq, 3);
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(4));
+  Await(&cq, 4);
+  EXPECT_TRUE(status.ok()) << method << ": " << status.error_message();
+  cq.Shutdown();
+  void* tag;
+  bool ok;
+  while (cq.Next(&tag, &ok)) {
+  }
+  grpc::reflection::v1::ServerReflectionResponse response;
+  EXPECT_TRUE(response.ParseFromString(FromBuffer(buffer)));
+  return response;
+}
+
+// Builds the files of a file descriptor response into a fresh pool, as a
+// client does, and returns whether `service` can be found there with a
+// method whose input type resolves.
+bool Describes(const grpc::reflection::v1::ServerReflectionResponse& response,
+               const std::string& service) {
+  google::protobuf::DescriptorPool pool;
+  std::vector<google::protobuf::FileDescriptorProto> files;
+  for (const std::string& bytes : response.file_descriptor_response().file_descriptor_proto()) {
+    files.emplace_back();
+    if (!files.back().ParseFromString(bytes)) return false;
+  }
+  // Build each file once all its dependencies are built: every one must be
+  // in the response.
+  std::vector<bool> built(files.size(), false);
+  for (size_t round = 0; round < files.size(); ++round) {
+    for (size_t i = 0; i < files.size(); ++i) {
+      if (built[i]) continue;
+      bool ready = true;
+      for (const std::string& dep : files[i].dependency()) {
+        ready = ready && pool.FindFileByName(dep) != nullptr;
+      }
+      if (ready) built[i] = pool.BuildFile(files[i]) != nullptr;
+    }
+  }
+  for (bool b : built) {
+    if (!b) return false;
+  }
+  const google::protobuf::ServiceDescriptor* s = pool.FindServiceByName(service);
+  return s != nullptr && s->method_count() > 0 && s->method(0)->input_type() != nullptr;
+}
+
+TEST(GeneratedPoolTest, HealthServiceIsDescribed) {
+  // The server links grpc/health/v1/health.proto (reflection_v1.cc).
+  EXPECT_NE(google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+                "grpc.health.v1.Health"),
+            nullptr);
+}
+
+TEST_F(GrpcServerTest, ReflectionV1AndV1Alpha) {
+  // The generated v1 stub: list the services.
+  {
+    auto stub = grpc::reflection::v1::ServerReflection::NewStub(channel_);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    auto stream = stub->ServerReflectionInfo(&ctx);
+    grpc::reflection::v1::ServerReflectionRequest request;
+    request.set_list_services("");
+    ASSERT_TRUE(stream->Write(request));
+    grpc::reflection::v1::ServerReflectionResponse response;
+    ASSERT_TRUE(stream->Read(&response));
+    std::set<std::string> services;
+    for (const auto& s : response.list_services_response().service()) services.insert(s.name());
+    EXPECT_EQ(services, (std::set<std::string>{"mpt.v1.JobService", "mpt.v1.WorkerService",
+                                                "grpc.health.v1.Health",
+                                                "grpc.reflection.v1.ServerReflection",
+                                                "grpc.reflection.v1alpha.ServerReflection"}));
+    // A second request on the same stream.
+    request.set_file_containing_symbol("no.such.Symbol");
+    ASSERT_TRUE(stream->Write(request));
+    ASSERT_TRUE(stream->Read(&response));
+    EXPECT_EQ(response.error_response().error_code(), grpc::StatusCode::NOT_FOUND);
+    stream->WritesDone();
+    EXPECT_TRUE(stream->Finish().ok());
+  }
+  for (const std::string method : {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                   "/grpc.reflection.v1alpha.ServerReflection/"
+                                   "ServerReflectionInfo"}) {
+    SCOPED_TRACE(method);
+    for (const std::string service : {"grpc.health.v1.Health", "mpt.v1.JobService",
+                                      "mpt.v1.WorkerService"}) {
+      grpc::reflection::v1::ServerReflectionRequest request;
+      request.set_file_containing_symbol(service);
+      auto response = Reflect(channel_, method, request);
+      ASSERT_TRUE(response.has_file_descriptor_response())
+          << service << ": " << response.error_response().error_message();
+      EXPECT_TRUE(Describes(response, service)) << service;
+    }
+  }
+  // v1 by file name (with service.proto's dependencies spec.proto and
+  // timestamp.proto), and the extension queries.
+  grpc::reflection::v1::ServerReflectionRequest request;
+  const std::string v1 = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+  request.set_file_by_filename(mpt::v1::Job::descriptor()->file()->name());
+  auto response = Reflect(channel_, v1, request);
+  EXPECT_EQ(response.file_descriptor_response().file_descriptor_proto_size(), 3);
+  EXPECT_TRUE(Describes(response, "mpt.v1.JobService"));
+  request.set_file_by_filename("no/such.proto");
+  EXPECT_EQ(Reflect(channel_, v1, request).error_response().error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  request.set_all_extension_numbers_of_type("mpt.v1.Job");
+  response = Reflect(channel_, v1, request);
+  EXPECT_EQ(response.all_extension_numbers_response().base_type_name(), "mpt.v1.Job");
+  EXPECT_EQ(response.all_extension_numbers_response().extension_number_size(), 0);
+  request.mutable_file_containing_extension()->set_containing_type(
+      "google.protobuf.MessageOptions");
+  request.mutable_file_containing_extension()->set_extension_number(424242);
+  EXPECT_EQ(Reflect(channel_, v1, request).error_response().error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+TEST(GrpcServerAuthTest, SeparateWorkerTokenKeepsUsersAndWorkersApart) {
+  auto core = testing::OpenCoordinator(testing::FreshFiles("grpc_worker_token", false),
+                                       std::make_shared<RealClock>());
+  ASSERT_TRUE(core.ok()) << core.status();
+  GrpcServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.auth_token = "user-token";
+  options.worker_token = "worker-token";
+  auto server = CoordinatorServer::Start(options, core->get());
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->port()),
+                                     grpc::InsecureChannelCredentials());
+  auto jobs = mpt::v1::JobService::NewStub(channel);
+  auto workers = mpt::v1::WorkerService::NewStub(channel);
+  auto list_jobs = [&](const std::string& token) {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + token);
+    mpt::v1::ListJobsResponse response;
+    return jobs->ListJobs(&ctx, mpt::v1::ListJobsRequest(), &response).error_code();
+  };
+  auto register_worker = [&](const std::string& token) {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + token);
+    mpt::v1::RegisterWorkerRequest request;
+    request.mutable_worker()->set_hostname("h");
+    mpt::v1::RegisterWorkerResponse response;
+    return workers->RegisterWorker(&ctx, request, &response).error_code();
+  };
+  EXPECT_EQ(list_jobs("user-token"), grpc::StatusCode::OK);
+  EXPECT_EQ(list_jobs("worker-token"), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(register_worker("worker-token"), grpc::StatusCode::OK);
+  EXPECT_EQ(register_worker("user-token"), grpc::StatusCode::UNAUTHENTICATED);
+  (*server)->Shutdown(absl::Seconds(1));
 }
 
 TEST(GrpcServerTlsTest, ServesOverTlsAndChecksTheToken) {

@@ -62,15 +62,42 @@ TEST(SqliteJobStoreTest, MigratesAnOlderSchemaKeepingItsRows) {
   ASSERT_EQ(*SqliteJobStore::ReadSchemaVersion(path), 1);
   auto store = SqliteJobStore::Open(path);
   ASSERT_TRUE(store.ok()) << store.status();
-  EXPECT_EQ(*SqliteJobStore::ReadSchemaVersion(path), 2);
+  EXPECT_EQ(*SqliteJobStore::ReadSchemaVersion(path), 3);
   auto job = (*store)->ReadJob("jobs/j1");
   ASSERT_TRUE(job.ok());
   ASSERT_TRUE(job->has_value());
-  // Version 2 added idempotency keys.
+  // Version 2 added idempotency keys, version 3 their fingerprints.
   StoreWrite w;
-  w.request_ids.emplace_back("req", "jobs/j1");
+  w.request_ids.push_back(RequestIdRecord{"req", "jobs/j1", "f1"});
   ASSERT_TRUE((*store)->Commit(w).ok());
-  EXPECT_EQ(*(*store)->FindRequestId("req"), std::optional<std::string>("jobs/j1"));
+  auto found = (*store)->FindRequestId("req");
+  ASSERT_TRUE(found.ok() && found->has_value()) << found.status();
+  EXPECT_EQ((*found)->job, "jobs/j1");
+  EXPECT_EQ((*found)->fingerprint, "f1");
+  EXPECT_FALSE((*store)->FindRequestId("other")->has_value());
+}
+
+TEST(SqliteJobStoreTest, MigratesVersionTwoKeysWithAnEmptyFingerprint) {
+  const std::string path = testing::FreshTempDir("store_v2") + "/jobs.db";
+  {
+    SqliteJobStoreOptions v2;
+    v2.target_schema_version = 2;
+    auto store = SqliteJobStore::Open(path, v2);
+    ASSERT_TRUE(store.ok()) << store.status();
+    StoreWrite w;
+    w.jobs.push_back(MakeJob(1));
+    ASSERT_TRUE((*store)->Commit(w).ok());
+  }
+  // A key as a version-2 coordinator wrote it (no fingerprint column).
+  ExecSql(path, "INSERT INTO request_ids(request_id, job) VALUES ('old', 'jobs/j1')");
+  ASSERT_EQ(*SqliteJobStore::ReadSchemaVersion(path), 2);
+  auto store = SqliteJobStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ(*SqliteJobStore::ReadSchemaVersion(path), 3);
+  auto found = (*store)->FindRequestId("old");
+  ASSERT_TRUE(found.ok() && found->has_value()) << found.status();
+  EXPECT_EQ((*found)->job, "jobs/j1");
+  EXPECT_EQ((*found)->fingerprint, "");
 }
 
 TEST(SqliteJobStoreTest, RefusesASchemaNewerThanItKnows) {

@@ -1,5 +1,7 @@
 // SubmitJob with a reused request_id: the same request returns the job it
 // created; a different request is ALREADY_EXISTS naming request_id.
+#include <sqlite3.h>
+
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -9,6 +11,7 @@
 #include "server/coordinator.h"
 #include "server/fake_clock.h"
 #include "server/job_store.h"
+#include "tests/server/coordinator_test_util.h"
 
 namespace mpt {
 namespace {
@@ -65,6 +68,47 @@ TEST(SubmitIdempotencyTest, DifferentSpecKindOrNameIsAlreadyExists) {
   auto same = c->SubmitJob(Source("a"));
   ASSERT_TRUE(same.ok()) << same.status();
   EXPECT_EQ(same->name(), first->name());
+}
+
+void ExecSql(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK)
+      << sqlite3_errmsg(db);
+  sqlite3_close(db);
+}
+
+// The comparison uses the fingerprint stored with the key, not one made
+// again from the stored job; keys from before schema version 3 (empty
+// fingerprint) fall back to the stored job.
+TEST(SubmitIdempotencyTest, ComparesWithTheStoredFingerprint) {
+  const testing::CoordinatorFiles files = testing::FreshFiles("idempotency_fp", /*on_disk=*/true);
+  std::string name;
+  {
+    auto c = testing::OpenCoordinator(files, std::make_shared<FakeClock>());
+    ASSERT_TRUE(c.ok()) << c.status();
+    auto first = (*c)->SubmitJob(Source("a"));
+    ASSERT_TRUE(first.ok()) << first.status();
+    name = first->name();
+  }
+  auto reopen_and_submit = [&](const std::string& sql) {
+    if (!sql.empty()) ExecSql(files.db, sql);
+    auto c = testing::OpenCoordinator(files, std::make_shared<FakeClock>());
+    EXPECT_TRUE(c.ok()) << c.status();
+    return (*c)->SubmitJob(Source("a"));
+  };
+  auto same = reopen_and_submit("");
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ(same->name(), name);
+  // A stored fingerprint that is not this request's: ALREADY_EXISTS, though
+  // the stored job would plan to the same fingerprint.
+  EXPECT_EQ(reopen_and_submit("UPDATE request_ids SET fingerprint = 'another request'")
+                .status()
+                .code(),
+            absl::StatusCode::kAlreadyExists);
+  auto legacy = reopen_and_submit("UPDATE request_ids SET fingerprint = ''");
+  ASSERT_TRUE(legacy.ok()) << legacy.status();
+  EXPECT_EQ(legacy->name(), name);
 }
 
 }  // namespace
