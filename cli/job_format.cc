@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "google/protobuf/util/json_util.h"
+#include "common/progress/progress_proto.h"
 
 namespace mpt {
 namespace {
@@ -206,21 +207,10 @@ std::string FormatResults(const mpt::v1::Job& job) {
 }
 
 std::optional<ProgressEvent> ProgressEventFor(const mpt::v1::JobEvent& event) {
-  const mpt::v1::Progress& p = event.progress();
-  ProgressEvent e;
-  e.stage = event.stage();
-  e.step = p.step();
-  e.total_steps = p.total_steps();
-  for (const auto& [name, value] : p.losses()) e.losses.emplace_back(name, value);
-  std::sort(e.losses.begin(), e.losses.end(), [](const auto& a, const auto& b) {
-    if ((a.first == "loss") != (b.first == "loss")) return a.first == "loss";
-    return a.first < b.first;
-  });
-  for (const auto& [name, value] : p.metrics()) e.metrics.emplace_back(name, value);
-  std::sort(e.metrics.begin(), e.metrics.end());
-  e.learning_rate = p.learning_rate();
-  e.tokens_per_second = p.tokens_per_second();
-  e.eta_seconds = event.has_progress() ? p.eta_seconds() : -1;
+  // The kind is decided below from the event's states.
+  ProgressEvent e = ProgressFromProto(event.progress(), ProgressKind::kStep);
+  e.stage = event.stage();  // the stage id ("source/max"), not only its kind
+  if (!event.has_progress()) e.eta_seconds = -1;
   e.message = event.message();
   if (event.stage().empty()) {
     e.stage = event.job();

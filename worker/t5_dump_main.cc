@@ -48,6 +48,7 @@
 #include "worker/model/t5_model.h"
 #include "worker/model/t5_tokenizer.h"
 #include "worker/model/torch_tensors.h"
+#include "worker/model/labels.h"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face T5 folder (config.json, weights, spiece.model)");
 ABSL_FLAG(std::string, out, "", "Output .safetensors file");
@@ -65,8 +66,6 @@ namespace mpt {
 namespace {
 
 constexpr int kUsageError = 2;
-constexpr int64_t kIgnoreIndex = -100;
-
 // The flags that may repeat, taken out of argv before absl parses the rest
 // (absl keeps only the last value of a flag).
 struct RepeatedFlags {

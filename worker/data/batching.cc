@@ -4,7 +4,7 @@
 #include <numeric>
 #include <random>
 
-#include "worker/training/losses.h"
+#include "worker/model/labels.h"
 
 namespace mpt {
 namespace {

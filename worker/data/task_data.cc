@@ -1,16 +1,10 @@
 #include "worker/data/task_data.h"
 
-#include <ATen/core/grad_mode.h>
-
-#include <algorithm>
 #include <set>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "worker/eval/generation.h"
 #include "worker/data/jsonl_dataset.h"
-#include "worker/training/losses.h"
-#include "worker/prompts/prompt_inputs.h"
 
 namespace mpt {
 namespace {
@@ -36,52 +30,6 @@ absl::StatusOr<std::vector<TokenizedExample>> ReadTask(const std::string& path,
     out.push_back(std::move(t));
   }
   return out;
-}
-
-// Predicted answer texts of one batch.
-std::vector<std::string> PredictBatch(const T5Model& model, const T5Tokenizer& tokenizer,
-                                      const SoftPrompt& prompt, const TaskDataSet& task,
-                                      int task_id,
-                                      const std::vector<const TokenizedExample*>& examples,
-                                      const EvalOptions& options) {
-  const int64_t b = static_cast<int64_t>(examples.size());
-  const c10::Device device = model.device();
-  Batch batch = Collate(examples, tokenizer.pad_id());
-  batch.input_ids = batch.input_ids.to(device);
-  batch.attention_mask = batch.attention_mask.to(device);
-  at::Tensor task_ids = at::full({b}, task_id, at::TensorOptions().dtype(at::kLong).device(device));
-  std::vector<std::string> predictions;
-  if (task.spec.eval_mode() == "rank") {
-    // The same candidates for every example: [b, K, C], -100 padded.
-    std::vector<const std::vector<int>*> rows;
-    for (const auto& cand : task.candidates) rows.push_back(&cand);
-    const at::Tensor candidates = PadRows(rows, kIgnoreIndex).unsqueeze(0).expand({b, -1, -1});
-    const at::Tensor prompts = prompt.Forward(task_ids, b);
-    const PromptLayout layout =
-        PromptLayout::Peft(prompt.config().kind == PromptKind::kMultitask,
-                           options.num_virtual_tokens, options.num_transformer_submodules);
-    EncoderInputs in = BuildPromptedEncoderInputs(model, prompts, options.num_virtual_tokens,
-                                                  batch.input_ids, batch.attention_mask);
-    RankResult ranked = RankClassify(model, in.inputs_embeds, in.attention_mask,
-                                     candidates.to(device),
-                                     DecoderPromptRows(model, prompts, layout, b));
-    const at::Tensor best = ranked.best.cpu();
-    for (int64_t i = 0; i < b; ++i) {
-      predictions.push_back(task.spec.candidates(static_cast<int>(best[i].item<int64_t>())));
-    }
-    return predictions;
-  }
-  EncoderInputs in = BuildPromptedEncoderInputs(model, prompt.Forward(task_ids, b),
-                                                options.num_virtual_tokens, batch.input_ids,
-                                                batch.attention_mask);
-  at::Tensor ids = GreedyGenerate(model, in.inputs_embeds, in.attention_mask,
-                                  options.max_new_tokens).cpu();
-  for (int64_t i = 0; i < b; ++i) {
-    std::vector<int> row;
-    for (int64_t j = 0; j < ids.size(1); ++j) row.push_back(static_cast<int>(ids[i][j].item<int64_t>()));
-    predictions.push_back(tokenizer.Decode(row));
-  }
-  return predictions;
 }
 
 }  // namespace
@@ -110,35 +58,6 @@ std::vector<std::vector<TokenizedExample>> TrainSets(const std::vector<TaskDataS
   std::vector<std::vector<TokenizedExample>> out;
   for (const TaskDataSet& t : tasks) out.push_back(t.train);
   return out;
-}
-
-absl::StatusOr<MetricsReport> EvaluatePrompt(const T5Model& model, const T5Tokenizer& tokenizer,
-                                             const SoftPrompt& prompt,
-                                             const std::vector<TaskDataSet>& tasks,
-                                             const std::vector<int>& task_ids,
-                                             const EvalOptions& options,
-                                             const std::string& stage, int64_t step) {
-  at::NoGradGuard no_grad;
-  MetricsReport report(stage, step);
-  for (size_t k = 0; k < tasks.size(); ++k) {
-    const TaskDataSet& task = tasks[k];
-    if (task.eval.empty()) continue;
-    size_t n = task.eval.size();
-    if (options.max_examples > 0) n = std::min<size_t>(n, options.max_examples);
-    std::vector<std::string> predictions, references;
-    for (size_t start = 0; start < n; start += options.batch_size) {
-      std::vector<const TokenizedExample*> chunk;
-      for (size_t i = start; i < std::min(n, start + options.batch_size); ++i) {
-        chunk.push_back(&task.eval[i]);
-        references.push_back(task.eval[i].target);
-      }
-      std::vector<std::string> p =
-          PredictBatch(model, tokenizer, prompt, task, task_ids[k], chunk, options);
-      predictions.insert(predictions.end(), p.begin(), p.end());
-    }
-    RETURN_IF_ERROR(report.AddTask(task.spec.name(), predictions, references));
-  }
-  return report;
 }
 
 }  // namespace mpt

@@ -8,11 +8,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "worker/model/labels.h"
 
 namespace mpt {
 namespace {
-
-constexpr int64_t kIgnoreIndex = -100;
 
 std::string ShapeOf(const at::Tensor& t) {
   if (!t.defined()) return "undefined";

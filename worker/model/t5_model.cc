@@ -12,12 +12,11 @@
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "worker/model/torch_tensors.h"
+#include "worker/model/labels.h"
 
 namespace mpt {
 namespace {
 
-// transformers' T5 marks ignored label positions with -100.
-constexpr int64_t kIgnoreIndex = -100;
 constexpr double kPi = 3.14159265358979323846;
 
 struct BlockWeights {

@@ -8,10 +8,9 @@
 #define MPT_WORKER_TRAINING_LOSSES_H_
 
 #include <ATen/ATen.h>
+#include "worker/model/labels.h"
 
 namespace mpt {
-
-inline constexpr int64_t kIgnoreIndex = -100;
 
 struct LossSum {
   at::Tensor sum;  // scalar, differentiable

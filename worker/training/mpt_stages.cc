@@ -15,6 +15,7 @@
 #include "worker/training/losses.h"
 #include "worker/prompts/prompt_inputs.h"
 #include "worker/data/task_data.h"
+#include "worker/eval/evaluator.h"
 
 namespace mpt {
 namespace {
