@@ -6,6 +6,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
@@ -206,13 +207,32 @@ std::string FormatResults(const mpt::v1::Job& job) {
   return Table(rows);
 }
 
+namespace {
+
+// Workers send "<KIND>" or "<KIND>: <text>" as an event's message; the line
+// already says what happened, so keep only the text.
+std::string WithoutKindPrefix(const std::string& message) {
+  for (ProgressKind kind : {ProgressKind::kStarted, ProgressKind::kStep, ProgressKind::kEval,
+                            ProgressKind::kCheckpoint, ProgressKind::kFinished,
+                            ProgressKind::kFailed}) {
+    absl::string_view m = message;
+    if (!absl::ConsumePrefix(&m, ProgressKindName(kind))) continue;
+    if (m.empty()) return "";
+    if (absl::ConsumePrefix(&m, ": ")) return std::string(m);
+  }
+  return message;
+}
+
+}  // namespace
+
 std::optional<ProgressEvent> ProgressEventFor(const mpt::v1::JobEvent& event) {
   // The kind is decided below from the event's states.
   ProgressEvent e = ProgressFromProto(event.progress(), ProgressKind::kStep);
   e.stage = event.stage();  // the stage id ("source/max"), not only its kind
   if (!event.has_progress()) e.eta_seconds = -1;
-  e.message = event.message();
+  e.message = WithoutKindPrefix(event.message());
   if (event.stage().empty()) {
+    // The job itself: its new state, once.
     e.stage = event.job();
     e.step = 0;
     e.total_steps = 0;
@@ -226,7 +246,7 @@ std::optional<ProgressEvent> ProgressEventFor(const mpt::v1::JobEvent& event) {
         if (e.message.empty()) e.message = StateName(event.state());
         break;
       default:
-        e.kind = ProgressKind::kStarted;
+        e.kind = ProgressKind::kState;
         e.message = e.message.empty() ? StateName(event.state())
                                       : absl::StrCat(StateName(event.state()), ": ", e.message);
     }
@@ -252,9 +272,15 @@ std::optional<ProgressEvent> ProgressEventFor(const mpt::v1::JobEvent& event) {
     e.kind = ProgressKind::kStep;
     return e;
   }
-  if (!e.message.empty() || event.stage_state() != mpt::v1::JOB_STATE_UNSPECIFIED) {
+  if (event.stage_state() != mpt::v1::JOB_STATE_UNSPECIFIED) {
+    e.kind = ProgressKind::kState;
+    e.message = e.message.empty()
+                    ? StateName(event.stage_state())
+                    : absl::StrCat(StateName(event.stage_state()), ": ", e.message);
+    return e;
+  }
+  if (!e.message.empty()) {
     e.kind = ProgressKind::kStarted;
-    if (e.message.empty()) e.message = StateName(event.stage_state());
     return e;
   }
   return std::nullopt;

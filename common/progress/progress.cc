@@ -57,6 +57,8 @@ absl::string_view ProgressKindName(ProgressKind kind) {
       return "FINISHED";
     case ProgressKind::kFailed:
       return "FAILED";
+    case ProgressKind::kState:
+      return "STATE";
   }
   return "UNKNOWN";
 }
@@ -165,6 +167,10 @@ std::string FormatProgressBar(const ProgressEvent& event, int bar_width) {
 }
 
 std::string FormatProgressLine(const ProgressEvent& event) {
+  // A state change says only what the state became.
+  if (event.kind == ProgressKind::kState) {
+    return absl::StrCat("[", Label(event), "] ", event.message);
+  }
   std::string line =
       absl::StrCat("[", Label(event), "] ", ProgressKindName(event.kind));
   if (event.total_steps > 0) {

@@ -35,9 +35,11 @@ enum class ProgressKind {
   kCheckpoint,  // A checkpoint was written; `message` may name it.
   kFinished,    // The stage ended successfully.
   kFailed,      // The stage ended with an error; `message` says why.
+  kState,       // A job or stage changed state (as a watcher sees it);
+                // `message` says to what, e.g. "RUNNING on workers/w1".
 };
 
-// "STARTED", "STEP", "EVAL", "CHECKPOINT", "FINISHED", "FAILED".
+// "STARTED", "STEP", "EVAL", "CHECKPOINT", "FINISHED", "FAILED", "STATE".
 absl::string_view ProgressKindName(ProgressKind kind);
 
 struct ProgressEvent {

@@ -1,0 +1,74 @@
+// Watch lines say once what happened: no kind repeated in the message.
+#include "cli/job_format.h"
+
+#include <optional>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "common/progress/progress.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace mpt {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+std::string Line(const mpt::v1::JobEvent& event) {
+  std::optional<ProgressEvent> e = ProgressEventFor(event);
+  return e.has_value() ? FormatProgressLine(*e) : "";
+}
+
+TEST(WatchLine, JobStateSaidOnce) {
+  mpt::v1::JobEvent event;
+  event.set_job("jobs/j1");
+  event.set_state(mpt::v1::QUEUED);
+  event.set_message("submitted: 3 stages");
+  EXPECT_EQ(Line(event), "[jobs/j1] QUEUED: submitted: 3 stages");
+}
+
+TEST(WatchLine, StepLineDoesNotRepeatTheKind) {
+  mpt::v1::JobEvent event;
+  event.set_job("jobs/j1");
+  event.set_stage("source/max");
+  event.set_stage_state(mpt::v1::RUNNING);
+  event.set_message("STEP");
+  mpt::v1::Progress* p = event.mutable_progress();
+  p->set_step(35);
+  p->set_total_steps(300);
+  (*p->mutable_losses())["loss"] = 0.5;
+  p->set_eta_seconds(52);
+  const std::string line = Line(event);
+  EXPECT_THAT(line, HasSubstr("[source/max] STEP 35/300 (11.7%) loss=0.5"));
+  EXPECT_THAT(line, HasSubstr("eta=52s"));
+  EXPECT_FALSE(absl::EndsWith(line, "STEP")) << line;
+  EXPECT_EQ(line.find("STEP"), line.rfind("STEP")) << line;
+}
+
+TEST(WatchLine, EvalShowsMetricsAndKeepsTheText) {
+  mpt::v1::JobEvent event;
+  event.set_stage("target/min");
+  event.set_stage_state(mpt::v1::RUNNING);
+  event.set_message("EVAL: best so far");
+  mpt::v1::Progress* p = event.mutable_progress();
+  p->set_step(100);
+  p->set_total_steps(200);
+  (*p->mutable_metrics())["min/accuracy"] = 0.875;
+  const std::string line = Line(event);
+  EXPECT_THAT(line, HasSubstr("[target/min] EVAL 100/200"));
+  EXPECT_THAT(line, HasSubstr("min/accuracy=0.8750"));
+  EXPECT_THAT(line, HasSubstr(": best so far"));
+  EXPECT_THAT(line, Not(HasSubstr("EVAL: ")));
+}
+
+TEST(WatchLine, StageStateChange) {
+  mpt::v1::JobEvent event;
+  event.set_stage("distillation");
+  event.set_stage_state(mpt::v1::RUNNING);
+  event.set_message("on 2 workers");
+  EXPECT_EQ(Line(event), "[distillation] RUNNING: on 2 workers");
+}
+
+}  // namespace
+}  // namespace mpt
