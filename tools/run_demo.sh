@@ -148,7 +148,7 @@ done
 
 step "Results"
 {
-  echo "Source skills (the teachers) and their distilled students, eval accuracy:"
+  echo "Source skills (the teachers), eval accuracy:"
   for t in max animal sentiment antonym colour; do
     v=$(grep -o "\"$t/accuracy\": [0-9.eE+-]*" "$out/pipeline.json" | head -n 1 | awk '{print $2}')
     printf "  %-10s %s\n" "$t" "${v:+$(awk -v v="$v" 'BEGIN { printf "%.1f%%", 100 * v }')}"
