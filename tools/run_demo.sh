@@ -4,18 +4,21 @@
 #   1. installs the Debian packages the build needs (tools/setup.sh),
 #   2. builds the coordinator, the worker and mptctl with Bazel,
 #   3. starts a coordinator and two workers (deploy/start_local.sh),
-#   4. submits the demo pipeline (demo/pipeline.textproto: five source
-#      skills, distillation on two data-parallel ranks over Gloo, three
-#      target skills) and, next to it, the plain prompt-tuning baseline for
-#      the target skills (demo/baseline.textproto),
-#   5. watches the pipeline with mptctl, prints the per-task results and the
-#      comparison with the baseline, downloads every adapter,
+#   4. writes the few-shot target data and specs (tools/demo/fewshot_demo.py:
+#      32 training examples per target skill and seed, 3 seeds, test sets
+#      never trained on) and submits the source prompts + distillation (five
+#      source skills, distillation on two data-parallel ranks over Gloo)
+#      and, next to it, plain prompt tuning of the target skills per seed,
+#   5. when the distillation is done, submits MPT target adaptation per
+#      seed, watches every job, prints the few-shot table (mean ± std over
+#      seeds) with a verdict, writes results.json, downloads the adapters,
 #   6. stops the coordinator and the workers.
 #
 #   tools/run_demo.sh [--out DIR] [--workers N] [--no_baseline]
 #
 # Everything it writes goes under --out (default out/demo): the cluster's
-# state and logs, the downloaded adapters (PEFT folders) and results.txt.
+# state and logs, the downloaded adapters (PEFT folders), results.txt and
+# results.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -28,7 +31,7 @@ while [ $# -gt 0 ]; do
     --out) out="$2"; shift 2 ;;
     --workers) workers="$2"; shift 2 ;;
     --no_baseline) baseline=0; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "run_demo: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -84,12 +87,22 @@ export MPT_COORDINATOR
 MPT_COORDINATOR=$(cat "$out/cluster/coordinator.addr")
 "$mptctl" workers
 
+step "Few-shot targets: data and specs"
+python3 tools/demo/fewshot_demo.py prepare --out "$out/fewshot"
+fs="$out/fewshot"
+seeds="0 1 2"
+
 step "Submit"
-job=$("$mptctl" submit --spec demo/pipeline.textproto --name="demo pipeline" --priority=1)
-base=""
+job=$("$mptctl" submit --spec "$fs/sources.json" --name="demo: source prompts + distillation" \
+      --priority=1)
+pt_jobs=(); random_jobs=()
 if [ "$baseline" = 1 ]; then
-  base=$("$mptctl" submit --spec demo/baseline.textproto --kind=source \
-         --name="demo baseline: plain prompt tuning")
+  for s in $seeds; do
+    pt_jobs+=("$("$mptctl" submit --spec "$fs/pt_s$s.json" --kind=source \
+                 --name="demo baseline: plain prompt tuning, seed $s")")
+    random_jobs+=("$("$mptctl" submit --spec "$fs/random_s$s.json" --kind=source \
+                     --name="demo baseline: random prompt, seed $s")")
+  done
 fi
 "$mptctl" list
 
@@ -101,44 +114,51 @@ if [ "$rc" -ne 0 ]; then
   echo "run_demo: the pipeline did not succeed (mptctl exit status $rc)" >&2
   exit 1
 fi
-if [ -n "$base" ]; then
-  step "Waiting for the baseline $base"
-  "$mptctl" watch "$base" > "$out/baseline-watch.log" 2>&1 || {
-    cat "$out/baseline-watch.log" >&2
-    echo "run_demo: the baseline job did not succeed" >&2
+"$mptctl" get "$job" --output=json > "$out/pipeline.json"
+artifact=$(python3 tools/demo/fewshot_demo.py artifact "$out/pipeline.json")
+
+step "Target adaptation from $artifact, one job per seed"
+python3 tools/demo/fewshot_demo.py targets --out "$fs" --artifact "$artifact"
+mpt_jobs=()
+for s in $seeds; do
+  mpt_jobs+=("$("$mptctl" submit --spec "$fs/mpt_s$s.json" --kind=target \
+               --name="demo: MPT target adaptation, seed $s")")
+done
+# Every job of the comparison must succeed.
+wait_job() {
+  "$mptctl" watch "$1" > "$out/watch-${1//\//_}.log" 2>&1 || {
+    cat "$out/watch-${1//\//_}.log" >&2
+    echo "run_demo: $2 ($1) did not succeed" >&2
     exit 1
   }
-fi
+  "$mptctl" get "$1" --output=json > "$out/${1//\//_}.json"
+}
+mpt_files=""; pt_files=""; random_files=""
+for j in "${mpt_jobs[@]}"; do wait_job "$j" "MPT target job"; mpt_files="$mpt_files,$out/${j//\//_}.json"; done
+for j in "${pt_jobs[@]}"; do wait_job "$j" "baseline job"; pt_files="$pt_files,$out/${j//\//_}.json"; done
+for j in "${random_jobs[@]}"; do
+  wait_job "$j" "baseline job"; random_files="$random_files,$out/${j//\//_}.json"
+done
 
 step "Download"
 "$mptctl" download "$job" --out "$out/adapters"
-[ -z "$base" ] || "$mptctl" download "$base" --out "$out/baseline" > /dev/null
+for j in "${mpt_jobs[@]}"; do
+  "$mptctl" download "$j" --out "$out/adapters/${j//\//_}" > /dev/null
+done
 
 step "Results"
-"$mptctl" get "$job" --output=json > "$out/pipeline.json"
-[ -z "$base" ] || "$mptctl" get "$base" --output=json > "$out/baseline.json"
-# The metric "<task>/accuracy" of a job's JSON, as a percentage ("-" if none).
-# With a third argument "initial", the untrained prompt's accuracy.
-accuracy() {
-  local file="$1" task="$2" prefix="" v
-  [ "${3:-}" = initial ] && prefix="initial/"
-  [ -f "$file" ] || { echo "-"; return; }
-  v=$(grep -o "\"$prefix$task/accuracy\": [0-9.eE+-]*" "$file" | head -n 1 | awk '{print $2}')
-  if [ -z "$v" ]; then echo "-"; else awk -v v="$v" 'BEGIN { printf "%.1f%%", 100 * v }'; fi
-}
 {
-  echo "Target skills, accuracy on held-out examples (the same training budget for both):"
-  printf "  %-10s %15s %22s %22s\n" task "random prompt" "plain prompt tuning" "MPT (this pipeline)"
-  for t in min food topic; do
-    printf "  %-10s %15s %22s %22s\n" "$t" "$(accuracy "$out/baseline.json" "$t" initial)" \
-      "$(accuracy "$out/baseline.json" "$t")" "$(accuracy "$out/pipeline.json" "$t")"
-  done
-  echo
-  echo "Source skills (the teachers):"
+  echo "Source skills (the teachers), eval accuracy:"
   for t in max animal sentiment antonym colour; do
-    printf "  %-10s %22s\n" "$t" "$(accuracy "$out/pipeline.json" "$t")"
+    v=$(grep -o "\"$t/accuracy\": [0-9.eE+-]*" "$out/pipeline.json" | head -n 1 | awk '{print $2}')
+    printf "  %-10s %s\n" "$t" "${v:+$(awk -v v="$v" 'BEGIN { printf "%.1f%%", 100 * v }')}"
   done
   echo
-  echo "Adapters (PEFT folders) in $out/adapters; job $job."
+  if [ -n "$pt_files" ]; then
+    python3 tools/demo/fewshot_demo.py report --out "$fs" --mpt "${mpt_files#,}" \
+      --pt "${pt_files#,}" --random "${random_files#,}" --results "$out/results.json"
+  fi
+  echo
+  echo "Adapters (PEFT folders) in $out/adapters; jobs $job ${mpt_jobs[*]} ${pt_jobs[*]} ${random_jobs[*]}."
   echo "Total time: $(( $(date +%s) - start ))s"
 } | tee "$out/results.txt"

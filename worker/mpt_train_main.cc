@@ -108,7 +108,7 @@ absl::StatusOr<mpt::v1::PipelineSpec> LoadSpecForStage(const std::string& path,
   }
   if (stage == "target") {
     RETURN_IF_ERROR(ValidateTargetAdaptationSpec(spec.target()));
-    if (spec.target().source_adapter().empty()) {
+    if (spec.target().source_adapter().empty() && spec.target().init() != "TEACHER_MEAN") {
       return absl::InvalidArgumentError(
           "target.source_adapter: required when the target stage runs on its own");
     }

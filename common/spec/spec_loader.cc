@@ -63,13 +63,13 @@ const std::vector<std::string>& Schedules() {
   return *v;
 }
 const std::vector<std::string>& SourceInits() {
-  static const auto* v = new std::vector<std::string>{"RANDOM", "TEXT"};
+  static const auto* v = new std::vector<std::string>{"RANDOM", "TEXT", "SAMPLE_VOCAB", "ADAPTERS"};
   return *v;
 }
 const std::vector<std::string>& TargetInits() {
   static const auto* v = new std::vector<std::string>{
       "AVERAGE_SOURCE_TASKS", "EXACT_SOURCE_TASK", "ONLY_SOURCE_SHARED",
-      "TEXT", "RANDOM"};
+      "TEXT", "RANDOM", "TEACHER_MEAN"};
   return *v;
 }
 const std::vector<std::string>& Samplings() {
@@ -348,6 +348,9 @@ void ValidateSource(const SourceTrainingSpec& source,
   ValidateTrain("source", source.train(), problems);
   CheckOneOf("source.init", source.init(), SourceInits(), problems);
   ValidateInitText("source", source.init(), source.init_text(), problems);
+  if (source.init() == "ADAPTERS" && source.init_adapters().empty()) {
+    problems->Add("source.init_adapters", "required when init is \"ADAPTERS\"");
+  }
 }
 
 void ValidateDistillation(const DistillationSpec& distillation,
@@ -384,6 +387,8 @@ void ValidateDistillation(const DistillationSpec& distillation,
   }
   CheckOneOf("distillation.sampling", distillation.sampling(), Samplings(),
              problems);
+  CheckOneOf("distillation.losses", distillation.losses(),
+             {"kl+hidden", "kl", "hidden"}, problems);
 }
 
 // `num_source_tasks` < 0: unknown (a stage submitted alone).
@@ -393,6 +398,9 @@ void ValidateTarget(const TargetAdaptationSpec& target, int num_source_tasks,
   ValidateTrain("target", target.train(), problems);
   CheckOneOf("target.init", target.init(), TargetInits(), problems);
   ValidateInitText("target", target.init(), target.init_text(), problems);
+  if (target.init() == "TEACHER_MEAN" && target.teacher_adapters().empty()) {
+    problems->Add("target.teacher_adapters", "required when init is \"TEACHER_MEAN\"");
+  }
   if (target.init_task() < 0) {
     problems->Add("target.init_task",
                   absl::StrCat("must be >= 0, got ", target.init_task()));
@@ -562,7 +570,12 @@ void ResolveSpecPaths(absl::string_view base_dir, PipelineSpec* spec) {
       task.set_eval_path(ResolvePath(task.eval_path(), base_dir));
     }
   };
-  if (spec->has_source()) resolve_tasks(spec->mutable_source()->mutable_tasks());
+  if (spec->has_source()) {
+    resolve_tasks(spec->mutable_source()->mutable_tasks());
+    for (std::string& a : *spec->mutable_source()->mutable_init_adapters()) {
+      a = ResolvePath(a, base_dir);
+    }
+  }
   if (spec->has_distillation()) {
     resolve_tasks(spec->mutable_distillation()->mutable_tasks());
     for (std::string& teacher : *spec->mutable_distillation()->mutable_teacher_adapters()) {
@@ -574,6 +587,9 @@ void ResolveSpecPaths(absl::string_view base_dir, PipelineSpec* spec) {
     if (!spec->target().source_adapter().empty()) {
       spec->mutable_target()->set_source_adapter(
           ResolvePath(spec->target().source_adapter(), base_dir));
+    }
+    for (std::string& a : *spec->mutable_target()->mutable_teacher_adapters()) {
+      a = ResolvePath(a, base_dir);
     }
   }
 }
@@ -622,6 +638,7 @@ void ApplyDefaults(DistillationSpec* distillation) {
   if (distillation->sampling().empty()) {
     distillation->set_sampling("proportional");
   }
+  if (distillation->losses().empty()) distillation->set_losses("kl+hidden");
 }
 
 void ApplyDefaults(TargetAdaptationSpec* target) {

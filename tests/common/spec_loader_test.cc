@@ -505,11 +505,31 @@ TEST(ValidatePipelineSpec, SourceInit) {
   spec.mutable_source()->set_init("ZERO");
   EXPECT_EQ(Problems(spec),
             "source.init: unknown value \"ZERO\"; expected one of \"RANDOM\", "
-            "\"TEXT\"");
+            "\"TEXT\", \"SAMPLE_VOCAB\", \"ADAPTERS\"");
   spec.mutable_source()->set_init("TEXT");
   EXPECT_EQ(Problems(spec), "source.init_text: required when init is \"TEXT\"");
   spec.mutable_source()->set_init_text("classify the sentiment");
   EXPECT_EQ(Problems(spec), "");
+  spec.mutable_source()->set_init("SAMPLE_VOCAB");
+  EXPECT_EQ(Problems(spec), "");
+  spec.mutable_source()->set_init("ADAPTERS");
+  EXPECT_EQ(Problems(spec), "source.init_adapters: required when init is \"ADAPTERS\"");
+}
+
+TEST(ValidatePipelineSpec, AblationSwitches) {
+  PipelineSpec spec = ValidSpec();
+  spec.mutable_distillation()->set_losses("kl");
+  EXPECT_EQ(Problems(spec), "");
+  spec.mutable_distillation()->set_losses("hidden");
+  EXPECT_EQ(Problems(spec), "");
+  spec.mutable_distillation()->set_losses("logits");
+  EXPECT_EQ(Problems(spec),
+            "distillation.losses: unknown value \"logits\"; expected one of \"kl+hidden\", "
+            "\"kl\", \"hidden\"");
+  spec.mutable_distillation()->set_losses("kl+hidden");
+  spec.mutable_target()->set_init("TEACHER_MEAN");
+  EXPECT_EQ(Problems(spec),
+            "target.teacher_adapters: required when init is \"TEACHER_MEAN\"");
 }
 
 TEST(ValidatePipelineSpec, Distillation) {

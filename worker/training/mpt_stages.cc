@@ -199,6 +199,30 @@ absl::StatusOr<SoftPrompt> InitialPrompt(const StageEnv& env, const SoftPromptCo
   }
 }
 
+// The [T, d] prompts of PROMPT_TUNING adapter folders, checked against
+// `config` (its total_tokens and token_dim); `field` names the spec field.
+absl::StatusOr<std::vector<at::Tensor>> ReadPlainPrompts(const std::vector<std::string>& folders,
+                                                         const SoftPromptConfig& config,
+                                                         const std::string& field) {
+  std::vector<at::Tensor> prompts;
+  for (size_t k = 0; k < folders.size(); ++k) {
+    ASSIGN_OR_RETURN(Adapter a, ReadAdapter(folders[k]));
+    const std::string where = absl::StrCat(field, "[", k, "] (", folders[k], "): ");
+    absl::Status fits = CheckAdapterFitsModel(a.info, config.token_dim);
+    if (!fits.ok()) return absl::InvalidArgumentError(absl::StrCat(where, fits.message()));
+    if (a.info.prompt.kind != PromptKind::kPromptTuning) {
+      return absl::InvalidArgumentError(absl::StrCat(where, "peft_type: expected PROMPT_TUNING"));
+    }
+    if (a.prompt.config().total_tokens() != config.total_tokens()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, "num_virtual_tokens: the adapter has ", a.prompt.config().total_tokens(),
+          " prompt rows but the spec asks for ", config.total_tokens()));
+    }
+    prompts.push_back(a.prompt.TaskPrompt(0).detach().to(at::kFloat).cpu());
+  }
+  return prompts;
+}
+
 std::vector<std::string> TaskNames(const std::vector<TaskDataSet>& tasks) {
   std::vector<std::string> names;
   for (const auto& t : tasks) names.push_back(t.spec.name());
@@ -256,15 +280,22 @@ StepFunction MakeDistillationStep(const T5Model& model, const mpt::v1::PromptSpe
       const int64_t length = teacher_out.labels.size(1);
       at::Tensor student_logits = student_out.out.logits.narrow(1, offset, length);
       at::Tensor student_hidden = student_out.out.decoder_hidden.narrow(1, offset, length);
-      LossSum kl = KlLoss(student_logits, teacher_out.out.logits, teacher_out.labels,
-                          options.temperature);
-      LossSum hidden = HiddenLoss(student_hidden, teacher_out.out.decoder_hidden,
-                                  teacher_out.labels);
-      at::Tensor kl_term = kl.sum / g;
-      at::Tensor hidden_term = hidden.sum / (g * d);
-      objective = objective + options.lambda * (kl_term + hidden_term);
-      kl_value = kl_term.item<double>();
-      hidden_value = hidden_term.item<double>();
+      at::Tensor distill = at::zeros({}, objective.options());
+      if (options.use_kl) {
+        LossSum kl = KlLoss(student_logits, teacher_out.out.logits, teacher_out.labels,
+                            options.temperature);
+        at::Tensor kl_term = kl.sum / g;
+        distill = distill + kl_term;
+        kl_value = kl_term.item<double>();
+      }
+      if (options.use_hidden) {
+        LossSum hidden = HiddenLoss(student_hidden, teacher_out.out.decoder_hidden,
+                                    teacher_out.labels);
+        at::Tensor hidden_term = hidden.sum / (g * d);
+        distill = distill + hidden_term;
+        hidden_value = hidden_term.item<double>();
+      }
+      objective = objective + options.lambda * distill;
     }
     StepLoss loss;
     loss.objective = objective;
@@ -291,9 +322,17 @@ absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
         std::find(only_tasks.begin(), only_tasks.end(), name) == only_tasks.end()) {
       continue;
     }
-    ASSIGN_OR_RETURN(SoftPrompt prompt,
-                     InitialPrompt(env, config, spec.init(), spec.init_text(),
-                                   spec.train().seed() + k));
+    SoftPrompt prompt;
+    if (spec.init() == "ADAPTERS") {
+      // SPoT-style transfer: start from a source prompt (or the mean of several).
+      ASSIGN_OR_RETURN(std::vector<at::Tensor> prompts,
+                       ReadPlainPrompts({spec.init_adapters().begin(), spec.init_adapters().end()},
+                                        config, "source.init_adapters"));
+      ASSIGN_OR_RETURN(prompt, SoftPrompt::FromTensors(config, at::stack(prompts).mean(0)));
+    } else {
+      ASSIGN_OR_RETURN(prompt, InitialPrompt(env, config, spec.init(), spec.init_text(),
+                                             spec.train().seed() + k));
+    }
     std::vector<TaskDataSet> one{tasks[k]};
     TaskOutcome outcome;
     outcome.task = name;
@@ -356,6 +395,8 @@ absl::StatusOr<TaskOutcome> RunDistillation(const StageEnv& env,
   DistillationLoss loss_options;
   loss_options.lambda = spec.no_distillation_loss() ? 0.0 : spec.lambda();
   loss_options.temperature = spec.temperature();
+  loss_options.use_kl = spec.losses() != "hidden";
+  loss_options.use_hidden = spec.losses() != "kl";
   StepFunction step =
       MakeDistillationStep(model, prompt_spec, &student, teacher_table, loss_options);
   std::vector<int> task_ids;
@@ -382,14 +423,35 @@ absl::StatusOr<std::vector<TaskOutcome>> RunTargetAdaptation(
   const T5Model& model = *env.model;
   ASSIGN_OR_RETURN(std::vector<TaskDataSet> tasks,
                    LoadTaskData(spec.tasks(), spec.train(), *env.tokenizer));
-  ASSIGN_OR_RETURN(Adapter source, ReadAdapter(source_adapter));
-  const std::string where = absl::StrCat("target.source_adapter (", source_adapter, "): ");
-  if (source.info.prompt.kind != PromptKind::kMultitask) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, "peft_type: expected MULTITASK_PROMPT_TUNING"));
+  ASSIGN_OR_RETURN(PromptInit init, ParsePromptInit(spec.init().empty() ? "AVERAGE_SOURCE_TASKS"
+                                                                         : spec.init()));
+  Adapter source;
+  if (init == PromptInit::kTeacherMean) {
+    // The no-distillation ablation: P* is the teachers' mean, U = V = 1.
+    const SoftPromptConfig plain =
+        PromptConfig(prompt_spec, model, PromptKind::kPromptTuning, 1);
+    ASSIGN_OR_RETURN(std::vector<at::Tensor> teachers,
+                     ReadPlainPrompts({spec.teacher_adapters().begin(),
+                                       spec.teacher_adapters().end()},
+                                      plain, "target.teacher_adapters"));
+    SoftPromptConfig multi = PromptConfig(prompt_spec, model, PromptKind::kMultitask,
+                                          static_cast<int>(teachers.size()));
+    ASSIGN_OR_RETURN(SoftPrompt mean, SoftPrompt::FromTeachers(multi, teachers));
+    source.prompt = mean;
+    source.info.prompt = multi;
+    init = PromptInit::kAverageSourceTasks;  // every task's U = V = 1: the mean is the same
+  } else {
+    ASSIGN_OR_RETURN(source, ReadAdapter(source_adapter));
+    const std::string where = absl::StrCat("target.source_adapter (", source_adapter, "): ");
+    if (source.info.prompt.kind != PromptKind::kMultitask) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, "peft_type: expected MULTITASK_PROMPT_TUNING"));
+    }
+    absl::Status fits =
+        CheckAdapterFitsModel(source.info, static_cast<int>(model.config().d_model));
+    if (!fits.ok()) return absl::InvalidArgumentError(absl::StrCat(where, fits.message()));
   }
-  absl::Status fits = CheckAdapterFitsModel(source.info, static_cast<int>(model.config().d_model));
-  if (!fits.ok()) return absl::InvalidArgumentError(absl::StrCat(where, fits.message()));
+  const std::string where = absl::StrCat("target.source_adapter (", source_adapter, "): ");
 
   const int groups = spec.shared() ? 1 : static_cast<int>(tasks.size());
   const int tasks_per_prompt = spec.shared() ? static_cast<int>(tasks.size()) : 1;
@@ -402,8 +464,6 @@ absl::StatusOr<std::vector<TaskOutcome>> RunTargetAdaptation(
         where, "num_virtual_tokens: the adapter has ", source.info.prompt.total_tokens(),
         " prompt rows but the spec asks for ", config.total_tokens()));
   }
-  ASSIGN_OR_RETURN(PromptInit init, ParsePromptInit(spec.init().empty() ? "AVERAGE_SOURCE_TASKS"
-                                                                         : spec.init()));
   std::vector<TaskOutcome> outcomes;
   for (int g = 0; g < groups; ++g) {
     std::vector<TaskDataSet> group;

@@ -66,16 +66,20 @@ StepFunction MakePlmStep(const T5Model& model, const PromptLayout& layout,
 struct DistillationLoss {
   double lambda = 0.9;       // weight of L_KL + L_hidden; 0: L_PLM alone
   double temperature = 1.0;  // tau of L_KL
+  bool use_kl = true;        // false: drop L_KL (the "hidden" ablation)
+  bool use_hidden = true;    // false: drop L_hidden (the "kl" ablation)
 };
 
-// L_PLM(student) + lambda * (L_KL + L_hidden) against the frozen teachers:
+// L_PLM(student) + lambda * (L_KL + L_hidden) against the frozen teachers
+// (either distillation term may be switched off):
 // `teacher_table` [K, T, d] holds teacher k's prompt, on the model's device.
 // Logs "loss", "plm", "kl" and "hidden".
 StepFunction MakeDistillationStep(const T5Model& model, const mpt::v1::PromptSpec& prompt_spec,
                                   const SoftPrompt* student, const at::Tensor& teacher_table,
                                   const DistillationLoss& options);
 
-// Stage 1. For each source task: a plain prompt (RANDOM or TEXT init),
+// Stage 1. For each source task: a plain prompt (RANDOM, TEXT, SAMPLE_VOCAB
+// or ADAPTERS init: the mean of spec.init_adapters' prompts),
 // trained with L_PLM, written to `<out_dir>/<task>`. Only tasks in
 // `only_tasks` run when it is non-empty (a worker given one task).
 absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
@@ -94,7 +98,8 @@ absl::StatusOr<TaskOutcome> RunDistillation(const StageEnv& env,
                                             const std::string& out_dir);
 
 // Stage 3. Starts from the multitask adapter in `source_adapter` with the
-// spec's init mode. With spec.shared, one adapter (num_tasks = number of
+// spec's init mode (with init TEACHER_MEAN: from the mean of
+// spec.teacher_adapters, U = V = 1; `source_adapter` is not read). With spec.shared, one adapter (num_tasks = number of
 // targets) at `<out_dir>/shared`; otherwise one per task at
 // `<out_dir>/<task>`.
 absl::StatusOr<std::vector<TaskOutcome>> RunTargetAdaptation(

@@ -167,6 +167,68 @@ TEST_F(MptStagesTest, ThreeStagesLowerTheirLossesAndWritePeftAdapters) {
   EXPECT_EQ(last_adapter->info.task_names, std::vector<std::string>{"last"});
 }
 
+// The switches the few-shot study uses: SPoT-style ADAPTERS init, the
+// distillation-term switch and adaptation from the teachers' mean.
+TEST_F(MptStagesTest, TransferBaselinesAndAblationSwitches) {
+  const std::string out = FreshTempDir("switches");
+  mpt::v1::SourceTrainingSpec source = Source(2);
+  auto teachers = RunSourceTraining(Env(), prompt_, source, out + "/source");
+  ASSERT_TRUE(teachers.ok()) << teachers.status();
+  std::vector<std::string> folders;
+  std::vector<at::Tensor> prompts;
+  for (const TaskOutcome& t : *teachers) {
+    folders.push_back(t.adapter);
+    auto a = ReadAdapter(t.adapter);
+    ASSERT_TRUE(a.ok()) << a.status();
+    prompts.push_back(a->prompt.TaskPrompt(0).detach());
+  }
+  const at::Tensor mean = at::stack(prompts).mean(0);
+
+  // ADAPTERS: a plain prompt that starts at the mean of the given prompts
+  // (learning rate 0 keeps it there).
+  mpt::v1::SourceTrainingSpec spot;
+  *spot.add_tasks() = Task("last");
+  *spot.mutable_train() = Train(1);
+  spot.mutable_train()->mutable_optimizer()->set_learning_rate(1e-12);
+  spot.set_init("ADAPTERS");
+  for (const auto& f : folders) spot.add_init_adapters(f);
+  ApplyDefaults(&spot);
+  auto spotted = RunSourceTraining(Env(), prompt_, spot, out + "/spot");
+  ASSERT_TRUE(spotted.ok()) << spotted.status();
+  auto spot_adapter = ReadAdapter(out + "/spot/last");
+  ASSERT_TRUE(spot_adapter.ok()) << spot_adapter.status();
+  EXPECT_TRUE(at::allclose(spot_adapter->prompt.TaskPrompt(0), mean, 1e-4, 1e-5));
+
+  // distillation.losses: "kl" leaves L_hidden out, "hidden" L_KL.
+  for (const std::string losses : {"kl", "hidden"}) {
+    sink_.events.clear();
+    mpt::v1::DistillationSpec distill;
+    *distill.mutable_tasks() = Source(0).tasks();
+    *distill.mutable_train() = Train(2);
+    distill.set_losses(losses);
+    ApplyDefaults(&distill);
+    auto student = RunDistillation(Env(), prompt_, distill, folders, out + "/d_" + losses);
+    ASSERT_TRUE(student.ok()) << student.status();
+    EXPECT_EQ(sink_.FirstAndLast("kl").first > 0, losses == "kl") << losses;
+    EXPECT_EQ(sink_.FirstAndLast("hidden").first > 0, losses == "hidden") << losses;
+  }
+
+  // TEACHER_MEAN: MPT's adaptation from P* = mean of the teachers, U = V = 1.
+  mpt::v1::TargetAdaptationSpec target;
+  *target.add_tasks() = Task("last");
+  *target.mutable_train() = Train(1);
+  target.mutable_train()->mutable_optimizer()->set_learning_rate(1e-12);
+  target.set_init("TEACHER_MEAN");
+  for (const auto& f : folders) target.add_teacher_adapters(f);
+  ApplyDefaults(&target);
+  auto adapted = RunTargetAdaptation(Env(), prompt_, target, "", out + "/target");
+  ASSERT_TRUE(adapted.ok()) << adapted.status();
+  auto adapter = ReadAdapter(out + "/target/last");
+  ASSERT_TRUE(adapter.ok()) << adapter.status();
+  EXPECT_EQ(adapter->info.prompt.kind, PromptKind::kMultitask);
+  EXPECT_TRUE(at::allclose(adapter->prompt.TaskPrompt(0), mean, 1e-4, 1e-5));
+}
+
 std::map<std::string, at::Tensor> AdapterTensors(const std::string& folder) {
   auto t = LoadSafetensors(folder + "/adapter_model.safetensors");
   EXPECT_TRUE(t.ok()) << t.status();

@@ -1,0 +1,548 @@
+#!/usr/bin/env python3
+"""Few-shot study: plain prompt tuning, SPoT-style transfer and MPT on the
+demo targets, driven through the built `mpt_train` binary.
+
+    bazel build //worker:mpt_train
+    python3 tools/study/run_study.py --out out/study            # full study
+    python3 tools/study/run_study.py --out out/study --quick    # smoke run
+
+Protocol (every method gets exactly the same treatment):
+
+  * Data. For each target task a pool of unique inputs is drawn from the
+    task's generator (tools/demo/make_demo_tasks.py). The test set (500) is
+    the committed eval set (200 inputs kept out of pretraining) plus fresh
+    inputs; the dev set (200) and the training pool are disjoint from it and
+    from each other. A run with k shots and seed s trains on k examples drawn
+    from the pool with a generator seeded by (k, s); the seed is also the
+    training seed (prompt init, batch order).
+  * Budget. Every method: the same number of steps, batch size, linear
+    decay schedule, prompt length and token limits.
+  * Learning rate. For every (method, k) the rate is chosen from the same
+    grid by the mean dev accuracy over the seeds and targets; the test set
+    is scored only with the chosen rate. Dev runs evaluate once, at the end.
+  * Methods.
+      random_prompt  the untrained random prompt of pt_random (no training)
+      pt_random      plain prompt tuning, PEFT RANDOM init (N(0, 1))
+      pt_vocab       plain prompt tuning, sampled-vocabulary init
+      prompt_tuning  the better of pt_random / pt_vocab, chosen on dev
+      spot           plain prompt from the mean of the source prompts
+                     (SPoT-style transfer; source.init ADAPTERS)
+      spot_best      plain prompt from the one source prompt that is best on
+                     dev after training (choice made per k on dev)
+      mpt            target adaptation from the distilled P*, AVERAGE_SOURCE_TASKS
+    Ablations (--ablations): mpt_nodistill (P* = mean of teachers, U = V = 1,
+    no distillation: target.init TEACHER_MEAN), mpt_kl (distillation with
+    L_KL only), mpt_hidden (L_hidden only), mpt_rank4 (rank 4 factors).
+  * The teachers and the distillations are trained once (fixed seed) and
+    shared by all target runs.
+
+Writes <out>/report.md, <out>/results.json, <out>/acc_vs_k.png,
+<out>/acc_vs_step_k<K>.png and every run's spec, log and events under
+<out>/runs.
+"""
+
+import argparse
+import concurrent.futures as cf
+import json
+import math
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "tools", "demo"))
+import make_demo_tasks as tasks_mod  # noqa: E402
+
+SOURCES = ["max", "animal", "sentiment", "antonym", "colour"]
+TARGETS = ["min", "food", "topic"]
+CANDIDATES = {"sentiment": ["positive", "negative"], "topic": ["sports", "food", "weather"]}
+
+MAIN_METHODS = ["pt_random", "pt_vocab", "spot", "mpt"]
+ABLATIONS = ["mpt_nodistill", "mpt_kl", "mpt_hidden", "mpt_rank4"]
+
+
+def log(msg):
+    print("[study %s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
+
+
+# ----------------------------------------------------------------- data
+
+def write_jsonl(path, rows):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def make_target_data(out, n_test, n_dev, n_pool, min_pool):
+    """test/dev/pool per target; returns {task: {"test": path, "dev": path, "pool": rows}}."""
+    data = {}
+    for t in TARGETS:
+        committed = read_jsonl(os.path.join(REPO, "demo", "data", t, "eval.jsonl"))
+        gen = tasks_mod.SKILLS[t][2]
+        rng = random.Random(7919 + sum(map(ord, t)))
+        seen = set(r["input"] for r in committed)
+        fresh = []
+        attempts = 0
+        # Draw unique inputs until the generator stops giving new ones (some
+        # tasks have a small input space: topic has about 576).
+        while len(committed) + len(fresh) < n_test + n_dev + n_pool and attempts < 100000:
+            attempts += 1
+            payload, target = gen(rng)
+            if payload in seen:
+                continue
+            seen.add(payload)
+            fresh.append({"input": payload, "target": target, "task": t})
+        # The test set gives way (below n_test) only where the input space
+        # cannot hold n_test plus the largest k plus a dev set of 50.
+        n_t = max(len(committed), min(n_test, len(committed) + len(fresh) - min_pool - 50))
+        test = (committed + fresh)[:n_t]
+        rest = (committed + fresh)[n_t:]
+        # dev takes what the pool does not need, up to n_dev.
+        n_d = min(n_dev, max(len(rest) - n_pool, len(rest) // 3), len(rest) - min_pool)
+        dev, pool = rest[:n_d], rest[n_d:]
+        d = os.path.join(out, "data", t)
+        write_jsonl(os.path.join(d, "test.jsonl"), test)
+        write_jsonl(os.path.join(d, "dev.jsonl"), dev)
+        write_jsonl(os.path.join(d, "pool.jsonl"), pool)
+        data[t] = {"test": os.path.join(d, "test.jsonl"), "dev": os.path.join(d, "dev.jsonl"),
+                   "pool": pool, "sizes": (len(test), len(dev), len(pool))}
+    return data
+
+
+def shots(data, out, task, k, seed):
+    path = os.path.join(out, "data", task, "k%d_s%d.jsonl" % (k, seed))
+    if not os.path.exists(path):
+        rng = random.Random(1000003 * (seed + 1) + k)
+        write_jsonl(path, rng.sample(data[task]["pool"], k))
+    return path
+
+
+# ----------------------------------------------------------------- runs
+
+def task_entry(name, train, evalp):
+    e = {"name": name, "train_path": train}
+    if evalp:
+        e["eval_path"] = evalp
+    if name in CANDIDATES:
+        e["eval_mode"] = "rank"
+        e["candidates"] = CANDIDATES[name]
+    return e
+
+
+def train_block(args, steps, lr, seed, eval_every=0, batch=None, schedule="linear", extra=None):
+    b = {"steps": steps, "batch_size": batch or args.batch_size, "seed": seed,
+         "eval_every": eval_every, "max_input_length": 64, "max_target_length": 8,
+         "optimizer": {"learning_rate": lr, "schedule": schedule}}
+    b.update(extra or {})
+    return b
+
+
+def run_trainer(args, name, spec, stage):
+    """Runs mpt_train on `spec`; returns the EVAL events."""
+    d = os.path.join(args.out, "runs", name)
+    os.makedirs(d, exist_ok=True)
+    spec_path = os.path.join(d, "spec.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f, indent=1)
+    events = os.path.join(d, "events.jsonl")
+    done = os.path.join(d, "done")
+    if not os.path.exists(done):
+        if os.path.exists(events):
+            os.remove(events)
+        cmd = [args.bin, "--spec=" + spec_path, "--out=" + os.path.join(d, "out"),
+               "--stage=" + stage, "--threads=1", "--progress=none", "--events=" + events,
+               "--work_dir=" + os.path.join(d, "work")]
+        with open(os.path.join(d, "log.txt"), "w") as logf:
+            rc = subprocess.call(cmd, stdout=logf, stderr=subprocess.STDOUT)
+        if rc != 0:
+            raise RuntimeError("%s failed (rc %d), see %s/log.txt" % (name, rc, d))
+        open(done, "w").close()
+    return [e for e in map(json.loads, open(events)) if e["kind"] == "EVAL"]
+
+
+def final_accuracy(evals, task):
+    """Accuracy of `task` at its last step (not the best-kept prompt)."""
+    last, acc = -1, None
+    for e in evals:
+        if e["task"] not in (task, "shared", "all") and e["stage"] != "distillation":
+            continue
+        key = "%s/accuracy" % task
+        if key in e["metrics"] and e["step"] >= last:
+            last, acc = e["step"], e["metrics"][key]
+    return acc
+
+
+def curve(evals, task):
+    pts = {}
+    for e in evals:
+        if e["task"] != task:
+            continue
+        m = e["metrics"]
+        if "initial/%s/accuracy" % task in m:
+            pts[0] = m["initial/%s/accuracy" % task]
+        elif "%s/accuracy" % task in m:
+            pts[e["step"]] = m["%s/accuracy" % task]
+    return sorted(pts.items())
+
+
+def base_spec(args):
+    return {"base_model": args.model, "prompt": {"num_virtual_tokens": args.prompt_tokens}}
+
+
+def source_artifacts(args):
+    """Teachers (one per source task) and the distillations; trained once."""
+    data_dir = os.path.join(REPO, "demo", "data")
+    src_tasks = [task_entry(t, os.path.join(data_dir, t, "train.jsonl"),
+                            os.path.join(data_dir, t, "eval.jsonl")) for t in SOURCES]
+    spec = base_spec(args)
+    spec["source"] = {"tasks": src_tasks,
+                      "train": train_block(args, args.source_steps, 0.3, 0, batch=16,
+                                           schedule="constant")}
+    t0 = time.time()
+    ev = run_trainer(args, "teachers", spec, "source")
+    teachers = [os.path.join(args.out, "runs", "teachers", "out", "source", t) for t in SOURCES]
+    teacher_acc = {t: final_accuracy(ev, t) for t in SOURCES}
+    log("teachers: %s (%.0fs)" % (teacher_acc, time.time() - t0))
+    variants = {"mpt": {}, "mpt_kl": {"losses": "kl"}, "mpt_hidden": {"losses": "hidden"},
+                "mpt_rank4": {}}
+    wanted = ["mpt"] + ([m for m in ABLATIONS if m in variants] if args.ablations else [])
+    distilled, distill_acc = {}, {}
+
+    def one(v):
+        spec = base_spec(args)
+        if v == "mpt_rank4":
+            spec["prompt"]["num_ranks"] = 4
+        spec["distillation"] = dict(
+            {"tasks": src_tasks, "teacher_adapters": teachers, "sampling": "uniform",
+             "train": train_block(args, args.source_steps, 0.03, 0, batch=16,
+                                  schedule="constant")}, **variants[v])
+        ev = run_trainer(args, "distill_" + v, spec, "distillation")
+        return v, os.path.join(args.out, "runs", "distill_" + v, "out", "distillation"), \
+            {t: final_accuracy(ev, t) for t in SOURCES}
+
+    with cf.ThreadPoolExecutor(args.jobs) as ex:
+        for v, path, acc in ex.map(one, wanted):
+            distilled[v], distill_acc[v] = path, acc
+            log("distillation %s: %s" % (v, acc))
+    return teachers, teacher_acc, distilled, distill_acc
+
+
+def method_spec(args, method, k, seed, lr, split, data, teachers, distilled, eval_every=0,
+                teacher_index=None):
+    evalp = lambda t: data[t][split]
+    tasks = [task_entry(t, shots(data, args.out, t, k, seed), evalp(t)) for t in TARGETS]
+    spec = base_spec(args)
+    extra = {"eval_before_training": True} if (method == "pt_random" and split == "test") else None
+    tb = train_block(args, args.steps, lr, seed, eval_every=eval_every, extra=extra)
+    if method in ("pt_random", "pt_vocab", "spot", "spot_one"):
+        src = {"tasks": tasks, "train": tb,
+               "init": {"pt_random": "RANDOM", "pt_vocab": "SAMPLE_VOCAB"}.get(method, "ADAPTERS")}
+        if method == "spot":
+            src["init_adapters"] = teachers
+        if method == "spot_one":
+            src["init_adapters"] = [teachers[teacher_index]]
+        spec["source"] = src
+        return spec, "source"
+    tgt = {"tasks": tasks, "train": tb}
+    if method == "mpt_nodistill":
+        tgt["init"] = "TEACHER_MEAN"
+        tgt["teacher_adapters"] = teachers
+    else:
+        tgt["init"] = "AVERAGE_SOURCE_TASKS"
+        tgt["source_adapter"] = distilled[method]
+        if method == "mpt_rank4":
+            spec["prompt"]["num_ranks"] = 4
+    spec["target"] = tgt
+    return spec, "target"
+
+
+def run_name(method, k, seed, lr, split):
+    return "%s_k%d_s%d_lr%g_%s" % (method, k, seed, lr, split)
+
+
+def mean_std(xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None, None
+    return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="out/study")
+    ap.add_argument("--bin", default=os.path.join(REPO, "bazel-bin", "worker", "mpt_train"))
+    ap.add_argument("--model", default=os.path.join(REPO, "demo", "model"))
+    ap.add_argument("--ks", default="8,32,128")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--lrs", default="0.1,0.3,1.0")
+    ap.add_argument("--dev_seeds", default="0",
+                    help="seeds of the dev runs that choose the rate (same for every method)")
+    ap.add_argument("--spot_best", action="store_true",
+                    help="also SPoT from the one teacher best on dev (5x the dev runs)")
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--batch_size", type=int, default=8)
+    ap.add_argument("--prompt_tokens", type=int, default=20)
+    ap.add_argument("--source_steps", type=int, default=300)
+    ap.add_argument("--curve_points", type=int, default=2)
+    ap.add_argument("--n_test", type=int, default=500)
+    ap.add_argument("--n_dev", type=int, default=200)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--ablations", action="store_true")
+    ap.add_argument("--ablation_k", type=int, default=32, help="k at which ablations run")
+    ap.add_argument("--quick", action="store_true", help="k=8, one seed, two rates: a smoke run")
+    args = ap.parse_args()
+    if args.quick:
+        args.ks, args.seeds, args.lrs, args.steps, args.source_steps = "8", "0", "0.1,0.3", 20, 60
+    args.out = os.path.abspath(args.out)
+    ks = [int(x) for x in args.ks.split(",")]
+    seeds = [int(x) for x in args.seeds.split(",")]
+    dev_seeds = [int(x) for x in args.dev_seeds.split(",")]
+    lrs = [float(x) for x in args.lrs.split(",")]
+    start = time.time()
+    os.makedirs(args.out, exist_ok=True)
+
+    data = make_target_data(args.out, args.n_test, args.n_dev, max(ks) * 4, max(ks))
+    for t in TARGETS:
+        log("%s: test %d, dev %d, training pool %d" % ((t,) + data[t]["sizes"]))
+        if data[t]["sizes"][2] < max(ks):
+            sys.exit("pool of %s too small for k=%d" % (t, max(ks)))
+    teachers, teacher_acc, distilled, distill_acc = source_artifacts(args)
+    t_source = time.time() - start
+
+    # (method, k) pairs to run; ablations only at ablation_k.
+    plan = [(m, k) for k in ks for m in MAIN_METHODS]
+    if args.ablations:
+        plan += [(m, args.ablation_k) for m in ABLATIONS if args.ablation_k in ks]
+    # spot_best: one run per teacher on dev at the spot rate grid.
+    spot_one = [("spot_one%d" % i, k) for k in ks for i in range(len(SOURCES))] \
+        if args.spot_best else []
+
+    def submit_dev(ex, method, k):
+        futs = {}
+        for lr in lrs:
+            for s in dev_seeds:
+                base = method
+                ti = None
+                if method.startswith("spot_one"):
+                    base, ti = "spot_one", int(method[len("spot_one"):])
+                spec, stage = method_spec(args, base, k, s, lr, "dev", data, teachers, distilled,
+                                          teacher_index=ti)
+                futs[ex.submit(run_trainer, args, run_name(method, k, s, lr, "dev"), spec,
+                               stage)] = (method, k, s, lr)
+        return futs
+
+    dev = {}  # (method, k, lr) -> list of per-run mean-over-targets dev acc
+    dev_task = {}  # (method, k, lr, task) -> list
+    t0 = time.time()
+    with cf.ThreadPoolExecutor(args.jobs) as ex:
+        futs = {}
+        for m, k in plan + spot_one:
+            futs.update(submit_dev(ex, m, k))
+        n = len(futs)
+        for i, f in enumerate(cf.as_completed(futs)):
+            m, k, s, lr = futs[f]
+            ev = f.result()
+            accs = {t: final_accuracy(ev, t) for t in TARGETS}
+            dev.setdefault((m, k, lr), []).append(statistics.mean(accs.values()))
+            for t in TARGETS:
+                dev_task.setdefault((m, k, lr, t), []).append(accs[t])
+            if (i + 1) % 20 == 0 or i + 1 == n:
+                log("dev runs %d/%d (%.0fs)" % (i + 1, n, time.time() - t0))
+    t_dev = time.time() - t0
+
+    def best_lr(m, k):
+        return max(lrs, key=lambda lr: (statistics.mean(dev[(m, k, lr)]), -lr))
+
+    chosen = {(m, k): best_lr(m, k) for m, k in plan}
+    # spot_best: the (teacher, rate) best on dev, per k.
+    spot_choice = {}
+    for k in (ks if args.spot_best else []):
+        cands = [(statistics.mean(dev[("spot_one%d" % i, k, lr)]), i, lr)
+                 for i in range(len(SOURCES)) for lr in lrs]
+        sc, i, lr = max(cands)
+        spot_choice[k] = (i, lr)
+    for k in ks:
+        log("k=%d rates: %s; spot_best teacher %s lr %g" % (
+            k, {m: chosen[(m, kk)] for m, kk in plan if kk == k},
+            SOURCES[spot_choice[k][0]] if k in spot_choice else "-",
+            spot_choice[k][1] if k in spot_choice else 0))
+
+    # Test runs at the chosen rates, with a learning curve.
+    every = max(1, args.steps // args.curve_points)
+    test = {}  # (method, k, seed) -> events
+    t0 = time.time()
+    with cf.ThreadPoolExecutor(args.jobs) as ex:
+        futs = {}
+        for m, k in plan + [("spot_best", k) for k in spot_choice]:
+            for s in seeds:
+                if m == "spot_best":
+                    i, lr = spot_choice[k]
+                    spec, stage = method_spec(args, "spot_one", k, s, lr, "test", data, teachers,
+                                              distilled, eval_every=every, teacher_index=i)
+                else:
+                    lr = chosen[(m, k)]
+                    spec, stage = method_spec(args, m, k, s, lr, "test", data, teachers,
+                                              distilled, eval_every=every)
+                futs[ex.submit(run_trainer, args, run_name(m, k, s, lr, "test"), spec,
+                               stage)] = (m, k, s)
+        for f in cf.as_completed(futs):
+            test[futs[f]] = f.result()
+    t_test = time.time() - t0
+    log("test runs done (%.0fs)" % t_test)
+
+    # ------------------------------------------------------------ results
+    methods = MAIN_METHODS + (["spot_best"] if args.spot_best else []) + \
+        ([m for m in ABLATIONS] if args.ablations else [])
+    res = {}  # k -> method -> task -> (mean, std); plus "average"
+    curves = {}
+    for k in ks:
+        res[k] = {}
+        # random prompt: the untrained prompt of pt_random's test runs
+        rows = {"random_prompt": {t: [next((a for st, a in curve(test[("pt_random", k, s)], t)
+                                            if st == 0), None) for s in seeds] for t in TARGETS}}
+        for m in methods:
+            if (m, k, seeds[0]) not in test:
+                continue
+            rows[m] = {t: [final_accuracy(test[(m, k, s)], t) for s in seeds] for t in TARGETS}
+            curves[(m, k)] = {t: [curve(test[(m, k, s)], t) for s in seeds] for t in TARGETS}
+        # prompt_tuning: the plain variant better on dev (mean over its chosen rate)
+        pv = max(["pt_random", "pt_vocab"],
+                 key=lambda m: statistics.mean(dev[(m, k, chosen[(m, k)])]))
+        rows["prompt_tuning"] = rows[pv]
+        res[k]["_prompt_tuning_is"] = pv
+        for m, per_task in rows.items():
+            per_seed_avg = [statistics.mean([per_task[t][i] for t in TARGETS])
+                            for i in range(len(seeds))]
+            res[k][m] = {t: mean_std([100 * x for x in per_task[t]]) for t in TARGETS}
+            res[k][m]["average"] = mean_std([100 * x for x in per_seed_avg])
+    total = time.time() - start
+
+    write_report(args, ks, seeds, lrs, res, chosen, spot_choice, teacher_acc, distill_acc, data,
+                 dev, (t_source, t_dev, t_test, total), methods)
+    plots(args, ks, res, curves, methods)
+    summary = {"setting": "demo model, %d prompt tokens, %d steps, batch %d, linear decay; "
+                          "rate per method chosen on dev from %s" % (
+                              args.prompt_tokens, args.steps, args.batch_size, lrs),
+               "seeds": seeds, "ks": ks, "seconds": round(total),
+               "results": {str(k): {m: v for m, v in res[k].items()} for k in ks},
+               "rates": {"%s@k%d" % mk: lr for mk, lr in chosen.items()},
+               "spot_best": {str(k): [SOURCES[i], lr] for k, (i, lr) in spot_choice.items()}}
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    log("done in %.0fs: %s" % (total, os.path.join(args.out, "report.md")))
+
+
+def fmt(ms):
+    m, s = ms
+    return "-" if m is None else "%.1f ± %.1f" % (m, s)
+
+
+def write_report(args, ks, seeds, lrs, res, chosen, spot_choice, teacher_acc, distill_acc, data,
+                 dev, times, methods):
+    t_source, t_dev, t_test, total = times
+    L = ["# Few-shot study", "",
+         "Command: `python3 tools/study/run_study.py %s`" % " ".join(sys.argv[1:]), "",
+         "Base model `%s`; %d prompt tokens (encoder only); every target run: %d steps, "
+         "batch %d, AdamW with linear decay, max 64 input / 8 target tokens. Seeds %s "
+         "(k-shot draw, init, batch order). Learning rate per (method, k) from %s by mean "
+         "dev accuracy of the runs with seed(s) %s. Test: %s examples per target; dev %s; neither is trained on." % (
+             os.path.relpath(args.model, REPO), args.prompt_tokens, args.steps, args.batch_size,
+             seeds, lrs, args.dev_seeds, ", ".join("%s %d" % (t, data[t]["sizes"][0]) for t in TARGETS),
+             ", ".join("%s %d" % (t, data[t]["sizes"][1]) for t in TARGETS)), "",
+         "Teachers (source prompts, eval accuracy): " +
+         ", ".join("%s %.1f%%" % (t, 100 * a) for t, a in teacher_acc.items()), ""]
+    for v, acc in distill_acc.items():
+        L.append("Distillation `%s` student accuracy: " % v +
+                 ", ".join("%s %.1f%%" % (t, 100 * a) for t, a in acc.items()))
+    L.append("")
+    for k in ks:
+        L += ["## k = %d" % k, "",
+              "Test accuracy, mean ± std over %d seeds. `prompt_tuning` is `%s` (chosen on dev)." % (
+                  len(seeds), res[k]["_prompt_tuning_is"]), "",
+              "| method | rate | " + " | ".join(TARGETS) + " | average |",
+              "|---|---|" + "---|" * (len(TARGETS) + 1)]
+        for m in ["random_prompt", "prompt_tuning"] + methods:
+            if m not in res[k]:
+                continue
+            if m == "spot_best":
+                rate = "%g (%s)" % (spot_choice[k][1], SOURCES[spot_choice[k][0]])
+            else:
+                rate = "%g" % chosen[(m, k)] if (m, k) in chosen else "-"
+            L.append("| %s | %s | " % (m, rate) + " | ".join(fmt(res[k][m][t]) for t in TARGETS) +
+                     " | %s |" % fmt(res[k][m]["average"]))
+        pt, mp = res[k]["prompt_tuning"]["average"], res[k]["mpt"]["average"]
+        L += ["", "MPT − prompt tuning (average): %+.1f points (std %.1f / %.1f)." % (
+            mp[0] - pt[0], mp[1], pt[1]), ""]
+    L += ["## Dev accuracy by rate (mean over dev seeds and targets)", "",
+          "| method | k | " + " | ".join("%g" % lr for lr in lrs) + " |",
+          "|---|---|" + "---|" * len(lrs)]
+    for (m, k) in sorted(chosen):
+        L.append("| %s | %d | " % (m, k) + " | ".join(
+            "%.1f" % (100 * statistics.mean(dev[(m, k, lr)])) for lr in lrs) + " |")
+    L += ["", "Plots: `acc_vs_k.png`, `acc_vs_step_k<K>.png`.", "",
+          "Time: teachers and distillations %.0f s, dev grid %.0f s, test runs %.0f s, "
+          "total %.0f s (2 parallel processes, 1 thread each)." % (t_source, t_dev, t_test, total)]
+    with open(os.path.join(args.out, "report.md"), "w") as f:
+        f.write("\n".join(L) + "\n")
+
+
+def plots(args, ks, res, curves, methods):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib missing: no plots")
+        return
+    show = ["random_prompt", "pt_random", "pt_vocab", "spot", "spot_best", "mpt"] + \
+        [m for m in methods if m in ABLATIONS]
+    fig, axes = plt.subplots(1, len(TARGETS) + 1, figsize=(4 * (len(TARGETS) + 1), 3.5))
+    for ax, t in zip(axes, TARGETS + ["average"]):
+        for m in show:
+            pts = [(k, res[k][m][t]) for k in ks if m in res[k]]
+            if not pts:
+                continue
+            x = [p[0] for p in pts]
+            y = [p[1][0] for p in pts]
+            e = [p[1][1] for p in pts]
+            ax.errorbar(x, y, yerr=e, label=m, marker="o", capsize=3)
+        ax.set_xscale("log", base=2)
+        ax.set_title(t)
+        ax.set_xlabel("k (training examples)")
+        ax.set_ylabel("test accuracy %")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, "acc_vs_k.png"), dpi=80)
+    plt.close(fig)
+    for k in ks:
+        fig, axes = plt.subplots(1, len(TARGETS), figsize=(4 * len(TARGETS), 3.5))
+        for ax, t in zip(axes, TARGETS):
+            for m in show:
+                if (m, k) not in curves:
+                    continue
+                runs = curves[(m, k)][t]
+                steps = sorted(set(s for r in runs for s, _ in r))
+                ys = [statistics.mean([dict(r).get(s) for r in runs if s in dict(r)]) * 100
+                      for s in steps]
+                ax.plot(steps, ys, marker=".", label=m)
+            ax.set_title("%s, k=%d" % (t, k))
+            ax.set_xlabel("step")
+            ax.set_ylabel("test accuracy %")
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(args.out, "acc_vs_step_k%d.png" % k), dpi=80)
+        plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
