@@ -113,7 +113,9 @@ absl::StatusOr<int64_t> JsonToInt(const json& value, absl::string_view what,
   }
   if (value.is_number_unsigned()) {
     const uint64_t u = value.get<uint64_t>();
-    if (max < 0 || u > static_cast<uint64_t>(max)) {
+    // nlohmann stores every non-negative literal as unsigned: check both ends.
+    if (max < 0 || u > static_cast<uint64_t>(max) ||
+        (min > 0 && u < static_cast<uint64_t>(min))) {
       return FieldError(what, field, absl::StrCat("is out of range [", min, ", ", max, "]: ", u));
     }
     return static_cast<int64_t>(u);

@@ -24,6 +24,7 @@
 #include "common/file_util.h"
 #include "common/status_macros.h"
 #include "worker/training/mpt_stages.h"
+#include "worker/training/preflight.h"
 #include "common/progress/progress.h"
 #include "common/spec/spec_loader.h"
 #include "worker/model/t5_model.h"
@@ -127,6 +128,14 @@ absl::Status Main() {
         "--stage: \"", stage, "\" is not one of all, source, distillation, target"));
   }
   ASSIGN_OR_RETURN(mpt::v1::PipelineSpec spec, LoadSpecForStage(spec_path, stage));
+  const std::string work_dir = absl::GetFlag(FLAGS_work_dir).empty()
+                                   ? (fs::path(out) / ".work").string()
+                                   : absl::GetFlag(FLAGS_work_dir);
+  // Every input read and every output folder tried before the first step.
+  PreflightOptions preflight;
+  preflight.stage = stage;
+  preflight.output_dirs = {out, work_dir};
+  RETURN_IF_ERROR(PreflightCheck(spec, preflight));
   if (absl::GetFlag(FLAGS_threads) > 0) torch::set_num_threads(absl::GetFlag(FLAGS_threads));
 
   T5LoadOptions load;
@@ -157,8 +166,7 @@ absl::Status Main() {
   env.model = model.get();
   env.tokenizer = tokenizer.get();
   env.sink = &sink;
-  env.work_dir = absl::GetFlag(FLAGS_work_dir).empty() ? (fs::path(out) / ".work").string()
-                                                       : absl::GetFlag(FLAGS_work_dir);
+  env.work_dir = work_dir;
   std::vector<TaskOutcome> targets;
   if (stage == "all") {
     ASSIGN_OR_RETURN(PipelineOutcome p, RunPipeline(env, spec, out));

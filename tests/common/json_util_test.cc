@@ -62,6 +62,20 @@ TEST(GetInt, RangeIsCheckedWithoutWrapping) {
               HasSubstr("is missing"));
 }
 
+// nlohmann stores 0 and every positive literal as unsigned; the lower bound
+// must hold for those too (found by tools/fuzz/adapter_config_fuzzer:
+// "num_ranks": 0 was accepted against a minimum of 1).
+TEST(GetInt, LowerBoundHoldsForNonNegativeLiterals) {
+  json j = json::parse(R"({"zero": 0, "two": 2, "five": 5})");
+  EXPECT_THAT(std::string(GetInt(j, "zero", "c.json", 1, 10).status().message()),
+              HasSubstr("c.json: field 'zero' is out of range [1, 10]: 0"));
+  EXPECT_FALSE(GetInt(j, "two", "c", 3, 10).ok());
+  EXPECT_FALSE(GetInt(j, "zero", "c", 1, 10, /*fallback=*/4).ok());
+  EXPECT_EQ(*GetInt(j, "five", "c", 5, 5), 5);
+  EXPECT_EQ(*GetInt(j, "zero", "c", 0, 10), 0);
+  EXPECT_EQ(*GetInt(j, "two", "c", -3, 10), 2);
+}
+
 TEST(GetDouble, RejectsNonFiniteAndOutOfRange) {
   json j = json::parse(R"({"x": 0.5, "big": 1e300})");
   EXPECT_EQ(*GetDouble(j, "x", "c", 0, 1), 0.5);

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/json_util.h"
+#include "worker/prompts/adapter_config.h"
 #include "common/safetensors.h"
 #include "common/status_macros.h"
 #include "worker/model/torch_tensors.h"
@@ -49,14 +50,6 @@ json ConfigJson(const AdapterInfo& info) {
     j["num_tasks"] = p.num_tasks;
   }
   return j;
-}
-
-// Reads an optional integer key in [min, max]; `fallback` when absent or
-// null. Out-of-range values are errors, never wrapped.
-absl::StatusOr<int> IntField(const json& j, const char* key, int fallback, int min, int max,
-                             const std::string& file) {
-  ASSIGN_OR_RETURN(int64_t v, GetInt(j, key, file, min, max, fallback));
-  return static_cast<int>(v);
 }
 
 // The prompt tensors must be floating point and finite.
@@ -106,39 +99,23 @@ absl::StatusOr<Adapter> ReadAdapter(const std::string& folder) {
   const std::string config_path = (fs::path(folder) / kAdapterConfigFile).string();
   const std::string weights_path = (fs::path(folder) / kAdapterWeightsFile).string();
   ASSIGN_OR_RETURN(std::string text, ReadFile(config_path, kMaxAdapterConfigBytes));
-  ASSIGN_OR_RETURN(json j, ParseJson(text, config_path));
-  if (!j.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(config_path, ": not a JSON object"));
-  }
+  ASSIGN_OR_RETURN(AdapterConfigFields fields, ParseAdapterConfig(text, config_path));
   Adapter out;
   AdapterInfo& info = out.info;
-  auto type = j.find("peft_type");
-  if (type == j.end() || !type->is_string()) {
-    return absl::InvalidArgumentError(absl::StrCat(config_path, ": \"peft_type\" is missing"));
-  }
-  auto kind = ParsePromptKind(type->get<std::string>());
+  auto kind = ParsePromptKind(fields.peft_type);
   if (!kind.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(config_path, ": ", kind.status().message()));
   }
   info.prompt.kind = *kind;
-  if (auto t = j.find("task_type"); t != j.end() && t->is_string()) {
-    info.task_type = t->get<std::string>();
-  }
-  if (auto b = j.find("base_model_name_or_path"); b != j.end() && b->is_string()) {
-    info.base_model_name_or_path = b->get<std::string>();
-  }
-  const int default_submodules = info.task_type == "SEQ_2_SEQ_LM" ? 2 : 1;
-  ASSIGN_OR_RETURN(info.prompt.num_virtual_tokens,
-                   IntField(j, "num_virtual_tokens", 0, 0, kMaxAdapterTokens, config_path));
-  ASSIGN_OR_RETURN(info.prompt.num_transformer_submodules,
-                   IntField(j, "num_transformer_submodules", default_submodules, 1, 2,
-                            config_path));
-  ASSIGN_OR_RETURN(info.prompt.token_dim, IntField(j, "token_dim", 0, 0, kMaxAdapterDim, config_path));
-  ASSIGN_OR_RETURN(info.prompt.num_ranks, IntField(j, "num_ranks", 1, 1, kMaxAdapterRanks, config_path));
-  ASSIGN_OR_RETURN(info.prompt.num_tasks, IntField(j, "num_tasks", 1, 1, kMaxAdapterTasks, config_path));
-  ASSIGN_OR_RETURN(info.num_layers, IntField(j, "num_layers", 0, 0, 4096, config_path));
-  ASSIGN_OR_RETURN(info.num_attention_heads, IntField(j, "num_attention_heads", 0, 0, 4096,
-                            config_path));
+  info.task_type = fields.task_type;
+  info.base_model_name_or_path = fields.base_model_name_or_path;
+  info.prompt.num_virtual_tokens = fields.num_virtual_tokens;
+  info.prompt.num_transformer_submodules = fields.num_transformer_submodules;
+  info.prompt.token_dim = fields.token_dim;
+  info.prompt.num_ranks = fields.num_ranks;
+  info.prompt.num_tasks = fields.num_tasks;
+  info.num_layers = fields.num_layers;
+  info.num_attention_heads = fields.num_attention_heads;
 
   ASSIGN_OR_RETURN(auto reader, SafetensorsReader::Open(weights_path));
   const std::map<std::string, std::string>& metadata = reader->metadata();

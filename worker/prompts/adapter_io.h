@@ -14,20 +14,13 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "worker/prompts/adapter_config.h"  // IWYU pragma: export (the kMaxAdapter* bounds)
 #include "worker/prompts/soft_prompt.h"
 
 namespace mpt {
 
 inline constexpr char kAdapterConfigFile[] = "adapter_config.json";
 inline constexpr char kAdapterWeightsFile[] = "adapter_model.safetensors";
-
-// Bounds on what an adapter_config.json may declare; a value outside them is
-// an error naming the file and key (never wrapped into range).
-inline constexpr uint64_t kMaxAdapterConfigBytes = uint64_t{1} << 20;
-inline constexpr int kMaxAdapterTokens = 100000;   // num_virtual_tokens
-inline constexpr int kMaxAdapterDim = 65536;       // token_dim
-inline constexpr int kMaxAdapterRanks = 4096;      // num_ranks
-inline constexpr int kMaxAdapterTasks = 100000;    // num_tasks
 
 struct AdapterInfo {
   SoftPromptConfig prompt;

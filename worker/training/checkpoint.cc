@@ -15,6 +15,7 @@
 #include "common/file_util.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
+#include "worker/training/checkpoint_state.h"
 #include "worker/model/torch_tensors.h"
 
 namespace mpt {
@@ -43,27 +44,6 @@ std::string Quoted(absl::string_view name) {
 }
 
 std::string Shape(const at::Tensor& t) { return absl::StrCat("[", absl::StrJoin(t.sizes(), ","), "]"); }
-
-absl::StatusOr<int64_t> IntField(const json& j, const char* key, const std::string& file) {
-  auto it = j.find(key);
-  if (it == j.end()) return Corrupt(file, key, "missing");
-  if (!it->is_number_integer()) return Corrupt(file, key, "not an integer");
-  if (it->is_number_unsigned() &&
-      it->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-    return Corrupt(file, key, "out of range");
-  }
-  return it->get<int64_t>();
-}
-
-// A finite number, or null (read as `if_null`).
-absl::StatusOr<double> NumberOrNull(const json& v, absl::string_view field, const std::string& file,
-                                    double if_null) {
-  if (v.is_null()) return if_null;
-  if (!v.is_number()) return Corrupt(file, field, "not a number");
-  const double d = v.get<double>();
-  if (!std::isfinite(d)) return Corrupt(file, field, "not finite");
-  return d;
-}
 
 json NumberJson(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
 
@@ -103,87 +83,27 @@ absl::StatusOr<std::map<std::string, at::Tensor>> LoadTensorFile(const std::stri
 
 std::string SlotName(size_t i, const char* what) { return absl::StrCat(i, ".", what); }
 
-absl::StatusOr<std::vector<std::pair<std::string, double>>> ReadMetrics(const json& j,
-                                                                        const std::string& file) {
-  auto it = j.find("best_metrics");
-  if (it == j.end()) return Corrupt(file, "best_metrics", "missing");
-  if (!it->is_array()) return Corrupt(file, "best_metrics", "not an array");
-  std::vector<std::pair<std::string, double>> out;
-  for (size_t i = 0; i < it->size(); ++i) {
-    const json& kv = (*it)[i];
-    const std::string field = absl::StrCat("best_metrics[", i, "]");
-    if (!kv.is_array() || kv.size() != 2 || !kv[0].is_string()) {
-      return Corrupt(file, field, "not a [name, value] pair");
-    }
-    if (!kv[1].is_null() && !kv[1].is_number()) return Corrupt(file, field, "value not a number");
-    const double value = kv[1].is_null() ? NAN : kv[1].get<double>();
-    out.emplace_back(kv[0].get<std::string>(), value);
-  }
-  return out;
-}
-
 absl::StatusOr<CheckpointContents> ReadUnsafe(const std::string& dir,
                                               const CheckpointExpectations& expected) {
   const std::string state_file = PathIn(dir, kStateFile);
   absl::StatusOr<std::string> text = ReadFile(state_file);
   if (absl::IsNotFound(text.status())) return text.status();
   if (!text.ok()) return Corrupt(state_file, "file", text.status().message());
-  const json j = json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return Corrupt(state_file, "file", "not JSON");
-  if (!j.is_object()) return Corrupt(state_file, "file", "not a JSON object");
-
-  if (!j.contains("format")) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(state_file, ": an older checkpoint format; not resumed"));
-  }
-  ASSIGN_OR_RETURN(const int64_t format, IntField(j, "format", state_file));
-  if (format != kCheckpointFormat) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(state_file, ": format ", format, " is not ", kCheckpointFormat));
-  }
-  auto fp = j.find("fingerprint");
-  if (fp == j.end() || !fp->is_string()) return Corrupt(state_file, "fingerprint", "not a string");
+  CheckpointStateExpectations want_state;
+  want_state.fingerprint = expected.fingerprint;
+  want_state.total_steps = expected.total_steps;
+  want_state.num_parameters = expected.parameters.size();
+  ASSIGN_OR_RETURN(CheckpointState state, ParseCheckpointState(*text, state_file, want_state));
   CheckpointContents c;
-  c.fingerprint = fp->get<std::string>();
-  if (c.fingerprint != expected.fingerprint) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(dir, ": the checkpoint was written by a run with other settings"));
-  }
-
-  ASSIGN_OR_RETURN(c.step, IntField(j, "step", state_file));
-  if (c.step < 0 || c.step > expected.total_steps) {
-    return Corrupt(state_file, "step",
-                   absl::StrCat(c.step, " is outside [0, ", expected.total_steps, "]"));
-  }
-  ASSIGN_OR_RETURN(c.best_step, IntField(j, "best_step", state_file));
-  if (c.best_step < -1 || c.best_step > c.step) {
-    return Corrupt(state_file, "best_step", absl::StrCat(c.best_step, " is outside [-1, ", c.step, "]"));
-  }
-  auto score = j.find("best_score");
-  if (score == j.end()) return Corrupt(state_file, "best_score", "missing");
-  ASSIGN_OR_RETURN(c.best_score, NumberOrNull(*score, "best_score", state_file, -INFINITY));
-  ASSIGN_OR_RETURN(c.best_metrics, ReadMetrics(j, state_file));
-
-  auto steps = j.find("adamw_steps");
-  if (steps == j.end() || !steps->is_array()) {
-    return Corrupt(state_file, "adamw_steps", "missing or not an array");
-  }
-  if (steps->size() != expected.parameters.size()) {
-    return Corrupt(state_file, "adamw_steps",
-                   absl::StrCat(steps->size(), " entries for ", expected.parameters.size(),
-                                " parameters"));
-  }
+  c.fingerprint = std::move(state.fingerprint);
+  c.step = state.step;
+  c.best_step = state.best_step;
+  c.best_score = state.best_score;
+  c.best_metrics = std::move(state.best_metrics);
   std::map<std::string, at::Tensor> want_moments;
   c.adamw.resize(expected.parameters.size());
-  for (size_t i = 0; i < steps->size(); ++i) {
-    const json& s = (*steps)[i];
-    const std::string field = absl::StrCat("adamw_steps[", i, "]");
-    const bool in_range =
-        s.is_number_unsigned() ? s.get<uint64_t>() <= static_cast<uint64_t>(c.step)
-                               : s.is_number_integer() && s.get<int64_t>() >= 0 &&
-                                     s.get<int64_t>() <= c.step;
-    if (!in_range) return Corrupt(state_file, field, "not an integer in [0, step]");
-    const int64_t v = s.get<int64_t>();
+  for (size_t i = 0; i < state.adamw_steps.size(); ++i) {
+    const int64_t v = state.adamw_steps[i];
     c.adamw[i].step = v;
     if (v > 0) {
       want_moments[SlotName(i, "exp_avg")] = expected.parameters[i];

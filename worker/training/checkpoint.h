@@ -39,11 +39,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "worker/training/checkpoint_state.h"  // kCheckpointFormat
 
 namespace mpt {
-
-// The value of format in state.json that this code writes and reads.
-inline constexpr int kCheckpointFormat = 2;
 
 // AdamW's state for one parameter. `exp_avg` undefined: no update yet (then
 // `step` is 0 and `exp_avg_sq` undefined too).
