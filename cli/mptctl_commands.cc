@@ -17,6 +17,7 @@
 #include "common/artifact_pack.h"
 #include "common/grpc_status.h"
 #include "common/sha256.h"
+#include "common/status_macros.h"
 #include "common/progress/progress.h"
 #include "common/spec/spec_loader.h"
 #include "common/spec/stages.h"
@@ -150,37 +151,48 @@ void Mptctl::Prepare(grpc::ClientContext* context, absl::Duration timeout) const
   PrepareClientContext(options_.channel, timeout, context);
 }
 
-int Mptctl::Submit(const SubmitArgs& args) {
-  if (args.spec_path.empty()) return Fail(absl::InvalidArgumentError("--spec: required"));
-  absl::StatusOr<mpt::v1::JobKind> kind = ParseJobKind(args.kind);
-  if (!kind.ok()) return Fail(kind.status());
-  absl::StatusOr<mpt::v1::PipelineSpec> spec = ReadPipelineSpec(args.spec_path);
-  if (!spec.ok()) return Fail(spec.status());
+absl::StatusOr<mpt::v1::SubmitJobRequest> BuildSubmitRequest(const SubmitArgs& args) {
+  if (args.spec_path.empty()) return absl::InvalidArgumentError("--spec: required");
+  ASSIGN_OR_RETURN(mpt::v1::JobKind kind, ParseJobKind(args.kind));
+  ASSIGN_OR_RETURN(mpt::v1::PipelineSpec spec, ReadPipelineSpec(args.spec_path));
   // Relative paths are relative to the spec's folder; the coordinator and
   // the workers get absolute ones. Artefact names ("jobs/J/artifacts/A") in
   // a single-stage spec are names, not paths, and stay as they are.
-  const mpt::v1::PipelineSpec as_written = *spec;
-  ResolveSpecPaths(fs::absolute(args.spec_path).parent_path().string(), &*spec);
+  std::error_code ec;
+  const fs::path spec_file = fs::absolute(args.spec_path, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(args.spec_path, ": cannot make the path absolute: ", ec.message()));
+  }
+  const mpt::v1::PipelineSpec as_written = spec;
+  ResolveSpecPaths(spec_file.parent_path().string(), &spec);
   auto is_artifact = [](const std::string& s) {
     return absl::StartsWith(s, "jobs/") && absl::StrContains(s, "/artifacts/");
   };
   if (is_artifact(as_written.target().source_adapter())) {
-    spec->mutable_target()->set_source_adapter(as_written.target().source_adapter());
+    spec.mutable_target()->set_source_adapter(as_written.target().source_adapter());
   }
   const auto& teachers = as_written.distillation().teacher_adapters();
-  for (int i = 0; i < teachers.size() && i < spec->distillation().teacher_adapters_size(); ++i) {
-    if (is_artifact(teachers[i])) spec->mutable_distillation()->set_teacher_adapters(i, teachers[i]);
+  for (int i = 0; i < teachers.size() && i < spec.distillation().teacher_adapters_size(); ++i) {
+    if (is_artifact(teachers[i])) spec.mutable_distillation()->set_teacher_adapters(i, teachers[i]);
   }
-  if (args.check_files) {
-    absl::Status files = CheckSpecFiles(*spec, *kind);
-    if (!files.ok()) return Fail(files);
-  }
+  if (args.check_files) RETURN_IF_ERROR(CheckSpecFiles(spec, kind));
   mpt::v1::SubmitJobRequest request;
-  request.set_kind(*kind);
-  *request.mutable_spec() = *std::move(spec);
+  request.set_kind(kind);
+  *request.mutable_spec() = std::move(spec);
   request.set_priority(args.priority);
   request.set_display_name(args.display_name);
   request.set_request_id(args.request_id.empty() ? NewRequestId() : args.request_id);
+  return request;
+}
+
+int Mptctl::Submit(const SubmitArgs& args) {
+  absl::StatusOr<mpt::v1::SubmitJobRequest> request = BuildSubmitRequest(args);
+  if (!request.ok()) return Fail(request.status());
+  return Submit(args, *request);
+}
+
+int Mptctl::Submit(const SubmitArgs& args, const mpt::v1::SubmitJobRequest& request) {
   mpt::v1::Job job;
   absl::Status s;
   absl::Duration backoff = absl::Milliseconds(250);
@@ -427,9 +439,11 @@ int Mptctl::Download(const std::string& name, const std::string& out_dir) {
     absl::Status s = DownloadArtifact(item.artifact, item.sha256, item.folder);
     if (!s.ok()) return Fail(s);
     if (json()) {
+      std::error_code ec;
+      const fs::path absolute = fs::absolute(item.folder, ec);
       nlohmann::json line = {{"artifact", item.artifact},
                              {"stage", item.stage},
-                             {"path", fs::absolute(item.folder).string()}};
+                             {"path", ec ? item.folder : absolute.string()}};
       *out_ << line.dump() << "\n";
     } else {
       *out_ << item.folder << "\n";

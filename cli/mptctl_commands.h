@@ -89,6 +89,11 @@ struct SubmitArgs {
   bool watch = false;
 };
 
+// The SubmitJob request for `args`, without any network call: reads and
+// checks the spec (and, with check_files, its files), makes its paths
+// absolute and picks a request id. Errors name the file or flag.
+absl::StatusOr<mpt::v1::SubmitJobRequest> BuildSubmitRequest(const SubmitArgs& args);
+
 struct ListArgs {
   std::vector<std::string> states;
   std::vector<std::string> kinds;
@@ -108,6 +113,9 @@ class Mptctl {
          std::ostream* err);
 
   int Submit(const SubmitArgs& args);
+  // Sends a request made by BuildSubmitRequest (retrying with its
+  // request_id) and, with args.watch, watches the job.
+  int Submit(const SubmitArgs& args, const mpt::v1::SubmitJobRequest& request);
   int Get(const std::string& job);
   int List(const ListArgs& args);
   // Streams the job's events from `after_sequence` until it ends,

@@ -22,6 +22,7 @@
 #include <iterator>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -200,6 +201,27 @@ int Main(int argc, char** argv) {
     std::cerr << "mptctl: --connect_timeout_seconds: must be > 0\n";
     return kExitUsage;
   }
+  // A submit's spec is read and checked before any connection, so that a bad
+  // spec is reported even when no coordinator is reachable.
+  std::optional<mpt::v1::SubmitJobRequest> submit_request;
+  SubmitArgs submit_args;
+  if (command == "submit") {
+    submit_args.spec_path = absl::GetFlag(FLAGS_spec);
+    if (submit_args.spec_path.empty()) submit_args.spec_path = arg;
+    submit_args.kind = absl::GetFlag(FLAGS_kind);
+    submit_args.priority = absl::GetFlag(FLAGS_priority);
+    submit_args.display_name = absl::GetFlag(FLAGS_name);
+    submit_args.request_id = absl::GetFlag(FLAGS_request_id);
+    submit_args.watch = absl::GetFlag(FLAGS_watch);
+    submit_args.check_files = absl::GetFlag(FLAGS_check_files);
+    absl::StatusOr<mpt::v1::SubmitJobRequest> request = BuildSubmitRequest(submit_args);
+    if (!request.ok()) {
+      std::cerr << "mptctl: " << absl::StatusCodeToString(request.status().code()) << ": "
+                << request.status().message() << "\n";
+      return ExitCodeFor(request.status());
+    }
+    submit_request = *std::move(request);
+  }
   absl::Status connected =
       ConnectToCoordinator(grpc_channel->get(), channel.address, absl::Seconds(connect_seconds));
   if (!connected.ok()) {
@@ -210,18 +232,7 @@ int Main(int argc, char** argv) {
   std::unique_ptr<mpt::v1::JobService::Stub> stub = mpt::v1::JobService::NewStub(*grpc_channel);
   Mptctl ctl(options, stub.get(), &std::cout, &std::cerr);
 
-  if (command == "submit") {
-    SubmitArgs args;
-    args.spec_path = absl::GetFlag(FLAGS_spec);
-    if (args.spec_path.empty()) args.spec_path = arg;
-    args.kind = absl::GetFlag(FLAGS_kind);
-    args.priority = absl::GetFlag(FLAGS_priority);
-    args.display_name = absl::GetFlag(FLAGS_name);
-    args.request_id = absl::GetFlag(FLAGS_request_id);
-    args.watch = absl::GetFlag(FLAGS_watch);
-    args.check_files = absl::GetFlag(FLAGS_check_files);
-    return ctl.Submit(args);
-  }
+  if (command == "submit") return ctl.Submit(submit_args, *submit_request);
   if (command == "get") return ctl.Get(arg);
   if (command == "list") {
     ListArgs args;

@@ -349,6 +349,11 @@ TEST_F(MptctlTest, ServiceErrorsMapToExitCodes) {
   EXPECT_EQ(Run({"list", "--state=sleepy"}).code, 2);
   EXPECT_EQ(RunMptctl({"--coordinator=127.0.0.1:1", "workers"}).code, 5);
   EXPECT_EQ(RunMptctl({"workers"}).code, 2);  // no coordinator at all
+  // A bad spec is reported as such before any connection is tried.
+  Result bad = RunMptctl({"--coordinator=127.0.0.1:1", "submit",
+                          "--spec=" + dir + "/missing.textproto"});
+  EXPECT_EQ(bad.code, 3) << bad.err;
+  EXPECT_NE(bad.err.find("missing.textproto"), std::string::npos) << bad.err;
 }
 
 TEST_F(MptctlTest, WatchResumesAfterALostStreamFromTheLastEvent) {
