@@ -756,9 +756,23 @@ absl::Status Coordinator::CompleteAssignment(const mpt::v1::CompleteAssignmentRe
       std::string error =
           request.error().empty() ? "the worker reported a failure" : request.error();
       if (stage->rec.world_size() > 1) error = absl::StrCat("rank ", rank, ": ", error);
-      state_.EndAttempt(txn, job, stage,
-                       request.permanent() ? AttemptEnd::kFailedPermanently : AttemptEnd::kFailed,
-                       error);
+      if (request.peer_failure() && !request.permanent() && stage->rec.world_size() > 1) {
+        // The gang's fault, not this rank's: blame the peer that fell
+        // silent (now, or once it has), or a real error a peer reports.
+        if (stage->peer_failure_since == absl::InfinitePast()) {
+          stage->peer_failure_since = clock_->Now();
+          stage->peer_failure_error = error;
+          MPT_LOG(INFO) << "stage " << job->rec.job().name() << "/" << stage->rec.stage().id()
+                        << ": " << error << " (peer failure; checking the gang's heartbeats)";
+        }
+        peer_failures_.insert({job->rec.job().name(), stage->rec.stage().id()});
+        state_.ResolvePeerFailure(txn, job, stage, PeerSilence(), options_.lease);
+      } else {
+        state_.EndAttempt(txn, job, stage,
+                          request.permanent() ? AttemptEnd::kFailedPermanently
+                                              : AttemptEnd::kFailed,
+                          error);
+      }
     }
   }
   ScheduleLocked(txn);
@@ -789,8 +803,24 @@ absl::Status Coordinator::CheckLeases() {
     }
   }
   for (const std::string& name : forget) state_.ForgetWorker(txn, name);
+  // Gang attempts with a reported peer failure: has the culprit fallen
+  // silent yet (or the wait run out)?
+  for (auto it = peer_failures_.begin(); it != peer_failures_.end();) {
+    JobEntry* job = state_.FindJob(it->first);
+    StageEntry* stage = job == nullptr ? nullptr : state_.FindStage(job, it->second);
+    if (stage == nullptr || stage->peer_failure_since == absl::InfinitePast() ||
+        state_.ResolvePeerFailure(txn, job, stage, PeerSilence(), options_.lease)) {
+      it = peer_failures_.erase(it);
+    } else {
+      ++it;
+    }
+  }
   ScheduleLocked(txn);
   return CommitLocked(txn);
+}
+
+absl::Duration Coordinator::PeerSilence() const {
+  return std::min(options_.lease, 2 * options_.heartbeat_interval);
 }
 
 // ---------------------------------------------------------------------------

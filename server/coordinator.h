@@ -46,6 +46,19 @@
 // cancels the other ranks and requeues the whole gang. A stage that loses
 // its worker more than max_worker_losses times fails its job.
 //
+// Gang faults: a gang rank that completes with peer_failure (its
+// collective broke) is not blamed. The coordinator looks at the other
+// ranks' workers: one silent for more than two heartbeat intervals (at
+// most `lease`) is declared lost at once, so a killed peer requeues the
+// gang within seconds rather than a lease; a peer that reports a real
+// error instead fails the attempt as usual; when every rank's worker keeps
+// heartbeating for a whole lease (or every rank reported a peer failure),
+// the attempt ends as a gang fault. Lost workers and gang faults count
+// against max_worker_losses, never against max_attempts. A frozen peer
+// whose survivors sit in a collective is lost when its lease runs out; the
+// survivors' assignments are cancelled and their workers abort the
+// collective.
+//
 // Thread-safety: every method may be called from any thread. One mutex
 // guards the scheduling state; reads of finished jobs, event logs and
 // artefact bytes run outside it.
@@ -249,7 +262,10 @@ class Coordinator {
   // rank is done and an adapter was uploaded (no adapter: the attempt
   // fails). Not ok: the attempt fails, the gang's other ranks are cancelled
   // and the stage is retried from its checkpoint, up to max_attempts
-  // (`permanent` fails at once); then the job FAILS with the error.
+  // (`permanent` fails at once); then the job FAILS with the error. Not ok
+  // with peer_failure on a gang rank: see "Gang faults" above (the peer
+  // that fell silent is declared lost; nothing counts against
+  // max_attempts).
   // Completing a cancelled assignment just releases it. NOT_FOUND for an
   // unknown assignment; completing the same one twice is OK.
   absl::Status CompleteAssignment(const mpt::v1::CompleteAssignmentRequest& request);
@@ -293,6 +309,10 @@ class Coordinator {
   void ScheduleLocked(StateTxn& txn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   void MaintenanceLoop();
+  // How long a gang peer may be silent before a peer failure reported by
+  // another rank is blamed on it: two heartbeat intervals, at most the
+  // lease.
+  absl::Duration PeerSilence() const;
 
   const CoordinatorOptions options_;
   const std::unique_ptr<JobStore> store_;
@@ -309,6 +329,9 @@ class Coordinator {
   // Blobs being uploaded (hash -> uploads in flight): never garbage.
   absl::flat_hash_map<std::string, int> uploading_ ABSL_GUARDED_BY(mu_);
   absl::BitGen random_ ABSL_GUARDED_BY(mu_);
+  // (job, stage) of gang attempts with a peer failure not yet decided;
+  // CheckLeases() decides them.
+  std::set<std::pair<std::string, std::string>> peer_failures_ ABSL_GUARDED_BY(mu_);
 
   // The rendezvous store (its own lock, taken after mu_ when both are).
   RendezvousKv kv_;

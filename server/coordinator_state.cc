@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
 #include "common/spec/stages.h"
@@ -359,6 +360,8 @@ void CoordinatorState::EndAttempt(StateTxn& txn, JobEntry* job, StageEntry* stag
                                    const std::string& reason) {
   if (IsFinalState(job->rec.job().state()) || job->rec.job().state() == mpt::v1::CANCELLING) return;
   StageRecord& r = stage->rec;
+  stage->peer_failure_since = absl::InfinitePast();
+  stage->peer_failure_error.clear();
   for (const std::string& id : r.assignments()) {
     if (!id.empty()) CancelAssignment(txn, id);
   }
@@ -376,7 +379,7 @@ void CoordinatorState::EndAttempt(StateTxn& txn, JobEntry* job, StageEntry* stag
       r.checkpoint().empty() ? "from the start"
                              : absl::StrCat("from its checkpoint at step ", r.checkpoint_step());
 
-  if (how == AttemptEnd::kWorkerLost) {
+  if (how == AttemptEnd::kWorkerLost || how == AttemptEnd::kGangFault) {
     r.set_losses(r.losses() + 1);
     if (r.losses() > options_.max_worker_losses) {
       const std::string error = absl::StrCat("stage ", id, " lost its worker ", r.losses(),
@@ -537,6 +540,45 @@ void CoordinatorState::StartStage(StateTxn& txn, JobEntry* job, StageEntry* stag
                                   ? ""
                                   : absl::StrCat(" from step ", r.checkpoint_step())));
   txn.notify = true;
+}
+
+bool CoordinatorState::ResolvePeerFailure(StateTxn& txn, JobEntry* job, StageEntry* stage,
+                                          absl::Duration silence, absl::Duration wait) {
+  if (stage->peer_failure_since == absl::InfinitePast() ||
+      stage->rec.stage().state() != mpt::v1::RUNNING) {
+    return false;
+  }
+  const absl::Time now = clock_->Now();
+  WorkerEntry* culprit = nullptr;
+  absl::Duration longest = silence;
+  int still_running = 0;
+  for (const std::string& id : stage->rec.assignments()) {
+    auto a = assignments_.find(id);
+    if (id.empty() || a == assignments_.end() || a->second.cancelled()) continue;
+    ++still_running;
+    auto w = workers_.find(a->second.worker());
+    if (w == workers_.end() || w->second.rec.worker().state() == "lost") continue;
+    if (w->second.active_polls > 0) continue;  // in a long poll: alive
+    const absl::Duration silent = now - w->second.last_seen;
+    if (silent > longest) {
+      longest = silent;
+      culprit = &w->second;
+    }
+  }
+  if (culprit != nullptr) {
+    DeclareLost(txn, culprit,
+                absl::StrFormat("a peer of its gang reported a collective failure (%s) and it "
+                                "has not heartbeated for %.1f s",
+                                stage->peer_failure_error, absl::ToDoubleSeconds(longest)));
+    return true;
+  }
+  if (still_running == 0 || now - stage->peer_failure_since >= wait) {
+    EndAttempt(txn, job, stage, AttemptEnd::kGangFault,
+               absl::StrCat("the gang's collectives broke (", stage->peer_failure_error,
+                            ") while every rank's worker kept heartbeating"));
+    return true;
+  }
+  return false;
 }
 
 void CoordinatorState::DeclareLost(StateTxn& txn, WorkerEntry* worker, const std::string& reason) {

@@ -32,6 +32,12 @@ namespace mpt {
 struct StageEntry {
   coordinator::StageRecord rec;
   absl::Time last_progress_event = absl::InfinitePast();
+  // A rank of the running gang attempt reported a peer failure
+  // (CompleteAssignment peer_failure) at this time, InfinitePast when none
+  // did; the first such error. Memory only: after a restart the attempt
+  // is requeued anyway (its reporter's assignment is gone).
+  absl::Time peer_failure_since = absl::InfinitePast();
+  std::string peer_failure_error;
 };
 
 struct JobEntry {
@@ -73,8 +79,14 @@ struct StateTxn {
   bool notify = false;
 };
 
-// How an attempt of a stage ended.
-enum class AttemptEnd { kWorkerLost, kFailed, kFailedPermanently };
+// How an attempt of a stage ended. kWorkerLost and kGangFault count as
+// losses (max_worker_losses), kFailed as failed attempts (max_attempts).
+enum class AttemptEnd {
+  kWorkerLost,         // a worker of the attempt was declared lost
+  kGangFault,          // a gang's collectives broke and no peer is to blame
+  kFailed,             // the stage itself failed (a training error)
+  kFailedPermanently,  // ... in a way every attempt would repeat
+};
 
 struct CoordinatorStateOptions {
   // Failed attempts before a stage fails its job. Default 3.
@@ -160,6 +172,20 @@ class CoordinatorState {
   void ReleaseAssignment(StateTxn& txn, const std::string& id);
   // Marks `worker` lost and requeues its assignments' stages.
   void DeclareLost(StateTxn& txn, WorkerEntry* worker, const std::string& reason);
+  // Decides a RUNNING gang attempt one of whose ranks reported a peer
+  // failure (stage->peer_failure_since set), by the other ranks' workers:
+  // - one that has been silent (no heartbeat, poll, progress or upload)
+  //   longer than `silence` is to blame: it is declared lost (the longest
+  //   silent first), which requeues the gang as a lost worker;
+  // - otherwise, when no other rank still runs (every one reported or was
+  //   released), or the first report is `wait` old, the attempt ends as a
+  //   kGangFault;
+  // - otherwise nothing happens yet: a rank that hit a real error reports
+  //   it soon (CompleteAssignment without peer_failure fails the attempt
+  //   as kFailed), a dead one falls silent. Call again later.
+  // True when the attempt ended.
+  bool ResolvePeerFailure(StateTxn& txn, JobEntry* job, StageEntry* stage,
+                          absl::Duration silence, absl::Duration wait);
   void DropArtifact(StateTxn& txn, JobEntry* job, const std::string& name);
   // Cancels an unfinished, not yet CANCELLING job: CANCELLED at once when
   // nothing of it runs, else CANCELLING with its assignments cancelled.

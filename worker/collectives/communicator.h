@@ -6,7 +6,8 @@
 // a GPU or a network.
 //
 // Calls are collective: every rank must make the same calls, in the same
-// order, with tensors of the same shapes and dtypes. Not thread-safe.
+// order, with tensors of the same shapes and dtypes. Not thread-safe, except
+// Abort(), which any thread may call at any time.
 #ifndef MPT_WORKER_COLLECTIVES_COMMUNICATOR_H_
 #define MPT_WORKER_COLLECTIVES_COMMUNICATOR_H_
 
@@ -31,6 +32,13 @@ class Communicator {
 
   // Replaces each tensor on every rank by `root`'s.
   virtual absl::Status Broadcast(std::vector<at::Tensor>& tensors, int root) = 0;
+
+  // Breaks the group from any thread: a collective blocked on its peers
+  // returns ABORTED promptly (well under a second), and so does every later
+  // call. Used when the rank's work was cancelled while a peer is frozen or
+  // unreachable, which a collective would otherwise wait out until its
+  // timeout. Calling it again, or after the group broke, does nothing more.
+  virtual void Abort() = 0;
 };
 
 // World size 1: every collective is a no-op.
@@ -40,6 +48,8 @@ class LocalCommunicator final : public Communicator {
   int world_size() const override { return 1; }
   absl::Status AllReduceSum(std::vector<at::Tensor>&) override { return absl::OkStatus(); }
   absl::Status Broadcast(std::vector<at::Tensor>&, int) override { return absl::OkStatus(); }
+  // Nothing ever blocks.
+  void Abort() override {}
 };
 
 }  // namespace mpt

@@ -10,6 +10,7 @@
 #include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/attr.h>
 #include <gloo/transport/tcp/device.h>
+#include <gloo/transport/tcp/pair.h>
 
 #include <signal.h>
 
@@ -116,6 +117,15 @@ absl::Status CheckTensors(const std::vector<at::Tensor>& tensors) {
   return absl::OkStatus();
 }
 
+// Gloo's TCP pair keeps signalExceptionExternal(), the call its own
+// timeout path makes to fail a pair from outside the I/O thread, protected.
+// A using-declaration in a derived class names it publicly; the member
+// pointer taken through it is a pointer to the base's member, so it is
+// called on Gloo's own pairs. The class is never instantiated.
+struct PairAbortAccess : gloo::transport::tcp::Pair {
+  using gloo::transport::tcp::Pair::signalExceptionExternal;
+};
+
 }  // namespace
 
 struct GlooCommunicator::Group {
@@ -192,10 +202,34 @@ absl::Status GlooCommunicator::Broadcast(std::vector<at::Tensor>& tensors, int r
   return Run(Op::kBroadcast, tensors, root);
 }
 
+void GlooCommunicator::Abort() {
+  if (aborted_.exchange(true)) return;
+  // The same path Gloo takes when a collective times out: every pair gets
+  // the exception, wakes the buffers waiting on it and closes its socket.
+  // Pairs lock themselves, so this may run while another thread waits.
+  for (int i = 0; i < world_size_; ++i) {
+    if (i == rank_) continue;
+    try {
+      auto* pair = dynamic_cast<gloo::transport::tcp::Pair*>(group_->context->getPair(i).get());
+      if (pair != nullptr) {
+        (pair->*&PairAbortAccess::signalExceptionExternal)("the collective was aborted");
+      }
+    } catch (const std::exception&) {
+      // A pair that is already gone needs no signal.
+    }
+  }
+}
+
 absl::Status GlooCommunicator::Run(Op op, std::vector<at::Tensor>& tensors, int root) {
-  if (!broken_.ok()) return broken_;
-  RETURN_IF_ERROR(CheckTensors(tensors));
   const char* name = op == Op::kAllReduceSum ? "all-reduce" : "broadcast";
+  auto aborted = [&] {
+    broken_ = absl::AbortedError(absl::StrCat("gloo: rank ", rank_, " of ", world_size_, ": ",
+                                              name, ": the group was aborted"));
+    return broken_;
+  };
+  if (!broken_.ok()) return broken_;
+  if (aborted_.load()) return aborted();
+  RETURN_IF_ERROR(CheckTensors(tensors));
   try {
     // Gradients and parameters alike: the copies below are not part of any
     // autograd graph.
@@ -236,6 +270,7 @@ absl::Status GlooCommunicator::Run(Op op, std::vector<at::Tensor>& tensors, int 
   } catch (const std::exception& e) {
     // gloo::IoException for a lost peer or a timeout, gloo::EnforceNotMet
     // for a broken invariant inside Gloo: either way the group is unusable.
+    if (aborted_.load()) return aborted();
     broken_ = absl::UnavailableError(
         absl::StrCat("gloo: rank ", rank_, " of ", world_size_, ": ", name, ": ", e.what()));
     return broken_;

@@ -13,6 +13,7 @@
 #ifndef MPT_WORKER_COLLECTIVES_GLOO_COMMUNICATOR_H_
 #define MPT_WORKER_COLLECTIVES_GLOO_COMMUNICATOR_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -52,7 +53,9 @@ struct GlooOptions {
 };
 
 // Not thread-safe: one thread at a time calls a communicator, and every rank
-// calls the same collectives in the same order (see Communicator).
+// calls the same collectives in the same order (see Communicator). Abort()
+// is the exception: any thread may call it while another is in a
+// collective.
 //
 // Tensors: CPU tensors of dtype float or double, any shape and any strides
 // (non-contiguous ones are reduced through a contiguous copy and written
@@ -100,6 +103,12 @@ class GlooCommunicator final : public Communicator {
   // [0, world_size).
   absl::Status Broadcast(std::vector<at::Tensor>& tensors, int root) override;
 
+  // Signals an error on every connection of the group, which wakes a
+  // collective waiting on a peer: it returns ABORTED, as does every later
+  // call (the peers see the connections close and fail with UNAVAILABLE).
+  // Thread-safe.
+  void Abort() override;
+
  private:
   struct Group;  // Gloo's context, kept out of this header.
 
@@ -112,6 +121,7 @@ class GlooCommunicator final : public Communicator {
   const int world_size_;
   std::unique_ptr<Group> group_;
   absl::Status broken_;  // the first failed collective's error; OK until then
+  std::atomic<bool> aborted_{false};
 };
 
 }  // namespace mpt

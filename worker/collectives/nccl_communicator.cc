@@ -220,6 +220,13 @@ absl::Status NcclCommunicator::Broadcast(std::vector<at::Tensor>& tensors, int r
 
 absl::Status NcclCommunicator::Run(Op op, std::vector<at::Tensor>& tensors, int root) {
   if (!broken_.ok()) return broken_;
+  if (abort_requested_.load()) {
+    if (group_->comm != nullptr) ncclCommAbort(group_->comm);
+    group_->comm = nullptr;
+    broken_ = absl::AbortedError(
+        absl::StrCat("nccl: rank ", rank_, " of ", world_size_, ": the group was aborted"));
+    return broken_;
+  }
   for (size_t i = 0; i < tensors.size(); ++i) {
     const at::Tensor& t = tensors[i];
     if (!t.defined() || !t.is_cuda() || t.device().index() != device_) {
@@ -282,6 +289,7 @@ absl::Status NcclCommunicator::Run(Op op, std::vector<at::Tensor>& tensors, int 
       if (state == cudaSuccess) return absl::OkStatus();
       if (state != cudaErrorNotReady) return ToStatus(state, "cudaEventQuery");
       RETURN_IF_ERROR(AwaitComm(group_->comm, deadline));
+      if (abort_requested_.load()) return absl::AbortedError("the group was aborted");
       if (absl::Now() >= deadline) {
         return absl::DeadlineExceededError(absl::StrCat(
             "did not finish within ", absl::FormatDuration(timeout_), "; a peer is gone or hung"));

@@ -15,6 +15,7 @@
 #ifndef MPT_WORKER_COLLECTIVES_NCCL_COMMUNICATOR_H_
 #define MPT_WORKER_COLLECTIVES_NCCL_COMMUNICATOR_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -87,6 +88,12 @@ class NcclCommunicator final : public Communicator {
   // [0, world_size).
   absl::Status Broadcast(std::vector<at::Tensor>& tensors, int root) override;
 
+  // Makes a call waiting for its collectives stop polling: the NCCL
+  // communicator is aborted (ncclCommAbort, on the calling thread of the
+  // collective) and the call returns ABORTED, as does every later call.
+  // Thread-safe.
+  void Abort() override { abort_requested_.store(true); }
+
   // The CUDA device this rank uses.
   int device() const { return device_; }
 
@@ -105,6 +112,7 @@ class NcclCommunicator final : public Communicator {
   const absl::Duration timeout_;
   std::unique_ptr<Group> group_;
   absl::Status broken_;  // the first failed collective's error; OK until then
+  std::atomic<bool> abort_requested_{false};
 };
 
 }  // namespace mpt

@@ -203,7 +203,19 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
                   << a.world_size() << " over " << kind << " in "
                   << absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Milliseconds(1)));
     env.comm = comm.get();
+    // A cancel aborts the collective at once: a frozen peer would
+    // otherwise hold this rank in it until the collective timeout.
+    if (context.set_abort) context.set_abort([c = comm.get()] { c->Abort(); });
   }
+  // Unregisters the hook before `comm` goes (declared after it, so it runs
+  // first on every return).
+  struct AbortHookGuard {
+    const AssignmentContext& context;
+    bool armed;
+    ~AbortHookGuard() {
+      if (armed && context.set_abort) context.set_abort(nullptr);
+    }
+  } abort_hook_guard{context, comm != nullptr};
 
   AssignmentOutput output;
   absl::Status status;
@@ -258,6 +270,12 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
       }
       break;
     }
+  }
+  if (comm != nullptr && !status.ok() && context.cancelled && context.cancelled()) {
+    // Aborted (or broken by a peer's abort) because the assignment was
+    // cancelled: the cancel is the reason, not the collective.
+    return absl::CancelledError(absl::StrCat("cancelled during the gang's collectives (",
+                                             status.message(), ")"));
   }
   if (comm != nullptr && absl::IsUnavailable(status)) {
     return absl::UnavailableError(

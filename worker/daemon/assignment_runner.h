@@ -66,7 +66,10 @@ class AssignmentRunner final : public AssignmentExecutor {
   // See AssignmentExecutor. INVALID_ARGUMENT for an assignment whose kind or
   // inputs do not fit (a distillation without teachers, a target without a
   // source adapter); the stage's errors otherwise; UNAVAILABLE when a gang
-  // peer is lost.
+  // peer is lost, DEADLINE_EXCEEDED or UNAVAILABLE when the gang does not
+  // form (the daemon reports both as peer failures); CANCELLED when the
+  // context was cancelled while the gang's collectives ran (a cancel aborts
+  // a collective at once through context.set_abort).
   absl::StatusOr<AssignmentOutput> Run(const AssignmentContext& context) override;
 
   // The collectives this runner can join ("gloo", and "nccl" on CUDA).

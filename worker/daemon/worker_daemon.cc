@@ -58,6 +58,22 @@ struct WorkerDaemon::Running {
       MPT_LOG(INFO) << "cancelling " << id << ": " << why;
     }
     cancelled.store(true);
+    if (abort) {
+      // Once: a blocked collective returns; later calls fail by themselves.
+      std::function<void()> once = std::move(abort);
+      abort = nullptr;
+      once();
+    }
+  }
+  // AssignmentContext::set_abort. Runs the hook under `mu`, so a hook that
+  // was unregistered is not running any more.
+  void SetAbort(std::function<void()> hook) {
+    absl::MutexLock lock(&mu);
+    if (hook && cancelled.load()) {
+      hook();
+      return;
+    }
+    abort = std::move(hook);
   }
   std::string Reason() const {
     absl::MutexLock lock(&mu);
@@ -71,6 +87,7 @@ struct WorkerDaemon::Running {
   std::atomic<bool> lost{false};
   mutable absl::Mutex mu;
   std::string reason ABSL_GUARDED_BY(mu);
+  std::function<void()> abort ABSL_GUARDED_BY(mu);
 };
 
 // ---------------------------------------------------------------------------
@@ -552,6 +569,7 @@ void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment) {
     Outbox outbox(client_, running.get(), options_, /*reports=*/leader);
     Running* r = running.get();
     context.cancelled = [r] { return r->cancelled.load(); };
+    context.set_abort = [r](std::function<void()> hook) { r->SetAbort(std::move(hook)); };
     std::unique_ptr<CoordinatorRendezvousStore> store;
     if (assignment.world_size() > 1) {
       store = std::make_unique<CoordinatorRendezvousStore>(client_, assignment.group(),
@@ -613,6 +631,11 @@ void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment) {
       complete.set_permanent(!running->cancelled.load() &&
                              (status.code() == absl::StatusCode::kInvalidArgument ||
                               status.code() == absl::StatusCode::kNotFound));
+      // A gang's collective failed or the gang did not form: a peer died,
+      // froze or is unreachable (AssignmentRunner's contract).
+      complete.set_peer_failure(!running->cancelled.load() && assignment.world_size() > 1 &&
+                                (status.code() == absl::StatusCode::kUnavailable ||
+                                 status.code() == absl::StatusCode::kDeadlineExceeded));
     }
     if (output.final_progress.ByteSizeLong() > 0) {
       *complete.mutable_final_progress() = output.final_progress;

@@ -18,8 +18,14 @@
 //   registers again.
 // - Cancellation: an assignment named in HeartbeatResponse.
 //   cancelled_assignments, or answered `cancelled` (or NOT_FOUND /
-//   FAILED_PRECONDITION) by ReportProgress, stops at the stage's next step;
-//   the daemon then reports CompleteAssignment(ok=false).
+//   FAILED_PRECONDITION) by ReportProgress, stops at the stage's next step,
+//   and a gang rank's collective is aborted (AssignmentContext::set_abort)
+//   so that a frozen peer cannot hold it; the daemon then reports
+//   CompleteAssignment(ok=false).
+// - Gang faults: a gang rank that fails with UNAVAILABLE or
+//   DEADLINE_EXCEEDED (a peer died, froze or was unreachable, or the gang
+//   did not form) reports CompleteAssignment(peer_failure=true), so the
+//   coordinator blames the peer that stopped heartbeating, not this rank.
 // - Stop() (SIGTERM): the running stage is cancelled and not reported; the
 //   coordinator requeues it from its last checkpoint when the lease ends.
 //
@@ -67,6 +73,14 @@ struct AssignmentContext {
   ProgressSink* sink = nullptr;
   // True once the stage must stop. Thread-safe.
   std::function<bool()> cancelled;
+  // Registers `abort`, which the daemon calls from another thread as soon
+  // as the stage must stop (at once when it already must), so that a call
+  // blocked on gang peers, a collective above all, returns instead of
+  // waiting for a frozen peer until its timeout. A later call replaces it;
+  // an empty function unregisters it, and once that call returns `abort` is
+  // neither running nor called again. May be empty (the caller then only
+  // polls `cancelled`).
+  std::function<void(std::function<void()>)> set_abort;
   // World size > 1: the gang's rendezvous store; null otherwise.
   RendezvousStore* store = nullptr;
 };

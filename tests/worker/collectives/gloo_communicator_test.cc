@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -256,6 +257,59 @@ TEST(GlooThreads, ThreeRanksInOneProcess) {
   }
   for (auto& t : threads) t.join();
   for (int r = 0; r < kWorld; ++r) EXPECT_EQ(codes[r], 0) << "rank " << r;
+}
+
+// A collective blocked on a peer that never calls it (a frozen process)
+// returns ABORTED soon after Abort() from another thread, long before its
+// 60 s timeout; later calls fail at once; the peer sees its connection
+// close.
+TEST(GlooThreads, AbortBreaksABlockedCollectiveAtOnce) {
+  InMemoryRendezvousStore store;
+  std::unique_ptr<Communicator> comms[2];
+  std::thread joiner([&] {
+    GlooOptions o = LoopbackOptions();
+    o.key_prefix = "abort/";
+    auto c = GlooCommunicator::Create(1, 2, &store, o);
+    ASSERT_TRUE(c.ok()) << c.status();
+    comms[1] = *std::move(c);
+  });
+  GlooOptions o = LoopbackOptions();
+  o.key_prefix = "abort/";
+  auto c0 = GlooCommunicator::Create(0, 2, &store, o);
+  joiner.join();
+  ASSERT_TRUE(c0.ok()) << c0.status();
+  ASSERT_NE(comms[1], nullptr);
+  comms[0] = *std::move(c0);
+
+  std::atomic<bool> returned{false};
+  absl::Status blocked;
+  const auto start = std::chrono::steady_clock::now();
+  std::thread waiter([&] {
+    std::vector<at::Tensor> t = {at::ones({1000}, at::kFloat)};
+    blocked = comms[0]->AllReduceSum(t);
+    returned.store(true);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_FALSE(returned.load()) << "rank 0 must wait for rank 1";
+  const auto abort_at = std::chrono::steady_clock::now();
+  comms[0]->Abort();
+  waiter.join();
+  const auto waited = std::chrono::steady_clock::now() - abort_at;
+  EXPECT_EQ(blocked.code(), absl::StatusCode::kAborted) << blocked;
+  EXPECT_LT(waited, std::chrono::seconds(2));
+  std::cerr << "all-reduce returned "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()
+            << " ms after Abort()" << std::endl;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+
+  std::vector<at::Tensor> again = {at::ones({4}, at::kFloat)};
+  EXPECT_EQ(comms[0]->AllReduceSum(again).code(), absl::StatusCode::kAborted);
+  comms[0]->Abort();  // a second call does nothing more
+  // The peer's connection was closed: it fails instead of waiting 60 s.
+  const auto peer_start = std::chrono::steady_clock::now();
+  absl::Status peer = comms[1]->AllReduceSum(again);
+  EXPECT_EQ(peer.code(), absl::StatusCode::kUnavailable) << peer;
+  EXPECT_LT(std::chrono::steady_clock::now() - peer_start, std::chrono::seconds(10));
 }
 
 // ---------------------------------------------------------------------------
