@@ -27,6 +27,7 @@
 #include "worker/training/preflight.h"
 #include "common/progress/progress.h"
 #include "common/spec/spec_loader.h"
+#include "common/spec/stages.h"
 #include "worker/model/t5_model.h"
 #include "worker/model/t5_tokenizer.h"
 
@@ -97,8 +98,8 @@ absl::StatusOr<mpt::v1::PipelineSpec> LoadSpecForStage(const std::string& path,
   ResolveSpecPaths(fs::absolute(path).parent_path().string(), &spec);
   ApplyDefaults(&spec);
   RETURN_IF_ERROR(ValidatePromptSpec(spec.prompt()));
-  if (stage == "source") RETURN_IF_ERROR(ValidateSourceTrainingSpec(spec.source()));
-  if (stage == "distillation") {
+  if (stage == kSourceStage) RETURN_IF_ERROR(ValidateSourceTrainingSpec(spec.source()));
+  if (stage == kDistillationStage) {
     RETURN_IF_ERROR(ValidateDistillationSpec(spec.distillation()));
     if (spec.distillation().teacher_adapters_size() != spec.distillation().tasks_size()) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -107,7 +108,7 @@ absl::StatusOr<mpt::v1::PipelineSpec> LoadSpecForStage(const std::string& path,
           " tasks; give one teacher adapter folder per task, in the same order"));
     }
   }
-  if (stage == "target") {
+  if (stage == kTargetStage) {
     RETURN_IF_ERROR(ValidateTargetAdaptationSpec(spec.target()));
     if (spec.target().source_adapter().empty() && spec.target().init() != "TEACHER_MEAN") {
       return absl::InvalidArgumentError(
@@ -123,7 +124,7 @@ absl::Status Main() {
   if (spec_path.empty()) return absl::InvalidArgumentError("--spec: required");
   if (out.empty()) return absl::InvalidArgumentError("--out: required");
   const std::string stage = absl::GetFlag(FLAGS_stage);
-  if (stage != "all" && stage != "source" && stage != "distillation" && stage != "target") {
+  if (stage != "all" && StageKindFromName(stage) == mpt::v1::JOB_KIND_UNSPECIFIED) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--stage: \"", stage, "\" is not one of all, source, distillation, target"));
   }
@@ -173,20 +174,22 @@ absl::Status Main() {
     PrintOutcomes("Source prompts (teachers):", p.source);
     PrintOutcomes("Distillation (shared prompt + task factors):", {p.distillation});
     targets = p.target;
-  } else if (stage == "source") {
-    ASSIGN_OR_RETURN(auto s, RunSourceTraining(env, spec.prompt(), spec.source(),
-                                               (fs::path(out) / "source").string()));
+  } else if (stage == kSourceStage) {
+    ASSIGN_OR_RETURN(auto s,
+                     RunSourceTraining(env, spec.prompt(), spec.source(),
+                                       (fs::path(out) / std::string(kSourceStage)).string()));
     PrintOutcomes("Source prompts (teachers):", s);
-  } else if (stage == "distillation") {
+  } else if (stage == kDistillationStage) {
     const auto& d = spec.distillation();
     std::vector<std::string> teachers(d.teacher_adapters().begin(), d.teacher_adapters().end());
-    ASSIGN_OR_RETURN(TaskOutcome o, RunDistillation(env, spec.prompt(), d, teachers,
-                                                    (fs::path(out) / "distillation").string()));
+    ASSIGN_OR_RETURN(TaskOutcome o,
+                     RunDistillation(env, spec.prompt(), d, teachers,
+                                     (fs::path(out) / std::string(kDistillationStage)).string()));
     PrintOutcomes("Distillation (shared prompt + task factors):", {o});
   } else {
-    ASSIGN_OR_RETURN(targets, RunTargetAdaptation(env, spec.prompt(), spec.target(),
-                                                  spec.target().source_adapter(),
-                                                  (fs::path(out) / "target").string()));
+    ASSIGN_OR_RETURN(targets, RunTargetAdaptation(
+                                  env, spec.prompt(), spec.target(), spec.target().source_adapter(),
+                                  (fs::path(out) / std::string(kTargetStage)).string()));
   }
   if (!targets.empty()) PrintOutcomes("Target adaptation (from the shared prompt):", targets);
   if (absl::GetFlag(FLAGS_baselines) && spec.target().tasks_size() > 0) {

@@ -13,6 +13,7 @@
 #include "common/status_macros.h"
 #include "worker/training/mpt_stages.h"
 #include "common/spec/spec_loader.h"
+#include "common/spec/stages.h"
 
 namespace mpt {
 namespace {
@@ -127,14 +128,14 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
   mpt::v1::TargetAdaptationSpec target = spec.target();
   switch (a.stage_kind()) {
     case mpt::v1::SOURCE_TRAINING:
-      stage = "source";
+      stage = std::string(kSourceStage);
       label = a.task();
       break;
     case mpt::v1::DISTILLATION:
-      stage = "distillation";
+      stage = std::string(kDistillationStage);
       break;
     case mpt::v1::TARGET_ADAPTATION: {
-      stage = "target";
+      stage = std::string(kTargetStage);
       if (target.shared()) {
         label = "shared";
       } else if (!a.task().empty()) {
@@ -225,7 +226,7 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
       if (!a.task().empty()) only.push_back(a.task());
       absl::StatusOr<std::vector<TaskOutcome>> r =
           RunSourceTraining(env, spec.prompt(), spec.source(),
-                            (fs::path(context.out_dir) / "source").string(), only);
+                            (fs::path(context.out_dir) / std::string(kSourceStage)).string(), only);
       status = r.status();
       if (r.ok()) {
         if (r->empty()) {
@@ -245,7 +246,7 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
       }
       absl::StatusOr<TaskOutcome> r =
           RunDistillation(env, spec.prompt(), spec.distillation(), context.teachers,
-                          (fs::path(context.out_dir) / "distillation").string());
+                          (fs::path(context.out_dir) / std::string(kDistillationStage)).string());
       status = r.status();
       if (r.ok()) {
         output.adapters.push_back(r->adapter);
@@ -260,7 +261,7 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
       }
       absl::StatusOr<std::vector<TaskOutcome>> r =
           RunTargetAdaptation(env, spec.prompt(), target, context.source_adapter,
-                              (fs::path(context.out_dir) / "target").string());
+                              (fs::path(context.out_dir) / std::string(kTargetStage)).string());
       status = r.status();
       if (r.ok()) {
         for (const TaskOutcome& o : *r) {

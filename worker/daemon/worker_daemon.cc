@@ -15,6 +15,7 @@
 #include "common/artifact_pack.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "worker/daemon/outbox.h"
 #include "common/progress/progress_proto.h"
 
 namespace mpt {
@@ -44,229 +45,6 @@ std::string FolderNameFor(const std::string& id) {
 }
 
 }  // namespace
-
-// ---------------------------------------------------------------------------
-// One assignment in flight.
-
-struct WorkerDaemon::Running {
-  explicit Running(std::string assignment_id) : id(std::move(assignment_id)) {}
-
-  void Cancel(const std::string& why) {
-    absl::MutexLock lock(&mu);
-    if (!cancelled.load()) {
-      reason = why;
-      MPT_LOG(INFO) << "cancelling " << id << ": " << why;
-    }
-    cancelled.store(true);
-    if (abort) {
-      // Once: a blocked collective returns; later calls fail by themselves.
-      std::function<void()> once = std::move(abort);
-      abort = nullptr;
-      once();
-    }
-  }
-  // AssignmentContext::set_abort. Runs the hook under `mu`, so a hook that
-  // was unregistered is not running any more.
-  void SetAbort(std::function<void()> hook) {
-    absl::MutexLock lock(&mu);
-    if (hook && cancelled.load()) {
-      hook();
-      return;
-    }
-    abort = std::move(hook);
-  }
-  std::string Reason() const {
-    absl::MutexLock lock(&mu);
-    return reason;
-  }
-
-  const std::string id;
-  std::atomic<bool> cancelled{false};
-  // The coordinator forgot this assignment (the worker was declared lost),
-  // or the daemon is stopping: its end is not reported.
-  std::atomic<bool> lost{false};
-  mutable absl::Mutex mu;
-  std::string reason ABSL_GUARDED_BY(mu);
-  std::function<void()> abort ABSL_GUARDED_BY(mu);
-};
-
-// ---------------------------------------------------------------------------
-// The outbox: a thread that sends a running stage's progress and uploads its
-// checkpoints, so that a slow or absent coordinator never blocks training.
-
-class WorkerDaemon::Outbox final : public ProgressSink {
- public:
-  Outbox(CoordinatorClient* client, Running* running, const WorkerDaemonOptions& options,
-         bool reports)
-      : client_(client), running_(running), options_(options), reports_(reports) {
-    if (reports_) thread_ = std::thread([this] { Loop(); });
-  }
-  Outbox(const Outbox&) = delete;
-  Outbox& operator=(const Outbox&) = delete;
-  ~Outbox() override { Close(absl::ZeroDuration()); }
-
-  void OnEvent(const ProgressEvent& event) override {
-    if (!reports_) return;
-    if (event.kind == ProgressKind::kCheckpoint) {
-      // Packed here, on the training thread, so that the trainer's next
-      // write cannot change the folder under the archive.
-      absl::StatusOr<std::string> blob = PackFolder(event.message);
-      if (!blob.ok()) {
-        MPT_LOG(WARNING) << running_->id << ": checkpoint not uploaded: " << blob.status();
-        return;
-      }
-      absl::MutexLock lock(&mu_);
-      checkpoint_ = Checkpoint{event.step, std::move(*blob)};
-      return;
-    }
-    mpt::v1::ReportProgressRequest request;
-    request.set_assignment(running_->id);
-    *request.mutable_progress() = ProgressToProto(event);
-    request.set_message(event.message.empty()
-                            ? std::string(ProgressKindName(event.kind))
-                            : absl::StrCat(ProgressKindName(event.kind), ": ", event.message));
-    absl::MutexLock lock(&mu_);
-    last_progress_ = request.progress();
-    if (event.kind == ProgressKind::kStep) {
-      step_ = std::move(request);
-    } else {
-      if (queue_.size() >= kMaxQueued) queue_.pop_front();
-      queue_.push_back(std::move(request));
-    }
-  }
-
-  // Stops the thread after trying, for up to `flush`, to deliver the queued
-  // non-step events. Idempotent.
-  void Close(absl::Duration flush) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (closing_) return;
-      closing_ = true;
-      flush_deadline_ = absl::Now() + flush;
-    }
-    if (thread_.joinable()) thread_.join();
-  }
-
-  std::optional<mpt::v1::Progress> last_progress() const {
-    absl::MutexLock lock(&mu_);
-    return last_progress_;
-  }
-
- private:
-  static constexpr size_t kMaxQueued = 256;
-
-  struct Checkpoint {
-    int64_t step = 0;
-    std::string blob;
-  };
-
-  bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    const absl::Time now = absl::Now();
-    if (Done(now)) return true;
-    if (now < retry_after_) return false;
-    if (!queue_.empty()) return true;
-    if (closing_) return false;  // Closing flushes the queue only.
-    return checkpoint_.has_value() || (step_.has_value() && now >= next_step_time_);
-  }
-
-  bool Done(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return closing_ && (queue_.empty() || now >= flush_deadline_);
-  }
-
-  // Handles one answer; true when the item was delivered (or must be
-  // dropped), false to retry it later.
-  bool Settle(const absl::Status& status, const char* what) {
-    if (status.ok()) {
-      backoff_ = options_.min_backoff;
-      return true;
-    }
-    if (Retryable(status)) {
-      absl::MutexLock lock(&mu_);
-      retry_after_ = absl::Now() + backoff_;
-      backoff_ = std::min(backoff_ * 2, options_.max_backoff);
-      return false;
-    }
-    if (status.code() == absl::StatusCode::kNotFound ||
-        status.code() == absl::StatusCode::kFailedPrecondition) {
-      running_->Cancel(absl::StrCat("the coordinator refused ", what, ": ", status.message()));
-    } else {
-      MPT_LOG(WARNING) << running_->id << ": " << what << " failed: " << status;
-    }
-    return true;
-  }
-
-  void Loop() {
-    while (true) {
-      std::optional<mpt::v1::ReportProgressRequest> report;
-      std::optional<Checkpoint> checkpoint;
-      bool from_queue = false;
-      {
-        absl::MutexLock lock(&mu_);
-        mu_.AwaitWithTimeout(absl::Condition(this, &Outbox::HasWork), absl::Milliseconds(100));
-        const absl::Time now = absl::Now();
-        if (Done(now)) return;
-        if (now < retry_after_) continue;
-        if (!queue_.empty()) {
-          report = std::move(queue_.front());
-          queue_.pop_front();
-          from_queue = true;
-        } else if (!closing_ && step_.has_value() && now >= next_step_time_) {
-          report = std::move(step_);
-          step_.reset();
-          next_step_time_ = now + options_.progress_interval;
-        } else if (!closing_ && checkpoint_.has_value()) {
-          checkpoint = std::move(checkpoint_);
-          checkpoint_.reset();
-        } else {
-          continue;
-        }
-      }
-      if (report.has_value()) {
-        absl::StatusOr<mpt::v1::ReportProgressResponse> response =
-            client_->ReportProgress(*report);
-        if (response.ok() && response->cancelled()) {
-          running_->Cancel("cancelled by the coordinator");
-        }
-        if (!Settle(response.status(), "ReportProgress")) {
-          absl::MutexLock lock(&mu_);
-          if (from_queue) {
-            queue_.push_front(std::move(*report));
-          } else if (!step_.has_value()) {
-            step_ = std::move(*report);
-          }
-        }
-      } else if (checkpoint.has_value()) {
-        absl::StatusOr<mpt::v1::Artifact> artifact =
-            client_->UploadArtifact(running_->id, "checkpoint", checkpoint->step, checkpoint->blob);
-        if (artifact.ok()) {
-          MPT_LOG(INFO) << running_->id << ": checkpoint at step " << checkpoint->step
-                        << " uploaded as " << artifact->name();
-        }
-        if (!Settle(artifact.status(), "UploadArtifact(checkpoint)")) {
-          absl::MutexLock lock(&mu_);
-          if (!checkpoint_.has_value()) checkpoint_ = std::move(checkpoint);
-        }
-      }
-    }
-  }
-
-  CoordinatorClient* const client_;
-  Running* const running_;
-  const WorkerDaemonOptions& options_;
-  const bool reports_;
-  absl::Duration backoff_ = options_.min_backoff;  // Only the thread uses it.
-
-  mutable absl::Mutex mu_;
-  std::deque<mpt::v1::ReportProgressRequest> queue_ ABSL_GUARDED_BY(mu_);
-  std::optional<mpt::v1::ReportProgressRequest> step_ ABSL_GUARDED_BY(mu_);
-  std::optional<Checkpoint> checkpoint_ ABSL_GUARDED_BY(mu_);
-  std::optional<mpt::v1::Progress> last_progress_ ABSL_GUARDED_BY(mu_);
-  absl::Time next_step_time_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-  absl::Time retry_after_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-  bool closing_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Time flush_deadline_ ABSL_GUARDED_BY(mu_);
-  std::thread thread_;
-};
 
 // ---------------------------------------------------------------------------
 
@@ -566,7 +344,11 @@ void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment) {
   AssignmentOutput output;
   std::optional<mpt::v1::Progress> last_progress;
   if (status.ok()) {
-    Outbox outbox(client_, running.get(), options_, /*reports=*/leader);
+    OutboxOptions outbox_options;
+    outbox_options.progress_interval = options_.progress_interval;
+    outbox_options.min_backoff = options_.min_backoff;
+    outbox_options.max_backoff = options_.max_backoff;
+    ProgressOutbox outbox(client_, running.get(), outbox_options, /*reports=*/leader);
     Running* r = running.get();
     context.cancelled = [r] { return r->cancelled.load(); };
     context.set_abort = [r](std::function<void()> hook) { r->SetAbort(std::move(hook)); };

@@ -48,6 +48,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "proto/mpt/v1/service.pb.h"
+#include "worker/daemon/running_assignment.h"
 #include "worker/daemon/coordinator_client.h"
 #include "common/progress/progress.h"
 #include "worker/collectives/rendezvous_store.h"
@@ -155,8 +156,7 @@ class WorkerDaemon {
   int64_t assignments_finished() const;
 
  private:
-  struct Running;
-  class Outbox;
+  using Running = RunningAssignment;
 
   WorkerDaemon(WorkerDaemonOptions options, CoordinatorClient* client,
                AssignmentExecutor* executor);

@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "common/spec/stages.h"
 #include "worker/prompts/adapter_io.h"
 #include "worker/training/checkpoint.h"
 #include "worker/training/losses.h"
@@ -57,7 +58,8 @@ std::string StartingPoint(const SoftPrompt& prompt) {
   std::string out(PromptKindName(prompt.config().kind));
   for (const auto& [name, t] : prompt.StateDict()) {
     at::Tensor d = t.detach().to(at::kDouble);
-    absl::StrAppend(&out, ":", name, "=", d.sum().item<double>(), "/", d.abs().sum().item<double>());
+    absl::StrAppend(&out, ":", name, "=", d.sum().item<double>(), "/",
+                    d.abs().sum().item<double>());
   }
   return out;
 }
@@ -336,8 +338,8 @@ absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
     std::vector<TaskDataSet> one{tasks[k]};
     TaskOutcome outcome;
     outcome.task = name;
-    ASSIGN_OR_RETURN(outcome.train,
-                     TrainWithPlm(env, prompt_spec, spec.train(), one, {0}, &prompt, "source", name));
+    ASSIGN_OR_RETURN(outcome.train, TrainWithPlm(env, prompt_spec, spec.train(), one, {0}, &prompt,
+                                                 std::string(kSourceStage), name));
     outcome.metrics = outcome.train.metrics;
     outcome.adapter = Join(out_dir, name);
     RETURN_IF_ERROR(WriteAdapter(outcome.adapter, prompt, InfoFor(config, *env.model, {name})));
@@ -386,10 +388,11 @@ absl::StatusOr<TaskOutcome> RunDistillation(const StageEnv& env,
   options.train = spec.train();
   options.sampling =
       spec.sampling() == "uniform" ? TaskSampling::kUniform : TaskSampling::kProportional;
-  options.stage = "distillation";
-  options.checkpoint_dir = CheckpointDir(env, "distillation", "");
-  options.fingerprint = Fingerprint("distillation", tasks, prompt_spec, spec.train(),
-                                    spec.SerializeAsString() + absl::StrJoin(teachers, ","));
+  options.stage = std::string(kDistillationStage);
+  options.checkpoint_dir = CheckpointDir(env, std::string(kDistillationStage), "");
+  options.fingerprint =
+      Fingerprint(std::string(kDistillationStage), tasks, prompt_spec, spec.train(),
+                  spec.SerializeAsString() + absl::StrJoin(teachers, ","));
   std::vector<std::vector<TokenizedExample>> sets = TrainSets(tasks);
 
   DistillationLoss loss_options;
@@ -402,7 +405,7 @@ absl::StatusOr<TaskOutcome> RunDistillation(const StageEnv& env,
   std::vector<int> task_ids;
   for (int k = 0; k < k_tasks; ++k) task_ids.push_back(k);
   EvalFunction eval = MakeEvalFunction(env, prompt_spec, spec.train(), tasks, task_ids,
-                                       &student, "distillation");
+                                       &student, std::string(kDistillationStage));
   PromptTrainer trainer(options, &student, &sets, env.tokenizer->pad_id(), comm, env.sink,
                         env.cancelled);
   TaskOutcome outcome;
@@ -488,8 +491,8 @@ absl::StatusOr<std::vector<TaskOutcome>> RunTargetAdaptation(
     }
     TaskOutcome outcome;
     outcome.task = label;
-    ASSIGN_OR_RETURN(outcome.train,
-                     TrainWithPlm(env, adapted, spec.train(), group, ids, &*prompt, "target", label));
+    ASSIGN_OR_RETURN(outcome.train, TrainWithPlm(env, adapted, spec.train(), group, ids, &*prompt,
+                                                 std::string(kTargetStage), label));
     outcome.metrics = outcome.train.metrics;
     outcome.adapter = Join(out_dir, label);
     RETURN_IF_ERROR(WriteAdapter(outcome.adapter, *prompt, InfoFor(config, model, names)));
@@ -533,8 +536,8 @@ absl::StatusOr<PipelineOutcome> RunPipeline(const StageEnv& env,
                                             const mpt::v1::PipelineSpec& spec,
                                             const std::string& out_dir) {
   PipelineOutcome outcome;
-  const std::string source_dir = Join(out_dir, "source");
-  const std::string distill_dir = Join(out_dir, "distillation");
+  const std::string source_dir = Join(out_dir, std::string(kSourceStage));
+  const std::string distill_dir = Join(out_dir, std::string(kDistillationStage));
   std::vector<std::string> pending, teachers;
   for (const auto& task : spec.source().tasks()) {
     const std::string folder = Join(source_dir, task.name());
@@ -560,13 +563,13 @@ absl::StatusOr<PipelineOutcome> RunPipeline(const StageEnv& env,
     MPT_LOG(INFO) << "distillation: adapter already in " << distill_dir;
     outcome.distillation = {"all", distill_dir, {}, {}};
   } else {
-    ASSIGN_OR_RETURN(outcome.distillation,
-                     RunDistillation(env, spec.prompt(), spec.distillation(), ordered, distill_dir));
+    ASSIGN_OR_RETURN(outcome.distillation, RunDistillation(env, spec.prompt(), spec.distillation(),
+                                                           ordered, distill_dir));
   }
   if (spec.target().tasks_size() > 0) {
     ASSIGN_OR_RETURN(outcome.target,
                      RunTargetAdaptation(env, spec.prompt(), spec.target(), distill_dir,
-                                         Join(out_dir, "target")));
+                                         Join(out_dir, std::string(kTargetStage))));
   }
   return outcome;
 }

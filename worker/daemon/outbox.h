@@ -1,0 +1,118 @@
+// The outbox of a running assignment: a thread that sends the stage's
+// progress to the coordinator and uploads its checkpoints, so that a slow or
+// absent coordinator never blocks training.
+//
+// Step events are coalesced (the newest is sent at most every
+// progress_interval); other events queue (at most 256, oldest dropped) and
+// are flushed, within a deadline, by Close(). A checkpoint event packs the
+// folder it names on the calling (training) thread and uploads the newest
+// one. Retryable errors (UNAVAILABLE, DEADLINE_EXCEEDED) back off from
+// min_backoff to max_backoff; NOT_FOUND and FAILED_PRECONDITION (the
+// coordinator no longer wants this assignment) cancel it; other errors are
+// logged and the item dropped. A ReportProgress answer that says
+// "cancelled" cancels the assignment.
+//
+// Thread-safety: OnEvent may be called from any thread; Close is
+// idempotent. With reports = false the outbox sends nothing (a gang rank
+// other than the leader).
+#ifndef MPT_WORKER_DAEMON_OUTBOX_H_
+#define MPT_WORKER_DAEMON_OUTBOX_H_
+
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/progress/progress.h"
+#include "proto/mpt/v1/service.pb.h"
+#include "worker/daemon/coordinator_client.h"
+#include "worker/daemon/running_assignment.h"
+
+namespace mpt {
+
+struct OutboxOptions {
+  // Step events are sent at most this often. Default 1 s.
+  absl::Duration progress_interval = absl::Seconds(1);
+  // Backoff after a retryable error: doubles from min to max. Defaults
+  // 200 ms and 10 s.
+  absl::Duration min_backoff = absl::Milliseconds(200);
+  absl::Duration max_backoff = absl::Seconds(10);
+};
+
+class ProgressOutbox final : public ProgressSink {
+ public:
+  ProgressOutbox(CoordinatorClient* client, RunningAssignment* running,
+                 const OutboxOptions& options, bool reports)
+      : client_(client), running_(running), options_(options), reports_(reports) {
+    if (reports_) thread_ = std::thread([this] { Loop(); });
+  }
+  ProgressOutbox(const ProgressOutbox&) = delete;
+  ProgressOutbox& operator=(const ProgressOutbox&) = delete;
+  ~ProgressOutbox() override { Close(absl::ZeroDuration()); }
+
+  void OnEvent(const ProgressEvent& event) override;
+
+  // Stops the thread after trying, for up to `flush`, to deliver the queued
+  // non-step events. Idempotent.
+  void Close(absl::Duration flush);
+
+  std::optional<mpt::v1::Progress> last_progress() const {
+    absl::MutexLock lock(&mu_);
+    return last_progress_;
+  }
+
+ private:
+  static constexpr size_t kMaxQueued = 256;
+
+  struct Checkpoint {
+    int64_t step = 0;
+    std::string blob;
+  };
+
+  bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const absl::Time now = absl::Now();
+    if (Done(now)) return true;
+    if (now < retry_after_) return false;
+    if (!queue_.empty()) return true;
+    if (closing_) return false;  // Closing flushes the queue only.
+    return checkpoint_.has_value() || (step_.has_value() && now >= next_step_time_);
+  }
+
+  bool Done(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return closing_ && (queue_.empty() || now >= flush_deadline_);
+  }
+
+  // Handles one answer; true when the item was delivered (or must be
+  // dropped), false to retry it later.
+  bool Settle(const absl::Status& status, const char* what);
+
+  void Loop();
+
+  CoordinatorClient* const client_;
+  RunningAssignment* const running_;
+  const OutboxOptions options_;
+  const bool reports_;
+  absl::Duration backoff_ = options_.min_backoff;  // Only the thread uses it.
+
+  mutable absl::Mutex mu_;
+  std::deque<mpt::v1::ReportProgressRequest> queue_ ABSL_GUARDED_BY(mu_);
+  std::optional<mpt::v1::ReportProgressRequest> step_ ABSL_GUARDED_BY(mu_);
+  std::optional<Checkpoint> checkpoint_ ABSL_GUARDED_BY(mu_);
+  std::optional<mpt::v1::Progress> last_progress_ ABSL_GUARDED_BY(mu_);
+  absl::Time next_step_time_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Time retry_after_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time flush_deadline_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+}  // namespace mpt
+
+#endif  // MPT_WORKER_DAEMON_OUTBOX_H_
