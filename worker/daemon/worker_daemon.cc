@@ -49,7 +49,8 @@ std::string FolderNameFor(const std::string& id) {
 // One assignment in flight.
 
 struct WorkerDaemon::Running {
-  explicit Running(std::string assignment_id) : id(std::move(assignment_id)) {}
+  Running(std::string assignment_id, std::string worker_name)
+      : id(std::move(assignment_id)), worker(std::move(worker_name)) {}
 
   void Cancel(const std::string& why) {
     absl::MutexLock lock(&mu);
@@ -65,6 +66,8 @@ struct WorkerDaemon::Running {
   }
 
   const std::string id;
+  // The name this worker polled it under: every report on it carries it.
+  const std::string worker;
   std::atomic<bool> cancelled{false};
   // The coordinator forgot this assignment (the worker was declared lost),
   // or the daemon is stopping: its end is not reported.
@@ -104,6 +107,7 @@ class WorkerDaemon::Outbox final : public ProgressSink {
     }
     mpt::v1::ReportProgressRequest request;
     request.set_assignment(running_->id);
+    request.set_worker(running_->worker);
     *request.mutable_progress() = ProgressToProto(event);
     request.set_message(event.message.empty()
                             ? std::string(ProgressKindName(event.kind))
@@ -220,7 +224,7 @@ class WorkerDaemon::Outbox final : public ProgressSink {
         }
       } else if (checkpoint.has_value()) {
         absl::StatusOr<mpt::v1::Artifact> artifact =
-            client_->UploadArtifact(running_->id, "checkpoint", checkpoint->step, checkpoint->blob);
+            client_->UploadArtifact(running_->worker, running_->id, "checkpoint", checkpoint->step, checkpoint->blob);
         if (artifact.ok()) {
           MPT_LOG(INFO) << running_->id << ": checkpoint at step " << checkpoint->step
                         << " uploaded as " << artifact->name();
@@ -424,7 +428,7 @@ absl::Status WorkerDaemon::Run() {
     if (failures > 0) MPT_LOG(INFO) << "the coordinator is reachable again";
     failures = 0;
     backoff = options_.min_backoff;
-    if (polled->has_value()) Execute(**polled);
+    if (polled->has_value()) Execute(**polled, name);
   }
   Stop();
   heartbeats.join();
@@ -520,8 +524,8 @@ absl::Status WorkerDaemon::FetchInputs(const mpt::v1::Assignment& assignment,
   return absl::OkStatus();
 }
 
-void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment) {
-  auto running = std::make_shared<Running>(assignment.id());
+void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment, const std::string& worker) {
+  auto running = std::make_shared<Running>(assignment.id(), worker);
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return;
@@ -594,7 +598,8 @@ void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment) {
         status = RetryCall(
             [&]() -> absl::Status {
               absl::StatusOr<mpt::v1::Artifact> a =
-                  client_->UploadArtifact(assignment.id(), "adapter", step, *blob);
+                  client_->UploadArtifact(running->worker, assignment.id(), "adapter", step,
+                                          *blob);
               if (a.ok()) MPT_LOG(INFO) << assignment.id() << ": uploaded " << a->name();
               return a.status();
             },
@@ -604,6 +609,7 @@ void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment) {
     }
     mpt::v1::CompleteAssignmentRequest complete;
     complete.set_assignment(assignment.id());
+    complete.set_worker(running->worker);
     complete.set_ok(status.ok());
     if (!status.ok()) {
       complete.set_error(running->cancelled.load() && status.code() == absl::StatusCode::kCancelled
