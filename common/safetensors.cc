@@ -232,6 +232,33 @@ absl::StatusOr<std::unique_ptr<SafetensorsReader>> SafetensorsReader::Open(
   reader->path_ = path;
   reader->map_ = static_cast<const uint8_t*>(map);
   reader->map_size_ = file_size;
+  RETURN_IF_ERROR(reader->Parse());
+  return reader;
+}
+
+absl::StatusOr<std::unique_ptr<SafetensorsReader>> SafetensorsReader::FromBytes(
+    std::string bytes, const std::string& name) {
+  if (bytes.size() < 8) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": truncated: ", bytes.size(),
+                     " bytes is too short for the 8-byte header length"));
+  }
+  std::unique_ptr<SafetensorsReader> reader(new SafetensorsReader());
+  reader->path_ = name;
+  reader->owned_ = std::move(bytes);
+  reader->map_ = reinterpret_cast<const uint8_t*>(reader->owned_.data());
+  reader->map_size_ = reader->owned_.size();
+  RETURN_IF_ERROR(reader->Parse());
+  return reader;
+}
+
+absl::Status SafetensorsReader::Parse() {
+  const std::string& path = path_;
+  SafetensorsReader* reader = this;
+  const uint64_t file_size = map_size_;
+  auto invalid = [&path](const std::string& problem) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", problem));
+  };
 
   const uint64_t header_size = ReadLittleEndian64(reader->map_);
   if (header_size == 0) return invalid("header length is 0");
@@ -325,11 +352,11 @@ absl::StatusOr<std::unique_ptr<SafetensorsReader>> SafetensorsReader::Open(
   for (size_t i = 0; i < reader->tensors_.size(); ++i) {
     reader->index_[reader->tensors_[i].name] = i;
   }
-  return reader;
+  return absl::OkStatus();
 }
 
 SafetensorsReader::~SafetensorsReader() {
-  if (map_ != nullptr) ::munmap(const_cast<uint8_t*>(map_), map_size_);
+  if (map_ != nullptr && owned_.empty()) ::munmap(const_cast<uint8_t*>(map_), map_size_);
 }
 
 const TensorInfo* SafetensorsReader::Find(absl::string_view name) const {

@@ -58,6 +58,12 @@ class SafetensorsReader {
   static absl::StatusOr<std::unique_ptr<SafetensorsReader>> Open(
       const std::string& path);
 
+  // The same checks over a file's bytes held in memory (an upload not yet
+  // written anywhere); `name` stands for the path in messages. Errors as
+  // for Open(), less NOT_FOUND and INTERNAL.
+  static absl::StatusOr<std::unique_ptr<SafetensorsReader>> FromBytes(
+      std::string bytes, const std::string& name);
+
   ~SafetensorsReader();
   SafetensorsReader(const SafetensorsReader&) = delete;
   SafetensorsReader& operator=(const SafetensorsReader&) = delete;
@@ -74,9 +80,13 @@ class SafetensorsReader {
 
  private:
   SafetensorsReader() = default;
+  // Validates the header of map_[0, map_size_) (at least 8 bytes) and fills
+  // tensors_, index_, metadata_ and data_.
+  absl::Status Parse();
 
   std::string path_;
-  const uint8_t* map_ = nullptr;
+  std::string owned_;  // FromBytes(): the bytes map_ points into
+  const uint8_t* map_ = nullptr;  // mmap()ed unless owned_ holds the bytes
   size_t map_size_ = 0;
   const uint8_t* data_ = nullptr;  // start of the data section inside map_
   std::vector<TensorInfo> tensors_;

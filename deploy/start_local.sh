@@ -31,7 +31,12 @@ usage: deploy/start_local.sh [options]
   --models DIR[,DIR]   base-model folders the workers preload (default: none,
                        loaded on first use)
   --lease_seconds S    coordinator lease (default 10)
-  --token_file F       require this bearer token (coordinator and workers)
+  --token_file F       require this bearer token (users and, unless
+                       --worker_token_file is given, workers)
+  --worker_token_file F  the workers' own token: the coordinator accepts only
+                       it from workers, and never from users
+  --tokens             generate a user token and a separate worker token in
+                       DIR/tokens/ (kept across restarts) and use them
   --bin DIR            folder with server/coordinator, worker/worker,
                        cli/mptctl (default $MPT_BIN or `bazel info bazel-bin`)
   --fresh              delete the run folder's state first
@@ -47,6 +52,8 @@ device=cpu
 models=""
 lease=10
 token_file=""
+worker_token_file=""
+tokens=0
 bin="${MPT_BIN:-}"
 fresh=0
 while [ $# -gt 0 ]; do
@@ -60,6 +67,8 @@ while [ $# -gt 0 ]; do
     --models) models="$2"; shift 2 ;;
     --lease_seconds) lease="$2"; shift 2 ;;
     --token_file) token_file="$2"; shift 2 ;;
+    --worker_token_file) worker_token_file="$2"; shift 2 ;;
+    --tokens) tokens=1; shift ;;
     --bin) bin="$2"; shift 2 ;;
     --fresh) fresh=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -91,8 +100,32 @@ if [ "$fresh" = 1 ]; then rm -rf "$run_dir/coordinator" "$run_dir/workers"; fi
 mkdir -p "$run_dir/logs" "$run_dir/coordinator" "$run_dir/workers"
 rm -f "$run_dir/ready" "$run_dir/coordinator.addr"
 
+if [ "$tokens" = 1 ]; then
+  if [ -n "$token_file" ] || [ -n "$worker_token_file" ]; then
+    echo "start_local: --tokens generates the tokens; do not pass token files as well" >&2
+    exit 2
+  fi
+  mkdir -p "$run_dir/tokens"
+  chmod 700 "$run_dir/tokens"
+  for t in user worker; do
+    if [ ! -s "$run_dir/tokens/$t" ]; then
+      (umask 077; od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$run_dir/tokens/$t")
+    fi
+  done
+  token_file="$run_dir/tokens/user"
+  worker_token_file="$run_dir/tokens/worker"
+fi
+if [ -n "$worker_token_file" ] && [ -z "$token_file" ]; then
+  echo "start_local: --worker_token_file needs --token_file (the users' token)" >&2
+  exit 2
+fi
+# What the workers send: their own token, else the shared one.
 auth_flags=()
-if [ -n "$token_file" ]; then auth_flags=(--token_file="$token_file"); fi
+if [ -n "$worker_token_file" ]; then
+  auth_flags=(--token_file="$worker_token_file")
+elif [ -n "$token_file" ]; then
+  auth_flags=(--token_file="$token_file")
+fi
 
 pids=()
 stop_all() {
@@ -125,6 +158,7 @@ coord_flags=(--listen="$listen:${port:-0}" --db="$run_dir/coordinator/jobs.db"
              --artifacts="$run_dir/coordinator/artifacts" --lease_seconds="$lease"
              --check_spec_files)
 if [ -n "$token_file" ]; then coord_flags+=(--auth_token_file="$token_file"); fi
+if [ -n "$worker_token_file" ]; then coord_flags+=(--worker_token_file="$worker_token_file"); fi
 "$bin/server/coordinator" "${coord_flags[@]}" >>"$coord_log" 2>&1 &
 pids+=($!)
 actual_port=""
@@ -184,10 +218,13 @@ if [ "$registered" -ne "$workers" ]; then
   exit 1
 fi
 touch "$run_dir/ready"
+token_hint=""
+if [ -n "$token_file" ]; then token_hint="  export MPT_TOKEN=\$(cat $token_file)
+"; fi
 cat >&2 <<EOF
 start_local: coordinator at $address with $workers worker(s); logs in $run_dir/logs
   export MPT_COORDINATOR=$address
-  $bin/cli/mptctl workers
+${token_hint}  $bin/cli/mptctl workers
 Press Ctrl-C to stop them all.
 EOF
 

@@ -13,6 +13,7 @@
 #include "common/sha256.h"
 #include "common/spec/stages.h"
 #include "common/status_macros.h"
+#include "server/adapter_validation.h"
 #include "server/job_planner.h"
 #include "server/resource_names.h"
 #include "server/scheduler.h"
@@ -37,6 +38,15 @@ absl::Status UnknownAssignment(const std::string& id) {
   return absl::NotFoundError(absl::StrCat(
       "assignment ", id,
       " not found (it ended, or its worker was declared lost and it was requeued)"));
+}
+
+// Only the worker an assignment was handed to may report on it.
+absl::Status CheckHolder(const AssignmentRecord& rec, const std::string& id,
+                         const std::string& worker) {
+  if (rec.worker() == worker) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "assignment ", id, " was not handed to ", worker.substr(0, 64),
+      "; only its own worker may report on it"));
 }
 
 // A reported progress with the stage's kind and task where it names none.
@@ -586,10 +596,12 @@ absl::StatusOr<std::optional<mpt::v1::Assignment>> Coordinator::PollAssignment(
 absl::StatusOr<mpt::v1::ReportProgressResponse> Coordinator::ReportProgress(
     const mpt::v1::ReportProgressRequest& request) {
   if (request.assignment().empty()) return absl::InvalidArgumentError("assignment: required");
+  if (request.worker().empty()) return absl::InvalidArgumentError("worker: required");
   absl::MutexLock lock(&mu_);
   auto it = state_.assignments().find(request.assignment());
   if (it == state_.assignments().end()) return UnknownAssignment(request.assignment());
   const AssignmentRecord& rec = it->second;
+  RETURN_IF_ERROR(CheckHolder(rec, request.assignment(), request.worker()));
   auto w = state_.workers().find(rec.worker());
   if (w != state_.workers().end() && w->second.rec.worker().state() != "lost") {
     w->second.last_seen = clock_->Now();
@@ -631,6 +643,7 @@ absl::StatusOr<mpt::v1::Artifact> Coordinator::UploadArtifact(
     absl::string_view sha256) {
   const std::string& id = header.assignment();
   if (id.empty()) return absl::InvalidArgumentError("header.assignment: required");
+  if (header.worker().empty()) return absl::InvalidArgumentError("header.worker: required");
   if (header.kind() != "adapter" && header.kind() != "checkpoint") {
     return absl::InvalidArgumentError(absl::StrCat(
         "header.kind: \"", header.kind(), "\" is not an artefact kind (adapter or checkpoint)"));
@@ -652,18 +665,48 @@ absl::StatusOr<mpt::v1::Artifact> Coordinator::UploadArtifact(
   auto check_running = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
     auto it = state_.assignments().find(id);
     if (it == state_.assignments().end()) return UnknownAssignment(id);
+    RETURN_IF_ERROR(CheckHolder(it->second, id, header.worker()));
     if (it->second.cancelled()) {
       return absl::FailedPreconditionError(
           absl::StrCat("assignment ", id, " was cancelled; its artefacts are not wanted"));
     }
     return absl::OkStatus();
   };
+  // The stage of the running assignment `id`, nullptr when it no longer runs.
+  auto running_stage = [&](JobEntry** job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> StageEntry* {
+    const AssignmentRecord& rec = state_.assignments().at(id);
+    *job = state_.FindJob(rec.assignment().job());
+    StageEntry* stage =
+        *job == nullptr ? nullptr : state_.FindStage(*job, rec.assignment().stage());
+    if (stage == nullptr || stage->rec.stage().state() != mpt::v1::RUNNING) return nullptr;
+    return stage;
+  };
+  std::optional<ExpectedAdapter> expected_adapter;
+  std::string adapter_what;
   {
     absl::MutexLock lock(&mu_);
     RETURN_IF_ERROR(check_running());
+    if (header.kind() == "adapter") {
+      JobEntry* job = nullptr;
+      StageEntry* stage = running_stage(&job);
+      if (stage == nullptr) {
+        return absl::FailedPreconditionError(absl::StrCat("assignment ", id, " no longer runs"));
+      }
+      ASSIGN_OR_RETURN(expected_adapter,
+                       ExpectedAdapterFor(job->rec.job().spec(), job->rec.job().kind(),
+                                          stage->rec.kind()));
+      adapter_what = absl::StrCat("the adapter artefact uploaded for ", job->rec.job().name(),
+                                  " stage ", stage->rec.stage().id());
+    }
     ++uploading_[expected];
   }
   absl::StatusOr<std::string> put = artifacts_->Put(data, expected);
+  // Checked once the bytes are known to be the ones the worker sent, and
+  // outside the lock: reads the whole archive.
+  absl::Status valid = absl::OkStatus();
+  if (put.ok() && expected_adapter.has_value()) {
+    valid = ValidateAdapterArtifact(data, *expected_adapter, adapter_what);
+  }
 
   absl::MutexLock lock(&mu_);
   auto done_uploading = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -678,13 +721,19 @@ absl::StatusOr<mpt::v1::Artifact> Coordinator::UploadArtifact(
   JobEntry* job = nullptr;
   StageEntry* stage = nullptr;
   if (running.ok()) {
-    const AssignmentRecord& rec = state_.assignments().at(id);
-    job = state_.FindJob(rec.assignment().job());
-    stage = job == nullptr ? nullptr : state_.FindStage(job, rec.assignment().stage());
-    if (stage == nullptr || stage->rec.stage().state() != mpt::v1::RUNNING) {
+    stage = running_stage(&job);
+    if (stage == nullptr) {
       running = absl::FailedPreconditionError(
           absl::StrCat("assignment ", id, " no longer runs"));
     }
+  }
+  if (running.ok() && !valid.ok()) {
+    // The worker produced garbage: the attempt fails (and is retried up to
+    // --max_attempts), and the upload is refused.
+    MPT_LOG(WARNING) << "upload for " << id << " refused: " << valid;
+    state_.EndAttempt(txn, job, stage, AttemptEnd::kFailed, std::string(valid.message()));
+    ScheduleLocked(txn);
+    running = valid;
   }
   if (!running.ok()) {
     done_uploading();
@@ -715,13 +764,17 @@ absl::StatusOr<mpt::v1::Artifact> Coordinator::UploadArtifact(
 absl::Status Coordinator::CompleteAssignment(const mpt::v1::CompleteAssignmentRequest& request) {
   const std::string& id = request.assignment();
   if (id.empty()) return absl::InvalidArgumentError("assignment: required");
+  if (request.worker().empty()) return absl::InvalidArgumentError("worker: required");
   absl::MutexLock lock(&mu_);
   auto it = state_.assignments().find(id);
   if (it == state_.assignments().end()) {
-    if (state_.WasReleased(id)) return absl::OkStatus();  // a repeated call
+    // A repeated call (its answer was lost), or the late completion of an
+    // attempt that ended: either way nothing changes.
+    if (state_.WasReleased(id)) return absl::OkStatus();
     return UnknownAssignment(id);
   }
   const AssignmentRecord rec = it->second;
+  RETURN_IF_ERROR(CheckHolder(rec, id, request.worker()));
   if (auto w = state_.workers().find(rec.worker()); w != state_.workers().end()) {
     w->second.last_seen = clock_->Now();
   }

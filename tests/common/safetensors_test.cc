@@ -508,5 +508,33 @@ TEST(SafetensorsWriter, MissingFolderIsAnError) {
   EXPECT_THAT(std::string(status.message()), HasSubstr(path));
 }
 
+TEST(SafetensorsFromBytesTest, ReadsWhatOpenReadsAndRejectsTheSameDefects) {
+  const std::string path = TestDir() + "/t.safetensors";
+  const std::vector<float> values = {1.5f, -2.0f, 3.25f, 0.0f, 7.0f, 8.5f};
+  TensorToWrite t{"w", DType::kF32, {2, 3},
+                  absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(values.data()),
+                                            values.size() * sizeof(float))};
+  ASSERT_TRUE(WriteSafetensors(path, {t}, {{"k", "v"}}).ok());
+  auto bytes = ReadFile(path);
+  auto reader = SafetensorsReader::FromBytes(bytes, "upload.safetensors");
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_EQ((*reader)->path(), "upload.safetensors");
+  EXPECT_EQ((*reader)->metadata().at("k"), "v");
+  const TensorInfo* w = (*reader)->Find("w");
+  ASSERT_NE(w, nullptr);
+  EXPECT_EQ(w->shape, (std::vector<int64_t>{2, 3}));
+  absl::Span<const uint8_t> data = (*reader)->Data(*w);
+  ASSERT_EQ(data.size(), values.size() * sizeof(float));
+  EXPECT_EQ(std::memcmp(data.data(), values.data(), data.size()), 0);
+
+  for (const std::string& bad : {std::string("short"), bytes.substr(0, bytes.size() - 1),
+                                 RawFile("{\"w\": 1}", ""), RawFile("[", "")}) {
+    auto r = SafetensorsReader::FromBytes(bad, "upload.safetensors");
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+    EXPECT_THAT(std::string(r.status().message()), StartsWith("upload.safetensors: "));
+  }
+}
+
 }  // namespace
 }  // namespace mpt

@@ -220,6 +220,7 @@ TEST_F(ApiTest, CancelRunningJobWaitsForItsAssignmentsToStop) {
   EXPECT_EQ(hb->cancelled_assignments(0), a->id());
   mpt::v1::ReportProgressRequest p;
   p.set_assignment(b->id());
+  p.set_worker(w2);
   auto rep = core_->ReportProgress(p);
   ASSERT_TRUE(rep.ok());
   EXPECT_TRUE(rep->cancelled());
@@ -399,6 +400,7 @@ TEST_F(ApiTest, UploadWithAWrongChecksumStoresNothing) {
   ASSERT_TRUE(a.has_value());
   mpt::v1::UploadArtifactRequest::Header h;
   h.set_assignment(a->id());
+  h.set_worker(w);
   h.set_kind("adapter");
   const std::string data = "the adapter bytes";
   auto bad = core_->UploadArtifact(h, data, Sha256Hex("other bytes"));
@@ -426,7 +428,8 @@ TEST_F(ApiTest, CorruptedBlobIsDataLossOnRead) {
   const std::string job = Submit(SourceRequest("a"));
   auto a = Poll(core_.get(), w);
   ASSERT_TRUE(a.has_value());
-  auto art = Upload(core_.get(), a->id(), "adapter", "precious bytes");
+  // A checkpoint: any bytes will do.
+  auto art = Upload(core_.get(), a->id(), "checkpoint", "precious bytes");
   ASSERT_TRUE(art.ok()) << art.status();
   EXPECT_EQ(art->size_bytes(), 14);
   EXPECT_EQ(art->sha256(), Sha256Hex("precious bytes"));

@@ -56,6 +56,7 @@ TEST_F(LeaseTest, HeartbeatsAndProgressKeepTheLease) {
     } else {
       mpt::v1::ReportProgressRequest p;
       p.set_assignment(a->id());
+      p.set_worker(w);
       p.mutable_progress()->set_step(i);
       ASSERT_TRUE(core_->ReportProgress(p).ok());
     }
@@ -90,6 +91,7 @@ TEST_F(LeaseTest, LostWorkerIsRequeuedFromItsLastCheckpoint) {
             absl::StatusCode::kNotFound);
   mpt::v1::ReportProgressRequest p;
   p.set_assignment(a->id());
+  p.set_worker(w1);
   EXPECT_EQ(core_->ReportProgress(p).status().code(), absl::StatusCode::kNotFound);
 
   j = core_->GetJob(job);
@@ -189,6 +191,7 @@ TEST_F(LeaseTest, ProgressEventsAreRateLimitedPerStage) {
   for (int step = 1; step <= 100; ++step) {
     mpt::v1::ReportProgressRequest p;
     p.set_assignment(a->id());
+    p.set_worker(w);
     p.mutable_progress()->set_step(step);
     p.mutable_progress()->set_total_steps(1000);
     (*p.mutable_progress()->mutable_losses())["loss"] = 1.0 / step;

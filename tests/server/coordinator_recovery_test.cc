@@ -100,7 +100,7 @@ TEST_F(RecoveryTest, WorkerThatKeepsHeartbeatingKeepsItsAssignment) {
   ASSERT_EQ(done->artifacts_size(), 1);
   auto adapter = core_->ReadArtifact(done->artifacts(0).name());
   ASSERT_TRUE(adapter.ok()) << adapter.status();
-  EXPECT_EQ(adapter->data, "adapter of " + a->id());
+  EXPECT_EQ(adapter->data, ::mpt::testing::AdapterBlobFor(*a));
   // A finished job's watch ends with its final event.
   auto batch = core_->WaitForJobEvents(job, 0, absl::Now());
   ASSERT_TRUE(batch.ok());

@@ -328,6 +328,7 @@ TEST_F(SchedulingTest, FailedGangRankCancelsTheOthers) {
   EXPECT_EQ(hb->cancelled_assignments(0), r0->id());
   mpt::v1::ReportProgressRequest p;
   p.set_assignment(r0->id());
+  p.set_worker(w1);
   auto rep = core_->ReportProgress(p);
   ASSERT_TRUE(rep.ok());
   EXPECT_TRUE(rep->cancelled());

@@ -17,6 +17,7 @@ using ::mpt::testing::CountJobs;
 using ::mpt::testing::Poll;
 using ::mpt::testing::Register;
 using ::mpt::testing::SourceRequest;
+using ::mpt::testing::AdapterBlobFor;
 using ::mpt::testing::Upload;
 
 // Forwards to a real store; Commit() fails while `fail` is set.
@@ -96,7 +97,7 @@ TEST_F(StoreFailureTest, AssignmentSurvivesAFailedCompletion) {
   ASSERT_TRUE(job.ok());
   auto a = Poll(core_.get(), worker);
   ASSERT_TRUE(a.has_value());
-  ASSERT_TRUE(Upload(core_.get(), a->id(), "adapter", "bytes").ok());
+  ASSERT_TRUE(Upload(core_.get(), a->id(), "adapter", AdapterBlobFor(*a)).ok());
   fail_->store(true);
   EXPECT_EQ(::mpt::testing::Complete(core_.get(), a->id()).code(),
             absl::StatusCode::kUnavailable);

@@ -19,6 +19,7 @@
 #include "server/coordinator.h"
 #include "server/fake_clock.h"
 #include "server/job_store.h"
+#include "tests/server/test_adapters.h"
 #include "tests/test_util.h"
 
 namespace mpt::testing {
@@ -112,29 +113,61 @@ inline std::optional<mpt::v1::Assignment> Poll(Coordinator* c, const std::string
   return r.ok() ? *r : std::nullopt;
 }
 
-inline absl::StatusOr<mpt::v1::Artifact> Upload(Coordinator* c, const std::string& assignment,
-                                                const std::string& kind,
-                                                const std::string& data, int64_t step = 0) {
+// The worker that holds `assignment` (as ListWorkers shows it), or
+// "workers/nobody" when none does.
+inline std::string HolderOf(Coordinator* c, const std::string& assignment) {
+  const mpt::v1::ListWorkersResponse workers = c->ListWorkers();
+  for (const mpt::v1::Worker& w : workers.workers()) {
+    for (const std::string& a : w.assignments()) {
+      if (a == assignment) return w.name();
+    }
+  }
+  return "workers/nobody";
+}
+
+// Uploads as `worker`.
+inline absl::StatusOr<mpt::v1::Artifact> UploadAs(Coordinator* c, const std::string& worker,
+                                                  const std::string& assignment,
+                                                  const std::string& kind,
+                                                  const std::string& data, int64_t step = 0) {
   mpt::v1::UploadArtifactRequest::Header h;
   h.set_assignment(assignment);
+  h.set_worker(worker);
   h.set_kind(kind);
   h.set_step(step);
   return c->UploadArtifact(h, data, Sha256Hex(data));
 }
 
-inline absl::Status Complete(Coordinator* c, const std::string& assignment, bool ok = true,
-                             const std::string& error = "", bool permanent = false) {
+// Uploads as the worker holding `assignment`.
+inline absl::StatusOr<mpt::v1::Artifact> Upload(Coordinator* c, const std::string& assignment,
+                                                const std::string& kind,
+                                                const std::string& data, int64_t step = 0) {
+  return UploadAs(c, HolderOf(c, assignment), assignment, kind, data, step);
+}
+
+// Completes as `worker`.
+inline absl::Status CompleteAs(Coordinator* c, const std::string& worker,
+                               const std::string& assignment, bool ok = true,
+                               const std::string& error = "", bool permanent = false) {
   mpt::v1::CompleteAssignmentRequest r;
   r.set_assignment(assignment);
+  r.set_worker(worker);
   r.set_ok(ok);
   r.set_error(error);
   r.set_permanent(permanent);
   return c->CompleteAssignment(r);
 }
 
-// Uploads an adapter for `a` and completes it ok.
+// Completes as the worker holding `assignment` (after a release, the call
+// names nobody: a repeated completion is accepted from anyone).
+inline absl::Status Complete(Coordinator* c, const std::string& assignment, bool ok = true,
+                             const std::string& error = "", bool permanent = false) {
+  return CompleteAs(c, HolderOf(c, assignment), assignment, ok, error, permanent);
+}
+
+// Uploads a valid adapter for `a` and completes it ok.
 inline void Finish(Coordinator* c, const mpt::v1::Assignment& a) {
-  auto art = Upload(c, a.id(), "adapter", "adapter of " + a.id());
+  auto art = Upload(c, a.id(), "adapter", AdapterBlobFor(a));
   ASSERT_TRUE(art.ok()) << art.status();
   ASSERT_TRUE(Complete(c, a.id()).ok());
 }

@@ -78,7 +78,8 @@ class GrpcClient final : public CoordinatorClient {
     return response;
   }
 
-  absl::StatusOr<mpt::v1::Artifact> UploadArtifact(const std::string& assignment,
+  absl::StatusOr<mpt::v1::Artifact> UploadArtifact(const std::string& worker,
+                                                   const std::string& assignment,
                                                    const std::string& kind, int64_t step,
                                                    absl::string_view blob) override {
     grpc::ClientContext context;
@@ -88,6 +89,7 @@ class GrpcClient final : public CoordinatorClient {
         stub_->UploadArtifact(&context, &response);
     mpt::v1::UploadArtifactRequest header;
     header.mutable_header()->set_assignment(assignment);
+    header.mutable_header()->set_worker(worker);
     header.mutable_header()->set_kind(kind);
     header.mutable_header()->set_step(step);
     bool ok = writer->Write(header);

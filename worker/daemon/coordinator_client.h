@@ -50,8 +50,10 @@ class CoordinatorClient {
   virtual absl::StatusOr<mpt::v1::ReportProgressResponse> ReportProgress(
       const mpt::v1::ReportProgressRequest& request) = 0;
 
-  // Streams `blob` with its SHA-256; returns the stored artefact.
-  virtual absl::StatusOr<mpt::v1::Artifact> UploadArtifact(const std::string& assignment,
+  // Streams `blob` with its SHA-256 for `worker`'s assignment; returns the
+  // stored artefact.
+  virtual absl::StatusOr<mpt::v1::Artifact> UploadArtifact(const std::string& worker,
+                                                           const std::string& assignment,
                                                            const std::string& kind, int64_t step,
                                                            absl::string_view blob) = 0;
 

@@ -140,11 +140,11 @@ absl::StatusOr<mpt::v1::ReportProgressResponse> FakeCoordinatorClient::ReportPro
 }
 
 absl::StatusOr<mpt::v1::Artifact> FakeCoordinatorClient::UploadArtifact(
-    const std::string& assignment, const std::string& kind, int64_t step,
+    const std::string& worker, const std::string& assignment, const std::string& kind, int64_t step,
     absl::string_view blob) {
   absl::MutexLock lock(&mu_);
   if (absl::Status s = Gate(); !s.ok()) return s;
-  uploads_.push_back(Upload{assignment, kind, step, std::string(blob)});
+  uploads_.push_back(Upload{assignment, kind, step, std::string(blob), worker});
   mpt::v1::Artifact a;
   a.set_name(absl::StrCat("jobs/j/artifacts/a", uploads_.size()));
   a.set_kind(kind);

@@ -23,6 +23,7 @@ class FakeCoordinatorClient final : public CoordinatorClient {
     std::string kind;
     int64_t step = 0;
     std::string blob;
+    std::string worker;  // the worker name the upload carried
   };
 
   // --- Scripting (thread-safe) ---
@@ -56,7 +57,8 @@ class FakeCoordinatorClient final : public CoordinatorClient {
       const std::string& worker, absl::Duration wait) override;
   absl::StatusOr<mpt::v1::ReportProgressResponse> ReportProgress(
       const mpt::v1::ReportProgressRequest& request) override;
-  absl::StatusOr<mpt::v1::Artifact> UploadArtifact(const std::string& assignment,
+  absl::StatusOr<mpt::v1::Artifact> UploadArtifact(const std::string& worker,
+                                                   const std::string& assignment,
                                                    const std::string& kind, int64_t step,
                                                    absl::string_view blob) override;
   absl::StatusOr<std::string> FetchArtifact(const std::string& name) override;

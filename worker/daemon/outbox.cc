@@ -33,6 +33,7 @@ void ProgressOutbox::OnEvent(const ProgressEvent& event) {
   }
   mpt::v1::ReportProgressRequest request;
   request.set_assignment(running_->id);
+  request.set_worker(running_->worker);
   *request.mutable_progress() = ProgressToProto(event);
   request.set_message(event.message.empty()
                           ? std::string(ProgressKindName(event.kind))
@@ -120,7 +121,8 @@ void ProgressOutbox::Loop() {
       }
     } else if (checkpoint.has_value()) {
       absl::StatusOr<mpt::v1::Artifact> artifact =
-          client_->UploadArtifact(running_->id, "checkpoint", checkpoint->step, checkpoint->blob);
+          client_->UploadArtifact(running_->worker, running_->id, "checkpoint",
+                                          checkpoint->step, checkpoint->blob);
       if (artifact.ok()) {
         MPT_LOG(INFO) << running_->id << ": checkpoint at step " << checkpoint->step
                       << " uploaded as " << artifact->name();

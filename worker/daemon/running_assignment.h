@@ -19,7 +19,8 @@
 namespace mpt {
 
 struct RunningAssignment {
-  explicit RunningAssignment(std::string assignment_id) : id(std::move(assignment_id)) {}
+  RunningAssignment(std::string assignment_id, std::string worker_name)
+      : id(std::move(assignment_id)), worker(std::move(worker_name)) {}
 
   void Cancel(const std::string& why) {
     absl::MutexLock lock(&mu);
@@ -51,6 +52,8 @@ struct RunningAssignment {
   }
 
   const std::string id;
+  // The name this worker polled it under: every report on it carries it.
+  const std::string worker;
   std::atomic<bool> cancelled{false};
   // The coordinator forgot this assignment (the worker was declared lost),
   // or the daemon is stopping: its end is not reported.

@@ -219,7 +219,7 @@ absl::Status WorkerDaemon::Run() {
     if (failures > 0) MPT_LOG(INFO) << "the coordinator is reachable again";
     failures = 0;
     backoff = options_.min_backoff;
-    if (polled->has_value()) Execute(**polled);
+    if (polled->has_value()) Execute(**polled, name);
   }
   Stop();
   heartbeats.join();
@@ -315,8 +315,8 @@ absl::Status WorkerDaemon::FetchInputs(const mpt::v1::Assignment& assignment,
   return absl::OkStatus();
 }
 
-void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment) {
-  auto running = std::make_shared<Running>(assignment.id());
+void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment, const std::string& worker) {
+  auto running = std::make_shared<Running>(assignment.id(), worker);
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return;
@@ -394,7 +394,8 @@ void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment) {
         status = RetryCall(
             [&]() -> absl::Status {
               absl::StatusOr<mpt::v1::Artifact> a =
-                  client_->UploadArtifact(assignment.id(), "adapter", step, *blob);
+                  client_->UploadArtifact(running->worker, assignment.id(), "adapter", step,
+                                          *blob);
               if (a.ok()) MPT_LOG(INFO) << assignment.id() << ": uploaded " << a->name();
               return a.status();
             },
@@ -404,6 +405,7 @@ void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment) {
     }
     mpt::v1::CompleteAssignmentRequest complete;
     complete.set_assignment(assignment.id());
+    complete.set_worker(running->worker);
     complete.set_ok(status.ok());
     if (!status.ok()) {
       complete.set_error(running->cancelled.load() && status.code() == absl::StatusCode::kCancelled

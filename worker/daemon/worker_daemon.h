@@ -168,7 +168,8 @@ class WorkerDaemon {
   // assignment: the coordinator no longer knows this worker.
   void ForgetRegistration(const std::string& stale_name);
   void HeartbeatLoop();
-  void Execute(const mpt::v1::Assignment& assignment);
+  // Runs `assignment`, polled as `worker`.
+  void Execute(const mpt::v1::Assignment& assignment, const std::string& worker);
   // Fetches the inputs into `dir`; fills the context's input fields.
   absl::Status FetchInputs(const mpt::v1::Assignment& assignment, const std::string& dir,
                            const Running& running, AssignmentContext* context);

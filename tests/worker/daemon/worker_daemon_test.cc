@@ -138,9 +138,13 @@ TEST_F(DaemonTest, RunsAnAssignmentAndUploadsCheckpointAndAdapter) {
   const auto done = client_.completions()[0];
   EXPECT_TRUE(done.ok()) << done.error();
   EXPECT_EQ(done.final_progress().step(), 10);
+  // Every report names the worker the assignment was polled by.
+  EXPECT_EQ(done.worker(), "workers/w0");
 
   std::vector<FakeCoordinatorClient::Upload> uploads = client_.uploads();
   ASSERT_EQ(uploads.size(), 2u);
+  EXPECT_EQ(uploads[0].worker, "workers/w0");
+  EXPECT_EQ(uploads[1].worker, "workers/w0");
   EXPECT_EQ(uploads[0].kind, "checkpoint");
   EXPECT_EQ(uploads[0].step, 5);
   auto ckpt = ReadPackedEntries(uploads[0].blob);
@@ -155,6 +159,7 @@ TEST_F(DaemonTest, RunsAnAssignmentAndUploadsCheckpointAndAdapter) {
   bool saw_eval = false, saw_step = false;
   for (const auto& p : client_.progress()) {
     EXPECT_EQ(p.assignment(), "jobs/j/stages/source/max/attempts/1/ranks/0");
+    EXPECT_EQ(p.worker(), "workers/w0");
     saw_eval |= p.progress().metrics().count("max/accuracy") > 0;
     saw_step |= p.progress().step() > 0 && p.progress().losses().count("loss") > 0;
   }
