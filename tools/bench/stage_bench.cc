@@ -50,6 +50,7 @@
 #include "worker/model/compute_threads.h"
 #include "worker/training/mpt_stages.h"
 #include "worker/training/prompt_trainer.h"
+#include "worker/training/teacher_cache.h"
 #include "worker/model/t5_model.h"
 
 ABSL_FLAG(std::string, model, "", "Model folder (config.json + safetensors).");
@@ -64,6 +65,9 @@ ABSL_FLAG(double, length_spread, 0.0,
           "0: every example has exactly the stated lengths; s in (0, 1): each example's input "
           "and target lengths are drawn uniformly from [(1 - s) * length, length].");
 ABSL_FLAG(int, steps, 5, "Timed steps.");
+ABSL_FLAG(int, teacher_cache_mib, -1,
+          "Distillation: teacher outputs kept across steps, MiB (-1: the product's default, "
+          "0: none). Use --warmup_steps to time the steady state once every example is cached.");
 ABSL_FLAG(int, warmup_steps, 1, "Untimed steps first.");
 ABSL_FLAG(int, threads, 0,
           "Total compute threads, split between libtorch and BLAS as the worker splits them "
@@ -101,8 +105,12 @@ class StepClock : public ProgressSink {
     if (e.kind == ProgressKind::kStep) {
       times.push_back(Clock::now());
       cpu.push_back(CpuSeconds());
+      hits.push_back(cache != nullptr ? cache->hits() : 0);
+      misses.push_back(cache != nullptr ? cache->misses() : 0);
     }
   }
+  const TeacherCache* cache = nullptr;
+  std::vector<int64_t> hits, misses;
   std::vector<Clock::time_point> times;
   std::vector<double> cpu;
 };
@@ -230,9 +238,18 @@ absl::Status Main() {
 
   at::Tensor teachers;
   StepFunction step;
+  StepClock clock;
+  std::shared_ptr<TeacherCache> teacher_cache;
   if (stage == "distillation") {
     teachers = at::randn({tasks, config.total_tokens(), config.token_dim}).to(model->device());
-    step = MakeDistillationStep(*model, prompt_spec, &prompt, teachers, DistillationLoss{});
+    DistillationLoss loss;
+    if (absl::GetFlag(FLAGS_teacher_cache_mib) >= 0) {
+      loss.teacher_cache_bytes = int64_t{absl::GetFlag(FLAGS_teacher_cache_mib)} << 20;
+    }
+    teacher_cache = std::make_shared<TeacherCache>(loss.teacher_cache_bytes);
+    loss.teacher_cache = teacher_cache;
+    step = MakeDistillationStep(*model, prompt_spec, &prompt, teachers, loss);
+    clock.cache = teacher_cache.get();
   } else {
     step = MakePlmStep(*model,
                        PromptLayout::Peft(config.kind == PromptKind::kMultitask,
@@ -249,7 +266,6 @@ absl::Status Main() {
   options.sampling = TaskSampling::kUniform;
   options.stage = stage;
   LocalCommunicator comm;
-  StepClock clock;
   PromptTrainer trainer(options, &prompt, &data, 0, &comm, &clock, nullptr);
   const auto start = Clock::now();
   const double cpu_start = CpuSeconds();
@@ -297,6 +313,11 @@ absl::Status Main() {
                                     {static_cast<int64_t>(batch) * absl::GetFlag(FLAGS_target_length), v, d}});
   }
   const double mfu = peak_flops > 0 ? achieved / peak_flops : 0;
+  // Teacher rows served from the cache during the timed steps.
+  const int64_t timed_hits = clock.hits.back() - (warmup > 0 ? clock.hits[warmup - 1] : 0);
+  const int64_t timed_misses = clock.misses.back() - (warmup > 0 ? clock.misses[warmup - 1] : 0);
+  const double hit_fraction =
+      timed_hits + timed_misses > 0 ? double(timed_hits) / (timed_hits + timed_misses) : 0;
 
   nlohmann::json j = {{"implementation", "mpt"},
                       {"stage", stage},
@@ -323,6 +344,8 @@ absl::Status Main() {
                       {"achieved_gflops", achieved / 1e9},
                       {"matmul_peak_gflops", peak_flops / 1e9},
                       {"mfu", mfu},
+                      {"teacher_cache_mib", teacher_cache ? teacher_cache->bytes() / 1048576.0 : 0},
+                      {"teacher_cache_hit_fraction", hit_fraction},
                       {"load_seconds", load_seconds},
                       {"rss_after_load_mib", rss_after_load},
                       {"peak_rss_mib", peak}};
@@ -343,6 +366,10 @@ absl::Status Main() {
     if (peak_flops > 0) {
       std::printf("  fp32 matmul peak %.1f GFLOP/s (same threads)   MFU %.1f%%\n", peak_flops / 1e9,
                   100.0 * mfu);
+    }
+    if (teacher_cache) {
+      std::printf("  teacher outputs: %.0f%% of the timed steps' rows from the cache (%.0f MiB held)\n",
+                  100.0 * hit_fraction, teacher_cache->bytes() / 1048576.0);
     }
     std::printf("  peak RSS %.0f MiB (%.0f MiB after loading)\n", peak, rss_after_load);
   }
