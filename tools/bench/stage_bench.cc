@@ -22,7 +22,8 @@
 //             product (attention scores and the weighted sum of values);
 //             the first decoder block's self-attention, which does not
 //             depend on the prompt, has no backward;
-//   teacher   (distillation) one more forward with the teacher's prompt.
+//   teacher   (distillation) one more forward with the teacher's prompt,
+//             for the rows not served from the teacher cache.
 // Element-wise work (softmax, norms, the losses) is not counted. MFU is
 // those FLOPs per second over this machine's fp32 matrix-multiply peak,
 // measured in the same run with the same threads (best of a timed
@@ -298,10 +299,16 @@ absl::Status Main() {
   const double tokens_per_second = real_tokens_timed / seconds;
 
   // FLOPs at the full stated lengths (the upper bound when lengths vary).
-  const StepFlops flops =
+  StepFlops flops =
       CountFlops(model->config(), batch, config.num_virtual_tokens,
                  absl::GetFlag(FLAGS_input_length), absl::GetFlag(FLAGS_target_length),
                  stage == "distillation");
+  // Teacher rows served from the cache during the timed steps.
+  const int64_t timed_hits = clock.hits.back() - (warmup > 0 ? clock.hits[warmup - 1] : 0);
+  const int64_t timed_misses = clock.misses.back() - (warmup > 0 ? clock.misses[warmup - 1] : 0);
+  const double hit_fraction =
+      timed_hits + timed_misses > 0 ? double(timed_hits) / (timed_hits + timed_misses) : 0;
+  flops.teacher *= 1 - hit_fraction;  // cached rows run no teacher pass
   const double achieved = flops.total() / (step_ms / 1000.0);
   double peak_flops = 0;
   if (absl::GetFlag(FLAGS_measure_peak) && model->device().is_cpu()) {
@@ -313,11 +320,6 @@ absl::Status Main() {
                                     {static_cast<int64_t>(batch) * absl::GetFlag(FLAGS_target_length), v, d}});
   }
   const double mfu = peak_flops > 0 ? achieved / peak_flops : 0;
-  // Teacher rows served from the cache during the timed steps.
-  const int64_t timed_hits = clock.hits.back() - (warmup > 0 ? clock.hits[warmup - 1] : 0);
-  const int64_t timed_misses = clock.misses.back() - (warmup > 0 ? clock.misses[warmup - 1] : 0);
-  const double hit_fraction =
-      timed_hits + timed_misses > 0 ? double(timed_hits) / (timed_hits + timed_misses) : 0;
 
   nlohmann::json j = {{"implementation", "mpt"},
                       {"stage", stage},
