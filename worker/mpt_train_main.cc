@@ -22,7 +22,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/file_util.h"
+#include "common/logging.h"
 #include "common/status_macros.h"
+#include "worker/model/compute_threads.h"
 #include "worker/training/mpt_stages.h"
 #include "worker/training/preflight.h"
 #include "common/progress/progress.h"
@@ -44,7 +46,9 @@ ABSL_FLAG(std::string, progress, "auto",
           "auto (a live bar on a terminal, plain lines otherwise), plain, or none.");
 ABSL_FLAG(std::string, events, "", "Also write every progress event as JSON lines here.");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N].");
-ABSL_FLAG(int, threads, 0, "Intra-op threads for libtorch (0: its default).");
+ABSL_FLAG(int, threads, 0,
+          "Compute threads in total, libtorch's and BLAS's together (0: every usable core; "
+          "more than the usable cores is cut to them). See worker/model/compute_threads.h.");
 
 namespace mpt {
 namespace {
@@ -137,7 +141,10 @@ absl::Status Main() {
   preflight.stage = stage;
   preflight.output_dirs = {out, work_dir};
   RETURN_IF_ERROR(PreflightCheck(spec, preflight));
-  if (absl::GetFlag(FLAGS_threads) > 0) torch::set_num_threads(absl::GetFlag(FLAGS_threads));
+  ComputeThreadOptions thread_options;
+  thread_options.total = absl::GetFlag(FLAGS_threads);
+  ASSIGN_OR_RETURN(ComputeThreads threads, ApplyComputeThreads(thread_options));
+  MPT_LOG(INFO) << "mpt_train: " << Describe(threads);
 
   T5LoadOptions load;
   try {

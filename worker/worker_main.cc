@@ -31,6 +31,7 @@
 #include "common/client_channel.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "worker/model/compute_threads.h"
 #include "worker/daemon/assignment_runner.h"
 #include "worker/daemon/coordinator_client.h"
 #include "worker/daemon/worker_daemon.h"
@@ -44,7 +45,9 @@ ABSL_FLAG(std::vector<std::string>, models, {},
 ABSL_FLAG(std::string, work_dir, "",
           "Scratch folder for inputs, checkpoints and results (default: "
           "/tmp/mpt-worker-<pid>).");
-ABSL_FLAG(int, threads, 0, "Intra-op threads for libtorch (0: its default).");
+ABSL_FLAG(int, threads, 0,
+          "Compute threads in total, libtorch's and BLAS's together (0: every usable core; "
+          "more than the usable cores is cut to them). See worker/model/compute_threads.h.");
 ABSL_FLAG(std::string, gloo_bind, "127.0.0.1",
           "Where this worker listens for Gloo collectives: an address of this host that its "
           "peers can reach, or a network interface name (e.g. eth0).");
@@ -171,7 +174,13 @@ int Main() {
     std::fprintf(stderr, "worker: %s\n", std::string(setup.status().message()).c_str());
     return 2;
   }
-  if (absl::GetFlag(FLAGS_threads) > 0) at::set_num_threads(absl::GetFlag(FLAGS_threads));
+  ComputeThreadOptions thread_options;
+  thread_options.total = absl::GetFlag(FLAGS_threads);
+  absl::StatusOr<ComputeThreads> threads = ApplyComputeThreads(thread_options);
+  if (!threads.ok()) {
+    std::fprintf(stderr, "worker: %s\n", std::string(threads.status().message()).c_str());
+    return 2;
+  }
 
   absl::StatusOr<std::unique_ptr<AssignmentRunner>> runner =
       AssignmentRunner::Create(setup->runner);
@@ -194,7 +203,7 @@ int Main() {
   }
   MPT_LOG(INFO) << "worker on " << setup->daemon.worker.hostname() << " (" << setup->runner.device
                 << "), coordinator " << setup->client.channel.address << ", work dir "
-                << setup->daemon.work_dir;
+                << setup->daemon.work_dir << "; " << Describe(*threads);
 
   WorkerDaemon* d = daemon->get();
   std::thread signal_thread([d] {

@@ -7,13 +7,33 @@
 // included), so the figures depend only on the shapes. The loop is the
 // product's own: PromptTrainer with the stage's step function and AdamW.
 // Prints step time, tokens per second (real input + target tokens, the
-// prompt not counted) and the process's peak resident memory; --json prints
-// one JSON object instead. tools/bench/peft_bench.py times the same steps
-// with PEFT and transformers.
+// prompt not counted), the process's CPU time per step (user + system, all
+// threads: less disturbed by other load than wall time), the threads used
+// (worker/model/compute_threads.h, the same choice as the worker's) and the
+// process's peak resident memory; --json prints one JSON object instead.
+// tools/bench/peft_bench.py times the same steps with PEFT and transformers.
+//
+// Model FLOPs per step count the matrix products only (2 m n k each):
+//   forward   every product of the encoder (prompt + input positions), the
+//             decoder (target positions) and the LM head;
+//   backward  what prompt tuning needs: gradients with respect to
+//             activations only, never weights: 1x the forward product for
+//             each weight product, 2x for each activation x activation
+//             product (attention scores and the weighted sum of values);
+//             the first decoder block's self-attention, which does not
+//             depend on the prompt, has no backward;
+//   teacher   (distillation) one more forward with the teacher's prompt,
+//             for the rows not served from the teacher cache.
+// Element-wise work (softmax, norms, the losses) is not counted. MFU is
+// those FLOPs per second over this machine's fp32 matrix-multiply peak,
+// measured in the same run with the same threads (best of a timed
+// 1024 x 1024 x 1024 at::mm and the step's largest product shapes).
 #include <sys/resource.h>
 #include <torch/utils.h>
 
+#include <array>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <memory>
 #include <random>
@@ -28,8 +48,10 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "worker/collectives/communicator.h"
+#include "worker/model/compute_threads.h"
 #include "worker/training/mpt_stages.h"
 #include "worker/training/prompt_trainer.h"
+#include "worker/training/teacher_cache.h"
 #include "worker/model/t5_model.h"
 
 ABSL_FLAG(std::string, model, "", "Model folder (config.json + safetensors).");
@@ -39,9 +61,23 @@ ABSL_FLAG(int, input_length, 64, "Input tokens per example (EOS included).");
 ABSL_FLAG(int, target_length, 16, "Target tokens per example (EOS included).");
 ABSL_FLAG(int, num_virtual_tokens, 100, "Prompt length.");
 ABSL_FLAG(int, num_tasks, 4, "Tasks mixed in a batch (distillation, target).");
+ABSL_FLAG(int, examples_per_task, 0, "Training examples per task (0: batch_size).");
+ABSL_FLAG(double, length_spread, 0.0,
+          "0: every example has exactly the stated lengths; s in (0, 1): each example's input "
+          "and target lengths are drawn uniformly from [(1 - s) * length, length].");
 ABSL_FLAG(int, steps, 5, "Timed steps.");
+ABSL_FLAG(int, teacher_cache_mib, -1,
+          "Distillation: teacher outputs kept across steps, MiB (-1: the product's default, "
+          "0: none). Use --warmup_steps to time the steady state once every example is cached.");
 ABSL_FLAG(int, warmup_steps, 1, "Untimed steps first.");
-ABSL_FLAG(int, threads, 0, "Intra-op threads (0: libtorch's default).");
+ABSL_FLAG(int, threads, 0,
+          "Total compute threads, split between libtorch and BLAS as the worker splits them "
+          "(0: every usable core).");
+ABSL_FLAG(int, intra_op_threads, 0, "Measurement override: libtorch intra-op threads.");
+ABSL_FLAG(int, blas_threads, 0,
+          "Measurement override: OpenBLAS threads (-1: leave them as OPENBLAS_NUM_THREADS or "
+          "OpenBLAS's default set them).");
+ABSL_FLAG(bool, measure_peak, true, "Time fp32 matrix products for the MFU figure.");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N].");
 ABSL_FLAG(bool, json, false, "Print one JSON object.");
 
@@ -49,6 +85,13 @@ namespace mpt {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+double CpuSeconds() {
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_utime.tv_sec + usage.ru_stime.tv_sec +
+         1e-6 * (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
+}
 
 double PeakRssMiB() {
   struct rusage usage;
@@ -60,18 +103,33 @@ double PeakRssMiB() {
 class StepClock : public ProgressSink {
  public:
   void OnEvent(const ProgressEvent& e) override {
-    if (e.kind == ProgressKind::kStep) times.push_back(Clock::now());
+    if (e.kind == ProgressKind::kStep) {
+      times.push_back(Clock::now());
+      cpu.push_back(CpuSeconds());
+      hits.push_back(cache != nullptr ? cache->hits() : 0);
+      misses.push_back(cache != nullptr ? cache->misses() : 0);
+    }
   }
+  const TeacherCache* cache = nullptr;
+  std::vector<int64_t> hits, misses;
   std::vector<Clock::time_point> times;
+  std::vector<double> cpu;
 };
 
 std::vector<std::vector<TokenizedExample>> RandomTasks(int tasks, int per_task, int vocab,
-                                                       int input_length, int target_length) {
+                                                       int max_input, int max_target,
+                                                       double spread) {
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int> id(3, vocab - 1);
+  auto length = [&](int max) {
+    const int min = std::max(1, static_cast<int>(std::ceil((1 - spread) * max)));
+    return std::uniform_int_distribution<int>(min, max)(rng);
+  };
   std::vector<std::vector<TokenizedExample>> out(tasks);
   for (int k = 0; k < tasks; ++k) {
     for (int i = 0; i < per_task; ++i) {
+      const int input_length = spread > 0 ? length(max_input) : max_input;
+      const int target_length = spread > 0 ? length(max_target) : max_target;
       TokenizedExample e;
       for (int j = 0; j + 1 < input_length; ++j) e.input_ids.push_back(id(rng));
       e.input_ids.push_back(1);
@@ -84,12 +142,71 @@ std::vector<std::vector<TokenizedExample>> RandomTasks(int tasks, int per_task, 
   return out;
 }
 
+// Matrix-product FLOPs of one step (see the file comment).
+struct StepFlops {
+  double forward = 0, backward = 0, teacher = 0;
+  double total() const { return forward + backward + teacher; }
+};
+
+StepFlops CountFlops(const T5Config& c, int64_t batch, int64_t prompt, int64_t input,
+                     int64_t target, bool distillation) {
+  const double B = batch, S = prompt + input, L = target, d = c.d_model, inner = c.inner_dim(),
+               H = c.num_heads, dkv = c.d_kv, ff = c.d_ff, V = c.vocab_size;
+  const double ff_in = c.is_gated_act ? 2 : 1;
+  auto mm = [](double m, double n, double k) { return 2 * m * n * k; };
+  // Weight products (backward 1x) and activation products (backward 2x).
+  double weights = 0, activations = 0, no_backward = 0;
+  // Encoder.
+  weights += c.num_layers * (3 * mm(B * S, inner, d) + mm(B * S, d, inner) +
+                             ff_in * mm(B * S, ff, d) + mm(B * S, d, ff));
+  activations += c.num_layers * 2 * mm(B * H * S, S, dkv);
+  // Decoder: self-attention, cross-attention, feed-forward.
+  const double self_w = 3 * mm(B * L, inner, d) + mm(B * L, d, inner);
+  const double self_a = 2 * mm(B * H * L, L, dkv);
+  weights += (c.num_decoder_layers - 1) * self_w;
+  activations += (c.num_decoder_layers - 1) * self_a;
+  no_backward += self_w + self_a;  // block 0 sees no prompt
+  weights += c.num_decoder_layers * (2 * mm(B * L, inner, d) + 2 * mm(B * S, inner, d) +
+                                     ff_in * mm(B * L, ff, d) + mm(B * L, d, ff));
+  activations += c.num_decoder_layers * 2 * mm(B * H * L, S, dkv);
+  weights += mm(B * L, V, d);  // LM head
+  StepFlops f;
+  f.forward = weights + activations + no_backward;
+  f.backward = weights + 2 * activations;
+  if (distillation) f.teacher = f.forward;
+  return f;
+}
+
+// The best fp32 matrix-product rate, FLOP/s, of a few timed at::mm calls.
+double MeasureMatmulPeak(const std::vector<std::array<int64_t, 3>>& shapes) {
+  at::NoGradGuard no_grad;
+  double best = 0;
+  for (const auto& [m, n, k] : shapes) {
+    at::Tensor a = at::randn({m, k}), b = at::randn({k, n}), out = at::empty({m, n});
+    at::mm_out(out, a, b);  // warm-up
+    const double flops = 2.0 * m * n * k;
+    const int reps = std::max<int>(3, static_cast<int>(2e10 / flops));
+    for (int r = 0; r < reps; ++r) {
+      const auto t0 = Clock::now();
+      at::mm_out(out, a, b);
+      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+      best = std::max(best, flops / s);
+    }
+  }
+  return best;
+}
+
 absl::Status Main() {
   const std::string stage = absl::GetFlag(FLAGS_stage);
   if (stage != "source" && stage != "distillation" && stage != "target") {
     return absl::InvalidArgumentError("--stage: source, distillation or target");
   }
-  if (absl::GetFlag(FLAGS_threads) > 0) torch::set_num_threads(absl::GetFlag(FLAGS_threads));
+  ComputeThreadOptions thread_options;
+  thread_options.total = absl::GetFlag(FLAGS_threads);
+  thread_options.intra_op_override = absl::GetFlag(FLAGS_intra_op_threads);
+  thread_options.blas_override = std::max(0, absl::GetFlag(FLAGS_blas_threads));
+  thread_options.leave_blas = absl::GetFlag(FLAGS_blas_threads) < 0;
+  ASSIGN_OR_RETURN(ComputeThreads threads, ApplyComputeThreads(thread_options));
   T5LoadOptions load;
   load.device = c10::Device(absl::GetFlag(FLAGS_device));
   const auto load_start = Clock::now();
@@ -99,8 +216,14 @@ absl::Status Main() {
 
   const int tasks = stage == "source" ? 1 : absl::GetFlag(FLAGS_num_tasks);
   const int batch = absl::GetFlag(FLAGS_batch_size);
-  auto data = RandomTasks(tasks, batch, static_cast<int>(model->config().vocab_size),
-                          absl::GetFlag(FLAGS_input_length), absl::GetFlag(FLAGS_target_length));
+  const int per_task = absl::GetFlag(FLAGS_examples_per_task) > 0
+                           ? absl::GetFlag(FLAGS_examples_per_task)
+                           : batch;
+  const double spread = absl::GetFlag(FLAGS_length_spread);
+  if (spread < 0 || spread >= 1) return absl::InvalidArgumentError("--length_spread: [0, 1)");
+  auto data = RandomTasks(tasks, per_task, static_cast<int>(model->config().vocab_size),
+                          absl::GetFlag(FLAGS_input_length), absl::GetFlag(FLAGS_target_length),
+                          spread);
 
   mpt::v1::PromptSpec prompt_spec;
   prompt_spec.set_num_virtual_tokens(absl::GetFlag(FLAGS_num_virtual_tokens));
@@ -116,9 +239,18 @@ absl::Status Main() {
 
   at::Tensor teachers;
   StepFunction step;
+  StepClock clock;
+  std::shared_ptr<TeacherCache> teacher_cache;
   if (stage == "distillation") {
     teachers = at::randn({tasks, config.total_tokens(), config.token_dim}).to(model->device());
-    step = MakeDistillationStep(*model, prompt_spec, &prompt, teachers, DistillationLoss{});
+    DistillationLoss loss;
+    if (absl::GetFlag(FLAGS_teacher_cache_mib) >= 0) {
+      loss.teacher_cache_bytes = int64_t{absl::GetFlag(FLAGS_teacher_cache_mib)} << 20;
+    }
+    teacher_cache = std::make_shared<TeacherCache>(loss.teacher_cache_bytes);
+    loss.teacher_cache = teacher_cache;
+    step = MakeDistillationStep(*model, prompt_spec, &prompt, teachers, loss);
+    clock.cache = teacher_cache.get();
   } else {
     step = MakePlmStep(*model,
                        PromptLayout::Peft(config.kind == PromptKind::kMultitask,
@@ -135,20 +267,59 @@ absl::Status Main() {
   options.sampling = TaskSampling::kUniform;
   options.stage = stage;
   LocalCommunicator comm;
-  StepClock clock;
   PromptTrainer trainer(options, &prompt, &data, 0, &comm, &clock, nullptr);
   const auto start = Clock::now();
+  const double cpu_start = CpuSeconds();
   ASSIGN_OR_RETURN(TrainResult result, trainer.Run(step, nullptr));
   if (static_cast<int>(clock.times.size()) != warmup + steps) {
     return absl::InternalError("the trainer reported fewer steps than it ran");
   }
   const auto timed_from = warmup > 0 ? clock.times[warmup - 1] : start;
   const double seconds = std::chrono::duration<double>(clock.times.back() - timed_from).count();
+  const double cpu_seconds = clock.cpu.back() - (warmup > 0 ? clock.cpu[warmup - 1] : cpu_start);
   const double step_ms = 1000.0 * seconds / steps;
-  const double tokens = static_cast<double>(batch) *
-                        (absl::GetFlag(FLAGS_input_length) + absl::GetFlag(FLAGS_target_length));
-  const double tokens_per_second = tokens * steps / seconds;
   const double peak = PeakRssMiB();
+
+  // The timed steps' batches again, as the trainer drew them: real tokens
+  // and padded positions.
+  std::vector<int> sizes;
+  for (const auto& set : data) sizes.push_back(static_cast<int>(set.size()));
+  double real_tokens = 0, positions = 0, real_tokens_timed = 0;
+  for (int s = 0; s < warmup + steps; ++s) {
+    std::vector<const TokenizedExample*> examples;
+    for (const ExampleRef& r : SampleBatch(options.train.seed(), s, batch, sizes, options.sampling)) {
+      examples.push_back(&data[r.task][r.index]);
+    }
+    Batch b = Collate(examples, 0);
+    const double real = static_cast<double>(b.input_tokens + b.target_tokens);
+    real_tokens += real;
+    positions += static_cast<double>(b.input_ids.numel() + b.labels.numel());
+    if (s >= warmup) real_tokens_timed += real;
+  }
+  const double tokens_per_second = real_tokens_timed / seconds;
+
+  // FLOPs at the full stated lengths (the upper bound when lengths vary).
+  StepFlops flops =
+      CountFlops(model->config(), batch, config.num_virtual_tokens,
+                 absl::GetFlag(FLAGS_input_length), absl::GetFlag(FLAGS_target_length),
+                 stage == "distillation");
+  // Teacher rows served from the cache during the timed steps.
+  const int64_t timed_hits = clock.hits.back() - (warmup > 0 ? clock.hits[warmup - 1] : 0);
+  const int64_t timed_misses = clock.misses.back() - (warmup > 0 ? clock.misses[warmup - 1] : 0);
+  const double hit_fraction =
+      timed_hits + timed_misses > 0 ? double(timed_hits) / (timed_hits + timed_misses) : 0;
+  flops.teacher *= 1 - hit_fraction;  // cached rows run no teacher pass
+  const double achieved = flops.total() / (step_ms / 1000.0);
+  double peak_flops = 0;
+  if (absl::GetFlag(FLAGS_measure_peak) && model->device().is_cpu()) {
+    const int64_t d = model->config().d_model, v = model->config().vocab_size;
+    const int64_t rows = static_cast<int64_t>(batch) *
+                         (config.num_virtual_tokens + absl::GetFlag(FLAGS_input_length));
+    peak_flops = MeasureMatmulPeak({{1024, 1024, 1024},
+                                    {rows, model->config().d_ff, d},
+                                    {static_cast<int64_t>(batch) * absl::GetFlag(FLAGS_target_length), v, d}});
+  }
+  const double mfu = peak_flops > 0 ? achieved / peak_flops : 0;
 
   nlohmann::json j = {{"implementation", "mpt"},
                       {"stage", stage},
@@ -157,22 +328,52 @@ absl::Status Main() {
                       {"batch_size", batch},
                       {"input_length", absl::GetFlag(FLAGS_input_length)},
                       {"target_length", absl::GetFlag(FLAGS_target_length)},
+                      {"length_spread", spread},
                       {"num_virtual_tokens", config.num_virtual_tokens},
-                      {"threads", torch::get_num_threads()},
+                      {"threads", threads.plan.total},
+                      {"intra_op_threads", threads.intra_op_threads},
+                      {"blas_threads", threads.blas_threads},
+                      {"blas_library", threads.blas_library},
                       {"steps", steps},
                       {"step_ms", step_ms},
+                      {"cpu_ms_per_step", 1000.0 * cpu_seconds / steps},
                       {"tokens_per_second", tokens_per_second},
+                      {"real_token_fraction", real_tokens / positions},
+                      {"gflop_per_step", flops.total() / 1e9},
+                      {"gflop_forward", flops.forward / 1e9},
+                      {"gflop_backward", flops.backward / 1e9},
+                      {"gflop_teacher", flops.teacher / 1e9},
+                      {"achieved_gflops", achieved / 1e9},
+                      {"matmul_peak_gflops", peak_flops / 1e9},
+                      {"mfu", mfu},
+                      {"teacher_cache_mib", teacher_cache ? teacher_cache->bytes() / 1048576.0 : 0},
+                      {"teacher_cache_hit_fraction", hit_fraction},
                       {"load_seconds", load_seconds},
                       {"rss_after_load_mib", rss_after_load},
                       {"peak_rss_mib", peak}};
   if (absl::GetFlag(FLAGS_json)) {
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("stage %-13s batch %d x (%d + %d tokens), prompt %d, %d threads\n", stage.c_str(),
-                batch, absl::GetFlag(FLAGS_input_length), absl::GetFlag(FLAGS_target_length),
-                config.num_virtual_tokens, torch::get_num_threads());
-    std::printf("  step %.1f ms   %.0f tokens/s   peak RSS %.0f MiB (%.0f MiB after loading)\n",
-                step_ms, tokens_per_second, peak, rss_after_load);
+    std::printf("stage %-13s batch %d x (%d + %d tokens), prompt %d\n", stage.c_str(), batch,
+                absl::GetFlag(FLAGS_input_length), absl::GetFlag(FLAGS_target_length),
+                config.num_virtual_tokens);
+    std::printf("  %s\n", Describe(threads).c_str());
+    std::printf("  step %.1f ms (CPU %.1f ms)   %.0f tokens/s   real tokens %.1f%% of positions\n",
+                step_ms, 1000.0 * cpu_seconds / steps, tokens_per_second,
+                100.0 * real_tokens / positions);
+    std::printf("  model FLOPs %.2f G/step (forward %.2f, input-gradient backward %.2f, teacher %.2f)"
+                "   %.1f GFLOP/s\n",
+                flops.total() / 1e9, flops.forward / 1e9, flops.backward / 1e9, flops.teacher / 1e9,
+                achieved / 1e9);
+    if (peak_flops > 0) {
+      std::printf("  fp32 matmul peak %.1f GFLOP/s (same threads)   MFU %.1f%%\n", peak_flops / 1e9,
+                  100.0 * mfu);
+    }
+    if (teacher_cache) {
+      std::printf("  teacher outputs: %.0f%% of the timed steps' rows from the cache (%.0f MiB held)\n",
+                  100.0 * hit_fraction, teacher_cache->bytes() / 1048576.0);
+    }
+    std::printf("  peak RSS %.0f MiB (%.0f MiB after loading)\n", peak, rss_after_load);
   }
   return absl::OkStatus();
 }

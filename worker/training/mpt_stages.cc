@@ -14,6 +14,7 @@
 #include "worker/prompts/adapter_io.h"
 #include "worker/training/checkpoint.h"
 #include "worker/training/losses.h"
+#include "worker/training/teacher_cache.h"
 #include "worker/prompts/prompt_inputs.h"
 #include "worker/data/task_data.h"
 #include "worker/eval/evaluator.h"
@@ -264,8 +265,12 @@ StepFunction MakeDistillationStep(const T5Model& model, const mpt::v1::PromptSpe
   const PromptLayout teacher_layout = LayoutFor(prompt_spec, PromptKind::kPromptTuning);
   const int64_t offset = student_layout.decoder_prefix_length();
   const double d = static_cast<double>(model.config().d_model);
-  return [&model, student, teacher_table, options, student_layout, teacher_layout, offset, d](
-             const Batch& batch, double g) -> absl::StatusOr<StepLoss> {
+  // Teacher outputs, per example, computed once (teacher_cache.h).
+  std::shared_ptr<TeacherCache> cache =
+      options.teacher_cache ? options.teacher_cache
+                            : std::make_shared<TeacherCache>(options.teacher_cache_bytes);
+  return [&model, student, teacher_table, options, student_layout, teacher_layout, offset, d,
+          cache](const Batch& batch, double g) -> absl::StatusOr<StepLoss> {
     Batch b = OnDevice(batch, model.device());
     Forwarded student_out =
         ForwardWithPrompt(model, student_layout, student->Forward(b.task_ids, b.size()), batch);
@@ -273,26 +278,27 @@ StepFunction MakeDistillationStep(const T5Model& model, const mpt::v1::PromptSpe
     at::Tensor objective = plm.sum / g;
     double kl_value = 0, hidden_value = 0;
     if (options.lambda > 0) {
-      Forwarded teacher_out;
-      {
+      // The teacher layout has no decoder prefix: its labels are the batch's.
+      TeacherOutputs teacher_out = cache->Get(batch, [&](const Batch& rows) {
         at::NoGradGuard no_grad;
-        teacher_out = ForwardWithPrompt(model, teacher_layout,
-                                        teacher_table.index_select(0, b.task_ids), batch);
-      }
-      const int64_t length = teacher_out.labels.size(1);
+        Forwarded f = ForwardWithPrompt(
+            model, teacher_layout,
+            teacher_table.index_select(0, rows.task_ids.to(model.device())), rows);
+        return TeacherOutputs{f.out.logits, f.out.decoder_hidden};
+      });
+      const int64_t length = batch.labels.size(1);
+      const at::Tensor labels = student_out.labels.narrow(1, offset, length);
       at::Tensor student_logits = student_out.out.logits.narrow(1, offset, length);
       at::Tensor student_hidden = student_out.out.decoder_hidden.narrow(1, offset, length);
       at::Tensor distill = at::zeros({}, objective.options());
       if (options.use_kl) {
-        LossSum kl = KlLoss(student_logits, teacher_out.out.logits, teacher_out.labels,
-                            options.temperature);
+        LossSum kl = KlLoss(student_logits, teacher_out.logits, labels, options.temperature);
         at::Tensor kl_term = kl.sum / g;
         distill = distill + kl_term;
         kl_value = kl_term.item<double>();
       }
       if (options.use_hidden) {
-        LossSum hidden = HiddenLoss(student_hidden, teacher_out.out.decoder_hidden,
-                                    teacher_out.labels);
+        LossSum hidden = HiddenLoss(student_hidden, teacher_out.hidden, labels);
         at::Tensor hidden_term = hidden.sum / (g * d);
         distill = distill + hidden_term;
         hidden_value = hidden_term.item<double>();

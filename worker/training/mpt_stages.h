@@ -13,6 +13,7 @@
 #define MPT_WORKER_TRAINING_MPT_STAGES_H_
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,8 @@
 #include "worker/model/t5_tokenizer.h"
 
 namespace mpt {
+
+class TeacherCache;  // teacher_cache.h
 
 // What every stage runs with. Pointers are borrowed and must outlive the
 // call; `comm` may be null (single process), `sink` may be null.
@@ -68,6 +71,12 @@ struct DistillationLoss {
   double temperature = 1.0;  // tau of L_KL
   bool use_kl = true;        // false: drop L_KL (the "hidden" ablation)
   bool use_hidden = true;    // false: drop L_hidden (the "kl" ablation)
+  // Bytes of teacher outputs kept across steps (teacher_cache.h); 0: the
+  // teachers run at every step. Default 1 GiB.
+  int64_t teacher_cache_bytes = int64_t{1} << 30;
+  // Optional: the cache to use instead of a new one of teacher_cache_bytes
+  // (to share it or read its counters).
+  std::shared_ptr<TeacherCache> teacher_cache;
 };
 
 // L_PLM(student) + lambda * (L_KL + L_hidden) against the frozen teachers

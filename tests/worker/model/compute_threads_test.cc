@@ -1,0 +1,93 @@
+#include "worker/model/compute_threads.h"
+
+#include <ATen/Parallel.h>
+
+#include <gtest/gtest.h>
+
+namespace mpt {
+namespace {
+
+TEST(CpuBudgetTest, UsableIsTheSmallestKnownLimit) {
+  CpuBudget b;
+  EXPECT_EQ(b.usable(), 1);  // nothing known
+  b.hardware = 16;
+  EXPECT_EQ(b.usable(), 16);
+  b.affinity = 4;
+  EXPECT_EQ(b.usable(), 4);
+  b.quota = 2;
+  EXPECT_EQ(b.usable(), 2);
+  b.quota = 0;  // no quota: the others decide
+  EXPECT_EQ(b.usable(), 4);
+}
+
+TEST(CpuBudgetTest, ParsesCgroupV2CpuMax) {
+  EXPECT_EQ(ParseCgroupCpuMax("max 100000\n"), 0);
+  EXPECT_EQ(ParseCgroupCpuMax("200000 100000\n"), 2);
+  EXPECT_EQ(ParseCgroupCpuMax("150000 100000"), 2);  // 1.5 cores round up
+  EXPECT_EQ(ParseCgroupCpuMax("50000 100000"), 1);
+  EXPECT_EQ(ParseCgroupCpuMax(""), 0);
+  EXPECT_EQ(ParseCgroupCpuMax("garbage"), 0);
+  EXPECT_EQ(ParseCgroupCpuMax("-1 100000"), 0);
+}
+
+TEST(CpuBudgetTest, DetectsAtLeastOneCore) {
+  CpuBudget b = DetectCpuBudget();
+  EXPECT_GE(b.usable(), 1);
+  if (b.hardware > 0) {
+    EXPECT_LE(b.usable(), b.hardware);
+  }
+}
+
+TEST(PlanComputeThreadsTest, OpenBlasWithItsOwnPoolGetsTheCoresAndLibtorchOne) {
+  ThreadPlan p = PlanComputeThreads(2, BlasThreading::kOwnThreads);
+  EXPECT_EQ(p.total, 2);
+  EXPECT_EQ(p.intra_op, 1);
+  EXPECT_EQ(p.blas, 2);
+  p = PlanComputeThreads(1, BlasThreading::kOwnThreads);
+  EXPECT_EQ(p.intra_op, 1);
+  EXPECT_EQ(p.blas, 1);
+}
+
+TEST(PlanComputeThreadsTest, SharedOrUnknownPoolsGoToLibtorch) {
+  ThreadPlan p = PlanComputeThreads(8, BlasThreading::kOpenMp);
+  EXPECT_EQ(p.intra_op, 8);
+  EXPECT_EQ(p.blas, 8);
+  p = PlanComputeThreads(8, BlasThreading::kSequential);
+  EXPECT_EQ(p.intra_op, 8);
+  EXPECT_EQ(p.blas, 0);
+  p = PlanComputeThreads(8, BlasThreading::kUnknown);
+  EXPECT_EQ(p.intra_op, 8);
+  EXPECT_EQ(p.blas, 0);
+  EXPECT_EQ(PlanComputeThreads(0, BlasThreading::kUnknown).total, 1);
+}
+
+TEST(BlasLibraryTest, FindsTheMappedBlas) {
+  const char* maps =
+      "7f00-7f01 r--p 00000000 fd:01 1 /usr/lib/x86_64-linux-gnu/libc.so.6\n"
+      "7f02-7f03 r-xp 00000000 fd:01 2 "
+      "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3\n"
+      "7f04-7f05 rw-p 00000000 00:00 0 [heap]\n";
+  EXPECT_EQ(BlasLibraryFromMaps(maps), "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3");
+  EXPECT_EQ(BlasLibraryFromMaps("7f00-7f01 r--p 0 fd:01 1 /lib/libmkl_rt.so.2\n"),
+            "/lib/libmkl_rt.so.2");
+  EXPECT_EQ(BlasLibraryFromMaps("7f00-7f01 r--p 0 fd:01 1 /lib/libc.so.6\n"), "");
+}
+
+TEST(ApplyComputeThreadsTest, NeverMoreThanTheUsableCores) {
+  auto t = ApplyComputeThreads({/*total=*/100000});
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->plan.total, t->budget.usable());
+  EXPECT_LE(t->intra_op_threads, t->budget.usable());
+  if (t->blas_threads > 0) {
+    EXPECT_LE(t->blas_threads, t->budget.usable());
+  }
+  EXPECT_EQ(t->intra_op_threads, at::get_num_threads());
+  EXPECT_NE(Describe(*t).find("cut to them"), std::string::npos) << Describe(*t);
+}
+
+TEST(ApplyComputeThreadsTest, RejectsNegativeCounts) {
+  EXPECT_FALSE(ApplyComputeThreads({/*total=*/-1}).ok());
+}
+
+}  // namespace
+}  // namespace mpt

@@ -1,0 +1,107 @@
+#include "worker/training/teacher_cache.h"
+
+#include <gtest/gtest.h>
+
+namespace mpt {
+namespace {
+
+TokenizedExample Example(std::vector<int> input, std::vector<int> target, int task) {
+  TokenizedExample e;
+  e.input_ids = std::move(input);
+  e.target_ids = std::move(target);
+  e.task_id = task;
+  return e;
+}
+
+// A fake teacher whose outputs depend only on the row's own tokens, and
+// which counts the rows it ran on.
+struct FakeTeacher {
+  int64_t rows_run = 0;
+  TeacherOutputs operator()(const Batch& rows) {
+    rows_run += rows.size();
+    const int64_t b = rows.size(), l = rows.labels.size(1);
+    at::Tensor sum = rows.input_ids.mul(rows.attention_mask).sum(1).to(at::kFloat);  // [B]
+    at::Tensor base = sum.view({b, 1, 1}) + rows.task_ids.to(at::kFloat).view({b, 1, 1}) * 1000 +
+                      rows.labels.clamp_min(0).to(at::kFloat).view({b, l, 1});
+    TeacherOutputs out;
+    out.logits = base + at::arange(5, at::kFloat).view({1, 1, 5});
+    out.hidden = base * 2 + at::arange(3, at::kFloat).view({1, 1, 3});
+    return out;
+  }
+};
+
+void ExpectRealRowsEqual(const TeacherOutputs& a, const TeacherOutputs& b, const Batch& batch) {
+  at::Tensor mask = batch.labels.ne(-100).unsqueeze(-1);
+  EXPECT_TRUE(at::equal(a.logits * mask, b.logits * mask));
+  EXPECT_TRUE(at::equal(a.hidden * mask, b.hidden * mask));
+}
+
+class TeacherCacheTest : public ::testing::Test {
+ protected:
+  std::vector<TokenizedExample> examples_ = {
+      Example({5, 6, 1}, {7, 1}, 0), Example({8, 1}, {9, 10, 11, 1}, 1),
+      Example({5, 6, 7, 8, 1}, {1}, 0), Example({5, 6, 1}, {7, 1}, 1)};  // last: other task
+  Batch Rows(std::vector<int> which) {
+    std::vector<const TokenizedExample*> p;
+    for (int i : which) p.push_back(&examples_[i]);
+    return Collate(p, 0);
+  }
+};
+
+TEST_F(TeacherCacheTest, GivesTheTeachersOutputsAndRunsEachExampleOnce) {
+  TeacherCache cache(TeacherCache::kDefaultMaxBytes);
+  FakeTeacher teacher;
+  auto forward = [&](const Batch& rows) { return teacher(rows); };
+  Batch first = Rows({0, 1});
+  ExpectRealRowsEqual(cache.Get(first, forward), FakeTeacher()(first), first);
+  EXPECT_EQ(teacher.rows_run, 2);
+  // Two cached, two new (one of them the same tokens under another task).
+  Batch second = Rows({1, 2, 0, 3});
+  ExpectRealRowsEqual(cache.Get(second, forward), FakeTeacher()(second), second);
+  EXPECT_EQ(teacher.rows_run, 4);
+  EXPECT_EQ(cache.hits(), 2);
+  EXPECT_EQ(cache.misses(), 4);
+  // All cached now.
+  Batch third = Rows({3, 2, 1, 0});
+  ExpectRealRowsEqual(cache.Get(third, forward), FakeTeacher()(third), third);
+  EXPECT_EQ(teacher.rows_run, 4);
+  EXPECT_EQ(cache.hits(), 6);
+  // fp32: (target tokens) * (5 logits + 3 hidden) * 4 bytes, summed.
+  EXPECT_EQ(cache.bytes(), (2 + 4 + 1 + 2) * 8 * 4);
+}
+
+TEST_F(TeacherCacheTest, OverTheBoundTheTeachersRunEveryTime) {
+  TeacherCache cache(/*max_bytes=*/2 * 8 * 4);  // room for one 2-token row
+  FakeTeacher teacher;
+  auto forward = [&](const Batch& rows) { return teacher(rows); };
+  Batch batch = Rows({0, 1, 2});
+  for (int i = 0; i < 3; ++i) {
+    ExpectRealRowsEqual(cache.Get(batch, forward), FakeTeacher()(batch), batch);
+  }
+  EXPECT_EQ(cache.bytes(), 2 * 8 * 4);
+  EXPECT_EQ(teacher.rows_run, 3 + 2 + 2);  // row 0 cached after the first step
+}
+
+TEST_F(TeacherCacheTest, ZeroBytesMeansNoCache) {
+  TeacherCache cache(0);
+  FakeTeacher teacher;
+  Batch batch = Rows({0, 1});
+  cache.Get(batch, [&](const Batch& rows) { return teacher(rows); });
+  cache.Get(batch, [&](const Batch& rows) { return teacher(rows); });
+  EXPECT_EQ(teacher.rows_run, 4);
+  EXPECT_EQ(cache.bytes(), 0);
+}
+
+TEST_F(TeacherCacheTest, SelectRowsTrimsPadding) {
+  Batch batch = Rows({2, 0});
+  Batch one = SelectRows(batch, {1});
+  EXPECT_EQ(one.input_ids.size(1), 3);
+  EXPECT_EQ(one.labels.size(1), 2);
+  EXPECT_EQ(one.input_tokens, 3);
+  EXPECT_EQ(one.target_tokens, 2);
+  EXPECT_EQ(TeacherCache::RowKey(one, 0), TeacherCache::RowKey(batch, 1));
+  EXPECT_NE(TeacherCache::RowKey(Rows({3}), 0), TeacherCache::RowKey(Rows({0}), 0));
+}
+
+}  // namespace
+}  // namespace mpt

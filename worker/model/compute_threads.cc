@@ -1,0 +1,211 @@
+#include "worker/model/compute_threads.h"
+
+#include <dlfcn.h>
+#include <sched.h>
+
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace mpt {
+namespace {
+
+std::string ReadSmallFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return "";
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+int CgroupQuota() {
+  const std::string v2 = ReadSmallFile("/sys/fs/cgroup/cpu.max");
+  if (!v2.empty()) return ParseCgroupCpuMax(v2);
+  int64_t quota = 0, period = 0;
+  if (absl::SimpleAtoi(absl::StripAsciiWhitespace(ReadSmallFile("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")), &quota) &&
+      absl::SimpleAtoi(absl::StripAsciiWhitespace(ReadSmallFile("/sys/fs/cgroup/cpu/cpu.cfs_period_us")), &period) &&
+      quota > 0 && period > 0) {
+    return static_cast<int>((quota + period - 1) / period);
+  }
+  return 0;
+}
+
+// OpenBLAS's run-time interface, looked up in the loaded libraries.
+struct OpenBlasApi {
+  void (*set_num_threads)(int) = nullptr;
+  int (*get_num_threads)() = nullptr;
+  int (*get_parallel)() = nullptr;
+  char* (*get_config)() = nullptr;
+  bool found() const { return set_num_threads != nullptr && get_num_threads != nullptr; }
+};
+
+template <typename F>
+void Lookup(void* handle, const char* name, F* out) {
+  if (*out == nullptr) *out = reinterpret_cast<F>(dlsym(handle, name));
+}
+
+OpenBlasApi FindOpenBlas() {
+  OpenBlasApi api;
+  std::vector<void*> handles = {RTLD_DEFAULT};
+  // Already loaded by libtorch; RTLD_NOLOAD never loads another library.
+  for (const char* name : {"libblas.so.3", "libopenblas.so.0", "libopenblas.so"}) {
+    if (void* h = dlopen(name, RTLD_LAZY | RTLD_NOLOAD)) handles.push_back(h);
+  }
+  for (void* h : handles) {
+    Lookup(h, "openblas_set_num_threads", &api.set_num_threads);
+    Lookup(h, "openblas_get_num_threads", &api.get_num_threads);
+    Lookup(h, "openblas_get_parallel", &api.get_parallel);
+    Lookup(h, "openblas_get_config", &api.get_config);
+  }
+  return api;
+}
+
+BlasThreading ThreadingOf(const OpenBlasApi& api) {
+  if (!api.found() || api.get_parallel == nullptr) return BlasThreading::kUnknown;
+  switch (api.get_parallel()) {
+    case 0: return BlasThreading::kSequential;
+    case 1: return BlasThreading::kOwnThreads;
+    case 2: return BlasThreading::kOpenMp;
+    default: return BlasThreading::kUnknown;
+  }
+}
+
+const char* Name(BlasThreading t) {
+  switch (t) {
+    case BlasThreading::kSequential: return "sequential";
+    case BlasThreading::kOwnThreads: return "pthreads";
+    case BlasThreading::kOpenMp: return "OpenMP";
+    default: return "unknown threading";
+  }
+}
+
+}  // namespace
+
+int CpuBudget::usable() const {
+  int n = INT_MAX;
+  for (int v : {hardware, affinity, quota}) {
+    if (v > 0) n = std::min(n, v);
+  }
+  return n == INT_MAX ? 1 : n;
+}
+
+int ParseCgroupCpuMax(absl::string_view text) {
+  std::vector<absl::string_view> parts =
+      absl::StrSplit(absl::StripAsciiWhitespace(text), ' ', absl::SkipEmpty());
+  if (parts.size() != 2 || parts[0] == "max") return 0;
+  int64_t quota = 0, period = 0;
+  if (!absl::SimpleAtoi(parts[0], &quota) || !absl::SimpleAtoi(parts[1], &period) ||
+      quota <= 0 || period <= 0) {
+    return 0;
+  }
+  return static_cast<int>((quota + period - 1) / period);
+}
+
+CpuBudget DetectCpuBudget() {
+  CpuBudget b;
+  b.hardware = static_cast<int>(std::thread::hardware_concurrency());
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) b.affinity = CPU_COUNT(&set);
+  b.quota = CgroupQuota();
+  return b;
+}
+
+ThreadPlan PlanComputeThreads(int total, BlasThreading blas) {
+  ThreadPlan p;
+  p.total = std::max(1, total);
+  switch (blas) {
+    case BlasThreading::kOwnThreads:
+      p.intra_op = 1;
+      p.blas = p.total;
+      break;
+    case BlasThreading::kOpenMp:
+      p.intra_op = p.total;
+      p.blas = p.total;
+      break;
+    default:
+      p.intra_op = p.total;
+      p.blas = 0;
+      break;
+  }
+  return p;
+}
+
+std::string BlasLibraryFromMaps(absl::string_view maps) {
+  for (absl::string_view line : absl::StrSplit(maps, '\n')) {
+    const size_t slash = line.find('/');
+    if (slash == absl::string_view::npos) continue;
+    absl::string_view path = line.substr(slash);
+    const size_t base = path.rfind('/');
+    absl::string_view file = path.substr(base + 1);
+    for (absl::string_view prefix : {"libblas", "libopenblas", "libmkl_rt", "libmkl_core", "libblis"}) {
+      if (absl::StartsWith(file, prefix)) return std::string(path);
+    }
+  }
+  return "";
+}
+
+absl::StatusOr<ComputeThreads> ApplyComputeThreads(const ComputeThreadOptions& options) {
+  if (options.total < 0 || options.intra_op_override < 0 || options.blas_override < 0) {
+    return absl::InvalidArgumentError("--threads: must be 0 (every usable core) or positive");
+  }
+  ComputeThreads t;
+  t.budget = DetectCpuBudget();
+  t.requested = options.total;
+  const int usable = t.budget.usable();
+  const int total = options.total == 0 ? usable : std::min(options.total, usable);
+  const OpenBlasApi api = FindOpenBlas();
+  t.blas_threading = ThreadingOf(api);
+  t.plan = PlanComputeThreads(total, t.blas_threading);
+  if (options.intra_op_override > 0) t.plan.intra_op = options.intra_op_override;
+  if (options.blas_override > 0) t.plan.blas = options.blas_override;
+  try {
+    at::set_num_threads(t.plan.intra_op);
+    t.intra_op_threads = at::get_num_threads();
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("libtorch threads: ", e.what_without_backtrace()));
+  }
+  if (api.found()) {
+    if (t.plan.blas > 0 && !options.leave_blas) api.set_num_threads(t.plan.blas);
+    t.blas_threads = api.get_num_threads();
+    if (api.get_config != nullptr) t.blas_config = api.get_config();
+  }
+  std::string path = BlasLibraryFromMaps(ReadSmallFile("/proc/self/maps"));
+  std::error_code ec;
+  if (!path.empty()) {
+    std::filesystem::path resolved = std::filesystem::canonical(path, ec);
+    t.blas_library = ec ? path : resolved.string();
+  }
+  return t;
+}
+
+std::string Describe(const ComputeThreads& t) {
+  const int usable = t.budget.usable();
+  std::string out = absl::StrCat("compute threads ", t.plan.total, " (", usable, " usable cores");
+  if (t.requested > usable) absl::StrAppend(&out, "; --threads=", t.requested, " cut to them");
+  absl::StrAppend(&out, "): libtorch intra-op ", t.intra_op_threads, ", BLAS ");
+  if (t.blas_threads > 0) {
+    absl::StrAppend(&out, t.blas_threads, " (", t.blas_config, ", ", Name(t.blas_threading));
+  } else {
+    absl::StrAppend(&out, "threads not settable (", Name(t.blas_threading));
+  }
+  absl::StrAppend(&out, ", ", t.blas_library.empty() ? "no BLAS library mapped" : t.blas_library,
+                  ")");
+  return out;
+}
+
+}  // namespace mpt

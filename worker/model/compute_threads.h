@@ -1,0 +1,113 @@
+// How many threads the CPU compute of a process uses, decided in one place
+// for the worker, mpt_train and stage_bench.
+//
+// Debian's libtorch runs its own intra-op threads *and*, through
+// libblas.so.3, OpenBLAS's own thread pool. Both at full width oversubscribe
+// the cores (a T5-small prompt-tuning step on 2 cores took 2.3x longer with
+// libtorch at 2 threads and OpenBLAS at 2 than with libtorch at 1), so
+// `--threads=N` means N compute threads in total, split between the two
+// pools by PlanComputeThreads below, and never more than the cores this
+// process may use (CPU count, affinity mask and cgroup quota, whichever is
+// smallest).
+//
+//   absl::StatusOr<ComputeThreads> t = ApplyComputeThreads({.total = flag});
+//   MPT_LOG(INFO) << Describe(*t);
+//
+// The BLAS library is found at run time (dlsym of openblas_set_num_threads
+// and friends in whatever libblas.so.3 or libopenblas is loaded), so the
+// build does not depend on OpenBLAS; with another BLAS only libtorch's
+// threads are set. Call ApplyComputeThreads once, early in main(), before
+// any tensor work and before other threads start. Not thread-safe.
+#ifndef MPT_WORKER_MODEL_COMPUTE_THREADS_H_
+#define MPT_WORKER_MODEL_COMPUTE_THREADS_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace mpt {
+
+// The cores this process may use.
+struct CpuBudget {
+  int hardware = 0;  // std::thread::hardware_concurrency() (0: unknown)
+  int affinity = 0;  // CPUs in the sched_getaffinity mask (0: unknown)
+  int quota = 0;     // cgroup CPU quota rounded up (0: none or unknown)
+  // The smallest known of the three, at least 1.
+  int usable() const;
+};
+
+// Reads the three from this process and /sys/fs/cgroup (v2 cpu.max, or v1
+// cpu.cfs_quota_us / cpu.cfs_period_us). Never fails: what cannot be read
+// stays 0.
+CpuBudget DetectCpuBudget();
+
+// Parses a cgroup v2 cpu.max ("max 100000" or "150000 100000"): the quota
+// in whole cores, rounded up; 0 for no limit or unparsable text.
+int ParseCgroupCpuMax(absl::string_view text);
+
+// How the loaded BLAS runs its matrix products.
+enum class BlasThreading {
+  kUnknown,     // not OpenBLAS (or its functions are not exported)
+  kSequential,  // OpenBLAS built without threads
+  kOwnThreads,  // OpenBLAS with its own pthreads pool (libopenblas0-pthread)
+  kOpenMp,      // OpenBLAS on OpenMP (libopenblas0-openmp): libtorch's pool
+};
+
+// The split of a total between libtorch's intra-op pool and BLAS's pool.
+struct ThreadPlan {
+  int total = 0;     // compute threads the process runs at once
+  int intra_op = 0;  // at::set_num_threads
+  int blas = 0;      // openblas_set_num_threads; 0: left alone
+};
+
+// The split for `total` threads (already within the budget, >= 1):
+//   kOwnThreads  libtorch 1, OpenBLAS `total`: the matrix products, most of
+//                a step, use every core, and the element-wise kernels run
+//                on the calling thread while OpenBLAS's threads are idle.
+//                Both at `total` oversubscribe (measured: see README).
+//   kOpenMp      libtorch `total` and OpenBLAS `total`: one OpenMP pool.
+//   otherwise    libtorch `total`; BLAS left alone.
+ThreadPlan PlanComputeThreads(int total, BlasThreading blas);
+
+struct ComputeThreadOptions {
+  // Total compute threads; 0: every usable core. More than the usable cores
+  // is cut to them (with a warning in the description).
+  int total = 0;
+  // Explicit per-pool counts for measurements (stage_bench): when > 0 they
+  // replace the plan's value, unchecked against the budget.
+  int intra_op_override = 0;
+  int blas_override = 0;
+  // Leave BLAS's thread count as the library set it (OPENBLAS_NUM_THREADS or
+  // its default): measurements only.
+  bool leave_blas = false;
+};
+
+// What was decided and what the libraries report afterwards.
+struct ComputeThreads {
+  CpuBudget budget;
+  ThreadPlan plan;
+  int requested = 0;          // options.total
+  int intra_op_threads = 0;   // at::get_num_threads() after applying
+  int blas_threads = 0;       // openblas_get_num_threads() after (0: unknown)
+  BlasThreading blas_threading = BlasThreading::kUnknown;
+  std::string blas_library;   // the BLAS file mapped in this process, resolved
+  std::string blas_config;    // openblas_get_config() (empty: not OpenBLAS)
+};
+
+// Decides and applies the thread counts. INVALID_ARGUMENT for a negative
+// count. libtorch errors are returned as INTERNAL; nothing throws.
+absl::StatusOr<ComputeThreads> ApplyComputeThreads(const ComputeThreadOptions& options);
+
+// One line for a startup message, e.g. "compute threads 2 (2 usable cores):
+// libtorch intra-op 1, BLAS 2 threads (OpenBLAS 0.3.21 ..., pthreads,
+// /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3)".
+std::string Describe(const ComputeThreads& threads);
+
+// The first BLAS-looking file (libblas, libopenblas, libmkl, libblis) in a
+// /proc/self/maps text, or "" if none.
+std::string BlasLibraryFromMaps(absl::string_view maps);
+
+}  // namespace mpt
+
+#endif  // MPT_WORKER_MODEL_COMPUTE_THREADS_H_

@@ -1,0 +1,121 @@
+#include "worker/training/teacher_cache.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace mpt {
+namespace {
+
+constexpr int64_t kIgnoreLabel = -100;
+
+// Real entries of row `i`: the attention mask's ones (inputs) or the
+// labels that are not ignored (targets); both are prefixes of the row.
+int64_t InputLength(const Batch& b, int64_t i) {
+  return b.attention_mask[i].sum().item<int64_t>();
+}
+int64_t TargetLength(const Batch& b, int64_t i) {
+  return b.labels[i].ne(kIgnoreLabel).sum().item<int64_t>();
+}
+
+void AppendInts(std::string* out, const int64_t* data, int64_t n) {
+  out->append(reinterpret_cast<const char*>(&n), sizeof(n));
+  out->append(reinterpret_cast<const char*>(data), static_cast<size_t>(n) * sizeof(int64_t));
+}
+
+}  // namespace
+
+std::string TeacherCache::RowKey(const Batch& batch, int64_t i) {
+  const at::Tensor input = batch.input_ids[i].contiguous();
+  const at::Tensor labels = batch.labels[i].contiguous();
+  std::string key;
+  const int64_t task = batch.task_ids[i].item<int64_t>();
+  key.append(reinterpret_cast<const char*>(&task), sizeof(task));
+  AppendInts(&key, input.data_ptr<int64_t>(), InputLength(batch, i));
+  AppendInts(&key, labels.data_ptr<int64_t>(), TargetLength(batch, i));
+  return key;
+}
+
+Batch SelectRows(const Batch& batch, const std::vector<int64_t>& rows) {
+  at::Tensor index = at::tensor(rows, at::kLong);
+  Batch out;
+  int64_t input_width = 1, target_width = 1;
+  for (int64_t r : rows) {
+    input_width = std::max(input_width, InputLength(batch, r));
+    target_width = std::max(target_width, TargetLength(batch, r));
+  }
+  out.input_ids = batch.input_ids.index_select(0, index).narrow(1, 0, input_width).contiguous();
+  out.attention_mask =
+      batch.attention_mask.index_select(0, index).narrow(1, 0, input_width).contiguous();
+  out.labels = batch.labels.index_select(0, index).narrow(1, 0, target_width).contiguous();
+  out.task_ids = batch.task_ids.index_select(0, index.to(batch.task_ids.device()));
+  out.input_tokens = out.attention_mask.sum().item<int64_t>();
+  out.target_tokens = out.labels.ne(kIgnoreLabel).sum().item<int64_t>();
+  return out;
+}
+
+TeacherOutputs TeacherCache::Get(const Batch& batch, const TeacherForward& forward) {
+  const int64_t rows = batch.size();
+  const int64_t width = batch.labels.size(1);
+  if (max_bytes_ <= 0) {
+    misses_ += rows;
+    return forward(batch);
+  }
+  std::vector<std::string> keys(rows);
+  std::vector<const Entry*> found(rows, nullptr);
+  std::vector<int64_t> missing;
+  for (int64_t i = 0; i < rows; ++i) {
+    keys[i] = RowKey(batch, i);
+    auto it = entries_.find(keys[i]);
+    if (it != entries_.end()) {
+      found[i] = &it->second;
+    } else {
+      missing.push_back(i);
+    }
+  }
+  hits_ += rows - static_cast<int64_t>(missing.size());
+  misses_ += static_cast<int64_t>(missing.size());
+  if (static_cast<int64_t>(missing.size()) == rows) {
+    // Nothing cached: one pass on the whole batch, as without a cache.
+    TeacherOutputs out = forward(batch);
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t len = TargetLength(batch, i);
+      const int64_t cost = len * (out.logits.size(-1) + out.hidden.size(-1)) *
+                           static_cast<int64_t>(out.logits.element_size());
+      if (bytes_ + cost > max_bytes_ || entries_.contains(keys[i])) continue;
+      entries_[keys[i]] = {out.logits[i].narrow(0, 0, len).clone(),
+                           out.hidden[i].narrow(0, 0, len).clone()};
+      bytes_ += cost;
+    }
+    return out;
+  }
+  TeacherOutputs computed;
+  if (!missing.empty()) computed = forward(SelectRows(batch, missing));
+  // Any row tells the output shapes.
+  at::Tensor like_logits = found[0] != nullptr ? found[0]->logits : computed.logits[0];
+  at::Tensor like_hidden = found[0] != nullptr ? found[0]->hidden : computed.hidden[0];
+  TeacherOutputs out;
+  out.logits = at::zeros({rows, width, like_logits.size(-1)}, like_logits.options());
+  out.hidden = at::zeros({rows, width, like_hidden.size(-1)}, like_hidden.options());
+  for (int64_t i = 0; i < rows; ++i) {
+    if (found[i] == nullptr) continue;
+    const int64_t len = found[i]->logits.size(0);
+    out.logits[i].narrow(0, 0, len).copy_(found[i]->logits);
+    out.hidden[i].narrow(0, 0, len).copy_(found[i]->hidden);
+  }
+  for (size_t j = 0; j < missing.size(); ++j) {
+    const int64_t i = missing[j];
+    const int64_t len = TargetLength(batch, i);
+    at::Tensor logits = computed.logits[static_cast<int64_t>(j)].narrow(0, 0, len);
+    at::Tensor hidden = computed.hidden[static_cast<int64_t>(j)].narrow(0, 0, len);
+    out.logits[i].narrow(0, 0, len).copy_(logits);
+    out.hidden[i].narrow(0, 0, len).copy_(hidden);
+    const int64_t cost = len * (logits.size(-1) + hidden.size(-1)) *
+                         static_cast<int64_t>(logits.element_size());
+    if (bytes_ + cost > max_bytes_ || entries_.contains(keys[i])) continue;
+    entries_[keys[i]] = {logits.clone(), hidden.clone()};
+    bytes_ += cost;
+  }
+  return out;
+}
+
+}  // namespace mpt

@@ -1,0 +1,86 @@
+// The frozen teachers' outputs for distillation, computed once per example
+// and reused in every later epoch.
+//
+// A teacher is a frozen model with a frozen prompt, so its logits and final
+// decoder hidden states at an example's target positions are a function of
+// the example alone (task, input ids, target ids). The cache keeps, per
+// example, the full-vocabulary logits and the hidden states at its real
+// target positions:
+//
+//   bytes per example = target_tokens * (vocab_size + d_model) * 4  (fp32)
+//
+// (T5-small, 16 target tokens: 2.1 MB, so 1 GiB holds about 510 examples).
+// Once `max_bytes` are held, further examples are not stored: their rows are
+// computed by the teachers at every step, as without a cache. A batch's
+// missing rows are computed together, in one teacher pass on just those
+// rows; the result is the same as a pass on the whole batch up to float
+// rounding (the rows are padded to another width).
+//
+// Not thread-safe: one step function owns it.
+#ifndef MPT_WORKER_TRAINING_TEACHER_CACHE_H_
+#define MPT_WORKER_TRAINING_TEACHER_CACHE_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "absl/container/flat_hash_map.h"
+#include "worker/data/batching.h"
+
+namespace mpt {
+
+struct TeacherOutputs {
+  at::Tensor logits;  // [B, L, V] at the decoder's target positions
+  at::Tensor hidden;  // [B, L, d]
+};
+
+// Runs the teachers on `rows` (a Batch of some of a step's examples, laid
+// out as Collate lays them out); called with gradients off.
+using TeacherForward = std::function<TeacherOutputs(const Batch& rows)>;
+
+class TeacherCache {
+ public:
+  // The default bound: 1 GiB.
+  static constexpr int64_t kDefaultMaxBytes = int64_t{1} << 30;
+
+  // `max_bytes` <= 0: nothing is cached (every step runs the teachers).
+  explicit TeacherCache(int64_t max_bytes) : max_bytes_(max_bytes) {}
+  TeacherCache(const TeacherCache&) = delete;
+  TeacherCache& operator=(const TeacherCache&) = delete;
+
+  // The teachers' outputs for every row of `batch` (on the CPU, as the
+  // trainer collates it), [B, L, ...] with L = batch.labels.size(1); rows
+  // beyond an example's target length are zero. Rows not cached are
+  // computed with `forward` on the device the teachers run on. Throws what
+  // `forward` throws (c10::Error).
+  TeacherOutputs Get(const Batch& batch, const TeacherForward& forward);
+
+  int64_t bytes() const { return bytes_; }
+  int64_t hits() const { return hits_; }
+  int64_t misses() const { return misses_; }
+
+  // The cache key of row `i` (task id, input and target ids): exposed for
+  // tests.
+  static std::string RowKey(const Batch& batch, int64_t i);
+
+ private:
+  struct Entry {
+    at::Tensor logits;  // [len, V]
+    at::Tensor hidden;  // [len, d]
+  };
+  int64_t max_bytes_;
+  int64_t bytes_ = 0;
+  int64_t hits_ = 0;
+  int64_t misses_ = 0;
+  absl::flat_hash_map<std::string, Entry> entries_;
+};
+
+// The rows `rows` of `batch`, trimmed to their longest input and target.
+Batch SelectRows(const Batch& batch, const std::vector<int64_t>& rows);
+
+}  // namespace mpt
+
+#endif  // MPT_WORKER_TRAINING_TEACHER_CACHE_H_
