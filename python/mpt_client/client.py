@@ -369,9 +369,12 @@ class Client:
         if total >= 0 and total != len(data):
             raise errors.DataLoss("%s: got %d of %d bytes" % (artifact, len(data), total))
         actual = hashlib.sha256(data).hexdigest()
-        if not sent_sha or actual != sent_sha or (expected_sha256 and actual != expected_sha256):
+        if not sent_sha or actual != sent_sha:
             raise errors.DataLoss("%s: SHA-256 %s does not match %s"
                                   % (artifact, actual, sent_sha or "(none sent)"))
+        if expected_sha256 and actual != expected_sha256:
+            raise errors.DataLoss("%s: SHA-256 %s does not match the expected %s"
+                                  % (artifact, actual, expected_sha256))
         return unpack_tar(bytes(data), folder, artifact)
 
     def download(self, name_or_artifact, folder):
