@@ -10,6 +10,8 @@ import os
 import sys
 import time
 
+import grpc
+
 import mpt_client
 from mpt_client import Client, JobState
 
@@ -41,8 +43,79 @@ def train(steps, checkpoint_every=5):
             "maxEvalExamples": 4}
 
 
+class _Dropped(grpc.RpcError):
+    """An RPC failure as grpc raises it."""
+
+    def __init__(self, code):
+        super().__init__()
+        self._code = code
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return "dropped by the test"
+
+
+class _Stream:
+    def __init__(self, events, failure=None):
+        self._events, self._failure = events, failure
+
+    def __iter__(self):
+        yield from self._events
+        if self._failure:
+            raise self._failure
+
+    def cancel(self):
+        pass
+
+
+class _FlakyStub:
+    """Drops the first WatchJob stream after two events and fails the first
+    SubmitJob UNAVAILABLE; records the requests."""
+
+    def __init__(self):
+        self.watch_requests, self.submit_requests = [], []
+
+    def WatchJob(self, request, metadata=None):
+        self.watch_requests.append(request)
+        ev = lambda seq, state: mpt_client.JobEvent(sequence=seq, job=request.name, state=state)
+        if len(self.watch_requests) == 1:
+            return _Stream([ev(1, JobState.QUEUED), ev(2, JobState.RUNNING)],
+                           _Dropped(grpc.StatusCode.UNAVAILABLE))
+        if len(self.watch_requests) == 2:
+            return _Stream([])  # closed early, nothing new
+        return _Stream([ev(2, JobState.RUNNING), ev(3, JobState.SUCCEEDED)])
+
+    def SubmitJob(self, request, timeout=None, metadata=None):
+        self.submit_requests.append(request)
+        if len(self.submit_requests) == 1:
+            raise _Dropped(grpc.StatusCode.UNAVAILABLE)
+        return mpt_client.Job(name="jobs/fake")
+
+
+def check_resume_and_retry(tasks):
+    """Without a server: watch resumes after a dropped or closed stream from
+    the last sequence seen, and submit retries with the same request_id."""
+    client = Client("127.0.0.1:1", reconnect_timeout=30)
+    stub = _FlakyStub()
+    client._stub = stub
+    sequences = [e.sequence for e in client.watch("jobs/fake")]
+    check(sequences == [1, 2, 3], "watch over dropped streams gave %s" % sequences)
+    after = [r.after_sequence for r in stub.watch_requests]
+    check(after == [0, 2, 2], "watch reopened after %s, want [0, 2, 2]" % after)
+    job = client.submit({"baseModel": "m", "source": {"tasks": [{"name": "t"}]}},
+                        kind="source", base_dir=tasks)
+    ids = [r.request_id for r in stub.submit_requests]
+    check(job.name == "jobs/fake" and len(ids) == 2 and ids[0] == ids[1] and ids[0],
+          "submit retried with request_ids %s" % ids)
+    client.close()
+    log("watch resumed after dropped streams; submit retried with the same request_id")
+
+
 def main():
     address, model, tasks, work = sys.argv[1:5]
+    check_resume_and_retry(tasks)
     client = Client(address, timeout=30, reconnect_timeout=60)
     check(len(client.workers()) >= 1, "ListWorkers shows no worker")
 
