@@ -14,6 +14,8 @@ PACKAGES=(
   libsqlite3-dev sqlite3 nlohmann-json3-dev
   # Tests
   libgtest-dev libgmock-dev iproute2 procps
+  # The Python client and its test (python/, tests/e2e:e2e_python_client_test)
+  python3-grpcio python3-protobuf python3-pip python3-setuptools
   # Fuzzing (tools/fuzz): clang with libFuzzer and the sanitizer runtimes
   clang-14 libfuzzer-14-dev libclang-rt-14-dev
 )

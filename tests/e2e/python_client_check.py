@@ -1,0 +1,279 @@
+#!/usr/bin/env python3
+"""Drives a real coordinator through the mpt_client package (see
+e2e_python_client_test.sh). Exits non-zero, naming the check, on any failure.
+
+    python_client_check.py ADDRESS MODEL_DIR TASKS_DIR WORK_DIR
+"""
+
+import hashlib
+import os
+import sys
+import time
+
+import grpc
+
+import mpt_client
+from mpt_client import Client, JobState
+
+
+def check(condition, what):
+    if not condition:
+        raise SystemExit("FAIL: " + what)
+
+
+def log(message):
+    print("[python client] " + message, file=sys.stderr, flush=True)
+
+
+def expect_error(cls, what, fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except cls as e:
+        check(isinstance(e, mpt_client.MptError), what + ": not an MptError")
+        log("%s raised %s: %s" % (what, cls.__name__, e))
+        return e
+    except Exception as e:  # noqa: BLE001
+        raise SystemExit("FAIL: %s raised %s (%s), expected %s"
+                         % (what, type(e).__name__, e, cls.__name__))
+    raise SystemExit("FAIL: %s raised nothing, expected %s" % (what, cls.__name__))
+
+
+def train(steps, checkpoint_every=5):
+    return {"steps": steps, "batchSize": 4, "checkpointEvery": checkpoint_every,
+            "maxEvalExamples": 4}
+
+
+class _Dropped(grpc.RpcError):
+    """An RPC failure as grpc raises it."""
+
+    def __init__(self, code):
+        super().__init__()
+        self._code = code
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return "dropped by the test"
+
+
+class _Stream:
+    def __init__(self, events, failure=None):
+        self._events, self._failure = events, failure
+
+    def __iter__(self):
+        yield from self._events
+        if self._failure:
+            raise self._failure
+
+    def cancel(self):
+        pass
+
+
+class _FlakyStub:
+    """Drops the first WatchJob stream after two events and fails the first
+    SubmitJob UNAVAILABLE; records the requests."""
+
+    def __init__(self):
+        self.watch_requests, self.submit_requests = [], []
+
+    def WatchJob(self, request, metadata=None):
+        self.watch_requests.append(request)
+        ev = lambda seq, state: mpt_client.JobEvent(sequence=seq, job=request.name, state=state)
+        if len(self.watch_requests) == 1:
+            return _Stream([ev(1, JobState.QUEUED), ev(2, JobState.RUNNING)],
+                           _Dropped(grpc.StatusCode.UNAVAILABLE))
+        if len(self.watch_requests) == 2:
+            return _Stream([])  # closed early, nothing new
+        return _Stream([ev(2, JobState.RUNNING), ev(3, JobState.SUCCEEDED)])
+
+    def SubmitJob(self, request, timeout=None, metadata=None):
+        self.submit_requests.append(request)
+        if len(self.submit_requests) == 1:
+            raise _Dropped(grpc.StatusCode.UNAVAILABLE)
+        return mpt_client.Job(name="jobs/fake")
+
+
+def check_resume_and_retry(tasks):
+    """Without a server: watch resumes after a dropped or closed stream from
+    the last sequence seen, and submit retries with the same request_id."""
+    client = Client("127.0.0.1:1", reconnect_timeout=30)
+    stub = _FlakyStub()
+    client._stub = stub
+    sequences = [e.sequence for e in client.watch("jobs/fake")]
+    check(sequences == [1, 2, 3], "watch over dropped streams gave %s" % sequences)
+    after = [r.after_sequence for r in stub.watch_requests]
+    check(after == [0, 2, 2], "watch reopened after %s, want [0, 2, 2]" % after)
+    job = client.submit({"baseModel": "m", "source": {"tasks": [{"name": "t"}]}},
+                        kind="source", base_dir=tasks)
+    ids = [r.request_id for r in stub.submit_requests]
+    check(job.name == "jobs/fake" and len(ids) == 2 and ids[0] == ids[1] and ids[0],
+          "submit retried with request_ids %s" % ids)
+    client.close()
+    log("watch resumed after dropped streams; submit retried with the same request_id")
+
+
+def main():
+    address, model, tasks, work = sys.argv[1:5]
+    check_resume_and_retry(tasks)
+    client = Client(address, timeout=30, reconnect_timeout=60)
+    check(len(client.workers()) >= 1, "ListWorkers shows no worker")
+
+    # Errors map to the hierarchy.
+    expect_error(mpt_client.NotFound, "get of an unknown job", client.get, "jobs/no-such-job")
+    expect_error(mpt_client.NotFound, "cancel of an unknown job", client.cancel, "no-such-job")
+    expect_error(mpt_client.NotFound, "watch of an unknown job",
+                 lambda: list(client.watch("jobs/no-such-job")))
+    expect_error(mpt_client.InvalidArgument, "submit of an empty spec", client.submit, {},
+                 kind="source")
+    expect_error(mpt_client.InvalidArgument, "submit of an unknown kind", client.submit, {},
+                 kind="bogus")
+
+    # A spec file whose paths are relative to its own folder.
+    spec_dir = os.path.join(work, "specs")
+    os.makedirs(spec_dir, exist_ok=True)
+    os.symlink(model, os.path.join(spec_dir, "model"))
+    os.symlink(tasks, os.path.join(spec_dir, "data"))
+    spec_file = os.path.join(spec_dir, "pipeline.textproto")
+    with open(spec_file, "w") as f:
+        f.write("""
+base_model: "model"
+prompt { num_virtual_tokens: 4 }
+source {
+  tasks { name: "first" train_path: "data/first.train.jsonl" eval_path: "data/first.eval.jsonl" }
+  tasks { name: "last" train_path: "data/last.train.jsonl" eval_path: "data/last.eval.jsonl" }
+  train { steps: 10 batch_size: 4 checkpoint_every: 5 max_eval_examples: 4 }
+}
+distillation {
+  train { steps: 10 batch_size: 4 checkpoint_every: 5 max_eval_examples: 4 }
+  world_size: 1
+}
+target {
+  tasks { name: "echo" train_path: "data/echo.train.jsonl" eval_path: "data/echo.eval.jsonl" }
+  train { steps: 10 batch_size: 4 checkpoint_every: 5 max_eval_examples: 4 }
+}
+""")
+    request = client.build_submit_request(spec_file)
+    check(request.spec.base_model == os.path.join(spec_dir, "model"),
+          "base_model not resolved against the spec's folder: " + request.spec.base_model)
+    check(len(request.request_id) == 32, "no generated request_id")
+    pipeline = client.submit(spec_file, display_name="py-pipeline", request_id="py-file-1")
+    log("submitted %s from a file" % pipeline.name)
+    check(pipeline.name.startswith("jobs/"), "odd job name " + pipeline.name)
+    check(pipeline.kind == mpt_client.JobKind.PIPELINE, "the file job is not a pipeline")
+    # The same request_id returns the same job.
+    again = client.submit(spec_file, display_name="py-pipeline", request_id="py-file-1")
+    check(again.name == pipeline.name, "a resubmission with the same request_id made a new job")
+
+    # From a dict (the spec's JSON form), relative paths against base_dir.
+    source_spec = {
+        "baseModel": model,
+        "prompt": {"numVirtualTokens": 4},
+        "source": {
+            "tasks": [{"name": "count", "trainPath": "count.train.jsonl",
+                       "evalPath": "count.eval.jsonl"}],
+            "train": train(10),
+        },
+    }
+    from_dict = client.submit(source_spec, kind="source", base_dir=tasks)
+    log("submitted %s from a dict" % from_dict.name)
+    check(from_dict.kind == mpt_client.JobKind.SOURCE_TRAINING, "the dict job is not a source job")
+    check(from_dict.spec.source.tasks[0].train_path == os.path.join(tasks, "count.train.jsonl"),
+          "train_path not resolved against base_dir")
+
+    # Watch the pipeline: a few events, stop, then resume after the last seen.
+    seen = []
+    for event in client.watch(pipeline.name):
+        seen.append(event)
+        if len(seen) == 2:
+            break
+    for event in client.watch(pipeline.name, after=seen[-1].sequence):
+        seen.append(event)
+    sequences = [e.sequence for e in seen]
+    check(sequences == sorted(set(sequences)), "events repeated or out of order: %s" % sequences)
+    check(sequences[0] == 1 and sequences == list(range(1, len(sequences) + 1)),
+          "events missing: %s" % sequences)
+    check(seen[-1].state == JobState.SUCCEEDED,
+          "the pipeline ended %s" % mpt_client.state_name(seen[-1].state))
+    log("watched %s to SUCCEEDED in %d events" % (pipeline.name, len(seen)))
+    # A watch of a finished job replays from `after` and ends.
+    tail = list(client.watch(pipeline.name, after=sequences[-2]))
+    check([e.sequence for e in tail] == [sequences[-1]], "replay after %d" % sequences[-2])
+
+    done = client.wait(from_dict.name)
+    check(done.state == JobState.SUCCEEDED, "the dict job ended %s" % mpt_client.state_name(done.state))
+
+    # Get.
+    job = client.get(pipeline.name.split("/", 1)[1])
+    check(job.name == pipeline.name and job.state == JobState.SUCCEEDED, "get of the pipeline")
+    check(job.display_name == "py-pipeline", "display_name lost")
+    ids = [s.id for s in job.stages]
+    check(ids == ["source/first", "source/last", "distillation", "target/echo"] or
+          sorted(ids) == sorted(["source/first", "source/last", "distillation", "target/echo"]),
+          "stages %s" % ids)
+    check(all(s.state == JobState.SUCCEEDED and s.artifact for s in job.stages),
+          "a stage without success or adapter")
+
+    # Cancel a second, long job while it runs; cancelling again is refused.
+    long_spec = dict(source_spec)
+    long_spec["source"] = dict(source_spec["source"], train=train(20000, 10))
+    long_job = client.submit(long_spec, kind="source", base_dir=tasks)
+    for event in client.watch(long_job.name):
+        if event.state == JobState.RUNNING and event.progress.step > 0:
+            break
+    cancelled = client.cancel(long_job.name)
+    check(cancelled.state in (JobState.CANCELLING, JobState.CANCELLED),
+          "cancel answered %s" % mpt_client.state_name(cancelled.state))
+    final = client.wait(long_job.name)
+    check(final.state == JobState.CANCELLED, "the long job ended %s"
+          % mpt_client.state_name(final.state))
+    expect_error(mpt_client.FailedPrecondition, "second cancel", client.cancel, long_job.name)
+    log("cancelled %s" % long_job.name)
+
+    # List: every page, and filters.
+    all_jobs = [j.name for j in client.list(page_size=1)]
+    check(sorted(all_jobs) == sorted({pipeline.name, from_dict.name, long_job.name}),
+          "list with page_size=1 gave %s" % all_jobs)
+    succeeded = [j.name for j in client.list(states=["SUCCEEDED"])]
+    check(sorted(succeeded) == sorted([pipeline.name, from_dict.name]),
+          "list of SUCCEEDED gave %s" % succeeded)
+    sources = [j.name for j in client.list(kinds=["source"], states=[JobState.CANCELLED])]
+    check(sources == [long_job.name], "list of cancelled source jobs gave %s" % sources)
+
+    # Download every adapter of the pipeline, and one by name.
+    out = os.path.join(work, "adapters")
+    paths = client.download(pipeline.name, out)
+    check(sorted(paths) == sorted(ids), "downloaded stages %s" % sorted(paths))
+    for stage_id, path in paths.items():
+        check(path == os.path.join(os.path.abspath(out), *stage_id.split("/")),
+              "%s went to %s" % (stage_id, path))
+        check(os.path.isfile(os.path.join(path, "adapter_model.safetensors")),
+              "%s has no adapter_model.safetensors" % path)
+    target = next(s for s in job.stages if s.id == "target/echo")
+    meta = next(a for a in job.artifacts if a.name == target.artifact)
+    single = os.path.join(work, "single")
+    client.download(target.artifact, single)
+    with open(os.path.join(single, "adapter_model.safetensors"), "rb") as a, \
+            open(os.path.join(paths["target/echo"], "adapter_model.safetensors"), "rb") as b:
+        check(a.read() == b.read(), "the two downloads of target/echo differ")
+    check(len(meta.sha256) == 64, "artifact without sha256")
+    # A hash that does not match is DataLoss, and nothing is unpacked.
+    wrong = os.path.join(work, "wrong")
+    expect_error(mpt_client.DataLoss, "download with a wrong sha256", client.download_artifact,
+                 target.artifact, wrong, expected_sha256=hashlib.sha256(b"x").hexdigest())
+    check(not os.path.exists(wrong), "a download that failed its hash check left files")
+    expect_error(mpt_client.NotFound, "download of an unknown artefact", client.download,
+                 pipeline.name + "/artifacts/no-such-artifact", os.path.join(work, "none"))
+    expect_error(mpt_client.FailedPrecondition, "download of a job without adapters",
+                 client.download, long_job.name, os.path.join(work, "none"))
+
+    # Adapter folders for adapter_check, one a line.
+    with open(os.path.join(work, "downloaded.txt"), "w") as f:
+        for stage_id in ids:
+            f.write(paths[stage_id] + "\n")
+    client.close()
+    log("all checks passed")
+
+
+if __name__ == "__main__":
+    main()
