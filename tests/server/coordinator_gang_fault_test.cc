@@ -26,6 +26,7 @@ absl::Status CompletePeerFailure(Coordinator* c, const std::string& assignment,
                                  const std::string& error = "gloo: Connection closed by peer") {
   mpt::v1::CompleteAssignmentRequest r;
   r.set_assignment(assignment);
+  r.set_worker(::mpt::testing::HolderOf(c, assignment));
   r.set_ok(false);
   r.set_error(error);
   r.set_peer_failure(true);
