@@ -153,7 +153,7 @@ absl::Status CoordinatorState::Load(StateTxn& txn) {
   return absl::OkStatus();
 }
 
-absl::Status CoordinatorState::Commit(const StateTxn& txn) {
+StoreWrite CoordinatorState::BuildWrite(const StateTxn& txn) const {
   StoreWrite w;
   for (const std::string& name : txn.jobs) {
     auto it = jobs_.find(name);
@@ -182,14 +182,20 @@ absl::Status CoordinatorState::Commit(const StateTxn& txn) {
   w.events = txn.events;
   w.request_ids = txn.request_ids;
 
-  absl::Status status = store_->Commit(w);
-  if (!status.ok()) {
-    for (auto& [name, job] : jobs_) job->events_changed->SignalAll();
-    return status;
-  }
+  return w;
+}
+
+void CoordinatorState::WakeAllWatchers() {
+  for (auto& [name, job] : jobs_) job->events_changed->SignalAll();
+}
+
+void CoordinatorState::Committed(const StateTxn& txn) {
   for (const mpt::v1::JobEvent& e : txn.events) {
     auto it = jobs_.find(e.job());
-    if (it != jobs_.end()) it->second->events_changed->SignalAll();
+    if (it == jobs_.end()) continue;
+    JobEntry& job = *it->second;
+    job.durable_last_event = std::max(job.durable_last_event, e.sequence());
+    job.events_changed->SignalAll();
   }
   for (const std::string& name : txn.finished_jobs) {
     auto it = jobs_.find(name);
@@ -197,7 +203,6 @@ absl::Status CoordinatorState::Commit(const StateTxn& txn) {
     job_order_.erase({-int64_t{it->second->rec.job().priority()}, it->second->rec.create_seq()});
     jobs_.erase(it);
   }
-  return absl::OkStatus();
 }
 
 mpt::v1::Job CoordinatorState::PublicJob(const JobEntry& job) const {
@@ -298,7 +303,7 @@ void CoordinatorState::FinishJob(StateTxn& txn, JobEntry* job, JobState state,
   AddEvent(txn, job, nullptr, message);
   txn.finished_jobs.push_back(j->name());
   txn.notify = true;
-  MPT_LOG(INFO) << j->name() << ": " << message;
+  MPT_LOG(DEBUG) << j->name() << ": " << message;
 }
 
 void CoordinatorState::MaybeFinishCancel(StateTxn& txn, JobEntry* job) {
