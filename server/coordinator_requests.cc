@@ -98,6 +98,12 @@ void RunSchedulingPass(CoordinatorState& state, StateTxn& txn) {
     view.workers.push_back(std::move(sw));
     view_workers.push_back(&w);
   }
+  // Schedule() decides nothing without an idle worker: skip the walk over
+  // every queued job (the cost of each write under load).
+  if (std::none_of(view.workers.begin(), view.workers.end(),
+                   [](const SchedulerWorker& w) { return w.idle; })) {
+    return;
+  }
   std::vector<JobEntry*> view_jobs;
   for (auto& [key, job] : state.job_order()) {
     const JobState js = job->rec.job().state();
