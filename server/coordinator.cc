@@ -117,11 +117,8 @@ absl::Status Coordinator::LoadLocked() {
   RETURN_IF_ERROR(state_.Load(txn));
   durable_ticket_ = last_ticket_;  // memory is the store's again
   pending_request_ids_.clear();
-  published_.Clear();
-  for (auto& [name, job] : state_.jobs()) {
-    job->durable_last_event = job->rec.job().last_event();
-    published_.Publish(last_ticket_, state_.PublicJob(*job));
-  }
+  published_.Clear();  // memory is the store's: GetJob reads the store until a commit
+  for (auto& [name, job] : state_.jobs()) job->durable_last_event = job->rec.job().last_event();
   ScheduleLocked(txn);
   return CommitLocked(txn, /*reload_on_failure=*/false);
 }

@@ -1,5 +1,6 @@
 // The jobs GetJob answers from memory: a copy of each unfinished job as its
-// newest committed write left it. Writers publish after their commit is
+// newest committed write left it. Jobs not written since the coordinator
+// loaded its state are not here: the store holds exactly what memory does. Writers publish after their commit is
 // durable, so a reader never sees a change that could still be rolled back,
 // and never waits for a commit or for the coordinator's mutex.
 //
