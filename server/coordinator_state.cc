@@ -67,6 +67,7 @@ absl::Status CoordinatorState::Load(StateTxn& txn) {
   assignments_.clear();
   const absl::Time now = clock_->Now();
 
+  jobs_.reserve(snap.jobs.size());
   for (JobRecord& rec : snap.jobs) {
     auto job = std::make_unique<JobEntry>();
     job->rec = std::move(rec);
@@ -74,18 +75,23 @@ absl::Status CoordinatorState::Load(StateTxn& txn) {
     job_order_[{-int64_t{raw->rec.job().priority()}, raw->rec.create_seq()}] = raw;
     jobs_[raw->rec.job().name()] = std::move(job);
   }
+  // Stages come grouped by job: look each job up once.
+  JobEntry* current = nullptr;
   for (auto& [job_name, rec] : snap.stages) {
-    auto it = jobs_.find(job_name);
-    if (it == jobs_.end()) continue;
-    StageEntry stage;
-    stage.rec = std::move(rec);
-    it->second->stages.push_back(std::move(stage));
+    if (current == nullptr || current->rec.job().name() != job_name) {
+      auto it = jobs_.find(job_name);
+      current = it == jobs_.end() ? nullptr : it->second.get();
+      if (current == nullptr) continue;
+    }
+    current->stages.emplace_back().rec = std::move(rec);
   }
+  auto by_index = [](const StageEntry& a, const StageEntry& b) {
+    return a.rec.index() < b.rec.index();
+  };
   for (auto& [name, job] : jobs_) {
-    std::sort(job->stages.begin(), job->stages.end(),
-              [](const StageEntry& a, const StageEntry& b) {
-                return a.rec.index() < b.rec.index();
-              });
+    if (!std::is_sorted(job->stages.begin(), job->stages.end(), by_index)) {
+      std::sort(job->stages.begin(), job->stages.end(), by_index);
+    }
   }
   next_register_seq_ = 1;
   for (WorkerRecord& rec : snap.workers) {
