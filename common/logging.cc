@@ -16,6 +16,7 @@ Severity MinSeverity() {
   static const Severity min = [] {
     const char* env = std::getenv("MPT_LOG_LEVEL");
     if (env == nullptr) return Severity::kInfo;
+    if (std::strcmp(env, "DEBUG") == 0) return Severity::kDebug;
     if (std::strcmp(env, "WARNING") == 0) return Severity::kWarning;
     if (std::strcmp(env, "ERROR") == 0) return Severity::kError;
     return Severity::kInfo;
@@ -40,7 +41,7 @@ LogMessage::LogMessage(Severity severity, const char* file, int line)
   localtime_r(&tv.tv_sec, &tm);
   char prefix[64];
   std::snprintf(prefix, sizeof(prefix), "%c%02d%02d %02d:%02d:%02d.%03d ",
-                "IWEF"[static_cast<int>(severity)], tm.tm_mon + 1, tm.tm_mday,
+                "DIWEF"[static_cast<int>(severity) + 1], tm.tm_mon + 1, tm.tm_mday,
                 tm.tm_hour, tm.tm_min, tm.tm_sec,
                 static_cast<int>(tv.tv_usec / 1000));
   stream_ << prefix << Basename(file) << ":" << line << "] ";

@@ -5,8 +5,9 @@
 // libtorch defines LOG and CHECK (through glog in Debian's build, through c10
 // in the wheels), so this facade uses its own MPT_ prefix and depends on
 // neither. Lines go to stderr as "I1126 09:30:00.123 file.cc:42] message".
-// The minimum level comes from MPT_LOG_LEVEL (INFO, WARNING, ERROR); INFO by
-// default. Thread-safe: each line is written with one call.
+// The minimum level comes from MPT_LOG_LEVEL (DEBUG, INFO, WARNING, ERROR);
+// INFO by default, so DEBUG lines (per-request detail on hot paths) cost
+// one comparison unless asked for. Thread-safe: each line is written with one call.
 #ifndef MPT_COMMON_LOGGING_H_
 #define MPT_COMMON_LOGGING_H_
 
@@ -15,7 +16,7 @@
 namespace mpt {
 namespace logging_internal {
 
-enum class Severity { kInfo = 0, kWarning = 1, kError = 2, kFatal = 3 };
+enum class Severity { kDebug = -1, kInfo = 0, kWarning = 1, kError = 2, kFatal = 3 };
 
 bool Enabled(Severity severity);
 
@@ -40,6 +41,7 @@ struct Voidify {
 }  // namespace logging_internal
 }  // namespace mpt
 
+#define MPT_LOG_SEVERITY_DEBUG ::mpt::logging_internal::Severity::kDebug
 #define MPT_LOG_SEVERITY_INFO ::mpt::logging_internal::Severity::kInfo
 #define MPT_LOG_SEVERITY_WARNING ::mpt::logging_internal::Severity::kWarning
 #define MPT_LOG_SEVERITY_ERROR ::mpt::logging_internal::Severity::kError

@@ -8,7 +8,6 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "common/logging.h"
 #include "common/sha256.h"
 #include "common/spec/stages.h"
@@ -16,17 +15,14 @@
 #include "server/adapter_validation.h"
 #include "server/job_planner.h"
 #include "server/resource_names.h"
-#include "server/scheduler.h"
+#include "server/coordinator_requests.h"
 
 namespace mpt {
 namespace {
 
 using coordinator::AssignmentRecord;
 using coordinator::StageRecord;
-using mpt::v1::JobState;
 
-constexpr int kDefaultPageSize = 50;
-constexpr int kMaxPageSize = 1000;
 constexpr int kMaxEventsPerBatch = 500;
 
 absl::Status UnknownWorker(const std::string& name) {
@@ -67,6 +63,7 @@ Coordinator::Coordinator(CoordinatorOptions options, std::unique_ptr<JobStore> s
       store_(std::move(store)),
       artifacts_(std::move(artifacts)),
       clock_(std::move(clock)),
+      committer_(store_.get()),
       state_(CoordinatorStateOptions{options_.max_attempts, options_.max_worker_losses},
              store_.get(), clock_.get()) {}
 
@@ -76,24 +73,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(
   if (store == nullptr || artifacts == nullptr) {
     return absl::InvalidArgumentError("coordinator: a job store and an artifact store are needed");
   }
-  std::vector<std::string> problems;
-  if (options.heartbeat_interval <= absl::ZeroDuration()) {
-    problems.push_back("heartbeat_interval must be > 0");
-  }
-  if (options.lease <= options.heartbeat_interval) {
-    problems.push_back("lease must be longer than heartbeat_interval");
-  }
-  if (options.max_world_size < 1) problems.push_back("max_world_size must be >= 1");
-  if (options.max_attempts < 1) problems.push_back("max_attempts must be >= 1");
-  if (options.max_worker_losses < 0) problems.push_back("max_worker_losses must be >= 0");
-  if (options.max_artifact_bytes < 1) problems.push_back("max_artifact_bytes must be >= 1");
-  if (options.maintenance_interval <= absl::ZeroDuration()) {
-    problems.push_back("maintenance_interval must be > 0");
-  }
-  if (!problems.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("coordinator options: ", absl::StrJoin(problems, "; ")));
-  }
+  RETURN_IF_ERROR(CheckCoordinatorOptions(options));
   if (clock == nullptr) clock = std::make_shared<RealClock>();
   std::unique_ptr<Coordinator> c(
       new Coordinator(options, std::move(store), std::move(artifacts), std::move(clock)));
@@ -145,35 +125,72 @@ void Coordinator::MaintenanceLoop() {
 absl::Status Coordinator::LoadLocked() {
   StateTxn txn;
   RETURN_IF_ERROR(state_.Load(txn));
+  durable_ticket_ = last_ticket_;  // memory is the store's again
+  pending_request_ids_.clear();
+  published_.Clear();  // memory is the store's: GetJob reads the store until a commit
+  for (auto& [name, job] : state_.jobs()) job->durable_last_event = job->rec.job().last_event();
   ScheduleLocked(txn);
   return CommitLocked(txn, /*reload_on_failure=*/false);
 }
 
-absl::Status Coordinator::CommitLocked(StateTxn& txn, bool reload_on_failure) {
-  absl::Status status = state_.Commit(txn);
-  if (!status.ok()) {
-    MPT_LOG(ERROR) << "job store write failed: " << status
-                   << (reload_on_failure ? "; reloading the state from the store" : "");
-    if (reload_on_failure) {
-      absl::Status reload = LoadLocked();
-      if (!reload.ok()) MPT_LOG(ERROR) << "reloading the state failed: " << reload;
-    }
-    changed_.SignalAll();
-    return status;
+void Coordinator::RecoverLocked(const absl::Status& failure, bool reload) {
+  MPT_LOG(ERROR) << "job store write failed: " << failure
+                 << (reload ? "; reloading the state from the store" : "");
+  state_.WakeAllWatchers();
+  // Only the first caller to see the failure reloads; the writes queued
+  // behind it failed too and were built on the same memory.
+  if (committer_.Recover() && reload) {
+    absl::Status reloaded = LoadLocked();
+    if (!reloaded.ok()) MPT_LOG(ERROR) << "reloading the state failed: " << reloaded;
   }
+  state_.WakeAllWatchers();
+  changed_.SignalAll();
+}
+
+absl::Status Coordinator::AwaitDurableLocked() {
+  if (durable_ticket_ >= last_ticket_) return absl::OkStatus();
+  const int64_t ticket = last_ticket_;
+  mu_.Unlock();
+  absl::Status status = committer_.Wait(ticket);
+  mu_.Lock();
+  if (status.ok()) durable_ticket_ = std::max(durable_ticket_, ticket);
+  return status;
+}
+
+absl::Status Coordinator::CommitLocked(StateTxn& txn, bool reload_on_failure) {
+  StoreWrite write = state_.BuildWrite(txn);
+  // The changed jobs as this write leaves them, published once it is durable.
+  std::set<std::string> touched(txn.jobs.begin(), txn.jobs.end());
+  for (const auto& [job, stage] : txn.stages) touched.insert(job);
+  std::vector<mpt::v1::Job> snapshots;
+  for (const std::string& name : touched) {
+    if (JobEntry* job = state_.FindJob(name)) snapshots.push_back(state_.PublicJob(*job));
+  }
+  int64_t ticket = last_ticket_;
+  if (!write.empty()) {
+    ticket = last_ticket_ = committer_.Enqueue(std::move(write));
+    for (const RequestIdRecord& r : txn.request_ids) pending_request_ids_[r.request_id] = ticket;
+    mu_.Unlock();
+    absl::Status status = committer_.Wait(ticket);
+    mu_.Lock();
+    for (const RequestIdRecord& r : txn.request_ids) {
+      auto it = pending_request_ids_.find(r.request_id);
+      if (it != pending_request_ids_.end() && it->second == ticket) pending_request_ids_.erase(it);
+    }
+    if (!status.ok()) {
+      RecoverLocked(status, reload_on_failure);
+      return status;
+    }
+    durable_ticket_ = std::max(durable_ticket_, ticket);
+  }
+  state_.Committed(txn);
+  for (mpt::v1::Job& job : snapshots) {  // finished ones are read from the store
+    if (state_.FindJob(job.name()) != nullptr) published_.Publish(ticket, std::move(job));
+  }
+  for (const std::string& name : txn.finished_jobs) published_.Remove(name);
   for (const std::string& group : txn.groups_to_erase) kv_.EraseGroup(group);
   for (const std::string& sha : txn.blobs_to_collect) {
-    if (uploading_.count(sha) > 0) continue;
-    absl::StatusOr<int64_t> refs = store_->CountArtifactsWithSha256(sha);
-    if (!refs.ok()) {
-      MPT_LOG(WARNING) << "cannot count the references to blob " << sha
-                       << ", keeping it: " << refs.status();
-      continue;
-    }
-    if (*refs == 0) {
-      absl::Status removed = artifacts_->Remove(sha);
-      if (!removed.ok()) MPT_LOG(WARNING) << "cannot remove blob " << sha << ": " << removed;
-    }
+    if (uploading_.count(sha) == 0) CollectBlobIfUnreferenced(*store_, *artifacts_, sha);
   }
   if (txn.notify || !txn.assignments.empty() || !txn.deleted_assignments.empty()) {
     changed_.SignalAll();
@@ -186,54 +203,7 @@ absl::Status Coordinator::CommitLocked(StateTxn& txn, bool reload_on_failure) {
 
 void Coordinator::ScheduleLocked(StateTxn& txn) {
   if (shutting_down_) return;
-  ClusterView view;
-  std::vector<WorkerEntry*> view_workers;
-  for (const auto& [seq, name] : state_.worker_order()) {
-    WorkerEntry& w = state_.workers().at(name);
-    const mpt::v1::Worker& pw = w.rec.worker();
-    if (pw.state() == "lost") continue;
-    SchedulerWorker sw;
-    sw.models.assign(pw.models().begin(), pw.models().end());
-    sw.collectives.assign(pw.collectives().begin(), pw.collectives().end());
-    sw.idle = pw.assignments().empty();
-    view.workers.push_back(std::move(sw));
-    view_workers.push_back(&w);
-  }
-  std::vector<JobEntry*> view_jobs;
-  for (auto& [key, job] : state_.job_order()) {
-    const JobState js = job->rec.job().state();
-    if (js != mpt::v1::QUEUED && js != mpt::v1::RUNNING) continue;
-    SchedulerJob sj;
-    sj.base_model = job->rec.job().spec().base_model();
-    sj.gang_note_sent = job->gang_note_sent;
-    for (const StageEntry& stage : job->stages) {
-      sj.stages.push_back({state_.StageReady(*job, stage), stage.rec.world_size()});
-    }
-    view.jobs.push_back(std::move(sj));
-    view_jobs.push_back(job);
-  }
-  for (const ScheduleAction& action : Schedule(view)) {
-    JobEntry* job = view_jobs[action.job];
-    StageEntry* stage = &job->stages[action.stage];
-    switch (action.kind) {
-      case ScheduleAction::Kind::kStart: {
-        std::vector<WorkerEntry*> workers;
-        for (int w : action.workers) workers.push_back(view_workers[w]);
-        state_.StartStage(txn, job, stage, workers, action.collective);
-        break;
-      }
-      case ScheduleAction::Kind::kHold:
-        break;  // nothing to write: holds are recomputed on every pass
-      case ScheduleAction::Kind::kWaitNote:
-        job->gang_note_sent = true;
-        state_.AddEvent(txn, job, stage,
-                        absl::StrCat("waiting for ", action.world_size, " workers that can run ",
-                                     job->rec.job().spec().base_model(), " together; ",
-                                     action.registered, action.registered == 1 ? " is" : " are",
-                                     " registered (other jobs run meanwhile)"));
-        break;
-    }
-  }
+  RunSchedulingPass(state_, txn);
 }
 
 // ---------------------------------------------------------------------------
@@ -281,7 +251,18 @@ absl::StatusOr<mpt::v1::Job> Coordinator::SubmitJob(const mpt::v1::SubmitJobRequ
   absl::MutexLock lock(&mu_);
   if (shutting_down_) return absl::UnavailableError("coordinator is shutting down");
   if (!request.request_id().empty()) {
-    // A concurrent submission with the same key may have won the race.
+    // A concurrent submission with the same key may have won the race; when
+    // its write is not durable yet, wait for it and look again.
+    for (auto p = pending_request_ids_.find(request.request_id());
+         p != pending_request_ids_.end(); p = pending_request_ids_.find(request.request_id())) {
+      const int64_t ticket = p->second;
+      mu_.Unlock();
+      committer_.Wait(ticket).IgnoreError();
+      mu_.Lock();
+      p = pending_request_ids_.find(request.request_id());
+      if (p != pending_request_ids_.end() && p->second == ticket) pending_request_ids_.erase(p);
+    }
+    if (shutting_down_) return absl::UnavailableError("coordinator is shutting down");
     ASSIGN_OR_RETURN(std::optional<RequestIdRecord> existing,
                      store_->FindRequestId(request.request_id()));
     if (existing.has_value()) {
@@ -331,7 +312,7 @@ absl::StatusOr<mpt::v1::Job> Coordinator::SubmitJob(const mpt::v1::SubmitJobRequ
   ScheduleLocked(txn);
   mpt::v1::Job out = state_.PublicJob(*raw);
   RETURN_IF_ERROR(CommitLocked(txn));
-  MPT_LOG(INFO) << "submitted " << name << " (" << mpt::v1::JobKind_Name(request.kind())
+  MPT_LOG(DEBUG) << "submitted " << name << " (" << mpt::v1::JobKind_Name(request.kind())
                 << ", priority " << request.priority() << ", " << out.stages_size()
                 << " stages)";
   return out;
@@ -342,10 +323,7 @@ absl::StatusOr<mpt::v1::Job> Coordinator::SubmitJob(const mpt::v1::SubmitJobRequ
 
 absl::StatusOr<mpt::v1::Job> Coordinator::GetJob(const std::string& name) {
   RETURN_IF_ERROR(CheckJobName(name));
-  {
-    absl::MutexLock lock(&mu_);
-    if (JobEntry* job = state_.FindJob(name)) return state_.PublicJob(*job);
-  }
+  if (std::shared_ptr<const mpt::v1::Job> job = published_.Find(name)) return *job;
   ASSIGN_OR_RETURN(std::optional<mpt::v1::Job> stored, store_->ReadJob(name));
   if (!stored.has_value()) return absl::NotFoundError(absl::StrCat("job ", name, " not found"));
   return *std::move(stored);
@@ -353,38 +331,11 @@ absl::StatusOr<mpt::v1::Job> Coordinator::GetJob(const std::string& name) {
 
 absl::StatusOr<mpt::v1::ListJobsResponse> Coordinator::ListJobs(
     const mpt::v1::ListJobsRequest& request) {
-  if (request.page_size() < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("page_size: must be >= 0, got ", request.page_size()));
-  }
-  int page_size = request.page_size() == 0 ? kDefaultPageSize : request.page_size();
-  page_size = std::min(page_size, kMaxPageSize);
-  JobListFilter filter;
-  for (int i = 0; i < request.states_size(); ++i) {
-    JobState s = request.states(i);
-    if (s == mpt::v1::JOB_STATE_UNSPECIFIED || !mpt::v1::JobState_IsValid(s)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("states[", i, "]: not a job state (", static_cast<int>(s), ")"));
-    }
-    filter.states.push_back(s);
-  }
-  for (int i = 0; i < request.kinds_size(); ++i) {
-    mpt::v1::JobKind k = request.kinds(i);
-    if (k == mpt::v1::JOB_KIND_UNSPECIFIED || !mpt::v1::JobKind_IsValid(k)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("kinds[", i, "]: not a job kind (", static_cast<int>(k), ")"));
-    }
-    filter.kinds.push_back(k);
-  }
-  const std::string filter_key = ListFilterKey(request);
-  int64_t before = 0;
-  if (!request.page_token().empty()) {
-    ASSIGN_OR_RETURN(before, ParsePageToken(request.page_token(), filter_key));
-  }
-  ASSIGN_OR_RETURN(JobPage page, store_->ListJobs(filter, before, page_size));
+  ASSIGN_OR_RETURN(ListJobsQuery q, ParseListJobsRequest(request));
+  ASSIGN_OR_RETURN(JobPage page, store_->ListJobs(q.filter, q.before_seq, q.page_size));
   mpt::v1::ListJobsResponse response;
   for (mpt::v1::Job& job : page.jobs) *response.add_jobs() = std::move(job);
-  if (page.more) response.set_next_page_token(MakePageToken(page.last_seq, filter_key));
+  if (page.more) response.set_next_page_token(MakePageToken(page.last_seq, q.filter_key));
   return response;
 }
 
@@ -401,7 +352,7 @@ absl::StatusOr<JobEventBatch> Coordinator::WaitForJobEvents(const std::string& n
     while (true) {
       JobEntry* job = state_.FindJob(name);
       if (job == nullptr) break;  // finished (or unknown): read the store
-      const int64_t last = job->rec.job().last_event();
+      const int64_t last = job->durable_last_event;
       if (after_sequence > last) {
         return absl::InvalidArgumentError(absl::StrCat(
             "after_sequence: ", after_sequence, " is beyond the last event of ", name, " (",
@@ -474,7 +425,7 @@ absl::StatusOr<mpt::v1::Job> Coordinator::CancelJob(const std::string& name) {
       mpt::v1::Job out = state_.PublicJob(*job);
       ScheduleLocked(txn);
       RETURN_IF_ERROR(CommitLocked(txn));
-      MPT_LOG(INFO) << "cancel " << name << ": now " << mpt::v1::JobState_Name(out.state());
+      MPT_LOG(DEBUG) << "cancel " << name << ": now " << mpt::v1::JobState_Name(out.state());
       return out;
     }
   }
@@ -577,6 +528,11 @@ absl::StatusOr<std::optional<mpt::v1::Assignment>> Coordinator::PollAssignment(
     for (const std::string& id : w->rec.worker().assignments()) {
       auto it = state_.assignments().find(id);
       if (it != state_.assignments().end() && !it->second.cancelled()) {
+        if (durable_ticket_ < last_ticket_) {  // hand out only durable work
+          absl::Status s = AwaitDurableLocked();
+          if (!s.ok()) RecoverLocked(s, /*reload=*/true);
+          continue;
+        }
         done_polling();
         return std::optional<mpt::v1::Assignment>(it->second.assignment());
       }
@@ -634,6 +590,8 @@ absl::StatusOr<mpt::v1::ReportProgressResponse> Coordinator::ReportProgress(
     state_.MarkStage(txn, job, stage);
     state_.AddEvent(txn, job, stage, request.message(), &progress);
     RETURN_IF_ERROR(CommitLocked(txn));
+  } else {
+    published_.SetProgress(job->rec.job().name(), stage->rec.stage().id(), progress);
   }
   return response;
 }

@@ -60,8 +60,12 @@
 // collective.
 //
 // Thread-safety: every method may be called from any thread. One mutex
-// guards the scheduling state; reads of finished jobs, event logs and
-// artefact bytes run outside it.
+// guards the scheduling state, but nobody holds it while a commit is
+// fsynced: writes are group-committed (group_commit.h) and each call waits,
+// unlocked, for its own write to be durable before it answers. GetJob reads
+// committed copies of unfinished jobs (published_jobs.h); finished jobs,
+// ListJobs, event logs and artefact bytes are read from the store. None of
+// these take the mutex or wait for a commit.
 #ifndef MPT_SERVER_COORDINATOR_H_
 #define MPT_SERVER_COORDINATOR_H_
 
@@ -89,7 +93,9 @@
 #include "server/clock.h"
 #include "server/coordinator_state.h"
 #include "server/coordinator_state.pb.h"
+#include "server/group_commit.h"
 #include "server/job_store.h"
+#include "server/published_jobs.h"
 #include "server/rendezvous_kv.h"
 
 namespace mpt {
@@ -297,13 +303,20 @@ class Coordinator {
   // Replaces the in-memory state with the store's, repairs what a crash
   // can leave, schedules and writes the repairs (no reload on failure).
   absl::Status LoadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Writes `txn`. OK: erases the rendezvous groups of ended attempts,
-  // deletes blobs nothing refers to any more and wakes waiters. Otherwise
-  // logs the store's error, reloads from the store when
+  // Queues `txn`'s write for the group commit and waits for it with mu_
+  // RELEASED (callers must not keep pointers into the state across it). OK:
+  // publishes the jobs it changed, erases the rendezvous groups of ended
+  // attempts, deletes blobs nothing refers to any more and wakes waiters.
+  // Otherwise logs the store's error, reloads from the store when
   // `reload_on_failure` (a failed reload is logged) and returns the
   // store's error.
   absl::Status CommitLocked(StateTxn& txn, bool reload_on_failure = true)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Waits (mu_ released) until every write queued so far is durable.
+  absl::Status AwaitDurableLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a failed commit: reloads from the store unless another caller
+  // already did (or `reload` is false), and wakes every waiter.
+  void RecoverLocked(const absl::Status& failure, bool reload) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // One scheduling pass (scheduler.h) over the state; starts what it
   // decides in `txn`.
   void ScheduleLocked(StateTxn& txn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -318,8 +331,16 @@ class Coordinator {
   const std::unique_ptr<JobStore> store_;
   const std::unique_ptr<ArtifactStore> artifacts_;
   const std::shared_ptr<Clock> clock_;
+  // Destroyed before store_: drains the queue first.
+  GroupCommitter committer_;
+  PublishedJobs published_;
 
   mutable absl::Mutex mu_;
+  // The newest ticket queued, and the newest known durable.
+  int64_t last_ticket_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t durable_ticket_ ABSL_GUARDED_BY(mu_) = 0;
+  // Idempotency keys whose job is queued but not yet durable -> ticket.
+  absl::flat_hash_map<std::string, int64_t> pending_request_ids_ ABSL_GUARDED_BY(mu_);
   // Signalled (to all) whenever assignments or the shutdown flag change;
   // watchers wait on their job's events_changed instead.
   absl::CondVar changed_;

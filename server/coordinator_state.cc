@@ -67,6 +67,7 @@ absl::Status CoordinatorState::Load(StateTxn& txn) {
   assignments_.clear();
   const absl::Time now = clock_->Now();
 
+  jobs_.reserve(snap.jobs.size());
   for (JobRecord& rec : snap.jobs) {
     auto job = std::make_unique<JobEntry>();
     job->rec = std::move(rec);
@@ -74,18 +75,23 @@ absl::Status CoordinatorState::Load(StateTxn& txn) {
     job_order_[{-int64_t{raw->rec.job().priority()}, raw->rec.create_seq()}] = raw;
     jobs_[raw->rec.job().name()] = std::move(job);
   }
+  // Stages come grouped by job: look each job up once.
+  JobEntry* current = nullptr;
   for (auto& [job_name, rec] : snap.stages) {
-    auto it = jobs_.find(job_name);
-    if (it == jobs_.end()) continue;
-    StageEntry stage;
-    stage.rec = std::move(rec);
-    it->second->stages.push_back(std::move(stage));
+    if (current == nullptr || current->rec.job().name() != job_name) {
+      auto it = jobs_.find(job_name);
+      current = it == jobs_.end() ? nullptr : it->second.get();
+      if (current == nullptr) continue;
+    }
+    current->stages.emplace_back().rec = std::move(rec);
   }
+  auto by_index = [](const StageEntry& a, const StageEntry& b) {
+    return a.rec.index() < b.rec.index();
+  };
   for (auto& [name, job] : jobs_) {
-    std::sort(job->stages.begin(), job->stages.end(),
-              [](const StageEntry& a, const StageEntry& b) {
-                return a.rec.index() < b.rec.index();
-              });
+    if (!std::is_sorted(job->stages.begin(), job->stages.end(), by_index)) {
+      std::sort(job->stages.begin(), job->stages.end(), by_index);
+    }
   }
   next_register_seq_ = 1;
   for (WorkerRecord& rec : snap.workers) {
@@ -153,7 +159,7 @@ absl::Status CoordinatorState::Load(StateTxn& txn) {
   return absl::OkStatus();
 }
 
-absl::Status CoordinatorState::Commit(const StateTxn& txn) {
+StoreWrite CoordinatorState::BuildWrite(const StateTxn& txn) const {
   StoreWrite w;
   for (const std::string& name : txn.jobs) {
     auto it = jobs_.find(name);
@@ -182,14 +188,20 @@ absl::Status CoordinatorState::Commit(const StateTxn& txn) {
   w.events = txn.events;
   w.request_ids = txn.request_ids;
 
-  absl::Status status = store_->Commit(w);
-  if (!status.ok()) {
-    for (auto& [name, job] : jobs_) job->events_changed->SignalAll();
-    return status;
-  }
+  return w;
+}
+
+void CoordinatorState::WakeAllWatchers() {
+  for (auto& [name, job] : jobs_) job->events_changed->SignalAll();
+}
+
+void CoordinatorState::Committed(const StateTxn& txn) {
   for (const mpt::v1::JobEvent& e : txn.events) {
     auto it = jobs_.find(e.job());
-    if (it != jobs_.end()) it->second->events_changed->SignalAll();
+    if (it == jobs_.end()) continue;
+    JobEntry& job = *it->second;
+    job.durable_last_event = std::max(job.durable_last_event, e.sequence());
+    job.events_changed->SignalAll();
   }
   for (const std::string& name : txn.finished_jobs) {
     auto it = jobs_.find(name);
@@ -197,7 +209,6 @@ absl::Status CoordinatorState::Commit(const StateTxn& txn) {
     job_order_.erase({-int64_t{it->second->rec.job().priority()}, it->second->rec.create_seq()});
     jobs_.erase(it);
   }
-  return absl::OkStatus();
 }
 
 mpt::v1::Job CoordinatorState::PublicJob(const JobEntry& job) const {
@@ -298,7 +309,7 @@ void CoordinatorState::FinishJob(StateTxn& txn, JobEntry* job, JobState state,
   AddEvent(txn, job, nullptr, message);
   txn.finished_jobs.push_back(j->name());
   txn.notify = true;
-  MPT_LOG(INFO) << j->name() << ": " << message;
+  MPT_LOG(DEBUG) << j->name() << ": " << message;
 }
 
 void CoordinatorState::MaybeFinishCancel(StateTxn& txn, JobEntry* job) {

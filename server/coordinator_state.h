@@ -43,6 +43,8 @@ struct StageEntry {
 struct JobEntry {
   coordinator::JobRecord rec;  // rec.job() holds no stages
   std::vector<StageEntry> stages;
+  // The newest event known to be committed (watchers read up to it).
+  int64_t durable_last_event = 0;
   // The gang note ("waiting for N workers") was already sent.
   bool gang_note_sent = false;
   // Signalled when events of this job are committed. Shared so that a
@@ -110,11 +112,15 @@ class CoordinatorState {
   // are then unchanged.
   absl::Status Load(StateTxn& txn);
 
-  // Writes `txn` in one store transaction. OK: waiters on the jobs that got
-  // events are woken and finished jobs leave memory. Otherwise the store's
-  // error (memory now runs ahead of the store: the caller must Load()
-  // again), and every job's watchers are woken.
-  absl::Status Commit(const StateTxn& txn);
+  // What `txn` changed, as one store write (the rows as memory holds them
+  // now). The caller commits it, then calls Committed(txn); when the commit
+  // fails memory runs ahead of the store and the caller must Load() again.
+  StoreWrite BuildWrite(const StateTxn& txn) const;
+  // After `txn`'s write is durable: its events become visible to watchers
+  // (durable_last_event, events_changed) and finished jobs leave memory.
+  void Committed(const StateTxn& txn);
+  // Wakes every job's watchers (after a failed commit).
+  void WakeAllWatchers();
 
   // ---- The tables ----------------------------------------------------------
   // Unfinished jobs by name, and the same in scheduling order

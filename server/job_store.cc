@@ -246,10 +246,14 @@ class SqliteJobStore::Impl {
     sqlite3_close(writer_);
   }
 
-  absl::Status Commit(const StoreWrite& w) {
+  absl::Status Commit(const std::vector<const StoreWrite*>& writes) {
     absl::MutexLock lock(&write_mu_);
     RETURN_IF_ERROR(Exec(writer_, "BEGIN IMMEDIATE"));
-    absl::Status status = Apply(w);
+    absl::Status status;
+    for (const StoreWrite* w : writes) {
+      status = Apply(*w);
+      if (!status.ok()) break;
+    }
     if (status.ok()) {
       status = Exec(writer_, "COMMIT");
     }
@@ -532,9 +536,32 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
       new SqliteJobStore(std::make_unique<Impl>(writer, std::move(readers))));
 }
 
+absl::Status JobStore::CommitBatch(const std::vector<const StoreWrite*>& writes) {
+  if (writes.size() == 1) return Commit(*writes[0]);
+  StoreWrite all;
+  auto append = [](auto& to, const auto& from) { to.insert(to.end(), from.begin(), from.end()); };
+  for (const StoreWrite* w : writes) {
+    append(all.jobs, w->jobs);
+    append(all.stages, w->stages);
+    append(all.assignments, w->assignments);
+    append(all.deleted_assignments, w->deleted_assignments);
+    append(all.workers, w->workers);
+    append(all.deleted_workers, w->deleted_workers);
+    append(all.artifacts, w->artifacts);
+    append(all.deleted_artifacts, w->deleted_artifacts);
+    append(all.events, w->events);
+    append(all.request_ids, w->request_ids);
+  }
+  return Commit(all);
+}
+
+absl::Status SqliteJobStore::CommitBatch(const std::vector<const StoreWrite*>& writes) {
+  return impl_->Commit(writes);
+}
+
 absl::Status SqliteJobStore::Commit(const StoreWrite& write) {
   if (write.empty()) return absl::OkStatus();
-  return impl_->Commit(write);
+  return impl_->Commit({&write});
 }
 
 absl::StatusOr<std::optional<mpt::v1::Job>> SqliteJobStore::ReadJob(const std::string& name) {

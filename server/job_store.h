@@ -94,6 +94,12 @@ class JobStore {
   // otherwise.
   virtual absl::Status Commit(const StoreWrite& write) = 0;
 
+  // Applies `writes` in order as one atomic transaction (group commit: one
+  // fsync for all of them); errors as Commit(), and then none is applied.
+  // The default concatenates them into one Commit(), which is right as long
+  // as no key is deleted by one write and written again by a later one.
+  virtual absl::Status CommitBatch(const std::vector<const StoreWrite*>& writes);
+
   // The job named `name` ("jobs/{id}") with its stages, or nullopt.
   virtual absl::StatusOr<std::optional<mpt::v1::Job>> ReadJob(const std::string& name) = 0;
 
@@ -164,6 +170,7 @@ class SqliteJobStore final : public JobStore {
   SqliteJobStore& operator=(const SqliteJobStore&) = delete;
 
   absl::Status Commit(const StoreWrite& write) override;
+  absl::Status CommitBatch(const std::vector<const StoreWrite*>& writes) override;
   absl::StatusOr<std::optional<mpt::v1::Job>> ReadJob(const std::string& name) override;
   absl::StatusOr<JobPage> ListJobs(const JobListFilter& filter, int64_t before_seq,
                                    int page_size) override;

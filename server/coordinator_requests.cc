@@ -1,0 +1,144 @@
+#include "server/coordinator_requests.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "server/resource_names.h"
+#include "server/scheduler.h"
+
+namespace mpt {
+namespace {
+using mpt::v1::JobState;
+constexpr int kDefaultPageSize = 50;
+constexpr int kMaxPageSize = 1000;
+}  // namespace
+
+absl::Status CheckCoordinatorOptions(const CoordinatorOptions& options) {
+  std::vector<std::string> problems;
+  if (options.heartbeat_interval <= absl::ZeroDuration()) {
+    problems.push_back("heartbeat_interval must be > 0");
+  }
+  if (options.lease <= options.heartbeat_interval) {
+    problems.push_back("lease must be longer than heartbeat_interval");
+  }
+  if (options.max_world_size < 1) problems.push_back("max_world_size must be >= 1");
+  if (options.max_attempts < 1) problems.push_back("max_attempts must be >= 1");
+  if (options.max_worker_losses < 0) problems.push_back("max_worker_losses must be >= 0");
+  if (options.max_artifact_bytes < 1) problems.push_back("max_artifact_bytes must be >= 1");
+  if (options.maintenance_interval <= absl::ZeroDuration()) {
+    problems.push_back("maintenance_interval must be > 0");
+  }
+  if (!problems.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("coordinator options: ", absl::StrJoin(problems, "; ")));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ListJobsQuery> ParseListJobsRequest(const mpt::v1::ListJobsRequest& request) {
+  if (request.page_size() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size: must be >= 0, got ", request.page_size()));
+  }
+  ListJobsQuery q;
+  q.page_size = std::min(request.page_size() == 0 ? kDefaultPageSize : request.page_size(),
+                         kMaxPageSize);
+  for (int i = 0; i < request.states_size(); ++i) {
+    JobState s = request.states(i);
+    if (s == mpt::v1::JOB_STATE_UNSPECIFIED || !mpt::v1::JobState_IsValid(s)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("states[", i, "]: not a job state (", static_cast<int>(s), ")"));
+    }
+    q.filter.states.push_back(s);
+  }
+  for (int i = 0; i < request.kinds_size(); ++i) {
+    mpt::v1::JobKind k = request.kinds(i);
+    if (k == mpt::v1::JOB_KIND_UNSPECIFIED || !mpt::v1::JobKind_IsValid(k)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("kinds[", i, "]: not a job kind (", static_cast<int>(k), ")"));
+    }
+    q.filter.kinds.push_back(k);
+  }
+  q.filter_key = ListFilterKey(request);
+  if (!request.page_token().empty()) {
+    ASSIGN_OR_RETURN(q.before_seq, ParsePageToken(request.page_token(), q.filter_key));
+  }
+  return q;
+}
+
+void CollectBlobIfUnreferenced(JobStore& store, ArtifactStore& blobs, const std::string& sha256) {
+  absl::StatusOr<int64_t> refs = store.CountArtifactsWithSha256(sha256);
+  if (!refs.ok()) {
+    MPT_LOG(WARNING) << "cannot count the references to blob " << sha256
+                     << ", keeping it: " << refs.status();
+    return;
+  }
+  if (*refs > 0) return;
+  absl::Status removed = blobs.Remove(sha256);
+  if (!removed.ok()) MPT_LOG(WARNING) << "cannot remove blob " << sha256 << ": " << removed;
+}
+
+void RunSchedulingPass(CoordinatorState& state, StateTxn& txn) {
+  ClusterView view;
+  std::vector<WorkerEntry*> view_workers;
+  for (const auto& [seq, name] : state.worker_order()) {
+    WorkerEntry& w = state.workers().at(name);
+    const mpt::v1::Worker& pw = w.rec.worker();
+    if (pw.state() == "lost") continue;
+    SchedulerWorker sw;
+    sw.models.assign(pw.models().begin(), pw.models().end());
+    sw.collectives.assign(pw.collectives().begin(), pw.collectives().end());
+    sw.idle = pw.assignments().empty();
+    view.workers.push_back(std::move(sw));
+    view_workers.push_back(&w);
+  }
+  // Schedule() decides nothing without an idle worker: skip the walk over
+  // every queued job (the cost of each write under load).
+  if (std::none_of(view.workers.begin(), view.workers.end(),
+                   [](const SchedulerWorker& w) { return w.idle; })) {
+    return;
+  }
+  std::vector<JobEntry*> view_jobs;
+  for (auto& [key, job] : state.job_order()) {
+    const JobState js = job->rec.job().state();
+    if (js != mpt::v1::QUEUED && js != mpt::v1::RUNNING) continue;
+    SchedulerJob sj;
+    sj.base_model = job->rec.job().spec().base_model();
+    sj.gang_note_sent = job->gang_note_sent;
+    for (const StageEntry& stage : job->stages) {
+      sj.stages.push_back({state.StageReady(*job, stage), stage.rec.world_size()});
+    }
+    view.jobs.push_back(std::move(sj));
+    view_jobs.push_back(job);
+  }
+  for (const ScheduleAction& action : Schedule(view)) {
+    JobEntry* job = view_jobs[action.job];
+    StageEntry* stage = &job->stages[action.stage];
+    switch (action.kind) {
+      case ScheduleAction::Kind::kStart: {
+        std::vector<WorkerEntry*> workers;
+        for (int w : action.workers) workers.push_back(view_workers[w]);
+        state.StartStage(txn, job, stage, workers, action.collective);
+        break;
+      }
+      case ScheduleAction::Kind::kHold:
+        break;  // nothing to write: holds are recomputed on every pass
+      case ScheduleAction::Kind::kWaitNote:
+        job->gang_note_sent = true;
+        state.AddEvent(txn, job, stage,
+                        absl::StrCat("waiting for ", action.world_size, " workers that can run ",
+                                     job->rec.job().spec().base_model(), " together; ",
+                                     action.registered, action.registered == 1 ? " is" : " are",
+                                     " registered (other jobs run meanwhile)"));
+        break;
+    }
+  }
+}
+
+}  // namespace mpt

@@ -1,0 +1,43 @@
+#include "server/published_jobs.h"
+
+namespace mpt {
+
+void PublishedJobs::Publish(int64_t version, mpt::v1::Job job) {
+  auto shared = std::make_shared<const mpt::v1::Job>(std::move(job));
+  absl::MutexLock lock(&mu_);
+  Entry& e = jobs_[shared->name()];
+  if (e.job != nullptr && e.version > version) return;
+  e.version = version;
+  e.job = std::move(shared);
+}
+
+void PublishedJobs::SetProgress(const std::string& name, const std::string& stage_id,
+                                const mpt::v1::Progress& progress) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(name);
+  if (it == jobs_.end()) return;
+  auto job = std::make_shared<mpt::v1::Job>(*it->second.job);  // readers keep the old copy
+  *job->mutable_progress() = progress;
+  for (mpt::v1::Stage& stage : *job->mutable_stages()) {
+    if (stage.id() == stage_id) *stage.mutable_progress() = progress;
+  }
+  it->second.job = std::move(job);
+}
+
+void PublishedJobs::Remove(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  jobs_.erase(name);
+}
+
+void PublishedJobs::Clear() {
+  absl::MutexLock lock(&mu_);
+  jobs_.clear();
+}
+
+std::shared_ptr<const mpt::v1::Job> PublishedJobs::Find(const std::string& name) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = jobs_.find(name);
+  return it == jobs_.end() ? nullptr : it->second.job;
+}
+
+}  // namespace mpt
