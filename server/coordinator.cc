@@ -25,33 +25,6 @@ using coordinator::StageRecord;
 
 constexpr int kMaxEventsPerBatch = 500;
 
-absl::Status UnknownWorker(const std::string& name) {
-  return absl::NotFoundError(absl::StrCat(
-      "worker ", name, " is not registered (or was declared lost): register again"));
-}
-
-absl::Status UnknownAssignment(const std::string& id) {
-  return absl::NotFoundError(absl::StrCat(
-      "assignment ", id,
-      " not found (it ended, or its worker was declared lost and it was requeued)"));
-}
-
-// Only the worker an assignment was handed to may report on it.
-absl::Status CheckHolder(const AssignmentRecord& rec, const std::string& id,
-                         const std::string& worker) {
-  if (rec.worker() == worker) return absl::OkStatus();
-  return absl::FailedPreconditionError(absl::StrCat(
-      "assignment ", id, " was not handed to ", worker.substr(0, 64),
-      "; only its own worker may report on it"));
-}
-
-// A reported progress with the stage's kind and task where it names none.
-mpt::v1::Progress StageProgress(mpt::v1::Progress progress, const StageEntry& stage) {
-  if (progress.stage().empty()) progress.set_stage(std::string(StageKindName(stage.rec.kind())));
-  if (progress.task().empty()) progress.set_task(stage.rec.task());
-  return progress;
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -400,14 +373,7 @@ absl::StatusOr<ArtifactContent> Coordinator::ReadArtifact(const std::string& nam
 
 mpt::v1::ListWorkersResponse Coordinator::ListWorkers() {
   absl::MutexLock lock(&mu_);
-  mpt::v1::ListWorkersResponse response;
-  for (const auto& [seq, name] : state_.worker_order()) {
-    const WorkerEntry& w = state_.workers().at(name);
-    mpt::v1::Worker* out = response.add_workers();
-    *out = w.rec.worker();
-    if (out->state() != "lost") *out->mutable_last_heartbeat() = ToTimestamp(w.last_seen);
-  }
-  return response;
+  return ListWorkersOf(state_);
 }
 
 // ---------------------------------------------------------------------------
@@ -600,25 +566,7 @@ absl::StatusOr<mpt::v1::Artifact> Coordinator::UploadArtifact(
     const mpt::v1::UploadArtifactRequest::Header& header, absl::string_view data,
     absl::string_view sha256) {
   const std::string& id = header.assignment();
-  if (id.empty()) return absl::InvalidArgumentError("header.assignment: required");
-  if (header.worker().empty()) return absl::InvalidArgumentError("header.worker: required");
-  if (header.kind() != "adapter" && header.kind() != "checkpoint") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "header.kind: \"", header.kind(), "\" is not an artefact kind (adapter or checkpoint)"));
-  }
-  if (header.step() < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("header.step: must be >= 0, got ", header.step()));
-  }
-  if (!IsSha256Hex(sha256)) {
-    return absl::InvalidArgumentError(
-        "sha256: required on the last message, as 64 hexadecimal digits");
-  }
-  if (static_cast<int64_t>(data.size()) > options_.max_artifact_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("data: ", data.size(),
-                                                   " bytes is more than the coordinator accepts (",
-                                                   options_.max_artifact_bytes, ")"));
-  }
+  RETURN_IF_ERROR(CheckUploadRequest(header, data.size(), sha256, options_.max_artifact_bytes));
   const std::string expected = absl::AsciiStrToLower(sha256);
   auto check_running = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
     auto it = state_.assignments().find(id);

@@ -8,6 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
+#include "common/sha256.h"
+#include "common/spec/stages.h"
 #include "common/status_macros.h"
 #include "server/resource_names.h"
 #include "server/scheduler.h"
@@ -139,6 +141,68 @@ void RunSchedulingPass(CoordinatorState& state, StateTxn& txn) {
         break;
     }
   }
+}
+
+mpt::v1::ListWorkersResponse ListWorkersOf(const CoordinatorState& state) {
+  mpt::v1::ListWorkersResponse response;
+  for (const auto& [seq, name] : state.worker_order()) {
+    const WorkerEntry& w = state.workers().at(name);
+    mpt::v1::Worker* out = response.add_workers();
+    *out = w.rec.worker();
+    if (out->state() != "lost") *out->mutable_last_heartbeat() = ToTimestamp(w.last_seen);
+  }
+  return response;
+}
+
+absl::Status UnknownWorker(const std::string& name) {
+  return absl::NotFoundError(absl::StrCat(
+      "worker ", name, " is not registered (or was declared lost): register again"));
+}
+
+absl::Status UnknownAssignment(const std::string& id) {
+  return absl::NotFoundError(absl::StrCat(
+      "assignment ", id,
+      " not found (it ended, or its worker was declared lost and it was requeued)"));
+}
+
+// Only the worker an assignment was handed to may report on it.
+absl::Status CheckHolder(const coordinator::AssignmentRecord& rec, const std::string& id,
+                         const std::string& worker) {
+  if (rec.worker() == worker) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "assignment ", id, " was not handed to ", worker.substr(0, 64),
+      "; only its own worker may report on it"));
+}
+
+// A reported progress with the stage's kind and task where it names none.
+mpt::v1::Progress StageProgress(mpt::v1::Progress progress, const StageEntry& stage) {
+  if (progress.stage().empty()) progress.set_stage(std::string(StageKindName(stage.rec.kind())));
+  if (progress.task().empty()) progress.set_task(stage.rec.task());
+  return progress;
+}
+
+absl::Status CheckUploadRequest(const mpt::v1::UploadArtifactRequest::Header& header,
+                                size_t data_size, absl::string_view sha256, int64_t max_bytes) {
+  if (header.assignment().empty()) return absl::InvalidArgumentError("header.assignment: required");
+  if (header.worker().empty()) return absl::InvalidArgumentError("header.worker: required");
+  if (header.kind() != "adapter" && header.kind() != "checkpoint") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "header.kind: \"", header.kind(), "\" is not an artefact kind (adapter or checkpoint)"));
+  }
+  if (header.step() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("header.step: must be >= 0, got ", header.step()));
+  }
+  if (!IsSha256Hex(sha256)) {
+    return absl::InvalidArgumentError(
+        "sha256: required on the last message, as 64 hexadecimal digits");
+  }
+  if (static_cast<int64_t>(data_size) > max_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("data: ", data_size,
+                                                   " bytes is more than the coordinator accepts (",
+                                                   max_bytes, ")"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace mpt

@@ -1,6 +1,7 @@
 // Pieces of the coordinator that need none of its own locks: the check of
-// its options, the parsing of a ListJobs request, blob collection, and one
-// scheduling pass over the state (the decision itself is Schedule() in scheduler.h).
+// its options, the parsing and checking of requests (ListJobs, uploads, who
+// may report on an assignment), blob collection, and one scheduling pass
+// over the state (the decision itself is Schedule() in scheduler.h).
 #ifndef MPT_SERVER_COORDINATOR_REQUESTS_H_
 #define MPT_SERVER_COORDINATOR_REQUESTS_H_
 
@@ -38,6 +39,28 @@ void CollectBlobIfUnreferenced(JobStore& store, ArtifactStore& blobs, const std:
 // One scheduling pass over `state`; starts what Schedule() decides in `txn`
 // (and sends a job its one "waiting for N workers" event).
 void RunSchedulingPass(CoordinatorState& state, StateTxn& txn);
+
+// Every worker in registration order, lost ones included (their last
+// heartbeat left out). The caller holds whatever guards `state`.
+mpt::v1::ListWorkersResponse ListWorkersOf(const CoordinatorState& state);
+
+// NOT_FOUND for a worker the coordinator does not know (register again).
+absl::Status UnknownWorker(const std::string& name);
+// NOT_FOUND for an assignment that ended or was requeued.
+absl::Status UnknownAssignment(const std::string& id);
+// OK when `worker` holds assignment `id` (`rec`); FAILED_PRECONDITION
+// otherwise: only the worker an assignment was handed to may report on it.
+absl::Status CheckHolder(const coordinator::AssignmentRecord& rec, const std::string& id,
+                         const std::string& worker);
+// `progress` with the stage's kind and task where it names none.
+mpt::v1::Progress StageProgress(mpt::v1::Progress progress, const StageEntry& stage);
+
+// INVALID_ARGUMENT naming the field for an upload whose header lacks the
+// assignment or worker, names another kind than "adapter" or "checkpoint",
+// has a negative step, whose sha256 is not 64 hex digits, or whose data is
+// larger than `max_bytes`.
+absl::Status CheckUploadRequest(const mpt::v1::UploadArtifactRequest::Header& header,
+                                size_t data_size, absl::string_view sha256, int64_t max_bytes);
 
 }  // namespace mpt
 

@@ -130,6 +130,8 @@ class CoordinatorState {
   // Workers by name (lost ones too), and their names in registration order.
   absl::flat_hash_map<std::string, WorkerEntry>& workers() { return workers_; }
   std::map<int64_t, std::string>& worker_order() { return worker_order_; }
+  const absl::flat_hash_map<std::string, WorkerEntry>& workers() const { return workers_; }
+  const std::map<int64_t, std::string>& worker_order() const { return worker_order_; }
   // Assignments not yet released by their worker.
   absl::flat_hash_map<std::string, coordinator::AssignmentRecord>& assignments() {
     return assignments_;
