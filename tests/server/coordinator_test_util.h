@@ -20,6 +20,7 @@
 #include "server/fake_clock.h"
 #include "server/job_store.h"
 #include "tests/server/test_adapters.h"
+#include "tests/server/test_requests.h"
 #include "tests/test_util.h"
 
 namespace mpt::testing {
@@ -53,34 +54,6 @@ inline absl::StatusOr<std::unique_ptr<Coordinator>> OpenCoordinator(
   return Coordinator::Create(options, *std::move(store), *std::move(blobs), std::move(clock));
 }
 
-inline mpt::v1::TaskData Task(const std::string& name) {
-  mpt::v1::TaskData t;
-  t.set_name(name);
-  t.set_train_path("/data/" + name + ".jsonl");
-  return t;
-}
-
-// A PIPELINE with the given source and target tasks (targets may be empty:
-// no target stage).
-inline mpt::v1::SubmitJobRequest PipelineRequest(const std::vector<std::string>& sources,
-                                                 const std::vector<std::string>& targets = {"t1"},
-                                                 int world_size = 1, int priority = 0,
-                                                 const std::string& model = "/models/t5") {
-  mpt::v1::SubmitJobRequest r;
-  r.set_kind(mpt::v1::PIPELINE);
-  r.set_priority(priority);
-  mpt::v1::PipelineSpec* spec = r.mutable_spec();
-  spec->set_base_model(model);
-  for (const auto& s : sources) *spec->mutable_source()->add_tasks() = Task(s);
-  spec->mutable_source()->mutable_train()->set_steps(10);
-  spec->mutable_distillation()->mutable_train()->set_steps(10);
-  spec->mutable_distillation()->set_world_size(world_size);
-  if (!targets.empty()) {
-    for (const auto& t : targets) *spec->mutable_target()->add_tasks() = Task(t);
-    spec->mutable_target()->mutable_train()->set_steps(10);
-  }
-  return r;
-}
 
 // A SOURCE_TRAINING job of one task.
 inline mpt::v1::SubmitJobRequest SourceRequest(const std::string& task, int priority = 0,

@@ -4,32 +4,16 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/server/test_requests.h"
 
 namespace mpt {
 namespace {
 
-mpt::v1::TaskData Task(const std::string& name) {
-  mpt::v1::TaskData t;
-  t.set_name(name);
-  t.set_train_path("/data/" + name + ".jsonl");
-  return t;
-}
-
+// The coordinator tests' pipeline, with this file's model path.
 mpt::v1::SubmitJobRequest Pipeline(const std::vector<std::string>& sources,
                                    const std::vector<std::string>& targets, int world_size = 1) {
-  mpt::v1::SubmitJobRequest r;
-  r.set_kind(mpt::v1::PIPELINE);
-  mpt::v1::PipelineSpec* spec = r.mutable_spec();
-  spec->set_base_model("/models/t5-small");
-  for (const auto& s : sources) *spec->mutable_source()->add_tasks() = Task(s);
-  spec->mutable_source()->mutable_train()->set_steps(10);
-  spec->mutable_distillation()->mutable_train()->set_steps(10);
-  spec->mutable_distillation()->set_world_size(world_size);
-  if (!targets.empty()) {
-    for (const auto& t : targets) *spec->mutable_target()->add_tasks() = Task(t);
-    spec->mutable_target()->mutable_train()->set_steps(10);
-  }
-  return r;
+  return ::mpt::testing::PipelineRequest(sources, targets, world_size, /*priority=*/0,
+                                         "/models/t5-small");
 }
 
 std::vector<std::string> StageIds(const JobPlan& plan) {
@@ -79,7 +63,7 @@ TEST(JobPlannerTest, MissingKindAndBaseModelNameTheirFields) {
 
   mpt::v1::SubmitJobRequest s;
   s.set_kind(mpt::v1::SOURCE_TRAINING);
-  *s.mutable_spec()->mutable_source()->add_tasks() = Task("a");
+  *s.mutable_spec()->mutable_source()->add_tasks() = ::mpt::testing::Task("a");
   plan = PlanJob(s, JobPlannerOptions());
   ASSERT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(plan.status().message().find("base_model: required"), std::string::npos)
@@ -91,8 +75,8 @@ TEST(JobPlannerTest, DistillationJobNeedsOneTeacherPerTaskAndReportsThem) {
   r.set_kind(mpt::v1::DISTILLATION);
   r.mutable_spec()->set_base_model("/models/t5-small");
   auto* d = r.mutable_spec()->mutable_distillation();
-  *d->add_tasks() = Task("a");
-  *d->add_tasks() = Task("b");
+  *d->add_tasks() = ::mpt::testing::Task("a");
+  *d->add_tasks() = ::mpt::testing::Task("b");
   d->mutable_train()->set_steps(5);
   d->add_teacher_adapters("jobs/x/artifacts/a");
   absl::StatusOr<JobPlan> plan = PlanJob(r, JobPlannerOptions());
@@ -116,7 +100,7 @@ TEST(JobPlannerTest, TargetAdaptationNeedsAWellFormedSourceAdapter) {
   r.set_kind(mpt::v1::TARGET_ADAPTATION);
   r.mutable_spec()->set_base_model("/models/t5-small");
   auto* t = r.mutable_spec()->mutable_target();
-  *t->add_tasks() = Task("c");
+  *t->add_tasks() = ::mpt::testing::Task("c");
   t->mutable_train()->set_steps(5);
   t->set_source_adapter("not-a-name");
   absl::StatusOr<JobPlan> plan = PlanJob(r, JobPlannerOptions());

@@ -9,6 +9,26 @@ job store, the coordinator's logic) does not link gRPC.
 def _gen_cmd(pkg, srcs, out_flags):
     return "protoc -I. %s %s" % (out_flags, " ".join(["%s/%s" % (pkg, s) for s in srcs]))
 
+def _generated_library(name, srcs, suffixes, gen_srcs, out_flags, deps, visibility):
+    """A genrule running protoc over `srcs` and the cc_library of its outputs."""
+    outs = []
+    for src in srcs:
+        base = src[:-len(".proto")]
+        outs += [base + suffix for suffix in suffixes]
+    native.genrule(
+        name = name + "_gen",
+        srcs = gen_srcs,
+        outs = outs,
+        cmd = _gen_cmd(native.package_name(), srcs, out_flags),
+    )
+    native.cc_library(
+        name = name,
+        srcs = [o for o in outs if o.endswith(".cc")],
+        hdrs = [o for o in outs if o.endswith(".h")],
+        deps = deps,
+        visibility = visibility,
+    )
+
 def proto_cc_library(name, srcs, deps = [], visibility = None):
     """Generates and compiles the C++ messages of `srcs` (*.pb.{h,cc}).
 
@@ -18,24 +38,15 @@ def proto_cc_library(name, srcs, deps = [], visibility = None):
       deps: other proto_cc_library targets whose protos these import.
       visibility: visibility of the cc_library.
     """
-    pkg = native.package_name()
-    outs = []
-    for src in srcs:
-        base = src[:-len(".proto")]
-        outs += [base + ".pb.h", base + ".pb.cc"]
-    native.genrule(
-        name = name + "_gen",
-        srcs = srcs + [d + "_srcs" for d in deps],
-        outs = outs,
-        cmd = _gen_cmd(pkg, srcs, "--cpp_out=$(GENDIR)"),
-    )
     native.filegroup(name = name + "_srcs", srcs = srcs + [d + "_srcs" for d in deps], visibility = visibility)
-    native.cc_library(
-        name = name,
-        srcs = [o for o in outs if o.endswith(".cc")],
-        hdrs = [o for o in outs if o.endswith(".h")],
-        deps = deps + ["@system_libs//:protobuf"],
-        visibility = visibility,
+    _generated_library(
+        name,
+        srcs,
+        [".pb.h", ".pb.cc"],
+        srcs + [d + "_srcs" for d in deps],
+        "--cpp_out=$(GENDIR)",
+        deps + ["@system_libs//:protobuf"],
+        visibility,
     )
 
 def grpc_cc_library(name, srcs, proto, visibility = None):
@@ -47,21 +58,12 @@ def grpc_cc_library(name, srcs, proto, visibility = None):
       proto: the proto_cc_library with the messages of `srcs`.
       visibility: visibility of the cc_library.
     """
-    pkg = native.package_name()
-    outs = []
-    for src in srcs:
-        base = src[:-len(".proto")]
-        outs += [base + ".grpc.pb.h", base + ".grpc.pb.cc"]
-    native.genrule(
-        name = name + "_gen",
-        srcs = [proto + "_srcs"],
-        outs = outs,
-        cmd = _gen_cmd(pkg, srcs, "--grpc_out=$(GENDIR) --plugin=protoc-gen-grpc=/usr/bin/grpc_cpp_plugin"),
-    )
-    native.cc_library(
-        name = name,
-        srcs = [o for o in outs if o.endswith(".cc")],
-        hdrs = [o for o in outs if o.endswith(".h")],
-        deps = [proto, "@system_libs//:grpc"],
-        visibility = visibility,
+    _generated_library(
+        name,
+        srcs,
+        [".grpc.pb.h", ".grpc.pb.cc"],
+        [proto + "_srcs"],
+        "--grpc_out=$(GENDIR) --plugin=protoc-gen-grpc=/usr/bin/grpc_cpp_plugin",
+        [proto, "@system_libs//:grpc"],
+        visibility,
     )
