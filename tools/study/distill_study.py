@@ -22,7 +22,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run_study as rs  # noqa: E402
 
-# name -> (distillation spec fields, rate, steps)
+# name -> (distillation spec fields, rate, steps); "base" and "kl" are
+# run_study's own distillations (same spec, same run folder: reused).
 VARIANTS = {
     "base": ({}, 0.03, 300),
     "kl": ({"losses": "kl"}, 0.03, 300),
@@ -73,9 +74,9 @@ def main():
         spec = rs.base_spec(args)
         spec["distillation"] = dict(
             {"tasks": src_tasks, "teacher_adapters": teachers, "sampling": "uniform",
-             "train": rs.train_block(args, steps, lr, 0, batch=16, schedule="constant",
-                                     eval_every=steps)}, **fields)
-        name = "dd_" + v
+             "train": rs.train_block(args, steps, lr, 0, batch=16, schedule="constant")},
+            **fields)
+        name = {"base": "distill_mpt", "kl": "distill_mpt_kl"}.get(v, "dd_" + v)
         ev = rs.run_trainer(args, name, spec, "distillation")
         first, last = parts_of(os.path.join(args.out, "runs", name, "events.jsonl"))
         return v, os.path.join(args.out, "runs", name, "out", "distillation"), \
@@ -90,7 +91,8 @@ def main():
     def dev_run(v, lr, s):
         spec, stage = rs.method_spec(args, "mpt", args0.k, s, lr, "dev", data, teachers,
                                      {"mpt": out[v]["adapter"]})
-        ev = rs.run_trainer(args, "dd_%s_k%d_s%d_lr%g_dev" % (v, args0.k, s, lr), spec, stage)
+        name = {"base": "mpt", "kl": "mpt_kl"}.get(v, "dd_" + v)
+        ev = rs.run_trainer(args, "%s_k%d_s%d_lr%g_dev" % (name, args0.k, s, lr), spec, stage)
         return v, lr, {t: rs.final_accuracy(ev, t) for t in rs.TARGETS}
 
     with cf.ThreadPoolExecutor(args.jobs) as ex:
