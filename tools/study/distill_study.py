@@ -52,6 +52,10 @@ def main():
     ap.add_argument("--lrs", default="0.1,0.3,1.0")
     ap.add_argument("--dev_seeds", default="0")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--test", default="",
+                    help="after the dev grid: run this variant on the test split (seeds "
+                         "--seeds) at its dev-best rate; choose it from the dev table only")
+    ap.add_argument("--seeds", default="0,1,2")
     args0 = ap.parse_args()
     # run_study's defaults for everything else (same data, budgets, teachers)
     sys.argv = [sys.argv[0], "--out", args0.out, "--bin", args0.bin, "--model", args0.model]
@@ -120,6 +124,27 @@ def main():
             v, json.dumps(fields) if fields else "", lr, steps, fl(o, "plm"), fl(o, "kl"),
             fl(o, "hidden"), 100 * statistics.mean(o["student_acc"].values()),
             " / ".join("%.1f" % d for d in devs), max(devs)))
+    if args0.test:
+        v = args0.test
+        lr = max(lrs, key=lambda r: (out[v]["dev_mean"][str(r)], -r))
+        test_seeds = [int(x) for x in args0.seeds.split(",")]
+
+        def test_run(s):
+            spec, stage = rs.method_spec(args, "mpt", args0.k, s, lr, "test", data, teachers,
+                                         {"mpt": out[v]["adapter"]})
+            name = {"base": "mpt", "kl": "mpt_kl"}.get(v, "dd_" + v)
+            ev = rs.run_trainer(args, "%s_k%d_s%d_lr%g_test" % (name, args0.k, s, lr), spec,
+                                stage)
+            return {t: rs.final_accuracy(ev, t) for t in rs.TARGETS}
+
+        with cf.ThreadPoolExecutor(args.jobs) as ex:
+            accs = list(ex.map(test_run, test_seeds))
+        per_t = {t: rs.mean_std([100 * a[t] for a in accs]) for t in rs.TARGETS}
+        avg = rs.mean_std([100 * statistics.mean(a.values()) for a in accs])
+        out[v]["test"] = {"rate": lr, "seeds": test_seeds, "per_target": per_t, "average": avg}
+        L += ["", "Test (variant `%s` chosen on dev, rate %g, seeds %s): " % (v, lr, test_seeds) +
+              ", ".join("%s %s" % (t, rs.fmt(per_t[t])) for t in rs.TARGETS) +
+              ", average %s" % rs.fmt(avg)]
     L += ["", "Time: %.0f s." % (time.time() - t0)]
     with open(os.path.join(args.out, "distill_study.md"), "w") as f:
         f.write("\n".join(L) + "\n")
