@@ -319,6 +319,8 @@ def main():
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--ablations", action="store_true")
     ap.add_argument("--ablation_k", type=int, default=32, help="k at which ablations run")
+    ap.add_argument("--kl_all_k", action="store_true",
+                    help="also run mpt_kl (L_KL-only distillation) at every k")
     ap.add_argument("--quick", action="store_true", help="k=8, one seed, two rates: a smoke run")
     args = ap.parse_args()
     default_model = use_suite(args.suite)
@@ -345,6 +347,8 @@ def main():
     plan = [(m, k) for k in ks for m in MAIN_METHODS]
     if args.ablations:
         plan += [(m, args.ablation_k) for m in ABLATIONS if args.ablation_k in ks]
+    if args.kl_all_k:
+        plan += [("mpt_kl", k) for k in ks if ("mpt_kl", k) not in plan]
     # spot_best: one run per teacher on dev at the spot rate grid.
     spot_one = [("spot_one%d" % i, k) for k in ks for i in range(len(SOURCES))] \
         if args.spot_best else []
