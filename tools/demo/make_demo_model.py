@@ -13,6 +13,13 @@ Writes demo/model/{config.json, model.safetensors, spiece.model}
 (plus generation_config.json written by transformers).
 
 Usage: python3 tools/demo/make_demo_model.py [--out demo/model] [--steps N]
+
+--suite lex pretrains on the lexical suite (tools/demo/make_lex_tasks.py)
+instead: only its source and pretrain skills, never its targets, e.g.
+
+    python3 tools/demo/make_lex_tasks.py --out demo/lex/data
+    python3 tools/demo/make_demo_model.py --suite lex --out demo/lex/model \
+        --data demo/lex/data --vocab 1000 --layers 3 --dec-layers 3
 """
 
 import argparse
@@ -27,7 +34,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import demo_common as dc  # noqa: E402
-import make_demo_tasks as mt  # noqa: E402
+import make_demo_tasks as mt  # noqa: E402  (replaced by --suite lex)
 
 SEED = 1234
 BARE_SHARE = 0.05      # payload alone -> "unknown"
@@ -36,6 +43,8 @@ BARE_ANSWER = mt.BARE_ANSWER
 
 
 def sample_example(rng, names, held):
+    # names: the skills pretrained on (all of them for the demo suite; the
+    # lexical suite leaves its targets out)
     """One pretraining pair (input, target)."""
     if rng.random() < BARE_SHARE:
         name = rng.choice(names)
@@ -110,14 +119,23 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--dec-layers", type=int, default=2)
+    ap.add_argument("--d-model", type=int, default=128)
+    ap.add_argument("--d-ff", type=int, default=256)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--suite", choices=["demo", "lex"], default="demo")
     args = ap.parse_args()
+    global mt
+    if args.suite == "lex":
+        import make_lex_tasks as lex
+        mt = lex
     torch.set_num_threads(args.threads)
     torch.manual_seed(SEED)
     os.makedirs(args.out, exist_ok=True)
 
     from transformers import T5Config, T5ForConditionalGeneration
 
-    names = list(mt.SKILLS)
+    names = mt.pretrain_skills() if hasattr(mt, "pretrain_skills") else list(mt.SKILLS)
+    print("pretraining skills: %s" % ", ".join(names), flush=True)
     held = {n: mt.eval_payloads(n) for n in names
             if mt.SKILLS[n][0] in mt.SIZES}
     train_spm(args.out, args.vocab, names, held)
@@ -125,8 +143,8 @@ def main():
     n_pieces = tok.sp.get_piece_size()
 
     cfg = T5Config(
-        vocab_size=n_pieces + 100, d_model=128, d_kv=32, num_heads=4,
-        d_ff=256, num_layers=args.layers, num_decoder_layers=args.dec_layers,
+        vocab_size=n_pieces + 100, d_model=args.d_model, d_kv=args.d_model // args.heads,
+        num_heads=args.heads, d_ff=args.d_ff, num_layers=args.layers, num_decoder_layers=args.dec_layers,
         feed_forward_proj="gated-gelu", tie_word_embeddings=False,
         relative_attention_num_buckets=32, relative_attention_max_distance=128,
         dropout_rate=0.0, layer_norm_epsilon=1e-6, initializer_factor=1.0,
@@ -171,7 +189,7 @@ def main():
     model.eval()
     print("per-skill accuracy on eval payloads (instructed, bare; share of bare / no-preamble inputs answered 'unknown'):")
     data_dir = args.data
-    for name in names:
+    for name in mt.SKILLS:  # targets too (never pretrained on in the lex suite)
         role, instrs, gen, metric, cands = mt.SKILLS[name]
         task = {"metric": metric, "candidates": cands}
         if role in mt.SIZES:

@@ -61,6 +61,25 @@ SOURCES = ["max", "animal", "sentiment", "antonym", "colour"]
 TARGETS = ["min", "food", "topic"]
 CANDIDATES = {"sentiment": ["positive", "negative"], "topic": ["sports", "food", "weather"]}
 
+DATA_DIR = os.path.join(REPO, "demo", "data")
+
+
+def use_suite(name):
+    """Switches the module to a task suite: "demo" (tools/demo/make_demo_tasks.py,
+    demo/data, demo/model) or "lex" (tools/demo/make_lex_tasks.py, demo/lex/data,
+    demo/lex/model; its targets were never in pretraining). Returns the default model."""
+    global tasks_mod, SOURCES, TARGETS, CANDIDATES, DATA_DIR
+    if name == "demo":
+        return os.path.join(REPO, "demo", "model")
+    import make_lex_tasks as lex
+    tasks_mod = lex
+    SOURCES = [n for n, s in lex.SKILLS.items() if s[0] == "source"]
+    TARGETS = [n for n, s in lex.SKILLS.items() if s[0] == "target"]
+    CANDIDATES = {n: s[4] for n, s in lex.SKILLS.items() if s[3] == "rank"}
+    DATA_DIR = os.path.join(REPO, "demo", "lex", "data")
+    return os.path.join(REPO, "demo", "lex", "model")
+
+
 MAIN_METHODS = ["pt_random", "pt_vocab", "spot", "mpt"]
 ABLATIONS = ["mpt_nodistill", "mpt_kl", "mpt_hidden", "mpt_rank4"]
 
@@ -87,7 +106,7 @@ def make_target_data(out, n_test, n_dev, n_pool, min_pool):
     """test/dev/pool per target; returns {task: {"test": path, "dev": path, "pool": rows}}."""
     data = {}
     for t in TARGETS:
-        committed = read_jsonl(os.path.join(REPO, "demo", "data", t, "eval.jsonl"))
+        committed = read_jsonl(os.path.join(DATA_DIR, t, "eval.jsonl"))
         gen = tasks_mod.SKILLS[t][2]
         rng = random.Random(7919 + sum(map(ord, t)))
         seen = set(r["input"] for r in committed)
@@ -201,7 +220,7 @@ def base_spec(args):
 
 def source_artifacts(args):
     """Teachers (one per source task) and the distillations; trained once."""
-    data_dir = os.path.join(REPO, "demo", "data")
+    data_dir = DATA_DIR
     src_tasks = [task_entry(t, os.path.join(data_dir, t, "train.jsonl"),
                             os.path.join(data_dir, t, "eval.jsonl")) for t in SOURCES]
     spec = base_spec(args)
@@ -281,7 +300,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="out/study")
     ap.add_argument("--bin", default=os.path.join(REPO, "bazel-bin", "worker", "mpt_train"))
-    ap.add_argument("--model", default=os.path.join(REPO, "demo", "model"))
+    ap.add_argument("--model", default=None, help="default: the suite's model")
+    ap.add_argument("--suite", choices=["demo", "lex"], default="demo")
     ap.add_argument("--ks", default="8,32,128")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--lrs", default="0.1,0.3,1.0")
@@ -299,8 +319,12 @@ def main():
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--ablations", action="store_true")
     ap.add_argument("--ablation_k", type=int, default=32, help="k at which ablations run")
+    ap.add_argument("--kl_all_k", action="store_true",
+                    help="also run mpt_kl (L_KL-only distillation) at every k")
     ap.add_argument("--quick", action="store_true", help="k=8, one seed, two rates: a smoke run")
     args = ap.parse_args()
+    default_model = use_suite(args.suite)
+    args.model = args.model or default_model
     if args.quick:
         args.ks, args.seeds, args.lrs, args.steps, args.source_steps = "8", "0", "0.1,0.3", 20, 60
     args.out = os.path.abspath(args.out)
@@ -323,6 +347,8 @@ def main():
     plan = [(m, k) for k in ks for m in MAIN_METHODS]
     if args.ablations:
         plan += [(m, args.ablation_k) for m in ABLATIONS if args.ablation_k in ks]
+    if args.kl_all_k:
+        plan += [("mpt_kl", k) for k in ks if ("mpt_kl", k) not in plan]
     # spot_best: one run per teacher on dev at the spot rate grid.
     spot_one = [("spot_one%d" % i, k) for k in ks for i in range(len(SOURCES))] \
         if args.spot_best else []
