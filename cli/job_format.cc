@@ -4,6 +4,7 @@
 #include <map>
 
 #include "absl/strings/ascii.h"
+#include "nlohmann/json.hpp"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -112,7 +113,13 @@ std::string ToJson(const google::protobuf::Message& message, bool pretty) {
   options.always_print_primitive_fields = true;
   options.add_whitespace = pretty;
   std::string json;
-  (void)google::protobuf::util::MessageToJsonString(message, &json, options);
+  const auto status = google::protobuf::util::MessageToJsonString(message, &json, options);
+  if (!status.ok()) {
+    // Printing a message the service sent cannot fail short of a bug; say so
+    // in the output instead of printing half a document.
+    nlohmann::json error = {{"error", std::string(status.message())}};
+    return error.dump();
+  }
   while (!json.empty() && json.back() == '\n') json.pop_back();
   return json;
 }
