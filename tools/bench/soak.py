@@ -775,7 +775,7 @@ def main():
     w = ledger.watch
     out.append("watch streams: %d; %s" % (w["streams"], ", ".join(
         "%s %d" % (k, v) for k, v in sorted(w.items()) if k != "streams")))
-    for name, why in ledger.watch_bad[:20]:
+    for name, why in ledger.watch_bad[:8]:
         out.append("  ended without a final state: %s: %s" % (name, why))
     for why, n in ledger.drop_details.most_common(8):
         out.append("  reopened after %s: %d" % (why, n))
