@@ -236,6 +236,9 @@ std::optional<ProgressEvent> ProgressEventFor(const mpt::v1::JobEvent& event) {
   // The kind is decided below from the event's states.
   ProgressEvent e = ProgressFromProto(event.progress(), ProgressKind::kStep);
   e.stage = event.stage();  // the stage id ("source/max"), not only its kind
+  // The stage id already names its task; keep a task only where it adds to
+  // it (a task of "target/shared").
+  if (absl::EndsWith(e.stage, absl::StrCat("/", e.task))) e.task.clear();
   if (!event.has_progress()) e.eta_seconds = -1;
   e.message = WithoutKindPrefix(event.message());
   if (event.stage().empty()) {

@@ -320,12 +320,17 @@ absl::StatusOr<JobEventBatch> Coordinator::WaitForJobEvents(const std::string& n
     return absl::InvalidArgumentError(
         absl::StrCat("after_sequence: must be >= 0, got ", after_sequence));
   }
+  int64_t limit = -1;  // a job in memory: its last event known to be durable
   {
     absl::MutexLock lock(&mu_);
     while (true) {
       JobEntry* job = state_.FindJob(name);
-      if (job == nullptr) break;  // finished (or unknown): read the store
+      if (job == nullptr) {  // finished (or unknown): all of it is in the store
+        limit = -1;
+        break;
+      }
       const int64_t last = job->durable_last_event;
+      limit = last;
       if (after_sequence > last) {
         return absl::InvalidArgumentError(absl::StrCat(
             "after_sequence: ", after_sequence, " is beyond the last event of ", name, " (",
@@ -340,18 +345,7 @@ absl::StatusOr<JobEventBatch> Coordinator::WaitForJobEvents(const std::string& n
   }
   // The events are committed before the job's last_event moves in memory,
   // so the store has everything seen above.
-  ASSIGN_OR_RETURN(std::optional<mpt::v1::Job> job, store_->ReadJob(name));
-  if (!job.has_value()) return absl::NotFoundError(absl::StrCat("job ", name, " not found"));
-  if (after_sequence > job->last_event()) {
-    return absl::InvalidArgumentError(absl::StrCat("after_sequence: ", after_sequence,
-                                                   " is beyond the last event of ", name, " (",
-                                                   job->last_event(), ")"));
-  }
-  JobEventBatch batch;
-  ASSIGN_OR_RETURN(batch.events, store_->ReadEvents(name, after_sequence, kMaxEventsPerBatch));
-  const int64_t seen = batch.events.empty() ? after_sequence : batch.events.back().sequence();
-  batch.done = IsFinalState(job->state()) && seen >= job->last_event();
-  return batch;
+  return ReadEventBatch(*store_, name, after_sequence, limit, kMaxEventsPerBatch);
 }
 
 absl::StatusOr<ArtifactContent> Coordinator::ReadArtifact(const std::string& name) {

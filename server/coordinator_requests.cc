@@ -143,6 +143,29 @@ void RunSchedulingPass(CoordinatorState& state, StateTxn& txn) {
   }
 }
 
+absl::StatusOr<JobEventBatch> ReadEventBatch(JobStore& store, const std::string& name,
+                                             int64_t after_sequence, int64_t limit,
+                                             int max_events) {
+  ASSIGN_OR_RETURN(std::optional<mpt::v1::Job> job, store.ReadJob(name));
+  if (!job.has_value()) return absl::NotFoundError(absl::StrCat("job ", name, " not found"));
+  if (after_sequence > job->last_event()) {
+    return absl::InvalidArgumentError(absl::StrCat("after_sequence: ", after_sequence,
+                                                   " is beyond the last event of ", name, " (",
+                                                   job->last_event(), ")"));
+  }
+  JobEventBatch batch;
+  ASSIGN_OR_RETURN(batch.events, store.ReadEvents(name, after_sequence, max_events));
+  // Events past `limit` may be committed while memory has not caught up;
+  // a reader sent them would next ask for a sequence the coordinator does
+  // not know yet. They go out on the next call.
+  while (limit >= 0 && !batch.events.empty() && batch.events.back().sequence() > limit) {
+    batch.events.pop_back();
+  }
+  const int64_t seen = batch.events.empty() ? after_sequence : batch.events.back().sequence();
+  batch.done = IsFinalState(job->state()) && seen >= job->last_event();
+  return batch;
+}
+
 mpt::v1::ListWorkersResponse ListWorkersOf(const CoordinatorState& state) {
   mpt::v1::ListWorkersResponse response;
   for (const auto& [seq, name] : state.worker_order()) {

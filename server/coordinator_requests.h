@@ -40,6 +40,15 @@ void CollectBlobIfUnreferenced(JobStore& store, ArtifactStore& blobs, const std:
 // (and sends a job its one "waiting for N workers" event).
 void RunSchedulingPass(CoordinatorState& state, StateTxn& txn);
 
+// The events of job `name` after `after_sequence` from the store, at most
+// `max_events`, none past `limit` when limit >= 0 (the last event known to be
+// durable in memory); `done` when the job is final and nothing is left.
+// NOT_FOUND for an unknown job; INVALID_ARGUMENT when after_sequence is past
+// the job's last stored event.
+absl::StatusOr<JobEventBatch> ReadEventBatch(JobStore& store, const std::string& name,
+                                             int64_t after_sequence, int64_t limit,
+                                             int max_events);
+
 // Every worker in registration order, lost ones included (their last
 // heartbeat left out). The caller holds whatever guards `state`.
 mpt::v1::ListWorkersResponse ListWorkersOf(const CoordinatorState& state);

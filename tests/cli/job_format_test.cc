@@ -35,6 +35,8 @@ TEST(WatchLine, StepLineDoesNotRepeatTheKind) {
   event.set_stage_state(mpt::v1::RUNNING);
   event.set_message("STEP");
   mpt::v1::Progress* p = event.mutable_progress();
+  p->set_stage("source");
+  p->set_task("max");
   p->set_step(35);
   p->set_total_steps(300);
   (*p->mutable_losses())["loss"] = 0.5;
@@ -60,6 +62,18 @@ TEST(WatchLine, EvalShowsMetricsAndKeepsTheText) {
   EXPECT_THAT(line, HasSubstr("min/accuracy=0.8750"));
   EXPECT_THAT(line, HasSubstr(": best so far"));
   EXPECT_THAT(line, Not(HasSubstr("EVAL: ")));
+}
+
+TEST(WatchLine, ATaskOfASharedStageIsKept) {
+  mpt::v1::JobEvent event;
+  event.set_stage("target/shared");
+  event.set_stage_state(mpt::v1::RUNNING);
+  mpt::v1::Progress* p = event.mutable_progress();
+  p->set_task("min");
+  p->set_step(2);
+  p->set_total_steps(4);
+  EXPECT_THAT(Line(event), HasSubstr("target/shared"));
+  EXPECT_THAT(Line(event), HasSubstr("min"));
 }
 
 TEST(WatchLine, StageStateChange) {
