@@ -200,21 +200,22 @@ CLOSED = {"antonym", "parity", "add"}
 SEED = 20230302
 
 
-def task_seed(name, split):
-    return SEED + sum(ord(c) * 131 ** i for i, c in enumerate(name)) % 100003 \
+def task_seed(name, split, seed=SEED):
+    return seed + sum(ord(c) * 131 ** i for i, c in enumerate(name)) % 100003 \
         + (0 if split == "eval" else 7)
 
 
-def make_split(name, n, split, exclude=()):
+def make_split(name, n, split, exclude=(), skills=SKILLS, closed=CLOSED, seed=SEED):
     """n examples; eval inputs are unique and kept out of train (except
-    for the closed skills)."""
-    rng = random.Random(task_seed(name, split))
-    gen = SKILLS[name][2]
+    for the closed skills). `skills`, `closed` and `seed` name the suite
+    (make_lex_tasks.py passes its own)."""
+    rng = random.Random(task_seed(name, split, seed))
+    gen = skills[name][2]
     out, seen = [], set(exclude)
-    closed = name in CLOSED
+    is_closed = name in closed
     while len(out) < n:
         payload, target = gen(rng)
-        if not closed and payload in seen:
+        if not is_closed and payload in seen:
             continue
         if split == "eval":
             seen.add(payload)
@@ -222,12 +223,12 @@ def make_split(name, n, split, exclude=()):
     return out
 
 
-def eval_payloads(name):
+def eval_payloads(name, skills=SKILLS, sizes=SIZES, closed=CLOSED, seed=SEED):
     """Payloads of the eval split (kept out of training and pretraining)."""
-    if name in CLOSED:
+    if name in closed:
         return set()
-    n = SIZES[SKILLS[name][0]][1]
-    return {ex["input"] for ex in make_split(name, n, "eval")}
+    n = sizes[skills[name][0]][1]
+    return {ex["input"] for ex in make_split(name, n, "eval", (), skills, closed, seed)}
 
 
 # Every instructed pretraining input starts with this preamble. The model is

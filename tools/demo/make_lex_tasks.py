@@ -40,6 +40,10 @@ import argparse
 import json
 import os
 import random
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_demo_tasks as mt  # noqa: E402
 
 WORDNET = os.environ.get("WNDICT", "/usr/share/wordnet")
 WORDLIST = "/usr/share/dict/american-english"
@@ -339,7 +343,7 @@ SIZES = {"source": (1000, 200), "target": (128, 200)}
 # of training (the relation is the skill, the word list is closed).
 CLOSED = {"synonym", "antonym", "hypernym", "pos", "category", "gloss"}
 SEED = 20230303
-PREAMBLE = "you are given a task . follow the instruction to answer for the input ."
+PREAMBLE = mt.PREAMBLE
 BARE_ANSWER = "unknown"
 
 
@@ -348,35 +352,15 @@ def pretrain_skills():
     return [n for n, s in SKILLS.items() if s[0] != "target"]
 
 
-def task_seed(name, split):
-    return SEED + sum(ord(c) * 131 ** i for i, c in enumerate(name)) % 100003 \
-        + (0 if split == "eval" else 7)
-
-
 def make_split(name, n, split, exclude=()):
-    rng = random.Random(task_seed(name, split))
-    gen = SKILLS[name][2]
-    out, seen = [], set(exclude)
-    closed = name in CLOSED
-    while len(out) < n:
-        payload, target = gen(rng)
-        if not closed and payload in seen:
-            continue
-        if split == "eval":
-            seen.add(payload)
-        out.append({"input": payload, "target": target, "task": name})
-    return out
+    return mt.make_split(name, n, split, exclude, SKILLS, CLOSED, SEED)
 
 
 def eval_payloads(name):
-    if name in CLOSED:
-        return set()
-    n = SIZES[SKILLS[name][0]][1]
-    return {ex["input"] for ex in make_split(name, n, "eval")}
+    return mt.eval_payloads(name, SKILLS, SIZES, CLOSED, SEED)
 
 
-def format_instructed(instruction, payload, preamble=PREAMBLE):
-    return "%s instruction: %s input: %s" % (preamble, instruction, payload)
+format_instructed = mt.format_instructed
 
 
 def damaged_preamble(rng):
