@@ -351,6 +351,11 @@ void ValidateSource(const SourceTrainingSpec& source,
   if (source.init() == "ADAPTERS" && source.init_adapters().empty()) {
     problems->Add("source.init_adapters", "required when init is \"ADAPTERS\"");
   }
+  if (source.tasks_per_pass() < 0 || source.tasks_per_pass() > kMaxTasksPerPass) {
+    problems->Add("source.tasks_per_pass",
+                  absl::StrCat("must be in [0, ", kMaxTasksPerPass, "], got ",
+                               source.tasks_per_pass()));
+  }
 }
 
 void ValidateDistillation(const DistillationSpec& distillation,
