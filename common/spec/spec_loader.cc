@@ -266,6 +266,8 @@ void ValidateTrain(absl::string_view stage, const TrainSpec& train,
   at_most("max_target_length", train.max_target_length(), kMaxSequenceLength);
   at_least("max_eval_examples", train.max_eval_examples(), 0);
   at_most("max_eval_examples", train.max_eval_examples(), kMaxEvalExamples);
+  at_least("length_bucket_batches", train.length_bucket_batches(), 0);
+  at_most("length_bucket_batches", train.length_bucket_batches(), kMaxLengthBucketBatches);
 
   const OptimizerSpec& opt = train.optimizer();
   std::string opt_prefix = absl::StrCat(prefix, "optimizer.");

@@ -65,6 +65,7 @@ struct PackedPromptTrainer::MemberState {
   TrainResult result;
   bool finished = false;
   // Logging window.
+  LengthBuckets buckets;  // off unless train.length_bucket_batches >= 2
   NamedValues window_sums;
   int window_steps = 0;
   double window_tokens = 0;
@@ -161,6 +162,9 @@ absl::StatusOr<std::vector<TrainResult>> PackedPromptTrainer::RunImpl(
     const PackMember& member = members_[m];
     MemberState s{nullptr, LrSchedule::FromSpec(member.train),
                   TrainPolicy::FromSpec(member.train)};
+    if (member.train.length_bucket_batches() >= 2) {
+      s.buckets = MakeLengthBuckets(*member.examples, member.train.length_bucket_batches());
+    }
     s.update = std::make_unique<UpdateStep>(member.prompt->Parameters(),
                                             member.train.optimizer(), comm_);
     if (CheckpointExists(member.checkpoint_dir)) {
@@ -287,7 +291,7 @@ absl::StatusOr<std::vector<TrainResult>> PackedPromptTrainer::RunImpl(
       const std::vector<int> sizes{static_cast<int>(member.examples->size())};
       for (const ExampleRef& r :
            ShardForRank(SampleBatch(member.train.seed(), step, member.train.batch_size(), sizes,
-                                    TaskSampling::kProportional),
+                                    TaskSampling::kProportional, &states[m].buckets),
                         comm_->rank(), comm_->world_size())) {
         const TokenizedExample& e = (*member.examples)[r.index];
         rows.push_back(&e);
