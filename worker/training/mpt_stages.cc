@@ -443,12 +443,32 @@ absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
       selected.push_back(k);
     }
   }
+  // Task k alone (a pack of one takes this path too: the same numbers as
+  // without packing).
+  auto train_alone = [&](size_t k) -> absl::StatusOr<TaskOutcome> {
+    const std::string& name = tasks[k].spec.name();
+    ASSIGN_OR_RETURN(SoftPrompt prompt, initial(k));
+    std::vector<TaskDataSet> one{tasks[k]};
+    TaskOutcome outcome;
+    outcome.task = name;
+    ASSIGN_OR_RETURN(outcome.train, TrainWithPlm(env, prompt_spec, spec.train(), one, {0}, &prompt,
+                                                 std::string(kSourceStage), name));
+    outcome.metrics = outcome.train.metrics;
+    outcome.adapter = Join(out_dir, name);
+    RETURN_IF_ERROR(WriteAdapter(outcome.adapter, prompt, InfoFor(config, *env.model, {name})));
+    return outcome;
+  };
   std::vector<TaskOutcome> outcomes;
   if (spec.tasks_per_pass() > 1) {
     const size_t per_pass = static_cast<size_t>(spec.tasks_per_pass());
     for (size_t first = 0; first < selected.size(); first += per_pass) {
       std::vector<size_t> pack(selected.begin() + first,
                                selected.begin() + std::min(selected.size(), first + per_pass));
+      if (pack.size() == 1) {
+        ASSIGN_OR_RETURN(TaskOutcome outcome, train_alone(pack[0]));
+        outcomes.push_back(std::move(outcome));
+        continue;
+      }
       std::vector<SoftPrompt> prompts;
       for (size_t k : pack) {
         ASSIGN_OR_RETURN(SoftPrompt p, initial(k));
@@ -467,16 +487,7 @@ absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
     return outcomes;
   }
   for (size_t k : selected) {
-    const std::string& name = tasks[k].spec.name();
-    ASSIGN_OR_RETURN(SoftPrompt prompt, initial(k));
-    std::vector<TaskDataSet> one{tasks[k]};
-    TaskOutcome outcome;
-    outcome.task = name;
-    ASSIGN_OR_RETURN(outcome.train, TrainWithPlm(env, prompt_spec, spec.train(), one, {0}, &prompt,
-                                                 std::string(kSourceStage), name));
-    outcome.metrics = outcome.train.metrics;
-    outcome.adapter = Join(out_dir, name);
-    RETURN_IF_ERROR(WriteAdapter(outcome.adapter, prompt, InfoFor(config, *env.model, {name})));
+    ASSIGN_OR_RETURN(TaskOutcome outcome, train_alone(k));
     outcomes.push_back(std::move(outcome));
   }
   return outcomes;

@@ -102,7 +102,8 @@ StepFunction MakeDistillationStep(const T5Model& model, const mpt::v1::PromptSpe
 // `only_tasks` run when it is non-empty (a worker given one task). With
 // spec.tasks_per_pass > 1 the tasks train in packs of up to that many
 // (PackedPromptTrainer); each ends as its separate run would, up to fp32
-// summation order. A pack keeps each task's checkpoint in
+// summation order. A pack of one task (a worker given one source task) runs
+// as without packing. A pack keeps each task's checkpoint in
 // `<env.checkpoint_dir>/<task>` when env.checkpoint_dir is set and the pack
 // has more than one task, else where a separate run keeps it.
 absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
