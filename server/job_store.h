@@ -14,6 +14,7 @@
 #define MPT_SERVER_JOB_STORE_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -54,6 +55,19 @@ struct StoreWrite {
   std::vector<RequestIdRecord> request_ids;
 
   bool empty() const;
+};
+
+// Counts for monitoring (ReadStats()).
+struct StoreStats {
+  // Jobs and stages by state (the JobState enum's number -> count); states
+  // with no job are absent.
+  std::map<int, int64_t> jobs_by_state;
+  std::map<int, int64_t> stages_by_state;
+  int64_t events = 0;
+  int64_t artifacts = 0;
+  // The database's size as SQLite counts it (page_count * page_size), the
+  // write-ahead log excluded.
+  int64_t database_bytes = 0;
 };
 
 // The state of every unfinished job, as the coordinator needs it to resume.
@@ -127,6 +141,11 @@ class JobStore {
 
   // Everything LoadActive() describes.
   virtual absl::StatusOr<StoreSnapshot> LoadActive() = 0;
+
+  // Counts of what the store holds, read in one transaction of the reading
+  // connection (it never waits for a commit). The default is UNIMPLEMENTED
+  // (stores for tests).
+  virtual absl::StatusOr<StoreStats> ReadStats();
 };
 
 struct SqliteJobStoreOptions {
@@ -182,6 +201,7 @@ class SqliteJobStore final : public JobStore {
   absl::StatusOr<std::optional<mpt::v1::Artifact>> ReadArtifact(const std::string& name) override;
   absl::StatusOr<int64_t> CountArtifactsWithSha256(const std::string& sha256) override;
   absl::StatusOr<StoreSnapshot> LoadActive() override;
+  absl::StatusOr<StoreStats> ReadStats() override;
 
   class Impl;
 

@@ -127,6 +127,10 @@ struct WorkerDaemonOptions {
   // Keep each assignment's folder after it ends (for debugging). Default
   // false: removed.
   bool keep_assignment_dirs = false;
+  // Borrowed, may be null (default): also gets every progress event of
+  // every stage this worker runs, on the stage's thread (the worker's
+  // metrics, worker_metrics.h). Must be thread-safe and quick.
+  ProgressSink* progress_observer = nullptr;
 };
 
 class WorkerDaemon {

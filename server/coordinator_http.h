@@ -1,0 +1,40 @@
+// The coordinator's HTTP endpoints, served on --http_listen next to gRPC:
+//
+//   GET /metrics                     Prometheus text format (coordinator_metrics.h)
+//
+// /metrics needs no token, like gRPC health checking: it carries counts,
+// never names of jobs, tasks or files.
+#ifndef MPT_SERVER_COORDINATOR_HTTP_H_
+#define MPT_SERVER_COORDINATOR_HTTP_H_
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/http_server.h"
+#include "common/metrics/metrics_registry.h"
+#include "server/coordinator.h"
+
+namespace mpt {
+
+struct CoordinatorHttpOptions {
+  // host:port (port 0 picks a free one). Default "localhost:0".
+  std::string listen = "localhost:0";
+  // The API's bearer token; empty (default): no token needed.
+  std::string auth_token;
+};
+
+// The routes above, for HttpServer::Start (or for tests to call directly).
+// `coordinator` and `registry` are borrowed and must outlive the routes.
+std::vector<std::pair<std::string, HttpHandler>> CoordinatorHttpRoutes(
+    const CoordinatorHttpOptions& options, Coordinator* coordinator, MetricsRegistry* registry);
+
+// Starts serving the routes. HttpServer::Start's errors.
+absl::StatusOr<std::unique_ptr<HttpServer>> StartCoordinatorHttp(
+    const CoordinatorHttpOptions& options, Coordinator* coordinator, MetricsRegistry* registry);
+
+}  // namespace mpt
+
+#endif  // MPT_SERVER_COORDINATOR_HTTP_H_
