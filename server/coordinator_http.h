@@ -1,9 +1,24 @@
 // The coordinator's HTTP endpoints, served on --http_listen next to gRPC:
 //
 //   GET /metrics                     Prometheus text format (coordinator_metrics.h)
+//   GET /                            the dashboard (server/dashboard/), read-only
+//   GET /api/jobs                    recent jobs (JSON)
+//   GET /api/jobs/{id}               one job with stages and artefacts (JSON)
+//   GET /api/jobs/{id}/events?after=N   its committed events (JSON)
+//   GET /api/workers                 workers and their assignments (JSON)
+//   GET /download/jobs/{id}/artifacts/{aid}   an artefact's bytes (a tar stream)
 //
-// /metrics needs no token, like gRPC health checking: it carries counts,
-// never names of jobs, tasks or files.
+// Authentication: when `auth_token` is set, everything except /metrics
+// needs it, as "Authorization: Bearer <token>" or as the query parameter
+// "?token=<token>" (the form links and the page's first load use); others
+// get 401. /metrics stays open, like gRPC health checking: it carries
+// counts, never names of jobs, tasks or files.
+//
+// Nothing here changes state, and no handler waits for a commit: jobs come
+// from the committed copies and the store's reading connection
+// (Coordinator::GetJob, ListJobs, ReadCommittedEvents, ReadArtifact);
+// workers from Coordinator::ListWorkers, which holds the coordinator's
+// mutex only to copy the worker table.
 #ifndef MPT_SERVER_COORDINATOR_HTTP_H_
 #define MPT_SERVER_COORDINATOR_HTTP_H_
 
