@@ -1,6 +1,7 @@
 #include "common/http_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <exception>
@@ -10,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/status_macros.h"
 
 namespace mpt {
@@ -66,6 +68,13 @@ class HttpServer::Impl {
     if (!address.ok()) return address.status();
     const int threads = options.threads;
     server_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+    // SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, which
+    // would let a second server bind a port that is in use and share its
+    // traffic instead of failing.
+    server_.set_socket_options([](int sock) {
+      int yes = 1;
+      setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    });
     server_.set_exception_handler(
         [](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
           res.status = 500;
@@ -95,7 +104,17 @@ class HttpServer::Impl {
       return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen,
                                                  " (address in use or not resolvable?)"));
     }
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    thread_ = std::thread([this] {
+      server_.listen_after_bind();
+      listen_returned_ = true;
+    });
+    // Until the server runs, stop() would not reach it and Stop() would
+    // wait for it forever.
+    while (!server_.is_running() && !listen_returned_) absl::SleepFor(absl::Milliseconds(1));
+    if (!server_.is_running()) {
+      Stop();
+      return absl::UnavailableError(absl::StrCat("cannot serve on ", options.listen));
+    }
     return absl::OkStatus();
   }
 
@@ -141,6 +160,7 @@ class HttpServer::Impl {
   std::thread thread_;
   int port_ = -1;
   std::atomic<bool> stopped_{false};
+  std::atomic<bool> listen_returned_{false};
 };
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
