@@ -30,6 +30,7 @@
 #include "absl/strings/str_split.h"
 #include "common/client_channel.h"
 #include "common/http_server.h"
+#include "common/metrics/gpu_metrics.h"
 #include "common/metrics/metrics_registry.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
@@ -215,6 +216,15 @@ int Main() {
     }
     worker_metrics = std::move(*m);
     setup->daemon.progress_observer = worker_metrics.get();
+    if (setup->runner.device.rfind("cuda", 0) == 0) {
+      std::string why;
+      absl::Status gpu = AddGpuMetrics(&metrics, "libnvidia-ml.so.1", &why);
+      if (!gpu.ok()) {
+        std::fprintf(stderr, "worker: %s\n", std::string(gpu.message()).c_str());
+        return 2;
+      }
+      if (!why.empty()) MPT_LOG(WARNING) << "no GPU metrics: " << why;
+    }
   }
   absl::StatusOr<std::unique_ptr<WorkerDaemon>> daemon =
       WorkerDaemon::Create(setup->daemon, client->get(), runner->get());

@@ -11,7 +11,9 @@
 //   mpt_worker_assignment_running         1 while a stage runs
 //   process_* (common/metrics/process_metrics.h): resident memory and more
 // Not exported: model FLOPs utilisation (the worker knows no peak FLOP/s of
-// its device) and GPU utilisation and memory.
+// its device). GPU utilisation and memory come from
+// common/metrics/gpu_metrics.h, registered by the worker's main for CUDA
+// devices.
 //
 // Thread-safety: OnEvent() may be called from any thread.
 #ifndef MPT_WORKER_DAEMON_WORKER_METRICS_H_
