@@ -4,7 +4,8 @@
 # (Debian's `chromium`) loads the page with the token, runs its scripts, and
 # the DOM it dumps must show the job, its stages as a DAG, drawn loss
 # curves and artefact download links; the overview must show the job and
-# the worker. Screenshots go to the test's outputs. The JSON endpoints and
+# the worker, and then a second job RUNNING with the worker busy on its
+# stage. Screenshots go to the test's outputs. The JSON endpoints and
 # the download refuse requests without the token, and the downloaded bytes
 # match the artefact's SHA-256.
 source "${TEST_SRCDIR}/${TEST_WORKSPACE}/tests/e2e/e2e_lib.sh"
@@ -115,7 +116,32 @@ browser "$budget" --window-size=1400,2200 --screenshot="$OUT/dashboard_job.png" 
   "$BASE/?token=$TOKEN#/jobs/$id" > /dev/null || e2e_fail "no screenshot of the job page"
 browser "$budget" --window-size=1400,900 --screenshot="$OUT/dashboard_overview.png" \
   "$BASE/?token=$TOKEN" > /dev/null || e2e_fail "no screenshot of the overview"
-for png in dashboard_job.png dashboard_overview.png; do
+# A job that runs until cancelled: the overview shows it RUNNING and the
+# worker with the stage it runs.
+long_spec=$(SOURCE_TASKS="first" SOURCE_STEPS=100000 CHECKPOINT_EVERY=1000 WORLD_SIZE=1 \
+            e2e_write_spec "$E2E_DIR/long.textproto")
+long=$(mptctl submit --spec "$long_spec" --kind=source --name=runs-until-cancelled)
+long_running() { [ "$(e2e_stage_field "$long" source/first state)" = RUNNING ]; }
+e2e_wait_for 60 "$long to run" long_running
+browser "$budget" --dump-dom "$BASE/?token=$TOKEN" > "$OUT/overview_running.html" ||
+  e2e_fail "chromium failed on the overview while a job runs"
+"$PYTHON" - "$OUT/overview_running.html" "$long" "$(e2e_worker_name w0)" <<'PY' ||
+import re, sys
+dom, job, worker = open(sys.argv[1]).read(), sys.argv[2], sys.argv[3]
+row = re.search(r'<tr data-job="%s">.*?</tr>' % re.escape(job), dom, re.S)
+ok_job = bool(row) and 'class="badge s-RUNNING"' in row.group(0)
+wrow = re.search(r'<tr data-worker="%s">.*?</tr>' % re.escape(worker), dom, re.S)
+ok_worker = bool(wrow) and 'class="badge s-busy"' in wrow.group(0) and \
+    ('href="#/jobs/%s">%s</a> source/first' % (job.split("/")[1], job)) in wrow.group(0)
+print(f"running job shown: {ok_job}; worker busy with it: {ok_worker}", file=sys.stderr)
+sys.exit(0 if ok_job and ok_worker else 1)
+PY
+  e2e_fail "the overview does not show $long running on the worker (see overview_running.html)"
+browser "$budget" --window-size=1400,700 --screenshot="$OUT/dashboard_running.png" \
+  "$BASE/?token=$TOKEN" > /dev/null || e2e_fail "no screenshot of the running overview"
+mptctl cancel "$long" > /dev/null || e2e_fail "cannot cancel $long"
+
+for png in dashboard_job.png dashboard_overview.png dashboard_running.png; do
   [ "$(head -c 8 "$OUT/$png" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] ||
     e2e_fail "$png is not a PNG"
 done
