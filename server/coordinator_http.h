@@ -8,8 +8,8 @@
 //   GET /api/workers                 workers and their assignments (JSON)
 //   GET /download/jobs/{id}/artifacts/{aid}   an artefact's bytes (a tar stream)
 //
-// Authentication: when `auth_token` is set, everything except /metrics
-// needs it, as "Authorization: Bearer <token>" or as the query parameter
+// Authentication: when `auth_token` is set, everything except /metrics and
+// /static/ (the page's script and styles, which hold no data) needs it, as "Authorization: Bearer <token>" or as the query parameter
 // "?token=<token>" (the form links and the page's first load use); others
 // get 401. /metrics stays open, like gRPC health checking: it carries
 // counts, never names of jobs, tasks or files.

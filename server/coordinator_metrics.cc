@@ -61,8 +61,6 @@ absl::Status AddCoordinatorCollectors(MetricsRegistry* registry, Coordinator* co
                                       {"file"}));
   ASSIGN_OR_RETURN(GaugeFamily * store_jobs,
                    registry->AddGauge("mpt_store_jobs", "Jobs in the job store."));
-  ASSIGN_OR_RETURN(GaugeFamily * store_events,
-                   registry->AddGauge("mpt_store_events", "Job events in the job store."));
   ASSIGN_OR_RETURN(GaugeFamily * store_artifacts,
                    registry->AddGauge("mpt_store_artifacts", "Artefact records in the job store."));
   ASSIGN_OR_RETURN(CounterFamily * errors,
@@ -84,7 +82,6 @@ absl::Status AddCoordinatorCollectors(MetricsRegistry* registry, Coordinator* co
             .Set(static_cast<double>(g == s->stages_by_state.end() ? 0 : g->second));
       }
       store_jobs->Labels({}).Set(static_cast<double>(total));
-      store_events->Labels({}).Set(static_cast<double>(s->events));
       store_artifacts->Labels({}).Set(static_cast<double>(s->artifacts));
     } else {
       errors->Labels({"job_store"}).Increment();

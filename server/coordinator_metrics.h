@@ -6,7 +6,7 @@
 //   mpt_workers{state}                        idle, busy, lost
 //   mpt_stage_attempt_duration_seconds{stage_kind,outcome}   histogram
 //   mpt_rpc_duration_seconds{method,code}     histogram (rpc_metrics.h fills it)
-//   mpt_store_file_bytes{file}, mpt_store_jobs, mpt_store_events, mpt_store_artifacts
+//   mpt_store_file_bytes{file}, mpt_store_jobs, mpt_store_artifacts
 //   mpt_metrics_collect_errors_total{source}
 //   process_* (common/metrics/process_metrics.h)
 // Counts are read at scrape time: the store's through its reading

@@ -690,17 +690,10 @@ absl::StatusOr<StoreStats> SqliteJobStore::ReadStats() {
           (*counts)[static_cast<int>(st.Int(0))] = st.Int(1);
         }
       }
-      for (auto [sql, out] :
-           {std::make_pair("SELECT COUNT(*) FROM events", &stats.events),
-            std::make_pair("SELECT COUNT(*) FROM artifacts", &stats.artifacts),
-            std::make_pair("SELECT page_count * page_size FROM pragma_page_count(), "
-                           "pragma_page_size()",
-                           &stats.database_bytes)}) {
-        Statement st(db, sql);
-        RETURN_IF_ERROR(st.status());
-        ASSIGN_OR_RETURN(bool row, st.Step());
-        if (row) *out = st.Int(0);
-      }
+      Statement st(db, "SELECT COUNT(*) FROM artifacts");
+      RETURN_IF_ERROR(st.status());
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (row) stats.artifacts = st.Int(0);
       return absl::OkStatus();
     };
     absl::Status status = body();

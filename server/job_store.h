@@ -63,11 +63,7 @@ struct StoreStats {
   // with no job are absent.
   std::map<int, int64_t> jobs_by_state;
   std::map<int, int64_t> stages_by_state;
-  int64_t events = 0;
   int64_t artifacts = 0;
-  // The database's size as SQLite counts it (page_count * page_size), the
-  // write-ahead log excluded.
-  int64_t database_bytes = 0;
 };
 
 // The state of every unfinished job, as the coordinator needs it to resume.
