@@ -24,16 +24,19 @@ follow="$E2E_DIR/logs/follow.out"
 grep -q '^\[source/first\] ' "$follow" || e2e_fail "no line prefixed with its stage: $(head -3 "$follow")"
 grep -q 'INFO worker_daemon.cc:[0-9]*\] assignment .*: stage source/first' "$follow" ||
   e2e_fail "the worker's start line is missing from the log"
-grep -q '\[source/first\] STEP 10/10' "$follow" || e2e_fail "the last training step is missing"
-grep -q '\[source/first\] FINISHED' "$follow" || e2e_fail "the FINISHED progress line is missing"
+grep -q '^\[source/first\] [0-9:.]* INFO STEP 10/10 ' "$follow" ||
+  e2e_fail "the last training step is missing"
+grep -q '^\[source/first\] [0-9:.]* INFO FINISHED ' "$follow" ||
+  e2e_fail "the FINISHED progress line is missing"
 grep -q 'uploaded jobs/' "$follow" || e2e_fail "the adapter upload line is missing"
 # Every line once, in order: the same lines as a plain read afterwards.
 mptctl logs "$job" > "$E2E_DIR/logs/after.out"
 diff "$follow" "$E2E_DIR/logs/after.out" >&2 || e2e_fail "follow and a later read differ"
 [ "$(sort "$follow" | uniq -d | wc -l)" -eq 0 ] || e2e_fail "a line was shown twice"
-e2e_log "job $job: $(wc -l < "$follow") log lines"
+e2e_log "job $job: $(wc -l < "$follow") log lines:"
+cat "$follow" >&2
 # JSON Lines for scripts.
-mptctl logs "$job" --stage=source/first --output=json | head -n 1 | grep -q '"sequence": "1"' ||
+mptctl logs "$job" --stage=source/first --output=json | head -n 1 | grep -Eq '"sequence": ?"1"' ||
   e2e_fail "the JSON form lacks the first line's sequence"
 
 # ---- A stage that fails on a line only the worker reads ------------------------

@@ -105,8 +105,13 @@ void StageLog::AddProgress(const ProgressEvent& event) {
     const bool last = event.total_steps > 0 && event.step >= event.total_steps;
     if (event.step > 1 && event.step % every != 0 && !last) return;
   }
-  Add(event.kind == ProgressKind::kFailed ? "ERROR" : "INFO", NowMicros(),
-      FormatProgressLine(event));
+  // Without the "[stage/task] " label: a reader sees the stage already.
+  std::string line = FormatProgressLine(event);
+  const size_t label_end = line.find("] ");
+  if (!line.empty() && line[0] == '[' && label_end != std::string::npos) {
+    line.erase(0, label_end + 2);
+  }
+  Add(event.kind == ProgressKind::kFailed ? "ERROR" : "INFO", NowMicros(), line);
 }
 
 void StageLog::OnLogLine(const LogRecord& record) {

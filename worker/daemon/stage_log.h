@@ -69,8 +69,9 @@ class StageLog final : public LogListener {
   // Adds one line. `severity` is "DEBUG", "INFO", "WARNING" or "ERROR";
   // `time_micros` microseconds since the Unix epoch.
   void Add(absl::string_view severity, int64_t time_micros, absl::string_view text);
-  // Adds a progress event as FormatProgressLine() writes it, subject to
-  // log_every_steps (FAILED events as ERROR, the rest as INFO).
+  // Adds a progress event as FormatProgressLine() writes it without its
+  // "[stage/task] " label ("STEP 450/1000 (45.0%) loss=0.4231 ..."), subject
+  // to log_every_steps (FAILED events as ERROR, the rest as INFO).
   void AddProgress(const ProgressEvent& event);
   void OnLogLine(const LogRecord& record) override;
 
