@@ -36,7 +36,8 @@ diff "$follow" "$E2E_DIR/logs/after.out" >&2 || e2e_fail "follow and a later rea
 e2e_log "job $job: $(wc -l < "$follow") log lines:"
 cat "$follow" >&2
 # JSON Lines for scripts.
-mptctl logs "$job" --stage=source/first --output=json | head -n 1 | grep -Eq '"sequence": ?"1"' ||
+mptctl logs "$job" --stage=source/first --output=json > "$E2E_DIR/logs/json.out"
+head -n 1 "$E2E_DIR/logs/json.out" | grep -Eq '"sequence": ?"1"' ||
   e2e_fail "the JSON form lacks the first line's sequence"
 
 # ---- A stage that fails on a line only the worker reads ------------------------
