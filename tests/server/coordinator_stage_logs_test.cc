@@ -176,6 +176,37 @@ TEST_F(StageLogsTest, ResentLinesAfterARestartAreStoredOnce) {
   EXPECT_EQ(Texts(*logs), (std::vector<std::string>{"one", "two", "three"}));
 }
 
+TEST_F(StageLogsTest, EveryRankOfAGangLogsAndALinesOnlyReportLeavesTheProgress) {
+  const std::string w1 = Register(core_.get());
+  const std::string w2 = Register(core_.get());
+  const std::string job = Submit(::mpt::testing::PipelineRequest({"a"}, {}, /*world_size=*/2));
+  auto s = Poll(core_.get(), w1);
+  ASSERT_TRUE(s.has_value());
+  ::mpt::testing::Finish(core_.get(), *s);
+  auto r0 = Poll(core_.get(), w1);
+  auto r1 = Poll(core_.get(), w2);
+  ASSERT_TRUE(r0.has_value() && r1.has_value());
+  ASSERT_EQ(r1->rank(), 1);
+  {
+    mpt::v1::ReportProgressRequest p;
+    p.set_assignment(r0->id());
+    p.set_worker(w1);
+    p.mutable_progress()->set_step(7);
+    ASSERT_TRUE(core_->ReportProgress(p).ok());
+  }
+  ASSERT_TRUE(Report(*r1, {Line(1, "rank 1 joined the gang")}, /*with_progress=*/false).ok());
+  ASSERT_TRUE(Report(*r0, {Line(1, "rank 0 here")}, /*with_progress=*/false).ok());
+  auto logs = Logs(job, "distillation");
+  ASSERT_TRUE(logs.ok()) << logs.status();
+  EXPECT_EQ(Texts(*logs), (std::vector<std::string>{"rank 1 joined the gang", "rank 0 here"}));
+  EXPECT_EQ(logs->lines(0).assignment(), r1->id());
+  auto j = core_->GetJob(job);
+  ASSERT_TRUE(j.ok());
+  const mpt::v1::Stage* d = ::mpt::testing::FindStage(*j, "distillation");
+  ASSERT_NE(d, nullptr);
+  EXPECT_EQ(d->progress().step(), 7) << "a report of lines only changed the progress";
+}
+
 TEST_F(StageLogsTest, BadRequestsNameTheirField) {
   const std::string job = Submit(SourceRequest("a"));
   auto bad_name = Logs("nope");
