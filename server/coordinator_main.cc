@@ -44,6 +44,11 @@ ABSL_FLAG(double, max_artifact_mb, 1024, "largest artefact accepted, in MiB");
 ABSL_FLAG(bool, sync_full, true,
           "fsync every commit (SQLite synchronous=FULL); false risks the last commits on "
           "power loss");
+ABSL_FLAG(int64_t, max_log_lines_per_stage, 2000,
+          "each stage's log keeps its newest lines up to this many (older ones are dropped "
+          "and counted)");
+ABSL_FLAG(int64_t, max_log_kb_per_stage, 512,
+          "each stage's log keeps its newest lines up to this much text, in KiB");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain; with --tls_key turns TLS on");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "",
@@ -68,6 +73,10 @@ struct CoordinatorMainOptions {
   std::string artifact_dir;
   // synchronous=FULL (--sync_full). Default true.
   bool sync_full = true;
+  // The bound of each stage's log (--max_log_lines_per_stage,
+  // --max_log_kb_per_stage). Defaults 2000 lines and 512 KiB.
+  int64_t max_log_lines_per_stage = 2000;
+  int64_t max_log_bytes_per_stage = int64_t{512} << 10;
   // File with the bearer token (--auth_token_file). Default "": no token.
   std::string auth_token_file;
   // File with the workers' token (--worker_token_file). Default "": workers
@@ -90,7 +99,14 @@ absl::StatusOr<CoordinatorMainOptions> OptionsFromFlags() {
   o.db_path = absl::GetFlag(FLAGS_db);
   o.artifact_dir = absl::GetFlag(FLAGS_artifacts);
   o.sync_full = absl::GetFlag(FLAGS_sync_full);
-  o.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  o.max_log_lines_per_stage = absl::GetFlag(FLAGS_max_log_lines_per_stage);
+  o.max_log_bytes_per_stage = absl::GetFlag(FLAGS_max_log_kb_per_stage) << 10;
+  if (o.max_log_lines_per_stage < 1) {
+    return absl::InvalidArgumentError("--max_log_lines_per_stage: must be >= 1");
+  }
+  if (o.max_log_bytes_per_stage < 1024) {
+    return absl::InvalidArgumentError("--max_log_kb_per_stage: must be >= 1");
+  }  o.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
   o.worker_token_file = absl::GetFlag(FLAGS_worker_token_file);
   o.heap_arenas = absl::GetFlag(FLAGS_heap_arenas);
   const double trim_seconds = absl::GetFlag(FLAGS_heap_trim_seconds);
@@ -141,6 +157,8 @@ absl::Status Run(sigset_t* signals) {
 
   SqliteJobStoreOptions store_options;
   store_options.synchronous_full = options.sync_full;
+  store_options.max_log_lines_per_stage = options.max_log_lines_per_stage;
+  store_options.max_log_bytes_per_stage = options.max_log_bytes_per_stage;
   ASSIGN_OR_RETURN(std::unique_ptr<SqliteJobStore> store,
                    SqliteJobStore::Open(options.db_path, store_options));
   ASSIGN_OR_RETURN(std::unique_ptr<ArtifactStore> artifacts,
