@@ -258,6 +258,14 @@ class Coordinator {
                                                                      int64_t after_sequence,
                                                                      int limit);
 
+  // Log lines of job `request.name()` (of one stage, or of all), paged by
+  // line number (stage_logs.h). INVALID_ARGUMENT naming the field for a
+  // malformed name or stage id, a negative after_line or page_size;
+  // NOT_FOUND for an unknown job, or (naming `stage`) a stage the job does
+  // not have. Reads committed state only; takes no lock.
+  absl::StatusOr<mpt::v1::GetStageLogsResponse> GetStageLogs(
+      const mpt::v1::GetStageLogsRequest& request);
+
   // ---- WorkerService -------------------------------------------------------
 
   // Registers a new worker (the request's name is ignored) and gives it a
@@ -353,6 +361,12 @@ class Coordinator {
   // One scheduling pass (scheduler.h) over the state; starts what it
   // decides in `txn`.
   void ScheduleLocked(StateTxn& txn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Adds `lines`, sent by the holder of assignment `rec`, to `txn` unless
+  // its stage is gone or in a final state (its log is closed then).
+  void AppendLogLinesLocked(StateTxn& txn, const coordinator::AssignmentRecord& rec,
+                            const google::protobuf::RepeatedPtrField<mpt::v1::LogLine>& lines)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   void MaintenanceLoop();
   // How long a gang peer may be silent before a peer failure reported by

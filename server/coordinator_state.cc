@@ -187,6 +187,7 @@ StoreWrite CoordinatorState::BuildWrite(const StateTxn& txn) const {
   w.deleted_artifacts = txn.deleted_artifacts;
   w.events = txn.events;
   w.request_ids = txn.request_ids;
+  w.logs = txn.logs;
 
   return w;
 }

@@ -81,6 +81,8 @@ struct StateTxn {
   std::vector<mpt::v1::JobEvent> events;
   // New idempotency keys.
   std::vector<RequestIdRecord> request_ids;
+  // Workers' log lines to store.
+  std::vector<StageLogAppend> logs;
   // Jobs that reached a final state: they leave memory after the commit.
   std::vector<std::string> finished_jobs;
   // Blob hashes that may have lost their last reference.

@@ -209,6 +209,7 @@ JobServiceImpl::JobServiceImpl(Coordinator* coordinator, const BearerTokenAuthen
   MarkMethodStreamed(index("DownloadArtifact"),
                      RawServerStreaming(this, &JobServiceImpl::DownloadArtifact));
   MarkMethodStreamed(index("ListWorkers"), RawUnary(this, &JobServiceImpl::ListWorkers));
+  MarkMethodStreamed(index("GetStageLogs"), RawUnary(this, &JobServiceImpl::GetStageLogs));
 }
 
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context,
@@ -291,6 +292,16 @@ grpc::Status JobServiceImpl::ListWorkers(grpc::ServerContext* context,
                                          mpt::v1::ListWorkersResponse* response) {
   MPT_AUTHORIZE(context);
   *response = core_->ListWorkers();
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::GetStageLogs(grpc::ServerContext* context,
+                                          const mpt::v1::GetStageLogsRequest* request,
+                                          mpt::v1::GetStageLogsResponse* response) {
+  MPT_AUTHORIZE(context);
+  absl::StatusOr<mpt::v1::GetStageLogsResponse> page = core_->GetStageLogs(*request);
+  if (!page.ok()) return ToGrpcStatus(page.status());
+  *response = *std::move(page);
   return grpc::Status::OK;
 }
 

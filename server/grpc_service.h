@@ -104,6 +104,9 @@ class JobServiceImpl final : public mpt::v1::JobService::Service {
   grpc::Status ListWorkers(grpc::ServerContext* context,
                            const mpt::v1::ListWorkersRequest* request,
                            mpt::v1::ListWorkersResponse* response) override;
+  grpc::Status GetStageLogs(grpc::ServerContext* context,
+                            const mpt::v1::GetStageLogsRequest* request,
+                            mpt::v1::GetStageLogsResponse* response) override;
 
  private:
   Coordinator* const core_;
