@@ -181,6 +181,9 @@ class Routes {
     if (parts.size() == 3 && parts[0] == "jobs" && parts[2] == "events") {
       return Events(absl::StrCat("jobs/", parts[1]), request);
     }
+    if (parts.size() == 3 && parts[0] == "jobs" && parts[2] == "logs") {
+      return Logs(absl::StrCat("jobs/", parts[1]), request);
+    }
     return JsonError(404, absl::StrCat("no such endpoint: ", request.path));
   }
 
@@ -238,6 +241,21 @@ class Routes {
     r.body = std::move(body);
     r.headers.push_back({"Cache-Control", "no-store"});
     return r;
+  }
+
+  HttpResponse Logs(const std::string& job, const HttpRequest& request) const {
+    mpt::v1::GetStageLogsRequest logs;
+    logs.set_name(job);
+    logs.set_stage(request.Param("stage"));
+    absl::StatusOr<int64_t> after = IntParam(request, "after_line", 0);
+    if (!after.ok()) return FromStatus(after.status());
+    absl::StatusOr<int64_t> page_size = IntParam(request, "page_size", 1000);
+    if (!page_size.ok()) return FromStatus(page_size.status());
+    logs.set_after_line(*after);
+    logs.set_page_size(static_cast<int>(std::min<int64_t>(*page_size, 5000)));
+    absl::StatusOr<mpt::v1::GetStageLogsResponse> page = core_->GetStageLogs(logs);
+    if (!page.ok()) return FromStatus(page.status());
+    return JsonResponse(*page);
   }
 
   // Every worker with what it runs: the stages of unfinished jobs that list

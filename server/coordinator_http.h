@@ -5,6 +5,7 @@
 //   GET /api/jobs                    recent jobs (JSON)
 //   GET /api/jobs/{id}               one job with stages and artefacts (JSON)
 //   GET /api/jobs/{id}/events?after=N   its committed events (JSON)
+//   GET /api/jobs/{id}/logs?stage=S&after_line=N   its stages' log lines (JSON)
 //   GET /api/workers                 workers and their assignments (JSON)
 //   GET /download/jobs/{id}/artifacts/{aid}   an artefact's bytes (a tar stream)
 //
@@ -16,7 +17,8 @@
 //
 // Nothing here changes state, and no handler waits for a commit: jobs come
 // from the committed copies and the store's reading connection
-// (Coordinator::GetJob, ListJobs, ReadCommittedEvents, ReadArtifact);
+// (Coordinator::GetJob, ListJobs, ReadCommittedEvents, GetStageLogs,
+// ReadArtifact);
 // workers from Coordinator::ListWorkers, which holds the coordinator's
 // mutex only to copy the worker table.
 #ifndef MPT_SERVER_COORDINATOR_HTTP_H_

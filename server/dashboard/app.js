@@ -8,6 +8,8 @@
 
 const REFRESH_MS = 2000;
 const EVENT_PAGE = 500;
+const LOG_LINES_KEPT = 2000;
+const LOG_LINES_SHOWN = 200;
 const SVG_NS = 'http://www.w3.org/2000/svg';
 const STATE_COLORS = {
   QUEUED: '#98a2b3', RUNNING: '#2e90fa', SUCCEEDED: '#12b76a', FAILED: '#f04438',
@@ -18,8 +20,10 @@ const SERIES_COLORS = ['#2e90fa', '#f04438', '#12b76a', '#f79009', '#7a5af8', '#
 
 const app = {
   token: null,
-  // Per job: its events so far and the last sequence read.
+  // Per job: its events so far and the last sequence read; its newest log
+  // lines and the last line number read.
   events: new Map(),
+  logs: new Map(),
   busy: false,
 };
 
@@ -294,6 +298,36 @@ async function loadEvents(name) {
   return cache.events;
 }
 
+// Reads the job's log lines not yet read (all stages, in stored order).
+async function loadLogs(name) {
+  let cache = app.logs.get(name);
+  if (!cache) {
+    cache = { last: 0, lines: [], dropped: {} };
+    app.logs.set(name, cache);
+  }
+  for (;;) {
+    const page = await api(`/api/${name}/logs?after_line=${cache.last}&page_size=1000`);
+    for (const line of page.lines || []) cache.lines.push(line);
+    cache.last = num(page.lastLine) || cache.last;
+    Object.assign(cache.dropped, page.droppedLines || {});
+    if (!page.more) break;
+  }
+  // Keep the newest lines only: the page shows the end of the log.
+  if (cache.lines.length > LOG_LINES_KEPT) cache.lines.splice(0, cache.lines.length - LOG_LINES_KEPT);
+  return cache;
+}
+
+function logsView(logs) {
+  if (!logs.lines.length) return el('p', { class: 'muted', id: 'logs' }, 'No log lines yet.');
+  const text = logs.lines.slice(-LOG_LINES_SHOWN).map((l) =>
+    `${fmtTime(l.time)} ${l.stage} ${(l.severity || 'INFO').charAt(0)} ${l.text}`).join('\n');
+  const dropped = Object.entries(logs.dropped).map(([s, n]) => `${s}: ${num(n)}`).join(', ');
+  return el('div', {},
+    dropped ? el('p', { class: 'muted' }, 'oldest lines dropped by the coordinator: ' + dropped)
+            : null,
+    el('pre', { id: 'logs', class: 'logs' }, text));
+}
+
 // Points (step, value) of each series of `field` ("losses" or "metrics")
 // for one stage, from its progress events.
 function seriesOf(events, stageId, field) {
@@ -376,7 +410,8 @@ function eventsTable(events) {
 
 async function showJob(main, id) {
   const name = 'jobs/' + id;
-  const [job, events] = await Promise.all([api('/api/' + name), loadEvents(name)]);
+  const [job, events, logs] = await Promise.all([api('/api/' + name), loadEvents(name),
+                                                 loadLogs(name)]);
   main.replaceChildren(
     el('h1', {}, el('span', { id: 'job-name' }, job.name), ' ', badge(job.state), ' ',
        job.displayName ? el('span', { class: 'muted' }, job.displayName) : null),
@@ -393,7 +428,9 @@ async function showJob(main, id) {
     el('section', {}, (job.artifacts || []).length ? artifactsTable(job) :
                        el('p', { class: 'muted' }, 'No artefacts yet.')),
     el('h2', {}, 'Latest events'),
-    el('section', {}, eventsTable(events)));
+    el('section', {}, eventsTable(events)),
+    el('h2', {}, 'Logs (newest last)'),
+    el('section', {}, logsView(logs)));
   document.body.dataset.view = 'job';
 }
 

@@ -95,6 +95,8 @@ drawn = [pts for n, pts in lines if int(n) >= 2 and len(pts.split()) >= 2]
 print(f"loss charts for {curves}; loss polylines with >= 2 points: {len(drawn)}", file=sys.stderr)
 sys.exit(0 if curves and drawn else 1)
 PY
+grep -q '<pre id="logs" class="logs">' "$dom" || e2e_fail "the page shows no stage logs"
+grep -q 'target/echo I FINISHED' "$dom" || e2e_fail "the logs lack target/echo's FINISHED line"
 grep -q "class=\"download\" href=\"/download/$artifact\"" "$dom" ||
   e2e_fail "no download link for $artifact"
 grep -q "$TOKEN" "$dom" && e2e_fail "the token leaked into the page"

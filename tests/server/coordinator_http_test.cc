@@ -168,6 +168,13 @@ TEST_F(CoordinatorHttpTest, JobEventsWorkersAndDownload) {
   EXPECT_EQ(Get("/api/jobs/", "s3cret").status, 400);  // "jobs/" names no job
   EXPECT_EQ(Get("/api/nothing", "s3cret").status, 404);
 
+  HttpResponse logs = Get("/api/" + job + "/logs", "s3cret", {{"stage", "source/t1"}});
+  ASSERT_EQ(logs.status, 200) << logs.body;
+  EXPECT_NE(logs.body.find("\"lines\":["), std::string::npos) << logs.body;
+  EXPECT_EQ(Get("/api/" + job + "/logs", "s3cret", {{"stage", "source/nope"}}).status, 404);
+  EXPECT_EQ(Get("/api/" + job + "/logs", "s3cret", {{"after_line", "x"}}).status, 400);
+  EXPECT_EQ(Get("/api/" + job + "/logs").status, 401);
+
   HttpResponse workers = Get("/api/workers", "s3cret");
   ASSERT_EQ(workers.status, 200);
   EXPECT_NE(workers.body.find("\"state\":\"idle\""), std::string::npos) << workers.body;
