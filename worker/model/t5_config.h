@@ -1,7 +1,14 @@
 // The architecture settings of a Hugging Face T5 checkpoint (config.json).
 //
 // Covers the original T5 (ReLU feed-forward, tied embeddings, LM head input
-// scaled by d_model^-0.5) and T5 v1.1 / FLAN-T5 (gated GELU, no scaling).
+// scaled by d_model^-0.5), T5 v1.1 / FLAN-T5 (gated GELU, no scaling) and
+// mT5 (model_type "mt5": the T5 v1.1 architecture with a 250k vocabulary).
+// For "mt5" the rules are transformers' MT5Config and
+// MT5ForConditionalGeneration: feed_forward_proj defaults to "gated-gelu" and
+// the decoder output is never scaled (scale_decoder_outputs is false; true is
+// an error). The LM head is lm_head.weight when the checkpoint has it, else
+// the word embedding, as for T5. UMT5 ("umt5", a relative attention bias in
+// every layer) is refused with an error that says so.
 // Only the fields that the architecture reads are kept; everything else in
 // config.json (dropout_rate, initializer_factor, task_specific_params, ...)
 // is ignored.
@@ -52,7 +59,7 @@ struct T5Config {
   // rule: "gated-ACT" or "ACT"; ACT is an ACT2FN name, except that
   // "gated-gelu" means gelu_new (the tanh approximation), kept for
   // compatibility with the T5 v1.1 checkpoints.
-  std::string feed_forward_proj = "relu";
+  std::string feed_forward_proj = "relu";  // "gated-gelu" for mt5
   T5Activation dense_act = T5Activation::kRelu;
   bool is_gated_act = false;  // wi_0 / wi_1 instead of wi
 
@@ -75,12 +82,13 @@ struct T5Config {
 
   // Parses config.json text. INVALID_ARGUMENT, with a message that starts
   // with `source` and names the field, for: malformed JSON, a top level that
-  // is not an object, a model_type other than "t5" (or missing), an unknown
+  // is not an object, a model_type other than "t5" or "mt5" (or missing;
+  // "umt5" with a message saying why it is not supported), an unknown
   // feed_forward_proj, a missing or non-positive size (vocab_size, d_model,
   // d_kv, d_ff, num_layers, num_heads, and the optional sizes when given),
   // a token id that is negative, or a field of the wrong JSON type (sizes
   // and token ids must be integers, layer_norm_epsilon a positive number,
-  // tie_word_embeddings a boolean).
+  // tie_word_embeddings a boolean), scale_decoder_outputs true for mt5.
   static absl::StatusOr<T5Config> FromJson(absl::string_view json_text,
                                            absl::string_view source = "config.json");
 
