@@ -18,6 +18,12 @@ PACKAGES=(
   python3-grpcio python3-protobuf python3-pip python3-setuptools
   # Fuzzing (tools/fuzz): clang with libFuzzer and the sanitizer runtimes
   clang-14 libfuzzer-14-dev libclang-rt-14-dev
+  # A real Slurm on this machine (tests/e2e:e2e_slurm_test): the parts of
+  # slurm-wlm it needs, and munge (about 3 MB). Their init scripts start no
+  # slurmctld or slurmd without /etc/slurm/slurm.conf; where services may
+  # start, the system munged runs on its own socket, which the test does
+  # not use (it writes its own configuration and starts its own daemons).
+  slurmctld slurmd slurm-client munge
 )
 
 missing=()
