@@ -233,6 +233,10 @@ e2e_wait_for 30 "the workers to exit" workers_gone
 e2e_log "job $job_id cancelled; workers gone"
 
 # --- one worker per GPU (fake GPUs, a stand-in worker) ----------------------------
+# (sbatch --wait polls only every few seconds.)
+wait_job_done() {
+  e2e_wait_for 60 "Slurm job $1 to finish" bash -c "[ -z \"\$(squeue -h -j $1 2>/dev/null)\" ]"
+}
 if [ -n "$gres" ]; then
   mkdir -p "$S/fakebin"
   cat > "$S/fakebin/worker" <<'EOF'
@@ -242,9 +246,10 @@ EOF
   chmod +x "$S/fakebin/worker"
   for shape in "--gpus-per-task=1" "--gres=gpu:2"; do
     gpu_job=$(MPT_COORDINATOR=127.0.0.1:1 MPT_BIN="$S/fakebin" MPT_WORK_DIR="$S/work" \
-              sbatch --parsable --wait --nodes=2 --ntasks-per-node=2 --cpus-per-task=1 $shape \
+              sbatch --parsable --nodes=2 --ntasks-per-node=2 --cpus-per-task=1 $shape \
               --output="$S/out/gpu-%j.log" "$SBATCH_SCRIPT") || e2e_fail "sbatch $shape failed"
     gpu_job=${gpu_job%%;*}
+    wait_job_done "$gpu_job"
     log="$S/out/gpu-$gpu_job.log"
     cp "$log" "$E2E_DIR/logs/slurm-gpu-$gpu_job.log"
     [ "$(grep -c '^STANDIN' "$log")" -eq 4 ] || e2e_fail "$shape: expected 4 tasks in $log"
@@ -259,9 +264,10 @@ EOF
   done
   # A CPU-only allocation runs CPU workers.
   cpu_job=$(MPT_COORDINATOR=127.0.0.1:1 MPT_BIN="$S/fakebin" MPT_WORK_DIR="$S/work" \
-            sbatch --parsable --wait --nodes=2 --ntasks-per-node=1 --cpus-per-task=2 \
+            sbatch --parsable --nodes=2 --ntasks-per-node=1 --cpus-per-task=2 \
             --output="$S/out/cpu-%j.log" "$SBATCH_SCRIPT") || e2e_fail "sbatch (CPU) failed"
   cpu_job=${cpu_job%%;*}
+  wait_job_done "$cpu_job"
   [ "$(grep -c -- '^STANDIN .*--device=cpu .*--threads=2' "$S/out/cpu-$cpu_job.log")" -eq 2 ] ||
     e2e_fail "the CPU-only job did not start two CPU workers with 2 threads"
   e2e_log "a CPU-only allocation starts CPU workers"
