@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Builds small mT5 checkpoints and what transformers and PEFT compute with them.
+"""Builds small mT5 and UMT5 checkpoints and what transformers and PEFT compute with them.
 
 The reference is transformers' MT5ForConditionalGeneration. Running
 
@@ -15,7 +15,10 @@ writes, reproducibly (given the same library versions):
                    feed_forward_proj, dense_act_fn, is_gated_act and tie_word_embeddings
                    (MT5Config's defaults: gated GELU, head tied to the
                    embedding, no output scaling).
-  golden_mt5*.safetensors/.json
+  umt5/            a UMT5 checkpoint as published (untied, tie_word_embeddings
+                   false): a relative attention bias in every layer
+                   (UMT5ForConditionalGeneration is the reference for it).
+  golden_mt5*.safetensors/.json, golden_umt5.safetensors/.json
                    the same quantities as golden_t5_*.safetensors
                    (tools/make_golden.py): states, logits, loss, greedy
                    tokens, rank scores, PEFT prompt layouts.
@@ -54,7 +57,13 @@ import torch
 import transformers
 from peft import MultitaskPromptTuningConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
-from transformers import AutoTokenizer, MT5Config, MT5ForConditionalGeneration
+from transformers import (
+    AutoTokenizer,
+    MT5Config,
+    MT5ForConditionalGeneration,
+    UMT5Config,
+    UMT5ForConditionalGeneration,
+)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_golden as mg  # noqa: E402
@@ -89,10 +98,29 @@ MT5_SPECS = {
         layer_norm_epsilon=1e-6,
         feed_forward_proj="gated-gelu",
     ),
+    # UMT5 as published (untied, tie_word_embeddings false): a relative
+    # attention bias in every layer.
+    "umt5": dict(
+        d_model=36,
+        d_kv=12,
+        num_heads=3,
+        d_ff=64,
+        num_layers=3,
+        num_decoder_layers=3,
+        relative_attention_num_buckets=10,
+        relative_attention_max_distance=16,
+        layer_norm_epsilon=1e-6,
+        feed_forward_proj="gated-gelu",
+    ),
 }
-SEEDS = {"mt5": 71, "mt5_tied": 72}
-EOS_BOOST = {"mt5": 2.5, "mt5_tied": 1.6}
-UNTIED = {"mt5": True, "mt5_tied": False}
+SEEDS = {"mt5": 71, "mt5_tied": 72, "umt5": 74}
+EOS_BOOST = {"mt5": 2.5, "mt5_tied": 1.6, "umt5": 2.0}
+UNTIED = {"mt5": True, "mt5_tied": False, "umt5": True}
+CLASSES = {
+    "mt5": (MT5Config, MT5ForConditionalGeneration),
+    "mt5_tied": (MT5Config, MT5ForConditionalGeneration),
+    "umt5": (UMT5Config, UMT5ForConditionalGeneration),
+}
 
 LARGE_VOCAB = 250112
 LARGE_SPEC = dict(
@@ -132,9 +160,10 @@ def write_config(folder, drop=(), set_=None):
 
 def build_checkpoint(name, out_dir, spm_dir):
     spec = MT5_SPECS[name]
-    cfg = MT5Config(vocab_size=VOCAB, dropout_rate=0.1, pad_token_id=0, eos_token_id=1,
-                    decoder_start_token_id=0, **spec)
-    model = MT5ForConditionalGeneration(cfg)
+    config_class, model_class = CLASSES[name]
+    cfg = config_class(vocab_size=VOCAB, dropout_rate=0.1, pad_token_id=0, eos_token_id=1,
+                       decoder_start_token_id=0, **spec)
+    model = model_class(cfg)
     if UNTIED[name]:
         # transformers 5 ties lm_head to shared at construction; give the head
         # its own storage (it stays untied when reloaded because the saved
@@ -146,10 +175,10 @@ def build_checkpoint(name, out_dir, spm_dir):
         shutil.rmtree(folder)
     model.save_pretrained(folder)
     if UNTIED[name]:
-        written = write_config(folder, set_={"tie_word_embeddings": False})
+        written = write_config(folder, drop=("scale_decoder_outputs",), set_={"tie_word_embeddings": False})
     else:
         written = write_config(folder, drop=("tie_word_embeddings", "feed_forward_proj", "dense_act_fn", "is_gated_act"))
-    assert written["model_type"] == "mt5", written
+    assert written["model_type"] == config_class.model_type, written
     assert "scale_decoder_outputs" not in written, written
     keys = set(load_file(os.path.join(folder, "model.safetensors")).keys())
     assert ("lm_head.weight" in keys) == UNTIED[name], sorted(keys)
@@ -159,12 +188,20 @@ def build_checkpoint(name, out_dir, spm_dir):
     for f in ("spiece.model", "tokenizer.json", "tokenizer_config.json"):
         shutil.copyfile(os.path.join(spm_dir, f), os.path.join(folder, f))
     tok = AutoTokenizer.from_pretrained(folder)
-    assert type(tok).__name__ == "T5Tokenizer" and len(tok) == VOCAB, (type(tok), len(tok))
+    assert len(tok) == VOCAB, (type(tok), len(tok))
+    if name != "umt5":  # AutoTokenizer gives UMT5 the generic backend class
+        assert type(tok).__name__ == "T5Tokenizer", type(tok)
+    ref = AutoTokenizer.from_pretrained(spm_dir)
+    texts = mg.INPUTS + mg.TARGETS + ["<extra_id_0> x </s>"]
+    assert tok(texts)["input_ids"] == ref(texts)["input_ids"], name
 
-    reloaded = MT5ForConditionalGeneration.from_pretrained(folder).eval()
+    reloaded = model_class.from_pretrained(folder).eval()
     tied = reloaded.lm_head.weight.data_ptr() == reloaded.shared.weight.data_ptr()
     assert tied == (not UNTIED[name]), name
-    assert not getattr(reloaded.config, "scale_decoder_outputs", False)
+    assert not getattr(reloaded.config, "scale_decoder_outputs", False)  # untied or mT5
+    if name == "umt5":
+        biases = [n for n, _ in reloaded.named_parameters() if "relative_attention_bias" in n]
+        assert len(biases) == spec["num_layers"] + spec["num_decoder_layers"], biases
     assert reloaded.config.is_gated_act and reloaded.config.dense_act_fn == "gelu_new"
     for (n1, p1), (n2, p2) in zip(model.state_dict().items(), reloaded.state_dict().items()):
         assert n1 == n2 and torch.equal(p1, p2), n1

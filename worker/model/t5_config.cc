@@ -195,30 +195,25 @@ absl::StatusOr<T5Config> T5Config::FromJson(absl::string_view json_text,
 
   const Json* model_type = reader.Get("model_type");
   if (model_type == nullptr) {
-    return reader.Error("model_type", "is missing (expected \"t5\" or \"mt5\")");
+    return reader.Error("model_type", "is missing (expected \"t5\", \"mt5\" or \"umt5\")");
   }
   if (!model_type->is_string()) {
     return reader.Error("model_type",
                         absl::StrCat("must be a string, got ", TypeDescription(*model_type)));
   }
   config.model_type = model_type->get<std::string>();
-  if (config.model_type == "umt5") {
-    return reader.Error(
-        "model_type",
-        "is \"umt5\", which is not supported: UMT5 gives every layer its own relative "
-        "attention bias, while this model implements T5's single bias per stack "
-        "(supported: \"t5\", \"mt5\")");
-  }
-  if (config.model_type != "t5" && config.model_type != "mt5") {
+  if (config.model_type != "t5" && config.model_type != "mt5" && config.model_type != "umt5") {
     return reader.Error("model_type",
                         absl::StrCat("is \"", config.model_type,
                                      "\", which is not a supported architecture (supported: "
-                                     "\"t5\", \"mt5\")"));
+                                     "\"t5\", \"mt5\", \"umt5\")"));
   }
   const bool mt5 = config.model_type == "mt5";
-  // mT5 is T5 v1.1 with a larger vocabulary; transformers' MT5Config
-  // defaults to the gated feed-forward.
-  if (mt5) config.feed_forward_proj = "gated-gelu";
+  // mT5 is T5 v1.1 with a larger vocabulary, UMT5 the same with a bias per
+  // layer; transformers' MT5Config and UMT5Config default to the gated
+  // feed-forward.
+  if (config.model_type != "t5") config.feed_forward_proj = "gated-gelu";
+  config.per_layer_position_bias = config.model_type == "umt5";
 
   ASSIGN_OR_RETURN(config.vocab_size, reader.RequiredSize("vocab_size"));
   ASSIGN_OR_RETURN(config.d_model, reader.RequiredSize("d_model"));

@@ -7,8 +7,10 @@
 // MT5ForConditionalGeneration: feed_forward_proj defaults to "gated-gelu" and
 // the decoder output is never scaled (scale_decoder_outputs is false; true is
 // an error). The LM head is lm_head.weight when the checkpoint has it, else
-// the word embedding, as for T5. UMT5 ("umt5", a relative attention bias in
-// every layer) is refused with an error that says so.
+// the word embedding, as for T5. UMT5 ("umt5") is mT5 with a relative
+// attention bias in every layer; transformers' UMT5Config scales the decoder
+// output by the T5 rule (scale_decoder_outputs, else tie_word_embeddings,
+// else true) and also defaults to the gated feed-forward.
 // Only the fields that the architecture reads are kept; everything else in
 // config.json (dropout_rate, initializer_factor, task_specific_params, ...)
 // is ignored.
@@ -53,6 +55,9 @@ struct T5Config {
   int num_heads = 0;    // required
   int relative_attention_num_buckets = 32;
   int relative_attention_max_distance = 128;
+  // UMT5: every layer's self-attention has its own relative attention bias
+  // (T5 and mT5: the first layer's serves the whole stack).
+  bool per_layer_position_bias = false;
   double layer_norm_epsilon = 1e-6;
 
   // As written in config.json ("relu", "gated-gelu", ...). transformers'
@@ -82,8 +87,8 @@ struct T5Config {
 
   // Parses config.json text. INVALID_ARGUMENT, with a message that starts
   // with `source` and names the field, for: malformed JSON, a top level that
-  // is not an object, a model_type other than "t5" or "mt5" (or missing;
-  // "umt5" with a message saying why it is not supported), an unknown
+  // is not an object, a model_type other than "t5", "mt5" or "umt5" (or
+  // missing), an unknown
   // feed_forward_proj, a missing or non-positive size (vocab_size, d_model,
   // d_kv, d_ff, num_layers, num_heads, and the optional sizes when given),
   // a token id that is negative, or a field of the wrong JSON type (sizes

@@ -7,7 +7,7 @@
 //    gives transformers' loss, log-normalisers, logit columns, argmax and
 //    greedy tokens;
 //  - the config rules transformers applies to mT5 (no output scaling, the
-//    gated default), and UMT5 refused with a reason.
+//    gated default) and to UMT5 (a bias per layer, T5's scaling rule).
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -227,20 +227,46 @@ TEST(Mt5Test, ConfigFollowsMt5Rules) {
   EXPECT_TRUE(t5->scale_decoder_outputs);
 }
 
-TEST(Mt5Test, Umt5AndUnknownTypesAreRefused) {
-  std::string umt5 = Mt5Json("");
+TEST(Mt5Test, Umt5ConfigAndUnknownTypes) {
+  std::string umt5 = Mt5Json(R"("tie_word_embeddings": false)");
   umt5.replace(umt5.find("\"mt5\""), 5, "\"umt5\"");
-  auto status = T5Config::FromJson(umt5, "u/config.json").status();
-  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(status.message(),
-              AllOf(HasSubstr("u/config.json"), HasSubstr("model_type"), HasSubstr("umt5"),
-                    HasSubstr("relative attention bias")));
+  auto config = T5Config::FromJson(umt5);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->per_layer_position_bias);
+  EXPECT_TRUE(config->is_gated_act);
+  EXPECT_FALSE(config->scale_decoder_outputs);
+  // UMT5Config scales by T5's rule: absent tie_word_embeddings means true.
+  std::string tied = Mt5Json("");
+  tied.replace(tied.find("\"mt5\""), 5, "\"umt5\"");
+  config = T5Config::FromJson(tied);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->scale_decoder_outputs);
+  EXPECT_FALSE(T5Config::FromJson(Mt5Json(""))->per_layer_position_bias);
+
   std::string other = Mt5Json("");
   other.replace(other.find("\"mt5\""), 5, "\"bart\"");
-  status = T5Config::FromJson(other).status();
+  auto status = T5Config::FromJson(other).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(status.message(), AllOf(HasSubstr("model_type"), HasSubstr("bart"),
-                                      HasSubstr("\"t5\""), HasSubstr("\"mt5\"")));
+                                      HasSubstr("\"t5\""), HasSubstr("\"mt5\""),
+                                      HasSubstr("\"umt5\"")));
+}
+
+TEST(Mt5Test, Umt5CheckpointHasABiasPerLayer) {
+  auto model = T5Model::Load(DataPath("tests/testdata/umt5"));
+  ASSERT_TRUE(model.ok()) << model.status();
+  const T5Config& c = (*model)->config();
+  EXPECT_EQ(c.model_type, "umt5");
+  // Embedding, LM head, 2 final norms and the per-block weights, plus one
+  // bias table per layer of each stack.
+  int tables = 0;
+  for (const at::Tensor& t : (*model)->Parameters()) {
+    if (t.dim() == 2 && t.size(0) == c.relative_attention_num_buckets &&
+        t.size(1) == c.num_heads) {
+      ++tables;
+    }
+  }
+  EXPECT_EQ(tables, c.num_layers + c.num_decoder_layers);
 }
 
 }  // namespace

@@ -279,8 +279,11 @@ INSTANTIATE_TEST_SUITE_P(Checkpoints, T5GoldenTest, ::testing::Values("t5_relu",
 
 // mT5 (tools/make_golden_mt5.py): as published (untied head,
 // tie_word_embeddings false) and with MT5Config's defaults only (head tied
-// to the embedding, still unscaled), against MT5ForConditionalGeneration.
-INSTANTIATE_TEST_SUITE_P(Mt5Checkpoints, T5GoldenTest, ::testing::Values("mt5", "mt5_tied"),
+// to the embedding, still unscaled), against MT5ForConditionalGeneration;
+// and UMT5 (a relative attention bias in every layer) against
+// UMT5ForConditionalGeneration.
+INSTANTIATE_TEST_SUITE_P(Mt5Checkpoints, T5GoldenTest,
+                         ::testing::Values("mt5", "mt5_tied", "umt5"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            return info.param;
                          });
