@@ -158,6 +158,12 @@ absl::Status Coordinator::CommitLocked(StateTxn& txn, bool reload_on_failure) {
     durable_ticket_ = std::max(durable_ticket_, ticket);
   }
   state_.Committed(txn);
+  if (options_.stage_duration != nullptr) {
+    for (const EndedAttempt& a : txn.ended_attempts) {
+      options_.stage_duration->Labels({a.stage_kind, a.outcome})
+          .Observe(absl::ToDoubleSeconds(a.duration));
+    }
+  }
   for (mpt::v1::Job& job : snapshots) {  // finished ones are read from the store
     if (state_.FindJob(job.name()) != nullptr) published_.Publish(ticket, std::move(job));
   }
@@ -369,6 +375,33 @@ absl::StatusOr<ArtifactContent> Coordinator::ReadArtifact(const std::string& nam
 mpt::v1::ListWorkersResponse Coordinator::ListWorkers() {
   absl::MutexLock lock(&mu_);
   return ListWorkersOf(state_);
+}
+
+ClusterStats Coordinator::ReadClusterStats() {
+  ClusterStats stats;
+  absl::MutexLock lock(&mu_);
+  stats.unfinished_jobs = static_cast<int64_t>(state_.jobs().size());
+  for (const auto& [name, job] : state_.jobs()) {
+    for (const StageEntry& s : job->stages) {
+      if (state_.StageReady(*job, s)) ++stats.ready_stages;
+    }
+  }
+  stats.live_assignments = static_cast<int64_t>(state_.assignments().size());
+  for (const char* st : {"idle", "busy", "lost"}) stats.workers_by_state[st] = 0;
+  for (const auto& [name, w] : state_.workers()) ++stats.workers_by_state[w.rec.worker().state()];
+  return stats;
+}
+
+absl::StatusOr<StoreStats> Coordinator::ReadStoreStats() { return store_->ReadStats(); }
+
+absl::StatusOr<std::vector<mpt::v1::JobEvent>> Coordinator::ReadCommittedEvents(
+    const std::string& name, int64_t after_sequence, int limit) {
+  RETURN_IF_ERROR(CheckJobName(name));
+  if (after_sequence < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("after_sequence: must be >= 0, got ", after_sequence));
+  }
+  return store_->ReadEvents(name, after_sequence, std::max(1, limit));
 }
 
 // ---------------------------------------------------------------------------

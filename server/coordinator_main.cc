@@ -22,7 +22,11 @@
 #include "common/status_macros.h"
 #include "server/artifact_store.h"
 #include "server/clock.h"
+#include "common/http_server.h"
+#include "common/metrics/metrics_registry.h"
 #include "server/coordinator.h"
+#include "server/coordinator_http.h"
+#include "server/coordinator_metrics.h"
 #include "server/grpc_service.h"
 #include "server/job_store.h"
 
@@ -55,6 +59,9 @@ ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle; when set, clients must present a certificate it signed");
 ABSL_FLAG(std::string, auth_token_file, "",
           "file holding the bearer token clients must send (authorization: Bearer <token>)");
+ABSL_FLAG(std::string, http_listen, "",
+          "host:port of the HTTP listener for /metrics (Prometheus) and the dashboard, e.g. "
+          "localhost:8080 (port 0 picks a free one); empty (default): no HTTP listener");
 ABSL_FLAG(std::string, worker_token_file, "",
           "file holding the workers' bearer token: WorkerService then accepts only it and "
           "JobService never does (default: workers use --auth_token_file's token)");
@@ -92,6 +99,8 @@ struct CoordinatorMainOptions {
   // The server's settings; each field documents its default
   // (grpc_service.h).
   GrpcServerOptions server;
+  // --http_listen. Default "": no HTTP listener.
+  std::string http_listen;
 };
 
 absl::StatusOr<CoordinatorMainOptions> OptionsFromFlags() {
@@ -125,6 +134,10 @@ absl::StatusOr<CoordinatorMainOptions> OptionsFromFlags() {
   o.coordinator.max_artifact_bytes =
       static_cast<int64_t>(absl::GetFlag(FLAGS_max_artifact_mb) * (1 << 20));
   o.server.listen = absl::GetFlag(FLAGS_listen);
+  o.http_listen = absl::GetFlag(FLAGS_http_listen);
+  if (!o.http_listen.empty()) {
+    RETURN_IF_ERROR(ParseHostPort(o.http_listen, "--http_listen").status());
+  }
   o.server.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   o.server.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   o.server.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
@@ -163,12 +176,27 @@ absl::Status Run(sigset_t* signals) {
                    SqliteJobStore::Open(options.db_path, store_options));
   ASSIGN_OR_RETURN(std::unique_ptr<ArtifactStore> artifacts,
                    ArtifactStore::Open(options.artifact_dir));
+  // Declared before the coordinator and the servers: they use its families.
+  MetricsRegistry metrics;
+  ASSIGN_OR_RETURN(CoordinatorHistograms histograms, AddCoordinatorHistograms(&metrics));
+  options.coordinator.stage_duration = histograms.stage_duration;
+  options.server.rpc_duration = histograms.rpc_duration;
   ASSIGN_OR_RETURN(std::unique_ptr<Coordinator> coordinator,
                    Coordinator::Create(options.coordinator, std::move(store),
                                        std::move(artifacts), std::make_shared<RealClock>()));
+  RETURN_IF_ERROR(AddCoordinatorCollectors(&metrics, coordinator.get(), options.db_path));
   coordinator->Start();
   ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorServer> server,
                    CoordinatorServer::Start(options.server, coordinator.get()));
+  std::unique_ptr<HttpServer> http;
+  if (!options.http_listen.empty()) {
+    CoordinatorHttpOptions http_options;
+    http_options.listen = options.http_listen;
+    http_options.auth_token = options.server.auth_token;
+    ASSIGN_OR_RETURN(http, StartCoordinatorHttp(http_options, coordinator.get(), &metrics));
+    MPT_LOG(INFO) << "HTTP (metrics, dashboard) on " << options.http_listen << " (http port "
+                  << http->port() << ")";
+  }
   MPT_LOG(INFO) << "coordinator listening on " << options.server.listen << " (port "
                 << server->port() << ", " << (server->tls() ? "TLS" : "plaintext")
                 << (options.server.auth_token.empty() ? ", no token" : ", bearer token")
@@ -187,6 +215,7 @@ absl::Status Run(sigset_t* signals) {
     if (signal_number < 0) ReleaseFreeHeapMemory();  // timeout (or EINTR)
   }
   MPT_LOG(INFO) << "signal " << signal_number << ": shutting down";
+  if (http != nullptr) http->Stop();
   server->Shutdown(absl::Seconds(5));
   coordinator->Shutdown();
   MPT_LOG(INFO) << "coordinator stopped";

@@ -17,6 +17,7 @@
 #include "common/logging.h"
 #include "common/sha256.h"
 #include "common/utf8.h"
+#include "server/rpc_metrics.h"
 
 namespace mpt {
 namespace {
@@ -528,6 +529,11 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   builder.RegisterService(server->worker_service_.get());
   builder.RegisterService(server->reflection_v1_.get());
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  if (options.rpc_duration != nullptr) {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+    creators.push_back(MakeRpcMetricsInterceptorFactory(options.rpc_duration));
+    builder.experimental().SetInterceptorCreators(std::move(creators));
+  }
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen,

@@ -812,6 +812,38 @@ absl::StatusOr<int64_t> SqliteJobStore::CountArtifactsWithSha256(const std::stri
   });
 }
 
+absl::StatusOr<StoreStats> JobStore::ReadStats() {
+  return absl::UnimplementedError("this job store keeps no statistics");
+}
+
+absl::StatusOr<StoreStats> SqliteJobStore::ReadStats() {
+  return impl_->Read([&](sqlite3* db) -> absl::StatusOr<StoreStats> {
+    StoreStats stats;
+    RETURN_IF_ERROR(Exec(db, "BEGIN"));  // one consistent view of all tables
+    auto body = [&]() -> absl::Status {
+      for (auto [table, counts] : {std::make_pair("jobs", &stats.jobs_by_state),
+                                   std::make_pair("stages", &stats.stages_by_state)}) {
+        Statement st(db, absl::StrCat("SELECT state, COUNT(*) FROM ", table, " GROUP BY state"));
+        RETURN_IF_ERROR(st.status());
+        while (true) {
+          ASSIGN_OR_RETURN(bool row, st.Step());
+          if (!row) break;
+          (*counts)[static_cast<int>(st.Int(0))] = st.Int(1);
+        }
+      }
+      Statement st(db, "SELECT COUNT(*) FROM artifacts");
+      RETURN_IF_ERROR(st.status());
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (row) stats.artifacts = st.Int(0);
+      return absl::OkStatus();
+    };
+    absl::Status status = body();
+    sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+    if (!status.ok()) return status;
+    return stats;
+  });
+}
+
 absl::StatusOr<StoreSnapshot> SqliteJobStore::LoadActive() {
   return impl_->Read([&](sqlite3* db) -> absl::StatusOr<StoreSnapshot> {
     StoreSnapshot snap;

@@ -84,6 +84,15 @@ struct StoreWrite {
   bool empty() const;
 };
 
+// Counts for monitoring (ReadStats()).
+struct StoreStats {
+  // Jobs and stages by state (the JobState enum's number -> count); states
+  // with no job are absent.
+  std::map<int, int64_t> jobs_by_state;
+  std::map<int, int64_t> stages_by_state;
+  int64_t artifacts = 0;
+};
+
 // The state of every unfinished job, as the coordinator needs it to resume.
 struct StoreSnapshot {
   // Jobs in QUEUED, RUNNING or CANCELLING, in create order.
@@ -156,6 +165,11 @@ class JobStore {
   // Everything LoadActive() describes.
   virtual absl::StatusOr<StoreSnapshot> LoadActive() = 0;
 
+  // Counts of what the store holds, read in one transaction of the reading
+  // connection (it never waits for a commit). The default is UNIMPLEMENTED
+  // (stores for tests).
+  virtual absl::StatusOr<StoreStats> ReadStats();
+
   // Up to `limit` log lines of job `job` with line > `after_line`, of stage
   // `stage` only unless it is empty, in line order. An unknown job or stage
   // has no lines.
@@ -222,6 +236,7 @@ class SqliteJobStore final : public JobStore {
   absl::StatusOr<std::optional<mpt::v1::Artifact>> ReadArtifact(const std::string& name) override;
   absl::StatusOr<int64_t> CountArtifactsWithSha256(const std::string& sha256) override;
   absl::StatusOr<StoreSnapshot> LoadActive() override;
+  absl::StatusOr<StoreStats> ReadStats() override;
   absl::StatusOr<StageLogPage> ReadStageLog(const std::string& job, const std::string& stage,
                                             int64_t after_line, int limit) override;
 

@@ -13,10 +13,15 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgloo-dev libsentencepiece-dev sentencepiece
   libsqlite3-dev sqlite3 nlohmann-json3-dev
+  libcpp-httplib-dev
   # Tests
   libgtest-dev libgmock-dev iproute2 procps
   # The Python client and its test (python/, tests/e2e:e2e_python_client_test)
   python3-grpcio python3-protobuf python3-pip python3-setuptools
+  # Metrics and the dashboard: the real Prometheus server and promtool
+  # (tests/e2e:e2e_prometheus_test, tests/common:metrics_promtool_test) and
+  # headless Chromium (tests/e2e:e2e_dashboard_test)
+  prometheus chromium
   # python3 -m venv for kubernetes-validate (below)
   python3-venv
   # Fuzzing (tools/fuzz): clang with libFuzzer and the sanitizer runtimes

@@ -25,6 +25,20 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// Gives each event to the outbox, then to the observer.
+class TeeProgressSink final : public ProgressSink {
+ public:
+  TeeProgressSink(ProgressSink* first, ProgressSink* second) : first_(first), second_(second) {}
+  void OnEvent(const ProgressEvent& event) override {
+    first_->OnEvent(event);
+    if (second_ != nullptr) second_->OnEvent(event);
+  }
+
+ private:
+  ProgressSink* const first_;
+  ProgressSink* const second_;
+};
+
 bool Retryable(const absl::Status& s) {
   return s.code() == absl::StatusCode::kUnavailable ||
          s.code() == absl::StatusCode::kDeadlineExceeded;
@@ -364,7 +378,9 @@ void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment, const std::str
       store = std::make_unique<CoordinatorRendezvousStore>(client_, assignment.group(),
                                                            context.cancelled);
     }
-    context.sink = &outbox;
+    TeeProgressSink tee(&outbox, options_.progress_observer);
+    context.sink = options_.progress_observer != nullptr ? static_cast<ProgressSink*>(&tee)
+                                                         : &outbox;
     context.store = store.get();
     absl::StatusOr<AssignmentOutput> ran;
     try {

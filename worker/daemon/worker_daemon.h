@@ -128,6 +128,10 @@ struct WorkerDaemonOptions {
   // Keep each assignment's folder after it ends (for debugging). Default
   // false: removed.
   bool keep_assignment_dirs = false;
+  // Borrowed, may be null (default): also gets every progress event of
+  // every stage this worker runs, on the stage's thread (the worker's
+  // metrics, worker_metrics.h). Must be thread-safe and quick.
+  ProgressSink* progress_observer = nullptr;
   // The bound of an assignment's log lines held until the coordinator has
   // them (see stage_log.h; defaults 2000 lines, 512 KiB). Every line the
   // worker logs while an assignment runs, its progress and its error are
