@@ -66,11 +66,21 @@ DATA_DIR = os.path.join(REPO, "demo", "data")
 
 def use_suite(name):
     """Switches the module to a task suite: "demo" (tools/demo/make_demo_tasks.py,
-    demo/data, demo/model) or "lex" (tools/demo/make_lex_tasks.py, demo/lex/data,
-    demo/lex/model; its targets were never in pretraining). Returns the default model."""
+    demo/data, demo/model), "heldout" (the demo suite with every non-target
+    skill as a source, demo/heldout/data, demo/heldout/model, a model never
+    pretrained on the targets) or "lex" (tools/demo/make_lex_tasks.py,
+    demo/lex/data, demo/lex/model; its targets were never in pretraining).
+    Returns the default model."""
     global tasks_mod, SOURCES, TARGETS, CANDIDATES, DATA_DIR
     if name == "demo":
         return os.path.join(REPO, "demo", "model")
+    if name == "heldout":
+        skills = tasks_mod.held_out_skills()
+        SOURCES = [n for n, s in skills.items() if s[0] == "source"]
+        TARGETS = [n for n, s in skills.items() if s[0] == "target"]
+        CANDIDATES = {n: s[4] for n, s in skills.items() if s[3] == "rank"}
+        DATA_DIR = os.path.join(REPO, "demo", "heldout", "data")
+        return os.path.join(REPO, "demo", "heldout", "model")
     import make_lex_tasks as lex
     tasks_mod = lex
     SOURCES = [n for n, s in lex.SKILLS.items() if s[0] == "source"]
@@ -235,6 +245,8 @@ def source_artifacts(args):
     variants = {"mpt": {}, "mpt_kl": {"losses": "kl"}, "mpt_hidden": {"losses": "hidden"},
                 "mpt_rank4": {}}
     wanted = ["mpt"] + ([m for m in ABLATIONS if m in variants] if args.ablations else [])
+    if args.kl_all_k and "mpt_kl" not in wanted:
+        wanted.append("mpt_kl")
     distilled, distill_acc = {}, {}
 
     def one(v):
@@ -301,7 +313,7 @@ def main():
     ap.add_argument("--out", default="out/study")
     ap.add_argument("--bin", default=os.path.join(REPO, "bazel-bin", "worker", "mpt_train"))
     ap.add_argument("--model", default=None, help="default: the suite's model")
-    ap.add_argument("--suite", choices=["demo", "lex"], default="demo")
+    ap.add_argument("--suite", choices=["demo", "heldout", "lex"], default="demo")
     ap.add_argument("--ks", default="8,32,128")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--lrs", default="0.1,0.3,1.0")
@@ -428,7 +440,8 @@ def main():
 
     # ------------------------------------------------------------ results
     methods = MAIN_METHODS + (["spot_best"] if args.spot_best else []) + \
-        ([m for m in ABLATIONS] if args.ablations else [])
+        ([m for m in ABLATIONS] if args.ablations else []) + \
+        (["mpt_kl"] if args.kl_all_k and not args.ablations else [])
     res = {}  # k -> method -> task -> (mean, std); plus "average"
     curves = {}
     for k in ks:
@@ -456,8 +469,9 @@ def main():
     write_report(args, ks, seeds, lrs, res, chosen, spot_choice, teacher_acc, distill_acc, data,
                  dev, (t_source, t_dev, t_test, total), methods)
     plots(args, ks, res, curves, methods)
-    summary = {"setting": "demo model, %d prompt tokens, %d steps, batch %d, linear decay; "
+    summary = {"setting": "%s suite, model %s, %d sources, %d prompt tokens, %d steps, batch %d, linear decay; "
                           "rate per method chosen on dev from %s" % (
+                              args.suite, os.path.relpath(args.model, REPO), len(SOURCES),
                               args.prompt_tokens, args.steps, args.batch_size, lrs),
                "seeds": seeds, "ks": ks, "seconds": round(total),
                "results": {str(k): {m: v for m, v in res[k].items()} for k in ks},
@@ -506,9 +520,15 @@ def write_report(args, ks, seeds, lrs, res, chosen, spot_choice, teacher_acc, di
                 rate = "%g" % chosen[(m, k)] if (m, k) in chosen else "-"
             L.append("| %s | %s | " % (m, rate) + " | ".join(fmt(res[k][m][t]) for t in TARGETS) +
                      " | %s |" % fmt(res[k][m]["average"]))
-        pt, mp = res[k]["prompt_tuning"]["average"], res[k]["mpt"]["average"]
-        L += ["", "MPT − prompt tuning (average): %+.1f points (std %.1f / %.1f)." % (
-            mp[0] - pt[0], mp[1], pt[1]), ""]
+        pt = res[k]["prompt_tuning"]["average"]
+        L.append("")
+        for m in ("mpt", "mpt_kl"):
+            if m not in res[k]:
+                continue
+            mp = res[k][m]["average"]
+            L.append("%s − prompt tuning (average): %+.1f points (std %.1f / %.1f)." % (
+                "MPT" if m == "mpt" else "MPT (L_KL only)", mp[0] - pt[0], mp[1], pt[1]))
+        L.append("")
     L += ["## Dev accuracy by rate (mean over dev seeds and targets)", "",
           "| method | k | " + " | ".join("%g" % lr for lr in lrs) + " |",
           "|---|---|" + "---|" * len(lrs)]
