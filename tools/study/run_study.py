@@ -333,6 +333,9 @@ def main():
     ap.add_argument("--ablation_k", type=int, default=32, help="k at which ablations run")
     ap.add_argument("--kl_all_k", action="store_true",
                     help="also run mpt_kl (L_KL-only distillation) at every k")
+    ap.add_argument("--data_k", type=int, default=128,
+                    help="size the test/dev/pool split for this largest k (default 128, so "
+                         "that a run with fewer ks reuses the same data and runs later)")
     ap.add_argument("--quick", action="store_true", help="k=8, one seed, two rates: a smoke run")
     args = ap.parse_args()
     default_model = use_suite(args.suite)
@@ -347,7 +350,8 @@ def main():
     start = time.time()
     os.makedirs(args.out, exist_ok=True)
 
-    data = make_target_data(args.out, args.n_test, args.n_dev, max(ks) * 4, max(ks))
+    data_k = max(ks + [args.data_k or 0])
+    data = make_target_data(args.out, args.n_test, args.n_dev, data_k * 4, data_k)
     for t in TARGETS:
         log("%s: test %d, dev %d, training pool %d" % ((t,) + data[t]["sizes"]))
         if data[t]["sizes"][2] < max(ks):
