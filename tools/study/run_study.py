@@ -5,6 +5,8 @@ demo targets, driven through the built `mpt_train` binary.
     bazel build //worker:mpt_train
     python3 tools/study/run_study.py --out out/study            # full study
     python3 tools/study/run_study.py --out out/study --quick    # smoke run
+    python3 tools/study/run_study.py --suite heldout --out out/study_heldout --ks 32 --jobs 1 \
+        --kl_all_k          # the held-out-target setting (demo/heldout), k = 32
 
 Protocol (every method gets exactly the same treatment):
 
@@ -541,7 +543,8 @@ def write_report(args, ks, seeds, lrs, res, chosen, spot_choice, teacher_acc, di
             "%.1f" % (100 * statistics.mean(dev[(m, k, lr)])) for lr in lrs) + " |")
     L += ["", "Plots: `acc_vs_k.png`, `acc_vs_step_k<K>.png`.", "",
           "Time: teachers and distillations %.0f s, dev grid %.0f s, test runs %.0f s, "
-          "total %.0f s (2 parallel processes, 1 thread each)." % (t_source, t_dev, t_test, total)]
+          "total %.0f s (%d parallel process(es), 1 thread each)." % (
+              t_source, t_dev, t_test, total, args.jobs)]
     with open(os.path.join(args.out, "report.md"), "w") as f:
         f.write("\n".join(L) + "\n")
 
