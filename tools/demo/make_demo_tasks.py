@@ -19,6 +19,14 @@ and demo/data/tasks.json. The generators are imported by make_demo_model.py
 to build the pretraining mixture.
 
 Usage: python3 tools/demo/make_demo_tasks.py [--out demo/data]
+
+--hold_out_targets writes the held-out-target setting instead: the
+pretrain-only skills (contains, count, parity, add) become source tasks too
+(9 sources), and the base model for it (make_demo_model.py
+--hold_out_targets) never sees the three targets, neither their
+instructions nor their payloads:
+
+    python3 tools/demo/make_demo_tasks.py --hold_out_targets --out demo/heldout/data
 """
 
 import argparse
@@ -265,21 +273,32 @@ def damaged_preamble(rng):
             return " ".join(w)
 
 
+def held_out_skills():
+    """SKILLS of the held-out-target setting: every non-target skill is a
+    source task; targets keep their role and are never pretrained on."""
+    return {n: (("source",) + v[1:] if v[0] == "pretrain" else v)
+            for n, v in SKILLS.items()}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="demo/data")
+    ap.add_argument("--hold_out_targets", action="store_true",
+                    help="every non-target skill is a source task; the base "
+                         "model of this setting never sees the targets")
     args = ap.parse_args()
+    skills = held_out_skills() if args.hold_out_targets else SKILLS
     tasks = []
-    for name, (role, instrs, _, metric, cands) in SKILLS.items():
+    for name, (role, instrs, _, metric, cands) in skills.items():
         entry = {"name": name, "role": role, "instruction": instrs[0],
                  "paraphrases": instrs[1:], "metric": metric}
         if cands:
             entry["candidates"] = cands
         if role in SIZES:
             n_train, n_eval = SIZES[role]
-            ev = make_split(name, n_eval, "eval")
+            ev = make_split(name, n_eval, "eval", skills=skills)
             held = {e["input"] for e in ev}
-            tr = make_split(name, n_train, "train", exclude=held)
+            tr = make_split(name, n_train, "train", exclude=held, skills=skills)
             d = os.path.join(args.out, name)
             os.makedirs(d, exist_ok=True)
             for split, rows in (("train", tr), ("eval", ev)):
@@ -290,11 +309,18 @@ def main():
             entry["eval"] = "%s/eval.jsonl" % name
             entry["num_train"], entry["num_eval"] = len(tr), len(ev)
         tasks.append(entry)
+    desc = ("Synthetic demo skills for Multitask Prompt Tuning. "
+            "Inputs carry no instruction; the base model in "
+            "demo/model was pretrained on 'instruction: <text> "
+            "input: <payload>' for every skill.")
+    if args.hold_out_targets:
+        desc = ("Synthetic demo skills for Multitask Prompt Tuning, "
+                "held-out-target setting. Inputs carry no instruction; the "
+                "base model in demo/heldout/model was pretrained on "
+                "'instruction: <text> input: <payload>' for the source "
+                "skills only, never on the targets.")
     meta = {
-        "description": "Synthetic demo skills for Multitask Prompt Tuning. "
-                       "Inputs carry no instruction; the base model in "
-                       "demo/model was pretrained on 'instruction: <text> "
-                       "input: <payload>' for every skill.",
+        "description": desc,
         "input_format_with_instruction": "instruction: {instruction} input: {input}",
         "tasks": tasks,
     }

@@ -5,6 +5,8 @@ demo targets, driven through the built `mpt_train` binary.
     bazel build //worker:mpt_train
     python3 tools/study/run_study.py --out out/study            # full study
     python3 tools/study/run_study.py --out out/study --quick    # smoke run
+    python3 tools/study/run_study.py --suite heldout --out out/study_heldout --ks 32 --jobs 1 \
+        --kl_all_k          # the held-out-target setting (demo/heldout), k = 32
 
 Protocol (every method gets exactly the same treatment):
 
@@ -66,11 +68,21 @@ DATA_DIR = os.path.join(REPO, "demo", "data")
 
 def use_suite(name):
     """Switches the module to a task suite: "demo" (tools/demo/make_demo_tasks.py,
-    demo/data, demo/model) or "lex" (tools/demo/make_lex_tasks.py, demo/lex/data,
-    demo/lex/model; its targets were never in pretraining). Returns the default model."""
+    demo/data, demo/model), "heldout" (the demo suite with every non-target
+    skill as a source, demo/heldout/data, demo/heldout/model, a model never
+    pretrained on the targets) or "lex" (tools/demo/make_lex_tasks.py,
+    demo/lex/data, demo/lex/model; its targets were never in pretraining).
+    Returns the default model."""
     global tasks_mod, SOURCES, TARGETS, CANDIDATES, DATA_DIR
     if name == "demo":
         return os.path.join(REPO, "demo", "model")
+    if name == "heldout":
+        skills = tasks_mod.held_out_skills()
+        SOURCES = [n for n, s in skills.items() if s[0] == "source"]
+        TARGETS = [n for n, s in skills.items() if s[0] == "target"]
+        CANDIDATES = {n: s[4] for n, s in skills.items() if s[3] == "rank"}
+        DATA_DIR = os.path.join(REPO, "demo", "heldout", "data")
+        return os.path.join(REPO, "demo", "heldout", "model")
     import make_lex_tasks as lex
     tasks_mod = lex
     SOURCES = [n for n, s in lex.SKILLS.items() if s[0] == "source"]
@@ -235,6 +247,8 @@ def source_artifacts(args):
     variants = {"mpt": {}, "mpt_kl": {"losses": "kl"}, "mpt_hidden": {"losses": "hidden"},
                 "mpt_rank4": {}}
     wanted = ["mpt"] + ([m for m in ABLATIONS if m in variants] if args.ablations else [])
+    if args.kl_all_k and "mpt_kl" not in wanted:
+        wanted.append("mpt_kl")
     distilled, distill_acc = {}, {}
 
     def one(v):
@@ -301,7 +315,7 @@ def main():
     ap.add_argument("--out", default="out/study")
     ap.add_argument("--bin", default=os.path.join(REPO, "bazel-bin", "worker", "mpt_train"))
     ap.add_argument("--model", default=None, help="default: the suite's model")
-    ap.add_argument("--suite", choices=["demo", "lex"], default="demo")
+    ap.add_argument("--suite", choices=["demo", "heldout", "lex"], default="demo")
     ap.add_argument("--ks", default="8,32,128")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--lrs", default="0.1,0.3,1.0")
@@ -321,6 +335,9 @@ def main():
     ap.add_argument("--ablation_k", type=int, default=32, help="k at which ablations run")
     ap.add_argument("--kl_all_k", action="store_true",
                     help="also run mpt_kl (L_KL-only distillation) at every k")
+    ap.add_argument("--data_k", type=int, default=128,
+                    help="size the test/dev/pool split for this largest k (default 128, so "
+                         "that a run with fewer ks reuses the same data and runs later)")
     ap.add_argument("--quick", action="store_true", help="k=8, one seed, two rates: a smoke run")
     args = ap.parse_args()
     default_model = use_suite(args.suite)
@@ -335,7 +352,8 @@ def main():
     start = time.time()
     os.makedirs(args.out, exist_ok=True)
 
-    data = make_target_data(args.out, args.n_test, args.n_dev, max(ks) * 4, max(ks))
+    data_k = max(ks + [args.data_k or 0])
+    data = make_target_data(args.out, args.n_test, args.n_dev, data_k * 4, data_k)
     for t in TARGETS:
         log("%s: test %d, dev %d, training pool %d" % ((t,) + data[t]["sizes"]))
         if data[t]["sizes"][2] < max(ks):
@@ -428,7 +446,8 @@ def main():
 
     # ------------------------------------------------------------ results
     methods = MAIN_METHODS + (["spot_best"] if args.spot_best else []) + \
-        ([m for m in ABLATIONS] if args.ablations else [])
+        ([m for m in ABLATIONS] if args.ablations else []) + \
+        (["mpt_kl"] if args.kl_all_k and not args.ablations else [])
     res = {}  # k -> method -> task -> (mean, std); plus "average"
     curves = {}
     for k in ks:
@@ -456,8 +475,9 @@ def main():
     write_report(args, ks, seeds, lrs, res, chosen, spot_choice, teacher_acc, distill_acc, data,
                  dev, (t_source, t_dev, t_test, total), methods)
     plots(args, ks, res, curves, methods)
-    summary = {"setting": "demo model, %d prompt tokens, %d steps, batch %d, linear decay; "
+    summary = {"setting": "%s suite, model %s, %d sources, %d prompt tokens, %d steps, batch %d, linear decay; "
                           "rate per method chosen on dev from %s" % (
+                              args.suite, os.path.relpath(args.model, REPO), len(SOURCES),
                               args.prompt_tokens, args.steps, args.batch_size, lrs),
                "seeds": seeds, "ks": ks, "seconds": round(total),
                "results": {str(k): {m: v for m, v in res[k].items()} for k in ks},
@@ -506,9 +526,15 @@ def write_report(args, ks, seeds, lrs, res, chosen, spot_choice, teacher_acc, di
                 rate = "%g" % chosen[(m, k)] if (m, k) in chosen else "-"
             L.append("| %s | %s | " % (m, rate) + " | ".join(fmt(res[k][m][t]) for t in TARGETS) +
                      " | %s |" % fmt(res[k][m]["average"]))
-        pt, mp = res[k]["prompt_tuning"]["average"], res[k]["mpt"]["average"]
-        L += ["", "MPT − prompt tuning (average): %+.1f points (std %.1f / %.1f)." % (
-            mp[0] - pt[0], mp[1], pt[1]), ""]
+        pt = res[k]["prompt_tuning"]["average"]
+        L.append("")
+        for m in ("mpt", "mpt_kl"):
+            if m not in res[k]:
+                continue
+            mp = res[k][m]["average"]
+            L.append("%s − prompt tuning (average): %+.1f points (std %.1f / %.1f)." % (
+                "MPT" if m == "mpt" else "MPT (L_KL only)", mp[0] - pt[0], mp[1], pt[1]))
+        L.append("")
     L += ["## Dev accuracy by rate (mean over dev seeds and targets)", "",
           "| method | k | " + " | ".join("%g" % lr for lr in lrs) + " |",
           "|---|---|" + "---|" * len(lrs)]
@@ -517,7 +543,8 @@ def write_report(args, ks, seeds, lrs, res, chosen, spot_choice, teacher_acc, di
             "%.1f" % (100 * statistics.mean(dev[(m, k, lr)])) for lr in lrs) + " |")
     L += ["", "Plots: `acc_vs_k.png`, `acc_vs_step_k<K>.png`.", "",
           "Time: teachers and distillations %.0f s, dev grid %.0f s, test runs %.0f s, "
-          "total %.0f s (2 parallel processes, 1 thread each)." % (t_source, t_dev, t_test, total)]
+          "total %.0f s (%d parallel process(es), 1 thread each)." % (
+              t_source, t_dev, t_test, total, args.jobs)]
     with open(os.path.join(args.out, "report.md"), "w") as f:
         f.write("\n".join(L) + "\n")
 
