@@ -74,7 +74,12 @@ def _libtorch_impl(ctx):
         root = ctx.path(folder)
         if not root.get_child("include").exists or not root.get_child("lib").exists:
             fail("MPT_LIBTORCH=%s has no include/ and lib/ folders; point it at a libtorch folder or a torch wheel's torch/ folder" % folder)
-        ctx.symlink(root.get_child("include"), "include")
+        # Every header folder but google/: a wheel carries the headers of the
+        # protobuf it was built with, which would shadow the system protobuf
+        # that our generated code and gRPC are compiled against.
+        for child in root.get_child("include").readdir():
+            if child.basename != "google":
+                ctx.symlink(child, "include/" + child.basename)
         ctx.symlink(root.get_child("lib"), "lib")
         cuda = root.get_child("lib").get_child("libtorch_cuda.so").exists
         libs = ["lib/libtorch.so", "lib/libtorch_cpu.so", "lib/libc10.so"]
