@@ -68,8 +68,13 @@ done
 # Provided by the GPU machine: the C and C++ runtimes (its own, newer than
 # ours), and torch's and NVIDIA's libraries from its Python packages.
 provided='^(linux-vdso|ld-linux|libc|libm|libdl|librt|libpthread|libutil|libresolv|libstdc\+\+|libgcc_s|libgomp|libtorch|libc10|libcaffe2|libshm|libcuda|libcudart|libcublas|libcublasLt|libcudnn|libcufft|libcufile|libcurand|libcusolver|libcusparse|libcusparseLt|libnccl|libnvrtc|libnvJitLink|libnvToolsExt|libnvshmem|libnvperf|libcupti|libnvidia)[-.]'
-missing=()
+# And whatever libtorch itself links: the machine's torch loads there, so
+# its own dependencies are there too (a copy of ours would shadow theirs).
 declare -A seen=()
+for l in "$torch"/lib/libtorch_cpu.so "$torch"/lib/libtorch_cuda.so; do
+  while read -r name _; do seen[$name]=torch; done < <(LD_LIBRARY_PATH="$torch/lib" ldd "$l")
+done
+missing=()
 for b in "${binaries[@]}"; do
   while read -r name arrow path _; do
     [ "$arrow" = "=>" ] || continue

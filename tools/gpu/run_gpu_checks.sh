@@ -30,7 +30,9 @@
 # Env: PYTHON (default python3: the torch the binaries were built against;
 # its version must be the MANIFEST's), MPT_TORCH_LIB and MPT_NVIDIA_LIBS
 # (the torch/lib folder and a colon list of NVIDIA library folders, instead
-# of the ones PYTHON's torch has), QUICK=1 (fewer steps everywhere).
+# of the ones PYTHON's torch has), QUICK=1 (fewer steps everywhere),
+# TRAIN_TIMEOUT (seconds per mpt_train run, default 300), ONLY (a comma
+# list of the steps to run, e.g. ONLY=a,d; default all).
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -40,7 +42,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --bundle) bundle=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "run_gpu_checks: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -57,6 +59,8 @@ tools=$bundle/tools
 quick=${QUICK:-0}
 start_all=$(date +%s)
 
+only=${ONLY:-a,b,c,d}
+want_step() { [[ ",$only," == *",$1,"* ]]; }
 rows=()      # "step|status|figure|note" for the summary table
 json_rows=() # the same as JSON objects
 failed=0
@@ -72,7 +76,11 @@ row() {  # step status figure note
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "host: $(uname -n) $(uname -r), $(nproc) cores"
   echo "bundle: $bundle"; sed -n '1,4p' "$bundle/MANIFEST"
-  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
+  else
+    echo "gpu: no nvidia-smi"
+  fi
 } > "$out/env.txt" 2>&1
 want=$(sed -n 's/^torch //p' "$bundle/MANIFEST")
 read -r have torch_dir site gpu gpu_name < <("$py" - <<'PY' 2>/dev/null
@@ -97,6 +105,7 @@ B=$bundle/bin  # run as: timeout N "${binenv[@]}" "$B/name" ...
 cat "$out/env.txt"
 
 # --- (a) collectives -----------------------------------------------------------
+if want_step a; then
 log=$out/a_collectives.log
 : > "$log"
 t0=$(date +%s)
@@ -116,6 +125,8 @@ timeout 180 "${binenv[@]}" "$B/gloo_communicator_test" \
   >> "$log" 2>&1; rc=$?
 n=$(grep -o '\[  PASSED  \] [0-9]* test' "$log" | tail -1 | grep -o '[0-9]*')
 if [ $rc -eq 0 ]; then row "a gloo" PASS "${n:-?} tests" "CPU collectives from the bundle's libraries ($(( $(date +%s) - t0 )) s with NCCL)"; else row "a gloo" FAIL "rc $rc" "see a_collectives.log"; fi
+
+fi
 
 # --- (b) one source stage: CUDA against the CPU ---------------------------------
 demo=$bundle/demo
@@ -143,7 +154,7 @@ train() {  # name device autocast threads spec [extra...]
   rm -rf "$work/$name"
   mkdir -p "$work/$name"
   local t=$(date +%s)
-  timeout 400 "${binenv[@]}" "$B/mpt_train" --spec="$spec" --out="$work/$name" --device="$device" \
+  timeout "${TRAIN_TIMEOUT:-300}" "${binenv[@]}" "$B/mpt_train" --spec="$spec" --out="$work/$name" --device="$device" \
     --autocast="$autocast" --threads="$threads" --progress=none \
     --events="$work/$name/events.jsonl" "$@" > "$work/$name/log.txt" 2>&1
   local rc=$?
@@ -165,6 +176,7 @@ figure() {  # json expression over the compare_runs JSON r
 # 0.3 then amplify summation-order differences (the CPU at 1 against 2
 # threads: 9e-4 in the loss, 6e-4 in the prompts), so every later loss and
 # the final prompts within 1e-2 relative (L2), accuracies within 2 points.
+if want_step b; then
 log=$out/b_cuda_vs_cpu.log
 : > "$log"
 if [ "$gpu" = 1 ]; then
@@ -196,7 +208,10 @@ else
   cat "$work"/b-cpu1/log.txt "$work"/b-cpu2/log.txt >> "$log" 2>/dev/null
 fi
 
+fi
+
 # --- (c) bf16 autocast on the demo -------------------------------------------
+if want_step c; then
 log=$out/c_autocast.log
 : > "$log"
 spec_c=$demo/pipeline.textproto
@@ -248,17 +263,22 @@ elif [ "$r3" != skip ]; then
 fi
 [ "$gpu" = 1 ] || row "c bf16 autocast (cuda)" SKIPPED "-" "no CUDA device"
 
+fi
+
 # --- (d) throughput against PEFT ---------------------------------------------
+if want_step d; then
 log=$out/d_throughput.log
 : > "$log"
 models=$work/models
 if [ "$gpu" = 1 ]; then
   shapes=("t5-small 512 6 8 2048 64" "t5-base 768 12 12 3072 64")
   steps_d=$([ "$quick" = 1 ] && echo 5 || echo 20)
+  warmup_d=3
   device_d=cuda
 else
   shapes=("t5-small 512 6 8 2048 4")
   steps_d=2
+  warmup_d=1
   device_d=cpu
 fi
 for s in "${shapes[@]}"; do
@@ -266,7 +286,7 @@ for s in "${shapes[@]}"; do
   "$py" "$tools/make_random_t5.py" --out "$models/$name" --d_model "$d" --num_layers "$layers" \
     --num_heads "$heads" --d_ff "$ff" >> "$log" 2>&1 || { row "d $name" FAIL "no model" "make_random_t5.py failed"; continue; }
   args=(--model="$models/$name" --stage=source --batch_size="$batch" --input_length=64
-        --target_length=16 --num_virtual_tokens=100 --steps="$steps_d" --warmup_steps=3)
+        --target_length=16 --num_virtual_tokens=100 --steps="$steps_d" --warmup_steps="$warmup_d")
   for precision in bf16 off; do
     [ "$device_d" = cpu ] && [ "$precision" = bf16 ] && continue
     ours=$(timeout 300 "${binenv[@]}" "$B/stage_bench" "${args[@]}" --device="$device_d" --autocast="$precision" --json 2>>"$log")
@@ -282,20 +302,21 @@ mfu = lambda ms: g / (ms / 1e3)
 out = (f"mpt {a['step_ms']:.1f} ms, peft {b['step_ms']:.1f} ms, {b['step_ms'] / a['step_ms']:.2f}x; "
        f"{g:.0f} GFLOP/step")
 if peak > 0:
-    out += f"; MFU vs measured {peak / 1e3:.0f} TF: mpt {mfu(a['step_ms']) / peak:.1%} peft {mfu(b['step_ms']) / peak:.1%}"
+    out += f"; MFU vs measured {peak / 1e3:.3g} TF: mpt {mfu(a['step_ms']) / peak:.1%} peft {mfu(b['step_ms']) / peak:.1%}"
 if spec:
     out += f"; vs 989 TF: mpt {mfu(a['step_ms']) / spec:.1%} peft {mfu(b['step_ms']) / spec:.1%}"
 print(out)
 PY
 )
     if [ -n "$ours" ] && [ -n "$theirs" ] && [ -n "$f" ]; then
-      row "d $name $device_d ${precision/off/fp32} b$batch" MEASURED "$f" "source step, 64+16 tokens, 100 prompt tokens"
+      row "d $name $device_d ${precision/off/fp32} b$batch" MEASURED "$f" "source step, 64+16 tokens, 100 prompt tokens, $steps_d steps; load $(cut -d' ' -f1 /proc/loadavg) after"
     else
       row "d $name $device_d ${precision/off/fp32}" FAIL "-" "see d_throughput.log"
     fi
   done
 done
 [ "$gpu" = 1 ] || row "d speed on GPU" SKIPPED "-" "no CUDA device (CPU figures above only exercise the script)"
+fi
 
 # --- summary -----------------------------------------------------------------
 cp "$work/times.txt" "$out/times.txt" 2>/dev/null
