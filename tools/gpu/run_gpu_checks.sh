@@ -227,11 +227,12 @@ else
   note_c="demo pipeline, 100 source/distillation steps, on $device_c"
 fi
 # Accuracy moves with rounding alone on this small demo (README: a few
-# points between runs that round differently), so bf16 counts as unchanged
-# when the mean over the 8 skills (5 source, 3 target; 200 to 500
-# evaluation examples each) is within 3 points of fp32; every skill is
-# listed, and on a GPU the fp32 run on the CPU shows how far rounding alone
-# moves the same figures.
+# points between runs that round differently; bf16 on the CPU moved single
+# skills by up to 23 points, in both directions), so bf16 passes when the
+# mean over every evaluated prompt (5 source prompts, the distilled prompt
+# on 5 skills, 3 targets; 200 to 500 evaluation examples each) is no more
+# than 3 points below fp32's; every skill is listed, and on a GPU the fp32
+# run on the CPU shows how far rounding alone moves the same figures.
 if [ "$device_c" = cuda ]; then
   train c-fp32 cuda off 4 "$spec_c" & p1=$!
   train c-cpu cpu off 8 "$spec_c" & p3=$!
@@ -248,10 +249,10 @@ if [ $r1 -ne 0 ] || [ $r2 -ne 0 ]; then
   row "c bf16 autocast ($device_c)" FAIL "rc $r1/$r2" "see c_autocast.log"
   cat "$work"/c-*/log.txt >> "$log"
 else
-  compare "$log" c-fp32 c-bf16 "fp32" "bf16 autocast" --mean_accuracy_pp 3
+  compare "$log" c-fp32 c-bf16 "fp32" "bf16 autocast" --max_mean_drop_pp 3
   rc=$?
   row "c bf16 autocast ($device_c)" "$([ $rc -eq 0 ] && echo PASS || echo FAIL)" \
-    "$(figure "$work/c-fp32-c-bf16.json" "$mean_fig")" "$note_c; tol: mean over skills within 3 pp"
+    "$(figure "$work/c-fp32-c-bf16.json" "$mean_fig")" "$note_c; pass: mean over 13 evaluations at most 3 pp below fp32"
   grep -h "mpt_train:\|accuracy" "$work"/c-fp32/log.txt "$work"/c-bf16/log.txt >> "$log"
 fi
 if [ "$r3" = 0 ]; then
