@@ -53,7 +53,8 @@ binaries=(worker/worker worker/mpt_train tools/bench/stage_bench
 for b in "${binaries[@]}"; do
   [ -x "$bin/$b" ] || { echo "make_bundle: $bin/$b is missing: build it (README, GPU)" >&2; exit 2; }
   # A binary of the CPU build has no CUDA libtorch in it.
-  if ! readelf -d "$bin/$b" | grep -q 'libtorch_cuda.so'; then
+  needed=$(readelf -d "$bin/$b")
+  if [[ "$needed" != *libtorch_cuda.so* ]]; then
     echo "make_bundle: $bin/$b is not linked against libtorch_cuda.so (not a CUDA build)" >&2
     exit 2
   fi
@@ -67,7 +68,7 @@ done
 
 # Provided by the GPU machine: the C and C++ runtimes (its own, newer than
 # ours), and torch's and NVIDIA's libraries from its Python packages.
-provided='^(linux-vdso|ld-linux|libc|libm|libdl|librt|libpthread|libutil|libresolv|libstdc\+\+|libgcc_s|libgomp|libtorch|libc10|libcaffe2|libshm|libcuda|libcudart|libcublas|libcublasLt|libcudnn|libcufft|libcufile|libcurand|libcusolver|libcusparse|libcusparseLt|libnccl|libnvrtc|libnvJitLink|libnvToolsExt|libnvshmem|libnvperf|libcupti|libnvidia)[-.]'
+provided='^(linux-vdso|ld-linux|lib(c|m|dl|rt|pthread|util|resolv|stdc\+\+|gcc_s|gomp)\.so|lib(torch|c10|caffe2|shm|cuda|cudart|cublas|cudnn|cufft|cufile|curand|cusolver|cusparse|nccl|nvrtc|nvJitLink|nvToolsExt|nvshmem|nvperf|cupti|nvidia))'
 # And whatever libtorch itself links: the machine's torch loads there, so
 # its own dependencies are there too (a copy of ours would shadow theirs).
 declare -A seen=()
