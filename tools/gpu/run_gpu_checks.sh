@@ -109,6 +109,10 @@ if want_step a; then
 log=$out/a_collectives.log
 : > "$log"
 t0=$(date +%s)
+# The tests' scratch folders, as Bazel's test runner would give them (the
+# default, /tmp, is shared with whatever else runs there).
+export TEST_TMPDIR=$work/gtest
+mkdir -p "$TEST_TMPDIR"
 timeout 120 "${binenv[@]}" "$B/nccl_communicator_test" >> "$log" 2>&1; rc=$?
 if [ $rc -eq 0 ] && grep -q '\[  SKIPPED \]' "$log"; then
   row "a nccl" SKIPPED "-" "$(grep -m1 -o 'Skipped$\|no CUDA device\|CPU-only libtorch' "$log" | head -1 || echo skipped): NCCL world size 1 needs a GPU"
