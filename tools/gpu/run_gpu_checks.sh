@@ -184,8 +184,11 @@ if want_step b; then
 log=$out/b_cuda_vs_cpu.log
 : > "$log"
 if [ "$gpu" = 1 ]; then
-  train b-cuda cuda off 0 "$work/source.textproto" --stage=source &
-  p1=$!
+  # Side by side (16 cores): the CUDA run, the CPU run it is compared with,
+  # and the two CPU runs of the summation-order reference below.
+  train b-cuda cuda off 0 "$work/source.textproto" --stage=source & p1=$!
+  train b-cpu1 cpu off 1 "$work/source.textproto" --stage=source & p3=$!
+  train b-cpu2 cpu off 2 "$work/source.textproto" --stage=source & p4=$!
   train b-cpu cpu off 8 "$work/source.textproto" --stage=source; r2=$?
   wait $p1; r1=$?
   if [ $r1 -ne 0 ] || [ $r2 -ne 0 ]; then
@@ -202,7 +205,12 @@ else
   row "b cuda vs cpu" SKIPPED "-" "no CUDA device"
 fi
 # The CPU against itself at 1 and 2 threads: what summation order alone does.
-train b-cpu1 cpu off 1 "$work/source.textproto" --stage=source && train b-cpu2 cpu off 2 "$work/source.textproto" --stage=source
+if [ "$gpu" = 1 ]; then
+  wait $p3 && wait $p4
+else
+  train b-cpu1 cpu off 1 "$work/source.textproto" --stage=source &&
+    train b-cpu2 cpu off 2 "$work/source.textproto" --stage=source
+fi
 if [ $? -eq 0 ]; then
   compare "$log" b-cpu1 b-cpu2 "cpu 1 thread" "cpu 2 threads"
   f=$(figure "$work/b-cpu1-b-cpu2.json" '"loss step1 %.1e, max %.1e; prompt L2 %.1e; acc max %.1f pp" % (r["losses"]["first_step_max_rel_diff"], r["losses"]["max_rel_diff"], r["tensors"]["max_rel_l2_diff"], r.get("accuracy_max_diff_pp", -1))')
