@@ -271,8 +271,9 @@ absl::Status Main() {
   if (model->device().is_cuda()) {
     clock.cuda_device = model->device().has_index() ? model->device().index() : 0;
   }
-  // Training (and the timed steps) on this thread under the chosen precision.
-  AutocastScope autocast_scope(model->device(), autocast);
+  // Training (and the timed steps) on this thread under the chosen
+  // precision; the peak below is measured outside it, in the stated dtype.
+  auto autocast_scope = std::make_unique<AutocastScope>(model->device(), autocast);
   std::shared_ptr<TeacherCache> teacher_cache;
   if (stage == "distillation") {
     teachers = at::randn({tasks, config.total_tokens(), config.token_dim}).to(model->device());
@@ -304,6 +305,7 @@ absl::Status Main() {
   const auto start = Clock::now();
   const double cpu_start = CpuSeconds();
   ASSIGN_OR_RETURN(TrainResult result, trainer.Run(step, nullptr));
+  autocast_scope.reset();
   if (static_cast<int>(clock.times.size()) != warmup + steps) {
     return absl::InternalError("the trainer reported fewer steps than it ran");
   }
