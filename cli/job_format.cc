@@ -10,6 +10,7 @@
 #include "absl/strings/strip.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "google/protobuf/util/json_util.h"
 #include "common/progress/progress_proto.h"
@@ -294,6 +295,27 @@ std::optional<ProgressEvent> ProgressEventFor(const mpt::v1::JobEvent& event) {
     return e;
   }
   return std::nullopt;
+}
+
+std::string FormatLogLine(const mpt::v1::LogLine& line, absl::TimeZone zone) {
+  std::string label = line.stage();
+  // ".../attempts/<n>/ranks/<r>"
+  const std::vector<std::string> parts = absl::StrSplit(line.assignment(), '/');
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    if (parts[i] == "attempts" && parts[i + 1] != "1") {
+      absl::StrAppend(&label, " attempt ", parts[i + 1]);
+    }
+    if (parts[i] == "ranks" && parts[i + 1] != "0") absl::StrAppend(&label, " rank ", parts[i + 1]);
+  }
+  const absl::Time time = absl::FromUnixSeconds(line.time().seconds()) +
+                          absl::Nanoseconds(line.time().nanos());
+  return absl::StrCat("[", label, "] ", absl::FormatTime("%H:%M:%E3S", time, zone), " ",
+                      line.severity().empty() ? "INFO" : line.severity(), " ", line.text());
+}
+
+std::string FormatDroppedLines(const std::string& stage, int64_t dropped) {
+  return absl::StrCat("[", stage, "] ... ", dropped, dropped == 1 ? " earlier line" : " earlier lines",
+                      " dropped (the coordinator keeps the newest lines of each stage)");
 }
 
 }  // namespace mpt

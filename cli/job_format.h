@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "google/protobuf/message.h"
 #include "proto/mpt/v1/service.pb.h"
 #include "common/progress/progress.h"
@@ -57,6 +58,17 @@ std::string FormatResults(const mpt::v1::Job& job);
 //   job-level state changes         -> STARTED/FINISHED/FAILED labelled
 //                                      with the job's name
 std::optional<ProgressEvent> ProgressEventFor(const mpt::v1::JobEvent& event);
+
+// One stage log line for people, without newline:
+//   [source/sst2] 22:43:00.123 INFO worker_daemon.cc:12] text
+//   [distillation attempt 2 rank 1] 22:43:00.123 ERROR ...
+// The attempt is shown when it is not the first, the rank when it is not 0
+// (both read from LogLine.assignment); the time in `zone`.
+std::string FormatLogLine(const mpt::v1::LogLine& line, absl::TimeZone zone);
+
+// The note shown before a stage's first line when the coordinator dropped
+// its oldest `dropped` lines to keep the log within its bound.
+std::string FormatDroppedLines(const std::string& stage, int64_t dropped);
 
 }  // namespace mpt
 

@@ -468,4 +468,73 @@ int Mptctl::Workers() {
   return kExitOk;
 }
 
+void Mptctl::PrintLogPage(const mpt::v1::GetStageLogsResponse& response,
+                          std::map<std::string, int64_t>* dropped_shown) {
+  for (const auto& [stage, dropped] : response.dropped_lines()) {
+    auto [it, inserted] = dropped_shown->emplace(stage, dropped);
+    if (!inserted) continue;  // a note per stage, before its first line
+    if (!json()) *out_ << FormatDroppedLines(stage, dropped) << "\n";
+  }
+  const absl::TimeZone zone = absl::LocalTimeZone();
+  for (const mpt::v1::LogLine& line : response.lines()) {
+    *out_ << (json() ? ToJson(line, false) : FormatLogLine(line, zone)) << "\n";
+  }
+  out_->flush();
+}
+
+int Mptctl::Logs(const LogsArgs& args) {
+  if (args.job.empty()) return Fail(absl::InvalidArgumentError("logs: JOB required"));
+  const std::string name = JobName(args.job);
+  std::map<std::string, int64_t> dropped_shown;
+  // One stage, or all of them read in one stream of line numbers.
+  auto read = [&](const std::string& stage, bool follow) -> absl::Status {
+    int64_t after = 0;
+    std::optional<absl::Time> unreachable_since;
+    while (true) {
+      mpt::v1::GetStageLogsRequest request;
+      request.set_name(name);
+      request.set_stage(stage);
+      request.set_after_line(after);
+      grpc::ClientContext context;
+      Prepare(&context, options_.call_timeout);
+      mpt::v1::GetStageLogsResponse response;
+      absl::Status s = FromGrpcStatus(stub_->GetStageLogs(&context, request, &response));
+      if (!s.ok()) {
+        if (!follow || !Retryable(s)) return s;
+        if (!unreachable_since.has_value()) {
+          unreachable_since = absl::Now();
+          *err_ << "mptctl: " << s.message() << "; retrying from line " << after << "\n";
+        } else if (absl::Now() - *unreachable_since > options_.reconnect_timeout) {
+          return s;
+        }
+        absl::SleepFor(args.poll_interval);
+        continue;
+      }
+      unreachable_since.reset();
+      PrintLogPage(response, &dropped_shown);
+      after = response.last_line();
+      if (response.more()) continue;
+      if (!follow || response.done()) return absl::OkStatus();
+      absl::SleepFor(args.poll_interval);
+    }
+  };
+  if (!args.stage.empty() || args.follow) {
+    absl::Status s = read(args.stage, args.follow);
+    return s.ok() ? kExitOk : Fail(s);
+  }
+  // Every stage in the job's order.
+  mpt::v1::GetJobRequest request;
+  request.set_name(name);
+  grpc::ClientContext context;
+  Prepare(&context, options_.call_timeout);
+  mpt::v1::Job job;
+  absl::Status s = FromGrpcStatus(stub_->GetJob(&context, request, &job));
+  if (!s.ok()) return Fail(s);
+  for (const mpt::v1::Stage& stage : job.stages()) {
+    s = read(stage.id(), false);
+    if (!s.ok()) return Fail(s);
+  }
+  return kExitOk;
+}
+
 }  // namespace mpt

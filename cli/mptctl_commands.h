@@ -20,6 +20,7 @@
 #ifndef MPT_CLI_MPTCTL_COMMANDS_H_
 #define MPT_CLI_MPTCTL_COMMANDS_H_
 
+#include <map>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -103,6 +104,18 @@ struct ListArgs {
   bool all = false;
 };
 
+struct LogsArgs {
+  std::string job;
+  // One stage ("source/sst2"); empty: every stage, in the job's stage order
+  // (with follow: in the order the lines arrive).
+  std::string stage;
+  // Keep reading new lines until the stage (or, without a stage, the job)
+  // is in a final state and every line was shown.
+  bool follow = false;
+  // follow: how often to ask for new lines. Default 1 second.
+  absl::Duration poll_interval = absl::Seconds(1);
+};
+
 // A fresh idempotency key: 128 random bits as 32 lowercase hex digits.
 std::string NewRequestId();
 
@@ -126,11 +139,20 @@ class Mptctl {
   // every stage result of a job into `out_dir`/<stage id> (default ./J).
   int Download(const std::string& name, const std::string& out_dir);
   int Workers();
+  // The stage logs of a job (see LogsArgs): each line prefixed with its
+  // stage; JSON Lines of LogLine with --output=json. 0 once every line was
+  // shown (whatever the job's state); errors as for the other commands.
+  // follow rides out an unreachable coordinator for reconnect_timeout.
+  int Logs(const LogsArgs& args);
 
  private:
   // Prints "mptctl: <message>" and returns the status's exit code.
   int Fail(const absl::Status& status);
   void Prepare(grpc::ClientContext* context, absl::Duration timeout) const;
+  // Prints the lines of `response`, and first the note of each stage whose
+  // dropped count is not in `dropped_shown` yet.
+  void PrintLogPage(const mpt::v1::GetStageLogsResponse& response,
+                    std::map<std::string, int64_t>* dropped_shown);
   absl::Status DownloadArtifact(const std::string& name, const std::string& expected_sha256,
                                 const std::string& folder);
   bool json() const { return options_.output == "json"; }

@@ -8,6 +8,7 @@
 //   mptctl cancel JOB
 //   mptctl download ARTIFACT|JOB [--out=DIR]
 //   mptctl workers
+//   mptctl logs JOB [--stage=ID] [--follow]
 //
 // JOB is "jobs/<id>" or just "<id>". The coordinator comes from
 // --coordinator or $MPT_COORDINATOR; the token from --token, --token_file or
@@ -75,6 +76,10 @@ ABSL_FLAG(double, reconnect_timeout_seconds, 600,
           "watch: give up after a coordinator that went away was unreachable this long.");
 // download
 ABSL_FLAG(std::string, out, "", "download: the folder to write (default: ./<id>).");
+// logs
+ABSL_FLAG(std::string, stage, "", "logs: only this stage (source/<task>, distillation, ...).");
+ABSL_FLAG(bool, follow, false, "logs: keep printing new lines until the stage or job ends.");
+ABSL_FLAG(double, poll_seconds, 1, "logs --follow: how often to ask for new lines.");
 
 namespace mpt {
 namespace {
@@ -90,6 +95,7 @@ constexpr char kUsage[] =
     "  mptctl cancel JOB\n"
     "  mptctl download ARTIFACT|JOB [--out=DIR]\n"
     "  mptctl workers\n"
+    "  mptctl logs JOB [--stage=ID] [--follow]\n"
     "\n"
     "Common flags: --coordinator=HOST:PORT ($MPT_COORDINATOR), --output=text|json,\n"
     "  --token / --token_file ($MPT_TOKEN), --tls [--tls_ca --tls_cert --tls_key\n"
@@ -190,8 +196,8 @@ int Main(int argc, char** argv) {
     std::cerr << "mptctl: " << grpc_channel.status().message() << "\n";
     return ExitCodeFor(grpc_channel.status());
   }
-  static const char* const kCommands[] = {"submit", "get",      "list",   "watch",
-                                          "cancel", "download", "workers"};
+  static const char* const kCommands[] = {"submit",   "get",     "list", "watch", "cancel",
+                                          "download", "workers", "logs"};
   if (std::find(std::begin(kCommands), std::end(kCommands), command) == std::end(kCommands)) {
     std::cerr << "mptctl: unknown command \"" << command << "\"\n\n" << kUsage;
     return kExitUsage;
@@ -255,6 +261,19 @@ int Main(int argc, char** argv) {
   if (command == "cancel") return ctl.Cancel(arg);
   if (command == "download") return ctl.Download(arg, absl::GetFlag(FLAGS_out));
   if (command == "workers") return ctl.Workers();
+  if (command == "logs") {
+    LogsArgs args;
+    args.job = arg;
+    args.stage = absl::GetFlag(FLAGS_stage);
+    args.follow = absl::GetFlag(FLAGS_follow);
+    const double poll = absl::GetFlag(FLAGS_poll_seconds);
+    if (!(poll > 0)) {
+      std::cerr << "mptctl: --poll_seconds: must be > 0\n";
+      return kExitUsage;
+    }
+    args.poll_interval = absl::Seconds(poll);
+    return ctl.Logs(args);
+  }
   std::cerr << "mptctl: unknown command \"" << command << "\"\n\n" << kUsage;
   return kExitUsage;
 }

@@ -16,6 +16,7 @@
 #include "server/job_planner.h"
 #include "server/resource_names.h"
 #include "server/coordinator_requests.h"
+#include "server/stage_logs.h"
 
 namespace mpt {
 namespace {
@@ -157,6 +158,12 @@ absl::Status Coordinator::CommitLocked(StateTxn& txn, bool reload_on_failure) {
     durable_ticket_ = std::max(durable_ticket_, ticket);
   }
   state_.Committed(txn);
+  if (options_.stage_duration != nullptr) {
+    for (const EndedAttempt& a : txn.ended_attempts) {
+      options_.stage_duration->Labels({a.stage_kind, a.outcome})
+          .Observe(absl::ToDoubleSeconds(a.duration));
+    }
+  }
   for (mpt::v1::Job& job : snapshots) {  // finished ones are read from the store
     if (state_.FindJob(job.name()) != nullptr) published_.Publish(ticket, std::move(job));
   }
@@ -370,6 +377,33 @@ mpt::v1::ListWorkersResponse Coordinator::ListWorkers() {
   return ListWorkersOf(state_);
 }
 
+ClusterStats Coordinator::ReadClusterStats() {
+  ClusterStats stats;
+  absl::MutexLock lock(&mu_);
+  stats.unfinished_jobs = static_cast<int64_t>(state_.jobs().size());
+  for (const auto& [name, job] : state_.jobs()) {
+    for (const StageEntry& s : job->stages) {
+      if (state_.StageReady(*job, s)) ++stats.ready_stages;
+    }
+  }
+  stats.live_assignments = static_cast<int64_t>(state_.assignments().size());
+  for (const char* st : {"idle", "busy", "lost"}) stats.workers_by_state[st] = 0;
+  for (const auto& [name, w] : state_.workers()) ++stats.workers_by_state[w.rec.worker().state()];
+  return stats;
+}
+
+absl::StatusOr<StoreStats> Coordinator::ReadStoreStats() { return store_->ReadStats(); }
+
+absl::StatusOr<std::vector<mpt::v1::JobEvent>> Coordinator::ReadCommittedEvents(
+    const std::string& name, int64_t after_sequence, int limit) {
+  RETURN_IF_ERROR(CheckJobName(name));
+  if (after_sequence < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("after_sequence: must be >= 0, got ", after_sequence));
+  }
+  return store_->ReadEvents(name, after_sequence, std::max(1, limit));
+}
+
 // ---------------------------------------------------------------------------
 // Cancellation and job endings
 
@@ -513,6 +547,7 @@ absl::StatusOr<mpt::v1::ReportProgressResponse> Coordinator::ReportProgress(
     const mpt::v1::ReportProgressRequest& request) {
   if (request.assignment().empty()) return absl::InvalidArgumentError("assignment: required");
   if (request.worker().empty()) return absl::InvalidArgumentError("worker: required");
+  RETURN_IF_ERROR(CheckWorkerLogLines(request.log_lines()));
   absl::MutexLock lock(&mu_);
   auto it = state_.assignments().find(request.assignment());
   if (it == state_.assignments().end()) return UnknownAssignment(request.assignment());
@@ -522,18 +557,28 @@ absl::StatusOr<mpt::v1::ReportProgressResponse> Coordinator::ReportProgress(
   if (w != state_.workers().end() && w->second.rec.worker().state() != "lost") {
     w->second.last_seen = clock_->Now();
   }
+  // Log lines are kept from every rank, even of a cancelled assignment,
+  // while the stage is not final.
+  StateTxn txn;
+  AppendLogLinesLocked(txn, rec, request.log_lines());
   mpt::v1::ReportProgressResponse response;
+  auto answer = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_)
+                    -> absl::StatusOr<mpt::v1::ReportProgressResponse> {
+    if (!txn.logs.empty()) RETURN_IF_ERROR(CommitLocked(txn));
+    return response;
+  };
   if (rec.cancelled()) {
     response.set_cancelled(true);
-    return response;
+    return answer();
   }
   JobEntry* job = state_.FindJob(rec.assignment().job());
   StageEntry* stage = job == nullptr ? nullptr : state_.FindStage(job, rec.assignment().stage());
   if (stage == nullptr || stage->rec.stage().state() != mpt::v1::RUNNING) {
     response.set_cancelled(true);
-    return response;
+    return answer();
   }
-  if (rec.assignment().rank() != 0) return response;  // rank 0 speaks for the gang
+  // Rank 0 speaks for the gang; a report without progress carries lines only.
+  if (rec.assignment().rank() != 0 || !request.has_progress()) return answer();
 
   const mpt::v1::Progress progress = StageProgress(request.progress(), *stage);
   *stage->rec.mutable_stage()->mutable_progress() = progress;
@@ -546,14 +591,13 @@ absl::StatusOr<mpt::v1::ReportProgressResponse> Coordinator::ReportProgress(
   if (since >= options_.progress_event_interval ||
       (notable && since >= options_.progress_event_interval / 10)) {
     stage->last_progress_event = now;
-    StateTxn txn;
     state_.MarkStage(txn, job, stage);
     state_.AddEvent(txn, job, stage, request.message(), &progress);
     RETURN_IF_ERROR(CommitLocked(txn));
-  } else {
-    published_.SetProgress(job->rec.job().name(), stage->rec.stage().id(), progress);
+    return response;
   }
-  return response;
+  published_.SetProgress(job->rec.job().name(), stage->rec.stage().id(), progress);
+  return answer();
 }
 
 absl::StatusOr<mpt::v1::Artifact> Coordinator::UploadArtifact(
@@ -665,6 +709,7 @@ absl::Status Coordinator::CompleteAssignment(const mpt::v1::CompleteAssignmentRe
   const std::string& id = request.assignment();
   if (id.empty()) return absl::InvalidArgumentError("assignment: required");
   if (request.worker().empty()) return absl::InvalidArgumentError("worker: required");
+  RETURN_IF_ERROR(CheckWorkerLogLines(request.log_lines()));
   absl::MutexLock lock(&mu_);
   auto it = state_.assignments().find(id);
   if (it == state_.assignments().end()) {
@@ -686,6 +731,8 @@ absl::Status Coordinator::CompleteAssignment(const mpt::v1::CompleteAssignmentRe
                        rank < stage->rec.assignments_size() &&
                        stage->rec.assignments(rank) == id;
   StateTxn txn;
+  // Stored with the completion, before it can make the stage final.
+  AppendLogLinesLocked(txn, rec, request.log_lines());
   state_.ReleaseAssignment(txn, id);
   if (current) {
     if (request.ok()) {

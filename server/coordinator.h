@@ -88,6 +88,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/metrics/metrics_registry.h"
 #include "proto/mpt/v1/service.pb.h"
 #include "server/artifact_store.h"
 #include "server/clock.h"
@@ -133,6 +134,22 @@ struct CoordinatorOptions {
   absl::Duration lost_worker_retention = absl::Hours(1);
   // How often the thread started by Start() checks leases. Default 0.5 s.
   absl::Duration maintenance_interval = absl::Milliseconds(500);
+  // Borrowed, may be null (default): when set, every stage attempt that
+  // ends after its commit is observed in seconds, labelled
+  // {stage_kind, outcome} (coordinator_metrics.h makes it).
+  HistogramFamily* stage_duration = nullptr;
+};
+
+// Figures of the scheduling state for monitoring (ReadClusterStats()).
+struct ClusterStats {
+  // Unfinished jobs in memory.
+  int64_t unfinished_jobs = 0;
+  // QUEUED stages whose dependencies all SUCCEEDED: waiting for workers.
+  int64_t ready_stages = 0;
+  // Assignments handed out and not yet released.
+  int64_t live_assignments = 0;
+  // Registered workers by state ("idle", "busy", "lost").
+  std::map<std::string, int64_t> workers_by_state;
 };
 
 // What WaitForJobEvents() returns.
@@ -224,6 +241,30 @@ class Coordinator {
   // Every registered worker (lost ones for lost_worker_retention), in
   // registration order.
   mpt::v1::ListWorkersResponse ListWorkers();
+
+  // ---- Monitoring (never waits for a commit) -------------------------------
+
+  // Counts of the scheduling state; holds the coordinator's mutex only to
+  // count.
+  ClusterStats ReadClusterStats();
+  // The job store's counts (JobStore::ReadStats()); does not take the
+  // mutex.
+  absl::StatusOr<StoreStats> ReadStoreStats();
+  // Up to `limit` committed events of job `name` after `after_sequence`,
+  // from the store, without waiting and without the mutex.
+  // INVALID_ARGUMENT for a bad name or a negative after_sequence; an
+  // unknown job has no events.
+  absl::StatusOr<std::vector<mpt::v1::JobEvent>> ReadCommittedEvents(const std::string& name,
+                                                                     int64_t after_sequence,
+                                                                     int limit);
+
+  // Log lines of job `request.name()` (of one stage, or of all), paged by
+  // line number (stage_logs.h). INVALID_ARGUMENT naming the field for a
+  // malformed name or stage id, a negative after_line or page_size;
+  // NOT_FOUND for an unknown job, or (naming `stage`) a stage the job does
+  // not have. Reads committed state only; takes no lock.
+  absl::StatusOr<mpt::v1::GetStageLogsResponse> GetStageLogs(
+      const mpt::v1::GetStageLogsRequest& request);
 
   // ---- WorkerService -------------------------------------------------------
 
@@ -320,6 +361,12 @@ class Coordinator {
   // One scheduling pass (scheduler.h) over the state; starts what it
   // decides in `txn`.
   void ScheduleLocked(StateTxn& txn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Adds `lines`, sent by the holder of assignment `rec`, to `txn` unless
+  // its stage is gone or in a final state (its log is closed then).
+  void AppendLogLinesLocked(StateTxn& txn, const coordinator::AssignmentRecord& rec,
+                            const google::protobuf::RepeatedPtrField<mpt::v1::LogLine>& lines)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   void MaintenanceLoop();
   // How long a gang peer may be silent before a peer failure reported by

@@ -17,11 +17,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/file_util.h"
+#include "common/heap_memory.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "server/artifact_store.h"
 #include "server/clock.h"
+#include "common/http_server.h"
+#include "common/metrics/metrics_registry.h"
 #include "server/coordinator.h"
+#include "server/coordinator_http.h"
+#include "server/coordinator_metrics.h"
 #include "server/grpc_service.h"
 #include "server/job_store.h"
 
@@ -43,15 +48,27 @@ ABSL_FLAG(double, max_artifact_mb, 1024, "largest artefact accepted, in MiB");
 ABSL_FLAG(bool, sync_full, true,
           "fsync every commit (SQLite synchronous=FULL); false risks the last commits on "
           "power loss");
+ABSL_FLAG(int64_t, max_log_lines_per_stage, 2000,
+          "each stage's log keeps its newest lines up to this many (older ones are dropped "
+          "and counted)");
+ABSL_FLAG(int64_t, max_log_kb_per_stage, 512,
+          "each stage's log keeps its newest lines up to this much text, in KiB");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain; with --tls_key turns TLS on");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle; when set, clients must present a certificate it signed");
 ABSL_FLAG(std::string, auth_token_file, "",
           "file holding the bearer token clients must send (authorization: Bearer <token>)");
+ABSL_FLAG(std::string, http_listen, "",
+          "host:port of the HTTP listener for /metrics (Prometheus) and the dashboard, e.g. "
+          "localhost:8080 (port 0 picks a free one); empty (default): no HTTP listener");
 ABSL_FLAG(std::string, worker_token_file, "",
           "file holding the workers' bearer token: WorkerService then accepts only it and "
           "JobService never does (default: workers use --auth_token_file's token)");
+ABSL_FLAG(int, heap_arenas, 2,
+          "most allocator arenas (glibc); MALLOC_ARENA_MAX in the environment wins");
+ABSL_FLAG(double, heap_trim_seconds, 30,
+          "return free heap pages to the kernel this often; 0: never");
 
 namespace mpt {
 namespace {
@@ -63,16 +80,27 @@ struct CoordinatorMainOptions {
   std::string artifact_dir;
   // synchronous=FULL (--sync_full). Default true.
   bool sync_full = true;
+  // The bound of each stage's log (--max_log_lines_per_stage,
+  // --max_log_kb_per_stage). Defaults 2000 lines and 512 KiB.
+  int64_t max_log_lines_per_stage = 2000;
+  int64_t max_log_bytes_per_stage = int64_t{512} << 10;
   // File with the bearer token (--auth_token_file). Default "": no token.
   std::string auth_token_file;
   // File with the workers' token (--worker_token_file). Default "": workers
   // use the users' token.
   std::string worker_token_file;
+  // Allocator arenas (--heap_arenas). Default 2.
+  int heap_arenas = 2;
+  // Free heap pages go back to the kernel this often (--heap_trim_seconds).
+  // Default 30 s; zero: never.
+  absl::Duration heap_trim_interval = absl::Seconds(30);
   // The core's settings; each field documents its default (coordinator.h).
   CoordinatorOptions coordinator;
   // The server's settings; each field documents its default
   // (grpc_service.h).
   GrpcServerOptions server;
+  // --http_listen. Default "": no HTTP listener.
+  std::string http_listen;
 };
 
 absl::StatusOr<CoordinatorMainOptions> OptionsFromFlags() {
@@ -80,8 +108,24 @@ absl::StatusOr<CoordinatorMainOptions> OptionsFromFlags() {
   o.db_path = absl::GetFlag(FLAGS_db);
   o.artifact_dir = absl::GetFlag(FLAGS_artifacts);
   o.sync_full = absl::GetFlag(FLAGS_sync_full);
-  o.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  o.max_log_lines_per_stage = absl::GetFlag(FLAGS_max_log_lines_per_stage);
+  o.max_log_bytes_per_stage = absl::GetFlag(FLAGS_max_log_kb_per_stage) << 10;
+  if (o.max_log_lines_per_stage < 1) {
+    return absl::InvalidArgumentError("--max_log_lines_per_stage: must be >= 1");
+  }
+  if (o.max_log_bytes_per_stage < 1024) {
+    return absl::InvalidArgumentError("--max_log_kb_per_stage: must be >= 1");
+  }  o.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
   o.worker_token_file = absl::GetFlag(FLAGS_worker_token_file);
+  o.heap_arenas = absl::GetFlag(FLAGS_heap_arenas);
+  const double trim_seconds = absl::GetFlag(FLAGS_heap_trim_seconds);
+  if (!(trim_seconds >= 0 && trim_seconds <= 86400)) {
+    return absl::InvalidArgumentError("--heap_trim_seconds: must be between 0 and 86400");
+  }
+  o.heap_trim_interval = absl::Seconds(trim_seconds);
+  if (o.heap_arenas < 1 || o.heap_arenas > 1024) {
+    return absl::InvalidArgumentError("--heap_arenas: must be between 1 and 1024");
+  }
   o.coordinator.heartbeat_interval = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_seconds));
   o.coordinator.lease = absl::Seconds(absl::GetFlag(FLAGS_lease_seconds));
   o.coordinator.max_world_size = absl::GetFlag(FLAGS_max_world_size);
@@ -90,6 +134,10 @@ absl::StatusOr<CoordinatorMainOptions> OptionsFromFlags() {
   o.coordinator.max_artifact_bytes =
       static_cast<int64_t>(absl::GetFlag(FLAGS_max_artifact_mb) * (1 << 20));
   o.server.listen = absl::GetFlag(FLAGS_listen);
+  o.http_listen = absl::GetFlag(FLAGS_http_listen);
+  if (!o.http_listen.empty()) {
+    RETURN_IF_ERROR(ParseHostPort(o.http_listen, "--http_listen").status());
+  }
   o.server.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   o.server.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   o.server.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
@@ -112,6 +160,9 @@ absl::StatusOr<CoordinatorMainOptions> OptionsFromFlags() {
 
 absl::Status Run(sigset_t* signals) {
   ASSIGN_OR_RETURN(CoordinatorMainOptions options, OptionsFromFlags());
+  // Before any thread starts: one arena per thread would keep freed pages
+  // of ~200 watch-stream threads (see common/heap_memory.h).
+  LimitHeapArenas(options.heap_arenas);
   const absl::Time start = absl::Now();
   std::error_code ec;
   const std::filesystem::path db_dir = std::filesystem::path(options.db_path).parent_path();
@@ -119,25 +170,52 @@ absl::Status Run(sigset_t* signals) {
 
   SqliteJobStoreOptions store_options;
   store_options.synchronous_full = options.sync_full;
+  store_options.max_log_lines_per_stage = options.max_log_lines_per_stage;
+  store_options.max_log_bytes_per_stage = options.max_log_bytes_per_stage;
   ASSIGN_OR_RETURN(std::unique_ptr<SqliteJobStore> store,
                    SqliteJobStore::Open(options.db_path, store_options));
   ASSIGN_OR_RETURN(std::unique_ptr<ArtifactStore> artifacts,
                    ArtifactStore::Open(options.artifact_dir));
+  // Declared before the coordinator and the servers: they use its families.
+  MetricsRegistry metrics;
+  ASSIGN_OR_RETURN(CoordinatorHistograms histograms, AddCoordinatorHistograms(&metrics));
+  options.coordinator.stage_duration = histograms.stage_duration;
+  options.server.rpc_duration = histograms.rpc_duration;
   ASSIGN_OR_RETURN(std::unique_ptr<Coordinator> coordinator,
                    Coordinator::Create(options.coordinator, std::move(store),
                                        std::move(artifacts), std::make_shared<RealClock>()));
+  RETURN_IF_ERROR(AddCoordinatorCollectors(&metrics, coordinator.get(), options.db_path));
   coordinator->Start();
   ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorServer> server,
                    CoordinatorServer::Start(options.server, coordinator.get()));
+  std::unique_ptr<HttpServer> http;
+  if (!options.http_listen.empty()) {
+    CoordinatorHttpOptions http_options;
+    http_options.listen = options.http_listen;
+    http_options.auth_token = options.server.auth_token;
+    ASSIGN_OR_RETURN(http, StartCoordinatorHttp(http_options, coordinator.get(), &metrics));
+    MPT_LOG(INFO) << "HTTP (metrics, dashboard) on " << options.http_listen << " (http port "
+                  << http->port() << ")";
+  }
   MPT_LOG(INFO) << "coordinator listening on " << options.server.listen << " (port "
                 << server->port() << ", " << (server->tls() ? "TLS" : "plaintext")
                 << (options.server.auth_token.empty() ? ", no token" : ", bearer token")
                 << "); db " << options.db_path << ", artefacts " << options.artifact_dir
                 << "; ready in " << absl::FormatDuration(absl::Now() - start);
 
+  // Wait for a shutdown signal; between waits, hand free heap pages back.
   int signal_number = 0;
-  sigwait(signals, &signal_number);
+  while (signal_number <= 0) {
+    if (options.heap_trim_interval <= absl::ZeroDuration()) {
+      if (sigwait(signals, &signal_number) != 0) signal_number = 0;
+      continue;
+    }
+    const timespec wait = absl::ToTimespec(options.heap_trim_interval);
+    signal_number = sigtimedwait(signals, nullptr, &wait);
+    if (signal_number < 0) ReleaseFreeHeapMemory();  // timeout (or EINTR)
+  }
   MPT_LOG(INFO) << "signal " << signal_number << ": shutting down";
+  if (http != nullptr) http->Stop();
   server->Shutdown(absl::Seconds(5));
   coordinator->Shutdown();
   MPT_LOG(INFO) << "coordinator stopped";

@@ -187,6 +187,7 @@ StoreWrite CoordinatorState::BuildWrite(const StateTxn& txn) const {
   w.deleted_artifacts = txn.deleted_artifacts;
   w.events = txn.events;
   w.request_ids = txn.request_ids;
+  w.logs = txn.logs;
 
   return w;
 }
@@ -275,6 +276,7 @@ void CoordinatorState::FinishJob(StateTxn& txn, JobEntry* job, JobState state,
   for (StageEntry& s : job->stages) {
     JobState st = s.rec.stage().state();
     if (IsFinalState(st)) continue;
+    AttemptEnded(txn, &s, "cancelled");
     for (const std::string& id : s.rec.assignments()) {
       if (!id.empty() && assignments_.count(id) > 0) CancelAssignment(txn, id);
     }
@@ -371,6 +373,8 @@ void CoordinatorState::EndAttempt(StateTxn& txn, JobEntry* job, StageEntry* stag
                                    const std::string& reason) {
   if (IsFinalState(job->rec.job().state()) || job->rec.job().state() == mpt::v1::CANCELLING) return;
   StageRecord& r = stage->rec;
+  AttemptEnded(txn, stage,
+               how == AttemptEnd::kWorkerLost || how == AttemptEnd::kGangFault ? "lost" : "failed");
   stage->peer_failure_since = absl::InfinitePast();
   stage->peer_failure_error.clear();
   for (const std::string& id : r.assignments()) {
@@ -428,8 +432,17 @@ void CoordinatorState::EndAttempt(StateTxn& txn, JobEntry* job, StageEntry* stag
                               " failures) ", resume));
 }
 
+void CoordinatorState::AttemptEnded(StateTxn& txn, StageEntry* stage, const char* outcome) {
+  if (stage->attempt_start == absl::InfinitePast()) return;
+  const std::string& id = stage->rec.stage().id();
+  txn.ended_attempts.push_back(
+      EndedAttempt{id.substr(0, id.find('/')), outcome, clock_->Now() - stage->attempt_start});
+  stage->attempt_start = absl::InfinitePast();
+}
+
 void CoordinatorState::StageSucceeded(StateTxn& txn, JobEntry* job, StageEntry* stage) {
   StageRecord& r = stage->rec;
+  AttemptEnded(txn, stage, "succeeded");
   if (!r.group().empty()) txn.groups_to_erase.push_back(r.group());
   r.mutable_stage()->set_state(mpt::v1::SUCCEEDED);
   r.mutable_stage()->set_artifact(r.adapter());
@@ -537,6 +550,7 @@ void CoordinatorState::StartStage(StateTxn& txn, JobEntry* job, StageEntry* stag
   r.clear_adapter();
   r.mutable_stage()->set_attempts(attempt);
   r.mutable_stage()->set_state(mpt::v1::RUNNING);
+  stage->attempt_start = clock_->Now();
   MarkStage(txn, job, stage);
   if (j->state() == mpt::v1::QUEUED) {
     j->set_state(mpt::v1::RUNNING);

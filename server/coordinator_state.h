@@ -38,6 +38,9 @@ struct StageEntry {
   // is requeued anyway (its reporter's assignment is gone).
   absl::Time peer_failure_since = absl::InfinitePast();
   std::string peer_failure_error;
+  // When the running attempt started, by the clock; InfinitePast when no
+  // attempt runs or it started before the coordinator did (memory only).
+  absl::Time attempt_start = absl::InfinitePast();
 };
 
 struct JobEntry {
@@ -58,6 +61,13 @@ struct WorkerEntry {
   int active_polls = 0;
 };
 
+// A stage attempt that ended (for the stage duration metric).
+struct EndedAttempt {
+  std::string stage_kind;  // "source", "distillation" or "target"
+  std::string outcome;     // "succeeded", "failed", "lost" or "cancelled"
+  absl::Duration duration;
+};
+
 // What one operation changed; CoordinatorState::Commit() writes it.
 struct StateTxn {
   std::set<std::string> jobs;
@@ -71,6 +81,8 @@ struct StateTxn {
   std::vector<mpt::v1::JobEvent> events;
   // New idempotency keys.
   std::vector<RequestIdRecord> request_ids;
+  // Workers' log lines to store.
+  std::vector<StageLogAppend> logs;
   // Jobs that reached a final state: they leave memory after the commit.
   std::vector<std::string> finished_jobs;
   // Blob hashes that may have lost their last reference.
@@ -79,6 +91,9 @@ struct StateTxn {
   std::vector<std::string> groups_to_erase;
   // Wake waiters even when nothing is written (a cancellation flag, ...).
   bool notify = false;
+  // Attempts that ended, with how long they ran (only attempts started
+  // since the coordinator did).
+  std::vector<EndedAttempt> ended_attempts;
 };
 
 // How an attempt of a stage ended. kWorkerLost and kGangFault count as
@@ -206,6 +221,9 @@ class CoordinatorState {
                                    const std::string& sha256, int64_t size_bytes);
 
  private:
+  // Records in `txn` that `stage`'s running attempt ended with `outcome`.
+  void AttemptEnded(StateTxn& txn, StageEntry* stage, const char* outcome);
+
   const CoordinatorStateOptions options_;
   JobStore* const store_;
   Clock* const clock_;

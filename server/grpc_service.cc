@@ -17,6 +17,7 @@
 #include "common/logging.h"
 #include "common/sha256.h"
 #include "common/utf8.h"
+#include "server/rpc_metrics.h"
 
 namespace mpt {
 namespace {
@@ -208,6 +209,7 @@ JobServiceImpl::JobServiceImpl(Coordinator* coordinator, const BearerTokenAuthen
   MarkMethodStreamed(index("DownloadArtifact"),
                      RawServerStreaming(this, &JobServiceImpl::DownloadArtifact));
   MarkMethodStreamed(index("ListWorkers"), RawUnary(this, &JobServiceImpl::ListWorkers));
+  MarkMethodStreamed(index("GetStageLogs"), RawUnary(this, &JobServiceImpl::GetStageLogs));
 }
 
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context,
@@ -290,6 +292,16 @@ grpc::Status JobServiceImpl::ListWorkers(grpc::ServerContext* context,
                                          mpt::v1::ListWorkersResponse* response) {
   MPT_AUTHORIZE(context);
   *response = core_->ListWorkers();
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::GetStageLogs(grpc::ServerContext* context,
+                                          const mpt::v1::GetStageLogsRequest* request,
+                                          mpt::v1::GetStageLogsResponse* response) {
+  MPT_AUTHORIZE(context);
+  absl::StatusOr<mpt::v1::GetStageLogsResponse> page = core_->GetStageLogs(*request);
+  if (!page.ok()) return ToGrpcStatus(page.status());
+  *response = *std::move(page);
   return grpc::Status::OK;
 }
 
@@ -517,6 +529,11 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   builder.RegisterService(server->worker_service_.get());
   builder.RegisterService(server->reflection_v1_.get());
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  if (options.rpc_duration != nullptr) {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+    creators.push_back(MakeRpcMetricsInterceptorFactory(options.rpc_duration));
+    builder.experimental().SetInterceptorCreators(std::move(creators));
+  }
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen,

@@ -29,6 +29,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "proto/mpt/v1/service.grpc.pb.h"
+#include "common/metrics/metrics_registry.h"
 #include "server/coordinator.h"
 #include "server/reflection_v1.h"
 
@@ -61,6 +62,9 @@ struct GrpcServerOptions {
   int max_receive_message_bytes = 16 << 20;
   // Chunk size of DownloadArtifact and FetchArtifact. Default 256 KiB.
   int artifact_chunk_bytes = 256 << 10;
+  // Borrowed, may be null (default): when set, every call's duration is
+  // observed in it by {method, code} (rpc_metrics.h).
+  HistogramFamily* rpc_duration = nullptr;
 };
 
 // Checks the bearer token of a call. Thread-safe.
@@ -100,6 +104,9 @@ class JobServiceImpl final : public mpt::v1::JobService::Service {
   grpc::Status ListWorkers(grpc::ServerContext* context,
                            const mpt::v1::ListWorkersRequest* request,
                            mpt::v1::ListWorkersResponse* response) override;
+  grpc::Status GetStageLogs(grpc::ServerContext* context,
+                            const mpt::v1::GetStageLogsRequest* request,
+                            mpt::v1::GetStageLogsResponse* response) override;
 
  private:
   Coordinator* const core_;

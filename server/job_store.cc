@@ -80,6 +80,31 @@ CREATE INDEX artifacts_by_sha256 ON artifacts(sha256);
     R"sql(
 ALTER TABLE request_ids ADD COLUMN fingerprint TEXT NOT NULL DEFAULT '';
 )sql",
+    // 3 -> 4
+    R"sql(
+CREATE TABLE log_lines(
+  job TEXT NOT NULL,
+  line INTEGER NOT NULL,
+  stage TEXT NOT NULL,
+  bytes INTEGER NOT NULL,
+  record BLOB NOT NULL,
+  PRIMARY KEY(job, line)) WITHOUT ROWID;
+CREATE INDEX log_lines_by_stage ON log_lines(job, stage, line);
+CREATE TABLE log_stages(
+  job TEXT NOT NULL,
+  stage TEXT NOT NULL,
+  lines INTEGER NOT NULL,
+  bytes INTEGER NOT NULL,
+  dropped INTEGER NOT NULL,
+  PRIMARY KEY(job, stage)) WITHOUT ROWID;
+CREATE TABLE log_sources(
+  assignment TEXT PRIMARY KEY,
+  job TEXT NOT NULL,
+  last_sequence INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE log_jobs(
+  job TEXT PRIMARY KEY,
+  last_line INTEGER NOT NULL) WITHOUT ROWID;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
                   SqliteJobStore::kCurrentSchemaVersion,
@@ -228,13 +253,15 @@ std::string InList(size_t n) {
 bool StoreWrite::empty() const {
   return jobs.empty() && stages.empty() && assignments.empty() && deleted_assignments.empty() &&
          workers.empty() && deleted_workers.empty() && artifacts.empty() &&
-         deleted_artifacts.empty() && events.empty() && request_ids.empty();
+         deleted_artifacts.empty() && events.empty() && request_ids.empty() && logs.empty();
 }
 
 class SqliteJobStore::Impl {
  public:
   // `readers` empty: reads share the writing connection (":memory:").
-  Impl(sqlite3* writer, std::vector<sqlite3*> readers) : writer_(writer) {
+  Impl(sqlite3* writer, std::vector<sqlite3*> readers, int64_t max_log_lines,
+       int64_t max_log_bytes)
+      : max_log_lines_(max_log_lines), max_log_bytes_(max_log_bytes), writer_(writer) {
     for (sqlite3* db : readers) {
       auto r = std::make_unique<Reader>();
       r->db = db;
@@ -387,7 +414,113 @@ class SqliteJobStore::Impl {
         st.Reset();
       }
     }
+    for (const StageLogAppend& a : w.logs) RETURN_IF_ERROR(AppendLog(db, a));
     return absl::OkStatus();
+  }
+
+  // One StageLogAppend (see job_store.h).
+  absl::Status AppendLog(sqlite3* db, const StageLogAppend& a)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+    if (a.lines.empty()) return absl::OkStatus();
+    int64_t last_sequence = 0;
+    {
+      Statement st(db, "SELECT last_sequence FROM log_sources WHERE assignment = ?");
+      RETURN_IF_ERROR(st.status());
+      st.Bind(1, a.assignment);
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (row) last_sequence = st.Int(0);
+    }
+    int64_t last_line = 0;
+    {
+      Statement st(db, "SELECT last_line FROM log_jobs WHERE job = ?");
+      RETURN_IF_ERROR(st.status());
+      st.Bind(1, a.job);
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (row) last_line = st.Int(0);
+    }
+    int64_t lines = 0, bytes = 0, dropped = 0;
+    {
+      Statement st(db, "SELECT lines, bytes, dropped FROM log_stages WHERE job = ? AND stage = ?");
+      RETURN_IF_ERROR(st.status());
+      st.Bind(1, a.job).Bind(2, a.stage);
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (row) lines = st.Int(0), bytes = st.Int(1), dropped = st.Int(2);
+    }
+    Statement insert(db,
+                     "INSERT INTO log_lines(job, line, stage, bytes, record) VALUES (?, ?, ?, ?, ?)");
+    RETURN_IF_ERROR(insert.status());
+    auto store = [&](mpt::v1::LogLine line) -> absl::Status {
+      line.set_line(++last_line);
+      line.set_stage(a.stage);
+      const int64_t n = static_cast<int64_t>(line.text().size());
+      insert.Bind(1, a.job)
+          .Bind(2, line.line())
+          .Bind(3, a.stage)
+          .Bind(4, n)
+          .BindBlob(5, line.SerializeAsString());
+      RETURN_IF_ERROR(insert.Run());
+      insert.Reset();
+      ++lines;
+      bytes += n;
+      return absl::OkStatus();
+    };
+    const int64_t sequence_before = last_sequence;
+    for (const mpt::v1::LogLine& in : a.lines) {
+      if (in.sequence() <= last_sequence) continue;  // stored before
+      if (in.sequence() > last_sequence + 1) {
+        mpt::v1::LogLine note;
+        note.set_assignment(a.assignment);
+        *note.mutable_time() = in.time();
+        note.set_severity("WARNING");
+        const int64_t gap = in.sequence() - last_sequence - 1;
+        note.set_text(absl::StrCat("[", gap, gap == 1 ? " log line" : " log lines",
+                                   " of this assignment dropped on the worker, whose buffer "
+                                   "was full]"));
+        RETURN_IF_ERROR(store(std::move(note)));
+      }
+      mpt::v1::LogLine line = in;
+      line.set_assignment(a.assignment);
+      RETURN_IF_ERROR(store(std::move(line)));
+      last_sequence = in.sequence();
+    }
+    if (last_sequence == sequence_before) return absl::OkStatus();  // all seen before
+    // Oldest lines out until the stage is within the bound.
+    if (lines > max_log_lines_ || bytes > max_log_bytes_) {
+      Statement oldest(db,
+                       "SELECT line, bytes FROM log_lines WHERE job = ? AND stage = ? "
+                       "ORDER BY line");
+      RETURN_IF_ERROR(oldest.status());
+      oldest.Bind(1, a.job).Bind(2, a.stage);
+      int64_t cut_through = 0;
+      while (lines > max_log_lines_ || bytes > max_log_bytes_) {
+        ASSIGN_OR_RETURN(bool row, oldest.Step());
+        if (!row) break;
+        cut_through = oldest.Int(0);
+        bytes -= oldest.Int(1);
+        --lines;
+        ++dropped;
+      }
+      Statement cut(db, "DELETE FROM log_lines WHERE job = ? AND stage = ? AND line <= ?");
+      RETURN_IF_ERROR(cut.status());
+      RETURN_IF_ERROR(cut.Bind(1, a.job).Bind(2, a.stage).Bind(3, cut_through).Run());
+    }
+    {
+      Statement st(db,
+                   "INSERT OR REPLACE INTO log_sources(assignment, job, last_sequence) "
+                   "VALUES (?, ?, ?)");
+      RETURN_IF_ERROR(st.status());
+      RETURN_IF_ERROR(st.Bind(1, a.assignment).Bind(2, a.job).Bind(3, last_sequence).Run());
+    }
+    {
+      Statement st(db, "INSERT OR REPLACE INTO log_jobs(job, last_line) VALUES (?, ?)");
+      RETURN_IF_ERROR(st.status());
+      RETURN_IF_ERROR(st.Bind(1, a.job).Bind(2, last_line).Run());
+    }
+    Statement st(db,
+                 "INSERT OR REPLACE INTO log_stages(job, stage, lines, bytes, dropped) "
+                 "VALUES (?, ?, ?, ?, ?)");
+    RETURN_IF_ERROR(st.status());
+    return st.Bind(1, a.job).Bind(2, a.stage).Bind(3, lines).Bind(4, bytes).Bind(5, dropped).Run();
   }
 
   static absl::Status DeleteKeys(sqlite3* db, const char* sql,
@@ -403,6 +536,8 @@ class SqliteJobStore::Impl {
     return absl::OkStatus();
   }
 
+  const int64_t max_log_lines_;
+  const int64_t max_log_bytes_;
   absl::Mutex write_mu_;
   sqlite3* const writer_ ABSL_PT_GUARDED_BY(write_mu_);
   // Reading connections, each used by one thread at a time.
@@ -487,6 +622,10 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
     const std::string& path, SqliteJobStoreOptions options) {
   const int target =
       options.target_schema_version > 0 ? options.target_schema_version : kCurrentSchemaVersion;
+  if (options.max_log_lines_per_stage < 1 || options.max_log_bytes_per_stage < 1) {
+    return absl::InvalidArgumentError(
+        "job store: max_log_lines_per_stage and max_log_bytes_per_stage must be >= 1");
+  }
   if (target > kCurrentSchemaVersion) {
     return absl::InvalidArgumentError(absl::StrCat("job store: target schema version ", target,
                                                    " is above ", kCurrentSchemaVersion));
@@ -532,8 +671,9 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
     }
     readers.push_back(*r);
   }
-  return std::unique_ptr<SqliteJobStore>(
-      new SqliteJobStore(std::make_unique<Impl>(writer, std::move(readers))));
+  return std::unique_ptr<SqliteJobStore>(new SqliteJobStore(std::make_unique<Impl>(
+      writer, std::move(readers), options.max_log_lines_per_stage,
+      options.max_log_bytes_per_stage)));
 }
 
 absl::Status JobStore::CommitBatch(const std::vector<const StoreWrite*>& writes) {
@@ -551,6 +691,7 @@ absl::Status JobStore::CommitBatch(const std::vector<const StoreWrite*>& writes)
     append(all.deleted_artifacts, w->deleted_artifacts);
     append(all.events, w->events);
     append(all.request_ids, w->request_ids);
+    append(all.logs, w->logs);
   }
   return Commit(all);
 }
@@ -671,6 +812,38 @@ absl::StatusOr<int64_t> SqliteJobStore::CountArtifactsWithSha256(const std::stri
   });
 }
 
+absl::StatusOr<StoreStats> JobStore::ReadStats() {
+  return absl::UnimplementedError("this job store keeps no statistics");
+}
+
+absl::StatusOr<StoreStats> SqliteJobStore::ReadStats() {
+  return impl_->Read([&](sqlite3* db) -> absl::StatusOr<StoreStats> {
+    StoreStats stats;
+    RETURN_IF_ERROR(Exec(db, "BEGIN"));  // one consistent view of all tables
+    auto body = [&]() -> absl::Status {
+      for (auto [table, counts] : {std::make_pair("jobs", &stats.jobs_by_state),
+                                   std::make_pair("stages", &stats.stages_by_state)}) {
+        Statement st(db, absl::StrCat("SELECT state, COUNT(*) FROM ", table, " GROUP BY state"));
+        RETURN_IF_ERROR(st.status());
+        while (true) {
+          ASSIGN_OR_RETURN(bool row, st.Step());
+          if (!row) break;
+          (*counts)[static_cast<int>(st.Int(0))] = st.Int(1);
+        }
+      }
+      Statement st(db, "SELECT COUNT(*) FROM artifacts");
+      RETURN_IF_ERROR(st.status());
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (row) stats.artifacts = st.Int(0);
+      return absl::OkStatus();
+    };
+    absl::Status status = body();
+    sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+    if (!status.ok()) return status;
+    return stats;
+  });
+}
+
 absl::StatusOr<StoreSnapshot> SqliteJobStore::LoadActive() {
   return impl_->Read([&](sqlite3* db) -> absl::StatusOr<StoreSnapshot> {
     StoreSnapshot snap;
@@ -742,6 +915,59 @@ absl::StatusOr<StoreSnapshot> SqliteJobStore::LoadActive() {
     sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
     if (!s.ok()) return s;
     return snap;
+  });
+}
+
+absl::StatusOr<StageLogPage> SqliteJobStore::ReadStageLog(const std::string& job,
+                                                          const std::string& stage,
+                                                          int64_t after_line, int limit) {
+  return impl_->Read([&](sqlite3* db) -> absl::StatusOr<StageLogPage> {
+    StageLogPage page;
+    RETURN_IF_ERROR(Exec(db, "BEGIN"));  // lines and counts from one view
+    auto body = [&]() -> absl::Status {
+      {
+        Statement st(db, stage.empty()
+                             ? "SELECT record FROM log_lines WHERE job = ? AND line > ? "
+                               "ORDER BY line LIMIT ?"
+                             : "SELECT record FROM log_lines WHERE job = ? AND line > ? "
+                               "AND stage = ? ORDER BY line LIMIT ?");
+        RETURN_IF_ERROR(st.status());
+        st.Bind(1, job).Bind(2, after_line);
+        if (stage.empty()) {
+          st.Bind(3, int64_t{limit} + 1);
+        } else {
+          st.Bind(3, stage).Bind(4, int64_t{limit} + 1);
+        }
+        while (true) {
+          ASSIGN_OR_RETURN(bool row, st.Step());
+          if (!row) break;
+          if (static_cast<int>(page.lines.size()) == limit) {
+            page.more = true;
+            break;
+          }
+          mpt::v1::LogLine line;
+          RETURN_IF_ERROR(st.Proto(0, &line));
+          page.lines.push_back(std::move(line));
+        }
+      }
+      Statement st(db, stage.empty() ? "SELECT stage, dropped FROM log_stages WHERE job = ? "
+                                       "AND dropped > 0"
+                                     : "SELECT stage, dropped FROM log_stages WHERE job = ? "
+                                       "AND dropped > 0 AND stage = ?");
+      RETURN_IF_ERROR(st.status());
+      st.Bind(1, job);
+      if (!stage.empty()) st.Bind(2, stage);
+      while (true) {
+        ASSIGN_OR_RETURN(bool row, st.Step());
+        if (!row) break;
+        page.dropped[st.Text(0)] = st.Int(1);
+      }
+      return absl::OkStatus();
+    };
+    absl::Status s = body();
+    sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+    if (!s.ok()) return s;
+    return page;
   });
 }
 

@@ -14,6 +14,7 @@
 #define MPT_SERVER_JOB_STORE_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,6 +39,31 @@ struct RequestIdRecord {
   std::string fingerprint;
 };
 
+// Log lines a worker sent for one assignment of a stage (LogLine.sequence,
+// time, severity, text set). The store keeps, per assignment, the last
+// sequence it stored: lines numbered up to it are dropped (a batch sent
+// again), a gap before a line adds a note saying how many lines the worker
+// dropped. Each stored line gets the job's next line number. Then the
+// stage's oldest lines are dropped (and counted) until it is within the
+// store's bound.
+struct StageLogAppend {
+  std::string job;
+  std::string stage;
+  std::string assignment;
+  std::vector<mpt::v1::LogLine> lines;
+};
+
+// What ReadStageLog() returns.
+struct StageLogPage {
+  // In line order; `line`, `stage` and `assignment` set.
+  std::vector<mpt::v1::LogLine> lines;
+  // More lines follow the page.
+  bool more = false;
+  // Per stage read: lines dropped to keep it within the bound (stages that
+  // dropped none are absent).
+  std::map<std::string, int64_t> dropped;
+};
+
 struct StoreWrite {
   std::vector<coordinator::JobRecord> jobs;  // key: job.name
   // key: (job name, stage.id)
@@ -52,8 +78,19 @@ struct StoreWrite {
   std::vector<mpt::v1::JobEvent> events;
   // The key (request_id) must be new.
   std::vector<RequestIdRecord> request_ids;
+  // Log lines, appended in order (see StageLogAppend).
+  std::vector<StageLogAppend> logs;
 
   bool empty() const;
+};
+
+// Counts for monitoring (ReadStats()).
+struct StoreStats {
+  // Jobs and stages by state (the JobState enum's number -> count); states
+  // with no job are absent.
+  std::map<int, int64_t> jobs_by_state;
+  std::map<int, int64_t> stages_by_state;
+  int64_t artifacts = 0;
 };
 
 // The state of every unfinished job, as the coordinator needs it to resume.
@@ -127,6 +164,18 @@ class JobStore {
 
   // Everything LoadActive() describes.
   virtual absl::StatusOr<StoreSnapshot> LoadActive() = 0;
+
+  // Counts of what the store holds, read in one transaction of the reading
+  // connection (it never waits for a commit). The default is UNIMPLEMENTED
+  // (stores for tests).
+  virtual absl::StatusOr<StoreStats> ReadStats();
+
+  // Up to `limit` log lines of job `job` with line > `after_line`, of stage
+  // `stage` only unless it is empty, in line order. An unknown job or stage
+  // has no lines.
+  virtual absl::StatusOr<StageLogPage> ReadStageLog(const std::string& job,
+                                                    const std::string& stage,
+                                                    int64_t after_line, int limit) = 0;
 };
 
 struct SqliteJobStoreOptions {
@@ -139,6 +188,10 @@ struct SqliteJobStoreOptions {
   // Migrate the database up to this schema version. Default: the newest
   // (kCurrentSchemaVersion); tests open older versions to check migrations.
   int target_schema_version = 0;
+  // The bound of each stage's log: beyond either, its oldest lines are
+  // dropped. Defaults 2000 lines and 512 KiB of text.
+  int64_t max_log_lines_per_stage = 2000;
+  int64_t max_log_bytes_per_stage = int64_t{512} << 10;
 };
 
 // SQLite in WAL mode. One connection writes, a second one reads, so reads
@@ -151,7 +204,8 @@ class SqliteJobStore final : public JobStore {
   //   2: idempotency keys (request_ids) and an index of artefacts by hash.
   //   3: the request's fingerprint stored with its idempotency key (keys
   //      migrated from 2 have an empty one).
-  static constexpr int kCurrentSchemaVersion = 3;
+  //   4: stage logs (log_lines, log_stages, log_sources, log_jobs).
+  static constexpr int kCurrentSchemaVersion = 4;
 
   // Opens or creates the database at `path` and migrates it, one version at
   // a time and each step in a transaction, to the target version.
@@ -182,6 +236,9 @@ class SqliteJobStore final : public JobStore {
   absl::StatusOr<std::optional<mpt::v1::Artifact>> ReadArtifact(const std::string& name) override;
   absl::StatusOr<int64_t> CountArtifactsWithSha256(const std::string& sha256) override;
   absl::StatusOr<StoreSnapshot> LoadActive() override;
+  absl::StatusOr<StoreStats> ReadStats() override;
+  absl::StatusOr<StageLogPage> ReadStageLog(const std::string& job, const std::string& stage,
+                                            int64_t after_line, int limit) override;
 
   class Impl;
 

@@ -16,7 +16,70 @@ bool WorkerSupports(const SchedulerWorker& worker, const std::string& collective
          worker.collectives.end();
 }
 
+namespace {
+
+// The pass without packing: ready stages onto idle workers, gangs held or
+// noted.
+std::vector<ScheduleAction> ScheduleStarts(const ClusterView& view);
+
+// Puts ready single-worker stages that got no worker of their own into the
+// packs of this pass's starts with the same key (see ScheduleAction::packed).
+void PackLeftovers(const ClusterView& view, std::vector<ScheduleAction>* actions) {
+  if (view.max_pack_size <= 1) return;
+  std::vector<std::vector<bool>> started(view.jobs.size());
+  for (size_t j = 0; j < view.jobs.size(); ++j) {
+    started[j].assign(view.jobs[j].stages.size(), false);
+  }
+  for (const ScheduleAction& a : *actions) {
+    if (a.kind == ScheduleAction::Kind::kStart) started[a.job][a.stage] = true;
+  }
+  // Per key, the starts that can take more stages, visited round-robin.
+  std::vector<ScheduleAction*> hosts;
+  for (ScheduleAction& a : *actions) {
+    if (a.kind != ScheduleAction::Kind::kStart || a.workers.size() != 1) continue;
+    if (view.jobs[a.job].stages[a.stage].pack_key.empty()) continue;
+    hosts.push_back(&a);
+  }
+  if (hosts.empty()) return;
+  size_t next = 0;
+  for (int j = 0; j < static_cast<int>(view.jobs.size()); ++j) {
+    const SchedulerJob& job = view.jobs[j];
+    for (int s = 0; s < static_cast<int>(job.stages.size()); ++s) {
+      const SchedulerStage& stage = job.stages[s];
+      if (!stage.ready || started[j][s] || stage.pack_key.empty() ||
+          std::max(1, stage.world_size) != 1) {
+        continue;
+      }
+      // The next host (round-robin) with the same key, room left and a
+      // worker that can run this job's model.
+      for (size_t tried = 0; tried < hosts.size(); ++tried) {
+        ScheduleAction* host = hosts[(next + tried) % hosts.size()];
+        const SchedulerStage& host_stage = view.jobs[host->job].stages[host->stage];
+        if (host_stage.pack_key != stage.pack_key ||
+            static_cast<int>(host->packed.size()) + 1 >= view.max_pack_size ||
+            !WorkerCanRun(view.workers[host->workers[0]], job.base_model)) {
+          continue;
+        }
+        host->packed.emplace_back(j, s);
+        started[j][s] = true;
+        next = (next + tried + 1) % hosts.size();
+        break;
+      }
+    }
+  }
+}
+
+}  // namespace
+
 std::vector<ScheduleAction> Schedule(const ClusterView& view) {
+  std::vector<ScheduleAction> actions = ScheduleStarts(view);
+  PackLeftovers(view, &actions);
+  return actions;
+}
+
+namespace {
+
+std::vector<ScheduleAction> ScheduleStarts(const ClusterView& view) {
   std::vector<ScheduleAction> actions;
   std::vector<int> idle;  // in registration order
   for (int i = 0; i < static_cast<int>(view.workers.size()); ++i) {
@@ -117,5 +180,7 @@ std::vector<ScheduleAction> Schedule(const ClusterView& view) {
   }
   return actions;
 }
+
+}  // namespace
 
 }  // namespace mpt

@@ -6,6 +6,7 @@
 #define MPT_SERVER_SCHEDULER_H_
 
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace mpt {
@@ -25,6 +26,9 @@ struct SchedulerStage {
   bool ready = false;
   // Ranks it needs (values below 1 count as 1).
   int world_size = 1;
+  // Stages with the same non-empty key may train in one pass on one worker
+  // (a source stage: the base model and prompt shape); empty: never packed.
+  std::string pack_key;
 };
 
 // A QUEUED or RUNNING job.
@@ -40,6 +44,9 @@ struct SchedulerJob {
 struct ClusterView {
   // Live workers in registration order.
   std::vector<SchedulerWorker> workers;
+  // Most stages one worker trains in one pass (see ScheduleAction::packed);
+  // 1 or less: no packing.
+  int max_pack_size = 1;
   // Unfinished jobs in scheduling order (higher priority first, then
   // submission order).
   std::vector<SchedulerJob> jobs;
@@ -61,6 +68,13 @@ struct ScheduleAction {
   int job = 0;    // index into ClusterView::jobs
   int stage = 0;  // index into that job's stages
   std::vector<int> workers;  // indices into ClusterView::workers
+  // kStart of a single-worker stage only: further (job, stage) pairs that
+  // start on the same worker in the same pass, all with the stage's
+  // pack_key. Only ready stages that found no idle worker of their own are
+  // packed, so packing never leaves a worker idle that could take a stage;
+  // they are spread round-robin over the pass's starts of the same key, in
+  // scheduling order, up to max_pack_size stages per worker.
+  std::vector<std::pair<int, int>> packed;
   std::string collective;
   int world_size = 0;
   int registered = 0;

@@ -17,7 +17,13 @@ _LIBS = {
     "gtest": (["gtest", "gmock"], []),
     "gtest_main": (["gtest_main", "gmock"], []),
     "gloo": ([], ["-L/usr/lib", "-lgloo", "-lpthread"]),
+    # cpp-httplib 0.11 (libcpp-httplib-dev): Debian builds it as a shared
+    # library; its -D flags (TLS, zlib, brotli) must match the build.
+    "httplib": (["cpp-httplib"], []),
 }
+
+# Libraries whose compile flags matter too: their -D flags become `defines`.
+_WITH_DEFINES = ["httplib"]
 
 # Libraries that register themselves from static constructors and so must be
 # linked even though nothing references them by symbol.
@@ -41,6 +47,14 @@ def _system_libs_impl(ctx):
     for name, (modules, fallback) in _LIBS.items():
         flags = _pkg_config(ctx, modules) if modules else fallback
         flags = [f for f in flags if f]
+        if name in _WITH_DEFINES:
+            res = ctx.execute(["pkg-config", "--cflags"] + modules)
+            if res.return_code != 0:
+                fail("pkg-config --cflags %s failed: %s\nRun tools/setup.sh." %
+                     (" ".join(modules), res.stderr))
+            defines = [f[2:] for f in res.stdout.strip().split(" ") if f.startswith("-D")]
+            lines.append("cc_library(name = %r, linkopts = %r, defines = %r)" % (name, flags, defines))
+            continue
         lines.append("cc_library(name = %r, linkopts = %r)" % (name, flags))
     for name, flags in _WHOLE_LIBS.items():
         lines.append("cc_library(name = %r, linkopts = %r, deps = [\":grpc\"])" % (name, flags))
@@ -59,5 +73,5 @@ def _system_libs_impl(ctx):
 system_libs = repository_rule(
     implementation = _system_libs_impl,
     local = True,
-    doc = "cc_library targets for Debian's gRPC, protobuf, Abseil, SentencePiece, SQLite, Gloo and GoogleTest.",
+    doc = "cc_library targets for Debian's gRPC, protobuf, Abseil, SentencePiece, SQLite, Gloo, cpp-httplib and GoogleTest.",
 )

@@ -19,7 +19,7 @@ import sys
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file
-from transformers import T5ForConditionalGeneration
+from transformers import AutoModelForSeq2SeqLM
 
 
 def main():
@@ -32,7 +32,7 @@ def main():
     args = p.parse_args()
 
     dump = load_file(args.dump)
-    base = T5ForConditionalGeneration.from_pretrained(args.model).eval()
+    base = AutoModelForSeq2SeqLM.from_pretrained(args.model).eval()  # T5 or mT5
     model = PeftModel.from_pretrained(base, args.adapter).eval()
     peft_type = model.peft_config["default"].peft_type
     batch = dump["input_ids"].shape[0]

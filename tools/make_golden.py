@@ -323,7 +323,8 @@ def outputs_dict(prefix, out):
 def check_head(model, out):
     """The logits must follow from the final decoder hidden state."""
     h = out.decoder_hidden_states[-1]
-    if model.config.scale_decoder_outputs:
+    # MT5Config has no such field: mT5 never scales.
+    if getattr(model.config, "scale_decoder_outputs", False):
         h = h * model.config.d_model**-0.5
     torch.testing.assert_close(h @ model.lm_head.weight.T, out.logits, rtol=1e-5, atol=1e-5)
 

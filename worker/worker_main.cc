@@ -29,12 +29,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/client_channel.h"
+#include "common/http_server.h"
+#include "common/metrics/gpu_metrics.h"
+#include "common/metrics/metrics_registry.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "worker/model/compute_threads.h"
 #include "worker/daemon/assignment_runner.h"
 #include "worker/daemon/coordinator_client.h"
 #include "worker/daemon/worker_daemon.h"
+#include "worker/daemon/worker_metrics.h"
 
 ABSL_FLAG(std::string, coordinator, "",
           "Coordinator address host:port (default: $MPT_COORDINATOR).");
@@ -71,6 +75,9 @@ ABSL_FLAG(std::string, tls_key, "", "PEM client key (mutual TLS).");
 ABSL_FLAG(std::string, tls_server_name, "", "Expected name in the coordinator's certificate.");
 ABSL_FLAG(std::string, token, "", "Bearer token (default: $MPT_TOKEN).");
 ABSL_FLAG(std::string, token_file, "", "File holding the bearer token.");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "host:port to serve Prometheus metrics on at /metrics, e.g. localhost:9100 (port 0 "
+          "picks a free one); empty (default): none.");
 
 namespace mpt {
 namespace {
@@ -199,6 +206,30 @@ int Main() {
     std::fprintf(stderr, "worker: %s\n", std::string(client.status().message()).c_str());
     return 2;
   }
+  // Declared before the daemon, which feeds it, and the HTTP server, which
+  // reads it.
+  MetricsRegistry metrics;
+  std::unique_ptr<WorkerMetrics> worker_metrics;
+  std::unique_ptr<HttpServer> metrics_server;
+  const std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  if (!metrics_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<WorkerMetrics>> m = WorkerMetrics::Create(&metrics);
+    if (!m.ok()) {
+      std::fprintf(stderr, "worker: %s\n", std::string(m.status().message()).c_str());
+      return 2;
+    }
+    worker_metrics = std::move(*m);
+    setup->daemon.progress_observer = worker_metrics.get();
+    if (setup->runner.device.rfind("cuda", 0) == 0) {
+      std::string why;
+      absl::Status gpu = AddGpuMetrics(&metrics, "libnvidia-ml.so.1", &why);
+      if (!gpu.ok()) {
+        std::fprintf(stderr, "worker: %s\n", std::string(gpu.message()).c_str());
+        return 2;
+      }
+      if (!why.empty()) MPT_LOG(WARNING) << "no GPU metrics: " << why;
+    }
+  }
   absl::StatusOr<std::unique_ptr<WorkerDaemon>> daemon =
       WorkerDaemon::Create(setup->daemon, client->get(), runner->get());
   if (!daemon.ok()) {
@@ -211,6 +242,34 @@ int Main() {
                 << Describe(*threads);
 
   WorkerDaemon* d = daemon->get();
+  if (worker_metrics != nullptr) {
+    absl::StatusOr<CounterFamily*> finished = metrics.AddCounter(
+        "mpt_worker_assignments_finished_total", "Assignments this worker ended (any outcome).");
+    if (finished.ok()) {
+      metrics.AddCollectHook([d, f = *finished] {
+        f->Labels({}).SetTotal(static_cast<double>(d->assignments_finished()));
+      });
+    }
+    HttpServerOptions http;
+    http.listen = metrics_listen;
+    http.threads = 2;
+    MetricsRegistry* registry = &metrics;
+    absl::StatusOr<std::unique_ptr<HttpServer>> server = HttpServer::Start(
+        http, {{"/metrics", [registry](const HttpRequest&) {
+                  HttpResponse r;
+                  r.content_type = kPrometheusTextContentType;
+                  r.body = registry->Render();
+                  return r;
+                }}});
+    if (!server.ok()) {
+      std::fprintf(stderr, "worker: --metrics_listen: %s\n",
+                   std::string(server.status().message()).c_str());
+      return 2;
+    }
+    metrics_server = std::move(*server);
+    MPT_LOG(INFO) << "metrics on " << metrics_listen << " (metrics port "
+                  << metrics_server->port() << ")";
+  }
   std::thread signal_thread([d] {
     char byte = 0;
     while (read(g_signal_pipe[0], &byte, 1) < 0 && errno == EINTR) {
@@ -225,6 +284,7 @@ int Main() {
   const char zero = 0;
   [[maybe_unused]] ssize_t n = write(g_signal_pipe[1], &zero, 1);
   signal_thread.join();
+  if (metrics_server != nullptr) metrics_server->Stop();
   if (!status.ok()) {
     std::fprintf(stderr, "worker: %s\n", std::string(status.message()).c_str());
     return 1;

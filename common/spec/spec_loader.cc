@@ -266,6 +266,8 @@ void ValidateTrain(absl::string_view stage, const TrainSpec& train,
   at_most("max_target_length", train.max_target_length(), kMaxSequenceLength);
   at_least("max_eval_examples", train.max_eval_examples(), 0);
   at_most("max_eval_examples", train.max_eval_examples(), kMaxEvalExamples);
+  at_least("length_bucket_batches", train.length_bucket_batches(), 0);
+  at_most("length_bucket_batches", train.length_bucket_batches(), kMaxLengthBucketBatches);
 
   const OptimizerSpec& opt = train.optimizer();
   std::string opt_prefix = absl::StrCat(prefix, "optimizer.");
@@ -350,6 +352,11 @@ void ValidateSource(const SourceTrainingSpec& source,
   ValidateInitText("source", source.init(), source.init_text(), problems);
   if (source.init() == "ADAPTERS" && source.init_adapters().empty()) {
     problems->Add("source.init_adapters", "required when init is \"ADAPTERS\"");
+  }
+  if (source.tasks_per_pass() < 0 || source.tasks_per_pass() > kMaxTasksPerPass) {
+    problems->Add("source.tasks_per_pass",
+                  absl::StrCat("must be in [0, ", kMaxTasksPerPass, "], got ",
+                               source.tasks_per_pass()));
   }
 }
 

@@ -118,6 +118,8 @@ inline constexpr int64_t kMaxRanks = 1024;  // prompt.num_ranks
 inline constexpr int64_t kMaxWorldSize = 1024;
 inline constexpr int kMaxTasks = 1000;  // tasks per stage
 inline constexpr int kMaxCandidates = 10'000;  // candidates per task
+inline constexpr int kMaxTasksPerPass = 64;  // source.tasks_per_pass
+inline constexpr int kMaxLengthBucketBatches = 10'000;  // train.length_bucket_batches
 
 // Checks a spec after ApplyDefaults(). OK, or INVALID_ARGUMENT listing
 // every problem, each as "<field path>: <problem>":

@@ -20,6 +20,7 @@ Job = service_pb2.Job
 JobEvent = service_pb2.JobEvent
 JobKind = service_pb2.JobKind
 JobState = service_pb2.JobState
+LogLine = service_pb2.LogLine
 
 FINAL_STATES = frozenset((JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED))
 
@@ -342,6 +343,43 @@ class Client:
         for _ in self.watch(name, after):
             pass
         return self.get(name)
+
+    def logs(self, name, stage="", follow=False, after_line=0, poll_seconds=1.0):
+        """The log lines (LogLine) of job `name`'s stages: of `stage` only
+        ("source/sst2", "distillation", ...) or of every stage in the order
+        they were stored, after line number `after_line`. Each line has
+        `stage`, `time`, `severity` and `text` (the worker's log line, a
+        progress line, or the error that failed the stage). With `follow`
+        the iterator keeps asking for new lines every `poll_seconds` until
+        the stage (or, without one, the job) is final and every line was
+        yielded, riding out an unreachable coordinator for up to
+        `reconnect_timeout` seconds; without it, it ends with the lines
+        stored now. Lines are never repeated. InvalidArgument for a
+        malformed stage id, NotFound for a stage the job does not have."""
+        request = service_pb2.GetStageLogsRequest(
+            name=job_name(name), stage=stage, after_line=after_line)
+        lost_since = None
+        while True:
+            try:
+                page = self._call(self._stub.GetStageLogs, request)
+            except errors.MptError as e:
+                if not follow or not errors.is_retryable(e):
+                    raise
+                now = time.monotonic()
+                if lost_since is None:
+                    lost_since = now
+                elif now - lost_since > self.reconnect_timeout:
+                    raise
+                time.sleep(poll_seconds)
+                continue
+            lost_since = None
+            yield from page.lines
+            request.after_line = page.last_line
+            if page.more:
+                continue
+            if not follow or page.done:
+                return
+            time.sleep(poll_seconds)
 
     # ----------------------------------------------------------- artefacts
 

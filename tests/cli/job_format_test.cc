@@ -84,5 +84,30 @@ TEST(WatchLine, StageStateChange) {
   EXPECT_EQ(Line(event), "[distillation] RUNNING: on 2 workers");
 }
 
+TEST(LogLineFormat, StageTimeSeverityAndText) {
+  mpt::v1::LogLine l;
+  l.set_stage("source/sst2");
+  l.set_assignment("jobs/j/stages/source/sst2/attempts/1/ranks/0");
+  l.mutable_time()->set_seconds(1700000000);  // 22:13:20 UTC
+  l.mutable_time()->set_nanos(123000000);
+  l.set_severity("WARNING");
+  l.set_text("worker_daemon.cc:12] slow disk");
+  EXPECT_EQ(FormatLogLine(l, absl::UTCTimeZone()),
+            "[source/sst2] 22:13:20.123 WARNING worker_daemon.cc:12] slow disk");
+}
+
+TEST(LogLineFormat, ALaterAttemptAndAnotherRankAreShown) {
+  mpt::v1::LogLine l;
+  l.set_stage("distillation");
+  l.set_assignment("jobs/j/stages/distillation/attempts/2/ranks/1");
+  l.set_severity("ERROR");
+  l.set_text("boom");
+  EXPECT_EQ(FormatLogLine(l, absl::UTCTimeZone()),
+            "[distillation attempt 2 rank 1] 00:00:00.000 ERROR boom");
+  EXPECT_EQ(FormatDroppedLines("distillation", 1),
+            "[distillation] ... 1 earlier line dropped (the coordinator keeps the newest lines "
+            "of each stage)");
+}
+
 }  // namespace
 }  // namespace mpt

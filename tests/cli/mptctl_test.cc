@@ -138,7 +138,41 @@ class FakeJobService final : public JobService::Service {
     return grpc::Status::OK;
   }
 
+  // Serves `log_lines` (line numbers 1, 2, ...) two at a time; of them
+  // only the first `log_visible` exist yet, and each call shows one more;
+  // `done` once all are visible and the page reaches the end.
+  grpc::Status GetStageLogs(grpc::ServerContext*, const mpt::v1::GetStageLogsRequest* request,
+                            mpt::v1::GetStageLogsResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    log_requests.push_back(*request);
+    if (request->stage() == "bogus") {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "stage: \"bogus\" is not a stage id");
+    }
+    int returned = 0;
+    for (int i = 0; i < log_visible && i < static_cast<int>(log_lines.size()); ++i) {
+      const mpt::v1::LogLine& l = log_lines[i];
+      if (l.line() <= request->after_line()) continue;
+      if (!request->stage().empty() && l.stage() != request->stage()) continue;
+      if (returned == 2) {
+        response->set_more(true);
+        break;
+      }
+      *response->add_lines() = l;
+      ++returned;
+    }
+    response->set_last_line(response->lines().empty()
+                                ? request->after_line()
+                                : response->lines(response->lines_size() - 1).line());
+    (*response->mutable_dropped_lines())["source/a"] = 7;
+    response->set_done(log_visible >= static_cast<int>(log_lines.size()) && !response->more());
+    log_visible = std::min<int>(log_visible + 1, static_cast<int>(log_lines.size()));
+    return grpc::Status::OK;
+  }
+
   absl::Mutex mu_;
+  std::vector<mpt::v1::LogLine> log_lines;
+  int log_visible = 0;
+  std::vector<mpt::v1::GetStageLogsRequest> log_requests;
   std::vector<mpt::v1::SubmitJobRequest> submitted;
   std::string last_token;
   grpc::Status submit_error = grpc::Status::OK;
@@ -536,6 +570,79 @@ TEST_F(MptctlTest, ListAndWorkers) {
   r = Run({"workers"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(absl::StrContains(r.out, "node-1")) << r.out;
+}
+
+// Lines of stages a and b, interleaved as the coordinator numbers them.
+void AddLogLines(FakeJobService* service) {
+  absl::MutexLock lock(&service->mu_);
+  const char* stages[] = {"source/a", "source/b", "source/a", "source/b", "source/a"};
+  for (int i = 0; i < 5; ++i) {
+    mpt::v1::LogLine l;
+    l.set_line(i + 1);
+    l.set_stage(stages[i]);
+    l.set_assignment(absl::StrCat("jobs/j1/stages/", stages[i], "/attempts/1/ranks/0"));
+    l.set_severity(i == 4 ? "ERROR" : "INFO");
+    l.set_text(absl::StrCat("line ", i + 1));
+    service->log_lines.push_back(l);
+  }
+  service->log_visible = 5;
+  mpt::v1::Job job;
+  job.set_name("jobs/j1");
+  job.add_stages()->set_id("source/a");
+  job.add_stages()->set_id("source/b");
+  service->jobs["jobs/j1"] = job;
+}
+
+TEST_F(MptctlTest, LogsPrintsEveryPageOfAStagePrefixedWithIt) {
+  AddLogLines(&service_);
+  Result r = Run({"logs", "j1", "--stage=source/a"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::vector<std::string> lines = absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 4u) << r.out;
+  EXPECT_NE(lines[0].find("[source/a] ... 7 earlier lines dropped"), std::string::npos) << r.out;
+  EXPECT_EQ(lines[1].rfind("[source/a] ", 0), 0u);
+  EXPECT_NE(lines[1].find(" INFO line 1"), std::string::npos) << lines[1];
+  EXPECT_NE(lines[3].find(" ERROR line 5"), std::string::npos) << lines[3];
+}
+
+TEST_F(MptctlTest, LogsWithoutAStageReadsTheStagesInTheJobsOrder) {
+  AddLogLines(&service_);
+  Result r = Run({"logs", "jobs/j1"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const size_t a5 = r.out.find("line 5");
+  const size_t b2 = r.out.find("line 2");
+  ASSERT_NE(a5, std::string::npos);
+  ASSERT_NE(b2, std::string::npos);
+  EXPECT_LT(a5, b2) << "stage a's lines come before stage b's:\n" << r.out;
+}
+
+TEST_F(MptctlTest, LogsFollowPrintsNewLinesOnceAndEndsWhenDone) {
+  AddLogLines(&service_);
+  {
+    absl::MutexLock lock(&service_.mu_);
+    service_.log_visible = 1;
+  }
+  Result r = Run({"logs", "j1", "--follow", "--poll_seconds=0.01"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (int i = 1; i <= 5; ++i) {
+    const std::string text = absl::StrCat("line ", i);
+    const size_t first = r.out.find(text);
+    ASSERT_NE(first, std::string::npos) << text << " missing:\n" << r.out;
+    EXPECT_EQ(r.out.find(text, first + 1), std::string::npos) << text << " twice:\n" << r.out;
+  }
+  absl::MutexLock lock(&service_.mu_);
+  // It polled while lines were appearing, each time from the last one seen.
+  EXPECT_GT(service_.log_requests.size(), 3u);
+  for (size_t i = 1; i < service_.log_requests.size(); ++i) {
+    EXPECT_GE(service_.log_requests[i].after_line(), service_.log_requests[i - 1].after_line());
+  }
+}
+
+TEST_F(MptctlTest, LogsOfABadStageExitsTwo) {
+  AddLogLines(&service_);
+  Result r = Run({"logs", "j1", "--stage=bogus"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("stage: \"bogus\""), std::string::npos) << r.err;
 }
 
 }  // namespace

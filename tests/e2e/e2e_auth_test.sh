@@ -62,6 +62,17 @@ mptctl --tls --tls_ca="$tls/ca.crt" --token_file="$tls/worker_token" --timeout_s
 # The users' token does.
 mptctl "${secure[@]}" list | grep -q "${job#jobs/}" || e2e_fail "list with the users' token misses $job"
 
+# Stage logs take the users' token like every other user call.
+mptctl "${secure[@]}" logs "$job" > "$E2E_DIR/logs.out" || e2e_fail "logs with the users' token failed"
+grep -q '^\[source/first\] ' "$E2E_DIR/logs.out" ||
+  e2e_fail "logs with the users' token show no line of source/first"
+for bad in wrong worker_token; do
+  rc=0
+  mptctl --tls --tls_ca="$tls/ca.crt" --token_file="$tls/$bad" --timeout_seconds=5 \
+    logs "$job" > /dev/null 2>"$E2E_DIR/err" || rc=$?
+  [ "$rc" -eq 7 ] || { cat "$E2E_DIR/err" >&2; e2e_fail "logs with the token file $bad: exit $rc, want 7"; }
+done
+
 # A worker with the wrong token, or with the users' token, is refused
 # registration for good and exits with 1.
 for bad in wrong token; do

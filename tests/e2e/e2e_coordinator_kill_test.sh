@@ -61,3 +61,26 @@ mptctl download "$job" --out="$E2E_DIR/adapters" > /dev/null
   "$E2E_DIR/adapters/source/last" "$E2E_DIR/adapters/source/count" \
   "$E2E_DIR/adapters/distillation" "$E2E_DIR/adapters/target/echo" \
   "$E2E_DIR/adapters/target/count2" >&2
+
+# The stage logs rode out the crash: every assignment's lines are stored
+# once each, numbered 1, 2, 3, ... without a gap (lines sent again to the
+# restarted coordinator were not stored twice, none were lost), and every
+# stage has some.
+mptctl logs "$job" --output=json > "$E2E_DIR/logs.jsonl"
+python3 - "$E2E_DIR/logs.jsonl" source/first source/last source/count distillation \
+    target/echo target/count2 <<'PY' || e2e_fail "the stage logs are not whole after the crash"
+import collections, json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+by_assignment = collections.defaultdict(list)
+for l in lines:
+    by_assignment[l["assignment"]].append(int(l["sequence"]))
+for assignment, seqs in sorted(by_assignment.items()):
+    if seqs != list(range(1, len(seqs) + 1)):
+        sys.exit("%s: sequences %s" % (assignment, seqs))
+stages = {l["stage"] for l in lines}
+missing = [s for s in sys.argv[2:] if s not in stages]
+if missing:
+    sys.exit("no log lines for %s" % missing)
+print("%d log lines from %d assignments, each once" % (len(lines), len(by_assignment)),
+      file=sys.stderr)
+PY

@@ -214,6 +214,23 @@ target {
     check(all(s.state == JobState.SUCCEEDED and s.artifact for s in job.stages),
           "a stage without success or adapter")
 
+    # Stage logs: every stage has lines, each once and in order; one stage
+    # alone; follow on a finished job ends; a bad stage names the field.
+    lines = list(client.logs(pipeline.name))
+    check(sorted({line.stage for line in lines}) == sorted(ids),
+          "log lines of stages %s" % sorted({line.stage for line in lines}))
+    numbers = [line.line for line in lines]
+    check(numbers == sorted(set(numbers)), "log line numbers repeat or go back")
+    first = list(client.logs(pipeline.name, stage="source/first", follow=True, poll_seconds=0.2))
+    check(first and all(line.stage == "source/first" for line in first), "logs of source/first")
+    check(any("FINISHED" in line.text for line in first), "no FINISHED line in source/first")
+    error = expect_error(mpt_client.InvalidArgument, "logs of a malformed stage",
+                         lambda: list(client.logs(pipeline.name, stage="nope")))
+    check("stage" in str(error), "the error does not name the stage field")
+    expect_error(mpt_client.NotFound, "logs of a stage the job lacks",
+                 lambda: list(client.logs(pipeline.name, stage="source/none")))
+    log("%d log lines over %d stages" % (len(lines), len(ids)))
+
     # Cancel a second, long job while it runs; cancelling again is refused.
     long_spec = dict(source_spec)
     long_spec["source"] = dict(source_spec["source"], train=train(20000, 10))

@@ -50,6 +50,10 @@ class FlakyJobStore : public JobStore {
     return real_->CountArtifactsWithSha256(sha256);
   }
   absl::StatusOr<StoreSnapshot> LoadActive() override { return real_->LoadActive(); }
+  absl::StatusOr<StageLogPage> ReadStageLog(const std::string& job, const std::string& stage,
+                                            int64_t after_line, int limit) override {
+    return real_->ReadStageLog(job, stage, after_line, limit);
+  }
 
  private:
   std::unique_ptr<JobStore> real_;

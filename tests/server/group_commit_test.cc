@@ -83,6 +83,10 @@ class GatedStore : public JobStore {
   }
   absl::StatusOr<int64_t> CountArtifactsWithSha256(const std::string&) override { return 0; }
   absl::StatusOr<StoreSnapshot> LoadActive() override { return StoreSnapshot{}; }
+  absl::StatusOr<StageLogPage> ReadStageLog(const std::string&, const std::string&, int64_t,
+                                            int) override {
+    return StageLogPage{};
+  }
 
  private:
   absl::Mutex mu_;

@@ -125,5 +125,82 @@ TEST(SchedulerTest, StartingAStageReArmsTheGangNote) {
   EXPECT_EQ(actions[1].registered, 1);
 }
 
+// Packing: source stages with the same key that find no idle worker ride
+// on the starts of the same pass, round-robin, up to max_pack_size a worker.
+SchedulerStage Packable(const std::string& key, bool ready = true) {
+  SchedulerStage s;
+  s.ready = ready;
+  s.world_size = 1;
+  s.pack_key = key;
+  return s;
+}
+
+TEST(SchedulerPackingTest, OffByDefault) {
+  ClusterView view;
+  view.workers = {Worker(true)};
+  view.jobs = {Job({Packable("k"), Packable("k"), Packable("k")})};
+  std::vector<ScheduleAction> actions = Schedule(view);
+  ASSERT_EQ(actions.size(), 1u);
+  EXPECT_TRUE(actions[0].packed.empty());
+}
+
+TEST(SchedulerPackingTest, LeftoverStagesOfOneOrSeveralJobsShareWorkersRoundRobin) {
+  ClusterView view;
+  view.max_pack_size = 3;
+  view.workers = {Worker(true), Worker(false), Worker(true)};
+  // Job 0: five ready source stages and one that waits; job 1 (same key):
+  // two more; job 2: another model's key.
+  view.jobs = {Job({Packable("m|T=20"), Packable("m|T=20"), Packable("m|T=20"),
+                    Packable("m|T=20"), Packable("m|T=20"), Packable("m|T=20", false)}),
+               Job({Packable("m|T=20"), Packable("m|T=20")}),
+               Job({Packable("x|T=20")}, "x")};
+  std::vector<ScheduleAction> actions = Schedule(view);
+  ASSERT_EQ(actions.size(), 2u);
+  // Stages 0 and 1 of job 0 got the idle workers 0 and 2; stages 2..4 of
+  // job 0 and 0..1 of job 1 are leftovers: alternately on each, two each
+  // at most (max_pack_size 3 counts the host's own stage), in order.
+  EXPECT_EQ(actions[0].workers, std::vector<int>{0});
+  EXPECT_EQ(actions[0].stage, 0);
+  EXPECT_EQ(actions[0].packed, (std::vector<std::pair<int, int>>{{0, 2}, {0, 4}}));
+  EXPECT_EQ(actions[1].workers, std::vector<int>{2});
+  EXPECT_EQ(actions[1].stage, 1);
+  EXPECT_EQ(actions[1].packed, (std::vector<std::pair<int, int>>{{0, 3}, {1, 0}}));
+  // Job 1's stage 1 and job 2 (another key, no host) wait for the next pass.
+}
+
+TEST(SchedulerPackingTest, IdleWorkersComeFirstAndKeysMustMatch) {
+  ClusterView view;
+  view.max_pack_size = 4;
+  view.workers = {Worker(true), Worker(true), Worker(true)};
+  view.jobs = {Job({Packable("a"), Packable("b"), Packable("a")})};
+  // Three stages, three idle workers: no packing at all.
+  std::vector<ScheduleAction> actions = Schedule(view);
+  ASSERT_EQ(actions.size(), 3u);
+  for (const ScheduleAction& a : actions) EXPECT_TRUE(a.packed.empty());
+
+  // One idle worker: the host is stage 0 (key "a"); stage 2 shares its key
+  // and joins; stage 1 (key "b") does not.
+  view.workers = {Worker(true)};
+  actions = Schedule(view);
+  ASSERT_EQ(actions.size(), 1u);
+  EXPECT_EQ(actions[0].stage, 0);
+  EXPECT_EQ(actions[0].packed, (std::vector<std::pair<int, int>>{{0, 2}}));
+}
+
+TEST(SchedulerPackingTest, GangsAndUnkeyedStagesAreNeverPacked) {
+  ClusterView view;
+  view.max_pack_size = 4;
+  view.workers = {Worker(true)};
+  SchedulerStage gang = Packable("a");
+  gang.world_size = 2;
+  SchedulerStage plain;
+  plain.ready = true;
+  view.jobs = {Job({Packable("a"), gang, plain})};
+  std::vector<ScheduleAction> actions = Schedule(view);
+  ASSERT_GE(actions.size(), 1u);
+  EXPECT_EQ(actions[0].kind, Kind::kStart);
+  EXPECT_TRUE(actions[0].packed.empty());
+}
+
 }  // namespace
 }  // namespace mpt

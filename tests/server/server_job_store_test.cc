@@ -62,7 +62,7 @@ TEST(SqliteJobStoreTest, MigratesAnOlderSchemaKeepingItsRows) {
   ASSERT_EQ(*SqliteJobStore::ReadSchemaVersion(path), 1);
   auto store = SqliteJobStore::Open(path);
   ASSERT_TRUE(store.ok()) << store.status();
-  EXPECT_EQ(*SqliteJobStore::ReadSchemaVersion(path), 3);
+  EXPECT_EQ(*SqliteJobStore::ReadSchemaVersion(path), SqliteJobStore::kCurrentSchemaVersion);
   auto job = (*store)->ReadJob("jobs/j1");
   ASSERT_TRUE(job.ok());
   ASSERT_TRUE(job->has_value());
@@ -75,6 +75,20 @@ TEST(SqliteJobStoreTest, MigratesAnOlderSchemaKeepingItsRows) {
   EXPECT_EQ((*found)->job, "jobs/j1");
   EXPECT_EQ((*found)->fingerprint, "f1");
   EXPECT_FALSE((*store)->FindRequestId("other")->has_value());
+  // Version 4 added stage logs.
+  StoreWrite logs;
+  StageLogAppend append;
+  append.job = "jobs/j1";
+  append.stage = "source/a";
+  append.assignment = "jobs/j1/stages/source/a/attempts/1/ranks/0";
+  append.lines.emplace_back().set_sequence(1);
+  append.lines.back().set_text("migrated");
+  logs.logs.push_back(append);
+  ASSERT_TRUE((*store)->Commit(logs).ok());
+  auto page = (*store)->ReadStageLog("jobs/j1", "source/a", 0, 10);
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->lines.size(), 1u);
+  EXPECT_EQ(page->lines[0].text(), "migrated");
 }
 
 TEST(SqliteJobStoreTest, MigratesVersionTwoKeysWithAnEmptyFingerprint) {
@@ -93,7 +107,7 @@ TEST(SqliteJobStoreTest, MigratesVersionTwoKeysWithAnEmptyFingerprint) {
   ASSERT_EQ(*SqliteJobStore::ReadSchemaVersion(path), 2);
   auto store = SqliteJobStore::Open(path);
   ASSERT_TRUE(store.ok()) << store.status();
-  EXPECT_EQ(*SqliteJobStore::ReadSchemaVersion(path), 3);
+  EXPECT_EQ(*SqliteJobStore::ReadSchemaVersion(path), SqliteJobStore::kCurrentSchemaVersion);
   auto found = (*store)->FindRequestId("old");
   ASSERT_TRUE(found.ok() && found->has_value()) << found.status();
   EXPECT_EQ((*found)->job, "jobs/j1");

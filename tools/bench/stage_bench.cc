@@ -8,10 +8,18 @@
 // product's own: PromptTrainer with the stage's step function and AdamW.
 // Prints step time, tokens per second (real input + target tokens, the
 // prompt not counted), the process's CPU time per step (user + system, all
-// threads: less disturbed by other load than wall time), the threads used
+// threads: less disturbed by other load than wall time; tokens per CPU-second
+// are its throughput figure), the threads used
 // (worker/model/compute_threads.h, the same choice as the worker's) and the
 // process's peak resident memory; --json prints one JSON object instead.
 // tools/bench/peft_bench.py times the same steps with PEFT and transformers.
+//
+// --pack=K (source stage) trains K source prompts in one pass
+// (worker/training/packed_trainer.h): each step holds every task's own batch
+// of --batch_size, and tokens/s count all of them, so the figure is the
+// worker's throughput over K tasks. --length_bucket_batches=N turns on
+// TrainSpec.length_bucket_batches; with --length_spread the printed real-
+// token fraction shows how much of each batch is padding.
 //
 // Model FLOPs per step count the matrix products only (2 m n k each):
 //   forward   every product of the encoder (prompt + input positions), the
@@ -55,6 +63,7 @@
 #include "worker/model/autocast.h"
 #include "worker/model/compute_threads.h"
 #include "worker/training/mpt_stages.h"
+#include "worker/training/packed_trainer.h"
 #include "worker/training/prompt_trainer.h"
 #include "worker/training/teacher_cache.h"
 #include "worker/model/t5_model.h"
@@ -75,6 +84,14 @@ ABSL_FLAG(int, teacher_cache_mib, -1,
           "Distillation: teacher outputs kept across steps, MiB (-1: the product's default, "
           "0: none). Use --warmup_steps to time the steady state once every example is cached.");
 ABSL_FLAG(int, warmup_steps, 1, "Untimed steps first.");
+ABSL_FLAG(int, pack, 0,
+          "Source stage: 0 trains one prompt with PromptTrainer; K >= 1 trains K source prompts in "
+          "one pass (PackedPromptTrainer), each task drawing its own batch of --batch_size, so a "
+          "step holds K x batch_size examples. Tokens/s count every task's tokens.");
+ABSL_FLAG(int, length_bucket_batches, 0,
+          "TrainSpec.length_bucket_batches (>= 2: length bucketing over windows of that many "
+          "batches; sampling becomes proportional). Use with --length_spread and "
+          "--examples_per_task well above --batch_size.");
 ABSL_FLAG(int, threads, 0,
           "Total compute threads, split between libtorch and BLAS as the worker splits them "
           "(0: every usable core).");
@@ -111,7 +128,7 @@ double PeakRssMiB() {
 class StepClock : public ProgressSink {
  public:
   void OnEvent(const ProgressEvent& e) override {
-    if (e.kind == ProgressKind::kStep) {
+    if (e.kind == ProgressKind::kStep && ++seen % every == 0) {
       // The step's queued GPU work (backward, AdamW) counts in its time.
       if (cuda_device >= 0) torch::cuda::synchronize(cuda_device);
       times.push_back(Clock::now());
@@ -122,6 +139,8 @@ class StepClock : public ProgressSink {
   }
   const TeacherCache* cache = nullptr;
   int cuda_device = -1;
+  int every = 1;  // step events per step (one per task of a pack)
+  int64_t seen = 0;
   std::vector<int64_t> hits, misses;
   std::vector<Clock::time_point> times;
   std::vector<double> cpu;
@@ -242,7 +261,11 @@ absl::Status Main() {
   const double load_seconds = std::chrono::duration<double>(Clock::now() - load_start).count();
   const double rss_after_load = PeakRssMiB();
 
-  const int tasks = stage == "source" ? 1 : absl::GetFlag(FLAGS_num_tasks);
+  const int pack = absl::GetFlag(FLAGS_pack);
+  if (pack < 0 || (pack > 0 && stage != "source")) {
+    return absl::InvalidArgumentError("--pack: K >= 1 applies to --stage=source only");
+  }
+  const int tasks = stage == "source" ? std::max(1, pack) : absl::GetFlag(FLAGS_num_tasks);
   const int batch = absl::GetFlag(FLAGS_batch_size);
   const int per_task = absl::GetFlag(FLAGS_examples_per_task) > 0
                            ? absl::GetFlag(FLAGS_examples_per_task)
@@ -262,8 +285,15 @@ absl::Status Main() {
   config.num_virtual_tokens = prompt_spec.num_virtual_tokens();
   config.token_dim = static_cast<int>(model->config().d_model);
   config.num_tasks = tasks;
+  if (pack > 0) config.num_tasks = 1;
   ASSIGN_OR_RETURN(SoftPrompt prompt, SoftPrompt::Random(config, 7));
   prompt.MoveTo(model->device());
+  std::vector<SoftPrompt> pack_prompts;
+  for (int k = 0; k < pack; ++k) {
+    ASSIGN_OR_RETURN(SoftPrompt p, SoftPrompt::Random(config, 7 + k));
+    p.MoveTo(model->device());
+    pack_prompts.push_back(std::move(p));
+  }
 
   at::Tensor teachers;
   StepFunction step;
@@ -298,13 +328,38 @@ absl::Status Main() {
   options.train.mutable_optimizer()->set_learning_rate(0.3);
   options.train.mutable_optimizer()->set_schedule("constant");
   options.train.mutable_optimizer()->set_max_grad_norm(1.0);
-  options.sampling = TaskSampling::kUniform;
+  const int bucket_batches = absl::GetFlag(FLAGS_length_bucket_batches);
+  options.train.set_length_bucket_batches(bucket_batches);
+  // Bucketing applies to proportional sampling only.
+  options.sampling = bucket_batches >= 2 ? TaskSampling::kProportional : TaskSampling::kUniform;
   options.stage = stage;
   LocalCommunicator comm;
-  PromptTrainer trainer(options, &prompt, &data, 0, &comm, &clock, nullptr);
   const auto start = Clock::now();
   const double cpu_start = CpuSeconds();
-  ASSIGN_OR_RETURN(TrainResult result, trainer.Run(step, nullptr));
+  if (pack > 0) {
+    // Each task logs every step; the clock keeps the last task's event of
+    // each step (the step's end).
+    options.train.set_steps(warmup + steps);
+    std::vector<PackMember> members;
+    std::vector<const SoftPrompt*> prompt_ptrs;
+    for (int k = 0; k < pack; ++k) {
+      PackMember m;
+      m.train = options.train;
+      m.task = absl::StrCat("task", k);
+      m.prompt = &pack_prompts[k];
+      m.examples = &data[k];
+      members.push_back(std::move(m));
+      prompt_ptrs.push_back(&pack_prompts[k]);
+    }
+    clock.every = pack;
+    PackedPromptTrainer trainer(stage, std::move(members), 0, &comm, &clock, nullptr);
+    PackedStepFunction packed_step = MakePackedPlmStep(
+        *model, PromptLayout::Peft(false, config.num_virtual_tokens, 1), prompt_ptrs);
+    ASSIGN_OR_RETURN(std::vector<TrainResult> results, trainer.Run(packed_step));
+  } else {
+    PromptTrainer trainer(options, &prompt, &data, 0, &comm, &clock, nullptr);
+    ASSIGN_OR_RETURN(TrainResult result, trainer.Run(step, nullptr));
+  }
   autocast_scope.reset();
   if (static_cast<int>(clock.times.size()) != warmup + steps) {
     return absl::InternalError("the trainer reported fewer steps than it ran");
@@ -320,10 +375,22 @@ absl::Status Main() {
   std::vector<int> sizes;
   for (const auto& set : data) sizes.push_back(static_cast<int>(set.size()));
   double real_tokens = 0, positions = 0, real_tokens_timed = 0;
+  const LengthBuckets buckets = MakeLengthBuckets(data, bucket_batches);
   for (int s = 0; s < warmup + steps; ++s) {
     std::vector<const TokenizedExample*> examples;
-    for (const ExampleRef& r : SampleBatch(options.train.seed(), s, batch, sizes, options.sampling)) {
-      examples.push_back(&data[r.task][r.index]);
+    if (pack > 0) {
+      for (int k = 0; k < pack; ++k) {
+        const LengthBuckets one = MakeLengthBuckets(data[k], bucket_batches);
+        for (const ExampleRef& r : SampleBatch(options.train.seed(), s, batch, {sizes[k]},
+                                               TaskSampling::kProportional, &one)) {
+          examples.push_back(&data[k][r.index]);
+        }
+      }
+    } else {
+      for (const ExampleRef& r :
+           SampleBatch(options.train.seed(), s, batch, sizes, options.sampling, &buckets)) {
+        examples.push_back(&data[r.task][r.index]);
+      }
     }
     Batch b = Collate(examples, 0);
     const double real = static_cast<double>(b.input_tokens + b.target_tokens);
@@ -335,7 +402,8 @@ absl::Status Main() {
 
   // FLOPs at the full stated lengths (the upper bound when lengths vary).
   StepFlops flops =
-      CountFlops(model->config(), batch, config.num_virtual_tokens,
+      CountFlops(model->config(), static_cast<int64_t>(batch) * std::max(1, pack),
+                 config.num_virtual_tokens,
                  absl::GetFlag(FLAGS_input_length), absl::GetFlag(FLAGS_target_length),
                  stage == "distillation");
   // Teacher rows served from the cache during the timed steps.
@@ -371,6 +439,10 @@ absl::Status Main() {
                       {"input_length", absl::GetFlag(FLAGS_input_length)},
                       {"target_length", absl::GetFlag(FLAGS_target_length)},
                       {"length_spread", spread},
+                      {"pack", pack},
+                      {"length_bucket_batches", bucket_batches},
+                      {"tokens_per_second_per_task", tokens_per_second / std::max(1, pack)},
+                      {"tokens_per_cpu_second", real_tokens_timed / cpu_seconds},
                       {"num_virtual_tokens", config.num_virtual_tokens},
                       {"threads", threads.plan.total},
                       {"intra_op_threads", threads.intra_op_threads},
@@ -404,10 +476,18 @@ absl::Status Main() {
     std::printf("stage %-13s batch %d x (%d + %d tokens), prompt %d\n", stage.c_str(), batch,
                 absl::GetFlag(FLAGS_input_length), absl::GetFlag(FLAGS_target_length),
                 config.num_virtual_tokens);
+    if (pack > 0) {
+      std::printf("  pack of %d source tasks in one pass (%d examples a step)\n", pack,
+                  pack * batch);
+    }
+    if (bucket_batches >= 2) {
+      std::printf("  length buckets over windows of %d batches\n", bucket_batches);
+    }
     std::printf("  %s\n", Describe(threads).c_str());
-    std::printf("  step %.1f ms (CPU %.1f ms)   %.0f tokens/s   real tokens %.1f%% of positions\n",
+    std::printf("  step %.1f ms (CPU %.1f ms)   %.0f tokens/s (%.0f per CPU-second)   real tokens "
+                "%.1f%% of positions\n",
                 step_ms, 1000.0 * cpu_seconds / steps, tokens_per_second,
-                100.0 * real_tokens / positions);
+                real_tokens_timed / cpu_seconds, 100.0 * real_tokens / positions);
     std::printf("  model FLOPs %.2f G/step (forward %.2f, input-gradient backward %.2f, teacher %.2f)"
                 "   %.1f GFLOP/s\n",
                 flops.total() / 1e9, flops.forward / 1e9, flops.backward / 1e9, flops.teacher / 1e9,

@@ -19,6 +19,7 @@ bool Retryable(const absl::Status& s) {
 
 void ProgressOutbox::OnEvent(const ProgressEvent& event) {
   if (!reports_) return;
+  if (log_ != nullptr) log_->AddProgress(event);
   if (event.kind == ProgressKind::kCheckpoint) {
     // Packed here, on the training thread, so that the trainer's next
     // write cannot change the folder under the archive.
@@ -56,6 +57,17 @@ void ProgressOutbox::Close(absl::Duration flush) {
     flush_deadline_ = absl::Now() + flush;
   }
   if (thread_.joinable()) thread_.join();
+}
+
+int64_t ProgressOutbox::AttachLogLines(mpt::v1::ReportProgressRequest* report) {
+  report->clear_log_lines();
+  if (log_ == nullptr) return 0;
+  std::vector<mpt::v1::LogLine> lines =
+      log_->Pending(options_.log_batch_lines, options_.log_batch_bytes);
+  if (lines.empty()) return 0;
+  const int64_t last = lines.back().sequence();
+  for (mpt::v1::LogLine& line : lines) *report->add_log_lines() = std::move(line);
+  return last;
 }
 
 bool ProgressOutbox::Settle(const absl::Status& status, const char* what) {
@@ -101,11 +113,21 @@ void ProgressOutbox::Loop() {
       } else if (!closing_ && checkpoint_.has_value()) {
         checkpoint = std::move(checkpoint_);
         checkpoint_.reset();
+      } else if (!closing_ && log_ != nullptr && now >= next_log_time_ && log_->HasPending()) {
+        // The lines alone: a report without progress.
+        report.emplace();
+        report->set_assignment(running_->id);
+        report->set_worker(running_->worker);
       } else {
         continue;
       }
     }
     if (report.has_value()) {
+      const int64_t last_line = AttachLogLines(&*report);
+      if (last_line > 0) {
+        absl::MutexLock lock(&mu_);
+        next_log_time_ = absl::Now() + options_.log_interval;
+      }
       absl::StatusOr<mpt::v1::ReportProgressResponse> response =
           client_->ReportProgress(*report);
       if (response.ok() && response->cancelled()) {
@@ -113,11 +135,15 @@ void ProgressOutbox::Loop() {
       }
       if (!Settle(response.status(), "ReportProgress")) {
         absl::MutexLock lock(&mu_);
-        if (from_queue) {
+        if (!report->has_progress()) {
+          // Lines only: they stay in the log and go with the next report.
+        } else if (from_queue) {
           queue_.push_front(std::move(*report));
         } else if (!step_.has_value()) {
           step_ = std::move(*report);
         }
+      } else if (last_line > 0) {
+        log_->Acknowledge(last_line);
       }
     } else if (checkpoint.has_value()) {
       absl::StatusOr<mpt::v1::Artifact> artifact =

@@ -16,6 +16,7 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "worker/daemon/outbox.h"
+#include "worker/daemon/stage_log.h"
 #include "common/progress/progress_proto.h"
 
 namespace mpt {
@@ -23,6 +24,20 @@ namespace mpt {
 namespace fs = std::filesystem;
 
 namespace {
+
+// Gives each event to the outbox, then to the observer.
+class TeeProgressSink final : public ProgressSink {
+ public:
+  TeeProgressSink(ProgressSink* first, ProgressSink* second) : first_(first), second_(second) {}
+  void OnEvent(const ProgressEvent& event) override {
+    first_->OnEvent(event);
+    if (second_ != nullptr) second_->OnEvent(event);
+  }
+
+ private:
+  ProgressSink* const first_;
+  ProgressSink* const second_;
+};
 
 bool Retryable(const absl::Status& s) {
   return s.code() == absl::StatusCode::kUnavailable ||
@@ -322,6 +337,10 @@ void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment, const std::str
     if (stopping_) return;
     running_ = running;
   }
+  // Every line this process logs from now until the end is reported is the
+  // stage's log (a worker runs one assignment at a time).
+  StageLog stage_log(options_.stage_log);
+  stage_log.Attach();
   MPT_LOG(INFO) << "assignment " << assignment.id() << ": stage " << assignment.stage()
                 << (assignment.world_size() > 1
                         ? absl::StrCat(", rank ", assignment.rank(), " of ",
@@ -348,7 +367,9 @@ void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment, const std::str
     outbox_options.progress_interval = options_.progress_interval;
     outbox_options.min_backoff = options_.min_backoff;
     outbox_options.max_backoff = options_.max_backoff;
-    ProgressOutbox outbox(client_, running.get(), outbox_options, /*reports=*/leader);
+    outbox_options.log_interval = options_.progress_interval;
+    ProgressOutbox outbox(client_, running.get(), outbox_options, /*reports=*/leader,
+                          &stage_log);
     Running* r = running.get();
     context.cancelled = [r] { return r->cancelled.load(); };
     context.set_abort = [r](std::function<void()> hook) { r->SetAbort(std::move(hook)); };
@@ -357,7 +378,9 @@ void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment, const std::str
       store = std::make_unique<CoordinatorRendezvousStore>(client_, assignment.group(),
                                                            context.cancelled);
     }
-    context.sink = &outbox;
+    TeeProgressSink tee(&outbox, options_.progress_observer);
+    context.sink = options_.progress_observer != nullptr ? static_cast<ProgressSink*>(&tee)
+                                                         : &outbox;
     context.store = store.get();
     absl::StatusOr<AssignmentOutput> ran;
     try {
@@ -420,6 +443,20 @@ void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment, const std::str
       complete.set_peer_failure(!running->cancelled.load() && assignment.world_size() > 1 &&
                                 (status.code() == absl::StatusCode::kUnavailable ||
                                  status.code() == absl::StatusCode::kDeadlineExceeded));
+    }
+    if (!status.ok()) {
+      // The reason goes into the stage's log, which a user reads through
+      // the coordinator.
+      MPT_LOG(ERROR) << assignment.id() << ": failed: " << complete.error();
+    }
+    stage_log.Detach();
+    if (stage_log.dropped() > 0) {
+      MPT_LOG(WARNING) << assignment.id() << ": " << stage_log.dropped()
+                       << " log lines were dropped while the coordinator was unreachable";
+    }
+    for (mpt::v1::LogLine& line :
+         stage_log.Pending(options_.stage_log.max_lines, options_.stage_log.max_bytes)) {
+      *complete.add_log_lines() = std::move(line);
     }
     if (output.final_progress.ByteSizeLong() > 0) {
       *complete.mutable_final_progress() = output.final_progress;

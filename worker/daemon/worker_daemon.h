@@ -50,6 +50,7 @@
 #include "proto/mpt/v1/service.pb.h"
 #include "worker/daemon/running_assignment.h"
 #include "worker/daemon/coordinator_client.h"
+#include "worker/daemon/stage_log.h"
 #include "common/progress/progress.h"
 #include "worker/collectives/rendezvous_store.h"
 
@@ -127,6 +128,15 @@ struct WorkerDaemonOptions {
   // Keep each assignment's folder after it ends (for debugging). Default
   // false: removed.
   bool keep_assignment_dirs = false;
+  // Borrowed, may be null (default): also gets every progress event of
+  // every stage this worker runs, on the stage's thread (the worker's
+  // metrics, worker_metrics.h). Must be thread-safe and quick.
+  ProgressSink* progress_observer = nullptr;
+  // The bound of an assignment's log lines held until the coordinator has
+  // them (see stage_log.h; defaults 2000 lines, 512 KiB). Every line the
+  // worker logs while an assignment runs, its progress and its error are
+  // sent with its progress reports and its completion.
+  StageLogOptions stage_log;
 };
 
 class WorkerDaemon {

@@ -80,9 +80,30 @@ Batch Collate(const std::vector<const TokenizedExample*>& examples, int pad_id) 
   return b;
 }
 
+LengthBuckets MakeLengthBuckets(const std::vector<std::vector<TokenizedExample>>& tasks,
+                                int window_batches) {
+  LengthBuckets out;
+  out.window_batches = window_batches;
+  for (const auto& task : tasks) {
+    out.keys.push_back(std::move(MakeLengthBuckets(task, window_batches).keys[0]));
+  }
+  return out;
+}
+
+LengthBuckets MakeLengthBuckets(const std::vector<TokenizedExample>& task, int window_batches) {
+  LengthBuckets out;
+  out.window_batches = window_batches;
+  out.keys.emplace_back();
+  for (const TokenizedExample& e : task) {
+    out.keys.back().push_back((static_cast<int64_t>(e.input_ids.size()) << 32) +
+                              static_cast<int64_t>(e.target_ids.size()));
+  }
+  return out;
+}
+
 std::vector<ExampleRef> SampleBatch(uint64_t seed, int64_t step, int batch_size,
                                     const std::vector<int>& task_sizes,
-                                    TaskSampling sampling) {
+                                    TaskSampling sampling, const LengthBuckets* buckets) {
   std::vector<ExampleRef> out;
   out.reserve(batch_size);
   if (sampling == TaskSampling::kUniform) {
@@ -98,6 +119,48 @@ std::vector<ExampleRef> SampleBatch(uint64_t seed, int64_t step, int batch_size,
   std::vector<int> offsets(task_sizes.size() + 1, 0);
   for (size_t k = 0; k < task_sizes.size(); ++k) offsets[k + 1] = offsets[k] + task_sizes[k];
   const int total = offsets.back();
+  auto ref = [&](int flat) {
+    int task = static_cast<int>(std::upper_bound(offsets.begin(), offsets.end(), flat) -
+                                offsets.begin()) - 1;
+    return ExampleRef{task, flat - offsets[task]};
+  };
+  const int64_t B = batch_size;
+  if (buckets != nullptr && buckets->window_batches >= 2 && B > 0) {
+    // The epoch of the batch's first slot and the part of it that whole
+    // batches cover: [first, last) in global positions, multiples of B.
+    const int64_t g = step * B;
+    const int64_t epoch = g / total;
+    const int64_t first = (epoch * total + B - 1) / B * B;
+    const int64_t last = (epoch + 1) * total / B * B;
+    if (g >= first && g + B <= last) {
+      const int64_t window_size = B * buckets->window_batches;
+      const int64_t window = (g - first) / window_size;
+      const int64_t begin = first + window * window_size;
+      const int64_t end = std::min(last, begin + window_size);
+      const std::vector<int> order = EpochOrder(seed, epoch, total);
+      std::vector<int> flat;
+      flat.reserve(end - begin);
+      for (int64_t p = begin; p < end; ++p) flat.push_back(order[p - epoch * total]);
+      auto key = [&](int f) {
+        const ExampleRef r = ref(f);
+        return buckets->keys[r.task][r.index];
+      };
+      std::stable_sort(flat.begin(), flat.end(), [&](int a, int b) { return key(a) < key(b); });
+      // The window's batches in a random order (Fisher-Yates, own draw).
+      const int n = static_cast<int>((end - begin) / B);
+      std::vector<int> batches(n);
+      std::iota(batches.begin(), batches.end(), 0);
+      std::mt19937_64 rng(Mix(seed, static_cast<uint64_t>(epoch), Mix(static_cast<uint64_t>(window),
+                                                                       0xb0c4e7)));
+      for (int i = n - 1; i > 0; --i) {
+        int j = static_cast<int>(rng() % static_cast<uint64_t>(i + 1));
+        std::swap(batches[i], batches[j]);
+      }
+      const int64_t chunk = batches[(g - begin) / B];
+      for (int64_t i = 0; i < B; ++i) out.push_back(ref(flat[chunk * B + i]));
+      return out;
+    }
+  }
   int64_t cached_epoch = -1;
   std::vector<int> order;
   for (int i = 0; i < batch_size; ++i) {
@@ -107,10 +170,7 @@ std::vector<ExampleRef> SampleBatch(uint64_t seed, int64_t step, int batch_size,
       order = EpochOrder(seed, epoch, total);
       cached_epoch = epoch;
     }
-    int flat = order[g % total];
-    int task = static_cast<int>(std::upper_bound(offsets.begin(), offsets.end(), flat) -
-                                offsets.begin()) - 1;
-    out.push_back({task, flat - offsets[task]});
+    out.push_back(ref(order[g % total]));
   }
   return out;
 }

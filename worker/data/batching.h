@@ -60,9 +60,32 @@ struct ExampleRef {
   int task = 0;
   int index = 0;
 };
+struct LengthBuckets;
 std::vector<ExampleRef> SampleBatch(uint64_t seed, int64_t step, int batch_size,
                                     const std::vector<int>& task_sizes,
-                                    TaskSampling sampling);
+                                    TaskSampling sampling,
+                                    const LengthBuckets* buckets = nullptr);
+
+// Length bucketing (TrainSpec.length_bucket_batches), so that a batch pads
+// little: with kProportional sampling, each epoch's order is cut into
+// windows of `window_batches` consecutive batches (aligned to the batch
+// grid); inside a window the examples are sorted by length (input, then
+// target), cut into batches, and the batches put in a random order drawn
+// from (seed, epoch, window). Every example is still seen once per epoch,
+// and the batches remain a pure function of (seed, step). The few batches
+// that straddle two epochs are drawn as without bucketing. kUniform
+// sampling is not bucketed.
+struct LengthBuckets {
+  int window_batches = 0;  // < 2: off
+  // keys[k][i]: the sort key of example i of task k.
+  std::vector<std::vector<int64_t>> keys;
+};
+
+// The keys of `tasks`' examples: input length, then target length.
+LengthBuckets MakeLengthBuckets(const std::vector<std::vector<TokenizedExample>>& tasks,
+                                int window_batches);
+// The same for one task.
+LengthBuckets MakeLengthBuckets(const std::vector<TokenizedExample>& task, int window_batches);
 
 // The part of a global batch that data-parallel rank `rank` of `world_size`
 // trains on: slots rank, rank + W, rank + 2W, ...

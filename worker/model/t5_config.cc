@@ -195,18 +195,25 @@ absl::StatusOr<T5Config> T5Config::FromJson(absl::string_view json_text,
 
   const Json* model_type = reader.Get("model_type");
   if (model_type == nullptr) {
-    return reader.Error("model_type", "is missing (expected \"t5\")");
+    return reader.Error("model_type", "is missing (expected \"t5\", \"mt5\" or \"umt5\")");
   }
   if (!model_type->is_string()) {
     return reader.Error("model_type",
                         absl::StrCat("must be a string, got ", TypeDescription(*model_type)));
   }
   config.model_type = model_type->get<std::string>();
-  if (config.model_type != "t5") {
+  if (config.model_type != "t5" && config.model_type != "mt5" && config.model_type != "umt5") {
     return reader.Error("model_type",
                         absl::StrCat("is \"", config.model_type,
-                                     "\", which is not a supported architecture (supported: \"t5\")"));
+                                     "\", which is not a supported architecture (supported: "
+                                     "\"t5\", \"mt5\", \"umt5\")"));
   }
+  const bool mt5 = config.model_type == "mt5";
+  // mT5 is T5 v1.1 with a larger vocabulary, UMT5 the same with a bias per
+  // layer; transformers' MT5Config and UMT5Config default to the gated
+  // feed-forward.
+  if (config.model_type != "t5") config.feed_forward_proj = "gated-gelu";
+  config.per_layer_position_bias = config.model_type == "umt5";
 
   ASSIGN_OR_RETURN(config.vocab_size, reader.RequiredSize("vocab_size"));
   ASSIGN_OR_RETURN(config.d_model, reader.RequiredSize("d_model"));
@@ -262,7 +269,18 @@ absl::StatusOr<T5Config> T5Config::FromJson(absl::string_view json_text,
   ASSIGN_OR_RETURN(std::optional<bool> tie, reader.Bool("tie_word_embeddings"));
   config.tie_word_embeddings = tie.value_or(true);
   ASSIGN_OR_RETURN(std::optional<bool> scale, reader.Bool("scale_decoder_outputs"));
-  config.scale_decoder_outputs = scale.value_or(config.tie_word_embeddings);
+  if (mt5) {
+    // MT5ForConditionalGeneration never scales the decoder output, whatever
+    // tie_word_embeddings says.
+    if (scale.value_or(false)) {
+      return reader.Error("scale_decoder_outputs",
+                          "is true, which mT5 does not have (an mT5 decoder output goes to the "
+                          "LM head unscaled); remove the field or set it to false");
+    }
+    config.scale_decoder_outputs = false;
+  } else {
+    config.scale_decoder_outputs = scale.value_or(config.tie_word_embeddings);
+  }
 
   ASSIGN_OR_RETURN(std::optional<int> pad, reader.TokenId("pad_token_id"));
   config.pad_token_id = pad.value_or(0);

@@ -1,7 +1,16 @@
 // The architecture settings of a Hugging Face T5 checkpoint (config.json).
 //
 // Covers the original T5 (ReLU feed-forward, tied embeddings, LM head input
-// scaled by d_model^-0.5) and T5 v1.1 / FLAN-T5 (gated GELU, no scaling).
+// scaled by d_model^-0.5), T5 v1.1 / FLAN-T5 (gated GELU, no scaling) and
+// mT5 (model_type "mt5": the T5 v1.1 architecture with a 250k vocabulary).
+// For "mt5" the rules are transformers' MT5Config and
+// MT5ForConditionalGeneration: feed_forward_proj defaults to "gated-gelu" and
+// the decoder output is never scaled (scale_decoder_outputs is false; true is
+// an error). The LM head is lm_head.weight when the checkpoint has it, else
+// the word embedding, as for T5. UMT5 ("umt5") is mT5 with a relative
+// attention bias in every layer; transformers' UMT5Config scales the decoder
+// output by the T5 rule (scale_decoder_outputs, else tie_word_embeddings,
+// else true) and also defaults to the gated feed-forward.
 // Only the fields that the architecture reads are kept; everything else in
 // config.json (dropout_rate, initializer_factor, task_specific_params, ...)
 // is ignored.
@@ -46,13 +55,16 @@ struct T5Config {
   int num_heads = 0;    // required
   int relative_attention_num_buckets = 32;
   int relative_attention_max_distance = 128;
+  // UMT5: every layer's self-attention has its own relative attention bias
+  // (T5 and mT5: the first layer's serves the whole stack).
+  bool per_layer_position_bias = false;
   double layer_norm_epsilon = 1e-6;
 
   // As written in config.json ("relu", "gated-gelu", ...). transformers'
   // rule: "gated-ACT" or "ACT"; ACT is an ACT2FN name, except that
   // "gated-gelu" means gelu_new (the tanh approximation), kept for
   // compatibility with the T5 v1.1 checkpoints.
-  std::string feed_forward_proj = "relu";
+  std::string feed_forward_proj = "relu";  // "gated-gelu" for mt5
   T5Activation dense_act = T5Activation::kRelu;
   bool is_gated_act = false;  // wi_0 / wi_1 instead of wi
 
@@ -75,12 +87,13 @@ struct T5Config {
 
   // Parses config.json text. INVALID_ARGUMENT, with a message that starts
   // with `source` and names the field, for: malformed JSON, a top level that
-  // is not an object, a model_type other than "t5" (or missing), an unknown
+  // is not an object, a model_type other than "t5", "mt5" or "umt5" (or
+  // missing), an unknown
   // feed_forward_proj, a missing or non-positive size (vocab_size, d_model,
   // d_kv, d_ff, num_layers, num_heads, and the optional sizes when given),
   // a token id that is negative, or a field of the wrong JSON type (sizes
   // and token ids must be integers, layer_norm_epsilon a positive number,
-  // tie_word_embeddings a boolean).
+  // tie_word_embeddings a boolean), scale_decoder_outputs true for mt5.
   static absl::StatusOr<T5Config> FromJson(absl::string_view json_text,
                                            absl::string_view source = "config.json");
 

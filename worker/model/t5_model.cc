@@ -32,6 +32,8 @@ struct BlockWeights {
   at::Tensor ff_norm;  // [d]
   at::Tensor wi;       // [d_ff, d], or [2 * d_ff, d] (wi_0, wi_1) when gated
   at::Tensor wo;       // [d, d_ff]
+  // UMT5 only: this layer's own relative attention bias, [buckets, H].
+  at::Tensor bias_table;
 };
 
 std::string ShapeString(at::IntArrayRef shape) {
@@ -244,10 +246,12 @@ absl::StatusOr<std::unique_ptr<T5Model>> T5Model::Load(const std::string& folder
         ASSIGN_OR_RETURN(at::Tensor v, loader.Get(self + "v.weight", {inner, d}));
         ASSIGN_OR_RETURN(b.self_o, loader.Get(self + "o.weight", {d, inner}));
         b.self_qkv = at::cat({q, k, v}, 0);
-        if (i == 0) {
-          ASSIGN_OR_RETURN(bias_table,
+        if (i == 0 || config.per_layer_position_bias) {
+          ASSIGN_OR_RETURN(at::Tensor table,
                            loader.Get(self + "relative_attention_bias.weight",
                                       {config.relative_attention_num_buckets, config.num_heads}));
+          if (i == 0) bias_table = table;
+          if (config.per_layer_position_bias) b.bias_table = table;
         }
         int ff_layer = 1;
         if (decoder) {
@@ -300,8 +304,12 @@ std::vector<at::Tensor> T5Model::Parameters() const {
   for (const std::vector<BlockWeights>* stack : {&w.encoder, &w.decoder}) {
     for (const BlockWeights& b : *stack) {
       for (const at::Tensor* t : {&b.self_norm, &b.self_qkv, &b.self_o, &b.cross_norm, &b.cross_q,
-                                  &b.cross_kv, &b.cross_o, &b.ff_norm, &b.wi, &b.wo}) {
-        if (t->defined()) out.push_back(*t);
+                                  &b.cross_kv, &b.cross_o, &b.ff_norm, &b.wi, &b.wo,
+                                  &b.bias_table}) {
+        if (t->defined() && !t->is_same(w.encoder_bias_table) &&
+            !t->is_same(w.decoder_bias_table)) {
+          out.push_back(*t);
+        }
       }
     }
   }
@@ -370,16 +378,20 @@ at::Tensor T5Model::Encode(const at::Tensor& inputs_embeds,
                                             attention_mask.size(1) == length),
               "T5Model::Encode: attention_mask must be [", batch, ", ", length, "], got ",
               attention_mask.defined() ? attention_mask.sizes() : at::IntArrayRef());
-  at::Tensor bias = PositionBias(length, length, 0, /*bidirectional=*/true, w.encoder_bias_table);
-  if (attention_mask.defined()) {
-    at::Tensor keep = (attention_mask != 0).view({batch, 1, 1, length});
-    bias = bias.expand({batch, heads, length, length})
-               .masked_fill(keep.logical_not(), LowestValue(dtype()));
-  }
+  at::Tensor keep;
+  if (attention_mask.defined()) keep = (attention_mask != 0).view({batch, 1, 1, length});
+  auto make_bias = [&](const at::Tensor& table) {
+    at::Tensor bias = PositionBias(length, length, 0, /*bidirectional=*/true, table);
+    if (!keep.defined()) return bias;
+    return bias.expand({batch, heads, length, length})
+        .masked_fill(keep.logical_not(), LowestValue(dtype()));
+  };
+  at::Tensor bias = make_bias(w.encoder_bias_table);
 
   at::Tensor h = inputs_embeds;
   for (size_t i = 0; i < w.encoder.size(); ++i) {
     const BlockWeights& b = w.encoder[i];
+    if (i > 0 && b.bias_table.defined()) bias = make_bias(b.bias_table);  // UMT5
     at::Tensor qkv = at::linear(LayerNorm(h, b.self_norm), b.self_qkv);
     std::vector<at::Tensor> parts = qkv.chunk(3, -1);
     at::Tensor attended = Attend(SplitHeads(parts[0], heads, d_kv), SplitHeads(parts[1], heads, d_kv),
@@ -457,14 +469,17 @@ at::Tensor T5Model::DecodeStep(const at::Tensor& step_embeds, const at::Tensor& 
                       (at::arange(steps, long_options).unsqueeze(1) + offset);  // [T, K]
   at::Tensor keep = causal.view({1, 1, steps, keys});
   if (state->self_mask.defined()) keep = keep.logical_and(state->self_mask.view({batch, 1, 1, keys}));
-  at::Tensor self_bias =
-      PositionBias(steps, keys, offset, /*bidirectional=*/false, w.decoder_bias_table)
-          .expand({keep.size(0), heads, steps, keys})
-          .masked_fill(keep.logical_not(), LowestValue(dtype()));
+  auto make_bias = [&](const at::Tensor& table) {
+    return PositionBias(steps, keys, offset, /*bidirectional=*/false, table)
+        .expand({keep.size(0), heads, steps, keys})
+        .masked_fill(keep.logical_not(), LowestValue(dtype()));
+  };
+  at::Tensor self_bias = make_bias(w.decoder_bias_table);
 
   at::Tensor h = step_embeds;
   for (size_t i = 0; i < w.decoder.size(); ++i) {
     const BlockWeights& b = w.decoder[i];
+    if (i > 0 && b.bias_table.defined()) self_bias = make_bias(b.bias_table);  // UMT5
     std::vector<at::Tensor> parts = at::linear(LayerNorm(h, b.self_norm), b.self_qkv).chunk(3, -1);
     at::Tensor k = SplitHeads(parts[1], heads, d_kv);
     at::Tensor v = SplitHeads(parts[2], heads, d_kv);

@@ -1,4 +1,5 @@
-// A frozen Hugging Face T5 encoder-decoder (T5ForConditionalGeneration) in
+// A frozen Hugging Face T5 encoder-decoder (T5ForConditionalGeneration, and
+// the mT5 and UMT5 variants; see t5_config.h) in
 // plain ATen ops, built for prompt tuning: every entry point takes
 // embeddings, so a training loop can put soft prompts in front of the word
 // embeddings and get gradients for the prompts only.
@@ -6,7 +7,8 @@
 // What it computes is what transformers' T5 computes in eval mode (no
 // dropout): RMS layer norm in fp32 without mean or bias, relative position
 // buckets (bidirectional in the encoder, causal in the decoder) computed once
-// per stack from the first block's bias table and shared by all blocks, no
+// per stack from the first block's bias table and shared by all blocks
+// (UMT5, model_type "umt5": each block's self-attention uses its own), no
 // 1/sqrt(d_kv) scaling of the attention scores, causal and padding masks
 // that set masked scores to the dtype's lowest value (a fully masked row
 // attends uniformly instead of producing NaN), cross-attention without

@@ -184,6 +184,66 @@ absl::StatusOr<TrainResult> TrainWithPlm(const StageEnv& env, const mpt::v1::Pro
   return trainer.Run(step, eval);
 }
 
+// Trains the source tasks `pack` (positions in `tasks`) together, prompt i
+// being (*prompts)[i], each as TrainWithPlm would train it alone: the same
+// data, batches, fingerprint and checkpoint folder (see RunSourceTraining
+// for a pack's folders under env.checkpoint_dir). Returns their outcomes
+// without adapters.
+absl::StatusOr<std::vector<TaskOutcome>> TrainSourcePack(const StageEnv& env,
+                                                         const mpt::v1::PromptSpec& spec,
+                                                         const mpt::v1::TrainSpec& train,
+                                                         const std::vector<TaskDataSet>& tasks,
+                                                         const std::vector<size_t>& pack,
+                                                         std::vector<SoftPrompt>* prompts) {
+  LocalCommunicator local;
+  Communicator* comm = env.comm ? env.comm : &local;
+  const std::string stage(kSourceStage);
+  // Per member: its one task (task id 0, as a separate run numbers it).
+  std::vector<std::vector<TaskDataSet>> ones;
+  std::vector<std::vector<TokenizedExample>> examples;
+  ones.reserve(pack.size());
+  examples.reserve(pack.size());
+  for (size_t k : pack) {
+    ones.push_back({tasks[k]});
+    examples.push_back(tasks[k].train);
+    for (auto& e : examples.back()) e.task_id = 0;
+  }
+  static const std::vector<int> kTaskZero{0};
+  std::vector<PackMember> members;
+  std::vector<const SoftPrompt*> prompt_ptrs;
+  for (size_t i = 0; i < pack.size(); ++i) {
+    SoftPrompt* prompt = &(*prompts)[i];
+    const std::string& name = tasks[pack[i]].spec.name();
+    PackMember m;
+    m.train = train;
+    m.task = name;
+    m.checkpoint_dir = !env.checkpoint_dir.empty() && pack.size() > 1
+                           ? Join(env.checkpoint_dir, name)
+                           : CheckpointDir(env, stage, name);
+    m.fingerprint = Fingerprint(stage, ones[i], spec, train, StartingPoint(*prompt));
+    prompt->MoveTo(env.model->device());
+    m.prompt = prompt;
+    m.examples = &examples[i];
+    m.eval = MakeEvalFunction(env, spec, train, ones[i], kTaskZero, prompt, stage);
+    members.push_back(std::move(m));
+    prompt_ptrs.push_back(prompt);
+  }
+  const PromptLayout layout = LayoutFor(spec, PromptKind::kPromptTuning);
+  PackedStepFunction step = MakePackedPlmStep(*env.model, layout, prompt_ptrs);
+  PackedPromptTrainer trainer(stage, std::move(members), env.tokenizer->pad_id(), comm, env.sink,
+                              env.cancelled);
+  ASSIGN_OR_RETURN(std::vector<TrainResult> results, trainer.Run(step));
+  std::vector<TaskOutcome> outcomes;
+  for (size_t i = 0; i < pack.size(); ++i) {
+    TaskOutcome outcome;
+    outcome.task = tasks[pack[i]].spec.name();
+    outcome.train = std::move(results[i]);
+    outcome.metrics = outcome.train.metrics;
+    outcomes.push_back(std::move(outcome));
+  }
+  return outcomes;
+}
+
 absl::StatusOr<SoftPrompt> InitialPrompt(const StageEnv& env, const SoftPromptConfig& config,
                                          const std::string& init_name,
                                          const std::string& init_text, uint64_t seed) {
@@ -250,6 +310,47 @@ StepFunction MakePlmStep(const T5Model& model, const PromptLayout& layout,
     StepLoss loss;
     loss.objective = plm.sum / global_tokens;
     loss.parts = {{"loss", loss.objective.item<double>()}};
+    return loss;
+  };
+}
+
+PackedStepFunction MakePackedPlmStep(const T5Model& model, const PromptLayout& layout,
+                                     std::vector<const SoftPrompt*> prompts) {
+  return [&model, layout, prompts = std::move(prompts)](
+             const Batch& batch,
+             const std::vector<double>& global_tokens) -> absl::StatusOr<PackedStepLoss> {
+    const int64_t k = static_cast<int64_t>(prompts.size());
+    if (static_cast<int64_t>(global_tokens.size()) != k) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "packed step: ", global_tokens.size(), " token counts for ", k, " prompts"));
+    }
+    const c10::Device device = model.device();
+    const at::Tensor members = batch.task_ids.to(device);
+    // Each row's prompt, gathered from the members' prompts: [B, T, d].
+    std::vector<at::Tensor> table;
+    table.reserve(k);
+    for (const SoftPrompt* p : prompts) table.push_back(p->TaskPrompt(0));
+    at::Tensor rows = at::stack(table).index_select(0, members);
+    Forwarded f = ForwardWithPrompt(model, layout, rows, batch);
+    // Per-row summed token losses, then per member.
+    const int64_t vocab = f.out.logits.size(-1);
+    at::Tensor log_probs = at::log_softmax(f.out.logits.reshape({-1, vocab}).to(at::kFloat), -1);
+    at::Tensor token_losses = at::nll_loss(log_probs, f.labels.reshape({-1}), /*weight=*/{},
+                                           at::Reduction::None, kIgnoreIndex);
+    at::Tensor row_sums = token_losses.reshape({f.labels.size(0), -1}).sum(1);
+    at::Tensor member_sums = at::zeros({k}, row_sums.options()).index_add(0, members, row_sums);
+    // A member that sits the step out has no rows: 0 / 1.
+    std::vector<double> counts(k, 1.0);
+    for (int64_t m = 0; m < k; ++m) {
+      if (global_tokens[m] > 0) counts[m] = global_tokens[m];
+    }
+    at::Tensor scaled =
+        member_sums / at::tensor(counts, at::TensorOptions().dtype(at::kDouble))
+                          .to(device, row_sums.scalar_type());
+    PackedStepLoss loss;
+    loss.objective = scaled.sum();
+    const at::Tensor values = scaled.detach().to(at::kCPU, at::kDouble).contiguous();
+    for (int64_t m = 0; m < k; ++m) loss.parts.push_back({{"loss", values[m].item<double>()}});
     return loss;
   };
 }
@@ -323,24 +424,30 @@ absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
                    LoadTaskData(spec.tasks(), spec.train(), *env.tokenizer));
   const SoftPromptConfig config =
       PromptConfig(prompt_spec, *env.model, PromptKind::kPromptTuning, 1);
-  std::vector<TaskOutcome> outcomes;
-  for (size_t k = 0; k < tasks.size(); ++k) {
-    const std::string& name = tasks[k].spec.name();
-    if (!only_tasks.empty() &&
-        std::find(only_tasks.begin(), only_tasks.end(), name) == only_tasks.end()) {
-      continue;
-    }
-    SoftPrompt prompt;
+  // Task k's initial prompt (seeded by its position in the spec).
+  auto initial = [&](size_t k) -> absl::StatusOr<SoftPrompt> {
     if (spec.init() == "ADAPTERS") {
       // SPoT-style transfer: start from a source prompt (or the mean of several).
       ASSIGN_OR_RETURN(std::vector<at::Tensor> prompts,
                        ReadPlainPrompts({spec.init_adapters().begin(), spec.init_adapters().end()},
                                         config, "source.init_adapters"));
-      ASSIGN_OR_RETURN(prompt, SoftPrompt::FromTensors(config, at::stack(prompts).mean(0)));
-    } else {
-      ASSIGN_OR_RETURN(prompt, InitialPrompt(env, config, spec.init(), spec.init_text(),
-                                             spec.train().seed() + k));
+      return SoftPrompt::FromTensors(config, at::stack(prompts).mean(0));
     }
+    return InitialPrompt(env, config, spec.init(), spec.init_text(), spec.train().seed() + k);
+  };
+  std::vector<size_t> selected;
+  for (size_t k = 0; k < tasks.size(); ++k) {
+    const std::string& name = tasks[k].spec.name();
+    if (only_tasks.empty() ||
+        std::find(only_tasks.begin(), only_tasks.end(), name) != only_tasks.end()) {
+      selected.push_back(k);
+    }
+  }
+  // Task k alone (a pack of one takes this path too: the same numbers as
+  // without packing).
+  auto train_alone = [&](size_t k) -> absl::StatusOr<TaskOutcome> {
+    const std::string& name = tasks[k].spec.name();
+    ASSIGN_OR_RETURN(SoftPrompt prompt, initial(k));
     std::vector<TaskDataSet> one{tasks[k]};
     TaskOutcome outcome;
     outcome.task = name;
@@ -349,6 +456,38 @@ absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
     outcome.metrics = outcome.train.metrics;
     outcome.adapter = Join(out_dir, name);
     RETURN_IF_ERROR(WriteAdapter(outcome.adapter, prompt, InfoFor(config, *env.model, {name})));
+    return outcome;
+  };
+  std::vector<TaskOutcome> outcomes;
+  if (spec.tasks_per_pass() > 1) {
+    const size_t per_pass = static_cast<size_t>(spec.tasks_per_pass());
+    for (size_t first = 0; first < selected.size(); first += per_pass) {
+      std::vector<size_t> pack(selected.begin() + first,
+                               selected.begin() + std::min(selected.size(), first + per_pass));
+      if (pack.size() == 1) {
+        ASSIGN_OR_RETURN(TaskOutcome outcome, train_alone(pack[0]));
+        outcomes.push_back(std::move(outcome));
+        continue;
+      }
+      std::vector<SoftPrompt> prompts;
+      for (size_t k : pack) {
+        ASSIGN_OR_RETURN(SoftPrompt p, initial(k));
+        prompts.push_back(std::move(p));
+      }
+      ASSIGN_OR_RETURN(std::vector<TaskOutcome> trained,
+                       TrainSourcePack(env, prompt_spec, spec.train(), tasks, pack, &prompts));
+      for (size_t i = 0; i < pack.size(); ++i) {
+        TaskOutcome& outcome = trained[i];
+        outcome.adapter = Join(out_dir, outcome.task);
+        RETURN_IF_ERROR(WriteAdapter(outcome.adapter, prompts[i],
+                                     InfoFor(config, *env.model, {outcome.task})));
+        outcomes.push_back(std::move(outcome));
+      }
+    }
+    return outcomes;
+  }
+  for (size_t k : selected) {
+    ASSIGN_OR_RETURN(TaskOutcome outcome, train_alone(k));
     outcomes.push_back(std::move(outcome));
   }
   return outcomes;

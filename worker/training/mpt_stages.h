@@ -22,6 +22,7 @@
 #include "worker/collectives/communicator.h"
 #include "common/progress/progress.h"
 #include "worker/prompts/prompt_inputs.h"
+#include "worker/training/packed_trainer.h"
 #include "worker/training/prompt_trainer.h"
 #include "worker/prompts/soft_prompt.h"
 #include "worker/model/t5_model.h"
@@ -66,6 +67,14 @@ struct TaskOutcome {
 StepFunction MakePlmStep(const T5Model& model, const PromptLayout& layout,
                          const SoftPrompt* prompt);
 
+// L_PLM of a pack (packed_trainer.h): row i of a batch carries the prompt
+// of member batch.task_ids[i]; `prompts[m]` is member m's prompt (all of one
+// kind and shape; a multitask prompt contributes its task 0). Each member's
+// summed token loss is divided by its own global target tokens; the parts
+// of member m are {"loss", that quotient}.
+PackedStepFunction MakePackedPlmStep(const T5Model& model, const PromptLayout& layout,
+                                     std::vector<const SoftPrompt*> prompts);
+
 struct DistillationLoss {
   double lambda = 0.9;       // weight of L_KL + L_hidden; 0: L_PLM alone
   double temperature = 1.0;  // tau of L_KL
@@ -90,7 +99,13 @@ StepFunction MakeDistillationStep(const T5Model& model, const mpt::v1::PromptSpe
 // Stage 1. For each source task: a plain prompt (RANDOM, TEXT, SAMPLE_VOCAB
 // or ADAPTERS init: the mean of spec.init_adapters' prompts),
 // trained with L_PLM, written to `<out_dir>/<task>`. Only tasks in
-// `only_tasks` run when it is non-empty (a worker given one task).
+// `only_tasks` run when it is non-empty (a worker given one task). With
+// spec.tasks_per_pass > 1 the tasks train in packs of up to that many
+// (PackedPromptTrainer); each ends as its separate run would, up to fp32
+// summation order. A pack of one task (a worker given one source task) runs
+// as without packing. A pack keeps each task's checkpoint in
+// `<env.checkpoint_dir>/<task>` when env.checkpoint_dir is set and the pack
+// has more than one task, else where a separate run keeps it.
 absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
     const StageEnv& env, const mpt::v1::PromptSpec& prompt,
     const mpt::v1::SourceTrainingSpec& spec, const std::string& out_dir,

@@ -121,6 +121,9 @@ absl::StatusOr<TrainResult> PromptTrainer::RunImpl(const StepFunction& step_fn,
     if (set.empty()) return absl::InvalidArgumentError("train data: a task has no examples");
     sizes.push_back(static_cast<int>(set.size()));
   }
+  const LengthBuckets buckets = train.length_bucket_batches() >= 2
+                                    ? MakeLengthBuckets(*train_sets_, train.length_bucket_batches())
+                                    : LengthBuckets{};
   const std::string& dir = options_.checkpoint_dir;
   const bool writes = comm_->rank() == 0 && !dir.empty();
   UpdateStep update(prompt_->Parameters(), train.optimizer(), comm_);
@@ -204,7 +207,7 @@ absl::StatusOr<TrainResult> PromptTrainer::RunImpl(const StepFunction& step_fn,
     // first all-reduce so that the whole gang stops before the same step.
     const bool stop_requested = cancelled_ && cancelled_();
     std::vector<ExampleRef> refs = ShardForRank(
-        SampleBatch(train.seed(), step, train.batch_size(), sizes, options_.sampling),
+        SampleBatch(train.seed(), step, train.batch_size(), sizes, options_.sampling, &buckets),
         comm_->rank(), comm_->world_size());
     std::vector<const TokenizedExample*> examples;
     examples.reserve(refs.size());

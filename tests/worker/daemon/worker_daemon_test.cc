@@ -5,6 +5,7 @@
 #include <atomic>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <stdexcept>
 #include <thread>
 
@@ -12,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "common/artifact_pack.h"
 #include "common/file_util.h"
+#include "common/logging.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
 #include "worker/daemon/fake_coordinator_client.h"
@@ -166,8 +168,10 @@ TEST_F(DaemonTest, RunsAnAssignmentAndUploadsCheckpointAndAdapter) {
   EXPECT_TRUE(saw_eval);
   EXPECT_TRUE(saw_step);
   EXPECT_FALSE(daemon_->worker_name().empty());
-  // The assignment's folder is cleaned up.
-  absl::SleepFor(absl::Milliseconds(50));
+  // The assignment's folder is cleaned up (just after the completion).
+  for (int i = 0; i < 500 && daemon_->assignments_finished() < 1; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
   EXPECT_EQ(daemon_->assignments_finished(), 1);
 }
 
@@ -352,7 +356,62 @@ TEST_F(DaemonTest, GangMemberBelowRankZeroDoesNotUploadButGetsAStore) {
   ASSERT_TRUE(client_.WaitForCompletions(1, absl::Seconds(10)));
   EXPECT_TRUE(client_.completions()[0].ok());
   EXPECT_TRUE(client_.uploads().empty());
-  EXPECT_TRUE(client_.progress().empty());
+  // A rank other than 0 sends no progress, only its log lines.
+  for (const auto& p : client_.progress()) EXPECT_FALSE(p.has_progress());
+}
+
+TEST_F(DaemonTest, LogLinesReachTheCoordinatorWithoutLossOrResendOfDeliveredOnes) {
+  FakeExecutor executor([this](const AssignmentContext& c) -> absl::StatusOr<AssignmentOutput> {
+    for (int i = 1; i <= 40; ++i) {
+      MPT_LOG(INFO) << "training line " << i;
+      c.sink->OnEvent(Step(i, 40));
+      if (i == 10) client_.SetAvailable(false);  // the coordinator goes away...
+      if (i == 25) client_.SetAvailable(true);   // ... and comes back
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return absl::InvalidArgumentError("data.jsonl:3: not a JSON object");
+  });
+  client_.AddAssignment(SourceAssignment("jobs/j/stages/source/max/attempts/1/ranks/0"));
+  Start(&executor);
+  ASSERT_TRUE(client_.WaitForCompletions(1, absl::Seconds(20)));
+  const mpt::v1::CompleteAssignmentRequest done = client_.completions()[0];
+  EXPECT_FALSE(done.ok());
+  // Every line delivered once: reports the fake answered are never sent
+  // again, and what was left goes with the completion.
+  std::map<int64_t, std::string> delivered;
+  auto take = [&](const mpt::v1::LogLine& l) {
+    EXPECT_TRUE(delivered.emplace(l.sequence(), l.text()).second)
+        << "line " << l.sequence() << " delivered twice: " << l.text();
+  };
+  int reports_with_lines = 0;
+  for (const auto& p : client_.progress()) {
+    reports_with_lines += p.log_lines_size() > 0;
+    for (const auto& l : p.log_lines()) take(l);
+  }
+  for (const auto& l : done.log_lines()) take(l);
+  EXPECT_GT(reports_with_lines, 1) << "lines should travel with the progress";
+  ASSERT_FALSE(delivered.empty());
+  EXPECT_EQ(delivered.begin()->first, 1);
+  EXPECT_EQ(delivered.rbegin()->first, static_cast<int64_t>(delivered.size()))
+      << "a gap in the sequence numbers";
+  int training_lines = 0;
+  for (const auto& [sequence, text] : delivered) {
+    training_lines += text.find("] training line ") != std::string::npos;
+  }
+  EXPECT_EQ(training_lines, 40);
+  // The progress as lines, and last the error that failed the stage.
+  bool saw_step = false;
+  for (const auto& [sequence, text] : delivered) {
+    saw_step |= text.find("STEP 40/40") != std::string::npos;
+  }
+  EXPECT_TRUE(saw_step);
+  bool saw_error = false;
+  for (const auto& l : done.log_lines()) {
+    saw_error |= l.severity() == "ERROR" &&
+                 l.text().find("failed: INVALID_ARGUMENT: data.jsonl:3: not a JSON object") !=
+                     std::string::npos;
+  }
+  EXPECT_TRUE(saw_error) << "the completion's lines lack the error";
 }
 
 TEST(RendezvousStoreTest, GetStopsWhenCancelled) {

@@ -2,7 +2,8 @@
 // T5 with ReLU and a tied, scaled head; T5 v1.1 with gated GELU, an untied
 // head and sharded weights) our encoder and decoder states, logits, loss,
 // greedy generations and rank-classification scores match what Hugging Face
-// transformers and PEFT computed (tools/make_golden.py), with and without
+// transformers and PEFT computed (tools/make_golden.py; the two mT5
+// checkpoints come from tools/make_golden_mt5.py), with and without
 // soft prompts in each of PEFT's layouts, and only the prompt gets
 // gradients.
 //
@@ -272,6 +273,17 @@ TEST_P(T5GoldenTest, ReducedPrecisionStaysClose) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, T5GoldenTest, ::testing::Values("t5_relu", "t5_gated"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param;
+                         });
+
+// mT5 (tools/make_golden_mt5.py): as published (untied head,
+// tie_word_embeddings false) and with MT5Config's defaults only (head tied
+// to the embedding, still unscaled), against MT5ForConditionalGeneration;
+// and UMT5 (a relative attention bias in every layer) against
+// UMT5ForConditionalGeneration.
+INSTANTIATE_TEST_SUITE_P(Mt5Checkpoints, T5GoldenTest,
+                         ::testing::Values("mt5", "mt5_tied", "umt5"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            return info.param;
                          });

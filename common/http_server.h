@@ -1,0 +1,97 @@
+// A small HTTP/1.1 server for read-only endpoints (/metrics, the dashboard
+// and its JSON), over Debian's cpp-httplib, whose header stays out of the
+// code that uses this one.
+//
+//   HttpServerOptions options;
+//   options.listen = "localhost:9090";
+//   ASSIGN_OR_RETURN(auto server, HttpServer::Start(options, {
+//       {"/metrics", [&](const HttpRequest&) { return MetricsResponse(registry); }}}));
+//   MPT_LOG(INFO) << "metrics on port " << server->port();
+//
+// Routing: a route whose path ends in '/' serves every path under it (the
+// longest such prefix wins); any other route serves its exact path. GET and
+// HEAD reach the handlers; other methods get 405. Unknown paths get 404.
+//
+// Thread-safety: handlers run on the server's worker threads, several at
+// once; they must be thread-safe and must not throw (an exception becomes a
+// 500 response).
+#ifndef MPT_COMMON_HTTP_SERVER_H_
+#define MPT_COMMON_HTTP_SERVER_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace mpt {
+
+struct HttpRequest {
+  std::string method;  // "GET" or "HEAD"
+  std::string path;    // decoded, without the query
+  // Decoded query parameters (a name may repeat).
+  std::multimap<std::string, std::string> params;
+  // Header names in lower case.
+  std::multimap<std::string, std::string> headers;
+
+  // The first value of query parameter or header `name`, "" when absent.
+  std::string Param(const std::string& name) const;
+  std::string Header(const std::string& lower_case_name) const;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+
+  static HttpResponse Text(int status, std::string body);
+};
+
+using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
+
+struct HttpServerOptions {
+  // host:port to listen on ("[::1]:8080" for IPv6); port 0 picks a free
+  // one (see HttpServer::port()). Default "localhost:0".
+  std::string listen = "localhost:0";
+  // Worker threads serving requests. Default 4.
+  int threads = 4;
+};
+
+class HttpServer {
+ public:
+  // Binds and starts serving `routes` (path -> handler; see Routing above)
+  // on a thread of its own. INVALID_ARGUMENT for a malformed listen
+  // address, a route that does not start with '/' or fewer than 1 thread;
+  // UNAVAILABLE when the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
+      const HttpServerOptions& options, std::vector<std::pair<std::string, HttpHandler>> routes);
+
+  // Calls Stop().
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // The port actually bound.
+  int port() const;
+  // Stops listening and waits for the serving thread. Idempotent.
+  void Stop();
+
+  class Impl;
+
+ private:
+  explicit HttpServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Splits "host:port" or "[v6]:port". INVALID_ARGUMENT naming `what` (the
+// flag) when the port is missing or not in 0..65535.
+absl::StatusOr<std::pair<std::string, int>> ParseHostPort(const std::string& listen,
+                                                          const std::string& what);
+
+}  // namespace mpt
+
+#endif  // MPT_COMMON_HTTP_SERVER_H_

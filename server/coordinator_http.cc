@@ -1,0 +1,348 @@
+#include "server/coordinator_http.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "server/dashboard/dashboard_files.h"
+
+namespace mpt {
+namespace {
+
+constexpr char kJson[] = "application/json; charset=utf-8";
+constexpr int kMaxEventsPerPage = 500;
+
+HttpResponse MetricsResponse(MetricsRegistry* registry) {
+  HttpResponse r;
+  r.content_type = kPrometheusTextContentType;
+  r.body = registry->Render();
+  return r;
+}
+
+// Compares without stopping at the first difference.
+bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i) diff |= a[i] ^ b[i % std::max<size_t>(1, b.size())];
+  return diff == 0;
+}
+
+// A JSON string literal of `text` (quotes included).
+std::string JsonString(absl::string_view text) {
+  std::string out = "\"";
+  for (unsigned char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buffer[8];
+          std::snprintf(buffer, sizeof(buffer), "\\u%04x", c);
+          out += buffer;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+HttpResponse JsonError(int status, absl::string_view message) {
+  HttpResponse r;
+  r.status = status;
+  r.content_type = kJson;
+  r.body = absl::StrCat("{\"error\":", JsonString(message), "}\n");
+  return r;
+}
+
+int HttpStatusOf(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument: return 400;
+    case absl::StatusCode::kNotFound: return 404;
+    case absl::StatusCode::kUnauthenticated: return 401;
+    case absl::StatusCode::kPermissionDenied: return 403;
+    case absl::StatusCode::kUnavailable: return 503;
+    case absl::StatusCode::kDeadlineExceeded: return 504;
+    default: return 500;
+  }
+}
+
+HttpResponse FromStatus(const absl::Status& status) {
+  return JsonError(HttpStatusOf(status), status.message());
+}
+
+absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.always_print_primitive_fields = true;
+  std::string out;
+  auto status = google::protobuf::util::MessageToJsonString(message, &out, options);
+  if (!status.ok()) {
+    return absl::InternalError(absl::StrCat("cannot write JSON: ", status.ToString()));
+  }
+  return out;
+}
+
+HttpResponse JsonResponse(const google::protobuf::Message& message) {
+  absl::StatusOr<std::string> json = ToJson(message);
+  if (!json.ok()) return FromStatus(json.status());
+  HttpResponse r;
+  r.content_type = kJson;
+  r.body = std::move(*json);
+  r.headers.push_back({"Cache-Control", "no-store"});
+  return r;
+}
+
+// A non-negative integer query parameter; `fallback` when absent.
+absl::StatusOr<int64_t> IntParam(const HttpRequest& request, const std::string& name,
+                                 int64_t fallback) {
+  const std::string text = request.Param(name);
+  if (text.empty()) return fallback;
+  int64_t value = 0;
+  if (!absl::SimpleAtoi(text, &value) || value < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": must be a non-negative integer, got \"", text, "\""));
+  }
+  return value;
+}
+
+class Routes {
+ public:
+  Routes(const CoordinatorHttpOptions& options, Coordinator* coordinator)
+      : token_(options.auth_token), core_(coordinator) {}
+
+  // OK when no token is needed or the request carries it.
+  bool Authorized(const HttpRequest& request) const {
+    if (token_.empty()) return true;
+    const std::string header = request.Header("authorization");
+    if (!header.empty() && ConstantTimeEquals(header, absl::StrCat("Bearer ", token_))) {
+      return true;
+    }
+    const std::string param = request.Param("token");
+    return !param.empty() && ConstantTimeEquals(param, token_);
+  }
+
+  HttpResponse Page(const HttpRequest& request) const {
+    if (!Authorized(request)) {
+      HttpResponse r = HttpResponse::Text(
+          401,
+          "This coordinator needs its API token: open the dashboard as /?token=<token> "
+          "(the page keeps it in memory and sends it as \"Authorization: Bearer\").\n");
+      r.headers.push_back({"WWW-Authenticate", "Bearer"});
+      return r;
+    }
+    return Static("index.html");
+  }
+
+  static HttpResponse Static(absl::string_view file) {
+    for (int i = 0; i < kDashboardFileCount; ++i) {
+      if (file != kDashboardFiles[i].name) continue;
+      HttpResponse r;
+      r.body.assign(kDashboardFiles[i].data, kDashboardFiles[i].size);
+      r.content_type = absl::EndsWith(file, ".html") ? "text/html; charset=utf-8"
+                       : absl::EndsWith(file, ".js") ? "text/javascript; charset=utf-8"
+                       : absl::EndsWith(file, ".css") ? "text/css; charset=utf-8"
+                                                      : "application/octet-stream";
+      r.headers.push_back({"X-Content-Type-Options", "nosniff"});
+      r.headers.push_back({"Content-Security-Policy",
+                           "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                           "img-src 'self' data: blob:"});
+      return r;
+    }
+    return HttpResponse::Text(404, absl::StrCat("not found: /static/", file, "\n"));
+  }
+
+  HttpResponse Api(const HttpRequest& request) const {
+    if (!Authorized(request)) {
+      HttpResponse r = JsonError(
+          401, "this coordinator needs \"Authorization: Bearer <token>\" (or ?token=<token>)");
+      r.headers.push_back({"WWW-Authenticate", "Bearer"});
+      return r;
+    }
+    const std::vector<absl::string_view> parts =
+        absl::StrSplit(absl::string_view(request.path).substr(5), '/');  // after "/api/"
+    if (parts.size() == 1 && parts[0] == "jobs") return ListJobs(request);
+    if (parts.size() == 1 && parts[0] == "workers") return Workers();
+    if (parts.size() == 2 && parts[0] == "jobs") {
+      absl::StatusOr<mpt::v1::Job> job = core_->GetJob(absl::StrCat("jobs/", parts[1]));
+      if (!job.ok()) return FromStatus(job.status());
+      return JsonResponse(*job);
+    }
+    if (parts.size() == 3 && parts[0] == "jobs" && parts[2] == "events") {
+      return Events(absl::StrCat("jobs/", parts[1]), request);
+    }
+    if (parts.size() == 3 && parts[0] == "jobs" && parts[2] == "logs") {
+      return Logs(absl::StrCat("jobs/", parts[1]), request);
+    }
+    return JsonError(404, absl::StrCat("no such endpoint: ", request.path));
+  }
+
+  HttpResponse Download(const HttpRequest& request) const {
+    if (!Authorized(request)) {
+      return HttpResponse::Text(401, "this coordinator needs its API token\n");
+    }
+    const std::string name = request.path.substr(std::string("/download/").size());
+    absl::StatusOr<ArtifactContent> content = core_->ReadArtifact(name);
+    if (!content.ok()) {
+      return HttpResponse::Text(HttpStatusOf(content.status()),
+                                absl::StrCat(content.status().message(), "\n"));
+    }
+    HttpResponse r;
+    r.content_type = "application/x-tar";
+    r.body = std::move(content->data);
+    std::string file = absl::StrCat(content->artifact.stage(), "-",
+                                    name.substr(name.rfind('/') + 1), ".tar");
+    std::replace(file.begin(), file.end(), '/', '_');
+    std::replace(file.begin(), file.end(), '"', '_');
+    r.headers.push_back({"Content-Disposition", absl::StrCat("attachment; filename=\"", file, "\"")});
+    r.headers.push_back({"X-Content-SHA256", content->artifact.sha256()});
+    return r;
+  }
+
+ private:
+  HttpResponse ListJobs(const HttpRequest& request) const {
+    mpt::v1::ListJobsRequest list;
+    absl::StatusOr<int64_t> page_size = IntParam(request, "page_size", 50);
+    if (!page_size.ok()) return FromStatus(page_size.status());
+    list.set_page_size(static_cast<int>(std::min<int64_t>(*page_size, 1000)));
+    list.set_page_token(request.Param("page_token"));
+    absl::StatusOr<mpt::v1::ListJobsResponse> page = core_->ListJobs(list);
+    if (!page.ok()) return FromStatus(page.status());
+    return JsonResponse(*page);
+  }
+
+  HttpResponse Events(const std::string& job, const HttpRequest& request) const {
+    absl::StatusOr<int64_t> after = IntParam(request, "after", 0);
+    if (!after.ok()) return FromStatus(after.status());
+    absl::StatusOr<int64_t> limit = IntParam(request, "limit", kMaxEventsPerPage);
+    if (!limit.ok()) return FromStatus(limit.status());
+    absl::StatusOr<std::vector<mpt::v1::JobEvent>> events = core_->ReadCommittedEvents(
+        job, *after, static_cast<int>(std::clamp<int64_t>(*limit, 1, kMaxEventsPerPage)));
+    if (!events.ok()) return FromStatus(events.status());
+    std::string body = "{\"events\":[";
+    for (size_t i = 0; i < events->size(); ++i) {
+      absl::StatusOr<std::string> json = ToJson((*events)[i]);
+      if (!json.ok()) return FromStatus(json.status());
+      absl::StrAppend(&body, i > 0 ? "," : "", *json);
+    }
+    body += "]}\n";
+    HttpResponse r;
+    r.content_type = kJson;
+    r.body = std::move(body);
+    r.headers.push_back({"Cache-Control", "no-store"});
+    return r;
+  }
+
+  HttpResponse Logs(const std::string& job, const HttpRequest& request) const {
+    mpt::v1::GetStageLogsRequest logs;
+    logs.set_name(job);
+    logs.set_stage(request.Param("stage"));
+    absl::StatusOr<int64_t> after = IntParam(request, "after_line", 0);
+    if (!after.ok()) return FromStatus(after.status());
+    absl::StatusOr<int64_t> page_size = IntParam(request, "page_size", 1000);
+    if (!page_size.ok()) return FromStatus(page_size.status());
+    logs.set_after_line(*after);
+    logs.set_page_size(static_cast<int>(std::min<int64_t>(*page_size, 5000)));
+    absl::StatusOr<mpt::v1::GetStageLogsResponse> page = core_->GetStageLogs(logs);
+    if (!page.ok()) return FromStatus(page.status());
+    return JsonResponse(*page);
+  }
+
+  // Every worker with what it runs: the stages of unfinished jobs that list
+  // it, and its rank there.
+  HttpResponse Workers() const {
+    struct Running {
+      std::string job, stage;
+      int rank = 0, world_size = 1;
+    };
+    std::map<std::string, std::vector<Running>> running;
+    mpt::v1::ListJobsRequest list;
+    list.set_page_size(1000);
+    list.add_states(mpt::v1::RUNNING);
+    list.add_states(mpt::v1::CANCELLING);
+    absl::StatusOr<mpt::v1::ListJobsResponse> jobs = core_->ListJobs(list);
+    if (!jobs.ok()) return FromStatus(jobs.status());
+    for (const mpt::v1::Job& stored : jobs->jobs()) {
+      // The committed copy is newer than the store's row for a running job.
+      absl::StatusOr<mpt::v1::Job> job = core_->GetJob(stored.name());
+      const mpt::v1::Job& j = job.ok() ? *job : stored;
+      for (const mpt::v1::Stage& s : j.stages()) {
+        for (int r = 0; r < s.workers_size(); ++r) {
+          running[s.workers(r)].push_back(Running{j.name(), s.id(), r, s.workers_size()});
+        }
+      }
+    }
+    const mpt::v1::ListWorkersResponse workers = core_->ListWorkers();
+    std::string body = "{\"workers\":[";
+    for (int i = 0; i < workers.workers_size(); ++i) {
+      absl::StatusOr<std::string> json = ToJson(workers.workers(i));
+      if (!json.ok()) return FromStatus(json.status());
+      // Append "running" to the worker's object.
+      std::string runs = "\"running\":[";
+      const auto it = running.find(workers.workers(i).name());
+      if (it != running.end()) {
+        for (size_t k = 0; k < it->second.size(); ++k) {
+          const Running& r = it->second[k];
+          absl::StrAppend(&runs, k > 0 ? "," : "", "{\"job\":", JsonString(r.job),
+                          ",\"stage\":", JsonString(r.stage), ",\"rank\":", r.rank,
+                          ",\"worldSize\":", r.world_size, "}");
+        }
+      }
+      runs += "]";
+      json->pop_back();  // the closing brace
+      absl::StrAppend(&body, i > 0 ? "," : "", *json, json->size() > 1 ? "," : "", runs, "}");
+    }
+    body += "]}\n";
+    HttpResponse r;
+    r.content_type = kJson;
+    r.body = std::move(body);
+    r.headers.push_back({"Cache-Control", "no-store"});
+    return r;
+  }
+
+  const std::string token_;
+  Coordinator* const core_;
+};
+
+}  // namespace
+
+std::vector<std::pair<std::string, HttpHandler>> CoordinatorHttpRoutes(
+    const CoordinatorHttpOptions& options, Coordinator* coordinator, MetricsRegistry* registry) {
+  auto routes = std::make_shared<Routes>(options, coordinator);
+  std::vector<std::pair<std::string, HttpHandler>> out;
+  out.emplace_back("/metrics",
+                   [registry](const HttpRequest&) { return MetricsResponse(registry); });
+  out.emplace_back("/", [routes](const HttpRequest& r) {
+    if (r.path == "/" || r.path == "/index.html") return routes->Page(r);
+    return HttpResponse::Text(404, absl::StrCat("not found: ", r.path, "\n"));
+  });
+  out.emplace_back("/static/", [](const HttpRequest& r) {
+    const absl::string_view file = absl::string_view(r.path).substr(8);
+    // The page itself needs the token (Page()); its scripts and styles hold
+    // no data.
+    if (file == "index.html") return HttpResponse::Text(404, "not found\n");
+    return Routes::Static(file);
+  });
+  out.emplace_back("/api/", [routes](const HttpRequest& r) { return routes->Api(r); });
+  out.emplace_back("/download/", [routes](const HttpRequest& r) { return routes->Download(r); });
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<HttpServer>> StartCoordinatorHttp(
+    const CoordinatorHttpOptions& options, Coordinator* coordinator, MetricsRegistry* registry) {
+  HttpServerOptions server;
+  server.listen = options.listen;
+  return HttpServer::Start(server, CoordinatorHttpRoutes(options, coordinator, registry));
+}
+
+}  // namespace mpt

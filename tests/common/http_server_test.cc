@@ -1,0 +1,95 @@
+// The HTTP server on loopback, with cpp-httplib's client as the other end.
+#include "common/http_server.h"
+
+#include <httplib.h>
+
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace mpt {
+namespace {
+
+HttpHandler Echo(const std::string& who) {
+  return [who](const HttpRequest& r) {
+    HttpResponse out = HttpResponse::Text(200, who + " " + r.path + " q=" + r.Param("q") +
+                                                   " auth=" + r.Header("authorization"));
+    out.headers.push_back({"X-Who", who});
+    return out;
+  };
+}
+
+TEST(HttpServerTest, RoutesExactPathsAndLongestPrefixes) {
+  HttpServerOptions options;
+  options.listen = "127.0.0.1:0";
+  auto server = HttpServer::Start(
+      options, {{"/metrics", Echo("metrics")}, {"/api/", Echo("api")},
+                {"/api/jobs/", Echo("jobs")}, {"/", Echo("root")}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_GT((*server)->port(), 0);
+  httplib::Client client("127.0.0.1", (*server)->port());
+
+  auto r = client.Get("/metrics?q=1", {{"Authorization", "Bearer x"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "metrics /metrics q=1 auth=Bearer x");
+  EXPECT_EQ(r->get_header_value("X-Who"), "metrics");
+  r = client.Get("/api/jobs/abc");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body, "jobs /api/jobs/abc q= auth=");
+  r = client.Get("/api/workers");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body, "api /api/workers q= auth=");
+  r = client.Get("/metrics/more");  // exact routes do not match below them
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body, "root /metrics/more q= auth=");
+  r = client.Get("/a%20b?q=x%26y");  // decoded
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body, "root /a b q=x&y auth=");
+  r = client.Post("/metrics", "x", "text/plain");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 405);
+  (*server)->Stop();
+  (*server)->Stop();  // idempotent
+}
+
+TEST(HttpServerTest, UnknownPathsAre404) {
+  HttpServerOptions options;
+  options.listen = "localhost:0";
+  auto server = HttpServer::Start(options, {{"/metrics", Echo("m")}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  httplib::Client client("127.0.0.1", (*server)->port());
+  auto r = client.Get("/other");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+}
+
+TEST(HttpServerTest, RefusesBadOptionsAndBusyPorts) {
+  HttpServerOptions options;
+  options.listen = "127.0.0.1";
+  EXPECT_EQ(HttpServer::Start(options, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  options.listen = "127.0.0.1:99999";
+  EXPECT_EQ(HttpServer::Start(options, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  options.listen = ":8080";
+  EXPECT_EQ(HttpServer::Start(options, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  options.listen = "127.0.0.1:0";
+  EXPECT_EQ(HttpServer::Start(options, {{"metrics", Echo("m")}}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto first = HttpServer::Start(options, {});
+  ASSERT_TRUE(first.ok());
+  options.listen = "127.0.0.1:" + std::to_string((*first)->port());
+  EXPECT_EQ(HttpServer::Start(options, {}).status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(HttpServerTest, ParsesHostPort) {
+  auto v6 = ParseHostPort("[::1]:9100", "--x");
+  ASSERT_TRUE(v6.ok());
+  EXPECT_EQ(v6->first, "::1");
+  EXPECT_EQ(v6->second, 9100);
+  auto bad = ParseHostPort("host:port", "--metrics_listen");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("--metrics_listen"), absl::string_view::npos);
+}
+
+}  // namespace
+}  // namespace mpt

@@ -1,0 +1,92 @@
+#include "worker/daemon/worker_metrics.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/metrics/process_metrics.h"
+#include "common/status_macros.h"
+
+namespace mpt {
+
+absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(MetricsRegistry* registry) {
+  std::unique_ptr<WorkerMetrics> m(new WorkerMetrics());
+  ASSIGN_OR_RETURN(m->steps_total_,
+                   registry->AddCounter("mpt_worker_steps_total",
+                                        "Optimiser steps this worker's stages reported."));
+  ASSIGN_OR_RETURN(m->step_, registry->AddGauge("mpt_worker_step",
+                                                "Step of the stage running (or last run)."));
+  ASSIGN_OR_RETURN(m->total_steps_,
+                   registry->AddGauge("mpt_worker_total_steps",
+                                      "Planned steps of the stage running (or last run)."));
+  ASSIGN_OR_RETURN(m->steps_per_second_,
+                   registry->AddGauge("mpt_worker_steps_per_second",
+                                      "Optimiser steps per second between the last two step "
+                                      "reports."));
+  ASSIGN_OR_RETURN(m->tokens_per_second_,
+                   registry->AddGauge("mpt_worker_tokens_per_second",
+                                      "Input and target tokens per second of the running stage, "
+                                      "all ranks of a gang together."));
+  ASSIGN_OR_RETURN(m->loss_, registry->AddGauge("mpt_worker_loss",
+                                                "Loss terms of the last step.", {"term"}));
+  ASSIGN_OR_RETURN(m->learning_rate_,
+                   registry->AddGauge("mpt_worker_learning_rate", "Learning rate of the last step."));
+  ASSIGN_OR_RETURN(m->eval_metric_,
+                   registry->AddGauge("mpt_worker_eval_metric",
+                                      "Results of the last evaluation (e.g. <task>/accuracy).",
+                                      {"name"}));
+  ASSIGN_OR_RETURN(m->events_, registry->AddCounter("mpt_worker_progress_events_total",
+                                                    "Progress events of this worker's stages.",
+                                                    {"kind"}));
+  ASSIGN_OR_RETURN(m->running_, registry->AddGauge("mpt_worker_assignment_running",
+                                                   "1 while a stage runs on this worker."));
+  RETURN_IF_ERROR(AddProcessMetrics(registry));
+  return m;
+}
+
+void WorkerMetrics::OnEvent(const ProgressEvent& event) {
+  events_->Labels({std::string(ProgressKindName(event.kind))}).Increment();
+  const std::string key = absl::StrCat(event.stage, "/", event.task);
+  switch (event.kind) {
+    case ProgressKind::kStarted: {
+      running_->Labels({}).Set(1);
+      absl::MutexLock lock(&mu_);
+      last_key_.clear();
+      last_step_ = -1;
+      break;
+    }
+    case ProgressKind::kFinished:
+    case ProgressKind::kFailed:
+      running_->Labels({}).Set(0);
+      steps_per_second_->Labels({}).Set(0);
+      break;
+    case ProgressKind::kEval:
+      for (const auto& [name, value] : event.metrics) eval_metric_->Labels({name}).Set(value);
+      break;
+    case ProgressKind::kStep: {
+      running_->Labels({}).Set(1);
+      step_->Labels({}).Set(static_cast<double>(event.step));
+      total_steps_->Labels({}).Set(static_cast<double>(event.total_steps));
+      tokens_per_second_->Labels({}).Set(event.tokens_per_second);
+      learning_rate_->Labels({}).Set(event.learning_rate);
+      for (const auto& [term, value] : event.losses) loss_->Labels({term}).Set(value);
+      absl::MutexLock lock(&mu_);
+      if (key == last_key_ && event.step > last_step_) {
+        steps_total_->Labels({}).Increment(static_cast<double>(event.step - last_step_));
+        if (event.elapsed_seconds > last_elapsed_) {
+          steps_per_second_->Labels({}).Set((event.step - last_step_) /
+                                            (event.elapsed_seconds - last_elapsed_));
+        }
+      } else if (key != last_key_) {
+        // The first report of a stage (or task) counts its steps from 0, or
+        // from where a resumed stage's report says it is.
+        steps_total_->Labels({}).Increment(event.step > 0 ? 1 : 0);
+      }
+      last_key_ = key;
+      last_step_ = event.step;
+      last_elapsed_ = event.elapsed_seconds;
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+}  // namespace mpt

@@ -1,0 +1,64 @@
+// The worker's Prometheus metrics, fed by the progress events of the stages
+// it runs (README.md, "Monitoring", lists them):
+//   mpt_worker_steps_total                optimiser steps done by this worker
+//   mpt_worker_step, mpt_worker_total_steps   of the stage running now
+//   mpt_worker_steps_per_second           between the last two step reports
+//   mpt_worker_tokens_per_second          as the stage reports it (all ranks)
+//   mpt_worker_loss{term}                 "loss", "plm", "kl", "hidden", ...
+//   mpt_worker_learning_rate
+//   mpt_worker_eval_metric{name}          the last evaluation ("<task>/accuracy")
+//   mpt_worker_progress_events_total{kind}
+//   mpt_worker_assignment_running         1 while a stage runs
+//   process_* (common/metrics/process_metrics.h): resident memory and more
+// Not exported: model FLOPs utilisation (the worker knows no peak FLOP/s of
+// its device). GPU utilisation and memory come from
+// common/metrics/gpu_metrics.h, registered by the worker's main for CUDA
+// devices.
+//
+// Thread-safety: OnEvent() may be called from any thread.
+#ifndef MPT_WORKER_DAEMON_WORKER_METRICS_H_
+#define MPT_WORKER_DAEMON_WORKER_METRICS_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/metrics/metrics_registry.h"
+#include "common/progress/progress.h"
+
+namespace mpt {
+
+class WorkerMetrics final : public ProgressSink {
+ public:
+  // Registers the families on `registry` (borrowed; must outlive the
+  // object), process metrics included. The registry's error.
+  static absl::StatusOr<std::unique_ptr<WorkerMetrics>> Create(MetricsRegistry* registry);
+
+  void OnEvent(const ProgressEvent& event) override;
+
+ private:
+  WorkerMetrics() = default;
+
+  CounterFamily* steps_total_ = nullptr;
+  GaugeFamily* step_ = nullptr;
+  GaugeFamily* total_steps_ = nullptr;
+  GaugeFamily* steps_per_second_ = nullptr;
+  GaugeFamily* tokens_per_second_ = nullptr;
+  GaugeFamily* loss_ = nullptr;
+  GaugeFamily* learning_rate_ = nullptr;
+  GaugeFamily* eval_metric_ = nullptr;
+  CounterFamily* events_ = nullptr;
+  GaugeFamily* running_ = nullptr;
+
+  absl::Mutex mu_;
+  // The last step report: its stage and task, step and elapsed seconds.
+  std::string last_key_ ABSL_GUARDED_BY(mu_);
+  int64_t last_step_ ABSL_GUARDED_BY(mu_) = -1;
+  double last_elapsed_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace mpt
+
+#endif  // MPT_WORKER_DAEMON_WORKER_METRICS_H_
