@@ -74,7 +74,12 @@ def _libtorch_impl(ctx):
         root = ctx.path(folder)
         if not root.get_child("include").exists or not root.get_child("lib").exists:
             fail("MPT_LIBTORCH=%s has no include/ and lib/ folders; point it at a libtorch folder or a torch wheel's torch/ folder" % folder)
-        ctx.symlink(root.get_child("include"), "include")
+        # Every header folder but google/: a wheel carries the headers of the
+        # protobuf it was built with, which would shadow the system protobuf
+        # that our generated code and gRPC are compiled against.
+        for child in root.get_child("include").readdir():
+            if child.basename != "google":
+                ctx.symlink(child, "include/" + child.basename)
         ctx.symlink(root.get_child("lib"), "lib")
         cuda = root.get_child("lib").get_child("libtorch_cuda.so").exists
         libs = ["lib/libtorch.so", "lib/libtorch_cpu.so", "lib/libc10.so"]
@@ -82,8 +87,19 @@ def _libtorch_impl(ctx):
             libs += ["lib/libtorch_cuda.so", "lib/libc10_cuda.so"]
         abi = _read_abi(ctx, root)
         defines = ["_GLIBCXX_USE_CXX11_ABI=" + abi] if abi else []
+        # A wheel's libtorch.so exports std::filesystem functions of the
+        # older libstdc++ it was built with (remove_all crashed a target
+        # stage's checkpoint). The system libstdc++ goes ahead of libtorch
+        # on the link line, so the dynamic linker binds those names to it.
+        ctx.symlink(ctx.path(ctx.os.environ.get("MPT_LIBSTDCXX", "/usr/lib/x86_64-linux-gnu/libstdc++.so.6")),
+                    "stdcxx/libstdc++.so.6")
         lines.append("""cc_library(
     name = "libtorch",
+    srcs = ["stdcxx/libstdc++.so.6"],
+    deps = [":libtorch_files"],
+)""")
+        lines.append("""cc_library(
+    name = "libtorch_files",
     hdrs = glob(["include/**"]),
     includes = ["include", "include/torch/csrc/api/include"],
     srcs = {libs},
@@ -111,7 +127,7 @@ def _libtorch_impl(ctx):
 
 libtorch_repository = repository_rule(
     implementation = _libtorch_impl,
-    environ = ["MPT_LIBTORCH", "MPT_CUDA"],
+    environ = ["MPT_LIBTORCH", "MPT_CUDA", "MPT_LIBSTDCXX"],
     local = True,
     doc = "libtorch: Debian's by default, or the folder that MPT_LIBTORCH names.",
 )

@@ -24,6 +24,7 @@
 #include "common/file_util.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "worker/model/autocast.h"
 #include "worker/model/compute_threads.h"
 #include "worker/training/mpt_stages.h"
 #include "worker/training/preflight.h"
@@ -46,6 +47,9 @@ ABSL_FLAG(std::string, progress, "auto",
           "auto (a live bar on a terminal, plain lines otherwise), plain, or none.");
 ABSL_FLAG(std::string, events, "", "Also write every progress event as JSON lines here.");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N].");
+ABSL_FLAG(std::string, autocast, "off",
+          "off, or bf16: the frozen model computes in bfloat16 under autocast while the "
+          "prompts and their optimiser state stay fp32 (worker/model/autocast.h).");
 ABSL_FLAG(int, threads, 0,
           "Compute threads in total, libtorch's and BLAS's together (0: every usable core; "
           "more than the usable cores is cut to them). See worker/model/compute_threads.h.");
@@ -141,10 +145,12 @@ absl::Status Main() {
   preflight.stage = stage;
   preflight.output_dirs = {out, work_dir};
   RETURN_IF_ERROR(PreflightCheck(spec, preflight));
+  ASSIGN_OR_RETURN(AutocastMode autocast, ParseAutocast(absl::GetFlag(FLAGS_autocast)));
   ComputeThreadOptions thread_options;
   thread_options.total = absl::GetFlag(FLAGS_threads);
   ASSIGN_OR_RETURN(ComputeThreads threads, ApplyComputeThreads(thread_options));
-  MPT_LOG(INFO) << "mpt_train: " << Describe(threads);
+  MPT_LOG(INFO) << "mpt_train: " << Describe(threads) << ", device "
+                << absl::GetFlag(FLAGS_device) << ", autocast " << AutocastName(autocast);
 
   T5LoadOptions load;
   try {
@@ -154,6 +160,8 @@ absl::Status Main() {
   }
   ASSIGN_OR_RETURN(std::unique_ptr<T5Model> model, T5Model::Load(spec.base_model(), load));
   ASSIGN_OR_RETURN(std::unique_ptr<T5Tokenizer> tokenizer, T5Tokenizer::Load(spec.base_model()));
+  // Every stage below trains and evaluates on this thread.
+  AutocastScope autocast_scope(load.device, autocast);
 
   FanOutProgressSink sink;
   const std::string mode = absl::GetFlag(FLAGS_progress);

@@ -43,6 +43,9 @@
 ABSL_FLAG(std::string, coordinator, "",
           "Coordinator address host:port (default: $MPT_COORDINATOR).");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
+ABSL_FLAG(std::string, autocast, "off",
+          "off, or bf16: the frozen model computes in bfloat16 under autocast while the "
+          "prompts and their optimiser state stay fp32 (worker/model/autocast.h).");
 ABSL_FLAG(std::vector<std::string>, models, {},
           "Comma-separated base-model folders this worker can load (as the specs name them); "
           "they are loaded at start-up and kept loaded.");
@@ -115,6 +118,7 @@ absl::StatusOr<Setup> SetupFromFlags() {
                    ResolveToken(absl::GetFlag(FLAGS_token), absl::GetFlag(FLAGS_token_file)));
 
   s.runner.device = absl::GetFlag(FLAGS_device);
+  s.runner.autocast = absl::GetFlag(FLAGS_autocast);
   for (const std::string& m : absl::GetFlag(FLAGS_models)) {
     if (m.empty()) continue;
     // As the specs name them: absolute and normalised (mptctl resolves
@@ -233,8 +237,9 @@ int Main() {
     return 2;
   }
   MPT_LOG(INFO) << "worker on " << setup->daemon.worker.hostname() << " (" << setup->runner.device
-                << "), coordinator " << setup->client.channel.address << ", work dir "
-                << setup->daemon.work_dir << "; " << Describe(*threads);
+                << ", autocast " << setup->runner.autocast << "), coordinator "
+                << setup->client.channel.address << ", work dir " << setup->daemon.work_dir << "; "
+                << Describe(*threads);
 
   WorkerDaemon* d = daemon->get();
   if (worker_metrics != nullptr) {
@@ -294,7 +299,8 @@ namespace {
 int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "The MPT worker daemon.\n"
-      "  worker --coordinator=HOST:PORT [--device=cpu|cuda:N] [--models=DIR,...] "
+      "  worker --coordinator=HOST:PORT [--device=cpu|cuda:N] [--autocast=off|bf16] "
+      "[--models=DIR,...] "
       "[--work_dir=DIR]");
   absl::ParseCommandLine(argc, argv);
   return mpt::Main();

@@ -12,8 +12,13 @@ before the encoder only, AdamW at a constant rate and gradient clipping at
   target        PEFT MultitaskPromptTuning, loss = CE
 
     python3 tools/bench/peft_bench.py --model /tmp/t5-small-random --stage source
+
+--device cuda runs on the GPU (each step timed after torch.cuda.synchronize);
+--autocast bf16 wraps the forward passes in torch.autocast(bfloat16), the
+prompts and AdamW staying fp32, as stage_bench's --autocast=bf16.
 """
 import argparse
+import contextlib
 import json
 import resource
 import time
@@ -47,14 +52,27 @@ def main():
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup_steps", type=int, default=1)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--autocast", default="off", choices=["off", "bf16"])
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize(dev)
+
+    def autocast():
+        if args.autocast == "bf16":
+            return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     t0 = time.perf_counter()
-    base = T5ForConditionalGeneration.from_pretrained(args.model).eval()
+    base = T5ForConditionalGeneration.from_pretrained(args.model).eval().to(dev)
     load_seconds = time.perf_counter() - t0
     rss_after_load = peak_rss_mib()
     d = base.config.d_model
@@ -67,32 +85,34 @@ def main():
         cfg = MultitaskPromptTuningConfig(task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=nv,
                                           num_transformer_submodules=1, num_tasks=tasks,
                                           num_ranks=1)
-    model = get_peft_model(base, cfg)
+    model = get_peft_model(base, cfg).to(dev)
     model.train()
     # The base model stays in eval mode (no dropout), as in the product.
     model.base_model.eval()
     params = [q for q in model.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=0.3, weight_decay=1e-5)
-    teachers = torch.randn(tasks, nv, d)
+    teachers = torch.randn(tasks, nv, d).to(dev)
     embed = base.get_input_embeddings()
 
     gen = torch.Generator().manual_seed(1234)
     vocab = base.config.vocab_size
 
     def step():
-        input_ids = random_batch(gen, args.batch_size, args.input_length, vocab)
-        labels = random_batch(gen, args.batch_size, args.target_length, vocab)
+        input_ids = random_batch(gen, args.batch_size, args.input_length, vocab).to(dev)
+        labels = random_batch(gen, args.batch_size, args.target_length, vocab).to(dev)
         mask = torch.ones_like(input_ids)
-        task_ids = torch.randint(0, tasks, (args.batch_size,), generator=gen)
+        task_ids = torch.randint(0, tasks, (args.batch_size,), generator=gen).to(dev)
         kwargs = {} if args.stage == "source" else {"task_ids": task_ids}
         opt.zero_grad()
-        out = model(input_ids=input_ids, attention_mask=mask, labels=labels,
-                    output_hidden_states=args.stage == "distillation", **kwargs)
+        with autocast():
+            out = model(input_ids=input_ids, attention_mask=mask, labels=labels,
+                        output_hidden_states=args.stage == "distillation", **kwargs)
         loss = out.loss
         if args.stage == "distillation":
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 t_embeds = torch.cat([teachers[task_ids], embed(input_ids)], 1)
-                t_mask = torch.cat([torch.ones(args.batch_size, nv, dtype=mask.dtype), mask], 1)
+                t_mask = torch.cat([torch.ones(args.batch_size, nv, dtype=mask.dtype,
+                                               device=dev), mask], 1)
                 t_out = base(inputs_embeds=t_embeds, attention_mask=t_mask, labels=labels,
                              output_hidden_states=True)
             real = (labels != -100).float()
@@ -107,9 +127,11 @@ def main():
 
     for _ in range(args.warmup_steps):
         step()
+    sync()
     start = time.perf_counter()
     for _ in range(args.steps):
         step()
+    sync()
     seconds = time.perf_counter() - start
     tokens = args.batch_size * (args.input_length + args.target_length)
     result = {
@@ -121,6 +143,8 @@ def main():
         "step_ms": 1000 * seconds / args.steps, "tokens_per_second": tokens * args.steps / seconds,
         "load_seconds": load_seconds, "rss_after_load_mib": rss_after_load,
         "peak_rss_mib": peak_rss_mib(), "torch": torch.__version__,
+        "device": str(dev), "autocast": args.autocast,
+        "peak_gpu_mib": torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else 0,
     }
     if args.json:
         print(json.dumps(result))

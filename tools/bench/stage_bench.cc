@@ -33,10 +33,14 @@
 //   teacher   (distillation) one more forward with the teacher's prompt,
 //             for the rows not served from the teacher cache.
 // Element-wise work (softmax, norms, the losses) is not counted. MFU is
-// those FLOPs per second over this machine's fp32 matrix-multiply peak,
-// measured in the same run with the same threads (best of a timed
-// 1024 x 1024 x 1024 at::mm and the step's largest product shapes).
+// those FLOPs per second over this machine's matrix-multiply peak, measured
+// in the same run: on the CPU the fp32 peak with the same threads (best of a
+// timed 1024 x 1024 x 1024 at::mm and the step's largest product shapes); on
+// CUDA the peak in the dtype the step's products run in (fp32, or bf16 with
+// --autocast=bf16; best of 8192^3 and the step's largest shapes), each step
+// timed after a device synchronisation.
 #include <sys/resource.h>
+#include <torch/cuda.h>
 #include <torch/utils.h>
 
 #include <array>
@@ -56,6 +60,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "worker/collectives/communicator.h"
+#include "worker/model/autocast.h"
 #include "worker/model/compute_threads.h"
 #include "worker/training/mpt_stages.h"
 #include "worker/training/packed_trainer.h"
@@ -96,6 +101,9 @@ ABSL_FLAG(int, blas_threads, 0,
           "OpenBLAS's default set them).");
 ABSL_FLAG(bool, measure_peak, true, "Time fp32 matrix products for the MFU figure.");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N].");
+ABSL_FLAG(std::string, autocast, "off",
+          "off, or bf16: the frozen model under bf16 autocast, prompts fp32 (as the worker's "
+          "--autocast).");
 ABSL_FLAG(bool, json, false, "Print one JSON object.");
 
 namespace mpt {
@@ -121,6 +129,8 @@ class StepClock : public ProgressSink {
  public:
   void OnEvent(const ProgressEvent& e) override {
     if (e.kind == ProgressKind::kStep && ++seen % every == 0) {
+      // The step's queued GPU work (backward, AdamW) counts in its time.
+      if (cuda_device >= 0) torch::cuda::synchronize(cuda_device);
       times.push_back(Clock::now());
       cpu.push_back(CpuSeconds());
       hits.push_back(cache != nullptr ? cache->hits() : 0);
@@ -128,6 +138,7 @@ class StepClock : public ProgressSink {
     }
   }
   const TeacherCache* cache = nullptr;
+  int cuda_device = -1;
   int every = 1;  // step events per step (one per task of a pack)
   int64_t seen = 0;
   std::vector<int64_t> hits, misses;
@@ -196,20 +207,32 @@ StepFlops CountFlops(const T5Config& c, int64_t batch, int64_t prompt, int64_t i
   return f;
 }
 
-// The best fp32 matrix-product rate, FLOP/s, of a few timed at::mm calls.
-double MeasureMatmulPeak(const std::vector<std::array<int64_t, 3>>& shapes) {
+// The best matrix-product rate, FLOP/s, of a few timed at::mm calls on
+// `device` in `dtype` (random operands).
+double MeasureMatmulPeak(const std::vector<std::array<int64_t, 3>>& shapes, c10::Device device,
+                         c10::ScalarType dtype) {
   at::NoGradGuard no_grad;
+  const auto options = at::TensorOptions().device(device).dtype(dtype);
+  const bool cuda = device.is_cuda();
+  auto sync = [&] {
+    if (cuda) torch::cuda::synchronize(device.has_index() ? device.index() : 0);
+  };
   double best = 0;
   for (const auto& [m, n, k] : shapes) {
-    at::Tensor a = at::randn({m, k}), b = at::randn({k, n}), out = at::empty({m, n});
-    at::mm_out(out, a, b);  // warm-up
+    at::Tensor a = at::randn({m, k}, options), b = at::randn({k, n}, options),
+               out = at::empty({m, n}, options);
     const double flops = 2.0 * m * n * k;
-    const int reps = std::max<int>(3, static_cast<int>(2e10 / flops));
+    // A GPU product is timed over a run of them (launches are asynchronous).
+    const int inner = cuda ? std::max<int>(1, static_cast<int>(2e11 / flops)) : 1;
+    const int reps = cuda ? 5 : std::max<int>(3, static_cast<int>(2e10 / flops));
+    for (int w = 0; w < (cuda ? 3 : 1); ++w) at::mm_out(out, a, b);  // warm-up
+    sync();
     for (int r = 0; r < reps; ++r) {
       const auto t0 = Clock::now();
-      at::mm_out(out, a, b);
+      for (int i = 0; i < inner; ++i) at::mm_out(out, a, b);
+      sync();
       const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-      best = std::max(best, flops / s);
+      best = std::max(best, inner * flops / s);
     }
   }
   return best;
@@ -226,8 +249,13 @@ absl::Status Main() {
   thread_options.blas_override = std::max(0, absl::GetFlag(FLAGS_blas_threads));
   thread_options.leave_blas = absl::GetFlag(FLAGS_blas_threads) < 0;
   ASSIGN_OR_RETURN(ComputeThreads threads, ApplyComputeThreads(thread_options));
+  ASSIGN_OR_RETURN(AutocastMode autocast, ParseAutocast(absl::GetFlag(FLAGS_autocast)));
   T5LoadOptions load;
-  load.device = c10::Device(absl::GetFlag(FLAGS_device));
+  try {
+    load.device = c10::Device(absl::GetFlag(FLAGS_device));
+  } catch (const c10::Error& e) {
+    return absl::InvalidArgumentError(absl::StrCat("--device: ", e.what_without_backtrace()));
+  }
   const auto load_start = Clock::now();
   ASSIGN_OR_RETURN(std::unique_ptr<T5Model> model, T5Model::Load(absl::GetFlag(FLAGS_model), load));
   const double load_seconds = std::chrono::duration<double>(Clock::now() - load_start).count();
@@ -270,6 +298,12 @@ absl::Status Main() {
   at::Tensor teachers;
   StepFunction step;
   StepClock clock;
+  if (model->device().is_cuda()) {
+    clock.cuda_device = model->device().has_index() ? model->device().index() : 0;
+  }
+  // Training (and the timed steps) on this thread under the chosen
+  // precision; the peak below is measured outside it, in the stated dtype.
+  auto autocast_scope = std::make_unique<AutocastScope>(model->device(), autocast);
   std::shared_ptr<TeacherCache> teacher_cache;
   if (stage == "distillation") {
     teachers = at::randn({tasks, config.total_tokens(), config.token_dim}).to(model->device());
@@ -326,6 +360,7 @@ absl::Status Main() {
     PromptTrainer trainer(options, &prompt, &data, 0, &comm, &clock, nullptr);
     ASSIGN_OR_RETURN(TrainResult result, trainer.Run(step, nullptr));
   }
+  autocast_scope.reset();
   if (static_cast<int>(clock.times.size()) != warmup + steps) {
     return absl::InternalError("the trainer reported fewer steps than it ran");
   }
@@ -379,13 +414,20 @@ absl::Status Main() {
   flops.teacher *= 1 - hit_fraction;  // cached rows run no teacher pass
   const double achieved = flops.total() / (step_ms / 1000.0);
   double peak_flops = 0;
-  if (absl::GetFlag(FLAGS_measure_peak) && model->device().is_cpu()) {
+  // The dtype the step's matrix products ran in.
+  const c10::ScalarType product_dtype =
+      autocast == AutocastMode::kBf16 ? c10::ScalarType::BFloat16 : model->dtype();
+  if (absl::GetFlag(FLAGS_measure_peak) &&
+      (model->device().is_cpu() || model->device().is_cuda())) {
     const int64_t d = model->config().d_model, v = model->config().vocab_size;
     const int64_t rows = static_cast<int64_t>(batch) *
                          (config.num_virtual_tokens + absl::GetFlag(FLAGS_input_length));
-    peak_flops = MeasureMatmulPeak({{1024, 1024, 1024},
-                                    {rows, model->config().d_ff, d},
-                                    {static_cast<int64_t>(batch) * absl::GetFlag(FLAGS_target_length), v, d}});
+    const int64_t square = model->device().is_cuda() ? 8192 : 1024;
+    peak_flops = MeasureMatmulPeak(
+        {{square, square, square},
+         {rows, model->config().d_ff, d},
+         {static_cast<int64_t>(batch) * absl::GetFlag(FLAGS_target_length), v, d}},
+        model->device(), model->device().is_cuda() ? product_dtype : c10::ScalarType::Float);
   }
   const double mfu = peak_flops > 0 ? achieved / peak_flops : 0;
 
@@ -406,6 +448,11 @@ absl::Status Main() {
                       {"intra_op_threads", threads.intra_op_threads},
                       {"blas_threads", threads.blas_threads},
                       {"blas_library", threads.blas_library},
+                      {"device", model->device().str()},
+                      {"autocast", AutocastName(autocast)},
+                      {"peak_dtype", model->device().is_cuda()
+                                         ? std::string(c10::toString(product_dtype))
+                                         : std::string("Float")},
                       {"steps", steps},
                       {"step_ms", step_ms},
                       {"cpu_ms_per_step", 1000.0 * cpu_seconds / steps},
@@ -446,8 +493,14 @@ absl::Status Main() {
                 flops.total() / 1e9, flops.forward / 1e9, flops.backward / 1e9, flops.teacher / 1e9,
                 achieved / 1e9);
     if (peak_flops > 0) {
-      std::printf("  fp32 matmul peak %.1f GFLOP/s (same threads)   MFU %.1f%%\n", peak_flops / 1e9,
-                  100.0 * mfu);
+      if (model->device().is_cuda()) {
+        std::printf("  %s matmul peak %.1f GFLOP/s (%s, measured)   MFU %.1f%%\n",
+                    c10::toString(product_dtype), peak_flops / 1e9, model->device().str().c_str(),
+                    100.0 * mfu);
+      } else {
+        std::printf("  fp32 matmul peak %.1f GFLOP/s (same threads)   MFU %.1f%%\n",
+                    peak_flops / 1e9, 100.0 * mfu);
+      }
     }
     if (teacher_cache) {
       std::printf("  teacher outputs: %.0f%% of the timed steps' rows from the cache (%.0f MiB held)\n",

@@ -62,7 +62,8 @@ absl::StatusOr<std::unique_ptr<AssignmentRunner>> AssignmentRunner::Create(
     return absl::InvalidArgumentError(
         "--collective: nccl needs a CUDA device and a build with NCCL");
   }
-  std::unique_ptr<AssignmentRunner> runner(new AssignmentRunner(options, *device));
+  ASSIGN_OR_RETURN(AutocastMode autocast, ParseAutocast(options.autocast));
+  std::unique_ptr<AssignmentRunner> runner(new AssignmentRunner(options, *device, autocast));
   for (const std::string& folder : options.preload_models) {
     absl::StatusOr<LoadedModel> loaded = runner->Model(folder);
     if (!loaded.ok()) {
@@ -220,6 +221,8 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
 
   AssignmentOutput output;
   absl::Status status;
+  // The stage trains and evaluates on this thread.
+  AutocastScope autocast_scope(device_, autocast_);
   switch (a.stage_kind()) {
     case mpt::v1::SOURCE_TRAINING: {
       std::vector<std::string> only;

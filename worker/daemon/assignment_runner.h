@@ -28,6 +28,7 @@
 
 #include "absl/status/statusor.h"
 #include "worker/collectives/communicator_factory.h"
+#include "worker/model/autocast.h"
 #include "worker/model/t5_model.h"
 #include "worker/model/t5_tokenizer.h"
 #include "worker/daemon/worker_daemon.h"
@@ -37,6 +38,9 @@ namespace mpt {
 struct AssignmentRunnerOptions {
   // "cpu", "cuda", "cuda:N". Default "cpu".
   std::string device = "cpu";
+  // "off" or "bf16": bf16 autocast of the frozen model while each
+  // assignment trains (worker/model/autocast.h). Default "off".
+  std::string autocast = "off";
   // Model folders loaded at start-up (errors are logged, not fatal).
   std::vector<std::string> preload_models;
   // Base models kept loaded; the least recently used goes first. Default 2.
@@ -57,7 +61,7 @@ struct AssignmentRunnerOptions {
 class AssignmentRunner final : public AssignmentExecutor {
  public:
   // INVALID_ARGUMENT for a device libtorch does not know or cannot use, an
-  // unknown collective, or max_cached_models < 1.
+  // unknown autocast mode, an unknown collective, or max_cached_models < 1.
   static absl::StatusOr<std::unique_ptr<AssignmentRunner>> Create(
       const AssignmentRunnerOptions& options);
   AssignmentRunner(const AssignmentRunner&) = delete;
@@ -82,14 +86,15 @@ class AssignmentRunner final : public AssignmentExecutor {
     std::shared_ptr<T5Tokenizer> tokenizer;
   };
 
-  AssignmentRunner(AssignmentRunnerOptions options, c10::Device device)
-      : options_(std::move(options)), device_(device) {}
+  AssignmentRunner(AssignmentRunnerOptions options, c10::Device device, AutocastMode autocast)
+      : options_(std::move(options)), device_(device), autocast_(autocast) {}
   absl::StatusOr<LoadedModel> Model(const std::string& folder);
   absl::StatusOr<AssignmentOutput> RunUnsafe(const AssignmentContext& context);
   std::string CollectiveKind() const;
 
   const AssignmentRunnerOptions options_;
   const c10::Device device_;
+  const AutocastMode autocast_;
   std::list<LoadedModel> cache_;  // most recently used first
 };
 

@@ -1,0 +1,82 @@
+// --autocast: the flag's values and the scope's effect on the CPU (Debian's
+// libtorch runs CPU autocast too): the frozen model's products run in bf16
+// inside the scope, fp32 after it, and the loss stays close to fp32's.
+#include "worker/model/autocast.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <memory>
+
+#include "gtest/gtest.h"
+#include "worker/model/t5_model.h"
+
+namespace mpt {
+namespace {
+
+TEST(ParseAutocast, KnownValuesAndAClearError) {
+  EXPECT_EQ(*ParseAutocast(""), AutocastMode::kOff);
+  EXPECT_EQ(*ParseAutocast("off"), AutocastMode::kOff);
+  EXPECT_EQ(*ParseAutocast("bf16"), AutocastMode::kBf16);
+  EXPECT_EQ(*ParseAutocast("BFloat16"), AutocastMode::kBf16);
+  absl::StatusOr<AutocastMode> bad = ParseAutocast("fp8");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("\"fp8\" is not one of off, bf16"), std::string::npos);
+  EXPECT_EQ(AutocastName(AutocastMode::kBf16), "bf16");
+  EXPECT_EQ(AutocastName(AutocastMode::kOff), "off");
+}
+
+TEST(AutocastScope, ProductsRunInBf16OnlyInsideTheScope) {
+  at::Tensor a = at::randn({8, 16}), b = at::randn({16, 4});
+  EXPECT_EQ(at::mm(a, b).scalar_type(), at::kFloat);
+  {
+    AutocastScope scope(c10::Device(c10::kCPU), AutocastMode::kBf16);
+    EXPECT_EQ(at::mm(a, b).scalar_type(), at::kBFloat16);
+    {
+      AutocastScope inner(c10::Device(c10::kCPU), AutocastMode::kBf16);
+      EXPECT_EQ(at::mm(a, b).scalar_type(), at::kBFloat16);
+    }
+    // The inner scope restored the outer one's state.
+    EXPECT_EQ(at::mm(a, b).scalar_type(), at::kBFloat16);
+    AutocastScope off(c10::Device(c10::kCPU), AutocastMode::kOff);
+    EXPECT_EQ(at::mm(a, b).scalar_type(), at::kBFloat16);
+  }
+  EXPECT_EQ(at::mm(a, b).scalar_type(), at::kFloat);
+}
+
+TEST(AutocastScope, FrozenModelLossStaysCloseAndPromptGradientsStayFp32) {
+  auto model = T5Model::Load("demo/model");
+  ASSERT_TRUE(model.ok()) << model.status();
+  torch::manual_seed(3);
+  const int64_t d = (*model)->config().d_model;
+  at::Tensor ids = at::randint(3, 400, {2, 12}, at::kLong);
+  at::Tensor labels = at::randint(3, 400, {2, 5}, at::kLong);
+  at::Tensor prompt = (at::randn({1, 4, d}) * 0.5).set_requires_grad(true);
+  auto run = [&](AutocastMode mode, at::Tensor* grad) {
+    AutocastScope scope(c10::Device(c10::kCPU), mode);
+    T5ForwardInputs in;
+    in.inputs_embeds = at::cat({prompt.expand({2, 4, d}), (*model)->Embed(ids)}, 1);
+    in.decoder_inputs_embeds = (*model)->Embed((*model)->ShiftRight(labels));
+    in.labels = labels;
+    T5Output out = (*model)->Forward(in);
+    if (prompt.grad().defined()) prompt.mutable_grad().zero_();
+    out.loss.backward();
+    *grad = prompt.grad().clone();
+    return std::make_pair(out.loss.item<double>(), out.logits.scalar_type());
+  };
+  at::Tensor g32, g16;
+  auto [loss32, dtype32] = run(AutocastMode::kOff, &g32);
+  auto [loss16, dtype16] = run(AutocastMode::kBf16, &g16);
+  EXPECT_EQ(dtype32, at::kFloat);
+  EXPECT_EQ(dtype16, at::kBFloat16);  // the LM head ran in bf16
+  EXPECT_NE(loss32, loss16);
+  EXPECT_NEAR(loss16, loss32, 2e-2 * std::abs(loss32));
+  EXPECT_EQ(g16.scalar_type(), at::kFloat);
+  const double rel = (g16 - g32).norm().item<double>() / g32.norm().item<double>();
+  EXPECT_LT(rel, 0.1) << "bf16 prompt gradient too far from fp32's";
+  EXPECT_GT(rel, 0.0);
+}
+
+}  // namespace
+}  // namespace mpt

@@ -1,0 +1,79 @@
+#include "worker/model/autocast.h"
+
+#include <ATen/autocast_mode.h>
+#include <torch/version.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+
+namespace mpt {
+namespace {
+
+// libtorch 2.4 replaced the per-device functions by ones that take the
+// device type; 1.13 (Debian's) has only the old ones.
+#if TORCH_VERSION_MAJOR >= 2
+bool Enabled(bool cuda) { return at::autocast::is_autocast_enabled(cuda ? at::kCUDA : at::kCPU); }
+void SetEnabled(bool cuda, bool on) {
+  at::autocast::set_autocast_enabled(cuda ? at::kCUDA : at::kCPU, on);
+}
+at::ScalarType Dtype(bool cuda) {
+  return at::autocast::get_autocast_dtype(cuda ? at::kCUDA : at::kCPU);
+}
+void SetDtype(bool cuda, at::ScalarType t) {
+  at::autocast::set_autocast_dtype(cuda ? at::kCUDA : at::kCPU, t);
+}
+#else
+bool Enabled(bool cuda) {
+  return cuda ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+}
+void SetEnabled(bool cuda, bool on) {
+  if (cuda) {
+    at::autocast::set_enabled(on);
+  } else {
+    at::autocast::set_cpu_enabled(on);
+  }
+}
+at::ScalarType Dtype(bool cuda) {
+  return cuda ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
+}
+void SetDtype(bool cuda, at::ScalarType t) {
+  if (cuda) {
+    at::autocast::set_autocast_gpu_dtype(t);
+  } else {
+    at::autocast::set_autocast_cpu_dtype(t);
+  }
+}
+#endif
+
+}  // namespace
+
+absl::StatusOr<AutocastMode> ParseAutocast(absl::string_view name) {
+  const std::string n = absl::AsciiStrToLower(name);
+  if (n.empty() || n == "off") return AutocastMode::kOff;
+  if (n == "bf16" || n == "bfloat16") return AutocastMode::kBf16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--autocast: \"", name, "\" is not one of off, bf16"));
+}
+
+std::string AutocastName(AutocastMode mode) { return mode == AutocastMode::kBf16 ? "bf16" : "off"; }
+
+AutocastScope::AutocastScope(c10::Device device, AutocastMode mode) {
+  if (mode == AutocastMode::kOff || !(device.is_cpu() || device.is_cuda())) return;
+  active_ = true;
+  cuda_ = device.is_cuda();
+  was_enabled_ = Enabled(cuda_);
+  previous_dtype_ = static_cast<int>(Dtype(cuda_));
+  SetDtype(cuda_, at::kBFloat16);
+  SetEnabled(cuda_, true);
+  at::autocast::increment_nesting();
+}
+
+AutocastScope::~AutocastScope() {
+  if (!active_) return;
+  // The cache of casts made under autocast goes with the outermost scope.
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  SetEnabled(cuda_, was_enabled_);
+  SetDtype(cuda_, static_cast<at::ScalarType>(previous_dtype_));
+}
+
+}  // namespace mpt

@@ -1,0 +1,58 @@
+// Mixed precision for the frozen model: libtorch's autocast.
+//
+// `--autocast=bf16` (worker, mpt_train, stage_bench) runs the frozen T5 in
+// bfloat16 where autocast allows it (matrix products, linear layers) and in
+// fp32 elsewhere (softmax, the losses, the fp32 layer norms). The weights stay
+// fp32 in memory; the soft prompts, their gradients and the AdamW state stay
+// fp32 too, so only the model's arithmetic changes precision. `off` (the
+// default) leaves everything in the model's dtype.
+//
+//   ASSIGN_OR_RETURN(AutocastMode mode, ParseAutocast(flag));
+//   AutocastScope scope(device, mode);  // on the thread that trains
+//
+// Autocast is thread-local state: a scope applies to the tensor work of the
+// thread that made it (the backward pass follows what the forward recorded,
+// so it needs no scope of its own). bf16 autocast needs a CUDA device or the
+// CPU; on the CPU it is correct but usually slower than fp32 (no bf16 matrix
+// kernels in OpenBLAS).
+#ifndef MPT_WORKER_MODEL_AUTOCAST_H_
+#define MPT_WORKER_MODEL_AUTOCAST_H_
+
+#include <c10/core/Device.h>
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace mpt {
+
+enum class AutocastMode { kOff, kBf16 };
+
+// "off" (or empty) -> kOff, "bf16" (or "bfloat16") -> kBf16; anything else:
+// INVALID_ARGUMENT naming the value and the choices.
+absl::StatusOr<AutocastMode> ParseAutocast(absl::string_view name);
+
+// "off" or "bf16".
+std::string AutocastName(AutocastMode mode);
+
+// Turns autocast on for `device`'s type on this thread for its lifetime
+// (nothing for kOff) and restores the previous state afterwards. Devices
+// other than the CPU and CUDA: no effect. Not copyable.
+class AutocastScope {
+ public:
+  AutocastScope(c10::Device device, AutocastMode mode);
+  ~AutocastScope();
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  bool active_ = false;
+  bool cuda_ = false;
+  bool was_enabled_ = false;
+  int previous_dtype_ = 0;  // c10::ScalarType
+};
+
+}  // namespace mpt
+
+#endif  // MPT_WORKER_MODEL_AUTOCAST_H_
