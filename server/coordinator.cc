@@ -581,14 +581,18 @@ absl::StatusOr<mpt::v1::ReportProgressResponse> Coordinator::ReportProgress(
   if (rec.assignment().rank() != 0 || !request.has_progress()) return answer();
 
   const mpt::v1::Progress progress = StageProgress(request.progress(), *stage);
+  const int64_t previous_step = stage->rec.stage().progress().step();
   *stage->rec.mutable_stage()->mutable_progress() = progress;
   *job->rec.mutable_job()->mutable_progress() = progress;
 
   const absl::Time now = clock_->Now();
   const absl::Duration since = now - stage->last_progress_event;
-  const bool notable = !progress.metrics().empty() || !request.message().empty() ||
-                       (progress.total_steps() > 0 && progress.step() >= progress.total_steps());
-  if (since >= options_.progress_event_interval ||
+  // The report that first reaches a stage's last step is always kept: the
+  // final loss. Later reports at that step are rate-limited like the rest.
+  const bool last_step = progress.total_steps() > 0 && progress.step() >= progress.total_steps();
+  const bool reached_end = last_step && previous_step < progress.total_steps();
+  const bool notable = !progress.metrics().empty() || !request.message().empty() || last_step;
+  if (since >= options_.progress_event_interval || reached_end ||
       (notable && since >= options_.progress_event_interval / 10)) {
     stage->last_progress_event = now;
     state_.MarkStage(txn, job, stage);

@@ -212,6 +212,35 @@ TEST_F(LeaseTest, ProgressEventsAreRateLimitedPerStage) {
   EXPECT_TRUE(events.back().has_progress());
 }
 
+TEST_F(LeaseTest, TheLastStepIsKeptHoweverSoonItComes) {
+  const std::string w = Register(core_.get());
+  const std::string job = Submit(SourceRequest("a"));
+  auto a = Poll(core_.get(), w);
+  ASSERT_TRUE(a.has_value());
+  auto report = [&](int step) {
+    mpt::v1::ReportProgressRequest p;
+    p.set_assignment(a->id());
+    p.set_worker(w);
+    p.mutable_progress()->set_step(step);
+    p.mutable_progress()->set_total_steps(60);
+    (*p.mutable_progress()->mutable_losses())["loss"] = 1.0 / step;
+    return core_->ReportProgress(p);
+  };
+  const size_t before = AllEvents(core_.get(), job).size();
+  ASSERT_TRUE(report(1).ok());  // the stage's first report: kept
+  clock_->Advance(absl::Milliseconds(5));
+  ASSERT_TRUE(report(30).ok());  // within the interval: not kept
+  clock_->Advance(absl::Milliseconds(5));
+  ASSERT_TRUE(report(60).ok());  // the last step, 10 ms after the first: kept
+  clock_->Advance(absl::Milliseconds(5));
+  ASSERT_TRUE(report(60).ok());  // the last step again: rate-limited
+  auto events = AllEvents(core_.get(), job);
+  ASSERT_EQ(events.size() - before, 2u);
+  EXPECT_EQ(events[before].progress().step(), 1);
+  EXPECT_EQ(events.back().progress().step(), 60);
+  EXPECT_DOUBLE_EQ(events.back().progress().losses().at("loss"), 1.0 / 60);
+}
+
 TEST_F(LeaseTest, LostWorkersAreForgottenAfterTheRetention) {
   const std::string w = Register(core_.get());
   clock_->Advance(absl::Seconds(11));

@@ -43,16 +43,31 @@ void ProgressOutbox::OnEvent(const ProgressEvent& event) {
   last_progress_ = request.progress();
   if (event.kind == ProgressKind::kStep) {
     step_ = std::move(request);
-  } else {
-    if (queue_.size() >= kMaxQueued) queue_.pop_front();
-    queue_.push_back(std::move(request));
+    return;
   }
+  // A step still waiting for its interval came before this event: it goes
+  // first, so the coordinator sees every stage's last step (its final loss)
+  // and sees it before the events that followed it.
+  if (step_.has_value()) {
+    Enqueue(std::move(*step_));
+    step_.reset();
+  }
+  Enqueue(std::move(request));
+}
+
+void ProgressOutbox::Enqueue(mpt::v1::ReportProgressRequest request) {
+  if (queue_.size() >= kMaxQueued) queue_.pop_front();
+  queue_.push_back(std::move(request));
 }
 
 void ProgressOutbox::Close(absl::Duration flush) {
   {
     absl::MutexLock lock(&mu_);
     if (closing_) return;
+    if (step_.has_value()) {  // the newest step, never sent: the last word
+      Enqueue(std::move(*step_));
+      step_.reset();
+    }
     closing_ = true;
     flush_deadline_ = absl::Now() + flush;
   }

@@ -93,6 +93,9 @@ class ProgressOutbox final : public ProgressSink {
     std::string blob;
   };
 
+  // Queues a report, dropping the oldest beyond kMaxQueued.
+  void Enqueue(mpt::v1::ReportProgressRequest request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const absl::Time now = absl::Now();
     if (Done(now)) return true;

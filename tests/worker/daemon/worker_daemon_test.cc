@@ -2,6 +2,7 @@
 // runner that only pretends to train.
 #include "worker/daemon/worker_daemon.h"
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <functional>
@@ -184,6 +185,12 @@ TEST_F(DaemonTest, StepReportsAreRateLimited) {
   Start(&executor);
   ASSERT_TRUE(client_.WaitForCompletions(1, absl::Seconds(10)));
   EXPECT_LT(client_.progress().size(), 50u);
+  // However fast the steps came, the last one reaches the coordinator.
+  int64_t last_step = 0;
+  for (const auto& p : client_.progress()) {
+    if (p.has_progress()) last_step = std::max<int64_t>(last_step, p.progress().step());
+  }
+  EXPECT_EQ(last_step, 2000);
 }
 
 TEST_F(DaemonTest, FetchesInputsInTaskOrderAndRetriesACorruptTransfer) {
