@@ -311,4 +311,24 @@ std::map<std::string, at::Tensor> SoftPrompt::StateDict() const {
   return out;
 }
 
+std::map<std::string, at::Tensor> SoftPrompt::CloneState() const {
+  std::map<std::string, at::Tensor> out;
+  for (auto& [name, t] : StateDict()) out[name] = t.detach().clone();
+  return out;
+}
+
+absl::Status SoftPrompt::AssignState(const std::map<std::string, at::Tensor>& values,
+                                     const std::string& source) const {
+  at::NoGradGuard no_grad;
+  for (auto& [name, param] : StateDict()) {
+    auto it = values.find(name);
+    if (it == values.end() || it->second.sizes() != param.sizes()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": tensor \"", name, "\" is missing or has the wrong shape"));
+    }
+    param.copy_(it->second);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace mpt

@@ -128,6 +128,15 @@ class SoftPrompt {
   // PEFT's state dict: prompt_embeddings (+ prefix_task_cols/rows).
   std::map<std::string, at::Tensor> StateDict() const;
 
+  // A detached copy of StateDict(), e.g. the best prompt seen so far.
+  std::map<std::string, at::Tensor> CloneState() const;
+
+  // Copies `values` into the parameters in place, so that an optimiser keeps
+  // pointing at the same tensors. Every tensor of StateDict() must be there
+  // with its shape; `source` names where the values came from in the error.
+  absl::Status AssignState(const std::map<std::string, at::Tensor>& values,
+                           const std::string& source) const;
+
   const at::Tensor& prompt_embeddings() const { return prompt_embeddings_; }
   const at::Tensor& prefix_task_cols() const { return prefix_task_cols_; }
   const at::Tensor& prefix_task_rows() const { return prefix_task_rows_; }

@@ -26,28 +26,6 @@ double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
 }
 
-// Copies `values` into the prompt's parameters in place (the optimiser keeps
-// pointing at the same tensors).
-absl::Status AssignPrompt(const SoftPrompt& prompt, const std::map<std::string, at::Tensor>& values,
-                          const std::string& source) {
-  at::NoGradGuard no_grad;
-  for (auto& [name, param] : prompt.StateDict()) {
-    auto it = values.find(name);
-    if (it == values.end() || it->second.sizes() != param.sizes()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(source, ": tensor \"", name, "\" is missing or has the wrong shape"));
-    }
-    param.copy_(it->second);
-  }
-  return absl::OkStatus();
-}
-
-std::map<std::string, at::Tensor> CloneState(const SoftPrompt& prompt) {
-  std::map<std::string, at::Tensor> out;
-  for (auto& [name, t] : prompt.StateDict()) out[name] = t.detach().clone();
-  return out;
-}
-
 }  // namespace
 
 // What one member carries from step to step: PromptTrainer's RunState plus
@@ -179,7 +157,7 @@ absl::StatusOr<std::vector<TrainResult>> PackedPromptTrainer::RunImpl(
       } else if (!loaded.ok()) {
         return loaded.status();
       } else {
-        RETURN_IF_ERROR(AssignPrompt(*member.prompt, loaded->prompt, member.checkpoint_dir));
+        RETURN_IF_ERROR(member.prompt->AssignState(loaded->prompt, member.checkpoint_dir));
         RETURN_IF_ERROR(s.update->ImportState(loaded->adamw));
         s.step = loaded->step;
         s.best_score = loaded->best_score;
@@ -205,7 +183,7 @@ absl::StatusOr<std::vector<TrainResult>> PackedPromptTrainer::RunImpl(
       s.best_score = metrics[0].second;
       s.best_step = step;
       s.best_metrics = metrics;
-      if (member.keep_best) s.best = CloneState(*member.prompt);
+      if (member.keep_best) s.best = member.prompt->CloneState();
     }
     return absl::OkStatus();
   };
@@ -235,7 +213,7 @@ absl::StatusOr<std::vector<TrainResult>> PackedPromptTrainer::RunImpl(
     const int64_t total = member.train.steps();
     RETURN_IF_ERROR(evaluate(m, total));
     if (member.keep_best && !s.best.empty() && s.best_step != total) {
-      RETURN_IF_ERROR(AssignPrompt(*member.prompt, s.best, "best prompt"));
+      RETURN_IF_ERROR(member.prompt->AssignState(s.best, "best prompt"));
     }
     RETURN_IF_ERROR(checkpoint(m, total));
     s.finished = true;

@@ -23,29 +23,6 @@ double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
 }
 
-// Copies `values` into the prompt's parameters in place, so that the
-// optimiser keeps pointing at the same tensors.
-absl::Status AssignPrompt(const SoftPrompt& prompt,
-                          const std::map<std::string, at::Tensor>& values,
-                          const std::string& source) {
-  at::NoGradGuard no_grad;
-  for (auto& [name, param] : prompt.StateDict()) {
-    auto it = values.find(name);
-    if (it == values.end() || it->second.sizes() != param.sizes()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(source, ": tensor \"", name, "\" is missing or has the wrong shape"));
-    }
-    param.copy_(it->second);
-  }
-  return absl::OkStatus();
-}
-
-std::map<std::string, at::Tensor> CloneState(const SoftPrompt& prompt) {
-  std::map<std::string, at::Tensor> out;
-  for (auto& [name, t] : prompt.StateDict()) out[name] = t.detach().clone();
-  return out;
-}
-
 // What a run carries from step to step and keeps in its checkpoints.
 struct RunState {
   int64_t step = 0;
@@ -144,7 +121,7 @@ absl::StatusOr<TrainResult> PromptTrainer::RunImpl(const StepFunction& step_fn,
     } else if (!loaded.ok()) {
       return loaded.status();
     } else {
-      RETURN_IF_ERROR(AssignPrompt(*prompt_, loaded->prompt, dir));
+      RETURN_IF_ERROR(prompt_->AssignState(loaded->prompt, dir));
       RETURN_IF_ERROR(update.ImportState(loaded->adamw));
       state.step = loaded->step;
       state.best_score = loaded->best_score;
@@ -174,7 +151,7 @@ absl::StatusOr<TrainResult> PromptTrainer::RunImpl(const StepFunction& step_fn,
       state.best_score = metrics[0].second;
       state.best_step = step;
       state.best_metrics = metrics;
-      if (options_.keep_best) state.best = CloneState(*prompt_);
+      if (options_.keep_best) state.best = prompt_->CloneState();
     }
     return absl::OkStatus();
   };
@@ -256,7 +233,7 @@ absl::StatusOr<TrainResult> PromptTrainer::RunImpl(const StepFunction& step_fn,
   // prompt has been put back.
   RETURN_IF_ERROR(evaluate(train.steps()));
   if (options_.keep_best && !state.best.empty() && state.best_step != train.steps()) {
-    RETURN_IF_ERROR(AssignPrompt(*prompt_, state.best, "best prompt"));
+    RETURN_IF_ERROR(prompt_->AssignState(state.best, "best prompt"));
   }
   RETURN_IF_ERROR(checkpoint(train.steps()));
 
