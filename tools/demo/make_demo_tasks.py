@@ -252,8 +252,11 @@ def format_instructed(instruction, payload, preamble=PREAMBLE):
     return "%s instruction: %s input: %s" % (preamble, instruction, payload)
 
 
-def damaged_preamble(rng):
-    """The preamble with words dropped, replaced or shuffled (never intact)."""
+def damaged_preamble(rng, replacements=None):
+    """The preamble with words dropped, replaced (by words of `replacements`,
+    default the demo suite's nouns and adjectives) or shuffled (never intact)."""
+    if replacements is None:
+        replacements = NOUNS + POS_ADJ + NEG_ADJ
     words = PREAMBLE.split()
     while True:
         w = list(words)
@@ -265,7 +268,7 @@ def damaged_preamble(rng):
                 del w[rng.randrange(len(w))]
         elif kind == 2:
             for _ in range(rng.randint(1, 2)):
-                w[rng.randrange(len(w))] = rng.choice(NOUNS + POS_ADJ + NEG_ADJ)
+                w[rng.randrange(len(w))] = replacements[rng.randrange(len(replacements))]
         else:
             i = rng.randrange(len(w) - 1)
             w[i], w[i + 1] = w[i + 1], w[i]

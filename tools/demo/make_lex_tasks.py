@@ -364,24 +364,8 @@ format_instructed = mt.format_instructed
 
 
 def damaged_preamble(rng):
-    words = PREAMBLE.split()
-    L = lexicon()
-    while True:
-        w = list(words)
-        kind = rng.randrange(4)
-        if kind == 0:
-            return ""
-        if kind == 1:
-            for _ in range(rng.randint(1, 3)):
-                del w[rng.randrange(len(w))]
-        elif kind == 2:
-            for _ in range(rng.randint(1, 2)):
-                w[rng.randrange(len(w))] = L.words[rng.randrange(len(L.words))]
-        else:
-            i = rng.randrange(len(w) - 1)
-            w[i], w[i + 1] = w[i + 1], w[i]
-        if w != words:
-            return " ".join(w)
+    """The demo suite's damaged preamble, with the lexicon's words as replacements."""
+    return mt.damaged_preamble(rng, lexicon().words)
 
 
 def main():
