@@ -93,14 +93,19 @@ absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
   return out;
 }
 
+// A JSON body of live state: never cached.
+HttpResponse JsonResponse(std::string body) {
+  HttpResponse r;
+  r.content_type = kJson;
+  r.body = std::move(body);
+  r.headers.push_back({"Cache-Control", "no-store"});
+  return r;
+}
+
 HttpResponse JsonResponse(const google::protobuf::Message& message) {
   absl::StatusOr<std::string> json = ToJson(message);
   if (!json.ok()) return FromStatus(json.status());
-  HttpResponse r;
-  r.content_type = kJson;
-  r.body = std::move(*json);
-  r.headers.push_back({"Cache-Control", "no-store"});
-  return r;
+  return JsonResponse(*std::move(json));
 }
 
 // A non-negative integer query parameter; `fallback` when absent.
@@ -236,11 +241,7 @@ class Routes {
       absl::StrAppend(&body, i > 0 ? "," : "", *json);
     }
     body += "]}\n";
-    HttpResponse r;
-    r.content_type = kJson;
-    r.body = std::move(body);
-    r.headers.push_back({"Cache-Control", "no-store"});
-    return r;
+    return JsonResponse(std::move(body));
   }
 
   HttpResponse Logs(const std::string& job, const HttpRequest& request) const {
@@ -303,11 +304,7 @@ class Routes {
       absl::StrAppend(&body, i > 0 ? "," : "", *json, json->size() > 1 ? "," : "", runs, "}");
     }
     body += "]}\n";
-    HttpResponse r;
-    r.content_type = kJson;
-    r.body = std::move(body);
-    r.headers.push_back({"Cache-Control", "no-store"});
-    return r;
+    return JsonResponse(std::move(body));
   }
 
   const std::string token_;
