@@ -39,7 +39,7 @@ std::string ShapeString(at::IntArrayRef shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
-// torch.finfo(dtype).min, the additive mask value transformers uses.
+// torch.finfo(dtype).min, the mask value transformers uses.
 double LowestValue(c10::ScalarType dtype) {
   switch (dtype) {
     case c10::ScalarType::Double: return std::numeric_limits<double>::lowest();
@@ -405,13 +405,16 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& step_embeds, const at::Tenso
   cos = cos.unsqueeze(1);
   sin = sin.unsqueeze(1);
 
-  // Additive masks [B or 1, 1, T, K] per distinct sliding window, on
+  // Blocked-key masks [B or 1, 1, T, K] per distinct sliding window, on
   // sequence indices: the query at offset + i sees key j when j <= offset + i
-  // (and j > offset + i - W with a window W), and the key is real.
+  // (and j > offset + i - W with a window W), and the key is real. Blocked
+  // scores become the dtype's lowest value: the same probabilities as
+  // transformers' additive mask (a row with no key left attends uniformly),
+  // without overflowing to -inf in fp16.
   at::Tensor query_index = (at::arange(steps, long_options) + offset).unsqueeze(1);  // [T, 1]
   at::Tensor key_index = at::arange(keys, long_options).unsqueeze(0);               // [1, K]
   std::map<int, at::Tensor> masks;
-  auto mask_for = [&](int window) -> const at::Tensor& {
+  auto blocked_for = [&](int window) -> const at::Tensor& {
     auto it = masks.find(window);
     if (it != masks.end()) return it->second;
     at::Tensor keep = key_index <= query_index;
@@ -420,10 +423,9 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& step_embeds, const at::Tenso
     if (state->key_mask.defined()) {
       keep = keep.logical_and(state->key_mask.view({batch, 1, 1, keys}));
     }
-    at::Tensor additive = at::zeros(keep.sizes(), step_embeds.options().dtype(dtype()))
-                              .masked_fill(keep.logical_not(), LowestValue(dtype()));
-    return masks.emplace(window, std::move(additive)).first->second;
+    return masks.emplace(window, keep.logical_not()).first->second;
   };
+  const double lowest = LowestValue(dtype());
 
   const double scaling = 1.0 / std::sqrt(static_cast<double>(hd));
   const int64_t q_dim = heads * hd;
@@ -449,8 +451,8 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& step_embeds, const at::Tenso
     // (the same products as repeating each k/v head `group` times).
     at::Tensor qg = q.reshape({batch, kv_heads, group * steps, hd});
     at::Tensor scores = at::matmul(qg, k.transpose(-1, -2)) * scaling;  // [B, KV, G*T, K]
-    scores = scores.view({batch, heads, steps, keys}) +
-             mask_for(config_.layer_sliding_window[i]);
+    scores = scores.view({batch, heads, steps, keys})
+                 .masked_fill(blocked_for(config_.layer_sliding_window[i]), lowest);
     at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
     at::Tensor attended =
         at::matmul(probs.view({batch, kv_heads, group * steps, keys}), v)  // [B, KV, G*T, hd]
