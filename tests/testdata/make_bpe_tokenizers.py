@@ -18,6 +18,17 @@ small BPE trained here by the `tokenizers` library on text of this machine
   metaspace    PreTrainedTokenizerFast with a Metaspace pre-tokenizer,
                no byte fallback (unknown characters: <unk>, fused), added
                tokens with lstrip / rstrip / single_word / normalized
+  custom       components no family above uses: Replace normalizers (regex
+               and string), Split with every behaviour and invert,
+               ByteLevel(add_prefix_space), continuing_subword_prefix and
+               end_of_word_suffix, unfused <unk>, a BOS + EOS template, a
+               Replace / Strip decoder chain, a pad token transformers adds
+
+variants.json holds folders that reuse one of those tokenizer.json files
+with other tokenizer_config.json / config.json files (the test writes them
+out): how transformers picks the class (config.json's model_type, a
+byte-level file under LlamaTokenizer's name), Llama's legacy and
+add_prefix_space, GPT-2's add_prefix_space.
 
 golden.json in each folder holds, for several hundred strings, what
 transformers' AutoTokenizer gives: input_ids with and without special tokens
@@ -30,6 +41,8 @@ random id lists. Run with a Python that has tokenizers and transformers:
 import json
 import os
 import random
+import shutil
+import tempfile
 import unicodedata
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
@@ -264,6 +277,84 @@ def make_metaspace(vocab, merges):
     return save(tok, "metaspace", config, special_tokens_map=stm)
 
 
+def make_custom():
+    normalizer = normalizers.Sequence([
+        normalizers.NFC(), normalizers.Replace(Regex(r" {3,}"), "  "),
+        normalizers.Replace("``", '"')])
+    pre = pre_tokenizers.Sequence([
+        pre_tokenizers.Split("|", behavior="removed"),
+        pre_tokenizers.Split(Regex(r"\p{N}+"), behavior="merged_with_previous"),
+        pre_tokenizers.Split(Regex(r"-"), behavior="merged_with_next"),
+        pre_tokenizers.Split(Regex(r"[\p{L}']+|\p{N}+"), behavior="contiguous", invert=True),
+        pre_tokenizers.Split(Regex(r"(?<=\p{Ll})(?=\p{Lu})|\s+"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True)])
+    tok = Tokenizer(models.BPE(unk_token="<unk>", continuing_subword_prefix="##",
+                               end_of_word_suffix="</w>"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre
+    trainer = trainers.BpeTrainer(vocab_size=1400, min_frequency=2,
+                                  continuing_subword_prefix="##", end_of_word_suffix="</w>",
+                                  special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
+    tok.train_from_iterator(corpus_lines(), trainer=trainer)
+    model = json.loads(tok.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    tok.model = models.BPE(vocab=model["vocab"], merges=merges, unk_token="<unk>",
+                           continuing_subword_prefix="##", end_of_word_suffix="</w>",
+                           fuse_unk=False)
+    tok.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Replace("</w>", " "),
+                                     decoders.Replace(Regex(r"#{2}"), ""),
+                                     decoders.Strip(" ", 1, 0)])
+    tok.add_special_tokens([AddedToken("<mask>", special=True, normalized=False, lstrip=True)])
+    tok.add_tokens([AddedToken("SEPTOKEN", special=False, normalized=True, single_word=True)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> $B:1 </s>:1",
+        special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))])
+    config = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>",
+              "clean_up_tokenization_spaces": False,
+              "tokenizer_class": "PreTrainedTokenizerFast"}
+    return save(tok, "custom", config)
+
+
+VARIANTS = [
+    # config.json's model_type "mistral": transformers reads the file as is
+    # although tokenizer_config.json names LlamaTokenizer.
+    {"name": "mistral_model_type", "base": "llama2",
+     "tokenizer_config": {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>",
+                          "eos_token": "</s>", "unk_token": "<unk>", "legacy": False},
+     "config": {"model_type": "mistral", "architectures": ["MistralForCausalLM"]}},
+    {"name": "llama2_legacy", "base": "llama2",
+     "tokenizer_config": {"tokenizer_class": "LlamaTokenizerFast", "legacy": True}},
+    {"name": "llama2_no_prefix_space", "base": "llama2",
+     "tokenizer_config": {"tokenizer_class": "LlamaTokenizer", "add_prefix_space": False,
+                          "pad_token": "<unk>"}},
+    # A byte-level tokenizer.json under LlamaTokenizer's name is read as is.
+    {"name": "llama3_llama_class", "base": "llama3",
+     "tokenizer_config": {"tokenizer_class": "LlamaTokenizerFast",
+                          "bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"},
+     "config": {"model_type": "llama"}},
+    # model_type qwen2: Qwen2Tokenizer whatever tokenizer_class says.
+    {"name": "qwen2_model_type", "base": "qwen2",
+     "tokenizer_config": {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>"},
+     "config": {"model_type": "qwen2"}},
+    {"name": "gpt2_prefix_space", "base": "gpt2",
+     "tokenizer_config": {"tokenizer_class": "GPT2TokenizerFast", "add_prefix_space": True}},
+    # No tokenizer_config.json: the class comes from config.json.
+    {"name": "gpt2_model_type_only", "base": "gpt2", "tokenizer_config": None,
+     "config": {"model_type": "gpt2"}},
+]
+
+
+def make_variant(variant, folders, tmp):
+    folder = os.path.join(tmp, variant["name"])
+    os.makedirs(folder, exist_ok=True)
+    shutil.copy(os.path.join(folders[variant["base"]], "tokenizer.json"), folder)
+    for name, key in [("tokenizer_config.json", "tokenizer_config"), ("config.json", "config")]:
+        if variant.get(key) is not None:
+            with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+                json.dump(variant[key], f)
+    return folder
+
+
 # ---------------------------------------------------------------------------
 # Test strings.
 
@@ -353,6 +444,7 @@ def main():
         "llama2": make_llama2(sp_vocab, sp_merges),
         "sp_bpe_fast": make_sp_bpe_fast(sp_vocab, sp_merges),
         "metaspace": make_metaspace(sp_vocab, sp_merges),
+        "custom": make_custom(),
     }
     rng = random.Random(1234)
     texts = FIXED + random_strings(rng, 260)
@@ -387,6 +479,22 @@ def main():
         with open(os.path.join(folder, "golden.json"), "w", encoding="utf-8") as f:
             json.dump(golden, f, ensure_ascii=True, separators=(",", ":"))
         print(family, type(tok).__name__, "len", n, "cases", len(cases))
+
+    variants = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in VARIANTS:
+            folder = make_variant(variant, folders, tmp)
+            tok = transformers.AutoTokenizer.from_pretrained(folder)
+            cases = [case(tok, text) for text in FIXED]
+            out = dict(variant)
+            out.update({"tokenizer_class": type(tok).__name__, "len": len(tok),
+                        "bos_id": tok.bos_token_id, "eos_id": tok.eos_token_id,
+                        "pad_id": tok.pad_token_id, "unk_id": tok.unk_token_id, "cases": cases})
+            variants.append(out)
+            print("variant", variant["name"], type(tok).__name__, "cases", len(cases))
+    with open(os.path.join(OUT, "variants.json"), "w", encoding="utf-8") as f:
+        json.dump({"transformers": transformers.__version__, "variants": variants}, f,
+                  ensure_ascii=True, separators=(",", ":"))
 
 
 def case(tok, text):

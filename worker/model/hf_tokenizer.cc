@@ -200,29 +200,34 @@ class Regex {
   Regex(const Regex&) = delete;
   Regex& operator=(const Regex&) = delete;
 
-  // The non-empty matches in `text` (valid UTF-8), left to right, as
-  // [begin, end) byte ranges. A match error (a resource limit) ends the
-  // search: the rest of the text is then not a match.
+  // The matches in `text` (valid UTF-8), left to right, as [begin, end)
+  // byte ranges, the way the Oniguruma iterator of `tokenizers` yields them:
+  // empty matches count (they split text), except one right where the
+  // previous match ended. A match error (a resource limit) ends the search:
+  // the rest of the text is then not a match.
   std::vector<std::pair<size_t, size_t>> FindAll(std::string_view text) const {
     std::vector<std::pair<size_t, size_t>> found;
     pcre2_match_data* data = pcre2_match_data_create_from_pattern(code_, nullptr);
     if (data == nullptr) return found;
     size_t pos = 0;
+    std::optional<size_t> last_match_end;
     while (pos <= text.size()) {
       const int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), pos,
                                  PCRE2_NO_UTF_CHECK, data, nullptr);
       if (rc < 0) break;
       const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data);
       const size_t begin = ovector[0], end = ovector[1];
-      if (end > begin) {
-        found.emplace_back(begin, end);
-        pos = end;
-      } else {
-        // An empty match: step over one character.
-        if (begin >= text.size()) break;
+      if (end < begin) break;  // \K tricks; not a usable match
+      if (begin == end && last_match_end == end) {
+        // Step over one character and search again.
+        if (pos >= text.size()) break;
         char32_t c;
-        pos = begin + NextChar(text, begin, &c);
+        pos += NextChar(text, pos, &c);
+        continue;
       }
+      found.emplace_back(begin, end);
+      pos = end;
+      last_match_end = end;
     }
     pcre2_match_data_free(data);
     return found;
@@ -1177,6 +1182,59 @@ absl::StatusOr<json> ParseObject(std::string_view text, const std::string& what)
   return doc;
 }
 
+// AutoTokenizer's choice of class (transformers 5): see LoadFromJson.
+absl::StatusOr<TokenizerClass> ResolveClass(const std::optional<std::string>& hub_class,
+                                            const std::optional<std::string>& model_type,
+                                            bool byte_level_json, const JsonReader& config_reader) {
+  auto strip_fast = [](std::string name) {
+    if (absl::EndsWith(name, "Fast")) name.resize(name.size() - 4);
+    return name;
+  };
+  // The model types of the families here whose registered class differs
+  // from the hub's: Qwen 2 / 3 always get Qwen2Tokenizer (transformers
+  // lists qwen2 among the models whose hub class is wrong); Mistral's get
+  // the tokenizer.json as it is (without the mistral-common package).
+  std::optional<std::string> registered;
+  bool hub_class_is_wrong = false;
+  if (model_type.has_value()) {
+    const std::string& t = *model_type;
+    if (t == "qwen2" || t == "qwen2_moe" || t == "qwen3" || t == "qwen3_moe") {
+      registered = "Qwen2Tokenizer";
+      hub_class_is_wrong = t == "qwen2";
+    } else if (t == "gpt2") {
+      registered = "GPT2Tokenizer";
+    } else if (t == "mistral" || t == "mixtral" || t == "ministral" || t == "mistral3" ||
+               t == "phi3") {
+      registered = "TokenizersBackend";
+      hub_class_is_wrong = t == "phi3";
+    }
+  }
+  std::string name;
+  if (hub_class.has_value()) {
+    name = strip_fast(*hub_class);
+    if (name == "LlamaTokenizer" && byte_level_json && !hub_class_is_wrong) {
+      name = "TokenizersBackend";  // a byte-level tokenizer.json under Llama's name
+    } else if (registered.has_value() && *registered != name) {
+      name = *registered == "TokenizersBackend" ? "TokenizersBackend"
+             : hub_class_is_wrong               ? *registered
+                                                : name;
+    }
+  } else if (registered.has_value()) {
+    name = *registered;
+  } else {
+    name = "TokenizersBackend";
+  }
+  if (name == "LlamaTokenizer") return TokenizerClass::kLlama;
+  if (name == "Qwen2Tokenizer") return TokenizerClass::kQwen2;
+  if (name == "GPT2Tokenizer") return TokenizerClass::kGpt2;
+  if (name == "PreTrainedTokenizer" || name == "TokenizersBackend") return TokenizerClass::kAsFile;
+  return config_reader.Error(
+      "tokenizer_class",
+      absl::StrCat("\"", hub_class.value_or(name), "\" is not supported (supported: "
+                   "PreTrainedTokenizerFast, TokenizersBackend, LlamaTokenizer, "
+                   "Qwen2Tokenizer, GPT2Tokenizer and their Fast names)"));
+}
+
 }  // namespace
 
 HfTokenizer::HfTokenizer(std::string source, std::unique_ptr<const Impl> impl)
@@ -1200,20 +1258,22 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::Load(const std::string
     return absl::NotFoundError(absl::StrCat(tokenizer_path, ": no such file"));
   }
   ASSIGN_OR_RETURN(std::string tokenizer_json, ReadFile(tokenizer_path));
-  std::string config_json, map_json;
+  std::string config_json, map_json, model_config_json;
   for (auto [name, out] : {std::make_pair("tokenizer_config.json", &config_json),
-                           std::make_pair("special_tokens_map.json", &map_json)}) {
+                           std::make_pair("special_tokens_map.json", &map_json),
+                           std::make_pair("config.json", &model_config_json)}) {
     const std::string path = base + name;
     if (::stat(path.c_str(), &st) != 0) continue;
     ASSIGN_OR_RETURN(*out, ReadFile(path));
     if (out->empty()) *out = "{}";
   }
-  return LoadFromJson(tokenizer_json, config_json, map_json, folder);
+  return LoadFromJson(tokenizer_json, config_json, map_json, folder, model_config_json);
 }
 
 absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::LoadFromJson(
     std::string_view tokenizer_json, std::string_view tokenizer_config_json,
-    std::string_view special_tokens_map_json, const std::string& what) {
+    std::string_view special_tokens_map_json, const std::string& what,
+    std::string_view config_json) {
   const std::string base = absl::StrCat(what, absl::EndsWith(what, "/") ? "" : "/");
   const JsonReader reader(base + "tokenizer.json");
   const JsonReader config_reader(base + "tokenizer_config.json");
@@ -1227,25 +1287,29 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::LoadFromJson(
     ASSIGN_OR_RETURN(token_map, ParseObject(special_tokens_map_json, map_reader.file()));
   }
 
-  // Which class transformers builds.
-  TokenizerClass cls = TokenizerClass::kAsFile;
-  ASSIGN_OR_RETURN(std::optional<std::string> class_name,
-                   config_reader.OptionalString(config, "", "tokenizer_class"));
-  if (class_name.has_value()) {
-    const std::string& name = *class_name;
-    if (name == "LlamaTokenizer" || name == "LlamaTokenizerFast") {
-      cls = TokenizerClass::kLlama;
-    } else if (name == "Qwen2Tokenizer" || name == "Qwen2TokenizerFast") {
-      cls = TokenizerClass::kQwen2;
-    } else if (name == "GPT2Tokenizer" || name == "GPT2TokenizerFast") {
-      cls = TokenizerClass::kGpt2;
-    } else if (name != "PreTrainedTokenizerFast" && name != "TokenizersBackend") {
-      return config_reader.Error("tokenizer_class",
-                                 absl::StrCat("\"", name, "\" is not supported (supported: "
-                                              "PreTrainedTokenizerFast, LlamaTokenizer, "
-                                              "Qwen2Tokenizer, GPT2Tokenizer and their Fast names)"));
-    }
+  // Which class transformers' AutoTokenizer builds: tokenizer_config.json's
+  // (or config.json's) tokenizer_class, corrected by config.json's
+  // model_type as AutoTokenizer does.
+  json model_config = json::object();
+  const JsonReader model_config_reader(base + "config.json");
+  if (!config_json.empty()) {
+    ASSIGN_OR_RETURN(model_config, ParseObject(config_json, model_config_reader.file()));
   }
+  ASSIGN_OR_RETURN(std::optional<std::string> hub_class,
+                   config_reader.OptionalString(config, "", "tokenizer_class"));
+  if (!hub_class.has_value()) {
+    ASSIGN_OR_RETURN(hub_class, model_config_reader.OptionalString(model_config, "", "tokenizer_class"));
+  }
+  ASSIGN_OR_RETURN(std::optional<std::string> model_type,
+                   model_config_reader.OptionalString(model_config, "", "model_type"));
+  ASSIGN_OR_RETURN(bool fix_mistral_regex, config_reader.Bool(config, "", "fix_mistral_regex", false));
+  if (fix_mistral_regex) {
+    return config_reader.Error("fix_mistral_regex", "true is not supported");
+  }
+  ASSIGN_OR_RETURN(TokenizerClass cls,
+                   ResolveClass(hub_class, model_type,
+                                Av(tokenizer_json).find("\"ByteLevel\"") != absl::string_view::npos,
+                                config_reader));
 
   auto impl = std::make_unique<Impl>();
   if (doc.contains("truncation") && !doc["truncation"].is_null()) {
@@ -1257,11 +1321,11 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::LoadFromJson(
     return reader.Error("model", "must be an object");
   }
   const json& model = doc["model"];
-  std::string model_type = "BPE";
+  std::string bpe_type = "BPE";
   if (model.contains("type")) {
-    ASSIGN_OR_RETURN(model_type, reader.String(model, "model", "type"));
+    ASSIGN_OR_RETURN(bpe_type, reader.String(model, "model", "type"));
   }
-  if (model_type != "BPE") return reader.Unsupported("model", model_type);
+  if (bpe_type != "BPE") return reader.Unsupported("model", bpe_type);
   if (model.contains("dropout") && !model["dropout"].is_null()) {
     ASSIGN_OR_RETURN(double dropout, JsonToDouble(model["dropout"], reader.file(), "model.dropout", 0, 1));
     if (dropout != 0) return reader.Error("model.dropout", "must be null or 0 (BPE dropout is random)");

@@ -90,12 +90,13 @@ class HfTokenizer {
   // token is added after the last id, as transformers does.
   static absl::StatusOr<std::unique_ptr<HfTokenizer>> Load(const std::string& folder);
 
-  // As Load, from the files' contents (`tokenizer_config_json` and
-  // `special_tokens_map_json` may be empty: absent). `what` names the
-  // folder in messages.
+  // As Load, from the files' contents (`tokenizer_config_json`,
+  // `special_tokens_map_json` and the model's `config_json` may be empty:
+  // absent). `what` names the folder in messages.
   static absl::StatusOr<std::unique_ptr<HfTokenizer>> LoadFromJson(
       std::string_view tokenizer_json, std::string_view tokenizer_config_json,
-      std::string_view special_tokens_map_json, const std::string& what);
+      std::string_view special_tokens_map_json, const std::string& what,
+      std::string_view config_json = {});
 
   ~HfTokenizer();
   HfTokenizer(const HfTokenizer&) = delete;

@@ -36,7 +36,8 @@ std::string Quoted(const std::string& text) {
 }
 
 // The families of tests/testdata/make_bpe_tokenizers.py.
-const char* const kFamilies[] = {"llama3", "qwen2", "gpt2", "llama2", "sp_bpe_fast", "metaspace"};
+const char* const kFamilies[] = {"llama3",      "qwen2",     "gpt2",  "llama2",
+                                 "sp_bpe_fast", "metaspace", "custom"};
 
 struct Family {
   std::unique_ptr<HfTokenizer> tokenizer;
@@ -150,6 +151,60 @@ INSTANTIATE_TEST_SUITE_P(Families, GoldenTest, ::testing::ValuesIn(kFamilies),
                          [](const ::testing::TestParamInfo<const char*>& info) {
                            return std::string(info.param);
                          });
+
+// variants.json: folders that reuse a family's tokenizer.json with other
+// tokenizer_config.json / config.json files; how transformers picks the class
+// and reads Llama's and GPT-2's flags.
+TEST(HfTokenizer, VariantsMatchTransformers) {
+  const nlohmann::json doc = nlohmann::json::parse(ReadFile(TokenizersDir() + "/variants.json"));
+  int variants = 0;
+  for (const nlohmann::json& v : doc.at("variants")) {
+    const std::string name = v.at("name").get<std::string>();
+    const std::string folder = TempDir() + "/variant_" + name;
+    mkdir(folder.c_str(), 0755);
+    WriteFile(folder + "/tokenizer.json",
+              ReadFile(TokenizersDir() + "/" + v.at("base").get<std::string>() + "/tokenizer.json"));
+    if (!v.at("tokenizer_config").is_null()) {
+      WriteFile(folder + "/tokenizer_config.json", v.at("tokenizer_config").dump());
+    }
+    if (v.contains("config") && !v.at("config").is_null()) {
+      WriteFile(folder + "/config.json", v.at("config").dump());
+    }
+    auto loaded = HfTokenizer::Load(folder);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    const HfTokenizer& tok = **loaded;
+    auto id_or_none = [&](const char* key) -> int64_t {
+      return v.at(key).is_null() ? -1 : v.at(key).get<int64_t>();
+    };
+    EXPECT_EQ(tok.vocab_size(), v.at("len").get<int64_t>()) << name;
+    EXPECT_EQ(tok.bos_id(), id_or_none("bos_id")) << name;
+    EXPECT_EQ(tok.eos_id(), id_or_none("eos_id")) << name;
+    EXPECT_EQ(tok.pad_id(), id_or_none("pad_id")) << name;
+    EXPECT_EQ(tok.unk_id(), id_or_none("unk_id")) << name;
+    int matches = 0;
+    for (const nlohmann::json& c : v.at("cases")) {
+      const std::string text = c.at("text").get<std::string>();
+      const std::vector<int64_t> ids = c.at("ids").get<std::vector<int64_t>>();
+      const bool same = tok.Encode(text) == ids &&
+                        tok.Encode(text, false) == c.at("ids_plain").get<std::vector<int64_t>>() &&
+                        tok.Decode(ids, false) == c.at("decoded").get<std::string>() &&
+                        tok.Decode(ids, true) == c.at("decoded_skip").get<std::string>();
+      if (same) {
+        ++matches;
+      } else {
+        ADD_FAILURE() << name << " text " << Quoted(text) << "\n  transformers "
+                      << nlohmann::json(ids) << "\n  ours         "
+                      << nlohmann::json(tok.Encode(text)) << " decoded "
+                      << Quoted(tok.Decode(ids, false));
+      }
+    }
+    std::cout << "variant " << name << " (" << v.at("tokenizer_class").get<std::string>()
+              << "): " << matches << " of " << v.at("cases").size() << " strings match\n";
+    EXPECT_EQ(matches, static_cast<int>(v.at("cases").size()));
+    ++variants;
+  }
+  EXPECT_EQ(variants, 7);
+}
 
 TEST(HfTokenizer, FamilyRules) {
   const HfTokenizer& llama3 = *LoadFamily("llama3").tokenizer;
