@@ -193,10 +193,21 @@ class Regex {
                                                      " at offset ", offset, ")"));
     }
     pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // optional: falls back to the interpreter
-    return std::shared_ptr<const Regex>(new Regex(code));
+    pcre2_match_context* context = pcre2_match_context_create(nullptr);
+    if (context == nullptr) {
+      pcre2_code_free(code);
+      return absl::ResourceExhaustedError("out of memory compiling a regular expression");
+    }
+    // Bounds the work of one match (a pathological pattern in a file); the
+    // patterns of real tokenizers need a few hundred steps at most.
+    pcre2_set_match_limit(context, kMatchLimit);
+    return std::shared_ptr<const Regex>(new Regex(code, context));
   }
 
-  ~Regex() { pcre2_code_free(code_); }
+  ~Regex() {
+    pcre2_match_context_free(context_);
+    pcre2_code_free(code_);
+  }
   Regex(const Regex&) = delete;
   Regex& operator=(const Regex&) = delete;
 
@@ -213,11 +224,11 @@ class Regex {
     std::optional<size_t> last_match_end;
     while (pos <= text.size()) {
       int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), pos,
-                           PCRE2_NO_UTF_CHECK, data, nullptr);
-      if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) {
+                           PCRE2_NO_UTF_CHECK, data, context_);
+      if (rc < 0 && rc != PCRE2_ERROR_NOMATCH && rc != PCRE2_ERROR_MATCHLIMIT) {
         // The JIT's stack ran out: the interpreter keeps its frames on the heap.
         rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), pos,
-                         PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, data, nullptr);
+                         PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, data, context_);
       }
       if (rc < 0) break;
       const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data);
@@ -239,8 +250,11 @@ class Regex {
   }
 
  private:
-  explicit Regex(pcre2_code* code) : code_(code) {}
+  static constexpr uint32_t kMatchLimit = 1'000'000;
+
+  Regex(pcre2_code* code, pcre2_match_context* context) : code_(code), context_(context) {}
   pcre2_code* code_;
+  pcre2_match_context* context_;  // read-only after construction
 };
 
 // ---------------------------------------------------------------------------
@@ -543,7 +557,8 @@ struct HfTokenizer::Impl {
   std::vector<size_t> raw_by_byte[256];
   std::vector<size_t> normalized_by_byte[256];
   std::vector<std::string> normalized_contents;
-  std::vector<std::string> id_to_token;
+  // Tokens by id (ids need not be dense).
+  absl::flat_hash_map<int64_t, std::string> id_to_token;
   int64_t size = 0;
 
   // Post-processing (single sequence).
@@ -1568,7 +1583,6 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::LoadFromJson(
     }
   }
   impl->size = max_id + 1;
-  impl->id_to_token.resize(static_cast<size_t>(impl->size));
   for (const auto& [token, id] : impl->vocab) impl->id_to_token[id] = token;
   for (const AddedToken& token : impl->added) impl->id_to_token[token.id] = token.content;
   return std::unique_ptr<HfTokenizer>(new HfTokenizer(what, std::move(impl)));
@@ -1601,8 +1615,9 @@ std::string HfTokenizer::Decode(const std::vector<int64_t>& ids, bool skip_speci
       tokens.push_back(impl_->added[added->second].content);
       continue;
     }
-    if (impl_->id_to_token[id].empty()) continue;
-    tokens.push_back(impl_->id_to_token[id]);
+    auto token = impl_->id_to_token.find(id);
+    if (token == impl_->id_to_token.end()) continue;
+    tokens.push_back(token->second);
   }
   std::string text = impl_->RunDecoders(std::move(tokens));
   if (impl_->clean_up_spaces) {
@@ -1638,7 +1653,8 @@ int64_t HfTokenizer::IdOf(std::string_view token) const {
 
 std::string HfTokenizer::IdToToken(int64_t id) const {
   if (id < 0 || id >= impl_->size) return "";
-  return impl_->id_to_token[id];
+  auto token = impl_->id_to_token.find(id);
+  return token == impl_->id_to_token.end() ? std::string() : token->second;
 }
 
 bool HfTokenizer::IsSpecial(int64_t id) const {
