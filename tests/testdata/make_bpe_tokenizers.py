@@ -338,6 +338,14 @@ VARIANTS = [
      "config": {"model_type": "qwen2"}},
     {"name": "gpt2_prefix_space", "base": "gpt2",
      "tokenizer_config": {"tokenizer_class": "GPT2TokenizerFast", "add_prefix_space": True}},
+    # Only the class: Llama's defaults for legacy, add_prefix_space and the
+    # named tokens.
+    {"name": "llama2_class_defaults", "base": "llama2",
+     "tokenizer_config": {"tokenizer_class": "LlamaTokenizer"}},
+    # split_special_tokens: special tokens in the text are ordinary text.
+    {"name": "qwen2_split_special_tokens", "base": "qwen2",
+     "tokenizer_config": {"tokenizer_class": "Qwen2Tokenizer", "split_special_tokens": True,
+                          "eos_token": "<|im_end|>"}},
     # No tokenizer_config.json: the class comes from config.json.
     {"name": "gpt2_model_type_only", "base": "gpt2", "tokenizer_config": None,
      "config": {"model_type": "gpt2"}},

@@ -566,6 +566,9 @@ struct HfTokenizer::Impl {
 
   int64_t bos = -1, eos = -1, pad = -1, unk = -1;
   bool clean_up_spaces = false;
+  // tokenizer_config.json's split_special_tokens: special tokens in the
+  // text are not cut out (the match is skipped, as tokenizers does).
+  bool split_special_tokens = false;
 
   std::string Normalize(std::string_view text) const;
   void PreTokenize(std::vector<Piece>* pieces) const;
@@ -795,6 +798,7 @@ std::vector<std::tuple<int64_t, size_t, size_t>> HfTokenizer::Impl::FindAdded(
     const AddedToken& token = added[best];
     size_t start = pos, stop = pos + best_length;
     pos = stop;
+    if (split_special_tokens && token.special) continue;
     if (token.single_word) {
       bool start_space = start == 0;
       if (!start_space) {
@@ -1568,6 +1572,8 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::LoadFromJson(
                    config_reader.Bool(config, "", "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output", false));
   ASSIGN_OR_RETURN(bool cleanup, config_reader.Bool(config, "", "clean_up_tokenization_spaces", false));
   impl->clean_up_spaces = cleanup && force_cleanup;
+  ASSIGN_OR_RETURN(impl->split_special_tokens,
+                   config_reader.Bool(config, "", "split_special_tokens", false));
 
   // Matching tables of the added tokens.
   impl->normalized_contents.resize(impl->added.size());

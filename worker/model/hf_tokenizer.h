@@ -58,7 +58,8 @@
 //  1. Added tokens are cut out of the raw text first (leftmost, then longest
 //     match), honouring lstrip / rstrip (the white space beside the token
 //     goes with it) and single_word; added tokens with normalized=true are
-//     matched in the normalized text of each stretch.
+//     matched in the normalized text of each stretch. With
+//     split_special_tokens (tokenizer_config.json), special ones are not.
 //  2. Each stretch between them is normalized, pre-tokenized and split into
 //     tokens by BPE (whole pre-tokens found in the vocabulary are one token
 //     when ignore_merges is set; byte_fallback spells unknown characters as
