@@ -18,7 +18,9 @@ small BPE trained here by the `tokenizers` library on text of this machine
   metaspace    PreTrainedTokenizerFast with a Metaspace pre-tokenizer,
                no byte fallback (unknown characters: <unk>, fused), added
                tokens with lstrip / rstrip / single_word / normalized
-  custom       components no family above uses: Replace normalizers (regex
+  custom       (its merges differ from run to run: the trainer breaks some
+               ties in hash order; tokenizer.json and golden.json are always
+               written together) components no family above uses: Replace normalizers (regex
                and string), Split with every behaviour and invert,
                ByteLevel(add_prefix_space), continuing_subword_prefix and
                end_of_word_suffix, unfused <unk>, a BOS + EOS template, a
