@@ -18,6 +18,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -1185,19 +1186,28 @@ absl::Status ReadPostProcessor(const JsonReader& reader, const json& node, const
   return absl::OkStatus();
 }
 
-// A token named by tokenizer_config.json / special_tokens_map.json: a
-// string, {"content": ...}, or null.
-absl::StatusOr<std::optional<std::string>> NamedToken(const JsonReader& reader, const json& config,
-                                                      const char* field) {
-  if (!config.contains(field) || config[field].is_null()) return std::optional<std::string>();
-  const json& value = config[field];
-  if (value.is_string()) return std::optional<std::string>(value.get<std::string>());
-  if (value.is_object()) {
-    ASSIGN_OR_RETURN(std::string content, reader.String(value, field, "content"));
-    return std::optional<std::string>(std::move(content));
+// A token in tokenizer_config.json: a string, or an AddedToken object
+// ({"content": ..., "lstrip": ..., "special": ...}). Named and extra special
+// tokens are special whatever the object says.
+absl::StatusOr<AddedToken> ReadConfigToken(const JsonReader& reader, const json& value,
+                                           const std::string& path, bool force_special) {
+  AddedToken token;
+  if (value.is_string()) {
+    token.content = value.get<std::string>();
+    token.special = true;
+    return token;
   }
-  return reader.Error(field, absl::StrCat("must be a string, an object or null, not ",
-                                          DescribeJson(value)));
+  if (!value.is_object()) {
+    return reader.Error(path, absl::StrCat("must be a string or an object, not ", DescribeJson(value)));
+  }
+  ASSIGN_OR_RETURN(token.content, reader.String(value, path, "content"));
+  ASSIGN_OR_RETURN(token.special, reader.Bool(value, path, "special", force_special));
+  if (force_special) token.special = true;
+  ASSIGN_OR_RETURN(token.lstrip, reader.Bool(value, path, "lstrip", false));
+  ASSIGN_OR_RETURN(token.rstrip, reader.Bool(value, path, "rstrip", false));
+  ASSIGN_OR_RETURN(token.single_word, reader.Bool(value, path, "single_word", false));
+  ASSIGN_OR_RETURN(token.normalized, reader.Bool(value, path, "normalized", !token.special));
+  return token;
 }
 
 absl::StatusOr<json> ParseObject(std::string_view text, const std::string& what) {
@@ -1523,50 +1533,94 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::LoadFromJson(
     }
   }
 
-  // The named special tokens: special_tokens_map.json overrides
-  // tokenizer_config.json unless the latter has added_tokens_decoder.
-  const bool map_applies = !config.contains("added_tokens_decoder");
-  int64_t* named_ids[] = {&impl->bos, &impl->eos, &impl->pad, &impl->unk};
-  const char* named_fields[] = {"bos_token", "eos_token", "pad_token", "unk_token"};
-  for (int k = 0; k < 4; ++k) {
-    std::optional<std::string> name;
-    if (map_applies && token_map.contains(named_fields[k])) {
-      ASSIGN_OR_RETURN(name, NamedToken(map_reader, token_map, named_fields[k]));
-    }
-    if (!name.has_value()) {
-      ASSIGN_OR_RETURN(name, NamedToken(config_reader, config, named_fields[k]));
-    }
-    if (!name.has_value() && !config.contains(named_fields[k]) &&
-        !(map_applies && token_map.contains(named_fields[k]))) {
-      // The class's own defaults, for a key the files do not state.
-      static const char* const kLlamaDefaults[] = {"<s>", "</s>", nullptr, "<unk>"};
-      static const char* const kQwen2Defaults[] = {nullptr, "<|endoftext|>", "<|endoftext|>",
-                                                   "<|endoftext|>"};
-      static const char* const kGpt2Defaults[] = {"<|endoftext|>", "<|endoftext|>", nullptr,
-                                                  "<|endoftext|>"};
-      const char* fallback = cls == TokenizerClass::kLlama   ? kLlamaDefaults[k]
-                             : cls == TokenizerClass::kQwen2 ? kQwen2Defaults[k]
-                             : cls == TokenizerClass::kGpt2  ? kGpt2Defaults[k]
-                                                             : nullptr;
-      if (fallback != nullptr) name = std::string(fallback);
-    }
-    if (!name.has_value() || name->empty()) continue;
-    auto added = impl->added_by_content.find(*name);
-    if (added != impl->added_by_content.end()) {
-      *named_ids[k] = impl->added[added->second].id;
-      continue;
-    }
-    // transformers adds a named token the vocabulary lacks after the last id.
-    AddedToken token;
-    token.content = *name;
-    token.special = true;
-    auto in_vocab = impl->vocab.find(*name);
+  // Tokens transformers adds to the file's, in its order: the entries of
+  // tokenizer_config.json's added_tokens_decoder (by id), the named special
+  // tokens, then extra_special_tokens / additional_special_tokens. A token
+  // that is already an added token keeps its id and flags; one in the
+  // vocabulary takes its id there; any other goes after the last id.
+  auto add_token = [&](AddedToken token) -> int64_t {
+    auto existing = impl->added_by_content.find(token.content);
+    if (existing != impl->added_by_content.end()) return impl->added[existing->second].id;
+    auto in_vocab = impl->vocab.find(token.content);
     token.id = in_vocab != impl->vocab.end() ? in_vocab->second : max_id + 1;
     max_id = std::max(max_id, token.id);
-    *named_ids[k] = token.id;
     impl->added_by_content[token.content] = impl->added.size();
     impl->added_by_id[token.id] = impl->added.size();
     impl->added.push_back(std::move(token));
+    return impl->added.back().id;
+  };
+  if (config.contains("added_tokens_decoder") && !config["added_tokens_decoder"].is_null()) {
+    const json& decoder = config["added_tokens_decoder"];
+    if (!decoder.is_object()) return config_reader.Error("added_tokens_decoder", "must be an object");
+    std::vector<std::pair<int64_t, std::string>> order;
+    for (auto it = decoder.begin(); it != decoder.end(); ++it) {
+      int64_t id = 0;
+      if (!absl::SimpleAtoi(it.key(), &id)) {
+        return config_reader.Error(absl::StrCat("added_tokens_decoder[\"", it.key().substr(0, 20), "\"]"),
+                                   "the key must be an id");
+      }
+      order.emplace_back(id, it.key());
+    }
+    std::sort(order.begin(), order.end());
+    for (const auto& [id, key] : order) {
+      const std::string path = absl::StrCat("added_tokens_decoder[\"", key, "\"]");
+      ASSIGN_OR_RETURN(AddedToken token, ReadConfigToken(config_reader, decoder[key], path, false));
+      add_token(std::move(token));
+    }
+  }
+  // special_tokens_map.json overrides tokenizer_config.json unless the
+  // latter has added_tokens_decoder.
+  const bool map_applies = !config.contains("added_tokens_decoder");
+  struct Named {
+    const char* field;
+    int64_t* id;
+    const char* llama_default;
+    const char* qwen2_default;
+    const char* gpt2_default;
+  };
+  int64_t ignored_id = -1;
+  const Named named[] = {
+      {"bos_token", &impl->bos, "<s>", nullptr, "<|endoftext|>"},
+      {"eos_token", &impl->eos, "</s>", "<|endoftext|>", "<|endoftext|>"},
+      {"unk_token", &impl->unk, "<unk>", "<|endoftext|>", "<|endoftext|>"},
+      {"sep_token", &ignored_id, nullptr, nullptr, nullptr},
+      {"pad_token", &impl->pad, nullptr, "<|endoftext|>", nullptr},
+      {"cls_token", &ignored_id, nullptr, nullptr, nullptr},
+      {"mask_token", &ignored_id, nullptr, nullptr, nullptr},
+  };
+  for (const Named& n : named) {
+    const bool in_map = map_applies && token_map.contains(n.field) && !token_map[n.field].is_null();
+    const json& source = in_map ? token_map : config;
+    const JsonReader& source_reader = in_map ? map_reader : config_reader;
+    std::optional<AddedToken> token;
+    if (source.contains(n.field) && !source[n.field].is_null()) {
+      ASSIGN_OR_RETURN(AddedToken t, ReadConfigToken(source_reader, source[n.field], n.field, true));
+      token = std::move(t);
+    } else if (!config.contains(n.field) && !(map_applies && token_map.contains(n.field))) {
+      // The class's own default, for a key the files do not state.
+      const char* fallback = cls == TokenizerClass::kLlama   ? n.llama_default
+                             : cls == TokenizerClass::kQwen2 ? n.qwen2_default
+                             : cls == TokenizerClass::kGpt2  ? n.gpt2_default
+                                                             : nullptr;
+      if (fallback != nullptr) {
+        token = AddedToken();
+        token->content = fallback;
+        token->special = true;
+      }
+    }
+    if (!token.has_value() || token->content.empty()) continue;
+    *n.id = add_token(std::move(*token));
+  }
+  for (const char* field : {"extra_special_tokens", "additional_special_tokens"}) {
+    if (!config.contains(field) || config[field].is_null()) continue;
+    const json& list = config[field];
+    if (list.is_object()) continue;  // model-specific names; their tokens are in the file
+    if (!list.is_array()) return config_reader.Error(field, "must be an array");
+    for (size_t i = 0; i < list.size(); ++i) {
+      ASSIGN_OR_RETURN(AddedToken token, ReadConfigToken(config_reader, list[i],
+                                                         absl::StrCat(field, "[", i, "]"), true));
+      add_token(std::move(token));
+    }
   }
   ASSIGN_OR_RETURN(bool force_cleanup,
                    config_reader.Bool(config, "", "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output", false));
