@@ -49,10 +49,13 @@
 //   GPT2Tokenizer(Fast): ByteLevel(GPT-2's regex), byte-level decoder.
 // Other classes are refused. Named tokens the files do not state take the
 // class's defaults (Llama: <s>, </s>, <unk>; Qwen 2: <|endoftext|> as EOS,
-// pad and unk; GPT-2: <|endoftext|>); a named token that is neither in the
-// vocabulary nor an added token is added after the last id, as transformers
-// does. special_tokens_map.json overrides tokenizer_config.json unless the
-// latter has added_tokens_decoder.
+// pad and unk; GPT-2: <|endoftext|>). special_tokens_map.json overrides
+// tokenizer_config.json unless the latter has added_tokens_decoder. Tokens
+// that only tokenizer_config.json names (its added_tokens_decoder entries
+// by id, then bos/eos/unk/sep/pad/cls/mask_token, then
+// extra_special_tokens / additional_special_tokens) are added as
+// transformers adds them: the vocabulary's id when the vocabulary has the
+// token, else the next id after the last.
 //
 // Encode(text, add_special_tokens), as Hugging Face does it:
 //  1. Added tokens are cut out of the raw text first (leftmost, then longest
