@@ -1539,6 +1539,7 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::LoadFromJson(
   // that is already an added token keeps its id and flags; one in the
   // vocabulary takes its id there; any other goes after the last id.
   auto add_token = [&](AddedToken token) -> int64_t {
+    if (token.content.empty()) return -1;  // an empty token could match nothing
     auto existing = impl->added_by_content.find(token.content);
     if (existing != impl->added_by_content.end()) return impl->added[existing->second].id;
     auto in_vocab = impl->vocab.find(token.content);
