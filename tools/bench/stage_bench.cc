@@ -66,6 +66,7 @@
 #include "worker/training/packed_trainer.h"
 #include "worker/training/prompt_trainer.h"
 #include "worker/training/teacher_cache.h"
+#include "worker/lm/t5_prompted_model.h"
 #include "worker/model/t5_model.h"
 
 ABSL_FLAG(std::string, model, "", "Model folder (config.json + safetensors).");
@@ -259,6 +260,7 @@ absl::Status Main() {
   const auto load_start = Clock::now();
   ASSIGN_OR_RETURN(std::unique_ptr<T5Model> model, T5Model::Load(absl::GetFlag(FLAGS_model), load));
   const double load_seconds = std::chrono::duration<double>(Clock::now() - load_start).count();
+  const T5PromptedModel lm(model.get());
   const double rss_after_load = PeakRssMiB();
 
   const int pack = absl::GetFlag(FLAGS_pack);
@@ -313,10 +315,10 @@ absl::Status Main() {
     }
     teacher_cache = std::make_shared<TeacherCache>(loss.teacher_cache_bytes);
     loss.teacher_cache = teacher_cache;
-    step = MakeDistillationStep(*model, prompt_spec, &prompt, teachers, loss);
+    step = MakeDistillationStep(lm, prompt_spec, &prompt, teachers, loss);
     clock.cache = teacher_cache.get();
   } else {
-    step = MakePlmStep(*model,
+    step = MakePlmStep(lm,
                        PromptLayout::Peft(config.kind == PromptKind::kMultitask,
                                           config.num_virtual_tokens, 1),
                        &prompt);
@@ -354,7 +356,7 @@ absl::Status Main() {
     clock.every = pack;
     PackedPromptTrainer trainer(stage, std::move(members), 0, &comm, &clock, nullptr);
     PackedStepFunction packed_step = MakePackedPlmStep(
-        *model, PromptLayout::Peft(false, config.num_virtual_tokens, 1), prompt_ptrs);
+        lm, PromptLayout::Peft(false, config.num_virtual_tokens, 1), prompt_ptrs);
     ASSIGN_OR_RETURN(std::vector<TrainResult> results, trainer.Run(packed_step));
   } else {
     PromptTrainer trainer(options, &prompt, &data, 0, &comm, &clock, nullptr);

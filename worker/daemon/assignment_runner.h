@@ -1,5 +1,7 @@
-// Runs an assignment's MPT stage on a T5 model: the worker daemon's
-// AssignmentExecutor for real training.
+// Runs an assignment's MPT stage on the job's base model (T5 or a
+// decoder-only model, whichever family the folder's config.json names; see
+// worker/lm/base_model_loader.h): the worker daemon's AssignmentExecutor for
+// real training.
 //
 //   source training        one source task (Assignment.task) -> one teacher
 //   distillation           the teachers -> one multitask adapter; a gang of
@@ -28,9 +30,8 @@
 
 #include "absl/status/statusor.h"
 #include "worker/collectives/communicator_factory.h"
+#include "worker/lm/base_model_loader.h"
 #include "worker/model/autocast.h"
-#include "worker/model/t5_model.h"
-#include "worker/model/t5_tokenizer.h"
 #include "worker/daemon/worker_daemon.h"
 
 namespace mpt {
@@ -82,8 +83,7 @@ class AssignmentRunner final : public AssignmentExecutor {
  private:
   struct LoadedModel {
     std::string folder;
-    std::shared_ptr<T5Model> model;
-    std::shared_ptr<T5Tokenizer> tokenizer;
+    BaseModel base;
   };
 
   AssignmentRunner(AssignmentRunnerOptions options, c10::Device device, AutocastMode autocast)
