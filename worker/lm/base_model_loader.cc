@@ -1,9 +1,16 @@
 #include "worker/lm/base_model_loader.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "worker/lm/causal_prompted_model.h"
+#include "worker/lm/causal_task_tokenizer.h"
 #include "worker/lm/t5_prompted_model.h"
 #include "worker/lm/t5_task_tokenizer.h"
+#include "worker/model/hf_tokenizer.h"
+#include "worker/model/llama_model.h"
 #include "worker/model/t5_model.h"
 #include "worker/model/t5_tokenizer.h"
 
@@ -25,6 +32,31 @@ absl::StatusOr<BaseModel> LoadT5(const std::string& folder, const BaseModelOptio
   return out;
 }
 
+absl::StatusOr<BaseModel> LoadDecoderOnly(const std::string& folder,
+                                          const BaseModelOptions& options, ModelKind kind) {
+  LlamaLoadOptions load;
+  load.device = options.device;
+  load.dtype = options.dtype;
+  ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, LlamaModel::Load(folder, load));
+  ASSIGN_OR_RETURN(std::unique_ptr<HfTokenizer> hf, HfTokenizer::Load(folder));
+  const int64_t vocab = model->config().vocab_size;
+  ASSIGN_OR_RETURN(std::unique_ptr<CausalTaskTokenizer> tokenizer,
+                   CausalTaskTokenizer::Create(std::shared_ptr<const HfTokenizer>(std::move(hf)),
+                                               vocab));
+  // Generation ends at the tokenizer's EOS (the one targets end in) and at
+  // every EOS id config.json lists.
+  std::vector<int64_t> eos_ids{tokenizer->eos_id()};
+  for (int id : model->config().eos_token_ids) {
+    if (std::find(eos_ids.begin(), eos_ids.end(), id) == eos_ids.end()) eos_ids.push_back(id);
+  }
+  BaseModel out;
+  out.kind = std::move(kind);
+  out.model = std::make_shared<CausalPromptedModel>(
+      std::shared_ptr<const LlamaModel>(std::move(model)), std::move(eos_ids));
+  out.tokenizer = std::move(tokenizer);
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<BaseModel> LoadBaseModel(const std::string& folder,
@@ -34,11 +66,9 @@ absl::StatusOr<BaseModel> LoadBaseModel(const std::string& folder,
     case ModelFamily::kEncoderDecoder:
       return LoadT5(folder, options, std::move(kind));
     case ModelFamily::kDecoderOnly:
-      break;
+      return LoadDecoderOnly(folder, options, std::move(kind));
   }
-  return absl::UnimplementedError(
-      absl::StrCat(folder, ": model_type ", kind.model_type, ": decoder-only models need the "
-                   "causal-LM family, which this build lacks"));
+  return absl::InternalError("unknown model family");
 }
 
 }  // namespace mpt
