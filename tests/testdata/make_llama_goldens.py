@@ -49,6 +49,11 @@ The script checks its own premises: the sliding window changes the outputs
 in eager attention (mistral, qwen2), the dynamic rope changes them past
 max_position_embeddings, and the bf16/f16 stored weights round-trip.
 
+With --qwen2_05b_shaped DIR it instead writes a random checkpoint of
+Qwen2.5-0.5B's shape (24 layers, hidden 896, 14 heads / 2 key/value heads,
+intermediate 4864, vocabulary 151936, tied; ~494M parameters stored in bf16,
+about 1 GB) for load and memory checks; it is never committed.
+
 Requirements: torch, transformers (5.x), safetensors.
 """
 
@@ -420,12 +425,80 @@ def build(name, spec, out_dir):
     log(f"{name}: loss {out.loss.item():.6f}, parameters {num_parameters}, files {sizes}")
 
 
+QWEN2_05B = dict(
+    architectures=["Qwen2ForCausalLM"],
+    model_type="qwen2",
+    vocab_size=151936,
+    hidden_size=896,
+    intermediate_size=4864,
+    num_hidden_layers=24,
+    num_attention_heads=14,
+    num_key_value_heads=2,
+    max_position_embeddings=32768,
+    max_window_layers=21,
+    rms_norm_eps=1e-6,
+    rope_theta=1000000.0,
+    sliding_window=32768,
+    use_sliding_window=False,
+    tie_word_embeddings=True,
+    hidden_act="silu",
+    bos_token_id=151643,
+    eos_token_id=151645,
+    torch_dtype="bfloat16",
+)
+
+
+def write_qwen2_05b_shaped(folder):
+    """Random bf16 weights of Qwen2.5-0.5B's shapes, written tensor by tensor
+    (no model object, so the peak memory stays near the file size)."""
+    os.makedirs(folder, exist_ok=True)
+    c = QWEN2_05B
+    d, inter, hd = c["hidden_size"], c["intermediate_size"], c["hidden_size"] // c["num_attention_heads"]
+    q, kv = c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd
+    shapes = {"model.embed_tokens.weight": (c["vocab_size"], d), "model.norm.weight": (d,)}
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        shapes.update({
+            p + "input_layernorm.weight": (d,),
+            p + "post_attention_layernorm.weight": (d,),
+            p + "self_attn.q_proj.weight": (q, d),
+            p + "self_attn.q_proj.bias": (q,),
+            p + "self_attn.k_proj.weight": (kv, d),
+            p + "self_attn.k_proj.bias": (kv,),
+            p + "self_attn.v_proj.weight": (kv, d),
+            p + "self_attn.v_proj.bias": (kv,),
+            p + "self_attn.o_proj.weight": (d, q),
+            p + "mlp.gate_proj.weight": (inter, d),
+            p + "mlp.up_proj.weight": (inter, d),
+            p + "mlp.down_proj.weight": (d, inter),
+        })
+    g = torch.Generator().manual_seed(5)
+    state = {}
+    for name, shape in sorted(shapes.items()):
+        if name.endswith("norm.weight"):
+            t = 1.0 + torch.randn(shape, generator=g) * 0.1
+        elif name.endswith(".bias"):
+            t = torch.randn(shape, generator=g) * 0.02
+        else:
+            t = torch.randn(shape, generator=g) * 0.02
+        state[name] = t.to(torch.bfloat16)
+    save_file(state, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(c, f, indent=2, sort_keys=True)
+        f.write("\n")
+    log(f"wrote {folder}: {sum(t.numel() for t in state.values())} parameters")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "llama"))
     parser.add_argument("--only", nargs="*", help="checkpoint names (default: all)")
+    parser.add_argument("--qwen2_05b_shaped", metavar="DIR", help="write only a Qwen2.5-0.5B-shaped random checkpoint to DIR")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.qwen2_05b_shaped:
+        write_qwen2_05b_shaped(args.qwen2_05b_shaped)
+        return
     os.makedirs(args.out, exist_ok=True)
     for name, spec in SPECS.items():
         if args.only and name not in args.only:

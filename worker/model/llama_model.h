@@ -163,9 +163,11 @@ class LlamaModel {
   CausalLmOutput Forward(const CausalLmInputs& inputs) const;
 
   // INVALID_ARGUMENT describing the first problem (undefined or empty
-  // embeddings, rank, batch or length mismatch, wrong hidden size, device,
-  // non-integer position ids or labels, negative positions, label ids out of
-  // range) of a batch for Forward(); OK when Forward() will not throw.
+  // embeddings, embeddings of a dtype other than dtype() (cast a fp32 prompt
+  // for a bf16 model), rank, batch or length mismatch, wrong hidden size,
+  // device, non-integer position ids or labels, negative positions, label
+  // ids out of range) of a batch for Forward(); OK when Forward() will not
+  // throw.
   absl::Status CheckForwardInputs(const CausalLmInputs& inputs) const;
 
   // Incremental decoding with a KV cache, for generation. Each DecodeStep
