@@ -428,6 +428,21 @@ def random_strings(rng, n):
     return out
 
 
+# Long inputs, kept small on disk: (piece, times, suffix); the golden file
+# keeps the id count, a checksum and the ends of the id list.
+LONG = [(" ", 50000, "x"), ("a", 60000, ""), ("7", 30001, " "), ("\n", 20000, "end"),
+        ("Hello world, ", 5000, "!"), ("\u6771", 20000, ""), ("\U0001F600", 10000, " "),
+        (" \t", 20000, "y"), ("'s", 10000, ""), ("-|12 ", 8000, "")]
+
+
+def long_case(tok, piece, times, suffix):
+    text = piece * times + suffix
+    ids = tok(text)["input_ids"]
+    return {"piece": piece, "times": times, "suffix": suffix, "count": len(ids),
+            "checksum": sum((i + 1) * (k % 1000 + 1) for k, i in enumerate(ids)) % 1000000007,
+            "head": ids[:16], "tail": ids[-16:]}
+
+
 def invalid_utf8_cases():
     return [b"abc\xffdef", b"\xc3", b"\xc3(", b"caf\xc3", b"\xe2\x82", b"\xe2\x82x",
             b"\xf0\x9f\x98", b"\xed\xa0\x80 surrogate", b"\xc0\xaf overlong", b"\xf4\x90\x80\x80",
@@ -466,8 +481,10 @@ def main():
                    for _ in range(drng.randint(1, 12))]
             decodes.append({"ids": ids, "decoded": tok.decode(ids, skip_special_tokens=False),
                             "decoded_skip": tok.decode(ids, skip_special_tokens=True)})
+        long_cases = [long_case(tok, *spec) for spec in LONG]
         golden = {
             "family": family,
+            "long_cases": long_cases,
             "tokenizer_class": type(tok).__name__,
             "transformers": transformers.__version__,
             "len": n,

@@ -212,8 +212,13 @@ class Regex {
     size_t pos = 0;
     std::optional<size_t> last_match_end;
     while (pos <= text.size()) {
-      const int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), pos,
-                                 PCRE2_NO_UTF_CHECK, data, nullptr);
+      int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), pos,
+                           PCRE2_NO_UTF_CHECK, data, nullptr);
+      if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) {
+        // The JIT's stack ran out: the interpreter keeps its frames on the heap.
+        rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), pos,
+                         PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, data, nullptr);
+      }
       if (rc < 0) break;
       const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data);
       const size_t begin = ovector[0], end = ovector[1];

@@ -92,6 +92,36 @@ TEST_P(GoldenTest, EncodeMatchesTransformers) {
   EXPECT_EQ(matches, total);
 }
 
+// Long runs of one kind of character (regex backtracking, BPE on long
+// words); the golden file keeps a checksum of transformers' ids.
+TEST_P(GoldenTest, LongInputsMatchTransformers) {
+  const Family& family = LoadFamily(GetParam());
+  const HfTokenizer& tok = *family.tokenizer;
+  int checked = 0;
+  for (const nlohmann::json& c : family.golden.at("long_cases")) {
+    std::string text;
+    for (int i = 0; i < c.at("times").get<int>(); ++i) text += c.at("piece").get<std::string>();
+    text += c.at("suffix").get<std::string>();
+    const std::vector<int64_t> ids = tok.Encode(text);
+    int64_t checksum = 0;
+    for (size_t k = 0; k < ids.size(); ++k) {
+      checksum = (checksum + (ids[k] + 1) * static_cast<int64_t>(k % 1000 + 1)) % 1000000007;
+    }
+    const std::string label = absl::StrCat(GetParam(), " ", Quoted(c.at("piece").get<std::string>()),
+                                           " x ", c.at("times").get<int>());
+    EXPECT_EQ(ids.size(), c.at("count").get<size_t>()) << label;
+    EXPECT_EQ(checksum, c.at("checksum").get<int64_t>()) << label;
+    const auto head = c.at("head").get<std::vector<int64_t>>();
+    const auto tail = c.at("tail").get<std::vector<int64_t>>();
+    if (ids.size() >= head.size()) {
+      EXPECT_EQ(std::vector<int64_t>(ids.begin(), ids.begin() + head.size()), head) << label;
+      EXPECT_EQ(std::vector<int64_t>(ids.end() - tail.size(), ids.end()), tail) << label;
+    }
+    ++checked;
+  }
+  EXPECT_EQ(checked, 10);
+}
+
 TEST_P(GoldenTest, DecodeMatchesTransformers) {
   const Family& family = LoadFamily(GetParam());
   const HfTokenizer& tok = *family.tokenizer;
