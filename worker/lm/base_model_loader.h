@@ -39,6 +39,12 @@ struct BaseModel {
 absl::StatusOr<BaseModel> LoadBaseModel(const std::string& folder,
                                         const BaseModelOptions& options = {});
 
+// The model alone, without its tokenizer (for benchmarks on folders that
+// have none): a decoder-only model's generation then ends at config.json's
+// EOS ids only. Errors as LoadBaseModel's for the model.
+absl::StatusOr<std::shared_ptr<const PromptedLanguageModel>> LoadPromptedModel(
+    const std::string& folder, const BaseModelOptions& options = {});
+
 }  // namespace mpt
 
 #endif  // MPT_WORKER_LM_BASE_MODEL_LOADER_H_
