@@ -1,4 +1,5 @@
-// stage_bench: times one MPT stage's training step on a model folder.
+// stage_bench: times one MPT stage's training step on a model folder (T5 or
+// decoder-only).
 //
 //   stage_bench --model=demo/model --stage=distillation --batch_size=8 \
 //       --input_length=64 --target_length=16 --num_virtual_tokens=100
@@ -32,6 +33,9 @@
 //             depend on the prompt, has no backward;
 //   teacher   (distillation) one more forward with the teacher's prompt,
 //             for the rows not served from the teacher cache.
+// A decoder-only model (--model names a llama, qwen2 or mistral folder; no
+// tokenizer is needed) counts every layer over the prompt, input and target
+// positions and the LM head over the target positions, backward as above.
 // Element-wise work (softmax, norms, the losses) is not counted. MFU is
 // those FLOPs per second over this machine's matrix-multiply peak, measured
 // in the same run: on the CPU the fp32 peak with the same threads (best of a
