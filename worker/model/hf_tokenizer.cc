@@ -18,6 +18,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -193,10 +194,21 @@ class Regex {
                                                      " at offset ", offset, ")"));
     }
     pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // optional: falls back to the interpreter
-    return std::shared_ptr<const Regex>(new Regex(code));
+    pcre2_match_context* context = pcre2_match_context_create(nullptr);
+    if (context == nullptr) {
+      pcre2_code_free(code);
+      return absl::ResourceExhaustedError("out of memory compiling a regular expression");
+    }
+    // Bounds the work of one match (a pathological pattern in a file); the
+    // patterns of real tokenizers need a few hundred steps at most.
+    pcre2_set_match_limit(context, kMatchLimit);
+    return std::shared_ptr<const Regex>(new Regex(code, context));
   }
 
-  ~Regex() { pcre2_code_free(code_); }
+  ~Regex() {
+    pcre2_match_context_free(context_);
+    pcre2_code_free(code_);
+  }
   Regex(const Regex&) = delete;
   Regex& operator=(const Regex&) = delete;
 
@@ -213,11 +225,11 @@ class Regex {
     std::optional<size_t> last_match_end;
     while (pos <= text.size()) {
       int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), pos,
-                           PCRE2_NO_UTF_CHECK, data, nullptr);
-      if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) {
+                           PCRE2_NO_UTF_CHECK, data, context_);
+      if (rc < 0 && rc != PCRE2_ERROR_NOMATCH && rc != PCRE2_ERROR_MATCHLIMIT) {
         // The JIT's stack ran out: the interpreter keeps its frames on the heap.
         rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), pos,
-                         PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, data, nullptr);
+                         PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, data, context_);
       }
       if (rc < 0) break;
       const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data);
@@ -239,8 +251,11 @@ class Regex {
   }
 
  private:
-  explicit Regex(pcre2_code* code) : code_(code) {}
+  static constexpr uint32_t kMatchLimit = 1'000'000;
+
+  Regex(pcre2_code* code, pcre2_match_context* context) : code_(code), context_(context) {}
   pcre2_code* code_;
+  pcre2_match_context* context_;  // read-only after construction
 };
 
 // ---------------------------------------------------------------------------
@@ -543,7 +558,8 @@ struct HfTokenizer::Impl {
   std::vector<size_t> raw_by_byte[256];
   std::vector<size_t> normalized_by_byte[256];
   std::vector<std::string> normalized_contents;
-  std::vector<std::string> id_to_token;
+  // Tokens by id (ids need not be dense).
+  absl::flat_hash_map<int64_t, std::string> id_to_token;
   int64_t size = 0;
 
   // Post-processing (single sequence).
@@ -551,6 +567,9 @@ struct HfTokenizer::Impl {
 
   int64_t bos = -1, eos = -1, pad = -1, unk = -1;
   bool clean_up_spaces = false;
+  // tokenizer_config.json's split_special_tokens: special tokens in the
+  // text are not cut out (the match is skipped, as tokenizers does).
+  bool split_special_tokens = false;
 
   std::string Normalize(std::string_view text) const;
   void PreTokenize(std::vector<Piece>* pieces) const;
@@ -780,6 +799,7 @@ std::vector<std::tuple<int64_t, size_t, size_t>> HfTokenizer::Impl::FindAdded(
     const AddedToken& token = added[best];
     size_t start = pos, stop = pos + best_length;
     pos = stop;
+    if (split_special_tokens && token.special) continue;
     if (token.single_word) {
       bool start_space = start == 0;
       if (!start_space) {
@@ -1166,19 +1186,28 @@ absl::Status ReadPostProcessor(const JsonReader& reader, const json& node, const
   return absl::OkStatus();
 }
 
-// A token named by tokenizer_config.json / special_tokens_map.json: a
-// string, {"content": ...}, or null.
-absl::StatusOr<std::optional<std::string>> NamedToken(const JsonReader& reader, const json& config,
-                                                      const char* field) {
-  if (!config.contains(field) || config[field].is_null()) return std::optional<std::string>();
-  const json& value = config[field];
-  if (value.is_string()) return std::optional<std::string>(value.get<std::string>());
-  if (value.is_object()) {
-    ASSIGN_OR_RETURN(std::string content, reader.String(value, field, "content"));
-    return std::optional<std::string>(std::move(content));
+// A token in tokenizer_config.json: a string, or an AddedToken object
+// ({"content": ..., "lstrip": ..., "special": ...}). Named and extra special
+// tokens are special whatever the object says.
+absl::StatusOr<AddedToken> ReadConfigToken(const JsonReader& reader, const json& value,
+                                           const std::string& path, bool force_special) {
+  AddedToken token;
+  if (value.is_string()) {
+    token.content = value.get<std::string>();
+    token.special = true;
+    return token;
   }
-  return reader.Error(field, absl::StrCat("must be a string, an object or null, not ",
-                                          DescribeJson(value)));
+  if (!value.is_object()) {
+    return reader.Error(path, absl::StrCat("must be a string or an object, not ", DescribeJson(value)));
+  }
+  ASSIGN_OR_RETURN(token.content, reader.String(value, path, "content"));
+  ASSIGN_OR_RETURN(token.special, reader.Bool(value, path, "special", force_special));
+  if (force_special) token.special = true;
+  ASSIGN_OR_RETURN(token.lstrip, reader.Bool(value, path, "lstrip", false));
+  ASSIGN_OR_RETURN(token.rstrip, reader.Bool(value, path, "rstrip", false));
+  ASSIGN_OR_RETURN(token.single_word, reader.Bool(value, path, "single_word", false));
+  ASSIGN_OR_RETURN(token.normalized, reader.Bool(value, path, "normalized", !token.special));
+  return token;
 }
 
 absl::StatusOr<json> ParseObject(std::string_view text, const std::string& what) {
@@ -1504,55 +1533,102 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::LoadFromJson(
     }
   }
 
-  // The named special tokens: special_tokens_map.json overrides
-  // tokenizer_config.json unless the latter has added_tokens_decoder.
-  const bool map_applies = !config.contains("added_tokens_decoder");
-  int64_t* named_ids[] = {&impl->bos, &impl->eos, &impl->pad, &impl->unk};
-  const char* named_fields[] = {"bos_token", "eos_token", "pad_token", "unk_token"};
-  for (int k = 0; k < 4; ++k) {
-    std::optional<std::string> name;
-    if (map_applies && token_map.contains(named_fields[k])) {
-      ASSIGN_OR_RETURN(name, NamedToken(map_reader, token_map, named_fields[k]));
-    }
-    if (!name.has_value()) {
-      ASSIGN_OR_RETURN(name, NamedToken(config_reader, config, named_fields[k]));
-    }
-    if (!name.has_value() && !config.contains(named_fields[k]) &&
-        !(map_applies && token_map.contains(named_fields[k]))) {
-      // The class's own defaults, for a key the files do not state.
-      static const char* const kLlamaDefaults[] = {"<s>", "</s>", nullptr, "<unk>"};
-      static const char* const kQwen2Defaults[] = {nullptr, "<|endoftext|>", "<|endoftext|>",
-                                                   "<|endoftext|>"};
-      static const char* const kGpt2Defaults[] = {"<|endoftext|>", "<|endoftext|>", nullptr,
-                                                  "<|endoftext|>"};
-      const char* fallback = cls == TokenizerClass::kLlama   ? kLlamaDefaults[k]
-                             : cls == TokenizerClass::kQwen2 ? kQwen2Defaults[k]
-                             : cls == TokenizerClass::kGpt2  ? kGpt2Defaults[k]
-                                                             : nullptr;
-      if (fallback != nullptr) name = std::string(fallback);
-    }
-    if (!name.has_value() || name->empty()) continue;
-    auto added = impl->added_by_content.find(*name);
-    if (added != impl->added_by_content.end()) {
-      *named_ids[k] = impl->added[added->second].id;
-      continue;
-    }
-    // transformers adds a named token the vocabulary lacks after the last id.
-    AddedToken token;
-    token.content = *name;
-    token.special = true;
-    auto in_vocab = impl->vocab.find(*name);
+  // Tokens transformers adds to the file's, in its order: the entries of
+  // tokenizer_config.json's added_tokens_decoder (by id), the named special
+  // tokens, then extra_special_tokens / additional_special_tokens. A token
+  // that is already an added token keeps its id and flags; one in the
+  // vocabulary takes its id there; any other goes after the last id.
+  auto add_token = [&](AddedToken token) -> int64_t {
+    if (token.content.empty()) return -1;  // an empty token could match nothing
+    auto existing = impl->added_by_content.find(token.content);
+    if (existing != impl->added_by_content.end()) return impl->added[existing->second].id;
+    auto in_vocab = impl->vocab.find(token.content);
     token.id = in_vocab != impl->vocab.end() ? in_vocab->second : max_id + 1;
     max_id = std::max(max_id, token.id);
-    *named_ids[k] = token.id;
     impl->added_by_content[token.content] = impl->added.size();
     impl->added_by_id[token.id] = impl->added.size();
     impl->added.push_back(std::move(token));
+    return impl->added.back().id;
+  };
+  if (config.contains("added_tokens_decoder") && !config["added_tokens_decoder"].is_null()) {
+    const json& decoder = config["added_tokens_decoder"];
+    if (!decoder.is_object()) return config_reader.Error("added_tokens_decoder", "must be an object");
+    std::vector<std::pair<int64_t, std::string>> order;
+    for (auto it = decoder.begin(); it != decoder.end(); ++it) {
+      int64_t id = 0;
+      if (!absl::SimpleAtoi(it.key(), &id)) {
+        return config_reader.Error(absl::StrCat("added_tokens_decoder[\"", it.key().substr(0, 20), "\"]"),
+                                   "the key must be an id");
+      }
+      order.emplace_back(id, it.key());
+    }
+    std::sort(order.begin(), order.end());
+    for (const auto& [id, key] : order) {
+      const std::string path = absl::StrCat("added_tokens_decoder[\"", key, "\"]");
+      ASSIGN_OR_RETURN(AddedToken token, ReadConfigToken(config_reader, decoder[key], path, false));
+      add_token(std::move(token));
+    }
+  }
+  // special_tokens_map.json overrides tokenizer_config.json unless the
+  // latter has added_tokens_decoder.
+  const bool map_applies = !config.contains("added_tokens_decoder");
+  struct Named {
+    const char* field;
+    int64_t* id;
+    const char* llama_default;
+    const char* qwen2_default;
+    const char* gpt2_default;
+  };
+  int64_t ignored_id = -1;
+  const Named named[] = {
+      {"bos_token", &impl->bos, "<s>", nullptr, "<|endoftext|>"},
+      {"eos_token", &impl->eos, "</s>", "<|endoftext|>", "<|endoftext|>"},
+      {"unk_token", &impl->unk, "<unk>", "<|endoftext|>", "<|endoftext|>"},
+      {"sep_token", &ignored_id, nullptr, nullptr, nullptr},
+      {"pad_token", &impl->pad, nullptr, "<|endoftext|>", nullptr},
+      {"cls_token", &ignored_id, nullptr, nullptr, nullptr},
+      {"mask_token", &ignored_id, nullptr, nullptr, nullptr},
+  };
+  for (const Named& n : named) {
+    const bool in_map = map_applies && token_map.contains(n.field) && !token_map[n.field].is_null();
+    const json& source = in_map ? token_map : config;
+    const JsonReader& source_reader = in_map ? map_reader : config_reader;
+    std::optional<AddedToken> token;
+    if (source.contains(n.field) && !source[n.field].is_null()) {
+      ASSIGN_OR_RETURN(AddedToken t, ReadConfigToken(source_reader, source[n.field], n.field, true));
+      token = std::move(t);
+    } else if (!config.contains(n.field) && !(map_applies && token_map.contains(n.field))) {
+      // The class's own default, for a key the files do not state.
+      const char* fallback = cls == TokenizerClass::kLlama   ? n.llama_default
+                             : cls == TokenizerClass::kQwen2 ? n.qwen2_default
+                             : cls == TokenizerClass::kGpt2  ? n.gpt2_default
+                                                             : nullptr;
+      if (fallback != nullptr) {
+        token = AddedToken();
+        token->content = fallback;
+        token->special = true;
+      }
+    }
+    if (!token.has_value() || token->content.empty()) continue;
+    *n.id = add_token(std::move(*token));
+  }
+  for (const char* field : {"extra_special_tokens", "additional_special_tokens"}) {
+    if (!config.contains(field) || config[field].is_null()) continue;
+    const json& list = config[field];
+    if (list.is_object()) continue;  // model-specific names; their tokens are in the file
+    if (!list.is_array()) return config_reader.Error(field, "must be an array");
+    for (size_t i = 0; i < list.size(); ++i) {
+      ASSIGN_OR_RETURN(AddedToken token, ReadConfigToken(config_reader, list[i],
+                                                         absl::StrCat(field, "[", i, "]"), true));
+      add_token(std::move(token));
+    }
   }
   ASSIGN_OR_RETURN(bool force_cleanup,
                    config_reader.Bool(config, "", "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output", false));
   ASSIGN_OR_RETURN(bool cleanup, config_reader.Bool(config, "", "clean_up_tokenization_spaces", false));
   impl->clean_up_spaces = cleanup && force_cleanup;
+  ASSIGN_OR_RETURN(impl->split_special_tokens,
+                   config_reader.Bool(config, "", "split_special_tokens", false));
 
   // Matching tables of the added tokens.
   impl->normalized_contents.resize(impl->added.size());
@@ -1568,7 +1644,6 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::LoadFromJson(
     }
   }
   impl->size = max_id + 1;
-  impl->id_to_token.resize(static_cast<size_t>(impl->size));
   for (const auto& [token, id] : impl->vocab) impl->id_to_token[id] = token;
   for (const AddedToken& token : impl->added) impl->id_to_token[token.id] = token.content;
   return std::unique_ptr<HfTokenizer>(new HfTokenizer(what, std::move(impl)));
@@ -1601,8 +1676,9 @@ std::string HfTokenizer::Decode(const std::vector<int64_t>& ids, bool skip_speci
       tokens.push_back(impl_->added[added->second].content);
       continue;
     }
-    if (impl_->id_to_token[id].empty()) continue;
-    tokens.push_back(impl_->id_to_token[id]);
+    auto token = impl_->id_to_token.find(id);
+    if (token == impl_->id_to_token.end()) continue;
+    tokens.push_back(token->second);
   }
   std::string text = impl_->RunDecoders(std::move(tokens));
   if (impl_->clean_up_spaces) {
@@ -1638,7 +1714,8 @@ int64_t HfTokenizer::IdOf(std::string_view token) const {
 
 std::string HfTokenizer::IdToToken(int64_t id) const {
   if (id < 0 || id >= impl_->size) return "";
-  return impl_->id_to_token[id];
+  auto token = impl_->id_to_token.find(id);
+  return token == impl_->id_to_token.end() ? std::string() : token->second;
 }
 
 bool HfTokenizer::IsSpecial(int64_t id) const {
