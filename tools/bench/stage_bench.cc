@@ -254,14 +254,6 @@ int64_t FeedForwardWidth(const PromptedLanguageModel& lm) {
   return dynamic_cast<const CausalPromptedModel&>(lm).llama().config().intermediate_size;
 }
 
-absl::StatusOr<c10::ScalarType> ParseDtype(const std::string& name) {
-  if (name == "float32") return c10::ScalarType::Float;
-  if (name == "bfloat16") return c10::ScalarType::BFloat16;
-  if (name == "float16") return c10::ScalarType::Half;
-  return absl::InvalidArgumentError(
-      absl::StrCat("--dtype: \"", name, "\" is not one of float32, bfloat16, float16"));
-}
-
 // The best matrix-product rate, FLOP/s, of a few timed at::mm calls on
 // `device` in `dtype` (random operands).
 double MeasureMatmulPeak(const std::vector<std::array<int64_t, 3>>& shapes, c10::Device device,
@@ -311,7 +303,7 @@ absl::Status Main() {
   } catch (const c10::Error& e) {
     return absl::InvalidArgumentError(absl::StrCat("--device: ", e.what_without_backtrace()));
   }
-  ASSIGN_OR_RETURN(load.dtype, ParseDtype(absl::GetFlag(FLAGS_dtype)));
+  ASSIGN_OR_RETURN(load.dtype, ParseModelDtype(absl::GetFlag(FLAGS_dtype)));
   const auto load_start = Clock::now();
   ASSIGN_OR_RETURN(std::shared_ptr<const PromptedLanguageModel> model,
                    LoadPromptedModel(absl::GetFlag(FLAGS_model), load));

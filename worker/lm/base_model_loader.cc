@@ -71,6 +71,15 @@ absl::StatusOr<BaseModel> LoadBaseModel(const std::string& folder,
   return absl::InternalError("unknown model family");
 }
 
+absl::StatusOr<c10::ScalarType> ParseModelDtype(const std::string& name,
+                                                const std::string& flag) {
+  if (name == "float32") return c10::ScalarType::Float;
+  if (name == "bfloat16") return c10::ScalarType::BFloat16;
+  if (name == "float16") return c10::ScalarType::Half;
+  return absl::InvalidArgumentError(absl::StrCat(
+      flag, ": \"", name.substr(0, 40), "\" is not one of float32, bfloat16, float16"));
+}
+
 absl::StatusOr<std::shared_ptr<const PromptedLanguageModel>> LoadPromptedModel(
     const std::string& folder, const BaseModelOptions& options) {
   ASSIGN_OR_RETURN(ModelKind kind, ReadModelKind(folder));
