@@ -467,6 +467,22 @@ def long_case(tok, piece, times, suffix):
             "head": ids[:16], "tail": ids[-16:]}
 
 
+def nfc_cases():
+    """Text NFC changes: every code point with a canonical decomposition,
+    decomposed (with its marks shuffled where canonical ordering must put
+    them back), 40 to a string, plus Hangul jamo and reordering cases."""
+    chars = [chr(cp) for cp in range(0x300, 0x110000)
+             if unicodedata.decomposition(chr(cp)) and not unicodedata.decomposition(chr(cp)).startswith("<")
+             and not 0xAC00 <= cp <= 0xD7A3]
+    texts = []
+    for i in range(0, len(chars), 40):
+        texts.append(" ".join(unicodedata.normalize("NFD", c) for c in chars[i:i + 40]))
+    texts += ["\u1100\u1161\u11a8 \u1112\u1161\u11ab\u1100\u1173\u11af",
+              "a\u0323\u0302 a\u0302\u0323 e\u0301\u0301 \u0338= o\u031b\u0301\u0323",
+              "\u0301start A\u030a\u0301 \u212b \u2126 \u0958 \U0001D15E"]
+    return texts
+
+
 def invalid_utf8_cases():
     return [b"abc\xffdef", b"\xc3", b"\xc3(", b"caf\xc3", b"\xe2\x82", b"\xe2\x82x",
             b"\xf0\x9f\x98", b"\xed\xa0\x80 surrogate", b"\xc0\xaf overlong", b"\xf4\x90\x80\x80",
@@ -506,6 +522,11 @@ def main():
             decodes.append({"ids": ids, "decoded": tok.decode(ids, skip_special_tokens=False),
                             "decoded_skip": tok.decode(ids, skip_special_tokens=True)})
         long_cases = [long_case(tok, *spec) for spec in LONG]
+        if family == "qwen2":
+            for text in nfc_cases():
+                c = case(tok, text)
+                c["nfc"] = True
+                cases.append(c)
         golden = {
             "family": family,
             "long_cases": long_cases,

@@ -30,7 +30,7 @@ LIB_SRCS=(
 protoc --cpp_out="$OUT/gen" -I. proto/mpt/v1/spec.proto
 
 PKGS="protobuf absl_status absl_statusor absl_strings absl_str_format absl_synchronization
-      absl_time absl_hash absl_raw_hash_set libpcre2-8 icu-uc"
+      absl_time absl_hash absl_raw_hash_set libpcre2-8"
 # shellcheck disable=SC2086
 CFLAGS_PKG=$(pkg-config --cflags $PKGS)
 # shellcheck disable=SC2086

@@ -4,9 +4,6 @@
 
 #include <pcre2.h>
 #include <sys/stat.h>
-#include <unicode/normalizer2.h>
-#include <unicode/uchar.h>
-#include <unicode/unistr.h>
 
 #include <algorithm>
 #include <cstring>
@@ -140,14 +137,136 @@ void AppendUtf8(char32_t c, std::string* out) {
 }
 
 // Rust's char::is_whitespace (the White_Space property).
-bool IsWhitespace(char32_t c) { return u_hasBinaryProperty(static_cast<UChar32>(c), UCHAR_WHITE_SPACE); }
+bool IsWhitespace(char32_t c) {
+  return (c >= 0x9 && c <= 0xD) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+         c == 0x205F || c == 0x3000;
+}
 
-// Rust's char::is_alphanumeric (Alphabetic, or a number category).
-bool IsAlphanumeric(char32_t c) {
-  const UChar32 u = static_cast<UChar32>(c);
-  if (u_hasBinaryProperty(u, UCHAR_ALPHABETIC)) return true;
-  const int8_t type = u_charType(u);
-  return type == U_DECIMAL_DIGIT_NUMBER || type == U_LETTER_NUMBER || type == U_OTHER_NUMBER;
+// ---------------------------------------------------------------------------
+// NFC (Unicode's canonical decomposition, reordering and composition) over
+// the tables of tools/make_nfc_table.py.
+
+struct CombiningClassRun {
+  char32_t first, last;
+  uint8_t combining_class;
+};
+struct Decomposition {
+  char32_t code_point;
+  uint32_t offset, length;
+};
+struct Composition {
+  char32_t first, second, composite;
+};
+
+#include "worker/model/nfc_table.inc"
+
+constexpr char32_t kHangulBase = 0xAC00, kLeadBase = 0x1100, kVowelBase = 0x1161,
+                   kTrailBase = 0x11A7;
+constexpr int kVowelCount = 21, kTrailCount = 28, kSyllableCount = 11172;
+
+uint8_t CombiningClass(char32_t c) {
+  if (c < 0x300) return 0;
+  const auto* end = std::end(kCombiningClasses);
+  const auto* it = std::upper_bound(std::begin(kCombiningClasses), end, c,
+                                    [](char32_t v, const CombiningClassRun& r) { return v < r.first; });
+  if (it == std::begin(kCombiningClasses)) return 0;
+  --it;
+  return c <= it->last ? it->combining_class : 0;
+}
+
+void Decompose(char32_t c, std::u32string* out) {
+  if (c >= kHangulBase && c < kHangulBase + kSyllableCount) {
+    const int index = static_cast<int>(c - kHangulBase);
+    out->push_back(kLeadBase + index / (kVowelCount * kTrailCount));
+    out->push_back(kVowelBase + (index % (kVowelCount * kTrailCount)) / kTrailCount);
+    if (index % kTrailCount != 0) out->push_back(kTrailBase + index % kTrailCount);
+    return;
+  }
+  const auto* end = std::end(kDecompositions);
+  const auto* it = std::lower_bound(std::begin(kDecompositions), end, c,
+                                    [](const Decomposition& d, char32_t v) { return d.code_point < v; });
+  if (it == end || it->code_point != c) {
+    out->push_back(c);
+    return;
+  }
+  out->append(kDecompositionData + it->offset, it->length);
+}
+
+// The primary composite of (first, second), or 0.
+char32_t Compose(char32_t first, char32_t second) {
+  if (first >= kLeadBase && first < kLeadBase + 19 && second >= kVowelBase &&
+      second < kVowelBase + kVowelCount) {
+    return kHangulBase + ((first - kLeadBase) * kVowelCount + (second - kVowelBase)) * kTrailCount;
+  }
+  if (first >= kHangulBase && first < kHangulBase + kSyllableCount &&
+      (first - kHangulBase) % kTrailCount == 0 && second > kTrailBase &&
+      second < kTrailBase + kTrailCount) {
+    return first + (second - kTrailBase);
+  }
+  const auto* end = std::end(kCompositions);
+  const auto* it = std::lower_bound(std::begin(kCompositions), end, std::make_pair(first, second),
+                                    [](const Composition& c, const std::pair<char32_t, char32_t>& v) {
+                                      return std::make_pair(c.first, c.second) < v;
+                                    });
+  return it != end && it->first == first && it->second == second ? it->composite : 0;
+}
+
+// `text` (valid UTF-8) in Normalization Form C.
+std::string Nfc(std::string_view text) {
+  bool below_0300 = true;  // NFC leaves such text as it is
+  for (size_t pos = 0; pos < text.size() && below_0300;) {
+    char32_t c;
+    pos += NextChar(text, pos, &c);
+    below_0300 = c < 0x300;
+  }
+  if (below_0300) return std::string(text);
+  std::u32string d;
+  for (size_t pos = 0; pos < text.size();) {
+    char32_t c;
+    pos += NextChar(text, pos, &c);
+    Decompose(c, &d);
+  }
+  // Canonical ordering: a stable sort of each run of non-starters by class.
+  for (size_t i = 0; i < d.size();) {
+    if (CombiningClass(d[i]) == 0) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < d.size() && CombiningClass(d[j]) != 0) ++j;
+    std::stable_sort(d.begin() + i, d.begin() + j, [](char32_t a, char32_t b) {
+      return CombiningClass(a) < CombiningClass(b);
+    });
+    i = j;
+  }
+  // Canonical composition.
+  size_t starter = 0;
+  bool have_starter = false;
+  int last_class = -1;
+  size_t out = 0;
+  for (size_t i = 0; i < d.size(); ++i) {
+    const char32_t c = d[i];
+    const int cls = CombiningClass(c);
+    if (have_starter && (last_class < cls || last_class == 0)) {
+      const char32_t composite = Compose(d[starter], c);
+      if (composite != 0) {
+        d[starter] = composite;
+        continue;
+      }
+    }
+    if (cls == 0) {
+      starter = out;
+      have_starter = true;
+    }
+    last_class = cls;
+    d[out++] = c;
+  }
+  d.resize(out);
+  std::string result;
+  result.reserve(text.size());
+  for (char32_t c : d) AppendUtf8(c, &result);
+  return result;
 }
 
 // ---------------------------------------------------------------------------
@@ -257,6 +376,18 @@ class Regex {
   pcre2_code* code_;
   pcre2_match_context* context_;  // read-only after construction
 };
+
+// Rust's char::is_alphanumeric: Alphabetic, or a number (Nd, Nl, No).
+bool IsAlphanumeric(char32_t c) {
+  static const std::shared_ptr<const Regex>* alphanumeric = [] {
+    auto compiled = Regex::Compile(R"([\p{Alphabetic}\p{N}])", false);
+    if (!compiled.ok()) std::abort();  // a fixed pattern PCRE2 10.40+ accepts
+    return new std::shared_ptr<const Regex>(*std::move(compiled));
+  }();
+  std::string character;
+  AppendUtf8(c, &character);
+  return !(*alphanumeric)->FindAll(character).empty();
+}
 
 // ---------------------------------------------------------------------------
 // The pipeline's parts.
@@ -585,21 +716,9 @@ std::string HfTokenizer::Impl::Normalize(std::string_view text) const {
   std::string s(text);
   for (const NormalizerStep& step : normalizers) {
     switch (step.kind) {
-      case NormalizerStep::kNfc: {
-        bool ascii = true;
-        for (char c : s) ascii &= static_cast<uint8_t>(c) < 0x80;
-        if (ascii) break;
-        UErrorCode error = U_ZERO_ERROR;
-        const icu::Normalizer2* nfc = icu::Normalizer2::getNFCInstance(error);
-        if (U_FAILURE(error)) break;
-        icu::UnicodeString normalized =
-            nfc->normalize(icu::UnicodeString::fromUTF8(icu::StringPiece(s.data(), s.size())), error);
-        if (U_FAILURE(error)) break;
-        std::string out;
-        normalized.toUTF8String(out);
-        s = std::move(out);
+      case NormalizerStep::kNfc:
+        s = Nfc(s);
         break;
-      }
       case NormalizerStep::kPrepend:
         if (!s.empty()) s.insert(0, step.text);
         break;

@@ -30,7 +30,9 @@
 // error naming the field. Regular expressions are compiled from the file by
 // PCRE2 (UTF, Unicode properties), so \p{L}, \p{N}, lookaround and (?i:...)
 // work as in the Oniguruma engine of `tokenizers`; empty matches split text
-// as Oniguruma's iterator yields them. NFC is ICU's.
+// as Oniguruma's iterator yields them. NFC runs over tables generated from
+// `tokenizers`' own NFD/NFC (tools/make_nfc_table.py), whose Unicode
+// version is older than PCRE2's.
 //
 // The class transformers builds decides some parts, as AutoTokenizer picks
 // it: tokenizer_class (from tokenizer_config.json, else config.json),
