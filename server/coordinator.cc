@@ -78,6 +78,7 @@ void Coordinator::Shutdown() {
     changed_.SignalAll();
     for (auto& [name, job] : state_.jobs()) job->events_changed->SignalAll();
   }
+  notifier_.NotifyAll();
   kv_.Shutdown();
 }
 
@@ -118,6 +119,7 @@ void Coordinator::RecoverLocked(const absl::Status& failure, bool reload) {
     if (!reloaded.ok()) MPT_LOG(ERROR) << "reloading the state failed: " << reloaded;
   }
   state_.WakeAllWatchers();
+  notifier_.NotifyAll();
   changed_.SignalAll();
 }
 
@@ -158,6 +160,13 @@ absl::Status Coordinator::CommitLocked(StateTxn& txn, bool reload_on_failure) {
     durable_ticket_ = std::max(durable_ticket_, ticket);
   }
   state_.Committed(txn);
+  {
+    const std::string* previous = nullptr;  // events come grouped by job
+    for (const mpt::v1::JobEvent& e : txn.events) {
+      if (previous == nullptr || *previous != e.job()) notifier_.Notify(e.job());
+      previous = &e.job();
+    }
+  }
   if (options_.stage_duration != nullptr) {
     for (const EndedAttempt& a : txn.ended_attempts) {
       options_.stage_duration->Labels({a.stage_kind, a.outcome})

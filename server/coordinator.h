@@ -95,6 +95,7 @@
 #include "server/coordinator_state.h"
 #include "server/coordinator_state.pb.h"
 #include "server/group_commit.h"
+#include "server/job_event_notifier.h"
 #include "server/job_store.h"
 #include "server/published_jobs.h"
 #include "server/rendezvous_kv.h"
@@ -232,6 +233,12 @@ class Coordinator {
   // Shutdown().
   absl::StatusOr<JobEventBatch> WaitForJobEvents(const std::string& name, int64_t after_sequence,
                                                  absl::Time deadline);
+
+  // Calls the listeners of a job whenever events of it are committed, and
+  // every listener after a failed commit and at Shutdown(): watch streams
+  // register here instead of blocking in WaitForJobEvents(), then read with
+  // a deadline in the past.
+  JobEventNotifier& job_event_notifier() { return notifier_; }
 
   // The artefact named "jobs/{job}/artifacts/{id}" and its bytes.
   // INVALID_ARGUMENT for a malformed name; NOT_FOUND; DATA_LOSS when the
@@ -407,6 +414,9 @@ class Coordinator {
   absl::Mutex maintenance_mu_;
   bool maintenance_stop_ ABSL_GUARDED_BY(maintenance_mu_) = false;
   std::thread maintenance_thread_;
+
+  // Declared last: its thread calls into this object, so it stops first.
+  JobEventNotifier notifier_;
 };
 
 }  // namespace mpt
