@@ -212,12 +212,19 @@ class Coordinator {
 
   // INVALID_ARGUMENT for a name that is not "jobs/{id}"; NOT_FOUND.
   absl::StatusOr<mpt::v1::Job> GetJob(const std::string& name);
+  // GetJob() serialized (what the gRPC layer sends): an unfinished job's
+  // bytes are made once per committed version, a finished job's are
+  // spliced from the stored records (proto_wire.h). Same errors.
+  absl::StatusOr<std::shared_ptr<const std::string>> GetJobSerialized(const std::string& name);
 
   // Newest first. page_size 0 means 50, above 1000 means 1000, negative is
   // INVALID_ARGUMENT. The page token is opaque, stays valid while jobs are
   // added, and must come with the same filters (INVALID_ARGUMENT
   // otherwise).
   absl::StatusOr<mpt::v1::ListJobsResponse> ListJobs(const mpt::v1::ListJobsRequest& request);
+  // ListJobs() as a serialized ListJobsResponse, spliced from the stored
+  // records without parsing them. Same errors.
+  absl::StatusOr<std::string> ListJobsSerialized(const mpt::v1::ListJobsRequest& request);
 
   // QUEUED (or RUNNING with nothing running now) -> CANCELLED at once;
   // with assignments running -> CANCELLING, and CANCELLED once every one of

@@ -45,6 +45,9 @@ ABSL_FLAG(int, recovery_jobs, 10000, "unfinished jobs in the store for the resta
 ABSL_FLAG(int, recovery_runs, 3, "restarts timed");
 ABSL_FLAG(bool, sync_full, true, "SQLite synchronous=FULL, as the coordinator runs by default");
 ABSL_FLAG(std::string, dir, "", "work folder (default: a fresh one under $TMPDIR)");
+ABSL_FLAG(bool, keep_dir, false, "keep the work folder (and its store) at the end");
+ABSL_FLAG(bool, restart_only, false,
+          "only time --recovery_runs restarts over the store a --keep_dir run left in --dir");
 
 namespace mpt {
 namespace {
@@ -164,6 +167,57 @@ Latencies RunConcurrently(int port, int clients, int requests, Op op) {
   return all;
 }
 
+// Times --recovery_runs restarts over the store in `dir` (`stored`
+// unfinished jobs): opening the store, loading and resuming, then starting
+// the server and answering GetJob of `probe_job`.
+int TimeRestarts(const std::string& dir, int stored, bool sync_full,
+                 const std::string& probe_job) {
+  const int64_t db_bytes = static_cast<int64_t>(std::filesystem::file_size(dir + "/jobs.db"));
+  std::vector<double> total_ms, load_ms;
+  for (int run = 0; run < absl::GetFlag(FLAGS_recovery_runs); ++run) {
+    const absl::Time t0 = absl::Now();
+    SqliteJobStoreOptions store_options;
+    store_options.synchronous_full = sync_full;
+    auto store = SqliteJobStore::Open(dir + "/jobs.db", store_options);
+    auto blobs = ArtifactStore::Open(dir + "/artifacts");
+    if (!store.ok() || !blobs.ok()) return 1;
+    const absl::Time t1 = absl::Now();
+    const double cpu1 = ThreadCpuMs();
+    auto core = Coordinator::Create({}, *std::move(store), *std::move(blobs),
+                                    std::make_shared<RealClock>());
+    if (!core.ok()) return 1;
+    const absl::Time t2 = absl::Now();
+    const double load_cpu_ms = ThreadCpuMs() - cpu1;
+    GrpcServerOptions options;
+    options.listen = "127.0.0.1:0";
+    auto server = CoordinatorServer::Start(options, core->get());
+    if (!server.ok()) return 1;
+    auto stub = mpt::v1::JobService::NewStub(Connect((*server)->port()));
+    grpc::ClientContext ctx;
+    mpt::v1::GetJobRequest r;
+    r.set_name(probe_job);
+    mpt::v1::Job job;
+    grpc::Status s = stub->GetJob(WithDeadline(&ctx, absl::Seconds(30)), r, &job);
+    const absl::Time t3 = absl::Now();
+    if (!s.ok()) {
+      MPT_LOG(ERROR) << "first call after restart failed: " << s.error_message();
+      return 1;
+    }
+    total_ms.push_back(absl::ToDoubleMilliseconds(t3 - t0));
+    load_ms.push_back(absl::ToDoubleMilliseconds(t2 - t1));
+    std::printf(
+        "restart %d: open store %.1f ms, load and resume %.1f ms (%.0f ms of CPU), start "
+        "server and first GetJob %.1f ms: serving after %.1f ms\n",
+        run + 1, absl::ToDoubleMilliseconds(t1 - t0), absl::ToDoubleMilliseconds(t2 - t1),
+        load_cpu_ms,
+        absl::ToDoubleMilliseconds(t3 - t2), absl::ToDoubleMilliseconds(t3 - t0));
+    (*server)->Shutdown(absl::Seconds(1));
+  }
+  std::printf("recovery with %d unfinished jobs (db %.1f MiB): median %.0f ms to serving\n",
+              stored, db_bytes / 1048576.0, Percentile(total_ms, 0.5));
+  return 0;
+}
+
 int Run() {
   const int clients = absl::GetFlag(FLAGS_clients);
   const int requests = absl::GetFlag(FLAGS_requests);
@@ -173,6 +227,24 @@ int Run() {
   if (dir.empty()) {
     const char* tmp = std::getenv("TMPDIR");
     dir = absl::StrCat(tmp ? tmp : "/tmp", "/coordinator_bench_", ::getpid());
+  }
+  if (absl::GetFlag(FLAGS_restart_only)) {
+    // A job to ask for, and how many are unfinished.
+    auto store = SqliteJobStore::Open(dir + "/jobs.db");
+    if (!store.ok()) {
+      MPT_LOG(ERROR) << store.status();
+      return 1;
+    }
+    auto page = (*store)->ListJobs({}, 0, 1);
+    auto active = (*store)->LoadActive();
+    if (!page.ok() || page->jobs.empty() || !active.ok()) {
+      MPT_LOG(ERROR) << "--restart_only: no jobs in " << dir << "/jobs.db";
+      return 1;
+    }
+    const std::string probe = page->jobs[0].name();
+    const int stored = static_cast<int>(active->jobs.size());
+    store->reset();
+    return TimeRestarts(dir, stored, sync_full, probe);
   }
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
@@ -342,50 +414,8 @@ int Run() {
     std::printf("\nstore filled to %d unfinished jobs (%d stages) in %.1f s\n", stored,
                 stored * 6, absl::ToDoubleSeconds(absl::Now() - fill_start));
   }
-  const int64_t db_bytes = static_cast<int64_t>(std::filesystem::file_size(dir + "/jobs.db"));
-  std::vector<double> total_ms, load_ms;
-  for (int run = 0; run < absl::GetFlag(FLAGS_recovery_runs); ++run) {
-    const absl::Time t0 = absl::Now();
-    SqliteJobStoreOptions store_options;
-    store_options.synchronous_full = sync_full;
-    auto store = SqliteJobStore::Open(dir + "/jobs.db", store_options);
-    auto blobs = ArtifactStore::Open(dir + "/artifacts");
-    if (!store.ok() || !blobs.ok()) return 1;
-    const absl::Time t1 = absl::Now();
-    const double cpu1 = ThreadCpuMs();
-    auto core = Coordinator::Create({}, *std::move(store), *std::move(blobs),
-                                    std::make_shared<RealClock>());
-    if (!core.ok()) return 1;
-    const absl::Time t2 = absl::Now();
-    const double load_cpu_ms = ThreadCpuMs() - cpu1;
-    GrpcServerOptions options;
-    options.listen = "127.0.0.1:0";
-    auto server = CoordinatorServer::Start(options, core->get());
-    if (!server.ok()) return 1;
-    auto stub = mpt::v1::JobService::NewStub(Connect((*server)->port()));
-    grpc::ClientContext ctx;
-    mpt::v1::GetJobRequest r;
-    r.set_name(all_jobs.back());
-    mpt::v1::Job job;
-    grpc::Status s = stub->GetJob(WithDeadline(&ctx, absl::Seconds(30)), r, &job);
-    const absl::Time t3 = absl::Now();
-    if (!s.ok()) {
-      MPT_LOG(ERROR) << "first call after restart failed: " << s.error_message();
-      return 1;
-    }
-    total_ms.push_back(absl::ToDoubleMilliseconds(t3 - t0));
-    load_ms.push_back(absl::ToDoubleMilliseconds(t2 - t1));
-    std::printf(
-        "restart %d: open store %.1f ms, load and resume %.1f ms (%.0f ms of CPU), start "
-        "server and first GetJob %.1f ms: serving after %.1f ms\n",
-        run + 1, absl::ToDoubleMilliseconds(t1 - t0), absl::ToDoubleMilliseconds(t2 - t1),
-        load_cpu_ms,
-        absl::ToDoubleMilliseconds(t3 - t2), absl::ToDoubleMilliseconds(t3 - t0));
-    (*server)->Shutdown(absl::Seconds(1));
-  }
-  std::printf("recovery with %d unfinished jobs (db %.1f MiB): median %.0f ms to serving\n",
-              stored, db_bytes / 1048576.0, Percentile(total_ms, 0.5));
-  std::filesystem::remove_all(dir);
+  if (TimeRestarts(dir, stored, sync_full, all_jobs.back()) != 0) return 1;
+  if (!absl::GetFlag(FLAGS_keep_dir)) std::filesystem::remove_all(dir);
   const bool ok = submit.errors == 0 && get.errors == 0 && list.errors == 0 &&
                   streams_final.load() == watchers;
   return ok ? 0 : 2;

@@ -97,6 +97,15 @@ grpc::Status ParseRequest(const grpc::ByteBuffer& buffer, google::protobuf::Mess
   return ToGrpcStatus(ParseProtoStrict(bytes, request));
 }
 
+// A ByteBuffer over `bytes` that keeps them alive and copies nothing.
+grpc::ByteBuffer SharedBytesBuffer(std::shared_ptr<const std::string> bytes) {
+  auto* owner = new std::shared_ptr<const std::string>(std::move(bytes));
+  grpc::Slice slice(const_cast<char*>((*owner)->data()), (*owner)->size(),
+                    [](void* p) { delete static_cast<std::shared_ptr<const std::string>*>(p); },
+                    owner);
+  return grpc::ByteBuffer(&slice, 1);
+}
+
 // Reads the one request message of a unary or server-streaming call.
 template <class Request, class Stream>
 grpc::Status ReadRequest(Stream* stream, Request* request) {
@@ -132,6 +141,27 @@ grpc::internal::MethodHandler* RawUnary(
         grpc::Status status = ReadRequest(stream, &request);
         if (!status.ok()) return status;
         Response response;
+        status = (self->*method)(context, &request, &response);
+        if (!status.ok()) return status;
+        stream->Write(response);
+        return grpc::Status::OK;
+      },
+      service);
+}
+
+// As RawUnary, for methods that answer with the response already
+// serialized.
+template <class Service, class Request>
+grpc::internal::MethodHandler* RawUnarySerialized(
+    Service* service,
+    grpc::Status (Service::*method)(grpc::ServerContext*, const Request*, grpc::ByteBuffer*)) {
+  return new grpc::internal::BidiStreamingHandler<Service, grpc::ByteBuffer, grpc::ByteBuffer>(
+      [method](Service* self, grpc::ServerContext* context,
+               grpc::ServerReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>* stream) {
+        Request request;
+        grpc::Status status = ReadRequest(stream, &request);
+        if (!status.ok()) return status;
+        grpc::ByteBuffer response;
         status = (self->*method)(context, &request, &response);
         if (!status.ok()) return status;
         stream->Write(response);
@@ -357,8 +387,8 @@ JobServiceImpl::JobServiceImpl(Coordinator* coordinator, const BearerTokenAuthen
   const google::protobuf::FileDescriptor* file = mpt::v1::Job::descriptor()->file();
   auto index = [file](const char* method) { return MethodIndex(file, "JobService", method); };
   MarkMethodStreamed(index("SubmitJob"), RawUnary(this, &JobServiceImpl::SubmitJob));
-  MarkMethodStreamed(index("GetJob"), RawUnary(this, &JobServiceImpl::GetJob));
-  MarkMethodStreamed(index("ListJobs"), RawUnary(this, &JobServiceImpl::ListJobs));
+  MarkMethodStreamed(index("GetJob"), RawUnarySerialized(this, &JobServiceImpl::GetJob));
+  MarkMethodStreamed(index("ListJobs"), RawUnarySerialized(this, &JobServiceImpl::ListJobs));
   MarkMethodRawCallback(
       index("WatchJob"),
       new grpc::internal::CallbackServerStreamingHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
@@ -384,21 +414,21 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context,
 
 grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* context,
                                     const mpt::v1::GetJobRequest* request,
-                                    mpt::v1::Job* response) {
+                                    grpc::ByteBuffer* response) {
   MPT_AUTHORIZE(context);
-  absl::StatusOr<mpt::v1::Job> job = core_->GetJob(request->name());
+  absl::StatusOr<std::shared_ptr<const std::string>> job = core_->GetJobSerialized(request->name());
   if (!job.ok()) return ToGrpcStatus(job.status());
-  *response = *std::move(job);
+  *response = SharedBytesBuffer(*std::move(job));
   return grpc::Status::OK;
 }
 
 grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* context,
                                       const mpt::v1::ListJobsRequest* request,
-                                      mpt::v1::ListJobsResponse* response) {
+                                      grpc::ByteBuffer* response) {
   MPT_AUTHORIZE(context);
-  absl::StatusOr<mpt::v1::ListJobsResponse> page = core_->ListJobs(*request);
+  absl::StatusOr<std::string> page = core_->ListJobsSerialized(*request);
   if (!page.ok()) return ToGrpcStatus(page.status());
-  *response = *std::move(page);
+  *response = SharedBytesBuffer(std::make_shared<const std::string>(*std::move(page)));
   return grpc::Status::OK;
 }
 

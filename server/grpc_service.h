@@ -92,10 +92,12 @@ class JobServiceImpl final : public mpt::v1::JobService::Service {
 
   grpc::Status SubmitJob(grpc::ServerContext* context, const mpt::v1::SubmitJobRequest* request,
                          mpt::v1::Job* response) override;
+  // GetJob and ListJobs answer with bytes the core serialized (a
+  // published job's cached bytes, or a page spliced from the store).
   grpc::Status GetJob(grpc::ServerContext* context, const mpt::v1::GetJobRequest* request,
-                      mpt::v1::Job* response) override;
+                      grpc::ByteBuffer* response);
   grpc::Status ListJobs(grpc::ServerContext* context, const mpt::v1::ListJobsRequest* request,
-                        mpt::v1::ListJobsResponse* response) override;
+                        grpc::ByteBuffer* response);
   // Served by a callback reactor (no thread held while it waits for
   // events): see WatchJobReactor in grpc_service.cc.
   grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchJob(grpc::CallbackServerContext* context,
