@@ -6,6 +6,7 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -1064,78 +1065,154 @@ absl::StatusOr<StoreStats> SqliteJobStore::ReadStats() {
   });
 }
 
+namespace {
+
+// Parses `blobs[i]` into `(*out)[i]` on up to `threads` threads (the
+// records of a large store take most of a restart to parse).
+// DATA_LOSS naming the type when one does not parse.
+template <typename Message>
+absl::Status ParseAll(const std::vector<std::string>& blobs, std::vector<Message>* out,
+                      int threads) {
+  out->resize(blobs.size());
+  const size_t n = blobs.size();
+  threads = std::max(1, std::min<int>(threads, static_cast<int>(n / 1000) + 1));
+  std::atomic<bool> failed{false};
+  auto part = [&](size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      if (!(*out)[i].ParseFromString(blobs[i])) failed = true;
+    }
+  };
+  std::vector<std::thread> workers;
+  const size_t chunk = (n + threads - 1) / threads;
+  for (int t = 1; t < threads; ++t) {
+    const size_t begin = std::min(n, t * chunk);
+    workers.emplace_back(part, begin, std::min(n, begin + chunk));
+  }
+  part(0, std::min(n, chunk));
+  for (std::thread& w : workers) w.join();
+  if (failed) {
+    return absl::DataLossError(
+        absl::StrCat("job store: a stored ", Message().GetTypeName(), " does not parse"));
+  }
+  return absl::OkStatus();
+}
+
+// Puts (create_seq, record) rows in create order and parses them.
+absl::Status ParseJobRows(std::vector<std::pair<int64_t, std::string>>* rows,
+                          std::vector<JobRecord>* jobs) {
+  std::sort(rows->begin(), rows->end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::string> blobs;
+  blobs.reserve(rows->size());
+  for (auto& [seq, record] : *rows) blobs.push_back(std::move(record));
+  rows->clear();
+  return ParseAll(blobs, jobs, 1);
+}
+
+}  // namespace
+
 absl::StatusOr<StoreSnapshot> SqliteJobStore::LoadActive() {
-  return impl_->Read([&](sqlite3* db) -> absl::StatusOr<StoreSnapshot> {
-    StoreSnapshot snap;
+  // The rows are read in index order without any ORDER BY (SQLite would
+  // copy every record into a sorter), put in order here and parsed on
+  // every core.
+  std::vector<std::pair<int64_t, std::string>> job_rows;  // (create_seq, record)
+  std::vector<std::string> stage_jobs;
+  std::vector<std::string> stage_blobs;
+  std::vector<std::string> assignment_blobs;
+  std::vector<std::string> worker_blobs;
+  int64_t max_create_seq = 0;
+  StoreSnapshot snap;
+  std::thread job_parser;
+  absl::Status jobs_parsed;
+  absl::Status read = impl_->Read([&](sqlite3* db) -> absl::Status {
     RETURN_IF_ERROR(Exec(db, "BEGIN"));  // one consistent view of all tables
     auto body = [&]() -> absl::Status {
       const std::string active = absl::StrCat("(", int{mpt::v1::QUEUED}, ",",
                                               int{mpt::v1::RUNNING}, ",",
                                               int{mpt::v1::CANCELLING}, ")");
       {
-        Statement st(db, absl::StrCat("SELECT record FROM jobs WHERE state IN ", active,
-                                      " ORDER BY create_seq"));
+        Statement st(db, absl::StrCat("SELECT create_seq, record FROM jobs WHERE state IN ",
+                                      active));
         RETURN_IF_ERROR(st.status());
         while (true) {
           ASSIGN_OR_RETURN(bool row, st.Step());
           if (!row) break;
-          JobRecord r;
-          RETURN_IF_ERROR(st.Proto(0, &r));
-          snap.jobs.push_back(std::move(r));
+          const absl::string_view record = st.Bytes(1);
+          job_rows.emplace_back(st.Int(0), std::string(record.data(), record.size()));
         }
       }
+      // The jobs are parsed on a second thread while the stages are read.
+      job_parser = std::thread([&] { jobs_parsed = ParseJobRows(&job_rows, &snap.jobs); });
       {
-        Statement st(db, absl::StrCat("SELECT s.job, s.record FROM stages s JOIN jobs j ON "
-                                      "s.job = j.name WHERE j.state IN ",
-                                      active, " ORDER BY j.create_seq, s.stage_index"));
+        // Each unfinished job's stages by primary key: grouped by job.
+        Statement st(db, absl::StrCat("SELECT s.job, s.record FROM jobs j CROSS JOIN stages s "
+                                      "ON s.job = j.name WHERE j.state IN ",
+                                      active));
         RETURN_IF_ERROR(st.status());
         while (true) {
           ASSIGN_OR_RETURN(bool row, st.Step());
           if (!row) break;
-          StageRecord r;
-          RETURN_IF_ERROR(st.Proto(1, &r));
-          snap.stages.emplace_back(st.Text(0), std::move(r));
+          const absl::string_view record = st.Bytes(1);
+          stage_jobs.push_back(st.Text(0));
+          stage_blobs.emplace_back(record.data(), record.size());
         }
       }
-      {
-        Statement st(db, "SELECT record FROM assignments ORDER BY id");
+      for (auto [sql, blobs] : {std::make_pair("SELECT record FROM assignments ORDER BY id",
+                                               &assignment_blobs),
+                                std::make_pair("SELECT record FROM workers", &worker_blobs)}) {
+        Statement st(db, sql);
         RETURN_IF_ERROR(st.status());
         while (true) {
           ASSIGN_OR_RETURN(bool row, st.Step());
           if (!row) break;
-          AssignmentRecord r;
-          RETURN_IF_ERROR(st.Proto(0, &r));
-          snap.assignments.push_back(std::move(r));
+          const absl::string_view record = st.Bytes(0);
+          blobs->emplace_back(record.data(), record.size());
         }
-      }
-      {
-        Statement st(db, "SELECT record FROM workers");
-        RETURN_IF_ERROR(st.status());
-        while (true) {
-          ASSIGN_OR_RETURN(bool row, st.Step());
-          if (!row) break;
-          WorkerRecord r;
-          RETURN_IF_ERROR(st.Proto(0, &r));
-          snap.workers.push_back(std::move(r));
-        }
-        std::sort(snap.workers.begin(), snap.workers.end(),
-                  [](const WorkerRecord& a, const WorkerRecord& b) {
-                    return a.register_seq() < b.register_seq();
-                  });
       }
       {
         Statement st(db, "SELECT COALESCE(MAX(create_seq), 0) FROM jobs");
         RETURN_IF_ERROR(st.status());
         ASSIGN_OR_RETURN(bool row, st.Step());
-        if (row) snap.max_create_seq = st.Int(0);
+        if (row) max_create_seq = st.Int(0);
       }
       return absl::OkStatus();
     };
     absl::Status s = body();
     sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
-    if (!s.ok()) return s;
-    return snap;
+    return s;
   });
+  // The stages are parsed on every core, beside the jobs' parser if it
+  // still runs.
+  const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<StageRecord> stages;
+  absl::Status stages_parsed =
+      read.ok() ? ParseAll(stage_blobs, &stages, threads) : absl::OkStatus();
+  if (job_parser.joinable()) job_parser.join();
+  RETURN_IF_ERROR(read);
+  RETURN_IF_ERROR(jobs_parsed);
+  RETURN_IF_ERROR(stages_parsed);
+  stage_blobs.clear();
+  snap.max_create_seq = max_create_seq;
+  // Each job's stages in stage order (they came by stage id), the jobs in
+  // the order they came.
+  snap.stages.reserve(stages.size());
+  for (size_t begin = 0; begin < stages.size();) {
+    size_t end = begin + 1;
+    while (end < stages.size() && stage_jobs[end] == stage_jobs[begin]) ++end;
+    std::vector<size_t> order;
+    for (size_t i = begin; i < end; ++i) order.push_back(i);
+    std::sort(order.begin(), order.end(),
+              [&](size_t a, size_t b) { return stages[a].index() < stages[b].index(); });
+    for (size_t i : order) snap.stages.emplace_back(stage_jobs[i], std::move(stages[i]));
+    begin = end;
+  }
+  RETURN_IF_ERROR(ParseAll(assignment_blobs, &snap.assignments, 1));
+  RETURN_IF_ERROR(ParseAll(worker_blobs, &snap.workers, 1));
+  std::sort(snap.workers.begin(), snap.workers.end(),
+            [](const WorkerRecord& a, const WorkerRecord& b) {
+              return a.register_seq() < b.register_seq();
+            });
+  return snap;
 }
 
 absl::StatusOr<StageLogPage> SqliteJobStore::ReadStageLog(const std::string& job,

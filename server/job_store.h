@@ -97,7 +97,8 @@ struct StoreStats {
 struct StoreSnapshot {
   // Jobs in QUEUED, RUNNING or CANCELLING, in create order.
   std::vector<coordinator::JobRecord> jobs;
-  // The stages of those jobs as (job name, record), in stage order.
+  // The stages of those jobs as (job name, record): grouped by job, each
+  // job's in stage order.
   std::vector<std::pair<std::string, coordinator::StageRecord>> stages;
   std::vector<coordinator::AssignmentRecord> assignments;
   // Every worker record (lost ones included), in registration order.
