@@ -46,9 +46,11 @@ ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
 ABSL_FLAG(std::string, autocast, "off",
           "off, or bf16: the frozen model computes in bfloat16 under autocast while the "
           "prompts and their optimiser state stay fp32 (worker/model/autocast.h).");
-ABSL_FLAG(std::string, dtype, "float32",
-          "The frozen base model's dtype: float32, bfloat16 or float16 (prompts and their "
-          "optimiser state stay fp32).");
+ABSL_FLAG(std::string, dtype, "auto",
+          "The frozen base model's dtype: auto (a decoder-only model in the precision its "
+          "config.json states where the device computes in it: bfloat16 anywhere, float16 on "
+          "CUDA; float32 otherwise and for T5), float32, bfloat16 or float16 (prompts and "
+          "their optimiser state stay fp32).");
 ABSL_FLAG(std::vector<std::string>, models, {},
           "Comma-separated base-model folders this worker can load (as the specs name them); "
           "they are loaded at start-up and kept loaded.");

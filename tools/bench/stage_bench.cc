@@ -78,8 +78,9 @@
 ABSL_FLAG(std::string, model, "",
           "Model folder (config.json + safetensors): T5, or a decoder-only llama, qwen2 or "
           "mistral model (no tokenizer needed).");
-ABSL_FLAG(std::string, dtype, "float32",
-          "The frozen weights' dtype: float32, bfloat16 or float16 (prompts stay fp32).");
+ABSL_FLAG(std::string, dtype, "auto",
+          "The frozen weights' dtype: auto (as the worker: a decoder-only model's stored "
+          "bfloat16, float32 otherwise), float32, bfloat16 or float16 (prompts stay fp32).");
 ABSL_FLAG(std::string, stage, "source", "source, distillation or target.");
 ABSL_FLAG(int, batch_size, 8, "Examples per step.");
 ABSL_FLAG(int, input_length, 64, "Input tokens per example (EOS included).");
@@ -303,7 +304,7 @@ absl::Status Main() {
   } catch (const c10::Error& e) {
     return absl::InvalidArgumentError(absl::StrCat("--device: ", e.what_without_backtrace()));
   }
-  ASSIGN_OR_RETURN(load.dtype, ParseModelDtype(absl::GetFlag(FLAGS_dtype)));
+  RETURN_IF_ERROR(ApplyModelDtypeFlag(absl::GetFlag(FLAGS_dtype), &load));
   const auto load_start = Clock::now();
   ASSIGN_OR_RETURN(std::shared_ptr<const PromptedLanguageModel> model,
                    LoadPromptedModel(absl::GetFlag(FLAGS_model), load));

@@ -63,9 +63,10 @@ absl::StatusOr<std::unique_ptr<AssignmentRunner>> AssignmentRunner::Create(
         "--collective: nccl needs a CUDA device and a build with NCCL");
   }
   ASSIGN_OR_RETURN(AutocastMode autocast, ParseAutocast(options.autocast));
-  ASSIGN_OR_RETURN(c10::ScalarType dtype, ParseModelDtype(options.dtype));
-  std::unique_ptr<AssignmentRunner> runner(
-      new AssignmentRunner(options, *device, dtype, autocast));
+  BaseModelOptions load;
+  load.device = *device;
+  RETURN_IF_ERROR(ApplyModelDtypeFlag(options.dtype, &load, "--dtype"));
+  std::unique_ptr<AssignmentRunner> runner(new AssignmentRunner(options, load, autocast));
   for (const std::string& folder : options.preload_models) {
     absl::StatusOr<LoadedModel> loaded = runner->Model(folder);
     if (!loaded.ok()) {
@@ -93,13 +94,12 @@ absl::StatusOr<AssignmentRunner::LoadedModel> AssignmentRunner::Model(const std:
       return cache_.front();
     }
   }
-  BaseModelOptions load;
-  load.device = device_;
-  load.dtype = dtype_;
   const absl::Time start = absl::Now();
-  ASSIGN_OR_RETURN(BaseModel base, LoadBaseModel(folder, load));
+  ASSIGN_OR_RETURN(const c10::ScalarType dtype, ModelDtypeFor(folder, load_options_));
+  ASSIGN_OR_RETURN(BaseModel base, LoadBaseModel(folder, load_options_));
   MPT_LOG(INFO) << "loaded " << folder << " (" << base.kind.model_type << ") on "
-                << device_.str() << " (" << base.model->num_parameters() << " parameters) in "
+                << device_.str() << " in " << c10::toString(dtype) << " ("
+                << base.model->num_parameters() << " parameters) in "
                 << absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Milliseconds(1)));
   while (static_cast<int>(cache_.size()) >= options_.max_cached_models) cache_.pop_back();
   cache_.push_front(LoadedModel{folder, std::move(base)});

@@ -39,10 +39,11 @@ namespace mpt {
 struct AssignmentRunnerOptions {
   // "cpu", "cuda", "cuda:N". Default "cpu".
   std::string device = "cpu";
-  // The frozen weights' dtype: "float32", "bfloat16" or "float16"
-  // (ParseModelDtype); prompts and their optimiser state stay fp32. Default
-  // "float32".
-  std::string dtype = "float32";
+  // The frozen weights' dtype: "auto" (BaseModelOptions::auto_dtype: a
+  // decoder-only model in the precision its config.json states where the
+  // device computes in it, T5 in float32), "float32", "bfloat16" or
+  // "float16"; prompts and their optimiser state stay fp32. Default "auto".
+  std::string dtype = "auto";
   // "off" or "bf16": bf16 autocast of the frozen model while each
   // assignment trains (worker/model/autocast.h). Default "off".
   std::string autocast = "off";
@@ -90,16 +91,19 @@ class AssignmentRunner final : public AssignmentExecutor {
     BaseModel base;
   };
 
-  AssignmentRunner(AssignmentRunnerOptions options, c10::Device device, c10::ScalarType dtype,
+  AssignmentRunner(AssignmentRunnerOptions options, const BaseModelOptions& load_options,
                    AutocastMode autocast)
-      : options_(std::move(options)), device_(device), dtype_(dtype), autocast_(autocast) {}
+      : options_(std::move(options)),
+        device_(load_options.device),
+        load_options_(load_options),
+        autocast_(autocast) {}
   absl::StatusOr<LoadedModel> Model(const std::string& folder);
   absl::StatusOr<AssignmentOutput> RunUnsafe(const AssignmentContext& context);
   std::string CollectiveKind() const;
 
   const AssignmentRunnerOptions options_;
   const c10::Device device_;
-  const c10::ScalarType dtype_;
+  const BaseModelOptions load_options_;  // device and dtype of every model loaded
   const AutocastMode autocast_;
   std::list<LoadedModel> cache_;  // most recently used first
 };

@@ -10,6 +10,7 @@
 #include "worker/lm/t5_prompted_model.h"
 #include "worker/lm/t5_task_tokenizer.h"
 #include "worker/model/hf_tokenizer.h"
+#include "worker/model/llama_config.h"
 #include "worker/model/llama_model.h"
 #include "worker/model/t5_model.h"
 #include "worker/model/t5_tokenizer.h"
@@ -21,7 +22,7 @@ absl::StatusOr<BaseModel> LoadT5(const std::string& folder, const BaseModelOptio
                                  ModelKind kind) {
   T5LoadOptions load;
   load.device = options.device;
-  load.dtype = options.dtype;
+  ASSIGN_OR_RETURN(load.dtype, ModelDtypeFor(folder, options));
   ASSIGN_OR_RETURN(std::unique_ptr<T5Model> model, T5Model::Load(folder, load));
   ASSIGN_OR_RETURN(std::unique_ptr<T5Tokenizer> tokenizer, T5Tokenizer::Load(folder));
   BaseModel out;
@@ -36,7 +37,7 @@ absl::StatusOr<BaseModel> LoadDecoderOnly(const std::string& folder,
                                           const BaseModelOptions& options, ModelKind kind) {
   LlamaLoadOptions load;
   load.device = options.device;
-  load.dtype = options.dtype;
+  ASSIGN_OR_RETURN(load.dtype, ModelDtypeFor(folder, options));
   ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, LlamaModel::Load(folder, load));
   ASSIGN_OR_RETURN(std::unique_ptr<HfTokenizer> hf, HfTokenizer::Load(folder));
   const int64_t vocab = model->config().vocab_size;
@@ -80,20 +81,47 @@ absl::StatusOr<c10::ScalarType> ParseModelDtype(const std::string& name,
       flag, ": \"", name.substr(0, 40), "\" is not one of float32, bfloat16, float16"));
 }
 
+absl::Status ApplyModelDtypeFlag(const std::string& name, BaseModelOptions* options,
+                                 const std::string& flag) {
+  if (name == "auto") {
+    options->auto_dtype = true;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<c10::ScalarType> dtype = ParseModelDtype(name, flag);
+  if (!dtype.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        flag, ": \"", name.substr(0, 40), "\" is not one of auto, float32, bfloat16, float16"));
+  }
+  options->dtype = *dtype;
+  options->auto_dtype = false;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<c10::ScalarType> ModelDtypeFor(const std::string& folder,
+                                              const BaseModelOptions& options) {
+  if (!options.auto_dtype) return options.dtype;
+  ASSIGN_OR_RETURN(ModelKind kind, ReadModelKind(folder));
+  if (kind.family != ModelFamily::kDecoderOnly) return c10::ScalarType::Float;
+  ASSIGN_OR_RETURN(LlamaConfig config, LlamaConfig::FromJsonFile(folder + "/config.json"));
+  if (config.torch_dtype == "bfloat16") return c10::ScalarType::BFloat16;
+  if (config.torch_dtype == "float16" && options.device.is_cuda()) return c10::ScalarType::Half;
+  return c10::ScalarType::Float;
+}
+
 absl::StatusOr<std::shared_ptr<const PromptedLanguageModel>> LoadPromptedModel(
     const std::string& folder, const BaseModelOptions& options) {
   ASSIGN_OR_RETURN(ModelKind kind, ReadModelKind(folder));
   if (kind.family == ModelFamily::kEncoderDecoder) {
     T5LoadOptions load;
     load.device = options.device;
-    load.dtype = options.dtype;
+    ASSIGN_OR_RETURN(load.dtype, ModelDtypeFor(folder, options));
     ASSIGN_OR_RETURN(std::unique_ptr<T5Model> model, T5Model::Load(folder, load));
     return std::shared_ptr<const PromptedLanguageModel>(std::make_shared<T5PromptedModel>(
         std::shared_ptr<const T5Model>(std::move(model))));
   }
   LlamaLoadOptions load;
   load.device = options.device;
-  load.dtype = options.dtype;
+  ASSIGN_OR_RETURN(load.dtype, ModelDtypeFor(folder, options));
   ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, LlamaModel::Load(folder, load));
   std::vector<int64_t> eos_ids(model->config().eos_token_ids.begin(),
                                model->config().eos_token_ids.end());

@@ -24,6 +24,13 @@ struct BaseModelOptions {
   c10::Device device = c10::Device(c10::DeviceType::CPU);
   // The dtype of the frozen weights and activations. Default fp32.
   c10::ScalarType dtype = c10::ScalarType::Float;
+  // When set, `dtype` is not used: a decoder-only model keeps the precision
+  // its config.json states ("torch_dtype", or "dtype") where the device
+  // computes in it: bfloat16 on any device, float16 on CUDA only; anything
+  // else, and every T5-family model (whose activations overflow in
+  // float16), loads in float32. What --dtype=auto (the default of the
+  // worker, mpt_train and stage_bench) asks for.
+  bool auto_dtype = false;
 };
 
 struct BaseModel {
@@ -44,6 +51,17 @@ absl::StatusOr<BaseModel> LoadBaseModel(const std::string& folder,
 // stage_bench name it. INVALID_ARGUMENT naming `flag` otherwise.
 absl::StatusOr<c10::ScalarType> ParseModelDtype(const std::string& name,
                                                 const std::string& flag = "--dtype");
+
+// Sets options->dtype / auto_dtype from a --dtype flag's value: "auto" or
+// one of ParseModelDtype's names. INVALID_ARGUMENT naming `flag` otherwise.
+absl::Status ApplyModelDtypeFlag(const std::string& name, BaseModelOptions* options,
+                                 const std::string& flag = "--dtype");
+
+// The dtype LoadBaseModel loads `folder` in under `options` (see
+// auto_dtype). Errors: ReadModelKind's, and LlamaConfig's for a bad
+// decoder-only config.json.
+absl::StatusOr<c10::ScalarType> ModelDtypeFor(const std::string& folder,
+                                              const BaseModelOptions& options);
 
 // The model alone, without its tokenizer (for benchmarks on folders that
 // have none): a decoder-only model's generation then ends at config.json's
