@@ -35,20 +35,6 @@ struct LayerWeights {
   at::Tensor down_bias;   // [d] or undefined
 };
 
-std::string ShapeString(at::IntArrayRef shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
-}
-
-// torch.finfo(dtype).min, the mask value transformers uses.
-double LowestValue(c10::ScalarType dtype) {
-  switch (dtype) {
-    case c10::ScalarType::Double: return std::numeric_limits<double>::lowest();
-    case c10::ScalarType::Half: return -65504.0;
-    case c10::ScalarType::BFloat16: return -3.3895313892515355e38;
-    default: return std::numeric_limits<float>::lowest();
-  }
-}
-
 // [B, T, n * hd] -> [B, n, T, hd]
 at::Tensor SplitHeads(const at::Tensor& x, int64_t heads, int64_t head_dim) {
   return x.view({x.size(0), x.size(1), heads, head_dim}).transpose(1, 2);
@@ -68,49 +54,6 @@ at::Tensor BaseInvFreq(const at::Tensor& base, int64_t dim) {
 
 at::Tensor ScalarFloat(double v) { return at::scalar_tensor(v, at::kFloat); }
 
-// Shape and dtype checks for Load().
-class TensorLoader {
- public:
-  TensorLoader(const ModelTensors& tensors, const LlamaLoadOptions& options)
-      : tensors_(tensors), options_(options) {}
-
-  bool Has(const std::string& name) const { return tensors_.Find(name) != nullptr; }
-
-  absl::StatusOr<at::Tensor> Get(const std::string& name, std::vector<int64_t> shape) {
-    const TensorInfo* info = tensors_.Find(name);
-    if (info == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(tensors_.folder(), ": missing tensor \"",
-                                                     name, "\" (expected shape ",
-                                                     ShapeString(shape), ")"));
-    }
-    if (info->shape != shape) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          tensors_.folder(), ": tensor \"", name, "\" has shape ", ShapeString(info->shape),
-          ", expected ", ShapeString(shape), " (in ", tensors_.FileOf(name), ")"));
-    }
-    switch (info->dtype) {
-      case DType::kF64:
-      case DType::kF32:
-      case DType::kF16:
-      case DType::kBF16:
-        break;
-      default:
-        return absl::InvalidArgumentError(absl::StrCat(
-            tensors_.folder(), ": tensor \"", name, "\" has dtype ", DTypeName(info->dtype),
-            ", expected a floating dtype (in ", tensors_.FileOf(name), ")"));
-    }
-    ASSIGN_OR_RETURN(at::Tensor tensor, tensors_.Load(name));
-    num_parameters_ += tensor.numel();
-    return tensor.to(options_.device, options_.dtype).set_requires_grad(false);
-  }
-
-  int64_t num_parameters() const { return num_parameters_; }
-
- private:
-  const ModelTensors& tensors_;
-  const LlamaLoadOptions& options_;
-  int64_t num_parameters_ = 0;
-};
 
 }  // namespace
 
@@ -157,7 +100,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   const int64_t vocab = config.vocab_size;
   try {
     at::NoGradGuard no_grad;
-    TensorLoader loader(*tensors, options);
+    FrozenWeightLoader loader(*tensors, options.device, options.dtype);
     ASSIGN_OR_RETURN(w.embed, loader.Get("model.embed_tokens.weight", {vocab, d}));
     if (config.tie_word_embeddings) {
       w.lm_head = w.embed;

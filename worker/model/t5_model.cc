@@ -35,19 +35,6 @@ struct BlockWeights {
   at::Tensor bias_table;
 };
 
-std::string ShapeString(at::IntArrayRef shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
-}
-
-double LowestValue(c10::ScalarType dtype) {
-  switch (dtype) {
-    case c10::ScalarType::Double: return std::numeric_limits<double>::lowest();
-    case c10::ScalarType::Half: return -65504.0;
-    case c10::ScalarType::BFloat16: return -3.3895313892515355e38;
-    default: return std::numeric_limits<float>::lowest();
-  }
-}
-
 bool IsReducedFloat(c10::ScalarType dtype) {
   return dtype == c10::ScalarType::Half || dtype == c10::ScalarType::BFloat16;
 }
@@ -103,49 +90,6 @@ at::Tensor RelativePositionBucket(at::Tensor relative_position, bool bidirection
   return buckets + at::where(is_small, relative_position, if_large);
 }
 
-// Shape and dtype checks for Load().
-class TensorLoader {
- public:
-  TensorLoader(const ModelTensors& tensors, const T5LoadOptions& options)
-      : tensors_(tensors), options_(options) {}
-
-  bool Has(const std::string& name) const { return tensors_.Find(name) != nullptr; }
-
-  absl::StatusOr<at::Tensor> Get(const std::string& name, std::vector<int64_t> shape) {
-    const TensorInfo* info = tensors_.Find(name);
-    if (info == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          tensors_.folder(), ": missing tensor \"", name, "\" (expected shape ",
-          ShapeString(shape), ")"));
-    }
-    if (info->shape != shape) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          tensors_.folder(), ": tensor \"", name, "\" has shape ", ShapeString(info->shape),
-          ", expected ", ShapeString(shape), " (in ", tensors_.FileOf(name), ")"));
-    }
-    switch (info->dtype) {
-      case DType::kF64:
-      case DType::kF32:
-      case DType::kF16:
-      case DType::kBF16:
-        break;
-      default:
-        return absl::InvalidArgumentError(absl::StrCat(
-            tensors_.folder(), ": tensor \"", name, "\" has dtype ", DTypeName(info->dtype),
-            ", expected a floating dtype (in ", tensors_.FileOf(name), ")"));
-    }
-    ASSIGN_OR_RETURN(at::Tensor tensor, tensors_.Load(name));
-    num_parameters_ += tensor.numel();
-    return tensor.to(options_.device, options_.dtype).set_requires_grad(false);
-  }
-
-  int64_t num_parameters() const { return num_parameters_; }
-
- private:
-  const ModelTensors& tensors_;
-  const T5LoadOptions& options_;
-  int64_t num_parameters_ = 0;
-};
 
 }  // namespace
 
@@ -192,7 +136,7 @@ absl::StatusOr<std::unique_ptr<T5Model>> T5Model::Load(const std::string& folder
   const int64_t vocab = config.vocab_size;
   try {
     at::NoGradGuard no_grad;
-    TensorLoader loader(*tensors, options);
+    FrozenWeightLoader loader(*tensors, options.device, options.dtype);
 
     std::string embed_name = "shared.weight";
     for (const char* alt : {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}) {

@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -249,6 +250,48 @@ absl::StatusOr<std::map<std::string, at::Tensor>> LoadModelFolder(const std::str
     ASSIGN_OR_RETURN(out[name], model->Load(name));
   }
   return out;
+}
+
+std::string ShapeString(at::IntArrayRef shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+double LowestValue(c10::ScalarType dtype) {
+  switch (dtype) {
+    case c10::ScalarType::Double: return std::numeric_limits<double>::lowest();
+    case c10::ScalarType::Half: return -65504.0;
+    case c10::ScalarType::BFloat16: return -3.3895313892515355e38;
+    default: return std::numeric_limits<float>::lowest();
+  }
+}
+
+absl::StatusOr<at::Tensor> FrozenWeightLoader::Get(const std::string& name,
+                                                   std::vector<int64_t> shape) {
+  const TensorInfo* info = tensors_.Find(name);
+  if (info == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(tensors_.folder(), ": missing tensor \"", name,
+                                                   "\" (expected shape ", ShapeString(shape),
+                                                   ")"));
+  }
+  if (info->shape != shape) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        tensors_.folder(), ": tensor \"", name, "\" has shape ", ShapeString(info->shape),
+        ", expected ", ShapeString(shape), " (in ", tensors_.FileOf(name), ")"));
+  }
+  switch (info->dtype) {
+    case DType::kF64:
+    case DType::kF32:
+    case DType::kF16:
+    case DType::kBF16:
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          tensors_.folder(), ": tensor \"", name, "\" has dtype ", DTypeName(info->dtype),
+          ", expected a floating dtype (in ", tensors_.FileOf(name), ")"));
+  }
+  ASSIGN_OR_RETURN(at::Tensor tensor, tensors_.Load(name));
+  num_parameters_ += tensor.numel();
+  return tensor.to(device_, dtype_).set_requires_grad(false);
 }
 
 }  // namespace mpt

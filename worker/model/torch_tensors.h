@@ -14,6 +14,7 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 
 #include "absl/status/status.h"
@@ -91,6 +92,35 @@ class ModelTensors {
 
 // Every tensor of a model folder (single file or shards).
 absl::StatusOr<std::map<std::string, at::Tensor>> LoadModelFolder(const std::string& folder);
+
+// "[2, 3]": a shape as error messages write it.
+std::string ShapeString(at::IntArrayRef shape);
+
+// torch.finfo(dtype).min, the value transformers' attention masks use
+// (float's for dtypes other than Double, Half and BFloat16).
+double LowestValue(c10::ScalarType dtype);
+
+// Reads a model's frozen weights out of `tensors` with the checks every
+// model loader makes: Get() is INVALID_ARGUMENT naming the folder, the
+// tensor and the expected shape for a missing tensor, adding the file for a
+// misshapen or non-floating one; else the tensor converted to `device` and
+// `dtype`, never requiring grad. num_parameters() counts the elements of
+// every tensor got. Not thread-safe; `tensors` must outlive it.
+class FrozenWeightLoader {
+ public:
+  FrozenWeightLoader(const ModelTensors& tensors, c10::Device device, c10::ScalarType dtype)
+      : tensors_(tensors), device_(device), dtype_(dtype) {}
+
+  bool Has(const std::string& name) const { return tensors_.Find(name) != nullptr; }
+  absl::StatusOr<at::Tensor> Get(const std::string& name, std::vector<int64_t> shape);
+  int64_t num_parameters() const { return num_parameters_; }
+
+ private:
+  const ModelTensors& tensors_;
+  const c10::Device device_;
+  const c10::ScalarType dtype_;
+  int64_t num_parameters_ = 0;
+};
 
 }  // namespace mpt
 
