@@ -47,6 +47,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -66,10 +67,19 @@
 #include "worker/training/packed_trainer.h"
 #include "worker/training/prompt_trainer.h"
 #include "worker/training/teacher_cache.h"
+#include "worker/lm/causal_prompted_model.h"
+#include "worker/lm/model_family.h"
 #include "worker/lm/t5_prompted_model.h"
+#include "worker/model/llama_model.h"
 #include "worker/model/t5_model.h"
+#include "worker/prompts/prompted_model.h"
 
-ABSL_FLAG(std::string, model, "", "Model folder (config.json + safetensors).");
+ABSL_FLAG(std::string, model, "",
+          "Model folder (config.json + safetensors); config.json's model_type picks the family "
+          "(T5: encoder-decoder, Llama / Qwen2 / Mistral: decoder-only), as the worker does.");
+ABSL_FLAG(std::string, dtype, "float32",
+          "The frozen weights' dtype: float32, bfloat16 or float16 (stored weights are converted; "
+          "prompts stay fp32).");
 ABSL_FLAG(std::string, stage, "source", "source, distillation or target.");
 ABSL_FLAG(int, batch_size, 8, "Examples per step.");
 ABSL_FLAG(int, input_length, 64, "Input tokens per example (EOS included).");
@@ -135,6 +145,7 @@ class StepClock : public ProgressSink {
       times.push_back(Clock::now());
       cpu.push_back(CpuSeconds());
       hits.push_back(cache != nullptr ? cache->hits() : 0);
+      loss.push_back(e.losses.empty() ? std::nan("") : e.losses.front().second);
       misses.push_back(cache != nullptr ? cache->misses() : 0);
     }
   }
@@ -145,6 +156,7 @@ class StepClock : public ProgressSink {
   std::vector<int64_t> hits, misses;
   std::vector<Clock::time_point> times;
   std::vector<double> cpu;
+  std::vector<double> loss;  // the step's total loss (the last task's, in a pack)
 };
 
 std::vector<std::vector<TokenizedExample>> RandomTasks(int tasks, int per_task, int vocab,
@@ -173,18 +185,28 @@ std::vector<std::vector<TokenizedExample>> RandomTasks(int tasks, int per_task, 
   return out;
 }
 
+absl::StatusOr<c10::ScalarType> ParseDtype(const std::string& name) {
+  if (name == "float32") return c10::ScalarType::Float;
+  if (name == "bfloat16") return c10::ScalarType::BFloat16;
+  if (name == "float16") return c10::ScalarType::Half;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--dtype=", name, " (expected float32, bfloat16 or float16)"));
+}
+
 // Matrix-product FLOPs of one step (see the file comment).
 struct StepFlops {
   double forward = 0, backward = 0, teacher = 0;
   double total() const { return forward + backward + teacher; }
 };
 
-StepFlops CountFlops(const T5Config& c, int64_t batch, int64_t prompt, int64_t input,
-                     int64_t target, bool distillation) {
+double MatmulFlops(double m, double n, double k) { return 2 * m * n * k; }
+
+StepFlops CountT5Flops(const T5Config& c, int64_t batch, int64_t prompt, int64_t input,
+                       int64_t target, bool distillation) {
   const double B = batch, S = prompt + input, L = target, d = c.d_model, inner = c.inner_dim(),
                H = c.num_heads, dkv = c.d_kv, ff = c.d_ff, V = c.vocab_size;
   const double ff_in = c.is_gated_act ? 2 : 1;
-  auto mm = [](double m, double n, double k) { return 2 * m * n * k; };
+  const auto mm = MatmulFlops;
   // Weight products (backward 1x) and activation products (backward 2x).
   double weights = 0, activations = 0, no_backward = 0;
   // Encoder.
@@ -203,6 +225,29 @@ StepFlops CountFlops(const T5Config& c, int64_t batch, int64_t prompt, int64_t i
   weights += mm(B * L, V, d);  // LM head
   StepFlops f;
   f.forward = weights + activations + no_backward;
+  f.backward = weights + 2 * activations;
+  if (distillation) f.teacher = f.forward;
+  return f;
+}
+
+// A decoder-only model (worker/lm/causal_prompted_model.h): one sequence of
+// prompt + input + target positions through every layer (eager attention
+// computes all T x T scores), the LM head at the target-predicting
+// positions only. Every position follows the prompt, so every product has
+// a backward.
+StepFlops CountCausalFlops(const LlamaConfig& c, int64_t batch, int64_t prompt, int64_t input,
+                           int64_t target, bool distillation) {
+  const double B = batch, T = prompt + input + target, L = target, d = c.hidden_size,
+               H = c.num_attention_heads, hd = c.head_dim, ff = c.intermediate_size,
+               V = c.vocab_size;
+  const auto mm = MatmulFlops;
+  double weights = c.num_hidden_layers *
+                   (mm(B * T, c.q_dim() + 2.0 * c.kv_dim(), d) + mm(B * T, d, c.q_dim()) +
+                    2 * mm(B * T, ff, d) + mm(B * T, d, ff));
+  const double activations = c.num_hidden_layers * 2 * mm(B * H * T, T, hd);
+  weights += mm(B * L, V, d);  // LM head
+  StepFlops f;
+  f.forward = weights + activations;
   f.backward = weights + 2 * activations;
   if (distillation) f.teacher = f.forward;
   return f;
@@ -251,16 +296,50 @@ absl::Status Main() {
   thread_options.leave_blas = absl::GetFlag(FLAGS_blas_threads) < 0;
   ASSIGN_OR_RETURN(ComputeThreads threads, ApplyComputeThreads(thread_options));
   ASSIGN_OR_RETURN(AutocastMode autocast, ParseAutocast(absl::GetFlag(FLAGS_autocast)));
-  T5LoadOptions load;
+  c10::Device device(c10::DeviceType::CPU);
   try {
-    load.device = c10::Device(absl::GetFlag(FLAGS_device));
+    device = c10::Device(absl::GetFlag(FLAGS_device));
   } catch (const c10::Error& e) {
     return absl::InvalidArgumentError(absl::StrCat("--device: ", e.what_without_backtrace()));
   }
+  ASSIGN_OR_RETURN(c10::ScalarType dtype, ParseDtype(absl::GetFlag(FLAGS_dtype)));
+  const std::string folder = absl::GetFlag(FLAGS_model);
+  ASSIGN_OR_RETURN(ModelKind kind, ReadModelKind(folder));
   const auto load_start = Clock::now();
-  ASSIGN_OR_RETURN(std::unique_ptr<T5Model> model, T5Model::Load(absl::GetFlag(FLAGS_model), load));
+  // The family behind the seam, and what the FLOP count and the peak's
+  // shapes need of its config.
+  std::shared_ptr<const PromptedLanguageModel> lm;
+  std::function<StepFlops(int64_t, int64_t, int64_t, int64_t, bool)> count_flops;
+  int64_t ff_width = 0;  // the widest feed-forward product's output
+  const bool causal = kind.family == ModelFamily::kDecoderOnly;
+  if (causal) {
+    LlamaLoadOptions load;
+    load.device = device;
+    load.dtype = dtype;
+    ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> llama, LlamaModel::Load(folder, load));
+    const LlamaConfig config = llama->config();
+    std::vector<int64_t> eos(config.eos_token_ids.begin(), config.eos_token_ids.end());
+    if (eos.empty()) eos.push_back(1);
+    lm = std::make_shared<CausalPromptedModel>(std::shared_ptr<const LlamaModel>(std::move(llama)),
+                                               std::move(eos));
+    count_flops = [config](int64_t b, int64_t p, int64_t i, int64_t t, bool distill) {
+      return CountCausalFlops(config, b, p, i, t, distill);
+    };
+    ff_width = config.intermediate_size;
+  } else {
+    T5LoadOptions load;
+    load.device = device;
+    load.dtype = dtype;
+    ASSIGN_OR_RETURN(std::unique_ptr<T5Model> t5, T5Model::Load(folder, load));
+    const T5Config config = t5->config();
+    lm = std::make_shared<T5PromptedModel>(std::shared_ptr<const T5Model>(std::move(t5)));
+    count_flops = [config](int64_t b, int64_t p, int64_t i, int64_t t, bool distill) {
+      return CountT5Flops(config, b, p, i, t, distill);
+    };
+    ff_width = config.d_ff;
+  }
   const double load_seconds = std::chrono::duration<double>(Clock::now() - load_start).count();
-  const T5PromptedModel lm(model.get());
+  const PromptedLanguageModel& model = *lm;
   const double rss_after_load = PeakRssMiB();
 
   const int pack = absl::GetFlag(FLAGS_pack);
@@ -274,7 +353,7 @@ absl::Status Main() {
                            : batch;
   const double spread = absl::GetFlag(FLAGS_length_spread);
   if (spread < 0 || spread >= 1) return absl::InvalidArgumentError("--length_spread: [0, 1)");
-  auto data = RandomTasks(tasks, per_task, static_cast<int>(model->config().vocab_size),
+  auto data = RandomTasks(tasks, per_task, static_cast<int>(model.vocab_size()),
                           absl::GetFlag(FLAGS_input_length), absl::GetFlag(FLAGS_target_length),
                           spread);
 
@@ -285,40 +364,40 @@ absl::Status Main() {
   SoftPromptConfig config;
   config.kind = stage == "source" ? PromptKind::kPromptTuning : PromptKind::kMultitask;
   config.num_virtual_tokens = prompt_spec.num_virtual_tokens();
-  config.token_dim = static_cast<int>(model->config().d_model);
+  config.token_dim = static_cast<int>(model.hidden_size());
   config.num_tasks = tasks;
   if (pack > 0) config.num_tasks = 1;
   ASSIGN_OR_RETURN(SoftPrompt prompt, SoftPrompt::Random(config, 7));
-  prompt.MoveTo(model->device());
+  prompt.MoveTo(model.device());
   std::vector<SoftPrompt> pack_prompts;
   for (int k = 0; k < pack; ++k) {
     ASSIGN_OR_RETURN(SoftPrompt p, SoftPrompt::Random(config, 7 + k));
-    p.MoveTo(model->device());
+    p.MoveTo(model.device());
     pack_prompts.push_back(std::move(p));
   }
 
   at::Tensor teachers;
   StepFunction step;
   StepClock clock;
-  if (model->device().is_cuda()) {
-    clock.cuda_device = model->device().has_index() ? model->device().index() : 0;
+  if (model.device().is_cuda()) {
+    clock.cuda_device = model.device().has_index() ? model.device().index() : 0;
   }
   // Training (and the timed steps) on this thread under the chosen
   // precision; the peak below is measured outside it, in the stated dtype.
-  auto autocast_scope = std::make_unique<AutocastScope>(model->device(), autocast);
+  auto autocast_scope = std::make_unique<AutocastScope>(model.device(), autocast);
   std::shared_ptr<TeacherCache> teacher_cache;
   if (stage == "distillation") {
-    teachers = at::randn({tasks, config.total_tokens(), config.token_dim}).to(model->device());
+    teachers = at::randn({tasks, config.total_tokens(), config.token_dim}).to(model.device());
     DistillationLoss loss;
     if (absl::GetFlag(FLAGS_teacher_cache_mib) >= 0) {
       loss.teacher_cache_bytes = int64_t{absl::GetFlag(FLAGS_teacher_cache_mib)} << 20;
     }
     teacher_cache = std::make_shared<TeacherCache>(loss.teacher_cache_bytes);
     loss.teacher_cache = teacher_cache;
-    step = MakeDistillationStep(lm, prompt_spec, &prompt, teachers, loss);
+    step = MakeDistillationStep(model, prompt_spec, &prompt, teachers, loss);
     clock.cache = teacher_cache.get();
   } else {
-    step = MakePlmStep(lm,
+    step = MakePlmStep(model,
                        PromptLayout::Peft(config.kind == PromptKind::kMultitask,
                                           config.num_virtual_tokens, 1),
                        &prompt);
@@ -356,7 +435,7 @@ absl::Status Main() {
     clock.every = pack;
     PackedPromptTrainer trainer(stage, std::move(members), 0, &comm, &clock, nullptr);
     PackedStepFunction packed_step = MakePackedPlmStep(
-        lm, PromptLayout::Peft(false, config.num_virtual_tokens, 1), prompt_ptrs);
+        model, PromptLayout::Peft(false, config.num_virtual_tokens, 1), prompt_ptrs);
     ASSIGN_OR_RETURN(std::vector<TrainResult> results, trainer.Run(packed_step));
   } else {
     PromptTrainer trainer(options, &prompt, &data, 0, &comm, &clock, nullptr);
@@ -404,10 +483,9 @@ absl::Status Main() {
 
   // FLOPs at the full stated lengths (the upper bound when lengths vary).
   StepFlops flops =
-      CountFlops(model->config(), static_cast<int64_t>(batch) * std::max(1, pack),
-                 config.num_virtual_tokens,
-                 absl::GetFlag(FLAGS_input_length), absl::GetFlag(FLAGS_target_length),
-                 stage == "distillation");
+      count_flops(static_cast<int64_t>(batch) * std::max(1, pack), config.num_virtual_tokens,
+                  absl::GetFlag(FLAGS_input_length), absl::GetFlag(FLAGS_target_length),
+                  stage == "distillation");
   // Teacher rows served from the cache during the timed steps.
   const int64_t timed_hits = clock.hits.back() - (warmup > 0 ? clock.hits[warmup - 1] : 0);
   const int64_t timed_misses = clock.misses.back() - (warmup > 0 ? clock.misses[warmup - 1] : 0);
@@ -418,25 +496,28 @@ absl::Status Main() {
   double peak_flops = 0;
   // The dtype the step's matrix products ran in.
   const c10::ScalarType product_dtype =
-      autocast == AutocastMode::kBf16 ? c10::ScalarType::BFloat16 : model->dtype();
+      autocast == AutocastMode::kBf16 ? c10::ScalarType::BFloat16 : model.dtype();
   if (absl::GetFlag(FLAGS_measure_peak) &&
-      (model->device().is_cpu() || model->device().is_cuda())) {
-    const int64_t d = model->config().d_model, v = model->config().vocab_size;
+      (model.device().is_cpu() || model.device().is_cuda())) {
+    const int64_t d = model.hidden_size(), v = model.vocab_size();
+    // The positions of the feed-forward products: the encoder's (prompt +
+    // input) for T5, the whole sequence for a decoder-only model.
     const int64_t rows = static_cast<int64_t>(batch) *
-                         (config.num_virtual_tokens + absl::GetFlag(FLAGS_input_length));
-    const int64_t square = model->device().is_cuda() ? 8192 : 1024;
+                         (config.num_virtual_tokens + absl::GetFlag(FLAGS_input_length) +
+                          (causal ? absl::GetFlag(FLAGS_target_length) : 0));
+    const int64_t square = model.device().is_cuda() ? 8192 : 1024;
     peak_flops = MeasureMatmulPeak(
         {{square, square, square},
-         {rows, model->config().d_ff, d},
+         {rows, ff_width, d},
          {static_cast<int64_t>(batch) * absl::GetFlag(FLAGS_target_length), v, d}},
-        model->device(), model->device().is_cuda() ? product_dtype : c10::ScalarType::Float);
+        model.device(), product_dtype);
   }
   const double mfu = peak_flops > 0 ? achieved / peak_flops : 0;
 
   nlohmann::json j = {{"implementation", "mpt"},
                       {"stage", stage},
                       {"model", absl::GetFlag(FLAGS_model)},
-                      {"parameters", model->num_parameters()},
+                      {"parameters", model.num_parameters()},
                       {"batch_size", batch},
                       {"input_length", absl::GetFlag(FLAGS_input_length)},
                       {"target_length", absl::GetFlag(FLAGS_target_length)},
@@ -450,11 +531,13 @@ absl::Status Main() {
                       {"intra_op_threads", threads.intra_op_threads},
                       {"blas_threads", threads.blas_threads},
                       {"blas_library", threads.blas_library},
-                      {"device", model->device().str()},
+                      {"device", model.device().str()},
                       {"autocast", AutocastName(autocast)},
-                      {"peak_dtype", model->device().is_cuda()
-                                         ? std::string(c10::toString(product_dtype))
-                                         : std::string("Float")},
+                      {"model_type", kind.model_type},
+                      {"family", causal ? "decoder-only" : "encoder-decoder"},
+                      {"dtype", c10::toString(model.dtype())},
+                      {"peak_dtype", std::string(c10::toString(product_dtype))},
+                      {"losses", clock.loss},
                       {"steps", steps},
                       {"step_ms", step_ms},
                       {"cpu_ms_per_step", 1000.0 * cpu_seconds / steps},
@@ -478,6 +561,12 @@ absl::Status Main() {
     std::printf("stage %-13s batch %d x (%d + %d tokens), prompt %d\n", stage.c_str(), batch,
                 absl::GetFlag(FLAGS_input_length), absl::GetFlag(FLAGS_target_length),
                 config.num_virtual_tokens);
+    std::printf("  %s (%s), %.0fM parameters in %s, loaded in %.1f s\n", kind.model_type.c_str(),
+                causal ? "decoder-only" : "encoder-decoder", model.num_parameters() / 1e6,
+                c10::toString(model.dtype()), load_seconds);
+    std::string losses;
+    for (double l : clock.loss) absl::StrAppend(&losses, losses.empty() ? "" : " ", l);
+    std::printf("  loss per step (warm-up first): %s\n", losses.c_str());
     if (pack > 0) {
       std::printf("  pack of %d source tasks in one pass (%d examples a step)\n", pack,
                   pack * batch);
@@ -495,13 +584,13 @@ absl::Status Main() {
                 flops.total() / 1e9, flops.forward / 1e9, flops.backward / 1e9, flops.teacher / 1e9,
                 achieved / 1e9);
     if (peak_flops > 0) {
-      if (model->device().is_cuda()) {
+      if (model.device().is_cuda()) {
         std::printf("  %s matmul peak %.1f GFLOP/s (%s, measured)   MFU %.1f%%\n",
-                    c10::toString(product_dtype), peak_flops / 1e9, model->device().str().c_str(),
+                    c10::toString(product_dtype), peak_flops / 1e9, model.device().str().c_str(),
                     100.0 * mfu);
       } else {
-        std::printf("  fp32 matmul peak %.1f GFLOP/s (same threads)   MFU %.1f%%\n",
-                    peak_flops / 1e9, 100.0 * mfu);
+        std::printf("  %s matmul peak %.1f GFLOP/s (same threads)   MFU %.1f%%\n",
+                    c10::toString(product_dtype), peak_flops / 1e9, 100.0 * mfu);
       }
     }
     if (teacher_cache) {
