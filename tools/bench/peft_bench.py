@@ -78,6 +78,9 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--autocast", default="off", choices=["off", "bf16"])
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    p.add_argument("--count_flops", action="store_true",
+                   help="after the timed steps, run one more under torch's FlopCounterMode and "
+                        "report the matrix-product FLOPs it counts (gflop_per_step)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     dev = torch.device(args.device)
@@ -187,6 +190,13 @@ def main():
         step()
     sync()
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+    counted = 0.0
+    if args.count_flops:
+        from torch.utils.flop_counter import FlopCounterMode
+        with FlopCounterMode(display=False) as counter:
+            step()
+        losses.pop()
+        counted = counter.get_total_flops()
     tokens = args.batch_size * (args.input_length + args.target_length)
     result = {
         "implementation": "peft", "stage": args.stage, "model": args.model,
@@ -199,6 +209,7 @@ def main():
         "step_ms": 1000 * seconds / args.steps, "cpu_ms_per_step": 1000 * cpu / args.steps,
         "tokens_per_second": tokens * args.steps / seconds,
         "tokens_per_cpu_second": tokens * args.steps / cpu, "losses": losses,
+        "gflop_per_step": counted / 1e9,
         "load_seconds": load_seconds, "rss_after_load_mib": rss_after_load,
         "peak_rss_mib": peak_rss_mib(), "torch": torch.__version__,
         "device": str(dev), "autocast": args.autocast,
