@@ -21,23 +21,39 @@
 // TrainSpec.length_bucket_batches; with --length_spread the printed real-
 // token fraction shows how much of each batch is padding.
 //
+// The model folder's config.json model_type picks the family, as the worker
+// does (worker/lm/model_family.h): T5 (encoder-decoder, prompt before the
+// encoder) or a decoder-only Llama / Qwen2 / Mistral model behind the same
+// PromptedLanguageModel seam (worker/lm/causal_prompted_model.h: each row is
+// prompt + input + target, loss on the target). No tokenizer is read.
+// --dtype sets the frozen weights' dtype (prompts stay fp32). The loss of
+// every step (the warm-up's first) is printed, so a run also shows that the
+// model trains.
+//
 // Model FLOPs per step count the matrix products only (2 m n k each):
-//   forward   every product of the encoder (prompt + input positions), the
-//             decoder (target positions) and the LM head;
+//   forward   T5: every product of the encoder (prompt + input positions),
+//             the decoder (target positions) and the LM head;
+//             decoder-only: every layer over the prompt + input + target
+//             positions (eager attention: all T x T scores), the LM head at
+//             the target-predicting positions only;
 //   backward  what prompt tuning needs: gradients with respect to
 //             activations only, never weights: 1x the forward product for
 //             each weight product, 2x for each activation x activation
 //             product (attention scores and the weighted sum of values);
-//             the first decoder block's self-attention, which does not
-//             depend on the prompt, has no backward;
+//             T5: the first decoder block's self-attention, which does not
+//             depend on the prompt, has no backward; decoder-only: every
+//             position follows the prompt, so every product has one;
 //   teacher   (distillation) one more forward with the teacher's prompt,
 //             for the rows not served from the teacher cache.
+// (The decoder-only rule, with the LM head at every position as
+// transformers computes it, equals what torch's FlopCounterMode counts for
+// PEFT's step: tools/bench/peft_bench.py --count_flops.)
 // Element-wise work (softmax, norms, the losses) is not counted. MFU is
 // those FLOPs per second over this machine's matrix-multiply peak, measured
-// in the same run: on the CPU the fp32 peak with the same threads (best of a
-// timed 1024 x 1024 x 1024 at::mm and the step's largest product shapes); on
-// CUDA the peak in the dtype the step's products run in (fp32, or bf16 with
-// --autocast=bf16; best of 8192^3 and the step's largest shapes), each step
+// in the same run in the dtype the step's products run in (the weights'
+// dtype, or bf16 under --autocast=bf16): on the CPU with the same threads
+// (best of a timed 1024 x 1024 x 1024 at::mm and the step's largest product
+// shapes); on CUDA best of 8192^3 and the step's largest shapes, each step
 // timed after a device synchronisation.
 #include <sys/resource.h>
 #include <torch/cuda.h>
