@@ -46,6 +46,9 @@ ABSL_FLAG(std::string, progress, "auto",
           "auto (a live bar on a terminal, plain lines otherwise), plain, or none.");
 ABSL_FLAG(std::string, events, "", "Also write every progress event as JSON lines here.");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N].");
+ABSL_FLAG(std::string, dtype, "float32",
+          "The frozen base model's dtype: float32, bfloat16 or float16 (prompts and their "
+          "optimiser state stay fp32).");
 ABSL_FLAG(std::string, autocast, "off",
           "off, or bf16: the frozen model computes in bfloat16 under autocast while the "
           "prompts and their optimiser state stay fp32 (worker/model/autocast.h).");
@@ -157,6 +160,7 @@ absl::Status Main() {
   } catch (const c10::Error& e) {
     return absl::InvalidArgumentError(absl::StrCat("--device: ", e.what_without_backtrace()));
   }
+  ASSIGN_OR_RETURN(load.dtype, ParseModelDtype(absl::GetFlag(FLAGS_dtype)));
   ASSIGN_OR_RETURN(BaseModel base, LoadBaseModel(spec.base_model(), load));
   // Every stage below trains and evaluates on this thread.
   AutocastScope autocast_scope(load.device, autocast);

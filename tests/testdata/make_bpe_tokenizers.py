@@ -18,7 +18,9 @@ small BPE trained here by the `tokenizers` library on text of this machine
   metaspace    PreTrainedTokenizerFast with a Metaspace pre-tokenizer,
                no byte fallback (unknown characters: <unk>, fused), added
                tokens with lstrip / rstrip / single_word / normalized
-  custom       components no family above uses: Replace normalizers (regex
+  custom       (its merges differ from run to run: the trainer breaks some
+               ties in hash order; tokenizer.json and golden.json are always
+               written together) components no family above uses: Replace normalizers (regex
                and string), Split with every behaviour and invert,
                ByteLevel(add_prefix_space), continuing_subword_prefix and
                end_of_word_suffix, unfused <unk>, a BOS + EOS template, a
@@ -338,6 +340,28 @@ VARIANTS = [
      "config": {"model_type": "qwen2"}},
     {"name": "gpt2_prefix_space", "base": "gpt2",
      "tokenizer_config": {"tokenizer_class": "GPT2TokenizerFast", "add_prefix_space": True}},
+    # Only the class: Llama's defaults for legacy, add_prefix_space and the
+    # named tokens.
+    {"name": "llama2_class_defaults", "base": "llama2",
+     "tokenizer_config": {"tokenizer_class": "LlamaTokenizer"}},
+    # split_special_tokens: special tokens in the text are ordinary text.
+    {"name": "qwen2_split_special_tokens", "base": "qwen2",
+     "tokenizer_config": {"tokenizer_class": "Qwen2Tokenizer", "split_special_tokens": True,
+                          "eos_token": "<|im_end|>"}},
+    # Tokens only tokenizer_config.json names: added_tokens_decoder entries
+    # (one with rstrip, one not special), a pad token, extra special tokens.
+    {"name": "llama3_config_tokens", "base": "llama3",
+     "tokenizer_config": {
+         "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|begin_of_text|>",
+         "eos_token": "<|eot_id|>", "pad_token": "<|pad|>",
+         "added_tokens_decoder": {
+             "2065": {"content": "<|begin_of_text|>", "lstrip": False, "normalized": False,
+                      "rstrip": False, "single_word": False, "special": True},
+             "5001": {"content": "xyzzy", "lstrip": False, "normalized": False,
+                      "rstrip": False, "single_word": False, "special": False},
+             "5000": {"content": "<|new_one|>", "lstrip": False, "normalized": False,
+                      "rstrip": True, "single_word": False, "special": True}},
+         "extra_special_tokens": ["<|x1|>", "<|eom_id|>"]}},
     # No tokenizer_config.json: the class comes from config.json.
     {"name": "gpt2_model_type_only", "base": "gpt2", "tokenizer_config": None,
      "config": {"model_type": "gpt2"}},
@@ -380,7 +404,7 @@ FIXED = [
     "a <|eot_id|> b", "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>",
     "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi<|im_end|>",
     "<|endoftext|>", "text<|endoftext|>more", "<tool_call>{\"a\": 1}</tool_call>",
-    "<|fim_prefix|>def", "<s>", "</s>", "<unk>", "a<s>b", "a <s> b", "<s> a", "x</s>y",
+    "<|fim_prefix|>def", "a <|new_one|>  b xyzzy <|x1|> c<|pad|>", "xyzzyxyzzy <|new_one|>", "<s>", "</s>", "<unk>", "a<s>b", "a <s> b", "<s> a", "x</s>y",
     "[INST] hi [/INST] there", "a[INST]b", "  [INST]  spaced  [/INST]  ", "<sep>", "a <sep> b",
     "a<sep>b", "hello world", "hello  world", "say hello world now", "x @@ y", "x@@y", "  @@",
     "<|begin_of_text|><|begin_of_text|>", "<|im_start|><|im_end|>", "<s></s><unk>",
@@ -443,6 +467,22 @@ def long_case(tok, piece, times, suffix):
             "head": ids[:16], "tail": ids[-16:]}
 
 
+def nfc_cases():
+    """Text NFC changes: every code point with a canonical decomposition,
+    decomposed (with its marks shuffled where canonical ordering must put
+    them back), 40 to a string, plus Hangul jamo and reordering cases."""
+    chars = [chr(cp) for cp in range(0x300, 0x110000)
+             if unicodedata.decomposition(chr(cp)) and not unicodedata.decomposition(chr(cp)).startswith("<")
+             and not 0xAC00 <= cp <= 0xD7A3]
+    texts = []
+    for i in range(0, len(chars), 40):
+        texts.append(" ".join(unicodedata.normalize("NFD", c) for c in chars[i:i + 40]))
+    texts += ["\u1100\u1161\u11a8 \u1112\u1161\u11ab\u1100\u1173\u11af",
+              "a\u0323\u0302 a\u0302\u0323 e\u0301\u0301 \u0338= o\u031b\u0301\u0323",
+              "\u0301start A\u030a\u0301 \u212b \u2126 \u0958 \U0001D15E"]
+    return texts
+
+
 def invalid_utf8_cases():
     return [b"abc\xffdef", b"\xc3", b"\xc3(", b"caf\xc3", b"\xe2\x82", b"\xe2\x82x",
             b"\xf0\x9f\x98", b"\xed\xa0\x80 surrogate", b"\xc0\xaf overlong", b"\xf4\x90\x80\x80",
@@ -482,6 +522,11 @@ def main():
             decodes.append({"ids": ids, "decoded": tok.decode(ids, skip_special_tokens=False),
                             "decoded_skip": tok.decode(ids, skip_special_tokens=True)})
         long_cases = [long_case(tok, *spec) for spec in LONG]
+        if family == "qwen2":
+            for text in nfc_cases():
+                c = case(tok, text)
+                c["nfc"] = True
+                cases.append(c)
         golden = {
             "family": family,
             "long_cases": long_cases,

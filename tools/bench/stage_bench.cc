@@ -83,10 +83,11 @@
 #include "worker/training/packed_trainer.h"
 #include "worker/training/prompt_trainer.h"
 #include "worker/training/teacher_cache.h"
+#include "worker/lm/base_model_loader.h"
 #include "worker/lm/causal_prompted_model.h"
 #include "worker/lm/model_family.h"
 #include "worker/lm/t5_prompted_model.h"
-#include "worker/model/llama_model.h"
+#include "worker/model/llama_config.h"
 #include "worker/model/t5_model.h"
 #include "worker/prompts/prompted_model.h"
 
@@ -201,14 +202,6 @@ std::vector<std::vector<TokenizedExample>> RandomTasks(int tasks, int per_task, 
   return out;
 }
 
-absl::StatusOr<c10::ScalarType> ParseDtype(const std::string& name) {
-  if (name == "float32") return c10::ScalarType::Float;
-  if (name == "bfloat16") return c10::ScalarType::BFloat16;
-  if (name == "float16") return c10::ScalarType::Half;
-  return absl::InvalidArgumentError(
-      absl::StrCat("--dtype=", name, " (expected float32, bfloat16 or float16)"));
-}
-
 // Matrix-product FLOPs of one step (see the file comment).
 struct StepFlops {
   double forward = 0, backward = 0, teacher = 0;
@@ -318,37 +311,28 @@ absl::Status Main() {
   } catch (const c10::Error& e) {
     return absl::InvalidArgumentError(absl::StrCat("--device: ", e.what_without_backtrace()));
   }
-  ASSIGN_OR_RETURN(c10::ScalarType dtype, ParseDtype(absl::GetFlag(FLAGS_dtype)));
+  BaseModelOptions load;
+  load.device = device;
+  ASSIGN_OR_RETURN(load.dtype, ParseModelDtype(absl::GetFlag(FLAGS_dtype)));
   const std::string folder = absl::GetFlag(FLAGS_model);
   ASSIGN_OR_RETURN(ModelKind kind, ReadModelKind(folder));
   const auto load_start = Clock::now();
-  // The family behind the seam, and what the FLOP count and the peak's
-  // shapes need of its config.
-  std::shared_ptr<const PromptedLanguageModel> lm;
+  // The family behind the seam, as the worker loads it (without a
+  // tokenizer), and what the FLOP count and the peak's shapes need of its
+  // config.
+  ASSIGN_OR_RETURN(std::shared_ptr<const PromptedLanguageModel> lm,
+                   LoadPromptedModel(folder, load));
   std::function<StepFlops(int64_t, int64_t, int64_t, int64_t, bool)> count_flops;
   int64_t ff_width = 0;  // the widest feed-forward product's output
   const bool causal = kind.family == ModelFamily::kDecoderOnly;
   if (causal) {
-    LlamaLoadOptions load;
-    load.device = device;
-    load.dtype = dtype;
-    ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> llama, LlamaModel::Load(folder, load));
-    const LlamaConfig config = llama->config();
-    std::vector<int64_t> eos(config.eos_token_ids.begin(), config.eos_token_ids.end());
-    if (eos.empty()) eos.push_back(1);
-    lm = std::make_shared<CausalPromptedModel>(std::shared_ptr<const LlamaModel>(std::move(llama)),
-                                               std::move(eos));
+    const LlamaConfig config = dynamic_cast<const CausalPromptedModel&>(*lm).llama().config();
     count_flops = [config](int64_t b, int64_t p, int64_t i, int64_t t, bool distill) {
       return CountCausalFlops(config, b, p, i, t, distill);
     };
     ff_width = config.intermediate_size;
   } else {
-    T5LoadOptions load;
-    load.device = device;
-    load.dtype = dtype;
-    ASSIGN_OR_RETURN(std::unique_ptr<T5Model> t5, T5Model::Load(folder, load));
-    const T5Config config = t5->config();
-    lm = std::make_shared<T5PromptedModel>(std::shared_ptr<const T5Model>(std::move(t5)));
+    const T5Config config = dynamic_cast<const T5PromptedModel&>(*lm).t5().config();
     count_flops = [config](int64_t b, int64_t p, int64_t i, int64_t t, bool distill) {
       return CountT5Flops(config, b, p, i, t, distill);
     };

@@ -63,7 +63,9 @@ absl::StatusOr<std::unique_ptr<AssignmentRunner>> AssignmentRunner::Create(
         "--collective: nccl needs a CUDA device and a build with NCCL");
   }
   ASSIGN_OR_RETURN(AutocastMode autocast, ParseAutocast(options.autocast));
-  std::unique_ptr<AssignmentRunner> runner(new AssignmentRunner(options, *device, autocast));
+  ASSIGN_OR_RETURN(c10::ScalarType dtype, ParseModelDtype(options.dtype));
+  std::unique_ptr<AssignmentRunner> runner(
+      new AssignmentRunner(options, *device, dtype, autocast));
   for (const std::string& folder : options.preload_models) {
     absl::StatusOr<LoadedModel> loaded = runner->Model(folder);
     if (!loaded.ok()) {
@@ -93,6 +95,7 @@ absl::StatusOr<AssignmentRunner::LoadedModel> AssignmentRunner::Model(const std:
   }
   BaseModelOptions load;
   load.device = device_;
+  load.dtype = dtype_;
   const absl::Time start = absl::Now();
   ASSIGN_OR_RETURN(BaseModel base, LoadBaseModel(folder, load));
   MPT_LOG(INFO) << "loaded " << folder << " (" << base.kind.model_type << ") on "

@@ -39,6 +39,10 @@ namespace mpt {
 struct AssignmentRunnerOptions {
   // "cpu", "cuda", "cuda:N". Default "cpu".
   std::string device = "cpu";
+  // The frozen weights' dtype: "float32", "bfloat16" or "float16"
+  // (ParseModelDtype); prompts and their optimiser state stay fp32. Default
+  // "float32".
+  std::string dtype = "float32";
   // "off" or "bf16": bf16 autocast of the frozen model while each
   // assignment trains (worker/model/autocast.h). Default "off".
   std::string autocast = "off";
@@ -62,7 +66,7 @@ struct AssignmentRunnerOptions {
 class AssignmentRunner final : public AssignmentExecutor {
  public:
   // INVALID_ARGUMENT for a device libtorch does not know or cannot use, an
-  // unknown autocast mode, an unknown collective, or max_cached_models < 1.
+  // unknown dtype or autocast mode, an unknown collective, or max_cached_models < 1.
   static absl::StatusOr<std::unique_ptr<AssignmentRunner>> Create(
       const AssignmentRunnerOptions& options);
   AssignmentRunner(const AssignmentRunner&) = delete;
@@ -86,14 +90,16 @@ class AssignmentRunner final : public AssignmentExecutor {
     BaseModel base;
   };
 
-  AssignmentRunner(AssignmentRunnerOptions options, c10::Device device, AutocastMode autocast)
-      : options_(std::move(options)), device_(device), autocast_(autocast) {}
+  AssignmentRunner(AssignmentRunnerOptions options, c10::Device device, c10::ScalarType dtype,
+                   AutocastMode autocast)
+      : options_(std::move(options)), device_(device), dtype_(dtype), autocast_(autocast) {}
   absl::StatusOr<LoadedModel> Model(const std::string& folder);
   absl::StatusOr<AssignmentOutput> RunUnsafe(const AssignmentContext& context);
   std::string CollectiveKind() const;
 
   const AssignmentRunnerOptions options_;
   const c10::Device device_;
+  const c10::ScalarType dtype_;
   const AutocastMode autocast_;
   std::list<LoadedModel> cache_;  // most recently used first
 };

@@ -71,4 +71,34 @@ absl::StatusOr<BaseModel> LoadBaseModel(const std::string& folder,
   return absl::InternalError("unknown model family");
 }
 
+absl::StatusOr<c10::ScalarType> ParseModelDtype(const std::string& name,
+                                                const std::string& flag) {
+  if (name == "float32") return c10::ScalarType::Float;
+  if (name == "bfloat16") return c10::ScalarType::BFloat16;
+  if (name == "float16") return c10::ScalarType::Half;
+  return absl::InvalidArgumentError(absl::StrCat(
+      flag, ": \"", name.substr(0, 40), "\" is not one of float32, bfloat16, float16"));
+}
+
+absl::StatusOr<std::shared_ptr<const PromptedLanguageModel>> LoadPromptedModel(
+    const std::string& folder, const BaseModelOptions& options) {
+  ASSIGN_OR_RETURN(ModelKind kind, ReadModelKind(folder));
+  if (kind.family == ModelFamily::kEncoderDecoder) {
+    T5LoadOptions load;
+    load.device = options.device;
+    load.dtype = options.dtype;
+    ASSIGN_OR_RETURN(std::unique_ptr<T5Model> model, T5Model::Load(folder, load));
+    return std::shared_ptr<const PromptedLanguageModel>(std::make_shared<T5PromptedModel>(
+        std::shared_ptr<const T5Model>(std::move(model))));
+  }
+  LlamaLoadOptions load;
+  load.device = options.device;
+  load.dtype = options.dtype;
+  ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, LlamaModel::Load(folder, load));
+  std::vector<int64_t> eos_ids(model->config().eos_token_ids.begin(),
+                               model->config().eos_token_ids.end());
+  return std::shared_ptr<const PromptedLanguageModel>(std::make_shared<CausalPromptedModel>(
+      std::shared_ptr<const LlamaModel>(std::move(model)), std::move(eos_ids)));
+}
+
 }  // namespace mpt

@@ -39,6 +39,18 @@ struct BaseModel {
 absl::StatusOr<BaseModel> LoadBaseModel(const std::string& folder,
                                         const BaseModelOptions& options = {});
 
+// "float32" (Float), "bfloat16" (BFloat16) or "float16" (Half): the frozen
+// weights' dtype as the --dtype flags of mpt_train, the worker and
+// stage_bench name it. INVALID_ARGUMENT naming `flag` otherwise.
+absl::StatusOr<c10::ScalarType> ParseModelDtype(const std::string& name,
+                                                const std::string& flag = "--dtype");
+
+// The model alone, without its tokenizer (for benchmarks on folders that
+// have none): a decoder-only model's generation then ends at config.json's
+// EOS ids only. Errors as LoadBaseModel's for the model.
+absl::StatusOr<std::shared_ptr<const PromptedLanguageModel>> LoadPromptedModel(
+    const std::string& folder, const BaseModelOptions& options = {});
+
 }  // namespace mpt
 
 #endif  // MPT_WORKER_LM_BASE_MODEL_LOADER_H_

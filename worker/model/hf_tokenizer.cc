@@ -4,9 +4,6 @@
 
 #include <pcre2.h>
 #include <sys/stat.h>
-#include <unicode/normalizer2.h>
-#include <unicode/uchar.h>
-#include <unicode/unistr.h>
 
 #include <algorithm>
 #include <cstring>
@@ -18,6 +15,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -139,14 +137,136 @@ void AppendUtf8(char32_t c, std::string* out) {
 }
 
 // Rust's char::is_whitespace (the White_Space property).
-bool IsWhitespace(char32_t c) { return u_hasBinaryProperty(static_cast<UChar32>(c), UCHAR_WHITE_SPACE); }
+bool IsWhitespace(char32_t c) {
+  return (c >= 0x9 && c <= 0xD) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+         c == 0x205F || c == 0x3000;
+}
 
-// Rust's char::is_alphanumeric (Alphabetic, or a number category).
-bool IsAlphanumeric(char32_t c) {
-  const UChar32 u = static_cast<UChar32>(c);
-  if (u_hasBinaryProperty(u, UCHAR_ALPHABETIC)) return true;
-  const int8_t type = u_charType(u);
-  return type == U_DECIMAL_DIGIT_NUMBER || type == U_LETTER_NUMBER || type == U_OTHER_NUMBER;
+// ---------------------------------------------------------------------------
+// NFC (Unicode's canonical decomposition, reordering and composition) over
+// the tables of tools/make_nfc_table.py.
+
+struct CombiningClassRun {
+  char32_t first, last;
+  uint8_t combining_class;
+};
+struct Decomposition {
+  char32_t code_point;
+  uint32_t offset, length;
+};
+struct Composition {
+  char32_t first, second, composite;
+};
+
+#include "worker/model/nfc_table.inc"
+
+constexpr char32_t kHangulBase = 0xAC00, kLeadBase = 0x1100, kVowelBase = 0x1161,
+                   kTrailBase = 0x11A7;
+constexpr int kVowelCount = 21, kTrailCount = 28, kSyllableCount = 11172;
+
+uint8_t CombiningClass(char32_t c) {
+  if (c < 0x300) return 0;
+  const auto* end = std::end(kCombiningClasses);
+  const auto* it = std::upper_bound(std::begin(kCombiningClasses), end, c,
+                                    [](char32_t v, const CombiningClassRun& r) { return v < r.first; });
+  if (it == std::begin(kCombiningClasses)) return 0;
+  --it;
+  return c <= it->last ? it->combining_class : 0;
+}
+
+void Decompose(char32_t c, std::u32string* out) {
+  if (c >= kHangulBase && c < kHangulBase + kSyllableCount) {
+    const int index = static_cast<int>(c - kHangulBase);
+    out->push_back(kLeadBase + index / (kVowelCount * kTrailCount));
+    out->push_back(kVowelBase + (index % (kVowelCount * kTrailCount)) / kTrailCount);
+    if (index % kTrailCount != 0) out->push_back(kTrailBase + index % kTrailCount);
+    return;
+  }
+  const auto* end = std::end(kDecompositions);
+  const auto* it = std::lower_bound(std::begin(kDecompositions), end, c,
+                                    [](const Decomposition& d, char32_t v) { return d.code_point < v; });
+  if (it == end || it->code_point != c) {
+    out->push_back(c);
+    return;
+  }
+  out->append(kDecompositionData + it->offset, it->length);
+}
+
+// The primary composite of (first, second), or 0.
+char32_t Compose(char32_t first, char32_t second) {
+  if (first >= kLeadBase && first < kLeadBase + 19 && second >= kVowelBase &&
+      second < kVowelBase + kVowelCount) {
+    return kHangulBase + ((first - kLeadBase) * kVowelCount + (second - kVowelBase)) * kTrailCount;
+  }
+  if (first >= kHangulBase && first < kHangulBase + kSyllableCount &&
+      (first - kHangulBase) % kTrailCount == 0 && second > kTrailBase &&
+      second < kTrailBase + kTrailCount) {
+    return first + (second - kTrailBase);
+  }
+  const auto* end = std::end(kCompositions);
+  const auto* it = std::lower_bound(std::begin(kCompositions), end, std::make_pair(first, second),
+                                    [](const Composition& c, const std::pair<char32_t, char32_t>& v) {
+                                      return std::make_pair(c.first, c.second) < v;
+                                    });
+  return it != end && it->first == first && it->second == second ? it->composite : 0;
+}
+
+// `text` (valid UTF-8) in Normalization Form C.
+std::string Nfc(std::string_view text) {
+  bool below_0300 = true;  // NFC leaves such text as it is
+  for (size_t pos = 0; pos < text.size() && below_0300;) {
+    char32_t c;
+    pos += NextChar(text, pos, &c);
+    below_0300 = c < 0x300;
+  }
+  if (below_0300) return std::string(text);
+  std::u32string d;
+  for (size_t pos = 0; pos < text.size();) {
+    char32_t c;
+    pos += NextChar(text, pos, &c);
+    Decompose(c, &d);
+  }
+  // Canonical ordering: a stable sort of each run of non-starters by class.
+  for (size_t i = 0; i < d.size();) {
+    if (CombiningClass(d[i]) == 0) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < d.size() && CombiningClass(d[j]) != 0) ++j;
+    std::stable_sort(d.begin() + i, d.begin() + j, [](char32_t a, char32_t b) {
+      return CombiningClass(a) < CombiningClass(b);
+    });
+    i = j;
+  }
+  // Canonical composition.
+  size_t starter = 0;
+  bool have_starter = false;
+  int last_class = -1;
+  size_t out = 0;
+  for (size_t i = 0; i < d.size(); ++i) {
+    const char32_t c = d[i];
+    const int cls = CombiningClass(c);
+    if (have_starter && (last_class < cls || last_class == 0)) {
+      const char32_t composite = Compose(d[starter], c);
+      if (composite != 0) {
+        d[starter] = composite;
+        continue;
+      }
+    }
+    if (cls == 0) {
+      starter = out;
+      have_starter = true;
+    }
+    last_class = cls;
+    d[out++] = c;
+  }
+  d.resize(out);
+  std::string result;
+  result.reserve(text.size());
+  for (char32_t c : d) AppendUtf8(c, &result);
+  return result;
 }
 
 // ---------------------------------------------------------------------------
@@ -193,10 +313,21 @@ class Regex {
                                                      " at offset ", offset, ")"));
     }
     pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // optional: falls back to the interpreter
-    return std::shared_ptr<const Regex>(new Regex(code));
+    pcre2_match_context* context = pcre2_match_context_create(nullptr);
+    if (context == nullptr) {
+      pcre2_code_free(code);
+      return absl::ResourceExhaustedError("out of memory compiling a regular expression");
+    }
+    // Bounds the work of one match (a pathological pattern in a file); the
+    // patterns of real tokenizers need a few hundred steps at most.
+    pcre2_set_match_limit(context, kMatchLimit);
+    return std::shared_ptr<const Regex>(new Regex(code, context));
   }
 
-  ~Regex() { pcre2_code_free(code_); }
+  ~Regex() {
+    pcre2_match_context_free(context_);
+    pcre2_code_free(code_);
+  }
   Regex(const Regex&) = delete;
   Regex& operator=(const Regex&) = delete;
 
@@ -213,11 +344,11 @@ class Regex {
     std::optional<size_t> last_match_end;
     while (pos <= text.size()) {
       int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), pos,
-                           PCRE2_NO_UTF_CHECK, data, nullptr);
-      if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) {
+                           PCRE2_NO_UTF_CHECK, data, context_);
+      if (rc < 0 && rc != PCRE2_ERROR_NOMATCH && rc != PCRE2_ERROR_MATCHLIMIT) {
         // The JIT's stack ran out: the interpreter keeps its frames on the heap.
         rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), pos,
-                         PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, data, nullptr);
+                         PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, data, context_);
       }
       if (rc < 0) break;
       const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data);
@@ -239,9 +370,24 @@ class Regex {
   }
 
  private:
-  explicit Regex(pcre2_code* code) : code_(code) {}
+  static constexpr uint32_t kMatchLimit = 1'000'000;
+
+  Regex(pcre2_code* code, pcre2_match_context* context) : code_(code), context_(context) {}
   pcre2_code* code_;
+  pcre2_match_context* context_;  // read-only after construction
 };
+
+// Rust's char::is_alphanumeric: Alphabetic, or a number (Nd, Nl, No).
+bool IsAlphanumeric(char32_t c) {
+  static const std::shared_ptr<const Regex>* alphanumeric = [] {
+    auto compiled = Regex::Compile(R"([\p{Alphabetic}\p{N}])", false);
+    if (!compiled.ok()) std::abort();  // a fixed pattern PCRE2 10.40+ accepts
+    return new std::shared_ptr<const Regex>(*std::move(compiled));
+  }();
+  std::string character;
+  AppendUtf8(c, &character);
+  return !(*alphanumeric)->FindAll(character).empty();
+}
 
 // ---------------------------------------------------------------------------
 // The pipeline's parts.
@@ -543,7 +689,8 @@ struct HfTokenizer::Impl {
   std::vector<size_t> raw_by_byte[256];
   std::vector<size_t> normalized_by_byte[256];
   std::vector<std::string> normalized_contents;
-  std::vector<std::string> id_to_token;
+  // Tokens by id (ids need not be dense).
+  absl::flat_hash_map<int64_t, std::string> id_to_token;
   int64_t size = 0;
 
   // Post-processing (single sequence).
@@ -551,6 +698,9 @@ struct HfTokenizer::Impl {
 
   int64_t bos = -1, eos = -1, pad = -1, unk = -1;
   bool clean_up_spaces = false;
+  // tokenizer_config.json's split_special_tokens: special tokens in the
+  // text are not cut out (the match is skipped, as tokenizers does).
+  bool split_special_tokens = false;
 
   std::string Normalize(std::string_view text) const;
   void PreTokenize(std::vector<Piece>* pieces) const;
@@ -566,21 +716,9 @@ std::string HfTokenizer::Impl::Normalize(std::string_view text) const {
   std::string s(text);
   for (const NormalizerStep& step : normalizers) {
     switch (step.kind) {
-      case NormalizerStep::kNfc: {
-        bool ascii = true;
-        for (char c : s) ascii &= static_cast<uint8_t>(c) < 0x80;
-        if (ascii) break;
-        UErrorCode error = U_ZERO_ERROR;
-        const icu::Normalizer2* nfc = icu::Normalizer2::getNFCInstance(error);
-        if (U_FAILURE(error)) break;
-        icu::UnicodeString normalized =
-            nfc->normalize(icu::UnicodeString::fromUTF8(icu::StringPiece(s.data(), s.size())), error);
-        if (U_FAILURE(error)) break;
-        std::string out;
-        normalized.toUTF8String(out);
-        s = std::move(out);
+      case NormalizerStep::kNfc:
+        s = Nfc(s);
         break;
-      }
       case NormalizerStep::kPrepend:
         if (!s.empty()) s.insert(0, step.text);
         break;
@@ -780,6 +918,7 @@ std::vector<std::tuple<int64_t, size_t, size_t>> HfTokenizer::Impl::FindAdded(
     const AddedToken& token = added[best];
     size_t start = pos, stop = pos + best_length;
     pos = stop;
+    if (split_special_tokens && token.special) continue;
     if (token.single_word) {
       bool start_space = start == 0;
       if (!start_space) {
@@ -1166,19 +1305,28 @@ absl::Status ReadPostProcessor(const JsonReader& reader, const json& node, const
   return absl::OkStatus();
 }
 
-// A token named by tokenizer_config.json / special_tokens_map.json: a
-// string, {"content": ...}, or null.
-absl::StatusOr<std::optional<std::string>> NamedToken(const JsonReader& reader, const json& config,
-                                                      const char* field) {
-  if (!config.contains(field) || config[field].is_null()) return std::optional<std::string>();
-  const json& value = config[field];
-  if (value.is_string()) return std::optional<std::string>(value.get<std::string>());
-  if (value.is_object()) {
-    ASSIGN_OR_RETURN(std::string content, reader.String(value, field, "content"));
-    return std::optional<std::string>(std::move(content));
+// A token in tokenizer_config.json: a string, or an AddedToken object
+// ({"content": ..., "lstrip": ..., "special": ...}). Named and extra special
+// tokens are special whatever the object says.
+absl::StatusOr<AddedToken> ReadConfigToken(const JsonReader& reader, const json& value,
+                                           const std::string& path, bool force_special) {
+  AddedToken token;
+  if (value.is_string()) {
+    token.content = value.get<std::string>();
+    token.special = true;
+    return token;
   }
-  return reader.Error(field, absl::StrCat("must be a string, an object or null, not ",
-                                          DescribeJson(value)));
+  if (!value.is_object()) {
+    return reader.Error(path, absl::StrCat("must be a string or an object, not ", DescribeJson(value)));
+  }
+  ASSIGN_OR_RETURN(token.content, reader.String(value, path, "content"));
+  ASSIGN_OR_RETURN(token.special, reader.Bool(value, path, "special", force_special));
+  if (force_special) token.special = true;
+  ASSIGN_OR_RETURN(token.lstrip, reader.Bool(value, path, "lstrip", false));
+  ASSIGN_OR_RETURN(token.rstrip, reader.Bool(value, path, "rstrip", false));
+  ASSIGN_OR_RETURN(token.single_word, reader.Bool(value, path, "single_word", false));
+  ASSIGN_OR_RETURN(token.normalized, reader.Bool(value, path, "normalized", !token.special));
+  return token;
 }
 
 absl::StatusOr<json> ParseObject(std::string_view text, const std::string& what) {
@@ -1504,55 +1652,102 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::LoadFromJson(
     }
   }
 
-  // The named special tokens: special_tokens_map.json overrides
-  // tokenizer_config.json unless the latter has added_tokens_decoder.
-  const bool map_applies = !config.contains("added_tokens_decoder");
-  int64_t* named_ids[] = {&impl->bos, &impl->eos, &impl->pad, &impl->unk};
-  const char* named_fields[] = {"bos_token", "eos_token", "pad_token", "unk_token"};
-  for (int k = 0; k < 4; ++k) {
-    std::optional<std::string> name;
-    if (map_applies && token_map.contains(named_fields[k])) {
-      ASSIGN_OR_RETURN(name, NamedToken(map_reader, token_map, named_fields[k]));
-    }
-    if (!name.has_value()) {
-      ASSIGN_OR_RETURN(name, NamedToken(config_reader, config, named_fields[k]));
-    }
-    if (!name.has_value() && !config.contains(named_fields[k]) &&
-        !(map_applies && token_map.contains(named_fields[k]))) {
-      // The class's own defaults, for a key the files do not state.
-      static const char* const kLlamaDefaults[] = {"<s>", "</s>", nullptr, "<unk>"};
-      static const char* const kQwen2Defaults[] = {nullptr, "<|endoftext|>", "<|endoftext|>",
-                                                   "<|endoftext|>"};
-      static const char* const kGpt2Defaults[] = {"<|endoftext|>", "<|endoftext|>", nullptr,
-                                                  "<|endoftext|>"};
-      const char* fallback = cls == TokenizerClass::kLlama   ? kLlamaDefaults[k]
-                             : cls == TokenizerClass::kQwen2 ? kQwen2Defaults[k]
-                             : cls == TokenizerClass::kGpt2  ? kGpt2Defaults[k]
-                                                             : nullptr;
-      if (fallback != nullptr) name = std::string(fallback);
-    }
-    if (!name.has_value() || name->empty()) continue;
-    auto added = impl->added_by_content.find(*name);
-    if (added != impl->added_by_content.end()) {
-      *named_ids[k] = impl->added[added->second].id;
-      continue;
-    }
-    // transformers adds a named token the vocabulary lacks after the last id.
-    AddedToken token;
-    token.content = *name;
-    token.special = true;
-    auto in_vocab = impl->vocab.find(*name);
+  // Tokens transformers adds to the file's, in its order: the entries of
+  // tokenizer_config.json's added_tokens_decoder (by id), the named special
+  // tokens, then extra_special_tokens / additional_special_tokens. A token
+  // that is already an added token keeps its id and flags; one in the
+  // vocabulary takes its id there; any other goes after the last id.
+  auto add_token = [&](AddedToken token) -> int64_t {
+    if (token.content.empty()) return -1;  // an empty token could match nothing
+    auto existing = impl->added_by_content.find(token.content);
+    if (existing != impl->added_by_content.end()) return impl->added[existing->second].id;
+    auto in_vocab = impl->vocab.find(token.content);
     token.id = in_vocab != impl->vocab.end() ? in_vocab->second : max_id + 1;
     max_id = std::max(max_id, token.id);
-    *named_ids[k] = token.id;
     impl->added_by_content[token.content] = impl->added.size();
     impl->added_by_id[token.id] = impl->added.size();
     impl->added.push_back(std::move(token));
+    return impl->added.back().id;
+  };
+  if (config.contains("added_tokens_decoder") && !config["added_tokens_decoder"].is_null()) {
+    const json& decoder = config["added_tokens_decoder"];
+    if (!decoder.is_object()) return config_reader.Error("added_tokens_decoder", "must be an object");
+    std::vector<std::pair<int64_t, std::string>> order;
+    for (auto it = decoder.begin(); it != decoder.end(); ++it) {
+      int64_t id = 0;
+      if (!absl::SimpleAtoi(it.key(), &id)) {
+        return config_reader.Error(absl::StrCat("added_tokens_decoder[\"", it.key().substr(0, 20), "\"]"),
+                                   "the key must be an id");
+      }
+      order.emplace_back(id, it.key());
+    }
+    std::sort(order.begin(), order.end());
+    for (const auto& [id, key] : order) {
+      const std::string path = absl::StrCat("added_tokens_decoder[\"", key, "\"]");
+      ASSIGN_OR_RETURN(AddedToken token, ReadConfigToken(config_reader, decoder[key], path, false));
+      add_token(std::move(token));
+    }
+  }
+  // special_tokens_map.json overrides tokenizer_config.json unless the
+  // latter has added_tokens_decoder.
+  const bool map_applies = !config.contains("added_tokens_decoder");
+  struct Named {
+    const char* field;
+    int64_t* id;
+    const char* llama_default;
+    const char* qwen2_default;
+    const char* gpt2_default;
+  };
+  int64_t ignored_id = -1;
+  const Named named[] = {
+      {"bos_token", &impl->bos, "<s>", nullptr, "<|endoftext|>"},
+      {"eos_token", &impl->eos, "</s>", "<|endoftext|>", "<|endoftext|>"},
+      {"unk_token", &impl->unk, "<unk>", "<|endoftext|>", "<|endoftext|>"},
+      {"sep_token", &ignored_id, nullptr, nullptr, nullptr},
+      {"pad_token", &impl->pad, nullptr, "<|endoftext|>", nullptr},
+      {"cls_token", &ignored_id, nullptr, nullptr, nullptr},
+      {"mask_token", &ignored_id, nullptr, nullptr, nullptr},
+  };
+  for (const Named& n : named) {
+    const bool in_map = map_applies && token_map.contains(n.field) && !token_map[n.field].is_null();
+    const json& source = in_map ? token_map : config;
+    const JsonReader& source_reader = in_map ? map_reader : config_reader;
+    std::optional<AddedToken> token;
+    if (source.contains(n.field) && !source[n.field].is_null()) {
+      ASSIGN_OR_RETURN(AddedToken t, ReadConfigToken(source_reader, source[n.field], n.field, true));
+      token = std::move(t);
+    } else if (!config.contains(n.field) && !(map_applies && token_map.contains(n.field))) {
+      // The class's own default, for a key the files do not state.
+      const char* fallback = cls == TokenizerClass::kLlama   ? n.llama_default
+                             : cls == TokenizerClass::kQwen2 ? n.qwen2_default
+                             : cls == TokenizerClass::kGpt2  ? n.gpt2_default
+                                                             : nullptr;
+      if (fallback != nullptr) {
+        token = AddedToken();
+        token->content = fallback;
+        token->special = true;
+      }
+    }
+    if (!token.has_value() || token->content.empty()) continue;
+    *n.id = add_token(std::move(*token));
+  }
+  for (const char* field : {"extra_special_tokens", "additional_special_tokens"}) {
+    if (!config.contains(field) || config[field].is_null()) continue;
+    const json& list = config[field];
+    if (list.is_object()) continue;  // model-specific names; their tokens are in the file
+    if (!list.is_array()) return config_reader.Error(field, "must be an array");
+    for (size_t i = 0; i < list.size(); ++i) {
+      ASSIGN_OR_RETURN(AddedToken token, ReadConfigToken(config_reader, list[i],
+                                                         absl::StrCat(field, "[", i, "]"), true));
+      add_token(std::move(token));
+    }
   }
   ASSIGN_OR_RETURN(bool force_cleanup,
                    config_reader.Bool(config, "", "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output", false));
   ASSIGN_OR_RETURN(bool cleanup, config_reader.Bool(config, "", "clean_up_tokenization_spaces", false));
   impl->clean_up_spaces = cleanup && force_cleanup;
+  ASSIGN_OR_RETURN(impl->split_special_tokens,
+                   config_reader.Bool(config, "", "split_special_tokens", false));
 
   // Matching tables of the added tokens.
   impl->normalized_contents.resize(impl->added.size());
@@ -1568,7 +1763,6 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::LoadFromJson(
     }
   }
   impl->size = max_id + 1;
-  impl->id_to_token.resize(static_cast<size_t>(impl->size));
   for (const auto& [token, id] : impl->vocab) impl->id_to_token[id] = token;
   for (const AddedToken& token : impl->added) impl->id_to_token[token.id] = token.content;
   return std::unique_ptr<HfTokenizer>(new HfTokenizer(what, std::move(impl)));
@@ -1601,8 +1795,9 @@ std::string HfTokenizer::Decode(const std::vector<int64_t>& ids, bool skip_speci
       tokens.push_back(impl_->added[added->second].content);
       continue;
     }
-    if (impl_->id_to_token[id].empty()) continue;
-    tokens.push_back(impl_->id_to_token[id]);
+    auto token = impl_->id_to_token.find(id);
+    if (token == impl_->id_to_token.end()) continue;
+    tokens.push_back(token->second);
   }
   std::string text = impl_->RunDecoders(std::move(tokens));
   if (impl_->clean_up_spaces) {
@@ -1638,7 +1833,8 @@ int64_t HfTokenizer::IdOf(std::string_view token) const {
 
 std::string HfTokenizer::IdToToken(int64_t id) const {
   if (id < 0 || id >= impl_->size) return "";
-  return impl_->id_to_token[id];
+  auto token = impl_->id_to_token.find(id);
+  return token == impl_->id_to_token.end() ? std::string() : token->second;
 }
 
 bool HfTokenizer::IsSpecial(int64_t id) const {

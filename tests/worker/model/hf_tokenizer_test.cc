@@ -233,7 +233,7 @@ TEST(HfTokenizer, VariantsMatchTransformers) {
     EXPECT_EQ(matches, static_cast<int>(v.at("cases").size()));
     ++variants;
   }
-  EXPECT_EQ(variants, 7);
+  EXPECT_EQ(variants, 10);
 }
 
 TEST(HfTokenizer, FamilyRules) {
@@ -418,6 +418,21 @@ TEST_F(ErrorTest, BadModelFields) {
               HasSubstr("m/tokenizer_config.json: tokenizer_class: \"BertTokenizer\" is not supported"));
   EXPECT_THAT(LoadWith(base_, "{\"bos_token\": 3}").message(),
               HasSubstr("tokenizer_config.json: bos_token: must be a string"));
+}
+
+TEST_F(ErrorTest, OddConfigTokens) {
+  // Empty tokens are not added; a non-numeric added_tokens_decoder key is
+  // an error naming it.
+  auto tok = HfTokenizer::LoadFromJson(
+      base_.dump(), "{\"extra_special_tokens\": [\"\", {\"content\": \"\"}], \"pad_token\": \"\"}",
+      "", "m");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->pad_id(), -1);
+  EXPECT_EQ((*tok)->Encode("ab", false), (*tok)->Encode("ab", false));
+  EXPECT_THAT(LoadWith(base_, "{\"added_tokens_decoder\": {\"x\": {\"content\": \"y\"}}}").message(),
+              HasSubstr("tokenizer_config.json: added_tokens_decoder[\"x\"]: the key must be an id"));
+  EXPECT_THAT(LoadWith(base_, "{\"extra_special_tokens\": [7]}").message(),
+              HasSubstr("tokenizer_config.json: extra_special_tokens[0]: must be a string or an object"));
 }
 
 TEST_F(ErrorTest, PatternsNotSeenBeforeWork) {
