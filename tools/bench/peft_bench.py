@@ -220,7 +220,7 @@ def main():
     else:
         print(f"stage {args.stage:13s} batch {args.batch_size} x ({args.input_length} + "
               f"{args.target_length} tokens), prompt {nv}, {torch.get_num_threads()} threads")
-        print(f"  {model_type} ({task_type}), weights {args.dtype}; loss per step (warm-up first): "
+        print(f"  {model_type} ({result['task_type']}), weights {args.dtype}; loss per step (warm-up first): "
               + " ".join(f"{x:.4f}" for x in losses))
         print(f"  step {result['step_ms']:.1f} ms (CPU {result['cpu_ms_per_step']:.1f} ms)   "
               f"{result['tokens_per_second']:.0f} tokens/s   "
