@@ -1,5 +1,4 @@
-// stage_bench: times one MPT stage's training step on a model folder (T5 or
-// decoder-only).
+// stage_bench: times one MPT stage's training step on a model folder.
 //
 //   stage_bench --model=demo/model --stage=distillation --batch_size=8 \
 //       --input_length=64 --target_length=16 --num_virtual_tokens=100
@@ -22,26 +21,39 @@
 // TrainSpec.length_bucket_batches; with --length_spread the printed real-
 // token fraction shows how much of each batch is padding.
 //
+// The model folder's config.json model_type picks the family, as the worker
+// does (worker/lm/model_family.h): T5 (encoder-decoder, prompt before the
+// encoder) or a decoder-only Llama / Qwen2 / Mistral model behind the same
+// PromptedLanguageModel seam (worker/lm/causal_prompted_model.h: each row is
+// prompt + input + target, loss on the target). No tokenizer is read.
+// --dtype sets the frozen weights' dtype (prompts stay fp32). The loss of
+// every step (the warm-up's first) is printed, so a run also shows that the
+// model trains.
+//
 // Model FLOPs per step count the matrix products only (2 m n k each):
-//   forward   every product of the encoder (prompt + input positions), the
-//             decoder (target positions) and the LM head;
+//   forward   T5: every product of the encoder (prompt + input positions),
+//             the decoder (target positions) and the LM head;
+//             decoder-only: every layer over the prompt + input + target
+//             positions (eager attention: all T x T scores), the LM head at
+//             the target-predicting positions only;
 //   backward  what prompt tuning needs: gradients with respect to
 //             activations only, never weights: 1x the forward product for
 //             each weight product, 2x for each activation x activation
 //             product (attention scores and the weighted sum of values);
-//             the first decoder block's self-attention, which does not
-//             depend on the prompt, has no backward;
+//             T5: the first decoder block's self-attention, which does not
+//             depend on the prompt, has no backward; decoder-only: every
+//             position follows the prompt, so every product has one;
 //   teacher   (distillation) one more forward with the teacher's prompt,
 //             for the rows not served from the teacher cache.
-// A decoder-only model (--model names a llama, qwen2 or mistral folder; no
-// tokenizer is needed) counts every layer over the prompt, input and target
-// positions and the LM head over the target positions, backward as above.
+// (The decoder-only rule, with the LM head at every position as
+// transformers computes it, equals what torch's FlopCounterMode counts for
+// PEFT's step: tools/bench/peft_bench.py --count_flops.)
 // Element-wise work (softmax, norms, the losses) is not counted. MFU is
 // those FLOPs per second over this machine's matrix-multiply peak, measured
-// in the same run: on the CPU the fp32 peak with the same threads (best of a
-// timed 1024 x 1024 x 1024 at::mm and the step's largest product shapes); on
-// CUDA the peak in the dtype the step's products run in (fp32, or bf16 with
-// --autocast=bf16; best of 8192^3 and the step's largest shapes), each step
+// in the same run in the dtype the step's products run in (the weights'
+// dtype, or bf16 under --autocast=bf16): on the CPU with the same threads
+// (best of a timed 1024 x 1024 x 1024 at::mm and the step's largest product
+// shapes); on CUDA best of 8192^3 and the step's largest shapes, each step
 // timed after a device synchronisation.
 #include <sys/resource.h>
 #include <torch/cuda.h>
@@ -51,6 +63,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -72,15 +85,19 @@
 #include "worker/training/teacher_cache.h"
 #include "worker/lm/base_model_loader.h"
 #include "worker/lm/causal_prompted_model.h"
+#include "worker/lm/model_family.h"
 #include "worker/lm/t5_prompted_model.h"
+#include "worker/model/llama_config.h"
 #include "worker/model/t5_model.h"
+#include "worker/prompts/prompted_model.h"
 
 ABSL_FLAG(std::string, model, "",
-          "Model folder (config.json + safetensors): T5, or a decoder-only llama, qwen2 or "
-          "mistral model (no tokenizer needed).");
+          "Model folder (config.json + safetensors); config.json's model_type picks the family "
+          "(T5: encoder-decoder, Llama / Qwen2 / Mistral: decoder-only), as the worker does.");
 ABSL_FLAG(std::string, dtype, "auto",
-          "The frozen weights' dtype: auto (as the worker: a decoder-only model's stored "
-          "bfloat16, float32 otherwise), float32, bfloat16 or float16 (prompts stay fp32).");
+          "The frozen weights' dtype: auto (as the worker: a decoder-only model in the bfloat16 "
+          "its config.json states, float32 otherwise), float32, bfloat16 or float16 (stored "
+          "weights are converted; prompts stay fp32).");
 ABSL_FLAG(std::string, stage, "source", "source, distillation or target.");
 ABSL_FLAG(int, batch_size, 8, "Examples per step.");
 ABSL_FLAG(int, input_length, 64, "Input tokens per example (EOS included).");
@@ -146,6 +163,7 @@ class StepClock : public ProgressSink {
       times.push_back(Clock::now());
       cpu.push_back(CpuSeconds());
       hits.push_back(cache != nullptr ? cache->hits() : 0);
+      loss.push_back(e.losses.empty() ? std::nan("") : e.losses.front().second);
       misses.push_back(cache != nullptr ? cache->misses() : 0);
     }
   }
@@ -156,6 +174,7 @@ class StepClock : public ProgressSink {
   std::vector<int64_t> hits, misses;
   std::vector<Clock::time_point> times;
   std::vector<double> cpu;
+  std::vector<double> loss;  // the step's total loss (the last task's, in a pack)
 };
 
 std::vector<std::vector<TokenizedExample>> RandomTasks(int tasks, int per_task, int vocab,
@@ -190,12 +209,14 @@ struct StepFlops {
   double total() const { return forward + backward + teacher; }
 };
 
-StepFlops CountFlops(const T5Config& c, int64_t batch, int64_t prompt, int64_t input,
-                     int64_t target, bool distillation) {
+double MatmulFlops(double m, double n, double k) { return 2 * m * n * k; }
+
+StepFlops CountT5Flops(const T5Config& c, int64_t batch, int64_t prompt, int64_t input,
+                       int64_t target, bool distillation) {
   const double B = batch, S = prompt + input, L = target, d = c.d_model, inner = c.inner_dim(),
                H = c.num_heads, dkv = c.d_kv, ff = c.d_ff, V = c.vocab_size;
   const double ff_in = c.is_gated_act ? 2 : 1;
-  auto mm = [](double m, double n, double k) { return 2 * m * n * k; };
+  const auto mm = MatmulFlops;
   // Weight products (backward 1x) and activation products (backward 2x).
   double weights = 0, activations = 0, no_backward = 0;
   // Encoder.
@@ -219,40 +240,27 @@ StepFlops CountFlops(const T5Config& c, int64_t batch, int64_t prompt, int64_t i
   return f;
 }
 
-// The same count for a decoder-only model: every layer over the prompt,
-// input and target positions (the prompt is in front, so all of them
-// depend on it), the LM head over the target positions only.
+// A decoder-only model (worker/lm/causal_prompted_model.h): one sequence of
+// prompt + input + target positions through every layer (eager attention
+// computes all T x T scores), the LM head at the target-predicting
+// positions only. Every position follows the prompt, so every product has
+// a backward.
 StepFlops CountCausalFlops(const LlamaConfig& c, int64_t batch, int64_t prompt, int64_t input,
                            int64_t target, bool distillation) {
-  const double B = batch, S = prompt + input + target, L = target, d = c.hidden_size,
-               q = c.q_dim(), kv = c.kv_dim(), H = c.num_attention_heads, hd = c.head_dim,
-               ff = c.intermediate_size, V = c.vocab_size;
-  auto mm = [](double m, double n, double k) { return 2 * m * n * k; };
-  const double weights =
-      c.num_hidden_layers * (mm(B * S, q, d) + 2 * mm(B * S, kv, d) + mm(B * S, d, q) +
-                             2 * mm(B * S, ff, d) + mm(B * S, d, ff)) +
-      mm(B * L, V, d);
-  const double activations = c.num_hidden_layers * 2 * mm(B * H * S, S, hd);
+  const double B = batch, T = prompt + input + target, L = target, d = c.hidden_size,
+               H = c.num_attention_heads, hd = c.head_dim, ff = c.intermediate_size,
+               V = c.vocab_size;
+  const auto mm = MatmulFlops;
+  double weights = c.num_hidden_layers *
+                   (mm(B * T, c.q_dim() + 2.0 * c.kv_dim(), d) + mm(B * T, d, c.q_dim()) +
+                    2 * mm(B * T, ff, d) + mm(B * T, d, ff));
+  const double activations = c.num_hidden_layers * 2 * mm(B * H * T, T, hd);
+  weights += mm(B * L, V, d);  // LM head
   StepFlops f;
   f.forward = weights + activations;
   f.backward = weights + 2 * activations;
   if (distillation) f.teacher = f.forward;
   return f;
-}
-
-StepFlops CountModelFlops(const PromptedLanguageModel& lm, int64_t batch, int64_t prompt,
-                          int64_t input, int64_t target, bool distillation) {
-  if (const auto* t5 = dynamic_cast<const T5PromptedModel*>(&lm)) {
-    return CountFlops(t5->t5().config(), batch, prompt, input, target, distillation);
-  }
-  const auto& causal = dynamic_cast<const CausalPromptedModel&>(lm);
-  return CountCausalFlops(causal.llama().config(), batch, prompt, input, target, distillation);
-}
-
-// The feed-forward width, for the peak measurement's shapes.
-int64_t FeedForwardWidth(const PromptedLanguageModel& lm) {
-  if (const auto* t5 = dynamic_cast<const T5PromptedModel*>(&lm)) return t5->t5().config().d_ff;
-  return dynamic_cast<const CausalPromptedModel&>(lm).llama().config().intermediate_size;
 }
 
 // The best matrix-product rate, FLOP/s, of a few timed at::mm calls on
@@ -298,18 +306,41 @@ absl::Status Main() {
   thread_options.leave_blas = absl::GetFlag(FLAGS_blas_threads) < 0;
   ASSIGN_OR_RETURN(ComputeThreads threads, ApplyComputeThreads(thread_options));
   ASSIGN_OR_RETURN(AutocastMode autocast, ParseAutocast(absl::GetFlag(FLAGS_autocast)));
-  BaseModelOptions load;
+  c10::Device device(c10::DeviceType::CPU);
   try {
-    load.device = c10::Device(absl::GetFlag(FLAGS_device));
+    device = c10::Device(absl::GetFlag(FLAGS_device));
   } catch (const c10::Error& e) {
     return absl::InvalidArgumentError(absl::StrCat("--device: ", e.what_without_backtrace()));
   }
+  BaseModelOptions load;
+  load.device = device;
   RETURN_IF_ERROR(ApplyModelDtypeFlag(absl::GetFlag(FLAGS_dtype), &load));
+  const std::string folder = absl::GetFlag(FLAGS_model);
+  ASSIGN_OR_RETURN(ModelKind kind, ReadModelKind(folder));
   const auto load_start = Clock::now();
-  ASSIGN_OR_RETURN(std::shared_ptr<const PromptedLanguageModel> model,
-                   LoadPromptedModel(absl::GetFlag(FLAGS_model), load));
+  // The family behind the seam, as the worker loads it (without a
+  // tokenizer), and what the FLOP count and the peak's shapes need of its
+  // config.
+  ASSIGN_OR_RETURN(std::shared_ptr<const PromptedLanguageModel> lm,
+                   LoadPromptedModel(folder, load));
+  std::function<StepFlops(int64_t, int64_t, int64_t, int64_t, bool)> count_flops;
+  int64_t ff_width = 0;  // the widest feed-forward product's output
+  const bool causal = kind.family == ModelFamily::kDecoderOnly;
+  if (causal) {
+    const LlamaConfig config = dynamic_cast<const CausalPromptedModel&>(*lm).llama().config();
+    count_flops = [config](int64_t b, int64_t p, int64_t i, int64_t t, bool distill) {
+      return CountCausalFlops(config, b, p, i, t, distill);
+    };
+    ff_width = config.intermediate_size;
+  } else {
+    const T5Config config = dynamic_cast<const T5PromptedModel&>(*lm).t5().config();
+    count_flops = [config](int64_t b, int64_t p, int64_t i, int64_t t, bool distill) {
+      return CountT5Flops(config, b, p, i, t, distill);
+    };
+    ff_width = config.d_ff;
+  }
   const double load_seconds = std::chrono::duration<double>(Clock::now() - load_start).count();
-  const PromptedLanguageModel& lm = *model;
+  const PromptedLanguageModel& model = *lm;
   const double rss_after_load = PeakRssMiB();
 
   const int pack = absl::GetFlag(FLAGS_pack);
@@ -323,7 +354,7 @@ absl::Status Main() {
                            : batch;
   const double spread = absl::GetFlag(FLAGS_length_spread);
   if (spread < 0 || spread >= 1) return absl::InvalidArgumentError("--length_spread: [0, 1)");
-  auto data = RandomTasks(tasks, per_task, static_cast<int>(model->vocab_size()),
+  auto data = RandomTasks(tasks, per_task, static_cast<int>(model.vocab_size()),
                           absl::GetFlag(FLAGS_input_length), absl::GetFlag(FLAGS_target_length),
                           spread);
 
@@ -334,40 +365,40 @@ absl::Status Main() {
   SoftPromptConfig config;
   config.kind = stage == "source" ? PromptKind::kPromptTuning : PromptKind::kMultitask;
   config.num_virtual_tokens = prompt_spec.num_virtual_tokens();
-  config.token_dim = static_cast<int>(model->hidden_size());
+  config.token_dim = static_cast<int>(model.hidden_size());
   config.num_tasks = tasks;
   if (pack > 0) config.num_tasks = 1;
   ASSIGN_OR_RETURN(SoftPrompt prompt, SoftPrompt::Random(config, 7));
-  prompt.MoveTo(model->device());
+  prompt.MoveTo(model.device());
   std::vector<SoftPrompt> pack_prompts;
   for (int k = 0; k < pack; ++k) {
     ASSIGN_OR_RETURN(SoftPrompt p, SoftPrompt::Random(config, 7 + k));
-    p.MoveTo(model->device());
+    p.MoveTo(model.device());
     pack_prompts.push_back(std::move(p));
   }
 
   at::Tensor teachers;
   StepFunction step;
   StepClock clock;
-  if (model->device().is_cuda()) {
-    clock.cuda_device = model->device().has_index() ? model->device().index() : 0;
+  if (model.device().is_cuda()) {
+    clock.cuda_device = model.device().has_index() ? model.device().index() : 0;
   }
   // Training (and the timed steps) on this thread under the chosen
   // precision; the peak below is measured outside it, in the stated dtype.
-  auto autocast_scope = std::make_unique<AutocastScope>(model->device(), autocast);
+  auto autocast_scope = std::make_unique<AutocastScope>(model.device(), autocast);
   std::shared_ptr<TeacherCache> teacher_cache;
   if (stage == "distillation") {
-    teachers = at::randn({tasks, config.total_tokens(), config.token_dim}).to(model->device());
+    teachers = at::randn({tasks, config.total_tokens(), config.token_dim}).to(model.device());
     DistillationLoss loss;
     if (absl::GetFlag(FLAGS_teacher_cache_mib) >= 0) {
       loss.teacher_cache_bytes = int64_t{absl::GetFlag(FLAGS_teacher_cache_mib)} << 20;
     }
     teacher_cache = std::make_shared<TeacherCache>(loss.teacher_cache_bytes);
     loss.teacher_cache = teacher_cache;
-    step = MakeDistillationStep(lm, prompt_spec, &prompt, teachers, loss);
+    step = MakeDistillationStep(model, prompt_spec, &prompt, teachers, loss);
     clock.cache = teacher_cache.get();
   } else {
-    step = MakePlmStep(lm,
+    step = MakePlmStep(model,
                        PromptLayout::Peft(config.kind == PromptKind::kMultitask,
                                           config.num_virtual_tokens, 1),
                        &prompt);
@@ -405,7 +436,7 @@ absl::Status Main() {
     clock.every = pack;
     PackedPromptTrainer trainer(stage, std::move(members), 0, &comm, &clock, nullptr);
     PackedStepFunction packed_step = MakePackedPlmStep(
-        lm, PromptLayout::Peft(false, config.num_virtual_tokens, 1), prompt_ptrs);
+        model, PromptLayout::Peft(false, config.num_virtual_tokens, 1), prompt_ptrs);
     ASSIGN_OR_RETURN(std::vector<TrainResult> results, trainer.Run(packed_step));
   } else {
     PromptTrainer trainer(options, &prompt, &data, 0, &comm, &clock, nullptr);
@@ -453,10 +484,9 @@ absl::Status Main() {
 
   // FLOPs at the full stated lengths (the upper bound when lengths vary).
   StepFlops flops =
-      CountModelFlops(lm, static_cast<int64_t>(batch) * std::max(1, pack),
-                 config.num_virtual_tokens,
-                 absl::GetFlag(FLAGS_input_length), absl::GetFlag(FLAGS_target_length),
-                 stage == "distillation");
+      count_flops(static_cast<int64_t>(batch) * std::max(1, pack), config.num_virtual_tokens,
+                  absl::GetFlag(FLAGS_input_length), absl::GetFlag(FLAGS_target_length),
+                  stage == "distillation");
   // Teacher rows served from the cache during the timed steps.
   const int64_t timed_hits = clock.hits.back() - (warmup > 0 ? clock.hits[warmup - 1] : 0);
   const int64_t timed_misses = clock.misses.back() - (warmup > 0 ? clock.misses[warmup - 1] : 0);
@@ -467,27 +497,28 @@ absl::Status Main() {
   double peak_flops = 0;
   // The dtype the step's matrix products ran in.
   const c10::ScalarType product_dtype =
-      autocast == AutocastMode::kBf16 ? c10::ScalarType::BFloat16 : model->dtype();
+      autocast == AutocastMode::kBf16 ? c10::ScalarType::BFloat16 : model.dtype();
   if (absl::GetFlag(FLAGS_measure_peak) &&
-      (model->device().is_cpu() || model->device().is_cuda())) {
-    const int64_t d = model->hidden_size(), v = model->vocab_size();
+      (model.device().is_cpu() || model.device().is_cuda())) {
+    const int64_t d = model.hidden_size(), v = model.vocab_size();
+    // The positions of the feed-forward products: the encoder's (prompt +
+    // input) for T5, the whole sequence for a decoder-only model.
     const int64_t rows = static_cast<int64_t>(batch) *
-                         (config.num_virtual_tokens + absl::GetFlag(FLAGS_input_length));
-    const int64_t square = model->device().is_cuda() ? 8192 : 1024;
+                         (config.num_virtual_tokens + absl::GetFlag(FLAGS_input_length) +
+                          (causal ? absl::GetFlag(FLAGS_target_length) : 0));
+    const int64_t square = model.device().is_cuda() ? 8192 : 1024;
     peak_flops = MeasureMatmulPeak(
         {{square, square, square},
-         {rows, FeedForwardWidth(lm), d},
+         {rows, ff_width, d},
          {static_cast<int64_t>(batch) * absl::GetFlag(FLAGS_target_length), v, d}},
-        model->device(), model->device().is_cuda() ? product_dtype : c10::ScalarType::Float);
+        model.device(), product_dtype);
   }
   const double mfu = peak_flops > 0 ? achieved / peak_flops : 0;
 
   nlohmann::json j = {{"implementation", "mpt"},
                       {"stage", stage},
                       {"model", absl::GetFlag(FLAGS_model)},
-                      {"model_type", model->model_type()},
-                      {"dtype", std::string(c10::toString(model->dtype()))},
-                      {"parameters", model->num_parameters()},
+                      {"parameters", model.num_parameters()},
                       {"batch_size", batch},
                       {"input_length", absl::GetFlag(FLAGS_input_length)},
                       {"target_length", absl::GetFlag(FLAGS_target_length)},
@@ -501,11 +532,13 @@ absl::Status Main() {
                       {"intra_op_threads", threads.intra_op_threads},
                       {"blas_threads", threads.blas_threads},
                       {"blas_library", threads.blas_library},
-                      {"device", model->device().str()},
+                      {"device", model.device().str()},
                       {"autocast", AutocastName(autocast)},
-                      {"peak_dtype", model->device().is_cuda()
-                                         ? std::string(c10::toString(product_dtype))
-                                         : std::string("Float")},
+                      {"model_type", kind.model_type},
+                      {"family", causal ? "decoder-only" : "encoder-decoder"},
+                      {"dtype", c10::toString(model.dtype())},
+                      {"peak_dtype", std::string(c10::toString(product_dtype))},
+                      {"losses", clock.loss},
                       {"steps", steps},
                       {"step_ms", step_ms},
                       {"cpu_ms_per_step", 1000.0 * cpu_seconds / steps},
@@ -529,6 +562,12 @@ absl::Status Main() {
     std::printf("stage %-13s batch %d x (%d + %d tokens), prompt %d\n", stage.c_str(), batch,
                 absl::GetFlag(FLAGS_input_length), absl::GetFlag(FLAGS_target_length),
                 config.num_virtual_tokens);
+    std::printf("  %s (%s), %.0fM parameters in %s, loaded in %.1f s\n", kind.model_type.c_str(),
+                causal ? "decoder-only" : "encoder-decoder", model.num_parameters() / 1e6,
+                c10::toString(model.dtype()), load_seconds);
+    std::string losses;
+    for (double l : clock.loss) absl::StrAppend(&losses, losses.empty() ? "" : " ", l);
+    std::printf("  loss per step (warm-up first): %s\n", losses.c_str());
     if (pack > 0) {
       std::printf("  pack of %d source tasks in one pass (%d examples a step)\n", pack,
                   pack * batch);
@@ -546,13 +585,13 @@ absl::Status Main() {
                 flops.total() / 1e9, flops.forward / 1e9, flops.backward / 1e9, flops.teacher / 1e9,
                 achieved / 1e9);
     if (peak_flops > 0) {
-      if (model->device().is_cuda()) {
+      if (model.device().is_cuda()) {
         std::printf("  %s matmul peak %.1f GFLOP/s (%s, measured)   MFU %.1f%%\n",
-                    c10::toString(product_dtype), peak_flops / 1e9, model->device().str().c_str(),
+                    c10::toString(product_dtype), peak_flops / 1e9, model.device().str().c_str(),
                     100.0 * mfu);
       } else {
-        std::printf("  fp32 matmul peak %.1f GFLOP/s (same threads)   MFU %.1f%%\n",
-                    peak_flops / 1e9, 100.0 * mfu);
+        std::printf("  %s matmul peak %.1f GFLOP/s (same threads)   MFU %.1f%%\n",
+                    c10::toString(product_dtype), peak_flops / 1e9, 100.0 * mfu);
       }
     }
     if (teacher_cache) {

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# stage_bench on the tiny decoder-only llama (tests/testdata/causal_lm): it
+# picks the family from config.json, trains (the loss falls on its fixed
+# batch), counts the FLOPs of its step by the rule torch agrees with, and
+# refuses bad flags naming them.
+#
+# The FLOP figure: torch's FlopCounterMode counts 21,281,280 matrix-product
+# FLOPs in PEFT's source step on this model at batch 3, 6 prompt + 10 input
+# + 4 target positions (tools/bench/peft_bench.py --count_flops, torch 2.15,
+# transformers 5.24, PEFT 0.21.2), where transformers runs the LM head
+# (2075 x 32) at all 20 positions. mpt runs it at the 4 target-predicting
+# positions only: 2 x (forward + backward) x 3 x 16 x 2075 x 32 =
+# 12,748,800 fewer, 8,532,480.
+set -euo pipefail
+root="${TEST_SRCDIR}/${TEST_WORKSPACE}"
+bench="$root/tools/bench/stage_bench"
+model="$root/tests/testdata/causal_lm/model"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+run() {  # stage
+  "$bench" --model="$model" --stage="$1" --batch_size=3 --input_length=10 --target_length=4 \
+    --num_virtual_tokens=6 --num_tasks=2 --steps=3 --warmup_steps=1 --threads=1 \
+    --measure_peak=false --json
+}
+
+out=$(run source)
+echo "$out"
+python3 - "$out" <<'PY' || fail "source: see above"
+import json, math, sys
+j = json.loads(sys.argv[1])
+assert j["family"] == "decoder-only" and j["model_type"] == "llama", j
+assert j["dtype"] == "Float", j["dtype"]
+assert round(j["gflop_per_step"] * 1e9) == 8532480, j["gflop_per_step"]
+losses = j["losses"]
+assert len(losses) == 4 and all(math.isfinite(x) for x in losses), losses
+assert losses[-1] < losses[0] - 0.5, losses
+assert j["cpu_ms_per_step"] > 0 and j["peak_rss_mib"] > 0, j
+PY
+
+for stage in distillation target; do
+  out=$(run "$stage")
+  python3 - "$out" <<'PY' || fail "$stage: $out"
+import json, math, sys
+j = json.loads(sys.argv[1])
+assert len(j["losses"]) == 4 and all(math.isfinite(x) for x in j["losses"]), j["losses"]
+PY
+done
+
+bf16=$("$bench" --model="$model" --dtype=bfloat16 --batch_size=3 --input_length=10 \
+  --target_length=4 --num_virtual_tokens=6 --steps=1 --threads=1 --measure_peak=false --json)
+python3 -c 'import json, sys; j = json.loads(sys.argv[1]); assert j["dtype"] == "BFloat16", j' \
+  "$bf16" || fail "--dtype=bfloat16: $bf16"
+
+if err=$("$bench" --model="$model" --dtype=float64 2>&1); then fail "--dtype=float64 accepted"; fi
+grep -q -- "--dtype" <<<"$err" || fail "the dtype error does not name --dtype: $err"
+if err=$("$bench" --model="$TEST_TMPDIR/none" 2>&1); then fail "a missing folder accepted"; fi
+grep -q "config.json" <<<"$err" || fail "the missing-folder error does not name config.json: $err"
+echo PASS
