@@ -32,7 +32,8 @@
 //             depend on the prompt, has no backward;
 //   teacher   (distillation) one more forward with the teacher's prompt,
 //             for the rows not served from the teacher cache.
-// Element-wise work (softmax, norms, the losses) is not counted. MFU is
+// Element-wise work (softmax, norms, the losses) is not counted
+// (worker/model/model_flops.h, which the worker's MFU metric uses too). MFU is
 // those FLOPs per second over this machine's matrix-multiply peak, measured
 // in the same run: on the CPU the fp32 peak with the same threads (best of a
 // timed 1024 x 1024 x 1024 at::mm and the step's largest product shapes); on
@@ -62,6 +63,8 @@
 #include "worker/collectives/communicator.h"
 #include "worker/model/autocast.h"
 #include "worker/model/compute_threads.h"
+#include "worker/model/matmul_peak.h"
+#include "worker/model/model_flops.h"
 #include "worker/training/mpt_stages.h"
 #include "worker/training/packed_trainer.h"
 #include "worker/training/prompt_trainer.h"
@@ -170,72 +173,6 @@ std::vector<std::vector<TokenizedExample>> RandomTasks(int tasks, int per_task, 
     }
   }
   return out;
-}
-
-// Matrix-product FLOPs of one step (see the file comment).
-struct StepFlops {
-  double forward = 0, backward = 0, teacher = 0;
-  double total() const { return forward + backward + teacher; }
-};
-
-StepFlops CountFlops(const T5Config& c, int64_t batch, int64_t prompt, int64_t input,
-                     int64_t target, bool distillation) {
-  const double B = batch, S = prompt + input, L = target, d = c.d_model, inner = c.inner_dim(),
-               H = c.num_heads, dkv = c.d_kv, ff = c.d_ff, V = c.vocab_size;
-  const double ff_in = c.is_gated_act ? 2 : 1;
-  auto mm = [](double m, double n, double k) { return 2 * m * n * k; };
-  // Weight products (backward 1x) and activation products (backward 2x).
-  double weights = 0, activations = 0, no_backward = 0;
-  // Encoder.
-  weights += c.num_layers * (3 * mm(B * S, inner, d) + mm(B * S, d, inner) +
-                             ff_in * mm(B * S, ff, d) + mm(B * S, d, ff));
-  activations += c.num_layers * 2 * mm(B * H * S, S, dkv);
-  // Decoder: self-attention, cross-attention, feed-forward.
-  const double self_w = 3 * mm(B * L, inner, d) + mm(B * L, d, inner);
-  const double self_a = 2 * mm(B * H * L, L, dkv);
-  weights += (c.num_decoder_layers - 1) * self_w;
-  activations += (c.num_decoder_layers - 1) * self_a;
-  no_backward += self_w + self_a;  // block 0 sees no prompt
-  weights += c.num_decoder_layers * (2 * mm(B * L, inner, d) + 2 * mm(B * S, inner, d) +
-                                     ff_in * mm(B * L, ff, d) + mm(B * L, d, ff));
-  activations += c.num_decoder_layers * 2 * mm(B * H * L, S, dkv);
-  weights += mm(B * L, V, d);  // LM head
-  StepFlops f;
-  f.forward = weights + activations + no_backward;
-  f.backward = weights + 2 * activations;
-  if (distillation) f.teacher = f.forward;
-  return f;
-}
-
-// The best matrix-product rate, FLOP/s, of a few timed at::mm calls on
-// `device` in `dtype` (random operands).
-double MeasureMatmulPeak(const std::vector<std::array<int64_t, 3>>& shapes, c10::Device device,
-                         c10::ScalarType dtype) {
-  at::NoGradGuard no_grad;
-  const auto options = at::TensorOptions().device(device).dtype(dtype);
-  const bool cuda = device.is_cuda();
-  auto sync = [&] {
-    if (cuda) torch::cuda::synchronize(device.has_index() ? device.index() : 0);
-  };
-  double best = 0;
-  for (const auto& [m, n, k] : shapes) {
-    at::Tensor a = at::randn({m, k}, options), b = at::randn({k, n}, options),
-               out = at::empty({m, n}, options);
-    const double flops = 2.0 * m * n * k;
-    // A GPU product is timed over a run of them (launches are asynchronous).
-    const int inner = cuda ? std::max<int>(1, static_cast<int>(2e11 / flops)) : 1;
-    const int reps = cuda ? 5 : std::max<int>(3, static_cast<int>(2e10 / flops));
-    for (int w = 0; w < (cuda ? 3 : 1); ++w) at::mm_out(out, a, b);  // warm-up
-    sync();
-    for (int r = 0; r < reps; ++r) {
-      const auto t0 = Clock::now();
-      for (int i = 0; i < inner; ++i) at::mm_out(out, a, b);
-      sync();
-      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-      best = std::max(best, inner * flops / s);
-    }
-  }
-  return best;
 }
 
 absl::Status Main() {
@@ -401,11 +338,10 @@ absl::Status Main() {
   const double tokens_per_second = real_tokens_timed / seconds;
 
   // FLOPs at the full stated lengths (the upper bound when lengths vary).
-  StepFlops flops =
-      CountFlops(model->config(), static_cast<int64_t>(batch) * std::max(1, pack),
-                 config.num_virtual_tokens,
-                 absl::GetFlag(FLAGS_input_length), absl::GetFlag(FLAGS_target_length),
-                 stage == "distillation");
+  StepFlops flops = CountT5StepFlops(
+      model->config(), static_cast<int64_t>(batch) * std::max(1, pack),
+      config.num_virtual_tokens + absl::GetFlag(FLAGS_input_length),
+      absl::GetFlag(FLAGS_target_length), /*decoder_prefix=*/false, stage == "distillation");
   // Teacher rows served from the cache during the timed steps.
   const int64_t timed_hits = clock.hits.back() - (warmup > 0 ? clock.hits[warmup - 1] : 0);
   const int64_t timed_misses = clock.misses.back() - (warmup > 0 ? clock.misses[warmup - 1] : 0);
@@ -423,11 +359,11 @@ absl::Status Main() {
     const int64_t rows = static_cast<int64_t>(batch) *
                          (config.num_virtual_tokens + absl::GetFlag(FLAGS_input_length));
     const int64_t square = model->device().is_cuda() ? 8192 : 1024;
-    peak_flops = MeasureMatmulPeak(
+    ASSIGN_OR_RETURN(peak_flops, MeasureMatmulPeak(
         {{square, square, square},
          {rows, model->config().d_ff, d},
          {static_cast<int64_t>(batch) * absl::GetFlag(FLAGS_target_length), v, d}},
-        model->device(), model->device().is_cuda() ? product_dtype : c10::ScalarType::Float);
+        model->device(), model->device().is_cuda() ? product_dtype : c10::ScalarType::Float));
   }
   const double mfu = peak_flops > 0 ? achieved / peak_flops : 0;
 

@@ -6,7 +6,8 @@
 
 namespace mpt {
 
-absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(MetricsRegistry* registry) {
+absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(
+    MetricsRegistry* registry, const WorkerMetricsOptions& options) {
   std::unique_ptr<WorkerMetrics> m(new WorkerMetrics());
   ASSIGN_OR_RETURN(m->steps_total_,
                    registry->AddCounter("mpt_worker_steps_total",
@@ -37,6 +38,31 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(MetricsRegi
                                                     {"kind"}));
   ASSIGN_OR_RETURN(m->running_, registry->AddGauge("mpt_worker_assignment_running",
                                                    "1 while a stage runs on this worker."));
+  ASSIGN_OR_RETURN(m->flops_per_step_,
+                   registry->AddGauge("mpt_worker_model_flops_per_step",
+                                      "Matrix-product FLOPs of one step of the last stage that "
+                                      "reported (forward and the prompt's backward, padding "
+                                      "included; this rank's share of a gang's batch)."));
+  ASSIGN_OR_RETURN(m->flops_per_second_,
+                   registry->AddGauge("mpt_worker_model_flops_per_second",
+                                      "Matrix-product FLOPs per second of every stage running on "
+                                      "this worker together, over each one's last logging "
+                                      "window."));
+  if (options.matmul_peak_flops > 0) {
+    m->peak_ = options.matmul_peak_flops;
+    ASSIGN_OR_RETURN(GaugeFamily * peak,
+                     registry->AddGauge("mpt_worker_matmul_peak_flops",
+                                        absl::StrCat("Matrix-multiply peak of this worker in "
+                                                     "FLOP/s: ",
+                                                     options.peak_description, ".")));
+    peak->Labels({}).Set(options.matmul_peak_flops);
+    ASSIGN_OR_RETURN(m->mfu_,
+                     registry->AddGauge("mpt_worker_mfu_ratio",
+                                        absl::StrCat("Model FLOPs utilisation: "
+                                                     "mpt_worker_model_flops_per_second over "
+                                                     "mpt_worker_matmul_peak_flops (",
+                                                     options.peak_description, ").")));
+  }
   RETURN_IF_ERROR(AddProcessMetrics(registry));
   return m;
 }
@@ -50,13 +76,24 @@ void WorkerMetrics::OnEvent(const ProgressEvent& event) {
       absl::MutexLock lock(&mu_);
       last_key_.clear();
       last_step_ = -1;
+      // A worker runs one pass at a time and a pass's stages all start
+      // before any of them steps: rates from before belong to stages that
+      // ended (cancelled ones send no FINISHED).
+      flops_rate_.clear();
+      SetFlopsRateLocked();
       break;
     }
     case ProgressKind::kFinished:
-    case ProgressKind::kFailed:
-      running_->Labels({}).Set(0);
-      steps_per_second_->Labels({}).Set(0);
+    case ProgressKind::kFailed: {
+      absl::MutexLock lock(&mu_);
+      flops_rate_.erase(key);
+      if (flops_rate_.empty()) {
+        running_->Labels({}).Set(0);
+        steps_per_second_->Labels({}).Set(0);
+      }
+      SetFlopsRateLocked();
       break;
+    }
     case ProgressKind::kEval:
       for (const auto& [name, value] : event.metrics) eval_metric_->Labels({name}).Set(value);
       break;
@@ -67,7 +104,14 @@ void WorkerMetrics::OnEvent(const ProgressEvent& event) {
       tokens_per_second_->Labels({}).Set(event.tokens_per_second);
       learning_rate_->Labels({}).Set(event.learning_rate);
       for (const auto& [term, value] : event.losses) loss_->Labels({term}).Set(value);
+      if (event.model_flops_per_step > 0) {
+        flops_per_step_->Labels({}).Set(event.model_flops_per_step);
+      }
       absl::MutexLock lock(&mu_);
+      if (event.model_flops_per_second > 0) {
+        flops_rate_[key] = event.model_flops_per_second;
+        SetFlopsRateLocked();
+      }
       if (key == last_key_ && event.step > last_step_) {
         steps_total_->Labels({}).Increment(static_cast<double>(event.step - last_step_));
         if (event.elapsed_seconds > last_elapsed_) {
@@ -87,6 +131,13 @@ void WorkerMetrics::OnEvent(const ProgressEvent& event) {
     default:
       break;
   }
+}
+
+void WorkerMetrics::SetFlopsRateLocked() {
+  double total = 0;
+  for (const auto& [key, rate] : flops_rate_) total += rate;
+  flops_per_second_->Labels({}).Set(total);
+  if (mfu_ != nullptr) mfu_->Labels({}).Set(total / peak_);
 }
 
 }  // namespace mpt

@@ -68,6 +68,58 @@ TEST(WorkerMetricsTest, StepsRatesLossesAndEvaluations) {
   EXPECT_TRUE(Has(registry.Render(), "mpt_worker_steps_total 7"));
 }
 
+// The value of the series line starting with `series` + " ", or -1.
+double Value(const std::string& text, const std::string& series) {
+  const size_t at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + series.size() + 2));
+}
+
+TEST(WorkerMetricsTest, ModelFlopsAndMfuAddUpAPacksMembers) {
+  MetricsRegistry registry;
+  WorkerMetricsOptions options;
+  options.matmul_peak_flops = 1e10;
+  options.peak_description = "fp32 at::mm on cpu, 1 libtorch thread";
+  auto metrics = WorkerMetrics::Create(&registry, options);
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  std::string text = registry.Render();
+  EXPECT_EQ(Value(text, "mpt_worker_matmul_peak_flops"), 1e10) << text;
+  EXPECT_NE(text.find("# HELP mpt_worker_mfu_ratio Model FLOPs utilisation"), std::string::npos);
+  EXPECT_NE(text.find("fp32 at::mm on cpu, 1 libtorch thread"), std::string::npos) << text;
+
+  // Two members of a pack, each with its rows' share of the FLOPs.
+  ProgressEvent a = Step(1, 1.0, 2.0), b = Step(1, 1.0, 2.0);
+  b.task = "mnli";
+  a.model_flops_per_step = 4e9;
+  a.model_flops_per_second = 2e9;
+  b.model_flops_per_step = 6e9;
+  b.model_flops_per_second = 3e9;
+  ProgressEvent started;
+  started.kind = ProgressKind::kStarted;
+  (*metrics)->OnEvent(started);
+  (*metrics)->OnEvent(a);
+  (*metrics)->OnEvent(b);
+  text = registry.Render();
+  EXPECT_DOUBLE_EQ(Value(text, "mpt_worker_model_flops_per_second"), 5e9) << text;
+  EXPECT_DOUBLE_EQ(Value(text, "mpt_worker_mfu_ratio"), 0.5) << text;
+  EXPECT_DOUBLE_EQ(Value(text, "mpt_worker_model_flops_per_step"), 6e9) << text;
+  // One leaves the pack: only the other's rate is left; a new pass starts
+  // from nothing.
+  ProgressEvent done = a;
+  done.kind = ProgressKind::kFinished;
+  (*metrics)->OnEvent(done);
+  text = registry.Render();
+  EXPECT_DOUBLE_EQ(Value(text, "mpt_worker_mfu_ratio"), 0.3) << text;
+  EXPECT_EQ(Value(text, "mpt_worker_assignment_running"), 1) << text;
+  (*metrics)->OnEvent(started);
+  EXPECT_DOUBLE_EQ(Value(registry.Render(), "mpt_worker_mfu_ratio"), 0);
+
+  // Without a peak there is no MFU series.
+  MetricsRegistry bare;
+  ASSERT_TRUE(WorkerMetrics::Create(&bare).ok());
+  EXPECT_EQ(bare.Render().find("mpt_worker_mfu_ratio"), std::string::npos);
+}
+
 TEST(WorkerMetricsTest, TwoWorkersMetricsCannotShareARegistry) {
   MetricsRegistry registry;
   ASSERT_TRUE(WorkerMetrics::Create(&registry).ok());
