@@ -5,10 +5,13 @@
 # stage keeps its own progress (mptctl watch shows every task's steps) and
 # adapter, both jobs succeed, and every adapter equals the one mpt_train
 # trains for that task alone on the same batches, within a relative 1e-4
-# (the pack differs only in fp32 summation order).
+# (the pack differs only in fp32 summation order). Then a second pack of two
+# jobs, one of which is cancelled while the pack trains: only its stages
+# stop, the other job's go on in the same pass to SUCCEEDED.
 source "${TEST_SRCDIR}/${TEST_WORKSPACE}/tests/e2e/e2e_lib.sh"
 
-# e2e_source_spec FILE TASK...: a source-only spec over the tiny tasks.
+# e2e_source_spec FILE TASK...: a source-only spec over the tiny tasks
+# (STEPS steps, 12 by default).
 e2e_source_spec() {
   local file="$1"
   shift
@@ -20,7 +23,7 @@ e2e_source_spec() {
     for t in "$@"; do
       echo "  tasks { name: \"$t\" train_path: \"$E2E_TASKS/$t.train.jsonl\" eval_path: \"$E2E_TASKS/$t.eval.jsonl\" }"
     done
-    echo "  train { steps: 12 batch_size: 4 checkpoint_every: 5 eval_every: 6 max_eval_examples: 4 }"
+    echo "  train { steps: ${STEPS:-12} batch_size: 4 checkpoint_every: 5 eval_every: 6 max_eval_examples: 4 }"
     echo "}"
   } > "$file"
   echo "$file"
@@ -74,3 +77,47 @@ for pair in "a:$job_a:$spec_a:first last" "b:$job_b:$spec_b:count echo"; do
 done
 [ "$(mptctl workers --output=json | grep -c '"state": "idle"')" -eq 1 ] ||
   e2e_fail "the worker is not idle at the end"
+
+# A cancel inside a pack. The worker goes (and is declared lost, holding
+# nothing), two longer jobs queue, a new worker packs all four stages.
+e2e_kill w0
+e2e_wait_for 20 "w0 to be declared lost" sh -c \
+  "'$MPTCTL_BIN' --coordinator='$COORD_ADDR' workers --output=json | grep -q '\"state\": \"lost\"'"
+spec_c=$(STEPS=3000 e2e_source_spec "$E2E_DIR/c.textproto" first last)
+spec_d=$(STEPS=150 e2e_source_spec "$E2E_DIR/d.textproto" count echo)
+job_c=$(mptctl submit --spec "$spec_c" --kind=source --name=pack-c)
+job_d=$(mptctl submit --spec "$spec_d" --kind=source --name=pack-d)
+e2e_start_worker w1 --max_pack_size=4
+e2e_wait_for 60 "job D's stages to step" sh -c \
+  "'$MPTCTL_BIN' --coordinator='$COORD_ADDR' get '$job_d' --output=json | grep -q '\"step\": \"[1-9]'"
+[ "$(grep -c "training 4 source stages in one pass" "$E2E_DIR/logs/w1.log")" -eq 1 ] ||
+  e2e_fail "w1 did not train the four stages in one pass"
+mptctl cancel "$job_c" > /dev/null || e2e_fail "cancel $job_c"
+e2e_wait_state "$job_c" CANCELLED 30
+e2e_wait_state "$job_d" SUCCEEDED 120
+# Job C's stages left the pass before job D's ended in it.
+for t in first last; do
+  left=$(grep -n "source $t: cancelled at step [0-9]*; leaves the pack" "$E2E_DIR/logs/w1.log" |
+         head -n 1 | cut -d: -f1)
+  [ -n "$left" ] || e2e_fail "source/$t did not leave the pack on its own"
+  for d in count echo; do
+    done_line=$(grep -n "stages/source/$d/attempts/1/ranks/0: done" "$E2E_DIR/logs/w1.log" |
+                head -n 1 | cut -d: -f1)
+    [ -n "$done_line" ] && [ "$left" -lt "$done_line" ] ||
+      e2e_fail "source/$t left the pack after source/$d of job D ended"
+  done
+done
+# ... and job C was completed (CANCELLED) while job D still trained.
+cancelled_line=$(grep -n "$job_c/stages/source/first/attempts/1/ranks/0: failed: cancelled" \
+                   "$E2E_DIR/logs/w1.log" | head -n 1 | cut -d: -f1)
+d_done=$(grep -n "$job_d/stages/source/count/attempts/1/ranks/0: done" "$E2E_DIR/logs/w1.log" |
+         head -n 1 | cut -d: -f1)
+[ -n "$cancelled_line" ] && [ -n "$d_done" ] && [ "$cancelled_line" -lt "$d_done" ] ||
+  e2e_fail "job C's stages were not reported before job D's pack ended"
+grep "leaves the pack" "$E2E_DIR/logs/w1.log" >&2
+[ "$(grep -c "training 4 source stages in one pass" "$E2E_DIR/logs/w1.log")" -eq 1 ] ||
+  e2e_fail "job D's stages did not stay in the same pass"
+for t in count echo; do
+  [ "$(e2e_stage_field "$job_d" "source/$t" state)" = SUCCEEDED ] || e2e_fail "source/$t of D"
+  [ "$(e2e_stage_field "$job_d" "source/$t" step)" = 150 ] || e2e_fail "source/$t of D did not finish"
+done

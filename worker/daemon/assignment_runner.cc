@@ -36,6 +36,18 @@ void AddOutcome(const TaskOutcome& outcome, mpt::v1::Progress* progress) {
   progress->set_eta_seconds(0);
 }
 
+// A source task's outcome as the daemon reports it.
+absl::StatusOr<AssignmentOutput> ToAssignmentOutput(const absl::StatusOr<TaskOutcome>& outcome,
+                                                    const std::string& task) {
+  if (!outcome.ok()) return outcome.status();
+  AssignmentOutput output;
+  output.adapters.push_back(outcome->adapter);
+  AddOutcome(*outcome, &output.final_progress);
+  output.final_progress.set_stage(std::string(kSourceStage));
+  output.final_progress.set_task(task);
+  return output;
+}
+
 // Moves a fetched checkpoint (if any) to the folder the stage keeps its
 // checkpoint in, under the assignment's work folder; returns that folder.
 absl::StatusOr<std::string> PlaceCheckpoint(const AssignmentContext& context) {
@@ -351,6 +363,12 @@ std::vector<absl::StatusOr<AssignmentOutput>> AssignmentRunner::RunPackUnsafe(
     t.checkpoint_dir = *checkpoint_dir;
     t.sink = c.sink;
     t.cancelled = c.cancelled;
+    if (c.done) {
+      const std::string task = a.task();
+      t.on_end = [&c, task](const absl::StatusOr<TaskOutcome>& outcome) {
+        c.done(ToAssignmentOutput(outcome, task));
+      };
+    }
     tasks.push_back(std::move(t));
     task_of.push_back(i);
   }
@@ -370,16 +388,7 @@ std::vector<absl::StatusOr<AssignmentOutput>> AssignmentRunner::RunPackUnsafe(
     outcomes = RunSourcePack(env, tasks);
   }
   for (size_t k = 0; k < tasks.size(); ++k) {
-    if (!outcomes[k].ok()) {
-      results[task_of[k]] = outcomes[k].status();
-      continue;
-    }
-    AssignmentOutput output;
-    output.adapters.push_back(outcomes[k]->adapter);
-    AddOutcome(*outcomes[k], &output.final_progress);
-    output.final_progress.set_stage(std::string(kSourceStage));
-    output.final_progress.set_task(tasks[k].task);
-    results[task_of[k]] = std::move(output);
+    results[task_of[k]] = ToAssignmentOutput(outcomes[k], tasks[k].task);
   }
   return results;
 }

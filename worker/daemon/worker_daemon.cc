@@ -354,6 +354,7 @@ struct WorkerDaemon::Member {
   std::unique_ptr<TeeProgressSink> tee;
   AssignmentOutput output;
   std::optional<mpt::v1::Progress> last_progress;
+  bool reported = false;  // uploaded and completed (or not, when lost)
 };
 
 void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment, const std::string& worker) {
@@ -396,11 +397,30 @@ void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment, const std::str
                    : FetchInputs(a, (m->dir / "inputs").string(), *m->running, &context);
   }
 
-  // The members whose inputs are in run, alone or as one pack.
+  // The members whose inputs are in run, alone or as one pack; the others
+  // end now.
   std::vector<Member*> runnable;
   for (auto& m : members) {
-    if (m->status.ok()) runnable.push_back(m.get());
+    if (m->status.ok()) {
+      runnable.push_back(m.get());
+    } else if (members.size() > 1) {
+      Report(*m);
+      m->reported = true;
+    }
   }
+  // A member's end: its outbox flushed, then reported (once).
+  auto end_member = [this](Member* m, const absl::StatusOr<AssignmentOutput>& result) {
+    if (m->reported) return;
+    m->outbox->Close(absl::Seconds(5));
+    m->last_progress = m->outbox->last_progress();
+    if (result.ok()) {
+      m->output = *result;
+    } else {
+      m->status = result.status();
+    }
+    Report(*m);
+    m->reported = true;
+  };
   std::unique_ptr<CoordinatorRendezvousStore> store;
   OutboxOptions outbox_options;
   outbox_options.progress_interval = options_.progress_interval;
@@ -418,6 +438,12 @@ void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment, const std::str
     m->context.sink = options_.progress_observer != nullptr
                           ? static_cast<ProgressSink*>(m->tee.get())
                           : m->outbox.get();
+    // A pack member that ends while others train is reported at once.
+    if (runnable.size() > 1) {
+      m->context.done = [&end_member, m](const absl::StatusOr<AssignmentOutput>& result) {
+        end_member(m, result);
+      };
+    }
   }
   if (runnable.size() == 1 && runnable[0]->assignment.world_size() > 1) {
     Member* m = runnable[0];
@@ -443,17 +469,10 @@ void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment, const std::str
     ran.assign(runnable.size(),
                absl::InternalError("the stage runner returned results for another pack size"));
   }
-  for (size_t i = 0; i < runnable.size(); ++i) {
-    Member* m = runnable[i];
-    m->outbox->Close(absl::Seconds(5));
-    m->last_progress = m->outbox->last_progress();
-    if (ran[i].ok()) {
-      m->output = std::move(*ran[i]);
-    } else {
-      m->status = ran[i].status();
-    }
+  for (size_t i = 0; i < runnable.size(); ++i) end_member(runnable[i], ran[i]);
+  for (auto& m : members) {
+    if (!m->reported) Report(*m);
   }
-  for (auto& m : members) Report(*m);
   std::error_code ec;
   for (auto& m : members) {
     if (!options_.keep_assignment_dirs) fs::remove_all(m->dir, ec);

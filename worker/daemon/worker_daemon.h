@@ -60,6 +60,8 @@
 
 namespace mpt {
 
+struct AssignmentOutput;
+
 // Everything a stage run needs from the daemon. Pointers are borrowed for
 // the duration of AssignmentExecutor::Run().
 struct AssignmentContext {
@@ -89,6 +91,12 @@ struct AssignmentContext {
   std::function<void(std::function<void()>)> set_abort;
   // World size > 1: the gang's rendezvous store; null otherwise.
   RendezvousStore* store = nullptr;
+  // Pack members (AssignmentExecutor::RunPack) only: the executor may call
+  // it once with this member's result as soon as the member ended while
+  // others still train; the daemon then reports the member at once (its
+  // job need not wait for the pack). The same result must then also be in
+  // RunPack's answer. May be empty.
+  std::function<void(const absl::StatusOr<AssignmentOutput>&)> done;
 };
 
 struct AssignmentOutput {

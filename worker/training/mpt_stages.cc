@@ -573,6 +573,21 @@ std::vector<absl::StatusOr<TaskOutcome>> RunSourcePack(const StageEnv& env,
     for (auto& e : p.examples) e.task_id = 0;
     ready.push_back(std::move(p));
   }
+  // Tasks that failed before training end now.
+  std::vector<bool> ended(tasks.size(), false);
+  auto end = [&](size_t i, absl::StatusOr<TaskOutcome> result) {
+    results[i] = std::move(result);
+    if (ended[i]) return;
+    ended[i] = true;
+    if (tasks[i].on_end) tasks[i].on_end(results[i]);
+  };
+  {
+    std::vector<bool> trains(tasks.size(), false);
+    for (const Prepared& p : ready) trains[p.index] = true;
+    for (size_t i = 0; i < tasks.size(); ++i) {
+      if (!trains[i]) end(i, results[i]);
+    }
+  }
   if (ready.empty()) return results;
 
   auto write = [&](Prepared& p, TrainResult train) -> absl::StatusOr<TaskOutcome> {
@@ -605,8 +620,8 @@ std::vector<absl::StatusOr<TaskOutcome>> RunSourcePack(const StageEnv& env,
     };
     absl::StatusOr<TrainResult> trained =
         TrainWithPlm(alone, t.prompt, t.source.train(), p.one, {0}, &*p.prompt, stage, t.task);
-    results[p.index] = trained.ok() ? write(p, *std::move(trained))
-                                    : absl::StatusOr<TaskOutcome>(trained.status());
+    end(p.index, trained.ok() ? write(p, *std::move(trained))
+                              : absl::StatusOr<TaskOutcome>(trained.status()));
     return results;
   }
 
@@ -627,6 +642,11 @@ std::vector<absl::StatusOr<TaskOutcome>> RunSourcePack(const StageEnv& env,
     m.eval = MakeEvalFunction(env, t.prompt, t.source.train(), p.one, kTaskZero, prompt, stage);
     m.sink = t.sink;
     m.cancelled = t.cancelled;
+    // The adapter is written, and the task reported, the moment it ends.
+    Prepared* prepared = &p;
+    m.on_end = [&end, &write, prepared](const TrainResult& train) {
+      end(prepared->index, write(*prepared, train));
+    };
     members.push_back(std::move(m));
     prompt_ptrs.push_back(prompt);
   }
@@ -639,8 +659,9 @@ std::vector<absl::StatusOr<TaskOutcome>> RunSourcePack(const StageEnv& env,
   absl::StatusOr<std::vector<TrainResult>> trained = trainer.Run(step);
   for (size_t r = 0; r < ready.size(); ++r) {
     Prepared& p = ready[r];
-    results[p.index] = trained.ok() ? write(p, std::move((*trained)[r]))
-                                    : absl::StatusOr<TaskOutcome>(trained.status());
+    if (ended[p.index]) continue;  // written and reported when it ended
+    end(p.index, trained.ok() ? write(p, std::move((*trained)[r]))
+                              : absl::StatusOr<TaskOutcome>(trained.status()));
   }
   return results;
 }

@@ -129,6 +129,10 @@ struct SourcePackTask {
   ProgressSink* sink = nullptr;
   // True stops this task alone; may be empty.
   std::function<bool()> cancelled;
+  // Called once with the task's result as soon as it is known (the adapter
+  // written), while other tasks of the pack may still train; the result is
+  // also returned by RunSourcePack. May be empty.
+  std::function<void(const absl::StatusOr<TaskOutcome>&)> on_end;
 };
 
 // Stage 1 for source tasks of one or several jobs in one pass over
@@ -144,7 +148,8 @@ struct SourcePackTask {
 //   with that error (INVALID_ARGUMENT, NOT_FOUND, ...) before training;
 // - a task cancelled on its own is CANCELLED (its checkpoint stays);
 // - an error of the pass itself (or env.cancelled) is every trained task's.
-// env.checkpoint_dir is not used (each task names its own).
+// env.checkpoint_dir is not used (each task names its own). Each task's
+// on_end sees its result the moment it is known.
 std::vector<absl::StatusOr<TaskOutcome>> RunSourcePack(const StageEnv& env,
                                                        const std::vector<SourcePackTask>& tasks);
 

@@ -230,6 +230,7 @@ absl::StatusOr<std::vector<TrainResult>> PackedPromptTrainer::RunImpl(
     s.result.seconds = Seconds(start);
     Emit(member, ProgressKind::kFinished, total, s.result.final_losses, s.result.metrics, 0, 0,
          s.result.seconds, 0, "");
+    if (member.on_end) member.on_end(s.result);
     return absl::OkStatus();
   };
 
@@ -314,6 +315,7 @@ absl::StatusOr<std::vector<TrainResult>> PackedPromptTrainer::RunImpl(
         s.result.seconds = Seconds(start);
         MPT_LOG(INFO) << stage_ << " " << members_[*it].task << ": cancelled at step " << s.step
                       << "; leaves the pack";
+        if (members_[*it].on_end) members_[*it].on_end(s.result);
         it = active.erase(it);
       } else {
         ++it;

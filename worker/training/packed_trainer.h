@@ -88,6 +88,11 @@ struct PackMember {
   ProgressSink* sink = nullptr;
   // Polled once per step; true stops this member alone. May be empty.
   std::function<bool()> cancelled;
+  // Called once, on every rank, as soon as the member is done (its last
+  // step evaluated, its best prompt back in `prompt` and checkpointed) or
+  // left on its own cancel (TrainResult::cancelled), while the others may
+  // still train; its result is also in Run()'s. May be empty.
+  std::function<void(const TrainResult&)> on_end;
 };
 
 // The loss of one rank's share of a packed batch. `objective` is the sum

@@ -293,6 +293,7 @@ class LockstepPackExecutor final : public AssignmentExecutor {
         if (c.cancelled()) {
           out[i] = absl::CancelledError("cancelled at step " + std::to_string(step));
           done[i] = true;
+          if (c.done) c.done(out[i]);  // reported while the others train
           continue;
         }
         ProgressEvent e = Step(step, 40);
@@ -344,6 +345,8 @@ TEST_F(DaemonTest, APackRunsInOneCallAndEachMemberEndsOnItsOwn) {
   ASSERT_EQ(executor.checkpoints_.size(), 3u);
   EXPECT_TRUE(executor.checkpoints_[0].empty());
   EXPECT_FALSE(executor.checkpoints_[2].empty());
+  // The cancelled member was completed first, while the others trained.
+  EXPECT_EQ(client_.completions()[0].assignment(), "p2");
   std::map<std::string, mpt::v1::CompleteAssignmentRequest> by_id;
   for (const auto& c : client_.completions()) by_id[c.assignment()] = c;
   ASSERT_EQ(by_id.size(), 3u);
