@@ -74,12 +74,15 @@ void WorkerMetrics::OnEvent(const ProgressEvent& event) {
     case ProgressKind::kStarted: {
       running_->Labels({}).Set(1);
       absl::MutexLock lock(&mu_);
-      last_key_.clear();
-      last_step_ = -1;
       // A worker runs one pass at a time and a pass's stages all start
-      // before any of them steps: rates from before belong to stages that
-      // ended (cancelled ones send no FINISHED).
-      flops_rate_.clear();
+      // before any of them steps: after a step, a start begins a new pass.
+      if (stepped_) {
+        last_steps_.clear();
+        flops_rate_.clear();
+        running_keys_.clear();
+        stepped_ = false;
+      }
+      running_keys_.insert(key);
       SetFlopsRateLocked();
       break;
     }
@@ -87,7 +90,9 @@ void WorkerMetrics::OnEvent(const ProgressEvent& event) {
     case ProgressKind::kFailed: {
       absl::MutexLock lock(&mu_);
       flops_rate_.erase(key);
-      if (flops_rate_.empty()) {
+      last_steps_.erase(key);
+      running_keys_.erase(key);
+      if (running_keys_.empty()) {
         running_->Labels({}).Set(0);
         steps_per_second_->Labels({}).Set(0);
       }
@@ -108,24 +113,26 @@ void WorkerMetrics::OnEvent(const ProgressEvent& event) {
         flops_per_step_->Labels({}).Set(event.model_flops_per_step);
       }
       absl::MutexLock lock(&mu_);
+      stepped_ = true;
+      running_keys_.insert(key);
       if (event.model_flops_per_second > 0) {
         flops_rate_[key] = event.model_flops_per_second;
         SetFlopsRateLocked();
       }
-      if (key == last_key_ && event.step > last_step_) {
-        steps_total_->Labels({}).Increment(static_cast<double>(event.step - last_step_));
-        if (event.elapsed_seconds > last_elapsed_) {
-          steps_per_second_->Labels({}).Set((event.step - last_step_) /
-                                            (event.elapsed_seconds - last_elapsed_));
+      LastStep& last = last_steps_[key];
+      if (last.step >= 0 && event.step > last.step) {
+        steps_total_->Labels({}).Increment(static_cast<double>(event.step - last.step));
+        if (event.elapsed_seconds > last.elapsed) {
+          steps_per_second_->Labels({}).Set((event.step - last.step) /
+                                            (event.elapsed_seconds - last.elapsed));
         }
-      } else if (key != last_key_) {
+      } else if (last.step < 0) {
         // The first report of a stage (or task) counts its steps from 0, or
         // from where a resumed stage's report says it is.
         steps_total_->Labels({}).Increment(event.step > 0 ? 1 : 0);
       }
-      last_key_ = key;
-      last_step_ = event.step;
-      last_elapsed_ = event.elapsed_seconds;
+      last.step = event.step;
+      last.elapsed = event.elapsed_seconds;
       break;
     }
     default:

@@ -28,6 +28,7 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -76,10 +77,19 @@ class WorkerMetrics final : public ProgressSink {
   double peak_ = 0;
 
   absl::Mutex mu_;
-  // The last step report: its stage and task, step and elapsed seconds.
-  std::string last_key_ ABSL_GUARDED_BY(mu_);
-  int64_t last_step_ ABSL_GUARDED_BY(mu_) = -1;
-  double last_elapsed_ ABSL_GUARDED_BY(mu_) = 0;
+  // Per stage/task of the pass running now (a pack has several): the step
+  // and elapsed seconds of its last step report.
+  struct LastStep {
+    int64_t step = -1;
+    double elapsed = 0;
+  };
+  std::map<std::string, LastStep> last_steps_ ABSL_GUARDED_BY(mu_);
+  // Stages/tasks started and not finished in the pass running now, and
+  // whether that pass has stepped (a STARTED after a step begins a new
+  // pass: what was left belongs to stages that ended without FINISHED,
+  // such as cancelled ones).
+  std::set<std::string> running_keys_ ABSL_GUARDED_BY(mu_);
+  bool stepped_ ABSL_GUARDED_BY(mu_) = false;
   // The last FLOP rate of each stage/task running now (a pack has several).
   std::map<std::string, double> flops_rate_ ABSL_GUARDED_BY(mu_);
 };

@@ -54,6 +54,8 @@ TEST(WorkerMetricsTest, StepsRatesLossesAndEvaluations) {
   eval.metrics = {{"sst2/accuracy", 0.875}};
   (*metrics)->OnEvent(eval);
   ProgressEvent finished;
+  finished.stage = "source";
+  finished.task = "sst2";
   finished.kind = ProgressKind::kFinished;
   (*metrics)->OnEvent(finished);
   text = registry.Render();
@@ -94,9 +96,10 @@ TEST(WorkerMetricsTest, ModelFlopsAndMfuAddUpAPacksMembers) {
   a.model_flops_per_second = 2e9;
   b.model_flops_per_step = 6e9;
   b.model_flops_per_second = 3e9;
-  ProgressEvent started;
-  started.kind = ProgressKind::kStarted;
-  (*metrics)->OnEvent(started);
+  ProgressEvent started_a = a, started_b = b;
+  started_a.kind = started_b.kind = ProgressKind::kStarted;
+  (*metrics)->OnEvent(started_a);
+  (*metrics)->OnEvent(started_b);
   (*metrics)->OnEvent(a);
   (*metrics)->OnEvent(b);
   text = registry.Render();
@@ -111,7 +114,14 @@ TEST(WorkerMetricsTest, ModelFlopsAndMfuAddUpAPacksMembers) {
   text = registry.Render();
   EXPECT_DOUBLE_EQ(Value(text, "mpt_worker_mfu_ratio"), 0.3) << text;
   EXPECT_EQ(Value(text, "mpt_worker_assignment_running"), 1) << text;
-  (*metrics)->OnEvent(started);
+  // Each member's optimiser steps count: 1 + 1 so far, then 4 more of b.
+  EXPECT_EQ(Value(text, "mpt_worker_steps_total"), 2) << text;
+  ProgressEvent b5 = b;
+  b5.step = 5;
+  b5.elapsed_seconds = 3.0;
+  (*metrics)->OnEvent(b5);
+  EXPECT_EQ(Value(registry.Render(), "mpt_worker_steps_total"), 6);
+  (*metrics)->OnEvent(started_a);
   EXPECT_DOUBLE_EQ(Value(registry.Render(), "mpt_worker_mfu_ratio"), 0);
 
   // Without a peak there is no MFU series.
