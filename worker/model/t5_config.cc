@@ -42,12 +42,6 @@ constexpr ActivationName kActivations[] = {
     {"sigmoid", T5Activation::kSigmoid},
 };
 
-std::string KnownActivations() {
-  std::vector<std::string> names;
-  for (const ActivationName& a : kActivations) names.push_back(a.name);
-  return absl::StrJoin(names, ", ");
-}
-
 const char* TypeDescription(const Json& value) {
   switch (value.type()) {
     case Json::value_t::null: return "null";
@@ -171,10 +165,23 @@ absl::Status ParseFeedForward(const FieldReader& reader, T5Config& config) {
   return reader.Error("feed_forward_proj",
                       absl::StrCat("has the unknown value \"", config.feed_forward_proj,
                                    "\": activation \"", act, "\" is not supported (known: ",
-                                   KnownActivations(), ")"));
+                                   T5KnownActivations(), ")"));
 }
 
 }  // namespace
+
+std::string T5KnownActivations() {
+  std::vector<std::string> names;
+  for (const ActivationName& a : kActivations) names.push_back(a.name);
+  return absl::StrJoin(names, ", ");
+}
+
+std::optional<T5Activation> T5ActivationFromName(absl::string_view name) {
+  for (const ActivationName& a : kActivations) {
+    if (name == a.name) return a.activation;
+  }
+  return std::nullopt;
+}
 
 absl::string_view T5ActivationName(T5Activation activation) {
   for (const ActivationName& a : kActivations) {

@@ -19,6 +19,7 @@
 #ifndef MPT_WORKER_MODEL_T5_CONFIG_H_
 #define MPT_WORKER_MODEL_T5_CONFIG_H_
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,13 @@ enum class T5Activation {
 
 // The ACT2FN name ("relu", "gelu_new", ...).
 absl::string_view T5ActivationName(T5Activation activation);
+
+// The activation an ACT2FN name means ("swish" is silu); nullopt when it is
+// not one of the names above. Shared by the decoder-only configs.
+std::optional<T5Activation> T5ActivationFromName(absl::string_view name);
+
+// The known names, comma separated, for error messages.
+std::string T5KnownActivations();
 
 struct T5Config {
   std::string model_type = "t5";

@@ -11,13 +11,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "worker/model/activations.h"
 #include "worker/model/torch_tensors.h"
 #include "worker/model/labels.h"
 
 namespace mpt {
 namespace {
-
-constexpr double kPi = 3.14159265358979323846;
 
 struct BlockWeights {
   at::Tensor self_norm;  // [d]
@@ -78,28 +77,6 @@ at::Tensor ClampHalf(at::Tensor x) {
   const double max = 65504.0;
   const double clamp = x.isinf().any().item<bool>() ? max - 1000.0 : max;
   return at::clamp(x, -clamp, clamp);
-}
-
-at::Tensor Activate(const at::Tensor& x, T5Activation act) {
-  switch (act) {
-    case T5Activation::kRelu: return at::relu(x);
-    case T5Activation::kGelu: return at::gelu(x);
-    case T5Activation::kGeluNew: {
-      // Same operation order as transformers' NewGELUActivation.
-      at::Tensor inner = (x + at::pow(x, 3.0) * 0.044715) * std::sqrt(2.0 / kPi);
-      return (x * 0.5) * (at::tanh(inner) + 1.0);
-    }
-    case T5Activation::kGeluFast: {
-      at::Tensor inner = (x * 0.7978845608) * ((x * 0.044715) * x + 1.0);
-      return (x * 0.5) * (at::tanh(inner) + 1.0);
-    }
-    case T5Activation::kGeluPytorchTanh: return at::gelu(x, "tanh");
-    case T5Activation::kQuickGelu: return x * at::sigmoid(x * 1.702);
-    case T5Activation::kSilu: return at::silu(x);
-    case T5Activation::kTanh: return at::tanh(x);
-    case T5Activation::kSigmoid: return at::sigmoid(x);
-  }
-  return x;
 }
 
 // transformers' _relative_position_bucket, op for op (float32 log), so that
@@ -336,9 +313,9 @@ at::Tensor T5Model::FeedForward(const at::Tensor& x, int64_t block, bool decoder
   at::Tensor h = at::linear(x, b.wi);
   if (config_.is_gated_act) {
     std::vector<at::Tensor> parts = h.chunk(2, -1);
-    h = Activate(parts[0], config_.dense_act) * parts[1];
+    h = ApplyActivation(parts[0], config_.dense_act) * parts[1];
   } else {
-    h = Activate(h, config_.dense_act);
+    h = ApplyActivation(h, config_.dense_act);
   }
   return at::linear(h, b.wo);
 }

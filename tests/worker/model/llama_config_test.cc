@@ -1,0 +1,170 @@
+// LlamaConfig reads config.json the way transformers' LlamaConfig,
+// Qwen2Config and MistralConfig do (defaults per family, both rope forms) and
+// refuses what it cannot honour with an error naming the file and the field.
+#include "worker/model/llama_config.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace mpt {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+constexpr char kBase[] = R"("vocab_size": 100, "hidden_size": 64, "intermediate_size": 96,
+    "num_hidden_layers": 3, "num_attention_heads": 4)";
+
+std::string Config(const std::string& model_type, const std::string& extra = "") {
+  return "{\"model_type\": \"" + model_type + "\", " + kBase + (extra.empty() ? "" : ", " + extra) +
+         "}";
+}
+
+LlamaConfig Parse(const std::string& json) {
+  absl::StatusOr<LlamaConfig> c = LlamaConfig::FromJson(json, "x/config.json");
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? *c : LlamaConfig();
+}
+
+std::string Error(const std::string& json) {
+  absl::StatusOr<LlamaConfig> c = LlamaConfig::FromJson(json, "x/config.json");
+  EXPECT_FALSE(c.ok()) << json;
+  if (c.ok()) return "";
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("x/config.json: "));
+  return std::string(c.status().message());
+}
+
+TEST(LlamaConfigTest, FamilyDefaults) {
+  LlamaConfig llama = Parse(Config("llama"));
+  EXPECT_EQ(llama.num_key_value_heads, 4);
+  EXPECT_EQ(llama.head_dim, 16);
+  EXPECT_EQ(llama.max_position_embeddings, 2048);
+  EXPECT_EQ(llama.rope_theta, 10000.0);
+  EXPECT_EQ(llama.rope_scaling.type, RopeType::kDefault);
+  EXPECT_EQ(llama.activation, T5Activation::kSilu);
+  EXPECT_FALSE(llama.tie_word_embeddings);
+  EXPECT_FALSE(llama.qkv_bias);
+  EXPECT_EQ(llama.bos_token_id, 1);
+  EXPECT_EQ(llama.eos_token_ids, std::vector<int>{2});
+  EXPECT_FALSE(llama.pad_token_id.has_value());
+  EXPECT_EQ(llama.layer_sliding_window, (std::vector<int>{0, 0, 0}));
+
+  LlamaConfig qwen2 = Parse(Config("qwen2", R"("num_key_value_heads": 2)"));
+  EXPECT_TRUE(qwen2.qkv_bias);
+  EXPECT_FALSE(qwen2.o_bias);
+  EXPECT_FALSE(qwen2.mlp_bias);
+  EXPECT_EQ(qwen2.max_position_embeddings, 32768);
+  EXPECT_FALSE(qwen2.bos_token_id.has_value());
+  EXPECT_TRUE(qwen2.eos_token_ids.empty());
+  EXPECT_EQ(qwen2.layer_sliding_window, (std::vector<int>{0, 0, 0}));  // use_sliding_window off
+
+  // MistralConfig: 8 key/value heads and a 4096 window unless told.
+  LlamaConfig m = Parse(R"({"model_type": "mistral", "vocab_size": 100, "hidden_size": 64,
+      "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 8})");
+  EXPECT_EQ(m.num_key_value_heads, 8);
+  EXPECT_EQ(m.layer_sliding_window, (std::vector<int>{4096, 4096}));
+  EXPECT_EQ(m.max_position_embeddings, 131072);
+  LlamaConfig no_window = Parse(R"({"model_type": "mistral", "vocab_size": 100, "hidden_size": 64,
+      "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 8,
+      "sliding_window": null})");
+  EXPECT_EQ(no_window.layer_sliding_window, (std::vector<int>{0, 0}));
+}
+
+TEST(LlamaConfigTest, Qwen2SlidingLayers) {
+  LlamaConfig derived = Parse(Config(
+      "qwen2", R"("use_sliding_window": true, "sliding_window": 7, "max_window_layers": 2,
+      "num_key_value_heads": 4)"));
+  EXPECT_EQ(derived.layer_sliding_window, (std::vector<int>{0, 0, 7}));
+  LlamaConfig listed = Parse(Config("qwen2", R"("use_sliding_window": true, "sliding_window": 7, "num_key_value_heads": 4,
+      "layer_types": ["sliding_attention", "full_attention", "sliding_attention"])"));
+  EXPECT_EQ(listed.layer_sliding_window, (std::vector<int>{7, 0, 7}));
+  EXPECT_THAT(Error(Config("qwen2", R"("num_key_value_heads": 4, "layer_types": ["full_attention"])")),
+              HasSubstr("'layer_types'"));
+  EXPECT_THAT(Error(Config("qwen2", R"("num_key_value_heads": 4,
+      "layer_types": ["full_attention", "x", "full_attention"])")),
+              AllOf(HasSubstr("'layer_types' entry 1"), HasSubstr("\"x\"")));
+}
+
+TEST(LlamaConfigTest, RopeBothForms) {
+  // transformers 5: rope_parameters holds the type and theta.
+  LlamaConfig c5 = Parse(Config("llama", R"("rope_parameters": {"rope_type": "llama3",
+      "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 8192}, "max_position_embeddings": 131072)"));
+  EXPECT_EQ(c5.rope_scaling.type, RopeType::kLlama3);
+  EXPECT_EQ(c5.rope_theta, 500000.0);
+  EXPECT_EQ(c5.rope_scaling.factor, 8.0);
+  EXPECT_EQ(c5.rope_scaling.original_max_position_embeddings, 8192);
+  // Older files: rope_scaling with "type", rope_theta at the top level.
+  LlamaConfig c4 = Parse(Config("llama", R"("rope_scaling": {"type": "linear", "factor": 2},
+      "rope_theta": 20000)"));
+  EXPECT_EQ(c4.rope_scaling.type, RopeType::kLinear);
+  EXPECT_EQ(c4.rope_scaling.factor, 2.0);
+  EXPECT_EQ(c4.rope_theta, 20000.0);
+  // rope_scaling null or {}: no scaling.
+  EXPECT_EQ(Parse(Config("llama", R"("rope_scaling": null)")).rope_scaling.type, RopeType::kDefault);
+  EXPECT_EQ(Parse(Config("llama", R"("rope_scaling": {})")).rope_scaling.type, RopeType::kDefault);
+  // yarn defaults: original length = max_position_embeddings, betas 32 / 1.
+  LlamaConfig yarn = Parse(Config("qwen2", R"("rope_scaling": {"type": "yarn", "factor": 4.0},
+      "max_position_embeddings": 4096, "num_key_value_heads": 2)"));
+  EXPECT_EQ(yarn.rope_scaling.type, RopeType::kYarn);
+  EXPECT_EQ(yarn.rope_scaling.original_max_position_embeddings, 4096);
+  EXPECT_EQ(yarn.rope_scaling.beta_fast, 32.0);
+  EXPECT_EQ(yarn.rope_scaling.beta_slow, 1.0);
+  EXPECT_TRUE(yarn.rope_scaling.truncate);
+}
+
+TEST(LlamaConfigTest, RefusesWhatItCannotHonour) {
+  EXPECT_THAT(Error(Config("gpt2")), AllOf(HasSubstr("'model_type'"), HasSubstr("\"gpt2\"")));
+  EXPECT_THAT(Error(R"({"vocab_size": 5})"), HasSubstr("'model_type' is missing"));
+  EXPECT_THAT(Error(Config("llama", R"("rope_scaling": {"rope_type": "longrope", "factor": 2})")),
+              AllOf(HasSubstr("'rope_scaling.rope_type'"), HasSubstr("longrope")));
+  EXPECT_THAT(Error(Config("llama", R"("rope_parameters": {"rope_type": "su"})")),
+              HasSubstr("'rope_parameters.rope_type'"));
+  EXPECT_THAT(Error(Config("llama", R"("rope_scaling": {"type": "linear"})")),
+              HasSubstr("'rope_scaling.factor' is missing"));
+  EXPECT_THAT(Error(Config("llama", R"("rope_scaling": {"type": "dynamic", "factor": -1})")),
+              HasSubstr("'rope_scaling.factor' must be positive"));
+  EXPECT_THAT(Error(Config("llama", R"("rope_scaling": {"type": "llama3", "factor": 8,
+      "low_freq_factor": 4, "high_freq_factor": 1})")),
+              HasSubstr("'rope_scaling.high_freq_factor'"));
+  EXPECT_THAT(Error(Config("llama", R"("partial_rotary_factor": 0.5)")),
+              HasSubstr("'partial_rotary_factor'"));
+  EXPECT_THAT(Error(Config("llama", R"("num_key_value_heads": 3)")),
+              HasSubstr("'num_key_value_heads'"));
+  EXPECT_THAT(Error(Config("llama", R"("head_dim": 15)")), HasSubstr("'head_dim'"));
+  EXPECT_THAT(Error(Config("llama", R"("hidden_act": "mish2")")),
+              AllOf(HasSubstr("'hidden_act'"), HasSubstr("mish2")));
+  EXPECT_THAT(Error(Config("llama", R"("eos_token_id": [2, 100])")),
+              AllOf(HasSubstr("'eos_token_id'"), HasSubstr("outside the vocabulary")));
+  EXPECT_THAT(Error(Config("llama", R"("pad_token_id": -1)")), HasSubstr("'pad_token_id'"));
+  EXPECT_THAT(Error(Config("llama", R"("torch_dtype": "int8")")), HasSubstr("'torch_dtype'"));
+  EXPECT_THAT(Error(Config("llama", R"("architectures": ["LlamaForSequenceClassification"])")),
+              HasSubstr("'architectures'"));
+  EXPECT_THAT(Error(Config("llama", R"("rms_norm_eps": 0)")), HasSubstr("'rms_norm_eps'"));
+  EXPECT_THAT(Error(R"({"model_type": "llama", "vocab_size": 100})"),
+              HasSubstr("'hidden_size' is missing"));
+  EXPECT_THAT(Error(Config("llama", R"("attention_bias": "yes")")),
+              HasSubstr("'attention_bias' must be a boolean"));
+}
+
+TEST(LlamaConfigTest, TokenIdsAndDtype) {
+  LlamaConfig c = Parse(Config("llama", R"("eos_token_id": [2, 3, 7], "bos_token_id": null,
+      "pad_token_id": 0, "torch_dtype": "bfloat16", "architectures": ["LlamaForCausalLM"])"));
+  EXPECT_EQ(c.eos_token_ids, (std::vector<int>{2, 3, 7}));
+  EXPECT_FALSE(c.bos_token_id.has_value());
+  EXPECT_EQ(c.pad_token_id, 0);
+  EXPECT_EQ(c.torch_dtype, "bfloat16");
+  EXPECT_TRUE(IsLlamaFamilyConfig(Config("qwen2")));
+  // Qwen2Config's default of 32 key/value heads does not fit 4 heads.
+  EXPECT_THAT(Error(Config("qwen2")), HasSubstr("'num_key_value_heads' (32)"));
+  EXPECT_FALSE(IsLlamaFamilyConfig(R"({"model_type": "t5"})"));
+  EXPECT_FALSE(IsLlamaFamilyConfig("not json"));
+}
+
+}  // namespace
+}  // namespace mpt

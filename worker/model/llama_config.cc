@@ -1,0 +1,568 @@
+#include "worker/model/llama_config.h"
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/file_util.h"
+#include "common/json_util.h"
+#include "common/status_macros.h"
+
+namespace mpt {
+namespace {
+
+using Json = nlohmann::json;
+
+struct Family {
+  const char* model_type;
+  const char* causal_lm_class;
+  // transformers' defaults when config.json omits the field.
+  int default_max_position_embeddings;
+  // 0: num_attention_heads (LlamaConfig); else the class default.
+  int default_num_key_value_heads;
+};
+
+constexpr Family kFamilies[] = {
+    {"llama", "LlamaForCausalLM", 2048, 0},
+    {"qwen2", "Qwen2ForCausalLM", 32768, 32},
+    {"mistral", "MistralForCausalLM", 4096 * 32, 8},
+};
+
+std::string KnownModelTypes() {
+  std::vector<std::string> names;
+  for (const Family& f : kFamilies) names.push_back(absl::StrCat("\"", f.model_type, "\""));
+  return absl::StrJoin(names, ", ");
+}
+
+// Reads the fields of one JSON object; every error starts with `source` and
+// names the field (prefixed by `prefix` for nested objects, e.g.
+// "rope_scaling.factor").
+class FieldReader {
+ public:
+  FieldReader(const Json& root, absl::string_view source, std::string prefix = "")
+      : root_(root), source_(source), prefix_(std::move(prefix)) {}
+
+  absl::Status Error(absl::string_view field, absl::string_view problem) const {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_, ": field '", prefix_, field, "' ", problem));
+  }
+
+  // The value, or nullptr when the field is absent or null.
+  const Json* Get(absl::string_view field) const {
+    auto it = root_.find(std::string(field));
+    if (it == root_.end() || it->is_null()) return nullptr;
+    return &*it;
+  }
+  bool Present(absl::string_view field) const { return root_.contains(std::string(field)); }
+
+  absl::StatusOr<int64_t> Integer(absl::string_view field, const Json& value) const {
+    if (!value.is_number_integer()) {
+      return Error(field, absl::StrCat("must be an integer, got ", DescribeJson(value)));
+    }
+    if (value.is_number_unsigned()) {
+      uint64_t u = value.get<uint64_t>();
+      if (u > static_cast<uint64_t>(std::numeric_limits<int32_t>::max())) {
+        return Error(field, absl::StrCat("is out of range (", u, ")"));
+      }
+      return static_cast<int64_t>(u);
+    }
+    int64_t v = value.get<int64_t>();
+    if (v > std::numeric_limits<int32_t>::max() || v < std::numeric_limits<int32_t>::min()) {
+      return Error(field, absl::StrCat("is out of range (", v, ")"));
+    }
+    return v;
+  }
+
+  absl::StatusOr<int> Size(absl::string_view field, const Json& value) const {
+    ASSIGN_OR_RETURN(int64_t v, Integer(field, value));
+    if (v <= 0) return Error(field, absl::StrCat("must be positive, got ", v));
+    return static_cast<int>(v);
+  }
+
+  absl::StatusOr<int> RequiredSize(absl::string_view field) const {
+    const Json* value = Get(field);
+    if (value == nullptr) return Error(field, "is missing (a positive integer is required)");
+    return Size(field, *value);
+  }
+
+  absl::StatusOr<int> OptionalSize(absl::string_view field, int fallback) const {
+    const Json* value = Get(field);
+    if (value == nullptr) return fallback;
+    return Size(field, *value);
+  }
+
+  // A finite number (integers accepted); nullopt when absent or null.
+  absl::StatusOr<std::optional<double>> Number(absl::string_view field) const {
+    const Json* value = Get(field);
+    if (value == nullptr) return std::optional<double>();
+    if (!value->is_number()) {
+      return Error(field, absl::StrCat("must be a number, got ", DescribeJson(*value)));
+    }
+    double v = value->get<double>();
+    if (!std::isfinite(v)) return Error(field, "must be a finite number");
+    return std::optional<double>(v);
+  }
+
+  absl::StatusOr<double> PositiveNumber(absl::string_view field, double fallback) const {
+    ASSIGN_OR_RETURN(std::optional<double> v, Number(field));
+    if (!v.has_value()) return fallback;
+    if (!(*v > 0)) return Error(field, absl::StrCat("must be positive, got ", DescribeJson(*Get(field))));
+    return *v;
+  }
+
+  absl::StatusOr<std::optional<bool>> Bool(absl::string_view field) const {
+    const Json* value = Get(field);
+    if (value == nullptr) return std::optional<bool>();
+    if (!value->is_boolean()) {
+      return Error(field, absl::StrCat("must be a boolean, got ", DescribeJson(*value)));
+    }
+    return std::optional<bool>(value->get<bool>());
+  }
+
+  absl::StatusOr<std::optional<std::string>> String(absl::string_view field) const {
+    const Json* value = Get(field);
+    if (value == nullptr) return std::optional<std::string>();
+    if (!value->is_string()) {
+      return Error(field, absl::StrCat("must be a string, got ", DescribeJson(*value)));
+    }
+    return std::optional<std::string>(value->get<std::string>());
+  }
+
+  // A token id (>= 0); nullopt when absent or null.
+  absl::StatusOr<std::optional<int>> TokenId(absl::string_view field, const Json& value) const {
+    ASSIGN_OR_RETURN(int64_t v, Integer(field, value));
+    if (v < 0) return Error(field, absl::StrCat("must not be negative, got ", v));
+    return std::optional<int>(static_cast<int>(v));
+  }
+
+ private:
+  const Json& root_;
+  absl::string_view source_;
+  std::string prefix_;
+};
+
+// The rotary settings: the scaling dict comes from rope_scaling (older files)
+// when it is a non-empty object, else from rope_parameters (transformers 5);
+// rope_theta from that dict, else the top level, else 10000, as
+// transformers' convert_rope_params_to_dict and standardize_rope_params.
+absl::Status ParseRope(const FieldReader& top, absl::string_view source,
+                       LlamaConfig& config) {
+  const Json* dict = nullptr;
+  std::string name;
+  for (const char* key : {"rope_scaling", "rope_parameters"}) {
+    const Json* value = top.Get(key);
+    if (value == nullptr) continue;
+    if (!value->is_object()) {
+      return top.Error(key, absl::StrCat("must be an object, got ", DescribeJson(*value)));
+    }
+    if (value->empty()) continue;  // falsy in Python: the next one counts
+    dict = value;
+    name = key;
+    break;
+  }
+
+  ASSIGN_OR_RETURN(std::optional<double> top_theta, top.Number("rope_theta"));
+  ASSIGN_OR_RETURN(std::optional<double> top_partial, top.Number("partial_rotary_factor"));
+  config.rope_theta = top_theta.value_or(10000.0);
+  if (top_theta.has_value() && !(*top_theta > 0)) {
+    return top.Error("rope_theta", absl::StrCat("must be positive, got ", *top_theta));
+  }
+  if (top_partial.has_value() && *top_partial != 1.0) {
+    return top.Error("partial_rotary_factor",
+                     absl::StrCat("is ", *top_partial,
+                                  "; only 1 (rotate the whole head) is supported for this "
+                                  "architecture"));
+  }
+  RopeScaling& rope = config.rope_scaling;
+  rope = RopeScaling();
+  rope.original_max_position_embeddings = config.max_position_embeddings;
+  if (dict == nullptr) return absl::OkStatus();
+
+  FieldReader r(*dict, source, name + ".");
+  for (const char* layer_type : {"full_attention", "sliding_attention"}) {
+    if (dict->contains(layer_type)) {
+      return r.Error(layer_type,
+                     "is present: rotary settings per layer type are not supported for this "
+                     "architecture (one dict of rope_type, rope_theta, factor, ... is)");
+    }
+  }
+  std::string type_name = "default";
+  std::string type_field = "rope_type";
+  if (r.Get("rope_type") != nullptr) {
+    ASSIGN_OR_RETURN(std::optional<std::string> t, r.String("rope_type"));
+    type_name = *t;
+  } else if (r.Get("type") != nullptr) {
+    ASSIGN_OR_RETURN(std::optional<std::string> t, r.String("type"));
+    type_name = *t;
+    type_field = "type";
+  }
+  if (type_name == "default") {
+    rope.type = RopeType::kDefault;
+  } else if (type_name == "linear") {
+    rope.type = RopeType::kLinear;
+  } else if (type_name == "dynamic") {
+    rope.type = RopeType::kDynamic;
+  } else if (type_name == "llama3") {
+    rope.type = RopeType::kLlama3;
+  } else if (type_name == "yarn") {
+    rope.type = RopeType::kYarn;
+  } else {
+    return r.Error(type_field,
+                   absl::StrCat("is \"", type_name,
+                                "\", which is not supported (supported: \"default\", \"linear\", "
+                                "\"dynamic\", \"llama3\", \"yarn\")"));
+  }
+
+  ASSIGN_OR_RETURN(std::optional<double> theta, r.Number("rope_theta"));
+  if (theta.has_value()) {
+    if (!(*theta > 0)) return r.Error("rope_theta", absl::StrCat("must be positive, got ", *theta));
+    config.rope_theta = *theta;
+  }
+  ASSIGN_OR_RETURN(std::optional<double> partial, r.Number("partial_rotary_factor"));
+  if (partial.has_value() && *partial != 1.0) {
+    return r.Error("partial_rotary_factor",
+                   absl::StrCat("is ", *partial,
+                                "; only 1 (rotate the whole head) is supported for this "
+                                "architecture"));
+  }
+
+  const bool needs_original =
+      rope.type == RopeType::kLlama3 || rope.type == RopeType::kYarn;
+  if (needs_original) {
+    // A top-level original_max_position_embeddings wins (transformers'
+    // standardisation), then the dict's, then max_position_embeddings.
+    if (top.Get("original_max_position_embeddings") != nullptr) {
+      ASSIGN_OR_RETURN(rope.original_max_position_embeddings,
+                       top.RequiredSize("original_max_position_embeddings"));
+    } else {
+      ASSIGN_OR_RETURN(rope.original_max_position_embeddings,
+                       r.OptionalSize("original_max_position_embeddings",
+                                      config.max_position_embeddings));
+    }
+  }
+
+  auto required_factor = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(std::optional<double> factor, r.Number("factor"));
+    if (!factor.has_value()) {
+      return r.Error("factor", absl::StrCat("is missing (required by rope type \"", type_name,
+                                            "\")"));
+    }
+    if (!(*factor > 0)) return r.Error("factor", absl::StrCat("must be positive, got ", *factor));
+    rope.factor = *factor;
+    return absl::OkStatus();
+  };
+
+  switch (rope.type) {
+    case RopeType::kDefault:
+      break;
+    case RopeType::kLinear:
+    case RopeType::kDynamic:
+      RETURN_IF_ERROR(required_factor());
+      break;
+    case RopeType::kLlama3: {
+      RETURN_IF_ERROR(required_factor());
+      for (const char* key : {"low_freq_factor", "high_freq_factor"}) {
+        ASSIGN_OR_RETURN(std::optional<double> v, r.Number(key));
+        if (!v.has_value()) {
+          return r.Error(key, "is missing (required by rope type \"llama3\")");
+        }
+        if (!(*v > 0)) return r.Error(key, absl::StrCat("must be positive, got ", *v));
+        (std::string(key) == "low_freq_factor" ? rope.low_freq_factor : rope.high_freq_factor) = *v;
+      }
+      if (!(rope.high_freq_factor > rope.low_freq_factor)) {
+        return r.Error("high_freq_factor",
+                       absl::StrCat("(", rope.high_freq_factor,
+                                    ") must exceed low_freq_factor (", rope.low_freq_factor, ")"));
+      }
+      break;
+    }
+    case RopeType::kYarn: {
+      ASSIGN_OR_RETURN(std::optional<double> factor, r.Number("factor"));
+      if (!r.Present("factor")) {
+        return r.Error("factor", "is missing (required by rope type \"yarn\")");
+      }
+      // null: max_position_embeddings / original_max_position_embeddings.
+      rope.factor = factor.has_value()
+                        ? *factor
+                        : static_cast<double>(config.max_position_embeddings) /
+                              rope.original_max_position_embeddings;
+      if (!(rope.factor > 0)) {
+        return r.Error("factor", absl::StrCat("must be positive, got ", rope.factor));
+      }
+      ASSIGN_OR_RETURN(rope.attention_factor, r.Number("attention_factor"));
+      if (rope.attention_factor.has_value() && !(*rope.attention_factor > 0)) {
+        return r.Error("attention_factor",
+                       absl::StrCat("must be positive, got ", *rope.attention_factor));
+      }
+      // transformers: `get("beta_fast") or 32`, so 0 means the default too.
+      ASSIGN_OR_RETURN(std::optional<double> fast, r.Number("beta_fast"));
+      ASSIGN_OR_RETURN(std::optional<double> slow, r.Number("beta_slow"));
+      rope.beta_fast = fast.has_value() && *fast != 0 ? *fast : 32.0;
+      rope.beta_slow = slow.has_value() && *slow != 0 ? *slow : 1.0;
+      ASSIGN_OR_RETURN(rope.mscale, r.Number("mscale"));
+      ASSIGN_OR_RETURN(rope.mscale_all_dim, r.Number("mscale_all_dim"));
+      ASSIGN_OR_RETURN(std::optional<bool> truncate, r.Bool("truncate"));
+      rope.truncate = truncate.value_or(true);
+      break;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseEos(const FieldReader& reader, const Json* eos, LlamaConfig& config) {
+  config.eos_token_ids.clear();
+  if (eos == nullptr) return absl::OkStatus();
+  if (eos->is_array()) {
+    for (const Json& item : *eos) {
+      ASSIGN_OR_RETURN(std::optional<int> v, reader.TokenId("eos_token_id", item));
+      config.eos_token_ids.push_back(*v);
+    }
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(std::optional<int> v, reader.TokenId("eos_token_id", *eos));
+  config.eos_token_ids.push_back(*v);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::string_view RopeTypeName(RopeType type) {
+  switch (type) {
+    case RopeType::kDefault: return "default";
+    case RopeType::kLinear: return "linear";
+    case RopeType::kDynamic: return "dynamic";
+    case RopeType::kLlama3: return "llama3";
+    case RopeType::kYarn: return "yarn";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
+                                                  absl::string_view source) {
+  ASSIGN_OR_RETURN(Json root, ParseJson(json_text, source));
+  if (!root.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": the top level must be a JSON object, got ", DescribeJson(root)));
+  }
+  FieldReader reader(root, source);
+  LlamaConfig config;
+
+  ASSIGN_OR_RETURN(std::optional<std::string> model_type, reader.String("model_type"));
+  if (!model_type.has_value()) {
+    return reader.Error("model_type", absl::StrCat("is missing (expected one of ",
+                                                   KnownModelTypes(), ")"));
+  }
+  const Family* family = nullptr;
+  for (const Family& f : kFamilies) {
+    if (*model_type == f.model_type) family = &f;
+  }
+  if (family == nullptr) {
+    return reader.Error("model_type",
+                        absl::StrCat("is \"", *model_type,
+                                     "\", which is not a supported decoder-only architecture "
+                                     "(supported: ",
+                                     KnownModelTypes(), ")"));
+  }
+  config.model_type = family->model_type;
+
+  if (const Json* archs = reader.Get("architectures")) {
+    if (!archs->is_array()) {
+      return reader.Error("architectures",
+                          absl::StrCat("must be a list of class names, got ", DescribeJson(*archs)));
+    }
+    bool causal_lm = archs->empty();
+    std::vector<std::string> names;
+    for (const Json& a : *archs) {
+      if (!a.is_string()) {
+        return reader.Error("architectures",
+                            absl::StrCat("must hold class names, got ", DescribeJson(a)));
+      }
+      names.push_back(a.get<std::string>());
+      for (const Family& f : kFamilies) {
+        if (a.get<std::string>() == f.causal_lm_class) causal_lm = true;
+      }
+    }
+    if (!causal_lm) {
+      return reader.Error(
+          "architectures",
+          absl::StrCat("is [", absl::StrJoin(names, ", "), "]: a causal language model (",
+                       family->causal_lm_class,
+                       ") is required, with its lm_head (or a tied embedding)"));
+    }
+  }
+
+  ASSIGN_OR_RETURN(config.vocab_size, reader.RequiredSize("vocab_size"));
+  ASSIGN_OR_RETURN(config.hidden_size, reader.RequiredSize("hidden_size"));
+  ASSIGN_OR_RETURN(config.intermediate_size, reader.RequiredSize("intermediate_size"));
+  ASSIGN_OR_RETURN(config.num_hidden_layers, reader.RequiredSize("num_hidden_layers"));
+  ASSIGN_OR_RETURN(config.num_attention_heads, reader.RequiredSize("num_attention_heads"));
+  // A null num_key_value_heads means num_attention_heads; an absent one is
+  // the class default (LlamaConfig: num_attention_heads; Qwen2Config: 32;
+  // MistralConfig: 8).
+  if (reader.Present("num_key_value_heads") || family->default_num_key_value_heads == 0) {
+    ASSIGN_OR_RETURN(config.num_key_value_heads,
+                     reader.OptionalSize("num_key_value_heads", config.num_attention_heads));
+  } else {
+    config.num_key_value_heads = family->default_num_key_value_heads;
+  }
+  if (config.num_attention_heads % config.num_key_value_heads != 0) {
+    return reader.Error("num_key_value_heads",
+                        absl::StrCat("(", config.num_key_value_heads,
+                                     ") must divide num_attention_heads (",
+                                     config.num_attention_heads, ")"));
+  }
+  if (reader.Get("head_dim") != nullptr) {
+    ASSIGN_OR_RETURN(config.head_dim, reader.RequiredSize("head_dim"));
+  } else {
+    if (config.hidden_size % config.num_attention_heads != 0) {
+      return reader.Error("num_attention_heads",
+                          absl::StrCat("(", config.num_attention_heads,
+                                       ") must divide hidden_size (", config.hidden_size,
+                                       ") when head_dim is not given"));
+    }
+    config.head_dim = config.hidden_size / config.num_attention_heads;
+  }
+  if (config.head_dim % 2 != 0) {
+    return reader.Error("head_dim", absl::StrCat("must be even for rotary embeddings, got ",
+                                                 config.head_dim));
+  }
+  ASSIGN_OR_RETURN(config.max_position_embeddings,
+                   reader.OptionalSize("max_position_embeddings",
+                                       family->default_max_position_embeddings));
+  ASSIGN_OR_RETURN(config.rms_norm_eps, reader.PositiveNumber("rms_norm_eps", 1e-6));
+
+  RETURN_IF_ERROR(ParseRope(reader, source, config));
+
+  ASSIGN_OR_RETURN(std::optional<std::string> act, reader.String("hidden_act"));
+  config.hidden_act = act.value_or("silu");
+  std::optional<T5Activation> activation = T5ActivationFromName(config.hidden_act);
+  if (!activation.has_value()) {
+    return reader.Error("hidden_act", absl::StrCat("has the unknown value \"", config.hidden_act,
+                                                   "\" (known: ", T5KnownActivations(), ")"));
+  }
+  config.activation = *activation;
+
+  if (config.model_type == "llama") {
+    ASSIGN_OR_RETURN(std::optional<bool> attention_bias, reader.Bool("attention_bias"));
+    ASSIGN_OR_RETURN(std::optional<bool> mlp_bias, reader.Bool("mlp_bias"));
+    config.qkv_bias = config.o_bias = attention_bias.value_or(false);
+    config.mlp_bias = mlp_bias.value_or(false);
+  } else if (config.model_type == "qwen2") {
+    config.qkv_bias = true;
+    config.o_bias = false;
+    config.mlp_bias = false;
+  }
+
+  // Sliding windows.
+  config.layer_sliding_window.assign(config.num_hidden_layers, 0);
+  if (config.model_type == "mistral") {
+    // MistralConfig: sliding_window defaults to 4096; null turns it off.
+    int window = 4096;
+    if (reader.Present("sliding_window")) {
+      ASSIGN_OR_RETURN(window, reader.OptionalSize("sliding_window", 0));
+    }
+    config.layer_sliding_window.assign(config.num_hidden_layers, window);
+  } else if (config.model_type == "qwen2") {
+    ASSIGN_OR_RETURN(std::optional<bool> use, reader.Bool("use_sliding_window"));
+    int window = 4096;
+    if (reader.Present("sliding_window")) {
+      ASSIGN_OR_RETURN(window, reader.OptionalSize("sliding_window", 0));
+    }
+    if (!use.value_or(false)) window = 0;  // Qwen2Config drops it
+    ASSIGN_OR_RETURN(int max_window_layers, reader.OptionalSize("max_window_layers", 28));
+    if (const Json* types = reader.Get("layer_types")) {
+      if (!types->is_array() || types->size() != static_cast<size_t>(config.num_hidden_layers)) {
+        return reader.Error("layer_types",
+                            absl::StrCat("must be a list of num_hidden_layers (",
+                                         config.num_hidden_layers, ") layer types"));
+      }
+      for (size_t i = 0; i < types->size(); ++i) {
+        const Json& t = (*types)[i];
+        if (!t.is_string() || (t.get<std::string>() != "full_attention" &&
+                               t.get<std::string>() != "sliding_attention")) {
+          return reader.Error("layer_types",
+                              absl::StrCat("entry ", i, " is ", DescribeJson(t),
+                                           " (expected \"full_attention\" or "
+                                           "\"sliding_attention\")"));
+        }
+        if (t.get<std::string>() == "sliding_attention") config.layer_sliding_window[i] = window;
+      }
+    } else {
+      for (int i = max_window_layers; i < config.num_hidden_layers; ++i) {
+        config.layer_sliding_window[i] = window;
+      }
+    }
+  }
+
+  ASSIGN_OR_RETURN(std::optional<bool> tie, reader.Bool("tie_word_embeddings"));
+  config.tie_word_embeddings = tie.value_or(false);
+
+  // Token ids: the class defaults (llama and mistral: bos 1, eos 2; qwen2:
+  // none) when absent; null means none.
+  const bool default_ids = config.model_type != "qwen2";
+  if (reader.Present("bos_token_id")) {
+    if (const Json* v = reader.Get("bos_token_id")) {
+      ASSIGN_OR_RETURN(config.bos_token_id, reader.TokenId("bos_token_id", *v));
+    }
+  } else if (default_ids) {
+    config.bos_token_id = 1;
+  }
+  if (reader.Present("eos_token_id")) {
+    RETURN_IF_ERROR(ParseEos(reader, reader.Get("eos_token_id"), config));
+  } else if (default_ids) {
+    config.eos_token_ids = {2};
+  }
+  if (const Json* v = reader.Get("pad_token_id")) {
+    ASSIGN_OR_RETURN(config.pad_token_id, reader.TokenId("pad_token_id", *v));
+  }
+  auto check_id = [&](absl::string_view name, int id) -> absl::Status {
+    if (id >= config.vocab_size) {
+      return reader.Error(name, absl::StrCat("is ", id, ", outside the vocabulary (vocab_size ",
+                                             config.vocab_size, ")"));
+    }
+    return absl::OkStatus();
+  };
+  if (config.bos_token_id) RETURN_IF_ERROR(check_id("bos_token_id", *config.bos_token_id));
+  if (config.pad_token_id) RETURN_IF_ERROR(check_id("pad_token_id", *config.pad_token_id));
+  for (int id : config.eos_token_ids) RETURN_IF_ERROR(check_id("eos_token_id", id));
+
+  for (const char* key : {"torch_dtype", "dtype"}) {
+    ASSIGN_OR_RETURN(std::optional<std::string> dtype, reader.String(key));
+    if (!dtype.has_value()) continue;
+    if (*dtype != "float32" && *dtype != "float16" && *dtype != "bfloat16" &&
+        *dtype != "float64" && *dtype != "auto") {
+      return reader.Error(key, absl::StrCat("is \"", *dtype,
+                                            "\" (expected \"float32\", \"float16\", "
+                                            "\"bfloat16\", \"float64\" or \"auto\")"));
+    }
+    config.torch_dtype = *dtype;
+  }
+  return config;
+}
+
+absl::StatusOr<LlamaConfig> LlamaConfig::FromJsonFile(const std::string& path) {
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  return FromJson(text, path);
+}
+
+bool IsLlamaFamilyConfig(absl::string_view json_text) {
+  absl::StatusOr<Json> root = ParseJson(json_text, "config.json");
+  if (!root.ok() || !root->is_object()) return false;
+  auto it = root->find("model_type");
+  if (it == root->end() || !it->is_string()) return false;
+  for (const Family& f : kFamilies) {
+    if (it->get<std::string>() == f.model_type) return true;
+  }
+  return false;
+}
+
+}  // namespace mpt

@@ -1,0 +1,135 @@
+// The architecture settings of a Hugging Face decoder-only checkpoint of the
+// Llama family (config.json): model_type "llama" (LlamaForCausalLM), "qwen2"
+// (Qwen2ForCausalLM) and "mistral" (MistralForCausalLM).
+//
+// The three share one architecture: RMS norm before attention and MLP, rotary
+// position embeddings (transformers' rotate_half convention), grouped-query
+// attention, a SwiGLU MLP (act(gate) * up -> down), a final RMS norm and an LM
+// head that may be tied to the word embedding. They differ in what
+// config.json may switch on, and the rules here are transformers' (5.x):
+//  - llama: attention_bias (q, k, v and o projections), mlp_bias, head_dim;
+//    no sliding window.
+//  - qwen2: q, k and v projections always have a bias, o_proj and the MLP
+//    never do; a sliding window only when use_sliding_window is true, and
+//    then only on the layers layer_types marks "sliding_attention" (when
+//    absent: the layers from max_window_layers on).
+//  - mistral: no biases; sliding_window (when not null) on every layer.
+// Rotary settings: rope_theta (top level, or inside rope_parameters /
+// rope_scaling), and the scaling dict from "rope_scaling" (older files) or
+// "rope_parameters" (transformers 5), with its type under "rope_type" or
+// "type": "default", "linear", "dynamic", "llama3" or "yarn". Other types
+// (longrope, ...) and partial_rotary_factor != 1 are refused.
+// Fields the architecture does not read (initializer_range, use_cache,
+// attention_dropout, pretraining_tp, ...) are ignored.
+//
+// No libtorch here: the coordinator may read configs too.
+#ifndef MPT_WORKER_MODEL_LLAMA_CONFIG_H_
+#define MPT_WORKER_MODEL_LLAMA_CONFIG_H_
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "worker/model/t5_config.h"
+
+namespace mpt {
+
+// The rotary embedding's frequency rule (transformers' ROPE_INIT_FUNCTIONS).
+enum class RopeType {
+  kDefault,  // inv_freq = 1 / theta^(2i / head_dim)
+  kLinear,   // default / factor
+  kDynamic,  // NTK: theta grows with the sequence length past max_position_embeddings
+  kLlama3,   // Llama 3.1's piecewise low/high frequency scaling
+  kYarn,     // YaRN: ramp between interpolated and extrapolated, cos/sin scaled
+};
+
+absl::string_view RopeTypeName(RopeType type);
+
+struct RopeScaling {
+  RopeType type = RopeType::kDefault;
+  double factor = 1.0;  // linear, dynamic, llama3, yarn: required, > 0
+  // llama3 and yarn: the pre-training context length (default
+  // max_position_embeddings, as transformers' standardisation).
+  int original_max_position_embeddings = 0;
+  double low_freq_factor = 1.0;   // llama3 (required)
+  double high_freq_factor = 4.0;  // llama3 (required, > low_freq_factor)
+  // yarn
+  std::optional<double> attention_factor;  // else from factor / mscale
+  double beta_fast = 32.0;
+  double beta_slow = 1.0;
+  std::optional<double> mscale;
+  std::optional<double> mscale_all_dim;
+  bool truncate = true;
+};
+
+struct LlamaConfig {
+  std::string model_type;  // "llama", "qwen2" or "mistral"
+  int vocab_size = 0;               // required
+  int hidden_size = 0;              // required
+  int intermediate_size = 0;        // required
+  int num_hidden_layers = 0;        // required
+  int num_attention_heads = 0;      // required
+  int num_key_value_heads = 0;      // default num_attention_heads; divides it
+  int head_dim = 0;                 // default hidden_size / num_attention_heads
+  int max_position_embeddings = 0;  // default 2048 llama, 32768 qwen2, 131072 mistral
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+
+  std::string hidden_act = "silu";  // an ACT2FN name (see T5Activation)
+  T5Activation activation = T5Activation::kSilu;
+
+  // Bias terms of the projections (see the file comment for each family).
+  bool qkv_bias = false;
+  bool o_bias = false;
+  bool mlp_bias = false;
+
+  // Per layer: 0 = full causal attention, W > 0 = a key at sequence index j
+  // is seen by the query at index i only when i - W < j <= i.
+  std::vector<int> layer_sliding_window;
+
+  // Default false for all three families; when false the checkpoint must
+  // hold lm_head.weight.
+  bool tie_word_embeddings = false;
+
+  std::optional<int> bos_token_id;
+  std::optional<int> pad_token_id;
+  std::vector<int> eos_token_ids;  // config.json: an int, a list or null
+
+  // "torch_dtype" (or "dtype", transformers 5) as written: "float32",
+  // "float16", "bfloat16", or empty when absent. The stored weights' own
+  // dtype is what the loader reads; this is informational.
+  std::string torch_dtype;
+
+  int q_dim() const { return num_attention_heads * head_dim; }
+  int kv_dim() const { return num_key_value_heads * head_dim; }
+
+  // Parses config.json text. INVALID_ARGUMENT, with a message that starts
+  // with `source` and names the field, for: malformed JSON, a top level that
+  // is not an object, a model_type other than "llama", "qwen2" or "mistral"
+  // (or missing), an architectures entry that does not belong to it, a
+  // missing or non-positive size, num_attention_heads not a multiple of
+  // num_key_value_heads, an odd head_dim, an unknown hidden_act, an
+  // unsupported rope type (rope_scaling.rope_type / rope_scaling.type),
+  // a missing or bad rope parameter (e.g. rope_scaling.factor),
+  // partial_rotary_factor other than 1, a bad layer_types entry, a token id
+  // that is negative or outside the vocabulary, an unknown torch_dtype, or
+  // a field of the wrong JSON type.
+  static absl::StatusOr<LlamaConfig> FromJson(absl::string_view json_text,
+                                              absl::string_view source = "config.json");
+
+  // Reads and parses a file. NOT_FOUND when it does not exist, INTERNAL when
+  // it cannot be read, otherwise as FromJson with the path as `source`.
+  static absl::StatusOr<LlamaConfig> FromJsonFile(const std::string& path);
+};
+
+// True when config.json text names one of the decoder-only families above
+// (its model_type), so that a loader can choose between T5Model and
+// LlamaModel without parsing twice. False for malformed text.
+bool IsLlamaFamilyConfig(absl::string_view json_text);
+
+}  // namespace mpt
+
+#endif  // MPT_WORKER_MODEL_LLAMA_CONFIG_H_
