@@ -46,8 +46,8 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(
   ASSIGN_OR_RETURN(m->flops_per_second_,
                    registry->AddGauge("mpt_worker_model_flops_per_second",
                                       "Matrix-product FLOPs per second of every stage running on "
-                                      "this worker together, over each one's last logging "
-                                      "window."));
+                                      "this worker together (or of the last pass that ran), over "
+                                      "each one's last logging window."));
   if (options.matmul_peak_flops > 0) {
     m->peak_ = options.matmul_peak_flops;
     ASSIGN_OR_RETURN(GaugeFamily * peak,
@@ -89,14 +89,17 @@ void WorkerMetrics::OnEvent(const ProgressEvent& event) {
     case ProgressKind::kFinished:
     case ProgressKind::kFailed: {
       absl::MutexLock lock(&mu_);
-      flops_rate_.erase(key);
       last_steps_.erase(key);
       running_keys_.erase(key);
       if (running_keys_.empty()) {
+        // The pass is over: its FLOP rate and MFU stay on show until the
+        // next one steps (as the step and tokens/s gauges do).
         running_->Labels({}).Set(0);
         steps_per_second_->Labels({}).Set(0);
+      } else {
+        flops_rate_.erase(key);  // the rest of the pack trains on
+        SetFlopsRateLocked();
       }
-      SetFlopsRateLocked();
       break;
     }
     case ProgressKind::kEval:

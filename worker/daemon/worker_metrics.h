@@ -12,7 +12,8 @@
 //   mpt_worker_model_flops_per_step       matrix-product FLOPs of a step
 //   mpt_worker_model_flops_per_second     ... per second, every stage
 //                                         running on this worker (a pack's
-//                                         members together)
+//                                         members together), or of the
+//                                         last pass once it ended
 //   mpt_worker_matmul_peak_flops          the peak they are measured
 //                                         against (WorkerMetricsOptions)
 //   mpt_worker_mfu_ratio                  model FLOPs utilisation: the two

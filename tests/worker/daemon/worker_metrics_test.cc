@@ -121,6 +121,14 @@ TEST(WorkerMetricsTest, ModelFlopsAndMfuAddUpAPacksMembers) {
   b5.elapsed_seconds = 3.0;
   (*metrics)->OnEvent(b5);
   EXPECT_EQ(Value(registry.Render(), "mpt_worker_steps_total"), 6);
+  // The last member ends: the pass's figures stay on show, until the
+  // next pass starts.
+  ProgressEvent done_b = b;
+  done_b.kind = ProgressKind::kFinished;
+  (*metrics)->OnEvent(done_b);
+  text = registry.Render();
+  EXPECT_DOUBLE_EQ(Value(text, "mpt_worker_mfu_ratio"), 0.3) << text;
+  EXPECT_EQ(Value(text, "mpt_worker_assignment_running"), 0) << text;
   (*metrics)->OnEvent(started_a);
   EXPECT_DOUBLE_EQ(Value(registry.Render(), "mpt_worker_mfu_ratio"), 0);
 
