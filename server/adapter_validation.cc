@@ -108,17 +108,24 @@ absl::Status Validate(absl::string_view blob, const ExpectedAdapter& expected) {
                                                    ", this stage produces ", want_type));
   }
   ASSIGN_OR_RETURN(std::string task_type, GetString(config, "task_type", kConfigFile));
-  if (task_type != "SEQ_2_SEQ_LM") {
-    return absl::InvalidArgumentError(absl::StrCat(kConfigFile, ": task_type is ",
-                                                   DescribeJson(config["task_type"]),
-                                                   ", expected \"SEQ_2_SEQ_LM\" (T5 workers)"));
+  if (task_type != "SEQ_2_SEQ_LM" && task_type != "CAUSAL_LM") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        kConfigFile, ": task_type is ", DescribeJson(config["task_type"]),
+        ", expected \"SEQ_2_SEQ_LM\" (T5 workers) or \"CAUSAL_LM\" (decoder-only workers)"));
   }
   ASSIGN_OR_RETURN(int64_t tokens,
                    GetInt(config, "num_virtual_tokens", kConfigFile, 1, kMaxTokens));
   RETURN_IF_ERROR(CheckEquals("num_virtual_tokens", tokens, expected.num_virtual_tokens));
-  // PEFT's default for seq2seq models is 2.
-  ASSIGN_OR_RETURN(int64_t submodules,
-                   GetInt(config, "num_transformer_submodules", kConfigFile, 1, 2, 2));
+  // PEFT's default is 2 for seq2seq models and 1 otherwise; a causal LM
+  // takes one submodule only.
+  const bool causal = task_type == "CAUSAL_LM";
+  ASSIGN_OR_RETURN(int64_t submodules, GetInt(config, "num_transformer_submodules", kConfigFile,
+                                              1, 2, causal ? 1 : 2));
+  if (causal && submodules != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kConfigFile, ": num_transformer_submodules is ", submodules,
+                     ", a CAUSAL_LM adapter has 1"));
+  }
   RETURN_IF_ERROR(CheckEquals("num_transformer_submodules", submodules,
                               expected.num_transformer_submodules));
   // PEFT leaves token_dim null until it sees the model: 0 = take it from

@@ -56,7 +56,9 @@ absl::StatusOr<ExpectedAdapter> ExpectedAdapterFor(const mpt::v1::PipelineSpec& 
 // OK when `blob` is an adapter archive as `expected` says: the archive
 // reads, both files are present, adapter_config.json is a JSON object (at
 // most kMaxAdapterConfigJsonBytes) whose peft_type, task_type
-// (SEQ_2_SEQ_LM, the only task type of T5 workers), num_virtual_tokens,
+// (SEQ_2_SEQ_LM from T5 workers, CAUSAL_LM with one submodule from
+// decoder-only workers; the coordinator does not read model folders, so
+// either is accepted), num_virtual_tokens,
 // num_transformer_submodules, token_dim and (multitask) num_tasks and
 // num_ranks agree, and adapter_model.safetensors holds exactly the
 // tensors of that kind, F32, of those shapes, with one d > 0 throughout

@@ -14,6 +14,7 @@
 #include "common/status_macros.h"
 #include "server/adapter_validation.h"
 #include "server/job_planner.h"
+#include "server/proto_wire.h"
 #include "server/resource_names.h"
 #include "server/coordinator_requests.h"
 #include "server/stage_logs.h"
@@ -78,6 +79,7 @@ void Coordinator::Shutdown() {
     changed_.SignalAll();
     for (auto& [name, job] : state_.jobs()) job->events_changed->SignalAll();
   }
+  notifier_.NotifyAll();
   kv_.Shutdown();
 }
 
@@ -118,6 +120,7 @@ void Coordinator::RecoverLocked(const absl::Status& failure, bool reload) {
     if (!reloaded.ok()) MPT_LOG(ERROR) << "reloading the state failed: " << reloaded;
   }
   state_.WakeAllWatchers();
+  notifier_.NotifyAll();
   changed_.SignalAll();
 }
 
@@ -158,6 +161,13 @@ absl::Status Coordinator::CommitLocked(StateTxn& txn, bool reload_on_failure) {
     durable_ticket_ = std::max(durable_ticket_, ticket);
   }
   state_.Committed(txn);
+  {
+    const std::string* previous = nullptr;  // events come grouped by job
+    for (const mpt::v1::JobEvent& e : txn.events) {
+      if (previous == nullptr || *previous != e.job()) notifier_.Notify(e.job());
+      previous = &e.job();
+    }
+  }
   if (options_.stage_duration != nullptr) {
     for (const EndedAttempt& a : txn.ended_attempts) {
       options_.stage_duration->Labels({a.stage_kind, a.outcome})
@@ -257,8 +267,8 @@ absl::StatusOr<mpt::v1::Job> Coordinator::SubmitJob(const mpt::v1::SubmitJobRequ
   for (int tries = 0;; ++tries) {
     name = absl::StrCat("jobs/", RandomId(random_));
     if (state_.jobs().count(name) > 0) continue;
-    ASSIGN_OR_RETURN(std::optional<mpt::v1::Job> clash, store_->ReadJob(name));
-    if (!clash.has_value()) break;
+    ASSIGN_OR_RETURN(bool clash, store_->HasJob(name));
+    if (!clash) break;
     if (tries > 10) return absl::InternalError("cannot find a free job id");
   }
   auto job = std::make_unique<JobEntry>();
@@ -307,6 +317,34 @@ absl::StatusOr<mpt::v1::Job> Coordinator::GetJob(const std::string& name) {
   ASSIGN_OR_RETURN(std::optional<mpt::v1::Job> stored, store_->ReadJob(name));
   if (!stored.has_value()) return absl::NotFoundError(absl::StrCat("job ", name, " not found"));
   return *std::move(stored);
+}
+
+absl::StatusOr<std::shared_ptr<const std::string>> Coordinator::GetJobSerialized(
+    const std::string& name) {
+  RETURN_IF_ERROR(CheckJobName(name));
+  if (std::shared_ptr<const std::string> job = published_.FindSerialized(name)) return job;
+  ASSIGN_OR_RETURN(std::optional<std::string> stored, store_->ReadSerializedJob(name));
+  if (!stored.has_value()) return absl::NotFoundError(absl::StrCat("job ", name, " not found"));
+  return std::make_shared<const std::string>(*std::move(stored));
+}
+
+absl::StatusOr<std::string> Coordinator::ListJobsSerialized(
+    const mpt::v1::ListJobsRequest& request) {
+  ASSIGN_OR_RETURN(ListJobsQuery q, ParseListJobsRequest(request));
+  ASSIGN_OR_RETURN(SerializedJobPage page,
+                   store_->ListSerializedJobs(q.filter, q.before_seq, q.page_size));
+  std::string response;
+  size_t bytes = 0;
+  for (const std::string& job : page.jobs) bytes += job.size() + 8;
+  response.reserve(bytes + 64);
+  for (const std::string& job : page.jobs) {
+    AppendLengthDelimitedField(mpt::v1::ListJobsResponse::kJobsFieldNumber, job, &response);
+  }
+  if (page.more) {
+    AppendLengthDelimitedField(mpt::v1::ListJobsResponse::kNextPageTokenFieldNumber,
+                               MakePageToken(page.last_seq, q.filter_key), &response);
+  }
+  return response;
 }
 
 absl::StatusOr<mpt::v1::ListJobsResponse> Coordinator::ListJobs(

@@ -101,6 +101,7 @@
 #include "server/coordinator_state.h"
 #include "server/coordinator_state.pb.h"
 #include "server/group_commit.h"
+#include "server/job_event_notifier.h"
 #include "server/job_store.h"
 #include "server/published_jobs.h"
 #include "server/rendezvous_kv.h"
@@ -226,12 +227,19 @@ class Coordinator {
 
   // INVALID_ARGUMENT for a name that is not "jobs/{id}"; NOT_FOUND.
   absl::StatusOr<mpt::v1::Job> GetJob(const std::string& name);
+  // GetJob() serialized (what the gRPC layer sends): an unfinished job's
+  // bytes are made once per committed version, a finished job's are
+  // spliced from the stored records (proto_wire.h). Same errors.
+  absl::StatusOr<std::shared_ptr<const std::string>> GetJobSerialized(const std::string& name);
 
   // Newest first. page_size 0 means 50, above 1000 means 1000, negative is
   // INVALID_ARGUMENT. The page token is opaque, stays valid while jobs are
   // added, and must come with the same filters (INVALID_ARGUMENT
   // otherwise).
   absl::StatusOr<mpt::v1::ListJobsResponse> ListJobs(const mpt::v1::ListJobsRequest& request);
+  // ListJobs() as a serialized ListJobsResponse, spliced from the stored
+  // records without parsing them. Same errors.
+  absl::StatusOr<std::string> ListJobsSerialized(const mpt::v1::ListJobsRequest& request);
 
   // QUEUED (or RUNNING with nothing running now) -> CANCELLED at once;
   // with assignments running -> CANCELLING, and CANCELLED once every one of
@@ -247,6 +255,12 @@ class Coordinator {
   // Shutdown().
   absl::StatusOr<JobEventBatch> WaitForJobEvents(const std::string& name, int64_t after_sequence,
                                                  absl::Time deadline);
+
+  // Calls the listeners of a job whenever events of it are committed, and
+  // every listener after a failed commit and at Shutdown(): watch streams
+  // register here instead of blocking in WaitForJobEvents(), then read with
+  // a deadline in the past.
+  JobEventNotifier& job_event_notifier() { return notifier_; }
 
   // The artefact named "jobs/{job}/artifacts/{id}" and its bytes.
   // INVALID_ARGUMENT for a malformed name; NOT_FOUND; DATA_LOSS when the
@@ -422,6 +436,9 @@ class Coordinator {
   absl::Mutex maintenance_mu_;
   bool maintenance_stop_ ABSL_GUARDED_BY(maintenance_mu_) = false;
   std::thread maintenance_thread_;
+
+  // Declared last: its thread calls into this object, so it stops first.
+  JobEventNotifier notifier_;
 };
 
 }  // namespace mpt

@@ -29,6 +29,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/logging.h"
 #include "proto/mpt/v1/service.grpc.pb.h"
@@ -45,15 +46,18 @@ ABSL_FLAG(int, recovery_jobs, 10000, "unfinished jobs in the store for the resta
 ABSL_FLAG(int, recovery_runs, 3, "restarts timed");
 ABSL_FLAG(bool, sync_full, true, "SQLite synchronous=FULL, as the coordinator runs by default");
 ABSL_FLAG(std::string, dir, "", "work folder (default: a fresh one under $TMPDIR)");
+ABSL_FLAG(bool, keep_dir, false, "keep the work folder (and its store) at the end");
+ABSL_FLAG(bool, restart_only, false,
+          "only time --recovery_runs restarts over the store a --keep_dir run left in --dir");
 
 namespace mpt {
 namespace {
 
-// CPU time of the calling thread, ms: with other builds on the cores, wall
-// time alone says little about the work done.
-double ThreadCpuMs() {
+// CPU time of the whole process (clients and server together), ms: the
+// cost of a phase independent of what else runs on the machine.
+double ProcessCpuMs() {
   timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
@@ -156,6 +160,63 @@ Latencies RunConcurrently(int port, int clients, int requests, Op op) {
   return all;
 }
 
+// Times --recovery_runs restarts over the store in `dir` (`stored`
+// unfinished jobs): opening the store, loading and resuming, then starting
+// the server and answering GetJob of `probe_job`.
+int TimeRestarts(const std::string& dir, int stored, bool sync_full,
+                 const std::string& probe_job) {
+  const int64_t db_bytes = static_cast<int64_t>(std::filesystem::file_size(dir + "/jobs.db"));
+  std::vector<double> total_ms, load_ms, total_cpu;
+  for (int run = 0; run < absl::GetFlag(FLAGS_recovery_runs); ++run) {
+    const absl::Time t0 = absl::Now();
+    const double cpu0 = ProcessCpuMs();
+    SqliteJobStoreOptions store_options;
+    store_options.synchronous_full = sync_full;
+    auto store = SqliteJobStore::Open(dir + "/jobs.db", store_options);
+    auto blobs = ArtifactStore::Open(dir + "/artifacts");
+    if (!store.ok() || !blobs.ok()) return 1;
+    const absl::Time t1 = absl::Now();
+    const double cpu1 = ProcessCpuMs();
+    auto core = Coordinator::Create({}, *std::move(store), *std::move(blobs),
+                                    std::make_shared<RealClock>());
+    if (!core.ok()) return 1;
+    const absl::Time t2 = absl::Now();
+    const double load_cpu_ms = ProcessCpuMs() - cpu1;
+    GrpcServerOptions options;
+    options.listen = "127.0.0.1:0";
+    auto server = CoordinatorServer::Start(options, core->get());
+    if (!server.ok()) return 1;
+    auto stub = mpt::v1::JobService::NewStub(Connect((*server)->port()));
+    grpc::ClientContext ctx;
+    mpt::v1::GetJobRequest r;
+    r.set_name(probe_job);
+    mpt::v1::Job job;
+    grpc::Status s = stub->GetJob(WithDeadline(&ctx, absl::Seconds(30)), r, &job);
+    const absl::Time t3 = absl::Now();
+    const double total_cpu_ms = ProcessCpuMs() - cpu0;
+    total_cpu.push_back(total_cpu_ms);
+    if (!s.ok()) {
+      MPT_LOG(ERROR) << "first call after restart failed: " << s.error_message();
+      return 1;
+    }
+    total_ms.push_back(absl::ToDoubleMilliseconds(t3 - t0));
+    load_ms.push_back(absl::ToDoubleMilliseconds(t2 - t1));
+    std::printf(
+        "restart %d: open store %.1f ms, load and resume %.1f ms (%.0f ms of CPU), start "
+        "server and first GetJob %.1f ms: serving after %.1f ms (%.0f ms of CPU, all "
+        "threads)\n",
+        run + 1, absl::ToDoubleMilliseconds(t1 - t0), absl::ToDoubleMilliseconds(t2 - t1),
+        load_cpu_ms, absl::ToDoubleMilliseconds(t3 - t2), absl::ToDoubleMilliseconds(t3 - t0),
+        total_cpu_ms);
+    (*server)->Shutdown(absl::Seconds(1));
+  }
+  std::printf(
+      "recovery with %d unfinished jobs (db %.1f MiB): median %.0f ms to serving, %.0f ms of "
+      "CPU\n",
+      stored, db_bytes / 1048576.0, Percentile(total_ms, 0.5), Percentile(total_cpu, 0.5));
+  return 0;
+}
+
 int Run() {
   const int clients = absl::GetFlag(FLAGS_clients);
   const int requests = absl::GetFlag(FLAGS_requests);
@@ -165,6 +226,28 @@ int Run() {
   if (dir.empty()) {
     const char* tmp = std::getenv("TMPDIR");
     dir = absl::StrCat(tmp ? tmp : "/tmp", "/coordinator_bench_", ::getpid());
+  }
+  if (absl::GetFlag(FLAGS_restart_only)) {
+    // A job to ask for, and how many are unfinished.
+    auto store = SqliteJobStore::Open(dir + "/jobs.db");
+    if (!store.ok()) {
+      MPT_LOG(ERROR) << store.status();
+      return 1;
+    }
+    auto page = (*store)->ListJobs({}, 0, 1);
+    auto stats = (*store)->ReadStats();
+    if (!page.ok() || page->jobs.empty() || !stats.ok()) {
+      MPT_LOG(ERROR) << "--restart_only: no jobs in " << dir << "/jobs.db";
+      return 1;
+    }
+    const std::string probe = page->jobs[0].name();
+    int stored = 0;
+    for (mpt::v1::JobState state : {mpt::v1::QUEUED, mpt::v1::RUNNING, mpt::v1::CANCELLING}) {
+      auto it = stats->jobs_by_state.find(state);
+      if (it != stats->jobs_by_state.end()) stored += static_cast<int>(it->second);
+    }
+    store->reset();
+    return TimeRestarts(dir, stored, sync_full, probe);
   }
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
@@ -225,6 +308,7 @@ int Run() {
   std::printf("%d of %d WatchJob streams open\n", streams_open.load(), watchers);
 
   std::vector<std::vector<std::string>> submitted(clients);
+  const double submit_cpu = ProcessCpuMs();
   const absl::Time submit_start = absl::Now();
   Latencies submit = RunConcurrently(
       port, clients, requests,
@@ -238,9 +322,11 @@ int Run() {
         return ok;
       });
   const double submit_seconds = absl::ToDoubleSeconds(absl::Now() - submit_start);
+  const double submit_cpu_ms = ProcessCpuMs() - submit_cpu;
   std::vector<std::string> all_jobs = watched;
   for (auto& v : submitted) all_jobs.insert(all_jobs.end(), v.begin(), v.end());
 
+  const double get_cpu = ProcessCpuMs();
   const absl::Time get_start = absl::Now();
   Latencies get = RunConcurrently(
       port, clients, requests,
@@ -252,7 +338,9 @@ int Run() {
         return stub->GetJob(WithDeadline(&ctx, absl::Seconds(30)), r, &job).ok();
       });
   const double get_seconds = absl::ToDoubleSeconds(absl::Now() - get_start);
+  const double get_cpu_ms = ProcessCpuMs() - get_cpu;
 
+  const double list_cpu = ProcessCpuMs();
   const absl::Time list_start = absl::Now();
   Latencies list = RunConcurrently(
       port, clients, requests,
@@ -266,6 +354,7 @@ int Run() {
                page.jobs_size() == 50;
       });
   const double list_seconds = absl::ToDoubleSeconds(absl::Now() - list_start);
+  const double list_cpu_ms = ProcessCpuMs() - list_cpu;
 
   // End the watched jobs: every stream must see the final event and end.
   {
@@ -280,16 +369,18 @@ int Run() {
   }
   for (auto& t : watch_threads) t.join();
 
-  std::printf("\n%-10s %8s %8s %9s %9s %9s %7s\n", "call", "requests", "errors", "p50 ms",
-              "p99 ms", "max ms", "req/s");
-  auto row = [](const char* name, const Latencies& l, double seconds) {
-    std::printf("%-10s %8zu %8d %9.2f %9.2f %9.2f %7.0f\n", name, l.ms.size(), l.errors,
+  // cpu ms/req: CPU of the whole process (the clients' share included) per
+  // request of the phase.
+  std::printf("\n%-10s %8s %8s %9s %9s %9s %7s %12s\n", "call", "requests", "errors", "p50 ms",
+              "p99 ms", "max ms", "req/s", "cpu ms/req");
+  auto row = [](const char* name, const Latencies& l, double seconds, double cpu_ms) {
+    std::printf("%-10s %8zu %8d %9.2f %9.2f %9.2f %7.0f %12.3f\n", name, l.ms.size(), l.errors,
                 Percentile(l.ms, 0.50), Percentile(l.ms, 0.99), Percentile(l.ms, 1.0),
-                l.ms.size() / seconds);
+                l.ms.size() / seconds, l.ms.empty() ? 0.0 : cpu_ms / l.ms.size());
   };
-  row("SubmitJob", submit, submit_seconds);
-  row("GetJob", get, get_seconds);
-  row("ListJobs", list, list_seconds);
+  row("SubmitJob", submit, submit_seconds, submit_cpu_ms);
+  row("GetJob", get, get_seconds, get_cpu_ms);
+  row("ListJobs", list, list_seconds, list_cpu_ms);
   std::printf("WatchJob: %d streams held open throughout; %d saw their final event (%d events)\n",
               streams_open.load(), streams_final.load(), stream_events.load());
 
@@ -326,50 +417,8 @@ int Run() {
     std::printf("\nstore filled to %d unfinished jobs (%d stages) in %.1f s\n", stored,
                 stored * 6, absl::ToDoubleSeconds(absl::Now() - fill_start));
   }
-  const int64_t db_bytes = static_cast<int64_t>(std::filesystem::file_size(dir + "/jobs.db"));
-  std::vector<double> total_ms, load_ms;
-  for (int run = 0; run < absl::GetFlag(FLAGS_recovery_runs); ++run) {
-    const absl::Time t0 = absl::Now();
-    SqliteJobStoreOptions store_options;
-    store_options.synchronous_full = sync_full;
-    auto store = SqliteJobStore::Open(dir + "/jobs.db", store_options);
-    auto blobs = ArtifactStore::Open(dir + "/artifacts");
-    if (!store.ok() || !blobs.ok()) return 1;
-    const absl::Time t1 = absl::Now();
-    const double cpu1 = ThreadCpuMs();
-    auto core = Coordinator::Create({}, *std::move(store), *std::move(blobs),
-                                    std::make_shared<RealClock>());
-    if (!core.ok()) return 1;
-    const absl::Time t2 = absl::Now();
-    const double load_cpu_ms = ThreadCpuMs() - cpu1;
-    GrpcServerOptions options;
-    options.listen = "127.0.0.1:0";
-    auto server = CoordinatorServer::Start(options, core->get());
-    if (!server.ok()) return 1;
-    auto stub = mpt::v1::JobService::NewStub(Connect((*server)->port()));
-    grpc::ClientContext ctx;
-    mpt::v1::GetJobRequest r;
-    r.set_name(all_jobs.back());
-    mpt::v1::Job job;
-    grpc::Status s = stub->GetJob(WithDeadline(&ctx, absl::Seconds(30)), r, &job);
-    const absl::Time t3 = absl::Now();
-    if (!s.ok()) {
-      MPT_LOG(ERROR) << "first call after restart failed: " << s.error_message();
-      return 1;
-    }
-    total_ms.push_back(absl::ToDoubleMilliseconds(t3 - t0));
-    load_ms.push_back(absl::ToDoubleMilliseconds(t2 - t1));
-    std::printf(
-        "restart %d: open store %.1f ms, load and resume %.1f ms (%.0f ms of CPU), start "
-        "server and first GetJob %.1f ms: serving after %.1f ms\n",
-        run + 1, absl::ToDoubleMilliseconds(t1 - t0), absl::ToDoubleMilliseconds(t2 - t1),
-        load_cpu_ms,
-        absl::ToDoubleMilliseconds(t3 - t2), absl::ToDoubleMilliseconds(t3 - t0));
-    (*server)->Shutdown(absl::Seconds(1));
-  }
-  std::printf("recovery with %d unfinished jobs (db %.1f MiB): median %.0f ms to serving\n",
-              stored, db_bytes / 1048576.0, Percentile(total_ms, 0.5));
-  std::filesystem::remove_all(dir);
+  if (TimeRestarts(dir, stored, sync_full, all_jobs.back()) != 0) return 1;
+  if (!absl::GetFlag(FLAGS_keep_dir)) std::filesystem::remove_all(dir);
   const bool ok = submit.errors == 0 && get.errors == 0 && list.errors == 0 &&
                   streams_final.load() == watchers;
   return ok ? 0 : 2;
@@ -381,6 +430,8 @@ int Run() {
 namespace {
 int Main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  // As the coordinator process runs (coordinator_main.cc).
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   return mpt::Run();
 }
 }  // namespace

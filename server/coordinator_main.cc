@@ -15,6 +15,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/file_util.h"
 #include "common/heap_memory.h"
@@ -166,8 +167,12 @@ absl::StatusOr<CoordinatorMainOptions> OptionsFromFlags() {
 absl::Status Run(sigset_t* signals) {
   ASSIGN_OR_RETURN(CoordinatorMainOptions options, OptionsFromFlags());
   // Before any thread starts: one arena per thread would keep freed pages
-  // of ~200 watch-stream threads (see common/heap_memory.h).
+  // of the RPC threads (see common/heap_memory.h).
   LimitHeapArenas(options.heap_arenas);
+  // Debian's Abseil is built with mutex deadlock detection on: every Lock()
+  // then updates a global graph of lock orders. The tests keep it; the
+  // serving process does not pay for it.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   const absl::Time start = absl::Now();
   std::error_code ec;
   const std::filesystem::path db_dir = std::filesystem::path(options.db_path).parent_path();

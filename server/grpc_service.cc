@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "common/logging.h"
 #include "common/sha256.h"
 #include "common/utf8.h"
+#include "server/job_event_notifier.h"
 #include "server/rpc_metrics.h"
 
 namespace mpt {
@@ -31,7 +33,7 @@ constexpr double kMaxWaitSeconds = 3600;
 const char* const kJobService = "mpt.v1.JobService";
 const char* const kWorkerService = "mpt.v1.WorkerService";
 
-absl::Time ContextDeadline(const grpc::ServerContext& context) {
+absl::Time ContextDeadline(const grpc::ServerContextBase& context) {
   // A call without a deadline reports one centuries away.
   const absl::Time deadline = absl::FromChrono(context.deadline());
   if (deadline > absl::Now() + absl::Hours(24 * 365 * 50)) return absl::InfiniteFuture();
@@ -95,6 +97,15 @@ grpc::Status ParseRequest(const grpc::ByteBuffer& buffer, google::protobuf::Mess
   return ToGrpcStatus(ParseProtoStrict(bytes, request));
 }
 
+// A ByteBuffer over `bytes` that keeps them alive and copies nothing.
+grpc::ByteBuffer SharedBytesBuffer(std::shared_ptr<const std::string> bytes) {
+  auto* owner = new std::shared_ptr<const std::string>(std::move(bytes));
+  grpc::Slice slice(const_cast<char*>((*owner)->data()), (*owner)->size(),
+                    [](void* p) { delete static_cast<std::shared_ptr<const std::string>*>(p); },
+                    owner);
+  return grpc::ByteBuffer(&slice, 1);
+}
+
 // Reads the one request message of a unary or server-streaming call.
 template <class Request, class Stream>
 grpc::Status ReadRequest(Stream* stream, Request* request) {
@@ -138,6 +149,27 @@ grpc::internal::MethodHandler* RawUnary(
       service);
 }
 
+// As RawUnary, for methods that answer with the response already
+// serialized.
+template <class Service, class Request>
+grpc::internal::MethodHandler* RawUnarySerialized(
+    Service* service,
+    grpc::Status (Service::*method)(grpc::ServerContext*, const Request*, grpc::ByteBuffer*)) {
+  return new grpc::internal::BidiStreamingHandler<Service, grpc::ByteBuffer, grpc::ByteBuffer>(
+      [method](Service* self, grpc::ServerContext* context,
+               grpc::ServerReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>* stream) {
+        Request request;
+        grpc::Status status = ReadRequest(stream, &request);
+        if (!status.ok()) return status;
+        grpc::ByteBuffer response;
+        status = (self->*method)(context, &request, &response);
+        if (!status.ok()) return status;
+        stream->Write(response);
+        return grpc::Status::OK;
+      },
+      service);
+}
+
 template <class Service, class Request, class Response>
 grpc::internal::MethodHandler* RawServerStreaming(
     Service* service,
@@ -172,9 +204,162 @@ grpc::internal::MethodHandler* RawClientStreaming(
       service);
 }
 
+
+// One WatchJob stream. It holds no thread while it waits: the core's
+// JobEventNotifier calls OnJobEvents() on its thread when events of the job
+// were committed (and once at the start); that call reads what is new
+// without waiting and starts writing it. Writes go one at a time; the
+// stream ends with OK after the job's final event, with the core's error
+// (NOT_FOUND, INVALID_ARGUMENT, UNAVAILABLE at shutdown), or when the
+// client cancels or its deadline passes.
+//
+// Lifetime: gRPC calls OnDone() last; it unregisters from the notifier
+// (which waits for a call in progress) and deletes the reactor. Only the
+// thread that sets finishing_ calls Finish(), and nothing touches the
+// reactor after that call; a write in flight (writing_) defers the end to
+// OnWriteDone().
+class WatchJobReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
+                              public JobEventListener {
+ public:
+  WatchJobReactor(Coordinator* core, grpc::CallbackServerContext* context,
+                  mpt::v1::WatchJobRequest request)
+      : core_(core),
+        notifier_(&core->job_event_notifier()),
+        name_(request.name()),
+        deadline_(ContextDeadline(*context)),
+        after_(request.after_sequence()) {}
+
+  // Starts watching (the notifier's first call reads the backlog).
+  void Begin() {
+    registered_ = true;
+    notifier_->Add(name_, this);
+  }
+
+  void OnJobEvents() override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finishing_ || cancelled_ || writing_ || !queue_.empty()) return;
+    }
+    // Never waits: a deadline in the past returns what is committed now.
+    absl::StatusOr<JobEventBatch> batch =
+        core_->WaitForJobEvents(name_, after_, absl::InfinitePast());
+    mu_.Lock();
+    if (!batch.ok()) {
+      if (!finishing_) end_status_ = ToGrpcStatus(batch.status());
+    } else {
+      for (const mpt::v1::JobEvent& event : batch->events) {
+        grpc::ByteBuffer buffer;
+        bool own = false;
+        grpc::Status serialized =
+            grpc::SerializationTraits<mpt::v1::JobEvent>::Serialize(event, &buffer, &own);
+        if (!serialized.ok()) {
+          end_status_ = serialized;
+          break;
+        }
+        queue_.push_back(std::move(buffer));
+        after_ = event.sequence();
+      }
+      read_more_ = !batch->events.empty();
+      job_done_ = batch->done;
+    }
+    Advance();  // unlocks
+  }
+
+  void OnWriteDone(bool ok) override {
+    mu_.Lock();
+    writing_ = false;
+    if (!ok) cancelled_ = true;  // the stream broke
+    Advance();
+  }
+
+  void OnCancel() override {
+    mu_.Lock();
+    cancelled_ = true;
+    Advance();
+  }
+
+  void OnDone() override {
+    if (registered_) notifier_->Remove(name_, this);
+    delete this;
+  }
+
+  // Ends a stream that failed before it started watching.
+  void FinishNow(grpc::Status status) {
+    mu_.Lock();
+    finishing_ = true;
+    mu_.Unlock();
+    Finish(std::move(status));
+  }
+
+ private:
+  // Decides the next step with mu_ held, then releases mu_ and takes it.
+  void Advance() ABSL_UNLOCK_FUNCTION(mu_) {
+    enum { kNothing, kWrite, kFinish, kReadAgain } action = kNothing;
+    grpc::Status status;
+    if (!finishing_ && !writing_) {
+      if (cancelled_) {
+        status = absl::Now() >= deadline_
+                     ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                    "the call's deadline passed; watch again from the last "
+                                    "sequence seen")
+                     : grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+        action = kFinish;
+      } else if (!end_status_.ok()) {
+        status = end_status_;
+        action = kFinish;
+      } else if (!queue_.empty()) {
+        current_ = std::move(queue_.front());
+        queue_.pop_front();
+        writing_ = true;
+        action = kWrite;
+      } else if (job_done_) {
+        status = grpc::Status::OK;
+        action = kFinish;
+      } else if (read_more_) {
+        read_more_ = false;
+        action = kReadAgain;
+      }
+      if (action == kFinish) finishing_ = true;
+    }
+    mu_.Unlock();
+    switch (action) {
+      case kWrite:
+        StartWrite(&current_);
+        break;
+      case kFinish:
+        Finish(std::move(status));  // nothing touches `this` after it
+        break;
+      case kReadAgain:
+        notifier_->Wake(this);
+        break;
+      case kNothing:
+        break;
+    }
+  }
+
+  Coordinator* const core_;
+  JobEventNotifier* const notifier_;
+  const std::string name_;
+  const absl::Time deadline_;
+  bool registered_ = false;
+  // The last sequence read; only the notifier's calls use it (one at a time).
+  int64_t after_;
+
+  absl::Mutex mu_;
+  std::deque<grpc::ByteBuffer> queue_ ABSL_GUARDED_BY(mu_);
+  grpc::ByteBuffer current_;  // the write in flight
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool job_done_ ABSL_GUARDED_BY(mu_) = false;
+  // The last read found events: read again once they are written.
+  bool read_more_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status end_status_ ABSL_GUARDED_BY(mu_);
+};
+
 }  // namespace
 
-grpc::Status BearerTokenAuthenticator::Check(const grpc::ServerContext& context) const {
+grpc::Status BearerTokenAuthenticator::Check(const grpc::ServerContextBase& context) const {
   if (token_.empty()) return grpc::Status::OK;
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
@@ -202,9 +387,14 @@ JobServiceImpl::JobServiceImpl(Coordinator* coordinator, const BearerTokenAuthen
   const google::protobuf::FileDescriptor* file = mpt::v1::Job::descriptor()->file();
   auto index = [file](const char* method) { return MethodIndex(file, "JobService", method); };
   MarkMethodStreamed(index("SubmitJob"), RawUnary(this, &JobServiceImpl::SubmitJob));
-  MarkMethodStreamed(index("GetJob"), RawUnary(this, &JobServiceImpl::GetJob));
-  MarkMethodStreamed(index("ListJobs"), RawUnary(this, &JobServiceImpl::ListJobs));
-  MarkMethodStreamed(index("WatchJob"), RawServerStreaming(this, &JobServiceImpl::WatchJob));
+  MarkMethodStreamed(index("GetJob"), RawUnarySerialized(this, &JobServiceImpl::GetJob));
+  MarkMethodStreamed(index("ListJobs"), RawUnarySerialized(this, &JobServiceImpl::ListJobs));
+  MarkMethodRawCallback(
+      index("WatchJob"),
+      new grpc::internal::CallbackServerStreamingHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
+          [this](grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
+            return WatchJob(context, request);
+          }));
   MarkMethodStreamed(index("CancelJob"), RawUnary(this, &JobServiceImpl::CancelJob));
   MarkMethodStreamed(index("DownloadArtifact"),
                      RawServerStreaming(this, &JobServiceImpl::DownloadArtifact));
@@ -224,48 +414,36 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context,
 
 grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* context,
                                     const mpt::v1::GetJobRequest* request,
-                                    mpt::v1::Job* response) {
+                                    grpc::ByteBuffer* response) {
   MPT_AUTHORIZE(context);
-  absl::StatusOr<mpt::v1::Job> job = core_->GetJob(request->name());
+  absl::StatusOr<std::shared_ptr<const std::string>> job = core_->GetJobSerialized(request->name());
   if (!job.ok()) return ToGrpcStatus(job.status());
-  *response = *std::move(job);
+  *response = SharedBytesBuffer(*std::move(job));
   return grpc::Status::OK;
 }
 
 grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* context,
                                       const mpt::v1::ListJobsRequest* request,
-                                      mpt::v1::ListJobsResponse* response) {
+                                      grpc::ByteBuffer* response) {
   MPT_AUTHORIZE(context);
-  absl::StatusOr<mpt::v1::ListJobsResponse> page = core_->ListJobs(*request);
+  absl::StatusOr<std::string> page = core_->ListJobsSerialized(*request);
   if (!page.ok()) return ToGrpcStatus(page.status());
-  *response = *std::move(page);
+  *response = SharedBytesBuffer(std::make_shared<const std::string>(*std::move(page)));
   return grpc::Status::OK;
 }
 
-grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context,
-                                      const mpt::v1::WatchJobRequest* request,
-                                      grpc::internal::WriterInterface<mpt::v1::JobEvent>* writer) {
-  MPT_AUTHORIZE(context);
-  const absl::Time end = ContextDeadline(*context);
-  int64_t after = request->after_sequence();
-  while (true) {
-    if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
-    const absl::Time now = absl::Now();
-    if (now >= end) {
-      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                          "the call's deadline passed; watch again from the last sequence seen");
-    }
-    absl::StatusOr<JobEventBatch> batch =
-        core_->WaitForJobEvents(request->name(), after, std::min(end, now + kSlice));
-    if (!batch.ok()) return ToGrpcStatus(batch.status());
-    for (const mpt::v1::JobEvent& event : batch->events) {
-      if (!writer->Write(event)) {
-        return grpc::Status(grpc::StatusCode::CANCELLED, "the client stopped reading");
-      }
-      after = event.sequence();
-    }
-    if (batch->done) return grpc::Status::OK;
+grpc::ServerWriteReactor<grpc::ByteBuffer>* JobServiceImpl::WatchJob(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
+  mpt::v1::WatchJobRequest request;
+  grpc::Status status = auth_->Check(*context);
+  if (status.ok()) status = ParseRequest(*raw, &request);
+  auto* reactor = new WatchJobReactor(core_, context, std::move(request));
+  if (status.ok()) {
+    reactor->Begin();
+  } else {
+    reactor->FinishNow(std::move(status));
   }
+  return reactor;
 }
 
 grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* context,

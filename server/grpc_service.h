@@ -8,9 +8,12 @@
 //   ...
 //   server->Shutdown(absl::Seconds(5));
 //
-// Long polls and streams (PollAssignment, StoreGet, WatchJob) call the core
-// in slices of at most one second and check between slices whether the
-// client went away or its deadline passed.
+// WatchJob is served with gRPC's callback API: an open watch holds no
+// thread; it registers with the core's JobEventNotifier and writes what
+// each commit of its job's events made readable. The long polls
+// (PollAssignment, StoreGet) call the core in slices of at most one second
+// and check between slices whether the client went away or its deadline
+// passed.
 //
 // Both services parse their requests themselves (every method is served
 // from raw bytes), so that a request whose string field is not valid UTF-8
@@ -74,7 +77,7 @@ class BearerTokenAuthenticator {
   explicit BearerTokenAuthenticator(std::string token) : token_(std::move(token)) {}
   // OK, or UNAUTHENTICATED when the "authorization" metadata is missing or
   // carries another token.
-  grpc::Status Check(const grpc::ServerContext& context) const;
+  grpc::Status Check(const grpc::ServerContextBase& context) const;
 
  private:
   const std::string token_;
@@ -89,13 +92,17 @@ class JobServiceImpl final : public mpt::v1::JobService::Service {
 
   grpc::Status SubmitJob(grpc::ServerContext* context, const mpt::v1::SubmitJobRequest* request,
                          mpt::v1::Job* response) override;
+  // GetJob and ListJobs answer with bytes the core serialized (a
+  // published job's cached bytes, or a page spliced from the store).
   grpc::Status GetJob(grpc::ServerContext* context, const mpt::v1::GetJobRequest* request,
-                      mpt::v1::Job* response) override;
+                      grpc::ByteBuffer* response);
   grpc::Status ListJobs(grpc::ServerContext* context, const mpt::v1::ListJobsRequest* request,
-                        mpt::v1::ListJobsResponse* response) override;
+                        grpc::ByteBuffer* response);
+  // Served by a callback reactor (no thread held while it waits for
+  // events): see WatchJobReactor in grpc_service.cc.
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchJob(grpc::CallbackServerContext* context,
+                                                       const grpc::ByteBuffer* request);
   // Streaming methods write through the stream the raw handlers give them.
-  grpc::Status WatchJob(grpc::ServerContext* context, const mpt::v1::WatchJobRequest* request,
-                        grpc::internal::WriterInterface<mpt::v1::JobEvent>* writer);
   grpc::Status CancelJob(grpc::ServerContext* context, const mpt::v1::CancelJobRequest* request,
                          mpt::v1::Job* response) override;
   grpc::Status DownloadArtifact(grpc::ServerContext* context,

@@ -124,7 +124,7 @@ absl::StatusOr<JobPlan> PlanJob(const mpt::v1::SubmitJobRequest& request,
   *spec = request.spec();
   auto check_base_model = [&]() {
     if (spec->base_model().empty()) {
-      problems.push_back("base_model: required (a Hugging Face T5 folder)");
+      problems.push_back("base_model: required (a Hugging Face model folder: T5 or a Llama-family decoder-only model)");
     } else if (options.check_spec_files) {
       std::error_code ec;
       if (!std::filesystem::is_directory(spec->base_model(), ec)) {

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
+#include "server/proto_wire.h"
 
 namespace mpt {
 namespace {
@@ -121,13 +123,23 @@ absl::Status SqliteError(sqlite3* db, int rc, absl::string_view what) {
   return absl::InternalError(message);
 }
 
-// A prepared statement, finalised on destruction.
+// A prepared statement, finalised on destruction; or one borrowed from a
+// StatementCache, reset (bindings cleared) on destruction instead.
 class Statement {
  public:
   Statement(sqlite3* db, absl::string_view sql) : db_(db) {
     rc_ = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt_, nullptr);
   }
-  ~Statement() { sqlite3_finalize(stmt_); }
+  Statement(sqlite3* db, sqlite3_stmt* borrowed, int rc)
+      : db_(db), stmt_(borrowed), rc_(rc), borrowed_(true) {}
+  ~Statement() {
+    if (!borrowed_) {
+      sqlite3_finalize(stmt_);
+    } else if (stmt_ != nullptr) {
+      sqlite3_reset(stmt_);
+      sqlite3_clear_bindings(stmt_);
+    }
+  }
   Statement(const Statement&) = delete;
   Statement& operator=(const Statement&) = delete;
 
@@ -182,11 +194,52 @@ class Statement {
     }
     return absl::OkStatus();
   }
+  // The bytes of column `col` (valid until the next Step()).
+  absl::string_view Bytes(int col) {
+    const void* p = sqlite3_column_blob(stmt_, col);
+    int n = sqlite3_column_bytes(stmt_, col);
+    return p == nullptr ? absl::string_view()
+                        : absl::string_view(static_cast<const char*>(p), static_cast<size_t>(n));
+  }
+  bool IsNull(int col) { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
 
  private:
   sqlite3* db_;
   sqlite3_stmt* stmt_ = nullptr;
   int rc_;
+  bool borrowed_ = false;
+};
+
+// One connection's prepared statements by SQL text, kept for the
+// connection's life; used by one thread at a time (whoever holds the
+// connection).
+class StatementCache {
+ public:
+  explicit StatementCache(sqlite3* db) : db_(db) {}
+  ~StatementCache() {
+    for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
+  }
+  StatementCache(const StatementCache&) = delete;
+  StatementCache& operator=(const StatementCache&) = delete;
+
+  // The statement for `sql`, prepared on first use; check status().
+  Statement Get(const std::string& sql) {
+    auto it = statements_.find(sql);
+    if (it != statements_.end()) return Statement(db_, it->second, SQLITE_OK);
+    sqlite3_stmt* stmt = nullptr;
+    const int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
+                                      SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+    if (rc != SQLITE_OK) {
+      sqlite3_finalize(stmt);
+      return Statement(db_, nullptr, rc);
+    }
+    statements_.emplace(sql, stmt);
+    return Statement(db_, stmt, SQLITE_OK);
+  }
+
+ private:
+  sqlite3* const db_;
+  absl::flat_hash_map<std::string, sqlite3_stmt*> statements_;
 };
 
 absl::Status Exec(sqlite3* db, const char* sql) {
@@ -261,15 +314,23 @@ class SqliteJobStore::Impl {
   // `readers` empty: reads share the writing connection (":memory:").
   Impl(sqlite3* writer, std::vector<sqlite3*> readers, int64_t max_log_lines,
        int64_t max_log_bytes)
-      : max_log_lines_(max_log_lines), max_log_bytes_(max_log_bytes), writer_(writer) {
+      : max_log_lines_(max_log_lines),
+        max_log_bytes_(max_log_bytes),
+        writer_(writer),
+        writer_statements_(std::make_unique<StatementCache>(writer)) {
     for (sqlite3* db : readers) {
       auto r = std::make_unique<Reader>();
       r->db = db;
+      r->statements = std::make_unique<StatementCache>(db);
       readers_.push_back(std::move(r));
     }
   }
   ~Impl() {
-    for (auto& r : readers_) sqlite3_close(r->db);
+    for (auto& r : readers_) {
+      r->statements.reset();  // finalised before their connection closes
+      sqlite3_close(r->db);
+    }
+    writer_statements_.reset();
     sqlite3_close(writer_);
   }
 
@@ -294,30 +355,37 @@ class SqliteJobStore::Impl {
   // Runs `fn` with the reading connection held.
   template <typename Fn>
   auto Read(Fn fn) {
+    return ReadCached([&](sqlite3* db, StatementCache&) { return fn(db); });
+  }
+
+  // Runs `fn(db, statements)` with a reading connection and its prepared
+  // statements held.
+  template <typename Fn>
+  auto ReadCached(Fn fn) {
     if (readers_.empty()) {
       absl::MutexLock lock(&write_mu_);
-      return fn(writer_);
+      return fn(writer_, *writer_statements_);
     }
     // Take a free connection if there is one, else wait for one in turn.
     const size_t start = next_reader_.fetch_add(1, std::memory_order_relaxed);
     for (size_t i = 0; i < readers_.size(); ++i) {
       Reader& r = *readers_[(start + i) % readers_.size()];
       if (r.mu.TryLock()) {
-        auto result = fn(r.db);
+        auto result = fn(r.db, *r.statements);
         r.mu.Unlock();
         return result;
       }
     }
     Reader& r = *readers_[start % readers_.size()];
     absl::MutexLock lock(&r.mu);
-    return fn(r.db);
+    return fn(r.db, *r.statements);
   }
 
  private:
   absl::Status Apply(const StoreWrite& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
     sqlite3* db = writer_;
     if (!w.jobs.empty()) {
-      Statement st(db,
+      Statement st = writer_statements_->Get(
                    "INSERT OR REPLACE INTO jobs(name, create_seq, state, kind, priority, record) "
                    "VALUES (?, ?, ?, ?, ?, ?)");
       RETURN_IF_ERROR(st.status());
@@ -335,7 +403,7 @@ class SqliteJobStore::Impl {
       }
     }
     if (!w.stages.empty()) {
-      Statement st(db,
+      Statement st = writer_statements_->Get(
                    "INSERT OR REPLACE INTO stages(job, stage_id, stage_index, state, record) "
                    "VALUES (?, ?, ?, ?, ?)");
       RETURN_IF_ERROR(st.status());
@@ -350,7 +418,7 @@ class SqliteJobStore::Impl {
       }
     }
     if (!w.assignments.empty()) {
-      Statement st(db,
+      Statement st = writer_statements_->Get(
                    "INSERT OR REPLACE INTO assignments(id, job, worker, record) "
                    "VALUES (?, ?, ?, ?)");
       RETURN_IF_ERROR(st.status());
@@ -365,7 +433,7 @@ class SqliteJobStore::Impl {
     }
     RETURN_IF_ERROR(DeleteKeys(db, "DELETE FROM assignments WHERE id = ?", w.deleted_assignments));
     if (!w.workers.empty()) {
-      Statement st(db, "INSERT OR REPLACE INTO workers(name, state, record) VALUES (?, ?, ?)");
+      Statement st = writer_statements_->Get( "INSERT OR REPLACE INTO workers(name, state, record) VALUES (?, ?, ?)");
       RETURN_IF_ERROR(st.status());
       for (const WorkerRecord& r : w.workers) {
         st.Bind(1, r.worker().name())
@@ -377,7 +445,7 @@ class SqliteJobStore::Impl {
     }
     RETURN_IF_ERROR(DeleteKeys(db, "DELETE FROM workers WHERE name = ?", w.deleted_workers));
     if (!w.artifacts.empty()) {
-      Statement st(db,
+      Statement st = writer_statements_->Get(
                    "INSERT OR REPLACE INTO artifacts(name, job, stage, kind, sha256, record) "
                    "VALUES (?, ?, ?, ?, ?, ?)");
       RETURN_IF_ERROR(st.status());
@@ -396,7 +464,7 @@ class SqliteJobStore::Impl {
     }
     RETURN_IF_ERROR(DeleteKeys(db, "DELETE FROM artifacts WHERE name = ?", w.deleted_artifacts));
     if (!w.events.empty()) {
-      Statement st(db, "INSERT INTO events(job, sequence, event) VALUES (?, ?, ?)");
+      Statement st = writer_statements_->Get( "INSERT INTO events(job, sequence, event) VALUES (?, ?, ?)");
       RETURN_IF_ERROR(st.status());
       for (const mpt::v1::JobEvent& e : w.events) {
         st.Bind(1, e.job()).Bind(2, e.sequence()).BindBlob(3, e.SerializeAsString());
@@ -405,7 +473,7 @@ class SqliteJobStore::Impl {
       }
     }
     if (!w.request_ids.empty()) {
-      Statement st(db,
+      Statement st = writer_statements_->Get(
                    "INSERT INTO request_ids(request_id, job, fingerprint) VALUES (?, ?, ?)");
       RETURN_IF_ERROR(st.status());
       for (const RequestIdRecord& r : w.request_ids) {
@@ -540,10 +608,12 @@ class SqliteJobStore::Impl {
   const int64_t max_log_bytes_;
   absl::Mutex write_mu_;
   sqlite3* const writer_ ABSL_PT_GUARDED_BY(write_mu_);
+  std::unique_ptr<StatementCache> writer_statements_ ABSL_PT_GUARDED_BY(write_mu_);
   // Reading connections, each used by one thread at a time.
   struct Reader {
     absl::Mutex mu;
     sqlite3* db ABSL_PT_GUARDED_BY(mu) = nullptr;
+    std::unique_ptr<StatementCache> statements ABSL_PT_GUARDED_BY(mu);
   };
   std::vector<std::unique_ptr<Reader>> readers_;
   std::atomic<size_t> next_reader_{0};
@@ -669,6 +739,9 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
       for (sqlite3* db : readers) sqlite3_close(db);
       return fail(r.status());
     }
+    // Reads map the database instead of copying its pages through read()
+    // (a restart reads every unfinished job's record).
+    sqlite3_exec(*r, "PRAGMA mmap_size=1073741824", nullptr, nullptr, nullptr);
     readers.push_back(*r);
   }
   return std::unique_ptr<SqliteJobStore>(new SqliteJobStore(std::make_unique<Impl>(
@@ -706,8 +779,8 @@ absl::Status SqliteJobStore::Commit(const StoreWrite& write) {
 }
 
 absl::StatusOr<std::optional<mpt::v1::Job>> SqliteJobStore::ReadJob(const std::string& name) {
-  return impl_->Read([&](sqlite3* db) -> absl::StatusOr<std::optional<mpt::v1::Job>> {
-    Statement st(db, "SELECT record FROM jobs WHERE name = ?");
+  return impl_->ReadCached([&](sqlite3* db, StatementCache& statements) -> absl::StatusOr<std::optional<mpt::v1::Job>> {
+    Statement st = statements.Get( "SELECT record FROM jobs WHERE name = ?");
     RETURN_IF_ERROR(st.status());
     st.Bind(1, name);
     ASSIGN_OR_RETURN(bool row, st.Step());
@@ -755,11 +828,162 @@ absl::StatusOr<JobPage> SqliteJobStore::ListJobs(const JobListFilter& filter, in
   });
 }
 
+namespace {
+
+// Job `record` (a stored JobRecord) with `stages` (stored StageRecords) as a
+// serialized mpt.v1.Job: the record's `job` bytes, then each stage's
+// `stage` bytes as a Job.stages entry.
+class SerializedJobBuilder {
+ public:
+  absl::Status Start(absl::string_view job_record) {
+    ASSIGN_OR_RETURN(absl::string_view job, FindLengthDelimitedField(job_record, 1));
+    out_.assign(job.data(), job.size());
+    return absl::OkStatus();
+  }
+  absl::Status AddStage(absl::string_view stage_record) {
+    ASSIGN_OR_RETURN(absl::string_view stage, FindLengthDelimitedField(stage_record, 1));
+    AppendLengthDelimitedField(mpt::v1::Job::kStagesFieldNumber, stage, &out_);
+    return absl::OkStatus();
+  }
+  // Goes on from a job built before.
+  void Continue(std::string built) { out_ = std::move(built); }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+}  // namespace
+
+absl::StatusOr<bool> JobStore::HasJob(const std::string& name) {
+  ASSIGN_OR_RETURN(std::optional<mpt::v1::Job> job, ReadJob(name));
+  return job.has_value();
+}
+
+absl::StatusOr<bool> SqliteJobStore::HasJob(const std::string& name) {
+  return impl_->ReadCached([&](sqlite3*, StatementCache& statements) -> absl::StatusOr<bool> {
+    Statement st = statements.Get("SELECT 1 FROM jobs WHERE name = ?");
+    RETURN_IF_ERROR(st.status());
+    st.Bind(1, name);
+    return st.Step();
+  });
+}
+
+absl::StatusOr<std::optional<std::string>> JobStore::ReadSerializedJob(const std::string& name) {
+  ASSIGN_OR_RETURN(std::optional<mpt::v1::Job> job, ReadJob(name));
+  if (!job.has_value()) return std::optional<std::string>();
+  return std::optional<std::string>(job->SerializeAsString());
+}
+
+absl::StatusOr<SerializedJobPage> JobStore::ListSerializedJobs(const JobListFilter& filter,
+                                                               int64_t before_seq,
+                                                               int page_size) {
+  ASSIGN_OR_RETURN(JobPage page, ListJobs(filter, before_seq, page_size));
+  SerializedJobPage out;
+  out.last_seq = page.last_seq;
+  out.more = page.more;
+  for (const mpt::v1::Job& job : page.jobs) out.jobs.push_back(job.SerializeAsString());
+  return out;
+}
+
+namespace {
+
+// Appends the stages of job `name` to `job` in stage order. The stages come
+// by primary key (no sort in SQLite, which would copy every record) and are
+// put in order here.
+absl::Status AddSerializedStages(StatementCache& statements, const std::string& name,
+                                 SerializedJobBuilder* job) {
+  Statement st = statements.Get("SELECT stage_index, record FROM stages WHERE job = ?");
+  RETURN_IF_ERROR(st.status());
+  st.Bind(1, name);
+  std::vector<std::pair<int64_t, std::string>> stages;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    const absl::string_view record = st.Bytes(1);
+    stages.emplace_back(st.Int(0), std::string(record.data(), record.size()));
+  }
+  std::sort(stages.begin(), stages.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (const auto& [index, record] : stages) RETURN_IF_ERROR(job->AddStage(record));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<std::string>> SqliteJobStore::ReadSerializedJob(
+    const std::string& name) {
+  return impl_->ReadCached(
+      [&](sqlite3*, StatementCache& statements) -> absl::StatusOr<std::optional<std::string>> {
+        SerializedJobBuilder job;
+        {
+          Statement st = statements.Get("SELECT record FROM jobs WHERE name = ?");
+          RETURN_IF_ERROR(st.status());
+          st.Bind(1, name);
+          ASSIGN_OR_RETURN(bool row, st.Step());
+          if (!row) return std::optional<std::string>();
+          RETURN_IF_ERROR(job.Start(st.Bytes(0)));
+        }
+        RETURN_IF_ERROR(AddSerializedStages(statements, name, &job));
+        return std::optional<std::string>(job.Take());
+      });
+}
+
+absl::StatusOr<SerializedJobPage> SqliteJobStore::ListSerializedJobs(const JobListFilter& filter,
+                                                                     int64_t before_seq,
+                                                                     int page_size) {
+  return impl_->ReadCached(
+      [&](sqlite3*, StatementCache& statements) -> absl::StatusOr<SerializedJobPage> {
+        // The page by the create_seq indexes (one prepared statement per
+        // filter shape), then each job's stages by primary key.
+        std::string sql = "SELECT create_seq, name, record FROM jobs WHERE 1";
+        if (!filter.states.empty()) {
+          absl::StrAppend(&sql, " AND state IN ", InList(filter.states.size()));
+        }
+        if (!filter.kinds.empty()) {
+          absl::StrAppend(&sql, " AND kind IN ", InList(filter.kinds.size()));
+        }
+        if (before_seq > 0) absl::StrAppend(&sql, " AND create_seq < ?");
+        absl::StrAppend(&sql, " ORDER BY create_seq DESC LIMIT ?");
+        std::vector<std::string> names;
+        SerializedJobPage page;
+        {
+          Statement st = statements.Get(sql);
+          RETURN_IF_ERROR(st.status());
+          int i = 1;
+          for (mpt::v1::JobState state : filter.states) st.Bind(i++, int64_t{state});
+          for (mpt::v1::JobKind kind : filter.kinds) st.Bind(i++, int64_t{kind});
+          if (before_seq > 0) st.Bind(i++, before_seq);
+          st.Bind(i++, int64_t{page_size} + 1);
+          while (true) {
+            ASSIGN_OR_RETURN(bool row, st.Step());
+            if (!row) break;
+            if (static_cast<int>(page.jobs.size()) == page_size) {
+              page.more = true;
+              break;
+            }
+            SerializedJobBuilder job;
+            RETURN_IF_ERROR(job.Start(st.Bytes(2)));
+            page.last_seq = st.Int(0);
+            names.push_back(st.Text(1));
+            page.jobs.push_back(job.Take());
+          }
+        }
+        for (size_t i = 0; i < names.size(); ++i) {
+          SerializedJobBuilder job;
+          job.Continue(std::move(page.jobs[i]));
+          RETURN_IF_ERROR(AddSerializedStages(statements, names[i], &job));
+          page.jobs[i] = job.Take();
+        }
+        return page;
+      });
+}
+
 absl::StatusOr<std::vector<mpt::v1::JobEvent>> SqliteJobStore::ReadEvents(const std::string& name,
                                                                           int64_t after_sequence,
                                                                           int limit) {
-  return impl_->Read([&](sqlite3* db) -> absl::StatusOr<std::vector<mpt::v1::JobEvent>> {
-    Statement st(db,
+  return impl_->ReadCached([&](sqlite3* db, StatementCache& statements) -> absl::StatusOr<std::vector<mpt::v1::JobEvent>> {
+    Statement st = statements.Get(
                  "SELECT event FROM events WHERE job = ? AND sequence > ? ORDER BY sequence "
                  "LIMIT ?");
     RETURN_IF_ERROR(st.status());
@@ -778,8 +1002,8 @@ absl::StatusOr<std::vector<mpt::v1::JobEvent>> SqliteJobStore::ReadEvents(const 
 
 absl::StatusOr<std::optional<RequestIdRecord>> SqliteJobStore::FindRequestId(
     const std::string& request_id) {
-  return impl_->Read([&](sqlite3* db) -> absl::StatusOr<std::optional<RequestIdRecord>> {
-    Statement st(db, "SELECT job, fingerprint FROM request_ids WHERE request_id = ?");
+  return impl_->ReadCached([&](sqlite3* db, StatementCache& statements) -> absl::StatusOr<std::optional<RequestIdRecord>> {
+    Statement st = statements.Get( "SELECT job, fingerprint FROM request_ids WHERE request_id = ?");
     RETURN_IF_ERROR(st.status());
     st.Bind(1, request_id);
     ASSIGN_OR_RETURN(bool row, st.Step());
@@ -790,8 +1014,8 @@ absl::StatusOr<std::optional<RequestIdRecord>> SqliteJobStore::FindRequestId(
 
 absl::StatusOr<std::optional<mpt::v1::Artifact>> SqliteJobStore::ReadArtifact(
     const std::string& name) {
-  return impl_->Read([&](sqlite3* db) -> absl::StatusOr<std::optional<mpt::v1::Artifact>> {
-    Statement st(db, "SELECT record FROM artifacts WHERE name = ?");
+  return impl_->ReadCached([&](sqlite3* db, StatementCache& statements) -> absl::StatusOr<std::optional<mpt::v1::Artifact>> {
+    Statement st = statements.Get( "SELECT record FROM artifacts WHERE name = ?");
     RETURN_IF_ERROR(st.status());
     st.Bind(1, name);
     ASSIGN_OR_RETURN(bool row, st.Step());
@@ -803,8 +1027,8 @@ absl::StatusOr<std::optional<mpt::v1::Artifact>> SqliteJobStore::ReadArtifact(
 }
 
 absl::StatusOr<int64_t> SqliteJobStore::CountArtifactsWithSha256(const std::string& sha256) {
-  return impl_->Read([&](sqlite3* db) -> absl::StatusOr<int64_t> {
-    Statement st(db, "SELECT COUNT(*) FROM artifacts WHERE sha256 = ?");
+  return impl_->ReadCached([&](sqlite3* db, StatementCache& statements) -> absl::StatusOr<int64_t> {
+    Statement st = statements.Get( "SELECT COUNT(*) FROM artifacts WHERE sha256 = ?");
     RETURN_IF_ERROR(st.status());
     st.Bind(1, sha256);
     ASSIGN_OR_RETURN(bool row, st.Step());
@@ -844,78 +1068,154 @@ absl::StatusOr<StoreStats> SqliteJobStore::ReadStats() {
   });
 }
 
+namespace {
+
+// Parses `blobs[i]` into `(*out)[i]` on up to `threads` threads (the
+// records of a large store take most of a restart to parse).
+// DATA_LOSS naming the type when one does not parse.
+template <typename Message>
+absl::Status ParseAll(const std::vector<std::string>& blobs, std::vector<Message>* out,
+                      int threads) {
+  out->resize(blobs.size());
+  const size_t n = blobs.size();
+  threads = std::max(1, std::min<int>(threads, static_cast<int>(n / 1000) + 1));
+  std::atomic<bool> failed{false};
+  auto part = [&](size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      if (!(*out)[i].ParseFromString(blobs[i])) failed = true;
+    }
+  };
+  std::vector<std::thread> workers;
+  const size_t chunk = (n + threads - 1) / threads;
+  for (int t = 1; t < threads; ++t) {
+    const size_t begin = std::min(n, t * chunk);
+    workers.emplace_back(part, begin, std::min(n, begin + chunk));
+  }
+  part(0, std::min(n, chunk));
+  for (std::thread& w : workers) w.join();
+  if (failed) {
+    return absl::DataLossError(
+        absl::StrCat("job store: a stored ", Message().GetTypeName(), " does not parse"));
+  }
+  return absl::OkStatus();
+}
+
+// Puts (create_seq, record) rows in create order and parses them.
+absl::Status ParseJobRows(std::vector<std::pair<int64_t, std::string>>* rows,
+                          std::vector<JobRecord>* jobs) {
+  std::sort(rows->begin(), rows->end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::string> blobs;
+  blobs.reserve(rows->size());
+  for (auto& [seq, record] : *rows) blobs.push_back(std::move(record));
+  rows->clear();
+  return ParseAll(blobs, jobs, 1);
+}
+
+}  // namespace
+
 absl::StatusOr<StoreSnapshot> SqliteJobStore::LoadActive() {
-  return impl_->Read([&](sqlite3* db) -> absl::StatusOr<StoreSnapshot> {
-    StoreSnapshot snap;
+  // The rows are read in index order without any ORDER BY (SQLite would
+  // copy every record into a sorter), put in order here and parsed on
+  // every core.
+  std::vector<std::pair<int64_t, std::string>> job_rows;  // (create_seq, record)
+  std::vector<std::string> stage_jobs;
+  std::vector<std::string> stage_blobs;
+  std::vector<std::string> assignment_blobs;
+  std::vector<std::string> worker_blobs;
+  int64_t max_create_seq = 0;
+  StoreSnapshot snap;
+  std::thread job_parser;
+  absl::Status jobs_parsed;
+  absl::Status read = impl_->Read([&](sqlite3* db) -> absl::Status {
     RETURN_IF_ERROR(Exec(db, "BEGIN"));  // one consistent view of all tables
     auto body = [&]() -> absl::Status {
       const std::string active = absl::StrCat("(", int{mpt::v1::QUEUED}, ",",
                                               int{mpt::v1::RUNNING}, ",",
                                               int{mpt::v1::CANCELLING}, ")");
       {
-        Statement st(db, absl::StrCat("SELECT record FROM jobs WHERE state IN ", active,
-                                      " ORDER BY create_seq"));
+        Statement st(db, absl::StrCat("SELECT create_seq, record FROM jobs WHERE state IN ",
+                                      active));
         RETURN_IF_ERROR(st.status());
         while (true) {
           ASSIGN_OR_RETURN(bool row, st.Step());
           if (!row) break;
-          JobRecord r;
-          RETURN_IF_ERROR(st.Proto(0, &r));
-          snap.jobs.push_back(std::move(r));
+          const absl::string_view record = st.Bytes(1);
+          job_rows.emplace_back(st.Int(0), std::string(record.data(), record.size()));
         }
       }
+      // The jobs are parsed on a second thread while the stages are read.
+      job_parser = std::thread([&] { jobs_parsed = ParseJobRows(&job_rows, &snap.jobs); });
       {
-        Statement st(db, absl::StrCat("SELECT s.job, s.record FROM stages s JOIN jobs j ON "
-                                      "s.job = j.name WHERE j.state IN ",
-                                      active, " ORDER BY j.create_seq, s.stage_index"));
+        // Each unfinished job's stages by primary key: grouped by job.
+        Statement st(db, absl::StrCat("SELECT s.job, s.record FROM jobs j CROSS JOIN stages s "
+                                      "ON s.job = j.name WHERE j.state IN ",
+                                      active));
         RETURN_IF_ERROR(st.status());
         while (true) {
           ASSIGN_OR_RETURN(bool row, st.Step());
           if (!row) break;
-          StageRecord r;
-          RETURN_IF_ERROR(st.Proto(1, &r));
-          snap.stages.emplace_back(st.Text(0), std::move(r));
+          const absl::string_view record = st.Bytes(1);
+          stage_jobs.push_back(st.Text(0));
+          stage_blobs.emplace_back(record.data(), record.size());
         }
       }
-      {
-        Statement st(db, "SELECT record FROM assignments ORDER BY id");
+      for (auto [sql, blobs] : {std::make_pair("SELECT record FROM assignments ORDER BY id",
+                                               &assignment_blobs),
+                                std::make_pair("SELECT record FROM workers", &worker_blobs)}) {
+        Statement st(db, sql);
         RETURN_IF_ERROR(st.status());
         while (true) {
           ASSIGN_OR_RETURN(bool row, st.Step());
           if (!row) break;
-          AssignmentRecord r;
-          RETURN_IF_ERROR(st.Proto(0, &r));
-          snap.assignments.push_back(std::move(r));
+          const absl::string_view record = st.Bytes(0);
+          blobs->emplace_back(record.data(), record.size());
         }
-      }
-      {
-        Statement st(db, "SELECT record FROM workers");
-        RETURN_IF_ERROR(st.status());
-        while (true) {
-          ASSIGN_OR_RETURN(bool row, st.Step());
-          if (!row) break;
-          WorkerRecord r;
-          RETURN_IF_ERROR(st.Proto(0, &r));
-          snap.workers.push_back(std::move(r));
-        }
-        std::sort(snap.workers.begin(), snap.workers.end(),
-                  [](const WorkerRecord& a, const WorkerRecord& b) {
-                    return a.register_seq() < b.register_seq();
-                  });
       }
       {
         Statement st(db, "SELECT COALESCE(MAX(create_seq), 0) FROM jobs");
         RETURN_IF_ERROR(st.status());
         ASSIGN_OR_RETURN(bool row, st.Step());
-        if (row) snap.max_create_seq = st.Int(0);
+        if (row) max_create_seq = st.Int(0);
       }
       return absl::OkStatus();
     };
     absl::Status s = body();
     sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
-    if (!s.ok()) return s;
-    return snap;
+    return s;
   });
+  // The stages are parsed on every core, beside the jobs' parser if it
+  // still runs.
+  const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<StageRecord> stages;
+  absl::Status stages_parsed =
+      read.ok() ? ParseAll(stage_blobs, &stages, threads) : absl::OkStatus();
+  if (job_parser.joinable()) job_parser.join();
+  RETURN_IF_ERROR(read);
+  RETURN_IF_ERROR(jobs_parsed);
+  RETURN_IF_ERROR(stages_parsed);
+  stage_blobs.clear();
+  snap.max_create_seq = max_create_seq;
+  // Each job's stages in stage order (they came by stage id), the jobs in
+  // the order they came.
+  snap.stages.reserve(stages.size());
+  for (size_t begin = 0; begin < stages.size();) {
+    size_t end = begin + 1;
+    while (end < stages.size() && stage_jobs[end] == stage_jobs[begin]) ++end;
+    std::vector<size_t> order;
+    for (size_t i = begin; i < end; ++i) order.push_back(i);
+    std::sort(order.begin(), order.end(),
+              [&](size_t a, size_t b) { return stages[a].index() < stages[b].index(); });
+    for (size_t i : order) snap.stages.emplace_back(stage_jobs[i], std::move(stages[i]));
+    begin = end;
+  }
+  RETURN_IF_ERROR(ParseAll(assignment_blobs, &snap.assignments, 1));
+  RETURN_IF_ERROR(ParseAll(worker_blobs, &snap.workers, 1));
+  std::sort(snap.workers.begin(), snap.workers.end(),
+            [](const WorkerRecord& a, const WorkerRecord& b) {
+              return a.register_seq() < b.register_seq();
+            });
+  return snap;
 }
 
 absl::StatusOr<StageLogPage> SqliteJobStore::ReadStageLog(const std::string& job,

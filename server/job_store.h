@@ -97,7 +97,8 @@ struct StoreStats {
 struct StoreSnapshot {
   // Jobs in QUEUED, RUNNING or CANCELLING, in create order.
   std::vector<coordinator::JobRecord> jobs;
-  // The stages of those jobs as (job name, record), in stage order.
+  // The stages of those jobs as (job name, record): grouped by job, each
+  // job's in stage order.
   std::vector<std::pair<std::string, coordinator::StageRecord>> stages;
   std::vector<coordinator::AssignmentRecord> assignments;
   // Every worker record (lost ones included), in registration order.
@@ -118,6 +119,14 @@ struct JobPage {
   // next page.
   int64_t last_seq = 0;
   bool more = false;  // there are further matching jobs
+};
+
+// ListJobs() in wire form (ListSerializedJobs()).
+struct SerializedJobPage {
+  // Each job (stages included) as a serialized mpt.v1.Job, newest first.
+  std::vector<std::string> jobs;
+  int64_t last_seq = 0;  // as JobPage
+  bool more = false;     // as JobPage
 };
 
 // Implementations are thread-safe.
@@ -144,6 +153,16 @@ class JobStore {
   // (0: from the newest), newest first.
   virtual absl::StatusOr<JobPage> ListJobs(const JobListFilter& filter, int64_t before_seq,
                                            int page_size) = 0;
+
+  // Whether job `name` is stored. The default calls ReadJob().
+  virtual absl::StatusOr<bool> HasJob(const std::string& name);
+
+  // ReadJob() and ListJobs() with each job serialized (the bytes parse as
+  // the mpt.v1.Job the proto form returns; field order may differ). The
+  // defaults serialize what ReadJob() and ListJobs() return.
+  virtual absl::StatusOr<std::optional<std::string>> ReadSerializedJob(const std::string& name);
+  virtual absl::StatusOr<SerializedJobPage> ListSerializedJobs(const JobListFilter& filter,
+                                                               int64_t before_seq, int page_size);
 
   // Events of job `name` with sequence > `after_sequence`, in order, at most
   // `limit`.
@@ -228,6 +247,13 @@ class SqliteJobStore final : public JobStore {
   absl::StatusOr<std::optional<mpt::v1::Job>> ReadJob(const std::string& name) override;
   absl::StatusOr<JobPage> ListJobs(const JobListFilter& filter, int64_t before_seq,
                                    int page_size) override;
+  // Splice the stored records' bytes (proto_wire.h): no parse, no
+  // serialization; one prepared statement a query shape.
+  absl::StatusOr<std::optional<std::string>> ReadSerializedJob(const std::string& name) override;
+  absl::StatusOr<bool> HasJob(const std::string& name) override;
+  absl::StatusOr<SerializedJobPage> ListSerializedJobs(const JobListFilter& filter,
+                                                       int64_t before_seq,
+                                                       int page_size) override;
   absl::StatusOr<std::vector<mpt::v1::JobEvent>> ReadEvents(const std::string& name,
                                                             int64_t after_sequence,
                                                             int limit) override;

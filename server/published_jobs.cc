@@ -9,6 +9,7 @@ void PublishedJobs::Publish(int64_t version, mpt::v1::Job job) {
   if (e.job != nullptr && e.version > version) return;
   e.version = version;
   e.job = std::move(shared);
+  e.serialized = nullptr;
 }
 
 void PublishedJobs::SetProgress(const std::string& name, const std::string& stage_id,
@@ -22,6 +23,7 @@ void PublishedJobs::SetProgress(const std::string& name, const std::string& stag
     if (stage.id() == stage_id) *stage.mutable_progress() = progress;
   }
   it->second.job = std::move(job);
+  it->second.serialized = nullptr;
 }
 
 void PublishedJobs::Remove(const std::string& name) {
@@ -38,6 +40,23 @@ std::shared_ptr<const mpt::v1::Job> PublishedJobs::Find(const std::string& name)
   absl::ReaderMutexLock lock(&mu_);
   auto it = jobs_.find(name);
   return it == jobs_.end() ? nullptr : it->second.job;
+}
+
+std::shared_ptr<const std::string> PublishedJobs::FindSerialized(const std::string& name) {
+  std::shared_ptr<const mpt::v1::Job> job;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    auto it = jobs_.find(name);
+    if (it == jobs_.end()) return nullptr;
+    if (it->second.serialized != nullptr) return it->second.serialized;
+    job = it->second.job;
+  }
+  auto serialized = std::make_shared<const std::string>(job->SerializeAsString());
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(name);
+  // Kept only while that copy is still the published one.
+  if (it != jobs_.end() && it->second.job == job) it->second.serialized = serialized;
+  return serialized;
 }
 
 }  // namespace mpt

@@ -36,11 +36,17 @@ class PublishedJobs {
   // yet committed).
   std::shared_ptr<const mpt::v1::Job> Find(const std::string& name) const
       ABSL_LOCKS_EXCLUDED(mu_);
+  // The published job serialized, or nullptr as Find(). Serialized once per
+  // published version (on the first read after it), outside the lock.
+  std::shared_ptr<const std::string> FindSerialized(const std::string& name)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Entry {
     int64_t version = 0;
     std::shared_ptr<const mpt::v1::Job> job;
+    // `job` serialized; nullptr until the first FindSerialized() of it.
+    std::shared_ptr<const std::string> serialized;
   };
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Entry> jobs_ ABSL_GUARDED_BY(mu_);

@@ -13,6 +13,8 @@ _LIBS = {
     "protobuf": (["protobuf"], []),
     "grpc": (["grpc++", "protobuf"], []),
     "sentencepiece": (["sentencepiece"], []),
+    # The pre-tokenizer regular expressions of //worker/model:hf_tokenizer.
+    "pcre2": (["libpcre2-8"], []),
     "sqlite3": (["sqlite3"], []),
     "gtest": (["gtest", "gmock"], []),
     "gtest_main": (["gtest_main", "gmock"], []),
@@ -73,5 +75,5 @@ def _system_libs_impl(ctx):
 system_libs = repository_rule(
     implementation = _system_libs_impl,
     local = True,
-    doc = "cc_library targets for Debian's gRPC, protobuf, Abseil, SentencePiece, SQLite, Gloo, cpp-httplib and GoogleTest.",
+    doc = "cc_library targets for Debian's gRPC, protobuf, Abseil, SentencePiece, PCRE2, SQLite, Gloo, cpp-httplib and GoogleTest.",
 )

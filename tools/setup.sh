@@ -14,6 +14,8 @@ PACKAGES=(
   libabsl-dev libgloo-dev libsentencepiece-dev sentencepiece
   libsqlite3-dev sqlite3 nlohmann-json3-dev
   libcpp-httplib-dev
+  # Tokenizers of decoder-only models (//worker/model:hf_tokenizer)
+  libpcre2-dev
   # Tests
   libgtest-dev libgmock-dev iproute2 procps
   # The Python client and its test (python/, tests/e2e:e2e_python_client_test)

@@ -24,6 +24,7 @@
 #include "common/file_util.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "worker/lm/base_model_loader.h"
 #include "worker/model/autocast.h"
 #include "worker/model/compute_threads.h"
 #include "worker/training/mpt_stages.h"
@@ -31,8 +32,6 @@
 #include "common/progress/progress.h"
 #include "common/spec/spec_loader.h"
 #include "common/spec/stages.h"
-#include "worker/model/t5_model.h"
-#include "worker/model/t5_tokenizer.h"
 
 ABSL_FLAG(std::string, spec, "", "Pipeline spec file: JSON (.json) or protobuf text format.");
 ABSL_FLAG(std::string, out, "", "Output folder for adapters and the summary.");
@@ -47,6 +46,9 @@ ABSL_FLAG(std::string, progress, "auto",
           "auto (a live bar on a terminal, plain lines otherwise), plain, or none.");
 ABSL_FLAG(std::string, events, "", "Also write every progress event as JSON lines here.");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N].");
+ABSL_FLAG(std::string, dtype, "float32",
+          "The frozen base model's dtype: float32, bfloat16 or float16 (prompts and their "
+          "optimiser state stay fp32).");
 ABSL_FLAG(std::string, autocast, "off",
           "off, or bf16: the frozen model computes in bfloat16 under autocast while the "
           "prompts and their optimiser state stay fp32 (worker/model/autocast.h).");
@@ -152,14 +154,14 @@ absl::Status Main() {
   MPT_LOG(INFO) << "mpt_train: " << Describe(threads) << ", device "
                 << absl::GetFlag(FLAGS_device) << ", autocast " << AutocastName(autocast);
 
-  T5LoadOptions load;
+  BaseModelOptions load;
   try {
     load.device = c10::Device(absl::GetFlag(FLAGS_device));
   } catch (const c10::Error& e) {
     return absl::InvalidArgumentError(absl::StrCat("--device: ", e.what_without_backtrace()));
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<T5Model> model, T5Model::Load(spec.base_model(), load));
-  ASSIGN_OR_RETURN(std::unique_ptr<T5Tokenizer> tokenizer, T5Tokenizer::Load(spec.base_model()));
+  ASSIGN_OR_RETURN(load.dtype, ParseModelDtype(absl::GetFlag(FLAGS_dtype)));
+  ASSIGN_OR_RETURN(BaseModel base, LoadBaseModel(spec.base_model(), load));
   // Every stage below trains and evaluates on this thread.
   AutocastScope autocast_scope(load.device, autocast);
 
@@ -179,8 +181,8 @@ absl::Status Main() {
   }
 
   StageEnv env;
-  env.model = model.get();
-  env.tokenizer = tokenizer.get();
+  env.model = base.model.get();
+  env.tokenizer = base.tokenizer.get();
   env.sink = &sink;
   env.work_dir = work_dir;
   std::vector<TaskOutcome> targets;

@@ -47,6 +47,9 @@ ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
 ABSL_FLAG(std::string, autocast, "off",
           "off, or bf16: the frozen model computes in bfloat16 under autocast while the "
           "prompts and their optimiser state stay fp32 (worker/model/autocast.h).");
+ABSL_FLAG(std::string, dtype, "float32",
+          "The frozen base model's dtype: float32, bfloat16 or float16 (prompts and their "
+          "optimiser state stay fp32).");
 ABSL_FLAG(std::vector<std::string>, models, {},
           "Comma-separated base-model folders this worker can load (as the specs name them); "
           "they are loaded at start-up and kept loaded.");
@@ -124,6 +127,7 @@ absl::StatusOr<Setup> SetupFromFlags() {
 
   s.runner.device = absl::GetFlag(FLAGS_device);
   s.runner.autocast = absl::GetFlag(FLAGS_autocast);
+  s.runner.dtype = absl::GetFlag(FLAGS_dtype);
   for (const std::string& m : absl::GetFlag(FLAGS_models)) {
     if (m.empty()) continue;
     // As the specs name them: absolute and normalised (mptctl resolves

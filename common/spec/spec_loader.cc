@@ -696,7 +696,7 @@ absl::Status ValidatePipelineSpec(const PipelineSpec& spec,
                                   const SpecValidationOptions& options) {
   Problems problems;
   if (spec.base_model().empty()) {
-    problems.Add("base_model", "required (a Hugging Face T5 folder)");
+    problems.Add("base_model", "required (a Hugging Face model folder: T5 or a Llama-family decoder-only model)");
   } else if (options.check_files) {
     CheckPathExists("base_model", spec.base_model(), FileKind::kDirectory,
                     &problems);

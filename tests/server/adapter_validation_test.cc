@@ -58,6 +58,13 @@ TEST(AdapterValidationTest, AcceptsBothKindsAsTheWorkerWritesThem) {
   ExpectedAdapter any = Multitask();
   any.num_ranks = 0;
   EXPECT_TRUE(Check(ValidAdapterFiles(Multitask()), any).ok());
+  // A decoder-only worker's: CAUSAL_LM, one submodule (PEFT's default for
+  // it when the key is absent).
+  f = ValidAdapterFiles(Multitask());
+  f.config["task_type"] = "CAUSAL_LM";
+  EXPECT_TRUE(Check(f, Multitask()).ok());
+  f.config.erase("num_transformer_submodules");
+  EXPECT_TRUE(Check(f, Multitask()).ok());
 }
 
 TEST(AdapterValidationTest, RejectsWhatIsNotAnAdapterArchive) {
@@ -91,8 +98,12 @@ TEST(AdapterValidationTest, RejectsABadConfig) {
   f.config.erase("peft_type");
   ExpectRejected(Check(f, Source()), "peft_type");
   f = ValidAdapterFiles(Source());
-  f.config["task_type"] = "CAUSAL_LM";
+  f.config["task_type"] = "SEQ_CLS";
   ExpectRejected(Check(f, Source()), "task_type");
+  // A decoder-only worker's adapter has one submodule.
+  f = ValidAdapterFiles(Source());
+  f.config["task_type"] = "CAUSAL_LM";
+  ExpectRejected(Check(f, Source()), "num_transformer_submodules is 2, a CAUSAL_LM adapter has 1");
 
   // Numbers against the job's spec.
   f = ValidAdapterFiles(Source());

@@ -1,4 +1,5 @@
-// stage_bench: times one MPT stage's training step on a model folder.
+// stage_bench: times one MPT stage's training step on a model folder (T5 or
+// decoder-only).
 //
 //   stage_bench --model=demo/model --stage=distillation --batch_size=8 \
 //       --input_length=64 --target_length=16 --num_virtual_tokens=100
@@ -32,8 +33,12 @@
 //             depend on the prompt, has no backward;
 //   teacher   (distillation) one more forward with the teacher's prompt,
 //             for the rows not served from the teacher cache.
-// Element-wise work (softmax, norms, the losses) is not counted
-// (worker/model/model_flops.h, which the worker's MFU metric uses too). MFU is
+// A decoder-only model (--model names a llama, qwen2 or mistral folder; no
+// tokenizer is needed) counts every layer over the prompt, input and target
+// positions and the LM head over the target positions, backward as above.
+// Element-wise work (softmax, norms, the losses) is not counted (the T5
+// count is worker/model/model_flops.h, which the worker's MFU metric uses
+// too). MFU is
 // those FLOPs per second over this machine's matrix-multiply peak, measured
 // in the same run: on the CPU the fp32 peak with the same threads (best of a
 // timed 1024 x 1024 x 1024 at::mm and the step's largest product shapes); on
@@ -69,9 +74,16 @@
 #include "worker/training/packed_trainer.h"
 #include "worker/training/prompt_trainer.h"
 #include "worker/training/teacher_cache.h"
+#include "worker/lm/base_model_loader.h"
+#include "worker/lm/causal_prompted_model.h"
+#include "worker/lm/t5_prompted_model.h"
 #include "worker/model/t5_model.h"
 
-ABSL_FLAG(std::string, model, "", "Model folder (config.json + safetensors).");
+ABSL_FLAG(std::string, model, "",
+          "Model folder (config.json + safetensors): T5, or a decoder-only llama, qwen2 or "
+          "mistral model (no tokenizer needed).");
+ABSL_FLAG(std::string, dtype, "float32",
+          "The frozen weights' dtype: float32, bfloat16 or float16 (prompts stay fp32).");
 ABSL_FLAG(std::string, stage, "source", "source, distillation or target.");
 ABSL_FLAG(int, batch_size, 8, "Examples per step.");
 ABSL_FLAG(int, input_length, 64, "Input tokens per example (EOS included).");
@@ -175,6 +187,43 @@ std::vector<std::vector<TokenizedExample>> RandomTasks(int tasks, int per_task, 
   return out;
 }
 
+// The same count for a decoder-only model: every layer over the prompt,
+// input and target positions (the prompt is in front, so all of them
+// depend on it), the LM head over the target positions only.
+StepFlops CountCausalFlops(const LlamaConfig& c, int64_t batch, int64_t prompt, int64_t input,
+                           int64_t target, bool distillation) {
+  const double B = batch, S = prompt + input + target, L = target, d = c.hidden_size,
+               q = c.q_dim(), kv = c.kv_dim(), H = c.num_attention_heads, hd = c.head_dim,
+               ff = c.intermediate_size, V = c.vocab_size;
+  auto mm = [](double m, double n, double k) { return 2 * m * n * k; };
+  const double weights =
+      c.num_hidden_layers * (mm(B * S, q, d) + 2 * mm(B * S, kv, d) + mm(B * S, d, q) +
+                             2 * mm(B * S, ff, d) + mm(B * S, d, ff)) +
+      mm(B * L, V, d);
+  const double activations = c.num_hidden_layers * 2 * mm(B * H * S, S, hd);
+  StepFlops f;
+  f.forward = weights + activations;
+  f.backward = weights + 2 * activations;
+  if (distillation) f.teacher = f.forward;
+  return f;
+}
+
+StepFlops CountModelFlops(const PromptedLanguageModel& lm, int64_t batch, int64_t prompt,
+                          int64_t input, int64_t target, bool distillation) {
+  if (const auto* t5 = dynamic_cast<const T5PromptedModel*>(&lm)) {
+    return CountT5StepFlops(t5->t5().config(), batch, prompt + input, target,
+                            /*decoder_prefix=*/false, distillation);
+  }
+  const auto& causal = dynamic_cast<const CausalPromptedModel&>(lm);
+  return CountCausalFlops(causal.llama().config(), batch, prompt, input, target, distillation);
+}
+
+// The feed-forward width, for the peak measurement's shapes.
+int64_t FeedForwardWidth(const PromptedLanguageModel& lm) {
+  if (const auto* t5 = dynamic_cast<const T5PromptedModel*>(&lm)) return t5->t5().config().d_ff;
+  return dynamic_cast<const CausalPromptedModel&>(lm).llama().config().intermediate_size;
+}
+
 absl::Status Main() {
   const std::string stage = absl::GetFlag(FLAGS_stage);
   if (stage != "source" && stage != "distillation" && stage != "target") {
@@ -187,15 +236,18 @@ absl::Status Main() {
   thread_options.leave_blas = absl::GetFlag(FLAGS_blas_threads) < 0;
   ASSIGN_OR_RETURN(ComputeThreads threads, ApplyComputeThreads(thread_options));
   ASSIGN_OR_RETURN(AutocastMode autocast, ParseAutocast(absl::GetFlag(FLAGS_autocast)));
-  T5LoadOptions load;
+  BaseModelOptions load;
   try {
     load.device = c10::Device(absl::GetFlag(FLAGS_device));
   } catch (const c10::Error& e) {
     return absl::InvalidArgumentError(absl::StrCat("--device: ", e.what_without_backtrace()));
   }
+  ASSIGN_OR_RETURN(load.dtype, ParseModelDtype(absl::GetFlag(FLAGS_dtype)));
   const auto load_start = Clock::now();
-  ASSIGN_OR_RETURN(std::unique_ptr<T5Model> model, T5Model::Load(absl::GetFlag(FLAGS_model), load));
+  ASSIGN_OR_RETURN(std::shared_ptr<const PromptedLanguageModel> model,
+                   LoadPromptedModel(absl::GetFlag(FLAGS_model), load));
   const double load_seconds = std::chrono::duration<double>(Clock::now() - load_start).count();
+  const PromptedLanguageModel& lm = *model;
   const double rss_after_load = PeakRssMiB();
 
   const int pack = absl::GetFlag(FLAGS_pack);
@@ -209,7 +261,7 @@ absl::Status Main() {
                            : batch;
   const double spread = absl::GetFlag(FLAGS_length_spread);
   if (spread < 0 || spread >= 1) return absl::InvalidArgumentError("--length_spread: [0, 1)");
-  auto data = RandomTasks(tasks, per_task, static_cast<int>(model->config().vocab_size),
+  auto data = RandomTasks(tasks, per_task, static_cast<int>(model->vocab_size()),
                           absl::GetFlag(FLAGS_input_length), absl::GetFlag(FLAGS_target_length),
                           spread);
 
@@ -220,7 +272,7 @@ absl::Status Main() {
   SoftPromptConfig config;
   config.kind = stage == "source" ? PromptKind::kPromptTuning : PromptKind::kMultitask;
   config.num_virtual_tokens = prompt_spec.num_virtual_tokens();
-  config.token_dim = static_cast<int>(model->config().d_model);
+  config.token_dim = static_cast<int>(model->hidden_size());
   config.num_tasks = tasks;
   if (pack > 0) config.num_tasks = 1;
   ASSIGN_OR_RETURN(SoftPrompt prompt, SoftPrompt::Random(config, 7));
@@ -250,10 +302,10 @@ absl::Status Main() {
     }
     teacher_cache = std::make_shared<TeacherCache>(loss.teacher_cache_bytes);
     loss.teacher_cache = teacher_cache;
-    step = MakeDistillationStep(*model, prompt_spec, &prompt, teachers, loss);
+    step = MakeDistillationStep(lm, prompt_spec, &prompt, teachers, loss);
     clock.cache = teacher_cache.get();
   } else {
-    step = MakePlmStep(*model,
+    step = MakePlmStep(lm,
                        PromptLayout::Peft(config.kind == PromptKind::kMultitask,
                                           config.num_virtual_tokens, 1),
                        &prompt);
@@ -291,7 +343,7 @@ absl::Status Main() {
     clock.every = pack;
     PackedPromptTrainer trainer(stage, std::move(members), 0, &comm, &clock, nullptr);
     PackedStepFunction packed_step = MakePackedPlmStep(
-        *model, PromptLayout::Peft(false, config.num_virtual_tokens, 1), prompt_ptrs);
+        lm, PromptLayout::Peft(false, config.num_virtual_tokens, 1), prompt_ptrs);
     ASSIGN_OR_RETURN(std::vector<TrainResult> results, trainer.Run(packed_step));
   } else {
     PromptTrainer trainer(options, &prompt, &data, 0, &comm, &clock, nullptr);
@@ -338,10 +390,11 @@ absl::Status Main() {
   const double tokens_per_second = real_tokens_timed / seconds;
 
   // FLOPs at the full stated lengths (the upper bound when lengths vary).
-  StepFlops flops = CountT5StepFlops(
-      model->config(), static_cast<int64_t>(batch) * std::max(1, pack),
-      config.num_virtual_tokens + absl::GetFlag(FLAGS_input_length),
-      absl::GetFlag(FLAGS_target_length), /*decoder_prefix=*/false, stage == "distillation");
+  StepFlops flops =
+      CountModelFlops(lm, static_cast<int64_t>(batch) * std::max(1, pack),
+                 config.num_virtual_tokens,
+                 absl::GetFlag(FLAGS_input_length), absl::GetFlag(FLAGS_target_length),
+                 stage == "distillation");
   // Teacher rows served from the cache during the timed steps.
   const int64_t timed_hits = clock.hits.back() - (warmup > 0 ? clock.hits[warmup - 1] : 0);
   const int64_t timed_misses = clock.misses.back() - (warmup > 0 ? clock.misses[warmup - 1] : 0);
@@ -355,13 +408,13 @@ absl::Status Main() {
       autocast == AutocastMode::kBf16 ? c10::ScalarType::BFloat16 : model->dtype();
   if (absl::GetFlag(FLAGS_measure_peak) &&
       (model->device().is_cpu() || model->device().is_cuda())) {
-    const int64_t d = model->config().d_model, v = model->config().vocab_size;
+    const int64_t d = model->hidden_size(), v = model->vocab_size();
     const int64_t rows = static_cast<int64_t>(batch) *
                          (config.num_virtual_tokens + absl::GetFlag(FLAGS_input_length));
     const int64_t square = model->device().is_cuda() ? 8192 : 1024;
     ASSIGN_OR_RETURN(peak_flops, MeasureMatmulPeak(
         {{square, square, square},
-         {rows, model->config().d_ff, d},
+         {rows, FeedForwardWidth(lm), d},
          {static_cast<int64_t>(batch) * absl::GetFlag(FLAGS_target_length), v, d}},
         model->device(), model->device().is_cuda() ? product_dtype : c10::ScalarType::Float));
   }
@@ -370,6 +423,8 @@ absl::Status Main() {
   nlohmann::json j = {{"implementation", "mpt"},
                       {"stage", stage},
                       {"model", absl::GetFlag(FLAGS_model)},
+                      {"model_type", model->model_type()},
+                      {"dtype", std::string(c10::toString(model->dtype()))},
                       {"parameters", model->num_parameters()},
                       {"batch_size", batch},
                       {"input_length", absl::GetFlag(FLAGS_input_length)},

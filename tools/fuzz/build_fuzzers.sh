@@ -14,6 +14,7 @@ mkdir -p "$OUT/gen" "$OUT/obj" "$OUT/bin"
 TARGETS=(
   safetensors_fuzzer jsonl_fuzzer spec_text_fuzzer spec_json_fuzzer
   adapter_config_fuzzer checkpoint_state_fuzzer t5_config_fuzzer t5_tokenizer_fuzzer
+  hf_tokenizer_fuzzer
 )
 LIB_SRCS=(
   common/json_util.cc common/file_util.cc common/safetensors.cc
@@ -22,13 +23,14 @@ LIB_SRCS=(
   worker/prompts/adapter_config.cc
   worker/training/checkpoint_state.cc
   worker/model/t5_config.cc worker/model/t5_tokenizer.cc worker/model/grapheme_clusters.cc
+  worker/model/hf_tokenizer.cc
 )
 
 # The generated proto code, where Bazel's genrule puts it (proto/mpt/v1/...).
 protoc --cpp_out="$OUT/gen" -I. proto/mpt/v1/spec.proto
 
 PKGS="protobuf absl_status absl_statusor absl_strings absl_str_format absl_synchronization
-      absl_time absl_hash absl_raw_hash_set"
+      absl_time absl_hash absl_raw_hash_set libpcre2-8"
 # shellcheck disable=SC2086
 CFLAGS_PKG=$(pkg-config --cflags $PKGS)
 # shellcheck disable=SC2086

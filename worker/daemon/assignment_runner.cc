@@ -92,7 +92,9 @@ absl::StatusOr<std::unique_ptr<AssignmentRunner>> AssignmentRunner::Create(
         "--collective: nccl needs a CUDA device and a build with NCCL");
   }
   ASSIGN_OR_RETURN(AutocastMode autocast, ParseAutocast(options.autocast));
-  std::unique_ptr<AssignmentRunner> runner(new AssignmentRunner(options, *device, autocast));
+  ASSIGN_OR_RETURN(c10::ScalarType dtype, ParseModelDtype(options.dtype));
+  std::unique_ptr<AssignmentRunner> runner(
+      new AssignmentRunner(options, *device, dtype, autocast));
   for (const std::string& folder : options.preload_models) {
     absl::StatusOr<LoadedModel> loaded = runner->Model(folder);
     if (!loaded.ok()) {
@@ -120,16 +122,16 @@ absl::StatusOr<AssignmentRunner::LoadedModel> AssignmentRunner::Model(const std:
       return cache_.front();
     }
   }
-  T5LoadOptions load;
+  BaseModelOptions load;
   load.device = device_;
+  load.dtype = dtype_;
   const absl::Time start = absl::Now();
-  ASSIGN_OR_RETURN(std::unique_ptr<T5Model> model, T5Model::Load(folder, load));
-  ASSIGN_OR_RETURN(std::unique_ptr<T5Tokenizer> tokenizer, T5Tokenizer::Load(folder));
-  MPT_LOG(INFO) << "loaded " << folder << " on " << device_.str() << " ("
-                << model->num_parameters() << " parameters) in "
+  ASSIGN_OR_RETURN(BaseModel base, LoadBaseModel(folder, load));
+  MPT_LOG(INFO) << "loaded " << folder << " (" << base.kind.model_type << ") on "
+                << device_.str() << " (" << base.model->num_parameters() << " parameters) in "
                 << absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Milliseconds(1)));
   while (static_cast<int>(cache_.size()) >= options_.max_cached_models) cache_.pop_back();
-  cache_.push_front(LoadedModel{folder, std::move(model), std::move(tokenizer)});
+  cache_.push_front(LoadedModel{folder, std::move(base)});
   return cache_.front();
 }
 
@@ -200,8 +202,8 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
   // group), so one folder holds its checkpoint. Gang ranks cancel together:
   // the trainer carries each rank's `cancelled` in its per-step all-reduce.
   StageEnv env;
-  env.model = loaded.model.get();
-  env.tokenizer = loaded.tokenizer.get();
+  env.model = loaded.base.model.get();
+  env.tokenizer = loaded.base.tokenizer.get();
   env.sink = context.sink;
   env.work_dir = context.work_dir;
   env.cancelled = context.cancelled;
@@ -379,8 +381,8 @@ std::vector<absl::StatusOr<AssignmentOutput>> AssignmentRunner::RunPackUnsafe(
     return results;
   }
   StageEnv env;
-  env.model = loaded->model.get();
-  env.tokenizer = loaded->tokenizer.get();
+  env.model = loaded->base.model.get();
+  env.tokenizer = loaded->base.tokenizer.get();
   MPT_LOG(INFO) << "training " << tasks.size() << " source stages in one pass";
   std::vector<absl::StatusOr<TaskOutcome>> outcomes;
   {

@@ -1,5 +1,7 @@
-// Runs an assignment's MPT stage on a T5 model: the worker daemon's
-// AssignmentExecutor for real training.
+// Runs an assignment's MPT stage on the job's base model (T5 or a
+// decoder-only model, whichever family the folder's config.json names; see
+// worker/lm/base_model_loader.h): the worker daemon's AssignmentExecutor for
+// real training.
 //
 //   source training        one source task (Assignment.task) -> one teacher
 //   distillation           the teachers -> one multitask adapter; a gang of
@@ -28,9 +30,8 @@
 
 #include "absl/status/statusor.h"
 #include "worker/collectives/communicator_factory.h"
+#include "worker/lm/base_model_loader.h"
 #include "worker/model/autocast.h"
-#include "worker/model/t5_model.h"
-#include "worker/model/t5_tokenizer.h"
 #include "worker/daemon/worker_daemon.h"
 
 namespace mpt {
@@ -38,6 +39,10 @@ namespace mpt {
 struct AssignmentRunnerOptions {
   // "cpu", "cuda", "cuda:N". Default "cpu".
   std::string device = "cpu";
+  // The frozen weights' dtype: "float32", "bfloat16" or "float16"
+  // (ParseModelDtype); prompts and their optimiser state stay fp32. Default
+  // "float32".
+  std::string dtype = "float32";
   // "off" or "bf16": bf16 autocast of the frozen model while each
   // assignment trains (worker/model/autocast.h). Default "off".
   std::string autocast = "off";
@@ -61,7 +66,7 @@ struct AssignmentRunnerOptions {
 class AssignmentRunner final : public AssignmentExecutor {
  public:
   // INVALID_ARGUMENT for a device libtorch does not know or cannot use, an
-  // unknown autocast mode, an unknown collective, or max_cached_models < 1.
+  // unknown dtype or autocast mode, an unknown collective, or max_cached_models < 1.
   static absl::StatusOr<std::unique_ptr<AssignmentRunner>> Create(
       const AssignmentRunnerOptions& options);
   AssignmentRunner(const AssignmentRunner&) = delete;
@@ -90,12 +95,12 @@ class AssignmentRunner final : public AssignmentExecutor {
  private:
   struct LoadedModel {
     std::string folder;
-    std::shared_ptr<T5Model> model;
-    std::shared_ptr<T5Tokenizer> tokenizer;
+    BaseModel base;
   };
 
-  AssignmentRunner(AssignmentRunnerOptions options, c10::Device device, AutocastMode autocast)
-      : options_(std::move(options)), device_(device), autocast_(autocast) {}
+  AssignmentRunner(AssignmentRunnerOptions options, c10::Device device, c10::ScalarType dtype,
+                   AutocastMode autocast)
+      : options_(std::move(options)), device_(device), dtype_(dtype), autocast_(autocast) {}
   absl::StatusOr<LoadedModel> Model(const std::string& folder);
   absl::StatusOr<AssignmentOutput> RunUnsafe(const AssignmentContext& context);
   std::vector<absl::StatusOr<AssignmentOutput>> RunPackUnsafe(
@@ -104,6 +109,7 @@ class AssignmentRunner final : public AssignmentExecutor {
 
   const AssignmentRunnerOptions options_;
   const c10::Device device_;
+  const c10::ScalarType dtype_;
   const AutocastMode autocast_;
   std::list<LoadedModel> cache_;  // most recently used first
 };

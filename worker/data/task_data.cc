@@ -12,7 +12,7 @@ namespace {
 absl::StatusOr<std::vector<TokenizedExample>> ReadTask(const std::string& path,
                                                        const std::string& task, int task_id,
                                                        const mpt::v1::TrainSpec& train,
-                                                       const T5Tokenizer& tokenizer) {
+                                                       const TaskTokenizer& tokenizer) {
   JsonlOptions options;
   options.default_task = task;
   options.allowed_tasks = {task};
@@ -21,10 +21,8 @@ absl::StatusOr<std::vector<TokenizedExample>> ReadTask(const std::string& path,
   out.reserve(examples.size());
   for (const Example& e : examples) {
     TokenizedExample t;
-    t.input_ids = TruncateKeepEos(tokenizer.Encode(e.input), train.max_input_length(),
-                                  tokenizer.eos_id());
-    t.target_ids = TruncateKeepEos(tokenizer.Encode(e.target), train.max_target_length(),
-                                   tokenizer.eos_id());
+    t.input_ids = tokenizer.EncodeInput(e.input, train.max_input_length());
+    t.target_ids = tokenizer.EncodeTarget(e.target, train.max_target_length());
     t.task_id = task_id;
     t.target = e.target;
     out.push_back(std::move(t));
@@ -36,7 +34,7 @@ absl::StatusOr<std::vector<TokenizedExample>> ReadTask(const std::string& path,
 
 absl::StatusOr<std::vector<TaskDataSet>> LoadTaskData(
     const google::protobuf::RepeatedPtrField<mpt::v1::TaskData>& tasks,
-    const mpt::v1::TrainSpec& train, const T5Tokenizer& tokenizer) {
+    const mpt::v1::TrainSpec& train, const TaskTokenizer& tokenizer) {
   std::vector<TaskDataSet> out;
   for (int k = 0; k < tasks.size(); ++k) {
     TaskDataSet set;
@@ -46,8 +44,7 @@ absl::StatusOr<std::vector<TaskDataSet>> LoadTaskData(
       ASSIGN_OR_RETURN(set.eval, ReadTask(set.spec.eval_path(), set.spec.name(), k, train, tokenizer));
     }
     for (const std::string& c : set.spec.candidates()) {
-      set.candidates.push_back(TruncateKeepEos(tokenizer.Encode(c), train.max_target_length(),
-                                               tokenizer.eos_id()));
+      set.candidates.push_back(tokenizer.EncodeTarget(c, train.max_target_length()));
     }
     out.push_back(std::move(set));
   }

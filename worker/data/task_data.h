@@ -11,7 +11,7 @@
 #include "absl/status/statusor.h"
 #include "proto/mpt/v1/spec.pb.h"
 #include "worker/data/batching.h"
-#include "worker/model/t5_tokenizer.h"
+#include "worker/model/task_tokenizer.h"
 
 namespace mpt {
 
@@ -23,12 +23,13 @@ struct TaskDataSet {
 };
 
 // Reads and tokenises every task of a stage; task k gets task_id k. Inputs
-// and targets are cut to the TrainSpec's limits, EOS kept. Errors name the
+// (TaskTokenizer::EncodeInput) and targets and candidates (EncodeTarget)
+// are cut to the TrainSpec's limits. Errors name the
 // file and line (see jsonl_dataset.h); a line whose "task" field names
 // another task is an error.
 absl::StatusOr<std::vector<TaskDataSet>> LoadTaskData(
     const google::protobuf::RepeatedPtrField<mpt::v1::TaskData>& tasks,
-    const mpt::v1::TrainSpec& train, const T5Tokenizer& tokenizer);
+    const mpt::v1::TrainSpec& train, const TaskTokenizer& tokenizer);
 
 // The training examples of each task, as PromptTrainer takes them.
 std::vector<std::vector<TokenizedExample>> TrainSets(const std::vector<TaskDataSet>& tasks);

@@ -6,15 +6,14 @@
 
 #include "common/status_macros.h"
 #include "worker/data/batching.h"
-#include "worker/eval/generation.h"
 #include "worker/model/labels.h"
-#include "worker/prompts/prompt_inputs.h"
 
 namespace mpt {
 namespace {
 
 // Predicted answer texts of one batch.
-std::vector<std::string> PredictBatch(const T5Model& model, const T5Tokenizer& tokenizer,
+std::vector<std::string> PredictBatch(const PromptedLanguageModel& model,
+                                      const TaskTokenizer& tokenizer,
                                       const SoftPrompt& prompt, const TaskDataSet& task,
                                       int task_id,
                                       const std::vector<const TokenizedExample*>& examples,
@@ -35,33 +34,29 @@ std::vector<std::string> PredictBatch(const T5Model& model, const T5Tokenizer& t
     const PromptLayout layout =
         PromptLayout::Peft(prompt.config().kind == PromptKind::kMultitask,
                            options.num_virtual_tokens, options.num_transformer_submodules);
-    EncoderInputs in = BuildPromptedEncoderInputs(model, prompts, options.num_virtual_tokens,
-                                                  batch.input_ids, batch.attention_mask);
-    RankResult ranked = RankClassify(model, in.inputs_embeds, in.attention_mask,
-                                     candidates.to(device),
-                                     DecoderPromptRows(model, prompts, layout, b));
-    const at::Tensor best = ranked.best.cpu();
+    const at::Tensor scores = model.RankScores(prompts, layout, batch.input_ids,
+                                               batch.attention_mask, candidates.to(device));
+    const at::Tensor best = scores.argmax(-1).cpu();
     for (int64_t i = 0; i < b; ++i) {
       predictions.push_back(task.spec.candidates(static_cast<int>(best[i].item<int64_t>())));
     }
     return predictions;
   }
-  EncoderInputs in = BuildPromptedEncoderInputs(model, prompt.Forward(task_ids, b),
-                                                options.num_virtual_tokens, batch.input_ids,
-                                                batch.attention_mask);
-  at::Tensor ids = GreedyGenerate(model, in.inputs_embeds, in.attention_mask,
-                                  options.max_new_tokens).cpu();
+  at::Tensor ids = model.Generate(prompt.Forward(task_ids, b), options.num_virtual_tokens,
+                                  batch.input_ids, batch.attention_mask, options.max_new_tokens)
+                       .cpu();
   for (int64_t i = 0; i < b; ++i) {
     std::vector<int> row;
     for (int64_t j = 0; j < ids.size(1); ++j) row.push_back(static_cast<int>(ids[i][j].item<int64_t>()));
-    predictions.push_back(tokenizer.Decode(row));
+    predictions.push_back(tokenizer.DecodeAnswer(row));
   }
   return predictions;
 }
 
 }  // namespace
 
-absl::StatusOr<MetricsReport> EvaluatePrompt(const T5Model& model, const T5Tokenizer& tokenizer,
+absl::StatusOr<MetricsReport> EvaluatePrompt(const PromptedLanguageModel& model,
+                                             const TaskTokenizer& tokenizer,
                                              const SoftPrompt& prompt,
                                              const std::vector<TaskDataSet>& tasks,
                                              const std::vector<int>& task_ids,

@@ -13,8 +13,8 @@
 #include "absl/status/statusor.h"
 #include "worker/data/task_data.h"
 #include "worker/eval/metrics.h"
-#include "worker/model/t5_model.h"
-#include "worker/model/t5_tokenizer.h"
+#include "worker/model/task_tokenizer.h"
+#include "worker/prompts/prompted_model.h"
 #include "worker/prompts/soft_prompt.h"
 
 namespace mpt {
@@ -31,9 +31,10 @@ struct EvalOptions {
 // tasks[i] is task_ids[i] (ignored for a plain prompt). Reports accuracy and
 // macro-F1 per task (exact match too for generated answers). "rank" tasks
 // pick the candidate with the highest summed log-probability; "generate"
-// tasks decode greedily (the prompt goes before the encoder input, as PEFT's
-// generate does). Tasks without eval data are skipped.
-absl::StatusOr<MetricsReport> EvaluatePrompt(const T5Model& model, const T5Tokenizer& tokenizer,
+// tasks decode greedily (PromptedLanguageModel::Generate: the prompt placed
+// as PEFT's generate places it). Tasks without eval data are skipped.
+absl::StatusOr<MetricsReport> EvaluatePrompt(const PromptedLanguageModel& model,
+                                             const TaskTokenizer& tokenizer,
                                              const SoftPrompt& prompt,
                                              const std::vector<TaskDataSet>& tasks,
                                              const std::vector<int>& task_ids,

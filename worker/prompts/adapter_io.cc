@@ -166,4 +166,15 @@ absl::Status CheckAdapterFitsModel(const AdapterInfo& info, int d_model) {
   return absl::OkStatus();
 }
 
+absl::Status CheckAdapterFitsModel(const AdapterInfo& info, int d_model,
+                                   const std::string& task_type) {
+  RETURN_IF_ERROR(CheckAdapterFitsModel(info, d_model));
+  if (info.task_type != task_type) {
+    return absl::InvalidArgumentError(absl::StrCat("task_type: the adapter is for ",
+                                                   info.task_type, " but the base model takes ",
+                                                   task_type, " adapters"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace mpt

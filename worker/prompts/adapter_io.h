@@ -56,6 +56,11 @@ absl::StatusOr<Adapter> ReadAdapter(const std::string& folder);
 // model of hidden size `d_model`.
 absl::Status CheckAdapterFitsModel(const AdapterInfo& info, int d_model);
 
+// The same, and the adapter's task_type must be `task_type` (the PEFT task
+// type of the base model's family: "SEQ_2_SEQ_LM" or "CAUSAL_LM").
+absl::Status CheckAdapterFitsModel(const AdapterInfo& info, int d_model,
+                                   const std::string& task_type);
+
 }  // namespace mpt
 
 #endif  // MPT_WORKER_PROMPTS_ADAPTER_IO_H_

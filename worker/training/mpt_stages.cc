@@ -11,12 +11,12 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/spec/stages.h"
+#include "worker/lm/t5_prompted_model.h"
 #include "worker/model/model_flops.h"
 #include "worker/prompts/adapter_io.h"
 #include "worker/training/checkpoint.h"
 #include "worker/training/losses.h"
 #include "worker/training/teacher_cache.h"
-#include "worker/prompts/prompt_inputs.h"
 #include "worker/data/task_data.h"
 #include "worker/eval/evaluator.h"
 
@@ -66,25 +66,26 @@ std::string StartingPoint(const SoftPrompt& prompt) {
   return out;
 }
 
-SoftPromptConfig PromptConfig(const mpt::v1::PromptSpec& spec, const T5Model& model,
+SoftPromptConfig PromptConfig(const mpt::v1::PromptSpec& spec, const PromptedLanguageModel& model,
                               PromptKind kind, int num_tasks) {
   SoftPromptConfig c;
   c.kind = kind;
   c.num_virtual_tokens = spec.num_virtual_tokens();
   c.num_transformer_submodules = spec.num_transformer_submodules();
-  c.token_dim = static_cast<int>(model.config().d_model);
+  c.token_dim = static_cast<int>(model.hidden_size());
   c.num_ranks = spec.num_ranks();
   c.num_tasks = num_tasks;
   return c;
 }
 
-AdapterInfo InfoFor(const SoftPromptConfig& config, const T5Model& model,
+AdapterInfo InfoFor(const SoftPromptConfig& config, const PromptedLanguageModel& model,
                     std::vector<std::string> task_names) {
   AdapterInfo info;
   info.prompt = config;
+  info.task_type = model.peft_task_type();
   info.base_model_name_or_path = model.folder();
-  info.num_layers = static_cast<int>(model.config().num_layers);
-  info.num_attention_heads = static_cast<int>(model.config().num_heads);
+  info.num_layers = model.num_layers();
+  info.num_attention_heads = model.num_attention_heads();
   info.task_names = std::move(task_names);
   return info;
 }
@@ -107,42 +108,55 @@ NamedValues ToNamedValues(const MetricsReport& report) {
   return out;
 }
 
-struct Forwarded {
-  T5Output out;
-  at::Tensor labels;  // as laid out for the decoder (prompt positions -100)
-  // The shapes the products ran over: rows, encoder and decoder positions.
-  int64_t rows = 0, encoder_length = 0, decoder_length = 0;
-};
-
 PromptLayout LayoutFor(const mpt::v1::PromptSpec& spec, PromptKind kind) {
   return PromptLayout::Peft(kind == PromptKind::kMultitask, spec.num_virtual_tokens(),
                             spec.num_transformer_submodules());
 }
 
 // The frozen model on a batch with `prompts` [B, T, d] in front, laid out as
-// PEFT lays out a prompt of that kind.
-Forwarded ForwardWithPrompt(const T5Model& model, const PromptLayout& layout,
-                            const at::Tensor& prompts, const Batch& batch) {
-  const c10::Device device = model.device();
-  T5ForwardInputs in = BuildPromptedInputs(
-      model, prompts.to(device, model.dtype()), layout, batch.input_ids.to(device),
-      batch.attention_mask.to(device), batch.labels.to(device));
-  Forwarded f;
-  f.labels = in.labels;
-  f.rows = in.inputs_embeds.size(0);
-  f.encoder_length = in.inputs_embeds.size(1);
-  f.decoder_length = in.decoder_inputs_embeds.size(1);
-  in.labels = at::Tensor();  // the stage computes its own losses
-  f.out = model.Forward(in);
-  return f;
+// PEFT lays out a prompt of that kind for the model's family.
+PromptedOutput ForwardWithPrompt(const PromptedLanguageModel& model, const PromptLayout& layout,
+                                 const at::Tensor& prompts, const Batch& batch) {
+  return model.Forward(prompts, layout, batch.input_ids, batch.attention_mask, batch.labels);
 }
 
-// The matrix-product FLOPs of the forward `f` (model_flops.h), plus its
-// backward to the prompt when `trained`.
-double FlopsOf(const T5Model& model, const PromptLayout& layout, const Forwarded& f,
-               bool trained) {
-  const StepFlops s = CountT5StepFlops(model.config(), f.rows, f.encoder_length,
-                                       f.decoder_length, layout.prompt_decoder);
+// `out`'s columns at the batch's target positions ([B, L, ...]).
+at::Tensor AtTargets(const at::Tensor& t, const PromptedOutput& out, int64_t length) {
+  return out.target_offset == 0 && t.size(1) == length ? t
+                                                       : t.narrow(1, out.target_offset, length);
+}
+
+// OK when the model takes the spec's prompt layout and the adapter folders
+// a stage reads fit it.
+absl::Status CheckPromptSpecFitsModel(const PromptedLanguageModel& model,
+                                      const mpt::v1::PromptSpec& spec) {
+  absl::Status fits = model.CheckLayout(
+      PromptLayout::Peft(false, spec.num_virtual_tokens(), spec.num_transformer_submodules()));
+  if (!fits.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt.", fits.message(), " (base model ",
+                                                   model.folder(), ", model_type ",
+                                                   model.model_type(), ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AdapterFits(const AdapterInfo& info, const PromptedLanguageModel& model) {
+  return CheckAdapterFitsModel(info, static_cast<int>(model.hidden_size()),
+                               model.peft_task_type());
+}
+
+// The matrix-product FLOPs of a prompted forward over `batch`
+// (model_flops.h: the encoder takes the prompt's first num_virtual_tokens
+// rows and the input, the decoder the decoder prefix and the target), plus
+// its backward to the prompt when `trained`. 0 (not counted) for models of
+// other families than T5.
+double FlopsOf(const PromptedLanguageModel& model, const PromptLayout& layout,
+               const Batch& batch, bool trained) {
+  const auto* t5 = dynamic_cast<const T5PromptedModel*>(&model);
+  if (t5 == nullptr) return 0;
+  const StepFlops s = CountT5StepFlops(
+      t5->t5().config(), batch.input_ids.size(0), layout.num_virtual_tokens + batch.input_ids.size(1),
+      layout.decoder_prefix_length() + batch.labels.size(1), layout.prompt_decoder);
   return trained ? s.forward + s.backward : s.forward;
 }
 
@@ -190,7 +204,7 @@ absl::StatusOr<TrainResult> TrainWithPlm(const StageEnv& env, const mpt::v1::Pro
   for (size_t k = 0; k < sets.size(); ++k) {
     for (auto& e : sets[k]) e.task_id = task_ids[k];
   }
-  const T5Model& model = *env.model;
+  const PromptedLanguageModel& model = *env.model;
   const PromptLayout layout = LayoutFor(spec, prompt->config().kind);
   StepFunction step = MakePlmStep(model, layout, prompt);
   EvalFunction eval = MakeEvalFunction(env, spec, train, tasks, task_ids, prompt, stage);
@@ -279,14 +293,15 @@ absl::StatusOr<SoftPrompt> InitialPrompt(const StageEnv& env, const SoftPromptCo
 
 // The [T, d] prompts of PROMPT_TUNING adapter folders, checked against
 // `config` (its total_tokens and token_dim); `field` names the spec field.
-absl::StatusOr<std::vector<at::Tensor>> ReadPlainPrompts(const std::vector<std::string>& folders,
+absl::StatusOr<std::vector<at::Tensor>> ReadPlainPrompts(const PromptedLanguageModel& model,
+                                                         const std::vector<std::string>& folders,
                                                          const SoftPromptConfig& config,
                                                          const std::string& field) {
   std::vector<at::Tensor> prompts;
   for (size_t k = 0; k < folders.size(); ++k) {
     ASSIGN_OR_RETURN(Adapter a, ReadAdapter(folders[k]));
     const std::string where = absl::StrCat(field, "[", k, "] (", folders[k], "): ");
-    absl::Status fits = CheckAdapterFitsModel(a.info, config.token_dim);
+    absl::Status fits = AdapterFits(a.info, model);
     if (!fits.ok()) return absl::InvalidArgumentError(absl::StrCat(where, fits.message()));
     if (a.info.prompt.kind != PromptKind::kPromptTuning) {
       return absl::InvalidArgumentError(absl::StrCat(where, "peft_type: expected PROMPT_TUNING"));
@@ -307,7 +322,8 @@ absl::StatusOr<SoftPrompt> SourceInitialPrompt(const StageEnv& env, const SoftPr
   if (spec.init() == "ADAPTERS") {
     // SPoT-style transfer: start from a source prompt (or the mean of several).
     ASSIGN_OR_RETURN(std::vector<at::Tensor> prompts,
-                     ReadPlainPrompts({spec.init_adapters().begin(), spec.init_adapters().end()},
+                     ReadPlainPrompts(*env.model,
+                                      {spec.init_adapters().begin(), spec.init_adapters().end()},
                                       config, "source.init_adapters"));
     return SoftPrompt::FromTensors(config, at::stack(prompts).mean(0));
   }
@@ -328,22 +344,23 @@ bool AdapterComplete(const std::string& folder) {
 
 }  // namespace
 
-StepFunction MakePlmStep(const T5Model& model, const PromptLayout& layout,
+StepFunction MakePlmStep(const PromptedLanguageModel& model, const PromptLayout& layout,
                          const SoftPrompt* prompt) {
   return [&model, layout, prompt](const Batch& batch,
                                   double global_tokens) -> absl::StatusOr<StepLoss> {
     Batch b = OnDevice(batch, model.device());
-    Forwarded f = ForwardWithPrompt(model, layout, prompt->Forward(b.task_ids, b.size()), batch);
-    LossSum plm = PlmLoss(f.out.logits, f.labels);
+    PromptedOutput f =
+        ForwardWithPrompt(model, layout, prompt->Forward(b.task_ids, b.size()), batch);
+    LossSum plm = PlmLoss(f.logits, f.labels);
     StepLoss loss;
     loss.objective = plm.sum / global_tokens;
     loss.parts = {{"loss", loss.objective.item<double>()}};
-    loss.flops = FlopsOf(model, layout, f, /*trained=*/true);
+    loss.flops = FlopsOf(model, layout, batch, /*trained=*/true);
     return loss;
   };
 }
 
-PackedStepFunction MakePackedPlmStep(const T5Model& model, const PromptLayout& layout,
+PackedStepFunction MakePackedPlmStep(const PromptedLanguageModel& model, const PromptLayout& layout,
                                      std::vector<const SoftPrompt*> prompts) {
   return [&model, layout, prompts = std::move(prompts)](
              const Batch& batch,
@@ -360,10 +377,10 @@ PackedStepFunction MakePackedPlmStep(const T5Model& model, const PromptLayout& l
     table.reserve(k);
     for (const SoftPrompt* p : prompts) table.push_back(p->TaskPrompt(0));
     at::Tensor rows = at::stack(table).index_select(0, members);
-    Forwarded f = ForwardWithPrompt(model, layout, rows, batch);
+    PromptedOutput f = ForwardWithPrompt(model, layout, rows, batch);
     // Per-row summed token losses, then per member.
-    const int64_t vocab = f.out.logits.size(-1);
-    at::Tensor log_probs = at::log_softmax(f.out.logits.reshape({-1, vocab}).to(at::kFloat), -1);
+    const int64_t vocab = f.logits.size(-1);
+    at::Tensor log_probs = at::log_softmax(f.logits.reshape({-1, vocab}).to(at::kFloat), -1);
     at::Tensor token_losses = at::nll_loss(log_probs, f.labels.reshape({-1}), /*weight=*/{},
                                            at::Reduction::None, kIgnoreIndex);
     at::Tensor row_sums = token_losses.reshape({f.labels.size(0), -1}).sum(1);
@@ -378,51 +395,56 @@ PackedStepFunction MakePackedPlmStep(const T5Model& model, const PromptLayout& l
                           .to(device, row_sums.scalar_type());
     PackedStepLoss loss;
     loss.objective = scaled.sum();
-    loss.flops = FlopsOf(model, layout, f, /*trained=*/true);
+    loss.flops = FlopsOf(model, layout, batch, /*trained=*/true);
     const at::Tensor values = scaled.detach().to(at::kCPU, at::kDouble).contiguous();
     for (int64_t m = 0; m < k; ++m) loss.parts.push_back({{"loss", values[m].item<double>()}});
     return loss;
   };
 }
 
-StepFunction MakeDistillationStep(const T5Model& model, const mpt::v1::PromptSpec& prompt_spec,
+StepFunction MakeDistillationStep(const PromptedLanguageModel& model, const mpt::v1::PromptSpec& prompt_spec,
                                   const SoftPrompt* student, const at::Tensor& teacher_table,
                                   const DistillationLoss& options) {
   // Teachers are PROMPT_TUNING prompts and the student a multitask one: with
-  // two submodules PEFT puts the student's second half before the decoder
-  // and the teachers' nowhere, so the student's outputs have `offset` extra
-  // positions in front, cut off before they are compared with the teachers'.
+  // two submodules PEFT puts the student's second half before the T5
+  // decoder and the teachers' nowhere, so the student's outputs have
+  // target_offset extra positions in front, cut off before they are
+  // compared with the teachers'. Both are compared at the positions that
+  // predict the target tokens (the decoder's for T5; for a decoder-only
+  // model, the positions from the last input token to the one before the
+  // last target token).
   const PromptLayout student_layout = LayoutFor(prompt_spec, PromptKind::kMultitask);
   const PromptLayout teacher_layout = LayoutFor(prompt_spec, PromptKind::kPromptTuning);
-  const int64_t offset = student_layout.decoder_prefix_length();
-  const double d = static_cast<double>(model.config().d_model);
+  const double d = static_cast<double>(model.hidden_size());
   // Teacher outputs, per example, computed once (teacher_cache.h).
   std::shared_ptr<TeacherCache> cache =
       options.teacher_cache ? options.teacher_cache
                             : std::make_shared<TeacherCache>(options.teacher_cache_bytes);
-  return [&model, student, teacher_table, options, student_layout, teacher_layout, offset, d,
-          cache](const Batch& batch, double g) -> absl::StatusOr<StepLoss> {
+  return [&model, student, teacher_table, options, student_layout, teacher_layout, d, cache](const Batch& batch, double g) -> absl::StatusOr<StepLoss> {
     Batch b = OnDevice(batch, model.device());
-    Forwarded student_out =
+    PromptedOutput student_out =
         ForwardWithPrompt(model, student_layout, student->Forward(b.task_ids, b.size()), batch);
-    LossSum plm = PlmLoss(student_out.out.logits, student_out.labels);
+    LossSum plm = PlmLoss(student_out.logits, student_out.labels);
     at::Tensor objective = plm.sum / g;
     double kl_value = 0, hidden_value = 0;
-    double flops = FlopsOf(model, student_layout, student_out, /*trained=*/true);
+    double flops = FlopsOf(model, student_layout, batch, /*trained=*/true);
     if (options.lambda > 0) {
       // The teacher layout has no decoder prefix: its labels are the batch's.
       TeacherOutputs teacher_out = cache->Get(batch, [&](const Batch& rows) {
         at::NoGradGuard no_grad;
-        Forwarded f = ForwardWithPrompt(
+        PromptedOutput f = ForwardWithPrompt(
             model, teacher_layout,
             teacher_table.index_select(0, rows.task_ids.to(model.device())), rows);
-        flops += FlopsOf(model, teacher_layout, f, /*trained=*/false);
-        return TeacherOutputs{f.out.logits, f.out.decoder_hidden};
+        flops += FlopsOf(model, teacher_layout, rows, /*trained=*/false);
+        const int64_t rows_length = rows.labels.size(1);
+        return TeacherOutputs{AtTargets(f.logits, f, rows_length),
+                              AtTargets(f.hidden, f, rows_length)};
       });
       const int64_t length = batch.labels.size(1);
+      const int64_t offset = student_out.target_offset;
       const at::Tensor labels = student_out.labels.narrow(1, offset, length);
-      at::Tensor student_logits = student_out.out.logits.narrow(1, offset, length);
-      at::Tensor student_hidden = student_out.out.decoder_hidden.narrow(1, offset, length);
+      at::Tensor student_logits = student_out.logits.narrow(1, offset, length);
+      at::Tensor student_hidden = student_out.hidden.narrow(1, offset, length);
       at::Tensor distill = at::zeros({}, objective.options());
       if (options.use_kl) {
         LossSum kl = KlLoss(student_logits, teacher_out.logits, labels, options.temperature);
@@ -453,6 +475,7 @@ absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
     const StageEnv& env, const mpt::v1::PromptSpec& prompt_spec,
     const mpt::v1::SourceTrainingSpec& spec, const std::string& out_dir,
     const std::vector<std::string>& only_tasks) {
+  RETURN_IF_ERROR(CheckPromptSpecFitsModel(*env.model, prompt_spec));
   ASSIGN_OR_RETURN(std::vector<TaskDataSet> tasks,
                    LoadTaskData(spec.tasks(), spec.train(), *env.tokenizer));
   const SoftPromptConfig config =
@@ -541,6 +564,10 @@ std::vector<absl::StatusOr<TaskOutcome>> RunSourcePack(const StageEnv& env,
     if (position < 0) {
       results[i] = absl::InvalidArgumentError(
           absl::StrCat("task \"", t.task, "\" is not a source task of its spec"));
+      continue;
+    }
+    if (absl::Status fits = CheckPromptSpecFitsModel(*env.model, t.prompt); !fits.ok()) {
+      results[i] = fits;
       continue;
     }
     google::protobuf::RepeatedPtrField<mpt::v1::TaskData> only;
@@ -671,7 +698,8 @@ absl::StatusOr<TaskOutcome> RunDistillation(const StageEnv& env,
                                             const mpt::v1::DistillationSpec& spec,
                                             const std::vector<std::string>& teachers,
                                             const std::string& out_dir) {
-  const T5Model& model = *env.model;
+  const PromptedLanguageModel& model = *env.model;
+  RETURN_IF_ERROR(CheckPromptSpecFitsModel(model, prompt_spec));
   ASSIGN_OR_RETURN(std::vector<TaskDataSet> tasks,
                    LoadTaskData(spec.tasks(), spec.train(), *env.tokenizer));
   if (teachers.size() != tasks.size()) {
@@ -687,7 +715,7 @@ absl::StatusOr<TaskOutcome> RunDistillation(const StageEnv& env,
     ASSIGN_OR_RETURN(Adapter teacher, ReadAdapter(teachers[k]));
     const std::string where = absl::StrCat("distillation.teacher_adapters[", k, "] (",
                                            teachers[k], "): ");
-    absl::Status fits = CheckAdapterFitsModel(teacher.info, config.token_dim);
+    absl::Status fits = AdapterFits(teacher.info, model);
     if (!fits.ok()) return absl::InvalidArgumentError(absl::StrCat(where, fits.message()));
     if (teacher.prompt.config().total_tokens() != config.total_tokens()) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -741,7 +769,8 @@ absl::StatusOr<std::vector<TaskOutcome>> RunTargetAdaptation(
     const StageEnv& env, const mpt::v1::PromptSpec& prompt_spec,
     const mpt::v1::TargetAdaptationSpec& spec, const std::string& source_adapter,
     const std::string& out_dir) {
-  const T5Model& model = *env.model;
+  const PromptedLanguageModel& model = *env.model;
+  RETURN_IF_ERROR(CheckPromptSpecFitsModel(model, prompt_spec));
   ASSIGN_OR_RETURN(std::vector<TaskDataSet> tasks,
                    LoadTaskData(spec.tasks(), spec.train(), *env.tokenizer));
   ASSIGN_OR_RETURN(PromptInit init, ParsePromptInit(spec.init().empty() ? "AVERAGE_SOURCE_TASKS"
@@ -752,7 +781,7 @@ absl::StatusOr<std::vector<TaskOutcome>> RunTargetAdaptation(
     const SoftPromptConfig plain =
         PromptConfig(prompt_spec, model, PromptKind::kPromptTuning, 1);
     ASSIGN_OR_RETURN(std::vector<at::Tensor> teachers,
-                     ReadPlainPrompts({spec.teacher_adapters().begin(),
+                     ReadPlainPrompts(model, {spec.teacher_adapters().begin(),
                                        spec.teacher_adapters().end()},
                                       plain, "target.teacher_adapters"));
     SoftPromptConfig multi = PromptConfig(prompt_spec, model, PromptKind::kMultitask,
@@ -769,7 +798,7 @@ absl::StatusOr<std::vector<TaskOutcome>> RunTargetAdaptation(
           absl::StrCat(where, "peft_type: expected MULTITASK_PROMPT_TUNING"));
     }
     absl::Status fits =
-        CheckAdapterFitsModel(source.info, static_cast<int>(model.config().d_model));
+        AdapterFits(source.info, model);
     if (!fits.ok()) return absl::InvalidArgumentError(absl::StrCat(where, fits.message()));
   }
   const std::string where = absl::StrCat("target.source_adapter (", source_adapter, "): ");
@@ -822,7 +851,8 @@ absl::StatusOr<std::vector<TaskOutcome>> RunTargetAdaptation(
 absl::StatusOr<std::vector<BaselineOutcome>> RunTargetBaselines(
     const StageEnv& env, const mpt::v1::PromptSpec& prompt_spec,
     const mpt::v1::TargetAdaptationSpec& spec, const std::string& out_dir) {
-  const T5Model& model = *env.model;
+  const PromptedLanguageModel& model = *env.model;
+  RETURN_IF_ERROR(CheckPromptSpecFitsModel(model, prompt_spec));
   ASSIGN_OR_RETURN(std::vector<TaskDataSet> tasks,
                    LoadTaskData(spec.tasks(), spec.train(), *env.tokenizer));
   const SoftPromptConfig config = PromptConfig(prompt_spec, model, PromptKind::kPromptTuning, 1);

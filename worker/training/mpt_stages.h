@@ -21,22 +21,24 @@
 #include "proto/mpt/v1/spec.pb.h"
 #include "worker/collectives/communicator.h"
 #include "common/progress/progress.h"
-#include "worker/prompts/prompt_inputs.h"
+#include "worker/model/task_tokenizer.h"
+#include "worker/prompts/prompt_layout.h"
+#include "worker/prompts/prompted_model.h"
 #include "worker/training/packed_trainer.h"
 #include "worker/training/prompt_trainer.h"
 #include "worker/prompts/soft_prompt.h"
-#include "worker/model/t5_model.h"
-#include "worker/model/t5_tokenizer.h"
 
 namespace mpt {
 
 class TeacherCache;  // teacher_cache.h
 
 // What every stage runs with. Pointers are borrowed and must outlive the
-// call; `comm` may be null (single process), `sink` may be null.
+// call; `comm` may be null (single process), `sink` may be null. The model
+// and tokenizer are of any family (worker/lm/base_model_loader.h loads
+// them).
 struct StageEnv {
-  const T5Model* model = nullptr;
-  const T5Tokenizer* tokenizer = nullptr;
+  const PromptedLanguageModel* model = nullptr;
+  const TaskTokenizer* tokenizer = nullptr;
   Communicator* comm = nullptr;
   ProgressSink* sink = nullptr;
   std::function<bool()> cancelled;
@@ -64,7 +66,7 @@ struct TaskOutcome {
 // function.
 //
 // L_PLM with `prompt` laid out as PEFT lays out a prompt of its kind.
-StepFunction MakePlmStep(const T5Model& model, const PromptLayout& layout,
+StepFunction MakePlmStep(const PromptedLanguageModel& model, const PromptLayout& layout,
                          const SoftPrompt* prompt);
 
 // L_PLM of a pack (packed_trainer.h): row i of a batch carries the prompt
@@ -72,7 +74,7 @@ StepFunction MakePlmStep(const T5Model& model, const PromptLayout& layout,
 // kind and shape; a multitask prompt contributes its task 0). Each member's
 // summed token loss is divided by its own global target tokens; the parts
 // of member m are {"loss", that quotient}.
-PackedStepFunction MakePackedPlmStep(const T5Model& model, const PromptLayout& layout,
+PackedStepFunction MakePackedPlmStep(const PromptedLanguageModel& model, const PromptLayout& layout,
                                      std::vector<const SoftPrompt*> prompts);
 
 struct DistillationLoss {
@@ -92,7 +94,7 @@ struct DistillationLoss {
 // (either distillation term may be switched off):
 // `teacher_table` [K, T, d] holds teacher k's prompt, on the model's device.
 // Logs "loss", "plm", "kl" and "hidden".
-StepFunction MakeDistillationStep(const T5Model& model, const mpt::v1::PromptSpec& prompt_spec,
+StepFunction MakeDistillationStep(const PromptedLanguageModel& model, const mpt::v1::PromptSpec& prompt_spec,
                                   const SoftPrompt* student, const at::Tensor& teacher_table,
                                   const DistillationLoss& options);
 

@@ -15,6 +15,9 @@
 #include "absl/strings/str_join.h"
 #include "common/file_util.h"
 #include "worker/data/jsonl_dataset.h"
+#include "worker/lm/model_family.h"
+#include "worker/model/hf_tokenizer.h"
+#include "worker/model/llama_config.h"
 #include "worker/model/t5_config.h"
 #include "worker/model/t5_tokenizer.h"
 #include "worker/prompts/adapter_io.h"
@@ -90,8 +93,21 @@ absl::Status PreflightCheck(const mpt::v1::PipelineSpec& spec, const PreflightOp
 
   // The model's small files first: everything else is pointless without it.
   const std::string config = (fs::path(spec.base_model()) / "config.json").string();
-  problems.Add("base_model", T5Config::FromJsonFile(config).status());
-  problems.Add("base_model", T5Tokenizer::Load(spec.base_model()).status());
+  absl::StatusOr<ModelKind> kind = ReadModelKind(spec.base_model());
+  problems.Add("base_model", kind.status());
+  if (kind.ok() && kind->family == ModelFamily::kEncoderDecoder) {
+    problems.Add("base_model", T5Config::FromJsonFile(config).status());
+    problems.Add("base_model", T5Tokenizer::Load(spec.base_model()).status());
+  } else if (kind.ok()) {
+    problems.Add("base_model", LlamaConfig::FromJsonFile(config).status());
+    problems.Add("base_model", HfTokenizer::Load(spec.base_model()).status());
+    if (spec.prompt().num_transformer_submodules() != 1) {
+      problems.Add("prompt.num_transformer_submodules",
+                   absl::InvalidArgumentError(absl::StrCat(
+                       "is ", spec.prompt().num_transformer_submodules(), "; the base model (",
+                       kind->model_type, ") is decoder-only and takes 1 (PEFT's CAUSAL_LM)")));
+    }
+  }
 
   if (all || stage == "source") CheckTasks("source", spec.source().tasks(), &seen, &problems);
   if (all || stage == "distillation") {

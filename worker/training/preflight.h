@@ -29,8 +29,11 @@ struct PreflightOptions {
 // - every train_path and eval_path of the stages that will run is read and
 //   parsed in full, as the stage would (ReadJsonl with the task's name as
 //   the only allowed task);
-// - the base model folder's config.json parses (T5Config) and its
-//   spiece.model loads (T5Tokenizer); the weights are left to the model
+// - the base model folder's config.json names a supported model_type and
+//   parses (T5Config, or LlamaConfig for a decoder-only model) and its
+//   tokenizer loads (spiece.model by T5Tokenizer, or tokenizer.json by
+//   HfTokenizer); a decoder-only model needs
+//   prompt.num_transformer_submodules 1; the weights are left to the model
 //   loader;
 // - the adapters the spec names for the stages that will run
 //   (distillation.teacher_adapters, target.source_adapter) read back

@@ -28,6 +28,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "worker/lm/t5_prompted_model.h"
+#include "worker/lm/t5_task_tokenizer.h"
 #include "proto/mpt/v1/spec.pb.h"
 #include "tests/rank_processes.h"
 #include "tests/test_util.h"
@@ -219,6 +221,8 @@ absl::Status WriteTeachers(const std::string& root, const T5Model& model) {
 struct LoadedModel {
   std::unique_ptr<T5Model> model;
   std::unique_ptr<T5Tokenizer> tokenizer;
+  std::unique_ptr<T5PromptedModel> lm;
+  std::unique_ptr<T5TaskTokenizer> task_tokenizer;
 };
 
 absl::StatusOr<LoadedModel> LoadTinyT5() {
@@ -230,6 +234,8 @@ absl::StatusOr<LoadedModel> LoadTinyT5() {
   if (!tokenizer.ok()) return tokenizer.status();
   m.model = std::move(*model);
   m.tokenizer = std::move(*tokenizer);
+  m.lm = std::make_unique<T5PromptedModel>(m.model.get());
+  m.task_tokenizer = std::make_unique<T5TaskTokenizer>(m.tokenizer.get());
   return m;
 }
 
@@ -238,8 +244,8 @@ absl::StatusOr<LoadedModel> LoadTinyT5() {
 absl::Status Distill(const LoadedModel& m, const std::string& root, Communicator* comm,
                      const std::string& out_dir) {
   StageEnv env;
-  env.model = m.model.get();
-  env.tokenizer = m.tokenizer.get();
+  env.model = m.lm.get();
+  env.tokenizer = m.task_tokenizer.get();
   env.comm = comm;
   absl::StatusOr<TaskOutcome> outcome =
       RunDistillation(env, DistillPromptSpec(), DistillSpec(), TeacherFolders(root), out_dir);
@@ -252,8 +258,8 @@ absl::Status Distill(const LoadedModel& m, const std::string& root, Communicator
 absl::Status SourcePack(const LoadedModel& m, Communicator* comm, int tasks_per_pass,
                         const std::string& out_dir) {
   StageEnv env;
-  env.model = m.model.get();
-  env.tokenizer = m.tokenizer.get();
+  env.model = m.lm.get();
+  env.tokenizer = m.task_tokenizer.get();
   env.comm = comm;
   mpt::v1::PromptSpec prompt = DistillPromptSpec();
   prompt.set_num_transformer_submodules(1);

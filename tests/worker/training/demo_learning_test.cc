@@ -5,6 +5,8 @@
 #include <memory>
 
 #include "gtest/gtest.h"
+#include "worker/lm/t5_prompted_model.h"
+#include "worker/lm/t5_task_tokenizer.h"
 #include "tests/test_util.h"
 #include "worker/prompts/adapter_io.h"
 #include "worker/training/mpt_stages.h"
@@ -62,8 +64,10 @@ TEST(DemoLearning, EachStageLearnsOnTheDemoModel) {
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
   LossLog log;
   StageEnv env;
-  env.model = model->get();
-  env.tokenizer = tokenizer->get();
+  const T5PromptedModel lm(model->get());
+  const T5TaskTokenizer task_tokenizer(tokenizer->get());
+  env.model = &lm;
+  env.tokenizer = &task_tokenizer;
   env.sink = &log;
   mpt::v1::PromptSpec prompt;
   prompt.set_num_virtual_tokens(20);

@@ -12,6 +12,8 @@
 #include <ATen/ATen.h>
 
 #include "gtest/gtest.h"
+#include "worker/lm/t5_prompted_model.h"
+#include "worker/lm/t5_task_tokenizer.h"
 #include "tests/test_util.h"
 #include "worker/prompts/adapter_io.h"
 #include "common/spec/spec_loader.h"
@@ -78,8 +80,12 @@ class MptStagesTest : public ::testing::Test {
     auto tokenizer = T5Tokenizer::Load(DataPath("tests/testdata/t5_relu"));
     ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
     tokenizer_ = tokenizer->release();
+    lm_ = new T5PromptedModel(model_);
+    task_tokenizer_ = new T5TaskTokenizer(tokenizer_);
   }
   static void TearDownTestSuite() {
+    delete lm_;
+    delete task_tokenizer_;
     delete model_;
     delete tokenizer_;
   }
@@ -92,8 +98,8 @@ class MptStagesTest : public ::testing::Test {
 
   StageEnv Env(const std::string& work_dir = "") {
     StageEnv env;
-    env.model = model_;
-    env.tokenizer = tokenizer_;
+    env.model = lm_;
+    env.tokenizer = task_tokenizer_;
     env.sink = &sink_;
     env.work_dir = work_dir;
     return env;
@@ -109,12 +115,16 @@ class MptStagesTest : public ::testing::Test {
 
   static T5Model* model_;
   static T5Tokenizer* tokenizer_;
+  static T5PromptedModel* lm_;
+  static T5TaskTokenizer* task_tokenizer_;
   mpt::v1::PromptSpec prompt_;
   RecordingSink sink_;
 };
 
 T5Model* MptStagesTest::model_ = nullptr;
 T5Tokenizer* MptStagesTest::tokenizer_ = nullptr;
+T5PromptedModel* MptStagesTest::lm_ = nullptr;
+T5TaskTokenizer* MptStagesTest::task_tokenizer_ = nullptr;
 
 TEST_F(MptStagesTest, ThreeStagesLowerTheirLossesAndWritePeftAdapters) {
   const std::string out = FreshTempDir("pipeline");

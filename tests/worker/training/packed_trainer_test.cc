@@ -29,6 +29,8 @@
 
 #include "common/spec/spec_loader.h"
 #include "gtest/gtest.h"
+#include "worker/lm/t5_prompted_model.h"
+#include "worker/lm/t5_task_tokenizer.h"
 #include "tests/test_util.h"
 #include "worker/model/torch_tensors.h"
 #include "worker/prompts/adapter_io.h"
@@ -78,8 +80,12 @@ class PackedTrainerTest : public ::testing::Test {
     auto tokenizer = T5Tokenizer::Load(DataPath("tests/testdata/t5_relu"));
     ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
     tokenizer_ = tokenizer->release();
+    lm_ = new T5PromptedModel(model_);
+    task_tokenizer_ = new T5TaskTokenizer(tokenizer_);
   }
   static void TearDownTestSuite() {
+    delete lm_;
+    delete task_tokenizer_;
     delete model_;
     delete tokenizer_;
   }
@@ -92,8 +98,8 @@ class PackedTrainerTest : public ::testing::Test {
 
   StageEnv Env(const std::string& work_dir = "") {
     StageEnv env;
-    env.model = model_;
-    env.tokenizer = tokenizer_;
+    env.model = lm_;
+    env.tokenizer = task_tokenizer_;
     env.sink = &sink_;
     env.work_dir = work_dir;
     return env;
@@ -118,12 +124,16 @@ class PackedTrainerTest : public ::testing::Test {
 
   static T5Model* model_;
   static T5Tokenizer* tokenizer_;
+  static T5PromptedModel* lm_;
+  static T5TaskTokenizer* task_tokenizer_;
   mpt::v1::PromptSpec prompt_;
   RecordingSink sink_;
 };
 
 T5Model* PackedTrainerTest::model_ = nullptr;
 T5Tokenizer* PackedTrainerTest::tokenizer_ = nullptr;
+T5PromptedModel* PackedTrainerTest::lm_ = nullptr;
+T5TaskTokenizer* PackedTrainerTest::task_tokenizer_ = nullptr;
 
 TEST_F(PackedTrainerTest, APackOfThreeEndsWhereThreeSeparateRunsEnd) {
   const std::string dir = FreshTempDir("pack_vs_separate");

@@ -1,0 +1,88 @@
+#include "server/proto_wire.h"
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace mpt {
+namespace {
+
+bool ReadVarint(absl::string_view* in, uint64_t* value) {
+  uint64_t v = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    if (in->empty()) return false;
+    const uint8_t byte = static_cast<uint8_t>(in->front());
+    in->remove_prefix(1);
+    v |= static_cast<uint64_t>(byte & 0x7f) << shift;
+    if ((byte & 0x80) == 0) {
+      *value = v;
+      return true;
+    }
+  }
+  return false;
+}
+
+void AppendVarint(uint64_t value, std::string* out) {
+  while (value >= 0x80) {
+    out->push_back(static_cast<char>((value & 0x7f) | 0x80));
+    value >>= 7;
+  }
+  out->push_back(static_cast<char>(value));
+}
+
+absl::Status Malformed(int field) {
+  return absl::DataLossError(
+      absl::StrCat("a stored record is not well-formed (looking for field ", field, ")"));
+}
+
+}  // namespace
+
+absl::StatusOr<absl::string_view> FindLengthDelimitedField(absl::string_view message, int field) {
+  absl::string_view found;
+  bool seen = false;
+  absl::string_view in = message;
+  while (!in.empty()) {
+    uint64_t tag = 0;
+    if (!ReadVarint(&in, &tag)) return Malformed(field);
+    const int number = static_cast<int>(tag >> 3);
+    switch (tag & 7) {
+      case 0: {  // varint
+        uint64_t ignored;
+        if (!ReadVarint(&in, &ignored)) return Malformed(field);
+        break;
+      }
+      case 1:  // 64-bit
+        if (in.size() < 8) return Malformed(field);
+        in.remove_prefix(8);
+        break;
+      case 2: {  // length-delimited
+        uint64_t length = 0;
+        if (!ReadVarint(&in, &length) || length > in.size()) return Malformed(field);
+        if (number == field) {
+          if (seen) {
+            return absl::DataLossError(
+                absl::StrCat("a stored record holds field ", field, " twice"));
+          }
+          seen = true;
+          found = in.substr(0, static_cast<size_t>(length));
+        }
+        in.remove_prefix(static_cast<size_t>(length));
+        break;
+      }
+      case 5:  // 32-bit
+        if (in.size() < 4) return Malformed(field);
+        in.remove_prefix(4);
+        break;
+      default:  // groups (3, 4) are not used by proto3
+        return Malformed(field);
+    }
+  }
+  return found;
+}
+
+void AppendLengthDelimitedField(int field, absl::string_view bytes, std::string* out) {
+  AppendVarint((static_cast<uint64_t>(field) << 3) | 2, out);
+  AppendVarint(bytes.size(), out);
+  out->append(bytes.data(), bytes.size());
+}
+
+}  // namespace mpt

@@ -1,0 +1,160 @@
+// GetJob and ListJobs in wire form (what the gRPC layer sends): bytes
+// spliced from the stored records, or a published job's cached bytes, must
+// parse as exactly the messages the proto form returns: every page, filter,
+// token, finished and unfinished job, before and after a restart, and after
+// progress that only memory holds. Plus the wire helpers themselves.
+#include <string>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "gtest/gtest.h"
+#include "proto/mpt/v1/service.pb.h"
+#include "server/coordinator_state.pb.h"
+#include "server/proto_wire.h"
+#include "tests/server/coordinator_test_util.h"
+
+namespace mpt {
+namespace {
+
+using google::protobuf::util::MessageDifferencer;
+
+TEST(ProtoWireTest, FindsAndAppendsLengthDelimitedFields) {
+  coordinator::JobRecord record;
+  record.mutable_job()->set_name("jobs/abc");
+  record.mutable_job()->set_display_name("x");
+  record.set_create_seq(7);
+  const std::string bytes = record.SerializeAsString();
+  auto job = FindLengthDelimitedField(bytes, 1);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(std::string(*job), record.job().SerializeAsString());
+
+  // Absent: empty.
+  auto absent = FindLengthDelimitedField(bytes, 9);
+  ASSERT_TRUE(absent.ok());
+  EXPECT_TRUE(absent->empty());
+
+  // Appended stages parse as Job.stages.
+  std::string out(job->data(), job->size());
+  mpt::v1::Stage stage;
+  stage.set_id("source/a");
+  stage.set_state(mpt::v1::RUNNING);
+  AppendLengthDelimitedField(mpt::v1::Job::kStagesFieldNumber, stage.SerializeAsString(), &out);
+  mpt::v1::Job parsed;
+  ASSERT_TRUE(parsed.ParseFromString(out));
+  EXPECT_EQ(parsed.name(), "jobs/abc");
+  ASSERT_EQ(parsed.stages_size(), 1);
+  EXPECT_EQ(parsed.stages(0).id(), "source/a");
+
+  // Truncated and duplicated fields are DATA_LOSS.
+  EXPECT_EQ(FindLengthDelimitedField(bytes.substr(0, bytes.size() - 1), 1).status().code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(FindLengthDelimitedField(bytes + bytes, 1).status().code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(FindLengthDelimitedField(std::string("\x0b", 1), 1).status().code(),
+            absl::StatusCode::kDataLoss);  // a group tag
+}
+
+class SerializedReadsTest : public testing::CoordinatorTest {
+ protected:
+  void ExpectSameJob(const std::string& name) {
+    auto proto = core_->GetJob(name);
+    auto wire = core_->GetJobSerialized(name);
+    ASSERT_EQ(proto.ok(), wire.ok()) << name;
+    if (!proto.ok()) {
+      EXPECT_EQ(proto.status().code(), wire.status().code());
+      return;
+    }
+    mpt::v1::Job parsed;
+    ASSERT_TRUE(parsed.ParseFromString(**wire));
+    EXPECT_TRUE(MessageDifferencer::Equals(parsed, *proto))
+        << "wire:\n" << parsed.DebugString() << "proto:\n" << proto->DebugString();
+  }
+
+  // Walks every page of `request` both ways; the number of jobs seen.
+  int ExpectSamePages(mpt::v1::ListJobsRequest request) {
+    int seen = 0;
+    for (int pages = 0; pages < 100; ++pages) {
+      auto proto = core_->ListJobs(request);
+      auto wire = core_->ListJobsSerialized(request);
+      EXPECT_EQ(proto.ok(), wire.ok());
+      if (!proto.ok() || !wire.ok()) {
+        EXPECT_EQ(proto.status().code(), wire.status().code());
+        return seen;
+      }
+      mpt::v1::ListJobsResponse parsed;
+      EXPECT_TRUE(parsed.ParseFromString(*wire));
+      EXPECT_TRUE(MessageDifferencer::Equals(parsed, *proto))
+          << "wire:\n" << parsed.ShortDebugString() << "\nproto:\n" << proto->ShortDebugString();
+      seen += proto->jobs_size();
+      if (proto->next_page_token().empty()) return seen;
+      request.set_page_token(proto->next_page_token());
+    }
+    ADD_FAILURE() << "too many pages";
+    return seen;
+  }
+
+  void ExpectAllSame(const std::vector<std::string>& names) {
+    for (const std::string& name : names) ExpectSameJob(name);
+    for (int page_size : {0, 1, 2, 3, 50}) {
+      mpt::v1::ListJobsRequest r;
+      r.set_page_size(page_size);
+      EXPECT_EQ(ExpectSamePages(r), static_cast<int>(names.size()));
+      r.add_states(mpt::v1::QUEUED);
+      ExpectSamePages(r);
+      r.add_states(mpt::v1::CANCELLED);
+      ExpectSamePages(r);
+      r.clear_states();
+      r.add_kinds(mpt::v1::PIPELINE);
+      ExpectSamePages(r);
+    }
+  }
+};
+
+TEST_F(SerializedReadsTest, WireFormMatchesTheProtoForm) {
+  OpenFresh("serialized_reads", /*on_disk=*/true);
+  std::vector<std::string> names;
+  for (int i = 0; i < 5; ++i) {
+    names.push_back(Submit(testing::PipelineRequest({"a", "b", "c"}, {"t1", "t2"})));
+    names.push_back(Submit(testing::SourceRequest("s" + std::to_string(i))));
+  }
+  // Finished jobs are read from the store.
+  for (int i = 0; i < 10; i += 3) ASSERT_TRUE(core_->CancelJob(names[i]).ok());
+  ExpectAllSame(names);
+
+  // A worker's progress that only memory shows (under the event rate
+  // limit) reaches the serialized job too.
+  const std::string worker = testing::Register(core_.get());
+  auto a = core_->PollAssignment(worker, absl::Now());
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(a->has_value());
+  for (int step = 1; step <= 3; ++step) {
+    mpt::v1::ReportProgressRequest progress;
+    progress.set_assignment((*a)->id());
+    progress.set_worker(worker);
+    progress.mutable_progress()->set_step(step);
+    progress.mutable_progress()->set_total_steps(10);
+    ASSERT_TRUE(core_->ReportProgress(progress).ok());
+    ExpectSameJob((*a)->job());
+    auto wire = core_->GetJobSerialized((*a)->job());
+    ASSERT_TRUE(wire.ok());
+    mpt::v1::Job parsed;
+    ASSERT_TRUE(parsed.ParseFromString(**wire));
+    EXPECT_EQ(parsed.progress().step(), step);
+  }
+  ExpectAllSame(names);
+
+  // After a restart nothing is published: everything comes from the store.
+  Reopen();
+  ExpectAllSame(names);
+
+  // Errors are the proto form's.
+  ExpectSameJob("jobs/doesnotexist");
+  ExpectSameJob("not-a-job-name");
+  mpt::v1::ListJobsRequest bad;
+  bad.set_page_token("garbage!");
+  EXPECT_EQ(core_->ListJobsSerialized(bad).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace mpt

@@ -1,0 +1,268 @@
+// The causal-LM seam against PEFT (PeftModelForCausalLM, CAUSAL_LM) on the
+// tiny llama of tests/testdata/make_causal_lm.py: the input/target join, the
+// prompted forward (logits, hidden states, loss), greedy generation, rank
+// scores and TEXT init of adapters PEFT wrote, batched and padded here where
+// PEFT ran each example alone; and the adapter files we write for CAUSAL_LM.
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <nlohmann/json.hpp>
+
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+#include "worker/data/batching.h"
+#include "worker/lm/base_model_loader.h"
+#include "worker/lm/causal_prompted_model.h"
+#include "worker/model/labels.h"
+#include "worker/model/torch_tensors.h"
+#include "worker/prompts/adapter_io.h"
+#include "worker/prompts/soft_prompt.h"
+
+namespace mpt {
+namespace {
+
+using testing::DataPath;
+
+nlohmann::json ReadJson(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return nlohmann::json::parse(s.str());
+}
+
+std::vector<int> Ids(const at::Tensor& t) {
+  at::Tensor c = t.to(at::kLong).contiguous();
+  return std::vector<int>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+}
+
+double MaxDiff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+class CausalPromptedModelTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto base = LoadBaseModel(DataPath("tests/testdata/causal_lm/model"));
+    ASSERT_TRUE(base.ok()) << base.status();
+    base_ = new BaseModel(std::move(*base));
+    auto golden = LoadSafetensors(DataPath("tests/testdata/causal_lm/golden.safetensors"));
+    ASSERT_TRUE(golden.ok()) << golden.status();
+    golden_ = new std::map<std::string, at::Tensor>(std::move(*golden));
+    notes_ = new nlohmann::json(ReadJson(DataPath("tests/testdata/causal_lm/golden.json")));
+  }
+  static void TearDownTestSuite() {
+    delete base_;
+    delete golden_;
+    delete notes_;
+  }
+
+  const PromptedLanguageModel& model() const { return *base_->model; }
+  const TaskTokenizer& tokenizer() const { return *base_->tokenizer; }
+  const at::Tensor& golden(const std::string& name) const { return golden_->at(name); }
+  int num_examples() const { return static_cast<int>((*notes_)["examples"].size()); }
+
+  // Every golden example in one padded batch, tokenised by our tokenizer.
+  Batch AllExamples(std::vector<TokenizedExample>* storage) const {
+    storage->clear();
+    for (const auto& e : (*notes_)["examples"]) {
+      TokenizedExample t;
+      t.input_ids = tokenizer().EncodeInput(e["input"].get<std::string>(), 0);
+      t.target_ids = tokenizer().EncodeTarget(e["target"].get<std::string>(), 0);
+      t.task_id = e["task"].get<int>();
+      storage->push_back(std::move(t));
+    }
+    std::vector<const TokenizedExample*> rows;
+    for (const auto& t : *storage) rows.push_back(&t);
+    return Collate(rows, tokenizer().pad_id());
+  }
+
+  SoftPrompt ReadPrompt(const std::string& name) const {
+    auto adapter = ReadAdapter(DataPath("tests/testdata/causal_lm/" + name));
+    EXPECT_TRUE(adapter.ok()) << adapter.status();
+    EXPECT_EQ(adapter->info.task_type, "CAUSAL_LM");
+    EXPECT_EQ(adapter->info.prompt.num_transformer_submodules, 1);
+    return adapter->prompt;
+  }
+
+  static BaseModel* base_;
+  static std::map<std::string, at::Tensor>* golden_;
+  static nlohmann::json* notes_;
+};
+
+BaseModel* CausalPromptedModelTest::base_ = nullptr;
+std::map<std::string, at::Tensor>* CausalPromptedModelTest::golden_ = nullptr;
+nlohmann::json* CausalPromptedModelTest::notes_ = nullptr;
+
+TEST_F(CausalPromptedModelTest, LoadsAsADecoderOnlyModel) {
+  EXPECT_EQ(base_->kind.family, ModelFamily::kDecoderOnly);
+  EXPECT_EQ(model().model_type(), "llama");
+  EXPECT_STREQ(model().peft_task_type(), "CAUSAL_LM");
+  EXPECT_EQ(model().hidden_size(), 32);
+  EXPECT_EQ(model().num_layers(), 2);
+  EXPECT_EQ(model().num_attention_heads(), 4);
+}
+
+TEST_F(CausalPromptedModelTest, JoinsInputAndTargetAsPeftsRecipe) {
+  std::vector<TokenizedExample> examples;
+  AllExamples(&examples);
+  for (int i = 0; i < num_examples(); ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(examples[i].input_ids, Ids(golden("input_ids_" + std::to_string(i))));
+    EXPECT_EQ(examples[i].target_ids, Ids(golden("target_ids_" + std::to_string(i))));
+  }
+  // Cuts: the input loses its end, the target keeps EOS last.
+  std::vector<int> input = tokenizer().EncodeInput("Copy this: hello world", 2);
+  EXPECT_EQ(input, std::vector<int>(examples[2].input_ids.begin(),
+                                    examples[2].input_ids.begin() + 2));
+  std::vector<int> target = tokenizer().EncodeTarget("the longest answer of the four", 3);
+  ASSERT_EQ(target.size(), 3u);
+  EXPECT_EQ(target.back(), tokenizer().eos_id());
+}
+
+// The multitask adapter PEFT wrote, all examples in one padded batch: each
+// row gives what PEFT gave for it alone.
+TEST_F(CausalPromptedModelTest, MultitaskForwardEqualsPeftOnAPaddedBatch) {
+  SoftPrompt prompt = ReadPrompt("peft_mpt");
+  std::vector<TokenizedExample> examples;
+  Batch batch = AllExamples(&examples);
+  at::NoGradGuard no_grad;
+  const PromptLayout layout = PromptLayout::Peft(true, 4, 1);
+  PromptedOutput out = model().Forward(prompt.Forward(batch.task_ids, batch.size()), layout,
+                                       batch.input_ids, batch.attention_mask, batch.labels);
+  EXPECT_EQ(out.target_offset, 0);
+  ASSERT_EQ(out.logits.size(1), batch.labels.size(1));
+  EXPECT_TRUE(at::equal(out.labels, batch.labels));
+  const at::Tensor log_probs = at::log_softmax(out.logits.to(at::kFloat), -1);
+  for (int i = 0; i < num_examples(); ++i) {
+    SCOPED_TRACE(i);
+    const at::Tensor want = golden("mpt_logits_" + std::to_string(i));
+    const int64_t length = want.size(0);
+    EXPECT_LT(MaxDiff(out.logits[i].narrow(0, 0, length), want), 1e-4);
+    EXPECT_LT(MaxDiff(out.hidden[i].narrow(0, 0, length), golden("mpt_hidden_" + std::to_string(i))),
+              1e-4);
+    // PEFT's loss: the mean target-token cross-entropy.
+    const at::Tensor targets = batch.labels[i].narrow(0, 0, length);
+    const double loss =
+        -log_probs[i].narrow(0, 0, length).gather(-1, targets.unsqueeze(-1)).mean().item<double>();
+    EXPECT_NEAR(loss, golden("mpt_loss")[i].item<double>(), 1e-4);
+  }
+}
+
+TEST_F(CausalPromptedModelTest, PromptTuningForwardEqualsPeft) {
+  SoftPrompt prompt = ReadPrompt("peft_pt");
+  std::vector<TokenizedExample> examples;
+  Batch batch = AllExamples(&examples);
+  at::NoGradGuard no_grad;
+  PromptedOutput out =
+      model().Forward(prompt.Forward(at::zeros({batch.size()}, at::kLong), batch.size()),
+                      PromptLayout::Peft(false, 4, 1), batch.input_ids, batch.attention_mask,
+                      batch.labels);
+  for (int i = 0; i < num_examples(); ++i) {
+    SCOPED_TRACE(i);
+    const at::Tensor want = golden("pt_logits_" + std::to_string(i));
+    EXPECT_LT(MaxDiff(out.logits[i].narrow(0, 0, want.size(0)), want), 1e-4);
+  }
+}
+
+TEST_F(CausalPromptedModelTest, GreedyGenerationGivesPeftsTokens) {
+  SoftPrompt prompt = ReadPrompt("peft_mpt");
+  std::vector<TokenizedExample> examples;
+  Batch batch = AllExamples(&examples);
+  const int steps = (*notes_)["gen_steps"].get<int>();
+  at::Tensor ids = model().Generate(prompt.Forward(batch.task_ids, batch.size()), 4,
+                                    batch.input_ids, batch.attention_mask, steps)
+                       .cpu();
+  ASSERT_EQ(ids.size(0), batch.size());
+  for (int i = 0; i < num_examples(); ++i) {
+    SCOPED_TRACE(i);
+    const std::vector<int> want = Ids(golden("mpt_generated_" + std::to_string(i)));
+    std::vector<int> got = Ids(ids[i]);
+    got.resize(want.size());
+    EXPECT_EQ(got, want);
+  }
+}
+
+TEST_F(CausalPromptedModelTest, RankScoresArePeftsLogProbabilities) {
+  SoftPrompt prompt = ReadPrompt("peft_mpt");
+  std::vector<TokenizedExample> examples;
+  Batch batch = AllExamples(&examples);
+  std::vector<std::vector<int>> candidates;
+  for (const auto& c : (*notes_)["candidates"]) {
+    candidates.push_back(tokenizer().EncodeTarget(c.get<std::string>(), 0));
+  }
+  std::vector<const std::vector<int>*> rows;
+  for (const auto& c : candidates) rows.push_back(&c);
+  const at::Tensor padded = PadRows(rows, kIgnoreIndex).unsqueeze(0).expand(
+      {batch.size(), -1, -1});
+  const at::Tensor scores =
+      model().RankScores(prompt.Forward(batch.task_ids, batch.size()),
+                         PromptLayout::Peft(true, 4, 1), batch.input_ids, batch.attention_mask,
+                         padded);
+  EXPECT_LT(MaxDiff(scores, golden("mpt_rank_scores")), 1e-3);
+}
+
+TEST_F(CausalPromptedModelTest, TextInitIsPefts) {
+  SoftPromptConfig c;
+  c.kind = PromptKind::kPromptTuning;
+  c.num_virtual_tokens = 4;
+  c.token_dim = 32;
+  auto prompt = SoftPrompt::FromText(c, tokenizer().Encode((*notes_)["init_text"].get<std::string>()),
+                                     model().word_embeddings(), 0);
+  ASSERT_TRUE(prompt.ok()) << prompt.status();
+  EXPECT_EQ(MaxDiff(prompt->prompt_embeddings(), golden("text_init")), 0.0);
+}
+
+TEST_F(CausalPromptedModelTest, AdaptersWeWriteMatchPeftsFiles) {
+  for (const char* name : {"peft_mpt", "peft_pt"}) {
+    SCOPED_TRACE(name);
+    const std::string peft_dir = DataPath(std::string("tests/testdata/causal_lm/") + name);
+    auto adapter = ReadAdapter(peft_dir);
+    ASSERT_TRUE(adapter.ok()) << adapter.status();
+    EXPECT_TRUE(CheckAdapterFitsModel(adapter->info, 32, "CAUSAL_LM").ok());
+    EXPECT_FALSE(CheckAdapterFitsModel(adapter->info, 32, "SEQ_2_SEQ_LM").ok());
+    const std::string ours = testing::FreshTempDir(name) + "/adapter";
+    ASSERT_TRUE(WriteAdapter(ours, adapter->prompt, adapter->info).ok());
+    nlohmann::json theirs = ReadJson(peft_dir + "/adapter_config.json");
+    nlohmann::json mine = ReadJson(ours + "/adapter_config.json");
+    for (auto& [key, value] : theirs.items()) {
+      if (key == "peft_version" || key == "base_model_name_or_path") continue;
+      ASSERT_TRUE(mine.contains(key)) << key;
+      EXPECT_EQ(mine[key], value) << key;
+    }
+    auto a = LoadSafetensors(peft_dir + "/adapter_model.safetensors");
+    auto b = LoadSafetensors(ours + "/adapter_model.safetensors");
+    ASSERT_TRUE(a.ok() && b.ok());
+    ASSERT_EQ(a->size(), b->size());
+    for (auto& [key, t] : *a) EXPECT_TRUE(at::equal(t, b->at(key))) << key;
+  }
+}
+
+TEST_F(CausalPromptedModelTest, RefusesTwoSubmodules) {
+  const absl::Status status = model().CheckLayout(PromptLayout::Peft(true, 4, 2));
+  EXPECT_TRUE(absl::IsInvalidArgument(status));
+  EXPECT_NE(status.message().find("num_transformer_submodules"), std::string::npos);
+  std::vector<TokenizedExample> examples;
+  Batch batch = AllExamples(&examples);
+  EXPECT_THROW(model().Forward(at::zeros({batch.size(), 8, 32}), PromptLayout::Peft(true, 4, 2),
+                               batch.input_ids, batch.attention_mask, batch.labels),
+               c10::Error);
+}
+
+TEST(BaseModelLoaderTest, NamesAnUnknownModelType) {
+  const std::string dir = testing::FreshTempDir("unknown_type");
+  testing::WriteFile(dir + "/config.json", R"({"model_type": "gpt_neox"})");
+  auto base = LoadBaseModel(dir);
+  ASSERT_FALSE(base.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(base.status()));
+  EXPECT_NE(base.status().message().find("config.json: model_type \"gpt_neox\""),
+            std::string::npos)
+      << base.status();
+}
+
+}  // namespace
+}  // namespace mpt

@@ -1,0 +1,104 @@
+#include "worker/lm/base_model_loader.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "worker/lm/causal_prompted_model.h"
+#include "worker/lm/causal_task_tokenizer.h"
+#include "worker/lm/t5_prompted_model.h"
+#include "worker/lm/t5_task_tokenizer.h"
+#include "worker/model/hf_tokenizer.h"
+#include "worker/model/llama_model.h"
+#include "worker/model/t5_model.h"
+#include "worker/model/t5_tokenizer.h"
+
+namespace mpt {
+namespace {
+
+absl::StatusOr<BaseModel> LoadT5(const std::string& folder, const BaseModelOptions& options,
+                                 ModelKind kind) {
+  T5LoadOptions load;
+  load.device = options.device;
+  load.dtype = options.dtype;
+  ASSIGN_OR_RETURN(std::unique_ptr<T5Model> model, T5Model::Load(folder, load));
+  ASSIGN_OR_RETURN(std::unique_ptr<T5Tokenizer> tokenizer, T5Tokenizer::Load(folder));
+  BaseModel out;
+  out.kind = std::move(kind);
+  out.model = std::make_shared<T5PromptedModel>(std::shared_ptr<const T5Model>(std::move(model)));
+  out.tokenizer = std::make_shared<T5TaskTokenizer>(
+      std::shared_ptr<const T5Tokenizer>(std::move(tokenizer)));
+  return out;
+}
+
+absl::StatusOr<BaseModel> LoadDecoderOnly(const std::string& folder,
+                                          const BaseModelOptions& options, ModelKind kind) {
+  LlamaLoadOptions load;
+  load.device = options.device;
+  load.dtype = options.dtype;
+  ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, LlamaModel::Load(folder, load));
+  ASSIGN_OR_RETURN(std::unique_ptr<HfTokenizer> hf, HfTokenizer::Load(folder));
+  const int64_t vocab = model->config().vocab_size;
+  ASSIGN_OR_RETURN(std::unique_ptr<CausalTaskTokenizer> tokenizer,
+                   CausalTaskTokenizer::Create(std::shared_ptr<const HfTokenizer>(std::move(hf)),
+                                               vocab));
+  // Generation ends at the tokenizer's EOS (the one targets end in) and at
+  // every EOS id config.json lists.
+  std::vector<int64_t> eos_ids{tokenizer->eos_id()};
+  for (int id : model->config().eos_token_ids) {
+    if (std::find(eos_ids.begin(), eos_ids.end(), id) == eos_ids.end()) eos_ids.push_back(id);
+  }
+  BaseModel out;
+  out.kind = std::move(kind);
+  out.model = std::make_shared<CausalPromptedModel>(
+      std::shared_ptr<const LlamaModel>(std::move(model)), std::move(eos_ids));
+  out.tokenizer = std::move(tokenizer);
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<BaseModel> LoadBaseModel(const std::string& folder,
+                                        const BaseModelOptions& options) {
+  ASSIGN_OR_RETURN(ModelKind kind, ReadModelKind(folder));
+  switch (kind.family) {
+    case ModelFamily::kEncoderDecoder:
+      return LoadT5(folder, options, std::move(kind));
+    case ModelFamily::kDecoderOnly:
+      return LoadDecoderOnly(folder, options, std::move(kind));
+  }
+  return absl::InternalError("unknown model family");
+}
+
+absl::StatusOr<c10::ScalarType> ParseModelDtype(const std::string& name,
+                                                const std::string& flag) {
+  if (name == "float32") return c10::ScalarType::Float;
+  if (name == "bfloat16") return c10::ScalarType::BFloat16;
+  if (name == "float16") return c10::ScalarType::Half;
+  return absl::InvalidArgumentError(absl::StrCat(
+      flag, ": \"", name.substr(0, 40), "\" is not one of float32, bfloat16, float16"));
+}
+
+absl::StatusOr<std::shared_ptr<const PromptedLanguageModel>> LoadPromptedModel(
+    const std::string& folder, const BaseModelOptions& options) {
+  ASSIGN_OR_RETURN(ModelKind kind, ReadModelKind(folder));
+  if (kind.family == ModelFamily::kEncoderDecoder) {
+    T5LoadOptions load;
+    load.device = options.device;
+    load.dtype = options.dtype;
+    ASSIGN_OR_RETURN(std::unique_ptr<T5Model> model, T5Model::Load(folder, load));
+    return std::shared_ptr<const PromptedLanguageModel>(std::make_shared<T5PromptedModel>(
+        std::shared_ptr<const T5Model>(std::move(model))));
+  }
+  LlamaLoadOptions load;
+  load.device = options.device;
+  load.dtype = options.dtype;
+  ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, LlamaModel::Load(folder, load));
+  std::vector<int64_t> eos_ids(model->config().eos_token_ids.begin(),
+                               model->config().eos_token_ids.end());
+  return std::shared_ptr<const PromptedLanguageModel>(std::make_shared<CausalPromptedModel>(
+      std::shared_ptr<const LlamaModel>(std::move(model)), std::move(eos_ids)));
+}
+
+}  // namespace mpt
