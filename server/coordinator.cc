@@ -193,7 +193,7 @@ absl::Status Coordinator::CommitLocked(StateTxn& txn, bool reload_on_failure) {
 
 void Coordinator::ScheduleLocked(StateTxn& txn) {
   if (shutting_down_) return;
-  RunSchedulingPass(state_, txn);
+  RunSchedulingPass(state_, txn, options_.max_pack_size);
 }
 
 // ---------------------------------------------------------------------------
@@ -557,17 +557,26 @@ absl::StatusOr<std::optional<mpt::v1::Assignment>> Coordinator::PollAssignment(
       }
       continue;  // the commit may have reloaded the state
     }
+    // The first live assignment; the worker's other live ones are the
+    // rest of its pack (a worker gets several only as a pack).
+    std::optional<mpt::v1::Assignment> current;
     for (const std::string& id : w->rec.worker().assignments()) {
       auto it = state_.assignments().find(id);
-      if (it != state_.assignments().end() && !it->second.cancelled()) {
-        if (durable_ticket_ < last_ticket_) {  // hand out only durable work
-          absl::Status s = AwaitDurableLocked();
-          if (!s.ok()) RecoverLocked(s, /*reload=*/true);
-          continue;
-        }
-        done_polling();
-        return std::optional<mpt::v1::Assignment>(it->second.assignment());
+      if (it == state_.assignments().end() || it->second.cancelled()) continue;
+      if (!current.has_value()) {
+        current = it->second.assignment();
+      } else {
+        *current->add_packed() = it->second.assignment();
       }
+    }
+    if (current.has_value()) {
+      if (durable_ticket_ < last_ticket_) {  // hand out only durable work
+        absl::Status s = AwaitDurableLocked();
+        if (!s.ok()) RecoverLocked(s, /*reload=*/true);
+        continue;
+      }
+      done_polling();
+      return current;
     }
     if (shutting_down_) {
       done_polling();

@@ -24,7 +24,13 @@
 // - A stage is ready when every stage it depends on SUCCEEDED. Ready stages
 //   are served in job order: higher Job.priority first, then submission
 //   order; within a job, in stage order (sources, distillation, targets).
-// - A worker runs one assignment at a time. It can take a job when its
+// - A worker runs one assignment at a time, or one pack: ready source
+//   stages that found no idle worker ride on a source stage started in the
+//   same pass with the same base model and prompt shape (max_pack_size).
+//   Each stage of a pack has its own assignment, so progress, logs,
+//   artefacts, failures, cancellation and a lost worker's requeue stay per
+//   stage; PollAssignment returns them as one Assignment with `packed`.
+//   A worker can take a job when its
 //   Worker.models lists the job's base_model exactly as the spec names it,
 //   or lists no model at all.
 // - A stage with world_size W > 1 (distillation) starts as a gang only when
@@ -133,6 +139,15 @@ struct CoordinatorOptions {
   int64_t max_artifact_bytes = int64_t{1} << 30;
   // Lost workers stay in ListWorkers this long. Default 1 h.
   absl::Duration lost_worker_retention = absl::Hours(1);
+  // The most single-worker source stages (of one job or several, with the
+  // same base model and prompt shape) that one worker trains in one pass,
+  // as one pack of assignments (Assignment.packed); each worker's own
+  // Worker.max_pack_size caps it further, and a worker that sets none gets
+  // no pack. Only stages that found no idle worker of their own are
+  // packed, so packing never leaves a worker idle. 1: no packing. Default
+  // 8: the worker decides (its --max_pack_size is 1 on a CPU, where packing
+  // measured no gain, and 8 on a GPU).
+  int max_pack_size = 8;
   // How often the thread started by Start() checks leases. Default 0.5 s.
   absl::Duration maintenance_interval = absl::Milliseconds(500);
   // Borrowed, may be null (default): when set, every stage attempt that

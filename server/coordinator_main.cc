@@ -38,6 +38,10 @@ ABSL_FLAG(std::string, artifacts, "mpt-coordinator/artifacts",
           "folder of the content-addressed artefact store");
 ABSL_FLAG(double, heartbeat_seconds, 2, "how often workers are told to heartbeat");
 ABSL_FLAG(double, lease_seconds, 10, "a worker silent this long is lost and its work requeued");
+ABSL_FLAG(int, max_pack_size, 8,
+          "Most source stages (same base model and prompt shape, of one job or several) one "
+          "worker trains in one pass; each worker's --max_pack_size caps it further. 1: no "
+          "packing.");
 ABSL_FLAG(int, max_world_size, 8,
           "largest distillation gang a job may ask for: the most workers one gang can get in "
           "this cluster");
@@ -130,6 +134,7 @@ absl::StatusOr<CoordinatorMainOptions> OptionsFromFlags() {
   o.coordinator.heartbeat_interval = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_seconds));
   o.coordinator.lease = absl::Seconds(absl::GetFlag(FLAGS_lease_seconds));
   o.coordinator.max_world_size = absl::GetFlag(FLAGS_max_world_size);
+  o.coordinator.max_pack_size = absl::GetFlag(FLAGS_max_pack_size);
   o.coordinator.max_attempts = absl::GetFlag(FLAGS_max_attempts);
   o.coordinator.check_spec_files = absl::GetFlag(FLAGS_check_spec_files);
   o.coordinator.max_artifact_bytes =

@@ -30,6 +30,7 @@ absl::Status CheckCoordinatorOptions(const CoordinatorOptions& options) {
     problems.push_back("lease must be longer than heartbeat_interval");
   }
   if (options.max_world_size < 1) problems.push_back("max_world_size must be >= 1");
+  if (options.max_pack_size < 1) problems.push_back("max_pack_size must be >= 1");
   if (options.max_attempts < 1) problems.push_back("max_attempts must be >= 1");
   if (options.max_worker_losses < 0) problems.push_back("max_worker_losses must be >= 0");
   if (options.max_artifact_bytes < 1) problems.push_back("max_artifact_bytes must be >= 1");
@@ -86,8 +87,18 @@ void CollectBlobIfUnreferenced(JobStore& store, ArtifactStore& blobs, const std:
   if (!removed.ok()) MPT_LOG(WARNING) << "cannot remove blob " << sha256 << ": " << removed;
 }
 
-void RunSchedulingPass(CoordinatorState& state, StateTxn& txn) {
+std::string SourcePackKey(const mpt::v1::PipelineSpec& spec, const StageEntry& stage) {
+  if (stage.rec.kind() != mpt::v1::SOURCE_TRAINING || std::max(1, stage.rec.world_size()) != 1 ||
+      stage.rec.task().empty()) {
+    return "";
+  }
+  return absl::StrCat(spec.base_model(), "\n", spec.prompt().num_virtual_tokens(), "x",
+                      spec.prompt().num_transformer_submodules());
+}
+
+void RunSchedulingPass(CoordinatorState& state, StateTxn& txn, int max_pack_size) {
   ClusterView view;
+  view.max_pack_size = max_pack_size;
   std::vector<WorkerEntry*> view_workers;
   for (const auto& [seq, name] : state.worker_order()) {
     WorkerEntry& w = state.workers().at(name);
@@ -97,6 +108,7 @@ void RunSchedulingPass(CoordinatorState& state, StateTxn& txn) {
     sw.models.assign(pw.models().begin(), pw.models().end());
     sw.collectives.assign(pw.collectives().begin(), pw.collectives().end());
     sw.idle = pw.assignments().empty();
+    sw.max_pack = pw.max_pack_size();
     view.workers.push_back(std::move(sw));
     view_workers.push_back(&w);
   }
@@ -114,7 +126,11 @@ void RunSchedulingPass(CoordinatorState& state, StateTxn& txn) {
     sj.base_model = job->rec.job().spec().base_model();
     sj.gang_note_sent = job->gang_note_sent;
     for (const StageEntry& stage : job->stages) {
-      sj.stages.push_back({state.StageReady(*job, stage), stage.rec.world_size()});
+      SchedulerStage ss;
+      ss.ready = state.StageReady(*job, stage);
+      ss.world_size = stage.rec.world_size();
+      if (max_pack_size > 1 && ss.ready) ss.pack_key = SourcePackKey(job->rec.job().spec(), stage);
+      sj.stages.push_back(std::move(ss));
     }
     view.jobs.push_back(std::move(sj));
     view_jobs.push_back(job);
@@ -126,7 +142,18 @@ void RunSchedulingPass(CoordinatorState& state, StateTxn& txn) {
       case ScheduleAction::Kind::kStart: {
         std::vector<WorkerEntry*> workers;
         for (int w : action.workers) workers.push_back(view_workers[w]);
-        state.StartStage(txn, job, stage, workers, action.collective);
+        // A pack: the other stages start on the same worker, each with an
+        // assignment of its own (PollAssignment hands them out together).
+        const std::string note =
+            action.packed.empty()
+                ? ""
+                : absl::StrCat("in one pass with ", action.packed.size(),
+                               action.packed.size() == 1 ? " other stage" : " other stages");
+        state.StartStage(txn, job, stage, workers, action.collective, note);
+        for (const auto& [pj, ps] : action.packed) {
+          JobEntry* packed_job = view_jobs[pj];
+          state.StartStage(txn, packed_job, &packed_job->stages[ps], workers, "", note);
+        }
         break;
       }
       case ScheduleAction::Kind::kHold:

@@ -484,7 +484,7 @@ bool CoordinatorState::StageReady(const JobEntry& job, const StageEntry& stage) 
 
 void CoordinatorState::StartStage(StateTxn& txn, JobEntry* job, StageEntry* stage,
                                    const std::vector<WorkerEntry*>& workers,
-                                   const std::string& collective) {
+                                   const std::string& collective, const std::string& note) {
   StageRecord& r = stage->rec;
   mpt::v1::Job* j = job->rec.mutable_job();
   const int attempt = r.stage().attempts() + 1;
@@ -563,7 +563,8 @@ void CoordinatorState::StartStage(StateTxn& txn, JobEntry* job, StageEntry* stag
                               absl::StrJoin(r.stage().workers(), ", "),
                               r.checkpoint().empty()
                                   ? ""
-                                  : absl::StrCat(" from step ", r.checkpoint_step())));
+                                  : absl::StrCat(" from step ", r.checkpoint_step()),
+                              note.empty() ? "" : absl::StrCat(" (", note, ")")));
   txn.notify = true;
 }
 

@@ -178,9 +178,11 @@ class CoordinatorState {
   // Appends the job's next event (time, state, stage and its state).
   void AddEvent(StateTxn& txn, JobEntry* job, const StageEntry* stage,
                 const std::string& message, const mpt::v1::Progress* progress = nullptr);
-  // Starts the next attempt of `stage` with rank r on workers[r].
+  // Starts the next attempt of `stage` with rank r on workers[r]; `note`
+  // (may be empty) is added to the start event.
   void StartStage(StateTxn& txn, JobEntry* job, StageEntry* stage,
-                  const std::vector<WorkerEntry*>& workers, const std::string& collective);
+                  const std::vector<WorkerEntry*>& workers, const std::string& collective,
+                  const std::string& note = "");
   // Ends the running attempt: requeues the stage, or fails the job when the
   // stage is out of attempts (max_attempts) or losses (max_worker_losses).
   void EndAttempt(StateTxn& txn, JobEntry* job, StageEntry* stage, AttemptEnd how,

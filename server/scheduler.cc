@@ -55,8 +55,10 @@ void PackLeftovers(const ClusterView& view, std::vector<ScheduleAction>* actions
       for (size_t tried = 0; tried < hosts.size(); ++tried) {
         ScheduleAction* host = hosts[(next + tried) % hosts.size()];
         const SchedulerStage& host_stage = view.jobs[host->job].stages[host->stage];
+        const int room =
+            std::min(view.max_pack_size, view.workers[host->workers[0]].max_pack);
         if (host_stage.pack_key != stage.pack_key ||
-            static_cast<int>(host->packed.size()) + 1 >= view.max_pack_size ||
+            static_cast<int>(host->packed.size()) + 1 >= room ||
             !WorkerCanRun(view.workers[host->workers[0]], job.base_model)) {
           continue;
         }

@@ -19,6 +19,9 @@ struct SchedulerWorker {
   std::vector<std::string> collectives;
   // Runs nothing now.
   bool idle = false;
+  // The most stages it trains in one pass (Worker.max_pack_size); values
+  // below 2: one at a time, never packed.
+  int max_pack = 1;
 };
 
 struct SchedulerStage {
@@ -44,8 +47,8 @@ struct SchedulerJob {
 struct ClusterView {
   // Live workers in registration order.
   std::vector<SchedulerWorker> workers;
-  // Most stages one worker trains in one pass (see ScheduleAction::packed);
-  // 1 or less: no packing.
+  // Most stages one worker trains in one pass (see ScheduleAction::packed),
+  // further capped by each worker's own max_pack; 1 or less: no packing.
   int max_pack_size = 1;
   // Unfinished jobs in scheduling order (higher priority first, then
   // submission order).
@@ -73,7 +76,8 @@ struct ScheduleAction {
   // pack_key. Only ready stages that found no idle worker of their own are
   // packed, so packing never leaves a worker idle that could take a stage;
   // they are spread round-robin over the pass's starts of the same key, in
-  // scheduling order, up to max_pack_size stages per worker.
+  // scheduling order, up to min(max_pack_size, the worker's max_pack)
+  // stages per worker.
   std::vector<std::pair<int, int>> packed;
   std::string collective;
   int world_size = 0;

@@ -34,6 +34,7 @@
 #include "common/metrics/metrics_registry.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "worker/model/matmul_peak.h"
 #include "worker/model/compute_threads.h"
 #include "worker/daemon/assignment_runner.h"
 #include "worker/daemon/coordinator_client.h"
@@ -80,6 +81,10 @@ ABSL_FLAG(std::string, tls_key, "", "PEM client key (mutual TLS).");
 ABSL_FLAG(std::string, tls_server_name, "", "Expected name in the coordinator's certificate.");
 ABSL_FLAG(std::string, token, "", "Bearer token (default: $MPT_TOKEN).");
 ABSL_FLAG(std::string, token_file, "", "File holding the bearer token.");
+ABSL_FLAG(int, max_pack_size, -1,
+          "Most source stages this worker trains in one pass when the coordinator packs them "
+          "(Worker.max_pack_size); 1: one at a time. Default -1: 1 on a CPU (packing measured "
+          "no gain there) and 8 on a GPU.");
 ABSL_FLAG(std::string, metrics_listen, "",
           "host:port to serve Prometheus metrics on at /metrics, e.g. localhost:9100 (port 0 "
           "picks a free one); empty (default): none.");
@@ -160,6 +165,13 @@ absl::StatusOr<Setup> SetupFromFlags() {
   w.set_memory_bytes(absl::GetFlag(FLAGS_memory_bytes) > 0 ? absl::GetFlag(FLAGS_memory_bytes)
                                                            : HostMemoryBytes());
   for (const std::string& m : s.runner.preload_models) w.add_models(m);
+  int max_pack = absl::GetFlag(FLAGS_max_pack_size);
+  if (max_pack < 0) max_pack = s.runner.device.rfind("cuda", 0) == 0 ? 8 : 1;
+  if (max_pack == 0 || max_pack > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_pack_size: must be 1 to 64 (or -1 for the default), got ", max_pack));
+  }
+  w.set_max_pack_size(max_pack);
   return s;
 }
 
@@ -219,7 +231,29 @@ int Main() {
   std::unique_ptr<HttpServer> metrics_server;
   const std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   if (!metrics_listen.empty()) {
-    absl::StatusOr<std::unique_ptr<WorkerMetrics>> m = WorkerMetrics::Create(&metrics);
+    // The MFU denominator, measured once here with the threads just set
+    // (about half a second on a CPU), before any stage competes for them.
+    WorkerMetricsOptions metrics_options;
+    const bool cuda = setup->runner.device.rfind("cuda", 0) == 0;
+    const c10::ScalarType peak_dtype =
+        cuda && setup->runner.autocast == "bf16" ? c10::ScalarType::BFloat16
+                                                 : c10::ScalarType::Float;
+    const int64_t square = cuda ? 8192 : 1024;
+    absl::StatusOr<double> peak = MeasureMatmulPeak(
+        {{square, square, square}}, c10::Device(setup->runner.device), peak_dtype);
+    if (peak.ok()) {
+      metrics_options.matmul_peak_flops = *peak;
+      metrics_options.peak_description = absl::StrCat(
+          "best of timed ", square, "^3 ", c10::toString(peak_dtype), " at::mm on ",
+          setup->runner.device, " at worker start, with ", threads->intra_op_threads,
+          " libtorch and ", threads->blas_threads, " BLAS threads as the stages run");
+      MPT_LOG(INFO) << "matrix-multiply peak " << *peak / 1e9 << " GFLOP/s ("
+                    << metrics_options.peak_description << ")";
+    } else {
+      MPT_LOG(WARNING) << "no MFU metric: " << peak.status();
+    }
+    absl::StatusOr<std::unique_ptr<WorkerMetrics>> m =
+        WorkerMetrics::Create(&metrics, metrics_options);
     if (!m.ok()) {
       std::fprintf(stderr, "worker: %s\n", std::string(m.status().message()).c_str());
       return 2;
@@ -244,8 +278,9 @@ int Main() {
   }
   MPT_LOG(INFO) << "worker on " << setup->daemon.worker.hostname() << " (" << setup->runner.device
                 << ", autocast " << setup->runner.autocast << "), coordinator "
-                << setup->client.channel.address << ", work dir " << setup->daemon.work_dir << "; "
-                << Describe(*threads);
+                << setup->client.channel.address << ", work dir " << setup->daemon.work_dir
+                << ", packs of up to " << setup->daemon.worker.max_pack_size()
+                << " source stages; " << Describe(*threads);
 
   WorkerDaemon* d = daemon->get();
   if (worker_metrics != nullptr) {

@@ -59,6 +59,12 @@ struct ProgressEvent {
   // Target and input tokens processed per second, all ranks together
   // (0: unknown).
   double tokens_per_second = 0;
+  // STEP: the matrix-product FLOPs of this rank's steps in the logging
+  // window (worker/model/model_flops.h), per step and per second of the
+  // window's wall time; 0: not counted. A pack member reports its rows'
+  // share of the pack's steps.
+  double model_flops_per_step = 0;
+  double model_flops_per_second = 0;
   // (name, value), e.g. {"sst2/accuracy", 0.93}; see MetricsReport::Flatten.
   std::vector<std::pair<std::string, double>> metrics;
   // Seconds since the stage started.

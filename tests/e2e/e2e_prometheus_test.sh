@@ -3,7 +3,7 @@
 # a coordinator and a worker serve /metrics; Prometheus scrapes both every
 # second while a small pipeline runs; its query API must then see the job
 # counted as SUCCEEDED, the stages' durations, the RPCs by method and code,
-# and the worker's steps and memory. `promtool check metrics` lints both
+# and the worker's steps, model FLOPs utilisation and memory. `promtool check metrics` lints both
 # expositions.
 source "${TEST_SRCDIR}/${TEST_WORKSPACE}/tests/e2e/e2e_lib.sh"
 
@@ -107,6 +107,15 @@ query 'mpt_worker_steps_total >= 40' > /dev/null || e2e_fail "too few worker ste
 query 'max_over_time(mpt_worker_tokens_per_second[5m]) > 0' > /dev/null ||
   e2e_fail "tokens/s was never above 0"
 query 'mpt_worker_loss{term="loss"} > 0' > /dev/null || e2e_fail "no loss from the worker"
+# Model FLOPs utilisation against the peak the worker measured at start:
+# it was above 0 while the stages ran and never above 1.5.
+query 'mpt_worker_matmul_peak_flops > 1e8' > /dev/null || e2e_fail "no matrix-multiply peak"
+query 'max_over_time(mpt_worker_model_flops_per_second[5m]) > 0' > /dev/null ||
+  e2e_fail "model FLOPs per second were never above 0"
+answer=$(query 'max_over_time(mpt_worker_mfu_ratio[5m])') || e2e_fail "no mpt_worker_mfu_ratio"
+e2e_log "max mpt_worker_mfu_ratio: $answer"
+query 'max_over_time(mpt_worker_mfu_ratio[5m]) > 0 and max_over_time(mpt_worker_mfu_ratio[5m]) <= 1.5' \
+  > /dev/null || e2e_fail "MFU out of (0, 1.5]: $answer"
 query 'process_resident_memory_bytes{job="worker"} > 10e6' > /dev/null ||
   e2e_fail "no worker resident memory"
 query 'process_resident_memory_bytes{job="coordinator"} > 1e6' > /dev/null ||

@@ -127,6 +127,13 @@ TEST(SchedulerTest, StartingAStageReArmsTheGangNote) {
 
 // Packing: source stages with the same key that find no idle worker ride
 // on the starts of the same pass, round-robin, up to max_pack_size a worker.
+// A worker that trains up to `max_pack` stages in one pass.
+SchedulerWorker Packer(bool idle, int max_pack = 8) {
+  SchedulerWorker w = Worker(idle);
+  w.max_pack = max_pack;
+  return w;
+}
+
 SchedulerStage Packable(const std::string& key, bool ready = true) {
   SchedulerStage s;
   s.ready = ready;
@@ -137,7 +144,7 @@ SchedulerStage Packable(const std::string& key, bool ready = true) {
 
 TEST(SchedulerPackingTest, OffByDefault) {
   ClusterView view;
-  view.workers = {Worker(true)};
+  view.workers = {Packer(true)};
   view.jobs = {Job({Packable("k"), Packable("k"), Packable("k")})};
   std::vector<ScheduleAction> actions = Schedule(view);
   ASSERT_EQ(actions.size(), 1u);
@@ -147,7 +154,7 @@ TEST(SchedulerPackingTest, OffByDefault) {
 TEST(SchedulerPackingTest, LeftoverStagesOfOneOrSeveralJobsShareWorkersRoundRobin) {
   ClusterView view;
   view.max_pack_size = 3;
-  view.workers = {Worker(true), Worker(false), Worker(true)};
+  view.workers = {Packer(true), Packer(false), Packer(true)};
   // Job 0: five ready source stages and one that waits; job 1 (same key):
   // two more; job 2: another model's key.
   view.jobs = {Job({Packable("m|T=20"), Packable("m|T=20"), Packable("m|T=20"),
@@ -171,7 +178,7 @@ TEST(SchedulerPackingTest, LeftoverStagesOfOneOrSeveralJobsShareWorkersRoundRobi
 TEST(SchedulerPackingTest, IdleWorkersComeFirstAndKeysMustMatch) {
   ClusterView view;
   view.max_pack_size = 4;
-  view.workers = {Worker(true), Worker(true), Worker(true)};
+  view.workers = {Packer(true), Packer(true), Packer(true)};
   view.jobs = {Job({Packable("a"), Packable("b"), Packable("a")})};
   // Three stages, three idle workers: no packing at all.
   std::vector<ScheduleAction> actions = Schedule(view);
@@ -180,17 +187,39 @@ TEST(SchedulerPackingTest, IdleWorkersComeFirstAndKeysMustMatch) {
 
   // One idle worker: the host is stage 0 (key "a"); stage 2 shares its key
   // and joins; stage 1 (key "b") does not.
-  view.workers = {Worker(true)};
+  view.workers = {Packer(true)};
   actions = Schedule(view);
   ASSERT_EQ(actions.size(), 1u);
   EXPECT_EQ(actions[0].stage, 0);
   EXPECT_EQ(actions[0].packed, (std::vector<std::pair<int, int>>{{0, 2}}));
 }
 
+TEST(SchedulerPackingTest, EachWorkerCapsItsOwnPack) {
+  ClusterView view;
+  view.max_pack_size = 8;
+  // Worker 0 takes one stage at a time (it does not pack, like a worker
+  // that does not set Worker.max_pack_size); worker 1 takes three.
+  view.workers = {Worker(true), Packer(true, 3)};
+  view.jobs = {Job({Packable("a"), Packable("a"), Packable("a"), Packable("a"),
+                    Packable("a"), Packable("a")})};
+  std::vector<ScheduleAction> actions = Schedule(view);
+  ASSERT_EQ(actions.size(), 2u);
+  EXPECT_EQ(actions[0].workers, std::vector<int>{0});
+  EXPECT_TRUE(actions[0].packed.empty());
+  EXPECT_EQ(actions[1].workers, std::vector<int>{1});
+  EXPECT_EQ(actions[1].packed, (std::vector<std::pair<int, int>>{{0, 2}, {0, 3}}));
+
+  // The coordinator's cap wins when it is the smaller.
+  view.max_pack_size = 2;
+  actions = Schedule(view);
+  ASSERT_EQ(actions.size(), 2u);
+  EXPECT_EQ(actions[1].packed, (std::vector<std::pair<int, int>>{{0, 2}}));
+}
+
 TEST(SchedulerPackingTest, GangsAndUnkeyedStagesAreNeverPacked) {
   ClusterView view;
   view.max_pack_size = 4;
-  view.workers = {Worker(true)};
+  view.workers = {Packer(true)};
   SchedulerStage gang = Packable("a");
   gang.world_size = 2;
   SchedulerStage plain;

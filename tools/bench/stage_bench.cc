@@ -48,7 +48,9 @@
 // (The decoder-only rule, with the LM head at every position as
 // transformers computes it, equals what torch's FlopCounterMode counts for
 // PEFT's step: tools/bench/peft_bench.py --count_flops.)
-// Element-wise work (softmax, norms, the losses) is not counted. MFU is
+// Element-wise work (softmax, norms, the losses) is not counted. The counts
+// are worker/model/model_flops.h's, which the worker's MFU metric uses too,
+// and the peak is worker/model/matmul_peak.h's. MFU is
 // those FLOPs per second over this machine's matrix-multiply peak, measured
 // in the same run in the dtype the step's products run in (the weights'
 // dtype, or bf16 under --autocast=bf16): on the CPU with the same threads
@@ -79,6 +81,8 @@
 #include "worker/collectives/communicator.h"
 #include "worker/model/autocast.h"
 #include "worker/model/compute_threads.h"
+#include "worker/model/matmul_peak.h"
+#include "worker/model/model_flops.h"
 #include "worker/training/mpt_stages.h"
 #include "worker/training/packed_trainer.h"
 #include "worker/training/prompt_trainer.h"
@@ -203,97 +207,6 @@ std::vector<std::vector<TokenizedExample>> RandomTasks(int tasks, int per_task, 
   return out;
 }
 
-// Matrix-product FLOPs of one step (see the file comment).
-struct StepFlops {
-  double forward = 0, backward = 0, teacher = 0;
-  double total() const { return forward + backward + teacher; }
-};
-
-double MatmulFlops(double m, double n, double k) { return 2 * m * n * k; }
-
-StepFlops CountT5Flops(const T5Config& c, int64_t batch, int64_t prompt, int64_t input,
-                       int64_t target, bool distillation) {
-  const double B = batch, S = prompt + input, L = target, d = c.d_model, inner = c.inner_dim(),
-               H = c.num_heads, dkv = c.d_kv, ff = c.d_ff, V = c.vocab_size;
-  const double ff_in = c.is_gated_act ? 2 : 1;
-  const auto mm = MatmulFlops;
-  // Weight products (backward 1x) and activation products (backward 2x).
-  double weights = 0, activations = 0, no_backward = 0;
-  // Encoder.
-  weights += c.num_layers * (3 * mm(B * S, inner, d) + mm(B * S, d, inner) +
-                             ff_in * mm(B * S, ff, d) + mm(B * S, d, ff));
-  activations += c.num_layers * 2 * mm(B * H * S, S, dkv);
-  // Decoder: self-attention, cross-attention, feed-forward.
-  const double self_w = 3 * mm(B * L, inner, d) + mm(B * L, d, inner);
-  const double self_a = 2 * mm(B * H * L, L, dkv);
-  weights += (c.num_decoder_layers - 1) * self_w;
-  activations += (c.num_decoder_layers - 1) * self_a;
-  no_backward += self_w + self_a;  // block 0 sees no prompt
-  weights += c.num_decoder_layers * (2 * mm(B * L, inner, d) + 2 * mm(B * S, inner, d) +
-                                     ff_in * mm(B * L, ff, d) + mm(B * L, d, ff));
-  activations += c.num_decoder_layers * 2 * mm(B * H * L, S, dkv);
-  weights += mm(B * L, V, d);  // LM head
-  StepFlops f;
-  f.forward = weights + activations + no_backward;
-  f.backward = weights + 2 * activations;
-  if (distillation) f.teacher = f.forward;
-  return f;
-}
-
-// A decoder-only model (worker/lm/causal_prompted_model.h): one sequence of
-// prompt + input + target positions through every layer (eager attention
-// computes all T x T scores), the LM head at the target-predicting
-// positions only. Every position follows the prompt, so every product has
-// a backward.
-StepFlops CountCausalFlops(const LlamaConfig& c, int64_t batch, int64_t prompt, int64_t input,
-                           int64_t target, bool distillation) {
-  const double B = batch, T = prompt + input + target, L = target, d = c.hidden_size,
-               H = c.num_attention_heads, hd = c.head_dim, ff = c.intermediate_size,
-               V = c.vocab_size;
-  const auto mm = MatmulFlops;
-  double weights = c.num_hidden_layers *
-                   (mm(B * T, c.q_dim() + 2.0 * c.kv_dim(), d) + mm(B * T, d, c.q_dim()) +
-                    2 * mm(B * T, ff, d) + mm(B * T, d, ff));
-  const double activations = c.num_hidden_layers * 2 * mm(B * H * T, T, hd);
-  weights += mm(B * L, V, d);  // LM head
-  StepFlops f;
-  f.forward = weights + activations;
-  f.backward = weights + 2 * activations;
-  if (distillation) f.teacher = f.forward;
-  return f;
-}
-
-// The best matrix-product rate, FLOP/s, of a few timed at::mm calls on
-// `device` in `dtype` (random operands).
-double MeasureMatmulPeak(const std::vector<std::array<int64_t, 3>>& shapes, c10::Device device,
-                         c10::ScalarType dtype) {
-  at::NoGradGuard no_grad;
-  const auto options = at::TensorOptions().device(device).dtype(dtype);
-  const bool cuda = device.is_cuda();
-  auto sync = [&] {
-    if (cuda) torch::cuda::synchronize(device.has_index() ? device.index() : 0);
-  };
-  double best = 0;
-  for (const auto& [m, n, k] : shapes) {
-    at::Tensor a = at::randn({m, k}, options), b = at::randn({k, n}, options),
-               out = at::empty({m, n}, options);
-    const double flops = 2.0 * m * n * k;
-    // A GPU product is timed over a run of them (launches are asynchronous).
-    const int inner = cuda ? std::max<int>(1, static_cast<int>(2e11 / flops)) : 1;
-    const int reps = cuda ? 5 : std::max<int>(3, static_cast<int>(2e10 / flops));
-    for (int w = 0; w < (cuda ? 3 : 1); ++w) at::mm_out(out, a, b);  // warm-up
-    sync();
-    for (int r = 0; r < reps; ++r) {
-      const auto t0 = Clock::now();
-      for (int i = 0; i < inner; ++i) at::mm_out(out, a, b);
-      sync();
-      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-      best = std::max(best, inner * flops / s);
-    }
-  }
-  return best;
-}
-
 absl::Status Main() {
   const std::string stage = absl::GetFlag(FLAGS_stage);
   if (stage != "source" && stage != "distillation" && stage != "target") {
@@ -329,13 +242,13 @@ absl::Status Main() {
   if (causal) {
     const LlamaConfig config = dynamic_cast<const CausalPromptedModel&>(*lm).llama().config();
     count_flops = [config](int64_t b, int64_t p, int64_t i, int64_t t, bool distill) {
-      return CountCausalFlops(config, b, p, i, t, distill);
+      return CountCausalStepFlops(config, b, p, i, t, distill);
     };
     ff_width = config.intermediate_size;
   } else {
     const T5Config config = dynamic_cast<const T5PromptedModel&>(*lm).t5().config();
     count_flops = [config](int64_t b, int64_t p, int64_t i, int64_t t, bool distill) {
-      return CountT5Flops(config, b, p, i, t, distill);
+      return CountT5StepFlops(config, b, p + i, t, /*decoder_prefix=*/false, distill);
     };
     ff_width = config.d_ff;
   }
@@ -507,11 +420,12 @@ absl::Status Main() {
                          (config.num_virtual_tokens + absl::GetFlag(FLAGS_input_length) +
                           (causal ? absl::GetFlag(FLAGS_target_length) : 0));
     const int64_t square = model.device().is_cuda() ? 8192 : 1024;
-    peak_flops = MeasureMatmulPeak(
-        {{square, square, square},
-         {rows, ff_width, d},
-         {static_cast<int64_t>(batch) * absl::GetFlag(FLAGS_target_length), v, d}},
-        model.device(), product_dtype);
+    ASSIGN_OR_RETURN(
+        peak_flops,
+        MeasureMatmulPeak({{square, square, square},
+                           {rows, ff_width, d},
+                           {static_cast<int64_t>(batch) * absl::GetFlag(FLAGS_target_length), v, d}},
+                          model.device(), product_dtype));
   }
   const double mfu = peak_flops > 0 ? achieved / peak_flops : 0;
 

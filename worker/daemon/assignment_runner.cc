@@ -36,6 +36,35 @@ void AddOutcome(const TaskOutcome& outcome, mpt::v1::Progress* progress) {
   progress->set_eta_seconds(0);
 }
 
+// A source task's outcome as the daemon reports it.
+absl::StatusOr<AssignmentOutput> ToAssignmentOutput(const absl::StatusOr<TaskOutcome>& outcome,
+                                                    const std::string& task) {
+  if (!outcome.ok()) return outcome.status();
+  AssignmentOutput output;
+  output.adapters.push_back(outcome->adapter);
+  AddOutcome(*outcome, &output.final_progress);
+  output.final_progress.set_stage(std::string(kSourceStage));
+  output.final_progress.set_task(task);
+  return output;
+}
+
+// Moves a fetched checkpoint (if any) to the folder the stage keeps its
+// checkpoint in, under the assignment's work folder; returns that folder.
+absl::StatusOr<std::string> PlaceCheckpoint(const AssignmentContext& context) {
+  const std::string dir = (fs::path(context.work_dir) / kCheckpointFolder).string();
+  if (context.checkpoint.empty()) return dir;
+  std::error_code ec;
+  fs::create_directories(fs::path(dir).parent_path(), ec);
+  fs::remove_all(dir, ec);
+  fs::rename(context.checkpoint, dir, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot put the checkpoint in place at ", dir, ": ", ec.message()));
+  }
+  MPT_LOG(INFO) << context.assignment->id() << ": resuming from the fetched checkpoint";
+  return dir;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<AssignmentRunner>> AssignmentRunner::Create(
@@ -178,18 +207,7 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
   env.sink = context.sink;
   env.work_dir = context.work_dir;
   env.cancelled = context.cancelled;
-  env.checkpoint_dir = (fs::path(context.work_dir) / kCheckpointFolder).string();
-  if (!context.checkpoint.empty()) {
-    std::error_code ec;
-    fs::create_directories(fs::path(env.checkpoint_dir).parent_path(), ec);
-    fs::remove_all(env.checkpoint_dir, ec);
-    fs::rename(context.checkpoint, env.checkpoint_dir, ec);
-    if (ec) {
-      return absl::InternalError(absl::StrCat("cannot put the checkpoint in place at ",
-                                              env.checkpoint_dir, ": ", ec.message()));
-    }
-    MPT_LOG(INFO) << a.id() << ": resuming from the fetched checkpoint";
-  }
+  ASSIGN_OR_RETURN(env.checkpoint_dir, PlaceCheckpoint(context));
 
   std::unique_ptr<Communicator> comm;
   if (a.world_size() > 1) {
@@ -291,6 +309,90 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
   output.final_progress.set_stage(stage);
   output.final_progress.set_task(label);
   return output;
+}
+
+std::vector<absl::StatusOr<AssignmentOutput>> AssignmentRunner::RunPack(
+    const std::vector<const AssignmentContext*>& contexts) {
+  try {
+    return RunPackUnsafe(contexts);
+  } catch (const c10::Error& e) {
+    return std::vector<absl::StatusOr<AssignmentOutput>>(
+        contexts.size(), absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace())));
+  } catch (const std::exception& e) {
+    return std::vector<absl::StatusOr<AssignmentOutput>>(contexts.size(),
+                                                         absl::InternalError(e.what()));
+  }
+}
+
+std::vector<absl::StatusOr<AssignmentOutput>> AssignmentRunner::RunPackUnsafe(
+    const std::vector<const AssignmentContext*>& contexts) {
+  std::vector<absl::StatusOr<AssignmentOutput>> results(
+      contexts.size(), absl::InternalError("pack member not run"));
+  std::vector<SourcePackTask> tasks;
+  std::vector<size_t> task_of;  // index into `contexts` of tasks[i]
+  std::string model_folder;
+  for (size_t i = 0; i < contexts.size(); ++i) {
+    const AssignmentContext& c = *contexts[i];
+    const mpt::v1::Assignment& a = *c.assignment;
+    mpt::v1::PipelineSpec spec = a.spec();
+    ApplyDefaults(&spec);
+    if (a.stage_kind() != mpt::v1::SOURCE_TRAINING || a.world_size() > 1 || a.task().empty()) {
+      results[i] = absl::InvalidArgumentError(absl::StrCat(
+          "assignment ", a.id(), ": only single-worker source stages of one task can be packed"));
+      continue;
+    }
+    if (spec.base_model().empty()) {
+      results[i] = absl::InvalidArgumentError("spec.base_model: empty in the assignment");
+      continue;
+    }
+    if (model_folder.empty()) model_folder = spec.base_model();
+    if (spec.base_model() != model_folder) {
+      results[i] = absl::InvalidArgumentError(
+          absl::StrCat("assignment ", a.id(), ": base model ", spec.base_model(),
+                       " differs from its pack's ", model_folder));
+      continue;
+    }
+    absl::StatusOr<std::string> checkpoint_dir = PlaceCheckpoint(c);
+    if (!checkpoint_dir.ok()) {
+      results[i] = checkpoint_dir.status();
+      continue;
+    }
+    SourcePackTask t;
+    t.prompt = spec.prompt();
+    t.source = spec.source();
+    t.task = a.task();
+    t.out_dir = (fs::path(c.out_dir) / std::string(kSourceStage)).string();
+    t.checkpoint_dir = *checkpoint_dir;
+    t.sink = c.sink;
+    t.cancelled = c.cancelled;
+    if (c.done) {
+      const std::string task = a.task();
+      t.on_end = [&c, task](const absl::StatusOr<TaskOutcome>& outcome) {
+        c.done(ToAssignmentOutput(outcome, task));
+      };
+    }
+    tasks.push_back(std::move(t));
+    task_of.push_back(i);
+  }
+  if (tasks.empty()) return results;
+  absl::StatusOr<LoadedModel> loaded = Model(model_folder);
+  if (!loaded.ok()) {
+    for (size_t i : task_of) results[i] = loaded.status();
+    return results;
+  }
+  StageEnv env;
+  env.model = loaded->base.model.get();
+  env.tokenizer = loaded->base.tokenizer.get();
+  MPT_LOG(INFO) << "training " << tasks.size() << " source stages in one pass";
+  std::vector<absl::StatusOr<TaskOutcome>> outcomes;
+  {
+    AutocastScope autocast_scope(device_, autocast_);
+    outcomes = RunSourcePack(env, tasks);
+  }
+  for (size_t k = 0; k < tasks.size(); ++k) {
+    results[task_of[k]] = ToAssignmentOutput(outcomes[k], tasks[k].task);
+  }
+  return results;
 }
 
 }  // namespace mpt

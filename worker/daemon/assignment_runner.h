@@ -82,6 +82,14 @@ class AssignmentRunner final : public AssignmentExecutor {
   // a collective at once through context.set_abort).
   absl::StatusOr<AssignmentOutput> Run(const AssignmentContext& context) override;
 
+  // See AssignmentExecutor: the members train in one pass over the shared
+  // model (RunSourcePack in worker/training/mpt_stages.h), each ending as it
+  // would alone up to fp32 summation order. A member that is not a
+  // single-worker source stage, or names another base model than the first
+  // member, fails alone with INVALID_ARGUMENT.
+  std::vector<absl::StatusOr<AssignmentOutput>> RunPack(
+      const std::vector<const AssignmentContext*>& contexts) override;
+
   // The collectives this runner can join ("gloo", and "nccl" on CUDA).
   std::vector<std::string> collectives() const;
 
@@ -99,6 +107,8 @@ class AssignmentRunner final : public AssignmentExecutor {
         autocast_(autocast) {}
   absl::StatusOr<LoadedModel> Model(const std::string& folder);
   absl::StatusOr<AssignmentOutput> RunUnsafe(const AssignmentContext& context);
+  std::vector<absl::StatusOr<AssignmentOutput>> RunPackUnsafe(
+      const std::vector<const AssignmentContext*>& contexts);
   std::string CollectiveKind() const;
 
   const AssignmentRunnerOptions options_;

@@ -112,9 +112,9 @@ void WorkerDaemon::Stop() {
     absl::MutexLock lock(&mu_);
     if (stopping_) return;
     stopping_ = true;
-    if (running_) {
-      running_->lost.store(true);
-      running_->Cancel("the worker is stopping");
+    for (const auto& r : running_) {
+      r->lost.store(true);
+      r->Cancel("the worker is stopping");
     }
   }
   client_->InterruptWaits();
@@ -173,9 +173,9 @@ void WorkerDaemon::ForgetRegistration(const std::string& stale_name) {
   if (worker_name_ != stale_name || stale_name.empty()) return;
   MPT_LOG(WARNING) << "the coordinator no longer knows " << stale_name << "; registering again";
   worker_name_.clear();
-  if (running_) {
-    running_->lost.store(true);
-    running_->Cancel("the coordinator declared this worker lost");
+  for (const auto& r : running_) {
+    r->lost.store(true);
+    r->Cancel("the coordinator declared this worker lost");
   }
 }
 
@@ -196,7 +196,9 @@ void WorkerDaemon::HeartbeatLoop() {
       failures = 0;
       absl::MutexLock lock(&mu_);
       for (const std::string& id : r->cancelled_assignments()) {
-        if (running_ && running_->id == id) running_->Cancel("cancelled by the coordinator");
+        for (const auto& running : running_) {
+          if (running->id == id) running->Cancel("cancelled by the coordinator");
+        }
       }
     } else if (r.status().code() == absl::StatusCode::kNotFound) {
       ForgetRegistration(name);
@@ -330,154 +332,238 @@ absl::Status WorkerDaemon::FetchInputs(const mpt::v1::Assignment& assignment,
   return absl::OkStatus();
 }
 
+std::vector<absl::StatusOr<AssignmentOutput>> AssignmentExecutor::RunPack(
+    const std::vector<const AssignmentContext*>& contexts) {
+  std::vector<absl::StatusOr<AssignmentOutput>> results;
+  results.reserve(contexts.size());
+  for (const AssignmentContext* c : contexts) results.push_back(Run(*c));
+  return results;
+}
+
+// One assignment of what the daemon runs now (a pack has several).
+struct WorkerDaemon::Member {
+  Member(const mpt::v1::Assignment& a, const std::string& worker, const StageLogOptions& log)
+      : assignment(a), running(std::make_shared<Running>(a.id(), worker)), stage_log(log) {}
+  const mpt::v1::Assignment& assignment;
+  std::shared_ptr<Running> running;
+  StageLog stage_log;
+  fs::path dir;
+  AssignmentContext context;
+  absl::Status status;
+  std::unique_ptr<ProgressOutbox> outbox;
+  std::unique_ptr<TeeProgressSink> tee;
+  AssignmentOutput output;
+  std::optional<mpt::v1::Progress> last_progress;
+  bool reported = false;  // uploaded and completed (or not, when lost)
+};
+
 void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment, const std::string& worker) {
-  auto running = std::make_shared<Running>(assignment.id(), worker);
+  // The assignment and the rest of its pack, each reported on by its own id.
+  std::vector<std::unique_ptr<Member>> members;
+  members.push_back(std::make_unique<Member>(assignment, worker, options_.stage_log));
+  for (const mpt::v1::Assignment& p : assignment.packed()) {
+    members.push_back(std::make_unique<Member>(p, worker, options_.stage_log));
+  }
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return;
-    running_ = running;
+    running_.clear();
+    for (const auto& m : members) running_.push_back(m->running);
   }
   // Every line this process logs from now until the end is reported is the
-  // stage's log (a worker runs one assignment at a time).
-  StageLog stage_log(options_.stage_log);
-  stage_log.Attach();
-  MPT_LOG(INFO) << "assignment " << assignment.id() << ": stage " << assignment.stage()
-                << (assignment.world_size() > 1
-                        ? absl::StrCat(", rank ", assignment.rank(), " of ",
-                                       assignment.world_size())
-                        : "");
-  const fs::path dir = fs::path(options_.work_dir) / "assignments" / FolderNameFor(assignment.id());
-  std::error_code ec;
-  fs::remove_all(dir, ec);
-  AssignmentContext context;
-  context.assignment = &assignment;
-  context.work_dir = (dir / "work").string();
-  context.out_dir = (dir / "out").string();
-  fs::create_directories(context.work_dir, ec);
-  fs::create_directories(context.out_dir, ec);
-  fs::create_directories(dir / "inputs", ec);
-  absl::Status status = ec ? absl::InternalError(absl::StrCat(dir.string(), ": ", ec.message()))
-                           : FetchInputs(assignment, (dir / "inputs").string(), *running, &context);
+  // stage's log (a worker runs one assignment, or one pack, at a time; a
+  // pack's lines go to each of its stages).
+  for (auto& m : members) m->stage_log.Attach();
+  for (auto& m : members) {
+    const mpt::v1::Assignment& a = m->assignment;
+    MPT_LOG(INFO) << "assignment " << a.id() << ": stage " << a.stage()
+                  << (a.world_size() > 1
+                          ? absl::StrCat(", rank ", a.rank(), " of ", a.world_size())
+                          : "")
+                  << (members.size() > 1
+                          ? absl::StrCat(", in one pass with ", members.size() - 1, " more")
+                          : "");
+    m->dir = fs::path(options_.work_dir) / "assignments" / FolderNameFor(a.id());
+    std::error_code ec;
+    fs::remove_all(m->dir, ec);
+    AssignmentContext& context = m->context;
+    context.assignment = &a;
+    context.work_dir = (m->dir / "work").string();
+    context.out_dir = (m->dir / "out").string();
+    fs::create_directories(context.work_dir, ec);
+    fs::create_directories(context.out_dir, ec);
+    fs::create_directories(m->dir / "inputs", ec);
+    m->status = ec ? absl::InternalError(absl::StrCat(m->dir.string(), ": ", ec.message()))
+                   : FetchInputs(a, (m->dir / "inputs").string(), *m->running, &context);
+  }
 
-  const bool leader = assignment.rank() == 0;
-  AssignmentOutput output;
-  std::optional<mpt::v1::Progress> last_progress;
-  if (status.ok()) {
-    OutboxOptions outbox_options;
-    outbox_options.progress_interval = options_.progress_interval;
-    outbox_options.min_backoff = options_.min_backoff;
-    outbox_options.max_backoff = options_.max_backoff;
-    outbox_options.log_interval = options_.progress_interval;
-    ProgressOutbox outbox(client_, running.get(), outbox_options, /*reports=*/leader,
-                          &stage_log);
-    Running* r = running.get();
-    context.cancelled = [r] { return r->cancelled.load(); };
-    context.set_abort = [r](std::function<void()> hook) { r->SetAbort(std::move(hook)); };
-    std::unique_ptr<CoordinatorRendezvousStore> store;
-    if (assignment.world_size() > 1) {
-      store = std::make_unique<CoordinatorRendezvousStore>(client_, assignment.group(),
-                                                           context.cancelled);
-    }
-    TeeProgressSink tee(&outbox, options_.progress_observer);
-    context.sink = options_.progress_observer != nullptr ? static_cast<ProgressSink*>(&tee)
-                                                         : &outbox;
-    context.store = store.get();
-    absl::StatusOr<AssignmentOutput> ran;
-    try {
-      ran = executor_->Run(context);
-    } catch (const std::exception& e) {
-      ran = absl::InternalError(absl::StrCat("stage failed: ", e.what()));
-    } catch (...) {
-      ran = absl::InternalError("stage failed with an unknown exception");
-    }
-    outbox.Close(absl::Seconds(5));
-    last_progress = outbox.last_progress();
-    if (ran.ok()) {
-      output = std::move(*ran);
-    } else {
-      status = ran.status();
+  // The members whose inputs are in run, alone or as one pack; the others
+  // end now.
+  std::vector<Member*> runnable;
+  for (auto& m : members) {
+    if (m->status.ok()) {
+      runnable.push_back(m.get());
+    } else if (members.size() > 1) {
+      Report(*m);
+      m->reported = true;
     }
   }
+  // A member's end: its outbox flushed, then reported (once).
+  auto end_member = [this](Member* m, const absl::StatusOr<AssignmentOutput>& result) {
+    if (m->reported) return;
+    m->outbox->Close(absl::Seconds(5));
+    m->last_progress = m->outbox->last_progress();
+    if (result.ok()) {
+      m->output = *result;
+    } else {
+      m->status = result.status();
+    }
+    Report(*m);
+    m->reported = true;
+  };
+  std::unique_ptr<CoordinatorRendezvousStore> store;
+  OutboxOptions outbox_options;
+  outbox_options.progress_interval = options_.progress_interval;
+  outbox_options.min_backoff = options_.min_backoff;
+  outbox_options.max_backoff = options_.max_backoff;
+  outbox_options.log_interval = options_.progress_interval;
+  for (Member* m : runnable) {
+    const bool leader = m->assignment.rank() == 0;
+    m->outbox = std::make_unique<ProgressOutbox>(client_, m->running.get(), outbox_options,
+                                                 /*reports=*/leader, &m->stage_log);
+    Running* r = m->running.get();
+    m->context.cancelled = [r] { return r->cancelled.load(); };
+    m->context.set_abort = [r](std::function<void()> hook) { r->SetAbort(std::move(hook)); };
+    m->tee = std::make_unique<TeeProgressSink>(m->outbox.get(), options_.progress_observer);
+    m->context.sink = options_.progress_observer != nullptr
+                          ? static_cast<ProgressSink*>(m->tee.get())
+                          : m->outbox.get();
+    // A pack member that ends while others train is reported at once.
+    if (runnable.size() > 1) {
+      m->context.done = [&end_member, m](const absl::StatusOr<AssignmentOutput>& result) {
+        end_member(m, result);
+      };
+    }
+  }
+  if (runnable.size() == 1 && runnable[0]->assignment.world_size() > 1) {
+    Member* m = runnable[0];
+    store = std::make_unique<CoordinatorRendezvousStore>(client_, m->assignment.group(),
+                                                         m->context.cancelled);
+    m->context.store = store.get();
+  }
+  std::vector<absl::StatusOr<AssignmentOutput>> ran;
+  try {
+    if (runnable.size() == 1) {
+      ran.push_back(executor_->Run(runnable[0]->context));
+    } else if (!runnable.empty()) {
+      std::vector<const AssignmentContext*> contexts;
+      for (Member* m : runnable) contexts.push_back(&m->context);
+      ran = executor_->RunPack(contexts);
+    }
+  } catch (const std::exception& e) {
+    ran.assign(runnable.size(), absl::InternalError(absl::StrCat("stage failed: ", e.what())));
+  } catch (...) {
+    ran.assign(runnable.size(), absl::InternalError("stage failed with an unknown exception"));
+  }
+  if (ran.size() != runnable.size()) {
+    ran.assign(runnable.size(),
+               absl::InternalError("the stage runner returned results for another pack size"));
+  }
+  for (size_t i = 0; i < runnable.size(); ++i) end_member(runnable[i], ran[i]);
+  for (auto& m : members) {
+    if (!m->reported) Report(*m);
+  }
+  std::error_code ec;
+  for (auto& m : members) {
+    if (!options_.keep_assignment_dirs) fs::remove_all(m->dir, ec);
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    running_.clear();
+  }
+  finished_.fetch_add(static_cast<int64_t>(members.size()));
+}
+
+void WorkerDaemon::Report(Member& m) {
+  const mpt::v1::Assignment& assignment = m.assignment;
+  Running* running = m.running.get();
+  absl::Status& status = m.status;
+  StageLog& stage_log = m.stage_log;
+  const AssignmentOutput& output = m.output;
+  const bool leader = assignment.rank() == 0;
   if (running->cancelled.load() && status.ok()) {
     // Finished anyway; the result still counts.
     MPT_LOG(INFO) << assignment.id() << ": finished before the cancellation took effect";
   }
-
   if (running->lost.load()) {
     MPT_LOG(INFO) << assignment.id() << ": not reported (" << running->Reason() << ")";
-  } else {
-    if (status.ok() && leader) {
-      for (const std::string& folder : output.adapters) {
-        absl::StatusOr<std::string> blob = PackFolder(folder);
-        if (!blob.ok()) {
-          status = blob.status();
-          break;
-        }
-        const int64_t step = output.final_progress.step();
-        status = RetryCall(
-            [&]() -> absl::Status {
-              absl::StatusOr<mpt::v1::Artifact> a =
-                  client_->UploadArtifact(running->worker, assignment.id(), "adapter", step,
-                                          *blob);
-              if (a.ok()) MPT_LOG(INFO) << assignment.id() << ": uploaded " << a->name();
-              return a.status();
-            },
-            *running, "UploadArtifact(adapter)");
-        if (!status.ok()) break;
-      }
-    }
-    mpt::v1::CompleteAssignmentRequest complete;
-    complete.set_assignment(assignment.id());
-    complete.set_worker(running->worker);
-    complete.set_ok(status.ok());
-    if (!status.ok()) {
-      complete.set_error(running->cancelled.load() && status.code() == absl::StatusCode::kCancelled
-                             ? absl::StrCat("cancelled: ", running->Reason())
-                             : status.ToString());
-      // A bad spec or data file fails the same way on every attempt.
-      complete.set_permanent(!running->cancelled.load() &&
-                             (status.code() == absl::StatusCode::kInvalidArgument ||
-                              status.code() == absl::StatusCode::kNotFound));
-      // A gang's collective failed or the gang did not form: a peer died,
-      // froze or is unreachable (AssignmentRunner's contract).
-      complete.set_peer_failure(!running->cancelled.load() && assignment.world_size() > 1 &&
-                                (status.code() == absl::StatusCode::kUnavailable ||
-                                 status.code() == absl::StatusCode::kDeadlineExceeded));
-    }
-    if (!status.ok()) {
-      // The reason goes into the stage's log, which a user reads through
-      // the coordinator.
-      MPT_LOG(ERROR) << assignment.id() << ": failed: " << complete.error();
-    }
     stage_log.Detach();
-    if (stage_log.dropped() > 0) {
-      MPT_LOG(WARNING) << assignment.id() << ": " << stage_log.dropped()
-                       << " log lines were dropped while the coordinator was unreachable";
-    }
-    for (mpt::v1::LogLine& line :
-         stage_log.Pending(options_.stage_log.max_lines, options_.stage_log.max_bytes)) {
-      *complete.add_log_lines() = std::move(line);
-    }
-    if (output.final_progress.ByteSizeLong() > 0) {
-      *complete.mutable_final_progress() = output.final_progress;
-    } else if (last_progress.has_value()) {
-      *complete.mutable_final_progress() = *last_progress;
-    }
-    absl::Status reported = RetryCall(
-        [&] { return client_->CompleteAssignment(complete); }, *running, "CompleteAssignment");
-    if (reported.ok()) {
-      MPT_LOG(INFO) << assignment.id() << ": "
-                    << (status.ok() ? "done" : absl::StrCat("failed: ", complete.error()));
-    } else {
-      MPT_LOG(WARNING) << assignment.id() << ": the end could not be reported: " << reported;
+    return;
+  }
+  if (status.ok() && leader) {
+    for (const std::string& folder : output.adapters) {
+      absl::StatusOr<std::string> blob = PackFolder(folder);
+      if (!blob.ok()) {
+        status = blob.status();
+        break;
+      }
+      const int64_t step = output.final_progress.step();
+      status = RetryCall(
+          [&]() -> absl::Status {
+            absl::StatusOr<mpt::v1::Artifact> a = client_->UploadArtifact(
+                running->worker, assignment.id(), "adapter", step, *blob);
+            if (a.ok()) MPT_LOG(INFO) << assignment.id() << ": uploaded " << a->name();
+            return a.status();
+          },
+          *running, "UploadArtifact(adapter)");
+      if (!status.ok()) break;
     }
   }
-  if (!options_.keep_assignment_dirs) fs::remove_all(dir, ec);
-  {
-    absl::MutexLock lock(&mu_);
-    running_.reset();
+  mpt::v1::CompleteAssignmentRequest complete;
+  complete.set_assignment(assignment.id());
+  complete.set_worker(running->worker);
+  complete.set_ok(status.ok());
+  if (!status.ok()) {
+    complete.set_error(running->cancelled.load() && status.code() == absl::StatusCode::kCancelled
+                           ? absl::StrCat("cancelled: ", running->Reason())
+                           : status.ToString());
+    // A bad spec or data file fails the same way on every attempt.
+    complete.set_permanent(!running->cancelled.load() &&
+                           (status.code() == absl::StatusCode::kInvalidArgument ||
+                            status.code() == absl::StatusCode::kNotFound));
+    // A gang's collective failed or the gang did not form: a peer died,
+    // froze or is unreachable (AssignmentRunner's contract).
+    complete.set_peer_failure(!running->cancelled.load() && assignment.world_size() > 1 &&
+                              (status.code() == absl::StatusCode::kUnavailable ||
+                               status.code() == absl::StatusCode::kDeadlineExceeded));
   }
-  finished_.fetch_add(1);
+  if (!status.ok()) {
+    // The reason goes into the stage's log, which a user reads through
+    // the coordinator.
+    MPT_LOG(ERROR) << assignment.id() << ": failed: " << complete.error();
+  }
+  stage_log.Detach();
+  if (stage_log.dropped() > 0) {
+    MPT_LOG(WARNING) << assignment.id() << ": " << stage_log.dropped()
+                     << " log lines were dropped while the coordinator was unreachable";
+  }
+  for (mpt::v1::LogLine& line :
+       stage_log.Pending(options_.stage_log.max_lines, options_.stage_log.max_bytes)) {
+    *complete.add_log_lines() = std::move(line);
+  }
+  if (output.final_progress.ByteSizeLong() > 0) {
+    *complete.mutable_final_progress() = output.final_progress;
+  } else if (m.last_progress.has_value()) {
+    *complete.mutable_final_progress() = *m.last_progress;
+  }
+  absl::Status reported = RetryCall(
+      [&] { return client_->CompleteAssignment(complete); }, *running, "CompleteAssignment");
+  if (reported.ok()) {
+    MPT_LOG(INFO) << assignment.id() << ": "
+                  << (status.ok() ? "done" : absl::StrCat("failed: ", complete.error()));
+  } else {
+    MPT_LOG(WARNING) << assignment.id() << ": the end could not be reported: " << reported;
+  }
 }
 
 }  // namespace mpt

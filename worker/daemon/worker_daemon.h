@@ -1,6 +1,10 @@
 // The worker daemon: one per GPU (or per CPU host). It registers with the
 // coordinator, heartbeats, long-polls for assignments and runs each one:
 //
+// A pack (Assignment.packed, offered up to Worker.max_pack_size) runs as
+// one AssignmentExecutor::RunPack call; each member keeps its own inputs,
+// outbox, log, upload and completion, and a cancel stops only its member.
+//
 //   fetch inputs (teachers, source adapter, checkpoint; SHA-256 checked)
 //     -> run the stage (AssignmentExecutor) with a sink that forwards
 //        progress (rate-limited) and uploads every checkpoint it announces
@@ -56,6 +60,8 @@
 
 namespace mpt {
 
+struct AssignmentOutput;
+
 // Everything a stage run needs from the daemon. Pointers are borrowed for
 // the duration of AssignmentExecutor::Run().
 struct AssignmentContext {
@@ -85,6 +91,12 @@ struct AssignmentContext {
   std::function<void(std::function<void()>)> set_abort;
   // World size > 1: the gang's rendezvous store; null otherwise.
   RendezvousStore* store = nullptr;
+  // Pack members (AssignmentExecutor::RunPack) only: the executor may call
+  // it once with this member's result as soon as the member ended while
+  // others still train; the daemon then reports the member at once (its
+  // job need not wait for the pack). The same result must then also be in
+  // RunPack's answer. May be empty.
+  std::function<void(const absl::StatusOr<AssignmentOutput>&)> done;
 };
 
 struct AssignmentOutput {
@@ -102,6 +114,15 @@ class AssignmentExecutor {
   // CANCELLED when context.cancelled() fired; the stage's error otherwise.
   // Must not throw.
   virtual absl::StatusOr<AssignmentOutput> Run(const AssignmentContext& context) = 0;
+
+  // Runs a pack (Assignment.packed: single-worker source stages with the
+  // same base model and prompt shape), one context per member with its own
+  // sink, cancel flag and folders, and returns one result per context, in
+  // order, each as Run() would return it for that member alone: one
+  // member's cancel or bad input must not end the others. The default runs
+  // the members one after another with Run(). Must not throw.
+  virtual std::vector<absl::StatusOr<AssignmentOutput>> RunPack(
+      const std::vector<const AssignmentContext*>& contexts);
 };
 
 struct WorkerDaemonOptions {
@@ -162,7 +183,8 @@ class WorkerDaemon {
 
   // The name the coordinator gave this worker ("" before registration).
   std::string worker_name() const;
-  // Assignments that ended (reported or not) since Run() started.
+  // Assignments that ended (reported or not) since Run() started; a pack
+  // counts each of its members.
   int64_t assignments_finished() const;
 
  private:
@@ -178,8 +200,12 @@ class WorkerDaemon {
   // assignment: the coordinator no longer knows this worker.
   void ForgetRegistration(const std::string& stale_name);
   void HeartbeatLoop();
-  // Runs `assignment`, polled as `worker`.
+  struct Member;
+  // Runs `assignment` (with the rest of its pack, Assignment.packed),
+  // polled as `worker`.
   void Execute(const mpt::v1::Assignment& assignment, const std::string& worker);
+  // Uploads a member's adapters and completes it (unless it was lost).
+  void Report(Member& member);
   // Fetches the inputs into `dir`; fills the context's input fields.
   absl::Status FetchInputs(const mpt::v1::Assignment& assignment, const std::string& dir,
                            const Running& running, AssignmentContext* context);
@@ -200,7 +226,8 @@ class WorkerDaemon {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::string worker_name_ ABSL_GUARDED_BY(mu_);
   absl::Duration heartbeat_interval_ ABSL_GUARDED_BY(mu_);
-  std::shared_ptr<Running> running_ ABSL_GUARDED_BY(mu_);
+  // What runs now: one assignment, or every member of a pack.
+  std::vector<std::shared_ptr<Running>> running_ ABSL_GUARDED_BY(mu_);
   std::atomic<int64_t> finished_{0};
   // Why the coordinator refused the registration for good; only Run()'s
   // thread touches it.

@@ -6,7 +6,8 @@
 
 namespace mpt {
 
-absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(MetricsRegistry* registry) {
+absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(
+    MetricsRegistry* registry, const WorkerMetricsOptions& options) {
   std::unique_ptr<WorkerMetrics> m(new WorkerMetrics());
   ASSIGN_OR_RETURN(m->steps_total_,
                    registry->AddCounter("mpt_worker_steps_total",
@@ -37,6 +38,31 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(MetricsRegi
                                                     {"kind"}));
   ASSIGN_OR_RETURN(m->running_, registry->AddGauge("mpt_worker_assignment_running",
                                                    "1 while a stage runs on this worker."));
+  ASSIGN_OR_RETURN(m->flops_per_step_,
+                   registry->AddGauge("mpt_worker_model_flops_per_step",
+                                      "Matrix-product FLOPs of one step of the last stage that "
+                                      "reported (forward and the prompt's backward, padding "
+                                      "included; this rank's share of a gang's batch)."));
+  ASSIGN_OR_RETURN(m->flops_per_second_,
+                   registry->AddGauge("mpt_worker_model_flops_per_second",
+                                      "Matrix-product FLOPs per second of every stage running on "
+                                      "this worker together (or of the last pass that ran), over "
+                                      "each one's last logging window."));
+  if (options.matmul_peak_flops > 0) {
+    m->peak_ = options.matmul_peak_flops;
+    ASSIGN_OR_RETURN(GaugeFamily * peak,
+                     registry->AddGauge("mpt_worker_matmul_peak_flops",
+                                        absl::StrCat("Matrix-multiply peak of this worker in "
+                                                     "FLOP/s: ",
+                                                     options.peak_description, ".")));
+    peak->Labels({}).Set(options.matmul_peak_flops);
+    ASSIGN_OR_RETURN(m->mfu_,
+                     registry->AddGauge("mpt_worker_mfu_ratio",
+                                        absl::StrCat("Model FLOPs utilisation: "
+                                                     "mpt_worker_model_flops_per_second over "
+                                                     "mpt_worker_matmul_peak_flops (",
+                                                     options.peak_description, ").")));
+  }
   RETURN_IF_ERROR(AddProcessMetrics(registry));
   return m;
 }
@@ -48,15 +74,34 @@ void WorkerMetrics::OnEvent(const ProgressEvent& event) {
     case ProgressKind::kStarted: {
       running_->Labels({}).Set(1);
       absl::MutexLock lock(&mu_);
-      last_key_.clear();
-      last_step_ = -1;
+      // A worker runs one pass at a time and a pass's stages all start
+      // before any of them steps: after a step, a start begins a new pass.
+      if (stepped_) {
+        last_steps_.clear();
+        flops_rate_.clear();
+        running_keys_.clear();
+        stepped_ = false;
+      }
+      running_keys_.insert(key);
+      SetFlopsRateLocked();
       break;
     }
     case ProgressKind::kFinished:
-    case ProgressKind::kFailed:
-      running_->Labels({}).Set(0);
-      steps_per_second_->Labels({}).Set(0);
+    case ProgressKind::kFailed: {
+      absl::MutexLock lock(&mu_);
+      last_steps_.erase(key);
+      running_keys_.erase(key);
+      if (running_keys_.empty()) {
+        // The pass is over: its FLOP rate and MFU stay on show until the
+        // next one steps (as the step and tokens/s gauges do).
+        running_->Labels({}).Set(0);
+        steps_per_second_->Labels({}).Set(0);
+      } else {
+        flops_rate_.erase(key);  // the rest of the pack trains on
+        SetFlopsRateLocked();
+      }
       break;
+    }
     case ProgressKind::kEval:
       for (const auto& [name, value] : event.metrics) eval_metric_->Labels({name}).Set(value);
       break;
@@ -67,26 +112,42 @@ void WorkerMetrics::OnEvent(const ProgressEvent& event) {
       tokens_per_second_->Labels({}).Set(event.tokens_per_second);
       learning_rate_->Labels({}).Set(event.learning_rate);
       for (const auto& [term, value] : event.losses) loss_->Labels({term}).Set(value);
+      if (event.model_flops_per_step > 0) {
+        flops_per_step_->Labels({}).Set(event.model_flops_per_step);
+      }
       absl::MutexLock lock(&mu_);
-      if (key == last_key_ && event.step > last_step_) {
-        steps_total_->Labels({}).Increment(static_cast<double>(event.step - last_step_));
-        if (event.elapsed_seconds > last_elapsed_) {
-          steps_per_second_->Labels({}).Set((event.step - last_step_) /
-                                            (event.elapsed_seconds - last_elapsed_));
+      stepped_ = true;
+      running_keys_.insert(key);
+      if (event.model_flops_per_second > 0) {
+        flops_rate_[key] = event.model_flops_per_second;
+        SetFlopsRateLocked();
+      }
+      LastStep& last = last_steps_[key];
+      if (last.step >= 0 && event.step > last.step) {
+        steps_total_->Labels({}).Increment(static_cast<double>(event.step - last.step));
+        if (event.elapsed_seconds > last.elapsed) {
+          steps_per_second_->Labels({}).Set((event.step - last.step) /
+                                            (event.elapsed_seconds - last.elapsed));
         }
-      } else if (key != last_key_) {
+      } else if (last.step < 0) {
         // The first report of a stage (or task) counts its steps from 0, or
         // from where a resumed stage's report says it is.
         steps_total_->Labels({}).Increment(event.step > 0 ? 1 : 0);
       }
-      last_key_ = key;
-      last_step_ = event.step;
-      last_elapsed_ = event.elapsed_seconds;
+      last.step = event.step;
+      last.elapsed = event.elapsed_seconds;
       break;
     }
     default:
       break;
   }
+}
+
+void WorkerMetrics::SetFlopsRateLocked() {
+  double total = 0;
+  for (const auto& [key, rate] : flops_rate_) total += rate;
+  flops_per_second_->Labels({}).Set(total);
+  if (mfu_ != nullptr) mfu_->Labels({}).Set(total / peak_);
 }
 
 }  // namespace mpt

@@ -9,9 +9,17 @@
 //   mpt_worker_eval_metric{name}          the last evaluation ("<task>/accuracy")
 //   mpt_worker_progress_events_total{kind}
 //   mpt_worker_assignment_running         1 while a stage runs
+//   mpt_worker_model_flops_per_step       matrix-product FLOPs of a step
+//   mpt_worker_model_flops_per_second     ... per second, every stage
+//                                         running on this worker (a pack's
+//                                         members together), or of the
+//                                         last pass once it ended
+//   mpt_worker_matmul_peak_flops          the peak they are measured
+//                                         against (WorkerMetricsOptions)
+//   mpt_worker_mfu_ratio                  model FLOPs utilisation: the two
+//                                         above divided
 //   process_* (common/metrics/process_metrics.h): resident memory and more
-// Not exported: model FLOPs utilisation (the worker knows no peak FLOP/s of
-// its device). GPU utilisation and memory come from
+// GPU utilisation and memory come from
 // common/metrics/gpu_metrics.h, registered by the worker's main for CUDA
 // devices.
 //
@@ -19,7 +27,9 @@
 #ifndef MPT_WORKER_DAEMON_WORKER_METRICS_H_
 #define MPT_WORKER_DAEMON_WORKER_METRICS_H_
 
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -30,16 +40,27 @@
 
 namespace mpt {
 
+struct WorkerMetricsOptions {
+  // The matrix-multiply peak of this worker in FLOP/s (matmul_peak.h), and
+  // how it was measured, for the metric's HELP text. 0 (default): no
+  // peak, so no mpt_worker_matmul_peak_flops or mpt_worker_mfu_ratio.
+  double matmul_peak_flops = 0;
+  std::string peak_description;
+};
+
 class WorkerMetrics final : public ProgressSink {
  public:
   // Registers the families on `registry` (borrowed; must outlive the
   // object), process metrics included. The registry's error.
-  static absl::StatusOr<std::unique_ptr<WorkerMetrics>> Create(MetricsRegistry* registry);
+  static absl::StatusOr<std::unique_ptr<WorkerMetrics>> Create(
+      MetricsRegistry* registry, const WorkerMetricsOptions& options = {});
 
   void OnEvent(const ProgressEvent& event) override;
 
  private:
   WorkerMetrics() = default;
+  // Sets the FLOP rate and MFU gauges from flops_rate_.
+  void SetFlopsRateLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   CounterFamily* steps_total_ = nullptr;
   GaugeFamily* step_ = nullptr;
@@ -51,12 +72,27 @@ class WorkerMetrics final : public ProgressSink {
   GaugeFamily* eval_metric_ = nullptr;
   CounterFamily* events_ = nullptr;
   GaugeFamily* running_ = nullptr;
+  GaugeFamily* flops_per_step_ = nullptr;
+  GaugeFamily* flops_per_second_ = nullptr;
+  GaugeFamily* mfu_ = nullptr;  // null without a peak
+  double peak_ = 0;
 
   absl::Mutex mu_;
-  // The last step report: its stage and task, step and elapsed seconds.
-  std::string last_key_ ABSL_GUARDED_BY(mu_);
-  int64_t last_step_ ABSL_GUARDED_BY(mu_) = -1;
-  double last_elapsed_ ABSL_GUARDED_BY(mu_) = 0;
+  // Per stage/task of the pass running now (a pack has several): the step
+  // and elapsed seconds of its last step report.
+  struct LastStep {
+    int64_t step = -1;
+    double elapsed = 0;
+  };
+  std::map<std::string, LastStep> last_steps_ ABSL_GUARDED_BY(mu_);
+  // Stages/tasks started and not finished in the pass running now, and
+  // whether that pass has stepped (a STARTED after a step begins a new
+  // pass: what was left belongs to stages that ended without FINISHED,
+  // such as cancelled ones).
+  std::set<std::string> running_keys_ ABSL_GUARDED_BY(mu_);
+  bool stepped_ ABSL_GUARDED_BY(mu_) = false;
+  // The last FLOP rate of each stage/task running now (a pack has several).
+  std::map<std::string, double> flops_rate_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace mpt

@@ -11,6 +11,8 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/spec/stages.h"
+#include "worker/lm/t5_prompted_model.h"
+#include "worker/model/model_flops.h"
 #include "worker/prompts/adapter_io.h"
 #include "worker/training/checkpoint.h"
 #include "worker/training/losses.h"
@@ -141,6 +143,21 @@ absl::Status CheckPromptSpecFitsModel(const PromptedLanguageModel& model,
 absl::Status AdapterFits(const AdapterInfo& info, const PromptedLanguageModel& model) {
   return CheckAdapterFitsModel(info, static_cast<int>(model.hidden_size()),
                                model.peft_task_type());
+}
+
+// The matrix-product FLOPs of a prompted forward over `batch`
+// (model_flops.h: the encoder takes the prompt's first num_virtual_tokens
+// rows and the input, the decoder the decoder prefix and the target), plus
+// its backward to the prompt when `trained`. 0 (not counted) for models of
+// other families than T5.
+double FlopsOf(const PromptedLanguageModel& model, const PromptLayout& layout,
+               const Batch& batch, bool trained) {
+  const auto* t5 = dynamic_cast<const T5PromptedModel*>(&model);
+  if (t5 == nullptr) return 0;
+  const StepFlops s = CountT5StepFlops(
+      t5->t5().config(), batch.input_ids.size(0), layout.num_virtual_tokens + batch.input_ids.size(1),
+      layout.decoder_prefix_length() + batch.labels.size(1), layout.prompt_decoder);
+  return trained ? s.forward + s.backward : s.forward;
 }
 
 Batch OnDevice(const Batch& batch, c10::Device device) {
@@ -299,6 +316,20 @@ absl::StatusOr<std::vector<at::Tensor>> ReadPlainPrompts(const PromptedLanguageM
   return prompts;
 }
 
+// The initial prompt of the source task at position `k` of `spec`.
+absl::StatusOr<SoftPrompt> SourceInitialPrompt(const StageEnv& env, const SoftPromptConfig& config,
+                                               const mpt::v1::SourceTrainingSpec& spec, size_t k) {
+  if (spec.init() == "ADAPTERS") {
+    // SPoT-style transfer: start from a source prompt (or the mean of several).
+    ASSIGN_OR_RETURN(std::vector<at::Tensor> prompts,
+                     ReadPlainPrompts(*env.model,
+                                      {spec.init_adapters().begin(), spec.init_adapters().end()},
+                                      config, "source.init_adapters"));
+    return SoftPrompt::FromTensors(config, at::stack(prompts).mean(0));
+  }
+  return InitialPrompt(env, config, spec.init(), spec.init_text(), spec.train().seed() + k);
+}
+
 std::vector<std::string> TaskNames(const std::vector<TaskDataSet>& tasks) {
   std::vector<std::string> names;
   for (const auto& t : tasks) names.push_back(t.spec.name());
@@ -324,6 +355,7 @@ StepFunction MakePlmStep(const PromptedLanguageModel& model, const PromptLayout&
     StepLoss loss;
     loss.objective = plm.sum / global_tokens;
     loss.parts = {{"loss", loss.objective.item<double>()}};
+    loss.flops = FlopsOf(model, layout, batch, /*trained=*/true);
     return loss;
   };
 }
@@ -363,6 +395,7 @@ PackedStepFunction MakePackedPlmStep(const PromptedLanguageModel& model, const P
                           .to(device, row_sums.scalar_type());
     PackedStepLoss loss;
     loss.objective = scaled.sum();
+    loss.flops = FlopsOf(model, layout, batch, /*trained=*/true);
     const at::Tensor values = scaled.detach().to(at::kCPU, at::kDouble).contiguous();
     for (int64_t m = 0; m < k; ++m) loss.parts.push_back({{"loss", values[m].item<double>()}});
     return loss;
@@ -394,6 +427,7 @@ StepFunction MakeDistillationStep(const PromptedLanguageModel& model, const mpt:
     LossSum plm = PlmLoss(student_out.logits, student_out.labels);
     at::Tensor objective = plm.sum / g;
     double kl_value = 0, hidden_value = 0;
+    double flops = FlopsOf(model, student_layout, batch, /*trained=*/true);
     if (options.lambda > 0) {
       // The teacher layout has no decoder prefix: its labels are the batch's.
       TeacherOutputs teacher_out = cache->Get(batch, [&](const Batch& rows) {
@@ -401,6 +435,7 @@ StepFunction MakeDistillationStep(const PromptedLanguageModel& model, const mpt:
         PromptedOutput f = ForwardWithPrompt(
             model, teacher_layout,
             teacher_table.index_select(0, rows.task_ids.to(model.device())), rows);
+        flops += FlopsOf(model, teacher_layout, rows, /*trained=*/false);
         const int64_t rows_length = rows.labels.size(1);
         return TeacherOutputs{AtTargets(f.logits, f, rows_length),
                               AtTargets(f.hidden, f, rows_length)};
@@ -431,6 +466,7 @@ StepFunction MakeDistillationStep(const PromptedLanguageModel& model, const mpt:
                   {"plm", (plm.sum / g).item<double>()},
                   {"kl", kl_value},
                   {"hidden", hidden_value}};
+    loss.flops = flops;
     return loss;
   };
 }
@@ -445,16 +481,7 @@ absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
   const SoftPromptConfig config =
       PromptConfig(prompt_spec, *env.model, PromptKind::kPromptTuning, 1);
   // Task k's initial prompt (seeded by its position in the spec).
-  auto initial = [&](size_t k) -> absl::StatusOr<SoftPrompt> {
-    if (spec.init() == "ADAPTERS") {
-      // SPoT-style transfer: start from a source prompt (or the mean of several).
-      ASSIGN_OR_RETURN(std::vector<at::Tensor> prompts,
-                       ReadPlainPrompts(*env.model, {spec.init_adapters().begin(), spec.init_adapters().end()},
-                                        config, "source.init_adapters"));
-      return SoftPrompt::FromTensors(config, at::stack(prompts).mean(0));
-    }
-    return InitialPrompt(env, config, spec.init(), spec.init_text(), spec.train().seed() + k);
-  };
+  auto initial = [&](size_t k) { return SourceInitialPrompt(env, config, spec, k); };
   std::vector<size_t> selected;
   for (size_t k = 0; k < tasks.size(); ++k) {
     const std::string& name = tasks[k].spec.name();
@@ -511,6 +538,159 @@ absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
     outcomes.push_back(std::move(outcome));
   }
   return outcomes;
+}
+
+std::vector<absl::StatusOr<TaskOutcome>> RunSourcePack(const StageEnv& env,
+                                                       const std::vector<SourcePackTask>& tasks) {
+  const std::string stage(kSourceStage);
+  std::vector<absl::StatusOr<TaskOutcome>> results(
+      tasks.size(), absl::InternalError("source pack: not trained"));
+  // Per task: its data (its one task, numbered 0 as a separate run numbers
+  // it), its prompt and config; tasks that fail here are out of the pass.
+  struct Prepared {
+    size_t index;
+    std::vector<TaskDataSet> one;
+    std::vector<TokenizedExample> examples;
+    SoftPromptConfig config;
+    std::optional<SoftPrompt> prompt;
+  };
+  std::vector<Prepared> ready;
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    const SourcePackTask& t = tasks[i];
+    int position = -1;
+    for (int k = 0; k < t.source.tasks_size(); ++k) {
+      if (t.source.tasks(k).name() == t.task) position = k;
+    }
+    if (position < 0) {
+      results[i] = absl::InvalidArgumentError(
+          absl::StrCat("task \"", t.task, "\" is not a source task of its spec"));
+      continue;
+    }
+    if (absl::Status fits = CheckPromptSpecFitsModel(*env.model, t.prompt); !fits.ok()) {
+      results[i] = fits;
+      continue;
+    }
+    google::protobuf::RepeatedPtrField<mpt::v1::TaskData> only;
+    *only.Add() = t.source.tasks(position);
+    absl::StatusOr<std::vector<TaskDataSet>> data =
+        LoadTaskData(only, t.source.train(), *env.tokenizer);
+    if (!data.ok()) {
+      results[i] = data.status();
+      continue;
+    }
+    Prepared p{i, *std::move(data), {}, PromptConfig(t.prompt, *env.model,
+                                                     PromptKind::kPromptTuning, 1), std::nullopt};
+    if (!ready.empty()) {
+      const SoftPromptConfig& c0 = ready.front().config;
+      if (p.config.num_virtual_tokens != c0.num_virtual_tokens ||
+          p.config.num_transformer_submodules != c0.num_transformer_submodules) {
+        results[i] = absl::InvalidArgumentError(absl::StrCat(
+            "prompt: task \"", t.task, "\" has another prompt shape than task \"",
+            tasks[ready.front().index].task, "\" of its pack"));
+        continue;
+      }
+    }
+    absl::StatusOr<SoftPrompt> prompt = SourceInitialPrompt(env, p.config, t.source, position);
+    if (!prompt.ok()) {
+      results[i] = prompt.status();
+      continue;
+    }
+    p.prompt.emplace(*std::move(prompt));
+    p.examples = p.one[0].train;
+    for (auto& e : p.examples) e.task_id = 0;
+    ready.push_back(std::move(p));
+  }
+  // Tasks that failed before training end now.
+  std::vector<bool> ended(tasks.size(), false);
+  auto end = [&](size_t i, absl::StatusOr<TaskOutcome> result) {
+    results[i] = std::move(result);
+    if (ended[i]) return;
+    ended[i] = true;
+    if (tasks[i].on_end) tasks[i].on_end(results[i]);
+  };
+  {
+    std::vector<bool> trains(tasks.size(), false);
+    for (const Prepared& p : ready) trains[p.index] = true;
+    for (size_t i = 0; i < tasks.size(); ++i) {
+      if (!trains[i]) end(i, results[i]);
+    }
+  }
+  if (ready.empty()) return results;
+
+  auto write = [&](Prepared& p, TrainResult train) -> absl::StatusOr<TaskOutcome> {
+    const SourcePackTask& t = tasks[p.index];
+    if (train.cancelled) {
+      return absl::CancelledError(
+          absl::StrCat(stage, " ", t.task, ": cancelled at step ", train.steps));
+    }
+    TaskOutcome outcome;
+    outcome.task = t.task;
+    outcome.train = std::move(train);
+    outcome.metrics = outcome.train.metrics;
+    outcome.adapter = Join(t.out_dir, t.task);
+    RETURN_IF_ERROR(
+        WriteAdapter(outcome.adapter, *p.prompt, InfoFor(p.config, *env.model, {t.task})));
+    return outcome;
+  };
+
+  if (ready.size() == 1) {
+    // Alone: exactly the separate run.
+    Prepared& p = ready.front();
+    const SourcePackTask& t = tasks[p.index];
+    StageEnv alone = env;
+    alone.sink = t.sink;
+    alone.checkpoint_dir = t.checkpoint_dir;
+    alone.work_dir.clear();
+    std::function<bool()> pack_cancelled = env.cancelled;
+    alone.cancelled = [pack_cancelled, own = t.cancelled] {
+      return (pack_cancelled && pack_cancelled()) || (own && own());
+    };
+    absl::StatusOr<TrainResult> trained =
+        TrainWithPlm(alone, t.prompt, t.source.train(), p.one, {0}, &*p.prompt, stage, t.task);
+    end(p.index, trained.ok() ? write(p, *std::move(trained))
+                              : absl::StatusOr<TaskOutcome>(trained.status()));
+    return results;
+  }
+
+  static const std::vector<int> kTaskZero{0};
+  std::vector<PackMember> members;
+  std::vector<const SoftPrompt*> prompt_ptrs;
+  for (Prepared& p : ready) {
+    const SourcePackTask& t = tasks[p.index];
+    SoftPrompt* prompt = &*p.prompt;
+    PackMember m;
+    m.train = t.source.train();
+    m.task = t.task;
+    m.checkpoint_dir = t.checkpoint_dir;
+    m.fingerprint = Fingerprint(stage, p.one, t.prompt, t.source.train(), StartingPoint(*prompt));
+    prompt->MoveTo(env.model->device());
+    m.prompt = prompt;
+    m.examples = &p.examples;
+    m.eval = MakeEvalFunction(env, t.prompt, t.source.train(), p.one, kTaskZero, prompt, stage);
+    m.sink = t.sink;
+    m.cancelled = t.cancelled;
+    // The adapter is written, and the task reported, the moment it ends.
+    Prepared* prepared = &p;
+    m.on_end = [&end, &write, prepared](const TrainResult& train) {
+      end(prepared->index, write(*prepared, train));
+    };
+    members.push_back(std::move(m));
+    prompt_ptrs.push_back(prompt);
+  }
+  LocalCommunicator local;
+  Communicator* comm = env.comm ? env.comm : &local;
+  const PromptLayout layout = LayoutFor(tasks[ready.front().index].prompt, PromptKind::kPromptTuning);
+  PackedStepFunction step = MakePackedPlmStep(*env.model, layout, prompt_ptrs);
+  PackedPromptTrainer trainer(stage, std::move(members), env.tokenizer->pad_id(), comm,
+                              /*sink=*/nullptr, env.cancelled);
+  absl::StatusOr<std::vector<TrainResult>> trained = trainer.Run(step);
+  for (size_t r = 0; r < ready.size(); ++r) {
+    Prepared& p = ready[r];
+    if (ended[p.index]) continue;  // written and reported when it ended
+    end(p.index, trained.ok() ? write(p, std::move((*trained)[r]))
+                              : absl::StatusOr<TaskOutcome>(trained.status()));
+  }
+  return results;
 }
 
 absl::StatusOr<TaskOutcome> RunDistillation(const StageEnv& env,

@@ -113,6 +113,48 @@ absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
     const mpt::v1::SourceTrainingSpec& spec, const std::string& out_dir,
     const std::vector<std::string>& only_tasks = {});
 
+// One source task of a pack that may mix jobs: the worker daemon's pack of
+// source-stage assignments (Assignment.packed). Pointers are borrowed.
+struct SourcePackTask {
+  // The task's job's settings, defaults applied. Every task of a pack must
+  // have the same prompt shape (num_virtual_tokens,
+  // num_transformer_submodules); train settings may differ.
+  mpt::v1::PromptSpec prompt;
+  mpt::v1::SourceTrainingSpec source;
+  // The task, one of source.tasks by name.
+  std::string task;
+  // The adapter goes to `<out_dir>/<task>`.
+  std::string out_dir;
+  // Where its checkpoint is kept and resumed from; empty: none.
+  std::string checkpoint_dir;
+  // Its progress; null: none.
+  ProgressSink* sink = nullptr;
+  // True stops this task alone; may be empty.
+  std::function<bool()> cancelled;
+  // Called once with the task's result as soon as it is known (the adapter
+  // written), while other tasks of the pack may still train; the result is
+  // also returned by RunSourcePack. May be empty.
+  std::function<void(const absl::StatusOr<TaskOutcome>&)> on_end;
+};
+
+// Stage 1 for source tasks of one or several jobs in one pass over
+// env.model (PackedPromptTrainer). Each task trains exactly as
+// RunSourceTraining trains it alone with only_tasks = {task}: the same data,
+// initial prompt (seeded by its position in its spec), batches, fingerprint
+// and checkpoint format, so a checkpoint of a separate run resumes in a pack
+// and back; the result equals the separate run's up to fp32 summation order
+// (a pack that ends up with one task trains it exactly as alone). Returns
+// one result per task, in order, never failing as a whole:
+// - a task whose data cannot be loaded, that its spec does not have, or
+//   whose prompt shape differs from the first trainable task's fails alone
+//   with that error (INVALID_ARGUMENT, NOT_FOUND, ...) before training;
+// - a task cancelled on its own is CANCELLED (its checkpoint stays);
+// - an error of the pass itself (or env.cancelled) is every trained task's.
+// env.checkpoint_dir is not used (each task names its own). Each task's
+// on_end sees its result the moment it is known.
+std::vector<absl::StatusOr<TaskOutcome>> RunSourcePack(const StageEnv& env,
+                                                       const std::vector<SourcePackTask>& tasks);
+
 // Stage 2. `teachers[k]` is the adapter folder of spec.tasks(k). Writes a
 // MULTITASK_PROMPT_TUNING adapter with num_tasks = K and the task names to
 // `out_dir`. INVALID_ARGUMENT when a teacher does not fit the prompt spec or

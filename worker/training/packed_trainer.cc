@@ -47,6 +47,7 @@ struct PackedPromptTrainer::MemberState {
   NamedValues window_sums;
   int window_steps = 0;
   double window_tokens = 0;
+  double window_flops = 0;  // its rows' share of the pack's step FLOPs
   Clock::time_point window_start;
   EtaEstimator eta;
   double lr = 0;
@@ -65,8 +66,10 @@ PackedPromptTrainer::PackedPromptTrainer(std::string stage, std::vector<PackMemb
 void PackedPromptTrainer::Emit(const PackMember& member, ProgressKind kind, int64_t step,
                                NamedValues losses, NamedValues metrics, double lr,
                                double tokens_per_second, double elapsed, double eta,
-                               std::string message) const {
-  if (sink_ == nullptr || comm_->rank() != 0) return;
+                               std::string message, double flops_per_step,
+                               double flops_per_second) const {
+  ProgressSink* sink = member.sink != nullptr ? member.sink : sink_;
+  if (sink == nullptr || comm_->rank() != 0) return;
   ProgressEvent e;
   e.stage = stage_;
   e.task = member.task;
@@ -77,10 +80,12 @@ void PackedPromptTrainer::Emit(const PackMember& member, ProgressKind kind, int6
   e.metrics = std::move(metrics);
   e.learning_rate = lr;
   e.tokens_per_second = tokens_per_second;
+  e.model_flops_per_step = flops_per_step;
+  e.model_flops_per_second = flops_per_second;
   e.elapsed_seconds = elapsed;
   e.eta_seconds = eta;
   e.message = std::move(message);
-  sink_->OnEvent(e);
+  sink->OnEvent(e);
 }
 
 absl::StatusOr<std::vector<TrainResult>> PackedPromptTrainer::Run(const PackedStepFunction& step) {
@@ -225,6 +230,7 @@ absl::StatusOr<std::vector<TrainResult>> PackedPromptTrainer::RunImpl(
     s.result.seconds = Seconds(start);
     Emit(member, ProgressKind::kFinished, total, s.result.final_losses, s.result.metrics, 0, 0,
          s.result.seconds, 0, "");
+    if (member.on_end) member.on_end(s.result);
     return absl::OkStatus();
   };
 
@@ -260,12 +266,14 @@ absl::StatusOr<std::vector<TrainResult>> PackedPromptTrainer::RunImpl(
     active.clear();
     rows.clear();
     row_members.clear();
-    // Each active member's rows, as its separate run shards them.
-    std::vector<double> counts(2 * k_members + 1, 0.0);
+    // Each active member's rows, as its separate run shards them; then
+    // each member's own stop flag; then the pack's.
+    std::vector<double> counts(3 * k_members + 1, 0.0);
     for (int m = 0; m < k_members; ++m) {
       const PackMember& member = members_[m];
       if (states[m].finished || states[m].step > step) continue;
       active.push_back(m);
+      if (member.cancelled && member.cancelled()) counts[2 * k_members + m] = 1.0;
       const std::vector<int> sizes{static_cast<int>(member.examples->size())};
       for (const ExampleRef& r :
            ShardForRank(SampleBatch(member.train.seed(), step, member.train.batch_size(), sizes,
@@ -278,6 +286,7 @@ absl::StatusOr<std::vector<TrainResult>> PackedPromptTrainer::RunImpl(
         counts[2 * m + 1] += static_cast<double>(e.input_ids.size());
       }
     }
+    if (active.empty()) break;  // every member left on its own
     counts.back() = stop_requested ? 1.0 : 0.0;
     Batch batch = Collate(rows, pad_id_);
     batch.task_ids = at::tensor(row_members, at::kLong);
@@ -289,11 +298,29 @@ absl::StatusOr<std::vector<TrainResult>> PackedPromptTrainer::RunImpl(
     RETURN_IF_ERROR(comm_->AllReduceSum(reduce));
     const at::Tensor summed = reduce[0].to(at::kCPU).contiguous();
     const double* c = summed.data_ptr<double>();
-    if (c[2 * k_members] > 0) {
+    if (c[3 * k_members] > 0) {
       return absl::CancelledError(absl::StrCat(stage_, ": cancelled at step ", step));
     }
     std::vector<double> global_targets(k_members, 0.0);
     for (int m : active) global_targets[m] = c[2 * m];
+    // Members cancelled on their own leave now: their rows still ride this
+    // step's passes (every rank chose them before it knew), but their
+    // prompts are not updated.
+    for (auto it = active.begin(); it != active.end();) {
+      if (c[2 * k_members + *it] > 0) {
+        MemberState& s = states[*it];
+        s.finished = true;
+        s.result.cancelled = true;
+        s.result.steps = s.step;
+        s.result.seconds = Seconds(start);
+        MPT_LOG(INFO) << stage_ << " " << members_[*it].task << ": cancelled at step " << s.step
+                      << "; leaves the pack";
+        if (members_[*it].on_end) members_[*it].on_end(s.result);
+        it = active.erase(it);
+      } else {
+        ++it;
+      }
+    }
 
     for (int m : active) {
       MemberState& s = states[m];
@@ -319,6 +346,11 @@ absl::StatusOr<std::vector<TrainResult>> PackedPromptTrainer::RunImpl(
       }
       ++s.window_steps;
       s.window_tokens += c[2 * m] + c[2 * m + 1];
+      if (!rows.empty()) {
+        const double own = static_cast<double>(
+            std::count(row_members.begin(), row_members.end(), static_cast<int64_t>(m)));
+        s.window_flops += loss.flops * own / static_cast<double>(rows.size());
+      }
 
       const int64_t done = step + 1;
       s.step = done;
@@ -328,13 +360,16 @@ absl::StatusOr<std::vector<TrainResult>> PackedPromptTrainer::RunImpl(
       if (actions.log) {
         NamedValues mean = s.window_sums;
         for (auto& [name, v] : mean) v /= s.window_steps;
-        const double tps = s.window_tokens / std::max(1e-9, Seconds(s.window_start));
+        const double window_seconds = std::max(1e-9, Seconds(s.window_start));
+        const double tps = s.window_tokens / window_seconds;
         Emit(member, ProgressKind::kStep, done, mean, {}, s.lr, tps, elapsed,
-             s.eta.EtaSeconds(member.train.steps()), "");
+             s.eta.EtaSeconds(member.train.steps()), "", s.window_flops / s.window_steps,
+             s.window_flops / window_seconds);
         s.result.final_losses = mean;
         s.window_sums.clear();
         s.window_steps = 0;
         s.window_tokens = 0;
+        s.window_flops = 0;
         s.window_start = Clock::now();
       }
       if (actions.evaluate) RETURN_IF_ERROR(evaluate(m, done));

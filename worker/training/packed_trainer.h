@@ -34,9 +34,14 @@
 //
 // Data parallel: with a communicator of W ranks every member's batch is
 // sharded as PromptTrainer shards it, and the step's token counts of all
-// members plus the stop flag travel in one all-reduce. Cancellation is
-// polled once per step and stops every member (their last checkpoints
-// stay).
+// members plus the stop flags travel in one all-reduce. Cancellation is
+// polled once per step: the trainer's `cancelled` stops every member (their
+// last checkpoints stay); a member's own PackMember::cancelled stops that
+// member alone (its step is not applied, its TrainResult says `cancelled`)
+// while the others go on.
+//
+// Progress goes to the member's own sink when it has one (members of
+// different jobs report to different places), else to the trainer's.
 //
 // Not thread-safe; Run() is called from one thread.
 #ifndef MPT_WORKER_TRAINING_PACKED_TRAINER_H_
@@ -79,6 +84,15 @@ struct PackMember {
   std::string checkpoint_dir;
   std::string fingerprint;
   bool keep_best = true;
+  // Where this member's progress goes; null: the trainer's sink. Borrowed.
+  ProgressSink* sink = nullptr;
+  // Polled once per step; true stops this member alone. May be empty.
+  std::function<bool()> cancelled;
+  // Called once, on every rank, as soon as the member is done (its last
+  // step evaluated, its best prompt back in `prompt` and checkpointed) or
+  // left on its own cancel (TrainResult::cancelled), while the others may
+  // still train; its result is also in Run()'s. May be empty.
+  std::function<void(const TrainResult&)> on_end;
 };
 
 // The loss of one rank's share of a packed batch. `objective` is the sum
@@ -88,6 +102,8 @@ struct PackMember {
 struct PackedStepLoss {
   at::Tensor objective;
   std::vector<NamedValues> parts;
+  // Matrix-product FLOPs of this rank's whole packed step; 0: not counted.
+  double flops = 0;
 };
 
 // `batch.task_ids[i]` is the pack index of row i's member;
@@ -106,8 +122,8 @@ class PackedPromptTrainer {
   PackedPromptTrainer(const PackedPromptTrainer&) = delete;
   PackedPromptTrainer& operator=(const PackedPromptTrainer&) = delete;
 
-  // Trains every member to its train.steps(). Returns one TrainResult per
-  // member, in order. INVALID_ARGUMENT for no members, a member without
+  // Trains every member to its train.steps() (or until its own cancel).
+  // Returns one TrainResult per member, in order. INVALID_ARGUMENT for no members, a member without
   // examples, steps <= 0, batch_size smaller than the world size, or prompts
   // of different shapes; DATA_LOSS for a corrupt checkpoint (naming the
   // file); CANCELLED when `cancelled` fired on any rank; the communicator's
@@ -120,7 +136,8 @@ class PackedPromptTrainer {
   absl::StatusOr<std::vector<TrainResult>> RunImpl(const PackedStepFunction& step);
   void Emit(const PackMember& member, ProgressKind kind, int64_t step, NamedValues losses,
             NamedValues metrics, double lr, double tokens_per_second, double elapsed, double eta,
-            std::string message) const;
+            std::string message, double flops_per_step = 0,
+            double flops_per_second = 0) const;
 
   std::string stage_;
   std::vector<PackMember> members_;

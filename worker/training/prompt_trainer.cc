@@ -52,7 +52,8 @@ double PromptTrainer::LearningRate(const mpt::v1::TrainSpec& train, int64_t step
 
 void PromptTrainer::Emit(ProgressKind kind, int64_t step, NamedValues losses,
                          NamedValues metrics, double lr, double tokens_per_second,
-                         double elapsed, double eta, std::string message) const {
+                         double elapsed, double eta, std::string message,
+                         double flops_per_step, double flops_per_second) const {
   if (sink_ == nullptr || comm_->rank() != 0) return;
   ProgressEvent e;
   e.stage = options_.stage;
@@ -64,6 +65,8 @@ void PromptTrainer::Emit(ProgressKind kind, int64_t step, NamedValues losses,
   e.metrics = std::move(metrics);
   e.learning_rate = lr;
   e.tokens_per_second = tokens_per_second;
+  e.model_flops_per_step = flops_per_step;
+  e.model_flops_per_second = flops_per_second;
   e.elapsed_seconds = elapsed;
   e.eta_seconds = eta;
   e.message = std::move(message);
@@ -139,6 +142,7 @@ absl::StatusOr<TrainResult> PromptTrainer::RunImpl(const StepFunction& step_fn,
        state.step > 0 ? absl::StrCat("resumed at step ", state.step) : "");
   EtaEstimator eta;
   double window_tokens = 0;
+  double window_flops = 0;
   auto window_start = Clock::now();
   NamedValues window_sums;
   int window_steps = 0;
@@ -210,6 +214,7 @@ absl::StatusOr<TrainResult> PromptTrainer::RunImpl(const StepFunction& step_fn,
     for (size_t i = 0; i < window_sums.size(); ++i) window_sums[i].second += parts[i];
     ++window_steps;
     window_tokens += agreed.target_tokens + agreed.input_tokens;
+    window_flops += loss.flops;
 
     const int64_t done = step + 1;
     const double elapsed = Seconds(start);
@@ -218,12 +223,15 @@ absl::StatusOr<TrainResult> PromptTrainer::RunImpl(const StepFunction& step_fn,
     if (actions.log) {
       NamedValues mean = window_sums;
       for (auto& [name, v] : mean) v /= window_steps;
-      const double tps = window_tokens / std::max(1e-9, Seconds(window_start));
-      Emit(ProgressKind::kStep, done, mean, {}, lr, tps, elapsed, eta.EtaSeconds(train.steps()), "");
+      const double window_seconds = std::max(1e-9, Seconds(window_start));
+      const double tps = window_tokens / window_seconds;
+      Emit(ProgressKind::kStep, done, mean, {}, lr, tps, elapsed, eta.EtaSeconds(train.steps()), "",
+           window_flops / window_steps, window_flops / window_seconds);
       result.final_losses = mean;
       window_sums.clear();
       window_steps = 0;
       window_tokens = 0;
+      window_flops = 0;
       window_start = Clock::now();
     }
     if (actions.evaluate) RETURN_IF_ERROR(evaluate(done));

@@ -52,6 +52,9 @@ using NamedValues = std::vector<std::pair<std::string, double>>;
 struct StepLoss {
   at::Tensor objective;
   NamedValues parts;
+  // Matrix-product FLOPs of this rank's step (worker/model/model_flops.h);
+  // 0: not counted.
+  double flops = 0;
 };
 
 // Computes a rank's loss. `global_target_tokens` is the number of real
@@ -89,6 +92,9 @@ struct TrainResult {
   int64_t best_step = -1;
   double seconds = 0;
   double tokens_per_second = 0;
+  // A pack member stopped on its own (PackMember::cancelled) before its last
+  // step: `steps` is where it stopped and its prompt is not a result.
+  bool cancelled = false;
 };
 
 class PromptTrainer {
@@ -122,7 +128,8 @@ class PromptTrainer {
   absl::StatusOr<TrainResult> RunImpl(const StepFunction& step, const EvalFunction& eval);
   void Emit(ProgressKind kind, int64_t step, NamedValues losses, NamedValues metrics,
             double lr, double tokens_per_second, double elapsed, double eta,
-            std::string message) const;
+            std::string message, double flops_per_step = 0,
+            double flops_per_second = 0) const;
 
   TrainerOptions options_;
   SoftPrompt* prompt_;

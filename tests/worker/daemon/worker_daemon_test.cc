@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <set>
 #include <stdexcept>
 #include <thread>
 
@@ -88,7 +89,7 @@ mpt::v1::Assignment SourceAssignment(const std::string& id) {
 
 class DaemonTest : public ::testing::Test {
  protected:
-  void Start(FakeExecutor* executor, WorkerDaemonOptions options = {},
+  void Start(AssignmentExecutor* executor, WorkerDaemonOptions options = {},
              absl::Duration poll_wait = absl::Milliseconds(50)) {
     options.work_dir = testing::FreshTempDir("daemon");
     options.worker.set_hostname("test-host");
@@ -268,6 +269,117 @@ TEST_F(DaemonTest, CancelledThroughHeartbeatStopsWithinAFewSteps) {
   EXPECT_FALSE(done.ok());
   EXPECT_NE(done.error().find("cancelled"), std::string::npos) << done.error();
   EXPECT_TRUE(client_.uploads().empty());
+}
+
+// Runs a pack in lockstep: a step of every member still going, until each
+// is cancelled or done.
+class LockstepPackExecutor final : public AssignmentExecutor {
+ public:
+  absl::StatusOr<AssignmentOutput> Run(const AssignmentContext& c) override {
+    return absl::InternalError("a pack member ran alone");
+  }
+  std::vector<absl::StatusOr<AssignmentOutput>> RunPack(
+      const std::vector<const AssignmentContext*>& contexts) override {
+    packs_.fetch_add(1);
+    std::vector<absl::StatusOr<AssignmentOutput>> out(contexts.size(),
+                                                      absl::UnknownError("running"));
+    std::vector<bool> done(contexts.size(), false);
+    checkpoints_.clear();
+    for (const AssignmentContext* c : contexts) checkpoints_.push_back(c->checkpoint);
+    for (int step = 1; step <= 40; ++step) {
+      for (size_t i = 0; i < contexts.size(); ++i) {
+        if (done[i]) continue;
+        const AssignmentContext& c = *contexts[i];
+        if (c.cancelled()) {
+          out[i] = absl::CancelledError("cancelled at step " + std::to_string(step));
+          done[i] = true;
+          if (c.done) c.done(out[i]);  // reported while the others train
+          continue;
+        }
+        ProgressEvent e = Step(step, 40);
+        e.task = c.assignment->task();
+        c.sink->OnEvent(e);
+      }
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    for (size_t i = 0; i < contexts.size(); ++i) {
+      if (!done[i]) out[i] = WriteAdapter(*contexts[i], contexts[i]->assignment->task());
+    }
+    return out;
+  }
+  int packs() const { return packs_.load(); }
+  std::vector<std::string> checkpoints_;
+
+ private:
+  std::atomic<int> packs_{0};
+};
+
+TEST_F(DaemonTest, APackRunsInOneCallAndEachMemberEndsOnItsOwn) {
+  mpt::v1::Assignment lead = SourceAssignment("p1");
+  mpt::v1::Assignment second = SourceAssignment("p2");
+  second.set_job("jobs/other");
+  second.set_task("min");
+  mpt::v1::Assignment third = SourceAssignment("p3");
+  third.set_task("sum");
+  // The third resumes from a checkpoint, fetched into its own folder.
+  mpt::v1::AssignmentInput* in = third.add_inputs();
+  in->set_role("checkpoint");
+  in->set_artifact("jobs/j/artifacts/ckpt");
+  std::string blob;
+  {
+    const std::string folder = testing::FreshTempDir("pack_ckpt");
+    ASSERT_TRUE(WriteFileAtomically(folder + "/state.txt", "step 5").ok());
+    auto packed = PackFolder(folder);
+    ASSERT_TRUE(packed.ok()) << packed.status();
+    blob = *packed;
+  }
+  client_.PutArtifact("jobs/j/artifacts/ckpt", blob);
+  *lead.add_packed() = second;
+  *lead.add_packed() = third;
+  client_.AddAssignment(lead);
+  client_.CancelAssignment("p2");  // the other job was cancelled
+  LockstepPackExecutor executor;
+  Start(&executor);
+  ASSERT_TRUE(client_.WaitForCompletions(3, absl::Seconds(20)));
+  EXPECT_EQ(executor.packs(), 1);
+  ASSERT_EQ(executor.checkpoints_.size(), 3u);
+  EXPECT_TRUE(executor.checkpoints_[0].empty());
+  EXPECT_FALSE(executor.checkpoints_[2].empty());
+  // The cancelled member was completed first, while the others trained.
+  EXPECT_EQ(client_.completions()[0].assignment(), "p2");
+  std::map<std::string, mpt::v1::CompleteAssignmentRequest> by_id;
+  for (const auto& c : client_.completions()) by_id[c.assignment()] = c;
+  ASSERT_EQ(by_id.size(), 3u);
+  EXPECT_TRUE(by_id["p1"].ok());
+  EXPECT_FALSE(by_id["p2"].ok());
+  EXPECT_NE(by_id["p2"].error().find("cancelled"), std::string::npos) << by_id["p2"].error();
+  EXPECT_FALSE(by_id["p2"].permanent());
+  EXPECT_TRUE(by_id["p3"].ok());
+  // Adapters of the two that finished, each under its own assignment.
+  std::set<std::string> uploaded;
+  for (const auto& u : client_.uploads()) {
+    if (u.kind == "adapter") uploaded.insert(u.assignment);
+  }
+  EXPECT_EQ(uploaded, (std::set<std::string>{"p1", "p3"}));
+  // Progress under each member's id with its own task; the last step of
+  // both finishers reached the coordinator.
+  std::map<std::string, int64_t> last_step;
+  for (const auto& p : client_.progress()) {
+    if (!p.has_progress()) continue;
+    last_step[p.assignment()] = std::max(last_step[p.assignment()], p.progress().step());
+    if (p.assignment() == "p3") {
+      EXPECT_EQ(p.progress().task(), "sum");
+    }
+  }
+  EXPECT_EQ(last_step["p1"], 40);
+  EXPECT_EQ(last_step["p3"], 40);
+  EXPECT_LT(last_step["p2"], 40);
+  // Each member's completion carried log lines of the pack.
+  EXPECT_GT(by_id["p1"].log_lines_size() + by_id["p3"].log_lines_size(), 0);
+  for (int i = 0; i < 200 && daemon_->assignments_finished() < 3; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(daemon_->assignments_finished(), 3);
 }
 
 TEST_F(DaemonTest, CancelledThroughProgressAnswer) {

@@ -54,6 +54,8 @@ TEST(WorkerMetricsTest, StepsRatesLossesAndEvaluations) {
   eval.metrics = {{"sst2/accuracy", 0.875}};
   (*metrics)->OnEvent(eval);
   ProgressEvent finished;
+  finished.stage = "source";
+  finished.task = "sst2";
   finished.kind = ProgressKind::kFinished;
   (*metrics)->OnEvent(finished);
   text = registry.Render();
@@ -66,6 +68,74 @@ TEST(WorkerMetricsTest, StepsRatesLossesAndEvaluations) {
   (*metrics)->OnEvent(Step(1, 0.5, 3.0));
   (*metrics)->OnEvent(Step(2, 1.0, 2.5));
   EXPECT_TRUE(Has(registry.Render(), "mpt_worker_steps_total 7"));
+}
+
+// The value of the series line starting with `series` + " ", or -1.
+double Value(const std::string& text, const std::string& series) {
+  const size_t at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + series.size() + 2));
+}
+
+TEST(WorkerMetricsTest, ModelFlopsAndMfuAddUpAPacksMembers) {
+  MetricsRegistry registry;
+  WorkerMetricsOptions options;
+  options.matmul_peak_flops = 1e10;
+  options.peak_description = "fp32 at::mm on cpu, 1 libtorch thread";
+  auto metrics = WorkerMetrics::Create(&registry, options);
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  std::string text = registry.Render();
+  EXPECT_EQ(Value(text, "mpt_worker_matmul_peak_flops"), 1e10) << text;
+  EXPECT_NE(text.find("# HELP mpt_worker_mfu_ratio Model FLOPs utilisation"), std::string::npos);
+  EXPECT_NE(text.find("fp32 at::mm on cpu, 1 libtorch thread"), std::string::npos) << text;
+
+  // Two members of a pack, each with its rows' share of the FLOPs.
+  ProgressEvent a = Step(1, 1.0, 2.0), b = Step(1, 1.0, 2.0);
+  b.task = "mnli";
+  a.model_flops_per_step = 4e9;
+  a.model_flops_per_second = 2e9;
+  b.model_flops_per_step = 6e9;
+  b.model_flops_per_second = 3e9;
+  ProgressEvent started_a = a, started_b = b;
+  started_a.kind = started_b.kind = ProgressKind::kStarted;
+  (*metrics)->OnEvent(started_a);
+  (*metrics)->OnEvent(started_b);
+  (*metrics)->OnEvent(a);
+  (*metrics)->OnEvent(b);
+  text = registry.Render();
+  EXPECT_DOUBLE_EQ(Value(text, "mpt_worker_model_flops_per_second"), 5e9) << text;
+  EXPECT_DOUBLE_EQ(Value(text, "mpt_worker_mfu_ratio"), 0.5) << text;
+  EXPECT_DOUBLE_EQ(Value(text, "mpt_worker_model_flops_per_step"), 6e9) << text;
+  // One leaves the pack: only the other's rate is left; a new pass starts
+  // from nothing.
+  ProgressEvent done = a;
+  done.kind = ProgressKind::kFinished;
+  (*metrics)->OnEvent(done);
+  text = registry.Render();
+  EXPECT_DOUBLE_EQ(Value(text, "mpt_worker_mfu_ratio"), 0.3) << text;
+  EXPECT_EQ(Value(text, "mpt_worker_assignment_running"), 1) << text;
+  // Each member's optimiser steps count: 1 + 1 so far, then 4 more of b.
+  EXPECT_EQ(Value(text, "mpt_worker_steps_total"), 2) << text;
+  ProgressEvent b5 = b;
+  b5.step = 5;
+  b5.elapsed_seconds = 3.0;
+  (*metrics)->OnEvent(b5);
+  EXPECT_EQ(Value(registry.Render(), "mpt_worker_steps_total"), 6);
+  // The last member ends: the pass's figures stay on show, until the
+  // next pass starts.
+  ProgressEvent done_b = b;
+  done_b.kind = ProgressKind::kFinished;
+  (*metrics)->OnEvent(done_b);
+  text = registry.Render();
+  EXPECT_DOUBLE_EQ(Value(text, "mpt_worker_mfu_ratio"), 0.3) << text;
+  EXPECT_EQ(Value(text, "mpt_worker_assignment_running"), 0) << text;
+  (*metrics)->OnEvent(started_a);
+  EXPECT_DOUBLE_EQ(Value(registry.Render(), "mpt_worker_mfu_ratio"), 0);
+
+  // Without a peak there is no MFU series.
+  MetricsRegistry bare;
+  ASSERT_TRUE(WorkerMetrics::Create(&bare).ok());
+  EXPECT_EQ(bare.Render().find("mpt_worker_mfu_ratio"), std::string::npos);
 }
 
 TEST(WorkerMetricsTest, TwoWorkersMetricsCannotShareARegistry) {

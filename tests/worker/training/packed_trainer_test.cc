@@ -228,6 +228,58 @@ TEST_F(PackedTrainerTest, APackKilledAndResumedEndsWhereSeparateRunsEnd) {
 // member m's loss is c_m(step) * sum(prompt_m) / tokens. Members with
 // different step counts and learning rates leave the pack when done; each
 // ends exactly (same float operations) where PromptTrainer takes it alone.
+// The worker daemon's pack: tasks of two "jobs" (different specs and step
+// counts), each with its own sink; one is cancelled on its own midway and
+// the others end as their separate runs do.
+TEST_F(PackedTrainerTest, ASourcePackOfTwoJobsReportsPerTaskAndSurvivesOneCancel) {
+  const std::string dir = FreshTempDir("source_pack");
+  mpt::v1::SourceTrainingSpec job_a = Source(12, 1, 1.0);
+  mpt::v1::SourceTrainingSpec job_b = Source(8, 1, 1.0);
+  job_b.mutable_train()->set_seed(7);
+  auto alone_a = RunSourceTraining(Env(), prompt_, job_a, dir + "/alone_a", {"echo"});
+  auto alone_b = RunSourceTraining(Env(), prompt_, job_b, dir + "/alone_b", {"count"});
+  ASSERT_TRUE(alone_a.ok()) << alone_a.status();
+  ASSERT_TRUE(alone_b.ok()) << alone_b.status();
+
+  RecordingSink sink_a, sink_b, sink_c;
+  std::vector<SourcePackTask> tasks(4);
+  tasks[0] = {prompt_, job_a, "echo", dir + "/a", dir + "/ckpt_a", &sink_a, nullptr};
+  tasks[1] = {prompt_, job_b, "count", dir + "/b", dir + "/ckpt_b", &sink_b, nullptr};
+  // Job B's "first" is cancelled after a few steps of its own.
+  int polls = 0;
+  tasks[2] = {prompt_, job_b, "first", dir + "/b", dir + "/ckpt_c", &sink_c,
+              [&polls] { return ++polls > 3; }};
+  // Not a task of its spec: fails alone, before training.
+  tasks[3] = {prompt_, job_b, "nope", dir + "/b", "", nullptr, nullptr};
+  std::vector<absl::StatusOr<TaskOutcome>> r = RunSourcePack(Env(), tasks);
+  ASSERT_EQ(r.size(), 4u);
+  ASSERT_TRUE(r[0].ok()) << r[0].status();
+  ASSERT_TRUE(r[1].ok()) << r[1].status();
+  EXPECT_EQ(r[2].status().code(), absl::StatusCode::kCancelled) << r[2].status();
+  EXPECT_EQ(r[3].status().code(), absl::StatusCode::kInvalidArgument) << r[3].status();
+  EXPECT_EQ(r[0]->adapter, dir + "/a/echo");
+  EXPECT_EQ(r[1]->train.steps, 8);
+  EXPECT_LE(RelativeDifference(AdapterTensors(r[0]->adapter)["prompt_embeddings"],
+                               AdapterTensors((*alone_a)[0].adapter)["prompt_embeddings"]),
+            kRelativeTolerance);
+  EXPECT_LE(RelativeDifference(AdapterTensors(r[1]->adapter)["prompt_embeddings"],
+                               AdapterTensors((*alone_b)[0].adapter)["prompt_embeddings"]),
+            kRelativeTolerance);
+  // Each sink saw its own task only, to its own end.
+  auto kinds_of = [](const RecordingSink& sink, const std::string& task) {
+    std::set<ProgressKind> kinds;
+    for (const ProgressEvent& e : sink.events) {
+      EXPECT_EQ(e.task, task);
+      kinds.insert(e.kind);
+    }
+    return kinds;
+  };
+  EXPECT_TRUE(kinds_of(sink_a, "echo").count(ProgressKind::kFinished));
+  EXPECT_TRUE(kinds_of(sink_b, "count").count(ProgressKind::kFinished));
+  EXPECT_FALSE(kinds_of(sink_c, "first").count(ProgressKind::kFinished));
+  EXPECT_EQ(sink_b.events.back().total_steps, 8);
+}
+
 TEST(PackedPromptTrainerTest, MembersWithTheirOwnSettingsMatchPromptTrainerExactly) {
   SoftPromptConfig config;
   config.num_virtual_tokens = 3;

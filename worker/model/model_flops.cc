@@ -1,0 +1,55 @@
+#include "worker/model/model_flops.h"
+
+namespace mpt {
+
+StepFlops CountT5StepFlops(const T5Config& c, int64_t batch, int64_t encoder_length,
+                           int64_t decoder_length, bool decoder_prefix, bool with_teacher) {
+  const double B = static_cast<double>(batch), S = static_cast<double>(encoder_length),
+               L = static_cast<double>(decoder_length), d = c.d_model, inner = c.inner_dim(),
+               H = c.num_heads, dkv = c.d_kv, ff = c.d_ff, V = c.vocab_size;
+  const double ff_in = c.is_gated_act ? 2 : 1;
+  auto mm = [](double m, double n, double k) { return 2 * m * n * k; };
+  // Weight products (backward 1x) and activation products (backward 2x).
+  double weights = 0, activations = 0, no_backward = 0;
+  // Encoder.
+  weights += c.num_layers * (3 * mm(B * S, inner, d) + mm(B * S, d, inner) +
+                             ff_in * mm(B * S, ff, d) + mm(B * S, d, ff));
+  activations += c.num_layers * 2 * mm(B * H * S, S, dkv);
+  // Decoder: self-attention, cross-attention, feed-forward.
+  const double self_w = 3 * mm(B * L, inner, d) + mm(B * L, d, inner);
+  const double self_a = 2 * mm(B * H * L, L, dkv);
+  const int blocks_with_backward = decoder_prefix ? c.num_decoder_layers : c.num_decoder_layers - 1;
+  weights += blocks_with_backward * self_w;
+  activations += blocks_with_backward * self_a;
+  // Without a decoder prefix block 0's self-attention sees no prompt.
+  if (!decoder_prefix) no_backward += self_w + self_a;
+  weights += c.num_decoder_layers * (2 * mm(B * L, inner, d) + 2 * mm(B * S, inner, d) +
+                                     ff_in * mm(B * L, ff, d) + mm(B * L, d, ff));
+  activations += c.num_decoder_layers * 2 * mm(B * H * L, S, dkv);
+  weights += mm(B * L, V, d);  // LM head
+  StepFlops f;
+  f.forward = weights + activations + no_backward;
+  f.backward = weights + 2 * activations;
+  if (with_teacher) f.teacher = f.forward;
+  return f;
+}
+
+StepFlops CountCausalStepFlops(const LlamaConfig& c, int64_t batch, int64_t prompt,
+                               int64_t input, int64_t target, bool with_teacher) {
+  const double B = static_cast<double>(batch), T = static_cast<double>(prompt + input + target),
+               L = static_cast<double>(target), d = c.hidden_size, H = c.num_attention_heads,
+               hd = c.head_dim, ff = c.intermediate_size, V = c.vocab_size;
+  auto mm = [](double m, double n, double k) { return 2 * m * n * k; };
+  double weights = c.num_hidden_layers *
+                   (mm(B * T, c.q_dim() + 2.0 * c.kv_dim(), d) + mm(B * T, d, c.q_dim()) +
+                    2 * mm(B * T, ff, d) + mm(B * T, d, ff));
+  const double activations = c.num_hidden_layers * 2 * mm(B * H * T, T, hd);
+  weights += mm(B * L, V, d);  // LM head
+  StepFlops f;
+  f.forward = weights + activations;
+  f.backward = weights + 2 * activations;
+  if (with_teacher) f.teacher = f.forward;
+  return f;
+}
+
+}  // namespace mpt
