@@ -448,6 +448,10 @@ absl::Status Main() {
                       {"intra_op_threads", threads.intra_op_threads},
                       {"blas_threads", threads.blas_threads},
                       {"blas_library", threads.blas_library},
+                      {"blas", threads.blas_config},
+                      {"blas_threading", BlasThreadingName(threads.blas_threading)},
+                      {"libtorch_version", threads.libtorch_version},
+                      {"cpu_capability", threads.cpu_capability},
                       {"device", model->device().str()},
                       {"autocast", AutocastName(autocast)},
                       {"peak_dtype", model->device().is_cuda()
