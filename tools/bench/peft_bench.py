@@ -129,10 +129,12 @@ def main():
         step()
     sync()
     start = time.perf_counter()
+    cpu_start = time.process_time()  # every thread of this process
     for _ in range(args.steps):
         step()
     sync()
     seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
     tokens = args.batch_size * (args.input_length + args.target_length)
     result = {
         "implementation": "peft", "stage": args.stage, "model": args.model,
@@ -140,7 +142,8 @@ def main():
         "batch_size": args.batch_size, "input_length": args.input_length,
         "target_length": args.target_length, "num_virtual_tokens": nv,
         "threads": torch.get_num_threads(), "steps": args.steps,
-        "step_ms": 1000 * seconds / args.steps, "tokens_per_second": tokens * args.steps / seconds,
+        "step_ms": 1000 * seconds / args.steps,
+        "cpu_ms_per_step": 1000 * cpu_seconds / args.steps, "tokens_per_second": tokens * args.steps / seconds,
         "load_seconds": load_seconds, "rss_after_load_mib": rss_after_load,
         "peak_rss_mib": peak_rss_mib(), "torch": torch.__version__,
         "device": str(dev), "autocast": args.autocast,
@@ -151,7 +154,8 @@ def main():
     else:
         print(f"stage {args.stage:13s} batch {args.batch_size} x ({args.input_length} + "
               f"{args.target_length} tokens), prompt {nv}, {torch.get_num_threads()} threads")
-        print(f"  step {result['step_ms']:.1f} ms   {result['tokens_per_second']:.0f} tokens/s   "
+        print(f"  step {result['step_ms']:.1f} ms (CPU {result['cpu_ms_per_step']:.1f} ms)   "
+              f"{result['tokens_per_second']:.0f} tokens/s   "
               f"peak RSS {result['peak_rss_mib']:.0f} MiB ({rss_after_load:.0f} MiB after loading)")
 
 

@@ -452,6 +452,7 @@ absl::Status Main() {
                       {"blas_threading", BlasThreadingName(threads.blas_threading)},
                       {"libtorch_version", threads.libtorch_version},
                       {"cpu_capability", threads.cpu_capability},
+                      {"omp_wait_policy", threads.omp_wait_policy},
                       {"device", model->device().str()},
                       {"autocast", AutocastName(autocast)},
                       {"peak_dtype", model->device().is_cuda()

@@ -191,6 +191,7 @@ absl::StatusOr<ComputeThreads> ApplyComputeThreads(const ComputeThreadOptions& o
   const int usable = t.budget.usable();
   const int total = options.total == 0 ? usable : std::min(options.total, usable);
   t.libtorch_version = TORCH_VERSION;
+  if (const char* policy = std::getenv("OMP_WAIT_POLICY")) t.omp_wait_policy = policy;
 #if TORCH_VERSION_MAJOR >= 2
   try {
     t.cpu_capability = at::get_cpu_capability();
@@ -255,6 +256,10 @@ std::string Describe(const ComputeThreads& t) {
   if (t.blas_threading != BlasThreading::kInLibtorch) {
     absl::StrAppend(&out, ", ",
                     t.blas_library.empty() ? "no BLAS library mapped" : t.blas_library);
+  }
+  if (t.intra_op_threads > 1) {
+    absl::StrAppend(&out, "; OMP_WAIT_POLICY ",
+                    t.omp_wait_policy.empty() ? "unset" : t.omp_wait_policy);
   }
   absl::StrAppend(&out, ")");
   return out;

@@ -100,6 +100,8 @@ struct ComputeThreads {
   BlasThreading blas_threading = BlasThreading::kUnknown;
   std::string blas_library;   // the BLAS file mapped in this process, resolved
   std::string blas_config;    // openblas_get_config(), or MKL's version string
+  std::string omp_wait_policy;    // $OMP_WAIT_POLICY ("": unset, libgomp spins
+                                 // a while at each barrier before sleeping)
   std::string libtorch_version;  // TORCH_VERSION of the headers built against
   std::string cpu_capability;    // the kernels ATen dispatches to (AVX2, AVX512;
                                  // empty before libtorch 2.0)
@@ -114,7 +116,9 @@ absl::StatusOr<ComputeThreads> ApplyComputeThreads(const ComputeThreadOptions& o
 // pthreads, /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3)" or
 // "libtorch 2.11.0 (CPU kernels AVX2), compute threads 2 (2 usable cores):
 // libtorch intra-op 2, BLAS 2 (Intel(R) oneAPI Math Kernel Library Version
-// ..., inside libtorch, OpenMP)".
+// ..., inside libtorch, OpenMP; OMP_WAIT_POLICY unset)". The wait policy is
+// named when libtorch runs more than one thread: libgomp reads it when it
+// loads, so only the environment that starts the process can change it.
 std::string Describe(const ComputeThreads& threads);
 
 // The first BLAS-looking file (libblas, libopenblas, libmkl, libblis) in a
