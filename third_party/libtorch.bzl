@@ -12,9 +12,12 @@ CUDA wheel included (`--config=torch2cpu` sets it): the binaries link
 libtorch_cpu.so and libc10.so only, never libtorch.so or libtorch_cuda.so,
 so no GPU library is loaded. A CUDA wheel's libtorch_cpu.so still needs the
 CUDA runtime and CUPTI libraries (libcudart.so.13, libcupti.so.13: small,
-and they load without a GPU); they are looked for where the wheel's own
-run path points (nvidia/cu13/lib beside torch/), then in MPT_CUDA, and
-the rule fails naming the file when one is nowhere. `1` insists on a CUDA
+and they load without a GPU). The loader finds them through that
+library's own run path, nvidia/cu13/lib beside torch/ (where a pip install
+or tools/fetch_libtorch.sh puts them); failing that, a CUDA toolkit
+(MPT_CUDA) that is on the loader's path (ld.so.conf, LD_LIBRARY_PATH) will
+do. The rule checks that each is in one of those places and fails naming
+the file when one is nowhere. `1` insists on a CUDA
 build; unset or `auto` decides by libtorch_cuda.so as above.
 
 A CUDA build also gets `@libtorch//:nccl`: the CUDA runtime and NCCL headers
@@ -156,7 +159,7 @@ def _libtorch_impl(ctx):
         if cuda:
             libs = ["lib/libtorch.so", "lib/libtorch_cpu.so", "lib/libc10.so",
                     "lib/libtorch_cuda.so", "lib/libc10_cuda.so"]
-            runtime_rpaths = []
+            cpu_link = []
         else:
             # libtorch.so of a CUDA wheel pulls in libtorch_cuda.so and every
             # CUDA library; the CPU build links the two it needs. They are
@@ -165,8 +168,8 @@ def _libtorch_impl(ctx):
             # libtorch_cpu.so's $ORIGIN run path finds the wheel's libgomp
             # and the nvidia/cu13/lib folder beside torch/.
             libs = []
-            runtime_rpaths = ["-Wl,-rpath," + d for d in _cpu_runtime_dirs(ctx, root)]
-            runtime_rpaths += ["-L" + str(root.get_child("lib")), "-Wl,--push-state,--no-as-needed",
+            cpu_link = ["-Wl,-rpath," + d for d in _cpu_runtime_dirs(ctx, root)]
+            cpu_link += ["-L" + str(root.get_child("lib")), "-Wl,--push-state,--no-as-needed",
                                "-ltorch_cpu", "-lc10", "-Wl,--pop-state"]
         abi = _read_abi(ctx, root)
         defines = ["_GLIBCXX_USE_CXX11_ABI=" + abi] if abi else []
@@ -187,9 +190,9 @@ def _libtorch_impl(ctx):
     includes = ["include", "include/torch/csrc/api/include"],
     srcs = {libs},
     defines = {defines},
-    linkopts = ["-Wl,-rpath,{lib}"] + {runtime_rpaths} + ["-Wl,--push-state,--no-as-needed"] + {cuda_link} + ["-Wl,--pop-state", "-lpthread"],
+    linkopts = ["-Wl,-rpath,{lib}"] + {cpu_link} + ["-Wl,--push-state,--no-as-needed"] + {cuda_link} + ["-Wl,--pop-state", "-lpthread"],
 )""".format(libs = repr(libs), defines = repr(defines), lib = str(root.get_child("lib")),
-            runtime_rpaths = repr(runtime_rpaths),
+            cpu_link = repr(cpu_link),
             cuda_link = repr(["-L" + str(root.get_child("lib")), "-ltorch_cuda", "-lc10_cuda"] if cuda else [])))
         if cuda:
             lines.append(_nccl_library(ctx, root))
