@@ -7,6 +7,19 @@ share/cmake/). A folder that has libtorch_cuda.so makes a CUDA build: the
 generated defs.bzl then says TORCH_CUDA = True and the NCCL communicator is
 compiled.
 
+MPT_LIBTORCH_CUDA chooses otherwise: `0` makes a CPU build from any folder,
+CUDA wheel included (`--config=torch2cpu` sets it): the binaries link
+libtorch_cpu.so and libc10.so only, never libtorch.so or libtorch_cuda.so,
+so no GPU library is loaded. A CUDA wheel's libtorch_cpu.so still needs the
+CUDA runtime and CUPTI libraries (libcudart.so.13, libcupti.so.13: small,
+and they load without a GPU). The loader finds them through that
+library's own run path, nvidia/cu13/lib beside torch/ (where a pip install
+or tools/fetch_libtorch.sh puts them); failing that, a CUDA toolkit
+(MPT_CUDA) that is on the loader's path (ld.so.conf, LD_LIBRARY_PATH) will
+do. The rule checks that each is in one of those places and fails naming
+the file when one is nowhere. `1` insists on a CUDA
+build; unset or `auto` decides by libtorch_cuda.so as above.
+
 A CUDA build also gets `@libtorch//:nccl`: the CUDA runtime and NCCL headers
 and libraries of the CUDA toolkit that MPT_CUDA names (default
 /usr/local/cuda). At run time the wheel's own copies (nvidia/nccl/lib,
@@ -53,6 +66,56 @@ def _nccl_library(ctx, root):
 )
 """.format(lib = str(cuda.get_child("lib64")), rpaths = repr(["-Wl,-rpath," + r for r in rpaths]))
 
+# Libraries a libtorch_cpu.so may need that the C library, the C++ runtime
+# and libtorch's own lib/ folder do not provide.
+_SYSTEM_LIB = ["libc.so", "libm.so", "libdl.so", "librt.so", "libpthread.so", "libgcc_s.so",
+               "libstdc++.so", "ld-linux"]
+
+def _needed(ctx, lib):
+    """The DT_NEEDED names of a shared library (objdump -p)."""
+    r = ctx.execute(["objdump", "-p", str(lib)])
+    if r.return_code != 0:
+        fail("objdump -p %s failed: %s" % (lib, r.stderr))
+    names = []
+    for line in r.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("NEEDED "):
+            names.append(line[len("NEEDED "):].strip())
+    return names
+
+def _cpu_runtime_dirs(ctx, root):
+    """Folders holding what libtorch_cpu.so needs beyond lib/ and the system.
+
+    A CUDA wheel's libtorch_cpu.so needs libcudart and libcupti; they are
+    looked for beside the wheel (nvidia/*/lib), then in the CUDA toolkit
+    (MPT_CUDA, default /usr/local/cuda). Returns the folders to put on the
+    run path; fails naming the library that is nowhere.
+    """
+    lib = root.get_child("lib")
+    nvidia = root.dirname.get_child("nvidia")
+    cuda = ctx.path(ctx.os.environ.get("MPT_CUDA", "/usr/local/cuda"))
+    candidates = [nvidia.get_child(sub).get_child("lib") for sub in ["cu13", "cu12", "cuda_runtime", "cuda_cupti"]]
+    candidates += [cuda.get_child("lib64"), cuda.get_child("lib"),
+                   cuda.get_child("extras").get_child("CUPTI").get_child("lib64")]
+    dirs = []
+    for name in _needed(ctx, lib.get_child("libtorch_cpu.so")):
+        if [p for p in _SYSTEM_LIB if name.startswith(p)] or lib.get_child(name).exists:
+            continue
+        found = None
+        for c in candidates:
+            if c.get_child(name).exists:
+                found = c
+                break
+        if found == None:
+            if name.startswith("libcu") or name.startswith("libnv"):
+                fail(("%s/lib/libtorch_cpu.so needs %s, which is neither in %s nor in %s: unpack the " +
+                      "matching nvidia-cuda-runtime / nvidia-cuda-cupti wheels there (tools/fetch_libtorch.sh " +
+                      "does) or set MPT_CUDA to a CUDA toolkit that has it") % (root, name, nvidia, cuda))
+            continue  # a system library (libgomp and the like): the loader finds it
+        if str(found) not in dirs:
+            dirs.append(str(found))
+    return dirs
+
 def _read_abi(ctx, root):
     cfg = root.get_child("share").get_child("cmake").get_child("Torch").get_child("TorchConfig.cmake")
     if not cfg.exists:
@@ -81,10 +144,33 @@ def _libtorch_impl(ctx):
             if child.basename != "google":
                 ctx.symlink(child, "include/" + child.basename)
         ctx.symlink(root.get_child("lib"), "lib")
-        cuda = root.get_child("lib").get_child("libtorch_cuda.so").exists
-        libs = ["lib/libtorch.so", "lib/libtorch_cpu.so", "lib/libc10.so"]
+        has_cuda = root.get_child("lib").get_child("libtorch_cuda.so").exists
+        want = ctx.os.environ.get("MPT_LIBTORCH_CUDA", "auto")
+        if want in ["", "auto"]:
+            cuda = has_cuda
+        elif want == "0":
+            cuda = False
+        elif want == "1":
+            if not has_cuda:
+                fail("MPT_LIBTORCH_CUDA=1 but %s/lib has no libtorch_cuda.so (not a CUDA libtorch)" % folder)
+            cuda = True
+        else:
+            fail("MPT_LIBTORCH_CUDA=%s: must be 0 (CPU build), 1 (CUDA build) or auto" % want)
         if cuda:
-            libs += ["lib/libtorch_cuda.so", "lib/libc10_cuda.so"]
+            libs = ["lib/libtorch.so", "lib/libtorch_cpu.so", "lib/libc10.so",
+                    "lib/libtorch_cuda.so", "lib/libc10_cuda.so"]
+            cpu_link = []
+        else:
+            # libtorch.so of a CUDA wheel pulls in libtorch_cuda.so and every
+            # CUDA library; the CPU build links the two it needs. They are
+            # linked from their own folder (-L/-l, not through Bazel's
+            # _solib symlinks) so that the loader opens them there and
+            # libtorch_cpu.so's $ORIGIN run path finds the wheel's libgomp
+            # and the nvidia/cu13/lib folder beside torch/.
+            libs = []
+            cpu_link = ["-Wl,-rpath," + d for d in _cpu_runtime_dirs(ctx, root)]
+            cpu_link += ["-L" + str(root.get_child("lib")), "-Wl,--push-state,--no-as-needed",
+                               "-ltorch_cpu", "-lc10", "-Wl,--pop-state"]
         abi = _read_abi(ctx, root)
         defines = ["_GLIBCXX_USE_CXX11_ABI=" + abi] if abi else []
         # A wheel's libtorch.so exports std::filesystem functions of the
@@ -104,8 +190,9 @@ def _libtorch_impl(ctx):
     includes = ["include", "include/torch/csrc/api/include"],
     srcs = {libs},
     defines = {defines},
-    linkopts = ["-Wl,-rpath,{lib}", "-Wl,--push-state,--no-as-needed"] + {cuda_link} + ["-Wl,--pop-state", "-lpthread"],
+    linkopts = ["-Wl,-rpath,{lib}"] + {cpu_link} + ["-Wl,--push-state,--no-as-needed"] + {cuda_link} + ["-Wl,--pop-state", "-lpthread"],
 )""".format(libs = repr(libs), defines = repr(defines), lib = str(root.get_child("lib")),
+            cpu_link = repr(cpu_link),
             cuda_link = repr(["-L" + str(root.get_child("lib")), "-ltorch_cuda", "-lc10_cuda"] if cuda else [])))
         if cuda:
             lines.append(_nccl_library(ctx, root))
@@ -127,7 +214,7 @@ def _libtorch_impl(ctx):
 
 libtorch_repository = repository_rule(
     implementation = _libtorch_impl,
-    environ = ["MPT_LIBTORCH", "MPT_CUDA", "MPT_LIBSTDCXX"],
+    environ = ["MPT_LIBTORCH", "MPT_LIBTORCH_CUDA", "MPT_CUDA", "MPT_LIBSTDCXX"],
     local = True,
     doc = "libtorch: Debian's by default, or the folder that MPT_LIBTORCH names.",
 )

@@ -3,8 +3,11 @@
 #include <dlfcn.h>
 #include <sched.h>
 
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
+#include <ATen/Version.h>
 #include <c10/util/Exception.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <climits>
@@ -84,16 +87,31 @@ BlasThreading ThreadingOf(const OpenBlasApi& api) {
   }
 }
 
-const char* Name(BlasThreading t) {
+// The value after "<key> : " in at::get_parallel_info()'s text (0: absent).
+int ParallelInfoNumber(const std::string& info, absl::string_view key) {
+  for (absl::string_view line : absl::StrSplit(info, '\n')) {
+    const size_t at = line.find(key);
+    if (at == absl::string_view::npos) continue;
+    absl::string_view rest = line.substr(at + key.size());
+    const size_t colon = rest.find(':');
+    if (colon == absl::string_view::npos) continue;
+    int n = 0;
+    if (absl::SimpleAtoi(absl::StripAsciiWhitespace(rest.substr(colon + 1)), &n)) return n;
+  }
+  return 0;
+}
+
+}  // namespace
+
+const char* BlasThreadingName(BlasThreading t) {
   switch (t) {
     case BlasThreading::kSequential: return "sequential";
     case BlasThreading::kOwnThreads: return "pthreads";
     case BlasThreading::kOpenMp: return "OpenMP";
+    case BlasThreading::kInLibtorch: return "inside libtorch, OpenMP";
     default: return "unknown threading";
   }
 }
-
-}  // namespace
 
 int CpuBudget::usable() const {
   int n = INT_MAX;
@@ -137,6 +155,10 @@ ThreadPlan PlanComputeThreads(int total, BlasThreading blas) {
       p.intra_op = p.total;
       p.blas = p.total;
       break;
+    case BlasThreading::kInLibtorch:
+      p.intra_op = p.total;
+      p.blas = 0;  // at::set_num_threads sets MKL's count too
+      break;
     default:
       p.intra_op = p.total;
       p.blas = 0;
@@ -168,8 +190,24 @@ absl::StatusOr<ComputeThreads> ApplyComputeThreads(const ComputeThreadOptions& o
   t.requested = options.total;
   const int usable = t.budget.usable();
   const int total = options.total == 0 ? usable : std::min(options.total, usable);
+  t.libtorch_version = TORCH_VERSION;
+  if (const char* policy = std::getenv("OMP_WAIT_POLICY")) t.omp_wait_policy = policy;
+#if TORCH_VERSION_MAJOR >= 2
+  try {
+    t.cpu_capability = at::get_cpu_capability();
+  } catch (const c10::Error&) {
+  }
+#endif
   const OpenBlasApi api = FindOpenBlas();
   t.blas_threading = ThreadingOf(api);
+  bool mkl = false;
+  if (!api.found()) {
+    try {
+      mkl = at::hasMKL();
+    } catch (const c10::Error&) {
+    }
+    if (mkl) t.blas_threading = BlasThreading::kInLibtorch;
+  }
   t.plan = PlanComputeThreads(total, t.blas_threading);
   if (options.intra_op_override > 0) t.plan.intra_op = options.intra_op_override;
   if (options.blas_override > 0) t.plan.blas = options.blas_override;
@@ -183,6 +221,15 @@ absl::StatusOr<ComputeThreads> ApplyComputeThreads(const ComputeThreadOptions& o
     if (t.plan.blas > 0 && !options.leave_blas) api.set_num_threads(t.plan.blas);
     t.blas_threads = api.get_num_threads();
     if (api.get_config != nullptr) t.blas_config = api.get_config();
+  } else if (mkl) {
+    // MKL's symbols are not exported from libtorch; its own report says
+    // what it runs with.
+    try {
+      t.blas_config = std::string(absl::StripAsciiWhitespace(at::get_mkl_version()));
+      t.blas_threads = ParallelInfoNumber(at::get_parallel_info(), "mkl_get_max_threads()");
+    } catch (const c10::Error& e) {
+      return absl::InternalError(absl::StrCat("libtorch's MKL: ", e.what_without_backtrace()));
+    }
   }
   std::string path = BlasLibraryFromMaps(ReadSmallFile("/proc/self/maps"));
   std::error_code ec;
@@ -195,16 +242,26 @@ absl::StatusOr<ComputeThreads> ApplyComputeThreads(const ComputeThreadOptions& o
 
 std::string Describe(const ComputeThreads& t) {
   const int usable = t.budget.usable();
-  std::string out = absl::StrCat("compute threads ", t.plan.total, " (", usable, " usable cores");
+  std::string out = absl::StrCat("libtorch ", t.libtorch_version);
+  if (!t.cpu_capability.empty()) absl::StrAppend(&out, " (CPU kernels ", t.cpu_capability, ")");
+  absl::StrAppend(&out, ", compute threads ", t.plan.total, " (", usable, " usable cores");
   if (t.requested > usable) absl::StrAppend(&out, "; --threads=", t.requested, " cut to them");
   absl::StrAppend(&out, "): libtorch intra-op ", t.intra_op_threads, ", BLAS ");
   if (t.blas_threads > 0) {
-    absl::StrAppend(&out, t.blas_threads, " (", t.blas_config, ", ", Name(t.blas_threading));
+    absl::StrAppend(&out, t.blas_threads, " (", t.blas_config, ", ",
+                    BlasThreadingName(t.blas_threading));
   } else {
-    absl::StrAppend(&out, "threads not settable (", Name(t.blas_threading));
+    absl::StrAppend(&out, "threads not settable (", BlasThreadingName(t.blas_threading));
   }
-  absl::StrAppend(&out, ", ", t.blas_library.empty() ? "no BLAS library mapped" : t.blas_library,
-                  ")");
+  if (t.blas_threading != BlasThreading::kInLibtorch) {
+    absl::StrAppend(&out, ", ",
+                    t.blas_library.empty() ? "no BLAS library mapped" : t.blas_library);
+  }
+  if (t.intra_op_threads > 1) {
+    absl::StrAppend(&out, "; OMP_WAIT_POLICY ",
+                    t.omp_wait_policy.empty() ? "unset" : t.omp_wait_policy);
+  }
+  absl::StrAppend(&out, ")");
   return out;
 }
 

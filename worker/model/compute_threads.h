@@ -52,7 +52,13 @@ enum class BlasThreading {
   kSequential,  // OpenBLAS built without threads
   kOwnThreads,  // OpenBLAS with its own pthreads pool (libopenblas0-pthread)
   kOpenMp,      // OpenBLAS on OpenMP (libopenblas0-openmp): libtorch's pool
+  kInLibtorch,  // MKL linked into libtorch (the PyPI wheels): it runs on
+                // libtorch's OpenMP pool and at::set_num_threads sets it
 };
+
+// "sequential", "pthreads", "OpenMP", "inside libtorch, OpenMP" or
+// "unknown threading".
+const char* BlasThreadingName(BlasThreading t);
 
 // The split of a total between libtorch's intra-op pool and BLAS's pool.
 struct ThreadPlan {
@@ -67,6 +73,7 @@ struct ThreadPlan {
 //                on the calling thread while OpenBLAS's threads are idle.
 //                Both at `total` oversubscribe (measured: see README).
 //   kOpenMp      libtorch `total` and OpenBLAS `total`: one OpenMP pool.
+//   kInLibtorch  libtorch `total`; MKL follows it (one OpenMP pool).
 //   otherwise    libtorch `total`; BLAS left alone.
 ThreadPlan PlanComputeThreads(int total, BlasThreading blas);
 
@@ -92,16 +99,26 @@ struct ComputeThreads {
   int blas_threads = 0;       // openblas_get_num_threads() after (0: unknown)
   BlasThreading blas_threading = BlasThreading::kUnknown;
   std::string blas_library;   // the BLAS file mapped in this process, resolved
-  std::string blas_config;    // openblas_get_config() (empty: not OpenBLAS)
+  std::string blas_config;    // openblas_get_config(), or MKL's version string
+  std::string omp_wait_policy;    // $OMP_WAIT_POLICY ("": unset, libgomp spins
+                                 // a while at each barrier before sleeping)
+  std::string libtorch_version;  // TORCH_VERSION of the headers built against
+  std::string cpu_capability;    // the kernels ATen dispatches to (AVX2, AVX512;
+                                 // empty before libtorch 2.0)
 };
 
 // Decides and applies the thread counts. INVALID_ARGUMENT for a negative
 // count. libtorch errors are returned as INTERNAL; nothing throws.
 absl::StatusOr<ComputeThreads> ApplyComputeThreads(const ComputeThreadOptions& options);
 
-// One line for a startup message, e.g. "compute threads 2 (2 usable cores):
-// libtorch intra-op 1, BLAS 2 threads (OpenBLAS 0.3.21 ..., pthreads,
-// /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3)".
+// One line for a startup message, e.g. "libtorch 1.13.0, compute threads 2
+// (2 usable cores): libtorch intra-op 1, BLAS 2 (OpenBLAS 0.3.21 ...,
+// pthreads, /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3)" or
+// "libtorch 2.11.0 (CPU kernels AVX2), compute threads 2 (2 usable cores):
+// libtorch intra-op 2, BLAS 2 (Intel(R) oneAPI Math Kernel Library Version
+// ..., inside libtorch, OpenMP; OMP_WAIT_POLICY unset)". The wait policy is
+// named when libtorch runs more than one thread: libgomp reads it when it
+// loads, so only the environment that starts the process can change it.
 std::string Describe(const ComputeThreads& threads);
 
 // The first BLAS-looking file (libblas, libopenblas, libmkl, libblis) in a

@@ -1,6 +1,7 @@
 #include "worker/prompts/soft_prompt.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/grad_mode.h>
 
 #include <utility>
 

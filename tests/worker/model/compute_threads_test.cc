@@ -1,8 +1,13 @@
 #include "worker/model/compute_threads.h"
 
 #include <ATen/Parallel.h>
+#include <torch/version.h>
 
 #include <gtest/gtest.h>
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
 
 namespace mpt {
 namespace {
@@ -83,6 +88,25 @@ TEST(ApplyComputeThreadsTest, NeverMoreThanTheUsableCores) {
   }
   EXPECT_EQ(t->intra_op_threads, at::get_num_threads());
   EXPECT_NE(Describe(*t).find("cut to them"), std::string::npos) << Describe(*t);
+}
+
+TEST(ApplyComputeThreadsTest, NamesTheLibtorchAndTheBlas) {
+  auto t = ApplyComputeThreads({/*total=*/1});
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->libtorch_version, TORCH_VERSION);
+  const std::string line = Describe(*t);
+  EXPECT_EQ(line.rfind(absl::StrCat("libtorch ", TORCH_VERSION), 0), 0u) << line;
+  if (t->blas_threading == BlasThreading::kInLibtorch) {
+    // MKL inside libtorch (the PyPI wheels) follows libtorch's pool.
+    EXPECT_FALSE(t->blas_config.empty()) << line;
+    EXPECT_EQ(t->blas_threads, t->intra_op_threads) << line;
+    EXPECT_NE(line.find("inside libtorch"), std::string::npos) << line;
+  } else if (t->blas_threading == BlasThreading::kOwnThreads) {
+    // OpenBLAS with its own pool (Debian's libopenblas0-pthread).
+    EXPECT_EQ(t->intra_op_threads, 1) << line;
+    EXPECT_EQ(t->blas_threads, 1) << line;
+    EXPECT_NE(line.find("OpenBLAS"), std::string::npos) << line;
+  }
 }
 
 TEST(ApplyComputeThreadsTest, RejectsNegativeCounts) {
