@@ -11,6 +11,7 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/spec/stages.h"
+#include "worker/lm/causal_prompted_model.h"
 #include "worker/lm/t5_prompted_model.h"
 #include "worker/model/model_flops.h"
 #include "worker/prompts/adapter_io.h"
@@ -145,18 +146,26 @@ absl::Status AdapterFits(const AdapterInfo& info, const PromptedLanguageModel& m
                                model.peft_task_type());
 }
 
-// The matrix-product FLOPs of a prompted forward over `batch`
-// (model_flops.h: the encoder takes the prompt's first num_virtual_tokens
-// rows and the input, the decoder the decoder prefix and the target), plus
-// its backward to the prompt when `trained`. 0 (not counted) for models of
-// other families than T5.
+// The matrix-product FLOPs of a prompted forward over `batch`, plus its
+// backward to the prompt when `trained` (model_flops.h). T5: the encoder
+// takes the prompt's first num_virtual_tokens rows and the input, the
+// decoder the decoder prefix and the target; decoder-only: one sequence of
+// prompt, input and target. 0 (not counted) for any other model.
 double FlopsOf(const PromptedLanguageModel& model, const PromptLayout& layout,
                const Batch& batch, bool trained) {
-  const auto* t5 = dynamic_cast<const T5PromptedModel*>(&model);
-  if (t5 == nullptr) return 0;
-  const StepFlops s = CountT5StepFlops(
-      t5->t5().config(), batch.input_ids.size(0), layout.num_virtual_tokens + batch.input_ids.size(1),
-      layout.decoder_prefix_length() + batch.labels.size(1), layout.prompt_decoder);
+  StepFlops s;
+  if (const auto* t5 = dynamic_cast<const T5PromptedModel*>(&model)) {
+    s = CountT5StepFlops(t5->t5().config(), batch.input_ids.size(0),
+                         layout.num_virtual_tokens + batch.input_ids.size(1),
+                         layout.decoder_prefix_length() + batch.labels.size(1),
+                         layout.prompt_decoder);
+  } else if (const auto* causal = dynamic_cast<const CausalPromptedModel*>(&model)) {
+    s = CountCausalStepFlops(causal->llama().config(), batch.input_ids.size(0),
+                             layout.num_virtual_tokens, batch.input_ids.size(1),
+                             batch.labels.size(1));
+  } else {
+    return 0;
+  }
   return trained ? s.forward + s.backward : s.forward;
 }
 

@@ -5,6 +5,7 @@
 // loss (teacher and student outputs line up at the target positions); a
 // spec the family cannot take and an adapter of the other family are clear
 // errors.
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
@@ -125,6 +126,13 @@ TEST_F(CausalStagesTest, ThreeStagesLowerTheirLossesAndWriteCausalLmAdapters) {
     EXPECT_EQ(adapter->info.prompt.token_dim, 32);
     teachers.push_back(t.adapter);
   }
+  // The steps report their model FLOPs (the worker's MFU metric): the
+  // decoder-only count of worker/model/model_flops.h, not 0.
+  double flops_per_step = 0;
+  for (const ProgressEvent& e : log_.events) {
+    flops_per_step = std::max(flops_per_step, e.model_flops_per_step);
+  }
+  EXPECT_GT(flops_per_step, 0);
 
   log_.events.clear();
   mpt::v1::DistillationSpec distill;
