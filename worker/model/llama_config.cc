@@ -16,6 +16,7 @@
 #include "common/file_util.h"
 #include "common/json_util.h"
 #include "common/status_macros.h"
+#include "worker/model/config_fields.h"
 
 namespace mpt {
 namespace {
@@ -43,112 +44,8 @@ std::string KnownModelTypes() {
   return absl::StrJoin(names, ", ");
 }
 
-// Reads the fields of one JSON object; every error starts with `source` and
-// names the field (prefixed by `prefix` for nested objects, e.g.
-// "rope_scaling.factor").
-class FieldReader {
- public:
-  FieldReader(const Json& root, absl::string_view source, std::string prefix = "")
-      : root_(root), source_(source), prefix_(std::move(prefix)) {}
+using FieldReader = ConfigFieldReader;
 
-  absl::Status Error(absl::string_view field, absl::string_view problem) const {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source_, ": field '", prefix_, field, "' ", problem));
-  }
-
-  // The value, or nullptr when the field is absent or null.
-  const Json* Get(absl::string_view field) const {
-    auto it = root_.find(std::string(field));
-    if (it == root_.end() || it->is_null()) return nullptr;
-    return &*it;
-  }
-  bool Present(absl::string_view field) const { return root_.contains(std::string(field)); }
-
-  absl::StatusOr<int64_t> Integer(absl::string_view field, const Json& value) const {
-    if (!value.is_number_integer()) {
-      return Error(field, absl::StrCat("must be an integer, got ", DescribeJson(value)));
-    }
-    if (value.is_number_unsigned()) {
-      uint64_t u = value.get<uint64_t>();
-      if (u > static_cast<uint64_t>(std::numeric_limits<int32_t>::max())) {
-        return Error(field, absl::StrCat("is out of range (", u, ")"));
-      }
-      return static_cast<int64_t>(u);
-    }
-    int64_t v = value.get<int64_t>();
-    if (v > std::numeric_limits<int32_t>::max() || v < std::numeric_limits<int32_t>::min()) {
-      return Error(field, absl::StrCat("is out of range (", v, ")"));
-    }
-    return v;
-  }
-
-  absl::StatusOr<int> Size(absl::string_view field, const Json& value) const {
-    ASSIGN_OR_RETURN(int64_t v, Integer(field, value));
-    if (v <= 0) return Error(field, absl::StrCat("must be positive, got ", v));
-    return static_cast<int>(v);
-  }
-
-  absl::StatusOr<int> RequiredSize(absl::string_view field) const {
-    const Json* value = Get(field);
-    if (value == nullptr) return Error(field, "is missing (a positive integer is required)");
-    return Size(field, *value);
-  }
-
-  absl::StatusOr<int> OptionalSize(absl::string_view field, int fallback) const {
-    const Json* value = Get(field);
-    if (value == nullptr) return fallback;
-    return Size(field, *value);
-  }
-
-  // A finite number (integers accepted); nullopt when absent or null.
-  absl::StatusOr<std::optional<double>> Number(absl::string_view field) const {
-    const Json* value = Get(field);
-    if (value == nullptr) return std::optional<double>();
-    if (!value->is_number()) {
-      return Error(field, absl::StrCat("must be a number, got ", DescribeJson(*value)));
-    }
-    double v = value->get<double>();
-    if (!std::isfinite(v)) return Error(field, "must be a finite number");
-    return std::optional<double>(v);
-  }
-
-  absl::StatusOr<double> PositiveNumber(absl::string_view field, double fallback) const {
-    ASSIGN_OR_RETURN(std::optional<double> v, Number(field));
-    if (!v.has_value()) return fallback;
-    if (!(*v > 0)) return Error(field, absl::StrCat("must be positive, got ", DescribeJson(*Get(field))));
-    return *v;
-  }
-
-  absl::StatusOr<std::optional<bool>> Bool(absl::string_view field) const {
-    const Json* value = Get(field);
-    if (value == nullptr) return std::optional<bool>();
-    if (!value->is_boolean()) {
-      return Error(field, absl::StrCat("must be a boolean, got ", DescribeJson(*value)));
-    }
-    return std::optional<bool>(value->get<bool>());
-  }
-
-  absl::StatusOr<std::optional<std::string>> String(absl::string_view field) const {
-    const Json* value = Get(field);
-    if (value == nullptr) return std::optional<std::string>();
-    if (!value->is_string()) {
-      return Error(field, absl::StrCat("must be a string, got ", DescribeJson(*value)));
-    }
-    return std::optional<std::string>(value->get<std::string>());
-  }
-
-  // A token id (>= 0); nullopt when absent or null.
-  absl::StatusOr<std::optional<int>> TokenId(absl::string_view field, const Json& value) const {
-    ASSIGN_OR_RETURN(int64_t v, Integer(field, value));
-    if (v < 0) return Error(field, absl::StrCat("must not be negative, got ", v));
-    return std::optional<int>(static_cast<int>(v));
-  }
-
- private:
-  const Json& root_;
-  absl::string_view source_;
-  std::string prefix_;
-};
 
 // The rotary settings: the scaling dict comes from rope_scaling (older files)
 // when it is a non-empty object, else from rope_parameters (transformers 5);

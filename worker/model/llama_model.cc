@@ -72,17 +72,7 @@ LlamaModel::~LlamaModel() = default;
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& folder,
                                                              const LlamaLoadOptions& options) {
-  switch (options.dtype) {
-    case c10::ScalarType::Float:
-    case c10::ScalarType::Double:
-    case c10::ScalarType::Half:
-    case c10::ScalarType::BFloat16:
-      break;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("LlamaLoadOptions.dtype ", c10::toString(options.dtype),
-                       " is not supported (Float, Double, Half or BFloat16)"));
-  }
+  RETURN_IF_ERROR(CheckWeightDtype(options.dtype, "LlamaLoadOptions.dtype"));
   const std::string prefix = folder.empty() || folder.back() == '/' ? folder : folder + "/";
   ASSIGN_OR_RETURN(LlamaConfig config, LlamaConfig::FromJsonFile(prefix + "config.json"));
   ASSIGN_OR_RETURN(std::unique_ptr<ModelTensors> tensors, ModelTensors::Open(folder));

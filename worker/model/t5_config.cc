@@ -18,6 +18,7 @@
 #include "common/file_util.h"
 #include "common/json_util.h"
 #include "common/status_macros.h"
+#include "worker/model/config_fields.h"
 
 namespace mpt {
 namespace {
@@ -42,100 +43,8 @@ constexpr ActivationName kActivations[] = {
     {"sigmoid", T5Activation::kSigmoid},
 };
 
-const char* TypeDescription(const Json& value) {
-  switch (value.type()) {
-    case Json::value_t::null: return "null";
-    case Json::value_t::object: return "an object";
-    case Json::value_t::array: return "an array";
-    case Json::value_t::string: return "a string";
-    case Json::value_t::boolean: return "a boolean";
-    case Json::value_t::number_integer:
-    case Json::value_t::number_unsigned: return "an integer";
-    case Json::value_t::number_float: return "a floating-point number";
-    default: return "an unsupported value";
-  }
-}
+using FieldReader = ConfigFieldReader;
 
-// Reads the fields of one config object; every error starts with `source`.
-class FieldReader {
- public:
-  FieldReader(const Json& root, absl::string_view source)
-      : root_(root), source_(source) {}
-
-  absl::Status Error(absl::string_view field, absl::string_view problem) const {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source_, ": field '", field, "' ", problem));
-  }
-
-  // The value, or nullptr when the field is absent or null.
-  const Json* Get(absl::string_view field) const {
-    auto it = root_.find(std::string(field));
-    if (it == root_.end() || it->is_null()) return nullptr;
-    return &*it;
-  }
-
-  absl::StatusOr<int64_t> Integer(absl::string_view field, const Json& value) const {
-    if (!value.is_number_integer()) {
-      return Error(field, absl::StrCat("must be an integer, got ", TypeDescription(value)));
-    }
-    if (value.is_number_unsigned()) {
-      uint64_t u = value.get<uint64_t>();
-      if (u > static_cast<uint64_t>(std::numeric_limits<int32_t>::max())) {
-        return Error(field, absl::StrCat("is out of range (", u, ")"));
-      }
-      return static_cast<int64_t>(u);
-    }
-    int64_t v = value.get<int64_t>();
-    if (v > std::numeric_limits<int32_t>::max() || v < std::numeric_limits<int32_t>::min()) {
-      return Error(field, absl::StrCat("is out of range (", v, ")"));
-    }
-    return v;
-  }
-
-  // A required size: present, an integer, > 0.
-  absl::StatusOr<int> RequiredSize(absl::string_view field) const {
-    const Json* value = Get(field);
-    if (value == nullptr) return Error(field, "is missing (a positive integer is required)");
-    return Size(field, *value);
-  }
-
-  // An optional size: `fallback` when absent or null.
-  absl::StatusOr<int> OptionalSize(absl::string_view field, int fallback) const {
-    const Json* value = Get(field);
-    if (value == nullptr) return fallback;
-    return Size(field, *value);
-  }
-
-  absl::StatusOr<int> Size(absl::string_view field, const Json& value) const {
-    ASSIGN_OR_RETURN(int64_t v, Integer(field, value));
-    if (v <= 0) return Error(field, absl::StrCat("must be positive, got ", v));
-    return static_cast<int>(v);
-  }
-
-  // An optional token id (>= 0).
-  absl::StatusOr<std::optional<int>> TokenId(absl::string_view field) const {
-    const Json* value = Get(field);
-    if (value == nullptr) return std::optional<int>();
-    ASSIGN_OR_RETURN(int64_t v, Integer(field, *value));
-    if (v < 0) return Error(field, absl::StrCat("must not be negative, got ", v));
-    return std::optional<int>(static_cast<int>(v));
-  }
-
-  absl::StatusOr<std::optional<bool>> Bool(absl::string_view field) const {
-    const Json* value = Get(field);
-    if (value == nullptr) return std::optional<bool>();
-    if (!value->is_boolean()) {
-      return Error(field, absl::StrCat("must be a boolean, got ", TypeDescription(*value)));
-    }
-    return std::optional<bool>(value->get<bool>());
-  }
-
-  absl::string_view source() const { return source_; }
-
- private:
-  const Json& root_;
-  absl::string_view source_;
-};
 
 absl::Status ParseFeedForward(const FieldReader& reader, T5Config& config) {
   // transformers: "gated-ACT" or "ACT"; nothing else.
@@ -195,7 +104,7 @@ absl::StatusOr<T5Config> T5Config::FromJson(absl::string_view json_text,
   ASSIGN_OR_RETURN(Json root, ParseJson(json_text, source));
   if (!root.is_object()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(source, ": the top level must be a JSON object, got ", TypeDescription(root)));
+        absl::StrCat(source, ": the top level must be a JSON object, got ", DescribeJson(root)));
   }
   FieldReader reader(root, source);
   T5Config config;
@@ -206,7 +115,7 @@ absl::StatusOr<T5Config> T5Config::FromJson(absl::string_view json_text,
   }
   if (!model_type->is_string()) {
     return reader.Error("model_type",
-                        absl::StrCat("must be a string, got ", TypeDescription(*model_type)));
+                        absl::StrCat("must be a string, got ", DescribeJson(*model_type)));
   }
   config.model_type = model_type->get<std::string>();
   if (config.model_type != "t5" && config.model_type != "mt5" && config.model_type != "umt5") {
@@ -255,7 +164,7 @@ absl::StatusOr<T5Config> T5Config::FromJson(absl::string_view json_text,
   if (const Json* eps = reader.Get("layer_norm_epsilon")) {
     if (!eps->is_number()) {
       return reader.Error("layer_norm_epsilon",
-                          absl::StrCat("must be a number, got ", TypeDescription(*eps)));
+                          absl::StrCat("must be a number, got ", DescribeJson(*eps)));
     }
     config.layer_norm_epsilon = eps->get<double>();
     if (!(config.layer_norm_epsilon > 0) || !std::isfinite(config.layer_norm_epsilon)) {
@@ -267,7 +176,7 @@ absl::StatusOr<T5Config> T5Config::FromJson(absl::string_view json_text,
   if (const Json* ff = reader.Get("feed_forward_proj")) {
     if (!ff->is_string()) {
       return reader.Error("feed_forward_proj",
-                          absl::StrCat("must be a string, got ", TypeDescription(*ff)));
+                          absl::StrCat("must be a string, got ", DescribeJson(*ff)));
     }
     config.feed_forward_proj = ff->get<std::string>();
   }

@@ -109,17 +109,7 @@ T5Model::~T5Model() = default;
 
 absl::StatusOr<std::unique_ptr<T5Model>> T5Model::Load(const std::string& folder,
                                                         const T5LoadOptions& options) {
-  switch (options.dtype) {
-    case c10::ScalarType::Float:
-    case c10::ScalarType::Double:
-    case c10::ScalarType::Half:
-    case c10::ScalarType::BFloat16:
-      break;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("T5LoadOptions.dtype ", c10::toString(options.dtype),
-                       " is not supported (Float, Double, Half or BFloat16)"));
-  }
+  RETURN_IF_ERROR(CheckWeightDtype(options.dtype, "T5LoadOptions.dtype"));
   const std::string prefix = folder.empty() || folder.back() == '/' ? folder : folder + "/";
   ASSIGN_OR_RETURN(T5Config config, T5Config::FromJsonFile(prefix + "config.json"));
   ASSIGN_OR_RETURN(std::unique_ptr<ModelTensors> tensors, ModelTensors::Open(folder));

@@ -265,6 +265,20 @@ double LowestValue(c10::ScalarType dtype) {
   }
 }
 
+absl::Status CheckWeightDtype(c10::ScalarType dtype, absl::string_view option) {
+  switch (dtype) {
+    case c10::ScalarType::Float:
+    case c10::ScalarType::Double:
+    case c10::ScalarType::Half:
+    case c10::ScalarType::BFloat16:
+      return absl::OkStatus();
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(option, " ", c10::toString(dtype),
+                                                     " is not supported (Float, Double, Half or "
+                                                     "BFloat16)"));
+  }
+}
+
 absl::StatusOr<at::Tensor> FrozenWeightLoader::Get(const std::string& name,
                                                    std::vector<int64_t> shape) {
   const TensorInfo* info = tensors_.Find(name);

@@ -100,6 +100,11 @@ std::string ShapeString(at::IntArrayRef shape);
 // (float's for dtypes other than Double, Half and BFloat16).
 double LowestValue(c10::ScalarType dtype);
 
+// OK for the dtypes a model's weights may be loaded in (Float, Double,
+// Half, BFloat16); INVALID_ARGUMENT "<option> <dtype> is not supported ..."
+// otherwise.
+absl::Status CheckWeightDtype(c10::ScalarType dtype, absl::string_view option);
+
 // Reads a model's frozen weights out of `tensors` with the checks every
 // model loader makes: Get() is INVALID_ARGUMENT naming the folder, the
 // tensor and the expected shape for a missing tensor, adding the file for a
