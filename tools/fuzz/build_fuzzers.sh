@@ -14,7 +14,7 @@ mkdir -p "$OUT/gen" "$OUT/obj" "$OUT/bin"
 TARGETS=(
   safetensors_fuzzer jsonl_fuzzer spec_text_fuzzer spec_json_fuzzer
   adapter_config_fuzzer checkpoint_state_fuzzer t5_config_fuzzer t5_tokenizer_fuzzer
-  hf_tokenizer_fuzzer
+  hf_tokenizer_fuzzer llama_config_fuzzer
 )
 LIB_SRCS=(
   common/json_util.cc common/file_util.cc common/safetensors.cc
@@ -22,7 +22,7 @@ LIB_SRCS=(
   worker/data/jsonl_dataset.cc
   worker/prompts/adapter_config.cc
   worker/training/checkpoint_state.cc
-  worker/model/t5_config.cc worker/model/t5_tokenizer.cc worker/model/grapheme_clusters.cc
+  worker/model/config_fields.cc worker/model/llama_config.cc worker/model/t5_config.cc worker/model/t5_tokenizer.cc worker/model/grapheme_clusters.cc
   worker/model/hf_tokenizer.cc
 )
 
