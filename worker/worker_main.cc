@@ -211,6 +211,7 @@ int Main() {
     return 2;
   }
 
+  setup->runner.compute_threads = *threads;
   absl::StatusOr<std::unique_ptr<AssignmentRunner>> runner =
       AssignmentRunner::Create(setup->runner);
   if (!runner.ok()) {

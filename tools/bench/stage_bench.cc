@@ -254,6 +254,13 @@ absl::Status Main() {
   }
   const double load_seconds = std::chrono::duration<double>(Clock::now() - load_start).count();
   const PromptedLanguageModel& model = *lm;
+  if (model.device().is_cpu()) {
+    // As the worker: bf16 / fp16 products run in libtorch's kernels.
+    const c10::ScalarType dtype = model.dtype();
+    UseThreadsForProducts(
+        &threads, autocast == AutocastMode::kBf16 || dtype == c10::ScalarType::BFloat16 ||
+                     dtype == c10::ScalarType::Half);
+  }
   const double rss_after_load = PeakRssMiB();
 
   const int pack = absl::GetFlag(FLAGS_pack);

@@ -153,6 +153,14 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
     return absl::InvalidArgumentError("spec.base_model: empty in the assignment");
   }
   ASSIGN_OR_RETURN(LoadedModel loaded, Model(spec.base_model()));
+  if (options_.compute_threads.has_value() && device_.is_cpu()) {
+    const c10::ScalarType dtype = loaded.base.model->dtype();
+    ComputeThreads threads = *options_.compute_threads;
+    UseThreadsForProducts(&threads,
+                          autocast_ == AutocastMode::kBf16 ||
+                              dtype == c10::ScalarType::BFloat16 ||
+                              dtype == c10::ScalarType::Half);
+  }
 
   // The stage, its label (reported as the progress task) and its spec.
   std::string stage;

@@ -24,6 +24,7 @@
 
 #include <list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -32,6 +33,7 @@
 #include "worker/collectives/communicator_factory.h"
 #include "worker/lm/base_model_loader.h"
 #include "worker/model/autocast.h"
+#include "worker/model/compute_threads.h"
 #include "worker/daemon/worker_daemon.h"
 
 namespace mpt {
@@ -51,6 +53,10 @@ struct AssignmentRunnerOptions {
   std::vector<std::string> preload_models;
   // Base models kept loaded; the least recently used goes first. Default 2.
   int max_cached_models = 2;
+  // The compute threads the process applied at start-up: each assignment
+  // then gives libtorch every one of them when its model computes in bf16
+  // or fp16 on the CPU (UseThreadsForProducts). Unset: left alone.
+  std::optional<ComputeThreads> compute_threads;
   // Collective engine for gangs: "auto" (NCCL on a CUDA device when this
   // build has it, Gloo otherwise), "gloo" or "nccl". Default "auto".
   std::string collective = "auto";

@@ -181,6 +181,26 @@ std::string BlasLibraryFromMaps(absl::string_view maps) {
   return "";
 }
 
+void UseThreadsForProducts(ComputeThreads* threads, bool reduced_precision) {
+  if (threads->overridden || threads->blas_threading != BlasThreading::kOwnThreads ||
+      threads->plan.total <= 1) {
+    return;
+  }
+  const OpenBlasApi api = FindOpenBlas();
+  const int intra_op = reduced_precision ? threads->plan.total : threads->plan.intra_op;
+  const int blas = reduced_precision ? 1 : threads->plan.blas;
+  try {
+    if (at::get_num_threads() != intra_op) at::set_num_threads(intra_op);
+    threads->intra_op_threads = at::get_num_threads();
+  } catch (const c10::Error&) {
+    return;
+  }
+  if (api.found() && blas > 0) {
+    api.set_num_threads(blas);
+    threads->blas_threads = api.get_num_threads();
+  }
+}
+
 absl::StatusOr<ComputeThreads> ApplyComputeThreads(const ComputeThreadOptions& options) {
   if (options.total < 0 || options.intra_op_override < 0 || options.blas_override < 0) {
     return absl::InvalidArgumentError("--threads: must be 0 (every usable core) or positive");
@@ -211,6 +231,7 @@ absl::StatusOr<ComputeThreads> ApplyComputeThreads(const ComputeThreadOptions& o
   t.plan = PlanComputeThreads(total, t.blas_threading);
   if (options.intra_op_override > 0) t.plan.intra_op = options.intra_op_override;
   if (options.blas_override > 0) t.plan.blas = options.blas_override;
+  t.overridden = options.intra_op_override > 0 || options.blas_override > 0 || options.leave_blas;
   try {
     at::set_num_threads(t.plan.intra_op);
     t.intra_op_threads = at::get_num_threads();

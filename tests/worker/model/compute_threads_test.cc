@@ -113,5 +113,29 @@ TEST(ApplyComputeThreadsTest, RejectsNegativeCounts) {
   EXPECT_FALSE(ApplyComputeThreads({/*total=*/-1}).ok());
 }
 
+TEST(UseThreadsForProductsTest, ReducedPrecisionGivesLibtorchEveryThreadAndBack) {
+  auto t = ApplyComputeThreads({/*total=*/0});
+  ASSERT_TRUE(t.ok()) << t.status();
+  if (t->blas_threading != BlasThreading::kOwnThreads || t->plan.total < 2) {
+    GTEST_SKIP() << "needs OpenBLAS with its own threads and 2 usable cores: " << Describe(*t);
+  }
+  ASSERT_EQ(t->plan.intra_op, 1);
+  ComputeThreads reduced = *t;
+  UseThreadsForProducts(&reduced, /*reduced_precision=*/true);
+  EXPECT_EQ(at::get_num_threads(), t->plan.total);
+  EXPECT_EQ(reduced.intra_op_threads, t->plan.total);
+  EXPECT_EQ(reduced.blas_threads, 1);  // the total is kept
+  ComputeThreads full = *t;
+  UseThreadsForProducts(&full, /*reduced_precision=*/false);
+  EXPECT_EQ(at::get_num_threads(), 1);
+  EXPECT_EQ(full.blas_threads, t->plan.blas);
+
+  // Counts a measurement set by hand are left alone.
+  auto manual = ApplyComputeThreads({/*total=*/0, /*intra_op_override=*/1, /*blas_override=*/2});
+  ASSERT_TRUE(manual.ok()) << manual.status();
+  UseThreadsForProducts(&*manual, /*reduced_precision=*/true);
+  EXPECT_EQ(at::get_num_threads(), 1);
+}
+
 }  // namespace
 }  // namespace mpt
