@@ -301,6 +301,29 @@ std::string InList(size_t n) {
   return absl::StrCat("(", absl::StrJoin(marks, ","), ")");
 }
 
+// A page of jobs, newest first: the SELECT of `columns` for `filter` and
+// `before_seq`, and its parameters bound in the same order.
+std::string JobPageSql(absl::string_view columns, const JobListFilter& filter,
+                       int64_t before_seq) {
+  std::string sql = absl::StrCat("SELECT ", columns, " FROM jobs WHERE 1");
+  if (!filter.states.empty()) {
+    absl::StrAppend(&sql, " AND state IN ", InList(filter.states.size()));
+  }
+  if (!filter.kinds.empty()) absl::StrAppend(&sql, " AND kind IN ", InList(filter.kinds.size()));
+  if (before_seq > 0) absl::StrAppend(&sql, " AND create_seq < ?");
+  absl::StrAppend(&sql, " ORDER BY create_seq DESC LIMIT ?");
+  return sql;
+}
+
+void BindJobPage(Statement& st, const JobListFilter& filter, int64_t before_seq,
+                 int page_size) {
+  int i = 1;
+  for (mpt::v1::JobState state : filter.states) st.Bind(i++, int64_t{state});
+  for (mpt::v1::JobKind kind : filter.kinds) st.Bind(i++, int64_t{kind});
+  if (before_seq > 0) st.Bind(i++, before_seq);
+  st.Bind(i++, int64_t{page_size} + 1);  // one more: whether a next page exists
+}
+
 }  // namespace
 
 bool StoreWrite::empty() const {
@@ -796,20 +819,9 @@ absl::StatusOr<std::optional<mpt::v1::Job>> SqliteJobStore::ReadJob(const std::s
 absl::StatusOr<JobPage> SqliteJobStore::ListJobs(const JobListFilter& filter, int64_t before_seq,
                                                  int page_size) {
   return impl_->Read([&](sqlite3* db) -> absl::StatusOr<JobPage> {
-    std::string sql = "SELECT create_seq, record FROM jobs WHERE 1";
-    if (!filter.states.empty()) {
-      absl::StrAppend(&sql, " AND state IN ", InList(filter.states.size()));
-    }
-    if (!filter.kinds.empty()) absl::StrAppend(&sql, " AND kind IN ", InList(filter.kinds.size()));
-    if (before_seq > 0) absl::StrAppend(&sql, " AND create_seq < ?");
-    absl::StrAppend(&sql, " ORDER BY create_seq DESC LIMIT ?");
-    Statement st(db, sql);
+    Statement st(db, JobPageSql("create_seq, record", filter, before_seq));
     RETURN_IF_ERROR(st.status());
-    int i = 1;
-    for (mpt::v1::JobState s : filter.states) st.Bind(i++, int64_t{s});
-    for (mpt::v1::JobKind k : filter.kinds) st.Bind(i++, int64_t{k});
-    if (before_seq > 0) st.Bind(i++, before_seq);
-    st.Bind(i++, int64_t{page_size} + 1);
+    BindJobPage(st, filter, before_seq, page_size);
     JobPage page;
     while (true) {
       ASSIGN_OR_RETURN(bool row, st.Step());
@@ -936,25 +948,13 @@ absl::StatusOr<SerializedJobPage> SqliteJobStore::ListSerializedJobs(const JobLi
       [&](sqlite3*, StatementCache& statements) -> absl::StatusOr<SerializedJobPage> {
         // The page by the create_seq indexes (one prepared statement per
         // filter shape), then each job's stages by primary key.
-        std::string sql = "SELECT create_seq, name, record FROM jobs WHERE 1";
-        if (!filter.states.empty()) {
-          absl::StrAppend(&sql, " AND state IN ", InList(filter.states.size()));
-        }
-        if (!filter.kinds.empty()) {
-          absl::StrAppend(&sql, " AND kind IN ", InList(filter.kinds.size()));
-        }
-        if (before_seq > 0) absl::StrAppend(&sql, " AND create_seq < ?");
-        absl::StrAppend(&sql, " ORDER BY create_seq DESC LIMIT ?");
+        const std::string sql = JobPageSql("create_seq, name, record", filter, before_seq);
         std::vector<std::string> names;
         SerializedJobPage page;
         {
           Statement st = statements.Get(sql);
           RETURN_IF_ERROR(st.status());
-          int i = 1;
-          for (mpt::v1::JobState state : filter.states) st.Bind(i++, int64_t{state});
-          for (mpt::v1::JobKind kind : filter.kinds) st.Bind(i++, int64_t{kind});
-          if (before_seq > 0) st.Bind(i++, before_seq);
-          st.Bind(i++, int64_t{page_size} + 1);
+          BindJobPage(st, filter, before_seq, page_size);
           while (true) {
             ASSIGN_OR_RETURN(bool row, st.Step());
             if (!row) break;
