@@ -165,10 +165,7 @@ absl::Status Main() {
   RETURN_IF_ERROR(ApplyModelDtypeFlag(absl::GetFlag(FLAGS_dtype), &load));
   ASSIGN_OR_RETURN(BaseModel base, LoadBaseModel(spec.base_model(), load));
   if (load.device.is_cpu()) {
-    const c10::ScalarType dtype = base.model->dtype();
-    UseThreadsForProducts(&threads, autocast == AutocastMode::kBf16 ||
-                                       dtype == c10::ScalarType::BFloat16 ||
-                                       dtype == c10::ScalarType::Half);
+    UseThreadsForProducts(&threads, ProductDtype(base.model->dtype(), autocast));
   }
   // Every stage below trains and evaluates on this thread.
   AutocastScope autocast_scope(load.device, autocast);

@@ -256,10 +256,7 @@ absl::Status Main() {
   const PromptedLanguageModel& model = *lm;
   if (model.device().is_cpu()) {
     // As the worker: bf16 / fp16 products run in libtorch's kernels.
-    const c10::ScalarType dtype = model.dtype();
-    UseThreadsForProducts(
-        &threads, autocast == AutocastMode::kBf16 || dtype == c10::ScalarType::BFloat16 ||
-                     dtype == c10::ScalarType::Half);
+    UseThreadsForProducts(&threads, ProductDtype(model.dtype(), autocast));
   }
   const double rss_after_load = PeakRssMiB();
 
@@ -416,8 +413,7 @@ absl::Status Main() {
   const double achieved = flops.total() / (step_ms / 1000.0);
   double peak_flops = 0;
   // The dtype the step's matrix products ran in.
-  const c10::ScalarType product_dtype =
-      autocast == AutocastMode::kBf16 ? c10::ScalarType::BFloat16 : model.dtype();
+  const c10::ScalarType product_dtype = ProductDtype(model.dtype(), autocast);
   if (absl::GetFlag(FLAGS_measure_peak) &&
       (model.device().is_cpu() || model.device().is_cuda())) {
     const int64_t d = model.hidden_size(), v = model.vocab_size();

@@ -124,10 +124,9 @@ absl::StatusOr<AssignmentRunner::LoadedModel> AssignmentRunner::Model(const std:
     }
   }
   const absl::Time start = absl::Now();
-  ASSIGN_OR_RETURN(const c10::ScalarType dtype, ModelDtypeFor(folder, load_options_));
   ASSIGN_OR_RETURN(BaseModel base, LoadBaseModel(folder, load_options_));
   MPT_LOG(INFO) << "loaded " << folder << " (" << base.kind.model_type << ") on "
-                << device_.str() << " in " << c10::toString(dtype) << " ("
+                << device_.str() << " in " << c10::toString(base.model->dtype()) << " ("
                 << base.model->num_parameters() << " parameters) in "
                 << absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Milliseconds(1)));
   while (static_cast<int>(cache_.size()) >= options_.max_cached_models) cache_.pop_back();
@@ -154,12 +153,8 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
   }
   ASSIGN_OR_RETURN(LoadedModel loaded, Model(spec.base_model()));
   if (options_.compute_threads.has_value() && device_.is_cpu()) {
-    const c10::ScalarType dtype = loaded.base.model->dtype();
     ComputeThreads threads = *options_.compute_threads;
-    UseThreadsForProducts(&threads,
-                          autocast_ == AutocastMode::kBf16 ||
-                              dtype == c10::ScalarType::BFloat16 ||
-                              dtype == c10::ScalarType::Half);
+    UseThreadsForProducts(&threads, ProductDtype(loaded.base.model->dtype(), autocast_));
   }
 
   // The stage, its label (reported as the progress task) and its spec.

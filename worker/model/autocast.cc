@@ -55,6 +55,10 @@ absl::StatusOr<AutocastMode> ParseAutocast(absl::string_view name) {
       absl::StrCat("--autocast: \"", name, "\" is not one of off, bf16"));
 }
 
+c10::ScalarType ProductDtype(c10::ScalarType model_dtype, AutocastMode mode) {
+  return mode == AutocastMode::kBf16 ? c10::ScalarType::BFloat16 : model_dtype;
+}
+
 std::string AutocastName(AutocastMode mode) { return mode == AutocastMode::kBf16 ? "bf16" : "off"; }
 
 AutocastScope::AutocastScope(c10::Device device, AutocastMode mode) {

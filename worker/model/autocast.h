@@ -19,6 +19,7 @@
 #define MPT_WORKER_MODEL_AUTOCAST_H_
 
 #include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
 
 #include <string>
 
@@ -35,6 +36,10 @@ absl::StatusOr<AutocastMode> ParseAutocast(absl::string_view name);
 
 // "off" or "bf16".
 std::string AutocastName(AutocastMode mode);
+
+// The dtype a model of `model_dtype` runs its matrix products in under
+// `mode`: BFloat16 under kBf16, else the model's own.
+c10::ScalarType ProductDtype(c10::ScalarType model_dtype, AutocastMode mode);
 
 // Turns autocast on for `device`'s type on this thread for its lifetime
 // (nothing for kOff) and restores the previous state afterwards. Devices

@@ -181,7 +181,9 @@ std::string BlasLibraryFromMaps(absl::string_view maps) {
   return "";
 }
 
-void UseThreadsForProducts(ComputeThreads* threads, bool reduced_precision) {
+void UseThreadsForProducts(ComputeThreads* threads, c10::ScalarType product_dtype) {
+  const bool reduced_precision =
+      product_dtype == c10::ScalarType::BFloat16 || product_dtype == c10::ScalarType::Half;
   if (threads->overridden || threads->blas_threading != BlasThreading::kOwnThreads ||
       threads->plan.total <= 1) {
     return;

@@ -23,6 +23,8 @@
 
 #include <string>
 
+#include <c10/core/ScalarType.h>
+
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
@@ -112,16 +114,16 @@ struct ComputeThreads {
 // count. libtorch errors are returned as INTERNAL; nothing throws.
 absl::StatusOr<ComputeThreads> ApplyComputeThreads(const ComputeThreadOptions& options);
 
-// Sets the pools for the precision a frozen model's matrix products run in
-// on the CPU. Products in BFloat16 or Half run in libtorch's own kernels,
-// not in BLAS, so the kOwnThreads plan (libtorch 1, OpenBLAS all) would run
-// them on one core: for `reduced_precision` libtorch gets the plan's total
-// and OpenBLAS 1 (the total is kept; measured in README, "Decoder-only
+// Sets the pools for the dtype a frozen model's matrix products run in on
+// the CPU (ProductDtype, autocast.h). Products in BFloat16 or Half run in
+// libtorch's own kernels, not in BLAS, so the kOwnThreads plan (libtorch 1,
+// OpenBLAS all) would run them on one core: for them libtorch gets the
+// plan's total and OpenBLAS 1 (the total is kept; measured in README, "Decoder-only
 // models"); otherwise the plan's own split is restored. A no-op for other
 // plans and when a count was overridden. Updates threads->intra_op_threads
 // and blas_threads to what the libraries report afterwards (the plan stays
 // as decided). Nothing throws.
-void UseThreadsForProducts(ComputeThreads* threads, bool reduced_precision);
+void UseThreadsForProducts(ComputeThreads* threads, c10::ScalarType product_dtype);
 
 // One line for a startup message, e.g. "libtorch 1.13.0, compute threads 2
 // (2 usable cores): libtorch intra-op 1, BLAS 2 (OpenBLAS 0.3.21 ...,

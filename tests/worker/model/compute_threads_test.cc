@@ -121,19 +121,19 @@ TEST(UseThreadsForProductsTest, ReducedPrecisionGivesLibtorchEveryThreadAndBack)
   }
   ASSERT_EQ(t->plan.intra_op, 1);
   ComputeThreads reduced = *t;
-  UseThreadsForProducts(&reduced, /*reduced_precision=*/true);
+  UseThreadsForProducts(&reduced, c10::ScalarType::BFloat16);
   EXPECT_EQ(at::get_num_threads(), t->plan.total);
   EXPECT_EQ(reduced.intra_op_threads, t->plan.total);
   EXPECT_EQ(reduced.blas_threads, 1);  // the total is kept
   ComputeThreads full = *t;
-  UseThreadsForProducts(&full, /*reduced_precision=*/false);
+  UseThreadsForProducts(&full, c10::ScalarType::Float);
   EXPECT_EQ(at::get_num_threads(), 1);
   EXPECT_EQ(full.blas_threads, t->plan.blas);
 
   // Counts a measurement set by hand are left alone.
   auto manual = ApplyComputeThreads({/*total=*/0, /*intra_op_override=*/1, /*blas_override=*/2});
   ASSERT_TRUE(manual.ok()) << manual.status();
-  UseThreadsForProducts(&*manual, /*reduced_precision=*/true);
+  UseThreadsForProducts(&*manual, c10::ScalarType::BFloat16);
   EXPECT_EQ(at::get_num_threads(), 1);
 }
 
