@@ -404,6 +404,7 @@ void ValidateTarget(const TargetAdaptationSpec& target, int num_source_tasks,
   ValidateTasks("target", target.tasks(), options, problems);
   ValidateTrain("target", target.train(), problems);
   CheckOneOf("target.init", target.init(), TargetInits(), problems);
+  CheckOneOf("target.trainable", target.trainable(), {"all", "factors"}, problems);
   ValidateInitText("target", target.init(), target.init_text(), problems);
   if (target.init() == "TEACHER_MEAN" && target.teacher_adapters().empty()) {
     problems->Add("target.teacher_adapters", "required when init is \"TEACHER_MEAN\"");
@@ -652,6 +653,7 @@ void ApplyDefaults(TargetAdaptationSpec* target) {
   ApplyTaskDefaults(target->mutable_tasks());
   ApplyDefaults(target->mutable_train());
   if (target->init().empty()) target->set_init("AVERAGE_SOURCE_TASKS");
+  if (target->trainable().empty()) target->set_trainable("all");
 }
 
 void ApplyDefaults(PipelineSpec* spec) {

@@ -530,6 +530,12 @@ TEST(ValidatePipelineSpec, AblationSwitches) {
   spec.mutable_target()->set_init("TEACHER_MEAN");
   EXPECT_EQ(Problems(spec),
             "target.teacher_adapters: required when init is \"TEACHER_MEAN\"");
+  spec.mutable_target()->set_init("AVERAGE_SOURCE_TASKS");
+  spec.mutable_target()->set_trainable("factors");
+  EXPECT_EQ(Problems(spec), "");
+  spec.mutable_target()->set_trainable("shared");
+  EXPECT_EQ(Problems(spec),
+            "target.trainable: unknown value \"shared\"; expected one of \"all\", \"factors\"");
 }
 
 TEST(ValidatePipelineSpec, Distillation) {

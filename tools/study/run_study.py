@@ -94,6 +94,7 @@ def use_suite(name):
 
 MAIN_METHODS = ["pt_random", "pt_vocab", "spot", "mpt"]
 ABLATIONS = ["mpt_nodistill", "mpt_kl", "mpt_hidden", "mpt_rank4"]
+FACTOR_METHODS = ["mpt_factors", "mpt_kl_factors"]
 
 
 def log(msg):
@@ -240,6 +241,17 @@ def source_artifacts(args):
                       "train": train_block(args, args.source_steps, 0.3, 0, batch=16,
                                            schedule="constant")}
     t0 = time.time()
+    if args.teacher_init == "shared_vocab":
+        # One sampled-vocabulary prompt that every teacher starts from: a
+        # one-step run at a negligible rate writes the untrained init.
+        init_spec = base_spec(args)
+        init_spec["source"] = {"tasks": src_tasks[:1], "init": "SAMPLE_VOCAB",
+                               "train": train_block(args, 1, 1e-12, 0, batch=1,
+                                                    schedule="constant")}
+        run_trainer(args, "teacher_init", init_spec, "source")
+        spec["source"]["init"] = "ADAPTERS"
+        spec["source"]["init_adapters"] = [
+            os.path.join(args.out, "runs", "teacher_init", "out", "source", SOURCES[0])]
     ev = run_trainer(args, "teachers", spec, "source")
     teachers = [os.path.join(args.out, "runs", "teachers", "out", "source", t) for t in SOURCES]
     teacher_acc = {t: final_accuracy(ev, t) for t in SOURCES}
@@ -247,7 +259,7 @@ def source_artifacts(args):
     variants = {"mpt": {}, "mpt_kl": {"losses": "kl"}, "mpt_hidden": {"losses": "hidden"},
                 "mpt_rank4": {}}
     wanted = ["mpt"] + ([m for m in ABLATIONS if m in variants] if args.ablations else [])
-    if args.kl_all_k and "mpt_kl" not in wanted:
+    if (args.kl_all_k or args.factors) and "mpt_kl" not in wanted:
         wanted.append("mpt_kl")
     distilled, distill_acc = {}, {}
 
@@ -287,6 +299,10 @@ def method_spec(args, method, k, seed, lr, split, data, teachers, distilled, eva
         spec["source"] = src
         return spec, "source"
     tgt = {"tasks": tasks, "train": tb}
+    if method.endswith("_factors"):
+        # Only the task factors U, V train; P* stays as distilled.
+        tgt["trainable"] = "factors"
+        method = method[:-len("_factors")]
     if method == "mpt_nodistill":
         tgt["init"] = "TEACHER_MEAN"
         tgt["teacher_adapters"] = teachers
@@ -327,6 +343,9 @@ def main():
     ap.add_argument("--batch_size", type=int, default=8)
     ap.add_argument("--prompt_tokens", type=int, default=20)
     ap.add_argument("--source_steps", type=int, default=300)
+    ap.add_argument("--teacher_init", choices=["random", "shared_vocab"], default="random",
+                    help="teachers' start: PEFT RANDOM, a different draw per task (default), or "
+                         "one sampled-vocabulary prompt shared by every teacher")
     ap.add_argument("--curve_points", type=int, default=2)
     ap.add_argument("--n_test", type=int, default=500)
     ap.add_argument("--n_dev", type=int, default=200)
@@ -335,6 +354,9 @@ def main():
     ap.add_argument("--ablation_k", type=int, default=32, help="k at which ablations run")
     ap.add_argument("--kl_all_k", action="store_true",
                     help="also run mpt_kl (L_KL-only distillation) at every k")
+    ap.add_argument("--factors", action="store_true",
+                    help="also run mpt_factors and mpt_kl_factors at every k: MPT's adaptation "
+                         "training only the task factors U, V (P* frozen as distilled)")
     ap.add_argument("--data_k", type=int, default=128,
                     help="size the test/dev/pool split for this largest k (default 128, so "
                          "that a run with fewer ks reuses the same data and runs later)")
@@ -365,8 +387,10 @@ def main():
     plan = [(m, k) for k in ks for m in MAIN_METHODS]
     if args.ablations:
         plan += [(m, args.ablation_k) for m in ABLATIONS if args.ablation_k in ks]
-    if args.kl_all_k:
+    if args.kl_all_k or args.factors:
         plan += [("mpt_kl", k) for k in ks if ("mpt_kl", k) not in plan]
+    if args.factors:
+        plan += [(m, k) for k in ks for m in FACTOR_METHODS]
     # spot_best: one run per teacher on dev at the spot rate grid.
     spot_one = [("spot_one%d" % i, k) for k in ks for i in range(len(SOURCES))] \
         if args.spot_best else []
@@ -447,7 +471,8 @@ def main():
     # ------------------------------------------------------------ results
     methods = MAIN_METHODS + (["spot_best"] if args.spot_best else []) + \
         ([m for m in ABLATIONS] if args.ablations else []) + \
-        (["mpt_kl"] if args.kl_all_k and not args.ablations else [])
+        (["mpt_kl"] if (args.kl_all_k or args.factors) and not args.ablations else []) + \
+        (FACTOR_METHODS if args.factors else [])
     res = {}  # k -> method -> task -> (mean, std); plus "average"
     curves = {}
     for k in ks:
@@ -505,6 +530,9 @@ def write_report(args, ks, seeds, lrs, res, chosen, spot_choice, teacher_acc, di
              os.path.relpath(args.model, REPO), args.prompt_tokens, args.steps, args.batch_size,
              seeds, lrs, args.dev_seeds, ", ".join("%s %d" % (t, data[t]["sizes"][0]) for t in TARGETS),
              ", ".join("%s %d" % (t, data[t]["sizes"][1]) for t in TARGETS)), "",
+         "Teachers start from %s." % ("one sampled-vocabulary prompt shared by all"
+                                      if args.teacher_init == "shared_vocab"
+                                      else "PEFT RANDOM init, a different draw per task"), "",
          "Teachers (source prompts, eval accuracy): " +
          ", ".join("%s %.1f%%" % (t, 100 * a) for t, a in teacher_acc.items()), ""]
     for v, acc in distill_acc.items():
@@ -528,12 +556,14 @@ def write_report(args, ks, seeds, lrs, res, chosen, spot_choice, teacher_acc, di
                      " | %s |" % fmt(res[k][m]["average"]))
         pt = res[k]["prompt_tuning"]["average"]
         L.append("")
-        for m in ("mpt", "mpt_kl"):
+        for m in ("mpt", "mpt_kl") + tuple(FACTOR_METHODS):
             if m not in res[k]:
                 continue
             mp = res[k][m]["average"]
             L.append("%s − prompt tuning (average): %+.1f points (std %.1f / %.1f)." % (
-                "MPT" if m == "mpt" else "MPT (L_KL only)", mp[0] - pt[0], mp[1], pt[1]))
+                {"mpt": "MPT", "mpt_kl": "MPT (L_KL only)", "mpt_factors": "MPT (factors only)",
+                 "mpt_kl_factors": "MPT (L_KL only, factors only)"}[m], mp[0] - pt[0], mp[1],
+                pt[1]))
         L.append("")
     L += ["## Dev accuracy by rate (mean over dev seeds and targets)", "",
           "| method | k | " + " | ".join("%g" % lr for lr in lrs) + " |",
@@ -558,7 +588,7 @@ def plots(args, ks, res, curves, methods):
         log("matplotlib missing: no plots")
         return
     show = ["random_prompt", "pt_random", "pt_vocab", "spot", "spot_best", "mpt"] + \
-        [m for m in methods if m in ABLATIONS]
+        [m for m in methods if m in ABLATIONS + FACTOR_METHODS]
     fig, axes = plt.subplots(1, len(TARGETS) + 1, figsize=(4 * (len(TARGETS) + 1), 3.5))
     for ax, t in zip(axes, TARGETS + ["average"]):
         for m in show:

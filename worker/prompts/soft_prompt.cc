@@ -296,10 +296,18 @@ void SoftPrompt::MoveTo(c10::Device device) {
       *t = t->detach().to(device).set_requires_grad(true);
     }
   }
+  if (shared_frozen_) prompt_embeddings_ = prompt_embeddings_.detach();
+}
+
+void SoftPrompt::FreezeSharedPrompt() {
+  if (config_.kind != PromptKind::kMultitask) return;
+  shared_frozen_ = true;
+  prompt_embeddings_ = prompt_embeddings_.detach();
 }
 
 std::vector<at::Tensor> SoftPrompt::Parameters() const {
   if (config_.kind == PromptKind::kPromptTuning) return {prompt_embeddings_};
+  if (shared_frozen_) return {prefix_task_cols_, prefix_task_rows_};
   return {prompt_embeddings_, prefix_task_cols_, prefix_task_rows_};
 }
 

@@ -122,8 +122,15 @@ class SoftPrompt {
   // before handing Parameters() to an optimiser.
   void MoveTo(c10::Device device);
 
-  // Trainable parameters: {P} or {P*, U, V}.
+  // Trainable parameters: {P} or {P*, U, V}; {U, V} once the shared
+  // prompt is frozen.
   std::vector<at::Tensor> Parameters() const;
+
+  // Multitask prompts: keeps P* as it is (no gradient, left out of
+  // Parameters()), so that training moves only the task factors U, V. No
+  // effect on a plain prompt.
+  void FreezeSharedPrompt();
+  bool shared_prompt_frozen() const { return shared_frozen_; }
 
   // PEFT's state dict: prompt_embeddings (+ prefix_task_cols/rows).
   std::map<std::string, at::Tensor> StateDict() const;
@@ -146,6 +153,7 @@ class SoftPrompt {
   at::Tensor prompt_embeddings_;
   at::Tensor prefix_task_cols_;
   at::Tensor prefix_task_rows_;
+  bool shared_frozen_ = false;
 };
 
 }  // namespace mpt

@@ -845,6 +845,7 @@ absl::StatusOr<std::vector<TaskOutcome>> RunTargetAdaptation(
     } else {
       ASSIGN_OR_RETURN(prompt, InitialPrompt(env, config, spec.init(), spec.init_text(), seed));
     }
+    if (spec.trainable() == "factors") prompt->FreezeSharedPrompt();
     TaskOutcome outcome;
     outcome.task = label;
     ASSIGN_OR_RETURN(outcome.train, TrainWithPlm(env, adapted, spec.train(), group, ids, &*prompt,

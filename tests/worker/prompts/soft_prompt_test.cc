@@ -49,6 +49,32 @@ TEST(SoftPrompt, OnlyParametersReceiveGradients) {
   EXPECT_GT(prompt->prefix_task_cols().grad()[2].abs().sum().item<double>(), 0.0);
 }
 
+TEST(SoftPrompt, AFrozenSharedPromptLeavesOnlyTheFactorsToTrain) {
+  auto prompt = SoftPrompt::Random(Multitask(2), 4);
+  ASSERT_TRUE(prompt.ok());
+  prompt->FreezeSharedPrompt();
+  prompt->MoveTo(c10::Device(c10::kCPU));
+  EXPECT_TRUE(prompt->shared_prompt_frozen());
+  const std::vector<at::Tensor> params = prompt->Parameters();
+  ASSERT_EQ(params.size(), 2u);
+  EXPECT_TRUE(params[0].is_same(prompt->prefix_task_cols()));
+  EXPECT_TRUE(params[1].is_same(prompt->prefix_task_rows()));
+  EXPECT_FALSE(prompt->prompt_embeddings().requires_grad());
+  prompt->Forward(at::tensor({0, 1}, at::kLong), 2).sum().backward();
+  EXPECT_FALSE(prompt->prompt_embeddings().grad().defined());
+  EXPECT_GT(prompt->prefix_task_rows().grad().abs().sum().item<double>(), 0.0);
+  // Its values are still in the state dict that adapters are written from.
+  EXPECT_EQ(prompt->StateDict().count("prompt_embeddings"), 1u);
+  // A plain prompt has no factors: freezing it changes nothing.
+  SoftPromptConfig plain = Multitask(1);
+  plain.kind = PromptKind::kPromptTuning;
+  auto p2 = SoftPrompt::Random(plain, 4);
+  ASSERT_TRUE(p2.ok());
+  p2->FreezeSharedPrompt();
+  EXPECT_FALSE(p2->shared_prompt_frozen());
+  EXPECT_EQ(p2->Parameters().size(), 1u);
+}
+
 TEST(SoftPrompt, TeachersMeanStartsEveryTaskAtTheSharedPrompt) {
   SoftPromptConfig c = Multitask(2, 2);
   at::Tensor a = at::randn({4, 3}), b = at::randn({4, 3});
