@@ -190,5 +190,48 @@ TEST(SqliteJobStoreTest, JobsComeBackWithTheirStagesAndPageNewestFirst) {
   EXPECT_EQ(snap->max_create_seq, 5);
 }
 
+TEST(SqliteJobStoreTest, RestartReadsJobsInCreateOrderAndRefusesAnUnreadableRecord) {
+  const std::string path = testing::FreshTempDir("store_restart") + "/jobs.db";
+  {
+    auto store = SqliteJobStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status();
+    // Committed out of create order and in two states (the store reads
+    // them by state), 2,500 jobs so that the parse is split across threads.
+    for (int round = 0; round < 2; ++round) {
+      StoreWrite w;
+      for (int i = 2500 - round; i >= 1; i -= 2) {
+        w.jobs.push_back(MakeJob(i, i % 3 == 0 ? mpt::v1::RUNNING : mpt::v1::QUEUED));
+        for (int s = 2; s >= 0; --s) {
+          StageRecord st;
+          st.set_index(s);
+          st.mutable_stage()->set_id("stage" + std::to_string(s) + "/" + std::to_string(i));
+          w.stages.emplace_back("jobs/j" + std::to_string(i), st);
+        }
+      }
+      ASSERT_TRUE((*store)->Commit(w).ok());
+    }
+    auto snap = (*store)->LoadActive();
+    ASSERT_TRUE(snap.ok()) << snap.status();
+    ASSERT_EQ(snap->jobs.size(), 2500u);
+    for (int i = 0; i < 2500; ++i) {
+      ASSERT_EQ(snap->jobs[i].create_seq(), i + 1);
+      ASSERT_EQ(snap->jobs[i].job().name(), "jobs/j" + std::to_string(i + 1));
+    }
+    ASSERT_EQ(snap->stages.size(), 7500u);
+    for (const auto& [job, stage] : snap->stages) {
+      const std::string seq = job.substr(job.find('j', 5) + 1);
+      ASSERT_EQ(stage.stage().id(), "stage" + std::to_string(stage.index()) + "/" + seq);
+    }
+  }
+  // A record that no longer parses is DATA_LOSS naming what it was.
+  ExecSql(path, "UPDATE stages SET record = x'0aff' WHERE job = 'jobs/j7'");
+  auto store = SqliteJobStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto snap = (*store)->LoadActive();
+  ASSERT_FALSE(snap.ok());
+  EXPECT_EQ(snap.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(absl::StrContains(snap.status().message(), "StageRecord")) << snap.status();
+}
+
 }  // namespace
 }  // namespace mpt
