@@ -238,15 +238,15 @@ def source_artifacts(args):
                             os.path.join(data_dir, t, "eval.jsonl")) for t in SOURCES]
     spec = base_spec(args)
     spec["source"] = {"tasks": src_tasks,
-                      "train": train_block(args, args.source_steps, 0.3, 0, batch=16,
-                                           schedule="constant")}
+                      "train": train_block(args, args.source_steps, 0.3, args.source_seed,
+                                           batch=16, schedule="constant")}
     t0 = time.time()
     if args.teacher_init == "shared_vocab":
         # One sampled-vocabulary prompt that every teacher starts from: a
         # one-step run at a negligible rate writes the untrained init.
         init_spec = base_spec(args)
         init_spec["source"] = {"tasks": src_tasks[:1], "init": "SAMPLE_VOCAB",
-                               "train": train_block(args, 1, 1e-12, 0, batch=1,
+                               "train": train_block(args, 1, 1e-12, args.source_seed, batch=1,
                                                     schedule="constant")}
         run_trainer(args, "teacher_init", init_spec, "source")
         spec["source"]["init"] = "ADAPTERS"
@@ -269,7 +269,7 @@ def source_artifacts(args):
             spec["prompt"]["num_ranks"] = 4
         spec["distillation"] = dict(
             {"tasks": src_tasks, "teacher_adapters": teachers, "sampling": "uniform",
-             "train": train_block(args, args.source_steps, 0.03, 0, batch=16,
+             "train": train_block(args, args.source_steps, 0.03, args.source_seed, batch=16,
                                   schedule="constant")}, **variants[v])
         ev = run_trainer(args, "distill_" + v, spec, "distillation")
         return v, os.path.join(args.out, "runs", "distill_" + v, "out", "distillation"), \
@@ -343,6 +343,8 @@ def main():
     ap.add_argument("--batch_size", type=int, default=8)
     ap.add_argument("--prompt_tokens", type=int, default=20)
     ap.add_argument("--source_steps", type=int, default=300)
+    ap.add_argument("--source_seed", type=int, default=0,
+                    help="seed of the teachers and distillations (init, batch order)")
     ap.add_argument("--teacher_init", choices=["random", "shared_vocab"], default="random",
                     help="teachers' start: PEFT RANDOM, a different draw per task (default), or "
                          "one sampled-vocabulary prompt shared by every teacher")
@@ -530,9 +532,9 @@ def write_report(args, ks, seeds, lrs, res, chosen, spot_choice, teacher_acc, di
              os.path.relpath(args.model, REPO), args.prompt_tokens, args.steps, args.batch_size,
              seeds, lrs, args.dev_seeds, ", ".join("%s %d" % (t, data[t]["sizes"][0]) for t in TARGETS),
              ", ".join("%s %d" % (t, data[t]["sizes"][1]) for t in TARGETS)), "",
-         "Teachers start from %s." % ("one sampled-vocabulary prompt shared by all"
-                                      if args.teacher_init == "shared_vocab"
-                                      else "PEFT RANDOM init, a different draw per task"), "",
+         "Teachers start from %s; teachers' and distillations' seed %d." % (
+             "one sampled-vocabulary prompt shared by all" if args.teacher_init == "shared_vocab"
+             else "PEFT RANDOM init, a different draw per task", args.source_seed), "",
          "Teachers (source prompts, eval accuracy): " +
          ", ".join("%s %.1f%%" % (t, 100 * a) for t, a in teacher_acc.items()), ""]
     for v, acc in distill_acc.items():
