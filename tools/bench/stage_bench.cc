@@ -1,6 +1,6 @@
 // stage_bench: times one MPT stage's training step on a model folder.
 //
-//   stage_bench --model=demo/model --stage=distillation --batch_size=8 \
+//   stage_bench --model=demo/model --stage=distillation --batch_size=8
 //       --input_length=64 --target_length=16 --num_virtual_tokens=100
 //
 // The batch is random token ids of exactly the stated lengths (EOS

@@ -237,6 +237,16 @@ TEST_F(MptStagesTest, TransferBaselinesAndAblationSwitches) {
   ASSERT_TRUE(adapter.ok()) << adapter.status();
   EXPECT_EQ(adapter->info.prompt.kind, PromptKind::kMultitask);
   EXPECT_TRUE(at::allclose(adapter->prompt.TaskPrompt(0), mean, 1e-4, 1e-5));
+
+  // trainable "factors": at a real rate U and V move, P* does not.
+  *target.mutable_train() = Train(3);
+  target.set_trainable("factors");
+  auto factors = RunTargetAdaptation(Env(), prompt_, target, "", out + "/factors");
+  ASSERT_TRUE(factors.ok()) << factors.status();
+  auto moved = ReadAdapter(out + "/factors/last");
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_TRUE(at::allclose(moved->prompt.prompt_embeddings(), mean, 0, 1e-6));
+  EXPECT_GT((moved->prompt.prefix_task_rows() - 1).abs().max().item<double>(), 1e-3);
 }
 
 std::map<std::string, at::Tensor> AdapterTensors(const std::string& folder) {
@@ -355,7 +365,7 @@ TEST_F(MptStagesTest, AdaptersThatDoNotFitAreRejectedAndNothingIsWritten) {
   EXPECT_NE(tasks.status().message().find("prefix_task_cols"), std::string::npos) << tasks.status();
 
   // ... and an EXACT_SOURCE_TASK that names one of its tasks.
-  WriteAdapter(dir + "/multi", *SoftPrompt::Random(multi, 1), info);
+  ASSERT_TRUE(WriteAdapter(dir + "/multi", *SoftPrompt::Random(multi, 1), info).ok());
   target.set_init("EXACT_SOURCE_TASK");
   target.set_init_task(3);
   auto exact = RunTargetAdaptation(Env(), prompt_, target, dir + "/multi", dir + "/target");
