@@ -26,7 +26,6 @@
 #include "common/status_macros.h"
 #include "worker/lm/base_model_loader.h"
 #include "worker/model/autocast.h"
-#include "worker/model/denormals.h"
 #include "worker/model/compute_threads.h"
 #include "worker/training/mpt_stages.h"
 #include "worker/training/preflight.h"
@@ -170,7 +169,6 @@ absl::Status Main() {
   }
   // Every stage below trains and evaluates on this thread.
   AutocastScope autocast_scope(load.device, autocast);
-  FlushDenormalsScope flush_denormals;
 
   FanOutProgressSink sink;
   const std::string mode = absl::GetFlag(FLAGS_progress);

@@ -80,7 +80,6 @@
 #include "common/status_macros.h"
 #include "worker/collectives/communicator.h"
 #include "worker/model/autocast.h"
-#include "worker/model/denormals.h"
 #include "worker/model/compute_threads.h"
 #include "worker/model/matmul_peak.h"
 #include "worker/model/model_flops.h"
@@ -304,7 +303,6 @@ absl::Status Main() {
   // Training (and the timed steps) on this thread under the chosen
   // precision; the peak below is measured outside it, in the stated dtype.
   auto autocast_scope = std::make_unique<AutocastScope>(model.device(), autocast);
-  auto flush_denormals = std::make_unique<FlushDenormalsScope>();
   std::shared_ptr<TeacherCache> teacher_cache;
   if (stage == "distillation") {
     teachers = at::randn({tasks, config.total_tokens(), config.token_dim}).to(model.device());
@@ -362,7 +360,6 @@ absl::Status Main() {
     ASSIGN_OR_RETURN(TrainResult result, trainer.Run(step, nullptr));
   }
   autocast_scope.reset();
-  flush_denormals.reset();
   if (static_cast<int>(clock.times.size()) != warmup + steps) {
     return absl::InternalError("the trainer reported fewer steps than it ran");
   }

@@ -11,7 +11,6 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
-#include "worker/model/denormals.h"
 #include "worker/training/mpt_stages.h"
 #include "common/spec/spec_loader.h"
 #include "common/spec/stages.h"
@@ -247,7 +246,6 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
   absl::Status status;
   // The stage trains and evaluates on this thread.
   AutocastScope autocast_scope(device_, autocast_);
-  FlushDenormalsScope flush_denormals;
   switch (a.stage_kind()) {
     case mpt::v1::SOURCE_TRAINING: {
       std::vector<std::string> only;
@@ -392,7 +390,6 @@ std::vector<absl::StatusOr<AssignmentOutput>> AssignmentRunner::RunPackUnsafe(
   std::vector<absl::StatusOr<TaskOutcome>> outcomes;
   {
     AutocastScope autocast_scope(device_, autocast_);
-    FlushDenormalsScope flush_denormals;
     outcomes = RunSourcePack(env, tasks);
   }
   for (size_t k = 0; k < tasks.size(); ++k) {

@@ -9,6 +9,9 @@
 //
 //   FlushDenormalsScope flush;  // on the thread that trains
 //
+// PromptTrainer::Run and PackedPromptTrainer::Run hold one for the whole
+// loop, so every caller's steps and evaluations run flushed.
+//
 // The mode (MXCSR's flush-to-zero and denormals-are-zero bits) belongs to
 // the calling thread: threads that already exist, such as OpenBLAS's, keep
 // theirs. Restores the thread's previous mode at the end of the scope. No

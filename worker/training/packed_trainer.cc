@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "worker/model/denormals.h"
 #include "worker/training/checkpoint.h"
 #include "worker/training/lr_schedule.h"
 #include "worker/training/train_policy.h"
@@ -89,6 +90,7 @@ void PackedPromptTrainer::Emit(const PackMember& member, ProgressKind kind, int6
 }
 
 absl::StatusOr<std::vector<TrainResult>> PackedPromptTrainer::Run(const PackedStepFunction& step) {
+  FlushDenormalsScope flush_denormals;  // the loop's steps and evaluations
   try {
     auto result = RunImpl(step);
     if (!result.ok() && !absl::IsCancelled(result.status())) {

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "worker/model/denormals.h"
 #include "worker/training/checkpoint.h"
 #include "worker/training/lr_schedule.h"
 #include "worker/training/train_policy.h"
@@ -74,6 +75,7 @@ void PromptTrainer::Emit(ProgressKind kind, int64_t step, NamedValues losses,
 }
 
 absl::StatusOr<TrainResult> PromptTrainer::Run(const StepFunction& step, const EvalFunction& eval) {
+  FlushDenormalsScope flush_denormals;  // the loop's steps and evaluations
   try {
     auto result = RunImpl(step, eval);
     if (!result.ok() && !absl::IsCancelled(result.status())) {

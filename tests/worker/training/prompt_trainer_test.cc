@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "gtest/gtest.h"
+#include "worker/model/denormals.h"
 #include "worker/training/losses.h"
 
 namespace mpt {
@@ -86,6 +87,40 @@ TEST(PromptTrainer, LowersTheLoss) {
     last = e.losses[0].second;
   }
   EXPECT_LT(last, first * 0.5);
+}
+
+TEST(PromptTrainer, StepsAndEvaluationsRunWithSubnormalsFlushed) {
+#if defined(__x86_64__) || defined(__i386__)
+  SoftPrompt prompt = NewPrompt();
+  auto data = Data();
+  LocalCommunicator comm;
+  TrainerOptions options;
+  options.train = Spec(4);
+  options.train.set_eval_every(2);
+  options.stage = "test";
+  PromptTrainer trainer(options, &prompt, &data, 0, &comm, nullptr, nullptr);
+  int steps = 0, flushed_steps = 0, evals = 0, flushed_evals = 0;
+  StepFunction quadratic = QuadraticStep(&prompt);
+  StepFunction step = [&](const Batch& batch, double tokens) {
+    ++steps;
+    flushed_steps += FlushDenormalsScope::Active();
+    return quadratic(batch, tokens);
+  };
+  EvalFunction eval = [&]() -> absl::StatusOr<NamedValues> {
+    ++evals;
+    flushed_evals += FlushDenormalsScope::Active();
+    return NamedValues{{"score", 0.0}};
+  };
+  ASSERT_FALSE(FlushDenormalsScope::Active());
+  ASSERT_TRUE(trainer.Run(step, eval).ok());
+  EXPECT_EQ(steps, 4);
+  EXPECT_EQ(flushed_steps, steps);
+  EXPECT_GT(evals, 0);
+  EXPECT_EQ(flushed_evals, evals);
+  EXPECT_FALSE(FlushDenormalsScope::Active());  // the caller's mode is back
+#else
+  GTEST_SKIP() << "no MXCSR on this CPU";
+#endif
 }
 
 TEST(PromptTrainer, ResumedRunEndsWhereAnUninterruptedRunEnds) {
