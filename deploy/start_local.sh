@@ -25,7 +25,7 @@ usage: deploy/start_local.sh [options]
   --run_dir DIR        state, logs and scratch (default ./mpt-run)
   --port P             coordinator port on 127.0.0.1 (default: a free one)
   --listen HOST        address the coordinator binds (default 127.0.0.1)
-  --threads T          libtorch threads per worker (default: cores / workers)
+  --threads T          compute threads per worker (default: cores / workers)
   --device D           worker device: cpu, cuda, cuda:N (default cpu; with
                        cuda, worker i gets cuda:i)
   --models DIR[,DIR]   base-model folders the workers preload (default: none,

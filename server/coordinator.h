@@ -145,8 +145,8 @@ struct CoordinatorOptions {
   // Worker.max_pack_size caps it further, and a worker that sets none gets
   // no pack. Only stages that found no idle worker of their own are
   // packed, so packing never leaves a worker idle. 1: no packing. Default
-  // 8: the worker decides (its --max_pack_size is 1 on a CPU, where packing
-  // measured no gain, and 8 on a GPU).
+  // 8: the worker decides (its --max_pack_size is one per lane on a CPU,
+  // where it trains a pack side by side, and 8 on a GPU).
   int max_pack_size = 8;
   // How often the thread started by Start() checks leases. Default 0.5 s.
   absl::Duration maintenance_interval = absl::Milliseconds(500);

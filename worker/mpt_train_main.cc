@@ -57,6 +57,10 @@ ABSL_FLAG(std::string, autocast, "off",
 ABSL_FLAG(int, threads, 0,
           "Compute threads in total, libtorch's and BLAS's together (0: every usable core; "
           "more than the usable cores is cut to them). See worker/model/compute_threads.h.");
+ABSL_FLAG(int, lanes, 0,
+          "Source tasks trained side by side on a CPU, one compute thread each (0: one per "
+          "compute thread; 1: one task after another on every thread). See "
+          "worker/training/lanes.h.");
 
 namespace mpt {
 namespace {
@@ -65,9 +69,8 @@ namespace fs = std::filesystem;
 
 std::string Metric(const NamedValues& values, const std::string& name) {
   for (const auto& [k, v] : values) {
-    if (k == name || k.size() > name.size() + 1 &&
-                         k.compare(k.size() - name.size() - 1, std::string::npos,
-                                   "/" + name) == 0) {
+    if (k == name || (k.size() > name.size() + 1 &&
+                      k.compare(k.size() - name.size() - 1, std::string::npos, "/" + name) == 0)) {
       return absl::StrFormat("%.1f%%", 100 * v);
     }
   }
@@ -153,15 +156,16 @@ absl::Status Main() {
   ComputeThreadOptions thread_options;
   thread_options.total = absl::GetFlag(FLAGS_threads);
   ASSIGN_OR_RETURN(ComputeThreads threads, ApplyComputeThreads(thread_options));
-  MPT_LOG(INFO) << "mpt_train: " << Describe(threads) << ", device "
-                << absl::GetFlag(FLAGS_device) << ", autocast " << AutocastName(autocast);
-
   BaseModelOptions load;
   try {
     load.device = c10::Device(absl::GetFlag(FLAGS_device));
   } catch (const c10::Error& e) {
     return absl::InvalidArgumentError(absl::StrCat("--device: ", e.what_without_backtrace()));
   }
+  ASSIGN_OR_RETURN(const int lanes,
+                   PlanLanes(absl::GetFlag(FLAGS_lanes), threads, load.device.is_cpu()));
+  MPT_LOG(INFO) << "mpt_train: " << Describe(threads) << ", lanes " << lanes << ", device "
+                << absl::GetFlag(FLAGS_device) << ", autocast " << AutocastName(autocast);
   RETURN_IF_ERROR(ApplyModelDtypeFlag(absl::GetFlag(FLAGS_dtype), &load));
   ASSIGN_OR_RETURN(BaseModel base, LoadBaseModel(spec.base_model(), load));
   if (load.device.is_cpu()) {
@@ -190,6 +194,7 @@ absl::Status Main() {
   env.tokenizer = base.tokenizer.get();
   env.sink = &sink;
   env.work_dir = work_dir;
+  env.lanes = lanes;
   std::vector<TaskOutcome> targets;
   if (stage == "all") {
     ASSIGN_OR_RETURN(PipelineOutcome p, RunPipeline(env, spec, out));

@@ -81,10 +81,14 @@ ABSL_FLAG(std::string, tls_key, "", "PEM client key (mutual TLS).");
 ABSL_FLAG(std::string, tls_server_name, "", "Expected name in the coordinator's certificate.");
 ABSL_FLAG(std::string, token, "", "Bearer token (default: $MPT_TOKEN).");
 ABSL_FLAG(std::string, token_file, "", "File holding the bearer token.");
+ABSL_FLAG(int, lanes, 0,
+          "Source stages of a pack trained side by side on a CPU, one compute thread each (0: "
+          "one per compute thread; 1: a pack trains as one mixed batch). See "
+          "worker/training/lanes.h.");
 ABSL_FLAG(int, max_pack_size, -1,
           "Most source stages this worker trains in one pass when the coordinator packs them "
-          "(Worker.max_pack_size); 1: one at a time. Default -1: 1 on a CPU (packing measured "
-          "no gain there) and 8 on a GPU.");
+          "(Worker.max_pack_size); 1: one at a time. Default -1: on a CPU as many as its lanes "
+          "(one stage per lane; mixed batches measured no gain there), 8 on a GPU.");
 ABSL_FLAG(std::string, metrics_listen, "",
           "host:port to serve Prometheus metrics on at /metrics, e.g. localhost:9100 (port 0 "
           "picks a free one); empty (default): none.");
@@ -165,13 +169,14 @@ absl::StatusOr<Setup> SetupFromFlags() {
   w.set_memory_bytes(absl::GetFlag(FLAGS_memory_bytes) > 0 ? absl::GetFlag(FLAGS_memory_bytes)
                                                            : HostMemoryBytes());
   for (const std::string& m : s.runner.preload_models) w.add_models(m);
-  int max_pack = absl::GetFlag(FLAGS_max_pack_size);
-  if (max_pack < 0) max_pack = s.runner.device.rfind("cuda", 0) == 0 ? 8 : 1;
-  if (max_pack == 0 || max_pack > 64) {
+  const int max_pack = absl::GetFlag(FLAGS_max_pack_size);
+  if (max_pack == 0 || max_pack < -1 || max_pack > 64) {
     return absl::InvalidArgumentError(
         absl::StrCat("--max_pack_size: must be 1 to 64 (or -1 for the default), got ", max_pack));
   }
-  w.set_max_pack_size(max_pack);
+  // The CPU default follows the lanes, known once the threads are applied.
+  if (max_pack > 0) w.set_max_pack_size(max_pack);
+  if (max_pack < 0 && s.runner.device.rfind("cuda", 0) == 0) w.set_max_pack_size(8);
   return s;
 }
 
@@ -212,6 +217,14 @@ int Main() {
   }
 
   setup->runner.compute_threads = *threads;
+  const bool cpu = setup->runner.device.rfind("cuda", 0) != 0;
+  absl::StatusOr<int> lanes = PlanLanes(absl::GetFlag(FLAGS_lanes), *threads, cpu);
+  if (!lanes.ok()) {
+    std::fprintf(stderr, "worker: %s\n", std::string(lanes.status().message()).c_str());
+    return 2;
+  }
+  setup->runner.lanes = *lanes;
+  if (setup->daemon.worker.max_pack_size() == 0) setup->daemon.worker.set_max_pack_size(*lanes);
   absl::StatusOr<std::unique_ptr<AssignmentRunner>> runner =
       AssignmentRunner::Create(setup->runner);
   if (!runner.ok()) {
@@ -281,7 +294,7 @@ int Main() {
                 << ", autocast " << setup->runner.autocast << "), coordinator "
                 << setup->client.channel.address << ", work dir " << setup->daemon.work_dir
                 << ", packs of up to " << setup->daemon.worker.max_pack_size()
-                << " source stages; " << Describe(*threads);
+                << " source stages, lanes " << *lanes << "; " << Describe(*threads);
 
   WorkerDaemon* d = daemon->get();
   if (worker_metrics != nullptr) {

@@ -7,7 +7,10 @@
 # trains for that task alone on the same batches, within a relative 1e-4
 # (the pack differs only in fp32 summation order). Then a second pack of two
 # jobs, one of which is cancelled while the pack trains: only its stages
-# stop, the other job's go on in the same pass to SUCCEEDED.
+# stop, the other job's go on in the same pass to SUCCEEDED. Last, on a
+# machine with 2 cores, a worker with 2 compute threads trains a pack side by
+# side in 2 lanes (one thread each), and every adapter is bit for bit the one
+# mpt_train trains alone with one thread.
 source "${TEST_SRCDIR}/${TEST_WORKSPACE}/tests/e2e/e2e_lib.sh"
 
 # e2e_source_spec FILE TASK...: a source-only spec over the tiny tasks
@@ -120,4 +123,32 @@ grep "leaves the pack" "$E2E_DIR/logs/w1.log" >&2
 for t in count echo; do
   [ "$(e2e_stage_field "$job_d" "source/$t" state)" = SUCCEEDED ] || e2e_fail "source/$t of D"
   [ "$(e2e_stage_field "$job_d" "source/$t" step)" = 150 ] || e2e_fail "source/$t of D did not finish"
+done
+
+# Lanes: a CPU worker with 2 compute threads packs 2 stages by default
+# (--max_pack_size -1: one per lane) and trains them side by side.
+if [ "$(nproc)" -lt 2 ]; then
+  e2e_log "one core: the lanes part needs 2"
+  exit 0
+fi
+e2e_kill w1
+e2e_wait_for 20 "w1 to be declared lost" sh -c \
+  "[ \$('$MPTCTL_BIN' --coordinator='$COORD_ADDR' workers --output=json | grep -c '\"state\": \"lost\"') -ge 2 ]"
+job_e=$(mptctl submit --spec "$spec_a" --kind=source --name=lanes-a)
+job_f=$(mptctl submit --spec "$spec_b" --kind=source --name=lanes-b)
+e2e_start_worker w2 --threads=2
+e2e_wait_state "$job_e" SUCCEEDED 90
+e2e_wait_state "$job_f" SUCCEEDED 90
+grep -q "packs of up to 2 source stages, lanes 2" "$E2E_DIR/logs/w2.log" ||
+  e2e_fail "w2's start line does not state 2 lanes and packs of 2"
+[ "$(grep -c "training 2 source stages in one pass, side by side in up to 2 lanes" \
+      "$E2E_DIR/logs/w2.log")" -eq 2 ] || e2e_fail "w2 did not train two packs of 2 in lanes"
+for pair in "e:$job_e:a:first last" "f:$job_f:b:count echo"; do
+  IFS=: read -r tag job alone tasks <<< "$pair"
+  mptctl download "$job" --out="$E2E_DIR/lanes_$tag" > /dev/null || e2e_fail "download $job"
+  for t in $tasks; do
+    cmp "$E2E_DIR/lanes_$tag/source/$t/adapter_model.safetensors" \
+      "$E2E_DIR/alone_$alone/source/$t/adapter_model.safetensors" ||
+      e2e_fail "source/$t of $job (lanes) differs from its separate run"
+  done
 done

@@ -386,7 +386,11 @@ std::vector<absl::StatusOr<AssignmentOutput>> AssignmentRunner::RunPackUnsafe(
   StageEnv env;
   env.model = loaded->base.model.get();
   env.tokenizer = loaded->base.tokenizer.get();
-  MPT_LOG(INFO) << "training " << tasks.size() << " source stages in one pass";
+  env.lanes = options_.lanes;
+  MPT_LOG(INFO) << "training " << tasks.size() << " source stages in one pass"
+                << (options_.lanes > 1 && device_.is_cpu()
+                        ? absl::StrCat(", side by side in up to ", options_.lanes, " lanes")
+                        : "");
   std::vector<absl::StatusOr<TaskOutcome>> outcomes;
   {
     AutocastScope autocast_scope(device_, autocast_);

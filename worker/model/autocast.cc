@@ -61,6 +61,12 @@ c10::ScalarType ProductDtype(c10::ScalarType model_dtype, AutocastMode mode) {
 
 std::string AutocastName(AutocastMode mode) { return mode == AutocastMode::kBf16 ? "bf16" : "off"; }
 
+AutocastMode CurrentAutocast(c10::Device device) {
+  if (!(device.is_cpu() || device.is_cuda())) return AutocastMode::kOff;
+  const bool cuda = device.is_cuda();
+  return Enabled(cuda) && Dtype(cuda) == at::kBFloat16 ? AutocastMode::kBf16 : AutocastMode::kOff;
+}
+
 AutocastScope::AutocastScope(c10::Device device, AutocastMode mode) {
   if (mode == AutocastMode::kOff || !(device.is_cpu() || device.is_cuda())) return;
   active_ = true;

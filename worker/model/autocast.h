@@ -41,6 +41,11 @@ std::string AutocastName(AutocastMode mode);
 // `mode`: BFloat16 under kBf16, else the model's own.
 c10::ScalarType ProductDtype(c10::ScalarType model_dtype, AutocastMode mode);
 
+// The mode this thread runs `device`'s type under now: kBf16 when autocast
+// is on for it in bfloat16, kOff otherwise. A thread that starts others to
+// share its work passes this on to an AutocastScope in each.
+AutocastMode CurrentAutocast(c10::Device device);
+
 // Turns autocast on for `device`'s type on this thread for its lifetime
 // (nothing for kOff) and restores the previous state afterwards. Devices
 // other than the CPU and CUDA: no effect. Not copyable.

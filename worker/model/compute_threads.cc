@@ -203,6 +203,47 @@ void UseThreadsForProducts(ComputeThreads* threads, c10::ScalarType product_dtyp
   }
 }
 
+absl::StatusOr<int> PlanLanes(int requested, const ComputeThreads& threads, bool cpu) {
+  if (requested < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--lanes: must be 0 (one per compute thread on a CPU) or positive, got ",
+                     requested));
+  }
+  if (!cpu) return 1;
+  const int total = std::max(1, threads.plan.total);
+  return requested == 0 ? total : std::min(requested, total);
+}
+
+OneComputeThreadScope::OneComputeThreadScope() {
+  try {
+    const int before = at::get_num_threads();
+    if (before != 1) {
+      at::set_num_threads(1);
+      intra_op_ = before;
+    }
+  } catch (const c10::Error&) {
+  }
+  const OpenBlasApi api = FindOpenBlas();
+  if (api.found()) {
+    const int before = api.get_num_threads();
+    if (before != 1) {
+      api.set_num_threads(1);
+      blas_ = before;
+    }
+  }
+}
+
+OneComputeThreadScope::~OneComputeThreadScope() {
+  try {
+    if (intra_op_ > 0) at::set_num_threads(intra_op_);
+  } catch (const c10::Error&) {
+  }
+  if (blas_ > 0) {
+    const OpenBlasApi api = FindOpenBlas();
+    if (api.found()) api.set_num_threads(blas_);
+  }
+}
+
 absl::StatusOr<ComputeThreads> ApplyComputeThreads(const ComputeThreadOptions& options) {
   if (options.total < 0 || options.intra_op_override < 0 || options.blas_override < 0) {
     return absl::InvalidArgumentError("--threads: must be 0 (every usable core) or positive");

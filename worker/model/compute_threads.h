@@ -125,6 +125,32 @@ absl::StatusOr<ComputeThreads> ApplyComputeThreads(const ComputeThreadOptions& o
 // as decided). Nothing throws.
 void UseThreadsForProducts(ComputeThreads* threads, c10::ScalarType product_dtype);
 
+// How many lanes (worker/training/lanes.h: independent training runs side
+// by side, one compute thread each) a process gives its runs: `requested`,
+// or with 0 one per compute thread on a CPU and 1 on another device; never
+// more than threads.plan.total, so lanes never add threads beyond the
+// budget. INVALID_ARGUMENT for a negative count.
+absl::StatusOr<int> PlanLanes(int requested, const ComputeThreads& threads, bool cpu);
+
+// For its lifetime libtorch's intra-op pool and BLAS's pool run one thread
+// each, so that several threads of the process can each run their own
+// tensor work side by side (worker/training/lanes.h), one core each; the
+// previous counts come back afterwards. Threads started inside the scope
+// take libtorch's count of 1 at their first parallel region. Like
+// ApplyComputeThreads it changes process-wide settings: make it on the
+// thread that starts the others, before they start. Nothing throws.
+class OneComputeThreadScope {
+ public:
+  OneComputeThreadScope();
+  ~OneComputeThreadScope();
+  OneComputeThreadScope(const OneComputeThreadScope&) = delete;
+  OneComputeThreadScope& operator=(const OneComputeThreadScope&) = delete;
+
+ private:
+  int intra_op_ = 0;  // libtorch's count before (0: not changed)
+  int blas_ = 0;      // OpenBLAS's count before (0: not changed)
+};
+
 // One line for a startup message, e.g. "libtorch 1.13.0, compute threads 2
 // (2 usable cores): libtorch intra-op 1, BLAS 2 (OpenBLAS 0.3.21 ...,
 // pthreads, /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3)" or

@@ -2,12 +2,14 @@
 
 #include <ATen/core/grad_mode.h>
 
+#include <atomic>
 #include <filesystem>
 #include <memory>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/spec/stages.h"
@@ -16,6 +18,7 @@
 #include "worker/model/model_flops.h"
 #include "worker/prompts/adapter_io.h"
 #include "worker/training/checkpoint.h"
+#include "worker/training/lanes.h"
 #include "worker/training/losses.h"
 #include "worker/training/teacher_cache.h"
 #include "worker/data/task_data.h"
@@ -480,6 +483,13 @@ StepFunction MakeDistillationStep(const PromptedLanguageModel& model, const mpt:
   };
 }
 
+// How many lanes `runs` independent runs of `env` take (1: none).
+int LanesFor(const StageEnv& env, size_t runs) {
+  if (env.lanes <= 1 || runs <= 1 || !env.model->device().is_cpu()) return 1;
+  if (env.comm != nullptr && env.comm->world_size() > 1) return 1;
+  return static_cast<int>(std::min(static_cast<size_t>(env.lanes), runs));
+}
+
 absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
     const StageEnv& env, const mpt::v1::PromptSpec& prompt_spec,
     const mpt::v1::SourceTrainingSpec& spec, const std::string& out_dir,
@@ -501,14 +511,14 @@ absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
   }
   // Task k alone (a pack of one takes this path too: the same numbers as
   // without packing).
-  auto train_alone = [&](size_t k) -> absl::StatusOr<TaskOutcome> {
+  auto train_alone = [&](size_t k, const StageEnv& run_env) -> absl::StatusOr<TaskOutcome> {
     const std::string& name = tasks[k].spec.name();
     ASSIGN_OR_RETURN(SoftPrompt prompt, initial(k));
     std::vector<TaskDataSet> one{tasks[k]};
     TaskOutcome outcome;
     outcome.task = name;
-    ASSIGN_OR_RETURN(outcome.train, TrainWithPlm(env, prompt_spec, spec.train(), one, {0}, &prompt,
-                                                 std::string(kSourceStage), name));
+    ASSIGN_OR_RETURN(outcome.train, TrainWithPlm(run_env, prompt_spec, spec.train(), one, {0},
+                                                 &prompt, std::string(kSourceStage), name));
     outcome.metrics = outcome.train.metrics;
     outcome.adapter = Join(out_dir, name);
     RETURN_IF_ERROR(WriteAdapter(outcome.adapter, prompt, InfoFor(config, *env.model, {name})));
@@ -521,7 +531,7 @@ absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
       std::vector<size_t> pack(selected.begin() + first,
                                selected.begin() + std::min(selected.size(), first + per_pass));
       if (pack.size() == 1) {
-        ASSIGN_OR_RETURN(TaskOutcome outcome, train_alone(pack[0]));
+        ASSIGN_OR_RETURN(TaskOutcome outcome, train_alone(pack[0], env));
         outcomes.push_back(std::move(outcome));
         continue;
       }
@@ -542,10 +552,48 @@ absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
     }
     return outcomes;
   }
-  for (size_t k : selected) {
-    ASSIGN_OR_RETURN(TaskOutcome outcome, train_alone(k));
-    outcomes.push_back(std::move(outcome));
+  const int lanes = env.checkpoint_dir.empty() ? LanesFor(env, selected.size()) : 1;
+  if (lanes <= 1) {
+    for (size_t k : selected) {
+      ASSIGN_OR_RETURN(TaskOutcome outcome, train_alone(k, env));
+      outcomes.push_back(std::move(outcome));
+    }
+    return outcomes;
   }
+  // Side by side. The caller's sink and cancel function are called under
+  // one lock; a failed task stops the others at their next step.
+  absl::Mutex callbacks;
+  std::optional<SerialProgressSink> sink;
+  StageEnv lane_env = env;
+  if (env.sink != nullptr) lane_env.sink = &sink.emplace(env.sink, &callbacks);
+  std::atomic<bool> failed{false};
+  lane_env.cancelled = [&] {
+    if (failed.load()) return true;
+    absl::MutexLock lock(&callbacks);
+    return env.cancelled && env.cancelled();
+  };
+  std::vector<std::optional<TaskOutcome>> trained(selected.size());
+  std::vector<absl::Status> statuses =
+      RunInLanes(lanes, selected.size(), env.model->device(), [&](size_t i) -> absl::Status {
+        absl::StatusOr<TaskOutcome> outcome = train_alone(selected[i], lane_env);
+        if (!outcome.ok()) {
+          failed.store(true);
+          return outcome.status();
+        }
+        trained[i] = *std::move(outcome);
+        return absl::OkStatus();
+      });
+  // The first error in spec order that is not a cancel caused by another
+  // task's failure.
+  const absl::Status* first_error = nullptr;
+  for (const absl::Status& st : statuses) {
+    if (st.ok()) continue;
+    if (first_error == nullptr || (absl::IsCancelled(*first_error) && !absl::IsCancelled(st))) {
+      first_error = &st;
+    }
+  }
+  if (first_error != nullptr) return *first_error;
+  for (std::optional<TaskOutcome>& outcome : trained) outcomes.push_back(*std::move(outcome));
   return outcomes;
 }
 
@@ -642,22 +690,58 @@ std::vector<absl::StatusOr<TaskOutcome>> RunSourcePack(const StageEnv& env,
     return outcome;
   };
 
-  if (ready.size() == 1) {
-    // Alone: exactly the separate run.
-    Prepared& p = ready.front();
+  // A task alone: exactly its separate run, with `sink` and `cancelled`
+  // standing for the task's and the pack's own.
+  auto train_alone = [&](Prepared& p, ProgressSink* sink,
+                         std::function<bool()> cancelled) -> absl::StatusOr<TaskOutcome> {
     const SourcePackTask& t = tasks[p.index];
     StageEnv alone = env;
-    alone.sink = t.sink;
+    alone.sink = sink;
     alone.checkpoint_dir = t.checkpoint_dir;
     alone.work_dir.clear();
-    std::function<bool()> pack_cancelled = env.cancelled;
-    alone.cancelled = [pack_cancelled, own = t.cancelled] {
-      return (pack_cancelled && pack_cancelled()) || (own && own());
-    };
+    alone.cancelled = std::move(cancelled);
     absl::StatusOr<TrainResult> trained =
         TrainWithPlm(alone, t.prompt, t.source.train(), p.one, {0}, &*p.prompt, stage, t.task);
-    end(p.index, trained.ok() ? write(p, *std::move(trained))
-                              : absl::StatusOr<TaskOutcome>(trained.status()));
+    return trained.ok() ? write(p, *std::move(trained))
+                        : absl::StatusOr<TaskOutcome>(trained.status());
+  };
+  auto both = [](std::function<bool()> pack, std::function<bool()> own) {
+    return [pack = std::move(pack), own = std::move(own)] {
+      return (pack && pack()) || (own && own());
+    };
+  };
+  if (ready.size() == 1) {
+    Prepared& p = ready.front();
+    end(p.index, train_alone(p, tasks[p.index].sink, both(env.cancelled, tasks[p.index].cancelled)));
+    return results;
+  }
+  if (const int lanes = LanesFor(env, ready.size()); lanes > 1) {
+    // Side by side, each task alone. The caller's sinks and cancel
+    // functions are called under one lock, the on_end calls under another
+    // (an upload there does not hold up the other lanes' progress).
+    absl::Mutex callbacks;
+    absl::Mutex ends;
+    std::vector<std::optional<SerialProgressSink>> sinks(ready.size());
+    std::vector<absl::Status> thrown =
+        RunInLanes(lanes, ready.size(), env.model->device(), [&](size_t r) -> absl::Status {
+      Prepared& p = ready[r];
+      const SourcePackTask& t = tasks[p.index];
+      ProgressSink* sink = t.sink != nullptr ? &sinks[r].emplace(t.sink, &callbacks) : nullptr;
+      auto cancelled = [&callbacks, check = both(env.cancelled, t.cancelled)] {
+        absl::MutexLock lock(&callbacks);
+        return check();
+      };
+      absl::StatusOr<TaskOutcome> outcome = train_alone(p, sink, cancelled);
+      absl::MutexLock lock(&ends);
+      end(p.index, std::move(outcome));
+      return absl::OkStatus();
+    });
+    // A task whose lane threw ends with what it threw.
+    for (size_t r = 0; r < ready.size(); ++r) {
+      if (ended[ready[r].index]) continue;
+      end(ready[r].index, thrown[r].ok() ? absl::InternalError("source pack: not trained")
+                                         : thrown[r]);
+    }
     return results;
   }
 

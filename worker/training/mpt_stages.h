@@ -52,6 +52,14 @@ struct StageEnv {
   // group): runs of one call would take turns in the folder, each starting
   // over when it finds another's checkpoint.
   std::string checkpoint_dir;
+  // Independent runs of one call (the source tasks of RunSourceTraining
+  // without tasks_per_pass, the tasks of RunSourcePack) train on up to this
+  // many CPU threads at once, one compute thread each (lanes.h), when the
+  // model is on the CPU, `comm` has one rank and `checkpoint_dir` is empty
+  // or not shared. Each run computes what it computes alone with one
+  // compute thread. 1 (default): one after another (a pack as one mixed
+  // batch).
+  int lanes = 1;
 };
 
 struct TaskOutcome {
@@ -107,7 +115,10 @@ StepFunction MakeDistillationStep(const PromptedLanguageModel& model, const mpt:
 // summation order. A pack of one task (a worker given one source task) runs
 // as without packing. A pack keeps each task's checkpoint in
 // `<env.checkpoint_dir>/<task>` when env.checkpoint_dir is set and the pack
-// has more than one task, else where a separate run keeps it.
+// has more than one task, else where a separate run keeps it. Without
+// tasks_per_pass and with env.lanes > 1 (and env.checkpoint_dir empty) the
+// tasks train side by side in lanes; the first task's error (in spec order)
+// stops the others and is returned.
 absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
     const StageEnv& env, const mpt::v1::PromptSpec& prompt,
     const mpt::v1::SourceTrainingSpec& spec, const std::string& out_dir,
@@ -138,7 +149,8 @@ struct SourcePackTask {
 };
 
 // Stage 1 for source tasks of one or several jobs in one pass over
-// env.model (PackedPromptTrainer). Each task trains exactly as
+// env.model (PackedPromptTrainer), or, with env.lanes > 1 on a CPU, side by
+// side in lanes, each task alone on one thread. Each task trains exactly as
 // RunSourceTraining trains it alone with only_tasks = {task}: the same data,
 // initial prompt (seeded by its position in its spec), batches, fingerprint
 // and checkpoint format, so a checkpoint of a separate run resumes in a pack
@@ -151,7 +163,9 @@ struct SourcePackTask {
 // - a task cancelled on its own is CANCELLED (its checkpoint stays);
 // - an error of the pass itself (or env.cancelled) is every trained task's.
 // env.checkpoint_dir is not used (each task names its own). Each task's
-// on_end sees its result the moment it is known.
+// on_end sees its result the moment it is known. In lanes the tasks' sinks
+// and cancel functions and env.cancelled are called under one lock, and
+// on_end calls under another, so none of them needs to be thread-safe.
 std::vector<absl::StatusOr<TaskOutcome>> RunSourcePack(const StageEnv& env,
                                                        const std::vector<SourcePackTask>& tasks);
 

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <memory>
+#include <thread>
 
 #include "gtest/gtest.h"
 #include "worker/model/t5_model.h"
@@ -43,6 +44,21 @@ TEST(AutocastScope, ProductsRunInBf16OnlyInsideTheScope) {
     EXPECT_EQ(at::mm(a, b).scalar_type(), at::kBFloat16);
   }
   EXPECT_EQ(at::mm(a, b).scalar_type(), at::kFloat);
+}
+
+TEST(CurrentAutocast, SaysWhatThisThreadRunsUnder) {
+  const c10::Device cpu(c10::kCPU);
+  EXPECT_EQ(CurrentAutocast(cpu), AutocastMode::kOff);
+  {
+    AutocastScope scope(cpu, AutocastMode::kBf16);
+    EXPECT_EQ(CurrentAutocast(cpu), AutocastMode::kBf16);
+    // Another thread has its own state.
+    AutocastMode elsewhere = AutocastMode::kBf16;
+    std::thread([&] { elsewhere = CurrentAutocast(cpu); }).join();
+    EXPECT_EQ(elsewhere, AutocastMode::kOff);
+  }
+  EXPECT_EQ(CurrentAutocast(cpu), AutocastMode::kOff);
+  EXPECT_EQ(CurrentAutocast(c10::Device(c10::kMeta)), AutocastMode::kOff);
 }
 
 TEST(AutocastScope, FrozenModelLossStaysCloseAndPromptGradientsStayFp32) {

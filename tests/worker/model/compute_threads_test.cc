@@ -137,5 +137,41 @@ TEST(UseThreadsForProductsTest, ReducedPrecisionGivesLibtorchEveryThreadAndBack)
   EXPECT_EQ(at::get_num_threads(), 1);
 }
 
+TEST(PlanLanesTest, OnePerComputeThreadOnACpuAndNeverMore) {
+  ComputeThreads t;
+  t.plan.total = 4;
+  EXPECT_EQ(*PlanLanes(0, t, /*cpu=*/true), 4);
+  EXPECT_EQ(*PlanLanes(1, t, true), 1);
+  EXPECT_EQ(*PlanLanes(3, t, true), 3);
+  EXPECT_EQ(*PlanLanes(9, t, true), 4);  // cut to the threads
+  EXPECT_EQ(*PlanLanes(0, t, /*cpu=*/false), 1);
+  EXPECT_EQ(*PlanLanes(4, t, false), 1);
+  t.plan.total = 0;  // not applied: one lane
+  EXPECT_EQ(*PlanLanes(0, t, true), 1);
+  absl::StatusOr<int> bad = PlanLanes(-1, t, true);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("--lanes"), std::string::npos) << bad.status();
+}
+
+TEST(OneComputeThreadScopeTest, BothPoolsRunOneThreadInsideAndComeBack) {
+  auto t = ApplyComputeThreads({/*total=*/0, /*intra_op_override=*/2, /*blas_override=*/2});
+  ASSERT_TRUE(t.ok()) << t.status();
+  const int intra_op = at::get_num_threads();
+  const int blas = t->blas_threads;
+  {
+    OneComputeThreadScope scope;
+    EXPECT_EQ(at::get_num_threads(), 1);
+    auto inside = ApplyComputeThreads({0, 0, 0, /*leave_blas=*/true});
+    ASSERT_TRUE(inside.ok()) << inside.status();
+    if (blas > 0) EXPECT_EQ(inside->blas_threads, 1);
+    // ApplyComputeThreads above set libtorch again; the scope still
+    // restores what it found.
+  }
+  EXPECT_EQ(at::get_num_threads(), intra_op);
+  auto after = ApplyComputeThreads({0, 0, 0, /*leave_blas=*/true});
+  ASSERT_TRUE(after.ok()) << after.status();
+  if (blas > 0) EXPECT_EQ(after->blas_threads, blas);
+}
+
 }  // namespace
 }  // namespace mpt

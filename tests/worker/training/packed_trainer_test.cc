@@ -23,6 +23,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -34,6 +35,7 @@
 #include "tests/test_util.h"
 #include "worker/model/torch_tensors.h"
 #include "worker/prompts/adapter_io.h"
+#include "worker/model/compute_threads.h"
 #include "worker/training/mpt_stages.h"
 
 namespace mpt {
@@ -45,10 +47,15 @@ using testing::FreshTempDir;
 
 constexpr double kRelativeTolerance = 1e-5;
 
+// Not thread-safe on purpose: lanes must serialise their events.
 class RecordingSink : public ProgressSink {
  public:
-  void OnEvent(const ProgressEvent& e) override { events.push_back(e); }
+  void OnEvent(const ProgressEvent& e) override {
+    events.push_back(e);
+    threads.insert(std::this_thread::get_id());
+  }
   std::vector<ProgressEvent> events;
+  std::set<std::thread::id> threads;
 };
 
 mpt::v1::TaskData Task(const std::string& name) {
@@ -222,6 +229,100 @@ TEST_F(PackedTrainerTest, APackKilledAndResumedEndsWhereSeparateRunsEnd) {
     const at::Tensor b = AdapterTensors(dir + "/separate/" + o.task)["prompt_embeddings"];
     EXPECT_LE(RelativeDifference(a, b), kRelativeTolerance);
   }
+}
+
+// Lanes (StageEnv::lanes): the tasks train side by side on other threads,
+// each computing exactly what it computes alone with one compute thread.
+TEST_F(PackedTrainerTest, SourceTasksInLanesEndExactlyAsAloneOnOneThread) {
+  const std::string dir = FreshTempDir("lanes_vs_alone");
+  absl::StatusOr<std::vector<TaskOutcome>> alone;
+  {
+    OneComputeThreadScope one_thread;
+    alone = RunSourceTraining(Env(), prompt_, Source(18, 1, 0.02), dir + "/alone");
+  }
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  sink_ = RecordingSink();
+  StageEnv env = Env();
+  env.lanes = 2;
+  auto lanes = RunSourceTraining(env, prompt_, Source(18, 1, 0.02), dir + "/lanes");
+  ASSERT_TRUE(lanes.ok()) << lanes.status();
+  ASSERT_EQ(lanes->size(), 3u);
+  for (size_t k = 0; k < 3; ++k) {
+    const TaskOutcome& a = (*alone)[k];
+    const TaskOutcome& l = (*lanes)[k];
+    SCOPED_TRACE(a.task);
+    EXPECT_EQ(l.task, a.task);
+    EXPECT_EQ(l.adapter, dir + "/lanes/" + a.task);
+    EXPECT_TRUE(at::equal(AdapterTensors(l.adapter)["prompt_embeddings"],
+                          AdapterTensors(a.adapter)["prompt_embeddings"]));
+    EXPECT_EQ(l.train.best_step, a.train.best_step);
+    EXPECT_EQ(l.metrics, a.metrics);
+    EXPECT_EQ(l.train.final_losses, a.train.final_losses);
+  }
+  // Every task reported to its end, from two threads other than this one.
+  std::map<std::string, std::set<ProgressKind>> kinds;
+  for (const ProgressEvent& e : sink_.events) kinds[e.task].insert(e.kind);
+  for (const char* task : {"echo", "first", "count"}) {
+    EXPECT_TRUE(kinds[task].count(ProgressKind::kFinished)) << task;
+  }
+  EXPECT_EQ(sink_.threads.size(), 2u);
+  EXPECT_EQ(sink_.threads.count(std::this_thread::get_id()), 0u);
+
+  // A cancel reaches every lane.
+  StageEnv cancelled = env;
+  int polls = 0;
+  cancelled.cancelled = [&] { return ++polls > 4; };
+  auto stopped = RunSourceTraining(cancelled, prompt_, Source(18, 1, 0.02), dir + "/stopped");
+  EXPECT_EQ(stopped.status().code(), absl::StatusCode::kCancelled) << stopped.status();
+}
+
+TEST_F(PackedTrainerTest, ASourcePackInLanesReportsPerTaskAndSurvivesOneCancel) {
+  const std::string dir = FreshTempDir("source_pack_lanes");
+  mpt::v1::SourceTrainingSpec job_a = Source(12, 1, 1.0);
+  mpt::v1::SourceTrainingSpec job_b = Source(8, 1, 1.0);
+  job_b.mutable_train()->set_seed(7);
+  absl::StatusOr<std::vector<TaskOutcome>> alone_a, alone_b;
+  {
+    OneComputeThreadScope one_thread;
+    alone_a = RunSourceTraining(Env(), prompt_, job_a, dir + "/alone_a", {"echo"});
+    alone_b = RunSourceTraining(Env(), prompt_, job_b, dir + "/alone_b", {"count"});
+  }
+  ASSERT_TRUE(alone_a.ok()) << alone_a.status();
+  ASSERT_TRUE(alone_b.ok()) << alone_b.status();
+
+  RecordingSink sink_a, sink_b, sink_c;
+  std::vector<SourcePackTask> tasks(4);
+  tasks[0] = {prompt_, job_a, "echo", dir + "/a", dir + "/ckpt_a", &sink_a, nullptr};
+  tasks[1] = {prompt_, job_b, "count", dir + "/b", dir + "/ckpt_b", &sink_b, nullptr};
+  int polls = 0;  // not atomic: lanes call cancel functions under one lock
+  tasks[2] = {prompt_, job_b, "first", dir + "/b", dir + "/ckpt_c", &sink_c,
+              [&polls] { return ++polls > 3; }};
+  tasks[3] = {prompt_, job_b, "nope", dir + "/b", "", nullptr, nullptr};
+  std::vector<int> ends(4, 0);
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    tasks[i].on_end = [&ends, i](const absl::StatusOr<TaskOutcome>&) { ++ends[i]; };
+  }
+  StageEnv env = Env();
+  env.lanes = 2;
+  std::vector<absl::StatusOr<TaskOutcome>> r = RunSourcePack(env, tasks);
+  ASSERT_EQ(r.size(), 4u);
+  ASSERT_TRUE(r[0].ok()) << r[0].status();
+  ASSERT_TRUE(r[1].ok()) << r[1].status();
+  EXPECT_EQ(r[2].status().code(), absl::StatusCode::kCancelled) << r[2].status();
+  EXPECT_EQ(r[3].status().code(), absl::StatusCode::kInvalidArgument) << r[3].status();
+  EXPECT_EQ(ends, (std::vector<int>{1, 1, 1, 1}));
+  EXPECT_EQ(r[0]->adapter, dir + "/a/echo");
+  EXPECT_EQ(r[1]->train.steps, 8);
+  EXPECT_TRUE(at::equal(AdapterTensors(r[0]->adapter)["prompt_embeddings"],
+                        AdapterTensors((*alone_a)[0].adapter)["prompt_embeddings"]));
+  EXPECT_TRUE(at::equal(AdapterTensors(r[1]->adapter)["prompt_embeddings"],
+                        AdapterTensors((*alone_b)[0].adapter)["prompt_embeddings"]));
+  for (const RecordingSink* sink : {&sink_a, &sink_b, &sink_c}) {
+    EXPECT_EQ(sink->threads.count(std::this_thread::get_id()), 0u);
+  }
+  EXPECT_TRUE(sink_a.events.back().kind == ProgressKind::kFinished);
+  EXPECT_TRUE(sink_b.events.back().kind == ProgressKind::kFinished);
+  for (const ProgressEvent& e : sink_c.events) EXPECT_EQ(e.task, "first");
 }
 
 // The trainer on its own, with a step function whose gradients are known:
