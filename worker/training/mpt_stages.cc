@@ -490,6 +490,58 @@ int LanesFor(const StageEnv& env, size_t runs) {
   return static_cast<int>(std::min(static_cast<size_t>(env.lanes), runs));
 }
 
+// Runs run(0, e), ..., run(n - 1, e): the independent training runs of one
+// call, one after another on this thread with e = env, or side by side in
+// lanes (LanesFor; not with a shared env.checkpoint_dir). In lanes, e's sink
+// and cancel function are env's behind one lock, and a failed run stops the
+// others at their next step. Returns the results in order, or the first
+// error in order, a cancel caused by another run's failure excepted.
+template <typename T>
+absl::StatusOr<std::vector<T>> RunIndependent(
+    const StageEnv& env, size_t n,
+    const std::function<absl::StatusOr<T>(size_t, const StageEnv&)>& run) {
+  std::vector<T> results;
+  const int lanes = env.checkpoint_dir.empty() ? LanesFor(env, n) : 1;
+  if (lanes <= 1) {
+    for (size_t i = 0; i < n; ++i) {
+      ASSIGN_OR_RETURN(T result, run(i, env));
+      results.push_back(std::move(result));
+    }
+    return results;
+  }
+  absl::Mutex callbacks;
+  std::optional<SerialProgressSink> sink;
+  StageEnv lane_env = env;
+  if (env.sink != nullptr) lane_env.sink = &sink.emplace(env.sink, &callbacks);
+  std::atomic<bool> failed{false};
+  lane_env.cancelled = [&] {
+    if (failed.load()) return true;
+    absl::MutexLock lock(&callbacks);
+    return env.cancelled && env.cancelled();
+  };
+  std::vector<std::optional<T>> done(n);
+  std::vector<absl::Status> statuses =
+      RunInLanes(lanes, n, env.model->device(), [&](size_t i) -> absl::Status {
+        absl::StatusOr<T> result = run(i, lane_env);
+        if (!result.ok()) {
+          failed.store(true);
+          return result.status();
+        }
+        done[i] = *std::move(result);
+        return absl::OkStatus();
+      });
+  const absl::Status* first_error = nullptr;
+  for (const absl::Status& st : statuses) {
+    if (st.ok()) continue;
+    if (first_error == nullptr || (absl::IsCancelled(*first_error) && !absl::IsCancelled(st))) {
+      first_error = &st;
+    }
+  }
+  if (first_error != nullptr) return *first_error;
+  for (std::optional<T>& result : done) results.push_back(*std::move(result));
+  return results;
+}
+
 absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
     const StageEnv& env, const mpt::v1::PromptSpec& prompt_spec,
     const mpt::v1::SourceTrainingSpec& spec, const std::string& out_dir,
@@ -552,49 +604,9 @@ absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
     }
     return outcomes;
   }
-  const int lanes = env.checkpoint_dir.empty() ? LanesFor(env, selected.size()) : 1;
-  if (lanes <= 1) {
-    for (size_t k : selected) {
-      ASSIGN_OR_RETURN(TaskOutcome outcome, train_alone(k, env));
-      outcomes.push_back(std::move(outcome));
-    }
-    return outcomes;
-  }
-  // Side by side. The caller's sink and cancel function are called under
-  // one lock; a failed task stops the others at their next step.
-  absl::Mutex callbacks;
-  std::optional<SerialProgressSink> sink;
-  StageEnv lane_env = env;
-  if (env.sink != nullptr) lane_env.sink = &sink.emplace(env.sink, &callbacks);
-  std::atomic<bool> failed{false};
-  lane_env.cancelled = [&] {
-    if (failed.load()) return true;
-    absl::MutexLock lock(&callbacks);
-    return env.cancelled && env.cancelled();
-  };
-  std::vector<std::optional<TaskOutcome>> trained(selected.size());
-  std::vector<absl::Status> statuses =
-      RunInLanes(lanes, selected.size(), env.model->device(), [&](size_t i) -> absl::Status {
-        absl::StatusOr<TaskOutcome> outcome = train_alone(selected[i], lane_env);
-        if (!outcome.ok()) {
-          failed.store(true);
-          return outcome.status();
-        }
-        trained[i] = *std::move(outcome);
-        return absl::OkStatus();
-      });
-  // The first error in spec order that is not a cancel caused by another
-  // task's failure.
-  const absl::Status* first_error = nullptr;
-  for (const absl::Status& st : statuses) {
-    if (st.ok()) continue;
-    if (first_error == nullptr || (absl::IsCancelled(*first_error) && !absl::IsCancelled(st))) {
-      first_error = &st;
-    }
-  }
-  if (first_error != nullptr) return *first_error;
-  for (std::optional<TaskOutcome>& outcome : trained) outcomes.push_back(*std::move(outcome));
-  return outcomes;
+  return RunIndependent<TaskOutcome>(
+      env, selected.size(),
+      [&](size_t i, const StageEnv& run_env) { return train_alone(selected[i], run_env); });
 }
 
 std::vector<absl::StatusOr<TaskOutcome>> RunSourcePack(const StageEnv& env,
@@ -907,8 +919,8 @@ absl::StatusOr<std::vector<TaskOutcome>> RunTargetAdaptation(
         where, "num_virtual_tokens: the adapter has ", source.info.prompt.total_tokens(),
         " prompt rows but the spec asks for ", config.total_tokens()));
   }
-  std::vector<TaskOutcome> outcomes;
-  for (int g = 0; g < groups; ++g) {
+  // Each group (one task, or every task with spec.shared) trains on its own.
+  auto train_group = [&](size_t g, const StageEnv& run_env) -> absl::StatusOr<TaskOutcome> {
     std::vector<TaskDataSet> group;
     std::vector<int> ids;
     std::vector<std::string> names;
@@ -932,14 +944,14 @@ absl::StatusOr<std::vector<TaskOutcome>> RunTargetAdaptation(
     if (spec.trainable() == "factors") prompt->FreezeSharedPrompt();
     TaskOutcome outcome;
     outcome.task = label;
-    ASSIGN_OR_RETURN(outcome.train, TrainWithPlm(env, adapted, spec.train(), group, ids, &*prompt,
-                                                 std::string(kTargetStage), label));
+    ASSIGN_OR_RETURN(outcome.train, TrainWithPlm(run_env, adapted, spec.train(), group, ids,
+                                                 &*prompt, std::string(kTargetStage), label));
     outcome.metrics = outcome.train.metrics;
     outcome.adapter = Join(out_dir, label);
     RETURN_IF_ERROR(WriteAdapter(outcome.adapter, *prompt, InfoFor(config, model, names)));
-    outcomes.push_back(std::move(outcome));
-  }
-  return outcomes;
+    return outcome;
+  };
+  return RunIndependent<TaskOutcome>(env, static_cast<size_t>(groups), train_group);
 }
 
 absl::StatusOr<std::vector<BaselineOutcome>> RunTargetBaselines(
@@ -951,8 +963,7 @@ absl::StatusOr<std::vector<BaselineOutcome>> RunTargetBaselines(
                    LoadTaskData(spec.tasks(), spec.train(), *env.tokenizer));
   const SoftPromptConfig config = PromptConfig(prompt_spec, model, PromptKind::kPromptTuning, 1);
   const EvalOptions eval_options = EvalOptionsFor(prompt_spec, spec.train());
-  std::vector<BaselineOutcome> outcomes;
-  for (size_t k = 0; k < tasks.size(); ++k) {
+  auto train_one = [&](size_t k, const StageEnv& run_env) -> absl::StatusOr<BaselineOutcome> {
     BaselineOutcome outcome;
     outcome.task = tasks[k].spec.name();
     std::vector<TaskDataSet> one{tasks[k]};
@@ -963,15 +974,15 @@ absl::StatusOr<std::vector<BaselineOutcome>> RunTargetBaselines(
     outcome.random_prompt = ToNamedValues(before);
     outcome.prompt_tuning.task = outcome.task;
     ASSIGN_OR_RETURN(outcome.prompt_tuning.train,
-                     TrainWithPlm(env, prompt_spec, spec.train(), one, {0}, &prompt, "baseline",
-                                  outcome.task));
+                     TrainWithPlm(run_env, prompt_spec, spec.train(), one, {0}, &prompt,
+                                  "baseline", outcome.task));
     outcome.prompt_tuning.metrics = outcome.prompt_tuning.train.metrics;
     outcome.prompt_tuning.adapter = Join(out_dir, outcome.task);
     RETURN_IF_ERROR(WriteAdapter(outcome.prompt_tuning.adapter, prompt,
                                  InfoFor(config, model, {outcome.task})));
-    outcomes.push_back(std::move(outcome));
-  }
-  return outcomes;
+    return outcome;
+  };
+  return RunIndependent<BaselineOutcome>(env, tasks.size(), train_one);
 }
 
 absl::StatusOr<PipelineOutcome> RunPipeline(const StageEnv& env,

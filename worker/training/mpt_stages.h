@@ -53,10 +53,12 @@ struct StageEnv {
   // over when it finds another's checkpoint.
   std::string checkpoint_dir;
   // Independent runs of one call (the source tasks of RunSourceTraining
-  // without tasks_per_pass, the tasks of RunSourcePack) train on up to this
-  // many CPU threads at once, one compute thread each (lanes.h), when the
-  // model is on the CPU, `comm` has one rank and `checkpoint_dir` is empty
-  // or not shared. Each run computes what it computes alone with one
+  // without tasks_per_pass, the tasks of RunSourcePack, the target tasks of
+  // RunTargetAdaptation without spec.shared, the baselines of
+  // RunTargetBaselines) train on up to this many CPU threads at once, one
+  // compute thread each (lanes.h), when the model is on the CPU, `comm` has
+  // one rank and `checkpoint_dir` is empty (RunSourcePack: each task names
+  // its own). Each run computes what it computes alone with one
   // compute thread. 1 (default): one after another (a pack as one mixed
   // batch).
   int lanes = 1;

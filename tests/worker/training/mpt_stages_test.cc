@@ -17,6 +17,7 @@
 #include "tests/test_util.h"
 #include "worker/prompts/adapter_io.h"
 #include "common/spec/spec_loader.h"
+#include "worker/model/compute_threads.h"
 #include "worker/model/torch_tensors.h"
 
 namespace mpt {
@@ -175,6 +176,66 @@ TEST_F(MptStagesTest, ThreeStagesLowerTheirLossesAndWritePeftAdapters) {
   ASSERT_TRUE(last_adapter.ok()) << last_adapter.status();
   EXPECT_EQ(last_adapter->info.prompt.num_tasks, 1);
   EXPECT_EQ(last_adapter->info.task_names, std::vector<std::string>{"last"});
+}
+
+// Lanes (StageEnv::lanes): target tasks and baselines train side by side,
+// each exactly as alone with one compute thread.
+TEST_F(MptStagesTest, TargetsAndBaselinesInLanesEndExactlyAsAloneOnOneThread) {
+  const std::string out = FreshTempDir("target_lanes");
+  auto source = RunSourceTraining(Env(), prompt_, Source(6), out + "/source");
+  ASSERT_TRUE(source.ok()) << source.status();
+  mpt::v1::DistillationSpec distill;
+  *distill.mutable_tasks() = Source(0).tasks();
+  *distill.mutable_train() = Train(4);
+  ApplyDefaults(&distill);
+  std::vector<std::string> teachers;
+  for (const TaskOutcome& t : *source) teachers.push_back(t.adapter);
+  ASSERT_TRUE(RunDistillation(Env(), prompt_, distill, teachers, out + "/distillation").ok());
+
+  mpt::v1::TargetAdaptationSpec target;
+  for (const char* name : {"last", "echo", "first"}) *target.add_tasks() = Task(name);
+  *target.mutable_train() = Train(10);
+  target.mutable_train()->set_eval_every(5);
+  ApplyDefaults(&target);
+  absl::StatusOr<std::vector<TaskOutcome>> alone;
+  absl::StatusOr<std::vector<BaselineOutcome>> alone_baselines;
+  {
+    OneComputeThreadScope one_thread;
+    alone = RunTargetAdaptation(Env(), prompt_, target, out + "/distillation", out + "/alone");
+    alone_baselines = RunTargetBaselines(Env(), prompt_, target, out + "/alone_baselines");
+  }
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  ASSERT_TRUE(alone_baselines.ok()) << alone_baselines.status();
+  StageEnv env = Env();
+  env.lanes = 2;
+  auto lanes = RunTargetAdaptation(env, prompt_, target, out + "/distillation", out + "/lanes");
+  auto lanes_baselines = RunTargetBaselines(env, prompt_, target, out + "/lanes_baselines");
+  ASSERT_TRUE(lanes.ok()) << lanes.status();
+  ASSERT_TRUE(lanes_baselines.ok()) << lanes_baselines.status();
+  ASSERT_EQ(lanes->size(), 3u);
+  ASSERT_EQ(lanes_baselines->size(), 3u);
+  auto same_tensors = [](const std::string& a, const std::string& b) {
+    auto x = LoadSafetensors(a + "/adapter_model.safetensors");
+    auto y = LoadSafetensors(b + "/adapter_model.safetensors");
+    if (!x.ok() || !y.ok() || x->size() != y->size() || x->empty()) return false;
+    for (const auto& [name, t] : *x) {
+      if (!y->count(name) || !at::equal(t, y->at(name))) return false;
+    }
+    return true;
+  };
+  for (size_t k = 0; k < 3; ++k) {
+    SCOPED_TRACE((*alone)[k].task);
+    EXPECT_EQ((*lanes)[k].task, (*alone)[k].task);
+    EXPECT_TRUE(same_tensors((*lanes)[k].adapter, (*alone)[k].adapter));
+    EXPECT_EQ((*lanes)[k].metrics, (*alone)[k].metrics);
+    EXPECT_EQ((*lanes)[k].train.best_step, (*alone)[k].train.best_step);
+    const BaselineOutcome& b = (*lanes_baselines)[k];
+    const BaselineOutcome& a = (*alone_baselines)[k];
+    EXPECT_EQ(b.task, a.task);
+    EXPECT_EQ(b.random_prompt, a.random_prompt);
+    EXPECT_EQ(b.prompt_tuning.metrics, a.prompt_tuning.metrics);
+    EXPECT_TRUE(same_tensors(b.prompt_tuning.adapter, a.prompt_tuning.adapter));
+  }
 }
 
 // The switches the few-shot study uses: SPoT-style ADAPTERS init, the
