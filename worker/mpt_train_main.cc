@@ -58,9 +58,11 @@ ABSL_FLAG(int, threads, 0,
           "Compute threads in total, libtorch's and BLAS's together (0: every usable core; "
           "more than the usable cores is cut to them). See worker/model/compute_threads.h.");
 ABSL_FLAG(int, lanes, 0,
-          "Independent tasks of a stage (source tasks, target tasks, baselines) trained side "
-          "by side on a CPU, one compute thread each (0: one per compute thread; 1: one task "
-          "after another on every thread). See worker/training/lanes.h.");
+          "CPU lanes, one compute thread each: independent tasks of a stage (source tasks, "
+          "target tasks, baselines) train side by side, and a run alone (the distillation, a "
+          "single task) is split into that many data-parallel thread ranks (0: one per compute "
+          "thread; 1: one run after another on one thread plus BLAS's). See "
+          "worker/training/lanes.h.");
 
 namespace mpt {
 namespace {

@@ -82,9 +82,10 @@ ABSL_FLAG(std::string, tls_server_name, "", "Expected name in the coordinator's 
 ABSL_FLAG(std::string, token, "", "Bearer token (default: $MPT_TOKEN).");
 ABSL_FLAG(std::string, token_file, "", "File holding the bearer token.");
 ABSL_FLAG(int, lanes, 0,
-          "Source stages of a pack trained side by side on a CPU, one compute thread each (0: "
-          "one per compute thread; 1: a pack trains as one mixed batch). See "
-          "worker/training/lanes.h.");
+          "CPU lanes, one compute thread each: the source stages of a pack train side by "
+          "side, and a stage alone is split into that many data-parallel thread ranks (0: one "
+          "per compute thread; 1: a pack trains as one mixed batch, a stage on one thread plus "
+          "BLAS's). See worker/training/lanes.h.");
 ABSL_FLAG(int, max_pack_size, -1,
           "Most source stages this worker trains in one pass when the coordinator packs them "
           "(Worker.max_pack_size); 1: one at a time. Default -1: on a CPU as many as its lanes "

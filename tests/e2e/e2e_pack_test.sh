@@ -10,7 +10,9 @@
 # stop, the other job's go on in the same pass to SUCCEEDED. Last, on a
 # machine with 2 cores, a worker with 2 compute threads trains a pack side by
 # side in 2 lanes (one thread each), and every adapter is bit for bit the one
-# mpt_train trains alone with one thread.
+# mpt_train trains alone with one thread; then that worker runs a
+# distillation job alone as 2 thread ranks, which ends where mpt_train's
+# single rank ends up to fp32 summation order (relative 1e-4).
 source "${TEST_SRCDIR}/${TEST_WORKSPACE}/tests/e2e/e2e_lib.sh"
 
 # e2e_source_spec FILE TASK...: a source-only spec over the tiny tasks
@@ -152,3 +154,41 @@ for pair in "e:$job_e:a:first last" "f:$job_f:b:count echo"; do
       e2e_fail "source/$t of $job (lanes) differs from its separate run"
   done
 done
+
+# A stage alone on the 2-thread worker: split into 2 thread ranks.
+# e2e_distill_spec FILE TEACHER...: a distillation of the four tasks.
+e2e_distill_spec() {
+  local file="$1"
+  shift
+  {
+    echo "base_model: \"$E2E_MODEL\""
+    echo "prompt { num_virtual_tokens: 4 }"
+    echo "distillation {"
+    local t
+    for t in first last count echo; do
+      echo "  tasks { name: \"$t\" train_path: \"$E2E_TASKS/$t.train.jsonl\" eval_path: \"$E2E_TASKS/$t.eval.jsonl\" }"
+    done
+    echo "  train { steps: 12 batch_size: 4 eval_every: 6 max_eval_examples: 4 }"
+    for t in "$@"; do echo "  teacher_adapters: \"$t\""; done
+    echo "}"
+  } > "$file"
+  echo "$file"
+}
+spec_g=$(e2e_distill_spec "$E2E_DIR/g.textproto" \
+  "$(e2e_stage_field "$job_e" source/first artifact)" "$(e2e_stage_field "$job_e" source/last artifact)" \
+  "$(e2e_stage_field "$job_f" source/count artifact)" "$(e2e_stage_field "$job_f" source/echo artifact)")
+local_g=$(e2e_distill_spec "$E2E_DIR/g_local.textproto" "$E2E_DIR/lanes_e/source/first" \
+  "$E2E_DIR/lanes_e/source/last" "$E2E_DIR/lanes_f/source/count" "$E2E_DIR/lanes_f/source/echo")
+job_g=$(mptctl submit --spec "$spec_g" --kind=distillation --name=ranks-g)
+e2e_wait_state "$job_g" SUCCEEDED 90
+grep -q "distillation: 2 thread ranks, one compute thread each" "$E2E_DIR/logs/w2.log" ||
+  e2e_fail "w2 did not split the distillation into 2 thread ranks"
+mptctl download "$job_g" --out="$E2E_DIR/ranks_g" > /dev/null || e2e_fail "download $job_g"
+"$E2E_RUNFILES/worker/mpt_train" --spec="$local_g" --stage=distillation --out="$E2E_DIR/alone_g" \
+  --progress=none --threads=1 > "$E2E_DIR/logs/mpt_train_g.log" 2>&1 || e2e_fail "mpt_train failed"
+"$ADAPTER_CHECK_BIN" --model="$E2E_MODEL" "$E2E_DIR/ranks_g/distillation" > /dev/null ||
+  e2e_fail "the thread ranks' distillation does not load"
+python3 "$E2E_RUNFILES/tests/e2e/compare_adapters.py" \
+  "$E2E_DIR/ranks_g/distillation/adapter_model.safetensors" \
+  "$E2E_DIR/alone_g/distillation/adapter_model.safetensors" 1e-4 >&2 ||
+  e2e_fail "the thread ranks' distillation differs from one rank's"

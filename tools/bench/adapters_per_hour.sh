@@ -13,7 +13,11 @@
 # --num_layers 12 --num_heads 12 --d_ff 3072 for T5-base). Without a
 # spiece.model it borrows demo/model's (ids < 420 fit any T5 vocabulary).
 # The tasks are synthetic word sequences long enough to fill every row to
-# the stated lengths. Env: TASKS (4), STEPS per task (20), BATCH (4),
+# the stated lengths, or with LENGTHS=variable of 2 words up to the stated
+# token count (target: 1 word up to it), so that batches pad as real data
+# makes them (both sides pad a batch to its longest row; BUCKETS=N sets our
+# spec's length_bucket_batches, default 0: off, as a spec's default). Env:
+# TASKS (4), STEPS per task (20), BATCH (4),
 # INPUT (64), TARGET (16), PROMPT (100) tokens, THREADS (default: nproc
 # for PEFT, and our worker's own default thread rule), REPS (1): runs of each side,
 # alternating.
@@ -24,6 +28,8 @@ bin=${2:-bazel-bin/worker/mpt_train}
 python=${PYTHON:-python3}
 tasks=${TASKS:-4} steps=${STEPS:-20} batch=${BATCH:-4}
 input=${INPUT:-64} target=${TARGET:-16} prompt=${PROMPT:-100} reps=${REPS:-1}
+lengths=${LENGTHS:-full} buckets=${BUCKETS:-0}
+case "$lengths" in full|variable) ;; *) echo "LENGTHS: full or variable, not $lengths" >&2; exit 2 ;; esac
 threads=${THREADS:-$(nproc)}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -33,9 +39,10 @@ mkdir -p "$mdir"
 for f in "$model"/*; do ln -s "$(readlink -f "$f")" "$mdir/"; done
 [ -e "$mdir/spiece.model" ] || ln -s "$PWD/demo/model/spiece.model" "$mdir/spiece.model"
 
-python3 - "$work/data" "$tasks" "$steps" "$batch" "$input" "$target" "$prompt" "$mdir" > "$work/spec.json" <<'PY'
+python3 - "$work/data" "$tasks" "$steps" "$batch" "$input" "$target" "$prompt" "$mdir" \
+  "$lengths" "$buckets" > "$work/spec.json" <<'PY'
 import json, os, random, sys
-out, n, steps, batch, inp, tgt, prompt, model = sys.argv[1:]
+out, n, steps, batch, inp, tgt, prompt, model, lengths, buckets = sys.argv[1:]
 words = sorted({w for t in os.listdir("demo/data") if os.path.isdir(os.path.join("demo/data", t))
                 for line in open(os.path.join("demo/data", t, "train.jsonl"))
                 for w in json.loads(line)["input"].split()})
@@ -46,22 +53,26 @@ for k in range(int(n)):
     os.makedirs(os.path.join(out, name))
     with open(os.path.join(out, name, "train.jsonl"), "w") as f:
         for _ in range(256):
-            f.write(json.dumps({"input": " ".join(rng.choice(words) for _ in range(2 * int(inp))),
-                                "target": " ".join(rng.choice(words) for _ in range(2 * int(tgt)))})
+            n_in, n_out = 2 * int(inp), 2 * int(tgt)
+            if lengths == "variable":
+                n_in, n_out = rng.randint(2, int(inp)), rng.randint(1, int(tgt))
+            f.write(json.dumps({"input": " ".join(rng.choice(words) for _ in range(n_in)),
+                                "target": " ".join(rng.choice(words) for _ in range(n_out))})
                     + "\n")
     tasks.append({"name": name, "train_path": os.path.join(out, name, "train.jsonl")})
 print(json.dumps({"base_model": model, "prompt": {"num_virtual_tokens": int(prompt)},
                   "source": {"tasks": tasks, "train": {
                       "steps": int(steps), "batch_size": int(batch), "seed": 0,
                       "max_input_length": int(inp), "max_target_length": int(tgt),
+                      "length_bucket_batches": int(buckets),
                       "optimizer": {"learning_rate": 0.3, "schedule": "constant"}}}}))
 PY
 names=$(seq -s, -f 'task%g' 0 $((tasks - 1)))
 
 ours_flags=()
 [ -n "${THREADS:-}" ] && ours_flags+=(--threads="$THREADS")
-printf 'model %s; %s tasks x %s steps, batch %s, %s + %s tokens, %s prompt tokens; CPU: %s\n' \
-  "$model" "$tasks" "$steps" "$batch" "$input" "$target" "$prompt" \
+printf 'model %s; %s tasks x %s steps, batch %s, %s + %s tokens (%s lengths, buckets %s), %s prompt tokens; CPU: %s\n' \
+  "$model" "$tasks" "$steps" "$batch" "$input" "$target" "$lengths" "$buckets" "$prompt" \
   "$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores"
 printf '%-6s %-5s %10s %14s %8s\n' side run seconds adapters/hour load
 for rep in $(seq 1 "$reps"); do

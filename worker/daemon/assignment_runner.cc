@@ -210,6 +210,7 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
   env.sink = context.sink;
   env.work_dir = context.work_dir;
   env.cancelled = context.cancelled;
+  env.lanes = options_.lanes;
   ASSIGN_OR_RETURN(env.checkpoint_dir, PlaceCheckpoint(context));
 
   std::unique_ptr<Communicator> comm;

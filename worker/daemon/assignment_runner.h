@@ -57,8 +57,10 @@ struct AssignmentRunnerOptions {
   // then gives libtorch every one of them when its model computes in bf16
   // or fp16 on the CPU (UseThreadsForProducts). Unset: left alone.
   std::optional<ComputeThreads> compute_threads;
-  // The source stages of a pack train side by side in this many lanes on a
-  // CPU (StageEnv::lanes); 1: as one mixed batch. Default 1.
+  // On a CPU the source stages of a pack train side by side in this many
+  // lanes, and a stage alone (a gang's rank excepted) in this many thread
+  // ranks (StageEnv::lanes); 1: a pack as one mixed batch, a stage on one
+  // thread plus BLAS's. Default 1.
   int lanes = 1;
   // Collective engine for gangs: "auto" (NCCL on a CUDA device when this
   // build has it, Gloo otherwise), "gloo" or "nccl". Default "auto".

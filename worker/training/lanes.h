@@ -18,6 +18,10 @@
 // calling thread's autocast mode. With lanes <= 1 or n <= 1 every run
 // happens on the calling thread, in order, and nothing is changed.
 //
+// A single run uses lanes too: mpt_stages splits it into data-parallel
+// ranks that are threads (worker/collectives/thread_group.h), one lane per
+// rank, each computing its share of every batch.
+//
 // Memory: each lane holds one run's activations, so the peak grows with
 // the number of lanes (the model's weights are shared).
 //

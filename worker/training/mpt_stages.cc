@@ -17,6 +17,7 @@
 #include "worker/lm/t5_prompted_model.h"
 #include "worker/model/model_flops.h"
 #include "worker/prompts/adapter_io.h"
+#include "worker/collectives/thread_group.h"
 #include "worker/training/checkpoint.h"
 #include "worker/training/lanes.h"
 #include "worker/training/losses.h"
@@ -201,7 +202,88 @@ absl::StatusOr<TrainResult> TrainWithPlm(const StageEnv& env, const mpt::v1::Pro
                                          const mpt::v1::TrainSpec& train,
                                          const std::vector<TaskDataSet>& tasks,
                                          const std::vector<int>& task_ids, SoftPrompt* prompt,
+                                         const std::string& stage, const std::string& task);
+
+// A copy of `prompt` with storage of its own (the same values and frozen
+// parts), for another rank of a ThreadGroup.
+absl::StatusOr<SoftPrompt> Replica(const SoftPrompt& prompt) {
+  auto copy = [](const at::Tensor& t) { return t.defined() ? t.detach().clone() : t; };
+  ASSIGN_OR_RETURN(SoftPrompt replica,
+                   SoftPrompt::FromTensors(prompt.config(), copy(prompt.prompt_embeddings()),
+                                           copy(prompt.prefix_task_cols()),
+                                           copy(prompt.prefix_task_rows())));
+  if (prompt.shared_prompt_frozen()) replica.FreezeSharedPrompt();
+  return replica;
+}
+
+// How many thread ranks one run of `env` with `batch_size` rows a step
+// takes (1: none): env.lanes on a CPU without a gang, at most one per row.
+int ThreadRanksFor(const StageEnv& env, int batch_size) {
+  if (env.lanes <= 1 || batch_size <= 1 || !env.model->device().is_cpu()) return 1;
+  if (env.comm != nullptr && env.comm->world_size() > 1) return 1;
+  return std::min(env.lanes, batch_size);
+}
+
+// One training run split into `ranks` data-parallel ranks that are threads
+// (ThreadGroup), one compute thread each: `train_rank(rank_env, prompt)`
+// trains with rank_env.comm set to the rank's communicator; rank 0 trains
+// `prompt` itself, the others replicas, which stay equal to it through the
+// summed gradients. Only rank 0 reports (the trainer's rule for gangs); the
+// caller's cancel function is called under a lock. Returns rank 0's result,
+// or the first rank's error that is not the group's abort.
+absl::StatusOr<TrainResult> TrainInThreadRanks(
+    const StageEnv& env, int ranks, SoftPrompt* prompt, const std::string& label,
+    const std::function<absl::StatusOr<TrainResult>(const StageEnv&, SoftPrompt*)>& train_rank) {
+  MPT_LOG(INFO) << label << ": " << ranks << " thread ranks, one compute thread each";
+  ThreadGroup group(ranks);
+  std::vector<SoftPrompt> replicas;
+  for (int r = 1; r < ranks; ++r) {
+    ASSIGN_OR_RETURN(SoftPrompt replica, Replica(*prompt));
+    replicas.push_back(std::move(replica));
+  }
+  absl::Mutex callbacks;
+  std::vector<absl::StatusOr<TrainResult>> results(ranks, absl::InternalError("rank not run"));
+  std::vector<absl::Status> thrown =
+      RunInLanes(ranks, static_cast<size_t>(ranks), env.model->device(), [&](size_t r) {
+        StageEnv rank_env = env;
+        rank_env.comm = group.rank(static_cast<int>(r));
+        rank_env.lanes = 1;
+        rank_env.thread_ranks = ranks;
+        rank_env.cancelled = [&] {
+          absl::MutexLock lock(&callbacks);
+          return env.cancelled && env.cancelled();
+        };
+        results[r] = train_rank(rank_env, r == 0 ? prompt : &replicas[r - 1]);
+        if (!results[r].ok()) group.Abort();
+        return absl::OkStatus();
+      });
+  const absl::Status* error = nullptr;
+  for (int r = 0; r < ranks; ++r) {
+    if (!thrown[r].ok()) {
+      results[r] = thrown[r];
+      group.Abort();
+    }
+    const absl::Status& s = results[r].status();
+    if (!s.ok() && (error == nullptr || (absl::IsAborted(*error) && !absl::IsAborted(s)))) {
+      error = &s;
+    }
+  }
+  if (error != nullptr) return *error;
+  return std::move(results[0]);
+}
+
+absl::StatusOr<TrainResult> TrainWithPlm(const StageEnv& env, const mpt::v1::PromptSpec& spec,
+                                         const mpt::v1::TrainSpec& train,
+                                         const std::vector<TaskDataSet>& tasks,
+                                         const std::vector<int>& task_ids, SoftPrompt* prompt,
                                          const std::string& stage, const std::string& task) {
+  if (const int ranks = ThreadRanksFor(env, train.batch_size()); ranks > 1) {
+    return TrainInThreadRanks(env, ranks, prompt, absl::StrCat(stage, " ", task),
+                              [&](const StageEnv& rank_env, SoftPrompt* p) {
+                                return TrainWithPlm(rank_env, spec, train, tasks, task_ids, p,
+                                                    stage, task);
+                              });
+  }
   LocalCommunicator local;
   Communicator* comm = env.comm ? env.comm : &local;
   TrainerOptions options;
@@ -210,6 +292,7 @@ absl::StatusOr<TrainResult> TrainWithPlm(const StageEnv& env, const mpt::v1::Pro
   options.task = task;
   options.checkpoint_dir = CheckpointDir(env, stage, task);
   options.fingerprint = Fingerprint(stage, tasks, spec, train, StartingPoint(*prompt));
+  options.flops_scale = env.thread_ranks;
   prompt->MoveTo(env.model->device());
   std::vector<std::vector<TokenizedExample>> sets = TrainSets(tasks);
   // Examples carry their position in `tasks`; the prompt wants its own ids.
@@ -512,6 +595,7 @@ absl::StatusOr<std::vector<T>> RunIndependent(
   absl::Mutex callbacks;
   std::optional<SerialProgressSink> sink;
   StageEnv lane_env = env;
+  lane_env.lanes = 1;
   if (env.sink != nullptr) lane_env.sink = &sink.emplace(env.sink, &callbacks);
   std::atomic<bool> failed{false};
   lane_env.cancelled = [&] {
@@ -704,10 +788,11 @@ std::vector<absl::StatusOr<TaskOutcome>> RunSourcePack(const StageEnv& env,
 
   // A task alone: exactly its separate run, with `sink` and `cancelled`
   // standing for the task's and the pack's own.
-  auto train_alone = [&](Prepared& p, ProgressSink* sink,
-                         std::function<bool()> cancelled) -> absl::StatusOr<TaskOutcome> {
+  auto train_alone = [&](Prepared& p, ProgressSink* sink, std::function<bool()> cancelled,
+                         int lanes) -> absl::StatusOr<TaskOutcome> {
     const SourcePackTask& t = tasks[p.index];
     StageEnv alone = env;
+    alone.lanes = lanes;
     alone.sink = sink;
     alone.checkpoint_dir = t.checkpoint_dir;
     alone.work_dir.clear();
@@ -724,7 +809,8 @@ std::vector<absl::StatusOr<TaskOutcome>> RunSourcePack(const StageEnv& env,
   };
   if (ready.size() == 1) {
     Prepared& p = ready.front();
-    end(p.index, train_alone(p, tasks[p.index].sink, both(env.cancelled, tasks[p.index].cancelled)));
+    end(p.index, train_alone(p, tasks[p.index].sink, both(env.cancelled, tasks[p.index].cancelled),
+                             env.lanes));
     return results;
   }
   if (const int lanes = LanesFor(env, ready.size()); lanes > 1) {
@@ -743,7 +829,7 @@ std::vector<absl::StatusOr<TaskOutcome>> RunSourcePack(const StageEnv& env,
         absl::MutexLock lock(&callbacks);
         return check();
       };
-      absl::StatusOr<TaskOutcome> outcome = train_alone(p, sink, cancelled);
+      absl::StatusOr<TaskOutcome> outcome = train_alone(p, sink, cancelled, /*lanes=*/1);
       absl::MutexLock lock(&ends);
       end(p.index, std::move(outcome));
       return absl::OkStatus();
@@ -830,41 +916,50 @@ absl::StatusOr<TaskOutcome> RunDistillation(const StageEnv& env,
     teacher_prompts.push_back(teacher.prompt.TaskPrompt(0).detach());
   }
   ASSIGN_OR_RETURN(SoftPrompt student, SoftPrompt::FromTeachers(config, teacher_prompts));
-  student.MoveTo(model.device());
   const at::Tensor teacher_table = at::stack(teacher_prompts).to(model.device());  // [K, T, d]
 
-  LocalCommunicator local;
-  Communicator* comm = env.comm ? env.comm : &local;
-  TrainerOptions options;
-  options.train = spec.train();
-  options.sampling =
-      spec.sampling() == "uniform" ? TaskSampling::kUniform : TaskSampling::kProportional;
-  options.stage = std::string(kDistillationStage);
-  options.checkpoint_dir = CheckpointDir(env, std::string(kDistillationStage), "");
-  options.fingerprint =
-      Fingerprint(std::string(kDistillationStage), tasks, prompt_spec, spec.train(),
-                  spec.SerializeAsString() + absl::StrJoin(teachers, ","));
   std::vector<std::vector<TokenizedExample>> sets = TrainSets(tasks);
-
   DistillationLoss loss_options;
   loss_options.lambda = spec.no_distillation_loss() ? 0.0 : spec.lambda();
   loss_options.temperature = spec.temperature();
   loss_options.use_kl = spec.losses() != "hidden";
   loss_options.use_hidden = spec.losses() != "kl";
-  StepFunction step =
-      MakeDistillationStep(model, prompt_spec, &student, teacher_table, loss_options);
   std::vector<int> task_ids;
   for (int k = 0; k < k_tasks; ++k) task_ids.push_back(k);
-  EvalFunction eval = MakeEvalFunction(env, prompt_spec, spec.train(), tasks, task_ids,
-                                       &student, std::string(kDistillationStage));
-  PromptTrainer trainer(options, &student, &sets, env.tokenizer->pad_id(), comm, env.sink,
-                        env.cancelled);
+  // One rank's training (the only one without thread ranks).
+  auto train_rank = [&](const StageEnv& rank_env,
+                        SoftPrompt* rank_student) -> absl::StatusOr<TrainResult> {
+    LocalCommunicator local;
+    Communicator* comm = rank_env.comm ? rank_env.comm : &local;
+    TrainerOptions options;
+    options.train = spec.train();
+    options.sampling =
+        spec.sampling() == "uniform" ? TaskSampling::kUniform : TaskSampling::kProportional;
+    options.stage = std::string(kDistillationStage);
+    options.checkpoint_dir = CheckpointDir(rank_env, std::string(kDistillationStage), "");
+    options.fingerprint =
+        Fingerprint(std::string(kDistillationStage), tasks, prompt_spec, spec.train(),
+                    spec.SerializeAsString() + absl::StrJoin(teachers, ","));
+    options.flops_scale = rank_env.thread_ranks;
+    rank_student->MoveTo(model.device());
+    StepFunction step =
+        MakeDistillationStep(model, prompt_spec, rank_student, teacher_table, loss_options);
+    EvalFunction eval = MakeEvalFunction(rank_env, prompt_spec, spec.train(), tasks, task_ids,
+                                         rank_student, std::string(kDistillationStage));
+    PromptTrainer trainer(options, rank_student, &sets, env.tokenizer->pad_id(), comm,
+                          rank_env.sink, rank_env.cancelled);
+    return trainer.Run(step, eval);
+  };
   TaskOutcome outcome;
   outcome.task = "all";
-  ASSIGN_OR_RETURN(outcome.train, trainer.Run(step, eval));
+  const int ranks = ThreadRanksFor(env, spec.train().batch_size());
+  ASSIGN_OR_RETURN(outcome.train,
+                   ranks > 1 ? TrainInThreadRanks(env, ranks, &student,
+                                                  std::string(kDistillationStage), train_rank)
+                             : train_rank(env, &student));
   outcome.metrics = outcome.train.metrics;
   outcome.adapter = out_dir;
-  if (comm->rank() == 0) {
+  if (env.comm == nullptr || env.comm->rank() == 0) {
     RETURN_IF_ERROR(WriteAdapter(out_dir, student, InfoFor(config, model, TaskNames(tasks))));
   }
   return outcome;

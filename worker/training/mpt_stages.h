@@ -52,6 +52,11 @@ struct StageEnv {
   // group): runs of one call would take turns in the folder, each starting
   // over when it finds another's checkpoint.
   std::string checkpoint_dir;
+  // With one run, the run itself is split into up to this many
+  // data-parallel ranks that are threads (ThreadGroup), one compute thread
+  // each, under the same conditions and when a step has at least 2 rows;
+  // it then ends where a gang of that many ranks ends (the single-rank run's
+  // result up to fp32 summation order).
   // Independent runs of one call (the source tasks of RunSourceTraining
   // without tasks_per_pass, the tasks of RunSourcePack, the target tasks of
   // RunTargetAdaptation without spec.shared, the baselines of
@@ -62,6 +67,10 @@ struct StageEnv {
   // compute thread. 1 (default): one after another (a pack as one mixed
   // batch).
   int lanes = 1;
+  // Set by the runner of thread ranks (a run split over threads of this
+  // process, `comm` being one of them): their number, so that rank 0
+  // reports the FLOPs of all of them. 1 otherwise.
+  int thread_ranks = 1;
 };
 
 struct TaskOutcome {

@@ -216,7 +216,7 @@ absl::StatusOr<TrainResult> PromptTrainer::RunImpl(const StepFunction& step_fn,
     for (size_t i = 0; i < window_sums.size(); ++i) window_sums[i].second += parts[i];
     ++window_steps;
     window_tokens += agreed.target_tokens + agreed.input_tokens;
-    window_flops += loss.flops;
+    window_flops += loss.flops * options_.flops_scale;
 
     const int64_t done = step + 1;
     const double elapsed = Seconds(start);

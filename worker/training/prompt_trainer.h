@@ -82,6 +82,11 @@ struct TrainerOptions {
   // under another fingerprint is not resumed from: the run starts over and
   // replaces it at its first checkpoint.
   std::string fingerprint;
+  // The FLOPs reported are this rank's times this factor: the number of
+  // ranks when they are threads of this process (ThreadGroup), whose work
+  // this process's figures should count; 1 for a gang of processes, each of
+  // which reports its own.
+  double flops_scale = 1;
 };
 
 struct TrainResult {

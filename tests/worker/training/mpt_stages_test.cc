@@ -8,6 +8,8 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <thread>
+#include <set>
 
 #include <ATen/ATen.h>
 
@@ -236,6 +238,68 @@ TEST_F(MptStagesTest, TargetsAndBaselinesInLanesEndExactlyAsAloneOnOneThread) {
     EXPECT_EQ(b.prompt_tuning.metrics, a.prompt_tuning.metrics);
     EXPECT_TRUE(same_tensors(b.prompt_tuning.adapter, a.prompt_tuning.adapter));
   }
+}
+
+// Thread ranks (StageEnv::lanes with one run): a source task and a
+// distillation split over 2 threads end where one rank ends up to fp32
+// summation order (1e-5 absolute, as data_parallel_test allows a gang of
+// processes), the same bits every time, and report from one thread only.
+TEST_F(MptStagesTest, OneRunInThreadRanksEndsWhereOneRankEnds) {
+  const std::string out = FreshTempDir("thread_ranks");
+  auto prompt_of = [](const std::string& folder) {
+    auto t = LoadSafetensors(folder + "/adapter_model.safetensors");
+    EXPECT_TRUE(t.ok()) << t.status();
+    return t.ok() ? *t : std::map<std::string, at::Tensor>{};
+  };
+  auto max_diff = [](const std::map<std::string, at::Tensor>& a,
+                     const std::map<std::string, at::Tensor>& b) {
+    double d = a.empty() || a.size() != b.size() ? 1e9 : 0;
+    for (const auto& [name, t] : a) {
+      if (!b.count(name)) return 1e9;
+      d = std::max(d, (t - b.at(name)).abs().max().item<double>());
+    }
+    return d;
+  };
+  mpt::v1::SourceTrainingSpec source = Source(12);
+  source.mutable_train()->set_eval_every(6);
+  auto one = RunSourceTraining(Env(), prompt_, source, out + "/one", {"echo"});
+  ASSERT_TRUE(one.ok()) << one.status();
+  StageEnv env = Env();
+  env.lanes = 2;
+  sink_ = RecordingSink();
+  std::set<std::thread::id> threads;
+  struct ThreadSink : ProgressSink {
+    std::set<std::thread::id>* threads;
+    void OnEvent(const ProgressEvent&) override { threads->insert(std::this_thread::get_id()); }
+  } thread_sink;
+  thread_sink.threads = &threads;
+  env.sink = &thread_sink;
+  auto ranks = RunSourceTraining(env, prompt_, source, out + "/ranks", {"echo"});
+  ASSERT_TRUE(ranks.ok()) << ranks.status();
+  EXPECT_EQ(threads.size(), 1u);
+  EXPECT_EQ(threads.count(std::this_thread::get_id()), 0u);
+  auto again = RunSourceTraining(env, prompt_, source, out + "/again", {"echo"});
+  ASSERT_TRUE(again.ok()) << again.status();
+  const auto p_one = prompt_of((*one)[0].adapter);
+  const auto p_ranks = prompt_of((*ranks)[0].adapter);
+  const double diff = max_diff(p_ranks, p_one);
+  EXPECT_LE(diff, 1e-5);
+  EXPECT_GT(diff, 0);  // really another summation order: two ranks ran
+  EXPECT_EQ(max_diff(prompt_of((*again)[0].adapter), p_ranks), 0);
+  EXPECT_EQ((*ranks)[0].train.best_step, (*one)[0].train.best_step);
+
+  mpt::v1::DistillationSpec distill;
+  *distill.mutable_tasks() = Source(0).tasks();
+  *distill.mutable_train() = Train(8);
+  ApplyDefaults(&distill);
+  std::vector<std::string> teachers;
+  for (const char* t : {"echo", "echo", "echo"}) teachers.push_back(out + "/one/" + t);
+  auto d_one = RunDistillation(Env(), prompt_, distill, teachers, out + "/d_one");
+  auto d_ranks = RunDistillation(env, prompt_, distill, teachers, out + "/d_ranks");
+  ASSERT_TRUE(d_one.ok()) << d_one.status();
+  ASSERT_TRUE(d_ranks.ok()) << d_ranks.status();
+  EXPECT_LE(max_diff(prompt_of(out + "/d_ranks"), prompt_of(out + "/d_one")), 1e-5);
+  EXPECT_EQ(prompt_of(out + "/d_ranks").size(), 3u);  // P*, U, V
 }
 
 // The switches the few-shot study uses: SPoT-style ADAPTERS init, the
