@@ -152,6 +152,8 @@ source {
   }
 }
 EOF
+# Every run with --lanes=1: a CPU run's threads then go to one run (libtorch
+# and BLAS), as the references below are defined, not to lanes.
 train() {  # name device autocast threads spec [extra...]
   local name=$1 device=$2 autocast=$3 threads=$4 spec=$5
   shift 5
@@ -159,7 +161,7 @@ train() {  # name device autocast threads spec [extra...]
   mkdir -p "$work/$name"
   local t=$(date +%s)
   timeout "${TRAIN_TIMEOUT:-300}" "${binenv[@]}" "$B/mpt_train" --spec="$spec" --out="$work/$name" --device="$device" \
-    --autocast="$autocast" --threads="$threads" --progress=none \
+    --autocast="$autocast" --threads="$threads" --lanes=1 --progress=none \
     --events="$work/$name/events.jsonl" "$@" > "$work/$name/log.txt" 2>&1
   local rc=$?
   echo "$name: device $device, autocast $autocast, threads $threads: rc $rc in $(( $(date +%s) - t )) s" >> "$work/times.txt"
