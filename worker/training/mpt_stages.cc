@@ -197,12 +197,19 @@ EvalFunction MakeEvalFunction(const StageEnv& env, const mpt::v1::PromptSpec& sp
   };
 }
 
-// Trains `prompt` on `tasks` with L_PLM (stages 1 and 3 and the baseline).
 absl::StatusOr<TrainResult> TrainWithPlm(const StageEnv& env, const mpt::v1::PromptSpec& spec,
                                          const mpt::v1::TrainSpec& train,
                                          const std::vector<TaskDataSet>& tasks,
                                          const std::vector<int>& task_ids, SoftPrompt* prompt,
                                          const std::string& stage, const std::string& task);
+
+// How many CPU lanes work of `env` that splits into at most `at_most`
+// parts takes (1: none): env.lanes on a CPU outside a gang.
+int LanesFor(const StageEnv& env, size_t at_most) {
+  if (env.lanes <= 1 || at_most <= 1 || !env.model->device().is_cpu()) return 1;
+  if (env.comm != nullptr && env.comm->world_size() > 1) return 1;
+  return static_cast<int>(std::min(static_cast<size_t>(env.lanes), at_most));
+}
 
 // A copy of `prompt` with storage of its own (the same values and frozen
 // parts), for another rank of a ThreadGroup.
@@ -214,14 +221,6 @@ absl::StatusOr<SoftPrompt> Replica(const SoftPrompt& prompt) {
                                            copy(prompt.prefix_task_rows())));
   if (prompt.shared_prompt_frozen()) replica.FreezeSharedPrompt();
   return replica;
-}
-
-// How many thread ranks one run of `env` with `batch_size` rows a step
-// takes (1: none): env.lanes on a CPU without a gang, at most one per row.
-int ThreadRanksFor(const StageEnv& env, int batch_size) {
-  if (env.lanes <= 1 || batch_size <= 1 || !env.model->device().is_cpu()) return 1;
-  if (env.comm != nullptr && env.comm->world_size() > 1) return 1;
-  return std::min(env.lanes, batch_size);
 }
 
 // One training run split into `ranks` data-parallel ranks that are threads
@@ -245,6 +244,15 @@ absl::StatusOr<TrainResult> TrainInThreadRanks(
   std::vector<absl::StatusOr<TrainResult>> results(ranks, absl::InternalError("rank not run"));
   std::vector<absl::Status> thrown =
       RunInLanes(ranks, static_cast<size_t>(ranks), env.model->device(), [&](size_t r) {
+        // A rank that ends early, by an error or an exception, breaks the
+        // group at once, so that no other rank waits for it.
+        struct AbortUnlessOk {
+          ThreadGroup& group;
+          bool ok = false;
+          ~AbortUnlessOk() {
+            if (!ok) group.Abort();
+          }
+        } guard{group};
         StageEnv rank_env = env;
         rank_env.comm = group.rank(static_cast<int>(r));
         rank_env.lanes = 1;
@@ -254,15 +262,12 @@ absl::StatusOr<TrainResult> TrainInThreadRanks(
           return env.cancelled && env.cancelled();
         };
         results[r] = train_rank(rank_env, r == 0 ? prompt : &replicas[r - 1]);
-        if (!results[r].ok()) group.Abort();
+        guard.ok = results[r].ok();
         return absl::OkStatus();
       });
   const absl::Status* error = nullptr;
   for (int r = 0; r < ranks; ++r) {
-    if (!thrown[r].ok()) {
-      results[r] = thrown[r];
-      group.Abort();
-    }
+    if (!thrown[r].ok()) results[r] = thrown[r];
     const absl::Status& s = results[r].status();
     if (!s.ok() && (error == nullptr || (absl::IsAborted(*error) && !absl::IsAborted(s)))) {
       error = &s;
@@ -272,12 +277,15 @@ absl::StatusOr<TrainResult> TrainInThreadRanks(
   return std::move(results[0]);
 }
 
+// Trains `prompt` on `tasks` with L_PLM (stages 1 and 3 and the baseline).
 absl::StatusOr<TrainResult> TrainWithPlm(const StageEnv& env, const mpt::v1::PromptSpec& spec,
                                          const mpt::v1::TrainSpec& train,
                                          const std::vector<TaskDataSet>& tasks,
                                          const std::vector<int>& task_ids, SoftPrompt* prompt,
                                          const std::string& stage, const std::string& task) {
-  if (const int ranks = ThreadRanksFor(env, train.batch_size()); ranks > 1) {
+  // A run alone on a CPU: at most one thread rank per batch row.
+  const int ranks = LanesFor(env, static_cast<size_t>(std::max(0, train.batch_size())));
+  if (ranks > 1) {
     return TrainInThreadRanks(env, ranks, prompt, absl::StrCat(stage, " ", task),
                               [&](const StageEnv& rank_env, SoftPrompt* p) {
                                 return TrainWithPlm(rank_env, spec, train, tasks, task_ids, p,
@@ -566,12 +574,6 @@ StepFunction MakeDistillationStep(const PromptedLanguageModel& model, const mpt:
   };
 }
 
-// How many lanes `runs` independent runs of `env` take (1: none).
-int LanesFor(const StageEnv& env, size_t runs) {
-  if (env.lanes <= 1 || runs <= 1 || !env.model->device().is_cpu()) return 1;
-  if (env.comm != nullptr && env.comm->world_size() > 1) return 1;
-  return static_cast<int>(std::min(static_cast<size_t>(env.lanes), runs));
-}
 
 // Runs run(0, e), ..., run(n - 1, e): the independent training runs of one
 // call, one after another on this thread with e = env, or side by side in
@@ -952,7 +954,7 @@ absl::StatusOr<TaskOutcome> RunDistillation(const StageEnv& env,
   };
   TaskOutcome outcome;
   outcome.task = "all";
-  const int ranks = ThreadRanksFor(env, spec.train().batch_size());
+  const int ranks = LanesFor(env, static_cast<size_t>(std::max(0, spec.train().batch_size())));
   ASSIGN_OR_RETURN(outcome.train,
                    ranks > 1 ? TrainInThreadRanks(env, ranks, &student,
                                                   std::string(kDistillationStage), train_rank)
