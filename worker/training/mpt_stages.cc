@@ -928,6 +928,9 @@ absl::StatusOr<TaskOutcome> RunDistillation(const StageEnv& env,
   loss_options.use_hidden = spec.losses() != "kl";
   std::vector<int> task_ids;
   for (int k = 0; k < k_tasks; ++k) task_ids.push_back(k);
+  // One cache of teacher outputs for every rank: thread ranks share it (an
+  // example's outputs serve whichever rank draws it next), within one bound.
+  loss_options.teacher_cache = std::make_shared<TeacherCache>(loss_options.teacher_cache_bytes);
   // One rank's training (the only one without thread ranks).
   auto train_rank = [&](const StageEnv& rank_env,
                         SoftPrompt* rank_student) -> absl::StatusOr<TrainResult> {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
+#include <utility>
 
 namespace mpt {
 namespace {
@@ -53,55 +55,69 @@ Batch SelectRows(const Batch& batch, const std::vector<int64_t>& rows) {
   return out;
 }
 
+void TeacherCache::Insert(const std::string& key, Entry entry) {
+  const int64_t cost = entry.logits.size(0) * (entry.logits.size(-1) + entry.hidden.size(-1)) *
+                       static_cast<int64_t>(entry.logits.element_size());
+  if (bytes_ + cost > max_bytes_ || entries_.contains(key)) return;
+  entries_[key] = std::move(entry);
+  bytes_ += cost;
+}
+
 TeacherOutputs TeacherCache::Get(const Batch& batch, const TeacherForward& forward) {
   const int64_t rows = batch.size();
   const int64_t width = batch.labels.size(1);
   if (max_bytes_ <= 0) {
-    misses_ += rows;
+    {
+      absl::MutexLock lock(&mu_);
+      misses_ += rows;
+    }
     return forward(batch);
   }
   std::vector<std::string> keys(rows);
-  std::vector<const Entry*> found(rows, nullptr);
+  for (int64_t i = 0; i < rows; ++i) keys[i] = RowKey(batch, i);
+  // Copies of the entries found (tensor handles: entries are never changed
+  // once stored, and the map may move them when another thread inserts).
+  std::vector<std::optional<Entry>> found(rows);
   std::vector<int64_t> missing;
-  for (int64_t i = 0; i < rows; ++i) {
-    keys[i] = RowKey(batch, i);
-    auto it = entries_.find(keys[i]);
-    if (it != entries_.end()) {
-      found[i] = &it->second;
-    } else {
-      missing.push_back(i);
+  {
+    absl::MutexLock lock(&mu_);
+    for (int64_t i = 0; i < rows; ++i) {
+      auto it = entries_.find(keys[i]);
+      if (it != entries_.end()) {
+        found[i] = it->second;
+      } else {
+        missing.push_back(i);
+      }
     }
+    hits_ += rows - static_cast<int64_t>(missing.size());
+    misses_ += static_cast<int64_t>(missing.size());
   }
-  hits_ += rows - static_cast<int64_t>(missing.size());
-  misses_ += static_cast<int64_t>(missing.size());
   if (static_cast<int64_t>(missing.size()) == rows) {
     // Nothing cached: one pass on the whole batch, as without a cache.
     TeacherOutputs out = forward(batch);
+    absl::MutexLock lock(&mu_);
     for (int64_t i = 0; i < rows; ++i) {
       const int64_t len = TargetLength(batch, i);
-      const int64_t cost = len * (out.logits.size(-1) + out.hidden.size(-1)) *
-                           static_cast<int64_t>(out.logits.element_size());
-      if (bytes_ + cost > max_bytes_ || entries_.contains(keys[i])) continue;
-      entries_[keys[i]] = {out.logits[i].narrow(0, 0, len).clone(),
-                           out.hidden[i].narrow(0, 0, len).clone()};
-      bytes_ += cost;
+      Insert(keys[i], {out.logits[i].narrow(0, 0, len).clone(),
+                       out.hidden[i].narrow(0, 0, len).clone()});
     }
     return out;
   }
   TeacherOutputs computed;
   if (!missing.empty()) computed = forward(SelectRows(batch, missing));
   // Any row tells the output shapes.
-  at::Tensor like_logits = found[0] != nullptr ? found[0]->logits : computed.logits[0];
-  at::Tensor like_hidden = found[0] != nullptr ? found[0]->hidden : computed.hidden[0];
+  at::Tensor like_logits = found[0].has_value() ? found[0]->logits : computed.logits[0];
+  at::Tensor like_hidden = found[0].has_value() ? found[0]->hidden : computed.hidden[0];
   TeacherOutputs out;
   out.logits = at::zeros({rows, width, like_logits.size(-1)}, like_logits.options());
   out.hidden = at::zeros({rows, width, like_hidden.size(-1)}, like_hidden.options());
   for (int64_t i = 0; i < rows; ++i) {
-    if (found[i] == nullptr) continue;
+    if (!found[i].has_value()) continue;
     const int64_t len = found[i]->logits.size(0);
     out.logits[i].narrow(0, 0, len).copy_(found[i]->logits);
     out.hidden[i].narrow(0, 0, len).copy_(found[i]->hidden);
   }
+  std::vector<Entry> fresh;
   for (size_t j = 0; j < missing.size(); ++j) {
     const int64_t i = missing[j];
     const int64_t len = TargetLength(batch, i);
@@ -109,12 +125,10 @@ TeacherOutputs TeacherCache::Get(const Batch& batch, const TeacherForward& forwa
     at::Tensor hidden = computed.hidden[static_cast<int64_t>(j)].narrow(0, 0, len);
     out.logits[i].narrow(0, 0, len).copy_(logits);
     out.hidden[i].narrow(0, 0, len).copy_(hidden);
-    const int64_t cost = len * (logits.size(-1) + hidden.size(-1)) *
-                         static_cast<int64_t>(logits.element_size());
-    if (bytes_ + cost > max_bytes_ || entries_.contains(keys[i])) continue;
-    entries_[keys[i]] = {logits.clone(), hidden.clone()};
-    bytes_ += cost;
+    fresh.push_back({logits.clone(), hidden.clone()});
   }
+  absl::MutexLock lock(&mu_);
+  for (size_t j = 0; j < missing.size(); ++j) Insert(keys[missing[j]], std::move(fresh[j]));
   return out;
 }
 

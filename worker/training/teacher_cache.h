@@ -16,7 +16,9 @@
 // rows; the result is the same as a pass on the whole batch up to float
 // rounding (the rows are padded to another width).
 //
-// Not thread-safe: one step function owns it.
+// Thread-safe: the thread ranks of one distillation (thread_group.h) share
+// one cache. The teachers run outside the lock, so two ranks missing the
+// same example may both compute it; the first to finish stores it.
 #ifndef MPT_WORKER_TRAINING_TEACHER_CACHE_H_
 #define MPT_WORKER_TRAINING_TEACHER_CACHE_H_
 
@@ -27,7 +29,9 @@
 
 #include <ATen/ATen.h>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
 #include "worker/data/batching.h"
 
 namespace mpt {
@@ -58,9 +62,18 @@ class TeacherCache {
   // `forward` throws (c10::Error).
   TeacherOutputs Get(const Batch& batch, const TeacherForward& forward);
 
-  int64_t bytes() const { return bytes_; }
-  int64_t hits() const { return hits_; }
-  int64_t misses() const { return misses_; }
+  int64_t bytes() const {
+    absl::MutexLock lock(&mu_);
+    return bytes_;
+  }
+  int64_t hits() const {
+    absl::MutexLock lock(&mu_);
+    return hits_;
+  }
+  int64_t misses() const {
+    absl::MutexLock lock(&mu_);
+    return misses_;
+  }
 
   // The cache key of row `i` (task id, input and target ids): exposed for
   // tests.
@@ -71,11 +84,15 @@ class TeacherCache {
     at::Tensor logits;  // [len, V]
     at::Tensor hidden;  // [len, d]
   };
-  int64_t max_bytes_;
-  int64_t bytes_ = 0;
-  int64_t hits_ = 0;
-  int64_t misses_ = 0;
-  absl::flat_hash_map<std::string, Entry> entries_;
+  // Stores `entry` under `key` unless it is there or would pass the bound.
+  void Insert(const std::string& key, Entry entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const int64_t max_bytes_;
+  mutable absl::Mutex mu_;
+  int64_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t hits_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t misses_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
 };
 
 // The rows `rows` of `batch`, trimmed to their longest input and target.

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+#include <vector>
+
 namespace mpt {
 namespace {
 
@@ -90,6 +94,48 @@ TEST_F(TeacherCacheTest, ZeroBytesMeansNoCache) {
   cache.Get(batch, [&](const Batch& rows) { return teacher(rows); });
   EXPECT_EQ(teacher.rows_run, 4);
   EXPECT_EQ(cache.bytes(), 0);
+}
+
+// Thread ranks share one cache: threads getting overlapping batches at once
+// all see the teachers' outputs, every example ends up stored once, and
+// the counts add up.
+TEST_F(TeacherCacheTest, ThreadsShareOneCache) {
+  TeacherCache cache(TeacherCache::kDefaultMaxBytes);
+  std::atomic<int64_t> rows_run{0};
+  auto forward = [&](const Batch& rows) {
+    rows_run += rows.size();
+    return FakeTeacher()(rows);
+  };
+  const std::vector<std::vector<int>> batches = {{0, 1}, {1, 2, 3}, {3, 0}, {2}};
+  std::atomic<int> wrong{0};
+  std::atomic<int64_t> asked{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 50; ++round) {
+        Batch b = Rows(batches[(t + round) % batches.size()]);
+        asked += b.size();
+        TeacherOutputs got = cache.Get(b, forward);
+        TeacherOutputs want = FakeTeacher()(b);
+        at::Tensor mask = b.labels.ne(-100).unsqueeze(-1);
+        if (!at::equal(got.logits * mask, want.logits * mask) ||
+            !at::equal(got.hidden * mask, want.hidden * mask)) {
+          ++wrong;
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(cache.hits() + cache.misses(), asked.load());
+  EXPECT_EQ(cache.misses(), rows_run.load());
+  EXPECT_GE(rows_run.load(), 4);     // each of the four examples at least once
+  EXPECT_LT(rows_run.load(), 4 * 4);  // and far from every time
+  const int64_t one_each = cache.bytes();
+  TeacherCache alone(TeacherCache::kDefaultMaxBytes);
+  FakeTeacher teacher;
+  alone.Get(Rows({0, 1, 2, 3}), [&](const Batch& rows) { return teacher(rows); });
+  EXPECT_EQ(one_each, alone.bytes());
 }
 
 TEST_F(TeacherCacheTest, SelectRowsTrimsPadding) {
