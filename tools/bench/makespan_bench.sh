@@ -22,7 +22,11 @@
 # least one assignment over the job's wall time, and its idle gaps.
 #
 # Env: SOURCE_STEPS (40), DISTILL_STEPS (40), TARGET_STEPS (20), BATCH (16),
-# PACK (the workers' --max_pack_size, 1), POLL (worker --poll_seconds, 10).
+# PACK (the workers' --max_pack_size, 1; -1: the worker's default, one per
+# lane on a CPU), POLL (worker --poll_seconds, 10), WORKERS (2),
+# WORKER_THREADS (each worker's --threads, 1), DISTILL_RANKS (the
+# distillation's world_size, 2, at most WORKERS). One worker with every
+# core: WORKERS=1 WORKER_THREADS=0 DISTILL_RANKS=1 PACK=-1.
 # Needs bazel-bin/{server/coordinator,worker/worker,worker/mpt_train,cli/mptctl}
 # (bazel build //server:coordinator //worker:worker //worker:mpt_train //cli:mptctl).
 # Not a test: figures depend on the machine and its load (the script prints
@@ -36,7 +40,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --bin) bin="$2"; shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "makespan_bench: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -67,7 +71,7 @@ task() {  # name data
   train "${SOURCE_STEPS:-40}"
   echo "}"
   echo "distillation {"
-  echo "  world_size: 2"
+  echo "  world_size: ${DISTILL_RANKS:-2}"
   train "${DISTILL_STEPS:-40}"
   echo "}"
   echo "target {"
@@ -77,6 +81,8 @@ task() {  # name data
 } > "$spec"
 
 echo "$(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+workers=()
+for i in $(seq 0 $(( ${WORKERS:-2} - 1 ))); do workers+=("w$i"); done
 
 # --- Through the service --------------------------------------------------
 pids=()
@@ -97,13 +103,13 @@ for _ in $(seq 300); do
 done
 [ -n "$port" ] || { echo "makespan_bench: the coordinator did not start" >&2; exit 1; }
 addr=127.0.0.1:$port
-for w in w0 w1; do
-  "$bin/worker/worker" --coordinator="$addr" --work_dir="$out/$w" --threads=1 \
+for w in "${workers[@]}"; do
+  "$bin/worker/worker" --coordinator="$addr" --work_dir="$out/$w" --threads="${WORKER_THREADS:-1}" \
     --models="$repo/demo/model" --max_pack_size="${PACK:-1}" --poll_seconds="${POLL:-10}" \
     --hostname="$w" > "$out/logs/$w.log" 2>&1 &
   pids+=($!)
 done
-for w in w0 w1; do
+for w in "${workers[@]}"; do
   for _ in $(seq 600); do grep -q "registered as" "$out/logs/$w.log" && break; sleep 0.1; done
   grep -q "registered as" "$out/logs/$w.log" || { echo "makespan_bench: worker $w did not register" >&2; exit 1; }
 done
@@ -130,7 +136,8 @@ for threads in ${ALONE_THREADS-0 1}; do
 done
 
 # --- Figures ----------------------------------------------------------------
-python3 - "$out/job.json" "$out/events.jsonl" "$out/alone.txt" "${PACK:-1}" <<'PY'
+python3 - "$out/job.json" "$out/events.jsonl" "$out/alone.txt" "${PACK:-1}" "${#workers[@]}" \
+  "${WORKER_THREADS:-1}" <<'PY'
 import datetime, json, re, sys
 
 def ts(text):
@@ -165,7 +172,9 @@ for e in events:
             intervals.setdefault(w, []).append((start, t))
 job_start = ts(job.get("createTime", job.get("create_time")))
 job_end = job_start + wall
-print(f"service (2 workers, 1 thread each, packs of up to {sys.argv[4]}): wall {wall:.1f} s")
+pack = "the worker's default" if sys.argv[4] == "-1" else sys.argv[4]
+threads = "every core" if sys.argv[6] == "0" else f"{sys.argv[6]} thread(s)"
+print(f"service ({sys.argv[5]} worker(s), {threads} each, packs of up to {pack}): wall {wall:.1f} s")
 for threads, seconds in alone.items():
     label = "default threads" if threads == "0" else f"--threads={threads}"
     print(f"one process (mpt_train --stage=all, {label}): wall {seconds:.1f} s; "
