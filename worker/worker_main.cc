@@ -175,9 +175,8 @@ absl::StatusOr<Setup> SetupFromFlags() {
     return absl::InvalidArgumentError(
         absl::StrCat("--max_pack_size: must be 1 to 64 (or -1 for the default), got ", max_pack));
   }
-  // The CPU default follows the lanes, known once the threads are applied.
-  if (max_pack > 0) w.set_max_pack_size(max_pack);
-  if (max_pack < 0 && s.runner.device.rfind("cuda", 0) == 0) w.set_max_pack_size(8);
+  // Main sets Worker.max_pack_size: its CPU default follows the lanes, known
+  // once the threads are applied.
   return s;
 }
 
@@ -218,14 +217,15 @@ int Main() {
   }
 
   setup->runner.compute_threads = *threads;
-  const bool cpu = setup->runner.device.rfind("cuda", 0) != 0;
-  absl::StatusOr<int> lanes = PlanLanes(absl::GetFlag(FLAGS_lanes), *threads, cpu);
+  const bool cuda = setup->runner.device.rfind("cuda", 0) == 0;
+  absl::StatusOr<int> lanes = PlanLanes(absl::GetFlag(FLAGS_lanes), *threads, !cuda);
   if (!lanes.ok()) {
     std::fprintf(stderr, "worker: %s\n", std::string(lanes.status().message()).c_str());
     return 2;
   }
   setup->runner.lanes = *lanes;
-  if (setup->daemon.worker.max_pack_size() == 0) setup->daemon.worker.set_max_pack_size(*lanes);
+  const int max_pack = absl::GetFlag(FLAGS_max_pack_size);
+  setup->daemon.worker.set_max_pack_size(max_pack > 0 ? max_pack : cuda ? 8 : *lanes);
   absl::StatusOr<std::unique_ptr<AssignmentRunner>> runner =
       AssignmentRunner::Create(setup->runner);
   if (!runner.ok()) {
@@ -249,7 +249,6 @@ int Main() {
     // The MFU denominator, measured once here with the threads just set
     // (about half a second on a CPU), before any stage competes for them.
     WorkerMetricsOptions metrics_options;
-    const bool cuda = setup->runner.device.rfind("cuda", 0) == 0;
     const c10::ScalarType peak_dtype =
         cuda && setup->runner.autocast == "bf16" ? c10::ScalarType::BFloat16
                                                  : c10::ScalarType::Float;
@@ -275,7 +274,7 @@ int Main() {
     }
     worker_metrics = std::move(*m);
     setup->daemon.progress_observer = worker_metrics.get();
-    if (setup->runner.device.rfind("cuda", 0) == 0) {
+    if (cuda) {
       std::string why;
       absl::Status gpu = AddGpuMetrics(&metrics, "libnvidia-ml.so.1", &why);
       if (!gpu.ok()) {

@@ -197,18 +197,25 @@ EvalFunction MakeEvalFunction(const StageEnv& env, const mpt::v1::PromptSpec& sp
   };
 }
 
-absl::StatusOr<TrainResult> TrainWithPlm(const StageEnv& env, const mpt::v1::PromptSpec& spec,
-                                         const mpt::v1::TrainSpec& train,
-                                         const std::vector<TaskDataSet>& tasks,
-                                         const std::vector<int>& task_ids, SoftPrompt* prompt,
-                                         const std::string& stage, const std::string& task);
-
 // How many CPU lanes work of `env` that splits into at most `at_most`
 // parts takes (1: none): env.lanes on a CPU outside a gang.
 int LanesFor(const StageEnv& env, size_t at_most) {
   if (env.lanes <= 1 || at_most <= 1 || !env.model->device().is_cpu()) return 1;
   if (env.comm != nullptr && env.comm->world_size() > 1) return 1;
   return static_cast<int>(std::min(static_cast<size_t>(env.lanes), at_most));
+}
+
+// The first failure in `statuses` (null: none) that is not `collateral`,
+// the code a run ends with when another run's failure stopped it; only
+// collateral failures: the first of them.
+const absl::Status* FirstFailure(const std::vector<absl::Status>& statuses,
+                                 absl::StatusCode collateral) {
+  const absl::Status* first = nullptr;
+  for (const absl::Status& s : statuses) {
+    if (s.ok()) continue;
+    if (first == nullptr || (first->code() == collateral && s.code() != collateral)) first = &s;
+  }
+  return first;
 }
 
 // A copy of `prompt` with storage of its own (the same values and frozen
@@ -223,16 +230,20 @@ absl::StatusOr<SoftPrompt> Replica(const SoftPrompt& prompt) {
   return replica;
 }
 
-// One training run split into `ranks` data-parallel ranks that are threads
-// (ThreadGroup), one compute thread each: `train_rank(rank_env, prompt)`
-// trains with rank_env.comm set to the rank's communicator; rank 0 trains
-// `prompt` itself, the others replicas, which stay equal to it through the
-// summed gradients. Only rank 0 reports (the trainer's rule for gangs); the
+// One training run with `batch_size` rows a step: `train_rank(env,
+// prompt)` as it is, or, on a CPU with lanes (LanesFor: at most one rank a
+// row), split into data-parallel ranks that are threads (ThreadGroup), one
+// compute thread each. Then train_rank runs once per rank with
+// rank_env.comm set to the rank's communicator; rank 0 trains `prompt`
+// itself, the others replicas, which stay equal to it through the summed
+// gradients. Only rank 0 reports (the trainer's rule for gangs); the
 // caller's cancel function is called under a lock. Returns rank 0's result,
 // or the first rank's error that is not the group's abort.
 absl::StatusOr<TrainResult> TrainInThreadRanks(
-    const StageEnv& env, int ranks, SoftPrompt* prompt, const std::string& label,
+    const StageEnv& env, int batch_size, SoftPrompt* prompt, const std::string& label,
     const std::function<absl::StatusOr<TrainResult>(const StageEnv&, SoftPrompt*)>& train_rank) {
+  const int ranks = LanesFor(env, static_cast<size_t>(std::max(0, batch_size)));
+  if (ranks <= 1) return train_rank(env, prompt);
   MPT_LOG(INFO) << label << ": " << ranks << " thread ranks, one compute thread each";
   ThreadGroup group(ranks);
   std::vector<SoftPrompt> replicas;
@@ -265,15 +276,13 @@ absl::StatusOr<TrainResult> TrainInThreadRanks(
         guard.ok = results[r].ok();
         return absl::OkStatus();
       });
-  const absl::Status* error = nullptr;
+  std::vector<absl::Status> statuses;
   for (int r = 0; r < ranks; ++r) {
-    if (!thrown[r].ok()) results[r] = thrown[r];
-    const absl::Status& s = results[r].status();
-    if (!s.ok() && (error == nullptr || (absl::IsAborted(*error) && !absl::IsAborted(s)))) {
-      error = &s;
-    }
+    statuses.push_back(thrown[r].ok() ? results[r].status() : thrown[r]);
   }
-  if (error != nullptr) return *error;
+  if (const absl::Status* error = FirstFailure(statuses, absl::StatusCode::kAborted)) {
+    return *error;
+  }
   return std::move(results[0]);
 }
 
@@ -283,37 +292,31 @@ absl::StatusOr<TrainResult> TrainWithPlm(const StageEnv& env, const mpt::v1::Pro
                                          const std::vector<TaskDataSet>& tasks,
                                          const std::vector<int>& task_ids, SoftPrompt* prompt,
                                          const std::string& stage, const std::string& task) {
-  // A run alone on a CPU: at most one thread rank per batch row.
-  const int ranks = LanesFor(env, static_cast<size_t>(std::max(0, train.batch_size())));
-  if (ranks > 1) {
-    return TrainInThreadRanks(env, ranks, prompt, absl::StrCat(stage, " ", task),
-                              [&](const StageEnv& rank_env, SoftPrompt* p) {
-                                return TrainWithPlm(rank_env, spec, train, tasks, task_ids, p,
-                                                    stage, task);
-                              });
-  }
-  LocalCommunicator local;
-  Communicator* comm = env.comm ? env.comm : &local;
-  TrainerOptions options;
-  options.train = train;
-  options.stage = stage;
-  options.task = task;
-  options.checkpoint_dir = CheckpointDir(env, stage, task);
-  options.fingerprint = Fingerprint(stage, tasks, spec, train, StartingPoint(*prompt));
-  options.flops_scale = env.thread_ranks;
-  prompt->MoveTo(env.model->device());
   std::vector<std::vector<TokenizedExample>> sets = TrainSets(tasks);
   // Examples carry their position in `tasks`; the prompt wants its own ids.
   for (size_t k = 0; k < sets.size(); ++k) {
     for (auto& e : sets[k]) e.task_id = task_ids[k];
   }
-  const PromptedLanguageModel& model = *env.model;
   const PromptLayout layout = LayoutFor(spec, prompt->config().kind);
-  StepFunction step = MakePlmStep(model, layout, prompt);
-  EvalFunction eval = MakeEvalFunction(env, spec, train, tasks, task_ids, prompt, stage);
-  PromptTrainer trainer(options, prompt, &sets, env.tokenizer->pad_id(), comm, env.sink,
-                        env.cancelled);
-  return trainer.Run(step, eval);
+  auto train_rank = [&](const StageEnv& rank_env, SoftPrompt* p) {
+    LocalCommunicator local;
+    Communicator* comm = rank_env.comm ? rank_env.comm : &local;
+    TrainerOptions options;
+    options.train = train;
+    options.stage = stage;
+    options.task = task;
+    options.checkpoint_dir = CheckpointDir(rank_env, stage, task);
+    options.fingerprint = Fingerprint(stage, tasks, spec, train, StartingPoint(*p));
+    options.flops_scale = rank_env.thread_ranks;
+    p->MoveTo(rank_env.model->device());
+    StepFunction step = MakePlmStep(*rank_env.model, layout, p);
+    EvalFunction eval = MakeEvalFunction(rank_env, spec, train, tasks, task_ids, p, stage);
+    PromptTrainer trainer(options, p, &sets, rank_env.tokenizer->pad_id(), comm, rank_env.sink,
+                          rank_env.cancelled);
+    return trainer.Run(step, eval);
+  };
+  return TrainInThreadRanks(env, train.batch_size(), prompt, absl::StrCat(stage, " ", task),
+                            train_rank);
 }
 
 // Trains the source tasks `pack` (positions in `tasks`) together, prompt i
@@ -616,14 +619,9 @@ absl::StatusOr<std::vector<T>> RunIndependent(
         done[i] = *std::move(result);
         return absl::OkStatus();
       });
-  const absl::Status* first_error = nullptr;
-  for (const absl::Status& st : statuses) {
-    if (st.ok()) continue;
-    if (first_error == nullptr || (absl::IsCancelled(*first_error) && !absl::IsCancelled(st))) {
-      first_error = &st;
-    }
+  if (const absl::Status* error = FirstFailure(statuses, absl::StatusCode::kCancelled)) {
+    return *error;
   }
-  if (first_error != nullptr) return *first_error;
   for (std::optional<T>& result : done) results.push_back(*std::move(result));
   return results;
 }
@@ -957,11 +955,9 @@ absl::StatusOr<TaskOutcome> RunDistillation(const StageEnv& env,
   };
   TaskOutcome outcome;
   outcome.task = "all";
-  const int ranks = LanesFor(env, static_cast<size_t>(std::max(0, spec.train().batch_size())));
   ASSIGN_OR_RETURN(outcome.train,
-                   ranks > 1 ? TrainInThreadRanks(env, ranks, &student,
-                                                  std::string(kDistillationStage), train_rank)
-                             : train_rank(env, &student));
+                   TrainInThreadRanks(env, spec.train().batch_size(), &student,
+                                      std::string(kDistillationStage), train_rank));
   outcome.metrics = outcome.train.metrics;
   outcome.adapter = out_dir;
   if (env.comm == nullptr || env.comm->rank() == 0) {
