@@ -8,6 +8,7 @@
 #include <cmath>
 #include <deque>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -106,66 +107,29 @@ grpc::ByteBuffer SharedBytesBuffer(std::shared_ptr<const std::string> bytes) {
   return grpc::ByteBuffer(&slice, 1);
 }
 
-// Reads the one request message of a unary or server-streaming call.
-template <class Request, class Stream>
-grpc::Status ReadRequest(Stream* stream, Request* request) {
-  grpc::ByteBuffer buffer;
-  if (!stream->Read(&buffer)) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the call carried no request message");
-  }
-  return ParseRequest(buffer, request);
-}
+// The response type gRPC serializes a handler's response as: protobuf
+// messages through MessageLite (as generated services do), bytes as they
+// are.
+template <class Response>
+using WireResponse =
+    std::conditional_t<std::is_same_v<Response, grpc::ByteBuffer>, grpc::ByteBuffer,
+                       google::protobuf::MessageLite>;
 
-// The index of `method` in the generated service class: its position in
-// the proto's service definition.
-int MethodIndex(const google::protobuf::FileDescriptor* file, const char* service,
-                const char* method) {
-  const google::protobuf::ServiceDescriptor* s = file->FindServiceByName(service);
-  GPR_ASSERT(s != nullptr);
-  const google::protobuf::MethodDescriptor* m = s->FindMethodByName(method);
-  GPR_ASSERT(m != nullptr);
-  return m->index();
-}
-
-// Handlers that take the request as raw bytes and parse it themselves. gRPC
-// serves them as bidirectional streams; on the wire that is the same as the
-// unary or streaming call the client makes.
+// Handlers that take the request as raw bytes and parse it themselves. Each
+// keeps its method's call type (a unary method is served as unary: gRPC
+// receives its request with the call and answers with one batch).
 template <class Service, class Request, class Response>
 grpc::internal::MethodHandler* RawUnary(
     Service* service,
     grpc::Status (Service::*method)(grpc::ServerContext*, const Request*, Response*)) {
-  return new grpc::internal::BidiStreamingHandler<Service, grpc::ByteBuffer, Response>(
-      [method](Service* self, grpc::ServerContext* context,
-               grpc::ServerReaderWriter<Response, grpc::ByteBuffer>* stream) {
+  return new grpc::internal::RpcMethodHandler<Service, grpc::ByteBuffer, Response,
+                                              grpc::ByteBuffer, WireResponse<Response>>(
+      [method](Service* self, grpc::ServerContext* context, const grpc::ByteBuffer* raw,
+               Response* response) {
         Request request;
-        grpc::Status status = ReadRequest(stream, &request);
+        grpc::Status status = ParseRequest(*raw, &request);
         if (!status.ok()) return status;
-        Response response;
-        status = (self->*method)(context, &request, &response);
-        if (!status.ok()) return status;
-        stream->Write(response);
-        return grpc::Status::OK;
-      },
-      service);
-}
-
-// As RawUnary, for methods that answer with the response already
-// serialized.
-template <class Service, class Request>
-grpc::internal::MethodHandler* RawUnarySerialized(
-    Service* service,
-    grpc::Status (Service::*method)(grpc::ServerContext*, const Request*, grpc::ByteBuffer*)) {
-  return new grpc::internal::BidiStreamingHandler<Service, grpc::ByteBuffer, grpc::ByteBuffer>(
-      [method](Service* self, grpc::ServerContext* context,
-               grpc::ServerReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>* stream) {
-        Request request;
-        grpc::Status status = ReadRequest(stream, &request);
-        if (!status.ok()) return status;
-        grpc::ByteBuffer response;
-        status = (self->*method)(context, &request, &response);
-        if (!status.ok()) return status;
-        stream->Write(response);
-        return grpc::Status::OK;
+        return (self->*method)(context, &request, response);
       },
       service);
 }
@@ -175,13 +139,13 @@ grpc::internal::MethodHandler* RawServerStreaming(
     Service* service,
     grpc::Status (Service::*method)(grpc::ServerContext*, const Request*,
                                     grpc::internal::WriterInterface<Response>*)) {
-  return new grpc::internal::BidiStreamingHandler<Service, grpc::ByteBuffer, Response>(
-      [method](Service* self, grpc::ServerContext* context,
-               grpc::ServerReaderWriter<Response, grpc::ByteBuffer>* stream) {
+  return new grpc::internal::ServerStreamingHandler<Service, grpc::ByteBuffer, Response>(
+      [method](Service* self, grpc::ServerContext* context, const grpc::ByteBuffer* raw,
+               grpc::ServerWriter<Response>* writer) {
         Request request;
-        grpc::Status status = ReadRequest(stream, &request);
+        grpc::Status status = ParseRequest(*raw, &request);
         if (!status.ok()) return status;
-        return (self->*method)(context, &request, stream);
+        return (self->*method)(context, &request, writer);
       },
       service);
 }
@@ -192,18 +156,13 @@ grpc::internal::MethodHandler* RawClientStreaming(
     grpc::Status (Service::*method)(grpc::ServerContext*,
                                     grpc::internal::ReaderInterface<grpc::ByteBuffer>*,
                                     Response*)) {
-  return new grpc::internal::BidiStreamingHandler<Service, grpc::ByteBuffer, Response>(
+  return new grpc::internal::ClientStreamingHandler<Service, grpc::ByteBuffer, Response>(
       [method](Service* self, grpc::ServerContext* context,
-               grpc::ServerReaderWriter<Response, grpc::ByteBuffer>* stream) {
-        Response response;
-        grpc::Status status = (self->*method)(context, stream, &response);
-        if (!status.ok()) return status;
-        stream->Write(response);
-        return grpc::Status::OK;
+               grpc::ServerReader<grpc::ByteBuffer>* reader, Response* response) {
+        return (self->*method)(context, reader, response);
       },
       service);
 }
-
 
 // One WatchJob stream. It holds no thread while it waits: the core's
 // JobEventNotifier calls OnJobEvents() on its thread when events of the job
@@ -379,27 +338,55 @@ grpc::Status BearerTokenAuthenticator::Check(const grpc::ServerContextBase& cont
   } while (0)
 
 // ---------------------------------------------------------------------------
+// RawService
+
+RawService::RawService(const char* service)
+    : service_(mpt::v1::Job::descriptor()->file()->FindServiceByName(service)) {
+  GPR_ASSERT(service_ != nullptr);
+}
+
+void RawService::AddRawMethod(const char* method, grpc::internal::MethodHandler* handler,
+                              bool callback) {
+  const google::protobuf::MethodDescriptor* m = service_->FindMethodByName(method);
+  GPR_ASSERT(m != nullptr);
+  paths_.push_back(absl::StrCat("/", service_->full_name(), "/", m->name()));
+  const grpc::internal::RpcMethod::RpcType type =
+      m->client_streaming()
+          ? (m->server_streaming() ? grpc::internal::RpcMethod::BIDI_STREAMING
+                                   : grpc::internal::RpcMethod::CLIENT_STREAMING)
+          : (m->server_streaming() ? grpc::internal::RpcMethod::SERVER_STREAMING
+                                   : grpc::internal::RpcMethod::NORMAL_RPC);
+  auto* rpc = new grpc::internal::RpcServiceMethod(paths_.back().c_str(), type, handler);
+  if (callback) rpc->SetServerApiType(grpc::internal::RpcServiceMethod::ApiType::RAW_CALL_BACK);
+  AddMethod(rpc);
+}
+
+void RawService::CheckAllMethodsAdded() const {
+  GPR_ASSERT(static_cast<int>(paths_.size()) == service_->method_count());
+}
+
+// ---------------------------------------------------------------------------
 // JobService
 
 JobServiceImpl::JobServiceImpl(Coordinator* coordinator, const BearerTokenAuthenticator* auth,
                                int chunk_bytes)
-    : core_(coordinator), auth_(auth), chunk_bytes_(chunk_bytes) {
-  const google::protobuf::FileDescriptor* file = mpt::v1::Job::descriptor()->file();
-  auto index = [file](const char* method) { return MethodIndex(file, "JobService", method); };
-  MarkMethodStreamed(index("SubmitJob"), RawUnary(this, &JobServiceImpl::SubmitJob));
-  MarkMethodStreamed(index("GetJob"), RawUnarySerialized(this, &JobServiceImpl::GetJob));
-  MarkMethodStreamed(index("ListJobs"), RawUnarySerialized(this, &JobServiceImpl::ListJobs));
-  MarkMethodRawCallback(
-      index("WatchJob"),
+    : RawService("JobService"), core_(coordinator), auth_(auth), chunk_bytes_(chunk_bytes) {
+  using J = JobServiceImpl;
+  AddRawMethod("SubmitJob", RawUnary(this, &J::SubmitJob));
+  AddRawMethod("GetJob", RawUnary(this, &J::GetJob));
+  AddRawMethod("ListJobs", RawUnary(this, &J::ListJobs));
+  AddRawMethod(
+      "WatchJob",
       new grpc::internal::CallbackServerStreamingHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
           [this](grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
             return WatchJob(context, request);
-          }));
-  MarkMethodStreamed(index("CancelJob"), RawUnary(this, &JobServiceImpl::CancelJob));
-  MarkMethodStreamed(index("DownloadArtifact"),
-                     RawServerStreaming(this, &JobServiceImpl::DownloadArtifact));
-  MarkMethodStreamed(index("ListWorkers"), RawUnary(this, &JobServiceImpl::ListWorkers));
-  MarkMethodStreamed(index("GetStageLogs"), RawUnary(this, &JobServiceImpl::GetStageLogs));
+          }),
+      /*callback=*/true);
+  AddRawMethod("CancelJob", RawUnary(this, &J::CancelJob));
+  AddRawMethod("DownloadArtifact", RawServerStreaming(this, &J::DownloadArtifact));
+  AddRawMethod("ListWorkers", RawUnary(this, &J::ListWorkers));
+  AddRawMethod("GetStageLogs", RawUnary(this, &J::GetStageLogs));
+  CheckAllMethodsAdded();
 }
 
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context,
@@ -489,22 +476,22 @@ grpc::Status JobServiceImpl::GetStageLogs(grpc::ServerContext* context,
 WorkerServiceImpl::WorkerServiceImpl(Coordinator* coordinator,
                                      const BearerTokenAuthenticator* auth, int chunk_bytes,
                                      int64_t max_artifact_bytes)
-    : core_(coordinator),
+    : RawService("WorkerService"),
+      core_(coordinator),
       auth_(auth),
       chunk_bytes_(chunk_bytes),
       max_artifact_bytes_(max_artifact_bytes) {
-  const google::protobuf::FileDescriptor* file = mpt::v1::Job::descriptor()->file();
-  auto index = [file](const char* method) { return MethodIndex(file, "WorkerService", method); };
   using W = WorkerServiceImpl;
-  MarkMethodStreamed(index("RegisterWorker"), RawUnary(this, &W::RegisterWorker));
-  MarkMethodStreamed(index("Heartbeat"), RawUnary(this, &W::Heartbeat));
-  MarkMethodStreamed(index("PollAssignment"), RawUnary(this, &W::PollAssignment));
-  MarkMethodStreamed(index("ReportProgress"), RawUnary(this, &W::ReportProgress));
-  MarkMethodStreamed(index("UploadArtifact"), RawClientStreaming(this, &W::UploadArtifact));
-  MarkMethodStreamed(index("FetchArtifact"), RawServerStreaming(this, &W::FetchArtifact));
-  MarkMethodStreamed(index("CompleteAssignment"), RawUnary(this, &W::CompleteAssignment));
-  MarkMethodStreamed(index("StoreSet"), RawUnary(this, &W::StoreSet));
-  MarkMethodStreamed(index("StoreGet"), RawUnary(this, &W::StoreGet));
+  AddRawMethod("RegisterWorker", RawUnary(this, &W::RegisterWorker));
+  AddRawMethod("Heartbeat", RawUnary(this, &W::Heartbeat));
+  AddRawMethod("PollAssignment", RawUnary(this, &W::PollAssignment));
+  AddRawMethod("ReportProgress", RawUnary(this, &W::ReportProgress));
+  AddRawMethod("UploadArtifact", RawClientStreaming(this, &W::UploadArtifact));
+  AddRawMethod("FetchArtifact", RawServerStreaming(this, &W::FetchArtifact));
+  AddRawMethod("CompleteAssignment", RawUnary(this, &W::CompleteAssignment));
+  AddRawMethod("StoreSet", RawUnary(this, &W::StoreSet));
+  AddRawMethod("StoreGet", RawUnary(this, &W::StoreGet));
+  CheckAllMethodsAdded();
 }
 
 grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* context,

@@ -25,6 +25,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <deque>
 #include <memory>
 #include <string>
 
@@ -83,15 +84,36 @@ class BearerTokenAuthenticator {
   const std::string token_;
 };
 
+// A gRPC service served from raw bytes: each method is registered under
+// its proto's full name with its own call type, and its handler parses the
+// request itself. Subclasses add a handler for every method of the service
+// in their constructor.
+class RawService : public grpc::Service {
+ protected:
+  // `service` is the proto's (e.g. "JobService" in mpt/v1/service.proto).
+  explicit RawService(const char* service);
+
+  // Registers `handler` (owned by gRPC) for `method`; `callback`: served
+  // with gRPC's callback API. Aborts on a method the service lacks.
+  void AddRawMethod(const char* method, grpc::internal::MethodHandler* handler,
+                    bool callback = false);
+  // Aborts unless every method of the service was added.
+  void CheckAllMethodsAdded() const;
+
+ private:
+  const google::protobuf::ServiceDescriptor* const service_;
+  std::deque<std::string> paths_;  // "/mpt.v1.JobService/SubmitJob"; gRPC keeps pointers
+};
+
 // Forwards JobService calls to the core. Holds no state of its own.
-class JobServiceImpl final : public mpt::v1::JobService::Service {
+class JobServiceImpl final : public RawService {
  public:
   // Neither pointer is owned; both must outlive the service.
   JobServiceImpl(Coordinator* coordinator, const BearerTokenAuthenticator* auth,
                  int chunk_bytes);
 
   grpc::Status SubmitJob(grpc::ServerContext* context, const mpt::v1::SubmitJobRequest* request,
-                         mpt::v1::Job* response) override;
+                         mpt::v1::Job* response);
   // GetJob and ListJobs answer with bytes the core serialized (a
   // published job's cached bytes, or a page spliced from the store).
   grpc::Status GetJob(grpc::ServerContext* context, const mpt::v1::GetJobRequest* request,
@@ -104,16 +126,16 @@ class JobServiceImpl final : public mpt::v1::JobService::Service {
                                                        const grpc::ByteBuffer* request);
   // Streaming methods write through the stream the raw handlers give them.
   grpc::Status CancelJob(grpc::ServerContext* context, const mpt::v1::CancelJobRequest* request,
-                         mpt::v1::Job* response) override;
+                         mpt::v1::Job* response);
   grpc::Status DownloadArtifact(grpc::ServerContext* context,
                                 const mpt::v1::DownloadArtifactRequest* request,
                                 grpc::internal::WriterInterface<mpt::v1::ArtifactChunk>* writer);
   grpc::Status ListWorkers(grpc::ServerContext* context,
                            const mpt::v1::ListWorkersRequest* request,
-                           mpt::v1::ListWorkersResponse* response) override;
+                           mpt::v1::ListWorkersResponse* response);
   grpc::Status GetStageLogs(grpc::ServerContext* context,
                             const mpt::v1::GetStageLogsRequest* request,
-                            mpt::v1::GetStageLogsResponse* response) override;
+                            mpt::v1::GetStageLogsResponse* response);
 
  private:
   Coordinator* const core_;
@@ -122,22 +144,22 @@ class JobServiceImpl final : public mpt::v1::JobService::Service {
 };
 
 // Forwards WorkerService calls to the core. Holds no state of its own.
-class WorkerServiceImpl final : public mpt::v1::WorkerService::Service {
+class WorkerServiceImpl final : public RawService {
  public:
   WorkerServiceImpl(Coordinator* coordinator, const BearerTokenAuthenticator* auth,
                     int chunk_bytes, int64_t max_artifact_bytes);
 
   grpc::Status RegisterWorker(grpc::ServerContext* context,
                               const mpt::v1::RegisterWorkerRequest* request,
-                              mpt::v1::RegisterWorkerResponse* response) override;
+                              mpt::v1::RegisterWorkerResponse* response);
   grpc::Status Heartbeat(grpc::ServerContext* context, const mpt::v1::HeartbeatRequest* request,
-                         mpt::v1::HeartbeatResponse* response) override;
+                         mpt::v1::HeartbeatResponse* response);
   grpc::Status PollAssignment(grpc::ServerContext* context,
                               const mpt::v1::PollAssignmentRequest* request,
-                              mpt::v1::PollAssignmentResponse* response) override;
+                              mpt::v1::PollAssignmentResponse* response);
   grpc::Status ReportProgress(grpc::ServerContext* context,
                               const mpt::v1::ReportProgressRequest* request,
-                              mpt::v1::ReportProgressResponse* response) override;
+                              mpt::v1::ReportProgressResponse* response);
   // Reads the raw messages of the upload and parses each.
   grpc::Status UploadArtifact(grpc::ServerContext* context,
                               grpc::internal::ReaderInterface<grpc::ByteBuffer>* reader,
@@ -147,11 +169,11 @@ class WorkerServiceImpl final : public mpt::v1::WorkerService::Service {
                              grpc::internal::WriterInterface<mpt::v1::ArtifactChunk>* writer);
   grpc::Status CompleteAssignment(grpc::ServerContext* context,
                                   const mpt::v1::CompleteAssignmentRequest* request,
-                                  mpt::v1::CompleteAssignmentResponse* response) override;
+                                  mpt::v1::CompleteAssignmentResponse* response);
   grpc::Status StoreSet(grpc::ServerContext* context, const mpt::v1::StoreSetRequest* request,
-                        mpt::v1::StoreSetResponse* response) override;
+                        mpt::v1::StoreSetResponse* response);
   grpc::Status StoreGet(grpc::ServerContext* context, const mpt::v1::StoreGetRequest* request,
-                        mpt::v1::StoreGetResponse* response) override;
+                        mpt::v1::StoreGetResponse* response);
 
  private:
   Coordinator* const core_;
