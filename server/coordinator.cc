@@ -332,7 +332,13 @@ absl::StatusOr<std::string> Coordinator::ListJobsSerialized(
     const mpt::v1::ListJobsRequest& request) {
   ASSIGN_OR_RETURN(ListJobsQuery q, ParseListJobsRequest(request));
   ASSIGN_OR_RETURN(SerializedJobPage page,
-                   store_->ListSerializedJobs(q.filter, q.before_seq, q.page_size));
+                   store_->ListSerializedJobs(
+                       q.filter, q.before_seq, q.page_size,
+                       // Jobs in memory as the page found them: their
+                       // published bytes, as GetJob answers.
+                       [this](const std::string& name, mpt::v1::JobState state) {
+                         return published_.FindSerializedInState(name, state);
+                       }));
   std::string response;
   size_t bytes = 0;
   for (const std::string& job : page.jobs) bytes += job.size() + 8;
@@ -349,11 +355,11 @@ absl::StatusOr<std::string> Coordinator::ListJobsSerialized(
 
 absl::StatusOr<mpt::v1::ListJobsResponse> Coordinator::ListJobs(
     const mpt::v1::ListJobsRequest& request) {
-  ASSIGN_OR_RETURN(ListJobsQuery q, ParseListJobsRequest(request));
-  ASSIGN_OR_RETURN(JobPage page, store_->ListJobs(q.filter, q.before_seq, q.page_size));
+  ASSIGN_OR_RETURN(std::string bytes, ListJobsSerialized(request));
   mpt::v1::ListJobsResponse response;
-  for (mpt::v1::Job& job : page.jobs) *response.add_jobs() = std::move(job);
-  if (page.more) response.set_next_page_token(MakePageToken(page.last_seq, q.filter_key));
+  if (!response.ParseFromString(bytes)) {
+    return absl::DataLossError("a page of jobs read from the store does not parse");
+  }
   return response;
 }
 

@@ -70,8 +70,9 @@
 // fsynced: writes are group-committed (group_commit.h) and each call waits,
 // unlocked, for its own write to be durable before it answers. GetJob reads
 // committed copies of unfinished jobs (published_jobs.h); finished jobs,
-// ListJobs, event logs and artefact bytes are read from the store. None of
-// these take the mutex or wait for a commit.
+// the pages of ListJobs, event logs and artefact bytes are read from the
+// store (a page takes each unfinished job it lists from those copies). None
+// of these take the mutex or wait for a commit.
 #ifndef MPT_SERVER_COORDINATOR_H_
 #define MPT_SERVER_COORDINATOR_H_
 
@@ -238,7 +239,9 @@ class Coordinator {
   // otherwise).
   absl::StatusOr<mpt::v1::ListJobsResponse> ListJobs(const mpt::v1::ListJobsRequest& request);
   // ListJobs() as a serialized ListJobsResponse, spliced from the stored
-  // records without parsing them. Same errors.
+  // records without parsing them; a job that the page finds in the state
+  // its published copy has is that copy (each job as GetJob shows it).
+  // Same errors.
   absl::StatusOr<std::string> ListJobsSerialized(const mpt::v1::ListJobsRequest& request);
 
   // QUEUED (or RUNNING with nothing running now) -> CANCELLED at once;

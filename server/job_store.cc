@@ -887,14 +887,17 @@ absl::StatusOr<std::optional<std::string>> JobStore::ReadSerializedJob(const std
   return std::optional<std::string>(job->SerializeAsString());
 }
 
-absl::StatusOr<SerializedJobPage> JobStore::ListSerializedJobs(const JobListFilter& filter,
-                                                               int64_t before_seq,
-                                                               int page_size) {
+absl::StatusOr<SerializedJobPage> JobStore::ListSerializedJobs(
+    const JobListFilter& filter, int64_t before_seq, int page_size,
+    const SerializedJobLookup& lookup) {
   ASSIGN_OR_RETURN(JobPage page, ListJobs(filter, before_seq, page_size));
   SerializedJobPage out;
   out.last_seq = page.last_seq;
   out.more = page.more;
-  for (const mpt::v1::Job& job : page.jobs) out.jobs.push_back(job.SerializeAsString());
+  for (const mpt::v1::Job& job : page.jobs) {
+    std::shared_ptr<const std::string> known = lookup ? lookup(job.name(), job.state()) : nullptr;
+    out.jobs.push_back(known != nullptr ? *known : job.SerializeAsString());
+  }
   return out;
 }
 
@@ -941,15 +944,17 @@ absl::StatusOr<std::optional<std::string>> SqliteJobStore::ReadSerializedJob(
       });
 }
 
-absl::StatusOr<SerializedJobPage> SqliteJobStore::ListSerializedJobs(const JobListFilter& filter,
-                                                                     int64_t before_seq,
-                                                                     int page_size) {
+absl::StatusOr<SerializedJobPage> SqliteJobStore::ListSerializedJobs(
+    const JobListFilter& filter, int64_t before_seq, int page_size,
+    const SerializedJobLookup& lookup) {
   return impl_->ReadCached(
       [&](sqlite3*, StatementCache& statements) -> absl::StatusOr<SerializedJobPage> {
         // The page by the create_seq indexes (one prepared statement per
-        // filter shape), then each job's stages by primary key.
-        const std::string sql = JobPageSql("create_seq, name, record", filter, before_seq);
-        std::vector<std::string> names;
+        // filter shape); each job from `lookup` when it has it in the
+        // page's state, else its record and its stages by primary key.
+        const std::string sql = JobPageSql("create_seq, name, state, record", filter, before_seq);
+        std::vector<std::string> to_read;  // names of the jobs whose stages are read
+        std::vector<size_t> to_read_index;
         SerializedJobPage page;
         {
           Statement st = statements.Get(sql);
@@ -962,18 +967,27 @@ absl::StatusOr<SerializedJobPage> SqliteJobStore::ListSerializedJobs(const JobLi
               page.more = true;
               break;
             }
-            SerializedJobBuilder job;
-            RETURN_IF_ERROR(job.Start(st.Bytes(2)));
             page.last_seq = st.Int(0);
-            names.push_back(st.Text(1));
+            std::string name = st.Text(1);
+            std::shared_ptr<const std::string> known =
+                lookup ? lookup(name, static_cast<mpt::v1::JobState>(st.Int(2))) : nullptr;
+            if (known != nullptr) {
+              page.jobs.push_back(*known);
+              continue;
+            }
+            SerializedJobBuilder job;
+            RETURN_IF_ERROR(job.Start(st.Bytes(3)));
+            to_read.push_back(std::move(name));
+            to_read_index.push_back(page.jobs.size());
             page.jobs.push_back(job.Take());
           }
         }
-        for (size_t i = 0; i < names.size(); ++i) {
+        for (size_t i = 0; i < to_read.size(); ++i) {
+          std::string& bytes = page.jobs[to_read_index[i]];
           SerializedJobBuilder job;
-          job.Continue(std::move(page.jobs[i]));
-          RETURN_IF_ERROR(AddSerializedStages(statements, names[i], &job));
-          page.jobs[i] = job.Take();
+          job.Continue(std::move(bytes));
+          RETURN_IF_ERROR(AddSerializedStages(statements, to_read[i], &job));
+          bytes = job.Take();
         }
         return page;
       });

@@ -14,6 +14,7 @@
 #define MPT_SERVER_JOB_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -129,6 +130,13 @@ struct SerializedJobPage {
   bool more = false;     // as JobPage
 };
 
+// Where ListSerializedJobs() may take a job's bytes instead of reading them:
+// given a job of the page and its state there, the job serialized in that
+// state (the coordinator's published copy), or nullptr to read it.
+using SerializedJobLookup =
+    std::function<std::shared_ptr<const std::string>(const std::string& name,
+                                                     mpt::v1::JobState state)>;
+
 // Implementations are thread-safe.
 class JobStore {
  public:
@@ -161,8 +169,10 @@ class JobStore {
   // the mpt.v1.Job the proto form returns; field order may differ). The
   // defaults serialize what ReadJob() and ListJobs() return.
   virtual absl::StatusOr<std::optional<std::string>> ReadSerializedJob(const std::string& name);
+  // `lookup` (may be empty) supplies jobs it has in the page's state.
   virtual absl::StatusOr<SerializedJobPage> ListSerializedJobs(const JobListFilter& filter,
-                                                               int64_t before_seq, int page_size);
+                                                               int64_t before_seq, int page_size,
+                                                               const SerializedJobLookup& lookup);
 
   // Events of job `name` with sequence > `after_sequence`, in order, at most
   // `limit`.
@@ -252,8 +262,8 @@ class SqliteJobStore final : public JobStore {
   absl::StatusOr<std::optional<std::string>> ReadSerializedJob(const std::string& name) override;
   absl::StatusOr<bool> HasJob(const std::string& name) override;
   absl::StatusOr<SerializedJobPage> ListSerializedJobs(const JobListFilter& filter,
-                                                       int64_t before_seq,
-                                                       int page_size) override;
+                                                       int64_t before_seq, int page_size,
+                                                       const SerializedJobLookup& lookup) override;
   absl::StatusOr<std::vector<mpt::v1::JobEvent>> ReadEvents(const std::string& name,
                                                             int64_t after_sequence,
                                                             int limit) override;

@@ -43,11 +43,22 @@ std::shared_ptr<const mpt::v1::Job> PublishedJobs::Find(const std::string& name)
 }
 
 std::shared_ptr<const std::string> PublishedJobs::FindSerialized(const std::string& name) {
+  return FindSerializedIf(name, std::nullopt);
+}
+
+std::shared_ptr<const std::string> PublishedJobs::FindSerializedInState(const std::string& name,
+                                                                        mpt::v1::JobState state) {
+  return FindSerializedIf(name, state);
+}
+
+std::shared_ptr<const std::string> PublishedJobs::FindSerializedIf(
+    const std::string& name, std::optional<mpt::v1::JobState> state) {
   std::shared_ptr<const mpt::v1::Job> job;
   {
     absl::ReaderMutexLock lock(&mu_);
     auto it = jobs_.find(name);
     if (it == jobs_.end()) return nullptr;
+    if (state.has_value() && it->second.job->state() != *state) return nullptr;
     if (it->second.serialized != nullptr) return it->second.serialized;
     job = it->second.job;
   }

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -40,8 +41,16 @@ class PublishedJobs {
   // published version (on the first read after it), outside the lock.
   std::shared_ptr<const std::string> FindSerialized(const std::string& name)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // As FindSerialized(), but nullptr unless the published job is in `state`.
+  std::shared_ptr<const std::string> FindSerializedInState(const std::string& name,
+                                                           mpt::v1::JobState state)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
+  std::shared_ptr<const std::string> FindSerializedIf(const std::string& name,
+                                                      std::optional<mpt::v1::JobState> state)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
   struct Entry {
     int64_t version = 0;
     std::shared_ptr<const mpt::v1::Job> job;
