@@ -39,9 +39,13 @@
 #include "server/grpc_service.h"
 #include "server/job_store.h"
 
-ABSL_FLAG(int, clients, 50, "concurrent client threads");
+ABSL_FLAG(int, clients, 50, "concurrent closed-loop clients, each with its own connection");
+ABSL_FLAG(int, client_threads, 1,
+          "threads driving the clients' asynchronous calls; 0: one thread per client");
 ABSL_FLAG(int, requests, 40, "requests of each kind per client thread");
 ABSL_FLAG(int, watchers, 200, "WatchJob streams held open meanwhile");
+ABSL_FLAG(std::vector<std::string>, calls, std::vector<std::string>({"submit", "get", "list"}),
+          "which latency phases to run (submit, get, list), e.g. to profile one");
 ABSL_FLAG(int, recovery_jobs, 10000, "unfinished jobs in the store for the restart test");
 ABSL_FLAG(int, recovery_runs, 3, "restarts timed");
 ABSL_FLAG(bool, sync_full, true, "SQLite synchronous=FULL, as the coordinator runs by default");
@@ -133,25 +137,64 @@ double Percentile(std::vector<double> v, double q) {
   return v[i];
 }
 
-// Runs `op` `requests` times on each of `clients` threads; each thread has
-// its own channel.
-template <typename Op>
-Latencies RunConcurrently(int port, int clients, int requests, Op op) {
-  std::vector<Latencies> per(clients);
-  std::vector<std::thread> threads;
-  for (int c = 0; c < clients; ++c) {
-    threads.emplace_back([&, c] {
-      auto stub = mpt::v1::JobService::NewStub(Connect(port));
+// One closed-loop client per channel, each with one call in flight at a
+// time, `requests` calls each. `threads` threads drive them,
+// each with its own completion queue (client c on thread c % threads);
+// threads == clients gives every client a thread of its own.
+// `start(stub, context, client, index, gen, cq)` prepares a call;
+// `check(client, response)` says whether its answer is right.
+template <class Response, class Start, class Check>
+Latencies RunClients(const std::vector<std::shared_ptr<grpc::Channel>>& channels, int requests,
+                     int threads, Start start, Check check) {
+  const int clients = static_cast<int>(channels.size());
+  struct Call {
+    int client = 0;
+    int index = 0;
+    absl::Time start;
+    grpc::ClientContext context;
+    Response response;
+    grpc::Status status;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<Response>> reader;
+  };
+  threads = std::max(1, std::min(threads, clients));
+  std::vector<std::unique_ptr<mpt::v1::JobService::Stub>> stubs;
+  for (const auto& channel : channels) stubs.push_back(mpt::v1::JobService::NewStub(channel));
+  std::vector<Latencies> per(threads);
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      grpc::CompletionQueue cq;
       absl::BitGen gen;
-      for (int i = 0; i < requests; ++i) {
-        const absl::Time start = absl::Now();
-        bool ok = op(stub.get(), c, i, gen);
-        per[c].ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
-        if (!ok) ++per[c].errors;
+      int in_flight = 0;
+      auto issue = [&](int c, int i) {
+        auto* call = new Call;
+        call->client = c;
+        call->index = i;
+        WithDeadline(&call->context, absl::Seconds(30));
+        call->start = absl::Now();
+        call->reader = start(stubs[c].get(), &call->context, c, i, gen, &cq);
+        call->reader->StartCall();
+        call->reader->Finish(&call->response, &call->status, call);
+        ++in_flight;
+      };
+      if (requests > 0) {
+        for (int c = t; c < clients; c += threads) issue(c, 0);
+      }
+      void* tag = nullptr;
+      bool ok = false;
+      while (in_flight > 0 && cq.Next(&tag, &ok)) {
+        std::unique_ptr<Call> call(static_cast<Call*>(tag));
+        --in_flight;
+        per[t].ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - call->start));
+        if (!ok || !call->status.ok() || !check(call->client, call->response)) ++per[t].errors;
+        if (call->index + 1 < requests) issue(call->client, call->index + 1);
+      }
+      cq.Shutdown();
+      while (cq.Next(&tag, &ok)) {
       }
     });
   }
-  for (auto& t : threads) t.join();
+  for (auto& w : workers) w.join();
   Latencies all;
   for (auto& p : per) {
     all.ms.insert(all.ms.end(), p.ms.begin(), p.ms.end());
@@ -276,50 +319,96 @@ int Run() {
       watched.push_back(job.name());
     }
   }
+  // The watch streams, all driven by one thread on one completion queue
+  // (their clients' cost stays small next to the server's).
   std::atomic<int> streams_open{0}, streams_final{0}, stream_events{0};
-  std::vector<std::thread> watch_threads;
-  std::vector<std::shared_ptr<grpc::Channel>> watch_channels;
-  for (int i = 0; i < 8; ++i) watch_channels.push_back(Connect(port));
+  struct Watch {
+    enum { kStarting, kReading, kFinishing } phase = kStarting;
+    grpc::ClientContext context;
+    mpt::v1::JobEvent event;
+    grpc::Status status;
+    std::unique_ptr<grpc::ClientAsyncReader<mpt::v1::JobEvent>> reader;
+    bool counted = false;
+  };
+  grpc::CompletionQueue watch_cq;
+  std::vector<std::unique_ptr<mpt::v1::JobService::Stub>> watch_stubs;
+  for (int i = 0; i < 8; ++i) watch_stubs.push_back(mpt::v1::JobService::NewStub(Connect(port)));
+  std::vector<std::unique_ptr<Watch>> watches;
   for (int i = 0; i < watchers; ++i) {
-    watch_threads.emplace_back([&, i] {
-      auto stub = mpt::v1::JobService::NewStub(watch_channels[i % watch_channels.size()]);
-      grpc::ClientContext ctx;
-      WithDeadline(&ctx, absl::Minutes(10));
-      mpt::v1::WatchJobRequest request;
-      request.set_name(watched[i]);
-      auto reader = stub->WatchJob(&ctx, request);
-      mpt::v1::JobEvent event;
-      bool counted = false;
-      while (reader->Read(&event)) {
-        ++stream_events;
-        if (!counted) {
-          ++streams_open;
-          counted = true;
-        }
-        if (event.state() == mpt::v1::CANCELLED) ++streams_final;
-      }
-      reader->Finish();
-    });
+    auto w = std::make_unique<Watch>();
+    WithDeadline(&w->context, absl::Minutes(10));
+    mpt::v1::WatchJobRequest request;
+    request.set_name(watched[i]);
+    w->reader = watch_stubs[i % watch_stubs.size()]->PrepareAsyncWatchJob(&w->context, request,
+                                                                          &watch_cq);
+    w->reader->StartCall(w.get());
+    watches.push_back(std::move(w));
   }
+  std::thread watch_thread([&] {
+    int open = watchers;
+    void* tag = nullptr;
+    bool ok = false;
+    while (open > 0 && watch_cq.Next(&tag, &ok)) {
+      Watch* w = static_cast<Watch*>(tag);
+      if (w->phase == Watch::kFinishing) {
+        --open;
+        continue;
+      }
+      if (w->phase == Watch::kReading && ok) {
+        ++stream_events;
+        if (!w->counted) {
+          ++streams_open;
+          w->counted = true;
+        }
+        if (w->event.state() == mpt::v1::CANCELLED) ++streams_final;
+      }
+      if (ok) {
+        w->phase = Watch::kReading;
+        w->reader->Read(&w->event, w);
+      } else {
+        w->phase = Watch::kFinishing;
+        w->reader->Finish(&w->status, w);
+      }
+    }
+  });
   const absl::Time wait_open = absl::Now() + absl::Seconds(60);
   while (streams_open.load() < watchers && absl::Now() < wait_open) {
     absl::SleepFor(absl::Milliseconds(20));
   }
   std::printf("%d of %d WatchJob streams open\n", streams_open.load(), watchers);
 
+  const std::vector<std::string> calls = absl::GetFlag(FLAGS_calls);
+  const int client_threads =
+      absl::GetFlag(FLAGS_client_threads) > 0 ? absl::GetFlag(FLAGS_client_threads) : clients;
+  // Every client connects before the timing starts, as a client that keeps
+  // its channel does; the first call then pays no connection set-up.
+  std::vector<std::shared_ptr<grpc::Channel>> client_channels;
+  for (int c = 0; c < clients; ++c) {
+    client_channels.push_back(Connect(port));
+    if (!client_channels.back()->WaitForConnected(absl::ToChronoTime(absl::Now() + absl::Seconds(30)))) {
+      MPT_LOG(ERROR) << "client " << c << " could not connect";
+      return 1;
+    }
+  }
+  std::printf("%d clients (one connection each) driven by %d thread(s)\n", clients,
+              std::min(client_threads, clients));
+  auto requests_of = [&](const char* call) {
+    return std::find(calls.begin(), calls.end(), call) != calls.end() ? requests : 0;
+  };
   std::vector<std::vector<std::string>> submitted(clients);
   const double submit_cpu = ProcessCpuMs();
   const absl::Time submit_start = absl::Now();
-  Latencies submit = RunConcurrently(
-      port, clients, requests,
-      [&](mpt::v1::JobService::Stub* stub, int c, int i, absl::BitGen&) {
-        grpc::ClientContext ctx;
-        mpt::v1::Job job;
-        bool ok = stub->SubmitJob(WithDeadline(&ctx, absl::Seconds(30)),
-                                  BenchJob(c * requests + i), &job)
-                      .ok();
-        if (ok) submitted[c].push_back(job.name());
-        return ok;
+  absl::Mutex submitted_mu;
+  Latencies submit = RunClients<mpt::v1::Job>(
+      client_channels, requests_of("submit"), client_threads,
+      [&](mpt::v1::JobService::Stub* stub, grpc::ClientContext* ctx, int c, int i,
+          absl::BitGen&, grpc::CompletionQueue* cq) {
+        return stub->PrepareAsyncSubmitJob(ctx, BenchJob(c * requests + i), cq);
+      },
+      [&](int c, const mpt::v1::Job& job) {
+        absl::MutexLock lock(&submitted_mu);
+        submitted[c].push_back(job.name());
+        return true;
       });
   const double submit_seconds = absl::ToDoubleSeconds(absl::Now() - submit_start);
   const double submit_cpu_ms = ProcessCpuMs() - submit_cpu;
@@ -328,31 +417,30 @@ int Run() {
 
   const double get_cpu = ProcessCpuMs();
   const absl::Time get_start = absl::Now();
-  Latencies get = RunConcurrently(
-      port, clients, requests,
-      [&](mpt::v1::JobService::Stub* stub, int, int, absl::BitGen& gen) {
-        grpc::ClientContext ctx;
+  Latencies get = RunClients<mpt::v1::Job>(
+      client_channels, requests_of("get"), client_threads,
+      [&](mpt::v1::JobService::Stub* stub, grpc::ClientContext* ctx, int, int,
+          absl::BitGen& gen, grpc::CompletionQueue* cq) {
         mpt::v1::GetJobRequest r;
         r.set_name(all_jobs[absl::Uniform<size_t>(gen, 0, all_jobs.size())]);
-        mpt::v1::Job job;
-        return stub->GetJob(WithDeadline(&ctx, absl::Seconds(30)), r, &job).ok();
-      });
+        return stub->PrepareAsyncGetJob(ctx, r, cq);
+      },
+      [](int, const mpt::v1::Job& job) { return !job.name().empty(); });
   const double get_seconds = absl::ToDoubleSeconds(absl::Now() - get_start);
   const double get_cpu_ms = ProcessCpuMs() - get_cpu;
 
   const double list_cpu = ProcessCpuMs();
   const absl::Time list_start = absl::Now();
-  Latencies list = RunConcurrently(
-      port, clients, requests,
-      [&](mpt::v1::JobService::Stub* stub, int, int i, absl::BitGen&) {
-        grpc::ClientContext ctx;
+  Latencies list = RunClients<mpt::v1::ListJobsResponse>(
+      client_channels, requests_of("list"), client_threads,
+      [&](mpt::v1::JobService::Stub* stub, grpc::ClientContext* ctx, int, int i, absl::BitGen&,
+          grpc::CompletionQueue* cq) {
         mpt::v1::ListJobsRequest r;
         r.set_page_size(50);
         if (i % 2 == 1) r.add_states(mpt::v1::QUEUED);
-        mpt::v1::ListJobsResponse page;
-        return stub->ListJobs(WithDeadline(&ctx, absl::Seconds(30)), r, &page).ok() &&
-               page.jobs_size() == 50;
-      });
+        return stub->PrepareAsyncListJobs(ctx, r, cq);
+      },
+      [](int, const mpt::v1::ListJobsResponse& page) { return page.jobs_size() == 50; });
   const double list_seconds = absl::ToDoubleSeconds(absl::Now() - list_start);
   const double list_cpu_ms = ProcessCpuMs() - list_cpu;
 
@@ -367,7 +455,14 @@ int Run() {
       stub->CancelJob(WithDeadline(&ctx, absl::Seconds(30)), r, &job);
     }
   }
-  for (auto& t : watch_threads) t.join();
+  watch_thread.join();
+  watch_cq.Shutdown();
+  {
+    void* tag = nullptr;
+    bool ok = false;
+    while (watch_cq.Next(&tag, &ok)) {
+    }
+  }
 
   // cpu ms/req: CPU of the whole process (the clients' share included) per
   // request of the phase.
