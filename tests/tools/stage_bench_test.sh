@@ -46,6 +46,22 @@ assert len(j["losses"]) == 4 and all(math.isfinite(x) for x in j["losses"]), j["
 PY
 done
 
+# Two lanes: each runs the same stage as one lane does (the same losses),
+# the machine's figures count both, and the peak is measured in both.
+one=$(run source)
+two=$("$bench" --model="$model" --stage=source --batch_size=3 --input_length=10 --target_length=4 \
+  --num_virtual_tokens=6 --steps=3 --warmup_steps=1 --threads=2 --lanes=2 --json)
+python3 - "$one" "$two" <<'PY' || fail "--lanes=2: $two"
+import json, sys
+one, two = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+assert two["lanes"] == 2 and one["lanes"] == 1, two
+assert two["losses"] == one["losses"], (two["losses"], one["losses"])
+assert two["gflop_per_step"] == one["gflop_per_step"], two
+assert two["achieved_gflops"] > 0 and two["matmul_peak_gflops"] > 0 and 0 < two["mfu"] < 2, two
+PY
+if err=$("$bench" --model="$model" --lanes=0 2>&1); then fail "--lanes=0 accepted"; fi
+grep -q -- "--lanes" <<<"$err" || fail "the lanes error does not name --lanes: $err"
+
 bf16=$("$bench" --model="$model" --dtype=bfloat16 --batch_size=3 --input_length=10 \
   --target_length=4 --num_virtual_tokens=6 --steps=1 --threads=1 --measure_peak=false --json)
 python3 -c 'import json, sys; j = json.loads(sys.argv[1]); assert j["dtype"] == "BFloat16", j' \

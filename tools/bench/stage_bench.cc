@@ -14,6 +14,13 @@
 // process's peak resident memory; --json prints one JSON object instead.
 // tools/bench/peft_bench.py times the same steps with PEFT and transformers.
 //
+// --lanes=L (CPU) runs L copies of the stage at once, each on its own
+// thread with one compute thread (worker/training/lanes.h), as a worker
+// with L lanes trains L tasks: step time is per lane, tokens/s, FLOP/s and
+// MFU are the machine's (every lane's steps over the span from the first
+// timed step's start to the last lane's end, against the matmul peak
+// measured in L lanes at once).
+//
 // --pack=K (source stage) trains K source prompts in one pass
 // (worker/training/packed_trainer.h): each step holds every task's own batch
 // of --batch_size, and tokens/s count all of them, so the figure is the
@@ -86,6 +93,7 @@
 #include "worker/training/mpt_stages.h"
 #include "worker/training/packed_trainer.h"
 #include "worker/training/prompt_trainer.h"
+#include "worker/training/lanes.h"
 #include "worker/training/teacher_cache.h"
 #include "worker/lm/base_model_loader.h"
 #include "worker/lm/causal_prompted_model.h"
@@ -132,6 +140,10 @@ ABSL_FLAG(int, intra_op_threads, 0, "Measurement override: libtorch intra-op thr
 ABSL_FLAG(int, blas_threads, 0,
           "Measurement override: OpenBLAS threads (-1: leave them as OPENBLAS_NUM_THREADS or "
           "OpenBLAS's default set them).");
+ABSL_FLAG(int, lanes, 1,
+          "CPU: L >= 2 runs L copies of the stage side by side, one compute thread each, as "
+          "the worker's lanes do; the figures are then the machine's (all lanes), and the "
+          "peak is measured in L lanes at once.");
 ABSL_FLAG(bool, measure_peak, true, "Time fp32 matrix products for the MFU figure.");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N].");
 ABSL_FLAG(std::string, autocast, "off",
@@ -285,41 +297,12 @@ absl::Status Main() {
   config.token_dim = static_cast<int>(model.hidden_size());
   config.num_tasks = tasks;
   if (pack > 0) config.num_tasks = 1;
-  ASSIGN_OR_RETURN(SoftPrompt prompt, SoftPrompt::Random(config, 7));
-  prompt.MoveTo(model.device());
-  std::vector<SoftPrompt> pack_prompts;
-  for (int k = 0; k < pack; ++k) {
-    ASSIGN_OR_RETURN(SoftPrompt p, SoftPrompt::Random(config, 7 + k));
-    p.MoveTo(model.device());
-    pack_prompts.push_back(std::move(p));
+  const int lanes = absl::GetFlag(FLAGS_lanes);
+  if (lanes < 1) return absl::InvalidArgumentError("--lanes: must be >= 1");
+  if (lanes > 1 && !model.device().is_cpu()) {
+    return absl::InvalidArgumentError("--lanes: L >= 2 applies to the CPU only");
   }
 
-  at::Tensor teachers;
-  StepFunction step;
-  StepClock clock;
-  if (model.device().is_cuda()) {
-    clock.cuda_device = model.device().has_index() ? model.device().index() : 0;
-  }
-  // Training (and the timed steps) on this thread under the chosen
-  // precision; the peak below is measured outside it, in the stated dtype.
-  auto autocast_scope = std::make_unique<AutocastScope>(model.device(), autocast);
-  std::shared_ptr<TeacherCache> teacher_cache;
-  if (stage == "distillation") {
-    teachers = at::randn({tasks, config.total_tokens(), config.token_dim}).to(model.device());
-    DistillationLoss loss;
-    if (absl::GetFlag(FLAGS_teacher_cache_mib) >= 0) {
-      loss.teacher_cache_bytes = int64_t{absl::GetFlag(FLAGS_teacher_cache_mib)} << 20;
-    }
-    teacher_cache = std::make_shared<TeacherCache>(loss.teacher_cache_bytes);
-    loss.teacher_cache = teacher_cache;
-    step = MakeDistillationStep(model, prompt_spec, &prompt, teachers, loss);
-    clock.cache = teacher_cache.get();
-  } else {
-    step = MakePlmStep(model,
-                       PromptLayout::Peft(config.kind == PromptKind::kMultitask,
-                                          config.num_virtual_tokens, 1),
-                       &prompt);
-  }
   TrainerOptions options;
   const int warmup = absl::GetFlag(FLAGS_warmup_steps), steps = absl::GetFlag(FLAGS_steps);
   options.train.set_steps(warmup + steps);
@@ -332,40 +315,115 @@ absl::Status Main() {
   // Bucketing applies to proportional sampling only.
   options.sampling = bucket_batches >= 2 ? TaskSampling::kProportional : TaskSampling::kUniform;
   options.stage = stage;
-  LocalCommunicator comm;
-  const auto start = Clock::now();
-  const double cpu_start = CpuSeconds();
-  if (pack > 0) {
-    // Each task logs every step; the clock keeps the last task's event of
-    // each step (the step's end).
-    options.train.set_steps(warmup + steps);
-    std::vector<PackMember> members;
-    std::vector<const SoftPrompt*> prompt_ptrs;
+
+  // One lane's run: its own prompts, teacher cache and step clock; the
+  // model and the data are shared (read only).
+  struct Lane {
+    StepClock clock;
+    std::shared_ptr<TeacherCache> teacher_cache;
+    Clock::time_point start;
+    double cpu_start = 0;
+  };
+  std::vector<Lane> lane_runs(lanes);
+  auto train = [&](Lane& lane) -> absl::Status {
+    ASSIGN_OR_RETURN(SoftPrompt prompt, SoftPrompt::Random(config, 7));
+    prompt.MoveTo(model.device());
+    std::vector<SoftPrompt> pack_prompts;
     for (int k = 0; k < pack; ++k) {
-      PackMember m;
-      m.train = options.train;
-      m.task = absl::StrCat("task", k);
-      m.prompt = &pack_prompts[k];
-      m.examples = &data[k];
-      members.push_back(std::move(m));
-      prompt_ptrs.push_back(&pack_prompts[k]);
+      ASSIGN_OR_RETURN(SoftPrompt p, SoftPrompt::Random(config, 7 + k));
+      p.MoveTo(model.device());
+      pack_prompts.push_back(std::move(p));
     }
-    clock.every = pack;
-    PackedPromptTrainer trainer(stage, std::move(members), 0, &comm, &clock, nullptr);
-    PackedStepFunction packed_step = MakePackedPlmStep(
-        model, PromptLayout::Peft(false, config.num_virtual_tokens, 1), prompt_ptrs);
-    ASSIGN_OR_RETURN(std::vector<TrainResult> results, trainer.Run(packed_step));
-  } else {
-    PromptTrainer trainer(options, &prompt, &data, 0, &comm, &clock, nullptr);
-    ASSIGN_OR_RETURN(TrainResult result, trainer.Run(step, nullptr));
+    StepClock& clock = lane.clock;
+    if (model.device().is_cuda()) {
+      clock.cuda_device = model.device().has_index() ? model.device().index() : 0;
+    }
+    at::Tensor teachers;
+    StepFunction step;
+    if (stage == "distillation") {
+      teachers = at::randn({tasks, config.total_tokens(), config.token_dim}).to(model.device());
+      DistillationLoss loss;
+      if (absl::GetFlag(FLAGS_teacher_cache_mib) >= 0) {
+        loss.teacher_cache_bytes = int64_t{absl::GetFlag(FLAGS_teacher_cache_mib)} << 20;
+      }
+      lane.teacher_cache = std::make_shared<TeacherCache>(loss.teacher_cache_bytes);
+      loss.teacher_cache = lane.teacher_cache;
+      step = MakeDistillationStep(model, prompt_spec, &prompt, teachers, loss);
+      clock.cache = lane.teacher_cache.get();
+    } else {
+      step = MakePlmStep(model,
+                         PromptLayout::Peft(config.kind == PromptKind::kMultitask,
+                                            config.num_virtual_tokens, 1),
+                         &prompt);
+    }
+    LocalCommunicator comm;
+    lane.start = Clock::now();
+    lane.cpu_start = CpuSeconds();
+    if (pack > 0) {
+      // Each task logs every step; the clock keeps the last task's event of
+      // each step (the step's end).
+      std::vector<PackMember> members;
+      std::vector<const SoftPrompt*> prompt_ptrs;
+      for (int k = 0; k < pack; ++k) {
+        PackMember m;
+        m.train = options.train;
+        m.task = absl::StrCat("task", k);
+        m.prompt = &pack_prompts[k];
+        m.examples = &data[k];
+        members.push_back(std::move(m));
+        prompt_ptrs.push_back(&pack_prompts[k]);
+      }
+      clock.every = pack;
+      PackedPromptTrainer trainer(stage, std::move(members), 0, &comm, &clock, nullptr);
+      PackedStepFunction packed_step = MakePackedPlmStep(
+          model, PromptLayout::Peft(false, config.num_virtual_tokens, 1), prompt_ptrs);
+      ASSIGN_OR_RETURN(std::vector<TrainResult> results, trainer.Run(packed_step));
+    } else {
+      PromptTrainer trainer(options, &prompt, &data, 0, &comm, &clock, nullptr);
+      ASSIGN_OR_RETURN(TrainResult result, trainer.Run(step, nullptr));
+    }
+    if (static_cast<int>(clock.times.size()) != warmup + steps) {
+      return absl::InternalError("the trainer reported fewer steps than it ran");
+    }
+    return absl::OkStatus();
+  };
+  {
+    // Training (and the timed steps) under the chosen precision; the peak
+    // below is measured outside it, in the stated dtype.
+    AutocastScope autocast_scope(model.device(), autocast);
+    if (lanes == 1) {
+      RETURN_IF_ERROR(train(lane_runs[0]));
+    } else {
+      for (const absl::Status& s :
+           RunInLanes(lanes, lanes, model.device(), [&](size_t l) { return train(lane_runs[l]); })) {
+        RETURN_IF_ERROR(s);
+      }
+    }
   }
-  autocast_scope.reset();
-  if (static_cast<int>(clock.times.size()) != warmup + steps) {
-    return absl::InternalError("the trainer reported fewer steps than it ran");
+  // Per lane: its timed steps' span. The machine: from the first lane's
+  // first timed step's start to the last lane's end.
+  double lane_seconds = 0;
+  auto timed_from = [&](const Lane& lane) {
+    return warmup > 0 ? lane.clock.times[warmup - 1] : lane.start;
+  };
+  Clock::time_point span_start = timed_from(lane_runs[0]), span_end = lane_runs[0].clock.times.back();
+  for (const Lane& lane : lane_runs) {
+    lane_seconds +=
+        std::chrono::duration<double>(lane.clock.times.back() - timed_from(lane)).count() / lanes;
+    span_start = std::min(span_start, timed_from(lane));
+    span_end = std::max(span_end, lane.clock.times.back());
   }
-  const auto timed_from = warmup > 0 ? clock.times[warmup - 1] : start;
-  const double seconds = std::chrono::duration<double>(clock.times.back() - timed_from).count();
-  const double cpu_seconds = clock.cpu.back() - (warmup > 0 ? clock.cpu[warmup - 1] : cpu_start);
+  const double span_seconds = std::chrono::duration<double>(span_end - span_start).count();
+  // Process CPU over the same span (every lane's steps), per lane-step.
+  double cpu_first = lane_runs[0].clock.cpu.back(), cpu_last = 0;
+  for (const Lane& lane : lane_runs) {
+    cpu_first = std::min(cpu_first, warmup > 0 ? lane.clock.cpu[warmup - 1] : lane.cpu_start);
+    cpu_last = std::max(cpu_last, lane.clock.cpu.back());
+  }
+  const double cpu_seconds = (cpu_last - cpu_first) / lanes;
+  const StepClock& clock = lane_runs[0].clock;
+  const TeacherCache* teacher_cache = lane_runs[0].teacher_cache.get();
+  const double seconds = lane_seconds;
   const double step_ms = 1000.0 * seconds / steps;
   const double peak = PeakRssMiB();
 
@@ -397,7 +455,7 @@ absl::Status Main() {
     positions += static_cast<double>(b.input_ids.numel() + b.labels.numel());
     if (s >= warmup) real_tokens_timed += real;
   }
-  const double tokens_per_second = real_tokens_timed / seconds;
+  const double tokens_per_second = lanes * real_tokens_timed / span_seconds;
 
   // FLOPs at the full stated lengths (the upper bound when lengths vary).
   StepFlops flops =
@@ -410,7 +468,8 @@ absl::Status Main() {
   const double hit_fraction =
       timed_hits + timed_misses > 0 ? double(timed_hits) / (timed_hits + timed_misses) : 0;
   flops.teacher *= 1 - hit_fraction;  // cached rows run no teacher pass
-  const double achieved = flops.total() / (step_ms / 1000.0);
+  // Every lane's timed steps over the span they took together.
+  const double achieved = lanes * steps * flops.total() / span_seconds;
   double peak_flops = 0;
   // The dtype the step's matrix products ran in.
   const c10::ScalarType product_dtype = ProductDtype(model.dtype(), autocast);
@@ -423,12 +482,24 @@ absl::Status Main() {
                          (config.num_virtual_tokens + absl::GetFlag(FLAGS_input_length) +
                           (causal ? absl::GetFlag(FLAGS_target_length) : 0));
     const int64_t square = model.device().is_cuda() ? 8192 : 1024;
-    ASSIGN_OR_RETURN(
-        peak_flops,
-        MeasureMatmulPeak({{square, square, square},
-                           {rows, ff_width, d},
-                           {static_cast<int64_t>(batch) * absl::GetFlag(FLAGS_target_length), v, d}},
-                          model.device(), product_dtype));
+    const std::vector<std::array<int64_t, 3>> shapes = {
+        {square, square, square},
+        {rows, ff_width, d},
+        {static_cast<int64_t>(batch) * absl::GetFlag(FLAGS_target_length), v, d}};
+    if (lanes == 1) {
+      ASSIGN_OR_RETURN(peak_flops, MeasureMatmulPeak(shapes, model.device(), product_dtype));
+    } else {
+      // Every lane's core at once: the sum of their peaks.
+      std::vector<double> lane_peak(lanes, 0);
+      for (const absl::Status& s :
+           RunInLanes(lanes, lanes, model.device(), [&](size_t l) -> absl::Status {
+             ASSIGN_OR_RETURN(lane_peak[l], MeasureMatmulPeak(shapes, model.device(), product_dtype));
+             return absl::OkStatus();
+           })) {
+        RETURN_IF_ERROR(s);
+      }
+      for (double p : lane_peak) peak_flops += p;
+    }
   }
   const double mfu = peak_flops > 0 ? achieved / peak_flops : 0;
 
@@ -441,6 +512,7 @@ absl::Status Main() {
                       {"target_length", absl::GetFlag(FLAGS_target_length)},
                       {"length_spread", spread},
                       {"pack", pack},
+                      {"lanes", lanes},
                       {"length_bucket_batches", bucket_batches},
                       {"tokens_per_second_per_task", tokens_per_second / std::max(1, pack)},
                       {"tokens_per_cpu_second", real_tokens_timed / cpu_seconds},
@@ -497,7 +569,13 @@ absl::Status Main() {
     if (bucket_batches >= 2) {
       std::printf("  length buckets over windows of %d batches\n", bucket_batches);
     }
-    std::printf("  %s\n", Describe(threads).c_str());
+    if (lanes > 1) {
+      std::printf("  %d lanes side by side, each with one compute thread (libtorch 1, BLAS 1); "
+                  "step time per lane, the rest for all lanes\n",
+                  lanes);
+    } else {
+      std::printf("  %s\n", Describe(threads).c_str());
+    }
     std::printf("  step %.1f ms (CPU %.1f ms)   %.0f tokens/s (%.0f per CPU-second)   real tokens "
                 "%.1f%% of positions\n",
                 step_ms, 1000.0 * cpu_seconds / steps, tokens_per_second,
@@ -512,8 +590,9 @@ absl::Status Main() {
                     c10::toString(product_dtype), peak_flops / 1e9, model.device().str().c_str(),
                     100.0 * mfu);
       } else {
-        std::printf("  %s matmul peak %.1f GFLOP/s (same threads)   MFU %.1f%%\n",
-                    c10::toString(product_dtype), peak_flops / 1e9, 100.0 * mfu);
+        std::printf("  %s matmul peak %.1f GFLOP/s (%s)   MFU %.1f%%\n",
+                    c10::toString(product_dtype), peak_flops / 1e9,
+                    lanes > 1 ? "in the same lanes at once" : "same threads", 100.0 * mfu);
       }
     }
     if (teacher_cache) {
