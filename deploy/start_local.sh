@@ -30,6 +30,7 @@ usage: deploy/start_local.sh [options]
                        cuda, worker i gets cuda:i)
   --models DIR[,DIR]   base-model folders the workers preload (default: none,
                        loaded on first use)
+  --autocast MODE      the workers' --autocast: off (default) or bf16
   --lease_seconds S    coordinator lease (default 10)
   --token_file F       require this bearer token (users and, unless
                        --worker_token_file is given, workers)
@@ -50,6 +51,7 @@ listen=127.0.0.1
 threads=""
 device=cpu
 models=""
+autocast=off
 lease=10
 token_file=""
 worker_token_file=""
@@ -65,6 +67,7 @@ while [ $# -gt 0 ]; do
     --threads) threads="$2"; shift 2 ;;
     --device) device="$2"; shift 2 ;;
     --models) models="$2"; shift 2 ;;
+    --autocast) autocast="$2"; shift 2 ;;
     --lease_seconds) lease="$2"; shift 2 ;;
     --token_file) token_file="$2"; shift 2 ;;
     --worker_token_file) worker_token_file="$2"; shift 2 ;;
@@ -189,7 +192,8 @@ for i in $(seq 0 $(( workers - 1 ))); do
   log="$run_dir/logs/worker-$i.log"
   : > "$log"
   worker_flags=(--coordinator="$address" --work_dir="$run_dir/workers/$i" --device="$dev"
-                --threads="$threads" --gloo_bind=127.0.0.1 --hostname="$(hostname)-w$i"
+                --threads="$threads" --autocast="$autocast" --gloo_bind=127.0.0.1
+                --hostname="$(hostname)-w$i"
                 "${auth_flags[@]}")
   if [ -n "$models" ]; then worker_flags+=(--models="$models"); fi
   "$bin/worker/worker" "${worker_flags[@]}" >>"$log" 2>&1 &

@@ -14,11 +14,12 @@
 #      seeds) with a verdict, writes results.json, downloads the adapters,
 #   6. stops the coordinator and the workers.
 #
-#   tools/run_demo.sh [--out DIR] [--workers N] [--no_baseline]
+#   tools/run_demo.sh [--out DIR] [--workers N] [--no_baseline] [--autocast bf16]
 #
 # Everything it writes goes under --out (default out/demo): the cluster's
 # state and logs, the downloaded adapters (PEFT folders), results.txt and
-# results.json.
+# results.json. --autocast bf16 has the workers train under bf16 autocast
+# (the frozen model's products in bfloat16, the prompts fp32).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -26,12 +27,14 @@ repo=$(pwd)
 out=out/demo
 workers=2
 baseline=1
+autocast=off
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --workers) workers="$2"; shift 2 ;;
     --no_baseline) baseline=0; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --autocast) autocast="$2"; shift 2 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "run_demo: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -60,7 +63,7 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 rm -rf "$out/cluster" "$out/adapters" "$out/baseline"
 deploy/start_local.sh --run_dir "$out/cluster" --workers "$workers" --bin "$bin" \
-  --models "$repo/demo/model" > "$out/cluster.log" 2>&1 &
+  --models "$repo/demo/model" --autocast "$autocast" > "$out/cluster.log" 2>&1 &
 cluster=$!
 stop_cluster() {
   if kill -0 "$cluster" 2>/dev/null; then

@@ -168,6 +168,9 @@ absl::Status Main() {
                    PlanLanes(absl::GetFlag(FLAGS_lanes), threads, load.device.is_cpu()));
   MPT_LOG(INFO) << "mpt_train: " << Describe(threads) << ", lanes " << lanes << ", device "
                 << absl::GetFlag(FLAGS_device) << ", autocast " << AutocastName(autocast);
+  if (std::string hint = NativeBf16Hint(load.device, autocast); !hint.empty()) {
+    MPT_LOG(INFO) << "mpt_train: " << hint;
+  }
   RETURN_IF_ERROR(ApplyModelDtypeFlag(absl::GetFlag(FLAGS_dtype), &load));
   ASSIGN_OR_RETURN(BaseModel base, LoadBaseModel(spec.base_model(), load));
   if (load.device.is_cpu()) {

@@ -35,6 +35,7 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "worker/model/matmul_peak.h"
+#include "worker/model/autocast.h"
 #include "worker/model/compute_threads.h"
 #include "worker/daemon/assignment_runner.h"
 #include "worker/daemon/coordinator_client.h"
@@ -249,10 +250,15 @@ int Main() {
     // The MFU denominator, measured once here with the threads just set
     // (about half a second on a CPU), before any stage competes for them.
     WorkerMetricsOptions metrics_options;
-    const c10::ScalarType peak_dtype =
-        cuda && setup->runner.autocast == "bf16" ? c10::ScalarType::BFloat16
-                                                 : c10::ScalarType::Float;
+    // The products' dtype: bf16 under bf16 autocast (for fp32 models, the
+    // ones a worker trains on a CPU unless told otherwise).
+    const c10::ScalarType peak_dtype = setup->runner.autocast == "bf16"
+                                           ? c10::ScalarType::BFloat16
+                                           : c10::ScalarType::Float;
     const int64_t square = cuda ? 8192 : 1024;
+    // On a CPU, with the threads such products get (libtorch's own
+    // kernels for bf16), then back to the plan's split.
+    if (!cuda) UseThreadsForProducts(&*threads, peak_dtype);
     absl::StatusOr<double> peak = MeasureMatmulPeak(
         {{square, square, square}}, c10::Device(setup->runner.device), peak_dtype);
     if (peak.ok()) {
@@ -266,6 +272,7 @@ int Main() {
     } else {
       MPT_LOG(WARNING) << "no MFU metric: " << peak.status();
     }
+    if (!cuda) UseThreadsForProducts(&*threads, c10::ScalarType::Float);
     absl::StatusOr<std::unique_ptr<WorkerMetrics>> m =
         WorkerMetrics::Create(&metrics, metrics_options);
     if (!m.ok()) {
@@ -295,6 +302,12 @@ int Main() {
                 << setup->client.channel.address << ", work dir " << setup->daemon.work_dir
                 << ", packs of up to " << setup->daemon.worker.max_pack_size()
                 << " source stages, lanes " << *lanes << "; " << Describe(*threads);
+  if (absl::StatusOr<AutocastMode> mode = ParseAutocast(setup->runner.autocast); mode.ok()) {
+    if (std::string hint = NativeBf16Hint(c10::Device(setup->runner.device), *mode);
+        !hint.empty()) {
+      MPT_LOG(INFO) << "worker: " << hint;
+    }
+  }
 
   WorkerDaemon* d = daemon->get();
   if (worker_metrics != nullptr) {

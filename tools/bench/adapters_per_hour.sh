@@ -20,7 +20,8 @@
 # TASKS (4), STEPS per task (20), BATCH (4),
 # INPUT (64), TARGET (16), PROMPT (100) tokens, THREADS (default: nproc
 # for PEFT, and our worker's own default thread rule), REPS (1): runs of each side,
-# alternating.
+# alternating. AUTOCAST=bf16 trains ours under bf16 autocast (--autocast=bf16)
+# and PEFT_AUTOCAST=bf16 PEFT's (torch.autocast); both default to off (fp32).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 model=${1:?usage: adapters_per_hour.sh MODEL_DIR [MPT_TRAIN_BINARY]}
@@ -29,6 +30,7 @@ python=${PYTHON:-python3}
 tasks=${TASKS:-4} steps=${STEPS:-20} batch=${BATCH:-4}
 input=${INPUT:-64} target=${TARGET:-16} prompt=${PROMPT:-100} reps=${REPS:-1}
 lengths=${LENGTHS:-full} buckets=${BUCKETS:-0}
+autocast=${AUTOCAST:-off} peft_autocast=${PEFT_AUTOCAST:-off}
 case "$lengths" in full|variable) ;; *) echo "LENGTHS: full or variable, not $lengths" >&2; exit 2 ;; esac
 threads=${THREADS:-$(nproc)}
 work=$(mktemp -d)
@@ -71,8 +73,10 @@ names=$(seq -s, -f 'task%g' 0 $((tasks - 1)))
 
 ours_flags=()
 [ -n "${THREADS:-}" ] && ours_flags+=(--threads="$THREADS")
-printf 'model %s; %s tasks x %s steps, batch %s, %s + %s tokens (%s lengths, buckets %s), %s prompt tokens; CPU: %s\n' \
+[ "$autocast" != off ] && ours_flags+=(--autocast="$autocast")
+printf 'model %s; %s tasks x %s steps, batch %s, %s + %s tokens (%s lengths, buckets %s), %s prompt tokens; autocast: ours %s, PEFT %s; CPU: %s\n' \
   "$model" "$tasks" "$steps" "$batch" "$input" "$target" "$lengths" "$buckets" "$prompt" \
+  "$autocast" "$peft_autocast" \
   "$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores"
 printf '%-6s %-5s %10s %14s %8s\n' side run seconds adapters/hour load
 for rep in $(seq 1 "$reps"); do
@@ -89,7 +93,8 @@ for rep in $(seq 1 "$reps"); do
   t0=$(date +%s.%N)
   "$python" tools/bench/peft_sequential.py --model="$mdir" --data="$work/data" --tasks="$names" \
     --steps="$steps" --batch_size="$batch" --input_length="$input" --target_length="$target" \
-    --num_virtual_tokens="$prompt" --threads="$threads" --out="$work/peft" > "$work/peft.json" \
+    --num_virtual_tokens="$prompt" --threads="$threads" --autocast="$peft_autocast" \
+    --out="$work/peft" > "$work/peft.json" \
     2> "$work/peft.log" || { cat "$work/peft.log"; exit 1; }
   theirs=$(echo "$(date +%s.%N) - $t0" | bc)
   printf '%-6s %-5s %10.1f %14.0f %8s\n' peft "$rep" "$theirs" \

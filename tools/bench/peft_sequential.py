@@ -12,7 +12,9 @@ source stage), AdamW at a constant rate with gradient clipping, shuffled
 epochs over its examples (`<data>/<task>/train.jsonl`, {"input", "target"}),
 batches padded to their longest row, and is written with save_pretrained.
 Tokens come from the folder's spiece.model (pieces + EOS, cut to the
-stated lengths). Prints one JSON object: seconds from the start of the
+stated lengths). --autocast bf16 runs each step's forward under
+torch.autocast(bfloat16), the prompt and AdamW staying fp32 (as mpt_train's
+--autocast=bf16). Prints one JSON object: seconds from the start of the
 script (imports included) to the last adapter written, and per task.
 """
 import time
@@ -53,6 +55,7 @@ def main():
     p.add_argument("--num_virtual_tokens", type=int, default=100)
     p.add_argument("--learning_rate", type=float, default=0.3)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--autocast", default="off", choices=["off", "bf16"])
     p.add_argument("--out", required=True)
     args = p.parse_args()
     if args.threads > 0:
@@ -89,8 +92,10 @@ def main():
             input_ids = pad([b[0] for b in batch], PAD)
             labels = pad([b[1] for b in batch], -100)
             opt.zero_grad()
-            loss = model(input_ids=input_ids, attention_mask=(input_ids != PAD).long(),
-                         labels=labels).loss
+            with torch.autocast(device_type="cpu", dtype=torch.bfloat16,
+                                enabled=args.autocast == "bf16"):
+                loss = model(input_ids=input_ids, attention_mask=(input_ids != PAD).long(),
+                             labels=labels).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
@@ -98,6 +103,7 @@ def main():
         per_task[name] = time.perf_counter() - t0
     print(json.dumps({"seconds": time.perf_counter() - START, "load_seconds": loaded,
                       "task_seconds": per_task, "threads": torch.get_num_threads(),
+                      "autocast": args.autocast,
                       "torch": torch.__version__}))
 
 

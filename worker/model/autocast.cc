@@ -3,8 +3,14 @@
 #include <ATen/autocast_mode.h>
 #include <torch/version.h>
 
+#include <fstream>
+#include <sstream>
+#include <string>
+
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace mpt {
 namespace {
@@ -60,6 +66,33 @@ c10::ScalarType ProductDtype(c10::ScalarType model_dtype, AutocastMode mode) {
 }
 
 std::string AutocastName(AutocastMode mode) { return mode == AutocastMode::kBf16 ? "bf16" : "off"; }
+
+bool CpuInfoHasNativeBf16(absl::string_view cpuinfo) {
+  for (absl::string_view line : absl::StrSplit(cpuinfo, '\n')) {
+    if (!absl::StartsWith(line, "flags")) continue;
+    const size_t colon = line.find(':');
+    if (colon == absl::string_view::npos) continue;
+    for (absl::string_view flag :
+         absl::StrSplit(line.substr(colon + 1), ' ', absl::SkipWhitespace())) {
+      if (flag == "avx512_bf16" || flag == "amx_bf16") return true;
+    }
+  }
+  return false;
+}
+
+bool CpuHasNativeBf16() {
+  std::ifstream in("/proc/cpuinfo");
+  if (!in) return false;
+  std::stringstream text;
+  text << in.rdbuf();
+  return CpuInfoHasNativeBf16(text.str());
+}
+
+std::string NativeBf16Hint(c10::Device device, AutocastMode mode) {
+  if (!device.is_cpu() || mode != AutocastMode::kOff || !CpuHasNativeBf16()) return "";
+  return "this CPU multiplies bfloat16 in hardware: --autocast=bf16 trains T5-sized models "
+         "about twice as fast (the prompts stay fp32; README, \"bf16 on a CPU\")";
+}
 
 AutocastMode CurrentAutocast(c10::Device device) {
   if (!(device.is_cpu() || device.is_cuda())) return AutocastMode::kOff;

@@ -13,8 +13,10 @@
 // Autocast is thread-local state: a scope applies to the tensor work of the
 // thread that made it (the backward pass follows what the forward recorded,
 // so it needs no scope of its own). bf16 autocast needs a CUDA device or the
-// CPU; on the CPU it is correct but usually slower than fp32 (no bf16 matrix
-// kernels in OpenBLAS).
+// CPU. On a CPU the bf16 products run in libtorch's own kernels (oneDNN),
+// not in BLAS: about twice as fast as fp32 where the CPU multiplies bf16 in
+// hardware (CpuHasNativeBf16(); README, "bf16 on a CPU"), usually slower
+// where it does not.
 #ifndef MPT_WORKER_MODEL_AUTOCAST_H_
 #define MPT_WORKER_MODEL_AUTOCAST_H_
 
@@ -40,6 +42,17 @@ std::string AutocastName(AutocastMode mode);
 // The dtype a model of `model_dtype` runs its matrix products in under
 // `mode`: BFloat16 under kBf16, else the model's own.
 c10::ScalarType ProductDtype(c10::ScalarType model_dtype, AutocastMode mode);
+
+// Whether this CPU multiplies bfloat16 in hardware: /proc/cpuinfo lists
+// avx512_bf16 or amx_bf16. False when that cannot be read.
+bool CpuHasNativeBf16();
+// The same test on the text of a /proc/cpuinfo (its "flags" lines).
+bool CpuInfoHasNativeBf16(absl::string_view cpuinfo);
+
+// A line for a program's start-up log: with autocast off on a CPU that
+// multiplies bf16 in hardware, that --autocast=bf16 would train faster;
+// empty otherwise.
+std::string NativeBf16Hint(c10::Device device, AutocastMode mode);
 
 // The mode this thread runs `device`'s type under now: kBf16 when autocast
 // is on for it in bfloat16, kOff otherwise. A thread that starts others to

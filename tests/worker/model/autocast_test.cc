@@ -28,6 +28,20 @@ TEST(ParseAutocast, KnownValuesAndAClearError) {
   EXPECT_EQ(AutocastName(AutocastMode::kOff), "off");
 }
 
+TEST(CpuInfoHasNativeBf16, ReadsTheFlagsLines) {
+  // A Zen 4 core (avx512_bf16), a Sapphire Rapids core (amx_bf16, also
+  // avx512_bf16), an AVX2-only core, and text without flags.
+  EXPECT_TRUE(CpuInfoHasNativeBf16(
+      "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 "
+      "avx512_vnni\n\nprocessor\t: 1\n"));
+  EXPECT_TRUE(CpuInfoHasNativeBf16("flags\t: fpu avx2 amx_tile amx_bf16\n"));
+  EXPECT_FALSE(CpuInfoHasNativeBf16(
+      "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512_bf16x\n"
+      "bugs\t\t: avx512_bf16\n"));
+  EXPECT_FALSE(CpuInfoHasNativeBf16("model name: avx512_bf16\n"));
+  EXPECT_FALSE(CpuInfoHasNativeBf16(""));
+}
+
 TEST(AutocastScope, ProductsRunInBf16OnlyInsideTheScope) {
   at::Tensor a = at::randn({8, 16}), b = at::randn({16, 4});
   EXPECT_EQ(at::mm(a, b).scalar_type(), at::kFloat);
