@@ -440,7 +440,11 @@ int Run() {
         if (i % 2 == 1) r.add_states(mpt::v1::QUEUED);
         return stub->PrepareAsyncListJobs(ctx, r, cq);
       },
-      [](int, const mpt::v1::ListJobsResponse& page) { return page.jobs_size() == 50; });
+      // Every job is still queued (no workers), so a page is full unless
+      // there are fewer jobs than a page.
+      [&](int, const mpt::v1::ListJobsResponse& page) {
+        return page.jobs_size() == static_cast<int>(std::min<size_t>(50, all_jobs.size()));
+      });
   const double list_seconds = absl::ToDoubleSeconds(absl::Now() - list_start);
   const double list_cpu_ms = ProcessCpuMs() - list_cpu;
 
