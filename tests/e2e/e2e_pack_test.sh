@@ -15,6 +15,14 @@
 # single rank ends up to fp32 summation order (relative 1e-4).
 source "${TEST_SRCDIR}/${TEST_WORKSPACE}/tests/e2e/e2e_lib.sh"
 
+# e2e_task_lines TASK...: a spec's `tasks` entries for the tiny tasks.
+e2e_task_lines() {
+  local t
+  for t in "$@"; do
+    echo "  tasks { name: \"$t\" train_path: \"$E2E_TASKS/$t.train.jsonl\" eval_path: \"$E2E_TASKS/$t.eval.jsonl\" }"
+  done
+}
+
 # e2e_source_spec FILE TASK...: a source-only spec over the tiny tasks
 # (STEPS steps, 12 by default).
 e2e_source_spec() {
@@ -24,10 +32,7 @@ e2e_source_spec() {
     echo "base_model: \"$E2E_MODEL\""
     echo "prompt { num_virtual_tokens: 4 }"
     echo "source {"
-    local t
-    for t in "$@"; do
-      echo "  tasks { name: \"$t\" train_path: \"$E2E_TASKS/$t.train.jsonl\" eval_path: \"$E2E_TASKS/$t.eval.jsonl\" }"
-    done
+    e2e_task_lines "$@"
     echo "  train { steps: ${STEPS:-12} batch_size: 4 checkpoint_every: 5 eval_every: 6 max_eval_examples: 4 }"
     echo "}"
   } > "$file"
@@ -164,11 +169,9 @@ e2e_distill_spec() {
     echo "base_model: \"$E2E_MODEL\""
     echo "prompt { num_virtual_tokens: 4 }"
     echo "distillation {"
-    local t
-    for t in first last count echo; do
-      echo "  tasks { name: \"$t\" train_path: \"$E2E_TASKS/$t.train.jsonl\" eval_path: \"$E2E_TASKS/$t.eval.jsonl\" }"
-    done
+    e2e_task_lines first last count echo
     echo "  train { steps: 12 batch_size: 4 eval_every: 6 max_eval_examples: 4 }"
+    local t
     for t in "$@"; do echo "  teacher_adapters: \"$t\""; done
     echo "}"
   } > "$file"
