@@ -580,10 +580,14 @@ StepFunction MakeDistillationStep(const PromptedLanguageModel& model, const mpt:
 
 // Runs run(0, e), ..., run(n - 1, e): the independent training runs of one
 // call, one after another on this thread with e = env, or side by side in
-// lanes (LanesFor; not with a shared env.checkpoint_dir). In lanes, e's sink
-// and cancel function are env's behind one lock, and a failed run stops the
-// others at their next step. Returns the results in order, or the first
-// error in order, a cancel caused by another run's failure excepted.
+// lanes (LanesFor; not with a shared env.checkpoint_dir). With L lanes the
+// runs go in rounds of L, one compute thread each; when n is not a multiple
+// of L, the last r runs share the L lanes instead, each split into L / r
+// thread ranks (TrainInThreadRanks), so that no lane idles through the last
+// round. In lanes, e's sink and cancel function are env's behind one lock,
+// and a failed run stops the others at their next step. Returns the
+// results in order, or the first error in order, a cancel caused by
+// another run's failure excepted.
 template <typename T>
 absl::StatusOr<std::vector<T>> RunIndependent(
     const StageEnv& env, size_t n,
@@ -600,7 +604,6 @@ absl::StatusOr<std::vector<T>> RunIndependent(
   absl::Mutex callbacks;
   std::optional<SerialProgressSink> sink;
   StageEnv lane_env = env;
-  lane_env.lanes = 1;
   if (env.sink != nullptr) lane_env.sink = &sink.emplace(env.sink, &callbacks);
   std::atomic<bool> failed{false};
   lane_env.cancelled = [&] {
@@ -609,20 +612,45 @@ absl::StatusOr<std::vector<T>> RunIndependent(
     return env.cancelled && env.cancelled();
   };
   std::vector<std::optional<T>> done(n);
-  std::vector<absl::Status> statuses =
-      RunInLanes(lanes, n, env.model->device(), [&](size_t i) -> absl::Status {
-        absl::StatusOr<T> result = run(i, lane_env);
-        if (!result.ok()) {
-          failed.store(true);
-          return result.status();
-        }
-        done[i] = *std::move(result);
-        return absl::OkStatus();
-      });
+  std::vector<absl::Status> statuses(n);
+  // Runs [first, first + count) in `count_lanes` lanes, each with
+  // `ranks` thread ranks.
+  auto run_range = [&](size_t first, size_t count, int count_lanes, int ranks) {
+    StageEnv e = lane_env;
+    e.lanes = ranks;
+    std::vector<absl::Status> s =
+        RunInLanes(count_lanes, count, env.model->device(), [&](size_t j) -> absl::Status {
+          absl::StatusOr<T> result = run(first + j, e);
+          if (!result.ok()) {
+            failed.store(true);
+            return result.status();
+          }
+          done[first + j] = *std::move(result);
+          return absl::OkStatus();
+        });
+    for (size_t j = 0; j < count; ++j) statuses[first + j] = s[j];
+  };
+  const size_t rest = n % static_cast<size_t>(lanes);
+  const size_t rounds = n - rest;
+  run_range(0, rounds, lanes, 1);
+  if (rest > 0 && !failed.load()) {
+    const int ranks = lanes / static_cast<int>(rest);
+    if (rest == 1) {
+      MPT_LOG(INFO) << "the last of " << n << " runs takes all " << lanes << " lanes: " << ranks
+                    << " thread ranks";
+    } else {
+      MPT_LOG(INFO) << "the last " << rest << " of " << n << " runs share the " << lanes
+                    << " lanes: " << ranks << " thread ranks each";
+    }
+    run_range(rounds, rest, static_cast<int>(rest), ranks);
+  }
   if (const absl::Status* error = FirstFailure(statuses, absl::StatusCode::kCancelled)) {
     return *error;
   }
-  for (std::optional<T>& result : done) results.push_back(*std::move(result));
+  for (std::optional<T>& result : done) {
+    if (!result.has_value()) return absl::CancelledError("stopped by another run's failure");
+    results.push_back(*std::move(result));
+  }
   return results;
 }
 

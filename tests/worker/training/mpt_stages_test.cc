@@ -181,8 +181,10 @@ TEST_F(MptStagesTest, ThreeStagesLowerTheirLossesAndWritePeftAdapters) {
 }
 
 // Lanes (StageEnv::lanes): target tasks and baselines train side by side,
-// each exactly as alone with one compute thread.
-TEST_F(MptStagesTest, TargetsAndBaselinesInLanesEndExactlyAsAloneOnOneThread) {
+// the first round of two each exactly as alone with one compute thread; the
+// third, which would leave a lane idle, is split into two thread ranks and
+// ends where it ends alone up to fp32 summation order.
+TEST_F(MptStagesTest, TargetsAndBaselinesInLanesEndAsAloneOnOneThread) {
   const std::string out = FreshTempDir("target_lanes");
   auto source = RunSourceTraining(Env(), prompt_, Source(6), out + "/source");
   ASSERT_TRUE(source.ok()) << source.status();
@@ -216,27 +218,40 @@ TEST_F(MptStagesTest, TargetsAndBaselinesInLanesEndExactlyAsAloneOnOneThread) {
   ASSERT_TRUE(lanes_baselines.ok()) << lanes_baselines.status();
   ASSERT_EQ(lanes->size(), 3u);
   ASSERT_EQ(lanes_baselines->size(), 3u);
-  auto same_tensors = [](const std::string& a, const std::string& b) {
+  // The largest absolute difference between two adapters' tensors (a huge
+  // value when they cannot be compared).
+  auto max_diff = [](const std::string& a, const std::string& b) {
     auto x = LoadSafetensors(a + "/adapter_model.safetensors");
     auto y = LoadSafetensors(b + "/adapter_model.safetensors");
-    if (!x.ok() || !y.ok() || x->size() != y->size() || x->empty()) return false;
+    if (!x.ok() || !y.ok() || x->size() != y->size() || x->empty()) return 1e9;
+    double d = 0;
     for (const auto& [name, t] : *x) {
-      if (!y->count(name) || !at::equal(t, y->at(name))) return false;
+      if (!y->count(name)) return 1e9;
+      d = std::max(d, (t - y->at(name)).abs().max().item<double>());
     }
-    return true;
+    return d;
   };
   for (size_t k = 0; k < 3; ++k) {
     SCOPED_TRACE((*alone)[k].task);
-    EXPECT_EQ((*lanes)[k].task, (*alone)[k].task);
-    EXPECT_TRUE(same_tensors((*lanes)[k].adapter, (*alone)[k].adapter));
-    EXPECT_EQ((*lanes)[k].metrics, (*alone)[k].metrics);
-    EXPECT_EQ((*lanes)[k].train.best_step, (*alone)[k].train.best_step);
     const BaselineOutcome& b = (*lanes_baselines)[k];
     const BaselineOutcome& a = (*alone_baselines)[k];
+    EXPECT_EQ((*lanes)[k].task, (*alone)[k].task);
     EXPECT_EQ(b.task, a.task);
-    EXPECT_EQ(b.random_prompt, a.random_prompt);
-    EXPECT_EQ(b.prompt_tuning.metrics, a.prompt_tuning.metrics);
-    EXPECT_TRUE(same_tensors(b.prompt_tuning.adapter, a.prompt_tuning.adapter));
+    EXPECT_EQ(b.random_prompt, a.random_prompt);  // evaluation only
+    EXPECT_EQ((*lanes)[k].train.best_step, (*alone)[k].train.best_step);
+    if (k < 2) {
+      EXPECT_EQ(max_diff((*lanes)[k].adapter, (*alone)[k].adapter), 0);
+      EXPECT_EQ((*lanes)[k].metrics, (*alone)[k].metrics);
+      EXPECT_EQ(max_diff(b.prompt_tuning.adapter, a.prompt_tuning.adapter), 0);
+      EXPECT_EQ(b.prompt_tuning.metrics, a.prompt_tuning.metrics);
+    } else {
+      const double d = max_diff((*lanes)[k].adapter, (*alone)[k].adapter);
+      EXPECT_LE(d, 1e-5);
+      EXPECT_GT(d, 0);  // really split: another summation order
+      const double db = max_diff(b.prompt_tuning.adapter, a.prompt_tuning.adapter);
+      EXPECT_LE(db, 1e-5);
+      EXPECT_GT(db, 0);
+    }
   }
 }
 

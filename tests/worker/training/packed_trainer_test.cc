@@ -232,8 +232,10 @@ TEST_F(PackedTrainerTest, APackKilledAndResumedEndsWhereSeparateRunsEnd) {
 }
 
 // Lanes (StageEnv::lanes): the tasks train side by side on other threads,
-// each computing exactly what it computes alone with one compute thread.
-TEST_F(PackedTrainerTest, SourceTasksInLanesEndExactlyAsAloneOnOneThread) {
+// the first two each computing exactly what it computes alone with one
+// compute thread; the third, which would leave a lane idle, is split into
+// two thread ranks and ends where it ends alone up to fp32 summation order.
+TEST_F(PackedTrainerTest, SourceTasksInLanesEndAsAloneOnOneThread) {
   const std::string dir = FreshTempDir("lanes_vs_alone");
   absl::StatusOr<std::vector<TaskOutcome>> alone;
   {
@@ -253,19 +255,27 @@ TEST_F(PackedTrainerTest, SourceTasksInLanesEndExactlyAsAloneOnOneThread) {
     SCOPED_TRACE(a.task);
     EXPECT_EQ(l.task, a.task);
     EXPECT_EQ(l.adapter, dir + "/lanes/" + a.task);
-    EXPECT_TRUE(at::equal(AdapterTensors(l.adapter)["prompt_embeddings"],
-                          AdapterTensors(a.adapter)["prompt_embeddings"]));
+    const at::Tensor pl = AdapterTensors(l.adapter)["prompt_embeddings"];
+    const at::Tensor pa = AdapterTensors(a.adapter)["prompt_embeddings"];
     EXPECT_EQ(l.train.best_step, a.train.best_step);
-    EXPECT_EQ(l.metrics, a.metrics);
-    EXPECT_EQ(l.train.final_losses, a.train.final_losses);
+    if (k < 2) {
+      EXPECT_TRUE(at::equal(pl, pa));
+      EXPECT_EQ(l.metrics, a.metrics);
+      EXPECT_EQ(l.train.final_losses, a.train.final_losses);
+    } else {
+      const double d = (pl - pa).abs().max().item<double>();
+      EXPECT_LE(d, 1e-5);
+      EXPECT_GT(d, 0);  // really split: another summation order
+    }
   }
-  // Every task reported to its end, from two threads other than this one.
+  // Every task reported to its end, from threads other than this one (the
+  // two lanes, then the third task's first rank).
   std::map<std::string, std::set<ProgressKind>> kinds;
   for (const ProgressEvent& e : sink_.events) kinds[e.task].insert(e.kind);
   for (const char* task : {"echo", "first", "count"}) {
     EXPECT_TRUE(kinds[task].count(ProgressKind::kFinished)) << task;
   }
-  EXPECT_EQ(sink_.threads.size(), 2u);
+  EXPECT_GE(sink_.threads.size(), 2u);
   EXPECT_EQ(sink_.threads.count(std::this_thread::get_id()), 0u);
 
   // A cancel reaches every lane.
