@@ -247,6 +247,8 @@ int Mptctl::List(const ListArgs& args) {
   }
   request.set_page_size(args.page_size);
   request.set_page_token(args.page_token);
+  // The table shows no spec or artefacts: ask for jobs without them.
+  if (!json()) request.set_view(mpt::v1::JOB_VIEW_BASIC);
   mpt::v1::ListJobsResponse all;
   while (true) {
     grpc::ClientContext context;

@@ -344,7 +344,14 @@ absl::StatusOr<std::string> Coordinator::ListJobsSerialized(
   for (const std::string& job : page.jobs) bytes += job.size() + 8;
   response.reserve(bytes + 64);
   for (const std::string& job : page.jobs) {
-    AppendLengthDelimitedField(mpt::v1::ListJobsResponse::kJobsFieldNumber, job, &response);
+    if (q.basic) {
+      ASSIGN_OR_RETURN(std::string basic,
+                       RemoveLengthDelimitedFields(job, {mpt::v1::Job::kSpecFieldNumber,
+                                                         mpt::v1::Job::kArtifactsFieldNumber}));
+      AppendLengthDelimitedField(mpt::v1::ListJobsResponse::kJobsFieldNumber, basic, &response);
+    } else {
+      AppendLengthDelimitedField(mpt::v1::ListJobsResponse::kJobsFieldNumber, job, &response);
+    }
   }
   if (page.more) {
     AppendLengthDelimitedField(mpt::v1::ListJobsResponse::kNextPageTokenFieldNumber,

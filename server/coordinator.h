@@ -236,7 +236,8 @@ class Coordinator {
   // Newest first. page_size 0 means 50, above 1000 means 1000, negative is
   // INVALID_ARGUMENT. The page token is opaque, stays valid while jobs are
   // added, and must come with the same filters (INVALID_ARGUMENT
-  // otherwise).
+  // otherwise); the view (JOB_VIEW_BASIC: without spec and artefacts) may
+  // change between pages.
   absl::StatusOr<mpt::v1::ListJobsResponse> ListJobs(const mpt::v1::ListJobsRequest& request);
   // ListJobs() as a serialized ListJobsResponse, spliced from the stored
   // records without parsing them; a job that the page finds in the state

@@ -46,6 +46,9 @@ ABSL_FLAG(int, requests, 40, "requests of each kind per client thread");
 ABSL_FLAG(int, watchers, 200, "WatchJob streams held open meanwhile");
 ABSL_FLAG(std::vector<std::string>, calls, std::vector<std::string>({"submit", "get", "list"}),
           "which latency phases to run (submit, get, list), e.g. to profile one");
+ABSL_FLAG(std::string, list_view, "full",
+          "ListJobs view: full (each job as GetJob returns it) or basic (without spec and "
+          "artefacts)");
 ABSL_FLAG(int, recovery_jobs, 10000, "unfinished jobs in the store for the restart test");
 ABSL_FLAG(int, recovery_runs, 3, "restarts timed");
 ABSL_FLAG(bool, sync_full, true, "SQLite synchronous=FULL, as the coordinator runs by default");
@@ -378,6 +381,12 @@ int Run() {
   std::printf("%d of %d WatchJob streams open\n", streams_open.load(), watchers);
 
   const std::vector<std::string> calls = absl::GetFlag(FLAGS_calls);
+  const std::string list_view = absl::GetFlag(FLAGS_list_view);
+  if (list_view != "full" && list_view != "basic") {
+    MPT_LOG(ERROR) << "--list_view: full or basic, got \"" << list_view << "\"";
+    return 2;
+  }
+  const bool basic_view = list_view == "basic";
   const int client_threads =
       absl::GetFlag(FLAGS_client_threads) > 0 ? absl::GetFlag(FLAGS_client_threads) : clients;
   // Every client connects before the timing starts, as a client that keeps
@@ -437,6 +446,7 @@ int Run() {
           grpc::CompletionQueue* cq) {
         mpt::v1::ListJobsRequest r;
         r.set_page_size(50);
+        if (basic_view) r.set_view(mpt::v1::JOB_VIEW_BASIC);
         if (i % 2 == 1) r.add_states(mpt::v1::QUEUED);
         return stub->PrepareAsyncListJobs(ctx, r, cq);
       },
@@ -479,7 +489,7 @@ int Run() {
   };
   row("SubmitJob", submit, submit_seconds, submit_cpu_ms);
   row("GetJob", get, get_seconds, get_cpu_ms);
-  row("ListJobs", list, list_seconds, list_cpu_ms);
+  row(basic_view ? "ListBasic" : "ListJobs", list, list_seconds, list_cpu_ms);
   std::printf("WatchJob: %d streams held open throughout; %d saw their final event (%d events)\n",
               streams_open.load(), streams_final.load(), stream_events.load());
 

@@ -68,6 +68,11 @@ absl::StatusOr<ListJobsQuery> ParseListJobsRequest(const mpt::v1::ListJobsReques
     }
     q.filter.kinds.push_back(k);
   }
+  if (!mpt::v1::JobView_IsValid(request.view())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("view: not a job view (", static_cast<int>(request.view()), ")"));
+  }
+  q.basic = request.view() == mpt::v1::JOB_VIEW_BASIC;
   q.filter_key = ListFilterKey(request);
   if (!request.page_token().empty()) {
     ASSIGN_OR_RETURN(q.before_seq, ParsePageToken(request.page_token(), q.filter_key));

@@ -27,9 +27,10 @@ struct ListJobsQuery {
   int64_t before_seq = 0;  // from the page token; 0: from the newest
   int page_size = 0;       // 1..1000 (0 in the request means 50)
   std::string filter_key;  // what page tokens are tied to
+  bool basic = false;      // JOB_VIEW_BASIC: jobs without spec and artefacts
 };
-// INVALID_ARGUMENT naming the field: a negative page_size, an unknown state
-// or kind, a page token not made for these filters.
+// INVALID_ARGUMENT naming the field: a negative page_size, an unknown state,
+// kind or view, a page token not made for these filters.
 absl::StatusOr<ListJobsQuery> ParseListJobsRequest(const mpt::v1::ListJobsRequest& request);
 
 // Deletes blob `sha256` when no artefact record refers to it any more; a

@@ -1,5 +1,7 @@
 #include "server/proto_wire.h"
 
+#include <algorithm>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
@@ -34,49 +36,86 @@ absl::Status Malformed(int field) {
       absl::StrCat("a stored record is not well-formed (looking for field ", field, ")"));
 }
 
+// One top-level field of a serialized message.
+struct WireField {
+  int number = 0;
+  int type = 0;                // the wire type
+  absl::string_view whole;     // tag included
+  absl::string_view payload;   // a length-delimited field's bytes
+};
+
+// Reads the next field off `in`; false when it is not well-formed (groups,
+// wire types 3 and 4, are not used by proto3 and count as malformed).
+bool NextField(absl::string_view* in, WireField* f) {
+  const absl::string_view start = *in;
+  uint64_t tag = 0;
+  if (!ReadVarint(in, &tag)) return false;
+  f->number = static_cast<int>(tag >> 3);
+  f->type = static_cast<int>(tag & 7);
+  f->payload = absl::string_view();
+  switch (f->type) {
+    case 0: {  // varint
+      uint64_t ignored;
+      if (!ReadVarint(in, &ignored)) return false;
+      break;
+    }
+    case 1:  // 64-bit
+      if (in->size() < 8) return false;
+      in->remove_prefix(8);
+      break;
+    case 2: {  // length-delimited
+      uint64_t length = 0;
+      if (!ReadVarint(in, &length) || length > in->size()) return false;
+      f->payload = in->substr(0, static_cast<size_t>(length));
+      in->remove_prefix(static_cast<size_t>(length));
+      break;
+    }
+    case 5:  // 32-bit
+      if (in->size() < 4) return false;
+      in->remove_prefix(4);
+      break;
+    default:
+      return false;
+  }
+  f->whole = start.substr(0, start.size() - in->size());
+  return true;
+}
+
 }  // namespace
 
 absl::StatusOr<absl::string_view> FindLengthDelimitedField(absl::string_view message, int field) {
   absl::string_view found;
   bool seen = false;
   absl::string_view in = message;
+  WireField f;
   while (!in.empty()) {
-    uint64_t tag = 0;
-    if (!ReadVarint(&in, &tag)) return Malformed(field);
-    const int number = static_cast<int>(tag >> 3);
-    switch (tag & 7) {
-      case 0: {  // varint
-        uint64_t ignored;
-        if (!ReadVarint(&in, &ignored)) return Malformed(field);
-        break;
-      }
-      case 1:  // 64-bit
-        if (in.size() < 8) return Malformed(field);
-        in.remove_prefix(8);
-        break;
-      case 2: {  // length-delimited
-        uint64_t length = 0;
-        if (!ReadVarint(&in, &length) || length > in.size()) return Malformed(field);
-        if (number == field) {
-          if (seen) {
-            return absl::DataLossError(
-                absl::StrCat("a stored record holds field ", field, " twice"));
-          }
-          seen = true;
-          found = in.substr(0, static_cast<size_t>(length));
-        }
-        in.remove_prefix(static_cast<size_t>(length));
-        break;
-      }
-      case 5:  // 32-bit
-        if (in.size() < 4) return Malformed(field);
-        in.remove_prefix(4);
-        break;
-      default:  // groups (3, 4) are not used by proto3
-        return Malformed(field);
+    if (!NextField(&in, &f)) return Malformed(field);
+    if (f.type != 2 || f.number != field) continue;
+    if (seen) {
+      return absl::DataLossError(absl::StrCat("a stored record holds field ", field, " twice"));
     }
+    seen = true;
+    found = f.payload;
   }
   return found;
+}
+
+absl::StatusOr<std::string> RemoveLengthDelimitedFields(absl::string_view message,
+                                                        absl::Span<const int> fields) {
+  std::string out;
+  out.reserve(message.size());
+  absl::string_view in = message;
+  WireField f;
+  while (!in.empty()) {
+    if (!NextField(&in, &f)) {
+      return absl::DataLossError("a stored record is not well-formed");
+    }
+    if (f.type == 2 && std::find(fields.begin(), fields.end(), f.number) != fields.end()) {
+      continue;
+    }
+    out.append(f.whole.data(), f.whole.size());
+  }
+  return out;
 }
 
 void AppendLengthDelimitedField(int field, absl::string_view bytes, std::string* out) {

@@ -1,5 +1,5 @@
 // Splicing serialized protos without parsing them: find a length-delimited
-// field of a serialized message, append one. ListJobs and GetJob build their
+// field of a serialized message, append one, drop some. ListJobs and GetJob build their
 // answers from the stored records' bytes this way (a stored JobRecord's
 // `job` plus each StageRecord's `stage` as Job.stages), so a page costs
 // copies, not a parse and a serialization of every job.
@@ -14,6 +14,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "absl/strings/string_view.h"
 
 namespace mpt {
@@ -26,6 +27,12 @@ absl::StatusOr<absl::string_view> FindLengthDelimitedField(absl::string_view mes
 
 // Appends field `field` with `bytes` as a length-delimited entry.
 void AppendLengthDelimitedField(int field, absl::string_view bytes, std::string* out);
+
+// `message` without its top-level length-delimited fields numbered in
+// `fields` (every other field copied as it is). DATA_LOSS when `message`
+// is not well-formed wire format.
+absl::StatusOr<std::string> RemoveLengthDelimitedFields(absl::string_view message,
+                                                        absl::Span<const int> fields);
 
 }  // namespace mpt
 

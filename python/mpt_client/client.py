@@ -279,12 +279,14 @@ class Client:
         """The job "jobs/ID" (or "ID")."""
         return self._call(self._stub.GetJob, service_pb2.GetJobRequest(name=job_name(name)))
 
-    def list(self, states=(), kinds=(), page_size=0):
+    def list(self, states=(), kinds=(), page_size=0, basic=False):
         """Every job (newest first), fetching page after page; `states` and
-        `kinds` filter (names like "RUNNING", "source" or enum values)."""
+        `kinds` filter (names like "RUNNING", "source" or enum values).
+        basic=True asks for each job without its spec and artefact list."""
         request = service_pb2.ListJobsRequest(
             page_size=page_size, states=[_parse_state(s) for s in states],
-            kinds=[_parse_kind(k) for k in kinds])
+            kinds=[_parse_kind(k) for k in kinds],
+            view=service_pb2.JOB_VIEW_BASIC if basic else service_pb2.JOB_VIEW_FULL)
         while True:
             page = self._call(self._stub.ListJobs, request)
             yield from page.jobs

@@ -256,6 +256,14 @@ target {
           "list of SUCCEEDED gave %s" % succeeded)
     sources = [j.name for j in client.list(kinds=["source"], states=[JobState.CANCELLED])]
     check(sources == [long_job.name], "list of cancelled source jobs gave %s" % sources)
+    # The basic view: the same jobs without spec and artefacts, stages kept.
+    full = {j.name: j for j in client.list()}
+    for j in client.list(basic=True):
+        check(not j.HasField("spec") and len(j.artifacts) == 0,
+              "the basic view of %s carries a spec or artefacts" % j.name)
+        check(j.state == full[j.name].state and len(j.stages) == len(full[j.name].stages),
+              "the basic view of %s differs from the full one" % j.name)
+    check(any(len(j.artifacts) > 0 for j in full.values()), "no listed job has artefacts")
 
     # Download every adapter of the pipeline, and one by name.
     out = os.path.join(work, "adapters")

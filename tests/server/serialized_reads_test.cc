@@ -48,6 +48,26 @@ TEST(ProtoWireTest, FindsAndAppendsLengthDelimitedFields) {
   ASSERT_EQ(parsed.stages_size(), 1);
   EXPECT_EQ(parsed.stages(0).id(), "source/a");
 
+  // Dropping fields keeps every other field as it was.
+  mpt::v1::Job full;
+  full.set_name("jobs/abc");
+  full.mutable_spec()->set_base_model("/models/t5");
+  full.add_artifacts()->set_name("jobs/abc/artifacts/x");
+  full.add_stages()->set_id("source/a");
+  full.set_priority(3);
+  auto dropped = RemoveLengthDelimitedFields(full.SerializeAsString(),
+                                             {mpt::v1::Job::kSpecFieldNumber,
+                                              mpt::v1::Job::kArtifactsFieldNumber});
+  ASSERT_TRUE(dropped.ok()) << dropped.status();
+  mpt::v1::Job basic;
+  ASSERT_TRUE(basic.ParseFromString(*dropped));
+  mpt::v1::Job expected_basic = full;
+  expected_basic.clear_spec();
+  expected_basic.clear_artifacts();
+  EXPECT_TRUE(MessageDifferencer::Equals(basic, expected_basic)) << basic.ShortDebugString();
+  EXPECT_EQ(RemoveLengthDelimitedFields(bytes.substr(0, bytes.size() - 1), {1}).status().code(),
+            absl::StatusCode::kDataLoss);
+
   // Truncated and duplicated fields are DATA_LOSS.
   EXPECT_EQ(FindLengthDelimitedField(bytes.substr(0, bytes.size() - 1), 1).status().code(),
             absl::StatusCode::kDataLoss);
@@ -92,14 +112,29 @@ class SerializedReadsTest : public testing::CoordinatorTest {
       if (state_ok && kind_ok) expected.push_back(*it);
     }
     std::vector<std::string> seen;
+    mpt::v1::ListJobsRequest basic_request = request;
+    basic_request.set_view(mpt::v1::JOB_VIEW_BASIC);
     for (int pages = 0; pages < 100; ++pages) {
       auto proto = core_->ListJobs(request);
       auto wire = core_->ListJobsSerialized(request);
+      auto basic = core_->ListJobsSerialized(basic_request);
       ASSERT_TRUE(proto.ok()) << proto.status();
       ASSERT_TRUE(wire.ok()) << wire.status();
-      mpt::v1::ListJobsResponse parsed;
+      ASSERT_TRUE(basic.ok()) << basic.status();
+      mpt::v1::ListJobsResponse parsed, parsed_basic;
       ASSERT_TRUE(parsed.ParseFromString(*wire));
+      ASSERT_TRUE(parsed_basic.ParseFromString(*basic));
       EXPECT_TRUE(MessageDifferencer::Equals(parsed, *proto));
+      // The basic view: the same page, each job without spec and artefacts.
+      ASSERT_EQ(parsed_basic.jobs_size(), parsed.jobs_size());
+      EXPECT_EQ(parsed_basic.next_page_token(), parsed.next_page_token());
+      for (int i = 0; i < parsed.jobs_size(); ++i) {
+        mpt::v1::Job stripped = parsed.jobs(i);
+        stripped.clear_spec();
+        stripped.clear_artifacts();
+        EXPECT_TRUE(MessageDifferencer::Equals(parsed_basic.jobs(i), stripped))
+            << parsed_basic.jobs(i).ShortDebugString();
+      }
       for (const mpt::v1::Job& job : parsed.jobs()) {
         seen.push_back(job.name());
         auto shown = core_->GetJob(job.name());
@@ -112,6 +147,7 @@ class SerializedReadsTest : public testing::CoordinatorTest {
         return;
       }
       request.set_page_token(parsed.next_page_token());
+      basic_request.set_page_token(parsed.next_page_token());
     }
     ADD_FAILURE() << "too many pages";
   }
@@ -179,6 +215,11 @@ TEST_F(SerializedReadsTest, WireFormMatchesTheProtoForm) {
   mpt::v1::ListJobsRequest bad;
   bad.set_page_token("garbage!");
   EXPECT_EQ(core_->ListJobsSerialized(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  mpt::v1::ListJobsRequest bad_view;
+  bad_view.set_view(static_cast<mpt::v1::JobView>(7));
+  auto refused = core_->ListJobsSerialized(bad_view);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("view"), std::string::npos) << refused.status();
 }
 
 }  // namespace
