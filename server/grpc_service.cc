@@ -85,8 +85,14 @@ grpc::Status StreamArtifact(grpc::ServerContext* context, const ArtifactContent&
 }
 
 // Parses one raw request message: INVALID_ARGUMENT naming a string field
-// that is not valid UTF-8, or saying the message is malformed.
+// that is not valid UTF-8, saying the message is malformed, or that there
+// was none.
 grpc::Status ParseRequest(const grpc::ByteBuffer& buffer, google::protobuf::Message* request) {
+  // A unary or server-streaming call whose client sent no message (an
+  // empty message is a valid, empty buffer).
+  if (!buffer.Valid()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the call carried no request message");
+  }
   std::vector<grpc::Slice> slices;
   grpc::Status dumped = buffer.Dump(&slices);
   if (!dumped.ok()) return dumped;

@@ -321,6 +321,24 @@ TEST_F(GrpcServerTest, InvalidUtf8IsInvalidArgumentNamingTheField) {
   EXPECT_TRUE(absl::StrContains(s.error_message(), "not a well-formed mpt.v1.GetJobRequest"))
       << s.error_message();
 
+  // Unary and server-streaming calls whose client half-closes without
+  // sending a message.
+  for (const char* method : {"/mpt.v1.JobService/GetJob", "/mpt.v1.JobService/SubmitJob",
+                             "/mpt.v1.JobService/DownloadArtifact", "/mpt.v1.JobService/WatchJob",
+                             "/mpt.v1.WorkerService/Heartbeat"}) {
+    auto ctx = Context(absl::Seconds(5));
+    auto call = stub.PrepareCall(ctx.get(), method, &cq);
+    call->StartCall(reinterpret_cast<void*>(1));
+    Await(&cq, 1);
+    call->WritesDone(reinterpret_cast<void*>(2));
+    Await(&cq, 2);
+    grpc::Status status;
+    call->Finish(&status, reinterpret_cast<void*>(3));
+    Await(&cq, 3);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method;
+    EXPECT_EQ(status.error_message(), "the call carried no request message") << method;
+  }
+
   // A server-streaming call.
   {
     mpt::v1::WatchJobRequest watch;
