@@ -390,14 +390,11 @@ absl::Status Main() {
   {
     // Training (and the timed steps) under the chosen precision; the peak
     // below is measured outside it, in the stated dtype.
+    // One lane runs on this thread as it is (RunInLanes changes nothing).
     AutocastScope autocast_scope(model.device(), autocast);
-    if (lanes == 1) {
-      RETURN_IF_ERROR(train(lane_runs[0]));
-    } else {
-      for (const absl::Status& s :
-           RunInLanes(lanes, lanes, model.device(), [&](size_t l) { return train(lane_runs[l]); })) {
-        RETURN_IF_ERROR(s);
-      }
+    for (const absl::Status& s :
+         RunInLanes(lanes, lanes, model.device(), [&](size_t l) { return train(lane_runs[l]); })) {
+      RETURN_IF_ERROR(s);
     }
   }
   // Per lane: its timed steps' span. The machine: from the first lane's
@@ -486,20 +483,16 @@ absl::Status Main() {
         {square, square, square},
         {rows, ff_width, d},
         {static_cast<int64_t>(batch) * absl::GetFlag(FLAGS_target_length), v, d}};
-    if (lanes == 1) {
-      ASSIGN_OR_RETURN(peak_flops, MeasureMatmulPeak(shapes, model.device(), product_dtype));
-    } else {
-      // Every lane's core at once: the sum of their peaks.
-      std::vector<double> lane_peak(lanes, 0);
-      for (const absl::Status& s :
-           RunInLanes(lanes, lanes, model.device(), [&](size_t l) -> absl::Status {
-             ASSIGN_OR_RETURN(lane_peak[l], MeasureMatmulPeak(shapes, model.device(), product_dtype));
-             return absl::OkStatus();
-           })) {
-        RETURN_IF_ERROR(s);
-      }
-      for (double p : lane_peak) peak_flops += p;
+    // Every lane's core at once: the sum of their peaks.
+    std::vector<double> lane_peak(lanes, 0);
+    for (const absl::Status& s :
+         RunInLanes(lanes, lanes, model.device(), [&](size_t l) -> absl::Status {
+           ASSIGN_OR_RETURN(lane_peak[l], MeasureMatmulPeak(shapes, model.device(), product_dtype));
+           return absl::OkStatus();
+         })) {
+      RETURN_IF_ERROR(s);
     }
+    for (double p : lane_peak) peak_flops += p;
   }
   const double mfu = peak_flops > 0 ? achieved / peak_flops : 0;
 
