@@ -15,6 +15,14 @@
 # single rank ends up to fp32 summation order (relative 1e-4).
 source "${TEST_SRCDIR}/${TEST_WORKSPACE}/tests/e2e/e2e_lib.sh"
 
+# e2e_expect_close GOT WANT WHAT REFERENCE: adapter folder GOT loads on the model and
+# its tensors are within 1e-4 (relative) of folder WANT's.
+e2e_expect_close() {
+  "$ADAPTER_CHECK_BIN" --model="$E2E_MODEL" "$1" > /dev/null || e2e_fail "$3 does not load"
+  python3 "$E2E_RUNFILES/tests/e2e/compare_adapters.py" "$1/adapter_model.safetensors" \
+    "$2/adapter_model.safetensors" 1e-4 >&2 || e2e_fail "$3 differs from $4"
+}
+
 # e2e_task_lines TASK...: a spec's `tasks` entries for the tiny tasks.
 e2e_task_lines() {
   local t
@@ -77,12 +85,8 @@ for pair in "a:$job_a:$spec_a:first last" "b:$job_b:$spec_b:count echo"; do
     --progress=none --threads=1 > "$E2E_DIR/logs/mpt_train_$tag.log" 2>&1 ||
     e2e_fail "mpt_train failed"
   for t in $tasks; do
-    "$ADAPTER_CHECK_BIN" --model="$E2E_MODEL" "$E2E_DIR/packed_$tag/source/$t" > /dev/null ||
-      e2e_fail "source/$t of $job does not load"
-    python3 "$E2E_RUNFILES/tests/e2e/compare_adapters.py" \
-      "$E2E_DIR/packed_$tag/source/$t/adapter_model.safetensors" \
-      "$E2E_DIR/alone_$tag/source/$t/adapter_model.safetensors" 1e-4 >&2 ||
-      e2e_fail "source/$t of $job differs from its separate run"
+    e2e_expect_close "$E2E_DIR/packed_$tag/source/$t" "$E2E_DIR/alone_$tag/source/$t" \
+      "source/$t of $job" "its separate run"
   done
 done
 [ "$(mptctl workers --output=json | grep -c '"state": "idle"')" -eq 1 ] ||
@@ -189,9 +193,5 @@ grep -q "distillation: 2 thread ranks, one compute thread each" "$E2E_DIR/logs/w
 mptctl download "$job_g" --out="$E2E_DIR/ranks_g" > /dev/null || e2e_fail "download $job_g"
 "$E2E_RUNFILES/worker/mpt_train" --spec="$local_g" --stage=distillation --out="$E2E_DIR/alone_g" \
   --progress=none --threads=1 > "$E2E_DIR/logs/mpt_train_g.log" 2>&1 || e2e_fail "mpt_train failed"
-"$ADAPTER_CHECK_BIN" --model="$E2E_MODEL" "$E2E_DIR/ranks_g/distillation" > /dev/null ||
-  e2e_fail "the thread ranks' distillation does not load"
-python3 "$E2E_RUNFILES/tests/e2e/compare_adapters.py" \
-  "$E2E_DIR/ranks_g/distillation/adapter_model.safetensors" \
-  "$E2E_DIR/alone_g/distillation/adapter_model.safetensors" 1e-4 >&2 ||
-  e2e_fail "the thread ranks' distillation differs from one rank's"
+e2e_expect_close "$E2E_DIR/ranks_g/distillation" "$E2E_DIR/alone_g/distillation" \
+  "the thread ranks' distillation" "one rank's"
