@@ -276,6 +276,47 @@ def damaged_preamble(rng, replacements=None):
             return " ".join(w)
 
 
+def _has(category):
+    """A list of 3-5 words holding one word of the category or none (half
+    each), answered yes or no."""
+    def gen(rng):
+        others = [w for c, ws in CATEGORIES.items() if c != category for w in ws]
+        w = rng.sample(others, rng.randint(3, 5))
+        if rng.random() < 0.5:
+            w[rng.randrange(len(w))] = rng.choice(CATEGORIES[category])
+            return _join(w), "yes"
+        return _join(w), "no"
+    return gen
+
+
+def gen_liked(rng):
+    payload, label = gen_sentiment(rng)
+    return payload, "yes" if label == "positive" else "no"
+
+
+# The yes/no variants: three targets that ask a source skill's question in
+# another source's answer words (sentiment, animal and colour answered "yes"
+# or "no" like `contains`), as the few-shot targets of the MPT paper are
+# tasks of a source's kind with their own data and labels (CB and SciTail
+# after MNLI, BoolQ after the QA sources). Their instructions are never
+# pretrained on; the base model is the held-out-target model.
+VARIANT_TARGETS = {
+    "liked": ("target", ["did the writer like it"], gen_liked, "rank", ["yes", "no"]),
+    "has_animal": ("target", ["is there an animal in the list"], _has("animal"), "rank",
+                   ["yes", "no"]),
+    "has_colour": ("target", ["is there a colour in the list"], _has("colour"), "rank",
+                   ["yes", "no"]),
+}
+
+
+def variant_skills():
+    """SKILLS of the yes/no-variants setting: the held-out setting's nine
+    sources and VARIANT_TARGETS as targets (the held-out targets dropped)."""
+    skills = {n: v for n, v in held_out_skills().items() if v[0] == "source"}
+    skills.update(VARIANT_TARGETS)
+    return skills
+
+
 def held_out_skills():
     """SKILLS of the held-out-target setting: every non-target skill is a
     source task; targets keep their role and are never pretrained on."""
@@ -289,15 +330,24 @@ def main():
     ap.add_argument("--hold_out_targets", action="store_true",
                     help="every non-target skill is a source task; the base "
                          "model of this setting never sees the targets")
+    ap.add_argument("--variant_targets", action="store_true",
+                    help="the held-out setting's sources with the yes/no variant targets "
+                         "(liked, has_animal, has_colour) for the held-out model")
     args = ap.parse_args()
     skills = held_out_skills() if args.hold_out_targets else SKILLS
+    if args.variant_targets:
+        skills = variant_skills()
     tasks = []
     for name, (role, instrs, _, metric, cands) in skills.items():
         entry = {"name": name, "role": role, "instruction": instrs[0],
                  "paraphrases": instrs[1:], "metric": metric}
         if cands:
             entry["candidates"] = cands
-        if role in SIZES:
+        if args.variant_targets and role == "source":
+            # The sources are the held-out setting's, written by --hold_out_targets.
+            entry["train"] = "../../heldout/data/%s/train.jsonl" % name
+            entry["eval"] = "../../heldout/data/%s/eval.jsonl" % name
+        elif role in SIZES:
             n_train, n_eval = SIZES[role]
             ev = make_split(name, n_eval, "eval", skills=skills)
             held = {e["input"] for e in ev}
@@ -316,7 +366,13 @@ def main():
             "Inputs carry no instruction; the base model in "
             "demo/model was pretrained on 'instruction: <text> "
             "input: <payload>' for every skill.")
-    if args.hold_out_targets:
+    if args.variant_targets:
+        desc = ("Synthetic demo skills for Multitask Prompt Tuning, yes/no "
+                "variants: the held-out setting's sources and three targets "
+                "that ask a source's question answered yes or no. The base "
+                "model (demo/heldout/model) was pretrained on the sources "
+                "with their instructions and never on these targets.")
+    elif args.hold_out_targets:
         desc = ("Synthetic demo skills for Multitask Prompt Tuning, "
                 "held-out-target setting. Inputs carry no instruction; the "
                 "base model in demo/heldout/model was pretrained on "

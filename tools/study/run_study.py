@@ -64,31 +64,37 @@ TARGETS = ["min", "food", "topic"]
 CANDIDATES = {"sentiment": ["positive", "negative"], "topic": ["sports", "food", "weather"]}
 
 DATA_DIR = os.path.join(REPO, "demo", "data")
+SOURCE_DATA_DIR = DATA_DIR  # where the source tasks' train/eval files are
+SKILLS = tasks_mod.SKILLS  # name -> (role, instructions, generator, metric, candidates)
 
 
 def use_suite(name):
     """Switches the module to a task suite: "demo" (tools/demo/make_demo_tasks.py,
     demo/data, demo/model), "heldout" (the demo suite with every non-target
     skill as a source, demo/heldout/data, demo/heldout/model, a model never
-    pretrained on the targets) or "lex" (tools/demo/make_lex_tasks.py,
+    pretrained on the targets), "variants" (the held-out model and sources
+    with three yes/no variants of source skills as targets, demo/variants/data)
+    or "lex" (tools/demo/make_lex_tasks.py,
     demo/lex/data, demo/lex/model; its targets were never in pretraining).
     Returns the default model."""
-    global tasks_mod, SOURCES, TARGETS, CANDIDATES, DATA_DIR
+    global SKILLS, SOURCES, TARGETS, CANDIDATES, DATA_DIR, SOURCE_DATA_DIR
     if name == "demo":
         return os.path.join(REPO, "demo", "model")
-    if name == "heldout":
-        skills = tasks_mod.held_out_skills()
+    if name in ("heldout", "variants"):
+        skills = tasks_mod.held_out_skills() if name == "heldout" else tasks_mod.variant_skills()
         SOURCES = [n for n, s in skills.items() if s[0] == "source"]
         TARGETS = [n for n, s in skills.items() if s[0] == "target"]
         CANDIDATES = {n: s[4] for n, s in skills.items() if s[3] == "rank"}
-        DATA_DIR = os.path.join(REPO, "demo", "heldout", "data")
+        SKILLS = skills
+        DATA_DIR = os.path.join(REPO, "demo", name, "data")
+        SOURCE_DATA_DIR = os.path.join(REPO, "demo", "heldout", "data")
         return os.path.join(REPO, "demo", "heldout", "model")
     import make_lex_tasks as lex
-    tasks_mod = lex
+    SKILLS = lex.SKILLS
     SOURCES = [n for n, s in lex.SKILLS.items() if s[0] == "source"]
     TARGETS = [n for n, s in lex.SKILLS.items() if s[0] == "target"]
     CANDIDATES = {n: s[4] for n, s in lex.SKILLS.items() if s[3] == "rank"}
-    DATA_DIR = os.path.join(REPO, "demo", "lex", "data")
+    DATA_DIR = SOURCE_DATA_DIR = os.path.join(REPO, "demo", "lex", "data")
     return os.path.join(REPO, "demo", "lex", "model")
 
 
@@ -120,7 +126,7 @@ def make_target_data(out, n_test, n_dev, n_pool, min_pool):
     data = {}
     for t in TARGETS:
         committed = read_jsonl(os.path.join(DATA_DIR, t, "eval.jsonl"))
-        gen = tasks_mod.SKILLS[t][2]
+        gen = SKILLS[t][2]
         rng = random.Random(7919 + sum(map(ord, t)))
         seen = set(r["input"] for r in committed)
         fresh = []
@@ -233,7 +239,7 @@ def base_spec(args):
 
 def source_artifacts(args):
     """Teachers (one per source task) and the distillations; trained once."""
-    data_dir = DATA_DIR
+    data_dir = SOURCE_DATA_DIR
     src_tasks = [task_entry(t, os.path.join(data_dir, t, "train.jsonl"),
                             os.path.join(data_dir, t, "eval.jsonl")) for t in SOURCES]
     spec = base_spec(args)
@@ -331,7 +337,7 @@ def main():
     ap.add_argument("--out", default="out/study")
     ap.add_argument("--bin", default=os.path.join(REPO, "bazel-bin", "worker", "mpt_train"))
     ap.add_argument("--model", default=None, help="default: the suite's model")
-    ap.add_argument("--suite", choices=["demo", "heldout", "lex"], default="demo")
+    ap.add_argument("--suite", choices=["demo", "heldout", "variants", "lex"], default="demo")
     ap.add_argument("--ks", default="8,32,128")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--lrs", default="0.1,0.3,1.0")
