@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compares two stage_bench binaries (two builds: say Debian's libtorch with
 # OpenBLAS against a torch wheel's libtorch with its MKL) on the same step,
-# to choose the default build by measurement (README, "Which libtorch").
+# to choose the default build by measurement (docs/MEASUREMENTS.md, "Which libtorch").
 #
 #   tools/bench/libtorch_choice.sh A_STAGE_BENCH B_STAGE_BENCH [MODEL_DIR]
 #

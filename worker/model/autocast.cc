@@ -91,7 +91,7 @@ bool CpuHasNativeBf16() {
 std::string NativeBf16Hint(c10::Device device, AutocastMode mode) {
   if (!device.is_cpu() || mode != AutocastMode::kOff || !CpuHasNativeBf16()) return "";
   return "this CPU multiplies bfloat16 in hardware: --autocast=bf16 trains T5-sized models "
-         "about twice as fast (the prompts stay fp32; README, \"bf16 on a CPU\")";
+         "about twice as fast (the prompts stay fp32; docs/MEASUREMENTS.md, \"bf16 on a CPU\")";
 }
 
 AutocastMode CurrentAutocast(c10::Device device) {

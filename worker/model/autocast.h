@@ -15,7 +15,7 @@
 // so it needs no scope of its own). bf16 autocast needs a CUDA device or the
 // CPU. On a CPU the bf16 products run in libtorch's own kernels (oneDNN),
 // not in BLAS: about twice as fast as fp32 where the CPU multiplies bf16 in
-// hardware (CpuHasNativeBf16(); README, "bf16 on a CPU"), usually slower
+// hardware (CpuHasNativeBf16(); docs/MEASUREMENTS.md, "bf16 on a CPU"), usually slower
 // where it does not.
 #ifndef MPT_WORKER_MODEL_AUTOCAST_H_
 #define MPT_WORKER_MODEL_AUTOCAST_H_

@@ -73,7 +73,7 @@ struct ThreadPlan {
 //   kOwnThreads  libtorch 1, OpenBLAS `total`: the matrix products, most of
 //                a step, use every core, and the element-wise kernels run
 //                on the calling thread while OpenBLAS's threads are idle.
-//                Both at `total` oversubscribe (measured: see README).
+//                Both at `total` oversubscribe (measured: docs/MEASUREMENTS.md, "Threads and the teacher cache").
 //   kOpenMp      libtorch `total` and OpenBLAS `total`: one OpenMP pool.
 //   kInLibtorch  libtorch `total`; MKL follows it (one OpenMP pool).
 //   otherwise    libtorch `total`; BLAS left alone.

@@ -4,7 +4,7 @@
 // subnormal values (far below 1e-38: softmax tails, vanishing gradients),
 // and x86 cores take a slow path for each arithmetic operation on one. A
 // T5-small-shaped source step measured 13 to 17 % faster with them flushed
-// (README, "Adapters per hour"). Values that small change no loss, gradient
+// (docs/MEASUREMENTS.md, "Adapters per hour"). Values that small change no loss, gradient
 // or prompt at any tolerance a test or a user can see.
 //
 //   FlushDenormalsScope flush;  // on the thread that trains

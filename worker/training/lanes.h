@@ -6,7 +6,7 @@
 // threads. Runs that share nothing but the frozen model (the source tasks
 // of one mpt_train call, the stages of a worker's pack) therefore finish
 // sooner side by side, each on its own thread with one compute thread, than
-// one after another with every core (measured: README, "Lanes"). Each run
+// one after another with every core (measured: docs/MEASUREMENTS.md, "Lanes"). Each run
 // computes exactly what it computes alone with one compute thread.
 //
 //   std::vector<absl::Status> done =

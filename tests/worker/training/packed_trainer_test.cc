@@ -10,7 +10,7 @@
 // amplified those differences over every step. That bound holds for these
 // settings (18 steps at learning rate 0.05); AdamW's normalised update lets
 // rounding differences grow with the steps and the rate, as it does between
-// two separate runs with different thread counts (README, "Measured").
+// two separate runs with different thread counts (docs/MEASUREMENTS.md, "Many source tasks in one pass").
 //
 // Clipping is per prompt: each prompt's gradient is scaled so that its own
 // L2 norm is at most max_grad_norm, exactly as its separate run clips it. The
