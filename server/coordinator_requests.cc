@@ -98,7 +98,7 @@ std::string SourcePackKey(const mpt::v1::PipelineSpec& spec, const StageEntry& s
     return "";
   }
   return absl::StrCat(spec.base_model(), "\n", spec.prompt().num_virtual_tokens(), "x",
-                      spec.prompt().num_transformer_submodules());
+                      spec.prompt().num_transformer_submodules(), "\n", spec.autocast());
 }
 
 void RunSchedulingPass(CoordinatorState& state, StateTxn& txn, int max_pack_size) {

@@ -39,15 +39,16 @@ void CollectBlobIfUnreferenced(JobStore& store, ArtifactStore& blobs, const std:
 
 // One scheduling pass over `state`; starts what Schedule() decides in `txn`
 // (and sends a job its one "waiting for N workers" event). Single-worker
-// source stages with the same base model and prompt shape (SourcePackKey)
+// source stages with the same base model, prompt shape and precision (SourcePackKey)
 // may be packed onto one worker, up to `max_pack_size` stages and the
 // worker's own Worker.max_pack_size: every stage of a pack starts with an
 // assignment of its own on that worker.
 void RunSchedulingPass(CoordinatorState& state, StateTxn& txn, int max_pack_size = 1);
 
 // What source stages must share to train in one pass: the base model as the
-// spec names it and the prompt's shape (num_virtual_tokens,
-// num_transformer_submodules). Empty for every other stage (never packed).
+// spec names it, the prompt's shape (num_virtual_tokens,
+// num_transformer_submodules) and the spec's autocast. Empty for every other
+// stage (never packed).
 std::string SourcePackKey(const mpt::v1::PipelineSpec& spec, const StageEntry& stage);
 
 // The events of job `name` after `after_sequence` from the store, at most

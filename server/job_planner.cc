@@ -198,6 +198,7 @@ absl::StatusOr<JobPlan> PlanJob(const mpt::v1::SubmitJobRequest& request,
     default:
       break;
   }
+  if (kind != mpt::v1::PIPELINE) add_status(ValidateAutocast(spec->autocast()));
   CheckServerPath(spec->base_model(), "spec.base_model", &problems);
   CheckTaskPaths(spec->source().tasks(), "spec.source", &problems);
   CheckTaskPaths(spec->distillation().tasks(), "spec.distillation", &problems);

@@ -53,7 +53,8 @@ ABSL_FLAG(std::string, dtype, "auto",
           "their optimiser state stay fp32).");
 ABSL_FLAG(std::string, autocast, "off",
           "off, or bf16: the frozen model computes in bfloat16 under autocast while the "
-          "prompts and their optimiser state stay fp32 (worker/model/autocast.h).");
+          "prompts and their optimiser state stay fp32 (worker/model/autocast.h). For a spec "
+          "whose `autocast` field is empty; one that names a precision gets it.");
 ABSL_FLAG(int, threads, 0,
           "Compute threads in total, libtorch's and BLAS's together (0: every usable core; "
           "more than the usable cores is cut to them). See worker/model/compute_threads.h.");
@@ -114,6 +115,7 @@ absl::StatusOr<mpt::v1::PipelineSpec> LoadSpecForStage(const std::string& path,
   ASSIGN_OR_RETURN(mpt::v1::PipelineSpec spec, ReadPipelineSpec(path));
   ResolveSpecPaths(fs::absolute(path).parent_path().string(), &spec);
   ApplyDefaults(&spec);
+  RETURN_IF_ERROR(ValidateAutocast(spec.autocast()));
   RETURN_IF_ERROR(ValidatePromptSpec(spec.prompt()));
   if (stage == kSourceStage) RETURN_IF_ERROR(ValidateSourceTrainingSpec(spec.source()));
   if (stage == kDistillationStage) {
@@ -154,7 +156,9 @@ absl::Status Main() {
   preflight.stage = stage;
   preflight.output_dirs = {out, work_dir};
   RETURN_IF_ERROR(PreflightCheck(spec, preflight));
-  ASSIGN_OR_RETURN(AutocastMode autocast, ParseAutocast(absl::GetFlag(FLAGS_autocast)));
+  ASSIGN_OR_RETURN(const AutocastMode flag_autocast, ParseAutocast(absl::GetFlag(FLAGS_autocast)));
+  // The spec's precision, when it names one, is the job's: it wins over the flag.
+  ASSIGN_OR_RETURN(const AutocastMode autocast, SpecAutocast(spec.autocast(), flag_autocast));
   ComputeThreadOptions thread_options;
   thread_options.total = absl::GetFlag(FLAGS_threads);
   ASSIGN_OR_RETURN(ComputeThreads threads, ApplyComputeThreads(thread_options));

@@ -47,7 +47,8 @@ ABSL_FLAG(std::string, coordinator, "",
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
 ABSL_FLAG(std::string, autocast, "off",
           "off, or bf16: the frozen model computes in bfloat16 under autocast while the "
-          "prompts and their optimiser state stay fp32 (worker/model/autocast.h).");
+          "prompts and their optimiser state stay fp32 (worker/model/autocast.h). For a job's spec "
+          "whose `autocast` field is empty; one that names a precision gets it.");
 ABSL_FLAG(std::string, dtype, "auto",
           "The frozen base model's dtype: auto (a decoder-only model in the precision its "
           "config.json states where the device computes in it: bfloat16 anywhere, float16 on "

@@ -95,6 +95,13 @@ class Problems {
 
 std::string Quote(absl::string_view s) { return absl::StrCat("\"", s, "\""); }
 
+// What is wrong with a spec's `autocast`, or empty.
+std::string AutocastProblem(absl::string_view autocast) {
+  if (autocast.empty() || autocast == "off" || autocast == "bf16") return "";
+  return absl::StrCat(Quote(autocast),
+                      " is not a precision: \"off\" or \"bf16\" (empty: the worker's --autocast)");
+}
+
 std::string OneOf(const std::vector<std::string>& allowed) {
   return absl::StrJoin(allowed, ", ", [](std::string* out, const std::string& s) {
     absl::StrAppend(out, Quote(s));
@@ -673,6 +680,12 @@ absl::Status ValidatePromptSpec(const PromptSpec& prompt) {
   return problems.ToStatus();
 }
 
+absl::Status ValidateAutocast(absl::string_view autocast) {
+  const std::string problem = AutocastProblem(autocast);
+  if (problem.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("autocast: ", problem));
+}
+
 absl::Status ValidateSourceTrainingSpec(const SourceTrainingSpec& source,
                                         const SpecValidationOptions& options) {
   Problems problems;
@@ -702,6 +715,9 @@ absl::Status ValidatePipelineSpec(const PipelineSpec& spec,
   } else if (options.check_files) {
     CheckPathExists("base_model", spec.base_model(), FileKind::kDirectory,
                     &problems);
+  }
+  if (std::string problem = AutocastProblem(spec.autocast()); !problem.empty()) {
+    problems.Add("autocast", problem);
   }
   ValidatePrompt(spec.prompt(), &problems);
   ValidateSource(spec.source(), options, &problems);

@@ -146,6 +146,11 @@ inline constexpr int kMaxLengthBucketBatches = 10'000;  // train.length_bucket_b
 absl::Status ValidatePipelineSpec(const mpt::v1::PipelineSpec& spec,
                                   const SpecValidationOptions& options = {});
 
+// The spec's `autocast`: empty, "off" or "bf16"; anything else is
+// INVALID_ARGUMENT "autocast: ..." naming the value. Part of
+// ValidatePipelineSpec; a stage submitted or run alone checks it with this.
+absl::Status ValidateAutocast(absl::string_view autocast);
+
 // Validators for the prompt and for stages submitted alone, after
 // ApplyDefaults(). Field paths start with the stage
 // name ("source.", "distillation.", "target."). The distillation validator

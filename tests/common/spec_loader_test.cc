@@ -346,6 +346,20 @@ TEST(ValidatePipelineSpec, BaseModel) {
   EXPECT_THAT(Problems(spec), HasSubstr("base_model: is not a folder: "));
 }
 
+TEST(ValidatePipelineSpec, Autocast) {
+  PipelineSpec spec = ValidSpec();
+  for (const char* ok : {"", "off", "bf16"}) {
+    spec.set_autocast(ok);
+    EXPECT_EQ(Problems(spec), "") << ok;
+  }
+  spec.set_autocast("fp16");
+  EXPECT_EQ(Problems(spec),
+            "autocast: \"fp16\" is not a precision: \"off\" or \"bf16\" (empty: the "
+            "worker's --autocast)");
+  spec.set_autocast("BF16");
+  EXPECT_THAT(Problems(spec), HasSubstr("autocast: \"BF16\" is not a precision"));
+}
+
 TEST(ValidatePipelineSpec, Prompt) {
   PipelineSpec spec = ValidSpec();
   spec.mutable_prompt()->set_num_ranks(200);

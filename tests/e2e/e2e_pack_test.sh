@@ -12,7 +12,8 @@
 # side in 2 lanes (one thread each), and every adapter is bit for bit the one
 # mpt_train trains alone with one thread; then that worker runs a
 # distillation job alone as 2 thread ranks, which ends where mpt_train's
-# single rank ends up to fp32 summation order (relative 1e-4).
+# single rank ends up to fp32 summation order (relative 1e-4). Last, a job
+# whose spec sets `autocast: "bf16"` trains in bf16 on that worker.
 source "${TEST_SRCDIR}/${TEST_WORKSPACE}/tests/e2e/e2e_lib.sh"
 
 # e2e_expect_close GOT WANT WHAT REFERENCE: adapter folder GOT loads on the model and
@@ -195,3 +196,32 @@ mptctl download "$job_g" --out="$E2E_DIR/ranks_g" > /dev/null || e2e_fail "downl
   --progress=none --threads=1 > "$E2E_DIR/logs/mpt_train_g.log" 2>&1 || e2e_fail "mpt_train failed"
 e2e_expect_close "$E2E_DIR/ranks_g/distillation" "$E2E_DIR/alone_g/distillation" \
   "the thread ranks' distillation" "one rank's"
+
+# A job's precision is its spec's: `autocast: "bf16"` trains in bf16 on this
+# worker started without --autocast, exactly as mpt_train does with the same
+# spec, which gives what its --autocast=bf16 flag gives; fp32's adapters differ.
+# The worker logs that the spec set it.
+spec_h="$E2E_DIR/h.textproto"
+{ cat "$spec_a"; echo 'autocast: "bf16"'; } > "$spec_h"
+job_h=$(mptctl submit --spec "$spec_h" --kind=source --name=bf16-h)
+e2e_wait_state "$job_h" SUCCEEDED 90
+grep -q "autocast bf16, as the job" "$E2E_DIR/logs/w2.log" ||
+  e2e_fail "w2 does not log that the spec set bf16"
+mptctl download "$job_h" --out="$E2E_DIR/bf16_h" > /dev/null || e2e_fail "download $job_h"
+"$E2E_RUNFILES/worker/mpt_train" --spec="$spec_h" --stage=source --out="$E2E_DIR/alone_h" \
+  --progress=none --threads=1 > "$E2E_DIR/logs/mpt_train_h.log" 2>&1 || e2e_fail "mpt_train failed"
+grep -q "autocast bf16" "$E2E_DIR/logs/mpt_train_h.log" || e2e_fail "mpt_train did not take bf16 from the spec"
+"$E2E_RUNFILES/worker/mpt_train" --spec="$spec_a" --stage=source --out="$E2E_DIR/flag_h" \
+  --progress=none --threads=1 --autocast=bf16 > "$E2E_DIR/logs/mpt_train_h_flag.log" 2>&1 ||
+  e2e_fail "mpt_train --autocast=bf16 failed"
+for t in first last; do
+  cmp "$E2E_DIR/alone_h/source/$t/adapter_model.safetensors" \
+    "$E2E_DIR/flag_h/source/$t/adapter_model.safetensors" ||
+    e2e_fail "source/$t: the spec's bf16 differs from the flag's"
+  cmp "$E2E_DIR/bf16_h/source/$t/adapter_model.safetensors" \
+    "$E2E_DIR/alone_h/source/$t/adapter_model.safetensors" ||
+    e2e_fail "source/$t of $job_h (bf16 on the worker) differs from mpt_train's bf16 run"
+  ! cmp -s "$E2E_DIR/bf16_h/source/$t/adapter_model.safetensors" \
+    "$E2E_DIR/alone_a/source/$t/adapter_model.safetensors" ||
+    e2e_fail "source/$t of $job_h equals the fp32 run: bf16 was not applied"
+done

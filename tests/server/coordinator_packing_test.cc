@@ -159,6 +159,34 @@ TEST_F(PackingTest, NoPackForWorkersThatDoNotAskOrForDifferentPromptShapes) {
   EXPECT_EQ(StageState(core_.get(), j4, "source/d"), mpt::v1::QUEUED);
 }
 
+TEST_F(PackingTest, StagesOfDifferentPrecisionsAreNotPacked) {
+  auto bf16 = SourceRequest("b");
+  bf16.mutable_spec()->set_autocast("bf16");
+  auto off = SourceRequest("c");
+  off.mutable_spec()->set_autocast("off");
+  auto bf16_too = SourceRequest("d");
+  bf16_too.mutable_spec()->set_autocast("bf16");
+  const std::string j1 = Submit(SourceRequest("a"));  // empty: the worker's own flag
+  const std::string j2 = Submit(bf16);
+  const std::string j3 = Submit(off);
+  const std::string j4 = Submit(bf16_too);
+  const std::string packer = RegisterPacker(core_.get(), 4);
+  // Empty and "off" are different keys (a worker's flag may say bf16), so
+  // the first pack is j1 alone; the second pairs the two bf16 jobs.
+  auto a = Poll(core_.get(), packer);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->job(), j1);
+  EXPECT_EQ(a->packed_size(), 0);
+  Finish(core_.get(), *a);
+  auto b = Poll(core_.get(), packer);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(b->job(), j2);
+  ASSERT_EQ(b->packed_size(), 1);
+  EXPECT_EQ(b->packed(0).job(), j4);
+  EXPECT_EQ(b->spec().autocast(), "bf16");
+  EXPECT_EQ(StageState(core_.get(), j3, "source/c"), mpt::v1::QUEUED);
+}
+
 TEST_F(PackingTest, CoordinatorCapOfOneTurnsPackingOff) {
   CoordinatorOptions options;
   options.max_pack_size = 1;

@@ -70,6 +70,27 @@ TEST(JobPlannerTest, MissingKindAndBaseModelNameTheirFields) {
       << plan.status();
 }
 
+TEST(JobPlannerTest, AutocastIsCheckedForEveryKind) {
+  mpt::v1::SubmitJobRequest pipeline = Pipeline({"a"}, {"c"});
+  mpt::v1::SubmitJobRequest source;
+  source.set_kind(mpt::v1::SOURCE_TRAINING);
+  source.mutable_spec()->set_base_model("/models/t5-small");
+  *source.mutable_spec()->mutable_source()->add_tasks() = ::mpt::testing::Task("a");
+  source.mutable_spec()->mutable_source()->mutable_train()->set_steps(10);
+  for (mpt::v1::SubmitJobRequest* r : {&pipeline, &source}) {
+    r->mutable_spec()->set_autocast("bf16");
+    absl::StatusOr<JobPlan> plan = PlanJob(*r, JobPlannerOptions());
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    EXPECT_EQ(plan->spec.autocast(), "bf16");
+    r->mutable_spec()->set_autocast("fp16");
+    plan = PlanJob(*r, JobPlannerOptions());
+    ASSERT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(plan.status().message().find("autocast: \"fp16\" is not a precision"),
+              std::string::npos)
+        << plan.status();
+  }
+}
+
 TEST(JobPlannerTest, DistillationJobNeedsOneTeacherPerTaskAndReportsThem) {
   mpt::v1::SubmitJobRequest r;
   r.set_kind(mpt::v1::DISTILLATION);

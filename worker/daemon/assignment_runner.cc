@@ -134,6 +134,12 @@ absl::StatusOr<AssignmentRunner::LoadedModel> AssignmentRunner::Model(const std:
   return cache_.front();
 }
 
+void AssignmentRunner::UseThreadsFor(c10::ScalarType model_dtype, AutocastMode autocast) const {
+  if (!options_.compute_threads.has_value() || !device_.is_cpu()) return;
+  ComputeThreads threads = *options_.compute_threads;
+  UseThreadsForProducts(&threads, ProductDtype(model_dtype, autocast));
+}
+
 absl::StatusOr<AssignmentOutput> AssignmentRunner::Run(const AssignmentContext& context) {
   try {
     return RunUnsafe(context);
@@ -151,11 +157,12 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
   if (spec.base_model().empty()) {
     return absl::InvalidArgumentError("spec.base_model: empty in the assignment");
   }
-  ASSIGN_OR_RETURN(LoadedModel loaded, Model(spec.base_model()));
-  if (options_.compute_threads.has_value() && device_.is_cpu()) {
-    ComputeThreads threads = *options_.compute_threads;
-    UseThreadsForProducts(&threads, ProductDtype(loaded.base.model->dtype(), autocast_));
+  ASSIGN_OR_RETURN(const AutocastMode autocast, SpecAutocast(spec.autocast(), autocast_));
+  if (autocast != autocast_) {
+    MPT_LOG(INFO) << "autocast " << AutocastName(autocast) << ", as the job's spec says";
   }
+  ASSIGN_OR_RETURN(LoadedModel loaded, Model(spec.base_model()));
+  UseThreadsFor(loaded.base.model->dtype(), autocast);
 
   // The stage, its label (reported as the progress task) and its spec.
   std::string stage;
@@ -246,7 +253,7 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
   AssignmentOutput output;
   absl::Status status;
   // The stage trains and evaluates on this thread.
-  AutocastScope autocast_scope(device_, autocast_);
+  AutocastScope autocast_scope(device_, autocast);
   switch (a.stage_kind()) {
     case mpt::v1::SOURCE_TRAINING: {
       std::vector<std::string> only;
@@ -335,6 +342,7 @@ std::vector<absl::StatusOr<AssignmentOutput>> AssignmentRunner::RunPackUnsafe(
   std::vector<SourcePackTask> tasks;
   std::vector<size_t> task_of;  // index into `contexts` of tasks[i]
   std::string model_folder;
+  std::optional<AutocastMode> pack_autocast;
   for (size_t i = 0; i < contexts.size(); ++i) {
     const AssignmentContext& c = *contexts[i];
     const mpt::v1::Assignment& a = *c.assignment;
@@ -354,6 +362,18 @@ std::vector<absl::StatusOr<AssignmentOutput>> AssignmentRunner::RunPackUnsafe(
       results[i] = absl::InvalidArgumentError(
           absl::StrCat("assignment ", a.id(), ": base model ", spec.base_model(),
                        " differs from its pack's ", model_folder));
+      continue;
+    }
+    absl::StatusOr<AutocastMode> autocast = SpecAutocast(spec.autocast(), autocast_);
+    if (!autocast.ok()) {
+      results[i] = autocast.status();
+      continue;
+    }
+    if (!pack_autocast.has_value()) pack_autocast = *autocast;
+    if (*autocast != *pack_autocast) {
+      results[i] = absl::InvalidArgumentError(
+          absl::StrCat("assignment ", a.id(), ": autocast ", AutocastName(*autocast),
+                       " differs from its pack's ", AutocastName(*pack_autocast)));
       continue;
     }
     absl::StatusOr<std::string> checkpoint_dir = PlaceCheckpoint(c);
@@ -393,8 +413,12 @@ std::vector<absl::StatusOr<AssignmentOutput>> AssignmentRunner::RunPackUnsafe(
                         ? absl::StrCat(", side by side in up to ", options_.lanes, " lanes")
                         : "");
   std::vector<absl::StatusOr<TaskOutcome>> outcomes;
+  if (*pack_autocast != autocast_) {
+    MPT_LOG(INFO) << "autocast " << AutocastName(*pack_autocast) << ", as the jobs' specs say";
+  }
+  UseThreadsFor(loaded->base.model->dtype(), *pack_autocast);
   {
-    AutocastScope autocast_scope(device_, autocast_);
+    AutocastScope autocast_scope(device_, *pack_autocast);
     outcomes = RunSourcePack(env, tasks);
   }
   for (size_t k = 0; k < tasks.size(); ++k) {

@@ -61,6 +61,15 @@ absl::StatusOr<AutocastMode> ParseAutocast(absl::string_view name) {
       absl::StrCat("--autocast: \"", name, "\" is not one of off, bf16"));
 }
 
+absl::StatusOr<AutocastMode> SpecAutocast(absl::string_view spec_autocast,
+                                          AutocastMode fallback) {
+  if (spec_autocast.empty()) return fallback;
+  if (spec_autocast == "off") return AutocastMode::kOff;
+  if (spec_autocast == "bf16") return AutocastMode::kBf16;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "spec.autocast: \"", spec_autocast, "\" is not a precision: \"off\" or \"bf16\""));
+}
+
 c10::ScalarType ProductDtype(c10::ScalarType model_dtype, AutocastMode mode) {
   return mode == AutocastMode::kBf16 ? c10::ScalarType::BFloat16 : model_dtype;
 }

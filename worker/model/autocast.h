@@ -39,6 +39,12 @@ absl::StatusOr<AutocastMode> ParseAutocast(absl::string_view name);
 // "off" or "bf16".
 std::string AutocastName(AutocastMode mode);
 
+// A job's precision: the spec's `autocast` field when it names one, else
+// `fallback` (the process's --autocast). A value ParseAutocast refuses is
+// INVALID_ARGUMENT naming spec.autocast.
+absl::StatusOr<AutocastMode> SpecAutocast(absl::string_view spec_autocast,
+                                          AutocastMode fallback);
+
 // The dtype a model of `model_dtype` runs its matrix products in under
 // `mode`: BFloat16 under kBf16, else the model's own.
 c10::ScalarType ProductDtype(c10::ScalarType model_dtype, AutocastMode mode);

@@ -28,6 +28,17 @@ TEST(ParseAutocast, KnownValuesAndAClearError) {
   EXPECT_EQ(AutocastName(AutocastMode::kOff), "off");
 }
 
+TEST(SpecAutocast, TheSpecWinsWhenItNamesAPrecision) {
+  EXPECT_EQ(*SpecAutocast("", AutocastMode::kBf16), AutocastMode::kBf16);
+  EXPECT_EQ(*SpecAutocast("", AutocastMode::kOff), AutocastMode::kOff);
+  EXPECT_EQ(*SpecAutocast("off", AutocastMode::kBf16), AutocastMode::kOff);
+  EXPECT_EQ(*SpecAutocast("bf16", AutocastMode::kOff), AutocastMode::kBf16);
+  absl::StatusOr<AutocastMode> bad = SpecAutocast("fp16", AutocastMode::kOff);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("spec.autocast: \"fp16\""), std::string::npos);
+}
+
 TEST(CpuInfoHasNativeBf16, ReadsTheFlagsLines) {
   // A Zen 4 core (avx512_bf16), a Sapphire Rapids core (amx_bf16, also
   // avx512_bf16), an AVX2-only core, and text without flags.
