@@ -24,6 +24,16 @@ e2e_expect_close() {
     "$2/adapter_model.safetensors" 1e-4 >&2 || e2e_fail "$3 differs from $4"
 }
 
+# e2e_mpt_train SPEC STAGE OUT [FLAG...]: mpt_train alone with one thread
+# (its log in logs/mpt_train_<OUT's name>.log).
+e2e_mpt_train() {
+  local spec="$1" stage="$2" out="$3"
+  shift 3
+  "$E2E_RUNFILES/worker/mpt_train" --spec="$spec" --stage="$stage" --out="$out" --progress=none \
+    --threads=1 "$@" > "$E2E_DIR/logs/mpt_train_$(basename "$out").log" 2>&1 ||
+    e2e_fail "mpt_train on $spec failed"
+}
+
 # e2e_task_lines TASK...: a spec's `tasks` entries for the tiny tasks.
 e2e_task_lines() {
   local t
@@ -82,9 +92,7 @@ grep -q "STEP 12/12" "$E2E_DIR/logs/logs_a.log" || e2e_fail "source/first's log 
 for pair in "a:$job_a:$spec_a:first last" "b:$job_b:$spec_b:count echo"; do
   IFS=: read -r tag job spec tasks <<< "$pair"
   mptctl download "$job" --out="$E2E_DIR/packed_$tag" > /dev/null || e2e_fail "download $job"
-  "$E2E_RUNFILES/worker/mpt_train" --spec="$spec" --stage=source --out="$E2E_DIR/alone_$tag" \
-    --progress=none --threads=1 > "$E2E_DIR/logs/mpt_train_$tag.log" 2>&1 ||
-    e2e_fail "mpt_train failed"
+  e2e_mpt_train "$spec" source "$E2E_DIR/alone_$tag"
   for t in $tasks; do
     e2e_expect_close "$E2E_DIR/packed_$tag/source/$t" "$E2E_DIR/alone_$tag/source/$t" \
       "source/$t of $job" "its separate run"
@@ -192,8 +200,7 @@ e2e_wait_state "$job_g" SUCCEEDED 90
 grep -q "distillation: 2 thread ranks, one compute thread each" "$E2E_DIR/logs/w2.log" ||
   e2e_fail "w2 did not split the distillation into 2 thread ranks"
 mptctl download "$job_g" --out="$E2E_DIR/ranks_g" > /dev/null || e2e_fail "download $job_g"
-"$E2E_RUNFILES/worker/mpt_train" --spec="$local_g" --stage=distillation --out="$E2E_DIR/alone_g" \
-  --progress=none --threads=1 > "$E2E_DIR/logs/mpt_train_g.log" 2>&1 || e2e_fail "mpt_train failed"
+e2e_mpt_train "$local_g" distillation "$E2E_DIR/alone_g"
 e2e_expect_close "$E2E_DIR/ranks_g/distillation" "$E2E_DIR/alone_g/distillation" \
   "the thread ranks' distillation" "one rank's"
 
@@ -208,12 +215,10 @@ e2e_wait_state "$job_h" SUCCEEDED 90
 grep -q "autocast bf16, as the job" "$E2E_DIR/logs/w2.log" ||
   e2e_fail "w2 does not log that the spec set bf16"
 mptctl download "$job_h" --out="$E2E_DIR/bf16_h" > /dev/null || e2e_fail "download $job_h"
-"$E2E_RUNFILES/worker/mpt_train" --spec="$spec_h" --stage=source --out="$E2E_DIR/alone_h" \
-  --progress=none --threads=1 > "$E2E_DIR/logs/mpt_train_h.log" 2>&1 || e2e_fail "mpt_train failed"
-grep -q "autocast bf16" "$E2E_DIR/logs/mpt_train_h.log" || e2e_fail "mpt_train did not take bf16 from the spec"
-"$E2E_RUNFILES/worker/mpt_train" --spec="$spec_a" --stage=source --out="$E2E_DIR/flag_h" \
-  --progress=none --threads=1 --autocast=bf16 > "$E2E_DIR/logs/mpt_train_h_flag.log" 2>&1 ||
-  e2e_fail "mpt_train --autocast=bf16 failed"
+e2e_mpt_train "$spec_h" source "$E2E_DIR/alone_h"
+grep -q "autocast bf16" "$E2E_DIR/logs/mpt_train_alone_h.log" ||
+  e2e_fail "mpt_train did not take bf16 from the spec"
+e2e_mpt_train "$spec_a" source "$E2E_DIR/flag_h" --autocast=bf16
 for t in first last; do
   cmp "$E2E_DIR/alone_h/source/$t/adapter_model.safetensors" \
     "$E2E_DIR/flag_h/source/$t/adapter_model.safetensors" ||
