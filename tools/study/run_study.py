@@ -29,6 +29,9 @@ Protocol (every method gets exactly the same treatment):
       prompt_tuning  the better of pt_random / pt_vocab, chosen on dev
       spot           plain prompt from the mean of the source prompts
                      (SPoT-style transfer; source.init ADAPTERS)
+      mpt_best       (--mpt_best) MPT's adaptation from P* with the task factors
+                     of the one source task that is best on dev (PEFT's
+                     EXACT_SOURCE_TASK init; choice made per k on dev)
       spot_best      plain prompt from the one source prompt that is best on
                      dev after training (choice made per k on dev)
       mpt            target adaptation from the distilled P*, AVERAGE_SOURCE_TASKS
@@ -312,6 +315,10 @@ def method_spec(args, method, k, seed, lr, split, data, teachers, distilled, eva
     if method == "mpt_nodistill":
         tgt["init"] = "TEACHER_MEAN"
         tgt["teacher_adapters"] = teachers
+    elif method == "mpt_one":
+        tgt["init"] = "EXACT_SOURCE_TASK"
+        tgt["init_task"] = teacher_index
+        tgt["source_adapter"] = distilled["mpt"]
     else:
         tgt["init"] = "AVERAGE_SOURCE_TASKS"
         tgt["source_adapter"] = distilled[method]
@@ -344,7 +351,10 @@ def main():
     ap.add_argument("--dev_seeds", default="0",
                     help="seeds of the dev runs that choose the rate (same for every method)")
     ap.add_argument("--spot_best", action="store_true",
-                    help="also SPoT from the one teacher best on dev (5x the dev runs)")
+                    help="also SPoT from the one teacher best on dev (one dev grid per source)")
+    ap.add_argument("--mpt_best", action="store_true",
+                    help="also MPT from P* with the one source task's factors best on dev "
+                         "(EXACT_SOURCE_TASK; one dev grid per source)")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--batch_size", type=int, default=8)
     ap.add_argument("--prompt_tokens", type=int, default=20)
@@ -399,9 +409,11 @@ def main():
         plan += [("mpt_kl", k) for k in ks if ("mpt_kl", k) not in plan]
     if args.factors:
         plan += [(m, k) for k in ks for m in FACTOR_METHODS]
-    # spot_best: one run per teacher on dev at the spot rate grid.
-    spot_one = [("spot_one%d" % i, k) for k in ks for i in range(len(SOURCES))] \
-        if args.spot_best else []
+    # spot_best / mpt_best: a dev grid per source task for its "one" method.
+    best_of = {b: one for b, one in (("spot_best", "spot_one"), ("mpt_best", "mpt_one"))
+               if getattr(args, b)}
+    one_runs = [("%s%d" % (one, i), k) for one in best_of.values() for k in ks
+                for i in range(len(SOURCES))]
 
     def submit_dev(ex, method, k):
         futs = {}
@@ -409,8 +421,9 @@ def main():
             for s in dev_seeds:
                 base = method
                 ti = None
-                if method.startswith("spot_one"):
-                    base, ti = "spot_one", int(method[len("spot_one"):])
+                for one in best_of.values():
+                    if method.startswith(one):
+                        base, ti = one, int(method[len(one):])
                 spec, stage = method_spec(args, base, k, s, lr, "dev", data, teachers, distilled,
                                           teacher_index=ti)
                 futs[ex.submit(run_trainer, args, run_name(method, k, s, lr, "dev"), spec,
@@ -422,7 +435,7 @@ def main():
     t0 = time.time()
     with cf.ThreadPoolExecutor(args.jobs) as ex:
         futs = {}
-        for m, k in plan + spot_one:
+        for m, k in plan + one_runs:
             futs.update(submit_dev(ex, m, k))
         n = len(futs)
         for i, f in enumerate(cf.as_completed(futs)):
@@ -440,18 +453,18 @@ def main():
         return max(lrs, key=lambda lr: (statistics.mean(dev[(m, k, lr)]), -lr))
 
     chosen = {(m, k): best_lr(m, k) for m, k in plan}
-    # spot_best: the (teacher, rate) best on dev, per k.
-    spot_choice = {}
-    for k in (ks if args.spot_best else []):
-        cands = [(statistics.mean(dev[("spot_one%d" % i, k, lr)]), i, lr)
-                 for i in range(len(SOURCES)) for lr in lrs]
-        sc, i, lr = max(cands)
-        spot_choice[k] = (i, lr)
+    # spot_best / mpt_best: the (source task, rate) best on dev, per k.
+    best_choice = {}  # (best method, k) -> (source index, rate)
+    for b, one in best_of.items():
+        for k in ks:
+            sc, i, lr = max((statistics.mean(dev[("%s%d" % (one, i), k, lr)]), i, lr)
+                            for i in range(len(SOURCES)) for lr in lrs)
+            best_choice[(b, k)] = (i, lr)
     for k in ks:
-        log("k=%d rates: %s; spot_best teacher %s lr %g" % (
+        log("k=%d rates: %s; %s" % (
             k, {m: chosen[(m, kk)] for m, kk in plan if kk == k},
-            SOURCES[spot_choice[k][0]] if k in spot_choice else "-",
-            spot_choice[k][1] if k in spot_choice else 0))
+            ", ".join("%s %s lr %g" % (b, SOURCES[i], lr)
+                      for (b, kk), (i, lr) in best_choice.items() if kk == k) or "-"))
 
     # Test runs at the chosen rates, with a learning curve.
     every = max(1, args.steps // args.curve_points)
@@ -459,11 +472,11 @@ def main():
     t0 = time.time()
     with cf.ThreadPoolExecutor(args.jobs) as ex:
         futs = {}
-        for m, k in plan + [("spot_best", k) for k in spot_choice]:
+        for m, k in plan + list(best_choice):
             for s in seeds:
-                if m == "spot_best":
-                    i, lr = spot_choice[k]
-                    spec, stage = method_spec(args, "spot_one", k, s, lr, "test", data, teachers,
+                if m in best_of:
+                    i, lr = best_choice[(m, k)]
+                    spec, stage = method_spec(args, best_of[m], k, s, lr, "test", data, teachers,
                                               distilled, eval_every=every, teacher_index=i)
                 else:
                     lr = chosen[(m, k)]
@@ -477,7 +490,7 @@ def main():
     log("test runs done (%.0fs)" % t_test)
 
     # ------------------------------------------------------------ results
-    methods = MAIN_METHODS + (["spot_best"] if args.spot_best else []) + \
+    methods = MAIN_METHODS + list(best_of) + \
         ([m for m in ABLATIONS] if args.ablations else []) + \
         (["mpt_kl"] if (args.kl_all_k or args.factors) and not args.ablations else []) + \
         (FACTOR_METHODS if args.factors else [])
@@ -505,7 +518,7 @@ def main():
             res[k][m]["average"] = mean_std([100 * x for x in per_seed_avg])
     total = time.time() - start
 
-    write_report(args, ks, seeds, lrs, res, chosen, spot_choice, teacher_acc, distill_acc, data,
+    write_report(args, ks, seeds, lrs, res, chosen, best_choice, teacher_acc, distill_acc, data,
                  dev, (t_source, t_dev, t_test, total), methods)
     plots(args, ks, res, curves, methods)
     summary = {"setting": "%s suite, model %s, %d sources, %d prompt tokens, %d steps, batch %d, linear decay; "
@@ -515,7 +528,10 @@ def main():
                "seeds": seeds, "ks": ks, "seconds": round(total),
                "results": {str(k): {m: v for m, v in res[k].items()} for k in ks},
                "rates": {"%s@k%d" % mk: lr for mk, lr in chosen.items()},
-               "spot_best": {str(k): [SOURCES[i], lr] for k, (i, lr) in spot_choice.items()}}
+               "spot_best": {str(k): [SOURCES[i], lr]
+                             for (b, k), (i, lr) in best_choice.items() if b == "spot_best"},
+               "mpt_best": {str(k): [SOURCES[i], lr]
+                            for (b, k), (i, lr) in best_choice.items() if b == "mpt_best"}}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(summary, f, indent=1)
     log("done in %.0fs: %s" % (total, os.path.join(args.out, "report.md")))
@@ -526,7 +542,7 @@ def fmt(ms):
     return "-" if m is None else "%.1f ± %.1f" % (m, s)
 
 
-def write_report(args, ks, seeds, lrs, res, chosen, spot_choice, teacher_acc, distill_acc, data,
+def write_report(args, ks, seeds, lrs, res, chosen, best_choice, teacher_acc, distill_acc, data,
                  dev, times, methods):
     t_source, t_dev, t_test, total = times
     L = ["# Few-shot study", "",
@@ -556,20 +572,21 @@ def write_report(args, ks, seeds, lrs, res, chosen, spot_choice, teacher_acc, di
         for m in ["random_prompt", "prompt_tuning"] + methods:
             if m not in res[k]:
                 continue
-            if m == "spot_best":
-                rate = "%g (%s)" % (spot_choice[k][1], SOURCES[spot_choice[k][0]])
+            if (m, k) in best_choice:
+                rate = "%g (%s)" % (best_choice[(m, k)][1], SOURCES[best_choice[(m, k)][0]])
             else:
                 rate = "%g" % chosen[(m, k)] if (m, k) in chosen else "-"
             L.append("| %s | %s | " % (m, rate) + " | ".join(fmt(res[k][m][t]) for t in TARGETS) +
                      " | %s |" % fmt(res[k][m]["average"]))
         pt = res[k]["prompt_tuning"]["average"]
         L.append("")
-        for m in ("mpt", "mpt_kl") + tuple(FACTOR_METHODS):
+        for m in ("mpt", "mpt_kl", "mpt_best") + tuple(FACTOR_METHODS):
             if m not in res[k]:
                 continue
             mp = res[k][m]["average"]
             L.append("%s − prompt tuning (average): %+.1f points (std %.1f / %.1f)." % (
-                {"mpt": "MPT", "mpt_kl": "MPT (L_KL only)", "mpt_factors": "MPT (factors only)",
+                {"mpt": "MPT", "mpt_kl": "MPT (L_KL only)", "mpt_best": "MPT (one source's factors)",
+                 "mpt_factors": "MPT (factors only)",
                  "mpt_kl_factors": "MPT (L_KL only, factors only)"}[m], mp[0] - pt[0], mp[1],
                 pt[1]))
         L.append("")
@@ -595,7 +612,7 @@ def plots(args, ks, res, curves, methods):
     except ImportError:
         log("matplotlib missing: no plots")
         return
-    show = ["random_prompt", "pt_random", "pt_vocab", "spot", "spot_best", "mpt"] + \
+    show = ["random_prompt", "pt_random", "pt_vocab", "spot", "spot_best", "mpt", "mpt_best"] + \
         [m for m in methods if m in ABLATIONS + FACTOR_METHODS]
     fig, axes = plt.subplots(1, len(TARGETS) + 1, figsize=(4 * (len(TARGETS) + 1), 3.5))
     for ax, t in zip(axes, TARGETS + ["average"]):
