@@ -248,32 +248,47 @@ int Main() {
   std::unique_ptr<HttpServer> metrics_server;
   const std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   if (!metrics_listen.empty()) {
-    // The MFU denominator, measured once here with the threads just set
-    // (about half a second on a CPU), before any stage competes for them.
+    // The MFU denominators, measured once here with the threads just set
+    // (about half a second each on a CPU), before any stage competes for
+    // them: first in the products' dtype of this worker's own precision
+    // (bf16 under --autocast=bf16, fp32 for the fp32 models a worker
+    // trains on a CPU unless told otherwise), then in the other one for
+    // jobs whose spec sets their own, where bf16 is fast to time (a GPU or
+    // a CPU that multiplies bf16 in hardware).
     WorkerMetricsOptions metrics_options;
-    // The products' dtype: bf16 under bf16 autocast (for fp32 models, the
-    // ones a worker trains on a CPU unless told otherwise).
-    const c10::ScalarType peak_dtype = setup->runner.autocast == "bf16"
-                                           ? c10::ScalarType::BFloat16
-                                           : c10::ScalarType::Float;
-    const int64_t square = cuda ? 8192 : 1024;
-    // On a CPU, with the threads such products get (libtorch's own
-    // kernels for bf16), then back to the plan's split.
-    if (!cuda) UseThreadsForProducts(&*threads, peak_dtype);
-    absl::StatusOr<double> peak = MeasureMatmulPeak(
-        {{square, square, square}}, c10::Device(setup->runner.device), peak_dtype);
-    if (peak.ok()) {
-      metrics_options.matmul_peak_flops = *peak;
-      metrics_options.peak_description = absl::StrCat(
-          "best of timed ", square, "^3 ", c10::toString(peak_dtype), " at::mm on ",
-          setup->runner.device, " at worker start, with ", threads->intra_op_threads,
-          " libtorch and ", threads->blas_threads, " BLAS threads as the stages run");
-      MPT_LOG(INFO) << "matrix-multiply peak " << *peak / 1e9 << " GFLOP/s ("
-                    << metrics_options.peak_description << ")";
-    } else {
-      MPT_LOG(WARNING) << "no MFU metric: " << peak.status();
+    const bool own_bf16 = setup->runner.autocast == "bf16";
+    std::vector<c10::ScalarType> peak_dtypes = {own_bf16 ? c10::ScalarType::BFloat16
+                                                         : c10::ScalarType::Float};
+    if (own_bf16) {
+      peak_dtypes.push_back(c10::ScalarType::Float);
+    } else if (cuda || CpuHasNativeBf16()) {
+      peak_dtypes.push_back(c10::ScalarType::BFloat16);
     }
-    if (!cuda) UseThreadsForProducts(&*threads, c10::ScalarType::Float);
+    const int64_t square = cuda ? 8192 : 1024;
+    for (c10::ScalarType peak_dtype : peak_dtypes) {
+      // On a CPU, with the threads such products get (libtorch's own
+      // kernels for bf16), then back to the plan's split.
+      if (!cuda) UseThreadsForProducts(&*threads, peak_dtype);
+      absl::StatusOr<double> peak = MeasureMatmulPeak(
+          {{square, square, square}}, c10::Device(setup->runner.device), peak_dtype);
+      const std::string with_threads = absl::StrCat(
+          threads->intra_op_threads, " libtorch and ", threads->blas_threads, " BLAS threads");
+      if (!cuda) UseThreadsForProducts(&*threads, c10::ScalarType::Float);
+      if (!peak.ok()) {
+        MPT_LOG(WARNING) << "no MFU metric for " << ProductDtypeName(peak_dtype) << ": "
+                         << peak.status();
+        continue;
+      }
+      MatmulPeak p;
+      p.dtype = ProductDtypeName(peak_dtype);
+      p.flops = *peak;
+      p.description = absl::StrCat("best of timed ", square, "^3 at::mm on ",
+                                   setup->runner.device, " at worker start, with ", with_threads,
+                                   " as the stages' products get them");
+      MPT_LOG(INFO) << "matrix-multiply peak in " << p.dtype << " " << *peak / 1e9
+                    << " GFLOP/s (" << p.description << ")";
+      metrics_options.peaks.push_back(std::move(p));
+    }
     absl::StatusOr<std::unique_ptr<WorkerMetrics>> m =
         WorkerMetrics::Create(&metrics, metrics_options);
     if (!m.ok()) {

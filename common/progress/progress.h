@@ -65,6 +65,9 @@ struct ProgressEvent {
   // share of the pack's steps.
   double model_flops_per_step = 0;
   double model_flops_per_second = 0;
+  // The dtype those products run in ("float32", "bfloat16", "float16"):
+  // the model's, or bf16 under bf16 autocast; empty: not said.
+  std::string product_dtype;
   // (name, value), e.g. {"sst2/accuracy", 0.93}; see MetricsReport::Flatten.
   std::vector<std::pair<std::string, double>> metrics;
   // Seconds since the stage started.

@@ -50,6 +50,23 @@ absl::StatusOr<AssignmentOutput> ToAssignmentOutput(const absl::StatusOr<TaskOut
 
 // Moves a fetched checkpoint (if any) to the folder the stage keeps its
 // checkpoint in, under the assignment's work folder; returns that folder.
+// Passes every event on, stamped with the dtype the stage's matrix products
+// run in (for the worker's MFU against the peak in that dtype).
+class ProductDtypeSink final : public ProgressSink {
+ public:
+  ProductDtypeSink(ProgressSink* next, std::string dtype)
+      : next_(next), dtype_(std::move(dtype)) {}
+  void OnEvent(const ProgressEvent& event) override {
+    ProgressEvent stamped = event;
+    stamped.product_dtype = dtype_;
+    next_->OnEvent(stamped);
+  }
+
+ private:
+  ProgressSink* const next_;
+  const std::string dtype_;
+};
+
 absl::StatusOr<std::string> PlaceCheckpoint(const AssignmentContext& context) {
   const std::string dir = (fs::path(context.work_dir) / kCheckpointFolder).string();
   if (context.checkpoint.empty()) return dir;
@@ -214,7 +231,12 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
   StageEnv env;
   env.model = loaded.base.model.get();
   env.tokenizer = loaded.base.tokenizer.get();
-  env.sink = context.sink;
+  std::optional<ProductDtypeSink> dtype_sink;
+  if (context.sink != nullptr) {
+    dtype_sink.emplace(context.sink,
+                       ProductDtypeName(ProductDtype(loaded.base.model->dtype(), autocast)));
+    env.sink = &*dtype_sink;
+  }
   env.work_dir = context.work_dir;
   env.cancelled = context.cancelled;
   env.lanes = options_.lanes;
@@ -417,6 +439,13 @@ std::vector<absl::StatusOr<AssignmentOutput>> AssignmentRunner::RunPackUnsafe(
     MPT_LOG(INFO) << "autocast " << AutocastName(*pack_autocast) << ", as the jobs' specs say";
   }
   UseThreadsFor(loaded->base.model->dtype(), *pack_autocast);
+  std::vector<std::unique_ptr<ProductDtypeSink>> dtype_sinks;
+  for (SourcePackTask& t : tasks) {
+    if (t.sink == nullptr) continue;
+    dtype_sinks.push_back(std::make_unique<ProductDtypeSink>(
+        t.sink, ProductDtypeName(ProductDtype(loaded->base.model->dtype(), *pack_autocast))));
+    t.sink = dtype_sinks.back().get();
+  }
   {
     AutocastScope autocast_scope(device_, *pack_autocast);
     outcomes = RunSourcePack(env, tasks);

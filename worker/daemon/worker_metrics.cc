@@ -1,6 +1,9 @@
 #include "worker/daemon/worker_metrics.h"
 
+#include <limits>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/metrics/process_metrics.h"
 #include "common/status_macros.h"
 
@@ -48,20 +51,24 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(
                                       "Matrix-product FLOPs per second of every stage running on "
                                       "this worker together (or of the last pass that ran), over "
                                       "each one's last logging window."));
-  if (options.matmul_peak_flops > 0) {
-    m->peak_ = options.matmul_peak_flops;
+  if (!options.peaks.empty()) {
+    m->peaks_ = options.peaks;
+    std::vector<std::string> how;
+    for (const MatmulPeak& p : options.peaks) how.push_back(absl::StrCat(p.dtype, ": ", p.description));
+    const std::string described = absl::StrJoin(how, "; ");
     ASSIGN_OR_RETURN(GaugeFamily * peak,
                      registry->AddGauge("mpt_worker_matmul_peak_flops",
                                         absl::StrCat("Matrix-multiply peak of this worker in "
-                                                     "FLOP/s: ",
-                                                     options.peak_description, ".")));
-    peak->Labels({}).Set(options.matmul_peak_flops);
+                                                     "FLOP/s by product dtype (",
+                                                     described, ")."),
+                                        {"dtype"}));
+    for (const MatmulPeak& p : options.peaks) peak->Labels({p.dtype}).Set(p.flops);
     ASSIGN_OR_RETURN(m->mfu_,
                      registry->AddGauge("mpt_worker_mfu_ratio",
-                                        absl::StrCat("Model FLOPs utilisation: "
-                                                     "mpt_worker_model_flops_per_second over "
-                                                     "mpt_worker_matmul_peak_flops (",
-                                                     options.peak_description, ").")));
+                                        "Model FLOPs utilisation: mpt_worker_model_flops_per_second "
+                                        "over mpt_worker_matmul_peak_flops in the dtype the "
+                                        "pass's matrix products run in (NaN when that peak was "
+                                        "not measured)."));
   }
   RETURN_IF_ERROR(AddProcessMetrics(registry));
   return m;
@@ -80,6 +87,7 @@ void WorkerMetrics::OnEvent(const ProgressEvent& event) {
         last_steps_.clear();
         flops_rate_.clear();
         running_keys_.clear();
+        pass_dtype_.clear();
         stepped_ = false;
       }
       running_keys_.insert(key);
@@ -118,6 +126,7 @@ void WorkerMetrics::OnEvent(const ProgressEvent& event) {
       absl::MutexLock lock(&mu_);
       stepped_ = true;
       running_keys_.insert(key);
+      if (!event.product_dtype.empty()) pass_dtype_ = event.product_dtype;
       if (event.model_flops_per_second > 0) {
         flops_rate_[key] = event.model_flops_per_second;
         SetFlopsRateLocked();
@@ -147,7 +156,13 @@ void WorkerMetrics::SetFlopsRateLocked() {
   double total = 0;
   for (const auto& [key, rate] : flops_rate_) total += rate;
   flops_per_second_->Labels({}).Set(total);
-  if (mfu_ != nullptr) mfu_->Labels({}).Set(total / peak_);
+  if (mfu_ == nullptr) return;
+  // A pass that names no dtype runs in the worker's own precision: the first peak.
+  double peak = pass_dtype_.empty() ? peaks_.front().flops : 0;
+  for (const MatmulPeak& p : peaks_) {
+    if (p.dtype == pass_dtype_) peak = p.flops;
+  }
+  mfu_->Labels({}).Set(peak > 0 ? total / peak : std::numeric_limits<double>::quiet_NaN());
 }
 
 }  // namespace mpt

@@ -14,10 +14,13 @@
 //                                         running on this worker (a pack's
 //                                         members together), or of the
 //                                         last pass once it ended
-//   mpt_worker_matmul_peak_flops          the peak they are measured
-//                                         against (WorkerMetricsOptions)
-//   mpt_worker_mfu_ratio                  model FLOPs utilisation: the two
-//                                         above divided
+//   mpt_worker_matmul_peak_flops{dtype}   the peaks they are measured
+//                                         against, per product dtype
+//                                         (WorkerMetricsOptions)
+//   mpt_worker_mfu_ratio                  model FLOPs utilisation: the FLOP
+//                                         rate over the peak in the dtype
+//                                         the pass's products run in (NaN
+//                                         when that peak was not measured)
 //   process_* (common/metrics/process_metrics.h): resident memory and more
 // GPU utilisation and memory come from
 // common/metrics/gpu_metrics.h, registered by the worker's main for CUDA
@@ -31,6 +34,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -40,12 +44,18 @@
 
 namespace mpt {
 
+// One measured matrix-multiply peak of this worker (matmul_peak.h).
+struct MatmulPeak {
+  std::string dtype;  // ProductDtypeName's: "float32", "bfloat16", ...
+  double flops = 0;   // FLOP/s
+  std::string description;  // how it was measured, for the HELP text
+};
+
 struct WorkerMetricsOptions {
-  // The matrix-multiply peak of this worker in FLOP/s (matmul_peak.h), and
-  // how it was measured, for the metric's HELP text. 0 (default): no
-  // peak, so no mpt_worker_matmul_peak_flops or mpt_worker_mfu_ratio.
-  double matmul_peak_flops = 0;
-  std::string peak_description;
+  // The peaks, the one in the worker's own precision first: a progress
+  // event that names no product dtype is measured against it. Empty
+  // (default): no mpt_worker_matmul_peak_flops or mpt_worker_mfu_ratio.
+  std::vector<MatmulPeak> peaks;
 };
 
 class WorkerMetrics final : public ProgressSink {
@@ -75,7 +85,7 @@ class WorkerMetrics final : public ProgressSink {
   GaugeFamily* flops_per_step_ = nullptr;
   GaugeFamily* flops_per_second_ = nullptr;
   GaugeFamily* mfu_ = nullptr;  // null without a peak
-  double peak_ = 0;
+  std::vector<MatmulPeak> peaks_;
 
   absl::Mutex mu_;
   // Per stage/task of the pass running now (a pack has several): the step
@@ -93,6 +103,8 @@ class WorkerMetrics final : public ProgressSink {
   bool stepped_ ABSL_GUARDED_BY(mu_) = false;
   // The last FLOP rate of each stage/task running now (a pack has several).
   std::map<std::string, double> flops_rate_ ABSL_GUARDED_BY(mu_);
+  // The product dtype of the pass running now, as its steps say.
+  std::string pass_dtype_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace mpt

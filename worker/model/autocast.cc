@@ -76,6 +76,19 @@ c10::ScalarType ProductDtype(c10::ScalarType model_dtype, AutocastMode mode) {
 
 std::string AutocastName(AutocastMode mode) { return mode == AutocastMode::kBf16 ? "bf16" : "off"; }
 
+std::string ProductDtypeName(c10::ScalarType dtype) {
+  switch (dtype) {
+    case c10::ScalarType::Float:
+      return "float32";
+    case c10::ScalarType::BFloat16:
+      return "bfloat16";
+    case c10::ScalarType::Half:
+      return "float16";
+    default:
+      return c10::toString(dtype);
+  }
+}
+
 bool CpuInfoHasNativeBf16(absl::string_view cpuinfo) {
   for (absl::string_view line : absl::StrSplit(cpuinfo, '\n')) {
     if (!absl::StartsWith(line, "flags")) continue;
@@ -99,8 +112,9 @@ bool CpuHasNativeBf16() {
 
 std::string NativeBf16Hint(c10::Device device, AutocastMode mode) {
   if (!device.is_cpu() || mode != AutocastMode::kOff || !CpuHasNativeBf16()) return "";
-  return "this CPU multiplies bfloat16 in hardware: --autocast=bf16 trains T5-sized models "
-         "about twice as fast (the prompts stay fp32; docs/MEASUREMENTS.md, \"bf16 on a CPU\")";
+  return "this CPU multiplies bfloat16 in hardware: --autocast=bf16 (or a job spec's "
+         "autocast: \"bf16\") trains T5-sized models about twice as fast (the prompts stay "
+         "fp32; docs/MEASUREMENTS.md, \"bf16 on a CPU\")";
 }
 
 AutocastMode CurrentAutocast(c10::Device device) {

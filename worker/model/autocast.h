@@ -49,6 +49,10 @@ absl::StatusOr<AutocastMode> SpecAutocast(absl::string_view spec_autocast,
 // `mode`: BFloat16 under kBf16, else the model's own.
 c10::ScalarType ProductDtype(c10::ScalarType model_dtype, AutocastMode mode);
 
+// "float32", "bfloat16" or "float16" (c10's name for other types): the
+// names ProgressEvent::product_dtype and the worker's peak metrics use.
+std::string ProductDtypeName(c10::ScalarType dtype);
+
 // Whether this CPU multiplies bfloat16 in hardware: /proc/cpuinfo lists
 // avx512_bf16 or amx_bf16. False when that cannot be read.
 bool CpuHasNativeBf16();

@@ -1,5 +1,6 @@
 #include "worker/daemon/worker_metrics.h"
 
+#include <cmath>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -80,12 +81,13 @@ double Value(const std::string& text, const std::string& series) {
 TEST(WorkerMetricsTest, ModelFlopsAndMfuAddUpAPacksMembers) {
   MetricsRegistry registry;
   WorkerMetricsOptions options;
-  options.matmul_peak_flops = 1e10;
-  options.peak_description = "fp32 at::mm on cpu, 1 libtorch thread";
+  options.peaks.push_back({"float32", 1e10, "fp32 at::mm on cpu, 1 libtorch thread"});
+  options.peaks.push_back({"bfloat16", 4e10, "bf16 at::mm on cpu"});
   auto metrics = WorkerMetrics::Create(&registry, options);
   ASSERT_TRUE(metrics.ok()) << metrics.status();
   std::string text = registry.Render();
-  EXPECT_EQ(Value(text, "mpt_worker_matmul_peak_flops"), 1e10) << text;
+  EXPECT_EQ(Value(text, "mpt_worker_matmul_peak_flops{dtype=\"float32\"}"), 1e10) << text;
+  EXPECT_EQ(Value(text, "mpt_worker_matmul_peak_flops{dtype=\"bfloat16\"}"), 4e10) << text;
   EXPECT_NE(text.find("# HELP mpt_worker_mfu_ratio Model FLOPs utilisation"), std::string::npos);
   EXPECT_NE(text.find("fp32 at::mm on cpu, 1 libtorch thread"), std::string::npos) << text;
 
@@ -131,6 +133,22 @@ TEST(WorkerMetricsTest, ModelFlopsAndMfuAddUpAPacksMembers) {
   EXPECT_EQ(Value(text, "mpt_worker_assignment_running"), 0) << text;
   (*metrics)->OnEvent(started_a);
   EXPECT_DOUBLE_EQ(Value(registry.Render(), "mpt_worker_mfu_ratio"), 0);
+
+  // A pass whose products run in bf16 is measured against the bf16 peak;
+  // one in a dtype without a peak has no MFU (NaN); the next pass that
+  // names no dtype is the worker's own precision again (the first peak).
+  ProgressEvent bf16 = a;
+  bf16.product_dtype = "bfloat16";
+  (*metrics)->OnEvent(bf16);
+  EXPECT_DOUBLE_EQ(Value(registry.Render(), "mpt_worker_mfu_ratio"), 0.05);
+  ProgressEvent half = a, half_start = started_a;
+  half.product_dtype = "float16";
+  (*metrics)->OnEvent(half_start);
+  (*metrics)->OnEvent(half);
+  EXPECT_TRUE(std::isnan(Value(registry.Render(), "mpt_worker_mfu_ratio")));
+  (*metrics)->OnEvent(started_a);
+  (*metrics)->OnEvent(a);
+  EXPECT_DOUBLE_EQ(Value(registry.Render(), "mpt_worker_mfu_ratio"), 0.2);
 
   // Without a peak there is no MFU series.
   MetricsRegistry bare;
