@@ -48,8 +48,6 @@ absl::StatusOr<AssignmentOutput> ToAssignmentOutput(const absl::StatusOr<TaskOut
   return output;
 }
 
-// Moves a fetched checkpoint (if any) to the folder the stage keeps its
-// checkpoint in, under the assignment's work folder; returns that folder.
 // Passes every event on, stamped with the dtype the stage's matrix products
 // run in (for the worker's MFU against the peak in that dtype).
 class ProductDtypeSink final : public ProgressSink {
@@ -67,6 +65,8 @@ class ProductDtypeSink final : public ProgressSink {
   const std::string dtype_;
 };
 
+// Moves a fetched checkpoint (if any) to the folder the stage keeps its
+// checkpoint in, under the assignment's work folder; returns that folder.
 absl::StatusOr<std::string> PlaceCheckpoint(const AssignmentContext& context) {
   const std::string dir = (fs::path(context.work_dir) / kCheckpointFolder).string();
   if (context.checkpoint.empty()) return dir;
