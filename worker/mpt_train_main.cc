@@ -107,14 +107,9 @@ void PrintComparison(const std::vector<BaselineOutcome>& baselines,
   }
 }
 
-// Reads, completes and validates the spec; a single stage needs only its
-// own part (and the prompt shape).
-absl::StatusOr<mpt::v1::PipelineSpec> LoadSpecForStage(const std::string& path,
-                                                       const std::string& stage) {
-  if (stage == "all") return LoadPipelineSpec(path);
-  ASSIGN_OR_RETURN(mpt::v1::PipelineSpec spec, ReadPipelineSpec(path));
-  ResolveSpecPaths(fs::absolute(path).parent_path().string(), &spec);
-  ApplyDefaults(&spec);
+// Validates what a single stage needs of a completed spec: its own part,
+// the prompt shape and the precision.
+absl::Status ValidateForStage(const mpt::v1::PipelineSpec& spec, const std::string& stage) {
   RETURN_IF_ERROR(ValidateAutocast(spec.autocast()));
   RETURN_IF_ERROR(ValidatePromptSpec(spec.prompt()));
   if (stage == kSourceStage) RETURN_IF_ERROR(ValidateSourceTrainingSpec(spec.source()));
@@ -133,6 +128,21 @@ absl::StatusOr<mpt::v1::PipelineSpec> LoadSpecForStage(const std::string& path,
       return absl::InvalidArgumentError(
           "target.source_adapter: required when the target stage runs on its own");
     }
+  }
+  return absl::OkStatus();
+}
+
+// Reads, completes and validates the spec; a single stage needs only its
+// own part (and the prompt shape). Problems name the file, as
+// LoadPipelineSpec's do.
+absl::StatusOr<mpt::v1::PipelineSpec> LoadSpecForStage(const std::string& path,
+                                                       const std::string& stage) {
+  if (stage == "all") return LoadPipelineSpec(path);
+  ASSIGN_OR_RETURN(mpt::v1::PipelineSpec spec, ReadPipelineSpec(path));
+  ResolveSpecPaths(fs::absolute(path).parent_path().string(), &spec);
+  ApplyDefaults(&spec);
+  if (absl::Status s = ValidateForStage(spec, stage); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", s.message()));
   }
   return spec;
 }

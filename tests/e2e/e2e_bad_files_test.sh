@@ -162,6 +162,21 @@ expect_error spec_fifo 20 "spec_fifo.textproto|not a regular file" -- \
   "$MPT_TRAIN" --spec="$D/spec_fifo.textproto" --out="$D/o3" --progress=none
 expect_error mptctl_spec_fifo 20 "spec_fifo.textproto|not a regular file" -- \
   "$MPTCTL" --coordinator="$COORD" submit --spec="$D/spec_fifo.textproto"
+# A bad precision in a spec, run as one stage or the whole pipeline, or
+# submitted: each names the file (locally) and the field.
+mkdir -p "$D/bad_autocast"
+echo '{"input": "a", "target": "a"}' > "$D/bad_autocast/train.jsonl"
+{ echo 'autocast: "fp16"'; echo "base_model: \"$MODEL\""
+  echo "source { tasks { name: \"echo\" train_path: \"$D/bad_autocast/train.jsonl\" } train { steps: 2 } }"; } \
+  > "$D/bad_autocast/spec.textproto"
+for stage in source all; do
+  expect_error "bad_autocast_$stage" 20 \
+    "bad_autocast/spec.textproto: |autocast: \"fp16\" is not a precision" -- \
+    "$MPT_TRAIN" --spec="$D/bad_autocast/spec.textproto" --stage="$stage" --out="$D/o4" \
+    --progress=none
+done
+expect_error mptctl_bad_autocast 20 "autocast: \"fp16\" is not a precision" -- \
+  "$MPTCTL" --coordinator="$COORD" submit --spec="$D/bad_autocast/spec.textproto" --kind=source
 mkfifo "$D/token_fifo"
 expect_error coordinator_token_fifo 20 "token_fifo|not a regular file" -- \
   "$COORDINATOR" --listen=127.0.0.1:0 --db="$D/c2/jobs.db" --artifacts="$D/c2/art" \
