@@ -152,6 +152,10 @@ std::string FormatJob(const mpt::v1::Job& job) {
   if (!job.spec().base_model().empty()) {
     absl::StrAppend(&out, "model:     ", job.spec().base_model(), "\n");
   }
+  // The job's own precision, when its spec fixes one (else each worker's flag).
+  if (!job.spec().autocast().empty()) {
+    absl::StrAppend(&out, "autocast:  ", job.spec().autocast(), "\n");
+  }
   if (job.stages_size() > 0) {
     out += "stages:\n";
     std::vector<std::vector<std::string>> rows{

@@ -84,6 +84,17 @@ TEST(WatchLine, StageStateChange) {
   EXPECT_EQ(Line(event), "[distillation] RUNNING: on 2 workers");
 }
 
+TEST(FormatJob, ShowsTheModelAndAPrecisionTheSpecFixes) {
+  mpt::v1::Job job;
+  job.set_name("jobs/abc");
+  job.mutable_spec()->set_base_model("/models/t5-base");
+  std::string text = FormatJob(job);
+  EXPECT_THAT(text, ::testing::HasSubstr("model:     /models/t5-base\n"));
+  EXPECT_THAT(text, ::testing::Not(::testing::HasSubstr("autocast:")));
+  job.mutable_spec()->set_autocast("bf16");
+  EXPECT_THAT(FormatJob(job), ::testing::HasSubstr("autocast:  bf16\n"));
+}
+
 TEST(LogLineFormat, StageTimeSeverityAndText) {
   mpt::v1::LogLine l;
   l.set_stage("source/sst2");
