@@ -151,10 +151,10 @@ absl::StatusOr<AssignmentRunner::LoadedModel> AssignmentRunner::Model(const std:
   return cache_.front();
 }
 
-void AssignmentRunner::UseThreadsFor(c10::ScalarType model_dtype, AutocastMode autocast) const {
+void AssignmentRunner::UseThreadsFor(c10::ScalarType product_dtype) const {
   if (!options_.compute_threads.has_value() || !device_.is_cpu()) return;
   ComputeThreads threads = *options_.compute_threads;
-  UseThreadsForProducts(&threads, ProductDtype(model_dtype, autocast));
+  UseThreadsForProducts(&threads, product_dtype);
 }
 
 absl::StatusOr<AssignmentOutput> AssignmentRunner::Run(const AssignmentContext& context) {
@@ -179,7 +179,8 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
     MPT_LOG(INFO) << "autocast " << AutocastName(autocast) << ", as the job's spec says";
   }
   ASSIGN_OR_RETURN(LoadedModel loaded, Model(spec.base_model()));
-  UseThreadsFor(loaded.base.model->dtype(), autocast);
+  const c10::ScalarType product_dtype = ProductDtype(loaded.base.model->dtype(), autocast);
+  UseThreadsFor(product_dtype);
 
   // The stage, its label (reported as the progress task) and its spec.
   std::string stage;
@@ -233,8 +234,7 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
   env.tokenizer = loaded.base.tokenizer.get();
   std::optional<ProductDtypeSink> dtype_sink;
   if (context.sink != nullptr) {
-    dtype_sink.emplace(context.sink,
-                       ProductDtypeName(ProductDtype(loaded.base.model->dtype(), autocast)));
+    dtype_sink.emplace(context.sink, ProductDtypeName(product_dtype));
     env.sink = &*dtype_sink;
   }
   env.work_dir = context.work_dir;
@@ -438,12 +438,13 @@ std::vector<absl::StatusOr<AssignmentOutput>> AssignmentRunner::RunPackUnsafe(
   if (*pack_autocast != autocast_) {
     MPT_LOG(INFO) << "autocast " << AutocastName(*pack_autocast) << ", as the jobs' specs say";
   }
-  UseThreadsFor(loaded->base.model->dtype(), *pack_autocast);
+  const c10::ScalarType product_dtype =
+      ProductDtype(loaded->base.model->dtype(), *pack_autocast);
+  UseThreadsFor(product_dtype);
   std::vector<std::unique_ptr<ProductDtypeSink>> dtype_sinks;
   for (SourcePackTask& t : tasks) {
     if (t.sink == nullptr) continue;
-    dtype_sinks.push_back(std::make_unique<ProductDtypeSink>(
-        t.sink, ProductDtypeName(ProductDtype(loaded->base.model->dtype(), *pack_autocast))));
+    dtype_sinks.push_back(std::make_unique<ProductDtypeSink>(t.sink, ProductDtypeName(product_dtype)));
     t.sink = dtype_sinks.back().get();
   }
   {

@@ -117,9 +117,9 @@ class AssignmentRunner final : public AssignmentExecutor {
         load_options_(load_options),
         autocast_(autocast) {}
   absl::StatusOr<LoadedModel> Model(const std::string& folder);
-  // On a CPU with compute threads set: splits them for the products of a
-  // model of `model_dtype` under `autocast` (UseThreadsForProducts).
-  void UseThreadsFor(c10::ScalarType model_dtype, AutocastMode autocast) const;
+  // On a CPU with compute threads set: splits them for matrix products in
+  // `product_dtype` (UseThreadsForProducts).
+  void UseThreadsFor(c10::ScalarType product_dtype) const;
   absl::StatusOr<AssignmentOutput> RunUnsafe(const AssignmentContext& context);
   std::vector<absl::StatusOr<AssignmentOutput>> RunPackUnsafe(
       const std::vector<const AssignmentContext*>& contexts);
