@@ -29,12 +29,12 @@ Protocol (every method gets exactly the same treatment):
       prompt_tuning  the better of pt_random / pt_vocab, chosen on dev
       spot           plain prompt from the mean of the source prompts
                      (SPoT-style transfer; source.init ADAPTERS)
-      mpt_best       (--mpt_best) MPT's adaptation from P* with the task factors
-                     of the one source task that is best on dev (PEFT's
-                     EXACT_SOURCE_TASK init; choice made per k on dev)
       spot_best      plain prompt from the one source prompt that is best on
                      dev after training (choice made per k on dev)
       mpt            target adaptation from the distilled P*, AVERAGE_SOURCE_TASKS
+      mpt_best       (--mpt_best) MPT's adaptation from P* with the task factors
+                     of the one source task that is best on dev (PEFT's
+                     EXACT_SOURCE_TASK init; choice made per k on dev)
     Ablations (--ablations): mpt_nodistill (P* = mean of teachers, U = V = 1,
     no distillation: target.init TEACHER_MEAN), mpt_kl (distillation with
     L_KL only), mpt_hidden (L_hidden only), mpt_rank4 (rank 4 factors).
