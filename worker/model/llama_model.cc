@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "worker/model/activations.h"
+#include "worker/model/batched_matmul.h"
 #include "worker/model/labels.h"
 #include "worker/model/torch_tensors.h"
 
@@ -383,12 +384,12 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& step_embeds, const at::Tenso
     // heads that share key/value head g are rows of one matrix product
     // (the same products as repeating each k/v head `group` times).
     at::Tensor qg = q.reshape({batch, kv_heads, group * steps, hd});
-    at::Tensor scores = at::matmul(qg, k.transpose(-1, -2)) * scaling;  // [B, KV, G*T, K]
+    at::Tensor scores = BatchedMatmul(qg, k.transpose(-1, -2)) * scaling;  // [B, KV, G*T, K]
     scores = scores.view({batch, heads, steps, keys})
                  .masked_fill(blocked_for(config_.layer_sliding_window[i]), lowest);
     at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
     at::Tensor attended =
-        at::matmul(probs.view({batch, kv_heads, group * steps, keys}), v)  // [B, KV, G*T, hd]
+        BatchedMatmul(probs.view({batch, kv_heads, group * steps, keys}), v)  // [B, KV, G*T, hd]
             .view({batch, heads, steps, hd})
             .transpose(1, 2)
             .reshape({batch, steps, q_dim});

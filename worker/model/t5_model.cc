@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "worker/model/activations.h"
+#include "worker/model/batched_matmul.h"
 #include "worker/model/torch_tensors.h"
 #include "worker/model/labels.h"
 
@@ -51,11 +52,21 @@ at::Tensor MergeHeads(const at::Tensor& x) {
 
 // T5 attention: no 1/sqrt(dk) scaling; `bias` (position bias and masks,
 // broadcastable to [B, H, Tq, Tk]) is added to the scores.
+// The result's memory is [B, Tq, H, dk] where BatchedMatmul's BLAS path
+// runs, so MergeHeads is then a view.
 at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                   const at::Tensor& bias) {
-  at::Tensor scores = at::matmul(q, k.transpose(-1, -2));
-  if (bias.defined()) scores = scores + bias;
-  return at::matmul(at::softmax(scores, -1), v);
+  at::Tensor scores = BatchedMatmul(q, k.transpose(-1, -2));
+  if (bias.defined()) {
+    // In place where that keeps the sum's dtype (not under autocast, where
+    // bf16 scores plus an fp32 bias is fp32).
+    if (at::result_type(scores, bias) == scores.scalar_type()) {
+      scores.add_(bias);
+    } else {
+      scores = scores + bias;
+    }
+  }
+  return BatchedMatmul(at::softmax(scores, -1), v, ProductLayout::kHeadsInner);
 }
 
 // transformers clamps fp16 activations that overflowed after each sub-layer.
@@ -248,6 +259,9 @@ at::Tensor T5Model::FeedForward(const at::Tensor& x, int64_t block, bool decoder
   if (config_.is_gated_act) {
     std::vector<at::Tensor> parts = h.chunk(2, -1);
     h = ApplyActivation(parts[0], config_.dense_act) * parts[1];
+  } else if (config_.dense_act == T5Activation::kRelu) {
+    // In place: the product's backward needs the weight, not its output.
+    h = at::relu_(h);
   } else {
     h = ApplyActivation(h, config_.dense_act);
   }

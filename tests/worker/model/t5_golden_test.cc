@@ -10,6 +10,7 @@
 // The max abs differences seen are printed as "max_abs_diff ..." lines.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <map>
@@ -251,6 +252,33 @@ TEST_P(T5GoldenTest, OnlyThePromptGetsGradients) {
     EXPECT_FALSE(weight.grad().defined());
   }
   EXPECT_FALSE(model_->word_embeddings().requires_grad());
+}
+
+// The prompt's gradient in fp32 (on a CPU, attention's products and their
+// backward through BatchedMatmul's BLAS path) against the same checkpoint
+// in float64 (at::matmul everywhere), in both of PEFT's layouts.
+TEST_P(T5GoldenTest, PromptGradientMatchesFloat64) {
+  absl::StatusOr<std::unique_ptr<T5Model>> f64 =
+      T5Model::Load(TestData(GetParam()), T5LoadOptions{c10::Device(c10::kCPU), at::kDouble});
+  ASSERT_TRUE(f64.ok()) << f64.status();
+  for (const bool multitask : {false, true}) {
+    SCOPED_TRACE(multitask ? "multitask" : "prompt tuning");
+    const PromptLayout layout = PromptLayout::Peft(multitask, num_virtual_tokens_, 2);
+    at::Tensor p32 = G("prompt").clone().set_requires_grad(true);
+    at::Tensor p64 = G("prompt").to(at::kDouble).set_requires_grad(true);
+    model_->Forward(Prompted(layout, p32)).loss.backward();
+    (*f64)
+        ->Forward(BuildPromptedInputs(**f64, p64, layout, G("input_ids"), G("attention_mask"),
+                                      G("labels")))
+        .loss.backward();
+    const at::Tensor g64 = p64.grad();
+    ASSERT_GT(g64.abs().max().item<double>(), 0.0);
+    const double rel = (p32.grad().to(at::kDouble) - g64).abs().max().item<double>() /
+                       g64.abs().max().item<double>();
+    std::printf("max_rel_diff prompt gradient fp32 vs float64 (%s): %.3g\n",
+                multitask ? "multitask" : "prompt tuning", rel);
+    EXPECT_LT(rel, 1e-4);
+  }
 }
 
 TEST_P(T5GoldenTest, ReducedPrecisionStaysClose) {

@@ -1,6 +1,7 @@
 // The learning core on the demo model (demo/model, a small T5 pretrained on
 // instructed skills): each stage lowers its loss and reaches a stated
 // accuracy on held-out examples.
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 
@@ -104,16 +105,28 @@ TEST(DemoLearning, EachStageLearnsOnTheDemoModel) {
   EXPECT_GE(Metric(student->metrics, "average/accuracy"), 0.85);
 
   // Stage 3: a new skill (find the food) from the shared prompt, few steps;
-  // an untrained random prompt scores 0 on it.
-  log = LossLog();
-  mpt::v1::TargetAdaptationSpec target;
-  *target.add_tasks() = Task("food");
-  *target.mutable_train() = Train(40, 0.1);
-  ApplyDefaults(&target);
-  auto adapted = RunTargetAdaptation(env, prompt, target, out + "/distillation", out + "/target");
-  ASSERT_TRUE(adapted.ok()) << adapted.status();
-  EXPECT_LT(log.last, log.first);
-  EXPECT_GE(Metric((*adapted)[0].metrics, "food/accuracy"), 0.6);
+  // an untrained random prompt scores 0 on it. How far 40 steps get depends
+  // on the shared prompt, which rounding-level differences in the stages
+  // before change (a build whose attention products round differently gave
+  // 0.27 to 0.98 over six seeds where another gave 1.0 on all), so the
+  // accuracy is the mean over three seeds of the target run.
+  double sum = 0;
+  for (int seed = 0; seed < 3; ++seed) {
+    log = LossLog();
+    mpt::v1::TargetAdaptationSpec target;
+    *target.add_tasks() = Task("food");
+    *target.mutable_train() = Train(40, 0.1);
+    target.mutable_train()->set_seed(seed);
+    ApplyDefaults(&target);
+    auto adapted = RunTargetAdaptation(env, prompt, target, out + "/distillation",
+                                       out + "/target" + std::to_string(seed));
+    ASSERT_TRUE(adapted.ok()) << adapted.status();
+    EXPECT_LT(log.last, log.first) << "seed " << seed;
+    const double accuracy = Metric((*adapted)[0].metrics, "food/accuracy");
+    std::printf("food accuracy after 40 steps, seed %d: %.3f\n", seed, accuracy);
+    sum += accuracy;
+  }
+  EXPECT_GE(sum / 3, 0.6);
 }
 
 }  // namespace
