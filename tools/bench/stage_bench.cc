@@ -79,6 +79,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "common/main_guard.h"
 #include "absl/flags/flag.h"
@@ -150,6 +151,9 @@ ABSL_FLAG(std::string, autocast, "off",
           "off, or bf16: the frozen model under bf16 autocast, prompts fp32 (as the worker's "
           "--autocast).");
 ABSL_FLAG(bool, json, false, "Print one JSON object.");
+ABSL_FLAG(std::string, trace, "",
+          "Write libtorch's profiler trace of the steps (Chrome trace JSON) to this file; "
+          "tools/bench/trace_ops.py sums it per operator. The profiler slows every operator.");
 
 namespace mpt {
 namespace {
@@ -392,6 +396,12 @@ absl::Status Main() {
     // below is measured outside it, in the stated dtype.
     // One lane runs on this thread as it is (RunInLanes changes nothing).
     AutocastScope autocast_scope(model.device(), autocast);
+    // libtorch's profiler over every step (warm-up included); it writes the
+    // trace when it goes out of scope.
+    std::unique_ptr<torch::autograd::profiler::RecordProfile> trace;
+    if (!absl::GetFlag(FLAGS_trace).empty()) {
+      trace = std::make_unique<torch::autograd::profiler::RecordProfile>(absl::GetFlag(FLAGS_trace));
+    }
     for (const absl::Status& s :
          RunInLanes(lanes, lanes, model.device(), [&](size_t l) { return train(lane_runs[l]); })) {
       RETURN_IF_ERROR(s);
