@@ -20,8 +20,11 @@ using SgemmFn = void (*)(const char* transa, const char* transb, const int* m, c
                          const float* b, const int* ldb, const float* beta, float* c,
                          const int* ldc);
 
+// Null where libtorch has MKL: its batched products are already one call
+// there, and the sgemm_ such a libtorch exports is MKL's.
 SgemmFn Sgemm() {
-  static const SgemmFn fn = reinterpret_cast<SgemmFn>(dlsym(RTLD_DEFAULT, "sgemm_"));
+  static const SgemmFn fn =
+      at::hasMKL() ? nullptr : reinterpret_cast<SgemmFn>(dlsym(RTLD_DEFAULT, "sgemm_"));
   return fn;
 }
 
@@ -162,7 +165,7 @@ bool UsesBlasPath(const at::Tensor& a, const at::Tensor& b) {
 
 }  // namespace
 
-bool BatchedMatmulHasBlas() { return Sgemm() != nullptr; }
+bool BatchedMatmulUsesBlas() { return Sgemm() != nullptr; }
 
 at::Tensor BatchedMatmul(const at::Tensor& a, const at::Tensor& b, ProductLayout layout) {
   if (!UsesBlasPath(a, b)) return at::matmul(a, b);

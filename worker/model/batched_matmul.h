@@ -14,10 +14,11 @@
 //   // context's memory is [B, M, H, N]: merging the heads is a view.
 //
 // The fast path needs a CPU, fp32 operands of 4 dimensions with the same
-// (B, H), autocast off on the calling thread and a BLAS `sgemm_` in the
-// process (Debian's libtorch with OpenBLAS or reference BLAS). Anything else
-// (CUDA, bf16, autocast, a libtorch with MKL linked in) is at::matmul, so
-// callers need no second path.
+// (B, H), autocast off on the calling thread, a libtorch without MKL and a
+// BLAS `sgemm_` in the process (Debian's libtorch with OpenBLAS or
+// reference BLAS). Anything else (CUDA, bf16, autocast, the PyPI wheels,
+// whose MKL already runs a batch of products as one call) is at::matmul,
+// so callers need no second path.
 #ifndef MPT_WORKER_MODEL_BATCHED_MATMUL_H_
 #define MPT_WORKER_MODEL_BATCHED_MATMUL_H_
 
@@ -36,9 +37,9 @@ enum class ProductLayout {
 at::Tensor BatchedMatmul(const at::Tensor& a, const at::Tensor& b,
                          ProductLayout layout = ProductLayout::kContiguous);
 
-// Whether BatchedMatmul's BLAS path is available in this process (a
-// `sgemm_` symbol was found); the other conditions are per call.
-bool BatchedMatmulHasBlas();
+// Whether BatchedMatmul's BLAS path is available in this process (libtorch
+// without MKL, a `sgemm_` found); the other conditions are per call.
+bool BatchedMatmulUsesBlas();
 
 }  // namespace mpt
 
