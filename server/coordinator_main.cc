@@ -71,7 +71,8 @@ ABSL_FLAG(std::string, worker_token_file, "",
           "file holding the workers' bearer token: WorkerService then accepts only it and "
           "JobService never does (default: workers use --auth_token_file's token)");
 ABSL_FLAG(int, heap_arenas, 2,
-          "most allocator arenas (glibc); MALLOC_ARENA_MAX in the environment wins");
+          "most allocator arenas where glibc's malloc runs (the coordinator links tcmalloc, "
+          "which has none); MALLOC_ARENA_MAX in the environment wins");
 ABSL_FLAG(double, heap_trim_seconds, 30,
           "return free heap pages to the kernel this often; 0: never");
 
@@ -166,8 +167,8 @@ absl::StatusOr<CoordinatorMainOptions> OptionsFromFlags() {
 
 absl::Status Run(sigset_t* signals) {
   ASSIGN_OR_RETURN(CoordinatorMainOptions options, OptionsFromFlags());
-  // Before any thread starts: one arena per thread would keep freed pages
-  // of the RPC threads (see common/heap_memory.h).
+  // Before any thread starts: under glibc's malloc one arena per thread
+  // would keep freed pages of the RPC threads (see common/heap_memory.h).
   LimitHeapArenas(options.heap_arenas);
   // Debian's Abseil is built with mutex deadlock detection on: every Lock()
   // then updates a global graph of lock orders. The tests keep it; the
@@ -211,6 +212,7 @@ absl::Status Run(sigset_t* signals) {
                 << server->port() << ", " << (server->tls() ? "TLS" : "plaintext")
                 << (options.server.auth_token.empty() ? ", no token" : ", bearer token")
                 << "); db " << options.db_path << ", artefacts " << options.artifact_dir
+                << "; heap allocator " << HeapAllocatorName()
                 << "; ready in " << absl::FormatDuration(absl::Now() - start);
 
   // Wait for a shutdown signal; between waits, hand free heap pages back.

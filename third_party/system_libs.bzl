@@ -19,6 +19,10 @@ _LIBS = {
     "gtest": (["gtest", "gmock"], []),
     "gtest_main": (["gtest_main", "gmock"], []),
     "gloo": ([], ["-L/usr/lib", "-lgloo", "-lpthread"]),
+    # tcmalloc (libtcmalloc-minimal4, gperftools): the programs' allocator
+    # (common/heap_memory.h). Linked by file name (the package has no
+    # unversioned .so) and kept although nothing names it: it replaces malloc.
+    "tcmalloc": ([], ["-Wl,--no-as-needed", "-l:libtcmalloc_minimal.so.4", "-Wl,--as-needed"]),
     # cpp-httplib 0.11 (libcpp-httplib-dev): Debian builds it as a shared
     # library; its -D flags (TLS, zlib, brotli) must match the build.
     "httplib": (["cpp-httplib"], []),
@@ -75,5 +79,5 @@ def _system_libs_impl(ctx):
 system_libs = repository_rule(
     implementation = _system_libs_impl,
     local = True,
-    doc = "cc_library targets for Debian's gRPC, protobuf, Abseil, SentencePiece, PCRE2, SQLite, Gloo, cpp-httplib and GoogleTest.",
+    doc = "cc_library targets for Debian's gRPC, protobuf, Abseil, SentencePiece, PCRE2, SQLite, Gloo, cpp-httplib, tcmalloc and GoogleTest.",
 )

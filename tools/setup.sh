@@ -14,6 +14,8 @@ PACKAGES=(
   libabsl-dev libgloo-dev libsentencepiece-dev sentencepiece
   libsqlite3-dev sqlite3 nlohmann-json3-dev
   libcpp-httplib-dev
+  # The programs' allocator (common/heap_memory.h)
+  libtcmalloc-minimal4
   # Tokenizers of decoder-only models (//worker/model:hf_tokenizer)
   libpcre2-dev
   # Tests

@@ -529,6 +529,7 @@ absl::Status Main() {
                       {"libtorch_version", threads.libtorch_version},
                       {"cpu_capability", threads.cpu_capability},
                       {"omp_wait_policy", threads.omp_wait_policy},
+                      {"heap_allocator", threads.heap_allocator},
                       {"device", model.device().str()},
                       {"autocast", AutocastName(autocast)},
                       {"model_type", kind.model_type},

@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/heap_memory.h"
 
 namespace mpt {
 namespace {
@@ -254,6 +255,7 @@ absl::StatusOr<ComputeThreads> ApplyComputeThreads(const ComputeThreadOptions& o
   const int usable = t.budget.usable();
   const int total = options.total == 0 ? usable : std::min(options.total, usable);
   t.libtorch_version = TORCH_VERSION;
+  t.heap_allocator = HeapAllocatorName();
   if (const char* policy = std::getenv("OMP_WAIT_POLICY")) t.omp_wait_policy = policy;
 #if TORCH_VERSION_MAJOR >= 2
   try {
@@ -325,7 +327,7 @@ std::string Describe(const ComputeThreads& t) {
     absl::StrAppend(&out, "; OMP_WAIT_POLICY ",
                     t.omp_wait_policy.empty() ? "unset" : t.omp_wait_policy);
   }
-  absl::StrAppend(&out, ")");
+  absl::StrAppend(&out, "); heap allocator ", t.heap_allocator);
   return out;
 }
 

@@ -107,6 +107,7 @@ struct ComputeThreads {
   std::string libtorch_version;  // TORCH_VERSION of the headers built against
   std::string cpu_capability;    // the kernels ATen dispatches to (AVX2, AVX512;
                                  // empty before libtorch 2.0)
+  std::string heap_allocator;    // common/heap_memory.h: "tcmalloc" or "glibc"
   bool overridden = false;       // a pool's count was set by an override
 };
 
