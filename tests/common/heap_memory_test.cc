@@ -72,7 +72,9 @@ TEST(HeapMemoryTest, EnvironmentWinsOverTheArgument) {
   ASSERT_EQ(setenv("MALLOC_ARENA_MAX", "3", 1), 0);
   EXPECT_EQ(LimitHeapArenas(1), 3);
   ASSERT_EQ(unsetenv("MALLOC_ARENA_MAX"), 0);
-  if (HeapBytesInUse() >= 0) EXPECT_EQ(LimitHeapArenas(2), 2);
+  if (HeapBytesInUse() >= 0) {
+    EXPECT_EQ(LimitHeapArenas(2), 2);
+  }
 }
 
 }  // namespace

@@ -156,7 +156,10 @@ bool UsesBlasPath(const at::Tensor& a, const at::Tensor& b) {
   for (int64_t d : {a.size(0), a.size(1), a.size(2), b.size(3)}) {
     if (d == 0) return false;
   }
-  for (int64_t d : {a.size(2), a.size(3), b.size(3), a.size(1) * b.size(3)}) {
+  // Dimensions and the leading dimensions of heads-inner results (forward
+  // and gradients) are BLAS ints.
+  for (int64_t d : {a.size(2), a.size(3), b.size(3), a.size(1) * b.size(3),
+                    a.size(1) * a.size(3)}) {
     if (!FitsInt(d)) return false;
   }
   // Under autocast at::matmul runs in the autocast dtype; keep its choice.
