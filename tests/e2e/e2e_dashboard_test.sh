@@ -36,9 +36,11 @@ BASE="http://127.0.0.1:$http_port"
 e2e_start_worker w0 --token_file="$E2E_DIR/token"
 export MPT_TOKEN="$TOKEN"
 
-# Enough steps per stage for several progress events (at most one a second).
-spec=$(SOURCE_TASKS="first last" TARGET_TASKS="echo:echo" WORLD_SIZE=1 SOURCE_STEPS=60 \
-       DISTILL_STEPS=60 TARGET_STEPS=60 CHECKPOINT_EVERY=30 e2e_write_spec "$E2E_DIR/spec.textproto")
+# Enough steps per stage for several progress events: the workers report at
+# most every 0.2 s, and 60 steps of the test model can take less than that
+# (then a stage's loss chart has one point). 300 take about a second.
+spec=$(SOURCE_TASKS="first last" TARGET_TASKS="echo:echo" WORLD_SIZE=1 SOURCE_STEPS=300 \
+       DISTILL_STEPS=300 TARGET_STEPS=300 CHECKPOINT_EVERY=150 e2e_write_spec "$E2E_DIR/spec.textproto")
 job=$(mptctl submit --spec "$spec" --name=dashboard-e2e)
 id=${job#jobs/}
 e2e_log "submitted $job"
