@@ -17,10 +17,10 @@ bench="$root/tools/bench/stage_bench"
 model="$root/tests/testdata/causal_lm/model"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-run() {  # stage
+run() {  # stage [more flags]
   "$bench" --model="$model" --stage="$1" --batch_size=3 --input_length=10 --target_length=4 \
     --num_virtual_tokens=6 --num_tasks=2 --steps=3 --warmup_steps=1 --threads=1 \
-    --measure_peak=false --json
+    --measure_peak=false --json "${@:2}"
 }
 
 out=$(run source)
@@ -65,9 +65,7 @@ grep -q -- "--lanes" <<<"$err" || fail "the lanes error does not name --lanes: $
 # --trace: libtorch's profiler trace of the steps, summed per operator by
 # trace_ops.py; attention's products show as mpt::BatchedMatmul where they
 # take its BLAS path (a libtorch whose BLAS is not MKL inside it).
-traced=$("$bench" --model="$model" --batch_size=3 --input_length=10 --target_length=4 \
-  --num_virtual_tokens=6 --steps=1 --threads=1 --measure_peak=false --json \
-  --trace="$TEST_TMPDIR/trace.json") || fail "--trace run failed"
+traced=$(run source --trace="$TEST_TMPDIR/trace.json") || fail "--trace run failed"
 ops=$(python3 "$root/tools/bench/trace_ops.py" "$TEST_TMPDIR/trace.json" --top 100) ||
   fail "trace_ops.py failed"
 echo "$ops" | head -5

@@ -30,9 +30,9 @@ double RelDiff(const at::Tensor& x, const at::Tensor& y) {
 template <class Make>
 void ExpectMatchesMatmul(Make make, ProductLayout layout, const char* what) {
   SCOPED_TRACE(what);
-  auto [a_leaf, b_leaf] = make(at::kFloat);
-  auto [a64_leaf, b64_leaf] = std::make_tuple(a_leaf.detach().to(at::kDouble).requires_grad_(),
-                                              b_leaf.detach().to(at::kDouble).requires_grad_());
+  auto [a_leaf, b_leaf] = make();
+  at::Tensor a64_leaf = a_leaf.detach().to(at::kDouble).requires_grad_();
+  at::Tensor b64_leaf = b_leaf.detach().to(at::kDouble).requires_grad_();
   a_leaf.requires_grad_();
   b_leaf.requires_grad_();
   auto [a, b] = make.views(a_leaf, b_leaf);
@@ -51,12 +51,12 @@ void ExpectMatchesMatmul(Make make, ProductLayout layout, const char* what) {
   EXPECT_LT(RelDiff(b_leaf.grad(), b64_leaf.grad()), 1e-5);
 }
 
-// Leaves a and b (random, of `dtype`) and the views the product takes.
+// Leaves a and b (random fp32) and the views the product takes.
 struct HeadSplit {
   int64_t batch = 2, length = 7, heads = 3, d = 5;
-  std::tuple<at::Tensor, at::Tensor> operator()(at::ScalarType dtype) const {
+  std::tuple<at::Tensor, at::Tensor> operator()() const {
     // A fused q/k/v projection output [B, T, 3 * H * d] stands for both.
-    at::Tensor qkv = at::randn({batch, length, 3 * heads * d}, dtype);
+    at::Tensor qkv = at::randn({batch, length, 3 * heads * d});
     return {qkv, qkv.clone()};
   }
   // q @ k^T of the head-split views of the first and second third.
@@ -89,8 +89,8 @@ TEST(BatchedMatmulTest, HeadSplitViewsOfAFusedProjection) {
 // probs @ v: a contiguous [B, H, M, K] times a head-split [B, H, K, N].
 struct ProbsTimesValues {
   int64_t batch = 2, heads = 4, m = 6, k = 9, n = 3;
-  std::tuple<at::Tensor, at::Tensor> operator()(at::ScalarType dtype) const {
-    return {at::randn({batch, heads, m, k}, dtype), at::randn({batch, k, heads * n}, dtype)};
+  std::tuple<at::Tensor, at::Tensor> operator()() const {
+    return {at::randn({batch, heads, m, k}), at::randn({batch, k, heads * n})};
   }
   std::tuple<at::Tensor, at::Tensor> views(const at::Tensor& p, const at::Tensor& v) const {
     return {p, v.view({batch, k, heads, n}).transpose(1, 2)};
@@ -107,8 +107,8 @@ TEST(BatchedMatmulTest, ProbabilitiesTimesValues) {
 // Operands BLAS cannot read as they are (no unit stride), and a batch
 // broadcast by a zero stride.
 struct OddStrides {
-  std::tuple<at::Tensor, at::Tensor> operator()(at::ScalarType dtype) const {
-    return {at::randn({2, 3, 4, 10}, dtype), at::randn({2, 1, 5, 6}, dtype)};
+  std::tuple<at::Tensor, at::Tensor> operator()() const {
+    return {at::randn({2, 3, 4, 10}), at::randn({2, 1, 5, 6})};
   }
   std::tuple<at::Tensor, at::Tensor> views(const at::Tensor& a, const at::Tensor& b) const {
     // a: every other column ([2, 3, 4, 5], column stride 2); b: one head's
