@@ -8,6 +8,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/notification.h"
 #include "common/logging.h"
 #include "common/sha256.h"
 #include "common/spec/stages.h"
@@ -59,7 +60,13 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(
   return c;
 }
 
-Coordinator::~Coordinator() { Shutdown(); }
+Coordinator::~Coordinator() {
+  Shutdown();
+  // Submissions still being committed touch the state when they end.
+  absl::MutexLock lock(&mu_);
+  auto drained = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return async_commits_ == 0; };
+  mu_.Await(absl::Condition(&drained));
+}
 
 void Coordinator::Start() {
   absl::MutexLock lock(&maintenance_mu_);
@@ -134,22 +141,32 @@ absl::Status Coordinator::AwaitDurableLocked() {
   return status;
 }
 
-absl::Status Coordinator::CommitLocked(StateTxn& txn, bool reload_on_failure) {
+Coordinator::PendingCommit Coordinator::QueueCommitLocked(StateTxn& txn,
+                                                          GroupCommitter::Callback on_resolved) {
+  PendingCommit pending;
   StoreWrite write = state_.BuildWrite(txn);
   // The changed jobs as this write leaves them, published once it is durable.
   std::set<std::string> touched(txn.jobs.begin(), txn.jobs.end());
   for (const auto& [job, stage] : txn.stages) touched.insert(job);
-  std::vector<mpt::v1::Job> snapshots;
   for (const std::string& name : touched) {
-    if (JobEntry* job = state_.FindJob(name)) snapshots.push_back(state_.PublicJob(*job));
+    if (JobEntry* job = state_.FindJob(name)) pending.snapshots.push_back(state_.PublicJob(*job));
   }
-  int64_t ticket = last_ticket_;
+  pending.ticket = last_ticket_;
   if (!write.empty()) {
-    ticket = last_ticket_ = committer_.Enqueue(std::move(write));
-    for (const RequestIdRecord& r : txn.request_ids) pending_request_ids_[r.request_id] = ticket;
-    mu_.Unlock();
-    absl::Status status = committer_.Wait(ticket);
-    mu_.Lock();
+    pending.ticket = last_ticket_ = committer_.Enqueue(std::move(write), std::move(on_resolved));
+    pending.queued = true;
+    for (const RequestIdRecord& r : txn.request_ids) {
+      pending_request_ids_[r.request_id] = pending.ticket;
+    }
+  }
+  return pending;
+}
+
+absl::Status Coordinator::CompleteCommitLocked(StateTxn& txn, PendingCommit& pending,
+                                               const absl::Status& status,
+                                               bool reload_on_failure) {
+  const int64_t ticket = pending.ticket;
+  if (pending.queued) {
     for (const RequestIdRecord& r : txn.request_ids) {
       auto it = pending_request_ids_.find(r.request_id);
       if (it != pending_request_ids_.end() && it->second == ticket) pending_request_ids_.erase(it);
@@ -174,7 +191,7 @@ absl::Status Coordinator::CommitLocked(StateTxn& txn, bool reload_on_failure) {
           .Observe(absl::ToDoubleSeconds(a.duration));
     }
   }
-  for (mpt::v1::Job& job : snapshots) {  // finished ones are read from the store
+  for (mpt::v1::Job& job : pending.snapshots) {  // finished ones are read from the store
     if (state_.FindJob(job.name()) != nullptr) published_.Publish(ticket, std::move(job));
   }
   for (const std::string& name : txn.finished_jobs) published_.Remove(name);
@@ -186,6 +203,17 @@ absl::Status Coordinator::CommitLocked(StateTxn& txn, bool reload_on_failure) {
     changed_.SignalAll();
   }
   return absl::OkStatus();
+}
+
+absl::Status Coordinator::CommitLocked(StateTxn& txn, bool reload_on_failure) {
+  PendingCommit pending = QueueCommitLocked(txn, nullptr);
+  absl::Status status;
+  if (pending.queued) {
+    mu_.Unlock();
+    status = committer_.Wait(pending.ticket);
+    mu_.Lock();
+  }
+  return CompleteCommitLocked(txn, pending, status, reload_on_failure);
 }
 
 // ---------------------------------------------------------------------------
@@ -200,6 +228,23 @@ void Coordinator::ScheduleLocked(StateTxn& txn) {
 // Submission
 
 absl::StatusOr<mpt::v1::Job> Coordinator::SubmitJob(const mpt::v1::SubmitJobRequest& request) {
+  absl::Notification done;
+  absl::StatusOr<mpt::v1::Job> result;
+  SubmitJobAsync(request, [&](absl::StatusOr<mpt::v1::Job> job) {
+    result = std::move(job);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  return result;
+}
+
+void Coordinator::SubmitJobAsync(const mpt::v1::SubmitJobRequest& request, SubmitDone done) {
+  std::optional<absl::StatusOr<mpt::v1::Job>> answer = QueueSubmission(request, done);
+  if (answer.has_value()) std::move(done)(*std::move(answer));
+}
+
+std::optional<absl::StatusOr<mpt::v1::Job>> Coordinator::QueueSubmission(
+    const mpt::v1::SubmitJobRequest& request, SubmitDone& done) {
   JobPlannerOptions planner;
   planner.max_world_size = options_.max_world_size;
   planner.check_spec_files = options_.check_spec_files;
@@ -300,12 +345,41 @@ absl::StatusOr<mpt::v1::Job> Coordinator::SubmitJob(const mpt::v1::SubmitJobRequ
                  absl::StrCat("submitted: ", mpt::v1::JobKind_Name(request.kind()), " with ",
                               raw->stages.size(), raw->stages.size() == 1 ? " stage" : " stages"));
   ScheduleLocked(txn);
-  mpt::v1::Job out = state_.PublicJob(*raw);
-  RETURN_IF_ERROR(CommitLocked(txn));
-  MPT_LOG(DEBUG) << "submitted " << name << " (" << mpt::v1::JobKind_Name(request.kind())
-                << ", priority " << request.priority() << ", " << out.stages_size()
-                << " stages)";
-  return out;
+  // The answer is sent once the write is durable, from the committer's
+  // thread: no thread waits for the disk meanwhile.
+  struct Submission {
+    StateTxn txn;
+    PendingCommit pending;
+    mpt::v1::Job out;
+    SubmitDone done;
+  };
+  auto submission = std::make_shared<Submission>();
+  submission->out = state_.PublicJob(*raw);
+  submission->done = std::move(done);
+  done = nullptr;
+  ++async_commits_;
+  submission->pending =
+      QueueCommitLocked(txn, [this, submission](absl::Status status) mutable {
+        absl::StatusOr<mpt::v1::Job> result;
+        {
+          absl::MutexLock lock(&mu_);
+          status = CompleteCommitLocked(submission->txn, submission->pending, status,
+                                        /*reload_on_failure=*/true);
+          if (status.ok()) {
+            MPT_LOG(DEBUG) << "submitted " << submission->out.name() << " ("
+                           << mpt::v1::JobKind_Name(submission->out.kind()) << ", priority "
+                           << submission->out.priority() << ", "
+                           << submission->out.stages_size() << " stages)";
+            result = std::move(submission->out);
+          } else {
+            result = status;
+          }
+          --async_commits_;
+        }
+        std::move(submission->done)(std::move(result));
+      });
+  submission->txn = std::move(txn);
+  return std::nullopt;  // the commit's callback answers
 }
 
 // ---------------------------------------------------------------------------

@@ -89,6 +89,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -225,6 +226,13 @@ class Coordinator {
   // planned spec, kind and display_name, compared with the stored job's);
   // ALREADY_EXISTS naming request_id when it asks for a different one.
   absl::StatusOr<mpt::v1::Job> SubmitJob(const mpt::v1::SubmitJobRequest& request);
+  // SubmitJob() without a blocked thread: `done` gets the same answer,
+  // either before this returns (errors, a repeated request_id) or later on
+  // the group commit's thread once the job is durable. `done` must not call
+  // into the Coordinator's job-changing methods on that thread (answering
+  // an RPC is what it is for).
+  using SubmitDone = absl::AnyInvocable<void(absl::StatusOr<mpt::v1::Job>) &&>;
+  void SubmitJobAsync(const mpt::v1::SubmitJobRequest& request, SubmitDone done);
 
   // INVALID_ARGUMENT for a name that is not "jobs/{id}"; NOT_FOUND.
   absl::StatusOr<mpt::v1::Job> GetJob(const std::string& name);
@@ -386,6 +394,24 @@ class Coordinator {
   // store's error.
   absl::Status CommitLocked(StateTxn& txn, bool reload_on_failure = true)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // CommitLocked() in two halves, for callers that do not wait: the first
+  // queues the write (`on_resolved` is the committer's callback, see
+  // group_commit.h) and snapshots the jobs it changes; the second, called
+  // with mu_ held once the ticket is resolved with `status`, does the rest.
+  struct PendingCommit {
+    int64_t ticket = 0;
+    bool queued = false;  // false: nothing to write
+    std::vector<mpt::v1::Job> snapshots;
+  };
+  PendingCommit QueueCommitLocked(StateTxn& txn, GroupCommitter::Callback on_resolved)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CompleteCommitLocked(StateTxn& txn, PendingCommit& pending,
+                                    const absl::Status& status, bool reload_on_failure)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // SubmitJobAsync() up to the queued write. An answer to send now, or
+  // nullopt when `done` was handed to the commit's callback.
+  std::optional<absl::StatusOr<mpt::v1::Job>> QueueSubmission(
+      const mpt::v1::SubmitJobRequest& request, SubmitDone& done);
   // Waits (mu_ released) until every write queued so far is durable.
   absl::Status AwaitDurableLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // After a failed commit: reloads from the store unless another caller
@@ -425,6 +451,9 @@ class Coordinator {
   // watchers wait on their job's events_changed instead.
   absl::CondVar changed_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  // Submissions queued for the group commit whose callback has not ended;
+  // the destructor waits for none.
+  int async_commits_ ABSL_GUARDED_BY(mu_) = 0;
   // Jobs, stages, workers and assignments, and their transactions.
   CoordinatorState state_ ABSL_GUARDED_BY(mu_);
   // Blobs being uploaded (hash -> uploads in flight): never garbage.

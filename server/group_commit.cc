@@ -19,10 +19,10 @@ GroupCommitter::~GroupCommitter() {
   thread_.join();
 }
 
-int64_t GroupCommitter::Enqueue(StoreWrite write) {
+int64_t GroupCommitter::Enqueue(StoreWrite write, Callback on_resolved) {
   absl::MutexLock lock(&mu_);
   const int64_t ticket = next_ticket_++;
-  queue_.emplace_back(ticket, std::move(write));
+  queue_.push_back(Entry{ticket, std::move(write), std::move(on_resolved)});
   return ticket;
 }
 
@@ -53,38 +53,51 @@ int64_t GroupCommitter::batches() const {
 
 void GroupCommitter::FailQueuedLocked(const absl::Status& status) {
   if (queue_.empty()) return;
-  failures_.push_back({queue_.front().first, queue_.back().first, status});
+  failures_.push_back({queue_.front().ticket, queue_.back().ticket, status});
   if (failures_.size() > kKeptFailures) failures_.pop_front();
-  resolved_through_ = queue_.back().first;
+  resolved_through_ = queue_.back().ticket;
+  for (Entry& e : queue_) {
+    if (e.on_resolved) owed_.emplace_back(std::move(e.on_resolved), status);
+  }
   queue_.clear();
 }
 
 void GroupCommitter::Run() {
   while (true) {
-    std::deque<std::pair<int64_t, StoreWrite>> batch;
+    std::deque<Entry> batch;
+    std::vector<std::pair<Callback, absl::Status>> owed;
     {
       absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return !queue_.empty() || stop_; };
+      auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+        return !queue_.empty() || !owed_.empty() || stop_;
+      };
       mu_.Await(absl::Condition(&ready));
-      if (queue_.empty()) return;  // stopping, nothing left
-      if (failed_) {
-        FailQueuedLocked(failed_status_);
-        continue;
-      }
+      if (failed_) FailQueuedLocked(failed_status_);
+      owed.swap(owed_);
+      if (stop_ && owed.empty() && queue_.empty()) return;  // nothing left
       batch.swap(queue_);
     }
+    // Callbacks of writes failed elsewhere (Recover()) run first: their
+    // tickets are older than the batch's.
+    for (auto& [callback, status] : owed) std::move(callback)(status);
+    if (batch.empty()) continue;
     std::vector<const StoreWrite*> writes;
     writes.reserve(batch.size());
-    for (const auto& [ticket, write] : batch) writes.push_back(&write);
+    for (const Entry& e : batch) writes.push_back(&e.write);
     absl::Status status = store_->CommitBatch(writes);
-    absl::MutexLock lock(&mu_);
-    ++batches_;
-    resolved_through_ = batch.back().first;
-    if (!status.ok()) {
-      failures_.push_back({batch.front().first, batch.back().first, status});
-      if (failures_.size() > kKeptFailures) failures_.pop_front();
-      failed_ = true;
-      failed_status_ = status;
+    {
+      absl::MutexLock lock(&mu_);
+      ++batches_;
+      resolved_through_ = batch.back().ticket;
+      if (!status.ok()) {
+        failures_.push_back({batch.front().ticket, batch.back().ticket, status});
+        if (failures_.size() > kKeptFailures) failures_.pop_front();
+        failed_ = true;
+        failed_status_ = status;
+      }
+    }
+    for (Entry& e : batch) {
+      if (e.on_resolved) std::move(e.on_resolved)(status);
     }
   }
 }

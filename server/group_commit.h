@@ -6,6 +6,14 @@
 // its batch is committed: OK means the write is durable, so a caller may
 // acknowledge it. Writes are committed in ticket order.
 //
+// A write may instead carry a callback (Enqueue(write, on_resolved)): the
+// committer's thread calls it with the ticket's outcome once its batch is
+// resolved, after the batch's Wait()ers were released and with no lock of
+// this class held, so the callback may take its owner's locks and queue
+// more writes. Callbacks run in ticket order; a slow one delays the next
+// batch. This lets a server acknowledge a write without a thread blocked
+// in Wait() (the coordinator's asynchronous SubmitJob).
+//
 // Failure: when a batch fails, every ticket in it fails with the store's
 // error, and so does every write queued after it until Recover() is called
 // (those writes were built on memory that included the failed ones). The
@@ -24,6 +32,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "server/job_store.h"
@@ -34,13 +43,19 @@ class GroupCommitter {
  public:
   // `store` is not owned and must outlive this object. Starts the thread.
   explicit GroupCommitter(JobStore* store);
-  // Commits what is queued, then stops the thread.
+  // The outcome of one ticket: OK once durable, else the store's error.
+  using Callback = absl::AnyInvocable<void(absl::Status) &&>;
+
+  // Commits what is queued, runs every callback still owed, then stops the
+  // thread.
   ~GroupCommitter();
   GroupCommitter(const GroupCommitter&) = delete;
   GroupCommitter& operator=(const GroupCommitter&) = delete;
 
-  // Queues `write`; returns its ticket (1, 2, 3, ...).
-  int64_t Enqueue(StoreWrite write);
+  // Queues `write`; returns its ticket (1, 2, 3, ...). `on_resolved`, when
+  // set, is called once on the committer's thread with the ticket's
+  // outcome (see above); Wait() works for the ticket either way.
+  int64_t Enqueue(StoreWrite write, Callback on_resolved = nullptr);
 
   // Blocks until `ticket`'s batch was committed or failed. OK: durable.
   // Otherwise the store's error (or the error of an earlier failed batch).
@@ -56,18 +71,26 @@ class GroupCommitter {
   int64_t batches() const;
 
  private:
+  struct Entry {
+    int64_t ticket = 0;
+    StoreWrite write;
+    Callback on_resolved;
+  };
   struct Failure {
     int64_t first = 0;
     int64_t last = 0;
     absl::Status status;
   };
   void Run();
-  // Fails every queued write with `status`.
+  // Fails every queued write with `status`; their callbacks are left for
+  // the committer's thread.
   void FailQueuedLocked(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   JobStore* const store_;
   mutable absl::Mutex mu_;
-  std::deque<std::pair<int64_t, StoreWrite>> queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<Entry> queue_ ABSL_GUARDED_BY(mu_);
+  // Callbacks of failed writes, owed by the committer's thread.
+  std::vector<std::pair<Callback, absl::Status>> owed_ ABSL_GUARDED_BY(mu_);
   int64_t next_ticket_ ABSL_GUARDED_BY(mu_) = 1;
   // Every ticket up to this one is committed or failed.
   int64_t resolved_through_ ABSL_GUARDED_BY(mu_) = 0;

@@ -378,7 +378,13 @@ JobServiceImpl::JobServiceImpl(Coordinator* coordinator, const BearerTokenAuthen
                                int chunk_bytes)
     : RawService("JobService"), core_(coordinator), auth_(auth), chunk_bytes_(chunk_bytes) {
   using J = JobServiceImpl;
-  AddRawMethod("SubmitJob", RawUnary(this, &J::SubmitJob));
+  AddRawMethod("SubmitJob",
+               new grpc::internal::CallbackUnaryHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
+                   [this](grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                          grpc::ByteBuffer* response) {
+                     return SubmitJob(context, request, response);
+                   }),
+               /*callback=*/true);
   AddRawMethod("GetJob", RawUnary(this, &J::GetJob));
   AddRawMethod("ListJobs", RawUnary(this, &J::ListJobs));
   AddRawMethod(
@@ -395,14 +401,29 @@ JobServiceImpl::JobServiceImpl(Coordinator* coordinator, const BearerTokenAuthen
   CheckAllMethodsAdded();
 }
 
-grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context,
-                                       const mpt::v1::SubmitJobRequest* request,
-                                       mpt::v1::Job* response) {
-  MPT_AUTHORIZE(context);
-  absl::StatusOr<mpt::v1::Job> job = core_->SubmitJob(*request);
-  if (!job.ok()) return ToGrpcStatus(job.status());
-  *response = *std::move(job);
-  return grpc::Status::OK;
+grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext* context,
+                                                    const grpc::ByteBuffer* raw,
+                                                    grpc::ByteBuffer* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  mpt::v1::SubmitJobRequest request;
+  grpc::Status status = auth_->Check(*context);
+  if (status.ok()) status = ParseRequest(*raw, &request);
+  if (!status.ok()) {
+    reactor->Finish(std::move(status));
+    return reactor;
+  }
+  // Answered when the job is durable, maybe on the group commit's thread;
+  // gRPC keeps `response` until Finish().
+  core_->SubmitJobAsync(request, [reactor, response](absl::StatusOr<mpt::v1::Job> job) {
+    if (!job.ok()) {
+      reactor->Finish(ToGrpcStatus(job.status()));
+      return;
+    }
+    bool own = false;
+    reactor->Finish(
+        grpc::SerializationTraits<mpt::v1::Job>::Serialize(*job, response, &own));
+  });
+  return reactor;
 }
 
 grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* context,

@@ -112,8 +112,11 @@ class JobServiceImpl final : public RawService {
   JobServiceImpl(Coordinator* coordinator, const BearerTokenAuthenticator* auth,
                  int chunk_bytes);
 
-  grpc::Status SubmitJob(grpc::ServerContext* context, const mpt::v1::SubmitJobRequest* request,
-                         mpt::v1::Job* response);
+  // Served with the callback API: no thread waits while the job is made
+  // durable (Coordinator::SubmitJobAsync).
+  grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* context,
+                                      const grpc::ByteBuffer* request,
+                                      grpc::ByteBuffer* response);
   // GetJob and ListJobs answer with bytes the core serialized (a
   // published job's cached bytes, or a page spliced from the store).
   grpc::Status GetJob(grpc::ServerContext* context, const mpt::v1::GetJobRequest* request,

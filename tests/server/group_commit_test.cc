@@ -174,6 +174,105 @@ TEST(GroupCommitTest, AFailedBatchFailsEveryWaiterInItAndEverythingQueuedBehind)
   EXPECT_EQ(store.committed(), (std::vector<std::string>{"jobs/a", "jobs/e"}));
 }
 
+// Callbacks: called once per ticket, on the committer's thread, in ticket
+// order, only after the store returned; a callback may queue more writes.
+class Outcomes {
+ public:
+  GroupCommitter::Callback For(int64_t id) {
+    return [this, id](absl::Status status) {
+      absl::MutexLock lock(&mu_);
+      calls_.push_back({id, status.code()});
+      threads_.insert(std::this_thread::get_id());
+    };
+  }
+  std::vector<std::pair<int64_t, absl::StatusCode>> calls() {
+    absl::MutexLock lock(&mu_);
+    return calls_;
+  }
+  bool called_on(std::thread::id id) {
+    absl::MutexLock lock(&mu_);
+    return threads_.count(id) > 0;
+  }
+  size_t thread_count() {
+    absl::MutexLock lock(&mu_);
+    return threads_.size();
+  }
+  void AwaitCalls(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [this, n]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return calls_.size() >= n; };
+    mu_.Await(absl::Condition(&enough));
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::pair<int64_t, absl::StatusCode>> calls_ ABSL_GUARDED_BY(mu_);
+  std::set<std::thread::id> threads_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST(GroupCommitTest, CallbacksRunOnceDurableInTicketOrderAndMayQueueMore) {
+  GatedStore store;
+  Outcomes outcomes;
+  GroupCommitter committer(&store);
+  committer.Enqueue(JobWrite("jobs/a"), outcomes.For(1));
+  store.WaitEntered(1);
+  committer.Enqueue(JobWrite("jobs/b"), outcomes.For(2));
+  // A callback that queues another write from the committer's thread.
+  std::atomic<int64_t> chained{0};
+  committer.Enqueue(JobWrite("jobs/c"), [&](absl::Status status) {
+    ASSERT_TRUE(status.ok());
+    chained = committer.Enqueue(JobWrite("jobs/d"), outcomes.For(4));
+    outcomes.For(3)(status);
+  });
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_TRUE(outcomes.calls().empty());  // the store has not returned
+  store.ReleaseAll();
+  outcomes.AwaitCalls(4);
+  EXPECT_TRUE(committer.Wait(chained).ok());
+  using C = absl::StatusCode;
+  EXPECT_EQ(outcomes.calls(), (std::vector<std::pair<int64_t, C>>{
+                                  {1, C::kOk}, {2, C::kOk}, {3, C::kOk}, {4, C::kOk}}));
+  EXPECT_EQ(outcomes.thread_count(), 1u);
+  EXPECT_EQ(store.committed(),
+            (std::vector<std::string>{"jobs/a", "jobs/b", "jobs/c", "jobs/d"}));
+}
+
+TEST(GroupCommitTest, CallbacksOfFailedWritesGetTheErrorOnTheCommittersThread) {
+  GatedStore store;
+  Outcomes outcomes;
+  auto committer = std::make_unique<GroupCommitter>(&store);
+  committer->Enqueue(JobWrite("jobs/a"), outcomes.For(1));
+  store.WaitEntered(1);
+  store.SetFail(true);
+  store.ReleaseAll();
+  outcomes.AwaitCalls(1);
+  // Queued after the failure: failed by the committer (no Recover yet) ...
+  committer->Enqueue(JobWrite("jobs/b"), outcomes.For(2));
+  outcomes.AwaitCalls(2);
+  // Recover() fails what is still queued; whatever it fails, the callbacks
+  // run on the committer's thread, never inside the caller's Recover()
+  // (the coordinator calls it with its own lock held).
+  committer->Enqueue(JobWrite("jobs/x"), outcomes.For(3));
+  EXPECT_TRUE(committer->Recover());
+  outcomes.AwaitCalls(3);
+  store.SetFail(false);
+  committer->Enqueue(JobWrite("jobs/c"), outcomes.For(4));
+  outcomes.AwaitCalls(4);
+  // Queued writes are committed, and their callbacks called, before the
+  // destructor returns.
+  store.SetFail(false);
+  committer->Enqueue(JobWrite("jobs/d"), outcomes.For(5));
+  committer.reset();
+  using C = absl::StatusCode;
+  EXPECT_EQ(outcomes.calls(), (std::vector<std::pair<int64_t, C>>{{1, C::kUnavailable},
+                                                                  {2, C::kUnavailable},
+                                                                  {3, C::kUnavailable},
+                                                                  {4, C::kOk},
+                                                                  {5, C::kOk}}));
+  EXPECT_EQ(outcomes.thread_count(), 1u);
+  EXPECT_FALSE(outcomes.called_on(std::this_thread::get_id()));
+  EXPECT_EQ(store.committed(), (std::vector<std::string>{"jobs/c", "jobs/d"}));
+}
+
 // Every submission acknowledged by a coordinator under concurrent load is
 // in the store when it is reopened.
 class GroupCommitCoordinatorTest : public testing::CoordinatorTest {};
@@ -203,6 +302,46 @@ TEST_F(GroupCommitCoordinatorTest, EveryAcknowledgedSubmissionSurvivesARestart) 
     EXPECT_TRUE(job.ok()) << name << ": " << job.status();
   }
   EXPECT_EQ(testing::CountJobs(core_.get()), 80);
+}
+
+// SubmitJobAsync answers from the committer's thread once the job is
+// durable; a coordinator destroyed with submissions still queued answers
+// every one of them first, and the store has each job it acknowledged.
+TEST_F(GroupCommitCoordinatorTest, AsyncSubmissionsInFlightAtDestructionAreAnsweredAndKept) {
+  OpenFresh("group_commit_async", /*on_disk=*/true);
+  absl::Mutex mu;
+  std::vector<std::string> acked;
+  int answered = 0;
+  const auto caller = std::this_thread::get_id();
+  std::atomic<int> answered_on_caller{0};
+  for (int i = 0; i < 40; ++i) {
+    core_->SubmitJobAsync(testing::SourceRequest(absl::StrCat("async_", i)),
+                          [&](absl::StatusOr<mpt::v1::Job> job) {
+                            if (std::this_thread::get_id() == caller) ++answered_on_caller;
+                            absl::MutexLock lock(&mu);
+                            ++answered;
+                            if (job.ok()) acked.push_back(job->name());
+                          });
+  }
+  Reopen();  // destroys the coordinator at once
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(answered, 40);
+    EXPECT_EQ(acked.size(), 40u);
+  }
+  EXPECT_EQ(answered_on_caller, 0);  // none waited for the disk on the caller
+  for (const std::string& name : acked) {
+    auto job = core_->GetJob(name);
+    EXPECT_TRUE(job.ok()) << name << ": " << job.status();
+  }
+  // A bad request is answered at once, on the caller's thread.
+  mpt::v1::SubmitJobRequest bad;
+  bool bad_answered = false;
+  core_->SubmitJobAsync(bad, [&](absl::StatusOr<mpt::v1::Job> job) {
+    bad_answered = true;
+    EXPECT_EQ(job.status().code(), absl::StatusCode::kInvalidArgument) << job.status();
+  });
+  EXPECT_TRUE(bad_answered);
 }
 
 // Pages stay correct while jobs are added between them: newest first, no
