@@ -9,6 +9,7 @@ constexpr size_t kKeptFailures = 64;
 
 GroupCommitter::GroupCommitter(JobStore* store) : store_(store) {
   thread_ = std::thread([this] { Run(); });
+  callback_thread_ = std::thread([this] { RunCallbacks(); });
 }
 
 GroupCommitter::~GroupCommitter() {
@@ -17,6 +18,27 @@ GroupCommitter::~GroupCommitter() {
     stop_ = true;
   }
   thread_.join();
+  {
+    absl::MutexLock lock(&mu_);
+    callbacks_stop_ = true;
+  }
+  callback_thread_.join();
+}
+
+void GroupCommitter::RunCallbacks() {
+  while (true) {
+    std::deque<std::pair<Callback, absl::Status>> due;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+        return !due_.empty() || callbacks_stop_;
+      };
+      mu_.Await(absl::Condition(&ready));
+      if (due_.empty()) return;  // stopping, nothing left
+      due.swap(due_);
+    }
+    for (auto& [callback, status] : due) std::move(callback)(status);
+  }
 }
 
 int64_t GroupCommitter::Enqueue(StoreWrite write, Callback on_resolved) {
@@ -57,7 +79,7 @@ void GroupCommitter::FailQueuedLocked(const absl::Status& status) {
   if (failures_.size() > kKeptFailures) failures_.pop_front();
   resolved_through_ = queue_.back().ticket;
   for (Entry& e : queue_) {
-    if (e.on_resolved) owed_.emplace_back(std::move(e.on_resolved), status);
+    if (e.on_resolved) due_.emplace_back(std::move(e.on_resolved), status);
   }
   queue_.clear();
 }
@@ -65,39 +87,32 @@ void GroupCommitter::FailQueuedLocked(const absl::Status& status) {
 void GroupCommitter::Run() {
   while (true) {
     std::deque<Entry> batch;
-    std::vector<std::pair<Callback, absl::Status>> owed;
     {
       absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-        return !queue_.empty() || !owed_.empty() || stop_;
-      };
+      auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return !queue_.empty() || stop_; };
       mu_.Await(absl::Condition(&ready));
-      if (failed_) FailQueuedLocked(failed_status_);
-      owed.swap(owed_);
-      if (stop_ && owed.empty() && queue_.empty()) return;  // nothing left
+      if (queue_.empty()) return;  // stopping, nothing left
+      if (failed_) {
+        FailQueuedLocked(failed_status_);
+        continue;
+      }
       batch.swap(queue_);
     }
-    // Callbacks of writes failed elsewhere (Recover()) run first: their
-    // tickets are older than the batch's.
-    for (auto& [callback, status] : owed) std::move(callback)(status);
-    if (batch.empty()) continue;
     std::vector<const StoreWrite*> writes;
     writes.reserve(batch.size());
     for (const Entry& e : batch) writes.push_back(&e.write);
     absl::Status status = store_->CommitBatch(writes);
-    {
-      absl::MutexLock lock(&mu_);
-      ++batches_;
-      resolved_through_ = batch.back().ticket;
-      if (!status.ok()) {
-        failures_.push_back({batch.front().ticket, batch.back().ticket, status});
-        if (failures_.size() > kKeptFailures) failures_.pop_front();
-        failed_ = true;
-        failed_status_ = status;
-      }
+    absl::MutexLock lock(&mu_);
+    ++batches_;
+    resolved_through_ = batch.back().ticket;
+    if (!status.ok()) {
+      failures_.push_back({batch.front().ticket, batch.back().ticket, status});
+      if (failures_.size() > kKeptFailures) failures_.pop_front();
+      failed_ = true;
+      failed_status_ = status;
     }
     for (Entry& e : batch) {
-      if (e.on_resolved) std::move(e.on_resolved)(status);
+      if (e.on_resolved) due_.emplace_back(std::move(e.on_resolved), status);
     }
   }
 }

@@ -6,13 +6,13 @@
 // its batch is committed: OK means the write is durable, so a caller may
 // acknowledge it. Writes are committed in ticket order.
 //
-// A write may instead carry a callback (Enqueue(write, on_resolved)): the
-// committer's thread calls it with the ticket's outcome once its batch is
-// resolved, after the batch's Wait()ers were released and with no lock of
-// this class held, so the callback may take its owner's locks and queue
-// more writes. Callbacks run in ticket order; a slow one delays the next
-// batch. This lets a server acknowledge a write without a thread blocked
-// in Wait() (the coordinator's asynchronous SubmitJob).
+// A write may instead carry a callback (Enqueue(write, on_resolved)): a
+// second thread of the committer calls it with the ticket's outcome once
+// its batch is resolved, with no lock of this class held, so the callback
+// may take its owner's locks and queue more writes. Callbacks run one at a
+// time in ticket order, while the next batch is being committed. This lets
+// a server acknowledge a write without a thread blocked in Wait() (the
+// coordinator's asynchronous SubmitJob).
 //
 // Failure: when a batch fails, every ticket in it fails with the store's
 // error, and so does every write queued after it until Recover() is called
@@ -41,20 +41,20 @@ namespace mpt {
 
 class GroupCommitter {
  public:
-  // `store` is not owned and must outlive this object. Starts the thread.
+  // `store` is not owned and must outlive this object. Starts the threads.
   explicit GroupCommitter(JobStore* store);
   // The outcome of one ticket: OK once durable, else the store's error.
   using Callback = absl::AnyInvocable<void(absl::Status) &&>;
 
   // Commits what is queued, runs every callback still owed, then stops the
-  // thread.
+  // threads.
   ~GroupCommitter();
   GroupCommitter(const GroupCommitter&) = delete;
   GroupCommitter& operator=(const GroupCommitter&) = delete;
 
   // Queues `write`; returns its ticket (1, 2, 3, ...). `on_resolved`, when
-  // set, is called once on the committer's thread with the ticket's
-  // outcome (see above); Wait() works for the ticket either way.
+  // set, is called once on the committer's callback thread with the
+  // ticket's outcome (see above); Wait() works for the ticket either way.
   int64_t Enqueue(StoreWrite write, Callback on_resolved = nullptr);
 
   // Blocks until `ticket`'s batch was committed or failed. OK: durable.
@@ -82,15 +82,17 @@ class GroupCommitter {
     absl::Status status;
   };
   void Run();
+  void RunCallbacks();
   // Fails every queued write with `status`; their callbacks are left for
-  // the committer's thread.
+  // the callback thread.
   void FailQueuedLocked(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   JobStore* const store_;
   mutable absl::Mutex mu_;
   std::deque<Entry> queue_ ABSL_GUARDED_BY(mu_);
-  // Callbacks of failed writes, owed by the committer's thread.
-  std::vector<std::pair<Callback, absl::Status>> owed_ ABSL_GUARDED_BY(mu_);
+  // Callbacks whose ticket is resolved, in ticket order, for callback_thread_.
+  std::deque<std::pair<Callback, absl::Status>> due_ ABSL_GUARDED_BY(mu_);
+  bool callbacks_stop_ ABSL_GUARDED_BY(mu_) = false;
   int64_t next_ticket_ ABSL_GUARDED_BY(mu_) = 1;
   // Every ticket up to this one is committed or failed.
   int64_t resolved_through_ ABSL_GUARDED_BY(mu_) = 0;
@@ -102,6 +104,7 @@ class GroupCommitter {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   int64_t batches_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread thread_;
+  std::thread callback_thread_;
 };
 
 }  // namespace mpt

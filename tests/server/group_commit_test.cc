@@ -174,7 +174,7 @@ TEST(GroupCommitTest, AFailedBatchFailsEveryWaiterInItAndEverythingQueuedBehind)
   EXPECT_EQ(store.committed(), (std::vector<std::string>{"jobs/a", "jobs/e"}));
 }
 
-// Callbacks: called once per ticket, on the committer's thread, in ticket
+// Callbacks: called once per ticket, on the committer's callback thread, in ticket
 // order, only after the store returned; a callback may queue more writes.
 class Outcomes {
  public:
@@ -216,7 +216,7 @@ TEST(GroupCommitTest, CallbacksRunOnceDurableInTicketOrderAndMayQueueMore) {
   committer.Enqueue(JobWrite("jobs/a"), outcomes.For(1));
   store.WaitEntered(1);
   committer.Enqueue(JobWrite("jobs/b"), outcomes.For(2));
-  // A callback that queues another write from the committer's thread.
+  // A callback that queues another write from the committer's callback thread.
   std::atomic<int64_t> chained{0};
   committer.Enqueue(JobWrite("jobs/c"), [&](absl::Status status) {
     ASSERT_TRUE(status.ok());
@@ -249,7 +249,7 @@ TEST(GroupCommitTest, CallbacksOfFailedWritesGetTheErrorOnTheCommittersThread) {
   committer->Enqueue(JobWrite("jobs/b"), outcomes.For(2));
   outcomes.AwaitCalls(2);
   // Recover() fails what is still queued; whatever it fails, the callbacks
-  // run on the committer's thread, never inside the caller's Recover()
+  // run on the committer's callback thread, never inside the caller's Recover()
   // (the coordinator calls it with its own lock held).
   committer->Enqueue(JobWrite("jobs/x"), outcomes.For(3));
   EXPECT_TRUE(committer->Recover());
@@ -304,7 +304,7 @@ TEST_F(GroupCommitCoordinatorTest, EveryAcknowledgedSubmissionSurvivesARestart) 
   EXPECT_EQ(testing::CountJobs(core_.get()), 80);
 }
 
-// SubmitJobAsync answers from the committer's thread once the job is
+// SubmitJobAsync answers from the committer's callback thread once the job is
 // durable; a coordinator destroyed with submissions still queued answers
 // every one of them first, and the store has each job it acknowledged.
 TEST_F(GroupCommitCoordinatorTest, AsyncSubmissionsInFlightAtDestructionAreAnsweredAndKept) {
