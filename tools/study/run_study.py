@@ -35,6 +35,11 @@ Protocol (every method gets exactly the same treatment):
       mpt_best       (--mpt_best) MPT's adaptation from P* with the task factors
                      of the one source task that is best on dev (PEFT's
                      EXACT_SOURCE_TASK init; choice made per k on dev)
+      spot_target    (--per_target) spot_best, with the (source, rate) chosen
+      mpt_target     and mpt_best, with the (source, rate) chosen per target
+                     on that target's own dev accuracy (the same dev runs as
+                     spot_best and mpt_best); each target is then trained in
+                     a run of its own
     Ablations (--ablations): mpt_nodistill (P* = mean of teachers, U = V = 1,
     no distillation: target.init TEACHER_MEAN), mpt_kl (distillation with
     L_KL only), mpt_hidden (L_hidden only), mpt_rank4 (rank 4 factors).
@@ -268,6 +273,8 @@ def source_artifacts(args):
     variants = {"mpt": {}, "mpt_kl": {"losses": "kl"}, "mpt_hidden": {"losses": "hidden"},
                 "mpt_rank4": {}}
     wanted = ["mpt"] + ([m for m in ABLATIONS if m in variants] if args.ablations else [])
+    if (args.mpt_best or args.per_target) and args.one_from not in wanted:
+        wanted.append(args.one_from)
     if (args.kl_all_k or args.factors) and "mpt_kl" not in wanted:
         wanted.append("mpt_kl")
     distilled, distill_acc = {}, {}
@@ -292,9 +299,10 @@ def source_artifacts(args):
 
 
 def method_spec(args, method, k, seed, lr, split, data, teachers, distilled, eval_every=0,
-                teacher_index=None):
+                teacher_index=None, only_task=None):
     evalp = lambda t: data[t][split]
-    tasks = [task_entry(t, shots(data, args.out, t, k, seed), evalp(t)) for t in TARGETS]
+    tasks = [task_entry(t, shots(data, args.out, t, k, seed), evalp(t))
+             for t in ([only_task] if only_task else TARGETS)]
     spec = base_spec(args)
     extra = {"eval_before_training": True} if (method == "pt_random" and split == "test") else None
     tb = train_block(args, args.steps, lr, seed, eval_every=eval_every, extra=extra)
@@ -315,10 +323,15 @@ def method_spec(args, method, k, seed, lr, split, data, teachers, distilled, eva
     if method == "mpt_nodistill":
         tgt["init"] = "TEACHER_MEAN"
         tgt["teacher_adapters"] = teachers
-    elif method == "mpt_one":
+    elif method.startswith("mpt") and method.endswith("_one"):
+        # mpt_one: from the default distillation; mpt_kl_one, mpt_rank4_one:
+        # from that variant's (--one_from).
+        variant = method[:-len("_one")]
         tgt["init"] = "EXACT_SOURCE_TASK"
         tgt["init_task"] = teacher_index
-        tgt["source_adapter"] = distilled["mpt"]
+        tgt["source_adapter"] = distilled[variant]
+        if variant == "mpt_rank4":
+            spec["prompt"]["num_ranks"] = 4
     else:
         tgt["init"] = "AVERAGE_SOURCE_TASKS"
         tgt["source_adapter"] = distilled[method]
@@ -355,6 +368,13 @@ def main():
     ap.add_argument("--mpt_best", action="store_true",
                     help="also MPT from P* with the one source task's factors best on dev "
                          "(EXACT_SOURCE_TASK; one dev grid per source)")
+    ap.add_argument("--per_target", action="store_true",
+                    help="also spot_target and mpt_target: the one-source starts with the "
+                         "(source, rate) chosen on each target's own dev accuracy (implies "
+                         "--spot_best and --mpt_best)")
+    ap.add_argument("--one_from", choices=["mpt", "mpt_kl", "mpt_rank4"], default="mpt",
+                    help="the distillation whose task factors mpt_best and mpt_target start "
+                         "from (default mpt: L_KL + L_hidden, rank 1)")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--batch_size", type=int, default=8)
     ap.add_argument("--prompt_tokens", type=int, default=20)
@@ -380,6 +400,8 @@ def main():
                          "that a run with fewer ks reuses the same data and runs later)")
     ap.add_argument("--quick", action="store_true", help="k=8, one seed, two rates: a smoke run")
     args = ap.parse_args()
+    if args.per_target:
+        args.spot_best = args.mpt_best = True
     default_model = use_suite(args.suite)
     args.model = args.model or default_model
     if args.quick:
@@ -410,7 +432,8 @@ def main():
     if args.factors:
         plan += [(m, k) for k in ks for m in FACTOR_METHODS]
     # spot_best / mpt_best: a dev grid per source task for its "one" method.
-    best_of = {b: one for b, one in (("spot_best", "spot_one"), ("mpt_best", "mpt_one"))
+    mpt_one = "mpt_one" if args.one_from == "mpt" else args.one_from + "_one"
+    best_of = {b: one for b, one in (("spot_best", "spot_one"), ("mpt_best", mpt_one))
                if getattr(args, b)}
     one_runs = [("%s%d" % (one, i), k) for one in best_of.values() for k in ks
                 for i in range(len(SOURCES))]
@@ -460,11 +483,24 @@ def main():
             sc, i, lr = max((statistics.mean(dev[("%s%d" % (one, i), k, lr)]), i, lr)
                             for i in range(len(SOURCES)) for lr in lrs)
             best_choice[(b, k)] = (i, lr)
+    # spot_target / mpt_target: the (source task, rate) best on each target's dev.
+    per_target = {"spot_target": "spot_one", "mpt_target": mpt_one} if args.per_target else {}
+    target_choice = {}  # (method, k, target) -> (source index, rate)
+    for b, one in per_target.items():
+        for k in ks:
+            for t in TARGETS:
+                sc, i, lr = max((statistics.mean(dev_task[("%s%d" % (one, i), k, lr, t)]), i, lr)
+                                for i in range(len(SOURCES)) for lr in lrs)
+                target_choice[(b, k, t)] = (i, lr)
     for k in ks:
         log("k=%d rates: %s; %s" % (
             k, {m: chosen[(m, kk)] for m, kk in plan if kk == k},
             ", ".join("%s %s lr %g" % (b, SOURCES[i], lr)
                       for (b, kk), (i, lr) in best_choice.items() if kk == k) or "-"))
+        for b in per_target:
+            log("k=%d %s: %s" % (k, b, ", ".join(
+                "%s <- %s lr %g" % (t, SOURCES[target_choice[(b, k, t)][0]],
+                                    target_choice[(b, k, t)][1]) for t in TARGETS)))
 
     # Test runs at the chosen rates, with a learning curve.
     every = max(1, args.steps // args.curve_points)
@@ -474,23 +510,33 @@ def main():
         futs = {}
         for m, k in plan + list(best_choice):
             for s in seeds:
+                name = m
                 if m in best_of:
                     i, lr = best_choice[(m, k)]
+                    name = "%s%d" % (best_of[m], i)  # the source and distillation in the name
                     spec, stage = method_spec(args, best_of[m], k, s, lr, "test", data, teachers,
                                               distilled, eval_every=every, teacher_index=i)
                 else:
                     lr = chosen[(m, k)]
                     spec, stage = method_spec(args, m, k, s, lr, "test", data, teachers,
                                               distilled, eval_every=every)
-                futs[ex.submit(run_trainer, args, run_name(m, k, s, lr, "test"), spec,
+                futs[ex.submit(run_trainer, args, run_name(name, k, s, lr, "test"), spec,
                                stage)] = (m, k, s)
+        for (b, k, t), (i, lr) in target_choice.items():
+            for s in seeds:
+                spec, stage = method_spec(args, per_target[b], k, s, lr, "test", data, teachers,
+                                          distilled, eval_every=every, teacher_index=i,
+                                          only_task=t)
+                futs[ex.submit(run_trainer, args,
+                               run_name("%s%d_%s" % (per_target[b], i, t), k, s, lr, "test"),
+                               spec, stage)] = (b, k, s, t)
         for f in cf.as_completed(futs):
             test[futs[f]] = f.result()
     t_test = time.time() - t0
     log("test runs done (%.0fs)" % t_test)
 
     # ------------------------------------------------------------ results
-    methods = MAIN_METHODS + list(best_of) + \
+    methods = MAIN_METHODS + list(best_of) + list(per_target) + \
         ([m for m in ABLATIONS] if args.ablations else []) + \
         (["mpt_kl"] if (args.kl_all_k or args.factors) and not args.ablations else []) + \
         (FACTOR_METHODS if args.factors else [])
@@ -502,24 +548,29 @@ def main():
         rows = {"random_prompt": {t: [next((a for st, a in curve(test[("pt_random", k, s)], t)
                                             if st == 0), None) for s in seeds] for t in TARGETS}}
         for m in methods:
-            if (m, k, seeds[0]) not in test:
+            # per-target methods: one run per (target, seed)
+            key = (lambda s, t: (m, k, s, t)) if m in per_target else (lambda s, t: (m, k, s))
+            if key(seeds[0], TARGETS[0]) not in test:
                 continue
-            rows[m] = {t: [final_accuracy(test[(m, k, s)], t) for s in seeds] for t in TARGETS}
-            curves[(m, k)] = {t: [curve(test[(m, k, s)], t) for s in seeds] for t in TARGETS}
+            rows[m] = {t: [final_accuracy(test[key(s, t)], t) for s in seeds] for t in TARGETS}
+            curves[(m, k)] = {t: [curve(test[key(s, t)], t) for s in seeds] for t in TARGETS}
         # prompt_tuning: the plain variant better on dev (mean over its chosen rate)
         pv = max(["pt_random", "pt_vocab"],
                  key=lambda m: statistics.mean(dev[(m, k, chosen[(m, k)])]))
         rows["prompt_tuning"] = rows[pv]
         res[k]["_prompt_tuning_is"] = pv
+        seed_avgs = {m: [statistics.mean([per_task[t][i] for t in TARGETS])
+                         for i in range(len(seeds))] for m, per_task in rows.items()}
         for m, per_task in rows.items():
-            per_seed_avg = [statistics.mean([per_task[t][i] for t in TARGETS])
-                            for i in range(len(seeds))]
             res[k][m] = {t: mean_std([100 * x for x in per_task[t]]) for t in TARGETS}
-            res[k][m]["average"] = mean_std([100 * x for x in per_seed_avg])
+            res[k][m]["average"] = mean_std([100 * x for x in seed_avgs[m]])
+            # The difference from prompt tuning, paired by seed (same k-shot draw).
+            res[k][m]["vs_prompt_tuning"] = mean_std(
+                [100 * (a - b) for a, b in zip(seed_avgs[m], seed_avgs["prompt_tuning"])])
     total = time.time() - start
 
     write_report(args, ks, seeds, lrs, res, chosen, best_choice, teacher_acc, distill_acc, data,
-                 dev, (t_source, t_dev, t_test, total), methods)
+                 dev, (t_source, t_dev, t_test, total), methods, target_choice)
     plots(args, ks, res, curves, methods)
     summary = {"setting": "%s suite, model %s, %d sources, %d prompt tokens, %d steps, batch %d, linear decay; "
                           "rate per method chosen on dev from %s" % (
@@ -531,7 +582,11 @@ def main():
                "spot_best": {str(k): [SOURCES[i], lr]
                              for (b, k), (i, lr) in best_choice.items() if b == "spot_best"},
                "mpt_best": {str(k): [SOURCES[i], lr]
-                            for (b, k), (i, lr) in best_choice.items() if b == "mpt_best"}}
+                            for (b, k), (i, lr) in best_choice.items() if b == "mpt_best"},
+               "per_target": {"%s@k%d" % (b, k): {t: [SOURCES[i], lr]
+                                                  for (bb, kk, t), (i, lr) in target_choice.items()
+                                                  if bb == b and kk == k}
+                              for b in per_target for k in ks}}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(summary, f, indent=1)
     log("done in %.0fs: %s" % (total, os.path.join(args.out, "report.md")))
@@ -543,7 +598,7 @@ def fmt(ms):
 
 
 def write_report(args, ks, seeds, lrs, res, chosen, best_choice, teacher_acc, distill_acc, data,
-                 dev, times, methods):
+                 dev, times, methods, target_choice):
     t_source, t_dev, t_test, total = times
     L = ["# Few-shot study", "",
          "Command: `python3 tools/study/run_study.py %s`" % " ".join(sys.argv[1:]), "",
@@ -563,6 +618,9 @@ def write_report(args, ks, seeds, lrs, res, chosen, best_choice, teacher_acc, di
         L.append("Distillation `%s` student accuracy: " % v +
                  ", ".join("%s %.1f%%" % (t, 100 * a) for t, a in acc.items()))
     L.append("")
+    if args.mpt_best or args.per_target:
+        L += ["`mpt_best` and `mpt_target` start from the task factors of the `%s` "
+              "distillation." % args.one_from, ""]
     for k in ks:
         L += ["## k = %d" % k, "",
               "Test accuracy, mean ± std over %d seeds. `prompt_tuning` is `%s` (chosen on dev)." % (
@@ -574,18 +632,36 @@ def write_report(args, ks, seeds, lrs, res, chosen, best_choice, teacher_acc, di
                 continue
             if (m, k) in best_choice:
                 rate = "%g (%s)" % (best_choice[(m, k)][1], SOURCES[best_choice[(m, k)][0]])
+            elif (m, k, TARGETS[0]) in target_choice:
+                rate = "per target"
             else:
                 rate = "%g" % chosen[(m, k)] if (m, k) in chosen else "-"
             L.append("| %s | %s | " % (m, rate) + " | ".join(fmt(res[k][m][t]) for t in TARGETS) +
                      " | %s |" % fmt(res[k][m]["average"]))
         pt = res[k]["prompt_tuning"]["average"]
         L.append("")
-        for m in ("mpt", "mpt_kl", "mpt_best") + tuple(FACTOR_METHODS):
+        choices = sorted({m for (m, kk, t) in target_choice if kk == k})
+        for m in choices:
+            L.append("`%s` per target (source, rate): %s." % (m, ", ".join(
+                "%s <- %s %g" % (t, SOURCES[target_choice[(m, k, t)][0]],
+                                 target_choice[(m, k, t)][1]) for t in TARGETS)))
+        if choices:
+            L.append("")
+        L += ["Difference from prompt tuning, paired by seed (mean ± std over the seeds of "
+              "the per-seed average difference; standard error in brackets):", ""]
+        for m in methods:
+            if m not in res[k] or m == "prompt_tuning":
+                continue
+            d, sd = res[k][m]["vs_prompt_tuning"]
+            L.append("- %s: %+.1f ± %.1f (%.1f)" % (m, d, sd, sd / math.sqrt(len(seeds))))
+        L.append("")
+        for m in ("mpt", "mpt_kl", "mpt_best", "mpt_target") + tuple(FACTOR_METHODS):
             if m not in res[k]:
                 continue
             mp = res[k][m]["average"]
             L.append("%s − prompt tuning (average): %+.1f points (std %.1f / %.1f)." % (
                 {"mpt": "MPT", "mpt_kl": "MPT (L_KL only)", "mpt_best": "MPT (one source's factors)",
+                 "mpt_target": "MPT (one source's factors per target)",
                  "mpt_factors": "MPT (factors only)",
                  "mpt_kl_factors": "MPT (L_KL only, factors only)"}[m], mp[0] - pt[0], mp[1],
                 pt[1]))
@@ -612,7 +688,8 @@ def plots(args, ks, res, curves, methods):
     except ImportError:
         log("matplotlib missing: no plots")
         return
-    show = ["random_prompt", "pt_random", "pt_vocab", "spot", "spot_best", "mpt", "mpt_best"] + \
+    show = ["random_prompt", "pt_random", "pt_vocab", "spot", "spot_best", "mpt", "mpt_best",
+            "spot_target", "mpt_target"] + \
         [m for m in methods if m in ABLATIONS + FACTOR_METHODS]
     fig, axes = plt.subplots(1, len(TARGETS) + 1, figsize=(4 * (len(TARGETS) + 1), 3.5))
     for ax, t in zip(axes, TARGETS + ["average"]):
