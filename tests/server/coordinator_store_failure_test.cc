@@ -4,7 +4,10 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
 #include "server/coordinator.h"
 #include "server/fake_clock.h"
@@ -93,6 +96,48 @@ TEST_F(StoreFailureTest, AFailedWriteLeavesNoTrace) {
   ASSERT_TRUE(job.ok());
   EXPECT_EQ(job->state(), mpt::v1::QUEUED);
   EXPECT_EQ(job->last_event(), kept->last_event());
+}
+
+// Submissions answered by the group commit (SubmitJobAsync, what the gRPC
+// service calls) fail together when their batch fails, the state is
+// reloaded once, and the same request ids succeed when retried.
+TEST_F(StoreFailureTest, ConcurrentAsyncSubmissionsOfAFailedBatchAllFailAndRetry) {
+  auto kept = core_->SubmitJob(SourceRequest("a"));
+  ASSERT_TRUE(kept.ok());
+  auto with_id = [](int i) {
+    mpt::v1::SubmitJobRequest r = SourceRequest(absl::StrCat("r", i));
+    r.set_request_id(absl::StrCat("retry-", i));
+    return r;
+  };
+  constexpr int kSubmissions = 24;
+  absl::Mutex mu;
+  std::vector<absl::StatusCode> codes;
+  auto submit_all = [&] {
+    {
+      absl::MutexLock lock(&mu);
+      codes.clear();
+    }
+    for (int i = 0; i < kSubmissions; ++i) {
+      core_->SubmitJobAsync(with_id(i), [&](absl::StatusOr<mpt::v1::Job> job) {
+        absl::MutexLock lock(&mu);
+        codes.push_back(job.status().code());
+      });
+    }
+    absl::MutexLock lock(&mu);
+    auto all = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu) { return codes.size() == kSubmissions; };
+    mu.Await(absl::Condition(&all));
+    return codes;
+  };
+  fail_->store(true);
+  for (absl::StatusCode code : submit_all()) EXPECT_EQ(code, absl::StatusCode::kUnavailable);
+  EXPECT_EQ(CountJobs(core_.get()), 1);  // nothing of the failed batches stored
+  fail_->store(false);
+  for (absl::StatusCode code : submit_all()) EXPECT_EQ(code, absl::StatusCode::kOk);
+  EXPECT_EQ(CountJobs(core_.get()), 1 + kSubmissions);
+  // The retried ids name the jobs now stored: a third try returns them.
+  auto again = core_->SubmitJob(with_id(3));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(CountJobs(core_.get()), 1 + kSubmissions);
 }
 
 TEST_F(StoreFailureTest, AssignmentSurvivesAFailedCompletion) {
