@@ -309,12 +309,16 @@ std::optional<absl::StatusOr<mpt::v1::Job>> Coordinator::QueueSubmission(
     }
   }
   std::string name;
+  // A time-ordered id first; should it be taken (the clock went back since
+  // an earlier process made it), random ones.
   for (int tries = 0;; ++tries) {
-    name = absl::StrCat("jobs/", RandomId(random_));
+    if (tries > 10) return absl::InternalError("cannot find a free job id");
+    name = absl::StrCat("jobs/", tries == 0
+                                     ? TimeOrderedId(clock_->Now(), &last_job_id_, random_)
+                                     : RandomId(random_));
     if (state_.jobs().count(name) > 0) continue;
     ASSIGN_OR_RETURN(bool clash, store_->HasJob(name));
     if (!clash) break;
-    if (tries > 10) return absl::InternalError("cannot find a free job id");
   }
   auto job = std::make_unique<JobEntry>();
   mpt::v1::Job* j = job->rec.mutable_job();

@@ -459,6 +459,8 @@ class Coordinator {
   // Blobs being uploaded (hash -> uploads in flight): never garbage.
   absl::flat_hash_map<std::string, int> uploading_ ABSL_GUARDED_BY(mu_);
   absl::BitGen random_ ABSL_GUARDED_BY(mu_);
+  // The newest job id made (resource_names.h, TimeOrderedId()).
+  uint64_t last_job_id_ ABSL_GUARDED_BY(mu_) = 0;
   // (job, stage) of gang attempts with a peer failure not yet decided;
   // CheckLeases() decides them.
   std::set<std::pair<std::string, std::string>> peer_failures_ ABSL_GUARDED_BY(mu_);

@@ -46,6 +46,17 @@ std::string RandomId(absl::BitGen& gen) {
   return absl::StrFormat("%012x", absl::Uniform<uint64_t>(gen, 0, uint64_t{1} << 48));
 }
 
+std::string TimeOrderedId(absl::Time now, uint64_t* last, absl::BitGen& gen) {
+  constexpr uint64_t kMask = (uint64_t{1} << 48) - 1;
+  static const absl::Time epoch =
+      absl::FromCivil(absl::CivilSecond(2024, 1, 1, 0, 0, 0), absl::UTCTimeZone());
+  const int64_t ms = std::max<int64_t>(0, absl::ToInt64Milliseconds(now - epoch));
+  uint64_t id = ((static_cast<uint64_t>(ms) << 8) | absl::Uniform<uint64_t>(gen, 0, 256)) & kMask;
+  if (id <= *last && *last < kMask) id = *last + 1;
+  *last = id;
+  return absl::StrFormat("%012x", id);
+}
+
 std::string ListFilterKey(const mpt::v1::ListJobsRequest& request) {
   std::set<int> states(request.states().begin(), request.states().end());
   std::set<int> kinds(request.kinds().begin(), request.kinds().end());

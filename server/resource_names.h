@@ -34,6 +34,17 @@ std::string ArtifactId(const std::string& stage_id, const std::string& kind, int
 // 12 random hex digits.
 std::string RandomId(absl::BitGen& gen);
 
+// 12 hex digits that grow with time, for job ids: the milliseconds since
+// 2024-01-01 (UTC; 0 before) in the top 40 bits and 8 random bits below,
+// raised to one more than `*last` if it would not exceed it, which it then
+// holds. Ids made by one process therefore never repeat and always grow,
+// and ids of a restarted process continue above (unless the clock went
+// back). New jobs' rows then go at the end of the store's indexes instead
+// of at random places in them: a batch of new jobs rewrites a few pages of
+// the write-ahead log instead of a few per job (25 % less CPU a
+// SubmitJob, docs/MEASUREMENTS.md).
+std::string TimeOrderedId(absl::Time now, uint64_t* last, absl::BitGen& gen);
+
 // The filters of a ListJobs request in a canonical form (order and
 // duplicates of states/kinds do not matter).
 std::string ListFilterKey(const mpt::v1::ListJobsRequest& request);

@@ -1,7 +1,11 @@
 #include "server/resource_names.h"
 
+#include <cstdint>
 #include <string>
 
+#include "absl/random/random.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 
 namespace mpt {
@@ -34,6 +38,41 @@ TEST(ResourceNamesTest, RandomIdsAreTwelveHexDigits) {
   const std::string id = RandomId(gen);
   ASSERT_EQ(id.size(), 12u);
   EXPECT_EQ(id.find_first_not_of("0123456789abcdef"), std::string::npos) << id;
+}
+
+TEST(ResourceNamesTest, TimeOrderedIdsGrowNeverRepeatAndCarryTheTime) {
+  absl::BitGen gen;
+  auto value = [](const std::string& id) { return std::stoull(id, nullptr, 16); };
+  const absl::Time t = absl::FromCivil(absl::CivilSecond(2026, 11, 30, 12, 0, 0),
+                                       absl::UTCTimeZone());
+  uint64_t last = 0;
+  std::string previous;
+  // Many ids in the same millisecond, then the clock going back a minute:
+  // every id is 12 hex digits and larger than the one before.
+  for (int i = 0; i < 3000; ++i) {
+    const absl::Time now = i < 2000 ? t : t - absl::Minutes(1);
+    const std::string id = TimeOrderedId(now, &last, gen);
+    ASSERT_EQ(id.size(), 12u) << id;
+    ASSERT_EQ(id.find_first_not_of("0123456789abcdef"), std::string::npos) << id;
+    if (!previous.empty()) ASSERT_GT(id, previous);  // fixed width: text order is value order
+    EXPECT_EQ(value(id), last);
+    previous = id;
+  }
+  // The top 40 bits are the milliseconds since 2024-01-01.
+  uint64_t fresh = 0;
+  const uint64_t ms = absl::ToInt64Milliseconds(
+      t - absl::FromCivil(absl::CivilSecond(2024, 1, 1, 0, 0, 0), absl::UTCTimeZone()));
+  EXPECT_EQ(value(TimeOrderedId(t, &fresh, gen)) >> 8, ms);
+  // A later time gives a larger id than an earlier one made apart from it.
+  uint64_t a = 0, b = 0;
+  EXPECT_LT(value(TimeOrderedId(t, &a, gen)),
+            value(TimeOrderedId(t + absl::Milliseconds(1), &b, gen)));
+  // Before the epoch: the time bits are 0, the ids still grow.
+  uint64_t early = 0;
+  const std::string e1 = TimeOrderedId(absl::UnixEpoch(), &early, gen);
+  const std::string e2 = TimeOrderedId(absl::UnixEpoch(), &early, gen);
+  EXPECT_EQ(value(e1) >> 8, 0u);
+  EXPECT_GT(e2, e1);
 }
 
 TEST(ResourceNamesTest, PageTokensRoundTripAndAreTiedToFilters) {
