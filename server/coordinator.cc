@@ -23,6 +23,15 @@
 namespace mpt {
 namespace {
 
+// `job`'s wire bytes, shared.
+absl::StatusOr<std::shared_ptr<const std::string>> SerializeJob(const mpt::v1::Job& job) {
+  auto bytes = std::make_shared<std::string>();
+  if (!job.SerializeToString(bytes.get())) {
+    return absl::InternalError(absl::StrCat("job ", job.name(), " could not be serialized"));
+  }
+  return bytes;
+}
+
 using coordinator::AssignmentRecord;
 using coordinator::StageRecord;
 
@@ -141,15 +150,22 @@ absl::Status Coordinator::AwaitDurableLocked() {
   return status;
 }
 
-Coordinator::PendingCommit Coordinator::QueueCommitLocked(StateTxn& txn,
-                                                          GroupCommitter::Callback on_resolved) {
+Coordinator::PendingCommit Coordinator::QueueCommitLocked(
+    StateTxn& txn, GroupCommitter::Callback on_resolved,
+    std::shared_ptr<const mpt::v1::Job> known) {
   PendingCommit pending;
+  pending.known = known;
   StoreWrite write = state_.BuildWrite(txn);
   // The changed jobs as this write leaves them, published once it is durable.
   std::set<std::string> touched(txn.jobs.begin(), txn.jobs.end());
   for (const auto& [job, stage] : txn.stages) touched.insert(job);
   for (const std::string& name : touched) {
-    if (JobEntry* job = state_.FindJob(name)) pending.snapshots.push_back(state_.PublicJob(*job));
+    if (known != nullptr && known->name() == name) {
+      pending.snapshots.push_back(known);
+    } else if (JobEntry* job = state_.FindJob(name)) {
+      pending.snapshots.push_back(
+          std::make_shared<const mpt::v1::Job>(state_.PublicJob(*job)));
+    }
   }
   pending.ticket = last_ticket_;
   if (!write.empty()) {
@@ -191,8 +207,9 @@ absl::Status Coordinator::CompleteCommitLocked(StateTxn& txn, PendingCommit& pen
           .Observe(absl::ToDoubleSeconds(a.duration));
     }
   }
-  for (mpt::v1::Job& job : pending.snapshots) {  // finished ones are read from the store
-    if (state_.FindJob(job.name()) != nullptr) published_.Publish(ticket, std::move(job));
+  for (std::shared_ptr<const mpt::v1::Job>& job : pending.snapshots) {
+    if (state_.FindJob(job->name()) == nullptr) continue;  // finished: read from the store
+    published_.Publish(ticket, job, job == pending.known ? pending.known_serialized : nullptr);
   }
   for (const std::string& name : txn.finished_jobs) published_.Remove(name);
   for (const std::string& group : txn.groups_to_erase) kv_.EraseGroup(group);
@@ -230,8 +247,12 @@ void Coordinator::ScheduleLocked(StateTxn& txn) {
 absl::StatusOr<mpt::v1::Job> Coordinator::SubmitJob(const mpt::v1::SubmitJobRequest& request) {
   absl::Notification done;
   absl::StatusOr<mpt::v1::Job> result;
-  SubmitJobAsync(request, [&](absl::StatusOr<mpt::v1::Job> job) {
-    result = std::move(job);
+  SubmitJobAsync(request, [&](absl::StatusOr<SubmittedJob> job) {
+    if (job.ok()) {
+      result = *job->job;
+    } else {
+      result = job.status();
+    }
     done.Notify();
   });
   done.WaitForNotification();
@@ -239,11 +260,11 @@ absl::StatusOr<mpt::v1::Job> Coordinator::SubmitJob(const mpt::v1::SubmitJobRequ
 }
 
 void Coordinator::SubmitJobAsync(const mpt::v1::SubmitJobRequest& request, SubmitDone done) {
-  std::optional<absl::StatusOr<mpt::v1::Job>> answer = QueueSubmission(request, done);
+  std::optional<absl::StatusOr<SubmittedJob>> answer = QueueSubmission(request, done);
   if (answer.has_value()) std::move(done)(*std::move(answer));
 }
 
-std::optional<absl::StatusOr<mpt::v1::Job>> Coordinator::QueueSubmission(
+std::optional<absl::StatusOr<Coordinator::SubmittedJob>> Coordinator::QueueSubmission(
     const mpt::v1::SubmitJobRequest& request, SubmitDone& done) {
   JobPlannerOptions planner;
   planner.max_world_size = options_.max_world_size;
@@ -254,13 +275,17 @@ std::optional<absl::StatusOr<mpt::v1::Job>> Coordinator::QueueSubmission(
   // Keys stored since schema version 3 carry the fingerprint of the request
   // that created the job; older ones are compared with the stored job.
   auto same_request = [&](const RequestIdRecord& key,
-                          absl::StatusOr<mpt::v1::Job> job) -> absl::StatusOr<mpt::v1::Job> {
-    if (!job.ok()) return job;
+                          absl::StatusOr<mpt::v1::Job> job) -> absl::StatusOr<SubmittedJob> {
+    if (!job.ok()) return job.status();
     const std::string stored =
         !key.fingerprint.empty()
             ? key.fingerprint
             : RequestFingerprint(job->spec(), job->kind(), job->display_name());
-    if (stored == fingerprint) return job;
+    if (stored == fingerprint) {
+      auto shared = std::make_shared<const mpt::v1::Job>(*std::move(job));
+      ASSIGN_OR_RETURN(std::shared_ptr<const std::string> bytes, SerializeJob(*shared));
+      return SubmittedJob{std::move(shared), std::move(bytes)};
+    }
     return absl::AlreadyExistsError(absl::StrCat(
         "request_id: \"", request.request_id(), "\" was already used for ", job->name(),
         " with a different spec, kind or display_name; use a new request_id"));
@@ -354,34 +379,50 @@ std::optional<absl::StatusOr<mpt::v1::Job>> Coordinator::QueueSubmission(
   struct Submission {
     StateTxn txn;
     PendingCommit pending;
-    mpt::v1::Job out;
+    // The job as this write leaves it: the answer, and the copy published.
+    std::shared_ptr<const mpt::v1::Job> out;
     SubmitDone done;
   };
   auto submission = std::make_shared<Submission>();
-  submission->out = state_.PublicJob(*raw);
+  submission->out = std::make_shared<const mpt::v1::Job>(state_.PublicJob(*raw));
   submission->done = std::move(done);
   done = nullptr;
   ++async_commits_;
-  submission->pending =
-      QueueCommitLocked(txn, [this, submission](absl::Status status) mutable {
-        absl::StatusOr<mpt::v1::Job> result;
+  submission->pending = QueueCommitLocked(
+      txn,
+      [this, submission](absl::Status status) mutable {
+        // Serialized once, outside the lock (`out` never changes): sent
+        // as the answer and kept for GetJob.
+        std::shared_ptr<const std::string> bytes;
+        if (status.ok()) {
+          absl::StatusOr<std::shared_ptr<const std::string>> serialized =
+              SerializeJob(*submission->out);
+          if (serialized.ok()) {
+            bytes = *std::move(serialized);
+          } else {
+            status = serialized.status();
+          }
+        }
+        absl::StatusOr<SubmittedJob> result;
         {
           absl::MutexLock lock(&mu_);
+          submission->pending.known_serialized = bytes;
           status = CompleteCommitLocked(submission->txn, submission->pending, status,
                                         /*reload_on_failure=*/true);
           if (status.ok()) {
-            MPT_LOG(DEBUG) << "submitted " << submission->out.name() << " ("
-                           << mpt::v1::JobKind_Name(submission->out.kind()) << ", priority "
-                           << submission->out.priority() << ", "
-                           << submission->out.stages_size() << " stages)";
-            result = std::move(submission->out);
+            const mpt::v1::Job& out = *submission->out;
+            MPT_LOG(DEBUG) << "submitted " << out.name() << " ("
+                           << mpt::v1::JobKind_Name(out.kind()) << ", priority "
+                           << out.priority() << ", " << out.stages_size() << " stages)";
+            result = SubmittedJob{submission->out, std::move(bytes)};
           } else {
             result = status;
           }
           --async_commits_;
         }
         std::move(submission->done)(std::move(result));
-      });
+      },
+      submission->out);
   submission->txn = std::move(txn);
   return std::nullopt;  // the commit's callback answers
 }

@@ -231,7 +231,13 @@ class Coordinator {
   // the group commit's thread once the job is durable. `done` must not call
   // into the Coordinator's job-changing methods on that thread (answering
   // an RPC is what it is for).
-  using SubmitDone = absl::AnyInvocable<void(absl::StatusOr<mpt::v1::Job>) &&>;
+  struct SubmittedJob {
+    std::shared_ptr<const mpt::v1::Job> job;
+    // `*job` serialized (what the gRPC service sends; GetJob sends the same
+    // bytes until the job changes).
+    std::shared_ptr<const std::string> serialized;
+  };
+  using SubmitDone = absl::AnyInvocable<void(absl::StatusOr<SubmittedJob>) &&>;
   void SubmitJobAsync(const mpt::v1::SubmitJobRequest& request, SubmitDone done);
 
   // INVALID_ARGUMENT for a name that is not "jobs/{id}"; NOT_FOUND.
@@ -401,16 +407,23 @@ class Coordinator {
   struct PendingCommit {
     int64_t ticket = 0;
     bool queued = false;  // false: nothing to write
-    std::vector<mpt::v1::Job> snapshots;
+    std::vector<std::shared_ptr<const mpt::v1::Job>> snapshots;
+    // Set by the caller before the second half: the bytes of the snapshot
+    // that is `known` (below), published with it.
+    std::shared_ptr<const mpt::v1::Job> known;
+    std::shared_ptr<const std::string> known_serialized;
   };
-  PendingCommit QueueCommitLocked(StateTxn& txn, GroupCommitter::Callback on_resolved)
+  // `known`, when set, is the caller's snapshot of one of the changed jobs,
+  // taken under the same lock; it is used instead of another copy.
+  PendingCommit QueueCommitLocked(StateTxn& txn, GroupCommitter::Callback on_resolved,
+                                  std::shared_ptr<const mpt::v1::Job> known = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CompleteCommitLocked(StateTxn& txn, PendingCommit& pending,
                                     const absl::Status& status, bool reload_on_failure)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // SubmitJobAsync() up to the queued write. An answer to send now, or
   // nullopt when `done` was handed to the commit's callback.
-  std::optional<absl::StatusOr<mpt::v1::Job>> QueueSubmission(
+  std::optional<absl::StatusOr<SubmittedJob>> QueueSubmission(
       const mpt::v1::SubmitJobRequest& request, SubmitDone& done);
   // Waits (mu_ released) until every write queued so far is durable.
   absl::Status AwaitDurableLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

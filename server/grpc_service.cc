@@ -414,15 +414,15 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext*
   }
   // Answered when the job is durable, maybe on the group commit's thread;
   // gRPC keeps `response` until Finish().
-  core_->SubmitJobAsync(request, [reactor, response](absl::StatusOr<mpt::v1::Job> job) {
-    if (!job.ok()) {
-      reactor->Finish(ToGrpcStatus(job.status()));
-      return;
-    }
-    bool own = false;
-    reactor->Finish(
-        grpc::SerializationTraits<mpt::v1::Job>::Serialize(*job, response, &own));
-  });
+  core_->SubmitJobAsync(request,
+                        [reactor, response](absl::StatusOr<Coordinator::SubmittedJob> job) {
+                          if (!job.ok()) {
+                            reactor->Finish(ToGrpcStatus(job.status()));
+                            return;
+                          }
+                          *response = SharedBytesBuffer(std::move(job->serialized));
+                          reactor->Finish(grpc::Status::OK);
+                        });
   return reactor;
 }
 

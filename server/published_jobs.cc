@@ -3,13 +3,17 @@
 namespace mpt {
 
 void PublishedJobs::Publish(int64_t version, mpt::v1::Job job) {
-  auto shared = std::make_shared<const mpt::v1::Job>(std::move(job));
+  Publish(version, std::make_shared<const mpt::v1::Job>(std::move(job)));
+}
+
+void PublishedJobs::Publish(int64_t version, std::shared_ptr<const mpt::v1::Job> job,
+                            std::shared_ptr<const std::string> serialized) {
   absl::MutexLock lock(&mu_);
-  Entry& e = jobs_[shared->name()];
+  Entry& e = jobs_[job->name()];
   if (e.job != nullptr && e.version > version) return;
   e.version = version;
-  e.job = std::move(shared);
-  e.serialized = nullptr;
+  e.job = std::move(job);
+  e.serialized = std::move(serialized);
 }
 
 void PublishedJobs::SetProgress(const std::string& name, const std::string& stage_id,

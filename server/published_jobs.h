@@ -26,6 +26,10 @@ class PublishedJobs {
  public:
   // Stores `job` as of commit `version` unless a newer version is stored.
   void Publish(int64_t version, mpt::v1::Job job) ABSL_LOCKS_EXCLUDED(mu_);
+  // The same for a job already shared; `serialized`, when set, must be
+  // `*job` serialized (FindSerialized() then returns it as it is).
+  void Publish(int64_t version, std::shared_ptr<const mpt::v1::Job> job,
+               std::shared_ptr<const std::string> serialized = nullptr) ABSL_LOCKS_EXCLUDED(mu_);
   // Shows `progress` as the job's and its stage `stage_id`'s, at once:
   // progress is not durable anyway (the event rate limit drops reports).
   // Nothing happens when the job is not published.

@@ -118,7 +118,7 @@ TEST_F(StoreFailureTest, ConcurrentAsyncSubmissionsOfAFailedBatchAllFailAndRetry
       codes.clear();
     }
     for (int i = 0; i < kSubmissions; ++i) {
-      core_->SubmitJobAsync(with_id(i), [&](absl::StatusOr<mpt::v1::Job> job) {
+      core_->SubmitJobAsync(with_id(i), [&](absl::StatusOr<Coordinator::SubmittedJob> job) {
         absl::MutexLock lock(&mu);
         codes.push_back(job.status().code());
       });

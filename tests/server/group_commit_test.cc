@@ -316,11 +316,16 @@ TEST_F(GroupCommitCoordinatorTest, AsyncSubmissionsInFlightAtDestructionAreAnswe
   std::atomic<int> answered_on_caller{0};
   for (int i = 0; i < 40; ++i) {
     core_->SubmitJobAsync(testing::SourceRequest(absl::StrCat("async_", i)),
-                          [&](absl::StatusOr<mpt::v1::Job> job) {
+                          [&](absl::StatusOr<Coordinator::SubmittedJob> job) {
                             if (std::this_thread::get_id() == caller) ++answered_on_caller;
                             absl::MutexLock lock(&mu);
                             ++answered;
-                            if (job.ok()) acked.push_back(job->name());
+                            if (!job.ok()) return;
+                            acked.push_back(job->job->name());
+                            // The bytes are the job's.
+                            mpt::v1::Job parsed;
+                            EXPECT_TRUE(parsed.ParseFromString(*job->serialized));
+                            EXPECT_EQ(parsed.SerializeAsString(), job->job->SerializeAsString());
                           });
   }
   Reopen();  // destroys the coordinator at once
@@ -337,7 +342,7 @@ TEST_F(GroupCommitCoordinatorTest, AsyncSubmissionsInFlightAtDestructionAreAnswe
   // A bad request is answered at once, on the caller's thread.
   mpt::v1::SubmitJobRequest bad;
   bool bad_answered = false;
-  core_->SubmitJobAsync(bad, [&](absl::StatusOr<mpt::v1::Job> job) {
+  core_->SubmitJobAsync(bad, [&](absl::StatusOr<Coordinator::SubmittedJob> job) {
     bad_answered = true;
     EXPECT_EQ(job.status().code(), absl::StatusCode::kInvalidArgument) << job.status();
   });
