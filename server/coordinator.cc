@@ -342,9 +342,12 @@ std::optional<absl::StatusOr<Coordinator::SubmittedJob>> Coordinator::QueueSubmi
                                      ? TimeOrderedId(clock_->Now(), &last_job_id_, random_)
                                      : RandomId(random_));
     if (state_.jobs().count(name) > 0) continue;
+    // Ids grow, so a new one is usually above every stored name.
+    if (name > state_.largest_job_name()) break;
     ASSIGN_OR_RETURN(bool clash, store_->HasJob(name));
     if (!clash) break;
   }
+  state_.NoteJobName(name);
   auto job = std::make_unique<JobEntry>();
   mpt::v1::Job* j = job->rec.mutable_job();
   j->set_name(name);

@@ -108,6 +108,7 @@ absl::Status CoordinatorState::Load(StateTxn& txn) {
     assignments_[id] = std::move(rec);
   }
   next_create_seq_ = snap.max_create_seq + 1;
+  largest_job_name_ = snap.largest_job_name;
 
   // Repair what a crash between the writes of two RPCs cannot leave but a
   // damaged or hand-edited store might, and what time did meanwhile.

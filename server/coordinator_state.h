@@ -154,6 +154,13 @@ class CoordinatorState {
   // Adds a new job (create_seq already set) to both job tables.
   void AddJob(std::unique_ptr<JobEntry> job);
   int64_t NextCreateSeq() { return next_create_seq_++; }
+  // The largest job name the store held when it was loaded or that was
+  // made since ("" for none): a new name above it cannot be in the store
+  // (the coordinator is its only writer), so it needs no look-up there.
+  const std::string& largest_job_name() const { return largest_job_name_; }
+  void NoteJobName(const std::string& name) {
+    if (name > largest_job_name_) largest_job_name_ = name;
+  }
   // Registers `worker` idle as `name` (not yet taken) with a fresh lease.
   void AddWorker(StateTxn& txn, const mpt::v1::Worker& worker, const std::string& name);
   // Forgets a (lost) worker's record.
@@ -233,6 +240,7 @@ class CoordinatorState {
   absl::flat_hash_map<std::string, std::unique_ptr<JobEntry>> jobs_;
   std::map<std::pair<int64_t, int64_t>, JobEntry*> job_order_;
   int64_t next_create_seq_ = 1;
+  std::string largest_job_name_;
   absl::flat_hash_map<std::string, WorkerEntry> workers_;
   std::map<int64_t, std::string> worker_order_;
   int64_t next_register_seq_ = 1;

@@ -1162,6 +1162,7 @@ absl::StatusOr<StoreSnapshot> SqliteJobStore::LoadActive() {
   RecordBuffer assignment_records;
   RecordBuffer worker_records;
   int64_t max_create_seq = 0;
+  std::string largest_job_name;
   StoreSnapshot snap;
   std::thread job_parser;
   absl::Status jobs_parsed;
@@ -1215,6 +1216,12 @@ absl::StatusOr<StoreSnapshot> SqliteJobStore::LoadActive() {
         ASSIGN_OR_RETURN(bool row, st.Step());
         if (row) max_create_seq = st.Int(0);
       }
+      {
+        Statement st(db, "SELECT COALESCE(MAX(name), '') FROM jobs");
+        RETURN_IF_ERROR(st.status());
+        ASSIGN_OR_RETURN(bool row, st.Step());
+        if (row) largest_job_name = st.Text(0);
+      }
       return absl::OkStatus();
     };
     absl::Status s = body();
@@ -1234,6 +1241,7 @@ absl::StatusOr<StoreSnapshot> SqliteJobStore::LoadActive() {
   stage_records.Clear();
   job_records.Clear();
   snap.max_create_seq = max_create_seq;
+  snap.largest_job_name = std::move(largest_job_name);
   // Each job's stages in stage order (they came by stage id), the jobs in
   // the order they came.
   snap.stages.reserve(stages.size());

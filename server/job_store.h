@@ -106,6 +106,9 @@ struct StoreSnapshot {
   std::vector<coordinator::WorkerRecord> workers;
   // The largest create_seq ever stored (0 when empty).
   int64_t max_create_seq = 0;
+  // The largest job name stored, finished jobs included, in byte order
+  // ("" when there is none): a larger name is certainly free.
+  std::string largest_job_name;
 };
 
 struct JobListFilter {

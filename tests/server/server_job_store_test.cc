@@ -188,6 +188,26 @@ TEST(SqliteJobStoreTest, JobsComeBackWithTheirStagesAndPageNewestFirst) {
   EXPECT_EQ(snap->jobs.size(), 3u);    // the QUEUED ones
   EXPECT_EQ(snap->stages.size(), 6u);  // and only their stages
   EXPECT_EQ(snap->max_create_seq, 5);
+  EXPECT_EQ(snap->largest_job_name, "jobs/j5");
+}
+
+// The largest stored job name counts finished jobs, which the snapshot
+// leaves out; an empty store has none.
+TEST(SqliteJobStoreTest, LoadActiveNamesTheLargestStoredJobFinishedOrNot) {
+  auto store = SqliteJobStore::Open(":memory:");
+  ASSERT_TRUE(store.ok());
+  auto empty = (*store)->LoadActive();
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(empty->largest_job_name, "");
+  StoreWrite w;
+  w.jobs.push_back(MakeJob(3, mpt::v1::QUEUED));
+  w.jobs.push_back(MakeJob(7, mpt::v1::SUCCEEDED));
+  ASSERT_TRUE((*store)->Commit(w).ok());
+  auto snap = (*store)->LoadActive();
+  ASSERT_TRUE(snap.ok());
+  ASSERT_EQ(snap->jobs.size(), 1u);
+  EXPECT_EQ(snap->jobs[0].job().name(), "jobs/j3");
+  EXPECT_EQ(snap->largest_job_name, "jobs/j7");
 }
 
 TEST(SqliteJobStoreTest, RestartReadsJobsInCreateOrderAndRefusesAnUnreadableRecord) {
