@@ -418,10 +418,12 @@ TEST_F(DaemonTest, RegistersAgainWhenForgottenAndDropsTheLostAssignment) {
 TEST_F(DaemonTest, RidesOutAnUnavailableCoordinator) {
   client_.SetAvailable(false);
   client_.AddAssignment(SourceAssignment("a1"));
-  absl::Notification finishing;
+  absl::Notification finishing, gone;
   FakeExecutor executor([&](const AssignmentContext& c) -> absl::StatusOr<AssignmentOutput> {
     for (int i = 1; i <= 3; ++i) c.sink->OnEvent(Step(i, 3));
     finishing.Notify();
+    // The result is delivered only once the coordinator is gone again.
+    gone.WaitForNotificationWithTimeout(absl::Seconds(10));
     return WriteAdapter(c, "max");
   });
   Start(&executor);
@@ -430,6 +432,7 @@ TEST_F(DaemonTest, RidesOutAnUnavailableCoordinator) {
   client_.SetAvailable(true);
   ASSERT_TRUE(finishing.WaitForNotificationWithTimeout(absl::Seconds(10)));
   client_.SetAvailable(false);  // Gone while the result is delivered.
+  gone.Notify();
   absl::SleepFor(absl::Milliseconds(300));
   EXPECT_TRUE(client_.completions().empty());
   client_.SetAvailable(true);
