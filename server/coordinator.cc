@@ -23,13 +23,9 @@
 namespace mpt {
 namespace {
 
-// `job`'s wire bytes, shared.
-absl::StatusOr<std::shared_ptr<const std::string>> SerializeJob(const mpt::v1::Job& job) {
-  auto bytes = std::make_shared<std::string>();
-  if (!job.SerializeToString(bytes.get())) {
-    return absl::InternalError(absl::StrCat("job ", job.name(), " could not be serialized"));
-  }
-  return bytes;
+// `job`'s wire bytes, shared (as PublishedJobs makes them).
+std::shared_ptr<const std::string> SerializeJob(const mpt::v1::Job& job) {
+  return std::make_shared<const std::string>(job.SerializeAsString());
 }
 
 using coordinator::AssignmentRecord;
@@ -283,7 +279,7 @@ std::optional<absl::StatusOr<Coordinator::SubmittedJob>> Coordinator::QueueSubmi
             : RequestFingerprint(job->spec(), job->kind(), job->display_name());
     if (stored == fingerprint) {
       auto shared = std::make_shared<const mpt::v1::Job>(*std::move(job));
-      ASSIGN_OR_RETURN(std::shared_ptr<const std::string> bytes, SerializeJob(*shared));
+      std::shared_ptr<const std::string> bytes = SerializeJob(*shared);
       return SubmittedJob{std::move(shared), std::move(bytes)};
     }
     return absl::AlreadyExistsError(absl::StrCat(
@@ -396,16 +392,8 @@ std::optional<absl::StatusOr<Coordinator::SubmittedJob>> Coordinator::QueueSubmi
       [this, submission](absl::Status status) mutable {
         // Serialized once, outside the lock (`out` never changes): sent
         // as the answer and kept for GetJob.
-        std::shared_ptr<const std::string> bytes;
-        if (status.ok()) {
-          absl::StatusOr<std::shared_ptr<const std::string>> serialized =
-              SerializeJob(*submission->out);
-          if (serialized.ok()) {
-            bytes = *std::move(serialized);
-          } else {
-            status = serialized.status();
-          }
-        }
+        std::shared_ptr<const std::string> bytes =
+            status.ok() ? SerializeJob(*submission->out) : nullptr;
         absl::StatusOr<SubmittedJob> result;
         {
           absl::MutexLock lock(&mu_);
