@@ -432,7 +432,7 @@ def main():
     if args.factors:
         plan += [(m, k) for k in ks for m in FACTOR_METHODS]
     # spot_best / mpt_best: a dev grid per source task for its "one" method.
-    mpt_one = "mpt_one" if args.one_from == "mpt" else args.one_from + "_one"
+    mpt_one = args.one_from + "_one"  # mpt_one, mpt_kl_one, mpt_rank4_one
     best_of = {b: one for b, one in (("spot_best", "spot_one"), ("mpt_best", mpt_one))
                if getattr(args, b)}
     one_runs = [("%s%d" % (one, i), k) for one in best_of.values() for k in ks
