@@ -40,10 +40,14 @@ mkdir -p "$S"/{munge-key,munge-run,state,spool,log,work,dev,out}
 chmod 700 "$S/munge-key"
 export SLURM_CONF="$S/slurm.conf"
 
-# Free TCP ports for slurmctld and the two slurmd.
-used=$(ss -Htln | awk '{print $4}' | sed 's/.*://' | sort -u)
+# Free TCP ports for slurmctld and the two slurmd, below the kernel's
+# ephemeral range: a port from that range can be handed to another test's
+# outgoing connection or bind(0) between this check and slurmctld's bind.
+used=$(ss -Htan | awk '{print $4}' | sed 's/.*://' | sort -u)
+ephemeral_low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+[ "$ephemeral_low" -gt 12000 ] 2>/dev/null || ephemeral_low=32768
 ports=()
-p=$(( 20000 + RANDOM % 20000 ))
+p=$(( 10000 + RANDOM % (ephemeral_low - 10000 - 100) ))
 while [ "${#ports[@]}" -lt 3 ]; do
   if ! grep -qx "$p" <<< "$used"; then ports+=("$p"); fi
   p=$(( p + 1 ))
@@ -172,8 +176,16 @@ EOF
 
 daemon slurmctld slurmctld -D -i -f "$SLURM_CONF"
 for n in n1 n2; do daemon "slurmd-$n" slurmd -D -f "$SLURM_CONF" -N "$n"; done
-nodes_idle() { [ "$(sinfo -h -N -o '%N %t' 2>/dev/null | grep -c ' idle$')" -eq 2 ]; }
-for _ in $(seq 150); do nodes_idle && break; sleep 0.2; done
+# Each sinfo is bounded (it blocks on a controller that is not there), and
+# so is the wait: 30 s, or until slurmctld has exited.
+nodes_idle() {
+  [ "$(timeout 5 sinfo -h -N -o '%N %t' 2>/dev/null | grep -c ' idle$')" = 2 ]
+}
+ctld_deadline=$(( SECONDS + 30 ))
+while [ "$SECONDS" -lt "$ctld_deadline" ] && kill -0 "${SLURM_DAEMONS[slurmctld]}" 2>/dev/null; do
+  nodes_idle && break
+  sleep 0.2
+done
 if ! nodes_idle; then
   sinfo -N 2>&1 | sed 's/^/  /' >&2 || true
   tail -n 5 "$S"/log/*.out >&2 || true
