@@ -1,9 +1,14 @@
 #include "server/job_store.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <thread>
@@ -116,6 +121,13 @@ absl::Status SqliteError(sqlite3* db, int rc, absl::string_view what) {
   std::string message = absl::StrCat("job store: ", what, ": ",
                                      db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
   int primary = rc & 0xff;
+  if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB) {
+    const char* file = db != nullptr ? sqlite3_db_filename(db, "main") : nullptr;
+    return absl::DataLossError(absl::StrCat(
+        message, ": the database file ", file != nullptr && *file ? file : "(unknown)",
+        " is damaged; stop the coordinator, check the file with sqlite3 FILE "
+        "'PRAGMA integrity_check', and restore it from a backup"));
+  }
   if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED || primary == SQLITE_FULL ||
       primary == SQLITE_IOERR) {
     return absl::UnavailableError(message);
@@ -336,8 +348,9 @@ class SqliteJobStore::Impl {
  public:
   // `readers` empty: reads share the writing connection (":memory:").
   Impl(sqlite3* writer, std::vector<sqlite3*> readers, int64_t max_log_lines,
-       int64_t max_log_bytes)
-      : max_log_lines_(max_log_lines),
+       int64_t max_log_bytes, int lock_fd)
+      : lock_fd_(lock_fd),
+        max_log_lines_(max_log_lines),
         max_log_bytes_(max_log_bytes),
         writer_(writer),
         writer_statements_(std::make_unique<StatementCache>(writer)) {
@@ -355,6 +368,7 @@ class SqliteJobStore::Impl {
     }
     writer_statements_.reset();
     sqlite3_close(writer_);
+    if (lock_fd_ >= 0) close(lock_fd_);  // releases the lock
   }
 
   absl::Status Commit(const std::vector<const StoreWrite*>& writes) {
@@ -627,6 +641,9 @@ class SqliteJobStore::Impl {
     return absl::OkStatus();
   }
 
+  // Holds flock(LOCK_EX) on the database file while this store is open; -1
+  // for ":memory:".
+  const int lock_fd_;
   const int64_t max_log_lines_;
   const int64_t max_log_bytes_;
   absl::Mutex write_mu_;
@@ -725,10 +742,34 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
   }
   const bool in_memory = path == ":memory:";
   ASSIGN_OR_RETURN(sqlite3 * writer, OpenConnection(path));
+  int lock_fd = -1;
   auto fail = [&](absl::Status s) {
     sqlite3_close(writer);
+    if (lock_fd >= 0) close(lock_fd);
     return s;
   };
+  if (!in_memory) {
+    // SQLite's own locks let two processes share the file, and two
+    // coordinators on one store would each plan with a stale view of it
+    // (and reuse each other's sequence numbers): one store, one
+    // coordinator. The lock goes with the process, kill -9 included.
+    lock_fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (lock_fd < 0) {
+      return fail(absl::InternalError(
+          absl::StrCat("job store: cannot open ", path, ": ", std::strerror(errno))));
+    }
+    if (flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+      const int error = errno;
+      if (error == EWOULDBLOCK) {
+        return fail(absl::FailedPreconditionError(absl::StrCat(
+            "job store: ", path,
+            " is in use by another coordinator (it holds the file's lock); stop that one "
+            "first, or give this one another --db")));
+      }
+      return fail(absl::InternalError(
+          absl::StrCat("job store: cannot lock ", path, ": ", std::strerror(error))));
+    }
+  }
   if (!in_memory) {
     Statement wal(writer, "PRAGMA journal_mode=WAL");
     if (!wal.status().ok()) return fail(wal.status());
@@ -755,6 +796,19 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
     s = Migrate(writer, *version, target);
     if (!s.ok()) return fail(s);
   }
+  if (!in_memory && options.check_on_open) {
+    // Reads every page once (about 0.2 s of CPU for 100,000 jobs), so that
+    // a damaged file stops the start instead of failing calls later.
+    Statement check(writer, "PRAGMA quick_check(1)");
+    if (!check.status().ok()) return fail(check.status());
+    absl::StatusOr<bool> row = check.Step();
+    if (!row.ok()) return fail(row.status());
+    if (!*row || check.Text(0) != "ok") {
+      return fail(absl::DataLossError(absl::StrCat(
+          "job store: ", path, " is damaged (", *row ? check.Text(0) : "no answer",
+          "); restore it from a backup, or move it aside to start with an empty store")));
+    }
+  }
   std::vector<sqlite3*> readers;
   for (int i = 0; !in_memory && i < kReadConnections; ++i) {
     absl::StatusOr<sqlite3*> r = OpenConnection(path);
@@ -769,7 +823,7 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
   }
   return std::unique_ptr<SqliteJobStore>(new SqliteJobStore(std::make_unique<Impl>(
       writer, std::move(readers), options.max_log_lines_per_stage,
-      options.max_log_bytes_per_stage)));
+      options.max_log_bytes_per_stage, lock_fd)));
 }
 
 absl::Status JobStore::CommitBatch(const std::vector<const StoreWrite*>& writes) {

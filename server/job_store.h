@@ -224,6 +224,9 @@ struct SqliteJobStoreOptions {
   // dropped. Defaults 2000 lines and 512 KiB of text.
   int64_t max_log_lines_per_stage = 2000;
   int64_t max_log_bytes_per_stage = int64_t{512} << 10;
+  // Check every page of the file when it is opened (PRAGMA quick_check) and
+  // refuse a damaged one with DATA_LOSS. Default true.
+  bool check_on_open = true;
 };
 
 // SQLite in WAL mode. One connection writes, a second one reads, so reads

@@ -1,7 +1,10 @@
 // SqliteJobStore: schema versions and migrations, atomic commits, paging.
 #include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "absl/strings/match.h"
@@ -251,6 +254,76 @@ TEST(SqliteJobStoreTest, RestartReadsJobsInCreateOrderAndRefusesAnUnreadableReco
   ASSERT_FALSE(snap.ok());
   EXPECT_EQ(snap.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_TRUE(absl::StrContains(snap.status().message(), "StageRecord")) << snap.status();
+}
+
+TEST(SqliteJobStoreTest, OneFileIsOpenInOneStoreAtATime) {
+  const std::string path = testing::FreshTempDir("store_lock") + "/jobs.db";
+  auto first = SqliteJobStore::Open(path);
+  ASSERT_TRUE(first.ok()) << first.status();
+  StoreWrite w;
+  w.jobs.push_back(MakeJob(1));
+  ASSERT_TRUE((*first)->Commit(w).ok());
+
+  // A second store in this process, and one in another process, are refused
+  // while the first is open, naming the file.
+  auto second = SqliteJobStore::Open(path);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(second.status().message(), path)) << second.status();
+  EXPECT_TRUE(absl::StrContains(second.status().message(), "another coordinator"))
+      << second.status();
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto other = SqliteJobStore::Open(path);
+    _exit(!other.ok() && other.status().code() == absl::StatusCode::kFailedPrecondition ? 0 : 1);
+  }
+  int wstatus = 0;
+  ASSERT_EQ(waitpid(child, &wstatus, 0), child);
+  EXPECT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) << wstatus;
+
+  // The refusals left the first store's data alone, and its close frees
+  // the file.
+  auto job = (*first)->ReadJob("jobs/j1");
+  ASSERT_TRUE(job.ok() && job->has_value()) << job.status();
+  first->reset();
+  auto again = SqliteJobStore::Open(path);
+  ASSERT_TRUE(again.ok()) << again.status();
+  job = (*again)->ReadJob("jobs/j1");
+  ASSERT_TRUE(job.ok() && job->has_value()) << job.status();
+}
+
+TEST(SqliteJobStoreTest, RefusesADamagedFileAtOpenNamingIt) {
+  const std::string path = testing::FreshTempDir("store_damaged") + "/jobs.db";
+  {
+    auto store = SqliteJobStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status();
+    StoreWrite w;
+    for (int i = 1; i <= 400; ++i) {
+      w.jobs.push_back(MakeJob(i));
+      w.jobs.back().mutable_job()->set_display_name(std::string(200, 'x'));
+    }
+    ASSERT_TRUE((*store)->Commit(w).ok());
+  }
+  // Closing the last connection folded the log into the file; now one page
+  // in the middle of it is overwritten, as a failing disk might.
+  const auto size = std::filesystem::file_size(path);
+  ASSERT_GT(size, 16u * 4096u);
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>((size / 4096 / 2) * 4096));
+    const std::string garbage(4096, '\x5a');
+    f.write(garbage.data(), static_cast<std::streamsize>(garbage.size()));
+  }
+  auto store = SqliteJobStore::Open(path);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kDataLoss) << store.status();
+  EXPECT_TRUE(absl::StrContains(store.status().message(), path)) << store.status();
+  // The refusal released the file: the check can be skipped to read what
+  // is left.
+  SqliteJobStoreOptions unchecked;
+  unchecked.check_on_open = false;
+  EXPECT_TRUE(SqliteJobStore::Open(path, unchecked).ok());
 }
 
 }  // namespace
