@@ -9,19 +9,21 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/credentials_check.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
 
 namespace mpt {
 namespace {
 
-absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what, PemKind kind) {
   if (path.empty()) return std::string();
   absl::StatusOr<std::string> pem = ReadFile(path);
   if (!pem.ok()) {
     return absl::Status(pem.status().code(),
                         absl::StrCat(what, ": ", pem.status().message()));
   }
+  RETURN_IF_ERROR(CheckPem(*pem, what, path, kind));
   return pem;
 }
 
@@ -34,6 +36,8 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeClientChannel(
         absl::StrCat("coordinator address: empty (give --coordinator or set ", kCoordinatorEnv,
                      ")"));
   }
+  // gRPC aborts the process on a header value it cannot send.
+  if (!options.token.empty()) RETURN_IF_ERROR(CheckBearerToken(options.token, "token"));
   grpc::ChannelArguments args;
   const int max_backoff_ms =
       static_cast<int>(std::max<int64_t>(100, absl::ToInt64Milliseconds(options.max_reconnect_backoff)));
@@ -58,9 +62,12 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeClientChannel(
           "--tls_cert and --tls_key: give both (mutual TLS) or neither");
     }
     grpc::SslCredentialsOptions ssl;
-    ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPem(options.tls_ca_file, "--tls_ca"));
-    ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadPem(options.tls_cert_file, "--tls_cert"));
-    ASSIGN_OR_RETURN(ssl.pem_private_key, ReadPem(options.tls_key_file, "--tls_key"));
+    ASSIGN_OR_RETURN(ssl.pem_root_certs,
+                     ReadPem(options.tls_ca_file, "--tls_ca", PemKind::kCertificate));
+    ASSIGN_OR_RETURN(ssl.pem_cert_chain,
+                     ReadPem(options.tls_cert_file, "--tls_cert", PemKind::kCertificate));
+    ASSIGN_OR_RETURN(ssl.pem_private_key,
+                     ReadPem(options.tls_key_file, "--tls_key", PemKind::kPrivateKey));
     credentials = grpc::SslCredentials(ssl);
     if (!options.tls_server_name.empty()) {
       args.SetSslTargetNameOverride(options.tls_server_name);
@@ -84,17 +91,24 @@ absl::StatusOr<std::string> ResolveToken(const std::string& token, const std::st
   if (!token.empty() && !token_file.empty()) {
     return absl::InvalidArgumentError("--token and --token_file: give one, not both");
   }
-  if (!token.empty()) return token;
+  if (!token.empty()) {
+    RETURN_IF_ERROR(CheckBearerToken(token, "--token"));
+    return token;
+  }
   if (!token_file.empty()) {
     absl::StatusOr<std::string> contents = ReadFile(token_file);
     if (!contents.ok()) {
       return absl::Status(contents.status().code(),
                           absl::StrCat("--token_file: ", contents.status().message()));
     }
-    return std::string(absl::StripAsciiWhitespace(*contents));
+    std::string stripped(absl::StripAsciiWhitespace(*contents));
+    RETURN_IF_ERROR(CheckBearerToken(stripped, absl::StrCat("--token_file ", token_file)));
+    return stripped;
   }
   const char* env = std::getenv(kTokenEnv);
-  return std::string(env ? env : "");
+  if (env == nullptr || *env == '\0') return std::string();
+  RETURN_IF_ERROR(CheckBearerToken(env, kTokenEnv));
+  return std::string(env);
 }
 
 std::string ResolveCoordinatorAddress(const std::string& address) {

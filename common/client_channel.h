@@ -75,7 +75,8 @@ void PrepareClientContext(const ClientChannelOptions& options, absl::Duration ti
 // `token_file` (surrounding white space removed) when non-empty, else the
 // environment variable MPT_TOKEN, else empty. NOT_FOUND / INTERNAL naming
 // the file when it cannot be read; INVALID_ARGUMENT when both `token` and
-// `token_file` are given.
+// `token_file` are given, when a given file holds only white space, or when
+// the token could not travel in a header (CheckBearerToken).
 absl::StatusOr<std::string> ResolveToken(const std::string& token, const std::string& token_file);
 
 // `address` when non-empty, else the environment variable MPT_COORDINATOR,

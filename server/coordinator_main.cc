@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/credentials_check.h"
 #include "common/file_util.h"
 #include "common/heap_memory.h"
 #include "common/logging.h"
@@ -157,6 +158,7 @@ absl::StatusOr<CoordinatorMainOptions> OptionsFromFlags() {
     ASSIGN_OR_RETURN(std::string text, ReadFile(*file));
     *token = std::string(absl::StripAsciiWhitespace(text));
     if (token->empty()) return absl::InvalidArgumentError(absl::StrCat(flag, ": ", *file, " is empty"));
+    RETURN_IF_ERROR(CheckBearerToken(*token, absl::StrCat(flag, " ", *file)));
   }
   if (!o.server.worker_token.empty() && o.server.worker_token == o.server.auth_token) {
     return absl::InvalidArgumentError(

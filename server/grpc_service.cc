@@ -12,11 +12,15 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/credentials_check.h"
 #include "common/file_util.h"
 #include "common/grpc_status.h"
+#include "common/http_server.h"
 #include "common/logging.h"
+#include "common/status_macros.h"
 #include "common/sha256.h"
 #include "common/utf8.h"
 #include "server/job_event_notifier.h"
@@ -676,17 +680,37 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   if (options.artifact_chunk_bytes < 1) {
     return absl::InvalidArgumentError("artifact_chunk_bytes must be >= 1");
   }
+  // A gRPC target other than host:port (unix:PATH, unix-abstract:NAME) is
+  // left to gRPC.
+  if (!absl::StartsWith(options.listen, "unix:") &&
+      !absl::StartsWith(options.listen, "unix-abstract:")) {
+    RETURN_IF_ERROR(ParseHostPort(options.listen, "--listen").status());
+  }
+  for (auto [flag, value] : {std::make_pair("--auth_token_file", &options.auth_token),
+                             std::make_pair("--worker_token_file", &options.worker_token)}) {
+    if (!value->empty()) RETURN_IF_ERROR(CheckBearerToken(*value, flag));
+  }
+  auto read_pem = [](const std::string& path, const char* flag,
+                     PemKind kind) -> absl::StatusOr<std::string> {
+    absl::StatusOr<std::string> pem = ReadFile(path);
+    if (!pem.ok()) {
+      return absl::Status(pem.status().code(), absl::StrCat(flag, ": ", pem.status().message()));
+    }
+    RETURN_IF_ERROR(CheckPem(*pem, flag, path, kind));
+    return pem;
+  };
   std::shared_ptr<grpc::ServerCredentials> credentials;
   const bool tls = !options.tls_cert_file.empty();
   if (tls) {
-    absl::StatusOr<std::string> cert = ReadFile(options.tls_cert_file);
-    if (!cert.ok()) return cert.status();
-    absl::StatusOr<std::string> key = ReadFile(options.tls_key_file);
-    if (!key.ok()) return key.status();
+    ASSIGN_OR_RETURN(std::string cert,
+                     read_pem(options.tls_cert_file, "--tls_cert", PemKind::kCertificate));
+    ASSIGN_OR_RETURN(std::string key,
+                     read_pem(options.tls_key_file, "--tls_key", PemKind::kPrivateKey));
     grpc::SslServerCredentialsOptions ssl;
-    ssl.pem_key_cert_pairs.push_back({*key, *cert});
+    ssl.pem_key_cert_pairs.push_back({key, cert});
     if (!options.tls_client_ca_file.empty()) {
-      absl::StatusOr<std::string> ca = ReadFile(options.tls_client_ca_file);
+      absl::StatusOr<std::string> ca =
+          read_pem(options.tls_client_ca_file, "--tls_client_ca", PemKind::kCertificate);
       if (!ca.ok()) return ca.status();
       ssl.pem_root_certs = *ca;
       ssl.client_certificate_request =
@@ -716,6 +740,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  // gRPC sets SO_REUSEPORT by default, which lets a second server bind a
+  // port in use and take part of its traffic instead of failing.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(options.listen, credentials, &server->port_);
   builder.RegisterService(server->job_service_.get());
   builder.RegisterService(server->worker_service_.get());
@@ -728,8 +755,14 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   }
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
+    if (tls) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot listen on ", options.listen, ": the address is in use or not resolvable, or "
+          "gRPC could not load the TLS files (--tls_cert=", options.tls_cert_file, ", --tls_key=",
+          options.tls_key_file, ": is the key the certificate's?)"));
+    }
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen,
-                                               " (address in use or not resolvable?)"));
+                                               ": the address is in use or not resolvable"));
   }
   grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
   if (health != nullptr) {

@@ -626,5 +626,71 @@ TEST(GrpcServerTlsTest, ServesOverTlsAndChecksTheToken) {
   (*server)->Shutdown(absl::Seconds(1));
 }
 
+TEST(GrpcServerStartTest, RefusesAPortInUseABadAddressBadPemFilesAndUnsendableTokens) {
+  const std::string dir = testing::FreshTempDir("grpc_start");
+  auto core = testing::OpenCoordinator(testing::FreshFiles("grpc_start_core", false),
+                                       std::make_shared<RealClock>());
+  ASSERT_TRUE(core.ok()) << core.status();
+  GrpcServerOptions options;
+  options.listen = "127.0.0.1:0";
+  auto first = CoordinatorServer::Start(options, core->get());
+  ASSERT_TRUE(first.ok()) << first.status();
+
+  // A second server on the first one's port fails instead of sharing it.
+  GrpcServerOptions same = options;
+  same.listen = "127.0.0.1:" + std::to_string((*first)->port());
+  auto second = CoordinatorServer::Start(same, core->get());
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(second.status().message().find(same.listen), std::string::npos) << second.status();
+
+  for (const char* bad : {"localhost:99999", "localhost:-1", "localhost", "localhost:", ":7070",
+                          "localhost:http"}) {
+    GrpcServerOptions o = options;
+    o.listen = bad;
+    absl::Status s = CoordinatorServer::Start(o, core->get()).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad << ": " << s;
+    EXPECT_EQ(s.message().rfind("--listen:", 0), 0u) << s;
+  }
+
+  // PEM files that hold something else name the flag and the file.
+  std::ofstream(dir + "/cert.pem") << kTestCertPem;
+  std::ofstream(dir + "/key.pem") << kTestKeyPem;
+  std::ofstream(dir + "/passwd") << "root:x:0:0:root:/root:/bin/bash\n";
+  const std::string cert(kTestCertPem);
+  std::ofstream(dir + "/truncated.pem") << cert.substr(0, cert.size() / 2);
+  struct Case {
+    std::string cert, key, client_ca, flag, file;
+  };
+  for (const Case& c : std::vector<Case>{
+           {dir + "/passwd", dir + "/key.pem", "", "--tls_cert", dir + "/passwd"},
+           {dir + "/truncated.pem", dir + "/key.pem", "", "--tls_cert", dir + "/truncated.pem"},
+           {dir + "/cert.pem", dir + "/cert.pem", "", "--tls_key", dir + "/cert.pem"},
+           {dir + "/cert.pem", dir + "/key.pem", dir + "/key.pem", "--tls_client_ca",
+            dir + "/key.pem"}}) {
+    GrpcServerOptions o = options;
+    o.tls_cert_file = c.cert;
+    o.tls_key_file = c.key;
+    o.tls_client_ca_file = c.client_ca;
+    absl::Status s = CoordinatorServer::Start(o, core->get()).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.flag << ": " << s;
+    EXPECT_EQ(s.message().rfind(c.flag + ": " + c.file, 0), 0u) << s;
+  }
+
+  // A token no client could send in a header is refused at start.
+  for (const std::string token : {std::string("caf\xC3\xA9"), std::string("a b"),
+                                  std::string("a\x7f"), std::string(5000, 't')}) {
+    GrpcServerOptions o = options;
+    o.auth_token = token;
+    EXPECT_EQ(CoordinatorServer::Start(o, core->get()).status().code(),
+              absl::StatusCode::kInvalidArgument);
+    o.auth_token = "";
+    o.worker_token = token;
+    EXPECT_EQ(CoordinatorServer::Start(o, core->get()).status().code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+  (*first)->Shutdown(absl::Seconds(1));
+}
+
 }  // namespace
 }  // namespace mpt
