@@ -162,6 +162,16 @@ int Main(int argc, char** argv) {
     std::cerr << "mptctl: --output: \"" << options.output << "\" is not text or json\n";
     return kExitUsage;
   }
+  for (auto [flag, seconds] :
+       {std::make_pair("--timeout_seconds", absl::GetFlag(FLAGS_timeout_seconds)),
+        std::make_pair("--reconnect_timeout_seconds",
+                       absl::GetFlag(FLAGS_reconnect_timeout_seconds))}) {
+    // Up to a year: beyond it absl's durations saturate to infinity.
+    if (!(seconds > 0) || seconds > 365 * 86400.0) {
+      std::cerr << "mptctl: " << flag << ": must be > 0 and at most a year (31536000)\n";
+      return kExitUsage;
+    }
+  }
   options.call_timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_seconds));
   options.reconnect_timeout = absl::Seconds(absl::GetFlag(FLAGS_reconnect_timeout_seconds));
   const std::string progress = absl::GetFlag(FLAGS_progress);
@@ -203,8 +213,8 @@ int Main(int argc, char** argv) {
     return kExitUsage;
   }
   const double connect_seconds = absl::GetFlag(FLAGS_connect_timeout_seconds);
-  if (!(connect_seconds > 0)) {
-    std::cerr << "mptctl: --connect_timeout_seconds: must be > 0\n";
+  if (!(connect_seconds > 0) || connect_seconds > 365 * 86400.0) {
+    std::cerr << "mptctl: --connect_timeout_seconds: must be > 0 and at most a year (31536000)\n";
     return kExitUsage;
   }
   // A submit's spec is read and checked before any connection, so that a bad

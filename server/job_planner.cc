@@ -25,6 +25,20 @@ using coordinator::StageRecord;
 constexpr size_t kMaxDisplayNameChars = 1024;
 constexpr size_t kMaxRequestIdChars = 256;
 
+// The position of the first control character of UTF-8 `text` (C0, DEL or
+// C1), or -1: names shown in a terminal must not carry escape sequences.
+int64_t FirstControlCharacter(absl::string_view text) {
+  for (size_t i = 0; i < text.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c < 0x20 || c == 0x7F) return static_cast<int64_t>(i);
+    if (c == 0xC2 && i + 1 < text.size()) {
+      const unsigned char next = static_cast<unsigned char>(text[i + 1]);
+      if (next >= 0x80 && next <= 0x9F) return static_cast<int64_t>(i);
+    }
+  }
+  return -1;
+}
+
 // Every string field of `message` (recursively) that is not valid UTF-8,
 // as "<field path>: not valid UTF-8".
 void CheckUtf8(const google::protobuf::Message& message, const std::string& prefix,
@@ -117,6 +131,13 @@ absl::StatusOr<JobPlan> PlanJob(const mpt::v1::SubmitJobRequest& request,
   if (request.request_id().size() > kMaxRequestIdChars) {
     problems.push_back(
         absl::StrCat("request_id: longer than ", kMaxRequestIdChars, " characters"));
+  }
+  for (auto [field, value] : {std::make_pair("display_name", &request.display_name()),
+                              std::make_pair("request_id", &request.request_id())}) {
+    if (const int64_t at = FirstControlCharacter(*value); at >= 0) {
+      problems.push_back(absl::StrCat(field, ": holds a control character at byte ", at,
+                                      " (tabs, newlines and escape sequences are not allowed)"));
+    }
   }
 
   SpecValidationOptions check;

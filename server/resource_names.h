@@ -17,12 +17,17 @@
 
 namespace mpt {
 
-// OK for "jobs/{id}" with a non-empty id and no further '/'; otherwise
-// INVALID_ARGUMENT led by `field`.
+// The longest job or artefact name accepted in a request. Names the
+// coordinator makes are far shorter (an artefact's carries its stage's id).
+inline constexpr size_t kMaxResourceNameBytes = 1024;
+
+// OK for "jobs/{id}" with a non-empty id and no further '/', at most
+// kMaxResourceNameBytes long; otherwise INVALID_ARGUMENT led by `field`
+// (the name shown escaped and cut short).
 absl::Status CheckJobName(absl::string_view name, absl::string_view field = "name");
 
-// OK for "jobs/{job_id}/artifacts/{artifact_id}" with non-empty ids;
-// otherwise INVALID_ARGUMENT led by `field`.
+// OK for "jobs/{job_id}/artifacts/{artifact_id}" with non-empty ids, at
+// most kMaxResourceNameBytes long; otherwise INVALID_ARGUMENT led by `field`.
 absl::Status CheckArtifactName(absl::string_view name, absl::string_view field);
 
 // The id of an artefact of stage `stage_id`: "<stage>-checkpoint-<attempt>-

@@ -202,5 +202,30 @@ TEST(JobPlannerTest, UpperBoundsNameTheirFields) {
   EXPECT_NE(message.find("distillation.world_size: must be <= 1024"), std::string::npos);
 }
 
+TEST(JobPlannerTest, ControlCharactersInNamesAreRefusedNamingTheField) {
+  // C0 (tab, newline, escape), DEL and C1 (U+009B, a one-character CSI).
+  for (const std::string bad : {std::string("a\tb"), std::string("a\nb"),
+                                std::string("\x1b[31mred"), std::string("a\x7f"),
+                                std::string("a\xC2\x9B" "0m"), std::string("a\0b", 3)}) {
+    mpt::v1::SubmitJobRequest r = Pipeline({"a"}, {});
+    r.set_display_name(bad);
+    absl::StatusOr<JobPlan> plan = PlanJob(r, JobPlannerOptions());
+    ASSERT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(plan.status().message().rfind("display_name: holds a control character", 0), 0u)
+        << plan.status();
+    r = Pipeline({"a"}, {});
+    r.set_request_id(bad);
+    plan = PlanJob(r, JobPlannerOptions());
+    ASSERT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(plan.status().message().rfind("request_id: holds a control character", 0), 0u)
+        << plan.status();
+  }
+  // Other non-ASCII text (here U+00A0 and U+00E9, which share the lead byte
+  // 0xC2 / 0xC3 with C1 and Latin-1) is a name like any other.
+  mpt::v1::SubmitJobRequest r = Pipeline({"a"}, {});
+  r.set_display_name("caf\xC3\xA9\xC2\xA0x");
+  EXPECT_TRUE(PlanJob(r, JobPlannerOptions()).ok());
+}
+
 }  // namespace
 }  // namespace mpt

@@ -20,6 +20,26 @@ TEST(ResourceNamesTest, JobNames) {
   }
 }
 
+TEST(ResourceNamesTest, LongOrControlNamesAreRefusedWithoutBeingRepeated) {
+  const std::string long_id(20000, 'a');
+  for (const std::string& bad :
+       {"jobs/" + long_id, "jobs/" + long_id + "/artifacts/x", "jobs/x/artifacts/" + long_id}) {
+    for (absl::Status s : {CheckJobName(bad, "name"), CheckArtifactName(bad, "name")}) {
+      EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_LT(s.message().size(), 300u) << s.message().substr(0, 300);
+      EXPECT_NE(s.message().find(std::to_string(bad.size()) + " bytes"), std::string::npos)
+          << s.message().substr(0, 300);
+    }
+  }
+  // The longest accepted name.
+  EXPECT_TRUE(CheckJobName("jobs/" + std::string(kMaxResourceNameBytes - 5, 'b')).ok());
+  EXPECT_FALSE(CheckJobName("jobs/" + std::string(kMaxResourceNameBytes - 4, 'b')).ok());
+  // A control character is shown escaped, never raw.
+  absl::Status s = CheckJobName("jobs/a\x1b[2J/b", "name");
+  EXPECT_EQ(s.message().find('\x1b'), std::string::npos) << s;
+  EXPECT_NE(s.message().find("\\x1b"), std::string::npos) << s;
+}
+
 TEST(ResourceNamesTest, ArtifactNames) {
   EXPECT_TRUE(CheckArtifactName("jobs/a/artifacts/b", "f").ok());
   for (const char* bad : {"jobs/a/artifacts/", "jobs//artifacts/b", "jobs/a/files/b",
