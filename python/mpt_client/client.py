@@ -44,6 +44,23 @@ def job_name(id_or_name):
     return id_or_name if id_or_name.startswith("jobs/") else "jobs/" + id_or_name
 
 
+MAX_TOKEN_BYTES = 4096
+
+
+def _check_token(token):
+    """Raise InvalidArgument unless `token` can travel in the authorization
+    header: 1 to 4096 bytes of printable ASCII other than the space (the
+    coordinator and mptctl apply the same rule)."""
+    data = token.encode("utf-8") if isinstance(token, str) else bytes(token)
+    if len(data) > MAX_TOKEN_BYTES:
+        raise errors.InvalidArgument("token: %d bytes; at most %d" % (len(data), MAX_TOKEN_BYTES))
+    for i, b in enumerate(data):
+        if b < 0x21 or b > 0x7E:
+            raise errors.InvalidArgument(
+                "token: byte 0x%02X at position %d; a token is printable ASCII without spaces "
+                "or control characters (0x21 to 0x7E)" % (b, i))
+
+
 def new_request_id():
     """A random idempotency key: 128 bits, hex, as mptctl makes them."""
     return secrets.token_hex(16)
@@ -190,6 +207,8 @@ class Client:
         self.timeout = timeout
         self.submit_attempts = max(1, int(submit_attempts))
         self.reconnect_timeout = reconnect_timeout
+        if token:
+            _check_token(token)
         self._metadata = (("authorization", "Bearer " + token),) if token else None
         if channel is None:
             if tls or ca or cert:

@@ -119,6 +119,10 @@ def main():
     client = Client(address, timeout=30, reconnect_timeout=60)
     check(len(client.workers()) >= 1, "ListWorkers shows no worker")
 
+    # A token that could not travel in a header is refused before any call.
+    for bad in ("caf\u00e9", "a b", "a\nb", "x" * 5000):
+        expect_error(mpt_client.InvalidArgument, "a client with token %r" % bad[:8], Client, address, token=bad)
+
     # Errors map to the hierarchy.
     expect_error(mpt_client.NotFound, "get of an unknown job", client.get, "jobs/no-such-job")
     expect_error(mpt_client.NotFound, "cancel of an unknown job", client.cancel, "no-such-job")
