@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -93,7 +94,10 @@ class Problems {
   std::vector<std::string> list_;
 };
 
-std::string Quote(absl::string_view s) { return absl::StrCat("\"", s, "\""); }
+// `s` in double quotes, with control characters, quotes and bytes outside
+// ASCII escaped C-style (octal), so that a message shows every byte (a NUL would
+// otherwise cut it short) and cannot drive a terminal.
+std::string Quote(absl::string_view s) { return absl::StrCat("\"", absl::CEscape(s), "\""); }
 
 // What is wrong with a spec's `autocast`, or empty.
 std::string AutocastProblem(absl::string_view autocast) {
@@ -121,6 +125,17 @@ bool CheckFinite(absl::string_view field, double value, Problems* problems) {
   if (std::isfinite(value)) return true;
   problems->Add(field, absl::StrCat("must be a finite number, got ", value));
   return false;
+}
+
+// Adds "<field>: must be in [min, max], got v" (or "(min, max]" when the
+// minimum itself is excluded) unless `value` is finite and inside.
+void CheckInRange(absl::string_view field, double value, const SpecRange& range,
+                  Problems* problems) {
+  if (!CheckFinite(field, value, problems)) return;
+  const bool above_min = range.min_exclusive ? value > range.min : value >= range.min;
+  if (above_min && value <= range.max) return;
+  problems->Add(field, absl::StrCat("must be in ", range.min_exclusive ? "(" : "[",
+                                    range.min, ", ", range.max, "], got ", value));
 }
 
 enum class FileKind { kRegular, kDirectory };
@@ -278,18 +293,10 @@ void ValidateTrain(absl::string_view stage, const TrainSpec& train,
 
   const OptimizerSpec& opt = train.optimizer();
   std::string opt_prefix = absl::StrCat(prefix, "optimizer.");
-  if (CheckFinite(absl::StrCat(opt_prefix, "learning_rate"),
-                  opt.learning_rate(), problems) &&
-      opt.learning_rate() <= 0) {
-    problems->Add(absl::StrCat(opt_prefix, "learning_rate"),
-                  absl::StrCat("must be > 0, got ", opt.learning_rate()));
-  }
-  if (CheckFinite(absl::StrCat(opt_prefix, "weight_decay"), opt.weight_decay(),
-                  problems) &&
-      opt.weight_decay() < 0) {
-    problems->Add(absl::StrCat(opt_prefix, "weight_decay"),
-                  absl::StrCat("must be >= 0, got ", opt.weight_decay()));
-  }
+  CheckInRange(absl::StrCat(opt_prefix, "learning_rate"), opt.learning_rate(),
+               kLearningRateRange, problems);
+  CheckInRange(absl::StrCat(opt_prefix, "weight_decay"), opt.weight_decay(),
+               kWeightDecayRange, problems);
   if (opt.warmup_steps() < 0) {
     problems->Add(absl::StrCat(opt_prefix, "warmup_steps"),
                   absl::StrCat("must be >= 0, got ", opt.warmup_steps()));
@@ -300,8 +307,14 @@ void ValidateTrain(absl::string_view stage, const TrainSpec& train,
   }
   CheckOneOf(absl::StrCat(opt_prefix, "schedule"), opt.schedule(), Schedules(),
              problems);
-  CheckFinite(absl::StrCat(opt_prefix, "max_grad_norm"), opt.max_grad_norm(),
-              problems);
+  // Negative: no clipping, so only the upper end is bounded.
+  if (CheckFinite(absl::StrCat(opt_prefix, "max_grad_norm"), opt.max_grad_norm(),
+                  problems) &&
+      opt.max_grad_norm() > kMaxGradNormLimit) {
+    problems->Add(absl::StrCat(opt_prefix, "max_grad_norm"),
+                  absl::StrCat("must be <= ", kMaxGradNormLimit,
+                               " (negative: no clipping), got ", opt.max_grad_norm()));
+  }
 }
 
 void ValidateInitText(absl::string_view stage, const std::string& init,
@@ -359,6 +372,10 @@ void ValidateSource(const SourceTrainingSpec& source,
   ValidateInitText("source", source.init(), source.init_text(), problems);
   if (source.init() == "ADAPTERS" && source.init_adapters().empty()) {
     problems->Add("source.init_adapters", "required when init is \"ADAPTERS\"");
+  } else if (source.init() != "ADAPTERS" && !source.init_adapters().empty()) {
+    problems->Add("source.init_adapters",
+                  absl::StrCat("used only when source.init is \"ADAPTERS\", but source.init is ",
+                               Quote(source.init())));
   }
   if (source.tasks_per_pass() < 0 || source.tasks_per_pass() > kMaxTasksPerPass) {
     problems->Add("source.tasks_per_pass",
@@ -372,17 +389,10 @@ void ValidateDistillation(const DistillationSpec& distillation,
                           Problems* problems) {
   ValidateTasks("distillation", distillation.tasks(), options, problems);
   ValidateTrain("distillation", distillation.train(), problems);
-  if (CheckFinite("distillation.lambda", distillation.lambda(), problems) &&
-      distillation.lambda() < 0) {
-    problems->Add("distillation.lambda",
-                  absl::StrCat("must be >= 0, got ", distillation.lambda()));
-  }
-  if (CheckFinite("distillation.temperature", distillation.temperature(),
-                  problems) &&
-      distillation.temperature() <= 0) {
-    problems->Add("distillation.temperature",
-                  absl::StrCat("must be > 0, got ", distillation.temperature()));
-  }
+  CheckInRange("distillation.lambda", distillation.lambda(), kLambdaRange,
+               problems);
+  CheckInRange("distillation.temperature", distillation.temperature(),
+               kTemperatureRange, problems);
   if (distillation.world_size() < 1) {
     problems->Add("distillation.world_size",
                   absl::StrCat("must be >= 1, got ", distillation.world_size()));

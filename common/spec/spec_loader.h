@@ -121,6 +121,22 @@ inline constexpr int kMaxCandidates = 10'000;  // candidates per task
 inline constexpr int kMaxTasksPerPass = 64;  // source.tasks_per_pass
 inline constexpr int kMaxLengthBucketBatches = 10'000;  // train.length_bucket_batches
 
+// The accepted range of a floating-point setting: [min, max], or (min, max]
+// when `min_exclusive`. The bounds keep every value well inside float (the
+// trainers compute in fp32) and far beyond what a sensible run uses, so that
+// an absurd value is refused at submission rather than diverging on a worker.
+struct SpecRange {
+  double min;
+  double max;
+  bool min_exclusive = false;
+};
+inline constexpr SpecRange kLearningRateRange{0, 1e3, /*min_exclusive=*/true};
+inline constexpr SpecRange kWeightDecayRange{0, 1e3};
+inline constexpr SpecRange kLambdaRange{0, 1e4};         // distillation.lambda
+inline constexpr SpecRange kTemperatureRange{1e-3, 1e3};  // distillation.temperature
+// optimizer.max_grad_norm: at most this; any negative value means no clipping.
+inline constexpr double kMaxGradNormLimit = 1e6;
+
 // Checks a spec after ApplyDefaults(). OK, or INVALID_ARGUMENT listing
 // every problem, each as "<field path>: <problem>":
 // - any value above its bound (kMax* above): "<field>: must be <= N";
@@ -129,17 +145,21 @@ inline constexpr int kMaxLengthBucketBatches = 10'000;  // train.length_bucket_b
 //   num_ranks < 1 or larger than the prompt (T = num_virtual_tokens *
 //   num_transformer_submodules);
 // - each stage's train: steps <= 0, batch_size < 1, negative eval_every,
-//   checkpoint_every or max_eval_examples, lengths < 1, learning_rate not
-//   > 0, negative weight_decay, negative warmup_steps or more than steps,
-//   unknown schedule, a value that is NaN or infinite;
+//   checkpoint_every or max_eval_examples, lengths < 1, learning_rate
+//   outside kLearningRateRange, weight_decay outside kWeightDecayRange,
+//   max_grad_norm above kMaxGradNormLimit, negative warmup_steps or more
+//   than steps, unknown schedule, a value that is NaN or infinite
+//   ("<field>: must be in (0, 1000], got 1e+300");
 // - each task: empty or badly formed name (letters, digits, '_', '-', '.';
 //   at most 128 characters; not "." or ".."), a name used twice in a stage,
 //   empty train_path, unknown eval_mode, "rank" without candidates, empty or
 //   repeated candidates, and with check_files missing files;
-// - source: no task, unknown init, "TEXT" without init_text;
+// - source: no task, unknown init, "TEXT" without init_text, "ADAPTERS"
+//   without init_adapters, init_adapters with another init;
 // - distillation: no task, a task that is not a source task (it would have
-//   no teacher), lambda < 0, temperature <= 0, world_size < 1, batch_size
-//   smaller than world_size, unknown sampling;
+//   no teacher), lambda outside kLambdaRange, temperature outside
+//   kTemperatureRange, world_size < 1, batch_size smaller than world_size,
+//   unknown sampling;
 // - target (optional: a pipeline without one stops after distillation):
 //   no task, unknown init, init_task outside [0, number of distillation
 //   tasks) for "EXACT_SOURCE_TASK", "TEXT" without init_text.

@@ -402,6 +402,9 @@ TEST(ValidatePipelineSpec, TaskNames) {
            {"a/b", "may hold only letters"},
            {"..", "source.tasks[1].name: \"..\" is not a task name"},
            {std::string(129, 'a'), "longer than 128 characters"},
+           // Escaped, so that the message is not cut at the NUL.
+           {std::string("a\0b", 3), "source.tasks[1].name: \"a\\000b\" may hold only"},
+           {"a\x1b[31m", "source.tasks[1].name: \"a\\033[31m\" may hold only"},
            {"sst2", "source.tasks[1].name: \"sst2\" is also the name of "
                     "source.tasks[0]; task names must be unique"},
        }) {
@@ -488,11 +491,20 @@ TEST(ValidatePipelineSpec, TrainSettings) {
            {[](auto* t) { t->set_max_eval_examples(-1); },
             "source.train.max_eval_examples: must be >= 0, got -1"},
            {[](auto* t) { t->mutable_optimizer()->set_learning_rate(-0.1); },
-            "source.train.optimizer.learning_rate: must be > 0, got -0.1"},
+            "source.train.optimizer.learning_rate: must be in (0, 1000], got -0.1"},
+           {[](auto* t) { t->mutable_optimizer()->set_learning_rate(1e300); },
+            "source.train.optimizer.learning_rate: must be in (0, 1000], got 1e+300"},
+           {[](auto* t) { t->mutable_optimizer()->set_learning_rate(1e39); },
+            "source.train.optimizer.learning_rate: must be in (0, 1000], got 1e+39"},
            {[nan](auto* t) { t->mutable_optimizer()->set_learning_rate(nan); },
             "source.train.optimizer.learning_rate: must be a finite number"},
            {[](auto* t) { t->mutable_optimizer()->set_weight_decay(-1); },
-            "source.train.optimizer.weight_decay: must be >= 0, got -1"},
+            "source.train.optimizer.weight_decay: must be in [0, 1000], got -1"},
+           {[](auto* t) { t->mutable_optimizer()->set_weight_decay(1e300); },
+            "source.train.optimizer.weight_decay: must be in [0, 1000], got 1e+300"},
+           {[](auto* t) { t->mutable_optimizer()->set_max_grad_norm(1e300); },
+            "source.train.optimizer.max_grad_norm: must be <= 1e+06 (negative: no clipping), "
+            "got 1e+300"},
            {[](auto* t) { t->mutable_optimizer()->set_warmup_steps(-1); },
             "source.train.optimizer.warmup_steps: must be >= 0, got -1"},
            {[](auto* t) { t->mutable_optimizer()->set_warmup_steps(11); },
@@ -511,6 +523,8 @@ TEST(ValidatePipelineSpec, TrainSettings) {
   PipelineSpec spec = ValidSpec();
   spec.mutable_source()->mutable_train()->mutable_optimizer()->set_warmup_steps(10);
   spec.mutable_source()->mutable_train()->mutable_optimizer()->set_max_grad_norm(-1);
+  spec.mutable_source()->mutable_train()->mutable_optimizer()->set_learning_rate(1e3);
+  spec.mutable_source()->mutable_train()->mutable_optimizer()->set_weight_decay(1e3);
   EXPECT_EQ(Problems(spec), "");
 }
 
@@ -528,6 +542,12 @@ TEST(ValidatePipelineSpec, SourceInit) {
   EXPECT_EQ(Problems(spec), "");
   spec.mutable_source()->set_init("ADAPTERS");
   EXPECT_EQ(Problems(spec), "source.init_adapters: required when init is \"ADAPTERS\"");
+  spec.mutable_source()->add_init_adapters("/adapters/a");
+  EXPECT_EQ(Problems(spec), "");
+  spec.mutable_source()->set_init("RANDOM");
+  EXPECT_EQ(Problems(spec),
+            "source.init_adapters: used only when source.init is \"ADAPTERS\", but source.init "
+            "is \"RANDOM\"");
 }
 
 TEST(ValidatePipelineSpec, AblationSwitches) {
@@ -560,10 +580,20 @@ TEST(ValidatePipelineSpec, Distillation) {
             "has no teacher prompt");
   spec = ValidSpec();
   spec.mutable_distillation()->set_lambda(-1);
-  EXPECT_EQ(Problems(spec), "distillation.lambda: must be >= 0, got -1");
+  EXPECT_EQ(Problems(spec), "distillation.lambda: must be in [0, 10000], got -1");
+  spec.mutable_distillation()->set_lambda(1e300);
+  EXPECT_EQ(Problems(spec), "distillation.lambda: must be in [0, 10000], got 1e+300");
+  spec.mutable_distillation()->set_lambda(1e4);
+  EXPECT_EQ(Problems(spec), "");
   spec = ValidSpec();
   spec.mutable_distillation()->set_temperature(-2);
-  EXPECT_EQ(Problems(spec), "distillation.temperature: must be > 0, got -2");
+  EXPECT_EQ(Problems(spec), "distillation.temperature: must be in [0.001, 1000], got -2");
+  spec.mutable_distillation()->set_temperature(1e300);
+  EXPECT_EQ(Problems(spec), "distillation.temperature: must be in [0.001, 1000], got 1e+300");
+  spec.mutable_distillation()->set_temperature(1e-300);
+  EXPECT_EQ(Problems(spec), "distillation.temperature: must be in [0.001, 1000], got 1e-300");
+  spec.mutable_distillation()->set_temperature(1e-3);
+  EXPECT_EQ(Problems(spec), "");
   spec = ValidSpec();
   spec.mutable_distillation()->set_world_size(-2);
   EXPECT_EQ(Problems(spec), "distillation.world_size: must be >= 1, got -2");
