@@ -151,7 +151,9 @@ absl::StatusOr<std::vector<TrainResult>> PackedPromptTrainer::RunImpl(
       s.buckets = MakeLengthBuckets(*member.examples, member.train.length_bucket_batches());
     }
     s.update = std::make_unique<UpdateStep>(member.prompt->Parameters(),
-                                            member.train.optimizer(), comm_);
+                                            member.train.optimizer(), comm_,
+                                            absl::StrCat("stage ", stage_, " (task ",
+                                                         member.task, ")"));
     if (CheckpointExists(member.checkpoint_dir)) {
       CheckpointExpectations expected;
       expected.fingerprint = member.fingerprint;
@@ -197,6 +199,9 @@ absl::StatusOr<std::vector<TrainResult>> PackedPromptTrainer::RunImpl(
   auto checkpoint = [&](int m, int64_t step) -> absl::Status {
     const PackMember& member = members_[m];
     MemberState& s = states[m];
+    // Every rank checks (they hold the same prompts): a diverged prompt is
+    // neither saved nor, at the end, the member's result.
+    RETURN_IF_ERROR(s.update->CheckParametersFinite(step));
     if (!rank0 || member.checkpoint_dir.empty()) return absl::OkStatus();
     CheckpointContents contents;
     contents.fingerprint = member.fingerprint;
@@ -339,7 +344,7 @@ absl::StatusOr<std::vector<TrainResult>> PackedPromptTrainer::RunImpl(
       MemberState& s = states[m];
       std::vector<double> local_parts;
       for (const auto& part : loss.parts[m]) local_parts.push_back(part.second);
-      ASSIGN_OR_RETURN(std::vector<double> parts, s.update->Finish(local_parts));
+      ASSIGN_OR_RETURN(std::vector<double> parts, s.update->Finish(local_parts, step + 1));
       if (s.window_sums.empty()) {
         for (const auto& part : loss.parts[m]) s.window_sums.emplace_back(part.first, 0.0);
       }

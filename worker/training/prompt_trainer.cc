@@ -108,7 +108,9 @@ absl::StatusOr<TrainResult> PromptTrainer::RunImpl(const StepFunction& step_fn,
                                     : LengthBuckets{};
   const std::string& dir = options_.checkpoint_dir;
   const bool writes = comm_->rank() == 0 && !dir.empty();
-  UpdateStep update(prompt_->Parameters(), train.optimizer(), comm_);
+  UpdateStep update(prompt_->Parameters(), train.optimizer(), comm_,
+                    absl::StrCat("stage ", options_.stage,
+                                 options_.task.empty() ? "" : absl::StrCat(" (task ", options_.task, ")")));
   const LrSchedule schedule = LrSchedule::FromSpec(train);
   const TrainPolicy policy = TrainPolicy::FromSpec(train);
 
@@ -162,6 +164,9 @@ absl::StatusOr<TrainResult> PromptTrainer::RunImpl(const StepFunction& step_fn,
     return absl::OkStatus();
   };
   auto checkpoint = [&](int64_t step) -> absl::Status {
+    // Every rank checks (they hold the same prompt): a diverged prompt is
+    // neither saved nor, at the end, the stage's result.
+    RETURN_IF_ERROR(update.CheckParametersFinite(step));
     if (!writes) return absl::OkStatus();
     state.step = step;
     CheckpointContents contents;
@@ -208,7 +213,7 @@ absl::StatusOr<TrainResult> PromptTrainer::RunImpl(const StepFunction& step_fn,
     loss.objective.backward();
     std::vector<double> local_parts;
     for (const auto& part : loss.parts) local_parts.push_back(part.second);
-    ASSIGN_OR_RETURN(std::vector<double> parts, update.Finish(local_parts));
+    ASSIGN_OR_RETURN(std::vector<double> parts, update.Finish(local_parts, step + 1));
 
     if (window_sums.empty()) {
       for (const auto& part : loss.parts) window_sums.emplace_back(part.first, 0.0);

@@ -2,12 +2,14 @@
 
 #include <ATen/core/grad_mode.h>
 
+#include <cmath>
 #include <sstream>
 #include <string>
 #include <type_traits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 
 namespace mpt {
@@ -28,26 +30,33 @@ typename StateMap::key_type StateKey(const StateMap&, const at::Tensor& param) {
   }
 }
 
+constexpr absl::string_view kDivergedHint =
+    "; the run diverged and nothing of this step was saved (lower optimizer.learning_rate or "
+    "weight_decay; for distillation also lambda or temperature)";
+
 }  // namespace
 
-void ClipGradNorm(const std::vector<at::Tensor>& params, double max_norm) {
+double ClipGradNorm(const std::vector<at::Tensor>& params, double max_norm) {
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> norms;
   for (const at::Tensor& p : params) {
     if (p.grad().defined()) norms.push_back(p.grad().norm().to(at::kDouble));
   }
-  if (norms.empty()) return;
+  if (norms.empty()) return 0;
   const double total = at::stack(norms).norm().item<double>();
+  if (!std::isfinite(total)) return total;
   const double scale = max_norm / (total + 1e-6);
-  if (scale >= 1.0) return;
+  if (scale >= 1.0) return total;
   for (const at::Tensor& p : params) {
     if (p.grad().defined()) p.grad().mul_(scale);
   }
+  return total;
 }
 
 UpdateStep::UpdateStep(std::vector<at::Tensor> params, const mpt::v1::OptimizerSpec& spec,
-                       Communicator* comm)
+                       Communicator* comm, std::string label)
     : params_(std::move(params)),
+      label_(label.empty() ? "the run" : std::move(label)),
       max_grad_norm_(spec.max_grad_norm()),
       comm_(comm),
       reduce_options_(at::TensorOptions().dtype(at::kDouble).device(
@@ -78,7 +87,8 @@ void UpdateStep::Begin(double learning_rate) {
   optimizer_->zero_grad();
 }
 
-absl::StatusOr<std::vector<double>> UpdateStep::Finish(const std::vector<double>& local_parts) {
+absl::StatusOr<std::vector<double>> UpdateStep::Finish(const std::vector<double>& local_parts,
+                                                       int64_t step) {
   // Each rank's objective is its share of the global mean, so the sum over
   // ranks is the gradient of the global mean.
   std::vector<at::Tensor> reduce;
@@ -90,12 +100,38 @@ absl::StatusOr<std::vector<double>> UpdateStep::Finish(const std::vector<double>
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!params_[i].grad().defined()) params_[i].mutable_grad() = reduce[i];
   }
-  if (max_grad_norm_ > 0) ClipGradNorm(params_, max_grad_norm_);
-  optimizer_->step();
+  // The summed parts are read back for logging anyway; reading them before
+  // the update lets a diverged run stop with its parameters untouched.
   const at::Tensor parts = reduce.back().to(at::kCPU);
   std::vector<double> out(local_parts.size());
   for (size_t i = 0; i < out.size(); ++i) out[i] = parts[i].item<double>();
+  for (double v : out) {
+    if (!std::isfinite(v)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("loss is not finite at step ", step, " of ", label_, ": loss terms [",
+                       absl::StrJoin(out, ", "), "]", kDivergedHint));
+    }
+  }
+  if (max_grad_norm_ > 0) {
+    const double norm = ClipGradNorm(params_, max_grad_norm_);
+    if (!std::isfinite(norm)) {
+      return absl::InvalidArgumentError(absl::StrCat("loss is not finite at step ", step, " of ",
+                                                     label_, ": the gradient norm is ", norm,
+                                                     kDivergedHint));
+    }
+  }
+  optimizer_->step();
   return out;
+}
+
+absl::Status UpdateStep::CheckParametersFinite(int64_t step) const {
+  if (params_.empty()) return absl::OkStatus();
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> finite;
+  for (const at::Tensor& p : params_) finite.push_back(at::isfinite(p).all());
+  if (at::stack(finite).all().item<bool>()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("parameters are not finite after step ", step,
+                                                 " of ", label_, kDivergedHint));
 }
 
 std::vector<AdamWSlot> UpdateStep::ExportState() const {

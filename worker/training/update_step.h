@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -45,15 +46,18 @@ struct StepAgreement {
 
 // Scales the gradients of `params` so that their global L2 norm is at most
 // `max_norm` (norm + 1e-6 in the denominator); no change when it already is.
-void ClipGradNorm(const std::vector<at::Tensor>& params, double max_norm);
+// Returns the norm before clipping (0 when no parameter has a gradient;
+// NaN or infinite when a gradient is, and then nothing is scaled).
+double ClipGradNorm(const std::vector<at::Tensor>& params, double max_norm);
 
 class UpdateStep {
  public:
   // AdamW over `params` (they must require gradients) with the spec's
   // learning_rate, weight_decay and max_grad_norm (<= 0: no clipping);
-  // betas and eps are torch's defaults.
+  // betas and eps are torch's defaults. `label` names the run in errors
+  // ("stage source (task animal)").
   UpdateStep(std::vector<at::Tensor> params, const mpt::v1::OptimizerSpec& spec,
-             Communicator* comm);
+             Communicator* comm, std::string label = "");
 
   UpdateStep(const UpdateStep&) = delete;
   UpdateStep& operator=(const UpdateStep&) = delete;
@@ -68,9 +72,22 @@ class UpdateStep {
 
   // After backward: sums the gradients (a parameter without a gradient adds
   // zeros) and `local_parts` over the gang, clips, and applies AdamW.
-  // Returns the summed parts. The communicator's error on failure, with the
-  // parameters not updated.
-  absl::StatusOr<std::vector<double>> Finish(const std::vector<double>& local_parts);
+  // Returns the summed parts. `step` (1-based, the step this update ends)
+  // is for messages. The communicator's error on failure, with the
+  // parameters not updated; INVALID_ARGUMENT "loss is not finite at step N
+  // of <label>: ..." when a summed part (the first is the loss) or the
+  // gradients' global norm (when clipping) is NaN or infinite: the run has
+  // diverged, the parameters are not updated, and every rank returns the
+  // same error (the values are the gang's sums). The check reuses the values
+  // read back for logging and clipping: no extra device synchronisation.
+  absl::StatusOr<std::vector<double>> Finish(const std::vector<double>& local_parts,
+                                             int64_t step = 0);
+
+  // OK when every parameter is finite, else INVALID_ARGUMENT "parameters are
+  // not finite after step N of <label>". One device synchronisation; call
+  // it before a prompt is saved (an update with finite gradients can still
+  // overflow, e.g. under a huge weight decay).
+  absl::Status CheckParametersFinite(int64_t step) const;
 
   // AdamW's state per parameter, in the order of `params`; tensors are
   // detached clones.
@@ -85,6 +102,7 @@ class UpdateStep {
 
  private:
   std::vector<at::Tensor> params_;
+  std::string label_;
   double max_grad_norm_;
   Communicator* comm_;
   at::TensorOptions reduce_options_;

@@ -1,10 +1,13 @@
 #include "worker/training/prompt_trainer.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
 
+#include "common/status_macros.h"
 #include "gtest/gtest.h"
+#include "worker/training/checkpoint.h"
 #include "worker/model/denormals.h"
 #include "worker/training/losses.h"
 
@@ -256,6 +259,72 @@ TEST(PromptTrainer, RejectsUnusableSettings) {
                     .Run(QuadraticStep(&prompt), nullptr);
   EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(result.status().message().find("steps"), std::string::npos);
+}
+
+// The loss turns NaN at the third step: the run stops there with an error
+// naming the step and the stage, and the last checkpoint (step 2) is the
+// newest thing saved; the prompt holds no NaN.
+TEST(PromptTrainer, StopsWhenTheLossIsNotFinite) {
+  SoftPrompt prompt = NewPrompt();
+  auto data = Data();
+  LocalCommunicator comm;
+  TrainerOptions options;
+  options.train = Spec(6);
+  options.train.set_checkpoint_every(1);
+  options.stage = "source";
+  options.task = "animal";
+  options.checkpoint_dir = TempDir("nan_loss");
+  StepFunction quadratic = QuadraticStep(&prompt);
+  int calls = 0;
+  StepFunction step = [&](const Batch& batch, double tokens) -> absl::StatusOr<StepLoss> {
+    ASSIGN_OR_RETURN(StepLoss loss, quadratic(batch, tokens));
+    if (++calls == 3) {
+      loss.objective = loss.objective * std::nan("");
+      loss.parts[0].second = std::nan("");
+    }
+    return loss;
+  };
+  auto result = PromptTrainer(options, &prompt, &data, 0, &comm, nullptr, nullptr).Run(step, nullptr);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(result.status().message().find(
+                "loss is not finite at step 3 of stage source (task animal)"),
+            std::string::npos)
+      << result.status();
+  for (const auto& [name, t] : prompt.StateDict()) {
+    EXPECT_TRUE(at::isfinite(t).all().item<bool>()) << name;
+  }
+  CheckpointExpectations expected;
+  expected.total_steps = 6;
+  expected.prompt = prompt.StateDict();
+  expected.parameters = prompt.Parameters();
+  auto saved = ReadCheckpoint(options.checkpoint_dir, expected);
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_EQ(saved->step, 2);
+}
+
+// A weight decay that overflows the parameters while every loss stays
+// finite (one step): the final prompt is refused rather than saved.
+TEST(PromptTrainer, RefusesToSaveAPromptThatIsNotFinite) {
+  SoftPrompt prompt = NewPrompt();
+  auto data = Data();
+  LocalCommunicator comm;
+  TrainerOptions options;
+  options.train = Spec(1);
+  options.train.mutable_optimizer()->set_warmup_steps(0);
+  options.train.mutable_optimizer()->set_schedule("constant");
+  options.train.mutable_optimizer()->set_weight_decay(1e300);
+  options.stage = "source";
+  options.checkpoint_dir = TempDir("nan_params");
+  auto result = PromptTrainer(options, &prompt, &data, 0, &comm, nullptr, nullptr)
+                    .Run(QuadraticStep(&prompt), nullptr);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(result.status().message().find("parameters are not finite after step 1 of stage "
+                                           "source"),
+            std::string::npos)
+      << result.status();
+  EXPECT_FALSE(CheckpointExists(options.checkpoint_dir));
 }
 
 }  // namespace

@@ -1,6 +1,9 @@
 #include "worker/training/update_step.h"
 
 #include <cmath>
+#include <limits>
+
+#include <ATen/core/grad_mode.h>
 
 #include "gtest/gtest.h"
 
@@ -54,6 +57,55 @@ TEST(UpdateStep, FinishReturnsThePartsAndMovesTheParameters) {
   ASSERT_EQ(parts.size(), 2u);
   EXPECT_EQ(parts[1], 1.5);
   EXPECT_FALSE(at::equal(before, p.detach()));
+}
+
+TEST(UpdateStep, RefusesANonFiniteLossAndLeavesTheParameters) {
+  LocalCommunicator local;
+  at::Tensor p = Param(5);
+  const at::Tensor before = p.detach().clone();
+  UpdateStep u({p}, Spec(), &local, "stage source (task a)");
+  ASSERT_TRUE(u.Agree(4, 6, false).ok());
+  u.Begin(0.1);
+  at::Tensor loss = (p * p).sum() * 5;
+  loss.backward();
+  auto parts = u.Finish({std::nan(""), 1.5}, 7);
+  ASSERT_FALSE(parts.ok());
+  EXPECT_EQ(parts.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(parts.status().message().find("loss is not finite at step 7 of stage source (task a)"),
+            std::string::npos)
+      << parts.status();
+  EXPECT_TRUE(at::equal(before, p.detach()));
+}
+
+TEST(UpdateStep, RefusesANonFiniteGradient) {
+  LocalCommunicator local;
+  at::Tensor p = Param(6);
+  const at::Tensor before = p.detach().clone();
+  UpdateStep u({p}, Spec(), &local, "stage target");
+  u.Begin(0.1);
+  at::Tensor loss = (p * std::numeric_limits<float>::infinity()).sum();
+  loss.backward();
+  auto parts = u.Finish({1.0}, 2);
+  ASSERT_FALSE(parts.ok());
+  EXPECT_NE(parts.status().message().find("gradient norm is inf"), std::string::npos)
+      << parts.status();
+  EXPECT_TRUE(at::equal(before, p.detach()));
+}
+
+TEST(UpdateStep, ChecksThatTheParametersAreFinite) {
+  LocalCommunicator local;
+  at::Tensor p = Param(7);
+  UpdateStep u({p}, Spec(), &local, "stage source");
+  EXPECT_TRUE(u.CheckParametersFinite(0).ok());
+  {
+    at::NoGradGuard no_grad;
+    p[0][1] = std::nan("");
+  }
+  const absl::Status status = u.CheckParametersFinite(3);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("parameters are not finite after step 3 of stage source"),
+            std::string::npos)
+      << status;
 }
 
 TEST(UpdateStep, ClippingBoundsTheGlobalGradientNorm) {
