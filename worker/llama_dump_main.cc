@@ -17,6 +17,9 @@
 //
 // Exit status: 0 on success, 2 for bad flags, 1 when loading or running
 // fails; the error names the problem.
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <iostream>
@@ -34,15 +37,20 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/main_guard.h"
 #include "common/status_macros.h"
+#include "worker/model/compute_threads.h"
+#include "worker/model/device_flags.h"
 #include "worker/model/labels.h"
 #include "worker/model/llama_model.h"
 #include "worker/model/torch_tensors.h"
+#include "worker/output_paths.h"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face folder (config.json and safetensors weights)");
 ABSL_FLAG(std::string, ids, "", "Input token ids, rows separated by ';' (\"1,2,3;4,5\")");
@@ -50,13 +58,17 @@ ABSL_FLAG(int, random_tokens, 0, "Instead of --ids: this many random ids per row
 ABSL_FLAG(int, batch, 1, "Rows of random ids (with --random_tokens)");
 ABSL_FLAG(int, generate, 0, "Greedy-generate this many new tokens per row (0: none)");
 ABSL_FLAG(std::string, dtype, "float32", "float32, bfloat16, float16 or float64");
-ABSL_FLAG(int, threads, 0, "libtorch intra-op threads (0: libtorch's default)");
+ABSL_FLAG(int, threads, 0,
+          "Compute threads in total, libtorch's and BLAS's together (0: every usable core; "
+          "more than the usable cores is cut to them), as mpt_train's --threads");
 ABSL_FLAG(std::string, out, "", "Output .safetensors file (optional)");
 
 namespace mpt {
 namespace {
 
 constexpr int kUsageError = 2;
+// Rows of --random_tokens at most (the spec's largest batch_size).
+constexpr int kMaxBatch = 65'536;
 using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point since) {
@@ -85,29 +97,60 @@ absl::StatusOr<c10::ScalarType> ParseDtype(const std::string& name) {
       absl::StrCat("--dtype=", name, " (expected float32, bfloat16, float16 or float64)"));
 }
 
+// Rows separated by ';', ids by ','; spaces around an id are allowed. An
+// empty row or id (";", "1,2;;3", "1,,2") is an error, not skipped.
 absl::StatusOr<std::vector<std::vector<int64_t>>> ParseIds(const std::string& flag) {
   std::vector<std::vector<int64_t>> rows;
-  {
-    for (absl::string_view row : absl::StrSplit(flag, ';', absl::SkipEmpty())) {
-      std::vector<int64_t> ids;
-      for (absl::string_view item : absl::StrSplit(row, ',', absl::SkipWhitespace())) {
-        int64_t id = 0;
-        if (!absl::SimpleAtoi(item, &id) || id < 0) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("--ids: \"", item, "\" is not a token id"));
-        }
-        ids.push_back(id);
-      }
-      if (ids.empty()) return absl::InvalidArgumentError("--ids: an empty row");
-      rows.push_back(std::move(ids));
+  for (absl::string_view row : absl::StrSplit(flag, ';')) {
+    const int64_t r = static_cast<int64_t>(rows.size()) + 1;
+    if (absl::StripAsciiWhitespace(row).empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("--ids: row ", r, " is empty"));
     }
+    std::vector<int64_t> ids;
+    for (absl::string_view item : absl::StrSplit(row, ',')) {
+      item = absl::StripAsciiWhitespace(item);
+      int64_t id = 0;
+      if (item.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--ids: row ", r, " has an empty id (two commas in a row?)"));
+      }
+      if (!absl::SimpleAtoi(item, &id) || id < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--ids: \"", absl::CEscape(item.substr(0, 40)), "\" is not a token id"));
+      }
+      ids.push_back(id);
+    }
+    rows.push_back(std::move(ids));
   }
   return rows;
 }
 
+// The logits [B, S, V] in fp32 dominate what a forward pass holds: refuse a
+// batch whose logits alone would not fit in this host's memory.
+absl::Status CheckLogitsFit(int64_t batch, int64_t length, int64_t vocab) {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page = sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return absl::OkStatus();
+  const double host = static_cast<double>(pages) * static_cast<double>(page);
+  const double logits = 4.0 * static_cast<double>(batch) * length * vocab;
+  if (logits <= host / 2) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--batch/--ids: ", batch, " rows of ", length, " tokens need ", logits / (1 << 30),
+      " GiB for the logits alone (vocab ", vocab, "); this host has ", host / (1 << 30),
+      " GiB: use fewer or shorter rows"));
+}
+
 absl::Status Run() {
   ASSIGN_OR_RETURN(c10::ScalarType dtype, ParseDtype(absl::GetFlag(FLAGS_dtype)));
-  if (absl::GetFlag(FLAGS_threads) > 0) at::set_num_threads(absl::GetFlag(FLAGS_threads));
+  RETURN_IF_ERROR(CheckDtypeOnDevice(dtype, c10::Device(c10::DeviceType::CPU)));
+  // Capped to the usable cores, as mpt_train and the worker do.
+  ComputeThreadOptions thread_options;
+  thread_options.total = absl::GetFlag(FLAGS_threads);
+  ASSIGN_OR_RETURN(ComputeThreads threads, ApplyComputeThreads(thread_options));
+  UseThreadsForProducts(&threads, dtype);
+  std::cout << Describe(threads) << std::endl;
+  std::vector<InputPath> inputs{{"--model", absl::GetFlag(FLAGS_model)}};
+  RETURN_IF_ERROR(CheckOutputIsNotAnInput(absl::GetFlag(FLAGS_out), "--out", inputs));
   LlamaLoadOptions options;
   options.dtype = dtype;
   Clock::time_point start = Clock::now();
@@ -125,7 +168,18 @@ absl::Status Run() {
     at::NoGradGuard no_grad;
     at::Tensor ids;
     at::Tensor mask;
+    // Positions past max_position_embeddings are outside what the model
+    // was trained for (and a huge count only runs for hours).
+    const int64_t max_positions = c.max_position_embeddings;
+    const int generate = absl::GetFlag(FLAGS_generate);
+    if (absl::GetFlag(FLAGS_random_tokens) > max_positions) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--random_tokens: ", absl::GetFlag(FLAGS_random_tokens), " is more than the model's ",
+          max_positions, " positions (config.json max_position_embeddings)"));
+    }
     if (absl::GetFlag(FLAGS_random_tokens) > 0) {
+      RETURN_IF_ERROR(CheckLogitsFit(absl::GetFlag(FLAGS_batch),
+                                     absl::GetFlag(FLAGS_random_tokens), c.vocab_size));
       at::manual_seed(0);
       ids = at::randint(c.vocab_size,
                         {absl::GetFlag(FLAGS_batch), absl::GetFlag(FLAGS_random_tokens)}, at::kLong);
@@ -135,6 +189,13 @@ absl::Status Run() {
                        ParseIds(absl::GetFlag(FLAGS_ids)));
       size_t length = 0;
       for (const auto& row : rows) length = std::max(length, row.size());
+      if (static_cast<int64_t>(length) > max_positions) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--ids: a row of ", length, " ids is longer than the model's ", max_positions,
+            " positions (config.json max_position_embeddings)"));
+      }
+      RETURN_IF_ERROR(CheckLogitsFit(static_cast<int64_t>(rows.size()),
+                                     static_cast<int64_t>(length), c.vocab_size));
       ids = at::zeros({static_cast<int64_t>(rows.size()), static_cast<int64_t>(length)}, at::kLong);
       mask = at::zeros_like(ids);
       for (size_t r = 0; r < rows.size(); ++r) {
@@ -167,7 +228,13 @@ absl::Status Run() {
         {"hidden", out.hidden.to(at::kFloat)},
         {"loss", out.loss},
     };
-    const int steps = absl::GetFlag(FLAGS_generate);
+    const int steps = generate;
+    if (steps > 0 && ids.size(1) + steps > max_positions) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--generate: ", steps, " new tokens after ", ids.size(1), " input tokens pass the model's ",
+          max_positions, " positions (config.json max_position_embeddings); at most ",
+          std::max<int64_t>(0, max_positions - ids.size(1)), " fit"));
+    }
     if (steps > 0) {
       start = Clock::now();
       // Rows are right-padded: each one continues after its own last real
@@ -225,12 +292,28 @@ int Main(int argc, char** argv) {
     std::cerr << "llama_dump: --model is required (see --help)\n";
     return mpt::kUsageError;
   }
-  if (absl::GetFlag(FLAGS_ids).empty() == (absl::GetFlag(FLAGS_random_tokens) <= 0)) {
+  if (absl::GetFlag(FLAGS_threads) < 0) {
+    std::cerr << "llama_dump: --threads must be 0 (every usable core) or positive, got "
+              << absl::GetFlag(FLAGS_threads) << "\n";
+    return mpt::kUsageError;
+  }
+  if (absl::GetFlag(FLAGS_random_tokens) < 0) {
+    std::cerr << "llama_dump: --random_tokens must be positive, got "
+              << absl::GetFlag(FLAGS_random_tokens) << "\n";
+    return mpt::kUsageError;
+  }
+  if (absl::GetFlag(FLAGS_ids).empty() == (absl::GetFlag(FLAGS_random_tokens) == 0)) {
     std::cerr << "llama_dump: give either --ids or --random_tokens\n";
     return mpt::kUsageError;
   }
-  if (absl::GetFlag(FLAGS_generate) < 0 || absl::GetFlag(FLAGS_batch) < 1) {
-    std::cerr << "llama_dump: --generate must not be negative and --batch must be positive\n";
+  if (absl::GetFlag(FLAGS_generate) < 0) {
+    std::cerr << "llama_dump: --generate must not be negative, got "
+              << absl::GetFlag(FLAGS_generate) << "\n";
+    return mpt::kUsageError;
+  }
+  if (absl::GetFlag(FLAGS_batch) < 1 || absl::GetFlag(FLAGS_batch) > mpt::kMaxBatch) {
+    std::cerr << "llama_dump: --batch must be in [1, " << mpt::kMaxBatch << "], got "
+              << absl::GetFlag(FLAGS_batch) << "\n";
     return mpt::kUsageError;
   }
   absl::Status status = mpt::Run();

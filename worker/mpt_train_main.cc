@@ -27,6 +27,8 @@
 #include "worker/lm/base_model_loader.h"
 #include "worker/model/autocast.h"
 #include "worker/model/compute_threads.h"
+#include "worker/model/device_flags.h"
+#include "worker/output_paths.h"
 #include "worker/training/mpt_stages.h"
 #include "worker/training/preflight.h"
 #include "common/progress/progress.h"
@@ -110,6 +112,11 @@ void PrintComparison(const std::vector<BaselineOutcome>& baselines,
 // Validates what a single stage needs of a completed spec: its own part,
 // the prompt shape and the precision.
 absl::Status ValidateForStage(const mpt::v1::PipelineSpec& spec, const std::string& stage) {
+  if (spec.base_model().empty()) {
+    return absl::InvalidArgumentError(
+        "base_model: required (a Hugging Face model folder: T5 or a Llama-family decoder-only "
+        "model)");
+  }
   RETURN_IF_ERROR(ValidateAutocast(spec.autocast()));
   RETURN_IF_ERROR(ValidatePromptSpec(spec.prompt()));
   if (stage == kSourceStage) RETURN_IF_ERROR(ValidateSourceTrainingSpec(spec.source()));
@@ -130,6 +137,33 @@ absl::Status ValidateForStage(const mpt::v1::PipelineSpec& spec, const std::stri
     }
   }
   return absl::OkStatus();
+}
+
+// Every file and folder the spec names, and the spec itself: what an output
+// must not overwrite.
+std::vector<InputPath> InputsOf(const mpt::v1::PipelineSpec& spec, const std::string& spec_path) {
+  std::vector<InputPath> inputs{{"--spec", spec_path}, {"base_model", spec.base_model()}};
+  auto tasks = [&](const std::string& stage,
+                   const google::protobuf::RepeatedPtrField<mpt::v1::TaskData>& list) {
+    for (int i = 0; i < list.size(); ++i) {
+      inputs.push_back({absl::StrCat(stage, ".tasks[", i, "].train_path"), list[i].train_path()});
+      inputs.push_back({absl::StrCat(stage, ".tasks[", i, "].eval_path"), list[i].eval_path()});
+    }
+  };
+  auto folders = [&](const std::string& field,
+                     const google::protobuf::RepeatedPtrField<std::string>& list) {
+    for (int i = 0; i < list.size(); ++i) {
+      inputs.push_back({absl::StrCat(field, "[", i, "]"), list[i]});
+    }
+  };
+  tasks("source", spec.source().tasks());
+  tasks("distillation", spec.distillation().tasks());
+  tasks("target", spec.target().tasks());
+  folders("source.init_adapters", spec.source().init_adapters());
+  folders("distillation.teacher_adapters", spec.distillation().teacher_adapters());
+  folders("target.teacher_adapters", spec.target().teacher_adapters());
+  inputs.push_back({"target.source_adapter", spec.target().source_adapter()});
+  return inputs;
 }
 
 // Reads, completes and validates the spec; a single stage needs only its
@@ -157,7 +191,15 @@ absl::Status Main() {
     return absl::InvalidArgumentError(absl::StrCat(
         "--stage: \"", stage, "\" is not one of all, source, distillation, target"));
   }
+  const double baseline_lr = absl::GetFlag(FLAGS_baseline_learning_rate);
+  if (!(baseline_lr == 0 || (baseline_lr > 0 && baseline_lr <= kLearningRateRange.max))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--baseline_learning_rate: must be in (0, ", kLearningRateRange.max,
+                     "], or 0 for the target stage's rate; got ", baseline_lr));
+  }
   ASSIGN_OR_RETURN(mpt::v1::PipelineSpec spec, LoadSpecForStage(spec_path, stage));
+  RETURN_IF_ERROR(CheckOutputIsNotAnInput(absl::GetFlag(FLAGS_events), "--events",
+                                          InputsOf(spec, spec_path)));
   const std::string work_dir = absl::GetFlag(FLAGS_work_dir).empty()
                                    ? (fs::path(out) / ".work").string()
                                    : absl::GetFlag(FLAGS_work_dir);
@@ -173,11 +215,7 @@ absl::Status Main() {
   thread_options.total = absl::GetFlag(FLAGS_threads);
   ASSIGN_OR_RETURN(ComputeThreads threads, ApplyComputeThreads(thread_options));
   BaseModelOptions load;
-  try {
-    load.device = c10::Device(absl::GetFlag(FLAGS_device));
-  } catch (const c10::Error& e) {
-    return absl::InvalidArgumentError(absl::StrCat("--device: ", e.what_without_backtrace()));
-  }
+  ASSIGN_OR_RETURN(load.device, ParseDeviceFlag(absl::GetFlag(FLAGS_device)));
   ASSIGN_OR_RETURN(const int lanes,
                    PlanLanes(absl::GetFlag(FLAGS_lanes), threads, load.device.is_cpu()));
   MPT_LOG(INFO) << "mpt_train: " << Describe(threads) << ", lanes " << lanes << ", device "
@@ -242,9 +280,8 @@ absl::Status Main() {
     // Plain prompt tuning often wants another rate than adaptation from a
     // shared prompt; the step budget stays the same.
     mpt::v1::TargetAdaptationSpec baseline = spec.target();
-    if (absl::GetFlag(FLAGS_baseline_learning_rate) > 0) {
-      baseline.mutable_train()->mutable_optimizer()->set_learning_rate(
-          absl::GetFlag(FLAGS_baseline_learning_rate));
+    if (baseline_lr > 0) {
+      baseline.mutable_train()->mutable_optimizer()->set_learning_rate(baseline_lr);
     }
     ASSIGN_OR_RETURN(auto baselines, RunTargetBaselines(env, spec.prompt(), baseline,
                                                         (fs::path(out) / "baseline").string()));
@@ -261,7 +298,11 @@ int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Trains Multitask Prompt Tuning prompts from a spec file.\n"
       "  mpt_train --spec=FILE --out=FOLDER [--stage=all|source|distillation|target]");
-  absl::ParseCommandLine(argc, argv);
+  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  if (rest.size() > 1) {
+    std::fprintf(stderr, "mpt_train: unexpected argument \"%s\" (see --help)\n", rest[1]);
+    return 2;
+  }
   absl::Status status = mpt::Main();
   if (!status.ok()) {
     std::fprintf(stderr, "mpt_train: %s\n", std::string(status.message()).c_str());

@@ -17,6 +17,10 @@
 // --generate=N, generated [B, 1 + n] (transformers' greedy generate
 // layout). A summary (shapes, loss, decoded generations) goes to stdout.
 //
+// Inputs and targets longer than 8192 tokens (kMaxSequenceLength, the
+// longest max_input_length of a spec) and --generate above it are refused,
+// and so is an --out that is one of the model's or adapter's files.
+//
 // Exit status: 0 on success, 2 for bad flags, 1 when loading or running
 // fails; the error names the problem.
 #include <cstdlib>
@@ -40,6 +44,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/spec/spec_loader.h"
 #include "common/status_macros.h"
 #include "worker/prompts/adapter_io.h"
 #include "worker/eval/generation.h"
@@ -49,6 +54,8 @@
 #include "worker/model/t5_tokenizer.h"
 #include "worker/model/torch_tensors.h"
 #include "worker/model/labels.h"
+#include "worker/model/device_flags.h"
+#include "worker/output_paths.h"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face T5 folder (config.json, weights, spiece.model)");
 ABSL_FLAG(std::string, out, "", "Output .safetensors file");
@@ -66,6 +73,10 @@ namespace mpt {
 namespace {
 
 constexpr int kUsageError = 2;
+// Tokens per input or target row, and --generate, at most: the longest
+// max_input_length a spec accepts (T5 has no position table of its own;
+// attention grows with the square of the length).
+constexpr int64_t kMaxTokens = kMaxSequenceLength;
 // The flags that may repeat, taken out of argv before absl parses the rest
 // (absl keeps only the last value of a flag).
 struct RepeatedFlags {
@@ -158,12 +169,15 @@ absl::Status Run(const RepeatedFlags& repeated) {
 
   T5LoadOptions options;
   ASSIGN_OR_RETURN(options.dtype, ParseDtype(absl::GetFlag(FLAGS_dtype)));
-  try {
-    options.device = c10::Device(absl::GetFlag(FLAGS_device));
-  } catch (const c10::Error& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--device=", absl::GetFlag(FLAGS_device), ": ", e.what_without_backtrace()));
+  ASSIGN_OR_RETURN(options.device, ParseDeviceFlag(absl::GetFlag(FLAGS_device)));
+  RETURN_IF_ERROR(CheckDtypeOnDevice(options.dtype, options.device));
+  if (generate > kMaxTokens) {
+    return absl::InvalidArgumentError(absl::StrCat("--generate: ", generate,
+                                                   " is more than the limit of ", kMaxTokens,
+                                                   " tokens"));
   }
+  RETURN_IF_ERROR(CheckOutputIsNotAnInput(
+      out_path, "--out", {{"--model", folder}, {"--adapter", absl::GetFlag(FLAGS_adapter)}}));
 
   ASSIGN_OR_RETURN(std::unique_ptr<T5Model> model, T5Model::Load(folder, options));
   const T5Config& config = model->config();
@@ -192,6 +206,13 @@ absl::Status Run(const RepeatedFlags& repeated) {
     ASSIGN_OR_RETURN(std::vector<int> parsed, ParseIds(ids, config.vocab_size));
     inputs.push_back(std::move(parsed));
   }
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (static_cast<int64_t>(inputs[i].size()) > kMaxTokens) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          i < repeated.texts.size() ? "--text" : "--ids", ": input ", i + 1, " has ",
+          inputs[i].size(), " tokens, more than the limit of ", kMaxTokens));
+    }
+  }
   std::vector<std::vector<int>> targets;
   if (!repeated.targets.empty()) {
     if (repeated.targets.size() != 1 && repeated.targets.size() != inputs.size()) {
@@ -201,6 +222,11 @@ absl::Status Run(const RepeatedFlags& repeated) {
     }
     for (size_t i = 0; i < inputs.size(); ++i) {
       targets.push_back(tokenizer->Encode(repeated.targets[repeated.targets.size() == 1 ? 0 : i]));
+      if (static_cast<int64_t>(targets.back().size()) > kMaxTokens) {
+        return absl::InvalidArgumentError(absl::StrCat("--target: ", targets.back().size(),
+                                                       " tokens, more than the limit of ",
+                                                       kMaxTokens));
+      }
     }
   }
 

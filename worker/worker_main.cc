@@ -9,6 +9,8 @@
 //
 // Exit status: 0 after a signal; 1 when the coordinator refuses the worker
 // for good (bad token, ...); 2 for bad flags.
+#include <net/if.h>
+#include <netdb.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -26,6 +28,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/client_channel.h"
@@ -113,6 +116,16 @@ std::string HostName() {
   return name;
 }
 
+// True when getaddrinfo() finds `host` (an IP address or a host name).
+bool Resolves(const std::string& host) {
+  struct addrinfo hints = {};
+  hints.ai_family = AF_UNSPEC;
+  struct addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0) return false;
+  freeaddrinfo(found);
+  return true;
+}
+
 struct Setup {
   GrpcCoordinatorClientOptions client;
   AssignmentRunnerOptions runner;
@@ -144,16 +157,28 @@ absl::StatusOr<Setup> SetupFromFlags() {
     std::error_code ec;
     const fs::path absolute = fs::absolute(m, ec);
     if (ec) return absl::InvalidArgumentError(absl::StrCat("--models: ", m, ": ", ec.message()));
+    // A folder that is not there would be advertised to the coordinator,
+    // which would then send this worker jobs that cannot run.
+    if (!fs::is_directory(absolute, ec)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--models: ", m, ": not a folder (a Hugging Face model folder)"));
+    }
     s.runner.preload_models.push_back(absolute.lexically_normal().string());
   }
   s.runner.max_cached_models = absl::GetFlag(FLAGS_max_cached_models);
   s.runner.collective = absl::GetFlag(FLAGS_collective);
   const std::string bind = absl::GetFlag(FLAGS_gloo_bind);
   std::error_code ec;
-  if (!bind.empty() && bind.find_first_of(".:") == std::string::npos &&
-      fs::exists(fs::path("/sys/class/net") / bind, ec)) {
+  if (!bind.empty() && bind.find_first_of(".:/") == std::string::npos &&
+      if_nametoindex(bind.c_str()) != 0) {
     s.runner.communicator.interface = bind;
   } else {
+    if (!bind.empty() && !Resolves(bind)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--gloo_bind: \"", absl::CEscape(bind),
+          "\" is neither a network interface of this host nor an address or host name that "
+          "resolves"));
+    }
     s.runner.communicator.hostname = bind;
   }
   const double timeout = absl::GetFlag(FLAGS_collective_timeout_seconds);
@@ -169,6 +194,10 @@ absl::StatusOr<Setup> SetupFromFlags() {
   w.set_hostname(absl::GetFlag(FLAGS_hostname).empty() ? HostName()
                                                        : absl::GetFlag(FLAGS_hostname));
   w.set_device(s.runner.device);
+  if (absl::GetFlag(FLAGS_memory_bytes) < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--memory_bytes: must be >= 0 (0: the host's RAM), got ", absl::GetFlag(FLAGS_memory_bytes)));
+  }
   w.set_memory_bytes(absl::GetFlag(FLAGS_memory_bytes) > 0 ? absl::GetFlag(FLAGS_memory_bytes)
                                                            : HostMemoryBytes());
   for (const std::string& m : s.runner.preload_models) w.add_models(m);

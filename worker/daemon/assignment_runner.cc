@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "worker/model/device_flags.h"
 #include "worker/training/mpt_stages.h"
 #include "common/spec/spec_loader.h"
 #include "common/spec/stages.h"
@@ -94,29 +95,24 @@ absl::StatusOr<std::unique_ptr<AssignmentRunner>> AssignmentRunner::Create(
     return absl::InvalidArgumentError(absl::StrCat(
         "--collective: \"", options.collective, "\" is not one of auto, gloo, nccl"));
   }
-  std::optional<c10::Device> device;
-  try {
-    device = c10::Device(options.device);
-    if (device->is_cuda() && !at::hasCUDA()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--device: ", options.device, ": this build or host has no CUDA"));
-    }
-  } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("--device: ", options.device, ": ", e.what()));
-  }
-  if (options.collective == "nccl" && !(device->is_cuda() && NcclAvailable())) {
+  ASSIGN_OR_RETURN(const c10::Device device, ParseDeviceFlag(options.device, "--device"));
+  if (options.collective == "nccl" && !(device.is_cuda() && NcclAvailable())) {
     return absl::InvalidArgumentError(
         "--collective: nccl needs a CUDA device and a build with NCCL");
   }
   ASSIGN_OR_RETURN(AutocastMode autocast, ParseAutocast(options.autocast));
   BaseModelOptions load;
-  load.device = *device;
+  load.device = device;
   RETURN_IF_ERROR(ApplyModelDtypeFlag(options.dtype, &load, "--dtype"));
   std::unique_ptr<AssignmentRunner> runner(new AssignmentRunner(options, load, autocast));
   for (const std::string& folder : options.preload_models) {
+    // A folder the worker advertises but cannot load would only fail the
+    // jobs sent to it: refuse to start instead.
     absl::StatusOr<LoadedModel> loaded = runner->Model(folder);
     if (!loaded.ok()) {
-      MPT_LOG(WARNING) << "cannot preload " << folder << ": " << loaded.status();
+      return absl::Status(loaded.status().code(),
+                          absl::StrCat("--models: cannot load ", folder, ": ",
+                                       loaded.status().message()));
     }
   }
   return runner;

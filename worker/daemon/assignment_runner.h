@@ -49,7 +49,7 @@ struct AssignmentRunnerOptions {
   // "off" or "bf16": bf16 autocast of the frozen model while each
   // assignment trains (worker/model/autocast.h). Default "off".
   std::string autocast = "off";
-  // Model folders loaded at start-up (errors are logged, not fatal).
+  // Model folders loaded at start-up; one that does not load fails Create().
   std::vector<std::string> preload_models;
   // Base models kept loaded; the least recently used goes first. Default 2.
   int max_cached_models = 2;
@@ -78,7 +78,9 @@ struct AssignmentRunnerOptions {
 class AssignmentRunner final : public AssignmentExecutor {
  public:
   // INVALID_ARGUMENT for a device libtorch does not know or cannot use, an
-  // unknown dtype or autocast mode, an unknown collective, or max_cached_models < 1.
+  // unknown dtype or autocast mode, an unknown collective, or max_cached_models < 1;
+  // LoadBaseModel's error, led by "--models: cannot load <folder>: ", for a
+  // preload folder that does not load.
   static absl::StatusOr<std::unique_ptr<AssignmentRunner>> Create(
       const AssignmentRunnerOptions& options);
   AssignmentRunner(const AssignmentRunner&) = delete;

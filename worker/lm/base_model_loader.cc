@@ -9,6 +9,7 @@
 #include "worker/lm/causal_task_tokenizer.h"
 #include "worker/lm/t5_prompted_model.h"
 #include "worker/lm/t5_task_tokenizer.h"
+#include "worker/model/device_flags.h"
 #include "worker/model/hf_tokenizer.h"
 #include "worker/model/llama_config.h"
 #include "worker/model/llama_model.h"
@@ -92,6 +93,7 @@ absl::Status ApplyModelDtypeFlag(const std::string& name, BaseModelOptions* opti
     return absl::InvalidArgumentError(absl::StrCat(
         flag, ": \"", name.substr(0, 40), "\" is not one of auto, float32, bfloat16, float16"));
   }
+  RETURN_IF_ERROR(CheckDtypeOnDevice(*dtype, options->device, flag));
   options->dtype = *dtype;
   options->auto_dtype = false;
   return absl::OkStatus();

@@ -53,7 +53,9 @@ absl::StatusOr<c10::ScalarType> ParseModelDtype(const std::string& name,
                                                 const std::string& flag = "--dtype");
 
 // Sets options->dtype / auto_dtype from a --dtype flag's value: "auto" or
-// one of ParseModelDtype's names. INVALID_ARGUMENT naming `flag` otherwise.
+// one of ParseModelDtype's names. INVALID_ARGUMENT naming `flag` otherwise,
+// and for a dtype options->device (set it first) cannot compute in
+// (CheckDtypeOnDevice: float16 on the CPU with libtorch 1.13).
 absl::Status ApplyModelDtypeFlag(const std::string& name, BaseModelOptions* options,
                                  const std::string& flag = "--dtype");
 

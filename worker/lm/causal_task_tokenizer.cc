@@ -13,6 +13,14 @@ std::vector<int> ToInt(const std::vector<int64_t>& ids) {
 
 absl::StatusOr<std::unique_ptr<CausalTaskTokenizer>> CausalTaskTokenizer::Create(
     std::shared_ptr<const HfTokenizer> tokenizer, int64_t model_vocab_size) {
+  // An id past the embedding table would fail only at the first forward
+  // pass, deep in a stage; a mismatched tokenizer and model is a bad folder.
+  if (tokenizer->vocab_size() > model_vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        tokenizer->source(), ": tokenizer.json holds ids up to ", tokenizer->vocab_size() - 1,
+        ", beyond the model's ", model_vocab_size,
+        " embedding rows (config.json vocab_size); the tokenizer does not belong to this model"));
+  }
   const int64_t eos = tokenizer->eos_id();
   if (eos < 0) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -28,8 +28,9 @@ namespace mpt {
 class CausalTaskTokenizer final : public TaskTokenizer {
  public:
   // INVALID_ARGUMENT naming the folder when the tokenizer has no EOS token
-  // (targets end in it) or an EOS or pad id beyond `model_vocab_size` (the
-  // model's embedding rows).
+  // (targets end in it), any id of the tokenizer (tokenizer.json's
+  // vocabulary and added tokens) beyond `model_vocab_size` (the model's
+  // embedding rows, config.json vocab_size), or an EOS or pad id beyond it.
   static absl::StatusOr<std::unique_ptr<CausalTaskTokenizer>> Create(
       std::shared_ptr<const HfTokenizer> tokenizer, int64_t model_vocab_size);
 

@@ -115,6 +115,12 @@ absl::Status PreflightCheck(const mpt::v1::PipelineSpec& spec, const PreflightOp
   }
   if (all || stage == "target") CheckTasks("target", spec.target().tasks(), &seen, &problems);
 
+  if ((all || stage == "source") && spec.source().init() == "ADAPTERS") {
+    const auto& inits = spec.source().init_adapters();
+    for (int i = 0; i < inits.size(); ++i) {
+      problems.Add(absl::StrCat("source.init_adapters[", i, "]"), ReadAdapter(inits[i]).status());
+    }
+  }
   if (stage == "distillation") {
     const auto& teachers = spec.distillation().teacher_adapters();
     for (int i = 0; i < teachers.size(); ++i) {

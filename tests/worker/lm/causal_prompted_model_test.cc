@@ -18,6 +18,8 @@
 #include "worker/data/batching.h"
 #include "worker/lm/base_model_loader.h"
 #include "worker/lm/causal_prompted_model.h"
+#include "worker/lm/causal_task_tokenizer.h"
+#include "worker/model/hf_tokenizer.h"
 #include "worker/model/labels.h"
 #include "worker/model/torch_tensors.h"
 #include "worker/prompts/adapter_io.h"
@@ -262,6 +264,25 @@ TEST(BaseModelLoaderTest, NamesAnUnknownModelType) {
   EXPECT_NE(base.status().message().find("config.json: model_type \"gpt_neox\""),
             std::string::npos)
       << base.status();
+}
+
+// A tokenizer whose ids pass the model's embedding rows is refused at load
+// time, naming both files, rather than failing at the first forward pass.
+TEST(CausalTaskTokenizerTest, RefusesATokenizerLargerThanTheModel) {
+  auto hf = HfTokenizer::Load(testing::DataPath("tests/testdata/causal_lm/model"));
+  ASSERT_TRUE(hf.ok()) << hf.status();
+  std::shared_ptr<const HfTokenizer> shared(std::move(*hf));
+  ASSERT_EQ(shared->vocab_size(), 2075);
+  EXPECT_TRUE(CausalTaskTokenizer::Create(shared, 2075).ok());
+  auto small = CausalTaskTokenizer::Create(shared, 2000);
+  ASSERT_FALSE(small.ok());
+  EXPECT_EQ(small.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(small.status().message().find("tokenizer.json holds ids up to 2074"),
+            std::string::npos)
+      << small.status();
+  EXPECT_NE(small.status().message().find("2000 embedding rows (config.json vocab_size)"),
+            std::string::npos)
+      << small.status();
 }
 
 }  // namespace

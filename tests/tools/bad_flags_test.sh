@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Bad flags and specs through the worker-side binaries (mpt_train, t5_dump,
+# llama_dump, worker), by class: a diverging run, absurd float
+# settings, unbounded thread counts and lengths, an output that is one of the
+# inputs, devices and dtypes this build cannot use, malformed --ids, and
+# worker start-up flags. Each must end within a timeout with a non-zero
+# status below 128 and one clear message naming the flag or field; nothing
+# that was an input may change.
+set -uo pipefail
+
+R="${TEST_SRCDIR:-$PWD}/${TEST_WORKSPACE:-mpt}"
+MPT_TRAIN="$R/worker/mpt_train"
+T5_DUMP="$R/worker/t5_dump"
+LLAMA_DUMP="$R/worker/llama_dump"
+WORKER="$R/worker/worker"
+T5="$R/tests/testdata/t5_relu"
+LLAMA="$R/tests/testdata/causal_lm/model"
+TASKS="$R/tests/testdata/tiny_tasks"
+D=$(mktemp -d "${TEST_TMPDIR:-/tmp}/bad_flags.XXXXXX")
+trap 'rm -rf "$D"' EXIT
+
+failures=0
+fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+
+# run NAME SECONDS -- command...: sets $rc and $log.
+run() {
+  local name=$1 seconds=$2
+  shift 3
+  log="$D/$name.log"
+  timeout -s KILL "$seconds" "$@" >"$log" 2>&1 </dev/null
+  rc=$?
+}
+
+# expect_error NAME SECONDS "substring1|substring2..." -- command...
+expect_error() {
+  local name=$1 seconds=$2 wants=$3
+  shift 3
+  run "$name" "$seconds" "$@"
+  if [ "$rc" -eq 137 ]; then fail "$name: still running after ${seconds}s (killed)"; return; fi
+  if [ "$rc" -eq 0 ]; then fail "$name: exit 0, an error was expected"; tail -5 "$log" >&2; return; fi
+  if [ "$rc" -ge 128 ]; then fail "$name: died of signal $((rc - 128))"; tail -20 "$log" >&2; return; fi
+  if grep -q "Exception raised from\|frame #" "$log"; then
+    fail "$name: a libtorch backtrace in the output"; tail -20 "$log" >&2; return
+  fi
+  local IFS='|' w
+  for w in $wants; do
+    if ! grep -qF -- "$w" "$log"; then
+      fail "$name: exit $rc but the output lacks \"$w\":"; sed 's/^/  /' "$log" | tail -5 >&2; return
+    fi
+  done
+  echo "ok: $name (exit $rc): $(grep -v '^\s*$' "$log" | tail -1 | cut -c1-220)"
+}
+
+expect_ok() {  # NAME SECONDS -- command...
+  local name=$1
+  run "$@"
+  if [ "$rc" -ne 0 ]; then fail "$name: exit $rc"; tail -5 "$log" >&2; else echo "ok: $name"; fi
+}
+
+# spec FILE [source train settings] [distillation settings]; $STEPS: the
+# source stage's steps (default 2).
+spec() {
+  cat >"$1" <<SPEC
+base_model: "$T5"
+prompt { num_virtual_tokens: 2 }
+source {
+  tasks { name: "echo" train_path: "$TASKS/echo.train.jsonl" }
+  train { steps: ${STEPS:-2} batch_size: 2 max_input_length: 16 max_target_length: 8 ${2:-} }
+}
+distillation { train { steps: 2 batch_size: 2 } ${3:-} }
+SPEC
+}
+
+# --- F4/F5: absurd optimiser and distillation settings, and divergence.
+spec "$D/wd.textproto" "optimizer { weight_decay: 1e300 }"
+expect_error spec_weight_decay 60 "optimizer.weight_decay: must be in [0, 1000], got 1e+300" -- \
+  "$MPT_TRAIN" --spec="$D/wd.textproto" --out="$D/runs/wd" --stage=source --threads=1
+spec "$D/lr.textproto" "optimizer { learning_rate: 1e39 }"
+expect_error spec_learning_rate 60 "optimizer.learning_rate: must be in (0, 1000], got 1e+39" -- \
+  "$MPT_TRAIN" --spec="$D/lr.textproto" --out="$D/runs/lr" --stage=source --threads=1
+spec "$D/temp.textproto" "" "temperature: 1e-300 lambda: 1e300"
+expect_error spec_distillation 60 "distillation.temperature: must be in [0.001, 1000]|distillation.lambda: must be in [0, 10000]" -- \
+  "$MPT_TRAIN" --spec="$D/temp.textproto" --out="$D/runs/temp" --threads=1
+# In range, but it overflows: the run stops naming the step and the stage,
+# and no adapter is written.
+STEPS=30 spec "$D/diverge.textproto" \
+  "optimizer { learning_rate: 1000 weight_decay: 1000 schedule: \"constant\" }"
+expect_error diverging_run 120 "not finite|of stage source (task echo)" -- \
+  "$MPT_TRAIN" --spec="$D/diverge.textproto" --out="$D/runs/diverge" --stage=source --threads=1
+if [ -e "$D/runs/diverge/source/echo/adapter_model.safetensors" ]; then
+  fail "diverging_run: an adapter was written"
+fi
+
+# --- mpt_train flags.
+spec "$D/good.textproto"
+cp "$D/good.textproto" "$D/good.before"
+expect_error events_is_the_spec 60 "--events: |an input (--spec)" -- \
+  "$MPT_TRAIN" --spec="$D/good.textproto" --out="$D/runs/ev" --events="$D/good.textproto" \
+  --stage=source --threads=1
+ln -s "$TASKS/echo.train.jsonl" "$D/data_link.jsonl"
+expect_error events_is_the_data 60 "an input (source.tasks[0].train_path)" -- \
+  "$MPT_TRAIN" --spec="$D/good.textproto" --out="$D/runs/ev" --events="$D/data_link.jsonl" \
+  --stage=source --threads=1
+cmp -s "$D/good.textproto" "$D/good.before" || fail "events_is_the_spec: the spec changed"
+expect_error stray_argument 60 'unexpected argument "extra"' -- \
+  "$MPT_TRAIN" --spec="$D/good.textproto" --out="$D/runs/x" extra
+for v in -1 nan; do
+  expect_error "baseline_lr_$v" 60 "--baseline_learning_rate: must be in (0, 1000]" -- \
+    "$MPT_TRAIN" --spec="$D/good.textproto" --out="$D/runs/x" --baseline_learning_rate="$v"
+done
+expect_error mpt_train_cuda 60 "--device: cuda:99: " -- \
+  "$MPT_TRAIN" --spec="$D/good.textproto" --out="$D/runs/x" --stage=source --device=cuda:99
+[ "$(wc -l <"$log")" -le 3 ] || fail "mpt_train_cuda: more than 3 lines"
+sed 's/^prompt/# no base_model\nprompt/; /^base_model/d' "$D/good.textproto" >"$D/nomodel.textproto"
+expect_error no_base_model 60 "base_model: required" -- \
+  "$MPT_TRAIN" --spec="$D/nomodel.textproto" --out="$D/runs/x" --stage=source --threads=1
+sed 's|^source {|source {\n  init: "ADAPTERS" init_adapters: "/nonexistent"|' "$D/good.textproto" \
+  >"$D/init.textproto"
+expect_error init_adapters_missing 60 "source.init_adapters[0]: /nonexistent" -- \
+  "$MPT_TRAIN" --spec="$D/init.textproto" --out="$D/runs/x" --stage=source --threads=1
+
+# --- llama_dump.
+expect_ok llama_threads_capped 60 -- "$LLAMA_DUMP" --model="$LLAMA" --ids=1,2 --threads=1000
+expect_error llama_threads_negative 30 "--threads" -- \
+  "$LLAMA_DUMP" --model="$LLAMA" --ids=1,2 --threads=-1
+expect_error llama_generate_huge 30 "--generate: 2000000000|max_position_embeddings" -- \
+  "$LLAMA_DUMP" --model="$LLAMA" --ids=1,2 --generate=2000000000
+expect_ok llama_generate_to_the_end 60 -- "$LLAMA_DUMP" --model="$LLAMA" --ids=1,2 --generate=254
+expect_error llama_random_tokens_huge 30 "--random_tokens: 1000000000|max_position_embeddings" -- \
+  "$LLAMA_DUMP" --model="$LLAMA" --random_tokens=1000000000
+expect_error llama_random_tokens_negative 30 "--random_tokens must be positive" -- \
+  "$LLAMA_DUMP" --model="$LLAMA" --random_tokens=-1
+expect_error llama_batch_huge 30 "--batch must be in [1, 65536]" -- \
+  "$LLAMA_DUMP" --model="$LLAMA" --random_tokens=8 --batch=2000000000
+expect_error llama_ids_semicolon 30 "--ids: row 1 is empty" -- "$LLAMA_DUMP" --model="$LLAMA" --ids=";"
+expect_error llama_ids_empty_row 30 "--ids: row 2 is empty" -- \
+  "$LLAMA_DUMP" --model="$LLAMA" --ids="1,2;;3"
+expect_error llama_ids_empty_id 30 "--ids: row 1 has an empty id" -- \
+  "$LLAMA_DUMP" --model="$LLAMA" --ids="1,,3"
+cp -r "$LLAMA" "$D/llama"
+cp "$D/llama/model.safetensors" "$D/llama.before"
+expect_error llama_out_is_the_weights 30 "--out: |an input (--model)" -- \
+  "$LLAMA_DUMP" --model="$D/llama" --ids=1,2 --out="$D/llama/model.safetensors"
+cmp -s "$D/llama/model.safetensors" "$D/llama.before" || fail "llama_out_is_the_weights: changed"
+
+# --- t5_dump.
+cp -r "$T5" "$D/t5"
+cp "$D/t5/model.safetensors" "$D/t5.before"
+expect_error t5_out_is_the_weights 30 "--out: |an input (--model)" -- \
+  "$T5_DUMP" --model="$D/t5" --text=hi --out="$D/t5/model.safetensors"
+cmp -s "$D/t5/model.safetensors" "$D/t5.before" || fail "t5_out_is_the_weights: changed"
+expect_ok t5_dump_still_works 60 -- "$T5_DUMP" --model="$D/t5" --text=hi --out="$D/o.safetensors"
+words=$(python3 -c 'print("word " * 20000)')
+expect_error t5_text_too_long 60 "--text: input 1 has|more than the limit of 8192" -- \
+  "$T5_DUMP" --model="$T5" --text="$words" --out="$D/o.safetensors"
+expect_error t5_generate_huge 60 "--generate: 2000000000" -- \
+  "$T5_DUMP" --model="$T5" --text=hi --generate=2000000000 --out="$D/o.safetensors"
+expect_error t5_cuda 30 "--device: cuda:99: " -- \
+  "$T5_DUMP" --model="$T5" --text=hi --device=cuda:99 --out="$D/o.safetensors"
+[ "$(wc -l <"$log")" -le 3 ] || fail "t5_cuda: more than 3 lines"
+expect_error t5_tpu 30 "--device: tpu: " -- \
+  "$T5_DUMP" --model="$T5" --text=hi --device=tpu --out="$D/o.safetensors"
+# float16 on the CPU: it works (libtorch 2.x) or is refused naming the flag.
+run t5_float16 60 -- "$T5_DUMP" --model="$T5" --text=hi --dtype=float16 --out="$D/o.safetensors"
+if [ "$rc" -ne 0 ] && ! grep -qF -- "--dtype: float16" "$log"; then
+  fail "t5_float16: exit $rc without naming --dtype"; tail -5 "$log" >&2
+fi
+
+# --- worker start-up flags (each is refused before it connects anywhere).
+W=(--coordinator=127.0.0.1:1 --threads=1 --work_dir="$D/worker")
+expect_error worker_tpu 30 "--device: tpu: " -- "$WORKER" "${W[@]}" --device=tpu
+expect_error worker_models 30 "--models: /nonexistent" -- "$WORKER" "${W[@]}" --models=/nonexistent
+expect_error worker_memory 30 "--memory_bytes: must be >= 0" -- "$WORKER" "${W[@]}" --memory_bytes=-1
+expect_error worker_gloo_bind 30 "--gloo_bind: \"nosuchif0.invalid\" is neither" -- \
+  "$WORKER" "${W[@]}" --gloo_bind=nosuchif0.invalid
+
+if [ "$failures" -ne 0 ]; then
+  echo "$failures failure(s)" >&2
+  exit 1
+fi
+echo "all passed"
