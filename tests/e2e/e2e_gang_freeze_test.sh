@@ -34,9 +34,15 @@ gang=$(e2e_stage_json "$job" distillation | grep -o 'workers/[0-9a-zA-Z_-]*' | s
 [ "$(echo "$gang" | wc -l)" -eq 2 ] || e2e_fail "expected a gang of 2, got: $gang"
 victim=$(local_name_of "$(echo "$gang" | tail -n 1)") || e2e_fail "no local worker for $gang"
 peer=$(local_name_of "$(echo "$gang" | head -n 1)") || e2e_fail "no local worker for $gang"
-aborted_before=$(grep -c "failed: cancelled" "$E2E_DIR/logs/$peer.log" || true)
+# The peer leaves its blocked collective when its assignment is cancelled:
+# because the coordinator requeued the gang after the frozen rank's lease
+# ran out ("failed: cancelled"), or, on a machine so loaded that the peer's
+# own heartbeats fell behind its lease too, because the coordinator
+# declared the peer lost as well. Either way it must not stay blocked.
+left_pattern="failed: cancelled|cancelling .*: the coordinator declared this worker lost"
+aborted_before=$(grep -cE "$left_pattern" "$E2E_DIR/logs/$peer.log" || true)
 peer_aborted() {
-  [ "$(grep -c "failed: cancelled" "$E2E_DIR/logs/$peer.log" || true)" -gt "$aborted_before" ]
+  [ "$(grep -cE "$left_pattern" "$E2E_DIR/logs/$peer.log" || true)" -gt "$aborted_before" ]
 }
 
 e2e_log "SIGSTOP to $victim at step $(e2e_stage_field "$job" distillation step); its peer is $peer"
