@@ -138,6 +138,9 @@ ABSL_FLAG(int, threads, 0,
           "Total compute threads, split between libtorch and BLAS as the worker splits them "
           "(0: every usable core).");
 ABSL_FLAG(int, intra_op_threads, 0, "Measurement override: libtorch intra-op threads.");
+ABSL_FLAG(bool, keep_blas_kernels, false,
+          "Measurement override: keep the OpenBLAS kernels the library picked for this CPU "
+          "(default: the ones measured faster on it, as the worker runs).");
 ABSL_FLAG(int, blas_threads, 0,
           "Measurement override: OpenBLAS threads (-1: leave them as OPENBLAS_NUM_THREADS or "
           "OpenBLAS's default set them).");
@@ -233,6 +236,7 @@ absl::Status Main() {
   thread_options.intra_op_override = absl::GetFlag(FLAGS_intra_op_threads);
   thread_options.blas_override = std::max(0, absl::GetFlag(FLAGS_blas_threads));
   thread_options.leave_blas = absl::GetFlag(FLAGS_blas_threads) < 0;
+  thread_options.keep_blas_kernels = absl::GetFlag(FLAGS_keep_blas_kernels);
   ASSIGN_OR_RETURN(ComputeThreads threads, ApplyComputeThreads(thread_options));
   ASSIGN_OR_RETURN(AutocastMode autocast, ParseAutocast(absl::GetFlag(FLAGS_autocast)));
   c10::Device device(c10::DeviceType::CPU);

@@ -90,6 +90,9 @@ struct ComputeThreadOptions {
   // Leave BLAS's thread count as the library set it (OPENBLAS_NUM_THREADS or
   // its default): measurements only.
   bool leave_blas = false;
+  // Keep the OpenBLAS kernels the library picked for this CPU instead of the
+  // ones measured faster on it (UseMeasuredBlasKernels): measurements only.
+  bool keep_blas_kernels = false;
 };
 
 // What was decided and what the libraries report afterwards.
@@ -102,6 +105,8 @@ struct ComputeThreads {
   BlasThreading blas_threading = BlasThreading::kUnknown;
   std::string blas_library;   // the BLAS file mapped in this process, resolved
   std::string blas_config;    // openblas_get_config(), or MKL's version string
+  std::string blas_kernels_note;  // why OpenBLAS runs other kernels than it
+                                  // picked ("": it runs its own choice)
   std::string omp_wait_policy;    // $OMP_WAIT_POLICY ("": unset, libgomp spins
                                  // a while at each barrier before sleeping)
   std::string libtorch_version;  // TORCH_VERSION of the headers built against
@@ -111,8 +116,21 @@ struct ComputeThreads {
   bool overridden = false;       // a pool's count was set by an override
 };
 
-// Decides and applies the thread counts. INVALID_ARGUMENT for a negative
-// count. libtorch errors are returned as INTERNAL; nothing throws.
+// Whether OpenBLAS's AVX2 (Haswell) kernels should replace the AVX-512 ones
+// it picks (`corename`: "Cooperlake" or "SkylakeX") on the CPU that
+// `cpuinfo` (the text of /proc/cpuinfo) describes. True on AMD Zen 4
+// (family 25 with AVX-512), which runs 512-bit instructions as two 256-bit
+// halves: there OpenBLAS 0.3.21's Haswell sgemm was 4 to 5 % faster per
+// training step and 5 % faster on the matrix peak than its Cooperlake one
+// (docs/MEASUREMENTS.md, "OpenBLAS's kernels on Zen 4").
+bool PreferHaswellKernels(absl::string_view cpuinfo, absl::string_view corename);
+
+// Decides and applies the thread counts, and the OpenBLAS kernels: where
+// PreferHaswellKernels says so and the user did not set OPENBLAS_CORETYPE,
+// OpenBLAS is set to its Haswell kernels (OPENBLAS_CORETYPE=Haswell and its
+// dynamic kernel selection run again: no BLAS call may have run before).
+// INVALID_ARGUMENT for a negative count. libtorch errors are returned as
+// INTERNAL; nothing throws.
 absl::StatusOr<ComputeThreads> ApplyComputeThreads(const ComputeThreadOptions& options);
 
 // Sets the pools for the dtype a frozen model's matrix products run in on

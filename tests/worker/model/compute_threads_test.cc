@@ -1,10 +1,13 @@
 #include "worker/model/compute_threads.h"
 
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/version.h>
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -107,6 +110,58 @@ TEST(ApplyComputeThreadsTest, NamesTheLibtorchAndTheBlas) {
     EXPECT_EQ(t->blas_threads, 1) << line;
     EXPECT_NE(line.find("OpenBLAS"), std::string::npos) << line;
   }
+}
+
+constexpr char kZen4[] =
+    "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+    "flags\t\t: fpu sse avx2 avx512f avx512_bf16\n\nprocessor\t: 1\n";
+
+TEST(BlasKernelsTest, HaswellKernelsOnlyWhereTheyWereMeasuredFaster) {
+  EXPECT_TRUE(PreferHaswellKernels(kZen4, "Cooperlake"));
+  EXPECT_TRUE(PreferHaswellKernels(kZen4, "SkylakeX"));
+  // Already AVX2 kernels, or another library's name.
+  for (const char* name : {"Haswell", "Zen", "", "MKL"}) {
+    EXPECT_FALSE(PreferHaswellKernels(kZen4, name)) << name;
+  }
+  std::string zen3 = kZen4;  // family 25 without AVX-512
+  zen3.replace(zen3.find(" avx512f avx512_bf16"), 20, "");
+  EXPECT_FALSE(PreferHaswellKernels(zen3, "Cooperlake"));
+  std::string zen5 = kZen4;  // full-width AVX-512: not measured
+  zen5.replace(zen5.find(": 25"), 4, ": 26");
+  EXPECT_FALSE(PreferHaswellKernels(zen5, "Cooperlake"));
+  std::string intel = kZen4;
+  intel.replace(intel.find("AuthenticAMD"), 12, "GenuineIntel");
+  EXPECT_FALSE(PreferHaswellKernels(intel, "Cooperlake"));
+  EXPECT_FALSE(PreferHaswellKernels("", "Cooperlake"));
+  EXPECT_FALSE(PreferHaswellKernels("garbage without colons\n", "Cooperlake"));
+}
+
+TEST(BlasKernelsTest, ProductsAreRightAfterTheKernelsAreChosen) {
+  auto t = ApplyComputeThreads({/*total=*/0});
+  ASSERT_TRUE(t.ok()) << t.status();
+  if (!t->blas_kernels_note.empty()) {
+    EXPECT_NE(Describe(*t).find("Haswell kernels instead of"), std::string::npos) << Describe(*t);
+  }
+  // On a Zen 4 with Debian's OpenBLAS (DYNAMIC_ARCH) the Haswell kernels
+  // run, whichever call of ApplyComputeThreads switched them.
+  std::ifstream cpuinfo_file("/proc/cpuinfo");
+  std::stringstream cpuinfo;
+  cpuinfo << cpuinfo_file.rdbuf();
+  if (PreferHaswellKernels(cpuinfo.str(), "Cooperlake") &&
+      t->blas_config.find("DYNAMIC_ARCH") != std::string::npos) {
+    EXPECT_NE(t->blas_config.find(" Haswell "), std::string::npos) << Describe(*t);
+  }
+  // Odd shapes, both transpositions: whichever kernels run, products agree
+  // with a double-precision reference.
+  at::manual_seed(0);
+  const at::Tensor a = at::randn({257, 129});
+  const at::Tensor b = at::randn({129, 65});
+  const at::Tensor want = at::mm(a.to(at::kDouble), b.to(at::kDouble));
+  EXPECT_TRUE(at::allclose(at::mm(a, b).to(at::kDouble), want, 1e-4, 1e-4));
+  const at::Tensor a_transposed = a.t().contiguous().t();  // same values, other layout
+  const at::Tensor b_transposed = b.t().contiguous().t();
+  EXPECT_TRUE(at::allclose(at::mm(a_transposed, b).to(at::kDouble), want, 1e-4, 1e-4));
+  EXPECT_TRUE(at::allclose(at::mm(a, b_transposed).to(at::kDouble), want, 1e-4, 1e-4));
 }
 
 TEST(ApplyComputeThreadsTest, RejectsNegativeCounts) {
