@@ -51,6 +51,10 @@ e2e_cleanup() {
   wait 2>/dev/null || true
   local hook
   for hook in "${E2E_CLEANUP_HOOKS[@]}"; do eval "$hook" || true; done
+  # Every process's whole log, kept by Bazel in the test's outputs.zip.
+  if [ -n "${TEST_UNDECLARED_OUTPUTS_DIR:-}" ] && [ -d "$E2E_DIR/logs" ]; then
+    cp "$E2E_DIR"/logs/*.log "$TEST_UNDECLARED_OUTPUTS_DIR"/ 2>/dev/null || true
+  fi
   if [ "$rc" -ne 0 ]; then
     local f
     for f in "$E2E_DIR"/logs/*.log; do

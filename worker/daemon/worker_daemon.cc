@@ -181,6 +181,7 @@ void WorkerDaemon::ForgetRegistration(const std::string& stale_name) {
 
 void WorkerDaemon::HeartbeatLoop() {
   int failures = 0;
+  absl::Time last_sent = absl::InfinitePast();
   while (true) {
     absl::Duration interval;
     {
@@ -190,7 +191,19 @@ void WorkerDaemon::HeartbeatLoop() {
     if (!SleepUnlessStopped(interval)) return;
     const std::string name = worker_name();
     if (name.empty()) continue;
+    const absl::Time sent = absl::Now();
+    if (last_sent != absl::InfinitePast() && sent - last_sent > 3 * interval) {
+      MPT_LOG(WARNING) << "heartbeat sent " << absl::FormatDuration(sent - last_sent)
+                       << " after the previous one (every " << absl::FormatDuration(interval)
+                       << ")";
+    }
+    last_sent = sent;
     absl::StatusOr<mpt::v1::HeartbeatResponse> r = client_->Heartbeat(name);
+    if (const absl::Duration took = absl::Now() - sent; took > interval) {
+      // Slower than the interval: the lease may run out before the next one.
+      MPT_LOG(WARNING) << "heartbeat took " << absl::FormatDuration(took) << " ("
+                       << (r.ok() ? "ok" : r.status().ToString()) << ")";
+    }
     if (r.ok()) {
       if (failures > 0) MPT_LOG(INFO) << "heartbeats reach the coordinator again";
       failures = 0;
