@@ -4,6 +4,7 @@
 #include <ATen/Context.h>
 
 #include "absl/strings/str_cat.h"
+#include "worker/model/autocast.h"
 
 namespace mpt {
 namespace {
@@ -15,18 +16,6 @@ bool CpuMultipliesIn(c10::ScalarType dtype) {
     return true;
   } catch (const c10::Error&) {
     return false;
-  }
-}
-
-// The name the --dtype flags use.
-const char* DtypeName(c10::ScalarType dtype) {
-  switch (dtype) {
-    case c10::ScalarType::Half:
-      return "float16";
-    case c10::ScalarType::BFloat16:
-      return "bfloat16";
-    default:
-      return c10::toString(dtype);
   }
 }
 
@@ -70,7 +59,7 @@ absl::Status CheckDtypeOnDevice(c10::ScalarType dtype, const c10::Device& device
                                                         : true;
   if (ok) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(
-      flag, ": ", DtypeName(dtype), ": this libtorch has no ", DtypeName(dtype),
+      flag, ": ", ProductDtypeName(dtype), ": this libtorch has no ", ProductDtypeName(dtype),
       " matrix products on the CPU; use float32", bf16 ? " or bfloat16" : "",
       " there (or a CUDA device)"));
 }
