@@ -16,15 +16,10 @@
 namespace mpt {
 namespace {
 
+// "" for no file (the defaults: the system's roots, no client certificate).
 absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what, PemKind kind) {
   if (path.empty()) return std::string();
-  absl::StatusOr<std::string> pem = ReadFile(path);
-  if (!pem.ok()) {
-    return absl::Status(pem.status().code(),
-                        absl::StrCat(what, ": ", pem.status().message()));
-  }
-  RETURN_IF_ERROR(CheckPem(*pem, what, path, kind));
-  return pem;
+  return ReadPemFile(path, what, kind);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/file_util.h"
 
 namespace mpt {
 
@@ -49,6 +50,16 @@ absl::Status CheckPem(absl::string_view text, absl::string_view flag, absl::stri
                                                  kind == PemKind::kCertificate
                                                      ? " (\"-----BEGIN CERTIFICATE-----\")"
                                                      : " (\"-----BEGIN ... PRIVATE KEY-----\")"));
+}
+
+absl::StatusOr<std::string> ReadPemFile(const std::string& path, absl::string_view flag,
+                                        PemKind kind) {
+  absl::StatusOr<std::string> pem = ReadFile(path);
+  if (!pem.ok()) {
+    return absl::Status(pem.status().code(), absl::StrCat(flag, ": ", pem.status().message()));
+  }
+  if (absl::Status s = CheckPem(*pem, flag, path, kind); !s.ok()) return s;
+  return pem;
 }
 
 }  // namespace mpt

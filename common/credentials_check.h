@@ -4,11 +4,15 @@
 // connection it cannot make.
 //
 //   RETURN_IF_ERROR(CheckBearerToken(token, "--token_file /etc/mpt/token"));
-//   RETURN_IF_ERROR(CheckPem(pem, "--tls_cert", path, PemKind::kCertificate));
+//   ASSIGN_OR_RETURN(std::string cert,
+//                    ReadPemFile(path, "--tls_cert", PemKind::kCertificate));
 #ifndef MPT_COMMON_CREDENTIALS_CHECK_H_
 #define MPT_COMMON_CREDENTIALS_CHECK_H_
 
+#include <string>
+
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
 namespace mpt {
@@ -32,6 +36,11 @@ enum class PemKind { kCertificate, kPrivateKey };
 // Whether the block decodes is left to the TLS library.
 absl::Status CheckPem(absl::string_view text, absl::string_view flag, absl::string_view path,
                       PemKind kind);
+
+// The contents of PEM file `path`, checked with CheckPem: the file's
+// errors (NOT_FOUND, ...) and CheckPem's are led by `flag`.
+absl::StatusOr<std::string> ReadPemFile(const std::string& path, absl::string_view flag,
+                                        PemKind kind);
 
 }  // namespace mpt
 

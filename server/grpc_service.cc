@@ -16,7 +16,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/credentials_check.h"
-#include "common/file_util.h"
 #include "common/grpc_status.h"
 #include "common/http_server.h"
 #include "common/logging.h"
@@ -690,27 +689,18 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
                              std::make_pair("--worker_token_file", &options.worker_token)}) {
     if (!value->empty()) RETURN_IF_ERROR(CheckBearerToken(*value, flag));
   }
-  auto read_pem = [](const std::string& path, const char* flag,
-                     PemKind kind) -> absl::StatusOr<std::string> {
-    absl::StatusOr<std::string> pem = ReadFile(path);
-    if (!pem.ok()) {
-      return absl::Status(pem.status().code(), absl::StrCat(flag, ": ", pem.status().message()));
-    }
-    RETURN_IF_ERROR(CheckPem(*pem, flag, path, kind));
-    return pem;
-  };
   std::shared_ptr<grpc::ServerCredentials> credentials;
   const bool tls = !options.tls_cert_file.empty();
   if (tls) {
     ASSIGN_OR_RETURN(std::string cert,
-                     read_pem(options.tls_cert_file, "--tls_cert", PemKind::kCertificate));
+                     ReadPemFile(options.tls_cert_file, "--tls_cert", PemKind::kCertificate));
     ASSIGN_OR_RETURN(std::string key,
-                     read_pem(options.tls_key_file, "--tls_key", PemKind::kPrivateKey));
+                     ReadPemFile(options.tls_key_file, "--tls_key", PemKind::kPrivateKey));
     grpc::SslServerCredentialsOptions ssl;
     ssl.pem_key_cert_pairs.push_back({key, cert});
     if (!options.tls_client_ca_file.empty()) {
       absl::StatusOr<std::string> ca =
-          read_pem(options.tls_client_ca_file, "--tls_client_ca", PemKind::kCertificate);
+          ReadPemFile(options.tls_client_ca_file, "--tls_client_ca", PemKind::kCertificate);
       if (!ca.ok()) return ca.status();
       ssl.pem_root_certs = *ca;
       ssl.client_certificate_request =
