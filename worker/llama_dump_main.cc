@@ -17,8 +17,6 @@
 //
 // Exit status: 0 on success, 2 for bad flags, 1 when loading or running
 // fails; the error names the problem.
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <fstream>
@@ -128,10 +126,9 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> ParseIds(const std::string& fl
 // The logits [B, S, V] in fp32 dominate what a forward pass holds: refuse a
 // batch whose logits alone would not fit in this host's memory.
 absl::Status CheckLogitsFit(int64_t batch, int64_t length, int64_t vocab) {
-  const long pages = sysconf(_SC_PHYS_PAGES);
-  const long page = sysconf(_SC_PAGESIZE);
-  if (pages <= 0 || page <= 0) return absl::OkStatus();
-  const double host = static_cast<double>(pages) * static_cast<double>(page);
+  const int64_t host_bytes = HostMemoryBytes();
+  if (host_bytes <= 0) return absl::OkStatus();
+  const double host = static_cast<double>(host_bytes);
   const double logits = 4.0 * static_cast<double>(batch) * length * vocab;
   if (logits <= host / 2) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(

@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
@@ -149,6 +150,12 @@ bool PreferHaswellKernels(absl::string_view cpuinfo, absl::string_view corename)
     }
   }
   return amd && family == 25 && avx512;
+}
+
+int64_t HostMemoryBytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : 0;
 }
 
 const char* BlasThreadingName(BlasThreading t) {

@@ -21,6 +21,7 @@
 #ifndef MPT_WORKER_MODEL_COMPUTE_THREADS_H_
 #define MPT_WORKER_MODEL_COMPUTE_THREADS_H_
 
+#include <cstdint>
 #include <string>
 
 #include <c10/core/ScalarType.h>
@@ -43,6 +44,9 @@ struct CpuBudget {
 // cpu.cfs_quota_us / cpu.cfs_period_us). Never fails: what cannot be read
 // stays 0.
 CpuBudget DetectCpuBudget();
+
+// The host's physical memory in bytes (sysconf); 0 when unknown.
+int64_t HostMemoryBytes();
 
 // Parses a cgroup v2 cpu.max ("max 100000" or "150000 100000"): the quota
 // in whole cores, rounded up; 0 for no limit or unparsable text.
