@@ -198,11 +198,28 @@ absl::Status Main() {
                      "], or 0 for the target stage's rate; got ", baseline_lr));
   }
   ASSIGN_OR_RETURN(mpt::v1::PipelineSpec spec, LoadSpecForStage(spec_path, stage));
-  RETURN_IF_ERROR(CheckOutputIsNotAnInput(absl::GetFlag(FLAGS_events), "--events",
-                                          InputsOf(spec, spec_path)));
+  const std::vector<InputPath> inputs = InputsOf(spec, spec_path);
+  RETURN_IF_ERROR(CheckOutputIsNotAnInput(absl::GetFlag(FLAGS_events), "--events", inputs));
   const std::string work_dir = absl::GetFlag(FLAGS_work_dir).empty()
                                    ? (fs::path(out) / ".work").string()
                                    : absl::GetFlag(FLAGS_work_dir);
+  // The folders this run replaces (its stages' adapters and checkpoints)
+  // must hold no input.
+  std::vector<std::string> stages;
+  if (stage == "all") {
+    stages = {std::string(kSourceStage), std::string(kDistillationStage),
+              std::string(kTargetStage)};
+  } else {
+    stages = {stage};
+  }
+  if (absl::GetFlag(FLAGS_baselines)) stages.push_back("baseline");
+  std::vector<std::string> replaced_out, replaced_work;
+  for (const std::string& s : stages) {
+    replaced_out.push_back((fs::path(out) / s).string());
+    replaced_work.push_back((fs::path(work_dir) / s).string());
+  }
+  RETURN_IF_ERROR(CheckNoInputInside(replaced_out, "--out", inputs));
+  RETURN_IF_ERROR(CheckNoInputInside(replaced_work, "--work_dir", inputs));
   // Every input read and every output folder tried before the first step.
   PreflightOptions preflight;
   preflight.stage = stage;
@@ -249,6 +266,7 @@ absl::Status Main() {
   StageEnv env;
   env.model = base.model.get();
   env.tokenizer = base.tokenizer.get();
+  env.model_digest = base.digest;
   env.sink = &sink;
   env.work_dir = work_dir;
   env.lanes = lanes;

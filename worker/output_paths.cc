@@ -1,5 +1,6 @@
 #include "worker/output_paths.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <system_error>
 
@@ -36,6 +37,28 @@ absl::Status CheckOutputIsNotAnInput(const std::string& output, absl::string_vie
     if (!fs::is_directory(path, ec)) continue;
     for (fs::directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) {
       if (Same(output, it->path())) return Clash(output, flag, it->path(), input.what);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckNoInputInside(const std::vector<std::string>& replaced, absl::string_view flag,
+                                const std::vector<InputPath>& inputs) {
+  for (const std::string& folder : replaced) {
+    std::error_code ec;
+    const fs::path root = fs::weakly_canonical(fs::absolute(folder), ec);
+    if (ec) continue;
+    for (const InputPath& input : inputs) {
+      if (input.path.empty()) continue;
+      const fs::path path = fs::weakly_canonical(fs::absolute(input.path), ec);
+      if (ec) continue;
+      // `path` is `root` or below it when every component of `root` starts it.
+      auto [r, p] = std::mismatch(root.begin(), root.end(), path.begin(), path.end());
+      if (r != root.end()) continue;
+      return absl::InvalidArgumentError(absl::StrCat(
+          flag, ": ", folder, " is replaced by this run's output, but it holds ", input.path,
+          " (", input.what, "), which would be lost; keep the inputs elsewhere or choose another ",
+          flag));
     }
   }
   return absl::OkStatus();

@@ -31,6 +31,14 @@ struct InputPath {
 absl::Status CheckOutputIsNotAnInput(const std::string& output, absl::string_view flag,
                                      const std::vector<InputPath>& inputs);
 
+// OK when no input lies in (or is) one of the folders a run replaces
+// (`replaced`: mpt_train's <out>/source, <out>/distillation, ... and its
+// checkpoint folders), compared after resolving symbolic links and "..".
+// INVALID_ARGUMENT "<flag>: <folder> is replaced by this run's output,
+// but it holds <input> (<what>); ..." otherwise.
+absl::Status CheckNoInputInside(const std::vector<std::string>& replaced, absl::string_view flag,
+                                const std::vector<InputPath>& inputs);
+
 }  // namespace mpt
 
 #endif  // MPT_WORKER_OUTPUT_PATHS_H_

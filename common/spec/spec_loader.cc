@@ -200,9 +200,10 @@ void ValidateTask(absl::string_view field, const TaskData& task,
   }
   CheckOneOf(absl::StrCat(field, ".eval_mode"), task.eval_mode(), EvalModes(),
              problems);
-  if (task.eval_mode() == "rank" && task.candidates().empty()) {
+  if (task.eval_mode() == "rank" && task.candidates_size() < 2) {
     problems->Add(absl::StrCat(field, ".candidates"),
-                  "eval_mode \"rank\" needs at least one candidate");
+                  absl::StrCat("eval_mode \"rank\" needs at least two candidates to choose "
+                               "from; got ", task.candidates_size()));
   }
   if (task.candidates_size() > kMaxCandidates) {
     problems->Add(absl::StrCat(field, ".candidates"),

@@ -249,7 +249,7 @@ TEST(LoadPipelineSpec, ValidationProblemsAreAllListed) {
               HasSubstr("prompt.num_ranks: 200 is larger than the prompt "
                         "(num_virtual_tokens*num_transformer_submodules = 10)"));
   EXPECT_THAT(message, HasSubstr("source.tasks[0].candidates: eval_mode "
-                                 "\"rank\" needs at least one candidate"));
+                                 "\"rank\" needs at least two candidates"));
   EXPECT_THAT(message, HasSubstr("source.tasks[1].name: \"sst2\" is also the "
                                  "name of source.tasks[0]"));
   EXPECT_THAT(message,
@@ -455,8 +455,14 @@ TEST(ValidatePipelineSpec, EvalModeAndCandidates) {
   spec = ValidSpec();
   spec.mutable_target()->mutable_tasks(0)->clear_candidates();
   EXPECT_EQ(Problems(spec),
-            "target.tasks[0].candidates: eval_mode \"rank\" needs at least one "
-            "candidate");
+            "target.tasks[0].candidates: eval_mode \"rank\" needs at least two candidates to "
+            "choose from; got 0");
+  spec = ValidSpec();
+  spec.mutable_target()->mutable_tasks(0)->clear_candidates();
+  spec.mutable_target()->mutable_tasks(0)->add_candidates("entailment");
+  EXPECT_EQ(Problems(spec),
+            "target.tasks[0].candidates: eval_mode \"rank\" needs at least two candidates to "
+            "choose from; got 1");
   spec = ValidSpec();
   spec.mutable_target()->mutable_tasks(0)->add_candidates("");
   spec.mutable_target()->mutable_tasks(0)->add_candidates("entailment");

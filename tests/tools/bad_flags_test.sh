@@ -166,6 +166,97 @@ if [ "$rc" -ne 0 ] && ! grep -qF -- "--dtype: float16" "$log"; then
   fail "t5_float16: exit $rc without naming --dtype"; tail -5 "$log" >&2
 fi
 
+# --- Specs and data whose results would silently mean nothing.
+# Evaluation by rank when the eval targets are not among the candidates
+# (accuracy would read 0), or with one candidate (it would read the base rate).
+cat >"$D/rank.textproto" <<SPEC
+base_model: "$T5"
+prompt { num_virtual_tokens: 2 }
+source {
+  tasks { name: "echo" train_path: "$TASKS/echo.train.jsonl" eval_path: "$TASKS/echo.eval.jsonl"
+          eval_mode: "rank" candidates: "yes" candidates: "no" }
+  train { steps: 1 batch_size: 2 }
+}
+SPEC
+expect_error rank_targets_not_candidates 60 \
+  "echo.eval.jsonl:1: target \"blue cat\" is not one of task \"echo\"'s candidates (\"yes\", \"no\")" -- \
+  "$MPT_TRAIN" --spec="$D/rank.textproto" --out="$D/runs/rank" --stage=source --threads=1
+sed -i 's/ candidates: "no"//' "$D/rank.textproto"
+expect_error rank_one_candidate 60 "source.tasks[0].candidates: eval_mode \"rank\" needs at least two" -- \
+  "$MPT_TRAIN" --spec="$D/rank.textproto" --out="$D/runs/rank" --stage=source --threads=1
+# Settings inside their ranges whose step cannot fit any machine's memory:
+# refused before the first step, naming the fields.
+cat >"$D/huge_step.textproto" <<SPEC
+base_model: "$T5"
+prompt { num_virtual_tokens: 10000 }
+source {
+  tasks { name: "echo" train_path: "$TASKS/echo.train.jsonl" }
+  train { steps: 1 batch_size: 1024 }
+}
+SPEC
+expect_error step_memory 60 "source.train: one step of batch_size 1024 over prompt.num_virtual_tokens 10000|lower batch_size, max_input_length or num_virtual_tokens" -- \
+  prlimit --as=8000000000 -- "$MPT_TRAIN" --spec="$D/huge_step.textproto" --out="$D/runs/huge" --stage=source --threads=1
+# A data line with a key twice.
+printf '{"input": "a", "target": "b", "input": "c"}\n' >"$D/twice.jsonl"
+cat >"$D/twice.textproto" <<SPEC
+base_model: "$T5"
+prompt { num_virtual_tokens: 2 }
+source {
+  tasks { name: "echo" train_path: "$D/twice.jsonl" }
+  train { steps: 1 batch_size: 2 }
+}
+SPEC
+expect_error data_key_twice 60 "twice.jsonl:1: key \"input\" appears more than once" -- \
+  "$MPT_TRAIN" --spec="$D/twice.textproto" --out="$D/runs/twice" --stage=source --threads=1
+# A model whose config.json has fewer embedding rows than the tokenizer has ids.
+mkdir -p "$D/small_vocab"
+cp -L "$T5"/* "$D/small_vocab/"
+python3 - "$D/small_vocab" <<'PY'
+import json, struct, sys
+folder = sys.argv[1]
+config = json.load(open(folder + "/config.json"))
+vocab = config["vocab_size"]
+config["vocab_size"] = 100
+json.dump(config, open(folder + "/config.json", "w"))
+# The embedding (and an untied LM head) cut to 100 rows, as config.json says.
+data = open(folder + "/model.safetensors", "rb").read()
+n = struct.unpack("<Q", data[:8])[0]
+header = json.loads(data[8:8 + n])
+out_header, blobs, offset = {}, [], 0
+for name, t in header.items():
+    if name == "__metadata__":
+        out_header[name] = t
+        continue
+    begin, end = t["data_offsets"]
+    blob = data[8 + n + begin:8 + n + end]
+    if t["shape"] and t["shape"][0] == vocab:
+        blob = blob[:len(blob) * 100 // vocab]
+        t = dict(t, shape=[100] + t["shape"][1:])
+    out_header[name] = dict(t, data_offsets=[offset, offset + len(blob)])
+    blobs.append(blob)
+    offset += len(blob)
+encoded = json.dumps(out_header).encode()
+with open(folder + "/model.safetensors", "wb") as f:
+    f.write(struct.pack("<Q", len(encoded)) + encoded + b"".join(blobs))
+PY
+sed "s|$T5|$D/small_vocab|" "$D/good.textproto" >"$D/small_vocab.textproto"
+expect_error model_vocab_too_small 60 "config.json: vocab_size 100 is smaller than the tokenizer's" -- \
+  "$MPT_TRAIN" --spec="$D/small_vocab.textproto" --out="$D/runs/small_vocab" --stage=source --threads=1
+# target.init_task outside the source adapter's tasks.
+expect_ok two_teachers 120 -- \
+  "$MPT_TRAIN" --spec="$D/good.textproto" --out="$D/runs/good" --threads=1
+cat >"$D/init_task.textproto" <<SPEC
+base_model: "$T5"
+prompt { num_virtual_tokens: 2 }
+target {
+  tasks { name: "echo" train_path: "$TASKS/echo.train.jsonl" }
+  train { steps: 1 batch_size: 2 }
+  init: "EXACT_SOURCE_TASK" init_task: 5 source_adapter: "$D/runs/good/distillation"
+}
+SPEC
+expect_error init_task_out_of_range 60 "target.init_task: 5 is not a task of target.source_adapter" -- \
+  "$MPT_TRAIN" --spec="$D/init_task.textproto" --out="$D/runs/init_task" --stage=target --threads=1
+
 # --- worker start-up flags (each is refused before it connects anywhere).
 W=(--coordinator=127.0.0.1:1 --threads=1 --work_dir="$D/worker")
 expect_error worker_tpu 30 "--device: tpu: " -- "$WORKER" "${W[@]}" --device=tpu

@@ -228,6 +228,7 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
   StageEnv env;
   env.model = loaded.base.model.get();
   env.tokenizer = loaded.base.tokenizer.get();
+  env.model_digest = loaded.base.digest;
   std::optional<ProductDtypeSink> dtype_sink;
   if (context.sink != nullptr) {
     dtype_sink.emplace(context.sink, ProductDtypeName(product_dtype));
@@ -425,6 +426,7 @@ std::vector<absl::StatusOr<AssignmentOutput>> AssignmentRunner::RunPackUnsafe(
   StageEnv env;
   env.model = loaded->base.model.get();
   env.tokenizer = loaded->base.tokenizer.get();
+  env.model_digest = loaded->base.digest;
   env.lanes = options_.lanes;
   MPT_LOG(INFO) << "training " << tasks.size() << " source stages in one pass"
                 << (options_.lanes > 1 && device_.is_cpu()

@@ -6,7 +6,10 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <set>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -15,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "common/file_util.h"
 #include "common/json_util.h"
+#include "common/quote.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -52,8 +56,25 @@ class LineParser {
 
     RETURN_IF_ERROR(CheckJsonText(text, absl::StrCat(source_name_, ":", line)));
     nlohmann::json value;
+    // JSON leaves a repeated key's meaning open (nlohmann keeps the last);
+    // a line that says "input" twice is refused rather than guessed at.
+    std::vector<std::set<std::string>> keys;  // per open object
+    std::string repeated;
+    auto track_keys = [&](int /*depth*/, nlohmann::json::parse_event_t event,
+                          nlohmann::json& parsed) {
+      using Event = nlohmann::json::parse_event_t;
+      if (event == Event::object_start) {
+        keys.emplace_back();
+      } else if (event == Event::object_end && !keys.empty()) {
+        keys.pop_back();
+      } else if (event == Event::key && !keys.empty() && repeated.empty() &&
+                 !keys.back().insert(parsed.get<std::string>()).second) {
+        repeated = parsed.get<std::string>();
+      }
+      return true;
+    };
     try {
-      value = nlohmann::json::parse(text.begin(), text.end());
+      value = nlohmann::json::parse(text.begin(), text.end(), track_keys);
     } catch (const nlohmann::json::exception& e) {
       // e.what() reads "[json.exception.parse_error.101] parse error at
       // line 1, column 8: <reason>"; the line is always 1 here, so keep the
@@ -68,6 +89,10 @@ class LineParser {
     if (!value.is_object()) {
       return LineError(line, absl::StrCat("expected a JSON object, got ",
                                           value.type_name()));
+    }
+    if (!repeated.empty()) {
+      return LineError(line, absl::StrCat("key ", QuoteForError(repeated),
+                                          " appears more than once in an object"));
     }
 
     Example example;

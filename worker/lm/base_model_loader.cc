@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/file_digest.h"
 #include "common/status_macros.h"
 #include "worker/lm/causal_prompted_model.h"
 #include "worker/lm/causal_task_tokenizer.h"
@@ -26,6 +27,14 @@ absl::StatusOr<BaseModel> LoadT5(const std::string& folder, const BaseModelOptio
   ASSIGN_OR_RETURN(load.dtype, ModelDtypeFor(folder, options));
   ASSIGN_OR_RETURN(std::unique_ptr<T5Model> model, T5Model::Load(folder, load));
   ASSIGN_OR_RETURN(std::unique_ptr<T5Tokenizer> tokenizer, T5Tokenizer::Load(folder));
+  // Every id the tokenizer can produce needs an embedding row.
+  if (tokenizer->vocab_size() > model->config().vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        folder, "/config.json: vocab_size ", model->config().vocab_size,
+        " is smaller than the tokenizer's ", tokenizer->vocab_size(),
+        " ids (its pieces and sentinel tokens): inputs would hold ids the model has no "
+        "embedding for"));
+  }
   BaseModel out;
   out.kind = std::move(kind);
   out.model = std::make_shared<T5PromptedModel>(std::shared_ptr<const T5Model>(std::move(model)));
@@ -64,13 +73,18 @@ absl::StatusOr<BaseModel> LoadDecoderOnly(const std::string& folder,
 absl::StatusOr<BaseModel> LoadBaseModel(const std::string& folder,
                                         const BaseModelOptions& options) {
   ASSIGN_OR_RETURN(ModelKind kind, ReadModelKind(folder));
+  absl::StatusOr<BaseModel> base = absl::InternalError("unknown model family");
   switch (kind.family) {
     case ModelFamily::kEncoderDecoder:
-      return LoadT5(folder, options, std::move(kind));
+      base = LoadT5(folder, options, std::move(kind));
+      break;
     case ModelFamily::kDecoderOnly:
-      return LoadDecoderOnly(folder, options, std::move(kind));
+      base = LoadDecoderOnly(folder, options, std::move(kind));
+      break;
   }
-  return absl::InternalError("unknown model family");
+  if (!base.ok()) return base;
+  ASSIGN_OR_RETURN(base->digest, ModelFolderDigest(folder));
+  return base;
 }
 
 absl::StatusOr<c10::ScalarType> ParseModelDtype(const std::string& name,

@@ -37,6 +37,9 @@ struct BaseModel {
   ModelKind kind;
   std::shared_ptr<const PromptedLanguageModel> model;
   std::shared_ptr<const TaskTokenizer> tokenizer;
+  // ModelFolderDigest of the folder (common/file_digest.h): what checkpoints
+  // and finished adapters record as the model they were trained on.
+  std::string digest;
 };
 
 // The model and tokenizer of `folder`: T5Model and spiece.model for the T5

@@ -7,14 +7,19 @@
 #include <memory>
 #include <optional>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "common/file_digest.h"
+#include "common/file_util.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/spec/stages.h"
 #include "worker/lm/causal_prompted_model.h"
 #include "worker/lm/t5_prompted_model.h"
+#include "worker/model/compute_threads.h"
 #include "worker/model/model_flops.h"
 #include "worker/prompts/adapter_io.h"
 #include "worker/collectives/thread_group.h"
@@ -42,13 +47,25 @@ std::string CheckpointDir(const StageEnv& env, const std::string& stage,
   return Join(Join(env.work_dir, stage), task.empty() ? "all" : task);
 }
 
-// What a checkpoint must have been written with to be resumed from.
-std::string Fingerprint(const std::string& stage, const std::vector<TaskDataSet>& tasks,
-                        const mpt::v1::PromptSpec& prompt, const mpt::v1::TrainSpec& train,
-                        const std::string& extra = "") {
-  std::vector<std::string> parts{stage, prompt.SerializeAsString(), train.SerializeAsString(),
-                                 extra};
-  for (const TaskDataSet& t : tasks) parts.push_back(t.spec.SerializeAsString());
+// The content of a data file as a fingerprint part ("" for no file).
+std::string DataDigest(const std::string& path) {
+  if (path.empty()) return "";
+  absl::StatusOr<std::string> digest = FileDigest(path);
+  return digest.ok() ? *digest : std::string(digest.status().message());
+}
+
+// What a checkpoint must have been written with to be resumed from: the
+// settings, the model's and the data files' contents.
+std::string Fingerprint(const StageEnv& env, const std::string& stage,
+                        const std::vector<TaskDataSet>& tasks, const mpt::v1::PromptSpec& prompt,
+                        const mpt::v1::TrainSpec& train, const std::string& extra = "") {
+  std::vector<std::string> parts{stage,  prompt.SerializeAsString(), train.SerializeAsString(),
+                                 extra,  env.model_digest};
+  for (const TaskDataSet& t : tasks) {
+    parts.push_back(t.spec.SerializeAsString());
+    parts.push_back(DataDigest(t.spec.train_path()));
+    parts.push_back(DataDigest(t.spec.eval_path()));
+  }
   return SettingsFingerprint(parts);
 }
 
@@ -131,16 +148,48 @@ at::Tensor AtTargets(const at::Tensor& t, const PromptedOutput& out, int64_t len
                                                        : t.narrow(1, out.target_offset, length);
 }
 
-// OK when the model takes the spec's prompt layout and the adapter folders
-// a stage reads fit it.
+// A lower bound of the memory one training step of `train` keeps for its
+// backward pass: per example and layer, the sequence's projections and
+// residuals (6 vectors of hidden_size per position) and attention's scores
+// and probabilities (2 per head and pair of positions). The real figure is
+// several times larger (the feed-forward's activations, the decoder, the
+// allocator); a step below the bound can still run out of memory, but one
+// above it cannot run.
+double StepMemoryLowerBound(const PromptedLanguageModel& model, const mpt::v1::PromptSpec& prompt,
+                            const mpt::v1::TrainSpec& train) {
+  double sequence = static_cast<double>(prompt.num_virtual_tokens()) + train.max_input_length();
+  if (model.peft_task_type() != std::string("SEQ_2_SEQ_LM")) sequence += train.max_target_length();
+  const double per_layer = sequence * 6.0 * static_cast<double>(model.hidden_size()) +
+                           2.0 * model.num_attention_heads() * sequence * sequence;
+  const double element = model.dtype() == at::kFloat ? 4.0 : 2.0;
+  return element * train.batch_size() * model.num_layers() * per_layer;
+}
+
+// OK when the model takes the spec's prompt layout and one step of `train`
+// can fit the host's memory (CPU models; StepMemoryLowerBound). `stage`
+// names the TrainSpec in errors ("source", "distillation", "target").
 absl::Status CheckPromptSpecFitsModel(const PromptedLanguageModel& model,
-                                      const mpt::v1::PromptSpec& spec) {
+                                      const mpt::v1::PromptSpec& spec,
+                                      const mpt::v1::TrainSpec& train, absl::string_view stage) {
   absl::Status fits = model.CheckLayout(
       PromptLayout::Peft(false, spec.num_virtual_tokens(), spec.num_transformer_submodules()));
   if (!fits.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("prompt.", fits.message(), " (base model ",
                                                    model.folder(), ", model_type ",
                                                    model.model_type(), ")"));
+  }
+  const double host = static_cast<double>(HostMemoryBytes());
+  const double needs = StepMemoryLowerBound(model, spec, train);
+  if (model.device().is_cpu() && host > 0 && needs > host) {
+    constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s.train: one step of batch_size %d over prompt.num_virtual_tokens %d + "
+        "max_input_length %d positions needs at least %.1f GiB for the %d layers of %s "
+        "(hidden size %d, %d attention heads), more than this machine's %.1f GiB; lower "
+        "batch_size, max_input_length or num_virtual_tokens",
+        stage, train.batch_size(), spec.num_virtual_tokens(), train.max_input_length(),
+        needs / kGiB, model.num_layers(), model.folder(), model.hidden_size(),
+        model.num_attention_heads(), host / kGiB));
   }
   return absl::OkStatus();
 }
@@ -306,7 +355,7 @@ absl::StatusOr<TrainResult> TrainWithPlm(const StageEnv& env, const mpt::v1::Pro
     options.stage = stage;
     options.task = task;
     options.checkpoint_dir = CheckpointDir(rank_env, stage, task);
-    options.fingerprint = Fingerprint(stage, tasks, spec, train, StartingPoint(*p));
+    options.fingerprint = Fingerprint(rank_env, stage, tasks, spec, train, StartingPoint(*p));
     options.flops_scale = rank_env.thread_ranks;
     p->MoveTo(rank_env.model->device());
     StepFunction step = MakePlmStep(*rank_env.model, layout, p);
@@ -355,7 +404,7 @@ absl::StatusOr<std::vector<TaskOutcome>> TrainSourcePack(const StageEnv& env,
     m.checkpoint_dir = !env.checkpoint_dir.empty() && pack.size() > 1
                            ? Join(env.checkpoint_dir, name)
                            : CheckpointDir(env, stage, name);
-    m.fingerprint = Fingerprint(stage, ones[i], spec, train, StartingPoint(*prompt));
+    m.fingerprint = Fingerprint(env, stage, ones[i], spec, train, StartingPoint(*prompt));
     prompt->MoveTo(env.model->device());
     m.prompt = prompt;
     m.examples = &examples[i];
@@ -446,6 +495,100 @@ bool AdapterComplete(const std::string& folder) {
   std::error_code ec;
   return fs::is_regular_file(Join(folder, kAdapterConfigFile), ec) &&
          fs::is_regular_file(Join(folder, kAdapterWeightsFile), ec);
+}
+
+// An adapter folder's content as a fingerprint part.
+std::string AdapterDigest(const std::string& folder) {
+  return DataDigest(Join(folder, kAdapterConfigFile)) + DataDigest(Join(folder, kAdapterWeightsFile));
+}
+
+// The distillation's settings and its teachers' contents (in order) as a
+// fingerprint part: the same teachers fetched into other folders (another
+// worker resuming the checkpoint) give the same part.
+std::string TeachersPart(const mpt::v1::DistillationSpec& spec,
+                         const std::vector<std::string>& teachers) {
+  mpt::v1::DistillationSpec settings = spec;
+  settings.clear_teacher_adapters();
+  std::string out = settings.SerializeAsString();
+  for (const std::string& t : teachers) absl::StrAppend(&out, ",", AdapterDigest(t));
+  return out;
+}
+
+// RunPipeline's record of a finished adapter: the settings, model and data
+// it was trained from, kept in the work folder beside the stage's
+// checkpoint folder (<work_dir>/<stage>/<task>.finished), so that a rerun
+// into the same output reuses the adapter only when nothing changed.
+struct FinishedRecord {
+  std::string what;    // "source task max", "distillation"
+  std::string folder;  // the adapter
+  std::string path;    // the record file
+  std::string settings;
+};
+
+FinishedRecord SourceRecord(const StageEnv& env, const std::string& out_dir,
+                            const mpt::v1::PipelineSpec& spec, const mpt::v1::TaskData& task) {
+  // The task's own settings: adding or removing another source task, or
+  // packing them differently, keeps this one's adapter.
+  mpt::v1::SourceTrainingSpec source = spec.source();
+  source.clear_tasks();
+  source.clear_tasks_per_pass();
+  std::vector<std::string> parts{std::string(kSourceStage), env.model_digest, spec.autocast(),
+                                 spec.prompt().SerializeAsString(), source.SerializeAsString(),
+                                 task.SerializeAsString(), DataDigest(task.train_path()),
+                                 DataDigest(task.eval_path())};
+  for (const std::string& a : spec.source().init_adapters()) parts.push_back(AdapterDigest(a));
+  const std::string stage(kSourceStage);
+  return {absl::StrCat("source task ", task.name()), Join(Join(out_dir, stage), task.name()),
+          Join(Join(env.work_dir, stage), task.name() + ".finished"), SettingsFingerprint(parts)};
+}
+
+FinishedRecord DistillationRecord(const StageEnv& env, const std::string& out_dir,
+                                  const mpt::v1::PipelineSpec& spec,
+                                  const std::vector<std::string>& teachers) {
+  std::vector<std::string> parts{std::string(kDistillationStage), env.model_digest,
+                                 spec.autocast(), spec.prompt().SerializeAsString(),
+                                 spec.distillation().SerializeAsString()};
+  for (const auto& task : spec.distillation().tasks()) {
+    parts.push_back(DataDigest(task.train_path()));
+    parts.push_back(DataDigest(task.eval_path()));
+  }
+  for (const std::string& t : teachers) parts.push_back(AdapterDigest(t));
+  const std::string stage(kDistillationStage);
+  return {"distillation", Join(out_dir, stage), Join(Join(env.work_dir, stage), "all.finished"),
+          SettingsFingerprint(parts)};
+}
+
+// Whether RunPipeline may reuse the finished adapter `r.folder`: yes when
+// its record holds the same settings; no (train it again) when there is no
+// adapter or it was trained with other settings. An adapter with no record
+// at all was not written by a run with this work folder: FAILED_PRECONDITION
+// rather than replacing what may be someone's only copy.
+absl::StatusOr<bool> ReuseFinished(const FinishedRecord& r) {
+  if (!AdapterComplete(r.folder)) return false;
+  std::error_code ec;
+  if (!fs::exists(r.path, ec)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        r.what, ": ", r.folder, " already holds an adapter, but the work folder has no record ",
+        "of the settings it was trained with (", r.path, " is missing), so it can be neither ",
+        "reused nor replaced safely; move it away or choose another --out (or the --work_dir "
+        "of the run that wrote it)"));
+  }
+  ASSIGN_OR_RETURN(std::string stored, ReadFile(r.path, 4096));
+  if (absl::StripAsciiWhitespace(stored) == r.settings) {
+    MPT_LOG(INFO) << r.what << ": adapter already in " << r.folder
+                  << ", trained with these settings, model and data";
+    return true;
+  }
+  MPT_LOG(WARNING) << r.what << ": the adapter in " << r.folder
+                   << " was trained with other settings, another model or other data; "
+                      "training it again";
+  return false;
+}
+
+absl::Status WriteFinished(const FinishedRecord& r) {
+  std::error_code ec;
+  fs::create_directories(fs::path(r.path).parent_path(), ec);
+  return WriteFileAtomically(r.path, r.settings + "\n");
 }
 
 }  // namespace
@@ -658,7 +801,7 @@ absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
     const StageEnv& env, const mpt::v1::PromptSpec& prompt_spec,
     const mpt::v1::SourceTrainingSpec& spec, const std::string& out_dir,
     const std::vector<std::string>& only_tasks) {
-  RETURN_IF_ERROR(CheckPromptSpecFitsModel(*env.model, prompt_spec));
+  RETURN_IF_ERROR(CheckPromptSpecFitsModel(*env.model, prompt_spec, spec.train(), "source"));
   ASSIGN_OR_RETURN(std::vector<TaskDataSet> tasks,
                    LoadTaskData(spec.tasks(), spec.train(), *env.tokenizer));
   const SoftPromptConfig config =
@@ -747,7 +890,9 @@ std::vector<absl::StatusOr<TaskOutcome>> RunSourcePack(const StageEnv& env,
           absl::StrCat("task \"", t.task, "\" is not a source task of its spec"));
       continue;
     }
-    if (absl::Status fits = CheckPromptSpecFitsModel(*env.model, t.prompt); !fits.ok()) {
+    if (absl::Status fits =
+            CheckPromptSpecFitsModel(*env.model, t.prompt, t.source.train(), "source");
+        !fits.ok()) {
       results[i] = fits;
       continue;
     }
@@ -881,7 +1026,8 @@ std::vector<absl::StatusOr<TaskOutcome>> RunSourcePack(const StageEnv& env,
     m.train = t.source.train();
     m.task = t.task;
     m.checkpoint_dir = t.checkpoint_dir;
-    m.fingerprint = Fingerprint(stage, p.one, t.prompt, t.source.train(), StartingPoint(*prompt));
+    m.fingerprint =
+        Fingerprint(env, stage, p.one, t.prompt, t.source.train(), StartingPoint(*prompt));
     prompt->MoveTo(env.model->device());
     m.prompt = prompt;
     m.examples = &p.examples;
@@ -918,7 +1064,7 @@ absl::StatusOr<TaskOutcome> RunDistillation(const StageEnv& env,
                                             const std::vector<std::string>& teachers,
                                             const std::string& out_dir) {
   const PromptedLanguageModel& model = *env.model;
-  RETURN_IF_ERROR(CheckPromptSpecFitsModel(model, prompt_spec));
+  RETURN_IF_ERROR(CheckPromptSpecFitsModel(model, prompt_spec, spec.train(), "distillation"));
   ASSIGN_OR_RETURN(std::vector<TaskDataSet> tasks,
                    LoadTaskData(spec.tasks(), spec.train(), *env.tokenizer));
   if (teachers.size() != tasks.size()) {
@@ -969,8 +1115,8 @@ absl::StatusOr<TaskOutcome> RunDistillation(const StageEnv& env,
     options.stage = std::string(kDistillationStage);
     options.checkpoint_dir = CheckpointDir(rank_env, std::string(kDistillationStage), "");
     options.fingerprint =
-        Fingerprint(std::string(kDistillationStage), tasks, prompt_spec, spec.train(),
-                    spec.SerializeAsString() + absl::StrJoin(teachers, ","));
+        Fingerprint(rank_env, std::string(kDistillationStage), tasks, prompt_spec, spec.train(),
+                    TeachersPart(spec, teachers));
     options.flops_scale = rank_env.thread_ranks;
     rank_student->MoveTo(model.device());
     StepFunction step =
@@ -999,7 +1145,7 @@ absl::StatusOr<std::vector<TaskOutcome>> RunTargetAdaptation(
     const mpt::v1::TargetAdaptationSpec& spec, const std::string& source_adapter,
     const std::string& out_dir) {
   const PromptedLanguageModel& model = *env.model;
-  RETURN_IF_ERROR(CheckPromptSpecFitsModel(model, prompt_spec));
+  RETURN_IF_ERROR(CheckPromptSpecFitsModel(model, prompt_spec, spec.train(), "target"));
   ASSIGN_OR_RETURN(std::vector<TaskDataSet> tasks,
                    LoadTaskData(spec.tasks(), spec.train(), *env.tokenizer));
   ASSIGN_OR_RETURN(PromptInit init, ParsePromptInit(spec.init().empty() ? "AVERAGE_SOURCE_TASKS"
@@ -1034,7 +1180,19 @@ absl::StatusOr<std::vector<TaskOutcome>> RunTargetAdaptation(
 
   const int groups = spec.shared() ? 1 : static_cast<int>(tasks.size());
   const int tasks_per_prompt = spec.shared() ? static_cast<int>(tasks.size()) : 1;
+  if (init == PromptInit::kExactSourceTask &&
+      (spec.init_task() < 0 || spec.init_task() >= source.info.prompt.num_tasks)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "target.init_task: ", spec.init_task(), " is not a task of ", where, "it holds ",
+        source.info.prompt.num_tasks, " source task(s), numbered from 0"));
+  }
   mpt::v1::PromptSpec adapted = prompt_spec;
+  if (prompt_spec.num_ranks() != source.info.prompt.num_ranks) {
+    // The factors' rank comes with the source's factors.
+    MPT_LOG(WARNING) << where << "its rank is " << source.info.prompt.num_ranks
+                     << "; the target prompt keeps it (prompt.num_ranks "
+                     << prompt_spec.num_ranks() << " applies to the distillation)";
+  }
   adapted.set_num_ranks(source.info.prompt.num_ranks);
   const SoftPromptConfig config =
       PromptConfig(adapted, model, PromptKind::kMultitask, tasks_per_prompt);
@@ -1082,7 +1240,7 @@ absl::StatusOr<std::vector<BaselineOutcome>> RunTargetBaselines(
     const StageEnv& env, const mpt::v1::PromptSpec& prompt_spec,
     const mpt::v1::TargetAdaptationSpec& spec, const std::string& out_dir) {
   const PromptedLanguageModel& model = *env.model;
-  RETURN_IF_ERROR(CheckPromptSpecFitsModel(model, prompt_spec));
+  RETURN_IF_ERROR(CheckPromptSpecFitsModel(model, prompt_spec, spec.train(), "target"));
   ASSIGN_OR_RETURN(std::vector<TaskDataSet> tasks,
                    LoadTaskData(spec.tasks(), spec.train(), *env.tokenizer));
   const SoftPromptConfig config = PromptConfig(prompt_spec, model, PromptKind::kPromptTuning, 1);
@@ -1112,36 +1270,43 @@ absl::StatusOr<std::vector<BaselineOutcome>> RunTargetBaselines(
 absl::StatusOr<PipelineOutcome> RunPipeline(const StageEnv& env,
                                             const mpt::v1::PipelineSpec& spec,
                                             const std::string& out_dir) {
+  if (env.work_dir.empty()) {
+    return absl::InvalidArgumentError("RunPipeline: a work folder is required");
+  }
   PipelineOutcome outcome;
   const std::string source_dir = Join(out_dir, std::string(kSourceStage));
   const std::string distill_dir = Join(out_dir, std::string(kDistillationStage));
-  std::vector<std::string> pending, teachers;
+  std::vector<std::string> pending;
+  std::vector<FinishedRecord> pending_records;
   for (const auto& task : spec.source().tasks()) {
-    const std::string folder = Join(source_dir, task.name());
-    teachers.push_back(folder);
-    if (AdapterComplete(folder)) {
-      MPT_LOG(INFO) << "source " << task.name() << ": adapter already in " << folder;
-      outcome.source.push_back({task.name(), folder, {}, {}});
+    FinishedRecord record = SourceRecord(env, out_dir, spec, task);
+    ASSIGN_OR_RETURN(const bool reuse, ReuseFinished(record));
+    if (reuse) {
+      outcome.source.push_back({task.name(), record.folder, {}, {}});
     } else {
       pending.push_back(task.name());
+      pending_records.push_back(std::move(record));
     }
   }
   if (!pending.empty()) {
     ASSIGN_OR_RETURN(auto trained,
                      RunSourceTraining(env, spec.prompt(), spec.source(), source_dir, pending));
     for (auto& t : trained) outcome.source.push_back(std::move(t));
+    for (const FinishedRecord& r : pending_records) RETURN_IF_ERROR(WriteFinished(r));
   }
   // The distillation's task order is the teachers' order.
   std::vector<std::string> ordered;
   for (const auto& task : spec.distillation().tasks()) {
     ordered.push_back(Join(source_dir, task.name()));
   }
-  if (AdapterComplete(distill_dir)) {
-    MPT_LOG(INFO) << "distillation: adapter already in " << distill_dir;
+  const FinishedRecord distill_record = DistillationRecord(env, out_dir, spec, ordered);
+  ASSIGN_OR_RETURN(const bool reuse_distillation, ReuseFinished(distill_record));
+  if (reuse_distillation) {
     outcome.distillation = {"all", distill_dir, {}, {}};
   } else {
     ASSIGN_OR_RETURN(outcome.distillation, RunDistillation(env, spec.prompt(), spec.distillation(),
                                                            ordered, distill_dir));
+    RETURN_IF_ERROR(WriteFinished(distill_record));
   }
   if (spec.target().tasks_size() > 0) {
     ASSIGN_OR_RETURN(outcome.target,

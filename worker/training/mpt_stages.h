@@ -71,6 +71,10 @@ struct StageEnv {
   // process, `comm` being one of them): their number, so that rank 0
   // reports the FLOPs of all of them. 1 otherwise.
   int thread_ranks = 1;
+  // The model's content digest (BaseModel::digest): checkpoints and
+  // finished adapters record it, so that a run on another model neither
+  // resumes nor reuses them. Empty: not recorded.
+  std::string model_digest;
 };
 
 struct TaskOutcome {

@@ -134,6 +134,23 @@ TEST(JsonlDataset, NonObjectLine) {
               HasSubstr("string.jsonl:1: expected a JSON object, got string"));
 }
 
+TEST(JsonlDataset, RepeatedKeysAreRefused) {
+  absl::Status status = ReadError(
+      "twice.jsonl", "{\"input\": \"a\", \"target\": \"b\"}\n"
+                     "{\"input\": \"a\", \"input\": \"c\", \"target\": \"b\"}\n");
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr("twice.jsonl:2: key \"input\" appears more than once"));
+  // In a nested object too; the same key in two sibling objects is fine.
+  status = ReadError("nested.jsonl",
+                     "{\"input\": \"a\", \"target\": \"b\", \"meta\": {\"x\": 1, \"x\": 2}}\n");
+  EXPECT_THAT(std::string(status.message()), HasSubstr("nested.jsonl:1: key \"x\""));
+  absl::StatusOr<std::vector<Example>> ok = ParseJsonl(
+      "{\"input\": \"a\", \"target\": \"b\", \"m\": [{\"x\": 1}, {\"x\": 2}]}\n", "siblings",
+      JsonlOptions());
+  EXPECT_TRUE(ok.ok()) << ok.status();
+}
+
 TEST(JsonlDataset, MissingFields) {
   absl::Status status =
       ReadError("no_input.jsonl", "{\"target\": \"b\"}\n");
