@@ -27,10 +27,84 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// The one rule for every retry (submit, watch, logs --follow): whether a
+// call that ended with `s` may succeed when sent again once the coordinator
+// is back. It could not be reached (UNAVAILABLE), gave no answer in time
+// (DEADLINE_EXCEEDED), or was cut off by a coordinator shutting down
+// gracefully (SIGTERM), which ends the calls it is serving CANCELLED:
+// mptctl never cancels a call it would retry, so a CANCELLED one was
+// cancelled by the other side.
 bool Retryable(const absl::Status& s) {
   return s.code() == absl::StatusCode::kUnavailable ||
-         s.code() == absl::StatusCode::kDeadlineExceeded;
+         s.code() == absl::StatusCode::kDeadlineExceeded ||
+         s.code() == absl::StatusCode::kCancelled;
 }
+
+// What a retryable failure (or OK: a stream that closed early) means.
+std::string WhatHappened(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kOk:
+      return "the stream closed early";
+    case absl::StatusCode::kCancelled:
+      return absl::StrCat("it ended the call, as it does when it shuts down (CANCELLED: ",
+                          s.message(), ")");
+    case absl::StatusCode::kDeadlineExceeded:
+      return absl::StrCat("no answer in time (DEADLINE_EXCEEDED: ", s.message(), ")");
+    default:
+      return absl::StrCat("unreachable (", absl::StatusCodeToString(s.code()), ": ", s.message(),
+                          ")");
+  }
+}
+
+// How watch and logs --follow ride out a coordinator that goes away (a
+// restart, graceful or not): after each attempt that failed, Failed() says
+// whether to try again (after a back-off it sleeps) or what to fail with;
+// Reached() after each answer.
+class Reconnect {
+ public:
+  Reconnect(const MptctlOptions& options, std::ostream* err) : options_(options), err_(err) {}
+
+  // After an attempt that ended with `s` (OK: a stream that closed before
+  // the end). `resume` says where the next attempt starts ("event 3"),
+  // `doing` what gives up ("watching jobs/j1"). OK: try again. Otherwise
+  // the status to fail with: `s` itself when a retry cannot cure it;
+  // UNAVAILABLE naming the coordinator's address, what happened and for
+  // how long once it stayed away longer than reconnect_timeout.
+  absl::Status Failed(const absl::Status& s, absl::string_view doing, absl::string_view resume) {
+    if (!s.ok() && !Retryable(s)) return s;
+    const absl::Time now = absl::Now();
+    if (!since_.has_value()) {
+      since_ = now;
+      *err_ << "mptctl: lost the coordinator at " << options_.channel.address << ": "
+            << WhatHappened(s) << "; reconnecting from " << resume << "\n";
+      err_->flush();
+    } else if (now - *since_ > options_.reconnect_timeout) {
+      return absl::UnavailableError(absl::StrCat(
+          "gave up ", doing, " after ", resume, ": the coordinator at ", options_.channel.address,
+          " has been lost for ", absl::FormatDuration(absl::Trunc(now - *since_, absl::Seconds(1))),
+          " (last: ", WhatHappened(s), "); --reconnect_timeout_seconds waits longer"));
+    }
+    absl::SleepFor(backoff_);
+    backoff_ = std::min(backoff_ * 2, absl::Seconds(5));
+    return absl::OkStatus();
+  }
+
+  // After an answer: a lost coordinator is back.
+  void Reached(absl::string_view resume) {
+    backoff_ = absl::Milliseconds(250);
+    if (!since_.has_value()) return;
+    since_.reset();
+    *err_ << "mptctl: reconnected to " << options_.channel.address << "; continuing after "
+          << resume << "\n";
+    err_->flush();
+  }
+
+ private:
+  const MptctlOptions& options_;
+  std::ostream* const err_;
+  std::optional<absl::Time> since_;
+  absl::Duration backoff_ = absl::Milliseconds(250);
+};
 
 // The part of the spec a job of `kind` uses.
 void CheckTasks(const char* stage, const google::protobuf::RepeatedPtrField<mpt::v1::TaskData>& tasks,
@@ -283,8 +357,7 @@ int Mptctl::Watch(const std::string& id, int64_t after_sequence) {
   }
   int64_t last = after_sequence;
   mpt::v1::JobState final_state = mpt::v1::JOB_STATE_UNSPECIFIED;
-  std::optional<absl::Time> unreachable_since;
-  absl::Duration backoff = absl::Milliseconds(250);
+  Reconnect reconnect(options_, err_);
   while (!IsFinalState(final_state)) {
     grpc::ClientContext context;
     Prepare(&context, absl::InfiniteDuration());
@@ -295,11 +368,7 @@ int Mptctl::Watch(const std::string& id, int64_t after_sequence) {
         stub_->WatchJob(&context, request);
     mpt::v1::JobEvent event;
     while (reader->Read(&event)) {
-      if (unreachable_since.has_value()) {
-        *err_ << "mptctl: reconnected; continuing after event " << last << "\n";
-        unreachable_since.reset();
-      }
-      backoff = absl::Milliseconds(250);
+      reconnect.Reached(absl::StrCat("event ", last));
       if (event.sequence() <= last) continue;  // already shown
       last = event.sequence();
       if (json()) {
@@ -312,22 +381,10 @@ int Mptctl::Watch(const std::string& id, int64_t after_sequence) {
     }
     absl::Status s = FromGrpcStatus(reader->Finish());
     if (IsFinalState(final_state)) break;
-    if (s.ok() || Retryable(s)) {
-      // The stream ended early (a restarted or unreachable coordinator):
-      // resume from the last event seen.
-      if (!unreachable_since.has_value()) {
-        unreachable_since = absl::Now();
-        *err_ << "mptctl: lost the event stream (" << (s.ok() ? "closed" : s.message())
-              << "); reconnecting from event " << last << "\n";
-        err_->flush();
-      } else if (absl::Now() - *unreachable_since > options_.reconnect_timeout) {
-        return Fail(s.ok() ? absl::UnavailableError("the event stream keeps closing") : s);
-      }
-      absl::SleepFor(backoff);
-      backoff = std::min(backoff * 2, absl::Seconds(5));
-      continue;
-    }
-    return Fail(s);
+    // The stream ended early (a restarted or unreachable coordinator):
+    // resume from the last event seen.
+    s = reconnect.Failed(s, absl::StrCat("watching ", name), absl::StrCat("event ", last));
+    if (!s.ok()) return Fail(s);
   }
   sink.reset();  // ends a bar left on screen
   if (!json()) {
@@ -361,7 +418,7 @@ int Mptctl::Cancel(const std::string& id) {
 }
 
 absl::Status Mptctl::DownloadArtifact(const std::string& name, const std::string& expected_sha256,
-                                      const std::string& folder) {
+                                      const std::string& folder, absl::string_view label) {
   mpt::v1::DownloadArtifactRequest request;
   request.set_name(name);
   grpc::ClientContext context;
@@ -396,7 +453,7 @@ absl::Status Mptctl::DownloadArtifact(const std::string& name, const std::string
     return absl::DataLossError(absl::StrCat(name, ": SHA-256 ", actual, " does not match ",
                                             sha256.empty() ? "(none sent)" : sha256));
   }
-  absl::Status unpacked = UnpackFolder(bytes, folder);
+  absl::Status unpacked = UnpackDownload(bytes, folder, label);
   if (!unpacked.ok()) {
     return absl::Status(unpacked.code(), absl::StrCat(name, ": ", unpacked.message()));
   }
@@ -437,8 +494,15 @@ int Mptctl::Download(const std::string& name, const std::string& out_dir) {
           job.name(), " (", StateName(job.state()), ") has no finished stage with an adapter yet")));
     }
   }
+  // Nothing is fetched or written unless every folder may be written: one
+  // that holds anything but an earlier download's adapter is refused.
+  const std::string label = out_dir.empty() ? "download folder" : "--out";
   for (const Item& item : items) {
-    absl::Status s = DownloadArtifact(item.artifact, item.sha256, item.folder);
+    absl::Status s = CheckDownloadFolder(item.folder, label);
+    if (!s.ok()) return Fail(s);
+  }
+  for (const Item& item : items) {
+    absl::Status s = DownloadArtifact(item.artifact, item.sha256, item.folder, label);
     if (!s.ok()) return Fail(s);
     if (json()) {
       std::error_code ec;
@@ -491,7 +555,9 @@ int Mptctl::Logs(const LogsArgs& args) {
   // One stage, or all of them read in one stream of line numbers.
   auto read = [&](const std::string& stage, bool follow) -> absl::Status {
     int64_t after = 0;
-    std::optional<absl::Time> unreachable_since;
+    Reconnect reconnect(options_, err_);
+    const std::string doing =
+        absl::StrCat("following the logs of ", name, stage.empty() ? "" : " stage ", stage);
     while (true) {
       mpt::v1::GetStageLogsRequest request;
       request.set_name(name);
@@ -502,17 +568,12 @@ int Mptctl::Logs(const LogsArgs& args) {
       mpt::v1::GetStageLogsResponse response;
       absl::Status s = FromGrpcStatus(stub_->GetStageLogs(&context, request, &response));
       if (!s.ok()) {
-        if (!follow || !Retryable(s)) return s;
-        if (!unreachable_since.has_value()) {
-          unreachable_since = absl::Now();
-          *err_ << "mptctl: " << s.message() << "; retrying from line " << after << "\n";
-        } else if (absl::Now() - *unreachable_since > options_.reconnect_timeout) {
-          return s;
-        }
-        absl::SleepFor(args.poll_interval);
+        if (!follow) return s;
+        // As watch does: the same request again, from the last line shown.
+        RETURN_IF_ERROR(reconnect.Failed(s, doing, absl::StrCat("line ", after)));
         continue;
       }
-      unreachable_since.reset();
+      reconnect.Reached(absl::StrCat("line ", after));
       PrintLogPage(response, &dropped_shown);
       after = response.last_line();
       if (response.more()) continue;

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/client_channel.h"
 #include "proto/mpt/v1/service.grpc.pb.h"
@@ -65,12 +66,14 @@ struct MptctlOptions {
   std::string output = "text";
   // Deadline of each unary call. Default 30 seconds.
   absl::Duration call_timeout = absl::Seconds(30);
-  // watch: how long to keep reconnecting to a coordinator that became
-  // unreachable after the watch started before giving up with status 5.
-  // Default 10 minutes.
+  // watch and logs --follow: how long to keep reconnecting to a
+  // coordinator that became unreachable, or ended the call while shutting
+  // down (CANCELLED), after the command started before giving up with
+  // status 5, naming the address. Default 10 minutes.
   absl::Duration reconnect_timeout = absl::Minutes(10);
-  // submit: how many times SubmitJob is sent in all when it ends UNAVAILABLE
-  // or DEADLINE_EXCEEDED (a lost answer may mean a stored job); every
+  // submit: how many times SubmitJob is sent in all when it ends UNAVAILABLE,
+  // DEADLINE_EXCEEDED or CANCELLED by a coordinator shutting down (a lost
+  // answer may mean a stored job); every
   // attempt carries the same request_id, so a retry returns the job the
   // first attempt created instead of a second one. Default 5.
   int submit_attempts = 5;
@@ -137,12 +140,18 @@ class Mptctl {
   int Cancel(const std::string& job);
   // An artefact ("jobs/J/artifacts/A") into `out_dir` (default ./A), or
   // every stage result of a job into `out_dir`/<stage id> (default ./J).
+  // A folder it writes is replaced only when it does not exist, is empty
+  // or holds nothing but an earlier download's adapter files; otherwise
+  // (other files, a file, the current folder) FAILED_PRECONDITION naming
+  // it, before anything is fetched or written (CheckDownloadFolder).
   int Download(const std::string& name, const std::string& out_dir);
   int Workers();
   // The stage logs of a job (see LogsArgs): each line prefixed with its
   // stage; JSON Lines of LogLine with --output=json. 0 once every line was
   // shown (whatever the job's state); errors as for the other commands.
-  // follow rides out an unreachable coordinator for reconnect_timeout.
+  // follow rides out a coordinator that went away (unreachable, or shut
+  // down gracefully and restarted) for reconnect_timeout, as watch does,
+  // resuming after the last line shown.
   int Logs(const LogsArgs& args);
 
  private:
@@ -154,7 +163,7 @@ class Mptctl {
   void PrintLogPage(const mpt::v1::GetStageLogsResponse& response,
                     std::map<std::string, int64_t>* dropped_shown);
   absl::Status DownloadArtifact(const std::string& name, const std::string& expected_sha256,
-                                const std::string& folder);
+                                const std::string& folder, absl::string_view label);
   bool json() const { return options_.output == "json"; }
 
   const MptctlOptions options_;

@@ -59,7 +59,7 @@ ABSL_FLAG(int, priority, 0, "submit: higher runs first.");
 ABSL_FLAG(std::string, name, "", "submit: a display name.");
 ABSL_FLAG(std::string, request_id, "",
           "submit: idempotency key (default: a random one); SubmitJob is retried with it "
-          "when the coordinator is unreachable or the call times out.");
+          "when the coordinator is unreachable, shutting down or the call times out.");
 ABSL_FLAG(bool, watch, false, "submit: then watch the job to its end.");
 ABSL_FLAG(bool, check_files, true,
           "submit: check that the model folder and data files exist on this machine.");
@@ -73,9 +73,13 @@ ABSL_FLAG(int64_t, from, 0, "watch: start after this event number.");
 ABSL_FLAG(std::string, progress, "auto",
           "watch: auto (a live bar on a terminal), plain (log lines) or live.");
 ABSL_FLAG(double, reconnect_timeout_seconds, 600,
-          "watch: give up after a coordinator that went away was unreachable this long.");
+          "watch, logs --follow: give up after a coordinator that went away (unreachable, "
+          "or shutting down and restarting) was away this long.");
 // download
-ABSL_FLAG(std::string, out, "", "download: the folder to write (default: ./<id>).");
+ABSL_FLAG(std::string, out, "",
+          "download: the folder to write (default: ./<id>); it must not exist, be empty or "
+          "hold only an earlier download's adapter files (other contents are refused, "
+          "never deleted).");
 // logs
 ABSL_FLAG(std::string, stage, "", "logs: only this stage (source/<task>, distillation, ...).");
 ABSL_FLAG(bool, follow, false, "logs: keep printing new lines until the stage or job ends.");

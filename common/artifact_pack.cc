@@ -320,28 +320,54 @@ absl::StatusOr<std::vector<PackedEntry>> ReadPackedEntries(absl::string_view arc
   return entries;
 }
 
+namespace {
+
+// Writes `entries` into `tmp` (ReplaceFolder's fill).
+absl::Status WriteEntries(const std::vector<PackedEntry>& entries, const std::string& tmp) {
+  std::error_code ec;
+  for (const PackedEntry& e : entries) {
+    const fs::path path = fs::path(tmp) / e.path;
+    if (e.is_folder) {
+      fs::create_directories(path, ec);
+      if (ec) return absl::InternalError(absl::StrCat(path.string(), ": ", ec.message()));
+      continue;
+    }
+    fs::create_directories(path.parent_path(), ec);
+    if (ec) return absl::InternalError(absl::StrCat(path.string(), ": ", ec.message()));
+    if (fs::is_directory(path, ec)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(e.path, ": archive has both a folder and a file of this name"));
+    }
+    RETURN_IF_ERROR(WriteFileAtomically(path.string(), e.contents));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const ReplaceableContents& AdapterFolderContents() {
+  static const ReplaceableContents* const kAdapter = new ReplaceableContents{
+      {"adapter_config.json", "adapter_model.safetensors"}, "an adapter folder"};
+  return *kAdapter;
+}
+
+absl::Status CheckDownloadFolder(const std::string& folder, absl::string_view label) {
+  return CheckFolderReplaceable(folder, AdapterFolderContents(), label);
+}
+
+absl::Status UnpackDownload(absl::string_view archive, const std::string& folder,
+                            absl::string_view label, const PackLimits& limits) {
+  RETURN_IF_ERROR(CheckDownloadFolder(folder, label));
+  ASSIGN_OR_RETURN(std::vector<PackedEntry> entries, ReadPackedEntries(archive, limits));
+  return ReplaceFolder(
+      folder, [&](const std::string& tmp) { return WriteEntries(entries, tmp); },
+      [&] { return CheckDownloadFolder(folder, label); });
+}
+
 absl::Status UnpackFolder(absl::string_view archive, const std::string& folder,
                           const PackLimits& limits) {
   ASSIGN_OR_RETURN(std::vector<PackedEntry> entries, ReadPackedEntries(archive, limits));
-  return ReplaceFolder(folder, [&](const std::string& tmp) -> absl::Status {
-    std::error_code ec;
-    for (const PackedEntry& e : entries) {
-      const fs::path path = fs::path(tmp) / e.path;
-      if (e.is_folder) {
-        fs::create_directories(path, ec);
-        if (ec) return absl::InternalError(absl::StrCat(path.string(), ": ", ec.message()));
-        continue;
-      }
-      fs::create_directories(path.parent_path(), ec);
-      if (ec) return absl::InternalError(absl::StrCat(path.string(), ": ", ec.message()));
-      if (fs::is_directory(path, ec)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(e.path, ": archive has both a folder and a file of this name"));
-      }
-      RETURN_IF_ERROR(WriteFileAtomically(path.string(), e.contents));
-    }
-    return absl::OkStatus();
-  });
+  return ReplaceFolder(folder, [&](const std::string& tmp) { return WriteEntries(entries, tmp); });
 }
 
 }  // namespace mpt

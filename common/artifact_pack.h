@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/file_util.h"
 
 namespace mpt {
 
@@ -59,6 +60,25 @@ absl::StatusOr<std::vector<PackedEntry>> ReadPackedEntries(absl::string_view arc
 // INTERNAL for a failed write.
 absl::Status UnpackFolder(absl::string_view archive, const std::string& folder,
                           const PackLimits& limits = {});
+
+// What a download of an adapter artefact leaves in its folder (a PEFT
+// adapter: adapter_config.json and adapter_model.safetensors), for
+// CheckFolderReplaceable().
+const ReplaceableContents& AdapterFolderContents();
+
+// Whether a download the user asked for may write `folder`: it does not
+// exist, is an empty folder, or holds nothing but an earlier download's
+// adapter files (CheckFolderReplaceable() with AdapterFolderContents();
+// FAILED_PRECONDITION otherwise, led by `label`, e.g. "--out"). Check every
+// folder of a download before fetching anything.
+absl::Status CheckDownloadFolder(const std::string& folder, absl::string_view label);
+
+// UnpackFolder() for a download: refuses (as CheckDownloadFolder) before
+// writing anything and again just before the swap, so that it never
+// deletes what the user did not ask to replace; the replace itself is
+// ReplaceFolder()'s.
+absl::Status UnpackDownload(absl::string_view archive, const std::string& folder,
+                            absl::string_view label, const PackLimits& limits = {});
 
 }  // namespace mpt
 

@@ -2,8 +2,10 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <stdio.h>  // renameat2
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -11,6 +13,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace mpt {
 namespace {
@@ -143,6 +146,16 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, uint64_t max_bytes
 
 absl::Status ReplaceFolder(const std::string& folder,
                            const std::function<absl::Status(const std::string& tmp)>& fill) {
+  return ReplaceFolder(folder, fill, nullptr);
+}
+
+absl::Status ReplaceFolder(const std::string& folder,
+                           const std::function<absl::Status(const std::string& tmp)>& fill,
+                           const std::function<absl::Status()>& may_replace) {
+  if (may_replace) {
+    absl::Status allowed = may_replace();
+    if (!allowed.ok()) return allowed;
+  }
   std::error_code ec;
   const fs::path target(folder);
   if (target.has_parent_path()) fs::create_directories(target.parent_path(), ec);
@@ -152,12 +165,22 @@ absl::Status ReplaceFolder(const std::string& folder,
     return absl::InternalError(absl::StrCat(tmp, ": cannot create: ", ec.message()));
   }
   absl::Status filled = fill(tmp);
+  if (filled.ok() && may_replace) filled = may_replace();
   if (!filled.ok()) {
     fs::remove_all(tmp, ec);
     return filled;
   }
+  const bool had_old = fs::exists(fs::symlink_status(target, ec));
+  if (had_old &&
+      ::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, folder.c_str(), RENAME_EXCHANGE) == 0) {
+    // One step: readers saw the old folder until now and the new one from
+    // now on; `tmp` holds the old contents.
+    fs::remove_all(tmp, ec);
+    return absl::OkStatus();
+  }
+  // No exchange here (no old folder, or a file system without it): move
+  // the old folder aside, the new one in, and only then drop the old one.
   const std::string old = folder + ".old" + TempSuffix();
-  const bool had_old = fs::exists(target, ec);
   if (had_old) {
     fs::rename(target, old, ec);
     if (ec) {
@@ -175,6 +198,86 @@ absl::Status ReplaceFolder(const std::string& folder,
   }
   if (had_old) fs::remove_all(old, ec);
   return absl::OkStatus();
+}
+
+namespace {
+
+absl::Status NotReplaceable(absl::string_view label, const std::string& path,
+                            absl::string_view why) {
+  return absl::FailedPreconditionError(
+      absl::StrCat(label, ": ", path, " ", why, "; give a new or empty folder"));
+}
+
+// True when `inner` is `outer` or lies inside it (both absolute, normal).
+bool IsWithin(const fs::path& inner, const fs::path& outer) {
+  auto i = inner.begin();
+  for (auto o = outer.begin(); o != outer.end(); ++o, ++i) {
+    if (o->empty()) continue;  // a trailing separator
+    if (i == inner.end() || *i != *o) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::Status CheckFolderReplaceable(const std::string& folder,
+                                    const ReplaceableContents& contents,
+                                    absl::string_view label) {
+  if (folder.empty()) return absl::InvalidArgumentError(absl::StrCat(label, ": empty path"));
+  struct stat st;
+  if (::lstat(folder.c_str(), &st) != 0) {
+    const int err = errno;
+    if (err == ENOENT) return absl::OkStatus();  // every folder on the way is one
+    if (err == ENOTDIR) {
+      // A file on the path: name it.
+      fs::path prefix;
+      for (const fs::path& part : fs::path(folder).lexically_normal()) {
+        prefix /= part;
+        struct stat on_path;
+        if (::stat(prefix.c_str(), &on_path) == 0 && !S_ISDIR(on_path.st_mode)) {
+          return NotReplaceable(label, folder,
+                                absl::StrCat("lies under ", prefix.string(),
+                                             ", which is a file, not a folder"));
+        }
+      }
+    }
+    absl::Status s = FileErrnoStatus(folder, "cannot inspect", err);
+    return absl::Status(s.code(), absl::StrCat(label, ": ", s.message()));
+  }
+  if (S_ISLNK(st.st_mode)) return NotReplaceable(label, folder, "is a symbolic link");
+  if (S_ISREG(st.st_mode)) return NotReplaceable(label, folder, "is a file, not a folder");
+  if (!S_ISDIR(st.st_mode)) {
+    return NotReplaceable(label, folder, "is a FIFO, a socket or a device, not a folder");
+  }
+  std::error_code ec;
+  const fs::path here = fs::current_path(ec);
+  const fs::path target = fs::weakly_canonical(fs::absolute(folder, ec), ec);
+  if (!here.empty() && !target.empty() && IsWithin(fs::weakly_canonical(here, ec), target)) {
+    return NotReplaceable(label, folder, "is or contains the current working folder");
+  }
+  std::vector<std::string> others;
+  fs::directory_iterator it(folder, ec);
+  for (; !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    std::error_code type_ec;
+    const fs::file_status status = it->symlink_status(type_ec);
+    const bool allowed = fs::is_regular_file(status) &&
+                         std::find(contents.files.begin(), contents.files.end(), name) !=
+                             contents.files.end();
+    if (!allowed) others.push_back(fs::is_directory(status) ? name + "/" : name);
+  }
+  if (ec) {
+    absl::Status s = FileErrnoStatus(folder, "cannot list", ec.value());
+    return absl::Status(s.code(), absl::StrCat(label, ": ", s.message()));
+  }
+  if (others.empty()) return absl::OkStatus();
+  std::sort(others.begin(), others.end());
+  const size_t shown = std::min<size_t>(others.size(), 5);
+  std::string list = absl::StrJoin(others.begin(), others.begin() + shown, ", ");
+  if (others.size() > shown) absl::StrAppend(&list, " and ", others.size() - shown, " more");
+  return NotReplaceable(label, folder,
+                        absl::StrCat("is not empty and is not ", contents.kind, " (it holds ",
+                                     list, ")"));
 }
 
 }  // namespace mpt

@@ -1,10 +1,12 @@
 """A typed client of the MPT JobService (see proto/mpt/v1/service.proto)."""
 
+import ctypes
 import hashlib
 import io
 import os
 import secrets
 import shutil
+import stat
 import tarfile
 import tempfile
 import time
@@ -157,10 +159,89 @@ def _safe_members(archive, name):
     return members
 
 
-def unpack_tar(data, folder, name=""):
+# What a download of an adapter artefact leaves in its folder: the only
+# files a folder may hold for a download to replace it (as mptctl).
+ADAPTER_FILES = frozenset(("adapter_config.json", "adapter_model.safetensors"))
+
+
+def _refuse(label, folder, why):
+    return errors.FailedPrecondition("%s: %s %s; give a new or empty folder" % (label, folder, why))
+
+
+def check_download_folder(folder, label="folder"):
+    """Raises FailedPrecondition unless a download may replace `folder`
+    without deleting anything the user did not ask to replace: it must not
+    exist, be an empty folder, or hold nothing but an earlier download's
+    adapter files (ADAPTER_FILES). Refused, naming the path and why: a file
+    (also one on the way), a symbolic link, a folder that is or contains
+    the current working folder, a folder with other entries (named)."""
+    folder = os.fspath(folder)
+    try:
+        st = os.lstat(folder)
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        prefix = ""
+        for part in os.path.normpath(folder).split(os.sep):
+            prefix = os.path.join(prefix, part) if prefix else (part or os.sep)
+            if os.path.exists(prefix) and not os.path.isdir(prefix):
+                raise _refuse(label, folder, "lies under %s, which is a file, not a folder"
+                              % prefix) from None
+        raise _refuse(label, folder, "lies under a file, not a folder") from None
+    except OSError as e:
+        raise errors.FailedPrecondition("%s: %s: %s" % (label, folder, e.strerror)) from None
+    if stat.S_ISLNK(st.st_mode):
+        raise _refuse(label, folder, "is a symbolic link")
+    if stat.S_ISREG(st.st_mode):
+        raise _refuse(label, folder, "is a file, not a folder")
+    if not stat.S_ISDIR(st.st_mode):
+        raise _refuse(label, folder, "is a FIFO, a socket or a device, not a folder")
+    target = os.path.realpath(folder)
+    here = os.path.realpath(os.getcwd())
+    if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
+        raise _refuse(label, folder, "is or contains the current working folder")
+    try:
+        names = os.listdir(folder)
+    except OSError as e:
+        raise errors.FailedPrecondition("%s: %s: %s" % (label, folder, e.strerror)) from None
+    others = []
+    for name in names:
+        mode = os.lstat(os.path.join(folder, name)).st_mode
+        if stat.S_ISREG(mode) and name in ADAPTER_FILES:
+            continue
+        others.append(name + "/" if stat.S_ISDIR(mode) else name)
+    if others:
+        others.sort()
+        listed = ", ".join(others[:5])
+        if len(others) > 5:
+            listed += " and %d more" % (len(others) - 5)
+        raise _refuse(label, folder,
+                      "is not empty and is not an adapter folder (it holds %s)" % listed)
+
+
+def _exchange(a, b):
+    """Swaps two existing paths in one step (Linux renameat2 with
+    RENAME_EXCHANGE); False where the system or file system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def unpack_tar(data, folder, name="", label="folder"):
     """Unpacks a tar archive (bytes) into `folder`, replacing it only once the
-    whole archive is written; on an error the old folder stays as it was."""
-    folder = os.path.abspath(folder)
+    whole archive is written, and only when check_download_folder() allows
+    it (checked before anything is written and again just before the swap):
+    on any error the old folder, or file, stays as it was. Where the file
+    system can, the new folder takes the old one's place in one step."""
+    shown = os.fspath(folder)
+    check_download_folder(shown, label)
+    folder = os.path.abspath(shown)
     parent = os.path.dirname(folder)
     os.makedirs(parent, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix="." + os.path.basename(folder) + ".", dir=parent)
@@ -170,15 +251,64 @@ def unpack_tar(data, folder, name=""):
                 archive.extractall(scratch, members=_safe_members(archive, name))
         except tarfile.TarError as e:
             raise errors.InvalidArgument("%s: corrupt archive: %s" % (name, e)) from None
-        if os.path.isdir(folder):
-            shutil.rmtree(folder)
-        elif os.path.exists(folder):
-            os.remove(folder)
-        os.rename(scratch, folder)
+        check_download_folder(shown, label)  # it may have changed meanwhile
+        if os.path.lexists(folder) and _exchange(scratch, folder):
+            shutil.rmtree(scratch, ignore_errors=True)  # the old contents now
+            return folder
+        old = None
+        if os.path.lexists(folder):
+            old = tempfile.mkdtemp(prefix="." + os.path.basename(folder) + ".old.", dir=parent)
+            os.rmdir(old)
+            os.rename(folder, old)
+        try:
+            os.rename(scratch, folder)
+        except BaseException:
+            if old is not None:
+                os.rename(old, folder)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     return folder
+
+
+class _Reconnect:
+    """How watch() and logs(follow=True) ride out a coordinator that goes
+    away (a restart, graceful or not), as mptctl does: failed() after each
+    attempt that ended early, reached() after each answer."""
+
+    def __init__(self, client, doing):
+        self._client = client
+        self._doing = doing
+        self._since = None
+        self._backoff = 0.25
+
+    def failed(self, error, resume):
+        """After an attempt that ended with `error` (an MptError; None for a
+        stream that closed early). Returns, after a back-off, when the next
+        attempt (from `resume`, e.g. "line 12") may succeed; raises `error`
+        when a retry cannot cure it, or Unavailable naming the coordinator's
+        address and what happened once it stayed away longer than the
+        client's reconnect_timeout."""
+        if error is not None and not errors.is_retryable(error):
+            raise error
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        elif now - self._since > self._client.reconnect_timeout:
+            raise errors.Unavailable(
+                "gave up %s after %s: the coordinator at %s has been lost for %.0fs (last: %s); "
+                "a larger reconnect_timeout waits longer"
+                % (self._doing, resume, self._client.address, now - self._since,
+                   errors.what_happened(error)))
+        time.sleep(self._backoff)
+        self._backoff = min(self._backoff * 2, 5.0)
+
+    def reached(self):
+        self._since = None
+        self._backoff = 0.25
 
 
 class Client:
@@ -200,8 +330,8 @@ class Client:
         the roots (default: the system's), `cert`/`key` (PEM files) as the
         client certificate and `server_name` to override the name checked.
         `timeout` bounds each unary call (seconds); `submit_attempts` how
-        often submit() tries; `reconnect_timeout` how long watch() keeps
-        reconnecting to a coordinator it lost. `channel` replaces the
+        often submit() tries; `reconnect_timeout` how long watch() and
+        logs(follow=True) keep reconnecting to a coordinator they lost. `channel` replaces the
         channel made from the rest."""
         self.address = address
         self.timeout = timeout
@@ -278,17 +408,18 @@ class Client:
         `base_dir`, default the current folder), as mptctl does; artefact
         names ("jobs/J/artifacts/A") stay. `kind` is "pipeline", "source",
         "distillation" or "target". A request_id is always sent (a random one
-        when not given), and a call that ends UNAVAILABLE or
-        DEADLINE_EXCEEDED is retried with the same id, so the job is created
-        once."""
+        when not given), and a call that ends as a lost coordinator does
+        (errors.is_retryable: UNAVAILABLE, DEADLINE_EXCEEDED, or CANCELLED by
+        one shutting down) is retried with the same id, so the job is
+        created once."""
         request = self.build_submit_request(spec, kind, request_id, priority, display_name,
                                             base_dir)
         backoff = 0.25
         for attempt in range(1, self.submit_attempts + 1):
             try:
                 return self._call(self._stub.SubmitJob, request)
-            except errors.Unavailable:
-                if attempt >= self.submit_attempts:
+            except errors.MptError as e:
+                if not errors.is_retryable(e) or attempt >= self.submit_attempts:
                     raise
             time.sleep(backoff)
             backoff = min(backoff * 2, 4.0)
@@ -325,20 +456,20 @@ class Client:
     def watch(self, name, after=0):
         """The job's events (JobEvent) after sequence `after`, ending with the
         one that puts the job in a final state. A stream that closes early or
-        fails UNAVAILABLE is reopened after the last sequence seen, for up to
-        `reconnect_timeout` seconds; events are never repeated."""
+        fails as a lost coordinator does (errors.is_retryable: unreachable,
+        or CANCELLED by one shutting down) is reopened after the last
+        sequence seen, for up to `reconnect_timeout` seconds; events are
+        never repeated. Giving up raises Unavailable naming the address."""
         name = job_name(name)
         last = after
-        lost_since = None
-        backoff = 0.25
+        reconnect = _Reconnect(self, "watching " + name)
         while True:
             request = service_pb2.WatchJobRequest(name=name, after_sequence=last)
             stream = self._stub.WatchJob(request, metadata=self._metadata)
             failure = None
             try:
                 for event in stream:
-                    lost_since = None
-                    backoff = 0.25
+                    reconnect.reached()
                     if event.sequence <= last:
                         continue
                     last = event.sequence
@@ -347,17 +478,9 @@ class Client:
                         return
             except grpc.RpcError as e:
                 failure = errors.from_rpc_error(e)
-                if not errors.is_retryable(failure):
-                    raise failure from None
             finally:
                 stream.cancel()
-            now = time.monotonic()
-            if lost_since is None:
-                lost_since = now
-            elif now - lost_since > self.reconnect_timeout:
-                raise failure or errors.Unavailable("the event stream of %s keeps closing" % name)
-            time.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            reconnect.failed(failure, "event %d" % last)
 
     def wait(self, name, after=0):
         """Watches the job to its end and returns it (a Job)."""
@@ -373,27 +496,28 @@ class Client:
         progress line, or the error that failed the stage). With `follow`
         the iterator keeps asking for new lines every `poll_seconds` until
         the stage (or, without one, the job) is final and every line was
-        yielded, riding out an unreachable coordinator for up to
+        yielded, riding out a lost coordinator for up to
         `reconnect_timeout` seconds; without it, it ends with the lines
-        stored now. Lines are never repeated. InvalidArgument for a
-        malformed stage id, NotFound for a stage the job does not have."""
+        stored now. Lines are never repeated. A coordinator that goes away
+        while following (unreachable, or restarted after a graceful
+        shutdown, which ends calls CANCELLED) is ridden out as watch() does,
+        resuming after the last line yielded; giving up raises Unavailable
+        naming the address. InvalidArgument for a malformed stage id,
+        NotFound for a stage the job does not have."""
         request = service_pb2.GetStageLogsRequest(
             name=job_name(name), stage=stage, after_line=after_line)
-        lost_since = None
+        reconnect = _Reconnect(self, "following the logs of %s%s"
+                               % (request.name, " stage " + stage if stage else ""))
         while True:
             try:
                 page = self._call(self._stub.GetStageLogs, request)
             except errors.MptError as e:
-                if not follow or not errors.is_retryable(e):
+                if not follow:
                     raise
-                now = time.monotonic()
-                if lost_since is None:
-                    lost_since = now
-                elif now - lost_since > self.reconnect_timeout:
-                    raise
-                time.sleep(poll_seconds)
+                # As watch() does: the same request again, from the last line.
+                reconnect.failed(e, "line %d" % request.after_line)
                 continue
-            lost_since = None
+            reconnect.reached()
             yield from page.lines
             request.after_line = page.last_line
             if page.more:
@@ -406,7 +530,11 @@ class Client:
 
     def download_artifact(self, artifact, folder, expected_sha256=""):
         """Downloads one artefact, checks its SHA-256 (the one streamed and,
-        when given, `expected_sha256`) and unpacks it into `folder`."""
+        when given, `expected_sha256`) and unpacks it into `folder`, which
+        must not exist, be empty or hold nothing but an earlier download's
+        adapter files (check_download_folder; FailedPrecondition, before
+        anything is fetched, otherwise)."""
+        check_download_folder(folder)
         request = service_pb2.DownloadArtifactRequest(name=artifact)
         data = bytearray()
         sent_sha = ""
@@ -443,22 +571,30 @@ class Client:
         returns {artifact: folder}. For a job, unpacks the adapter of every
         finished stage into folder/<stage id> (e.g. folder/source/first) and
         returns {stage id: path}; FailedPrecondition when no stage has one
-        yet."""
+        yet. A folder it writes is replaced only when it does not exist, is
+        empty or holds nothing but an earlier download's adapter files:
+        anything else (other files, a file, the current folder) is
+        FailedPrecondition naming the path, before anything is fetched or
+        written, and is left as it was."""
         if "/artifacts/" in name_or_artifact:
             return {name_or_artifact: self.download_artifact(name_or_artifact, folder)}
         job = self.get(name_or_artifact)
         sha_by_name = {a.name: a.sha256 for a in job.artifacts}
-        result = {}
+        items = []
         for stage in job.stages:
             if not stage.artifact:
                 continue
             parts = [p for p in stage.id.split("/") if p]
             if not parts or any(p in (".", "..") for p in parts):
                 raise errors.Internal('unusable stage id "%s"' % stage.id)
-            path = os.path.join(folder, *parts)
-            result[stage.id] = self.download_artifact(stage.artifact, path,
-                                                      sha_by_name.get(stage.artifact, ""))
-        if not result:
+            items.append((stage, os.path.join(folder, *parts)))
+        if not items:
             raise errors.FailedPrecondition("%s (%s) has no finished stage with an adapter yet"
                                             % (job.name, state_name(job.state)))
+        for _, path in items:  # every folder first: all or nothing refused
+            check_download_folder(path)
+        result = {}
+        for stage, path in items:
+            result[stage.id] = self.download_artifact(stage.artifact, path,
+                                                      sha_by_name.get(stage.artifact, ""))
         return result

@@ -85,5 +85,22 @@ def from_rpc_error(error):
 
 
 def is_retryable(error):
-    """True for the errors after which the same call may succeed."""
-    return isinstance(error, Unavailable)
+    """True for the errors after which the same call may succeed once the
+    coordinator is back: it could not be reached (Unavailable), gave no
+    answer in time (DeadlineExceeded), or ended the call CANCELLED as a
+    coordinator shutting down gracefully (SIGTERM) does; the client never
+    cancels a call it would retry. The one rule of submit(), watch() and
+    logs(follow=True), as in mptctl."""
+    return isinstance(error, Unavailable) or getattr(error, "code", None) == grpc.StatusCode.CANCELLED
+
+
+def what_happened(error):
+    """What a retryable error (None: a stream that closed early) says about
+    the coordinator, for messages."""
+    if error is None:
+        return "the stream closed early"
+    if error.code == grpc.StatusCode.CANCELLED:
+        return "it ended the call, as it does when it shuts down (%s)" % error
+    if error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return "no answer in time (%s)" % error
+    return "unreachable (%s)" % error

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
@@ -21,6 +22,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "common/artifact_pack.h"
@@ -145,6 +147,11 @@ class FakeJobService final : public JobService::Service {
                             mpt::v1::GetStageLogsResponse* response) override {
     absl::MutexLock lock(&mu_);
     log_requests.push_back(*request);
+    if (log_failures_left != 0 &&
+        static_cast<int>(log_requests.size()) > log_failures_after) {
+      if (log_failures_left > 0) --log_failures_left;
+      return log_failure;
+    }
     if (request->stage() == "bogus") {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "stage: \"bogus\" is not a stage id");
     }
@@ -173,6 +180,12 @@ class FakeJobService final : public JobService::Service {
   std::vector<mpt::v1::LogLine> log_lines;
   int log_visible = 0;
   std::vector<mpt::v1::GetStageLogsRequest> log_requests;
+  // After the first `log_failures_after` calls, the next
+  // `log_failures_left` (-1: every one) end with `log_failure`, as calls
+  // to a coordinator that is shutting down or gone do.
+  int log_failures_after = 0;
+  int log_failures_left = 0;
+  grpc::Status log_failure;
   std::vector<mpt::v1::SubmitJobRequest> submitted;
   std::string last_token;
   grpc::Status submit_error = grpc::Status::OK;
@@ -436,6 +449,28 @@ TEST_F(MptctlTest, WatchResumesAfterALostStreamFromTheLastEvent) {
   EXPECT_TRUE(absl::StrContains(r.out, "b/accuracy=87.5%")) << r.out;
 }
 
+// A coordinator stopped with SIGTERM ends the streams and calls it serves
+// CANCELLED; watch rides that out as it does UNAVAILABLE.
+TEST_F(MptctlTest, WatchResumesAfterAStreamCancelledByAShutdown) {
+  {
+    absl::MutexLock lock(&service_.mu_);
+    FakeJobService::WatchCall first;
+    first.events = {Event(1, mpt::v1::RUNNING), Event(2, mpt::v1::RUNNING, "source/a", 3)};
+    first.end = grpc::Status(grpc::StatusCode::CANCELLED, "CANCELLED");
+    FakeJobService::WatchCall second;
+    second.events = {Event(1, mpt::v1::RUNNING), Event(2, mpt::v1::RUNNING, "source/a", 3),
+                     Event(3, mpt::v1::SUCCEEDED)};
+    service_.watch_script = {first, second};
+  }
+  Result r = Run({"watch", "j1", "--output=json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "lost the coordinator at " + address_)) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "reconnecting from event 2")) << r.err;
+  absl::MutexLock lock(&service_.mu_);
+  ASSERT_EQ(service_.watch_requests.size(), 2u);
+  EXPECT_EQ(service_.watch_requests[1].after_sequence(), 2);
+}
+
 // A TCP port on 127.0.0.1 that accepts connections in the kernel but never
 // answers (listening, never accept()ed); closed with the returned fd.
 int SilentListener(int* port) {
@@ -539,6 +574,82 @@ TEST_F(MptctlTest, DownloadWritesEveryStageAdapterAndChecksTheHash) {
   EXPECT_EQ(Run({"download", "jobs/j1/artifacts/99"}).code, 3);
 }
 
+// The relative paths and contents of every file under `root`, sorted.
+std::string Listing(const std::string& root) {
+  std::vector<std::string> lines;
+  for (const auto& e : fs::recursive_directory_iterator(root)) {
+    std::string line = fs::relative(e.path(), root).string();
+    if (e.is_regular_file()) line += "=" + ReadFile(e.path().string()).value_or("?");
+    lines.push_back(line + "\n");
+  }
+  std::sort(lines.begin(), lines.end());
+  return absl::StrJoin(lines, "");
+}
+
+// A download never deletes what the user did not ask to replace: --out
+// holding other files, a file, or the current folder is refused (6) before
+// anything is fetched; an earlier download of the adapter is replaced.
+TEST_F(MptctlTest, DownloadRefusesAFolderWithOtherFilesOrAFile) {
+  const std::string src = testing::FreshTempDir("refuse_src");
+  ASSERT_TRUE(WriteFileAtomically(src + "/adapter_config.json", "{\"new\": 1}").ok());
+  ASSERT_TRUE(WriteFileAtomically(src + "/adapter_model.safetensors", "weights").ok());
+  const std::string blob = *PackFolder(src);
+  {
+    absl::MutexLock lock(&service_.mu_);
+    mpt::v1::Job job;
+    job.set_name("jobs/j1");
+    job.set_state(mpt::v1::SUCCEEDED);
+    auto* stage = job.add_stages();
+    stage->set_id("source/a");
+    stage->set_state(mpt::v1::SUCCEEDED);
+    stage->set_artifact("jobs/j1/artifacts/a");
+    service_.blobs["jobs/j1/artifacts/a"] = blob;
+    service_.jobs["jobs/j1"] = job;
+  }
+  const std::string dir = testing::FreshTempDir("refuse");
+  fs::create_directories(dir + "/adapters/old_run");
+  ASSERT_TRUE(WriteFileAtomically(dir + "/adapters/old_run/adapter_model.safetensors", "old").ok());
+  ASSERT_TRUE(WriteFileAtomically(dir + "/adapters/README.txt", "notes").ok());
+  ASSERT_TRUE(WriteFileAtomically(dir + "/myfile.txt", "user data").ok());
+  const std::string before = Listing(dir);
+
+  Result r = Run({"download", "jobs/j1/artifacts/a", "--out=" + dir + "/adapters"});
+  EXPECT_EQ(r.code, 6) << r.err;
+  EXPECT_TRUE(absl::StrContains(
+      r.err, "FAILED_PRECONDITION: --out: " + dir +
+                 "/adapters is not empty and is not an adapter folder (it holds README.txt, "
+                 "old_run/); give a new or empty folder"))
+      << r.err;
+  r = Run({"download", "jobs/j1/artifacts/a", "--out=" + dir + "/myfile.txt"});
+  EXPECT_EQ(r.code, 6) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "myfile.txt is a file, not a folder")) << r.err;
+  // A whole job: <out>/<stage id> under a file, or holding other files.
+  r = Run({"download", "j1", "--out=" + dir + "/myfile.txt"});
+  EXPECT_EQ(r.code, 6) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "myfile.txt, which is a file, not a folder")) << r.err;
+  fs::create_directories(dir + "/job/source/a");
+  ASSERT_TRUE(WriteFileAtomically(dir + "/job/source/a/train.jsonl", "{}").ok());
+  r = Run({"download", "j1", "--out=" + dir + "/job"});
+  EXPECT_EQ(r.code, 6) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "source/a is not empty")) << r.err;
+  // The current folder (the child runs where this test runs).
+  r = Run({"download", "jobs/j1/artifacts/a", "--out=" + fs::current_path().string()});
+  EXPECT_EQ(r.code, 6) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "is or contains the current working folder")) << r.err;
+  r = Run({"download", "jobs/j1/artifacts/a", "--out=."});
+  EXPECT_EQ(r.code, 6) << r.err;
+  fs::remove_all(dir + "/job");
+  EXPECT_EQ(Listing(dir), before) << "a refused download changed something";
+
+  // An earlier download is replaced by the new one.
+  const std::string one = dir + "/one";
+  ASSERT_EQ(Run({"download", "jobs/j1/artifacts/a", "--out=" + one}).code, 0);
+  ASSERT_TRUE(WriteFileAtomically(one + "/adapter_config.json", "edited").ok());
+  r = Run({"download", "jobs/j1/artifacts/a", "--out=" + one});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Listing(one), "adapter_config.json={\"new\": 1}\nadapter_model.safetensors=weights\n");
+}
+
 TEST_F(MptctlTest, ListAndWorkers) {
   {
     absl::MutexLock lock(&service_.mu_);
@@ -636,6 +747,59 @@ TEST_F(MptctlTest, LogsFollowPrintsNewLinesOnceAndEndsWhenDone) {
   for (size_t i = 1; i < service_.log_requests.size(); ++i) {
     EXPECT_GE(service_.log_requests[i].after_line(), service_.log_requests[i - 1].after_line());
   }
+}
+
+// A coordinator stopped with SIGTERM ends GetStageLogs calls CANCELLED
+// and then is unreachable until it is back: --follow rides it out as watch
+// does, from the last line shown, each line once.
+TEST_F(MptctlTest, LogsFollowRidesOutACoordinatorShuttingDown) {
+  AddLogLines(&service_);
+  {
+    absl::MutexLock lock(&service_.mu_);
+    service_.log_visible = 1;
+    service_.log_failures_after = 2;
+    service_.log_failures_left = 3;
+    service_.log_failure = grpc::Status(grpc::StatusCode::CANCELLED, "CANCELLED");
+  }
+  Result r = Run({"logs", "j1", "--follow", "--poll_seconds=0.01"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (int i = 1; i <= 5; ++i) {
+    const std::string text = absl::StrCat("line ", i);
+    const size_t first = r.out.find(text);
+    ASSERT_NE(first, std::string::npos) << text << " missing:\n" << r.out;
+    EXPECT_EQ(r.out.find(text, first + 1), std::string::npos) << text << " twice:\n" << r.out;
+  }
+  EXPECT_TRUE(absl::StrContains(r.err, "lost the coordinator at " + address_ +
+                                           ": it ended the call, as it does when it shuts down"))
+      << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "reconnected to " + address_)) << r.err;
+  absl::MutexLock lock(&service_.mu_);
+  // The three failed calls and the next one asked from the same line.
+  ASSERT_GT(service_.log_requests.size(), 6u);
+  EXPECT_GT(service_.log_requests[2].after_line(), 0);
+  for (int i = 3; i <= 5; ++i) {
+    EXPECT_EQ(service_.log_requests[i].after_line(), service_.log_requests[2].after_line()) << i;
+  }
+}
+
+TEST_F(MptctlTest, LogsFollowGivesUpNamingTheCoordinator) {
+  AddLogLines(&service_);
+  {
+    absl::MutexLock lock(&service_.mu_);
+    service_.log_visible = 1;
+    service_.log_failures_after = 1;
+    service_.log_failures_left = -1;
+    service_.log_failure = grpc::Status(grpc::StatusCode::CANCELLED, "CANCELLED");
+  }
+  Result r = Run({"logs", "j1", "--follow", "--poll_seconds=0.01",
+                  "--reconnect_timeout_seconds=1"});
+  EXPECT_EQ(r.code, 5) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "UNAVAILABLE: gave up following the logs of jobs/j1 after "
+                                       "line 1: the coordinator at " + address_ +
+                                       " has been lost for "))
+      << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "shuts down (CANCELLED: CANCELLED)")) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "line 1")) << r.out;
 }
 
 TEST_F(MptctlTest, LogsOfABadStageExitsTwo) {

@@ -1,6 +1,7 @@
 #include "common/artifact_pack.h"
 
 #include <cstdlib>
+#include <iterator>
 #include <filesystem>
 #include <string>
 
@@ -130,6 +131,43 @@ TEST(ArtifactPackTest, SymlinksAreRefused) {
   Write(src / "f", "x");
   fs::create_symlink("f", src / "link");
   EXPECT_EQ(PackFolder(src.string()).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// A download never deletes what the user did not ask to replace: a folder
+// with other files or a file is refused and left as it was; an earlier
+// download of an adapter is replaced whole.
+TEST(ArtifactPackTest, UnpackDownloadReplacesOnlyAnEarlierAdapter) {
+  const fs::path src = testing::FreshTempDir("download_src");
+  Write(src / "adapter_config.json", "new config");
+  Write(src / "adapter_model.safetensors", "new weights");
+  const std::string blob = *PackFolder(src.string());
+  const fs::path dir = testing::FreshTempDir("download_dst");
+
+  Write(dir / "adapters/old_run/adapter_model.safetensors", "important");
+  Write(dir / "adapters/README.txt", "notes");
+  absl::Status s = UnpackDownload(blob, (dir / "adapters").string(), "--out");
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("is not an adapter folder (it holds README.txt, old_run/)"),
+            std::string::npos)
+      << s;
+  EXPECT_EQ(*ReadFile((dir / "adapters/old_run/adapter_model.safetensors").string()), "important");
+  EXPECT_EQ(*ReadFile((dir / "adapters/README.txt").string()), "notes");
+  EXPECT_FALSE(fs::exists(dir / "adapters/adapter_config.json"));
+
+  Write(dir / "myfile.txt", "user data");
+  s = UnpackDownload(blob, (dir / "myfile.txt").string(), "--out");
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(*ReadFile((dir / "myfile.txt").string()), "user data");
+
+  // New, then again over the first download: replaced.
+  ASSERT_TRUE(UnpackDownload(blob, (dir / "one").string(), "--out").ok());
+  Write(dir / "one/adapter_config.json", "edited");
+  ASSERT_TRUE(UnpackDownload(blob, (dir / "one").string(), "--out").ok());
+  EXPECT_EQ(*ReadFile((dir / "one/adapter_config.json").string()), "new config");
+  EXPECT_EQ(*ReadFile((dir / "one/adapter_model.safetensors").string()), "new weights");
+  // Nothing left beside it (no temporary or moved-aside folders).
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()),
+            3);  // adapters, myfile.txt, one
 }
 
 }  // namespace

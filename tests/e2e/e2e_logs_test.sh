@@ -5,10 +5,15 @@
 # the job ends; `mptctl logs` reads them afterwards. A stage whose data file
 # is malformed at a line only the worker reads fails, and its log shows the
 # worker's error naming the file and the line. Bad stage names are refused
-# naming the field.
+# naming the field. `mptctl download` of the adapter never deletes what the
+# user did not ask to replace (a folder with other files, a file, the
+# current folder are refused and left as they were). `logs --follow` rides
+# out a graceful coordinator restart (SIGTERM, as systemd and Kubernetes
+# stop it) as watch does: each line once, none lost.
 source "${TEST_SRCDIR}/${TEST_WORKSPACE}/tests/e2e/e2e_lib.sh"
 
 e2e_start_coordinator
+port="$COORD_PORT"
 e2e_start_worker w0
 
 # ---- A job that succeeds, followed while it runs -----------------------------
@@ -39,6 +44,81 @@ cat "$follow" >&2
 mptctl logs "$job" --stage=source/first --output=json > "$E2E_DIR/logs/json.out"
 head -n 1 "$E2E_DIR/logs/json.out" | grep -Eq '"sequence": ?"1"' ||
   e2e_fail "the JSON form lacks the first line's sequence"
+
+# ---- A download never deletes what the user did not ask to replace ------------
+artifact=$(e2e_stage_field "$job" source/first artifact)
+[ -n "$artifact" ] || e2e_fail "source/first has no artefact"
+keep="$E2E_DIR/keep"
+mkdir -p "$keep/adapters/old_run" "$keep/job/source/first"
+echo important > "$keep/adapters/old_run/adapter_model.safetensors"
+echo notes > "$keep/adapters/README.txt"
+echo "user data" > "$keep/myfile.txt"
+echo '{}' > "$keep/job/source/first/train.jsonl"
+snapshot() { (cd "$keep" && find . | sort && find . -type f -exec sha256sum {} + | sort); }
+before=$(snapshot)
+# refused CODE TEXT ARGS...: mptctl ARGS exits CODE saying TEXT.
+refused() {
+  local want="$1" text="$2" rc=0
+  shift 2
+  mptctl "$@" > /dev/null 2> "$E2E_DIR/logs/refused.err" || rc=$?
+  [ "$rc" -eq "$want" ] || { cat "$E2E_DIR/logs/refused.err" >&2; e2e_fail "mptctl $* exited $rc (want $want)"; }
+  grep -qF -- "$text" "$E2E_DIR/logs/refused.err" ||
+    e2e_fail "mptctl $* did not say '$text': $(cat "$E2E_DIR/logs/refused.err")"
+}
+refused 6 "--out: $keep/adapters is not empty and is not an adapter folder (it holds README.txt, old_run/); give a new or empty folder" \
+  download "$artifact" --out="$keep/adapters"
+refused 6 "--out: $keep/myfile.txt is a file, not a folder" download "$artifact" --out="$keep/myfile.txt"
+refused 6 "which is a file, not a folder" download "$job" --out="$keep/myfile.txt"
+refused 6 "--out: $keep/job/source/first is not empty" download "$job" --out="$keep/job"
+(cd "$keep/adapters" && refused 6 "--out: . is or contains the current working folder" \
+  download "$artifact" --out=.)
+(cd "$keep/adapters" && refused 6 "is or contains the current working folder" \
+  download "$artifact" --out="$keep")
+[ "$(snapshot)" = "$before" ] || e2e_fail "a refused download changed $keep"
+# A new folder, then again over that earlier download: replaced.
+mptctl download "$artifact" --out="$keep/new" > /dev/null || e2e_fail "download into a new folder"
+echo edited > "$keep/new/adapter_config.json"
+mptctl download "$artifact" --out="$keep/new" > /dev/null || e2e_fail "download over an earlier one"
+[ "$(ls -A "$keep/new" | tr '\n' ' ')" = "adapter_config.json adapter_model.safetensors " ] ||
+  e2e_fail "the re-download left $(ls -A "$keep/new")"
+grep -q edited "$keep/new/adapter_config.json" && e2e_fail "the earlier download was not replaced"
+[ "$(ls -A "$keep" | tr '\n' ' ')" = "adapters job myfile.txt new " ] ||
+  e2e_fail "downloads left $(ls -A "$keep") in $keep"
+e2e_log "downloads refused a folder with other files, a file and the current folder"
+
+# ---- logs --follow across a graceful coordinator restart -----------------------
+long=$(SOURCE_TASKS="first" SOURCE_STEPS=100000 e2e_write_spec "$E2E_DIR/long.textproto")
+long_job=$(mptctl submit --spec "$long" --kind=source)
+"$MPTCTL_BIN" --coordinator="$COORD_ADDR" logs "$long_job" --follow --poll_seconds=0.2 \
+  > "$E2E_DIR/logs/restart.out" 2> "$E2E_DIR/logs/restart.err" &
+follow_pid=$!
+e2e_wait_for 60 "training lines of $long_job" grep -q ' STEP ' "$E2E_DIR/logs/restart.out"
+e2e_kill coordinator TERM
+kill -0 "$follow_pid" 2>/dev/null || {
+  cat "$E2E_DIR/logs/restart.err" >&2
+  e2e_fail "logs --follow ended when the coordinator shut down"
+}
+sleep 2
+e2e_start_coordinator --port "$port"
+e2e_wait_for 60 "logs --follow to reconnect" grep -q "reconnected" "$E2E_DIR/logs/restart.err"
+lines_then=$(wc -l < "$E2E_DIR/logs/restart.out")
+e2e_wait_for 60 "new lines after the restart" \
+  bash -c "[ \$(wc -l < '$E2E_DIR/logs/restart.out') -gt $lines_then ]"
+mptctl cancel "$long_job" > /dev/null
+follow_rc=0
+timeout 60 tail --pid="$follow_pid" -f /dev/null || true
+wait "$follow_pid" || follow_rc=$?
+cat "$E2E_DIR/logs/restart.err" >&2
+[ "$follow_rc" -eq 0 ] || e2e_fail "logs --follow across a SIGTERM restart exited $follow_rc"
+grep -q "lost the coordinator at $COORD_ADDR" "$E2E_DIR/logs/restart.err" ||
+  e2e_fail "logs --follow did not say it lost the coordinator"
+# What it printed is what a later read prints (the cancelled worker may add
+# its last lines after that): nothing lost or repeated across the restart.
+mptctl logs "$long_job" > "$E2E_DIR/logs/restart.after"
+head -n "$(wc -l < "$E2E_DIR/logs/restart.out")" "$E2E_DIR/logs/restart.after" |
+  diff "$E2E_DIR/logs/restart.out" - >&2 ||
+  e2e_fail "logs --follow across the restart differs from a later read (lines lost or repeated)"
+e2e_log "logs --follow rode out a SIGTERM restart: $(wc -l < "$E2E_DIR/logs/restart.out") lines, each once"
 
 # ---- A stage that fails on a line only the worker reads ------------------------
 mkdir -p "$E2E_DIR/data"

@@ -71,11 +71,16 @@ class _Stream:
 
 
 class _FlakyStub:
-    """Drops the first WatchJob stream after two events and fails the first
-    SubmitJob UNAVAILABLE; records the requests."""
+    """Drops the first WatchJob stream after two events (UNAVAILABLE), closes
+    the second, cancels the third as a coordinator shutting down does
+    (CANCELLED); fails the first SubmitJob UNAVAILABLE; serves five log
+    lines two at a time, failing calls 2 to 4 CANCELLED and UNAVAILABLE as
+    across a SIGTERM restart (`log_failures` calls, -1: every one from
+    call 2 on). Records the requests."""
 
-    def __init__(self):
-        self.watch_requests, self.submit_requests = [], []
+    def __init__(self, log_failures=3):
+        self.watch_requests, self.submit_requests, self.log_requests = [], [], []
+        self.log_failures = log_failures
 
     def WatchJob(self, request, metadata=None):
         self.watch_requests.append(request)
@@ -85,7 +90,22 @@ class _FlakyStub:
                            _Dropped(grpc.StatusCode.UNAVAILABLE))
         if len(self.watch_requests) == 2:
             return _Stream([])  # closed early, nothing new
+        if len(self.watch_requests) == 3:
+            return _Stream([ev(2, JobState.RUNNING)], _Dropped(grpc.StatusCode.CANCELLED))
         return _Stream([ev(2, JobState.RUNNING), ev(3, JobState.SUCCEEDED)])
+
+    def GetStageLogs(self, request, timeout=None, metadata=None):
+        self.log_requests.append(mpt_client.client.service_pb2.GetStageLogsRequest(
+            name=request.name, stage=request.stage, after_line=request.after_line))
+        n = len(self.log_requests)
+        if n >= 2 and (self.log_failures < 0 or n < 2 + self.log_failures):
+            raise _Dropped(grpc.StatusCode.CANCELLED if n % 2 == 0 else grpc.StatusCode.UNAVAILABLE)
+        page = mpt_client.client.service_pb2.GetStageLogsResponse()
+        for line in range(request.after_line + 1, min(request.after_line + 3, 6)):
+            page.lines.add(line=line, stage="source/a", text="line %d" % line)
+        page.last_line = page.lines[-1].line if page.lines else request.after_line
+        page.done = page.last_line == 5
+        return page
 
     def SubmitJob(self, request, timeout=None, metadata=None):
         self.submit_requests.append(request)
@@ -103,14 +123,96 @@ def check_resume_and_retry(tasks):
     sequences = [e.sequence for e in client.watch("jobs/fake")]
     check(sequences == [1, 2, 3], "watch over dropped streams gave %s" % sequences)
     after = [r.after_sequence for r in stub.watch_requests]
-    check(after == [0, 2, 2], "watch reopened after %s, want [0, 2, 2]" % after)
+    check(after == [0, 2, 2, 2], "watch reopened after %s, want [0, 2, 2, 2]" % after)
+    # logs(follow=True) across a coordinator's graceful restart (CANCELLED,
+    # then UNAVAILABLE): every line once, asked again from the last one.
+    texts = [line.text for line in client.logs("jobs/fake", follow=True, poll_seconds=0.01)]
+    check(texts == ["line %d" % i for i in range(1, 6)], "logs across a restart gave %s" % texts)
+    after = [r.after_line for r in stub.log_requests]
+    check(after == [0, 2, 2, 2, 2, 4], "logs asked after lines %s, want [0, 2, 2, 2, 2, 4]" % after)
+    # One that never comes back: Unavailable naming the address.
+    gone = Client("127.0.0.1:1", reconnect_timeout=0.5)
+    gone._stub = _FlakyStub(log_failures=-1)
+    error = expect_error(mpt_client.Unavailable, "logs(follow=True) of a coordinator that stays away",
+                         lambda: list(gone.logs("jobs/fake", follow=True)))
+    check("gave up following the logs of jobs/fake after line 2: the coordinator at 127.0.0.1:1"
+          in str(error) and "CANCELLED" in str(error), "the error was: %s" % error)
+    gone.close()
     job = client.submit({"baseModel": "m", "source": {"tasks": [{"name": "t"}]}},
                         kind="source", base_dir=tasks)
     ids = [r.request_id for r in stub.submit_requests]
     check(job.name == "jobs/fake" and len(ids) == 2 and ids[0] == ids[1] and ids[0],
           "submit retried with request_ids %s" % ids)
     client.close()
-    log("watch resumed after dropped streams; submit retried with the same request_id")
+    log("watch and logs(follow=True) resumed after dropped streams; submit retried with the "
+        "same request_id")
+
+
+def tree(root):
+    """{relative path: contents (None for a folder)} of everything under root."""
+    found = {}
+    for folder, dirs, files in os.walk(root):
+        for d in dirs:
+            found[os.path.relpath(os.path.join(folder, d), root)] = None
+        for f in files:
+            with open(os.path.join(folder, f), "rb") as fh:
+                found[os.path.relpath(os.path.join(folder, f), root)] = fh.read()
+    return found
+
+
+def check_download_never_deletes(client, work, job, artifact, sha256):
+    """A download replaces only a new or empty folder or an earlier
+    download's adapter: a folder with other files, a file, the current
+    folder and a job whose stage folder holds other files are refused with
+    FailedPrecondition naming the path, and left exactly as they were."""
+    root = os.path.join(work, "keep")
+    os.makedirs(os.path.join(root, "adapters", "old_run"))
+    with open(os.path.join(root, "adapters", "old_run", "adapter_model.safetensors"), "w") as f:
+        f.write("important")
+    with open(os.path.join(root, "adapters", "README.txt"), "w") as f:
+        f.write("notes")
+    with open(os.path.join(root, "myfile.txt"), "w") as f:
+        f.write("user data")
+    os.makedirs(os.path.join(root, "job", "source", "first"))
+    with open(os.path.join(root, "job", "source", "first", "train.jsonl"), "w") as f:
+        f.write("{}")
+    before = tree(root)
+    adapters = os.path.join(root, "adapters")
+    error = expect_error(mpt_client.FailedPrecondition, "download into a folder with other files",
+                         client.download, artifact, adapters)
+    check("folder: %s is not empty and is not an adapter folder (it holds README.txt, old_run/)"
+          % adapters in str(error), "the error was: %s" % error)
+    error = expect_error(mpt_client.FailedPrecondition, "download into a file", client.download,
+                         artifact, os.path.join(root, "myfile.txt"))
+    check("myfile.txt is a file, not a folder" in str(error), "the error was: %s" % error)
+    error = expect_error(mpt_client.FailedPrecondition, "download of a job over a stage folder "
+                         "with other files", client.download, job, os.path.join(root, "job"))
+    check("source/first is not empty" in str(error), "the error was: %s" % error)
+    cwd = os.getcwd()
+    os.chdir(os.path.join(root, "adapters"))
+    try:
+        error = expect_error(mpt_client.FailedPrecondition, "download into the current folder",
+                             client.download, artifact, ".")
+        check("is or contains the current working folder" in str(error),
+              "the error was: %s" % error)
+        expect_error(mpt_client.FailedPrecondition, "download into a folder above the current one",
+                     client.download, artifact, root)
+    finally:
+        os.chdir(cwd)
+    check(tree(root) == before, "a refused download changed %s" % root)
+    # An earlier download of the adapter is replaced whole.
+    again = os.path.join(root, "again")
+    client.download(artifact, again)
+    with open(os.path.join(again, "adapter_config.json"), "w") as f:
+        f.write("edited")
+    client.download_artifact(artifact, again, expected_sha256=sha256)
+    check(sorted(os.listdir(again)) == ["adapter_config.json", "adapter_model.safetensors"],
+          "a re-download left %s" % sorted(os.listdir(again)))
+    with open(os.path.join(again, "adapter_config.json")) as f:
+        check(f.read() != "edited", "a re-download did not replace the earlier adapter")
+    check(sorted(os.listdir(root)) == ["adapters", "again", "job", "myfile.txt"],
+          "downloads left %s beside their folders" % sorted(os.listdir(root)))
+    log("downloads refused a folder with other files, a file and the current folder")
 
 
 def main():
@@ -291,6 +393,7 @@ target {
     expect_error(mpt_client.DataLoss, "download with a wrong sha256", client.download_artifact,
                  target.artifact, wrong, expected_sha256=hashlib.sha256(b"x").hexdigest())
     check(not os.path.exists(wrong), "a download that failed its hash check left files")
+    check_download_never_deletes(client, work, pipeline.name, target.artifact, meta.sha256)
     expect_error(mpt_client.NotFound, "download of an unknown artefact", client.download,
                  pipeline.name + "/artifacts/no-such-artifact", os.path.join(work, "none"))
     expect_error(mpt_client.FailedPrecondition, "download of a job without adapters",
