@@ -36,6 +36,10 @@ _KINDS = {
 }
 
 
+# Replies up to 64 MiB, as mptctl takes them (gRPC's default is 4 MiB): a
+# page of jobs with large specs or a long event history still arrives.
+_CHANNEL_OPTIONS = (("grpc.max_receive_message_length", 64 << 20),)
+
 def state_name(state):
     """"SUCCEEDED" for JobState.SUCCEEDED."""
     return JobState.Name(state)
@@ -350,10 +354,12 @@ class Client:
                 credentials = grpc.ssl_channel_credentials(
                     root_certificates=read(ca), private_key=read(key),
                     certificate_chain=read(cert))
-                options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+                options = list(_CHANNEL_OPTIONS)
+                if server_name:
+                    options.append(("grpc.ssl_target_name_override", server_name))
                 channel = grpc.secure_channel(address, credentials, options=options)
             else:
-                channel = grpc.insecure_channel(address)
+                channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
         self._channel = channel
         self._stub = service_pb2_grpc.JobServiceStub(channel)
 
