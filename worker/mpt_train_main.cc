@@ -33,6 +33,7 @@
 #include "worker/training/preflight.h"
 #include "common/progress/progress.h"
 #include "common/spec/spec_loader.h"
+#include "common/spec/spec_paths.h"
 #include "common/spec/stages.h"
 
 ABSL_FLAG(std::string, spec, "", "Pipeline spec file: JSON (.json) or protobuf text format.");
@@ -142,27 +143,8 @@ absl::Status ValidateForStage(const mpt::v1::PipelineSpec& spec, const std::stri
 // Every file and folder the spec names, and the spec itself: what an output
 // must not overwrite.
 std::vector<InputPath> InputsOf(const mpt::v1::PipelineSpec& spec, const std::string& spec_path) {
-  std::vector<InputPath> inputs{{"--spec", spec_path}, {"base_model", spec.base_model()}};
-  auto tasks = [&](const std::string& stage,
-                   const google::protobuf::RepeatedPtrField<mpt::v1::TaskData>& list) {
-    for (int i = 0; i < list.size(); ++i) {
-      inputs.push_back({absl::StrCat(stage, ".tasks[", i, "].train_path"), list[i].train_path()});
-      inputs.push_back({absl::StrCat(stage, ".tasks[", i, "].eval_path"), list[i].eval_path()});
-    }
-  };
-  auto folders = [&](const std::string& field,
-                     const google::protobuf::RepeatedPtrField<std::string>& list) {
-    for (int i = 0; i < list.size(); ++i) {
-      inputs.push_back({absl::StrCat(field, "[", i, "]"), list[i]});
-    }
-  };
-  tasks("source", spec.source().tasks());
-  tasks("distillation", spec.distillation().tasks());
-  tasks("target", spec.target().tasks());
-  folders("source.init_adapters", spec.source().init_adapters());
-  folders("distillation.teacher_adapters", spec.distillation().teacher_adapters());
-  folders("target.teacher_adapters", spec.target().teacher_adapters());
-  inputs.push_back({"target.source_adapter", spec.target().source_adapter()});
+  std::vector<InputPath> inputs{{"--spec", spec_path}};
+  for (SpecPath& p : SpecInputPaths(spec)) inputs.push_back({std::move(p.field), std::move(p.path)});
   return inputs;
 }
 

@@ -30,12 +30,14 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/client_channel.h"
 #include "common/http_server.h"
 #include "common/metrics/gpu_metrics.h"
 #include "common/metrics/metrics_registry.h"
 #include "common/logging.h"
+#include "common/spec/spec_paths.h"
 #include "common/status_macros.h"
 #include "worker/model/matmul_peak.h"
 #include "worker/model/autocast.h"
@@ -95,6 +97,10 @@ ABSL_FLAG(int, max_pack_size, -1,
           "Most source stages this worker trains in one pass when the coordinator packs them "
           "(Worker.max_pack_size); 1: one at a time. Default -1: on a CPU as many as its lanes "
           "(one stage per lane; mixed batches measured no gain there), 8 on a GPU.");
+ABSL_FLAG(std::string, data_roots, "",
+          "Comma-separated absolute folders: the only places the files a job's spec names "
+          "(base model, data, adapters) are read from; a job naming anything else fails, "
+          "without saying whether it exists. Empty (default): any path this process can read.");
 ABSL_FLAG(std::string, metrics_listen, "",
           "host:port to serve Prometheus metrics on at /metrics, e.g. localhost:9100 (port 0 "
           "picks a free one); empty (default): none.");
@@ -159,6 +165,8 @@ absl::StatusOr<Setup> SetupFromFlags() {
     }
     s.runner.preload_models.push_back(absolute.lexically_normal().string());
   }
+  ASSIGN_OR_RETURN(s.runner.data_roots,
+                   ParseDataRoots(absl::GetFlag(FLAGS_data_roots), "--data_roots"));
   s.runner.max_cached_models = absl::GetFlag(FLAGS_max_cached_models);
   s.runner.collective = absl::GetFlag(FLAGS_collective);
   const std::string bind = absl::GetFlag(FLAGS_gloo_bind);
@@ -340,7 +348,11 @@ int Main() {
                 << ", autocast " << setup->runner.autocast << "), coordinator "
                 << setup->client.channel.address << ", work dir " << setup->daemon.work_dir
                 << ", packs of up to " << setup->daemon.worker.max_pack_size()
-                << " source stages, lanes " << *lanes << "; " << Describe(*threads);
+                << " source stages, lanes " << *lanes << "; " << Describe(*threads)
+                << "; jobs' files read from "
+                << (setup->runner.data_roots.empty()
+                        ? std::string("any path (no --data_roots)")
+                        : absl::StrJoin(setup->runner.data_roots, ","));
   if (absl::StatusOr<AutocastMode> mode = ParseAutocast(setup->runner.autocast); mode.ok()) {
     if (std::string hint = NativeBf16Hint(c10::Device(setup->runner.device), *mode);
         !hint.empty()) {

@@ -8,8 +8,10 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "common/spec/spec_paths.h"
 #include "common/status_macros.h"
 #include "worker/model/device_flags.h"
 #include "worker/training/mpt_stages.h"
@@ -163,6 +165,20 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::Run(const AssignmentContext& 
   }
 }
 
+absl::Status AssignmentRunner::CheckSpecPaths(const mpt::v1::PipelineSpec& spec) const {
+  std::vector<SpecPath> read;
+  for (SpecPath& p : SpecInputPaths(spec)) {
+    // The teachers and the source adapter come as the assignment's inputs,
+    // fetched into its own folder; the spec's fields are not read here.
+    if (absl::StartsWith(p.field, "distillation.teacher_adapters") ||
+        p.field == "target.source_adapter") {
+      continue;
+    }
+    read.push_back(std::move(p));
+  }
+  return CheckPathsWithinRoots(read, options_.data_roots, "worker", "--data_roots");
+}
+
 absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentContext& context) {
   const mpt::v1::Assignment& a = *context.assignment;
   mpt::v1::PipelineSpec spec = a.spec();
@@ -170,6 +186,7 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
   if (spec.base_model().empty()) {
     return absl::InvalidArgumentError("spec.base_model: empty in the assignment");
   }
+  RETURN_IF_ERROR(CheckSpecPaths(spec));
   ASSIGN_OR_RETURN(const AutocastMode autocast, SpecAutocast(spec.autocast(), autocast_));
   if (autocast != autocast_) {
     MPT_LOG(INFO) << "autocast " << AutocastName(autocast) << ", as the job's spec says";
@@ -374,6 +391,10 @@ std::vector<absl::StatusOr<AssignmentOutput>> AssignmentRunner::RunPackUnsafe(
     }
     if (spec.base_model().empty()) {
       results[i] = absl::InvalidArgumentError("spec.base_model: empty in the assignment");
+      continue;
+    }
+    if (absl::Status inside = CheckSpecPaths(spec); !inside.ok()) {
+      results[i] = inside;
       continue;
     }
     if (model_folder.empty()) model_folder = spec.base_model();

@@ -62,6 +62,9 @@ struct AssignmentRunnerOptions {
   // ranks (StageEnv::lanes); 1: a pack as one mixed batch, a stage on one
   // thread plus BLAS's. Default 1.
   int lanes = 1;
+  // The only folders the paths a job's spec names may lie in
+  // (CheckPathsWithinRoots, common/spec/spec_paths.h); empty: any path.
+  std::vector<std::string> data_roots;
   // Collective engine for gangs: "auto" (NCCL on a CUDA device when this
   // build has it, Gloo otherwise), "gloo" or "nccl". Default "auto".
   std::string collective = "auto";
@@ -123,6 +126,9 @@ class AssignmentRunner final : public AssignmentExecutor {
   // `product_dtype` (UseThreadsForProducts).
   void UseThreadsFor(c10::ScalarType product_dtype) const;
   absl::StatusOr<AssignmentOutput> RunUnsafe(const AssignmentContext& context);
+  // INVALID_ARGUMENT when a path the spec names (and this worker reads) is
+  // outside options_.data_roots.
+  absl::Status CheckSpecPaths(const mpt::v1::PipelineSpec& spec) const;
   std::vector<absl::StatusOr<AssignmentOutput>> RunPackUnsafe(
       const std::vector<const AssignmentContext*>& contexts);
   std::string CollectiveKind() const;

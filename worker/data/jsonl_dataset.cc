@@ -81,10 +81,14 @@ class LineParser {
       // column and the reason.
       std::string what = e.what();
       size_t column = what.find("column ");
-      return LineError(line, absl::StrCat("malformed JSON at ",
-                                          column == std::string::npos
-                                              ? what
-                                              : what.substr(column)));
+      if (column != std::string::npos) what = what.substr(column);
+      // nlohmann quotes the text it last read ("...; last read: '<bytes>'"):
+      // the file's own bytes, which an error must not carry back to whoever
+      // named the file (a worker reads paths a job names).
+      if (size_t quoted = what.find("; last read: "); quoted != std::string::npos) {
+        what.erase(quoted);
+      }
+      return LineError(line, absl::StrCat("malformed JSON at ", what));
     }
     if (!value.is_object()) {
       return LineError(line, absl::StrCat("expected a JSON object, got ",
@@ -115,9 +119,8 @@ class LineParser {
                          "no \"task\" field and no default task; expected one "
                          "of: " + AllowedTasks());
       }
-      return LineError(line, absl::StrCat("unknown task \"", example.task,
-                                          "\"; expected one of: ",
-                                          AllowedTasks()));
+      return LineError(line, absl::StrCat("unknown task ", QuoteForError(example.task),
+                                          "; expected one of: ", AllowedTasks()));
     }
     examples_.push_back(std::move(example));
     return absl::OkStatus();

@@ -15,6 +15,7 @@ namespace mpt {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // Writes `content` to a fresh file under TEST_TMPDIR and returns its path.
 std::string WriteFile(const std::string& name, const std::string& content) {
@@ -114,6 +115,14 @@ TEST(JsonlDataset, MalformedJsonNamesFileAndLine) {
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(status.message()),
               HasSubstr("malformed.jsonl:2: malformed JSON at column"));
+}
+
+TEST(JsonlDataset, MalformedJsonErrorsCarryNoBytesOfTheFile) {
+  absl::Status status = ReadError("secret.jsonl", "{\"password\":\"hunter2 and more\n");
+  EXPECT_THAT(std::string(status.message()), HasSubstr("secret.jsonl:1: malformed JSON at column"));
+  EXPECT_THAT(std::string(status.message()), Not(HasSubstr("hunter2")));
+  status = ReadError("shadow.jsonl", "toor:$6$abc:19000:0:99999:7:::\n");
+  EXPECT_THAT(std::string(status.message()), Not(HasSubstr("toor")));
 }
 
 TEST(JsonlDataset, InvalidUtf8IsMalformed) {
