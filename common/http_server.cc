@@ -1,13 +1,23 @@
 #include "common/http_server.h"
 
 #include <httplib.h>
+#include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <exception>
+#include <functional>
+#include <map>
+#include <mutex>
 #include <thread>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -15,6 +25,184 @@
 #include "common/status_macros.h"
 
 namespace mpt {
+namespace {
+
+// A socket as cpp-httplib's Stream, with deadlines: reads end at the
+// deadline set for the request being read (however the bytes trickle in),
+// writes when one makes no progress for the write timeout. Unlike
+// cpp-httplib's own stream it writes to a socket whose peer half-closed
+// (shut down its sending side after the request), so such a client gets
+// its response. Every wait is cut into slices that check `stopping`.
+class DeadlineStream final : public httplib::Stream {
+ public:
+  DeadlineStream(int sock, absl::Duration write_timeout, std::function<bool()> stopping)
+      : sock_(sock), write_timeout_(write_timeout), stopping_(std::move(stopping)) {}
+
+  void set_read_deadline(absl::Time deadline) { read_deadline_ = deadline; }
+
+  // Waits until the socket is readable (data, end of stream or an error)
+  // or `deadline` passes or the server stops; true when readable.
+  bool WaitReadable(absl::Time deadline) const {
+    return begin_ < end_ || Wait(POLLIN, deadline);
+  }
+
+  bool is_readable() const override { return WaitReadable(read_deadline_); }
+  bool is_writable() const override { return Wait(POLLOUT, absl::Now() + write_timeout_); }
+
+  ssize_t read(char* ptr, size_t size) override {
+    if (begin_ < end_) {
+      const size_t n = std::min(size, end_ - begin_);
+      std::memcpy(ptr, buffer_ + begin_, n);
+      begin_ += n;
+      return static_cast<ssize_t>(n);
+    }
+    if (!Wait(POLLIN, read_deadline_)) return -1;
+    // cpp-httplib reads the head a byte at a time: buffer what is there.
+    const bool direct = size >= sizeof(buffer_);
+    ssize_t n;
+    do {
+      n = ::recv(sock_, direct ? ptr : buffer_, direct ? size : sizeof(buffer_), 0);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0 || direct) return n;
+    begin_ = 0;
+    end_ = static_cast<size_t>(n);
+    return read(ptr, size);
+  }
+
+  ssize_t write(const char* ptr, size_t size) override {
+    if (!Wait(POLLOUT, absl::Now() + write_timeout_)) return -1;
+    ssize_t n;
+    do {
+      n = ::send(sock_, ptr, size, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    return n;
+  }
+
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    Address(::getpeername, ip, port);
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    Address(::getsockname, ip, port);
+  }
+  socket_t socket() const override { return sock_; }
+
+ private:
+  bool Wait(short events, absl::Time deadline) const {
+    while (true) {
+      if (stopping_()) return false;
+      const absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) return false;
+      pollfd p{sock_, events, 0};
+      const int ms = static_cast<int>(
+          std::clamp<int64_t>(absl::ToInt64Milliseconds(left) + 1, 1, 100));
+      const int rc = ::poll(&p, 1, ms);
+      if (rc > 0) return true;  // ready, or an error the next call reports
+      if (rc < 0 && errno != EINTR) return false;
+    }
+  }
+
+  template <class Get>
+  void Address(Get get, std::string& ip, int& port) const {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof(addr);
+    ip.clear();
+    port = 0;
+    if (get(sock_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return;
+    char host[NI_MAXHOST];
+    char service[NI_MAXSERV];
+    if (::getnameinfo(reinterpret_cast<sockaddr*>(&addr), len, host, sizeof(host), service,
+                      sizeof(service), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+      return;
+    }
+    ip = host;
+    absl::SimpleAtoi(service, &port);
+  }
+
+  const int sock_;
+  const absl::Duration write_timeout_;
+  const std::function<bool()> stopping_;
+  absl::Time read_deadline_ = absl::InfinitePast();
+  char buffer_[4096];
+  size_t begin_ = 0;
+  size_t end_ = 0;
+};
+
+// cpp-httplib's server with its connection loop replaced by one with
+// deadlines (DeadlineStream) and a limit of connections per client.
+class DeadlineServer final : public httplib::Server {
+ public:
+  explicit DeadlineServer(const HttpServerOptions& options) : options_(options) {}
+
+ private:
+  bool process_and_close_socket(socket_t sock) override {
+    bool ret = false;
+    std::string client;
+    int port = 0;
+    auto stopping = [this] { return svr_sock_ == INVALID_SOCKET; };
+    DeadlineStream stream(sock, options_.write_timeout, stopping);
+    stream.get_remote_ip_and_port(client, port);
+    if (Admit(client)) {
+      const absl::Time start = absl::Now();
+      for (size_t count = keep_alive_max_count_; count > 0 && !stopping(); --count) {
+        const bool first = count == keep_alive_max_count_;
+        // The first request's head is due from the start; a later one may
+        // wait for the idle timeout, then has the head timeout from its
+        // first byte.
+        const absl::Time wait_end = first ? start + options_.request_head_timeout
+                                          : absl::Now() + options_.idle_timeout;
+        if (!stream.WaitReadable(wait_end)) break;
+        stream.set_read_deadline(first ? wait_end
+                                       : absl::Now() + options_.request_head_timeout);
+        bool connection_closed = false;
+        ret = process_request(stream, /*close_connection=*/count == 1, connection_closed,
+                              nullptr);
+        if (!ret || connection_closed) break;
+      }
+      Leave(client);
+    } else {
+      const std::string body = "too many connections from this client at once\n";
+      const std::string busy = absl::StrCat(
+          "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+          "X-Content-Type-Options: nosniff\r\nConnection: close\r\nContent-Length: ",
+          body.size(), "\r\n\r\n", body);
+      stream.write(busy.data(), busy.size());
+    }
+    ::shutdown(sock, SHUT_RDWR);
+    ::close(sock);
+    return ret;
+  }
+
+  // Counts a connection of `client`; false when it has the most allowed.
+  bool Admit(const std::string& client) {
+    std::lock_guard<std::mutex> lock(mu_);
+    int& n = connections_[client];
+    if (options_.max_connections_per_client > 0 && n >= options_.max_connections_per_client) {
+      if (n == 0) connections_.erase(client);
+      return false;
+    }
+    ++n;
+    return true;
+  }
+  void Leave(const std::string& client) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = connections_.find(client);
+    if (it != connections_.end() && --it->second <= 0) connections_.erase(it);
+  }
+
+  const HttpServerOptions options_;
+  std::mutex mu_;
+  std::map<std::string, int> connections_;
+};
+
+// `path` for a 404 page: escaped (no control character or byte above
+// ASCII reaches the page) and cut.
+std::string PathForPage(absl::string_view path) {
+  constexpr size_t kShown = 256;
+  if (path.size() <= kShown) return absl::CHexEscape(path);
+  return absl::StrCat(absl::CHexEscape(path.substr(0, kShown)), "... (", path.size(), " bytes)");
+}
+
+}  // namespace
 
 std::string HttpRequest::Param(const std::string& name) const {
   auto it = params.find(name);
@@ -58,8 +246,8 @@ absl::StatusOr<std::pair<std::string, int>> ParseHostPort(const std::string& lis
 
 class HttpServer::Impl {
  public:
-  explicit Impl(std::vector<std::pair<std::string, HttpHandler>> routes)
-      : routes_(std::move(routes)) {}
+  Impl(const HttpServerOptions& options, std::vector<std::pair<std::string, HttpHandler>> routes)
+      : routes_(std::move(routes)), server_(options) {}
 
   ~Impl() { Stop(); }
 
@@ -75,6 +263,8 @@ class HttpServer::Impl {
       int yes = 1;
       setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
     });
+    // The server is read-only: requests carry no body worth reading.
+    server_.set_payload_max_length(64 << 10);
     server_.set_exception_handler(
         [](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
           res.status = 500;
@@ -83,17 +273,20 @@ class HttpServer::Impl {
     auto serve = [this](const httplib::Request& req, httplib::Response& res) {
       Serve(req, res);
     };
-    server_.Get(".*", serve);
+    // Every response, cpp-httplib's own errors included.
+    server_.set_default_headers({{"X-Content-Type-Options", "nosniff"}});
+    // [\s\S]: a decoded path may hold a newline, which '.' does not match.
+    server_.Get("[\\s\\S]*", serve);
     auto refuse = [](const httplib::Request&, httplib::Response& res) {
       res.status = 405;
       res.set_header("Allow", "GET, HEAD");
       res.set_content("method not allowed: this server is read-only\n",
                       "text/plain; charset=utf-8");
     };
-    server_.Post(".*", refuse);
-    server_.Put(".*", refuse);
-    server_.Delete(".*", refuse);
-    server_.Patch(".*", refuse);
+    server_.Post("[\\s\\S]*", refuse);
+    server_.Put("[\\s\\S]*", refuse);
+    server_.Delete("[\\s\\S]*", refuse);
+    server_.Patch("[\\s\\S]*", refuse);
     const auto& [host, port] = *address;
     if (port == 0) {
       port_ = server_.bind_to_any_port(host);
@@ -141,7 +334,8 @@ class HttpServer::Impl {
     }
     if (handler == nullptr) {
       res.status = 404;
-      res.set_content(absl::StrCat("not found: ", req.path, "\n"), "text/plain; charset=utf-8");
+      res.set_content(absl::StrCat("not found: ", PathForPage(req.path), "\n"),
+                      "text/plain; charset=utf-8");
       return;
     }
     HttpRequest request;
@@ -151,12 +345,15 @@ class HttpServer::Impl {
     for (const auto& [k, v] : req.headers) request.headers.emplace(absl::AsciiStrToLower(k), v);
     HttpResponse response = (*handler)(request);
     res.status = response.status;
-    for (const auto& [k, v] : response.headers) res.set_header(k, v);
+    for (const auto& [k, v] : response.headers) {
+      if (absl::EqualsIgnoreCase(k, "X-Content-Type-Options")) res.headers.erase(k);
+      res.set_header(k, v);
+    }
     res.set_content(response.body, response.content_type);
   }
 
   const std::vector<std::pair<std::string, HttpHandler>> routes_;
-  httplib::Server server_;
+  DeadlineServer server_;
   std::thread thread_;
   int port_ = -1;
   std::atomic<bool> stopped_{false};
@@ -166,13 +363,21 @@ class HttpServer::Impl {
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     const HttpServerOptions& options, std::vector<std::pair<std::string, HttpHandler>> routes) {
   if (options.threads < 1) return absl::InvalidArgumentError("HTTP server: threads must be >= 1");
+  if (options.request_head_timeout <= absl::ZeroDuration() ||
+      options.idle_timeout <= absl::ZeroDuration() ||
+      options.write_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("HTTP server: timeouts must be > 0");
+  }
+  if (options.max_connections_per_client < 0) {
+    return absl::InvalidArgumentError("HTTP server: max_connections_per_client must be >= 0");
+  }
   for (const auto& [route, handler] : routes) {
     if (route.empty() || route.front() != '/') {
       return absl::InvalidArgumentError(
           absl::StrCat("HTTP server: route \"", route, "\" must start with '/'"));
     }
   }
-  auto impl = std::make_unique<Impl>(std::move(routes));
+  auto impl = std::make_unique<Impl>(options, std::move(routes));
   absl::Status started = impl->Start(options);
   if (!started.ok()) return started;
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));

@@ -10,7 +10,14 @@
 //
 // Routing: a route whose path ends in '/' serves every path under it (the
 // longest such prefix wins); any other route serves its exact path. GET and
-// HEAD reach the handlers; other methods get 405. Unknown paths get 404.
+// HEAD reach the handlers; other methods get 405. Unknown paths get 404
+// (the path shown escaped). Every response carries
+// "X-Content-Type-Options: nosniff".
+//
+// Connections: each is served by one thread; its request heads have a
+// deadline and an idle connection is closed (see HttpServerOptions), so
+// slow or idle clients hold a thread for a bounded time. A client that
+// half-closes its side after its request still gets the response.
 //
 // Thread-safety: handlers run on the server's worker threads, several at
 // once; they must be thread-safe and must not throw (an exception becomes a
@@ -26,6 +33,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 
 namespace mpt {
 
@@ -57,15 +65,33 @@ struct HttpServerOptions {
   // host:port to listen on ("[::1]:8080" for IPv6); port 0 picks a free
   // one (see HttpServer::port()). Default "localhost:0".
   std::string listen = "localhost:0";
-  // Worker threads serving requests. Default 4.
+  // Worker threads serving requests; each serves one connection at a time.
+  // Default 4.
   int threads = 4;
+  // A request's line and headers must have arrived this long after the
+  // connection was taken up (for a kept-alive connection's later requests:
+  // after their first byte). It bounds the whole head, not each read, so a
+  // client that trickles bytes cannot hold a thread for longer; such a
+  // connection is closed. Default 10 s.
+  absl::Duration request_head_timeout = absl::Seconds(10);
+  // A kept-alive connection that sends nothing for this long after a
+  // response is closed. Default 5 s.
+  absl::Duration idle_timeout = absl::Seconds(5);
+  // A response write that makes no progress for this long closes the
+  // connection. Default 10 s.
+  absl::Duration write_timeout = absl::Seconds(10);
+  // Connections from one client address served at once; a further one is
+  // answered 503 at once and closed, so that one client cannot occupy
+  // every thread. 0 (default): no limit.
+  int max_connections_per_client = 0;
 };
 
 class HttpServer {
  public:
   // Binds and starts serving `routes` (path -> handler; see Routing above)
   // on a thread of its own. INVALID_ARGUMENT for a malformed listen
-  // address, a route that does not start with '/' or fewer than 1 thread;
+  // address, a route that does not start with '/', fewer than 1 thread, a
+  // timeout that is not positive or a negative per-client limit;
   // UNAVAILABLE when the address cannot be bound.
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
       const HttpServerOptions& options, std::vector<std::pair<std::string, HttpHandler>> routes);

@@ -76,6 +76,28 @@ std::string ArtifactStore::PathFor(absl::string_view sha256) const {
   return absl::StrCat(dir_, "/sha256/", sha256.substr(0, 2), "/", sha256.substr(2));
 }
 
+std::string ArtifactStore::TempPath(absl::string_view stem) {
+  return absl::StrCat(dir_, "/tmp/", stem, ".", ::getpid(), ".", temp_counter_.fetch_add(1));
+}
+
+absl::Status ArtifactStore::Install(const std::string& tmp, const std::string& sha256) {
+  const std::string path = PathFor(sha256);
+  const std::string shard = absl::StrCat(dir_, "/sha256/", sha256.substr(0, 2));
+  std::error_code ec;
+  fs::create_directories(shard, ec);
+  if (ec) {
+    ::unlink(tmp.c_str());
+    return absl::InternalError(absl::StrCat(shard, ": cannot create: ", ec.message()));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    absl::Status status = ErrnoError(path, "rename failed");
+    ::unlink(tmp.c_str());
+    return status;
+  }
+  if (options_.fsync) return FsyncPath(shard);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> ArtifactStore::Put(absl::string_view data,
                                                absl::string_view expected_sha256) {
   if (absl::Status s = CheckHash(expected_sha256); !s.ok()) return s;
@@ -86,31 +108,77 @@ absl::StatusOr<std::string> ArtifactStore::Put(absl::string_view data,
                                             ", the ", data.size(), " bytes received hash to ",
                                             actual, "; nothing was stored"));
   }
-  const std::string path = PathFor(actual);
   if (Contains(actual)) return actual;
 
-  const std::string shard = absl::StrCat(dir_, "/sha256/", actual.substr(0, 2));
-  std::error_code ec;
-  fs::create_directories(shard, ec);
-  if (ec) return absl::InternalError(absl::StrCat(shard, ": cannot create: ", ec.message()));
-
-  const std::string tmp = absl::StrCat(dir_, "/tmp/", actual.substr(0, 16), ".", ::getpid(), ".",
-                                       temp_counter_.fetch_add(1));
+  const std::string tmp = TempPath(actual.substr(0, 16));
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError(tmp, "cannot create");
   absl::Status status = WriteAll(fd, data, tmp);
   if (status.ok() && options_.fsync && ::fsync(fd) != 0) status = ErrnoError(tmp, "fsync failed");
   if (::close(fd) != 0 && status.ok()) status = ErrnoError(tmp, "close failed");
-  if (status.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
-    status = ErrnoError(path, "rename failed");
-  }
   if (!status.ok()) {
     ::unlink(tmp.c_str());
     return status;
   }
-  if (options_.fsync) {
-    if (absl::Status s = FsyncPath(shard); !s.ok()) return s;
+  if (absl::Status s = Install(tmp, actual); !s.ok()) return s;
+  return actual;
+}
+
+absl::StatusOr<std::unique_ptr<ArtifactStore::BlobWriter>> ArtifactStore::NewBlob() {
+  const std::string tmp = TempPath("upload");
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoError(tmp, "cannot create");
+  return std::unique_ptr<BlobWriter>(new BlobWriter(this, tmp, fd));
+}
+
+ArtifactStore::BlobWriter::~BlobWriter() { Discard(); }
+
+void ArtifactStore::BlobWriter::Discard() {
+  if (fd_ < 0) return;
+  ::close(fd_);
+  fd_ = -1;
+  ::unlink(path_.c_str());
+}
+
+absl::Status ArtifactStore::BlobWriter::Append(absl::string_view data) {
+  if (fd_ < 0) return absl::InternalError(absl::StrCat(path_, ": already closed"));
+  absl::Status status = WriteAll(fd_, data, path_);
+  if (!status.ok()) {
+    Discard();
+    return status;
   }
+  hash_.Update(data);
+  size_ += static_cast<int64_t>(data.size());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ArtifactStore::BlobWriter::Commit(absl::string_view expected_sha256) {
+  if (fd_ < 0) return absl::InternalError(absl::StrCat(path_, ": already closed"));
+  if (absl::Status s = CheckHash(expected_sha256); !s.ok()) {
+    Discard();
+    return s;
+  }
+  const std::string expected = absl::AsciiStrToLower(expected_sha256);
+  const std::string actual = hash_.HexDigest();
+  if (actual != expected) {
+    Discard();
+    return absl::DataLossError(absl::StrCat("checksum mismatch: expected sha256 ", expected,
+                                            ", the ", size_, " bytes received hash to ", actual,
+                                            "; nothing was stored"));
+  }
+  if (store_->Contains(actual)) {
+    Discard();
+    return actual;
+  }
+  absl::Status status = absl::OkStatus();
+  if (store_->options_.fsync && ::fsync(fd_) != 0) status = ErrnoError(path_, "fsync failed");
+  if (::close(fd_) != 0 && status.ok()) status = ErrnoError(path_, "close failed");
+  fd_ = -1;
+  if (!status.ok()) {
+    ::unlink(path_.c_str());
+    return status;
+  }
+  if (absl::Status s = store_->Install(path_, actual); !s.ok()) return s;
   return actual;
 }
 

@@ -17,10 +17,12 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/sha256.h"
 
 namespace mpt {
 
@@ -49,6 +51,44 @@ class ArtifactStore {
   // INTERNAL when the disk write fails.
   absl::StatusOr<std::string> Put(absl::string_view data, absl::string_view expected_sha256);
 
+  // A blob written piece by piece (an upload), to a temporary file of the
+  // store: nothing is held in memory. Destroying it before Commit()
+  // removes the temporary file.
+  class BlobWriter {
+   public:
+    ~BlobWriter();
+    BlobWriter(const BlobWriter&) = delete;
+    BlobWriter& operator=(const BlobWriter&) = delete;
+
+    // Appends `data` to the file. INTERNAL (naming the file) when the
+    // write fails, or after Commit().
+    absl::Status Append(absl::string_view data);
+    // Bytes appended so far.
+    int64_t size() const { return size_; }
+    // Moves the bytes into place as Put() does and returns their hash in
+    // lowercase hex, when it equals `expected_sha256` (hex, either case).
+    // INVALID_ARGUMENT for a malformed hash; DATA_LOSS ("checksum
+    // mismatch", with both hashes) when it differs, in which case nothing
+    // is stored; INTERNAL when the disk write fails. The temporary file is
+    // gone afterwards in every case; call it once.
+    absl::StatusOr<std::string> Commit(absl::string_view expected_sha256);
+
+   private:
+    friend class ArtifactStore;
+    BlobWriter(ArtifactStore* store, std::string path, int fd)
+        : store_(store), path_(std::move(path)), fd_(fd) {}
+    void Discard();
+
+    ArtifactStore* const store_;
+    const std::string path_;
+    int fd_;  // -1 once closed
+    Sha256 hash_;
+    int64_t size_ = 0;
+  };
+
+  // Starts a blob in a temporary file. INTERNAL when it cannot be created.
+  absl::StatusOr<std::unique_ptr<BlobWriter>> NewBlob();
+
   // The bytes of blob `sha256`, checked against their name. INVALID_ARGUMENT
   // for a malformed hash; NOT_FOUND when there is no such blob; DATA_LOSS
   // when the bytes on disk no longer match the name (corruption); INTERNAL
@@ -70,6 +110,13 @@ class ArtifactStore {
  private:
   ArtifactStore(std::string dir, ArtifactStoreOptions options)
       : dir_(std::move(dir)), options_(options) {}
+
+  // A fresh temporary file name under <dir>/tmp/.
+  std::string TempPath(absl::string_view stem);
+  // Renames the written, closed temporary file `tmp` to blob `sha256`'s
+  // place (creating its folder; flushing it when options_.fsync); removes
+  // `tmp` on failure.
+  absl::Status Install(const std::string& tmp, const std::string& sha256);
 
   const std::string dir_;
   const ArtifactStoreOptions options_;

@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
 #include "common/logging.h"
+#include "common/quote.h"
 #include "common/sha256.h"
 #include "common/spec/stages.h"
 #include "common/status_macros.h"
@@ -597,20 +598,15 @@ absl::StatusOr<mpt::v1::Job> Coordinator::CancelJob(const std::string& name) {
 
 absl::StatusOr<mpt::v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
     const mpt::v1::Worker& worker) {
-  for (int i = 0; i < worker.collectives_size(); ++i) {
-    const std::string& c = worker.collectives(i);
-    if (c != "gloo" && c != "nccl") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "worker.collectives[", i, "]: unknown collective \"", c, "\" (gloo or nccl)"));
-    }
-  }
-  for (int i = 0; i < worker.models_size(); ++i) {
-    if (worker.models(i).empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("worker.models[", i, "]: empty"));
-    }
-  }
+  RETURN_IF_ERROR(CheckWorkerRegistration(worker));
   absl::MutexLock lock(&mu_);
   if (shutting_down_) return absl::UnavailableError("coordinator is shutting down");
+  if (state_.workers().size() >= kMaxRegisteredWorkers) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        state_.workers().size(), " workers are registered (lost ones count for ",
+        absl::FormatDuration(options_.lost_worker_retention),
+        " after they were lost); no more are accepted"));
+  }
   std::string name;
   do {
     name = absl::StrCat("workers/", RandomId(random_));
@@ -619,8 +615,8 @@ absl::StatusOr<mpt::v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
   state_.AddWorker(txn, worker, name);
   ScheduleLocked(txn);
   RETURN_IF_ERROR(CommitLocked(txn));
-  MPT_LOG(INFO) << "registered " << name << " (" << worker.hostname() << ", "
-                << (worker.device().empty() ? "?" : worker.device()) << ")";
+  MPT_LOG(INFO) << "registered " << name << " (" << QuoteForError(worker.hostname()) << ", "
+                << (worker.device().empty() ? "?" : QuoteForError(worker.device())) << ")";
   mpt::v1::RegisterWorkerResponse response;
   response.set_name(name);
   response.set_heartbeat_seconds(absl::ToDoubleSeconds(options_.heartbeat_interval));
@@ -718,6 +714,8 @@ absl::StatusOr<mpt::v1::ReportProgressResponse> Coordinator::ReportProgress(
   if (request.assignment().empty()) return absl::InvalidArgumentError("assignment: required");
   if (request.worker().empty()) return absl::InvalidArgumentError("worker: required");
   RETURN_IF_ERROR(CheckWorkerLogLines(request.log_lines()));
+  if (request.has_progress()) RETURN_IF_ERROR(CheckProgress(request.progress(), "progress"));
+  const std::string message = CutText(request.message(), kMaxEventMessageBytes);
   absl::MutexLock lock(&mu_);
   auto it = state_.assignments().find(request.assignment());
   if (it == state_.assignments().end()) return UnknownAssignment(request.assignment());
@@ -761,12 +759,12 @@ absl::StatusOr<mpt::v1::ReportProgressResponse> Coordinator::ReportProgress(
   // final loss. Later reports at that step are rate-limited like the rest.
   const bool last_step = progress.total_steps() > 0 && progress.step() >= progress.total_steps();
   const bool reached_end = last_step && previous_step < progress.total_steps();
-  const bool notable = !progress.metrics().empty() || !request.message().empty() || last_step;
+  const bool notable = !progress.metrics().empty() || !message.empty() || last_step;
   if (since >= options_.progress_event_interval || reached_end ||
       (notable && since >= options_.progress_event_interval / 10)) {
     stage->last_progress_event = now;
     state_.MarkStage(txn, job, stage);
-    state_.AddEvent(txn, job, stage, request.message(), &progress);
+    state_.AddEvent(txn, job, stage, message, &progress);
     RETURN_IF_ERROR(CommitLocked(txn));
     return response;
   }
@@ -774,22 +772,109 @@ absl::StatusOr<mpt::v1::ReportProgressResponse> Coordinator::ReportProgress(
   return answer();
 }
 
+// ---------------------------------------------------------------------------
+// Uploads
+
+absl::Status ArtifactUpload::Append(absl::string_view data) {
+  if (failed_) return absl::FailedPreconditionError("data: the upload already failed");
+  if (static_cast<int64_t>(data.size()) > max_bytes_ - blob_->size()) {
+    failed_ = true;
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data: the artefact is larger than the ", max_bytes_,
+        " bytes the coordinator accepts (--max_artifact_mb)"));
+  }
+  absl::Status appended = blob_->Append(data);
+  if (!appended.ok()) failed_ = true;
+  return appended;
+}
+
+ArtifactUpload::~ArtifactUpload() {
+  blob_.reset();  // removes the temporary file unless it was committed
+  owner_->EndUpload(header_.assignment());
+}
+
+void Coordinator::EndUpload(const std::string& assignment) {
+  absl::MutexLock lock(&mu_);
+  --uploads_in_flight_;
+  auto it = uploads_by_assignment_.find(assignment);
+  if (it != uploads_by_assignment_.end() && --it->second <= 0) uploads_by_assignment_.erase(it);
+}
+
+absl::Status Coordinator::CheckUploadableLocked(const std::string& id, const std::string& worker) {
+  auto it = state_.assignments().find(id);
+  if (it == state_.assignments().end()) return UnknownAssignment(id);
+  RETURN_IF_ERROR(CheckHolder(it->second, id, worker));
+  if (it->second.cancelled()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("assignment ", id, " was cancelled; its artefacts are not wanted"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<ArtifactUpload>> Coordinator::BeginUpload(
+    const mpt::v1::UploadArtifactRequest::Header& header) {
+  RETURN_IF_ERROR(CheckUploadHeader(header));
+  const std::string& id = header.assignment();
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutting_down_) return absl::UnavailableError("coordinator is shutting down");
+    RETURN_IF_ERROR(CheckUploadableLocked(id, header.worker()));
+    if (header.kind() == "adapter") {
+      const AssignmentRecord& rec = state_.assignments().at(id);
+      JobEntry* job = state_.FindJob(rec.assignment().job());
+      StageEntry* stage =
+          job == nullptr ? nullptr : state_.FindStage(job, rec.assignment().stage());
+      if (stage == nullptr || stage->rec.stage().state() != mpt::v1::RUNNING) {
+        return absl::FailedPreconditionError(absl::StrCat("assignment ", id, " no longer runs"));
+      }
+    }
+    if (uploads_in_flight_ >= options_.max_concurrent_uploads) {
+      return absl::UnavailableError(absl::StrCat(
+          "the coordinator is receiving ", uploads_in_flight_,
+          " uploads already (--max_concurrent_uploads); retry later"));
+    }
+    int& of_assignment = uploads_by_assignment_[id];
+    if (of_assignment >= kMaxUploadsPerAssignment) {
+      return absl::UnavailableError(
+          absl::StrCat("assignment ", id, " has ", of_assignment,
+                       " uploads in flight already; retry once one ends"));
+    }
+    ++of_assignment;
+    ++uploads_in_flight_;
+  }
+  absl::StatusOr<std::unique_ptr<ArtifactStore::BlobWriter>> blob = artifacts_->NewBlob();
+  if (!blob.ok()) {
+    EndUpload(id);
+    return blob.status();
+  }
+  return std::unique_ptr<ArtifactUpload>(
+      new ArtifactUpload(this, header, *std::move(blob), options_.max_artifact_bytes));
+}
+
 absl::StatusOr<mpt::v1::Artifact> Coordinator::UploadArtifact(
     const mpt::v1::UploadArtifactRequest::Header& header, absl::string_view data,
     absl::string_view sha256) {
+  RETURN_IF_ERROR(CheckUploadHeader(header));
+  if (static_cast<int64_t>(data.size()) > options_.max_artifact_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("data: ", data.size(),
+                                                   " bytes is more than the coordinator accepts (",
+                                                   options_.max_artifact_bytes, ")"));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<ArtifactUpload> upload, BeginUpload(header));
+  RETURN_IF_ERROR(upload->Append(data));
+  return FinishUpload(std::move(upload), sha256);
+}
+
+absl::StatusOr<mpt::v1::Artifact> Coordinator::FinishUpload(
+    std::unique_ptr<ArtifactUpload> upload, absl::string_view sha256) {
+  const mpt::v1::UploadArtifactRequest::Header header = upload->header();
   const std::string& id = header.assignment();
-  RETURN_IF_ERROR(CheckUploadRequest(header, data.size(), sha256, options_.max_artifact_bytes));
+  if (!IsSha256Hex(sha256)) {
+    return absl::InvalidArgumentError(
+        "sha256: required on the last message, as 64 hexadecimal digits");
+  }
+  const int64_t size = upload->size();
   const std::string expected = absl::AsciiStrToLower(sha256);
-  auto check_running = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
-    auto it = state_.assignments().find(id);
-    if (it == state_.assignments().end()) return UnknownAssignment(id);
-    RETURN_IF_ERROR(CheckHolder(it->second, id, header.worker()));
-    if (it->second.cancelled()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("assignment ", id, " was cancelled; its artefacts are not wanted"));
-    }
-    return absl::OkStatus();
-  };
   // The stage of the running assignment `id`, nullptr when it no longer runs.
   auto running_stage = [&](JobEntry** job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> StageEntry* {
     const AssignmentRecord& rec = state_.assignments().at(id);
@@ -803,7 +888,7 @@ absl::StatusOr<mpt::v1::Artifact> Coordinator::UploadArtifact(
   std::string adapter_what;
   {
     absl::MutexLock lock(&mu_);
-    RETURN_IF_ERROR(check_running());
+    RETURN_IF_ERROR(CheckUploadableLocked(id, header.worker()));
     if (header.kind() == "adapter") {
       JobEntry* job = nullptr;
       StageEntry* stage = running_stage(&job);
@@ -818,12 +903,15 @@ absl::StatusOr<mpt::v1::Artifact> Coordinator::UploadArtifact(
     }
     ++uploading_[expected];
   }
-  absl::StatusOr<std::string> put = artifacts_->Put(data, expected);
+  absl::StatusOr<std::string> put = upload->blob_->Commit(expected);
   // Checked once the bytes are known to be the ones the worker sent, and
-  // outside the lock: reads the whole archive.
+  // outside the lock: reads the whole archive (at most max_artifact_bytes,
+  // for at most max_concurrent_uploads uploads at once).
   absl::Status valid = absl::OkStatus();
   if (put.ok() && expected_adapter.has_value()) {
-    valid = ValidateAdapterArtifact(data, *expected_adapter, adapter_what);
+    absl::StatusOr<std::string> data = artifacts_->Get(*put);
+    valid = data.ok() ? ValidateAdapterArtifact(*data, *expected_adapter, adapter_what)
+                      : data.status();
   }
 
   absl::MutexLock lock(&mu_);
@@ -835,7 +923,7 @@ absl::StatusOr<mpt::v1::Artifact> Coordinator::UploadArtifact(
     return put.status();
   }
   StateTxn txn;
-  absl::Status running = check_running();
+  absl::Status running = CheckUploadableLocked(id, header.worker());
   JobEntry* job = nullptr;
   StageEntry* stage = nullptr;
   if (running.ok()) {
@@ -871,8 +959,7 @@ absl::StatusOr<mpt::v1::Artifact> Coordinator::UploadArtifact(
     w->second.last_seen = clock_->Now();
   }
   const mpt::v1::Artifact artifact =
-      state_.RecordArtifact(txn, job, stage, header.kind(), header.step(), *put,
-                            static_cast<int64_t>(data.size()));
+      state_.RecordArtifact(txn, job, stage, header.kind(), header.step(), *put, size);
   absl::Status committed = CommitLocked(txn);
   done_uploading();
   RETURN_IF_ERROR(committed);
@@ -884,12 +971,18 @@ absl::Status Coordinator::CompleteAssignment(const mpt::v1::CompleteAssignmentRe
   if (id.empty()) return absl::InvalidArgumentError("assignment: required");
   if (request.worker().empty()) return absl::InvalidArgumentError("worker: required");
   RETURN_IF_ERROR(CheckWorkerLogLines(request.log_lines()));
+  if (request.has_final_progress()) {
+    RETURN_IF_ERROR(CheckProgress(request.final_progress(), "final_progress"));
+  }
   absl::MutexLock lock(&mu_);
   auto it = state_.assignments().find(id);
   if (it == state_.assignments().end()) {
     // A repeated call (its answer was lost), or the late completion of an
-    // attempt that ended: either way nothing changes.
-    if (state_.WasReleased(id)) return absl::OkStatus();
+    // attempt that ended: either way nothing changes, for the worker that
+    // held it.
+    if (const std::string* holder = state_.ReleasedHolder(id)) {
+      return CheckHolderName(*holder, id, request.worker());
+    }
     return UnknownAssignment(id);
   }
   const AssignmentRecord rec = it->second;
@@ -927,8 +1020,8 @@ absl::Status Coordinator::CompleteAssignment(const mpt::v1::CompleteAssignmentRe
         }
       }
     } else {
-      std::string error =
-          request.error().empty() ? "the worker reported a failure" : request.error();
+      std::string error = request.error().empty() ? "the worker reported a failure"
+                                                  : CutText(request.error(), kMaxErrorBytes);
       if (stage->rec.world_size() > 1) error = absl::StrCat("rank ", rank, ": ", error);
       if (request.peer_failure() && !request.permanent() && stage->rec.world_size() > 1) {
         // The gang's fault, not this rank's: blame the peer that fell
@@ -937,7 +1030,8 @@ absl::Status Coordinator::CompleteAssignment(const mpt::v1::CompleteAssignmentRe
           stage->peer_failure_since = clock_->Now();
           stage->peer_failure_error = error;
           MPT_LOG(INFO) << "stage " << job->rec.job().name() << "/" << stage->rec.stage().id()
-                        << ": " << error << " (peer failure; checking the gang's heartbeats)";
+                        << ": " << QuoteForError(error)
+                        << " (peer failure; checking the gang's heartbeats)";
         }
         peer_failures_.insert({job->rec.job().name(), stage->rec.stage().id()});
         state_.ResolvePeerFailure(txn, job, stage, PeerSilence(), options_.lease);
@@ -1002,6 +1096,20 @@ absl::Duration Coordinator::PeerSilence() const {
 
 absl::Status Coordinator::StoreSet(const std::string& group, const std::string& key,
                                    std::string value) {
+  if (group.empty()) return absl::InvalidArgumentError("group: required");
+  if (group.size() > RendezvousKv::kMaxGroupBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("group: ", QuoteForError(group), " is longer than ",
+                                                   RendezvousKv::kMaxGroupBytes, " bytes"));
+  }
+  // Held while the key is set: an attempt that ends meanwhile erases its
+  // group after its commit, which takes mu_ too, so nothing is left behind.
+  absl::MutexLock lock(&mu_);
+  if (!IsRunningAttemptGroup(state_, group)) {
+    return absl::NotFoundError(absl::StrCat(
+        "group: ", QuoteForError(group),
+        " is not the rendezvous group of a running stage attempt (Assignment.group); "
+        "the attempt may have ended"));
+  }
   return kv_.Set(group, key, std::move(value));
 }
 

@@ -137,8 +137,16 @@ struct CoordinatorOptions {
   // At most one progress event per stage in this interval; reports that
   // carry metrics or a message may come ten times as often. Default 1 s.
   absl::Duration progress_event_interval = absl::Seconds(1);
-  // The largest artefact UploadArtifact accepts. Default 1 GiB.
+  // The largest artefact UploadArtifact accepts: an upload that grows past
+  // it is refused (INVALID_ARGUMENT naming `data`) as soon as it does.
+  // Uploads go to a temporary file, never to memory, so this bounds disk
+  // use per upload; an adapter is read back once to be validated.
+  // Default 1 GiB.
   int64_t max_artifact_bytes = int64_t{1} << 30;
+  // Uploads received at once; one more is UNAVAILABLE (workers retry it)
+  // until one ends. An assignment has at most kMaxUploadsPerAssignment at
+  // once (a checkpoint and the adapter may overlap). Default 8.
+  int max_concurrent_uploads = 8;
   // Lost workers stay in ListWorkers this long. Default 1 h.
   absl::Duration lost_worker_retention = absl::Hours(1);
   // The most single-worker source stages (of one job or several, with the
@@ -185,8 +193,45 @@ struct ArtifactContent {
   std::string data;
 };
 
+class Coordinator;
+
+// An upload in progress (Coordinator::BeginUpload()): its header was
+// checked, its bytes go to a temporary file of the artefact store as they
+// arrive. Destroying it without Coordinator::FinishUpload() drops them and
+// frees its place among the uploads in flight. Must not outlive the
+// Coordinator. Not thread-safe (one per call).
+class ArtifactUpload {
+ public:
+  ~ArtifactUpload();
+  ArtifactUpload(const ArtifactUpload&) = delete;
+  ArtifactUpload& operator=(const ArtifactUpload&) = delete;
+
+  // Appends bytes. INVALID_ARGUMENT naming `data` once the artefact grows
+  // past max_artifact_bytes; INTERNAL when the disk write fails. The upload
+  // is over after an error.
+  absl::Status Append(absl::string_view data);
+  int64_t size() const { return blob_->size(); }
+  const mpt::v1::UploadArtifactRequest::Header& header() const { return header_; }
+
+ private:
+  friend class Coordinator;
+  ArtifactUpload(Coordinator* owner, mpt::v1::UploadArtifactRequest::Header header,
+                 std::unique_ptr<ArtifactStore::BlobWriter> blob, int64_t max_bytes)
+      : owner_(owner), header_(std::move(header)), blob_(std::move(blob)),
+        max_bytes_(max_bytes) {}
+
+  Coordinator* const owner_;
+  const mpt::v1::UploadArtifactRequest::Header header_;
+  std::unique_ptr<ArtifactStore::BlobWriter> blob_;
+  const int64_t max_bytes_;
+  bool failed_ = false;
+};
+
 class Coordinator {
  public:
+  // Uploads of one assignment received at once.
+  static constexpr int kMaxUploadsPerAssignment = 2;
+
   // Builds the coordinator over `store` and `artifacts` and resumes every
   // unfinished job found in the store: QUEUED stages stay queued, stages
   // whose assignments have no live worker are requeued, and every known
@@ -307,7 +352,8 @@ class Coordinator {
 
   // Log lines of job `request.name()` (of one stage, or of all), paged by
   // line number (stage_logs.h). INVALID_ARGUMENT naming the field for a
-  // malformed name or stage id, a negative after_line or page_size;
+  // malformed name or stage id, a negative after_line or page_size, or an
+  // after_line beyond the job's last line (as WatchJob's after_sequence);
   // NOT_FOUND for an unknown job, or (naming `stage`) a stage the job does
   // not have. Reads committed state only; takes no lock.
   absl::StatusOr<mpt::v1::GetStageLogsResponse> GetStageLogs(
@@ -316,7 +362,11 @@ class Coordinator {
   // ---- WorkerService -------------------------------------------------------
 
   // Registers a new worker (the request's name is ignored) and gives it a
-  // lease. INVALID_ARGUMENT for an unknown collective.
+  // lease. INVALID_ARGUMENT naming the field for a field out of its bounds
+  // (CheckWorkerRegistration() in coordinator_requests.h: hostname, device,
+  // models, collectives, memory_bytes, max_pack_size); RESOURCE_EXHAUSTED
+  // when kMaxRegisteredWorkers are registered (lost ones included while
+  // they are retained).
   absl::StatusOr<mpt::v1::RegisterWorkerResponse> RegisterWorker(const mpt::v1::Worker& worker);
 
   // Renews the lease; lists the worker's assignments that must stop.
@@ -336,7 +386,9 @@ class Coordinator {
   // Records the progress of a running assignment (rank 0's is shown for a
   // gang), renews its worker's lease and, within the rate limit, appends a
   // job event. `cancelled` tells the worker to stop. NOT_FOUND for an
-  // unknown assignment.
+  // unknown assignment; INVALID_ARGUMENT naming the field for progress out
+  // of its bounds (CheckProgress() in coordinator_requests.h). A message
+  // longer than kMaxEventMessageBytes is cut, ending in " [cut]".
   absl::StatusOr<mpt::v1::ReportProgressResponse> ReportProgress(
       const mpt::v1::ReportProgressRequest& request);
 
@@ -348,9 +400,25 @@ class Coordinator {
   // max_artifact_bytes; NOT_FOUND for an unknown assignment;
   // FAILED_PRECONDITION when the assignment was cancelled; DATA_LOSS when
   // the bytes do not match `sha256` (nothing is stored; upload again).
+  // BeginUpload(), Append() and FinishUpload() in one call, for bytes held
+  // in memory.
   absl::StatusOr<mpt::v1::Artifact> UploadArtifact(
       const mpt::v1::UploadArtifactRequest::Header& header, absl::string_view data,
       absl::string_view sha256);
+  // UploadArtifact() for a stream, checked before any byte is accepted:
+  // INVALID_ARGUMENT naming the field for a header without assignment or
+  // worker, with an unknown kind or a negative step; NOT_FOUND for an
+  // unknown assignment; FAILED_PRECONDITION when `header.worker` does not
+  // hold it, it was cancelled, or (an adapter) its stage no longer runs;
+  // UNAVAILABLE when max_concurrent_uploads uploads (or
+  // kMaxUploadsPerAssignment of this assignment) are in flight, or at
+  // shutdown.
+  absl::StatusOr<std::unique_ptr<ArtifactUpload>> BeginUpload(
+      const mpt::v1::UploadArtifactRequest::Header& header);
+  // Ends `upload` as UploadArtifact() does with the bytes appended and
+  // `sha256` (INVALID_ARGUMENT when it is not 64 hex digits).
+  absl::StatusOr<mpt::v1::Artifact> FinishUpload(std::unique_ptr<ArtifactUpload> upload,
+                                                 absl::string_view sha256);
 
   // Ends an assignment. ok: the rank is done; the stage SUCCEEDS when every
   // rank is done and an adapter was uploaded (no adapter: the attempt
@@ -361,18 +429,26 @@ class Coordinator {
   // that fell silent is declared lost; nothing counts against
   // max_attempts).
   // Completing a cancelled assignment just releases it. NOT_FOUND for an
-  // unknown assignment; completing the same one twice is OK.
+  // unknown assignment; completing the same one twice is OK for the worker
+  // that held it (FAILED_PRECONDITION for any other). INVALID_ARGUMENT
+  // naming the field for final_progress out of its bounds; an error longer
+  // than kMaxErrorBytes is cut, ending in " [cut]".
   absl::Status CompleteAssignment(const mpt::v1::CompleteAssignmentRequest& request);
 
-  // The rendezvous store. Values replace earlier ones. INVALID_ARGUMENT for
-  // an empty group or key or a value over 1 MiB; RESOURCE_EXHAUSTED when a
-  // group holds 4096 keys or 10000 groups exist. A group's keys are
-  // dropped when the gang attempt it belongs to ends.
+  // The rendezvous store. Values replace earlier ones. `group` must be the
+  // group of a running stage attempt (Assignment.group,
+  // "jobs/{job}/stages/{stage}/attempts/{n}"): NOT_FOUND for any other, so
+  // groups exist only while their attempt runs and are dropped when it
+  // ends. INVALID_ARGUMENT for an empty group or key or one over its size
+  // limit, or a value over 1 MiB; RESOURCE_EXHAUSTED at a limit of the
+  // store (rendezvous_kv.h: keys and bytes a group, groups and bytes in
+  // all).
   absl::Status StoreSet(const std::string& group, const std::string& key, std::string value);
 
   // The values of `keys` in order, waiting until `deadline` for all to
   // exist. DEADLINE_EXCEEDED naming the missing keys; INVALID_ARGUMENT for
-  // an empty group or key list; UNAVAILABLE after Shutdown().
+  // an empty group or key list, or a name over its size limit; UNAVAILABLE
+  // after Shutdown(). Reading creates nothing, so any group may be asked.
   absl::StatusOr<std::vector<std::string>> StoreGet(const std::string& group,
                                                     const std::vector<std::string>& keys,
                                                     absl::Time deadline);
@@ -471,6 +547,17 @@ class Coordinator {
   CoordinatorState state_ ABSL_GUARDED_BY(mu_);
   // Blobs being uploaded (hash -> uploads in flight): never garbage.
   absl::flat_hash_map<std::string, int> uploading_ ABSL_GUARDED_BY(mu_);
+  // Uploads begun and not ended (ArtifactUpload objects alive), in all and
+  // per assignment.
+  int uploads_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<std::string, int> uploads_by_assignment_ ABSL_GUARDED_BY(mu_);
+  friend class ArtifactUpload;
+  // Called by ~ArtifactUpload().
+  void EndUpload(const std::string& assignment);
+  // OK when assignment `id` exists, is held by `worker` and is not
+  // cancelled.
+  absl::Status CheckUploadableLocked(const std::string& id, const std::string& worker)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::BitGen random_ ABSL_GUARDED_BY(mu_);
   // The newest job id made (resource_names.h, TimeOrderedId()).
   uint64_t last_job_id_ ABSL_GUARDED_BY(mu_) = 0;

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "common/quote.h"
 #include "server/dashboard/dashboard_files.h"
 
 namespace mpt {
@@ -20,6 +21,15 @@ namespace {
 
 constexpr char kJson[] = "application/json; charset=utf-8";
 constexpr int kMaxEventsPerPage = 500;
+// /api/jobs/{id}/events: a page ends after the event that takes its JSON
+// past this size, and the store is read this many events at a time.
+constexpr size_t kMaxEventsPageBytes = 4 << 20;
+constexpr int kEventsReadBatch = 16;
+
+// A 404 page for `path`, which is shown escaped and cut (QuoteForError()).
+HttpResponse NotFound(absl::string_view path) {
+  return HttpResponse::Text(404, absl::StrCat("not found: ", QuoteForError(path), "\n"));
+}
 
 HttpResponse MetricsResponse(MetricsRegistry* registry) {
   HttpResponse r;
@@ -126,11 +136,14 @@ class Routes {
   Routes(const CoordinatorHttpOptions& options, Coordinator* coordinator)
       : token_(options.auth_token), core_(coordinator) {}
 
-  // OK when no token is needed or the request carries it.
+  // OK when no token is needed or the request carries it. The scheme is
+  // case-insensitive ("bearer", "BEARER": RFC 7235, section 2.1).
   bool Authorized(const HttpRequest& request) const {
     if (token_.empty()) return true;
     const std::string header = request.Header("authorization");
-    if (!header.empty() && ConstantTimeEquals(header, absl::StrCat("Bearer ", token_))) {
+    const absl::string_view value(header);
+    if (value.size() > 7 && absl::EqualsIgnoreCase(value.substr(0, 7), "Bearer ") &&
+        ConstantTimeEquals(value.substr(7), token_)) {
       return true;
     }
     const std::string param = request.Param("token");
@@ -164,7 +177,7 @@ class Routes {
                            "img-src 'self' data: blob:"});
       return r;
     }
-    return HttpResponse::Text(404, absl::StrCat("not found: /static/", file, "\n"));
+    return NotFound(absl::StrCat("/static/", file));
   }
 
   HttpResponse Api(const HttpRequest& request) const {
@@ -189,7 +202,7 @@ class Routes {
     if (parts.size() == 3 && parts[0] == "jobs" && parts[2] == "logs") {
       return Logs(absl::StrCat("jobs/", parts[1]), request);
     }
-    return JsonError(404, absl::StrCat("no such endpoint: ", request.path));
+    return JsonError(404, absl::StrCat("no such endpoint: ", QuoteForError(request.path)));
   }
 
   HttpResponse Download(const HttpRequest& request) const {
@@ -226,21 +239,41 @@ class Routes {
     return JsonResponse(*page);
   }
 
+  // At most `limit` (500) events and about kMaxEventsPageBytes of JSON
+  // (always at least one event): read from the store kEventsReadBatch at a
+  // time, so that neither the page nor what is read for it grows with the
+  // size of the events. "more" is true when events after the page exist;
+  // read on with after=<the last sequence>.
   HttpResponse Events(const std::string& job, const HttpRequest& request) const {
     absl::StatusOr<int64_t> after = IntParam(request, "after", 0);
     if (!after.ok()) return FromStatus(after.status());
     absl::StatusOr<int64_t> limit = IntParam(request, "limit", kMaxEventsPerPage);
     if (!limit.ok()) return FromStatus(limit.status());
-    absl::StatusOr<std::vector<mpt::v1::JobEvent>> events = core_->ReadCommittedEvents(
-        job, *after, static_cast<int>(std::clamp<int64_t>(*limit, 1, kMaxEventsPerPage)));
-    if (!events.ok()) return FromStatus(events.status());
+    const int64_t wanted = std::clamp<int64_t>(*limit, 1, kMaxEventsPerPage);
     std::string body = "{\"events\":[";
-    for (size_t i = 0; i < events->size(); ++i) {
-      absl::StatusOr<std::string> json = ToJson((*events)[i]);
-      if (!json.ok()) return FromStatus(json.status());
-      absl::StrAppend(&body, i > 0 ? "," : "", *json);
+    int64_t cursor = *after;
+    int64_t written = 0;
+    bool more = false;
+    while (true) {
+      // One more than needed: whether events follow the page.
+      const int batch = static_cast<int>(std::min<int64_t>(kEventsReadBatch, wanted - written + 1));
+      absl::StatusOr<std::vector<mpt::v1::JobEvent>> events =
+          core_->ReadCommittedEvents(job, cursor, batch);
+      if (!events.ok()) return FromStatus(events.status());
+      for (const mpt::v1::JobEvent& event : *events) {
+        if (written == wanted || (written > 0 && body.size() >= kMaxEventsPageBytes)) {
+          more = true;
+          break;
+        }
+        absl::StatusOr<std::string> json = ToJson(event);
+        if (!json.ok()) return FromStatus(json.status());
+        absl::StrAppend(&body, written > 0 ? "," : "", *json);
+        ++written;
+        cursor = event.sequence();
+      }
+      if (more || static_cast<int>(events->size()) < batch) break;
     }
-    body += "]}\n";
+    absl::StrAppend(&body, "],\"more\":", more ? "true" : "false", "}\n");
     return JsonResponse(std::move(body));
   }
 
@@ -321,7 +354,7 @@ std::vector<std::pair<std::string, HttpHandler>> CoordinatorHttpRoutes(
                    [registry](const HttpRequest&) { return MetricsResponse(registry); });
   out.emplace_back("/", [routes](const HttpRequest& r) {
     if (r.path == "/" || r.path == "/index.html") return routes->Page(r);
-    return HttpResponse::Text(404, absl::StrCat("not found: ", r.path, "\n"));
+    return NotFound(r.path);
   });
   out.emplace_back("/static/", [](const HttpRequest& r) {
     const absl::string_view file = absl::string_view(r.path).substr(8);
@@ -332,6 +365,19 @@ std::vector<std::pair<std::string, HttpHandler>> CoordinatorHttpRoutes(
   });
   out.emplace_back("/api/", [routes](const HttpRequest& r) { return routes->Api(r); });
   out.emplace_back("/download/", [routes](const HttpRequest& r) { return routes->Download(r); });
+  // No response is to be sniffed into another type than it says (a text
+  // page that echoes a path must stay text).
+  for (auto& [path, handler] : out) {
+    handler = [inner = std::move(handler)](const HttpRequest& r) {
+      HttpResponse response = inner(r);
+      bool has = false;
+      for (const auto& [name, value] : response.headers) {
+        has = has || absl::EqualsIgnoreCase(name, "X-Content-Type-Options");
+      }
+      if (!has) response.headers.push_back({"X-Content-Type-Options", "nosniff"});
+      return response;
+    };
+  }
   return out;
 }
 
@@ -339,6 +385,10 @@ absl::StatusOr<std::unique_ptr<HttpServer>> StartCoordinatorHttp(
     const CoordinatorHttpOptions& options, Coordinator* coordinator, MetricsRegistry* registry) {
   HttpServerOptions server;
   server.listen = options.listen;
+  server.threads = options.threads;
+  server.max_connections_per_client = options.max_connections_per_client;
+  server.request_head_timeout = options.request_head_timeout;
+  server.idle_timeout = options.idle_timeout;
   return HttpServer::Start(server, CoordinatorHttpRoutes(options, coordinator, registry));
 }
 

@@ -50,7 +50,12 @@ ABSL_FLAG(int, max_attempts, 3, "failed attempts before a stage fails its job");
 ABSL_FLAG(bool, check_spec_files, false,
           "reject specs whose model folder or data files do not exist here (only where the "
           "coordinator sees the workers' files)");
-ABSL_FLAG(double, max_artifact_mb, 1024, "largest artefact accepted, in MiB");
+ABSL_FLAG(double, max_artifact_mb, 1024,
+          "largest artefact accepted, in MiB (an upload is refused as soon as it grows past "
+          "it; uploads go to a temporary file under --artifacts, not to memory)");
+ABSL_FLAG(int, max_concurrent_uploads, 8,
+          "artefact uploads received at once; more are refused with UNAVAILABLE, which "
+          "workers retry");
 ABSL_FLAG(bool, sync_full, true,
           "fsync every commit (SQLite synchronous=FULL); false risks the last commits on "
           "power loss");
@@ -139,8 +144,12 @@ absl::StatusOr<CoordinatorMainOptions> OptionsFromFlags() {
   o.coordinator.max_pack_size = absl::GetFlag(FLAGS_max_pack_size);
   o.coordinator.max_attempts = absl::GetFlag(FLAGS_max_attempts);
   o.coordinator.check_spec_files = absl::GetFlag(FLAGS_check_spec_files);
-  o.coordinator.max_artifact_bytes =
-      static_cast<int64_t>(absl::GetFlag(FLAGS_max_artifact_mb) * (1 << 20));
+  const double max_artifact_mb = absl::GetFlag(FLAGS_max_artifact_mb);
+  if (!(max_artifact_mb > 0 && max_artifact_mb <= (1 << 20))) {
+    return absl::InvalidArgumentError("--max_artifact_mb: must be > 0 and at most 1048576");
+  }
+  o.coordinator.max_artifact_bytes = static_cast<int64_t>(max_artifact_mb * (1 << 20));
+  o.coordinator.max_concurrent_uploads = absl::GetFlag(FLAGS_max_concurrent_uploads);
   o.server.listen = absl::GetFlag(FLAGS_listen);
   o.http_listen = absl::GetFlag(FLAGS_http_listen);
   if (!o.http_listen.empty()) {

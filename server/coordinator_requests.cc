@@ -1,13 +1,16 @@
 #include "server/coordinator_requests.h"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
+#include "common/quote.h"
 #include "common/sha256.h"
 #include "common/spec/stages.h"
 #include "common/status_macros.h"
@@ -34,6 +37,9 @@ absl::Status CheckCoordinatorOptions(const CoordinatorOptions& options) {
   if (options.max_attempts < 1) problems.push_back("max_attempts must be >= 1");
   if (options.max_worker_losses < 0) problems.push_back("max_worker_losses must be >= 0");
   if (options.max_artifact_bytes < 1) problems.push_back("max_artifact_bytes must be >= 1");
+  if (options.max_concurrent_uploads < 1 || options.max_concurrent_uploads > 1024) {
+    problems.push_back("max_concurrent_uploads must be in [1, 1024]");
+  }
   if (options.maintenance_interval <= absl::ZeroDuration()) {
     problems.push_back("maintenance_interval must be > 0");
   }
@@ -223,10 +229,29 @@ absl::Status UnknownAssignment(const std::string& id) {
 // Only the worker an assignment was handed to may report on it.
 absl::Status CheckHolder(const coordinator::AssignmentRecord& rec, const std::string& id,
                          const std::string& worker) {
-  if (rec.worker() == worker) return absl::OkStatus();
+  return CheckHolderName(rec.worker(), id, worker);
+}
+
+absl::Status CheckHolderName(const std::string& holder, const std::string& id,
+                             const std::string& worker) {
+  if (holder == worker) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrCat(
-      "assignment ", id, " was not handed to ", worker.substr(0, 64),
+      "assignment ", id, " was not handed to ", QuoteForError(worker),
       "; only its own worker may report on it"));
+}
+
+bool IsRunningAttemptGroup(CoordinatorState& state, const std::string& group) {
+  // "jobs/{job}/stages/{stage}/attempts/{n}"; the stage id may hold '/'.
+  const size_t stages = group.find("/stages/");
+  const size_t attempts = group.rfind("/attempts/");
+  if (stages == std::string::npos || attempts == std::string::npos || attempts <= stages + 8) {
+    return false;
+  }
+  JobEntry* job = state.FindJob(group.substr(0, stages));
+  if (job == nullptr) return false;
+  StageEntry* stage = state.FindStage(job, group.substr(stages + 8, attempts - stages - 8));
+  return stage != nullptr && stage->rec.stage().state() == mpt::v1::RUNNING &&
+         stage->rec.group() == group;
 }
 
 // A reported progress with the stage's kind and task where it names none.
@@ -236,28 +261,192 @@ mpt::v1::Progress StageProgress(mpt::v1::Progress progress, const StageEntry& st
   return progress;
 }
 
-absl::Status CheckUploadRequest(const mpt::v1::UploadArtifactRequest::Header& header,
-                                size_t data_size, absl::string_view sha256, int64_t max_bytes) {
+absl::Status CheckUploadHeader(const mpt::v1::UploadArtifactRequest::Header& header) {
   if (header.assignment().empty()) return absl::InvalidArgumentError("header.assignment: required");
+  if (header.assignment().size() > kMaxResourceNameBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("header.assignment: ",
+                                                   QuoteForError(header.assignment()),
+                                                   " is not an assignment id: longer than ",
+                                                   kMaxResourceNameBytes, " bytes"));
+  }
   if (header.worker().empty()) return absl::InvalidArgumentError("header.worker: required");
   if (header.kind() != "adapter" && header.kind() != "checkpoint") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "header.kind: \"", header.kind(), "\" is not an artefact kind (adapter or checkpoint)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("header.kind: ", QuoteForError(header.kind()),
+                     " is not an artefact kind (adapter or checkpoint)"));
   }
   if (header.step() < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("header.step: must be >= 0, got ", header.step()));
   }
-  if (!IsSha256Hex(sha256)) {
-    return absl::InvalidArgumentError(
-        "sha256: required on the last message, as 64 hexadecimal digits");
+  return absl::OkStatus();
+}
+
+namespace {
+
+bool IsDeviceName(absl::string_view device) {
+  const size_t colon = device.find(':');
+  const absl::string_view name = device.substr(0, colon);
+  if (name.empty()) return false;
+  for (char c : name) {
+    if (!absl::ascii_islower(c) && !absl::ascii_isdigit(c) && c != '_') return false;
   }
-  if (static_cast<int64_t>(data_size) > max_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("data: ", data_size,
-                                                   " bytes is more than the coordinator accepts (",
-                                                   max_bytes, ")"));
+  if (colon == absl::string_view::npos) return true;
+  const absl::string_view index = device.substr(colon + 1);
+  if (index.empty() || index.size() > 6) return false;
+  for (char c : index) {
+    if (!absl::ascii_isdigit(c)) return false;
+  }
+  return true;
+}
+
+bool HasControlCharacter(absl::string_view text) {
+  for (unsigned char c : text) {
+    if (c < 0x20 || c == 0x7f) return true;
+  }
+  return false;
+}
+
+absl::Status TooLong(absl::string_view field, absl::string_view value, size_t max) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": ", value.size(), " bytes; at most ", max));
+}
+
+// A map of names to numbers of a Progress: at most `max_entries`, each
+// name at most kMaxProgressNameBytes.
+absl::Status CheckNamedValues(const google::protobuf::Map<std::string, double>& values,
+                              absl::string_view field, int max_entries) {
+  if (values.size() > static_cast<size_t>(max_entries)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": ", values.size(), " entries; at most ", max_entries));
+  }
+  for (const auto& [name, value] : values) {
+    if (name.size() > kMaxProgressNameBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(field, "[", QuoteForError(name), "]: the name has ",
+                                                     name.size(), " bytes; at most ",
+                                                     kMaxProgressNameBytes));
+    }
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckWorkerRegistration(const mpt::v1::Worker& worker) {
+  const std::string& host = worker.hostname();
+  if (host.size() > kMaxHostnameBytes) {
+    return TooLong("worker.hostname", host, kMaxHostnameBytes);
+  }
+  for (size_t i = 0; i < host.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(host[i]);
+    if (c <= 0x20 || c >= 0x7f) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("worker.hostname: ", QuoteForError(host), " has a character that is not ",
+                       "printable ASCII or is a space (byte ", i, ")"));
+    }
+  }
+  const std::string& device = worker.device();
+  if (device.size() > kMaxDeviceBytes) return TooLong("worker.device", device, kMaxDeviceBytes);
+  if (!device.empty() && !IsDeviceName(device)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("worker.device: ", QuoteForError(device),
+                     " is not a device (cpu, cuda or cuda:N: a lower-case name and an optional "
+                     ":index)"));
+  }
+  if (worker.memory_bytes() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("worker.memory_bytes: must be >= 0, got ", worker.memory_bytes()));
+  }
+  if (worker.max_pack_size() < 0 || worker.max_pack_size() > kMaxWorkerPackSize) {
+    return absl::InvalidArgumentError(absl::StrCat("worker.max_pack_size: must be in [0, ",
+                                                   kMaxWorkerPackSize, "], got ",
+                                                   worker.max_pack_size()));
+  }
+  if (worker.collectives_size() > kMaxWorkerCollectives) {
+    return absl::InvalidArgumentError(absl::StrCat("worker.collectives: ",
+                                                   worker.collectives_size(),
+                                                   " entries; at most ", kMaxWorkerCollectives));
+  }
+  for (int i = 0; i < worker.collectives_size(); ++i) {
+    const std::string& c = worker.collectives(i);
+    if (c != "gloo" && c != "nccl") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "worker.collectives[", i, "]: unknown collective ", QuoteForError(c), " (gloo or nccl)"));
+    }
+  }
+  if (worker.models_size() > kMaxWorkerModels) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "worker.models: ", worker.models_size(), " models; at most ", kMaxWorkerModels));
+  }
+  size_t models_bytes = 0;
+  for (int i = 0; i < worker.models_size(); ++i) {
+    const std::string& m = worker.models(i);
+    const std::string field = absl::StrCat("worker.models[", i, "]");
+    if (m.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": empty"));
+    if (m.size() > kMaxModelNameBytes) return TooLong(field, m, kMaxModelNameBytes);
+    if (HasControlCharacter(m)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": ", QuoteForError(m), " has a control character"));
+    }
+    models_bytes += m.size();
+  }
+  if (models_bytes > kMaxWorkerModelsBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("worker.models: ", models_bytes,
+                                                   " bytes in all; at most ",
+                                                   kMaxWorkerModelsBytes));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckProgress(const mpt::v1::Progress& progress, absl::string_view field) {
+  auto name = [&](absl::string_view sub) { return absl::StrCat(field, ".", sub); };
+  if (progress.step() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name("step"), ": must be >= 0, got ", progress.step()));
+  }
+  if (progress.total_steps() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name("total_steps"), ": must be >= 0, got ", progress.total_steps()));
+  }
+  if (progress.total_steps() > 0 && progress.step() > progress.total_steps()) {
+    return absl::InvalidArgumentError(absl::StrCat(name("step"), ": ", progress.step(),
+                                                   " is beyond total_steps (",
+                                                   progress.total_steps(), ")"));
+  }
+  for (auto [sub, value] : {std::make_pair("learning_rate", progress.learning_rate()),
+                            std::make_pair("tokens_per_second", progress.tokens_per_second())}) {
+    if (!std::isfinite(value) || value < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name(sub), ": must be a finite number >= 0, got ", value));
+    }
+  }
+  const double eta = progress.eta_seconds();
+  if (!std::isfinite(eta) || (eta < 0 && eta != -1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name("eta_seconds"), ": must be -1 (unknown) or a finite number >= 0, got ", eta));
+  }
+  if (progress.stage().size() > kMaxProgressNameBytes) {
+    return TooLong(name("stage"), progress.stage(), kMaxProgressNameBytes);
+  }
+  if (progress.task().size() > kMaxProgressNameBytes) {
+    return TooLong(name("task"), progress.task(), kMaxProgressNameBytes);
+  }
+  RETURN_IF_ERROR(CheckNamedValues(progress.losses(), name("losses"), kMaxProgressLosses));
+  RETURN_IF_ERROR(CheckNamedValues(progress.metrics(), name("metrics"), kMaxProgressMetrics));
+  const size_t bytes = progress.ByteSizeLong();
+  if (bytes > kMaxProgressBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": ", bytes, " bytes; at most ", kMaxProgressBytes));
+  }
+  return absl::OkStatus();
+}
+
+std::string CutText(absl::string_view text, size_t max_bytes) {
+  if (text.size() <= max_bytes) return std::string(text);
+  size_t cut = max_bytes;
+  // Back to the start of a UTF-8 character.
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  return absl::StrCat(text.substr(0, cut), " [cut]");
 }
 
 }  // namespace mpt

@@ -72,15 +72,75 @@ absl::Status UnknownAssignment(const std::string& id);
 // otherwise: only the worker an assignment was handed to may report on it.
 absl::Status CheckHolder(const coordinator::AssignmentRecord& rec, const std::string& id,
                          const std::string& worker);
+// CheckHolder() for an assignment that was released: `holder` held it.
+absl::Status CheckHolderName(const std::string& holder, const std::string& id,
+                             const std::string& worker);
+// True when `group` is the rendezvous group of a running stage attempt
+// ("jobs/{job}/stages/{stage}/attempts/{n}", StageRecord.group).
+bool IsRunningAttemptGroup(CoordinatorState& state, const std::string& group);
 // `progress` with the stage's kind and task where it names none.
 mpt::v1::Progress StageProgress(mpt::v1::Progress progress, const StageEntry& stage);
 
-// INVALID_ARGUMENT naming the field for an upload whose header lacks the
+// INVALID_ARGUMENT naming the field for an upload header that lacks the
 // assignment or worker, names another kind than "adapter" or "checkpoint",
-// has a negative step, whose sha256 is not 64 hex digits, or whose data is
-// larger than `max_bytes`.
-absl::Status CheckUploadRequest(const mpt::v1::UploadArtifactRequest::Header& header,
-                                size_t data_size, absl::string_view sha256, int64_t max_bytes);
+// or has a negative step (checked on the upload's first message, before any
+// data is accepted).
+absl::Status CheckUploadHeader(const mpt::v1::UploadArtifactRequest::Header& header);
+
+// ---- Bounds on what workers send -------------------------------------------
+//
+// Everything a worker sends is stored (the worker table, job events) and
+// shown (ListWorkers, WatchJob, the dashboard, the log), so every field is
+// bounded: a request over a bound is INVALID_ARGUMENT naming the field,
+// except free text (event messages, errors), which is cut to its bound on a
+// UTF-8 boundary and ends in " [cut]".
+
+// RegisterWorker (Worker).
+inline constexpr size_t kMaxHostnameBytes = 255;  // printable ASCII, no spaces
+inline constexpr size_t kMaxDeviceBytes = 64;     // "cpu", "cuda", "cuda:N", name[:N]
+inline constexpr int kMaxWorkerModels = 256;
+inline constexpr size_t kMaxModelNameBytes = 4096;  // a path (PATH_MAX)
+inline constexpr size_t kMaxWorkerModelsBytes = 64 << 10;  // all of them together
+inline constexpr int kMaxWorkerCollectives = 8;
+inline constexpr int kMaxWorkerPackSize = 1024;
+// Workers registered at once (lost ones count while they are retained):
+// RESOURCE_EXHAUSTED beyond.
+inline constexpr size_t kMaxRegisteredWorkers = 10000;
+
+// ReportProgress and CompleteAssignment.
+inline constexpr size_t kMaxEventMessageBytes = 4 << 10;  // message: cut
+inline constexpr size_t kMaxErrorBytes = 16 << 10;         // error: cut
+inline constexpr size_t kMaxProgressNameBytes = 2048;  // stage, task, loss and metric names
+inline constexpr int kMaxProgressLosses = 1024;
+inline constexpr int kMaxProgressMetrics = 16384;
+inline constexpr size_t kMaxProgressBytes = 1 << 20;  // the whole Progress, serialized
+
+// OK, or INVALID_ARGUMENT naming the field ("worker.hostname",
+// "worker.models[3]", ...): a hostname longer than kMaxHostnameBytes or with
+// a character that is not printable ASCII or is a space; a device that is
+// not `name` or `name:N` (lower-case letters, digits and '_'; N a decimal
+// index); more than kMaxWorkerModels models, an empty one, one longer than
+// kMaxModelNameBytes or with a control character, or more than
+// kMaxWorkerModelsBytes in all; a collective other than gloo and nccl, or
+// more than kMaxWorkerCollectives; a negative memory_bytes; max_pack_size
+// outside [0, kMaxWorkerPackSize].
+absl::Status CheckWorkerRegistration(const mpt::v1::Worker& worker);
+
+// OK, or INVALID_ARGUMENT naming the field under `field` ("progress",
+// "final_progress"): a negative step or total_steps, a step beyond
+// total_steps (when total_steps > 0; 0 means unknown), a learning_rate or
+// tokens_per_second that is negative or not finite, an eta_seconds that is
+// neither -1 (unknown) nor a finite number >= 0, a stage, task, loss or
+// metric name longer than kMaxProgressNameBytes, more than
+// kMaxProgressLosses losses or kMaxProgressMetrics metrics, or more than
+// kMaxProgressBytes in all. Loss and metric values may be NaN or infinite:
+// a diverging run reports what it computed (the worker stops it).
+absl::Status CheckProgress(const mpt::v1::Progress& progress, absl::string_view field);
+
+// `text` cut to at most `max_bytes` (on a UTF-8 character boundary; the
+// text is valid UTF-8, as the request parser checked) followed by " [cut]";
+// unchanged when it fits.
+std::string CutText(absl::string_view text, size_t max_bytes);
 
 }  // namespace mpt
 

@@ -336,7 +336,7 @@ void CoordinatorState::ReleaseAssignment(StateTxn& txn, const std::string& id) {
   assignments_.erase(it);
   txn.deleted_assignments.insert(id);
   txn.notify = true;
-  if (released_.insert(id).second) {
+  if (released_.emplace(id, rec.worker()).second) {
     released_order_.push_back(id);
     if (released_order_.size() > kMaxReleasedRemembered) {
       const size_t drop = released_order_.size() / 2;

@@ -167,6 +167,12 @@ class CoordinatorState {
   void ForgetWorker(StateTxn& txn, const std::string& name);
   // True when assignment `id` was released recently (bounded memory).
   bool WasReleased(const std::string& id) const { return released_.count(id) > 0; }
+  // The worker that held assignment `id`, when it was released recently;
+  // nullptr otherwise.
+  const std::string* ReleasedHolder(const std::string& id) const {
+    auto it = released_.find(id);
+    return it == released_.end() ? nullptr : &it->second;
+  }
 
   // ---- Lookups (nullptr when absent) --------------------------------------
   JobEntry* FindJob(const std::string& name);
@@ -245,9 +251,9 @@ class CoordinatorState {
   std::map<int64_t, std::string> worker_order_;
   int64_t next_register_seq_ = 1;
   absl::flat_hash_map<std::string, coordinator::AssignmentRecord> assignments_;
-  // Assignments released recently (a repeated CompleteAssignment is OK);
-  // bounded, oldest dropped first.
-  std::set<std::string> released_;
+  // Assignments released recently (a repeated CompleteAssignment is OK for
+  // its worker) -> the worker that held it; bounded, oldest dropped first.
+  std::map<std::string, std::string> released_;
   std::vector<std::string> released_order_;
 };
 

@@ -574,44 +574,47 @@ grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
+// The header is checked on the first message, before any data is
+// accepted (an upload for an assignment the caller does not hold ends
+// there), and the data goes to a temporary file as it arrives
+// (Coordinator::BeginUpload()), never to memory: one message at a time.
 grpc::Status WorkerServiceImpl::UploadArtifact(
     grpc::ServerContext* context, grpc::internal::ReaderInterface<grpc::ByteBuffer>* reader,
     mpt::v1::UploadArtifactResponse* response) {
   MPT_AUTHORIZE(context);
   grpc::ByteBuffer buffer;
   mpt::v1::UploadArtifactRequest message;
-  mpt::v1::UploadArtifactRequest::Header header;
-  std::string data;
-  std::string sha256;
-  bool first = true;
-  while (reader->Read(&buffer)) {
-    grpc::Status parsed = ParseRequest(buffer, &message);
-    if (!parsed.ok()) return parsed;
-    if (first) {
-      if (!message.has_header()) {
-        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                            "header: the first message of an upload must carry the header");
-      }
-      header = message.header();
-      first = false;
-    } else if (message.has_header()) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          "header: only the first message of an upload may carry it");
-    }
-    if (static_cast<int64_t>(data.size() + message.data().size()) > max_artifact_bytes_) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          absl::StrCat("data: the artefact is larger than the ",
-                                       max_artifact_bytes_, " bytes the coordinator accepts"));
-    }
-    data.append(message.data());
-    if (!message.sha256().empty()) sha256 = message.sha256();
-  }
-  if (first) {
+  if (!reader->Read(&buffer)) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "header: the upload carried no message");
   }
+  grpc::Status parsed = ParseRequest(buffer, &message);
+  if (!parsed.ok()) return parsed;
+  if (!message.has_header()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "header: the first message of an upload must carry the header");
+  }
+  absl::StatusOr<std::unique_ptr<ArtifactUpload>> upload = core_->BeginUpload(message.header());
+  if (!upload.ok()) return ToGrpcStatus(upload.status());
+  std::string sha256;
+  while (true) {
+    if (absl::Status appended = (*upload)->Append(message.data()); !appended.ok()) {
+      return ToGrpcStatus(appended);
+    }
+    if (!message.sha256().empty()) sha256 = message.sha256();
+    buffer.Clear();
+    if (!reader->Read(&buffer)) break;
+    message.Clear();
+    parsed = ParseRequest(buffer, &message);
+    if (!parsed.ok()) return parsed;
+    if (message.has_header()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "header: only the first message of an upload may carry it");
+    }
+  }
   if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
-  absl::StatusOr<mpt::v1::Artifact> artifact = core_->UploadArtifact(header, data, sha256);
+  absl::StatusOr<mpt::v1::Artifact> artifact =
+      core_->FinishUpload(*std::move(upload), sha256);
   if (!artifact.ok()) return ToGrpcStatus(artifact.status());
   *response->mutable_artifact() = *std::move(artifact);
   return grpc::Status::OK;

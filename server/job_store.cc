@@ -1350,6 +1350,13 @@ absl::StatusOr<StageLogPage> SqliteJobStore::ReadStageLog(const std::string& job
           page.lines.push_back(std::move(line));
         }
       }
+      {
+        Statement st(db, "SELECT last_line FROM log_jobs WHERE job = ?");
+        RETURN_IF_ERROR(st.status());
+        st.Bind(1, job);
+        ASSIGN_OR_RETURN(bool row, st.Step());
+        if (row) page.last_line = st.Int(0);
+      }
       Statement st(db, stage.empty() ? "SELECT stage, dropped FROM log_stages WHERE job = ? "
                                        "AND dropped > 0"
                                      : "SELECT stage, dropped FROM log_stages WHERE job = ? "

@@ -60,6 +60,9 @@ struct StageLogPage {
   std::vector<mpt::v1::LogLine> lines;
   // More lines follow the page.
   bool more = false;
+  // The number of the job's last line stored (over all its stages; 0 when
+  // none was), read with the page.
+  int64_t last_line = 0;
   // Per stage read: lines dropped to keep it within the bound (stages that
   // dropped none are absent).
   std::map<std::string, int64_t> dropped;

@@ -10,6 +10,7 @@
 #include "common/spec/stages.h"
 #include "common/status_macros.h"
 #include "server/coordinator.h"
+#include "server/coordinator_requests.h"
 #include "server/resource_names.h"
 
 namespace mpt {
@@ -47,14 +48,8 @@ mpt::v1::LogLine StorableLogLine(const mpt::v1::LogLine& line) {
   out.clear_line();
   out.clear_stage();
   out.clear_assignment();
-  std::string* text = out.mutable_text();
-  if (text->size() > static_cast<size_t>(kMaxLogLineBytes)) {
-    size_t cut = kMaxLogLineBytes;
-    // Back to the start of a UTF-8 character (the text is valid UTF-8: the
-    // request parser checked it).
-    while (cut > 0 && (static_cast<unsigned char>((*text)[cut]) & 0xC0) == 0x80) --cut;
-    text->resize(cut);
-    text->append(" [cut]");
+  if (out.text().size() > static_cast<size_t>(kMaxLogLineBytes)) {
+    out.set_text(CutText(out.text(), kMaxLogLineBytes));
   }
   return out;
 }
@@ -132,6 +127,14 @@ absl::StatusOr<mpt::v1::GetStageLogsResponse> Coordinator::GetStageLogs(
   }
   ASSIGN_OR_RETURN(StageLogPage page,
                    store_->ReadStageLog(q.job, q.stage, q.after_line, q.page_size));
+  // As WatchJob does with after_sequence: a cursor past the end would be
+  // echoed as last_line, and a client following it would miss the lines
+  // numbered up to it.
+  if (q.after_line > page.last_line) {
+    return absl::InvalidArgumentError(absl::StrCat("after_line: ", q.after_line,
+                                                   " is beyond the last line of ", q.job, " (",
+                                                   page.last_line, ")"));
+  }
   mpt::v1::GetStageLogsResponse response;
   response.set_last_line(page.lines.empty() ? q.after_line : page.lines.back().line());
   for (mpt::v1::LogLine& line : page.lines) *response.add_lines() = std::move(line);

@@ -42,7 +42,8 @@ struct StageLogQuery {
 };
 // INVALID_ARGUMENT naming the field: a malformed job name, a stage that is
 // not a stage id ("source/<task>", "distillation", "target/<task>"), a
-// negative after_line or page_size.
+// negative after_line or page_size. (Coordinator::GetStageLogs() also
+// refuses an after_line beyond the job's last line.)
 absl::StatusOr<StageLogQuery> ParseGetStageLogsRequest(
     const mpt::v1::GetStageLogsRequest& request);
 

@@ -293,7 +293,9 @@ async function loadEvents(name) {
       cache.events.push(e);
       cache.last = Math.max(cache.last, num(e.sequence));
     }
-    if (events.length < EVENT_PAGE) break;
+    // A page may end early when its events are large ("more").
+    if (!page.more && events.length < EVENT_PAGE) break;
+    if (events.length === 0) break;
   }
   return cache.events;
 }

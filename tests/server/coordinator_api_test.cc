@@ -451,23 +451,29 @@ TEST_F(ApiTest, CorruptedBlobIsDataLossOnRead) {
 // ---- Rendezvous store --------------------------------------------------------------
 
 TEST_F(ApiTest, StoreGetWaitsForEveryKey) {
-  ASSERT_TRUE(core_->StoreSet("g", "a", "1").ok());
-  auto missing = core_->StoreGet("g", {"a", "b"}, absl::Now() + absl::Milliseconds(20));
+  // Groups are those of running attempts.
+  const std::string w = Register(core_.get());
+  Submit(SourceRequest("a"));
+  auto a = Poll(core_.get(), w);
+  ASSERT_TRUE(a.has_value());
+  const std::string g = a->group();
+  ASSERT_TRUE(core_->StoreSet(g, "a", "1").ok());
+  auto missing = core_->StoreGet(g, {"a", "b"}, absl::Now() + absl::Milliseconds(20));
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_TRUE(absl::StrContains(missing.status().message(), "b")) << missing.status();
   std::thread setter([&] {
     absl::SleepFor(absl::Milliseconds(30));
-    ASSERT_TRUE(core_->StoreSet("g", "b", std::string("\0\1", 2)).ok());
+    ASSERT_TRUE(core_->StoreSet(g, "b", std::string("\0\1", 2)).ok());
   });
-  auto values = core_->StoreGet("g", {"b", "a"}, absl::Now() + absl::Seconds(10));
+  auto values = core_->StoreGet(g, {"b", "a"}, absl::Now() + absl::Seconds(10));
   setter.join();
   ASSERT_TRUE(values.ok()) << values.status();
   EXPECT_EQ(*values, (std::vector<std::string>{std::string("\0\1", 2), "1"}));
   // Keys are scoped to their group.
   EXPECT_FALSE(core_->StoreGet("other", {"a"}, absl::Now()).ok());
   EXPECT_EQ(core_->StoreSet("", "a", "1").code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(core_->StoreSet("g", "", "1").code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(core_->StoreGet("g", {}, absl::Now()).status().code(),
+  EXPECT_EQ(core_->StoreSet(g, "", "1").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(core_->StoreGet(g, {}, absl::Now()).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 

@@ -15,6 +15,7 @@ namespace mpt {
 namespace {
 
 using ::mpt::testing::Complete;
+using ::mpt::testing::CompleteAs;
 using ::mpt::testing::Finish;
 using ::mpt::testing::JobStateOf;
 using ::mpt::testing::PipelineRequest;
@@ -99,7 +100,7 @@ TEST_F(PackingTest, SourceStagesOfTwoJobsShareOneWorkerAndEndPerStage) {
   Finish(core_.get(), b);
   EXPECT_EQ(JobStateOf(core_.get(), j2), mpt::v1::SUCCEEDED);
   EXPECT_EQ(JobStateOf(core_.get(), j1), mpt::v1::RUNNING);
-  EXPECT_TRUE(Complete(core_.get(), b.id()).ok());  // completing twice is OK
+  EXPECT_TRUE(CompleteAs(core_.get(), w, b.id()).ok());  // completing twice is OK
   Finish(core_.get(), *a);
   EXPECT_EQ(JobStateOf(core_.get(), j1), mpt::v1::SUCCEEDED);
   EXPECT_FALSE(Poll(core_.get(), w).has_value());
@@ -247,7 +248,7 @@ TEST_F(PackingTest, ALostWorkerRequeuesEveryStageOfItsPack) {
   EXPECT_EQ(StageState(core_.get(), j2, "source/b"), mpt::v1::QUEUED);
   // A late completion of the old pack changes nothing; a new worker gets
   // both again as their second attempts.
-  EXPECT_TRUE(Complete(core_.get(), a->packed(0).id()).ok());
+  EXPECT_TRUE(CompleteAs(core_.get(), w, a->packed(0).id()).ok());
   EXPECT_EQ(StageState(core_.get(), j2, "source/b"), mpt::v1::QUEUED);
   const std::string w2 = RegisterPacker(core_.get(), 4);
   auto again = Poll(core_.get(), w2);

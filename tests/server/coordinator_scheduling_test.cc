@@ -12,6 +12,7 @@ namespace mpt {
 namespace {
 
 using ::mpt::testing::Complete;
+using ::mpt::testing::CompleteAs;
 using ::mpt::testing::FindStage;
 using ::mpt::testing::Finish;
 using ::mpt::testing::JobStateOf;
@@ -289,8 +290,8 @@ TEST_F(SchedulingTest, FailedAttemptsAreRetriedThenFailTheJob) {
   EXPECT_NE(j->error().find("out of memory again"), std::string::npos) << j->error();
   EXPECT_EQ(j->stages(0).state(), mpt::v1::FAILED);
   EXPECT_EQ(j->stages(0).attempts(), 2);
-  // A repeated completion is harmless.
-  EXPECT_TRUE(Complete(core_.get(), b->id(), false, "again").ok());
+  // A repeated completion by its worker is harmless.
+  EXPECT_TRUE(CompleteAs(core_.get(), w, b->id(), false, "again").ok());
   EXPECT_EQ(Complete(core_.get(), "jobs/x/stages/y/attempts/1/ranks/0").code(),
             absl::StatusCode::kNotFound);
 }

@@ -131,8 +131,8 @@ inline absl::Status CompleteAs(Coordinator* c, const std::string& worker,
   return c->CompleteAssignment(r);
 }
 
-// Completes as the worker holding `assignment` (after a release, the call
-// names nobody: a repeated completion is accepted from anyone).
+// Completes as the worker holding `assignment` (after a release it names
+// "workers/nobody", which is refused: repeat a completion with CompleteAs()).
 inline absl::Status Complete(Coordinator* c, const std::string& assignment, bool ok = true,
                              const std::string& error = "", bool permanent = false) {
   return CompleteAs(c, HolderOf(c, assignment), assignment, ok, error, permanent);

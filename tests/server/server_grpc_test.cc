@@ -253,15 +253,23 @@ TEST_F(GrpcServerTest, JobLifecycleOverTheWire) {
   // In chunks of 7 bytes.
   EXPECT_EQ(chunks, static_cast<int>((adapter.size() + 6) / 7));
 
-  // The rendezvous store.
+  // The rendezvous store: the group of an attempt that ended is refused
+  // (groups are those of running attempts, server/README.md).
   mpt::v1::StoreSetRequest set;
-  set.set_group("g");
+  set.set_group(a.group());
   set.set_key("nccl_id");
   set.set_value(std::string("\x00\x01\x02", 3));
   mpt::v1::StoreSetResponse set_response;
+  EXPECT_EQ(workers_->StoreSet(Context().get(), set, &set_response).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  mpt::v1::Job running;
+  ASSERT_TRUE(jobs_->SubmitJob(Context().get(), testing::SourceRequest("b"), &running).ok());
+  ASSERT_TRUE(workers_->PollAssignment(Context().get(), poll, &polled).ok());
+  ASSERT_TRUE(polled.has_assignment());
+  set.set_group(polled.assignment().group());
   ASSERT_TRUE(workers_->StoreSet(Context().get(), set, &set_response).ok());
   mpt::v1::StoreGetRequest store_get;
-  store_get.set_group("g");
+  store_get.set_group(polled.assignment().group());
   store_get.add_keys("nccl_id");
   store_get.set_wait_seconds(1);
   mpt::v1::StoreGetResponse values;
