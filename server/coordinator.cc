@@ -266,6 +266,7 @@ std::optional<absl::StatusOr<Coordinator::SubmittedJob>> Coordinator::QueueSubmi
   JobPlannerOptions planner;
   planner.max_world_size = options_.max_world_size;
   planner.check_spec_files = options_.check_spec_files;
+  planner.data_roots = options_.data_roots;
   ASSIGN_OR_RETURN(JobPlan plan, PlanJob(request, planner));
   // A request_id seen before returns its job, if the request is the same.
   const std::string fingerprint = RequestFingerprint(plan.spec, request.kind(), request.display_name());

@@ -134,6 +134,8 @@ struct CoordinatorOptions {
   // only where the coordinator sees the same files as the workers (one
   // machine, or a shared file system). Default false.
   bool check_spec_files = false;
+  // JobPlannerOptions::data_roots. Default empty: any path.
+  std::vector<std::string> data_roots;
   // At most one progress event per stage in this interval; reports that
   // carry metrics or a message may come ten times as often. Default 1 s.
   absl::Duration progress_event_interval = absl::Seconds(1);

@@ -21,6 +21,7 @@
 #include "common/file_util.h"
 #include "common/heap_memory.h"
 #include "common/logging.h"
+#include "common/spec/spec_paths.h"
 #include "common/status_macros.h"
 #include "server/artifact_store.h"
 #include "server/clock.h"
@@ -50,9 +51,16 @@ ABSL_FLAG(int, max_attempts, 3, "failed attempts before a stage fails its job");
 ABSL_FLAG(bool, check_spec_files, false,
           "reject specs whose model folder or data files do not exist here (only where the "
           "coordinator sees the workers' files)");
+ABSL_FLAG(std::string, data_roots, "",
+          "comma-separated absolute folders: a spec naming a model, data or adapter path "
+          "outside them is refused before any file is looked at (set it with "
+          "--check_spec_files so that clients cannot probe other paths)");
 ABSL_FLAG(double, max_artifact_mb, 1024,
           "largest artefact accepted, in MiB (an upload is refused as soon as it grows past "
           "it; uploads go to a temporary file under --artifacts, not to memory)");
+ABSL_FLAG(int, max_watch_streams, 10000,
+          "WatchJob streams served at once (about 16 KiB each); more are refused with "
+          "RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_concurrent_uploads, 8,
           "artefact uploads received at once; more are refused with UNAVAILABLE, which "
           "workers retry");
@@ -144,6 +152,8 @@ absl::StatusOr<CoordinatorMainOptions> OptionsFromFlags() {
   o.coordinator.max_pack_size = absl::GetFlag(FLAGS_max_pack_size);
   o.coordinator.max_attempts = absl::GetFlag(FLAGS_max_attempts);
   o.coordinator.check_spec_files = absl::GetFlag(FLAGS_check_spec_files);
+  ASSIGN_OR_RETURN(o.coordinator.data_roots,
+                   ParseDataRoots(absl::GetFlag(FLAGS_data_roots), "--data_roots"));
   const double max_artifact_mb = absl::GetFlag(FLAGS_max_artifact_mb);
   if (!(max_artifact_mb > 0 && max_artifact_mb <= (1 << 20))) {
     return absl::InvalidArgumentError("--max_artifact_mb: must be > 0 and at most 1048576");
@@ -151,6 +161,10 @@ absl::StatusOr<CoordinatorMainOptions> OptionsFromFlags() {
   o.coordinator.max_artifact_bytes = static_cast<int64_t>(max_artifact_mb * (1 << 20));
   o.coordinator.max_concurrent_uploads = absl::GetFlag(FLAGS_max_concurrent_uploads);
   o.server.listen = absl::GetFlag(FLAGS_listen);
+  o.server.max_watch_streams = absl::GetFlag(FLAGS_max_watch_streams);
+  if (o.server.max_watch_streams < 1 || o.server.max_watch_streams > 1000000) {
+    return absl::InvalidArgumentError("--max_watch_streams: must be between 1 and 1000000");
+  }
   o.http_listen = absl::GetFlag(FLAGS_http_listen);
   if (!o.http_listen.empty()) {
     RETURN_IF_ERROR(ParseHostPort(o.http_listen, "--http_listen").status());

@@ -189,9 +189,12 @@ grpc::internal::MethodHandler* RawClientStreaming(
 class WatchJobReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                               public JobEventListener {
  public:
+  // `open` (may be null) counts the streams open; this one is counted from
+  // construction and uncounted in OnDone().
   WatchJobReactor(Coordinator* core, grpc::CallbackServerContext* context,
-                  mpt::v1::WatchJobRequest request)
-      : core_(core),
+                  mpt::v1::WatchJobRequest request, std::atomic<int>* open)
+      : open_(open),
+        core_(core),
         notifier_(&core->job_event_notifier()),
         name_(request.name()),
         deadline_(ContextDeadline(*context)),
@@ -248,6 +251,7 @@ class WatchJobReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
 
   void OnDone() override {
     if (registered_) notifier_->Remove(name_, this);
+    if (open_ != nullptr) open_->fetch_sub(1);
     delete this;
   }
 
@@ -305,6 +309,7 @@ class WatchJobReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     }
   }
 
+  std::atomic<int>* const open_;
   Coordinator* const core_;
   JobEventNotifier* const notifier_;
   const std::string name_;
@@ -378,8 +383,12 @@ void RawService::CheckAllMethodsAdded() const {
 // JobService
 
 JobServiceImpl::JobServiceImpl(Coordinator* coordinator, const BearerTokenAuthenticator* auth,
-                               int chunk_bytes)
-    : RawService("JobService"), core_(coordinator), auth_(auth), chunk_bytes_(chunk_bytes) {
+                               int chunk_bytes, int max_watch_streams)
+    : RawService("JobService"),
+      core_(coordinator),
+      auth_(auth),
+      chunk_bytes_(chunk_bytes),
+      max_watch_streams_(max_watch_streams) {
   using J = JobServiceImpl;
   AddRawMethod("SubmitJob",
                new grpc::internal::CallbackUnaryHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
@@ -454,7 +463,15 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* JobServiceImpl::WatchJob(
   mpt::v1::WatchJobRequest request;
   grpc::Status status = auth_->Check(*context);
   if (status.ok()) status = ParseRequest(*raw, &request);
-  auto* reactor = new WatchJobReactor(core_, context, std::move(request));
+  if (status.ok() && open_watch_streams_.fetch_add(1) >= max_watch_streams_) {
+    open_watch_streams_.fetch_sub(1);
+    status = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("this coordinator already serves ", max_watch_streams_,
+                                       " WatchJob streams (--max_watch_streams); close some, "
+                                       "or poll GetJob"));
+  }
+  auto* reactor = new WatchJobReactor(core_, context, std::move(request),
+                                      status.ok() ? &open_watch_streams_ : nullptr);
   if (status.ok()) {
     reactor->Begin();
   } else {
@@ -718,8 +735,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   server->coordinator_ = coordinator;
   server->tls_ = tls;
   server->auth_ = std::make_unique<BearerTokenAuthenticator>(options.auth_token);
-  server->job_service_ = std::make_unique<JobServiceImpl>(coordinator, server->auth_.get(),
-                                                          options.artifact_chunk_bytes);
+  server->job_service_ = std::make_unique<JobServiceImpl>(
+      coordinator, server->auth_.get(), options.artifact_chunk_bytes, options.max_watch_streams);
   server->worker_auth_ = std::make_unique<BearerTokenAuthenticator>(
       options.worker_token.empty() ? options.auth_token : options.worker_token);
   server->worker_service_ = std::make_unique<WorkerServiceImpl>(

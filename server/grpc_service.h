@@ -66,6 +66,9 @@ struct GrpcServerOptions {
   int max_receive_message_bytes = 16 << 20;
   // Chunk size of DownloadArtifact and FetchArtifact. Default 256 KiB.
   int artifact_chunk_bytes = 256 << 10;
+  // WatchJob streams open at once (each holds about 16 KiB); more are
+  // refused with RESOURCE_EXHAUSTED. Default 10,000.
+  int max_watch_streams = 10000;
   // Borrowed, may be null (default): when set, every call's duration is
   // observed in it by {method, code} (rpc_metrics.h).
   HistogramFamily* rpc_duration = nullptr;
@@ -109,8 +112,10 @@ class RawService : public grpc::Service {
 class JobServiceImpl final : public RawService {
  public:
   // Neither pointer is owned; both must outlive the service.
+  // At most `max_watch_streams` WatchJob streams are open at once; more are
+  // refused with RESOURCE_EXHAUSTED.
   JobServiceImpl(Coordinator* coordinator, const BearerTokenAuthenticator* auth,
-                 int chunk_bytes);
+                 int chunk_bytes, int max_watch_streams);
 
   // Served with the callback API: no thread waits while the job is made
   // durable (Coordinator::SubmitJobAsync).
@@ -144,6 +149,8 @@ class JobServiceImpl final : public RawService {
   Coordinator* const core_;
   const BearerTokenAuthenticator* const auth_;
   const int chunk_bytes_;
+  const int max_watch_streams_;
+  std::atomic<int> open_watch_streams_{0};
 };
 
 // Forwards WorkerService calls to the core. Holds no state of its own.

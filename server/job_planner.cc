@@ -4,14 +4,17 @@
 #include <system_error>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
 #include "common/sha256.h"
+#include "common/status_macros.h"
 #include "common/utf8.h"
 #include "common/spec/spec_loader.h"
+#include "common/spec/spec_paths.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "common/spec/stages.h"
@@ -140,6 +143,20 @@ absl::StatusOr<JobPlan> PlanJob(const mpt::v1::SubmitJobRequest& request,
     }
   }
 
+  if (!options.data_roots.empty()) {
+    std::vector<SpecPath> paths;
+    for (SpecPath& p : SpecInputPaths(request.spec())) {
+      // Artefacts of other jobs, not files here.
+      if (absl::StartsWith(p.field, "distillation.teacher_adapters") ||
+          p.field == "target.source_adapter") {
+        continue;
+      }
+      p.field = absl::StrCat("spec.", p.field);
+      paths.push_back(std::move(p));
+    }
+    RETURN_IF_ERROR(
+        CheckPathsWithinRoots(paths, options.data_roots, "coordinator", "--data_roots"));
+  }
   SpecValidationOptions check;
   check.check_files = options.check_spec_files;
   *spec = request.spec();

@@ -21,6 +21,11 @@ struct JobPlannerOptions {
   // Check that base_model is a folder and the data paths files, as this
   // process sees the file system. Default false.
   bool check_spec_files = false;
+  // When set, every path the spec names (bar the artefacts a single-stage
+  // job consumes) must lie below one of these folders
+  // (CheckPathsWithinRoots), checked before any file is looked at, so that
+  // a client cannot learn what exists elsewhere. Default empty: any path.
+  std::vector<std::string> data_roots;
 };
 
 // An artefact a single-stage job consumes; it must exist and be an adapter

@@ -4,10 +4,11 @@
 #include <set>
 #include <vector>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/quote.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -15,37 +16,24 @@
 
 namespace mpt {
 
-namespace {
-
-// `name` for an error message: escaped, and cut to its first 64 bytes, so
-// that neither a control character nor a megabyte of it reaches the
-// message (which travels back in a header of gRPC's, bounded at 8 KiB).
-std::string Quoted(absl::string_view name) {
-  constexpr size_t kShown = 64;
-  if (name.size() <= kShown) return absl::StrCat("\"", absl::CHexEscape(name), "\"");
-  return absl::StrCat("\"", absl::CHexEscape(name.substr(0, kShown)), "\"... (", name.size(),
-                      " bytes)");
-}
-
-}  // namespace
 
 absl::Status CheckJobName(absl::string_view name, absl::string_view field) {
   absl::string_view id = name;
   if (name.size() > kMaxResourceNameBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ": ", Quoted(name),
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", QuoteForError(name),
                                                    " is not a job name: longer than ",
                                                    kMaxResourceNameBytes, " bytes"));
   }
   if (!absl::ConsumePrefix(&id, "jobs/") || id.empty() || absl::StrContains(id, '/')) {
     return absl::InvalidArgumentError(
-        absl::StrCat(field, ": ", Quoted(name), " is not a job name (jobs/{job_id})"));
+        absl::StrCat(field, ": ", QuoteForError(name), " is not a job name (jobs/{job_id})"));
   }
   return absl::OkStatus();
 }
 
 absl::Status CheckArtifactName(absl::string_view name, absl::string_view field) {
   if (name.size() > kMaxResourceNameBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ": ", Quoted(name),
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", QuoteForError(name),
                                                    " is not an artefact name: longer than ",
                                                    kMaxResourceNameBytes, " bytes"));
   }
@@ -53,7 +41,7 @@ absl::Status CheckArtifactName(absl::string_view name, absl::string_view field) 
   if (parts.size() != 4 || parts[0] != "jobs" || parts[1].empty() || parts[2] != "artifacts" ||
       parts[3].empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        field, ": ", Quoted(name), " is not an artefact name (jobs/{job_id}/artifacts/{artifact_id})"));
+        field, ": ", QuoteForError(name), " is not an artefact name (jobs/{job_id}/artifacts/{artifact_id})"));
   }
   return absl::OkStatus();
 }

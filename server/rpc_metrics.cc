@@ -3,6 +3,8 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "google/protobuf/descriptor.h"
 #include "absl/time/clock.h"
 
 namespace mpt {
@@ -11,7 +13,7 @@ namespace {
 class RpcMetricsInterceptor final : public grpc::experimental::Interceptor {
  public:
   RpcMetricsInterceptor(HistogramFamily* histogram, const char* method)
-      : histogram_(histogram), method_(method == nullptr ? "unknown" : method),
+      : histogram_(histogram), method_(RpcMethodLabel(method)),
         start_(absl::Now()) {}
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
@@ -44,6 +46,23 @@ class RpcMetricsInterceptorFactory final
 };
 
 }  // namespace
+
+std::string RpcMethodLabel(const char* method) {
+  constexpr char kUnknown[] = "unknown";
+  if (method == nullptr) return kUnknown;
+  absl::string_view path(method);
+  if (!absl::ConsumePrefix(&path, "/")) return kUnknown;
+  const size_t slash = path.find('/');
+  if (slash == absl::string_view::npos) return kUnknown;
+  const google::protobuf::ServiceDescriptor* service =
+      google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+          std::string(path.substr(0, slash)));
+  if (service == nullptr || service->FindMethodByName(std::string(path.substr(slash + 1))) ==
+                                nullptr) {
+    return kUnknown;
+  }
+  return std::string(method);
+}
 
 std::string StatusCodeName(int code) {
   static const char* const kNames[] = {

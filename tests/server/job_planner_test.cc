@@ -168,6 +168,34 @@ TEST(JobPlannerTest, RelativeAndDotDotPathsAreRejectedNamingTheField) {
   EXPECT_TRUE(PlanJob(r, JobPlannerOptions()).ok());  // ".." inside a name is fine
 }
 
+TEST(JobPlannerTest, DataRootsConfinePathsBeforeAnyFileIsLookedAt) {
+  JobPlannerOptions options;
+  options.data_roots = {"/models", "/data/"};
+  EXPECT_TRUE(PlanJob(Pipeline({"a"}, {}), options).ok());
+  // Outside, whether it exists (/etc/passwd) or not, and with the file
+  // check on: the same answer, which says nothing about the file.
+  options.check_spec_files = true;
+  for (const char* path : {"/etc/passwd", "/root/no_such_file", "/data2/a.jsonl"}) {
+    mpt::v1::SubmitJobRequest r = Pipeline({"a"}, {});
+    r.mutable_spec()->mutable_source()->mutable_tasks(0)->set_eval_path(path);
+    absl::StatusOr<JobPlan> plan = PlanJob(r, options);
+    ASSERT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument) << path;
+    const std::string message(plan.status().message());
+    EXPECT_NE(message.find("spec.source.tasks[0].eval_path: \"" + std::string(path) +
+                           "\" is outside the folders this coordinator reads jobs' files from "
+                           "(--data_roots: /models,/data/)"),
+              std::string::npos)
+        << message;
+    EXPECT_EQ(message.find("exist"), std::string::npos) << message;
+  }
+  mpt::v1::SubmitJobRequest r = Pipeline({"a"}, {});
+  r.mutable_spec()->set_base_model("/srv/models/t5");
+  options.check_spec_files = false;
+  absl::StatusOr<JobPlan> plan = PlanJob(r, options);
+  ASSERT_FALSE(plan.ok());
+  EXPECT_NE(plan.status().message().find("spec.base_model: "), std::string::npos);
+}
+
 TEST(JobPlannerTest, InvalidUtf8IsInvalidArgumentNamingTheField) {
   mpt::v1::SubmitJobRequest r = Pipeline({"a"}, {});
   r.set_display_name("bad \xC3\x28 name");

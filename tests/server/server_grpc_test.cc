@@ -593,6 +593,67 @@ TEST(GrpcServerAuthTest, SeparateWorkerTokenKeepsUsersAndWorkersApart) {
   (*server)->Shutdown(absl::Seconds(1));
 }
 
+TEST(GrpcServerWatchTest, WatchStreamsAreBounded) {
+  auto core = testing::OpenCoordinator(testing::FreshFiles("grpc_watch_cap", false),
+                                       std::make_shared<RealClock>());
+  ASSERT_TRUE(core.ok()) << core.status();
+  GrpcServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.max_watch_streams = 2;
+  auto server = CoordinatorServer::Start(options, core->get());
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->port()),
+                                     grpc::InsecureChannelCredentials());
+  auto jobs = mpt::v1::JobService::NewStub(channel);
+  mpt::v1::Job job;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(jobs->SubmitJob(&ctx, testing::SourceRequest("a"), &job).ok());
+  }
+  mpt::v1::WatchJobRequest request;
+  request.set_name(job.name());
+  // Two streams stay open (the job never ends: no worker) ...
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<mpt::v1::JobEvent>>> readers;
+  for (int i = 0; i < 2; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    readers.push_back(jobs->WatchJob(contexts.back().get(), request));
+    mpt::v1::JobEvent event;
+    ASSERT_TRUE(readers.back()->Read(&event));  // the stream is being served
+  }
+  // ... a third is refused, naming the flag ...
+  {
+    grpc::ClientContext ctx;
+    auto reader = jobs->WatchJob(&ctx, request);
+    mpt::v1::JobEvent event;
+    while (reader->Read(&event)) {
+    }
+    grpc::Status status = reader->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_NE(status.error_message().find("--max_watch_streams"), std::string::npos)
+        << status.error_message();
+  }
+  // ... and once one closes, a new one is served.
+  contexts[0]->TryCancel();
+  readers[0]->Finish();
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  bool served = false;
+  while (!served && absl::Now() < deadline) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+    auto reader = jobs->WatchJob(&ctx, request);
+    mpt::v1::JobEvent event;
+    served = reader->Read(&event);
+    ctx.TryCancel();
+    reader->Finish();
+    if (!served) absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(served);
+  contexts[1]->TryCancel();
+  readers[1]->Finish();
+  (*server)->Shutdown(absl::Seconds(1));
+}
+
 TEST(GrpcServerTlsTest, ServesOverTlsAndChecksTheToken) {
   const std::string dir = testing::FreshTempDir("grpc_tls");
   std::ofstream(dir + "/cert.pem") << kTestCertPem;

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/file_util.h"
+#include "common/quote.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "worker/training/checkpoint_state.h"
@@ -37,12 +38,6 @@ absl::Status Corrupt(const std::string& file, absl::string_view field, absl::str
   return absl::DataLossError(absl::StrCat(file, ": ", field, ": ", what));
 }
 
-// A name read from a file, cut short for an error message.
-std::string Quoted(absl::string_view name) {
-  if (name.size() > 64) return absl::StrCat("\"", name.substr(0, 64), "...\"");
-  return absl::StrCat("\"", name, "\"");
-}
-
 std::string Shape(const at::Tensor& t) { return absl::StrCat("[", absl::StrJoin(t.sizes(), ","), "]"); }
 
 json NumberJson(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
@@ -53,23 +48,23 @@ absl::Status CheckTensors(const std::string& file, const std::map<std::string, a
                           const std::map<std::string, at::Tensor>& want) {
   for (const auto& [name, w] : want) {
     auto it = got.find(name);
-    if (it == got.end()) return Corrupt(file, Quoted(name), "tensor missing");
+    if (it == got.end()) return Corrupt(file, QuoteForError(name), "tensor missing");
     const at::Tensor& t = it->second;
     if (t.sizes() != w.sizes()) {
-      return Corrupt(file, Quoted(name),
+      return Corrupt(file, QuoteForError(name),
                      absl::StrCat("shape ", Shape(t), " where ", Shape(w), " is expected"));
     }
     if (t.scalar_type() != w.scalar_type()) {
-      return Corrupt(file, Quoted(name),
+      return Corrupt(file, QuoteForError(name),
                      absl::StrCat("dtype ", c10::toString(t.scalar_type()), " where ",
                                   c10::toString(w.scalar_type()), " is expected"));
     }
     if (t.numel() > 0 && !at::isfinite(t).all().item<bool>()) {
-      return Corrupt(file, Quoted(name), "holds NaN or infinite values");
+      return Corrupt(file, QuoteForError(name), "holds NaN or infinite values");
     }
   }
   for (const auto& [name, t] : got) {
-    if (want.count(name) == 0) return Corrupt(file, Quoted(name), "unexpected tensor");
+    if (want.count(name) == 0) return Corrupt(file, QuoteForError(name), "unexpected tensor");
   }
   return absl::OkStatus();
 }
@@ -124,7 +119,7 @@ absl::StatusOr<CheckpointContents> ReadUnsafe(const std::string& dir,
       c.adamw[i].exp_avg = moments.at(SlotName(i, "exp_avg"));
       c.adamw[i].exp_avg_sq = moments.at(SlotName(i, "exp_avg_sq"));
       if (c.adamw[i].exp_avg_sq.numel() > 0 && c.adamw[i].exp_avg_sq.lt(0).any().item<bool>()) {
-        return Corrupt(adamw_file, Quoted(SlotName(i, "exp_avg_sq")), "has negative values");
+        return Corrupt(adamw_file, QuoteForError(SlotName(i, "exp_avg_sq")), "has negative values");
       }
     }
   } else if (fs::exists(PathIn(dir, kAdamWFile))) {
