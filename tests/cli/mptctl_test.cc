@@ -727,6 +727,16 @@ TEST_F(MptctlTest, LogsWithoutAStageReadsTheStagesInTheJobsOrder) {
   EXPECT_LT(a5, b2) << "stage a's lines come before stage b's:\n" << r.out;
 }
 
+// "line 1" ... "line N" each appear exactly once in `out`.
+void ExpectLinesOnce(const std::string& out, int n) {
+  for (int i = 1; i <= n; ++i) {
+    const std::string text = absl::StrCat("line ", i);
+    const size_t first = out.find(text);
+    ASSERT_NE(first, std::string::npos) << text << " missing:\n" << out;
+    EXPECT_EQ(out.find(text, first + 1), std::string::npos) << text << " twice:\n" << out;
+  }
+}
+
 TEST_F(MptctlTest, LogsFollowPrintsNewLinesOnceAndEndsWhenDone) {
   AddLogLines(&service_);
   {
@@ -735,12 +745,7 @@ TEST_F(MptctlTest, LogsFollowPrintsNewLinesOnceAndEndsWhenDone) {
   }
   Result r = Run({"logs", "j1", "--follow", "--poll_seconds=0.01"});
   ASSERT_EQ(r.code, 0) << r.err;
-  for (int i = 1; i <= 5; ++i) {
-    const std::string text = absl::StrCat("line ", i);
-    const size_t first = r.out.find(text);
-    ASSERT_NE(first, std::string::npos) << text << " missing:\n" << r.out;
-    EXPECT_EQ(r.out.find(text, first + 1), std::string::npos) << text << " twice:\n" << r.out;
-  }
+  ExpectLinesOnce(r.out, 5);
   absl::MutexLock lock(&service_.mu_);
   // It polled while lines were appearing, each time from the last one seen.
   EXPECT_GT(service_.log_requests.size(), 3u);
@@ -763,12 +768,7 @@ TEST_F(MptctlTest, LogsFollowRidesOutACoordinatorShuttingDown) {
   }
   Result r = Run({"logs", "j1", "--follow", "--poll_seconds=0.01"});
   ASSERT_EQ(r.code, 0) << r.err;
-  for (int i = 1; i <= 5; ++i) {
-    const std::string text = absl::StrCat("line ", i);
-    const size_t first = r.out.find(text);
-    ASSERT_NE(first, std::string::npos) << text << " missing:\n" << r.out;
-    EXPECT_EQ(r.out.find(text, first + 1), std::string::npos) << text << " twice:\n" << r.out;
-  }
+  ExpectLinesOnce(r.out, 5);
   EXPECT_TRUE(absl::StrContains(r.err, "lost the coordinator at " + address_ +
                                            ": it ended the call, as it does when it shuts down"))
       << r.err;

@@ -167,17 +167,22 @@ if [ "$rc" -ne 0 ] && ! grep -qF -- "--dtype: float16" "$log"; then
 fi
 
 # --- Specs and data whose results would silently mean nothing.
-# Evaluation by rank when the eval targets are not among the candidates
-# (accuracy would read 0), or with one candidate (it would read the base rate).
-cat >"$D/rank.textproto" <<SPEC
+# source_spec FILE TASK_FIELDS [PROMPT_TOKENS] [BATCH]: one source task "echo"
+# trained for one step.
+source_spec() {
+  cat >"$1" <<SPEC
 base_model: "$T5"
-prompt { num_virtual_tokens: 2 }
+prompt { num_virtual_tokens: ${3:-2} }
 source {
-  tasks { name: "echo" train_path: "$TASKS/echo.train.jsonl" eval_path: "$TASKS/echo.eval.jsonl"
-          eval_mode: "rank" candidates: "yes" candidates: "no" }
-  train { steps: 1 batch_size: 2 }
+  tasks { name: "echo" $2 }
+  train { steps: 1 batch_size: ${4:-2} }
 }
 SPEC
+}
+# Evaluation by rank when the eval targets are not among the candidates
+# (accuracy would read 0), or with one candidate (it would read the base rate).
+source_spec "$D/rank.textproto" "train_path: \"$TASKS/echo.train.jsonl\"
+  eval_path: \"$TASKS/echo.eval.jsonl\" eval_mode: \"rank\" candidates: \"yes\" candidates: \"no\""
 expect_error rank_targets_not_candidates 60 \
   "echo.eval.jsonl:1: target \"blue cat\" is not one of task \"echo\"'s candidates (\"yes\", \"no\")" -- \
   "$MPT_TRAIN" --spec="$D/rank.textproto" --out="$D/runs/rank" --stage=source --threads=1
@@ -186,26 +191,12 @@ expect_error rank_one_candidate 60 "source.tasks[0].candidates: eval_mode \"rank
   "$MPT_TRAIN" --spec="$D/rank.textproto" --out="$D/runs/rank" --stage=source --threads=1
 # Settings inside their ranges whose step cannot fit any machine's memory:
 # refused before the first step, naming the fields.
-cat >"$D/huge_step.textproto" <<SPEC
-base_model: "$T5"
-prompt { num_virtual_tokens: 10000 }
-source {
-  tasks { name: "echo" train_path: "$TASKS/echo.train.jsonl" }
-  train { steps: 1 batch_size: 1024 }
-}
-SPEC
+source_spec "$D/huge_step.textproto" "train_path: \"$TASKS/echo.train.jsonl\"" 10000 1024
 expect_error step_memory 60 "source.train: one step of batch_size 1024 over prompt.num_virtual_tokens 10000|lower batch_size, max_input_length or num_virtual_tokens" -- \
   prlimit --as=8000000000 -- "$MPT_TRAIN" --spec="$D/huge_step.textproto" --out="$D/runs/huge" --stage=source --threads=1
 # A data line with a key twice.
 printf '{"input": "a", "target": "b", "input": "c"}\n' >"$D/twice.jsonl"
-cat >"$D/twice.textproto" <<SPEC
-base_model: "$T5"
-prompt { num_virtual_tokens: 2 }
-source {
-  tasks { name: "echo" train_path: "$D/twice.jsonl" }
-  train { steps: 1 batch_size: 2 }
-}
-SPEC
+source_spec "$D/twice.textproto" "train_path: \"$D/twice.jsonl\""
 expect_error data_key_twice 60 "twice.jsonl:1: key \"input\" appears more than once" -- \
   "$MPT_TRAIN" --spec="$D/twice.textproto" --out="$D/runs/twice" --stage=source --threads=1
 # A model whose config.json has fewer embedding rows than the tokenizer has ids.

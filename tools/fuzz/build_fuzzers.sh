@@ -17,7 +17,7 @@ TARGETS=(
   hf_tokenizer_fuzzer llama_config_fuzzer
 )
 LIB_SRCS=(
-  common/json_util.cc common/file_util.cc common/safetensors.cc
+  common/json_util.cc common/file_util.cc common/quote.cc common/safetensors.cc
   common/spec/spec_loader.cc
   worker/data/jsonl_dataset.cc
   worker/prompts/adapter_config.cc
