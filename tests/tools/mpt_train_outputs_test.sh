@@ -106,6 +106,28 @@ expect_rc no_record 1 && has no_record "source task echo: $D/theirs/source/echo 
 [ "$(sum_of "$D/theirs/source/echo/adapter_model.safetensors")" = "$theirs" ] ||
   fail "no_record: the adapter was replaced"
 
+# A run stopped (kill -9) while a later source task trains keeps the
+# earlier task's adapter reusable: its record is written with it.
+spec "$D/long.textproto" "$T5" 1000
+"$MPT_TRAIN" --spec="$D/long.textproto" --out="$D/killed" --threads=1 --progress=none \
+  >"$D/killed_run.log" 2>&1 &
+pid=$!
+for _ in $(seq 1200); do
+  [ -e "$D/killed/.work/source/echo.finished" ] && break
+  sleep 0.05
+done
+kill -9 "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+if [ ! -e "$D/killed/.work/source/echo.finished" ]; then
+  fail "killed_run: the first task's record never appeared"; tail -5 "$D/killed_run.log" >&2
+elif [ -e "$D/killed/.work/source/first.finished" ]; then
+  # 1000 steps of the second task take seconds: its record this early means
+  # the first one's was written only when every task had ended.
+  fail "killed_run: the first task's record appeared only after the second task ended"
+fi
+train after_kill "$D/long.textproto" "$D/killed"
+expect_rc after_kill 0 && has after_kill "source task echo: adapter already in"
+
 # --- A checkpoint resumes only on its own model: a copy of the model with
 # other weights of the same shapes starts over.
 cp -rL "$T5" "$D/other_model"

@@ -582,6 +582,11 @@ absl::StatusOr<bool> ReuseFinished(const FinishedRecord& r) {
   MPT_LOG(WARNING) << r.what << ": the adapter in " << r.folder
                    << " was trained with other settings, another model or other data; "
                       "training it again";
+  // Until the new adapter and its record are written, the folder has no
+  // record: a run stopped in between refuses the folder rather than taking
+  // the old record for the new adapter.
+  fs::remove(r.path, ec);
+  if (ec) return absl::InternalError(absl::StrCat(r.path, ": cannot remove: ", ec.message()));
   return false;
 }
 
@@ -829,6 +834,7 @@ absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
     outcome.metrics = outcome.train.metrics;
     outcome.adapter = Join(out_dir, name);
     RETURN_IF_ERROR(WriteAdapter(outcome.adapter, prompt, InfoFor(config, *env.model, {name})));
+    if (env.source_adapter_written) RETURN_IF_ERROR(env.source_adapter_written(name));
     return outcome;
   };
   std::vector<TaskOutcome> outcomes;
@@ -854,6 +860,9 @@ absl::StatusOr<std::vector<TaskOutcome>> RunSourceTraining(
         outcome.adapter = Join(out_dir, outcome.task);
         RETURN_IF_ERROR(WriteAdapter(outcome.adapter, prompts[i],
                                      InfoFor(config, *env.model, {outcome.task})));
+        if (env.source_adapter_written) {
+          RETURN_IF_ERROR(env.source_adapter_written(outcome.task));
+        }
         outcomes.push_back(std::move(outcome));
       }
     }
@@ -1289,10 +1298,18 @@ absl::StatusOr<PipelineOutcome> RunPipeline(const StageEnv& env,
     }
   }
   if (!pending.empty()) {
-    ASSIGN_OR_RETURN(auto trained,
-                     RunSourceTraining(env, spec.prompt(), spec.source(), source_dir, pending));
+    // Each task's record is written as soon as its adapter is (tasks may
+    // train side by side in lanes).
+    StageEnv source_env = env;
+    source_env.source_adapter_written = [&](const std::string& task) {
+      for (const FinishedRecord& r : pending_records) {
+        if (r.folder == Join(source_dir, task)) return WriteFinished(r);
+      }
+      return absl::InternalError(absl::StrCat("no record for source task ", task));
+    };
+    ASSIGN_OR_RETURN(auto trained, RunSourceTraining(source_env, spec.prompt(), spec.source(),
+                                                     source_dir, pending));
     for (auto& t : trained) outcome.source.push_back(std::move(t));
-    for (const FinishedRecord& r : pending_records) RETURN_IF_ERROR(WriteFinished(r));
   }
   // The distillation's task order is the teachers' order.
   std::vector<std::string> ordered;

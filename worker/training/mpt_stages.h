@@ -75,6 +75,11 @@ struct StageEnv {
   // finished adapters record it, so that a run on another model neither
   // resumes nor reuses them. Empty: not recorded.
   std::string model_digest;
+  // Called after RunSourceTraining writes a task's adapter (the task's
+  // name), before the next task ends; its error fails the call. RunPipeline
+  // records the settings of each finished adapter with it, so that a run
+  // stopped in a later task leaves the earlier ones reusable. Unset: none.
+  std::function<absl::Status(const std::string& task)> source_adapter_written;
 };
 
 struct TaskOutcome {
