@@ -22,6 +22,10 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 // outside the canonical range becomes UNKNOWN.
 absl::Status FromGrpcStatus(const grpc::Status& status);
 
+// True for the codes a caller retries after a pause: UNAVAILABLE (the
+// coordinator is restarting, unreachable, or busy) and DEADLINE_EXCEEDED.
+bool IsRetryableRpcError(const absl::Status& status);
+
 }  // namespace mpt
 
 #endif  // MPT_COMMON_GRPC_STATUS_H_

@@ -228,10 +228,6 @@ class GrpcClient final : public CoordinatorClient {
   std::set<grpc::ClientContext*> waits_ ABSL_GUARDED_BY(waits_mu_);
 };
 
-bool Retryable(const absl::Status& s) {
-  return s.code() == absl::StatusCode::kUnavailable ||
-         s.code() == absl::StatusCode::kDeadlineExceeded;
-}
 
 }  // namespace
 
@@ -252,7 +248,7 @@ absl::Status CoordinatorRendezvousStore::Set(const std::string& key, const std::
   absl::Duration pause = absl::Milliseconds(200);
   while (true) {
     absl::Status s = client_->StoreSet(group_, key, value);
-    if (s.ok() || !Retryable(s) || absl::Now() + pause > give_up) {
+    if (s.ok() || !IsRetryableRpcError(s) || absl::Now() + pause > give_up) {
       if (s.code() == absl::StatusCode::kDeadlineExceeded) {
         return absl::UnavailableError(s.message());
       }

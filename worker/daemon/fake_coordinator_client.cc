@@ -22,6 +22,12 @@ void FakeCoordinatorClient::PutArtifact(const std::string& name, const std::stri
   if (corrupt_once) corrupt_once_.insert(name);
 }
 
+void FakeCoordinatorClient::PutDamagedArtifact(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  artifacts_[name] = "";
+  damaged_.insert(name);
+}
+
 void FakeCoordinatorClient::CancelAssignment(const std::string& id) {
   absl::MutexLock lock(&mu_);
   cancelled_.insert(id);
@@ -160,6 +166,9 @@ absl::StatusOr<std::string> FakeCoordinatorClient::FetchArtifact(const std::stri
   auto it = artifacts_.find(name);
   if (it == artifacts_.end()) return absl::NotFoundError(absl::StrCat(name, ": no such artifact"));
   if (corrupt_once_.erase(name) > 0) return absl::DataLossError("fake: checksum mismatch");
+  if (damaged_.count(name) > 0) {
+    return absl::DataLossError(absl::StrCat(name, ": blob is corrupt in the store"));
+  }
   return it->second;
 }
 

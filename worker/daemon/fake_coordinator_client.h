@@ -32,6 +32,9 @@ class FakeCoordinatorClient final : public CoordinatorClient {
   void AddAssignment(const mpt::v1::Assignment& assignment);
   // FetchArtifact(name) returns `blob` (or DATA_LOSS once when `corrupt_once`).
   void PutArtifact(const std::string& name, const std::string& blob, bool corrupt_once = false);
+  // FetchArtifact(name) answers DATA_LOSS every time: an artefact damaged in
+  // the coordinator's store.
+  void PutDamagedArtifact(const std::string& name);
   // The next heartbeats list this assignment as cancelled.
   void CancelAssignment(const std::string& id);
   // ReportProgress answers `cancelled` for this assignment.
@@ -82,6 +85,7 @@ class FakeCoordinatorClient final : public CoordinatorClient {
   std::deque<mpt::v1::Assignment> assignments_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> artifacts_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> corrupt_once_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> damaged_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> cancelled_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> cancelled_by_progress_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> store_ ABSL_GUARDED_BY(mu_);

@@ -4,18 +4,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/artifact_pack.h"
+#include "common/grpc_status.h"
 #include "common/logging.h"
 #include "common/progress/progress_proto.h"
 
 namespace mpt {
-namespace {
-
-bool Retryable(const absl::Status& s) {
-  return s.code() == absl::StatusCode::kUnavailable ||
-         s.code() == absl::StatusCode::kDeadlineExceeded;
-}
-
-}  // namespace
 
 void ProgressOutbox::OnEvent(const ProgressEvent& event) {
   if (!reports_) return;
@@ -90,7 +83,7 @@ bool ProgressOutbox::Settle(const absl::Status& status, const char* what) {
     backoff_ = options_.min_backoff;
     return true;
   }
-  if (Retryable(status)) {
+  if (IsRetryableRpcError(status)) {
     absl::MutexLock lock(&mu_);
     retry_after_ = absl::Now() + backoff_;
     backoff_ = std::min(backoff_ * 2, options_.max_backoff);

@@ -13,6 +13,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "common/artifact_pack.h"
+#include "common/grpc_status.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "worker/daemon/outbox.h"
@@ -39,10 +40,6 @@ class TeeProgressSink final : public ProgressSink {
   ProgressSink* const second_;
 };
 
-bool Retryable(const absl::Status& s) {
-  return s.code() == absl::StatusCode::kUnavailable ||
-         s.code() == absl::StatusCode::kDeadlineExceeded;
-}
 
 // Codes that say the coordinator will never accept this worker as it is
 // configured: retrying does not help, a person must act.
@@ -263,7 +260,7 @@ absl::Status WorkerDaemon::RetryCall(const std::function<absl::Status()>& call,
   int failures = 0;
   while (true) {
     absl::Status s = call();
-    if (s.ok() || !Retryable(s)) return s;
+    if (s.ok() || !IsRetryableRpcError(s)) return s;
     if (running.lost.load() || absl::Now() >= give_up) return s;
     if (failures++ % 10 == 0) {
       MPT_LOG(WARNING) << running.id << ": " << what << " failed (will retry): " << s;
@@ -275,12 +272,18 @@ absl::Status WorkerDaemon::RetryCall(const std::function<absl::Status()>& call,
 absl::StatusOr<std::string> WorkerDaemon::FetchWithRetry(const std::string& name,
                                                          const Running& running) {
   std::string bytes;
+  // A transfer that arrives damaged is worth another try or two; an
+  // artefact damaged in the coordinator's store (DATA_LOSS from it) stays
+  // damaged, so the attempt fails with it rather than retrying for the
+  // whole result_retry_timeout.
+  constexpr int kDataLossRetries = 2;
+  int data_losses = 0;
   absl::Status s = RetryCall(
       [&]() -> absl::Status {
         absl::StatusOr<std::string> fetched = client_->FetchArtifact(name);
         if (!fetched.ok()) {
-          // A corrupted transfer is worth another try.
-          if (fetched.status().code() == absl::StatusCode::kDataLoss) {
+          if (fetched.status().code() == absl::StatusCode::kDataLoss &&
+              data_losses++ < kDataLossRetries) {
             return absl::UnavailableError(fetched.status().message());
           }
           return fetched.status();

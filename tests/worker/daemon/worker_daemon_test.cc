@@ -252,6 +252,27 @@ TEST_F(DaemonTest, MissingInputFailsTheAssignment) {
   EXPECT_EQ(executor.runs(), 0);
 }
 
+// An artefact damaged in the coordinator's store stays damaged: after a
+// retry or two the attempt fails naming it, instead of retrying for the
+// whole result_retry_timeout (15 minutes) while the job shows RUNNING.
+TEST_F(DaemonTest, InputDamagedInTheStoreFailsTheAttemptSoon) {
+  mpt::v1::Assignment a = SourceAssignment("a1");
+  a.set_stage_kind(mpt::v1::TARGET_ADAPTATION);
+  auto* in = a.add_inputs();
+  in->set_role("source_adapter");
+  in->set_artifact("jobs/j/artifacts/damaged");
+  client_.PutDamagedArtifact("jobs/j/artifacts/damaged");
+  client_.AddAssignment(a);
+  FakeExecutor executor([](const AssignmentContext& c) { return WriteAdapter(c, "x"); });
+  Start(&executor);
+  ASSERT_TRUE(client_.WaitForCompletions(1, absl::Seconds(10)));
+  const auto done = client_.completions()[0];
+  EXPECT_FALSE(done.ok());
+  EXPECT_NE(done.error().find("jobs/j/artifacts/damaged"), std::string::npos) << done.error();
+  EXPECT_NE(done.error().find("DATA_LOSS"), std::string::npos) << done.error();
+  EXPECT_EQ(executor.runs(), 0);
+}
+
 TEST_F(DaemonTest, CancelledThroughHeartbeatStopsWithinAFewSteps) {
   client_.AddAssignment(SourceAssignment("a1"));
   absl::Notification started;
