@@ -18,8 +18,25 @@ namespace {
 
 namespace fs = std::filesystem;
 
-absl::Status ErrnoError(const std::string& path, const char* what) {
-  return absl::InternalError(absl::StrCat(path, ": ", what, ": ", std::strerror(errno)));
+// A write into the store failed (full disk, quota, read-only or
+// immutable folder, I/O error): the fault is the coordinator's storage,
+// not the uploaded data, and goes away once it is fixed. UNAVAILABLE, so
+// that the uploader retries later; names the file and the errno's text.
+absl::Status WriteError(const std::string& path, const char* what, int error = errno) {
+  return absl::UnavailableError(
+      absl::StrCat(path, ": ", what, ": ", std::strerror(error),
+                   " (the coordinator's artefact store cannot be written; retry once it can)"));
+}
+
+// A stored blob could not be read. DATA_LOSS naming the file, except for a
+// shortage of the process's own resources (UNAVAILABLE: retry).
+absl::Status ReadError(const std::string& path, const char* what, int error = errno) {
+  const std::string message =
+      absl::StrCat("artefact blob ", path, ": ", what, ": ", std::strerror(error));
+  if (error == EMFILE || error == ENFILE || error == ENOMEM || error == EAGAIN) {
+    return absl::UnavailableError(message);
+  }
+  return absl::DataLossError(message);
 }
 
 absl::Status CheckHash(absl::string_view sha256) {
@@ -32,10 +49,11 @@ absl::Status CheckHash(absl::string_view sha256) {
 
 absl::Status FsyncPath(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoError(path, "cannot open to flush");
+  if (fd < 0) return WriteError(path, "cannot open to flush");
   int rc = ::fsync(fd);
+  const int error = errno;
   ::close(fd);
-  if (rc != 0) return ErrnoError(path, "fsync failed");
+  if (rc != 0) return WriteError(path, "fsync failed", error);
   return absl::OkStatus();
 }
 
@@ -45,9 +63,28 @@ absl::Status WriteAll(int fd, absl::string_view data, const std::string& path) {
     ssize_t n = ::write(fd, data.data() + done, data.size() - done);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return ErrnoError(path, "write failed");
+      return WriteError(path, "write failed");
     }
     done += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+// Creates and removes a file in `folder`: whether blobs can be written
+// there. FAILED_PRECONDITION naming the folder and the errno's text.
+absl::Status ProbeWritable(const std::string& folder) {
+  const std::string probe = absl::StrCat(folder, "/.write-probe.", ::getpid());
+  int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        folder, ": cannot be written (creating a file there failed: ", std::strerror(errno),
+        "); the artefact store must be able to write its folders"));
+  }
+  ::close(fd);
+  if (::unlink(probe.c_str()) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(folder, ": cannot be written (removing the file ", probe,
+                     " failed: ", std::strerror(errno), ")"));
   }
   return absl::OkStatus();
 }
@@ -62,6 +99,12 @@ absl::StatusOr<std::unique_ptr<ArtifactStore>> ArtifactStore::Open(const std::st
     fs::path p = fs::path(dir) / sub;
     fs::create_directories(p, ec);
     if (ec) return absl::InternalError(absl::StrCat(p.string(), ": cannot create: ", ec.message()));
+  }
+  // The folders may exist and still refuse writes (read-only file system,
+  // immutable folder, permissions): found now rather than by the first
+  // upload.
+  for (const std::string& folder : {dir, dir + "/tmp", dir + "/sha256"}) {
+    if (absl::Status s = ProbeWritable(folder); !s.ok()) return s;
   }
   // Temporary files are never renamed into place after a restart: whatever
   // is there was left by a crash.
@@ -87,10 +130,11 @@ absl::Status ArtifactStore::Install(const std::string& tmp, const std::string& s
   fs::create_directories(shard, ec);
   if (ec) {
     ::unlink(tmp.c_str());
-    return absl::InternalError(absl::StrCat(shard, ": cannot create: ", ec.message()));
+    return WriteError(shard, "cannot create", ec.value());
   }
+  // Atomic, also over an existing (damaged) blob of the same name.
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    absl::Status status = ErrnoError(path, "rename failed");
+    absl::Status status = WriteError(path, "rename failed");
     ::unlink(tmp.c_str());
     return status;
   }
@@ -98,8 +142,51 @@ absl::Status ArtifactStore::Install(const std::string& tmp, const std::string& s
   return absl::OkStatus();
 }
 
+ArtifactStore::Existing ArtifactStore::CheckExisting(const std::string& sha256, int64_t size,
+                                                    std::string* damage) const {
+  const std::string path = PathFor(sha256);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return Existing::kMissing;
+    *damage = absl::StrCat("cannot be opened: ", std::strerror(errno));
+    return Existing::kDamaged;
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    *damage = "not a regular file";
+    return Existing::kDamaged;
+  }
+  if (st.st_size != size) {
+    ::close(fd);
+    *damage = absl::StrCat("it has ", st.st_size, " bytes instead of ", size);
+    return Existing::kDamaged;
+  }
+  Sha256 hash;
+  char buffer[1 << 16];
+  while (true) {
+    ssize_t n = ::read(fd, buffer, sizeof(buffer));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      *damage = absl::StrCat("cannot be read: ", std::strerror(errno));
+      ::close(fd);
+      return Existing::kDamaged;
+    }
+    if (n == 0) break;
+    hash.Update(absl::string_view(buffer, static_cast<size_t>(n)));
+  }
+  ::close(fd);
+  const std::string actual = hash.HexDigest();
+  if (actual != sha256) {
+    *damage = absl::StrCat("its ", size, " bytes hash to ", actual);
+    return Existing::kDamaged;
+  }
+  return Existing::kIntact;
+}
+
 absl::StatusOr<std::string> ArtifactStore::Put(absl::string_view data,
-                                               absl::string_view expected_sha256) {
+                                               absl::string_view expected_sha256,
+                                               std::string* repaired) {
   if (absl::Status s = CheckHash(expected_sha256); !s.ok()) return s;
   const std::string expected = absl::AsciiStrToLower(expected_sha256);
   const std::string actual = Sha256Hex(data);
@@ -108,26 +195,36 @@ absl::StatusOr<std::string> ArtifactStore::Put(absl::string_view data,
                                             ", the ", data.size(), " bytes received hash to ",
                                             actual, "; nothing was stored"));
   }
-  if (Contains(actual)) return actual;
+  std::string damage;
+  const Existing existing = CheckExisting(actual, static_cast<int64_t>(data.size()), &damage);
+  if (existing == Existing::kIntact) return actual;
 
   const std::string tmp = TempPath(actual.substr(0, 16));
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoError(tmp, "cannot create");
+  if (fd < 0) return WriteError(tmp, "cannot create");
   absl::Status status = WriteAll(fd, data, tmp);
-  if (status.ok() && options_.fsync && ::fsync(fd) != 0) status = ErrnoError(tmp, "fsync failed");
-  if (::close(fd) != 0 && status.ok()) status = ErrnoError(tmp, "close failed");
+  if (status.ok() && options_.fsync && ::fsync(fd) != 0) status = WriteError(tmp, "fsync failed");
+  if (::close(fd) != 0 && status.ok()) status = WriteError(tmp, "close failed");
   if (!status.ok()) {
     ::unlink(tmp.c_str());
     return status;
   }
   if (absl::Status s = Install(tmp, actual); !s.ok()) return s;
+  if (existing == Existing::kDamaged && repaired != nullptr) {
+    *repaired = RepairNote(actual, damage);
+  }
   return actual;
+}
+
+std::string ArtifactStore::RepairNote(const std::string& sha256, const std::string& damage) const {
+  return absl::StrCat("artefact blob ", PathFor(sha256), " was damaged (", damage,
+                      "); replaced it with the newly uploaded bytes, which hash to its name");
 }
 
 absl::StatusOr<std::unique_ptr<ArtifactStore::BlobWriter>> ArtifactStore::NewBlob() {
   const std::string tmp = TempPath("upload");
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoError(tmp, "cannot create");
+  if (fd < 0) return WriteError(tmp, "cannot create");
   return std::unique_ptr<BlobWriter>(new BlobWriter(this, tmp, fd));
 }
 
@@ -166,19 +263,24 @@ absl::StatusOr<std::string> ArtifactStore::BlobWriter::Commit(absl::string_view 
                                             ", the ", size_, " bytes received hash to ", actual,
                                             "; nothing was stored"));
   }
-  if (store_->Contains(actual)) {
+  // The same bytes may be stored already; a damaged or vanished copy is
+  // replaced by these, which were just verified.
+  std::string damage;
+  const Existing existing = store_->CheckExisting(actual, size_, &damage);
+  if (existing == Existing::kIntact) {
     Discard();
     return actual;
   }
   absl::Status status = absl::OkStatus();
-  if (store_->options_.fsync && ::fsync(fd_) != 0) status = ErrnoError(path_, "fsync failed");
-  if (::close(fd_) != 0 && status.ok()) status = ErrnoError(path_, "close failed");
+  if (store_->options_.fsync && ::fsync(fd_) != 0) status = WriteError(path_, "fsync failed");
+  if (::close(fd_) != 0 && status.ok()) status = WriteError(path_, "close failed");
   fd_ = -1;
   if (!status.ok()) {
     ::unlink(path_.c_str());
     return status;
   }
   if (absl::Status s = store_->Install(path_, actual); !s.ok()) return s;
+  if (existing == Existing::kDamaged) repaired_ = store_->RepairNote(actual, damage);
   return actual;
 }
 
@@ -188,8 +290,10 @@ absl::StatusOr<std::string> ArtifactStore::Get(absl::string_view sha256) const {
   const std::string path = PathFor(name);
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat("no artefact blob ", name));
-    return ErrnoError(path, "cannot open");
+    if (errno == ENOENT) {
+      return absl::NotFoundError(absl::StrCat("artefact blob ", path, " does not exist"));
+    }
+    return ReadError(path, "cannot open");
   }
   std::string data;
   struct stat st;
@@ -199,7 +303,7 @@ absl::StatusOr<std::string> ArtifactStore::Get(absl::string_view sha256) const {
     ssize_t n = ::read(fd, buffer, sizeof(buffer));
     if (n < 0) {
       if (errno == EINTR) continue;
-      absl::Status s = ErrnoError(path, "read failed");
+      absl::Status s = ReadError(path, "read failed");
       ::close(fd);
       return s;
     }
@@ -224,7 +328,7 @@ bool ArtifactStore::Contains(absl::string_view sha256) const {
 absl::Status ArtifactStore::Remove(absl::string_view sha256) {
   if (absl::Status s = CheckHash(sha256); !s.ok()) return s;
   const std::string path = PathFor(absl::AsciiStrToLower(sha256));
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT) return ErrnoError(path, "cannot remove");
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) return WriteError(path, "cannot remove");
   return absl::OkStatus();
 }
 

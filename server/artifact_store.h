@@ -5,8 +5,15 @@
 // It is written to <dir>/tmp/ first, flushed to disk and renamed into place,
 // and the folder is flushed too, so a crash leaves either the whole blob or
 // none (a stray temporary file at worst, removed by the next Open()).
-// Identical bytes are stored once. Which job owns which blob is the job
-// store's business; this class knows only hashes.
+// Identical bytes are stored once; a stored copy that no longer matches its
+// name (damaged on disk) is replaced when the same bytes are stored again.
+// Which job owns which blob is the job store's business; this class knows
+// only hashes.
+//
+// Errors: a failed write into the store (full disk, read-only or immutable
+// folder, I/O error) is UNAVAILABLE naming the file and the errno's text:
+// the coordinator's storage is at fault, not the bytes, and the writer may
+// retry once it is fixed.
 //
 // Thread-safety: every method may be called from several threads (and
 // processes) at once.
@@ -36,7 +43,9 @@ class ArtifactStore {
  public:
   // Opens (creating when needed) the store under `dir` and removes temporary
   // files left by an earlier crash. INTERNAL (naming the path) when the
-  // folders cannot be created.
+  // folders cannot be created; FAILED_PRECONDITION (naming the folder and
+  // the errno's text) when `dir`, `dir`/tmp or `dir`/sha256 exists but a
+  // file cannot be created and removed there.
   static absl::StatusOr<std::unique_ptr<ArtifactStore>> Open(
       const std::string& dir, ArtifactStoreOptions options = {});
 
@@ -45,11 +54,15 @@ class ArtifactStore {
 
   // Stores `data` when its SHA-256 equals `expected_sha256` (hex, either
   // case) and returns the hash in lowercase hex; storing bytes that are
-  // already there is a no-op. INVALID_ARGUMENT when `expected_sha256` is not
-  // 64 hex digits; DATA_LOSS ("checksum mismatch", with both hashes) when
-  // the bytes hash to something else, in which case nothing is stored;
-  // INTERNAL when the disk write fails.
-  absl::StatusOr<std::string> Put(absl::string_view data, absl::string_view expected_sha256);
+  // already there intact (same size, same hash: the stored file is read) is
+  // a no-op, and a stored copy that is damaged is replaced atomically, in
+  // which case `repaired` (when not null) receives a line saying so.
+  // INVALID_ARGUMENT when `expected_sha256` is not 64 hex digits; DATA_LOSS
+  // ("checksum mismatch", with both hashes) when the bytes hash to
+  // something else, in which case nothing is stored; UNAVAILABLE when the
+  // disk write fails.
+  absl::StatusOr<std::string> Put(absl::string_view data, absl::string_view expected_sha256,
+                                  std::string* repaired = nullptr);
 
   // A blob written piece by piece (an upload), to a temporary file of the
   // store: nothing is held in memory. Destroying it before Commit()
@@ -60,18 +73,23 @@ class ArtifactStore {
     BlobWriter(const BlobWriter&) = delete;
     BlobWriter& operator=(const BlobWriter&) = delete;
 
-    // Appends `data` to the file. INTERNAL (naming the file) when the
-    // write fails, or after Commit().
+    // Appends `data` to the file. UNAVAILABLE (naming the file and the
+    // errno's text) when the write fails; INTERNAL after Commit() or a
+    // failed Append().
     absl::Status Append(absl::string_view data);
     // Bytes appended so far.
     int64_t size() const { return size_; }
-    // Moves the bytes into place as Put() does and returns their hash in
-    // lowercase hex, when it equals `expected_sha256` (hex, either case).
-    // INVALID_ARGUMENT for a malformed hash; DATA_LOSS ("checksum
-    // mismatch", with both hashes) when it differs, in which case nothing
-    // is stored; INTERNAL when the disk write fails. The temporary file is
-    // gone afterwards in every case; call it once.
+    // Moves the bytes into place as Put() does (replacing a damaged stored
+    // copy, see repaired()) and returns their hash in lowercase hex, when it
+    // equals `expected_sha256` (hex, either case). INVALID_ARGUMENT for a
+    // malformed hash; DATA_LOSS ("checksum mismatch", with both hashes)
+    // when it differs, in which case nothing is stored; UNAVAILABLE when
+    // the disk write fails. The temporary file is gone afterwards in every
+    // case; call it once.
     absl::StatusOr<std::string> Commit(absl::string_view expected_sha256);
+    // After a Commit() that replaced a damaged stored copy: a line saying
+    // which file and what was wrong with it (for the log); empty otherwise.
+    const std::string& repaired() const { return repaired_; }
 
    private:
     friend class ArtifactStore;
@@ -84,21 +102,25 @@ class ArtifactStore {
     int fd_;  // -1 once closed
     Sha256 hash_;
     int64_t size_ = 0;
+    std::string repaired_;
   };
 
-  // Starts a blob in a temporary file. INTERNAL when it cannot be created.
+  // Starts a blob in a temporary file. UNAVAILABLE (naming it and the
+  // errno's text) when it cannot be created.
   absl::StatusOr<std::unique_ptr<BlobWriter>> NewBlob();
 
   // The bytes of blob `sha256`, checked against their name. INVALID_ARGUMENT
-  // for a malformed hash; NOT_FOUND when there is no such blob; DATA_LOSS
-  // when the bytes on disk no longer match the name (corruption); INTERNAL
-  // when the file cannot be read.
+  // for a malformed hash; NOT_FOUND (naming the file) when there is no such
+  // blob; DATA_LOSS naming the file when the bytes on disk no longer match
+  // the name (corruption) or the file cannot be opened or read (I/O error,
+  // permissions); UNAVAILABLE when the process is out of file descriptors
+  // or memory.
   absl::StatusOr<std::string> Get(absl::string_view sha256) const;
 
   // Whether blob `sha256` exists (its contents are not checked).
   bool Contains(absl::string_view sha256) const;
 
-  // Deletes blob `sha256`; OK when it is already gone. INTERNAL when the
+  // Deletes blob `sha256`; OK when it is already gone. UNAVAILABLE when the
   // file exists but cannot be removed.
   absl::Status Remove(absl::string_view sha256);
 
@@ -111,6 +133,13 @@ class ArtifactStore {
   ArtifactStore(std::string dir, ArtifactStoreOptions options)
       : dir_(std::move(dir)), options_(options) {}
 
+  // What is stored under the name `sha256` (lowercase hex) for bytes of
+  // `size` bytes with that hash: nothing, exactly those bytes, or something
+  // else (`damage` says what: wrong size, wrong hash, unreadable).
+  enum class Existing { kMissing, kIntact, kDamaged };
+  Existing CheckExisting(const std::string& sha256, int64_t size, std::string* damage) const;
+  // The log line for a damaged blob `sha256` replaced.
+  std::string RepairNote(const std::string& sha256, const std::string& damage) const;
   // A fresh temporary file name under <dir>/tmp/.
   std::string TempPath(absl::string_view stem);
   // Renames the written, closed temporary file `tmp` to blob `sha256`'s

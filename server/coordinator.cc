@@ -525,7 +525,25 @@ absl::StatusOr<ArtifactContent> Coordinator::ReadArtifact(const std::string& nam
     return absl::NotFoundError(absl::StrCat("artefact ", name, " not found"));
   }
   ArtifactContent content;
-  ASSIGN_OR_RETURN(content.data, artifacts_->Get(record->sha256()));
+  absl::StatusOr<std::string> data = artifacts_->Get(record->sha256());
+  if (!data.ok() && data.status().code() == absl::StatusCode::kNotFound) {
+    // The record may have gone with its blob meanwhile (a checkpoint
+    // dropped as its stage ended): then the artefact is simply gone.
+    ASSIGN_OR_RETURN(std::optional<mpt::v1::Artifact> again, store_->ReadArtifact(name));
+    if (!again.has_value()) {
+      return absl::NotFoundError(absl::StrCat("artefact ", name, " not found"));
+    }
+    // The store lists it and its file is gone: lost data, not a wrong name.
+    return absl::DataLossError(absl::StrCat(
+        "artefact ", name, ": ", data.status().message(),
+        " although the job store records it (the file was deleted or lost); rerun the stage "
+        "that made it"));
+  }
+  if (!data.ok()) {
+    return absl::Status(data.status().code(),
+                        absl::StrCat("artefact ", name, ": ", data.status().message()));
+  }
+  content.data = *std::move(data);
   if (static_cast<int64_t>(content.data.size()) != record->size_bytes()) {
     return absl::DataLossError(absl::StrCat("artefact ", name, ": stored blob has ",
                                             content.data.size(), " bytes, the record says ",
@@ -785,8 +803,31 @@ absl::Status ArtifactUpload::Append(absl::string_view data) {
         " bytes the coordinator accepts (--max_artifact_mb)"));
   }
   absl::Status appended = blob_->Append(data);
-  if (!appended.ok()) failed_ = true;
+  if (!appended.ok()) {
+    failed_ = true;
+    if (appended.code() == absl::StatusCode::kUnavailable) {
+      owner_->NoteArtifactStoreFault(appended);
+    }
+  }
   return appended;
+}
+
+void Coordinator::NoteArtifactStoreFault(const absl::Status& fault) {
+  absl::MutexLock lock(&fault_log_mu_);
+  const absl::Time now = clock_->Now();
+  if (last_fault_logged_.has_value() && now - *last_fault_logged_ < kStorageFaultLogInterval) {
+    ++faults_not_logged_;
+    return;
+  }
+  MPT_LOG(ERROR) << "artefact store: " << fault.message()
+                 << "; uploads are refused with UNAVAILABLE and retried by the workers "
+                    "until it can be written again (stages are not failed for it)"
+                 << (faults_not_logged_ > 0
+                         ? absl::StrCat("; ", faults_not_logged_,
+                                        " more such failures since the last report")
+                         : std::string());
+  last_fault_logged_ = now;
+  faults_not_logged_ = 0;
 }
 
 ArtifactUpload::~ArtifactUpload() {
@@ -846,6 +887,9 @@ absl::StatusOr<std::unique_ptr<ArtifactUpload>> Coordinator::BeginUpload(
   absl::StatusOr<std::unique_ptr<ArtifactStore::BlobWriter>> blob = artifacts_->NewBlob();
   if (!blob.ok()) {
     EndUpload(id);
+    if (blob.status().code() == absl::StatusCode::kUnavailable) {
+      NoteArtifactStoreFault(blob.status());
+    }
     return blob.status();
   }
   return std::unique_ptr<ArtifactUpload>(
@@ -905,14 +949,31 @@ absl::StatusOr<mpt::v1::Artifact> Coordinator::FinishUpload(
     ++uploading_[expected];
   }
   absl::StatusOr<std::string> put = upload->blob_->Commit(expected);
+  if (put.ok() && !upload->blob_->repaired().empty()) {
+    MPT_LOG(WARNING) << "upload for " << id << ": " << upload->blob_->repaired();
+  }
+  // A failure of the coordinator's own storage is not the worker's fault:
+  // UNAVAILABLE, which the worker retries, and the attempt goes on.
+  if (!put.ok() && put.status().code() == absl::StatusCode::kUnavailable) {
+    NoteArtifactStoreFault(put.status());
+  }
   // Checked once the bytes are known to be the ones the worker sent, and
   // outside the lock: reads the whole archive (at most max_artifact_bytes,
   // for at most max_concurrent_uploads uploads at once).
   absl::Status valid = absl::OkStatus();
+  absl::Status read_back = absl::OkStatus();
   if (put.ok() && expected_adapter.has_value()) {
     absl::StatusOr<std::string> data = artifacts_->Get(*put);
-    valid = data.ok() ? ValidateAdapterArtifact(*data, *expected_adapter, adapter_what)
-                      : data.status();
+    if (data.ok()) {
+      valid = ValidateAdapterArtifact(*data, *expected_adapter, adapter_what);
+    } else {
+      // The bytes were verified on their way in: a failure to read them
+      // back is the store's, and another upload stores them again.
+      read_back = absl::UnavailableError(absl::StrCat(
+          "the uploaded adapter was stored but cannot be read back: ", data.status().message(),
+          "; retry"));
+      NoteArtifactStoreFault(read_back);
+    }
   }
 
   absl::MutexLock lock(&mu_);
@@ -934,6 +995,7 @@ absl::StatusOr<mpt::v1::Artifact> Coordinator::FinishUpload(
           absl::StrCat("assignment ", id, " no longer runs"));
     }
   }
+  if (running.ok() && !read_back.ok()) running = read_back;
   if (running.ok() && !valid.ok()) {
     // The worker produced garbage: the attempt fails (and is retried up to
     // --max_attempts), and the upload is refused.

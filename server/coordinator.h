@@ -209,7 +209,7 @@ class ArtifactUpload {
   ArtifactUpload& operator=(const ArtifactUpload&) = delete;
 
   // Appends bytes. INVALID_ARGUMENT naming `data` once the artefact grows
-  // past max_artifact_bytes; INTERNAL when the disk write fails. The upload
+  // past max_artifact_bytes; UNAVAILABLE when the disk write fails. The upload
   // is over after an error.
   absl::Status Append(absl::string_view data);
   int64_t size() const { return blob_->size(); }
@@ -233,6 +233,8 @@ class Coordinator {
  public:
   // Uploads of one assignment received at once.
   static constexpr int kMaxUploadsPerAssignment = 2;
+  // A failure to write the artefact store is logged at most this often.
+  static constexpr absl::Duration kStorageFaultLogInterval = absl::Minutes(1);
 
   // Builds the coordinator over `store` and `artifacts` and resumes every
   // unfinished job found in the store: QUEUED stages stay queued, stages
@@ -328,8 +330,10 @@ class Coordinator {
   JobEventNotifier& job_event_notifier() { return notifier_; }
 
   // The artefact named "jobs/{job}/artifacts/{id}" and its bytes.
-  // INVALID_ARGUMENT for a malformed name; NOT_FOUND; DATA_LOSS when the
-  // stored bytes no longer match their hash.
+  // INVALID_ARGUMENT for a malformed name; NOT_FOUND when no such artefact
+  // is recorded; DATA_LOSS naming the blob's file when the stored bytes no
+  // longer match their hash, or the file of a recorded artefact is missing
+  // or cannot be read.
   absl::StatusOr<ArtifactContent> ReadArtifact(const std::string& name);
 
   // Every registered worker (lost ones for lost_worker_retention), in
@@ -401,9 +405,13 @@ class Coordinator {
   // assignment, an unknown kind, a malformed hash or data over
   // max_artifact_bytes; NOT_FOUND for an unknown assignment;
   // FAILED_PRECONDITION when the assignment was cancelled; DATA_LOSS when
-  // the bytes do not match `sha256` (nothing is stored; upload again).
-  // BeginUpload(), Append() and FinishUpload() in one call, for bytes held
-  // in memory.
+  // the bytes do not match `sha256` (nothing is stored; upload again);
+  // UNAVAILABLE naming the file and the errno's text when the artefact
+  // store cannot be written (full disk, read-only or immutable folder):
+  // the worker retries, the attempt is not failed, and the fault is logged
+  // at most once per kStorageFaultLogInterval. Bytes equal to a stored
+  // blob that was damaged on disk replace it (logged). BeginUpload(),
+  // Append() and FinishUpload() in one call, for bytes held in memory.
   absl::StatusOr<mpt::v1::Artifact> UploadArtifact(
       const mpt::v1::UploadArtifactRequest::Header& header, absl::string_view data,
       absl::string_view sha256);
@@ -413,8 +421,8 @@ class Coordinator {
   // unknown assignment; FAILED_PRECONDITION when `header.worker` does not
   // hold it, it was cancelled, or (an adapter) its stage no longer runs;
   // UNAVAILABLE when max_concurrent_uploads uploads (or
-  // kMaxUploadsPerAssignment of this assignment) are in flight, or at
-  // shutdown.
+  // kMaxUploadsPerAssignment of this assignment) are in flight, at
+  // shutdown, or when the artefact store cannot create the upload's file.
   absl::StatusOr<std::unique_ptr<ArtifactUpload>> BeginUpload(
       const mpt::v1::UploadArtifactRequest::Header& header);
   // Ends `upload` as UploadArtifact() does with the bytes appended and
@@ -560,6 +568,13 @@ class Coordinator {
   // cancelled.
   absl::Status CheckUploadableLocked(const std::string& id, const std::string& worker)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Logs a failure to write the artefact store (UNAVAILABLE from it) at
+  // most once per kStorageFaultLogInterval (by clock_), with the number of
+  // failures not logged since; every upload retry would log it otherwise.
+  void NoteArtifactStoreFault(const absl::Status& fault) ABSL_LOCKS_EXCLUDED(fault_log_mu_);
+  absl::Mutex fault_log_mu_;
+  std::optional<absl::Time> last_fault_logged_ ABSL_GUARDED_BY(fault_log_mu_);
+  int64_t faults_not_logged_ ABSL_GUARDED_BY(fault_log_mu_) = 0;
   absl::BitGen random_ ABSL_GUARDED_BY(mu_);
   // The newest job id made (resource_names.h, TimeOrderedId()).
   uint64_t last_job_id_ ABSL_GUARDED_BY(mu_) = 0;

@@ -208,10 +208,21 @@ absl::Status Run(sigset_t* signals) {
   store_options.synchronous_full = options.sync_full;
   store_options.max_log_lines_per_stage = options.max_log_lines_per_stage;
   store_options.max_log_bytes_per_stage = options.max_log_bytes_per_stage;
-  ASSIGN_OR_RETURN(std::unique_ptr<SqliteJobStore> store,
-                   SqliteJobStore::Open(options.db_path, store_options));
-  ASSIGN_OR_RETURN(std::unique_ptr<ArtifactStore> artifacts,
-                   ArtifactStore::Open(options.artifact_dir));
+  // A store the coordinator cannot write stops the start, naming the flag:
+  // otherwise every job would fail later, one write at a time.
+  auto for_flag = [](const char* flag, const std::string& path, const absl::Status& s) {
+    return absl::Status(s.code(), absl::StrCat(flag, "=", path, ": ", s.message()));
+  };
+  absl::StatusOr<std::unique_ptr<SqliteJobStore>> opened_store =
+      SqliteJobStore::Open(options.db_path, store_options);
+  if (!opened_store.ok()) return for_flag("--db", options.db_path, opened_store.status());
+  std::unique_ptr<SqliteJobStore> store = *std::move(opened_store);
+  absl::StatusOr<std::unique_ptr<ArtifactStore>> opened_artifacts =
+      ArtifactStore::Open(options.artifact_dir);
+  if (!opened_artifacts.ok()) {
+    return for_flag("--artifacts", options.artifact_dir, opened_artifacts.status());
+  }
+  std::unique_ptr<ArtifactStore> artifacts = *std::move(opened_artifacts);
   // Declared before the coordinator and the servers: they use its families.
   MetricsRegistry metrics;
   ASSIGN_OR_RETURN(CoordinatorHistograms histograms, AddCoordinatorHistograms(&metrics));

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
@@ -117,22 +118,52 @@ static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
                   SqliteJobStore::kCurrentSchemaVersion,
               "one migration per schema version");
 
-absl::Status SqliteError(sqlite3* db, int rc, absl::string_view what) {
-  std::string message = absl::StrCat("job store: ", what, ": ",
-                                     db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-  int primary = rc & 0xff;
-  if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB) {
-    const char* file = db != nullptr ? sqlite3_db_filename(db, "main") : nullptr;
-    return absl::DataLossError(absl::StrCat(
-        message, ": the database file ", file != nullptr && *file ? file : "(unknown)",
-        " is damaged; stop the coordinator, check the file with sqlite3 FILE "
-        "'PRAGMA integrity_check', and restore it from a backup"));
+// The database file of connection `db`, for messages.
+std::string DbFile(sqlite3* db) {
+  const char* file = db != nullptr ? sqlite3_db_filename(db, "main") : nullptr;
+  if (file != nullptr && *file != '\0') return file;
+  return db != nullptr ? "(in memory)" : "(unknown file)";
+}
+
+// Every SQLite error becomes a status here, and every such message names
+// the database file: "job store FILE: WHAT: SQLite's message", then what
+// to do where that is known. `message` replaces SQLite's message of `db`
+// when not empty (sqlite3_exec's). DATA_LOSS for a damaged file;
+// UNAVAILABLE for what passes or can be fixed while the coordinator runs
+// (busy, full disk, I/O error, a file that cannot be written or opened);
+// INTERNAL otherwise.
+absl::Status SqliteError(sqlite3* db, int rc, absl::string_view what,
+                         absl::string_view message = {}) {
+  const std::string file = DbFile(db);
+  std::string text = absl::StrCat(
+      "job store ", file, ": ", what, ": ",
+      !message.empty() ? std::string(message)
+                       : std::string(db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));
+  const int primary = rc & 0xff;
+  switch (primary) {
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return absl::DataLossError(absl::StrCat(
+          text, ": the database file ", file,
+          " is damaged; stop the coordinator, check the file with sqlite3 FILE "
+          "'PRAGMA integrity_check', and restore it from a backup"));
+    case SQLITE_FULL:
+      return absl::UnavailableError(
+          absl::StrCat(text, " (free space on the file system that holds ", file, ")"));
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PERM:
+      return absl::UnavailableError(absl::StrCat(
+          text, " (", file, ", its -wal and -shm files beside it, or their folder cannot be "
+          "written or opened: check the file system is mounted read-write and the files' "
+          "permissions and attributes)"));
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_IOERR:
+      return absl::UnavailableError(text);
+    default:
+      return absl::InternalError(text);
   }
-  if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED || primary == SQLITE_FULL ||
-      primary == SQLITE_IOERR) {
-    return absl::UnavailableError(message);
-  }
-  return absl::InternalError(message);
 }
 
 // A prepared statement, finalised on destruction; or one borrowed from a
@@ -201,8 +232,8 @@ class Statement {
     const void* p = sqlite3_column_blob(stmt_, col);
     int n = sqlite3_column_bytes(stmt_, col);
     if (!out->ParseFromArray(p, n)) {
-      return absl::DataLossError(
-          absl::StrCat("job store: a stored ", out->GetTypeName(), " does not parse"));
+      return absl::DataLossError(absl::StrCat("job store ", DbFile(db_), ": a stored ",
+                                              out->GetTypeName(), " does not parse"));
     }
     return absl::OkStatus();
   }
@@ -260,8 +291,7 @@ absl::Status Exec(sqlite3* db, const char* sql) {
   if (rc != SQLITE_OK) {
     std::string message = error != nullptr ? error : sqlite3_errstr(rc);
     sqlite3_free(error);
-    absl::Status s = SqliteError(nullptr, rc, sql);
-    return absl::Status(s.code(), absl::StrCat("job store: ", message, " (in: ", sql, ")"));
+    return SqliteError(db, rc, sql, message);
   }
   return absl::OkStatus();
 }
@@ -273,7 +303,21 @@ absl::StatusOr<sqlite3*> OpenConnection(const std::string& path) {
   if (rc != SQLITE_OK) {
     std::string message = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     sqlite3_close(db);
-    return absl::InternalError(absl::StrCat("job store: cannot open ", path, ": ", message));
+    // SQLite does not say why; the file system does.
+    if ((rc & 0xff) == SQLITE_CANTOPEN) {
+      if (access(path.c_str(), F_OK) == 0) {
+        if (access(path.c_str(), R_OK | W_OK) != 0) {
+          absl::StrAppend(&message, " (the file: ", std::strerror(errno), ")");
+        }
+      } else {
+        const std::string folder = std::filesystem::path(path).parent_path().string();
+        if (access(folder.empty() ? "." : folder.c_str(), W_OK | X_OK) != 0) {
+          absl::StrAppend(&message, " (cannot create it in ", folder.empty() ? "." : folder,
+                          ": ", std::strerror(errno), ")");
+        }
+      }
+    }
+    return absl::InternalError(absl::StrCat("job store ", path, ": cannot open: ", message));
   }
   sqlite3_busy_timeout(db, 10000);
   return db;
@@ -291,16 +335,19 @@ absl::StatusOr<int> SchemaVersion(sqlite3* db) {
     RETURN_IF_ERROR(any.status());
     ASSIGN_OR_RETURN(bool any_row, any.Step());
     if (any_row && any.Int(0) > 0) {
-      return absl::FailedPreconditionError(
-          "job store: the database has tables but no schema_version: it was not written by "
-          "the coordinator");
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job store ", DbFile(db),
+          ": the database has tables but no schema_version: it was not written by the "
+          "coordinator"));
     }
     return 0;
   }
   Statement version(db, "SELECT version FROM schema_version");
   RETURN_IF_ERROR(version.status());
   ASSIGN_OR_RETURN(bool version_row, version.Step());
-  if (!version_row) return absl::DataLossError("job store: schema_version is empty");
+  if (!version_row) {
+    return absl::DataLossError(absl::StrCat("job store ", DbFile(db), ": schema_version is empty"));
+  }
   return static_cast<int>(version.Int(0));
 }
 
@@ -769,6 +816,19 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
       return fail(absl::InternalError(
           absl::StrCat("job store: cannot lock ", path, ": ", std::strerror(error))));
     }
+    // SQLite falls back to reading when the file cannot be opened for
+    // writing (read-only file system, immutable file, permissions): every
+    // write would then fail. Refused now, with the reason.
+    if (sqlite3_db_readonly(writer, "main") == 1) {
+      int probe = open(path.c_str(), O_RDWR | O_CLOEXEC);
+      const std::string reason = probe >= 0 ? "SQLite opened it read-only"
+                                            : std::string(std::strerror(errno));
+      if (probe >= 0) close(probe);
+      return fail(absl::FailedPreconditionError(absl::StrCat(
+          "job store ", path, ": cannot be written (", reason,
+          "); the coordinator writes every change to it: make the file and its folder "
+          "writable, or give it another database")));
+    }
   }
   if (!in_memory) {
     Statement wal(writer, "PRAGMA journal_mode=WAL");
@@ -784,6 +844,16 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
   absl::Status s = Exec(writer, options.synchronous_full ? "PRAGMA synchronous=FULL"
                                                          : "PRAGMA synchronous=NORMAL");
   if (!s.ok()) return fail(s);
+  if (!in_memory) {
+    // Takes the write lock (the -wal and -shm files must be writable too)
+    // and writes nothing.
+    s = Exec(writer, "BEGIN IMMEDIATE");
+    if (s.ok()) s = Exec(writer, "ROLLBACK");
+    if (!s.ok()) {
+      return fail(absl::Status(s.code(), absl::StrCat(s.message(), "; the coordinator cannot "
+                                                                   "write its database")));
+    }
+  }
   absl::StatusOr<int> version = SchemaVersion(writer);
   if (!version.ok()) return fail(version.status());
   if (*version > kCurrentSchemaVersion) {

@@ -235,6 +235,10 @@ struct SqliteJobStoreOptions {
 // SQLite in WAL mode. One connection writes, a second one reads, so reads
 // (GetJob, ListJobs, WatchJob) do not wait for a commit's fsync. The path
 // ":memory:" gives a private in-memory database (one connection) for tests.
+// Every error SQLite reports names the database file ("job store FILE:
+// ..."): DATA_LOSS when the file is damaged; UNAVAILABLE when the file is
+// busy, its disk full, an I/O failed or it (or its -wal/-shm files) cannot
+// be written or opened; INTERNAL otherwise.
 class SqliteJobStore final : public JobStore {
  public:
   // The schema this build writes. Version history:
@@ -249,8 +253,10 @@ class SqliteJobStore final : public JobStore {
   // a time and each step in a transaction, to the target version.
   // FAILED_PRECONDITION when the database was written by a newer
   // coordinator (its schema version is above kCurrentSchemaVersion) or is
-  // not a coordinator database; INTERNAL (with SQLite's message) when it
-  // cannot be opened or migrated.
+  // not a coordinator database, or when it exists but cannot be written
+  // (read-only file system, immutable or read-only file: named, with the
+  // reason); INTERNAL or UNAVAILABLE (naming the file, with SQLite's
+  // message) when it cannot be opened, locked for writing or migrated.
   static absl::StatusOr<std::unique_ptr<SqliteJobStore>> Open(const std::string& path,
                                                               SqliteJobStoreOptions options = {});
 
