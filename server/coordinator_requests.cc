@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -129,6 +130,10 @@ void RunSchedulingPass(CoordinatorState& state, StateTxn& txn, int max_pack_size
                    [](const SchedulerWorker& w) { return w.idle; })) {
     return;
   }
+  std::map<std::string, int> worker_index;  // "workers/{id}" -> index in the view
+  for (int i = 0; i < static_cast<int>(view_workers.size()); ++i) {
+    worker_index[view_workers[i]->rec.worker().name()] = i;
+  }
   std::vector<JobEntry*> view_jobs;
   for (auto& [key, job] : state.job_order()) {
     const JobState js = job->rec.job().state();
@@ -141,6 +146,11 @@ void RunSchedulingPass(CoordinatorState& state, StateTxn& txn, int max_pack_size
       ss.ready = state.StageReady(*job, stage);
       ss.world_size = stage.rec.world_size();
       if (max_pack_size > 1 && ss.ready) ss.pack_key = SourcePackKey(job->rec.job().spec(), stage);
+      if (ss.ready) {
+        for (const std::string& w : stage.rec.failed_on()) {
+          if (auto it = worker_index.find(w); it != worker_index.end()) ss.avoid.push_back(it->second);
+        }
+      }
       sj.stages.push_back(std::move(ss));
     }
     view.jobs.push_back(std::move(sj));

@@ -1,7 +1,9 @@
 #include "server/coordinator_state.h"
 
 #include <algorithm>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -374,6 +376,8 @@ void CoordinatorState::EndAttempt(StateTxn& txn, JobEntry* job, StageEntry* stag
                                    const std::string& reason) {
   if (IsFinalState(job->rec.job().state()) || job->rec.job().state() == mpt::v1::CANCELLING) return;
   StageRecord& r = stage->rec;
+  const std::vector<std::string> attempt_workers(r.stage().workers().begin(),
+                                                 r.stage().workers().end());
   AttemptEnded(txn, stage,
                how == AttemptEnd::kWorkerLost || how == AttemptEnd::kGangFault ? "lost" : "failed");
   stage->peer_failure_since = absl::InfinitePast();
@@ -413,6 +417,8 @@ void CoordinatorState::EndAttempt(StateTxn& txn, JobEntry* job, StageEntry* stag
   }
   r.set_failures(r.failures() + 1);
   r.mutable_stage()->set_error(reason);
+  r.clear_failed_on();
+  for (const std::string& w : attempt_workers) r.add_failed_on(w);
   const bool give_up =
       how == AttemptEnd::kFailedPermanently || r.failures() >= options_.max_attempts;
   if (give_up) {

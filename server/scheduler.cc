@@ -101,8 +101,24 @@ std::vector<ScheduleAction> ScheduleStarts(const ClusterView& view) {
       if (!stage.ready) continue;
       const int world = std::max(1, stage.world_size);
       if (world == 1) {
-        auto it = std::find_if(idle.begin(), idle.end(),
-                               [&](int w) { return WorkerCanRun(view.workers[w], model); });
+        auto avoided = [&](int w) {
+          return std::find(stage.avoid.begin(), stage.avoid.end(), w) != stage.avoid.end();
+        };
+        auto it = std::find_if(idle.begin(), idle.end(), [&](int w) {
+          return WorkerCanRun(view.workers[w], model) && !avoided(w);
+        });
+        if (it == idle.end() && !stage.avoid.empty()) {
+          // Only a worker it failed on is idle: take it when no other live
+          // worker could ever run the stage, else wait for one.
+          bool other = false;
+          for (int w = 0; w < static_cast<int>(view.workers.size()); ++w) {
+            if (!avoided(w) && WorkerCanRun(view.workers[w], model)) other = true;
+          }
+          if (!other) {
+            it = std::find_if(idle.begin(), idle.end(),
+                              [&](int w) { return WorkerCanRun(view.workers[w], model); });
+          }
+        }
         if (it == idle.end()) continue;
         ScheduleAction start;
         start.kind = ScheduleAction::Kind::kStart;

@@ -32,6 +32,11 @@ struct SchedulerStage {
   // Stages with the same non-empty key may train in one pass on one worker
   // (a source stage: the base model and prompt shape); empty: never packed.
   std::string pack_key;
+  // Workers (indices into ClusterView::workers) on which the stage's last
+  // attempt failed. A single-worker stage starts on another idle worker
+  // that can run it; when none is idle it waits for one, and only when no
+  // other live worker can run it does it start on one of these.
+  std::vector<int> avoid;
 };
 
 // A QUEUED or RUNNING job.

@@ -132,6 +132,28 @@ TEST_F(SchedulingTest, SourceStagesFanOutAndTheDagRunsToTheEnd) {
   for (const auto& w : workers) EXPECT_FALSE(Poll(core_.get(), w).has_value());
 }
 
+// A failed attempt is retried on another worker while one is live: a full
+// disk or a broken device stays with its worker.
+TEST_F(SchedulingTest, AFailedAttemptIsRetriedOnAnotherWorker) {
+  Submit(PipelineRequest({"a"}, {}));
+  const std::string w1 = Register(core_.get());
+  auto first = Poll(core_.get(), w1);
+  ASSERT_TRUE(first.has_value());
+  const std::string w2 = Register(core_.get());
+  ASSERT_TRUE(Complete(core_.get(), first->id(), /*ok=*/false, "disk full").ok());
+  // w1 is idle again and asks first, but the retry waits for w2.
+  EXPECT_FALSE(Poll(core_.get(), w1).has_value());
+  auto second = Poll(core_.get(), w2);
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->stage(), first->stage());
+  // Failed there too, and w2 is the only other worker: back to w1.
+  ASSERT_TRUE(Complete(core_.get(), second->id(), /*ok=*/false, "disk full").ok());
+  EXPECT_FALSE(Poll(core_.get(), w2).has_value());
+  auto third = Poll(core_.get(), w1);
+  ASSERT_TRUE(third.has_value());
+  EXPECT_EQ(third->stage(), first->stage());
+}
+
 TEST_F(SchedulingTest, GangStartsOnlyWhenWorldSizeWorkersAreFreeAndHoldsThem) {
   const std::string w1 = Register(core_.get());
   const std::string w2 = Register(core_.get());

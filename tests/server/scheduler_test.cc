@@ -58,6 +58,32 @@ TEST(SchedulerTest, WorkersOnlyTakeModelsTheyList) {
   EXPECT_EQ(actions[0].workers, std::vector<int>{1});
 }
 
+// A stage whose last attempt failed on a worker retries on another.
+TEST(SchedulerTest, RetryGoesToAnotherWorkerThanTheOneItFailedOn) {
+  SchedulerStage failed_on_0{true, 1};
+  failed_on_0.avoid = {0};
+  ClusterView view;
+  view.workers = {Worker(true), Worker(true)};
+  view.jobs = {Job({failed_on_0})};
+  std::vector<ScheduleAction> actions = Schedule(view);
+  ASSERT_EQ(actions.size(), 1u);
+  EXPECT_EQ(actions[0].workers, std::vector<int>{1});
+
+  // Only the worker it failed on is idle, another live one can run it: wait.
+  view.workers = {Worker(true), Worker(false)};
+  EXPECT_TRUE(Schedule(view).empty());
+  // ... one that cannot run its model does not count.
+  view.workers = {Worker(true), Worker(false, {"other"})};
+  actions = Schedule(view);
+  ASSERT_EQ(actions.size(), 1u);
+  EXPECT_EQ(actions[0].workers, std::vector<int>{0});
+  // No other worker at all: the same one again.
+  view.workers = {Worker(true)};
+  actions = Schedule(view);
+  ASSERT_EQ(actions.size(), 1u);
+  EXPECT_EQ(actions[0].workers, std::vector<int>{0});
+}
+
 TEST(SchedulerTest, GangPrefersNcclWhenEveryMemberHasIt) {
   ClusterView view;
   view.workers = {Worker(true, {}, {"gloo"}), Worker(true, {}, {"nccl", "gloo"}),
