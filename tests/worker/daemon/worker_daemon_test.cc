@@ -234,43 +234,41 @@ TEST_F(DaemonTest, FetchesInputsInTaskOrderAndRetriesACorruptTransfer) {
   EXPECT_EQ(seen, (std::vector<std::string>{"teacher a", "teacher b", "checkpoint"}));
 }
 
-TEST_F(DaemonTest, MissingInputFailsTheAssignment) {
-  mpt::v1::Assignment a = SourceAssignment("a1");
-  a.set_stage_kind(mpt::v1::TARGET_ADAPTATION);
-  auto* in = a.add_inputs();
-  in->set_role("source_adapter");
-  in->set_artifact("jobs/j/artifacts/gone");
-  client_.AddAssignment(a);
-  FakeExecutor executor([](const AssignmentContext& c) { return WriteAdapter(c, "x"); });
-  Start(&executor);
-  ASSERT_TRUE(client_.WaitForCompletions(1, absl::Seconds(10)));
-  const auto done = client_.completions()[0];
-  EXPECT_FALSE(done.ok());
-  EXPECT_NE(done.error().find("jobs/j/artifacts/gone"), std::string::npos) << done.error();
-  EXPECT_NE(done.error().find("NOT_FOUND"), std::string::npos) << done.error();
-  EXPECT_TRUE(done.permanent());
-  EXPECT_EQ(executor.runs(), 0);
+// A target adaptation whose source adapter `artifact` the coordinator
+// does not serve: the attempt fails before the stage runs, naming it and
+// `code`.
+class InputFailureTest : public DaemonTest {
+ protected:
+  mpt::v1::CompleteAssignmentRequest RunWithInput(const std::string& artifact,
+                                                  const std::string& code) {
+    mpt::v1::Assignment a = SourceAssignment("a1");
+    a.set_stage_kind(mpt::v1::TARGET_ADAPTATION);
+    auto* in = a.add_inputs();
+    in->set_role("source_adapter");
+    in->set_artifact(artifact);
+    client_.AddAssignment(a);
+    FakeExecutor executor([](const AssignmentContext& c) { return WriteAdapter(c, "x"); });
+    Start(&executor);
+    EXPECT_TRUE(client_.WaitForCompletions(1, absl::Seconds(10)));
+    const auto done = client_.completions().at(0);
+    EXPECT_FALSE(done.ok());
+    EXPECT_NE(done.error().find(artifact), std::string::npos) << done.error();
+    EXPECT_NE(done.error().find(code), std::string::npos) << done.error();
+    EXPECT_EQ(executor.runs(), 0);
+    return done;
+  }
+};
+
+TEST_F(InputFailureTest, MissingInputFailsTheAssignment) {
+  EXPECT_TRUE(RunWithInput("jobs/j/artifacts/gone", "NOT_FOUND").permanent());
 }
 
 // An artefact damaged in the coordinator's store stays damaged: after a
 // retry or two the attempt fails naming it, instead of retrying for the
 // whole result_retry_timeout (15 minutes) while the job shows RUNNING.
-TEST_F(DaemonTest, InputDamagedInTheStoreFailsTheAttemptSoon) {
-  mpt::v1::Assignment a = SourceAssignment("a1");
-  a.set_stage_kind(mpt::v1::TARGET_ADAPTATION);
-  auto* in = a.add_inputs();
-  in->set_role("source_adapter");
-  in->set_artifact("jobs/j/artifacts/damaged");
+TEST_F(InputFailureTest, InputDamagedInTheStoreFailsTheAttemptSoon) {
   client_.PutDamagedArtifact("jobs/j/artifacts/damaged");
-  client_.AddAssignment(a);
-  FakeExecutor executor([](const AssignmentContext& c) { return WriteAdapter(c, "x"); });
-  Start(&executor);
-  ASSERT_TRUE(client_.WaitForCompletions(1, absl::Seconds(10)));
-  const auto done = client_.completions()[0];
-  EXPECT_FALSE(done.ok());
-  EXPECT_NE(done.error().find("jobs/j/artifacts/damaged"), std::string::npos) << done.error();
-  EXPECT_NE(done.error().find("DATA_LOSS"), std::string::npos) << done.error();
-  EXPECT_EQ(executor.runs(), 0);
+  RunWithInput("jobs/j/artifacts/damaged", "DATA_LOSS");
 }
 
 TEST_F(DaemonTest, CancelledThroughHeartbeatStopsWithinAFewSteps) {
