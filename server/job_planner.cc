@@ -4,7 +4,6 @@
 #include <system_error>
 #include <utility>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -144,18 +143,8 @@ absl::StatusOr<JobPlan> PlanJob(const mpt::v1::SubmitJobRequest& request,
   }
 
   if (!options.data_roots.empty()) {
-    std::vector<SpecPath> paths;
-    for (SpecPath& p : SpecInputPaths(request.spec())) {
-      // Artefacts of other jobs, not files here.
-      if (absl::StartsWith(p.field, "distillation.teacher_adapters") ||
-          p.field == "target.source_adapter") {
-        continue;
-      }
-      p.field = absl::StrCat("spec.", p.field);
-      paths.push_back(std::move(p));
-    }
-    RETURN_IF_ERROR(
-        CheckPathsWithinRoots(paths, options.data_roots, "coordinator", "--data_roots"));
+    RETURN_IF_ERROR(CheckPathsWithinRoots(ServiceFilePaths(request.spec(), "spec."),
+                                          options.data_roots, "coordinator", "--data_roots"));
   }
   SpecValidationOptions check;
   check.check_files = options.check_spec_files;

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <system_error>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -58,6 +59,20 @@ std::vector<SpecPath> SpecInputPaths(const mpt::v1::PipelineSpec& spec) {
   folders("distillation.teacher_adapters", spec.distillation().teacher_adapters());
   folders("target.teacher_adapters", spec.target().teacher_adapters());
   add("target.source_adapter", spec.target().source_adapter());
+  return out;
+}
+
+std::vector<SpecPath> ServiceFilePaths(const mpt::v1::PipelineSpec& spec,
+                                       absl::string_view prefix) {
+  std::vector<SpecPath> out;
+  for (SpecPath& p : SpecInputPaths(spec)) {
+    if (absl::StartsWith(p.field, "distillation.teacher_adapters") ||
+        p.field == "target.source_adapter") {
+      continue;
+    }
+    p.field = absl::StrCat(prefix, p.field);
+    out.push_back(std::move(p));
+  }
   return out;
 }
 

@@ -29,6 +29,14 @@ struct SpecPath {
 // target.source_adapter.
 std::vector<SpecPath> SpecInputPaths(const mpt::v1::PipelineSpec& spec);
 
+// The paths the service reads as files on its machines: SpecInputPaths
+// without distillation.teacher_adapters and target.source_adapter, which
+// the service fills from artefacts (fetched into an assignment's own
+// folder), not from the spec's paths. `prefix` leads each field
+// ("spec." for the coordinator's errors).
+std::vector<SpecPath> ServiceFilePaths(const mpt::v1::PipelineSpec& spec,
+                                       absl::string_view prefix = "");
+
 // Parses a --data_roots value: comma-separated absolute folders (empty: no
 // confinement). INVALID_ARGUMENT naming `flag` for a relative or empty
 // entry.

@@ -33,6 +33,19 @@ TEST(SpecPaths, ListsEveryPathFieldInOrder) {
                           "target.source_adapter=/src"));
 }
 
+TEST(SpecPaths, ServiceFilePathsLeaveOutWhatArtefactsFill) {
+  mpt::v1::PipelineSpec spec;
+  spec.set_base_model("/m");
+  spec.mutable_source()->add_init_adapters("/ad/0");
+  spec.mutable_distillation()->add_teacher_adapters("jobs/j/artifacts/t");
+  spec.mutable_target()->add_teacher_adapters("/t/0");
+  spec.mutable_target()->set_source_adapter("jobs/j/artifacts/d");
+  std::vector<std::string> fields;
+  for (const SpecPath& p : ServiceFilePaths(spec, "spec.")) fields.push_back(p.field);
+  EXPECT_THAT(fields, ::testing::ElementsAre("spec.base_model", "spec.source.init_adapters[0]",
+                                             "spec.target.teacher_adapters[0]"));
+}
+
 TEST(SpecPaths, ParsesDataRoots) {
   EXPECT_TRUE(ParseDataRoots("", "--data_roots")->empty());
   EXPECT_EQ(*ParseDataRoots("/a, /b/", "--data_roots"), (std::vector<std::string>{"/a", "/b/"}));

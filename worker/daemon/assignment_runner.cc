@@ -8,7 +8,6 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/spec/spec_paths.h"
@@ -166,17 +165,9 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::Run(const AssignmentContext& 
 }
 
 absl::Status AssignmentRunner::CheckSpecPaths(const mpt::v1::PipelineSpec& spec) const {
-  std::vector<SpecPath> read;
-  for (SpecPath& p : SpecInputPaths(spec)) {
-    // The teachers and the source adapter come as the assignment's inputs,
-    // fetched into its own folder; the spec's fields are not read here.
-    if (absl::StartsWith(p.field, "distillation.teacher_adapters") ||
-        p.field == "target.source_adapter") {
-      continue;
-    }
-    read.push_back(std::move(p));
-  }
-  return CheckPathsWithinRoots(read, options_.data_roots, "worker", "--data_roots");
+  if (options_.data_roots.empty()) return absl::OkStatus();
+  return CheckPathsWithinRoots(ServiceFilePaths(spec), options_.data_roots, "worker",
+                               "--data_roots");
 }
 
 absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentContext& context) {
