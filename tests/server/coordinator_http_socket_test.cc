@@ -57,23 +57,31 @@ class Connection {
   void HalfClose() { ::shutdown(fd_, SHUT_WR); }
 
   // Everything received until the peer closes or `timeout` passes.
-  std::string ReadAll(absl::Duration timeout, bool* closed = nullptr) {
-    std::string out;
-    const absl::Time end = absl::Now() + timeout;
-    if (closed != nullptr) *closed = false;
+  // Appends what arrives before `end` to `out`: kData when something came,
+  // kClosed when the peer closed (or the socket failed), kTimeout.
+  enum class Recv { kData, kClosed, kTimeout };
+  Recv RecvSome(absl::Time end, std::string* out) {
     while (true) {
       const int64_t left = absl::ToInt64Milliseconds(end - absl::Now());
-      if (left <= 0) return out;
+      if (left <= 0) return Recv::kTimeout;
       pollfd p{fd_, POLLIN, 0};
       if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
       char buffer[65536];
       const ssize_t n = ::recv(fd_, buffer, sizeof(buffer), 0);
-      if (n <= 0) {
-        if (closed != nullptr) *closed = true;
-        return out;
-      }
-      out.append(buffer, static_cast<size_t>(n));
+      if (n <= 0) return Recv::kClosed;
+      out->append(buffer, static_cast<size_t>(n));
+      return Recv::kData;
     }
+  }
+
+  std::string ReadAll(absl::Duration timeout, bool* closed = nullptr) {
+    std::string out;
+    const absl::Time end = absl::Now() + timeout;
+    Recv r;
+    while ((r = RecvSome(end, &out)) == Recv::kData) {
+    }
+    if (closed != nullptr) *closed = r == Recv::kClosed;
+    return out;
   }
 
   // One response to a request already sent: its head and body (by
@@ -89,14 +97,7 @@ class Connection {
         if (at != std::string::npos && at < head) length = std::stoul(out.substr(at + 16));
         if (out.size() >= head + 4 + length) return out;
       }
-      const int64_t left = absl::ToInt64Milliseconds(end - absl::Now());
-      if (left <= 0) return out;
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
-      char buffer[65536];
-      const ssize_t n = ::recv(fd_, buffer, sizeof(buffer), 0);
-      if (n <= 0) return out;
-      out.append(buffer, static_cast<size_t>(n));
+      if (RecvSome(end, &out) != Recv::kData) return out;
     }
   }
 
