@@ -140,6 +140,11 @@ std::vector<ScheduleAction> ScheduleStarts(const ClusterView& view) {
         for (int w : idle) {
           if (eligible(w, collective)) members.push_back(w);
         }
+        // Idle workers the last attempt did not run on come first; the
+        // gang does not wait for them.
+        std::stable_partition(members.begin(), members.end(), [&](int w) {
+          return std::find(stage.avoid.begin(), stage.avoid.end(), w) == stage.avoid.end();
+        });
         if (static_cast<int>(members.size()) >= world) {
           members.resize(world);
           for (int m : members) idle.erase(std::find(idle.begin(), idle.end(), m));

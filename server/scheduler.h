@@ -35,7 +35,9 @@ struct SchedulerStage {
   // Workers (indices into ClusterView::workers) on which the stage's last
   // attempt failed. A single-worker stage starts on another idle worker
   // that can run it; when none is idle it waits for one, and only when no
-  // other live worker can run it does it start on one of these.
+  // other live worker can run it does it start on one of these. A gang
+  // (which cannot tell which member failed it) takes idle workers not in
+  // the list first and fills up with these, without waiting.
   std::vector<int> avoid;
 };
 

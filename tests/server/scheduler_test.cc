@@ -84,6 +84,32 @@ TEST(SchedulerTest, RetryGoesToAnotherWorkerThanTheOneItFailedOn) {
   EXPECT_EQ(actions[0].workers, std::vector<int>{0});
 }
 
+// A gang whose last attempt failed takes other idle workers first and
+// fills up with the ones it failed on rather than wait.
+TEST(SchedulerTest, GangRetryPrefersWorkersItDidNotFailOn) {
+  SchedulerStage gang{true, 2};
+  gang.avoid = {0, 1};
+  ClusterView view;
+  view.workers = {Worker(true), Worker(true), Worker(true), Worker(true)};
+  view.jobs = {Job({gang})};
+  std::vector<ScheduleAction> actions = Schedule(view);
+  ASSERT_EQ(actions.size(), 1u);
+  EXPECT_EQ(actions[0].kind, Kind::kStart);
+  EXPECT_EQ(actions[0].workers, (std::vector<int>{2, 3}));
+
+  // One other idle worker: it and one of the earlier members.
+  view.workers = {Worker(true), Worker(true), Worker(true), Worker(false)};
+  actions = Schedule(view);
+  ASSERT_EQ(actions.size(), 1u);
+  EXPECT_EQ(actions[0].workers, (std::vector<int>{2, 0}));
+
+  // Only the workers it failed on: the same gang again.
+  view.workers = {Worker(true), Worker(true)};
+  actions = Schedule(view);
+  ASSERT_EQ(actions.size(), 1u);
+  EXPECT_EQ(actions[0].workers, (std::vector<int>{0, 1}));
+}
+
 TEST(SchedulerTest, GangPrefersNcclWhenEveryMemberHasIt) {
   ClusterView view;
   view.workers = {Worker(true, {}, {"gloo"}), Worker(true, {}, {"nccl", "gloo"}),
