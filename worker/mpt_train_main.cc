@@ -224,8 +224,10 @@ absl::Status Main() {
   }
   RETURN_IF_ERROR(ApplyModelDtypeFlag(absl::GetFlag(FLAGS_dtype), &load));
   ASSIGN_OR_RETURN(BaseModel base, LoadBaseModel(spec.base_model(), load));
-  if (load.device.is_cpu()) {
-    UseThreadsForProducts(&threads, ProductDtype(base.model->dtype(), autocast));
+  const c10::ScalarType product_dtype = ProductDtype(base.model->dtype(), autocast);
+  if (load.device.is_cpu()) UseThreadsForProducts(&threads, product_dtype);
+  if (std::string warning = Bf16PrecisionWarning(load.device, product_dtype); !warning.empty()) {
+    MPT_LOG(WARNING) << "mpt_train: " << warning;
   }
   // Every stage below trains and evaluates on this thread.
   AutocastScope autocast_scope(load.device, autocast);

@@ -358,6 +358,12 @@ int Main() {
         !hint.empty()) {
       MPT_LOG(INFO) << "worker: " << hint;
     }
+    if (std::string warning =
+            Bf16PrecisionWarning(c10::Device(setup->runner.device),
+                                 ProductDtype(c10::ScalarType::Float, *mode));
+        !warning.empty()) {
+      MPT_LOG(WARNING) << "worker: " << warning;
+    }
   }
 
   WorkerDaemon* d = daemon->get();

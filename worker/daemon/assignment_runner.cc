@@ -185,6 +185,10 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
   ASSIGN_OR_RETURN(LoadedModel loaded, Model(spec.base_model()));
   const c10::ScalarType product_dtype = ProductDtype(loaded.base.model->dtype(), autocast);
   UseThreadsFor(product_dtype);
+  // In the stage's log, where the job's owner sees it.
+  if (std::string warning = Bf16PrecisionWarning(device_, product_dtype); !warning.empty()) {
+    MPT_LOG(WARNING) << warning;
+  }
 
   // The stage, its label (reported as the progress task) and its spec.
   std::string stage;
@@ -451,6 +455,9 @@ std::vector<absl::StatusOr<AssignmentOutput>> AssignmentRunner::RunPackUnsafe(
   const c10::ScalarType product_dtype =
       ProductDtype(loaded->base.model->dtype(), *pack_autocast);
   UseThreadsFor(product_dtype);
+  if (std::string warning = Bf16PrecisionWarning(device_, product_dtype); !warning.empty()) {
+    MPT_LOG(WARNING) << warning;
+  }
   std::vector<std::unique_ptr<ProductDtypeSink>> dtype_sinks;
   for (SourcePackTask& t : tasks) {
     if (t.sink == nullptr) continue;

@@ -64,6 +64,23 @@ bool CpuInfoHasNativeBf16(absl::string_view cpuinfo);
 // empty otherwise.
 std::string NativeBf16Hint(c10::Device device, AutocastMode mode);
 
+// The relative error (Frobenius norm) of libtorch's bfloat16 matrix product
+// on the CPU, for a fixed 64 x 512 by 512 x 64 product, against the exact
+// product of the same bf16-rounded operands. About 0.002 where the
+// products sum in fp32 (only the result's rounding); several percent
+// where they keep their running sums in bfloat16, as Debian's libtorch 1.13
+// does on a CPU without AVX-512 (docs/MEASUREMENTS.md, "bf16 products on a
+// CPU without AVX-512"). Measured once per process (a few milliseconds);
+// negative if the product fails.
+double CpuBf16ProductError();
+
+// A warning for a program's or a stage's log when matrix products in
+// `product_dtype` (ProductDtype(): bf16 under bf16 autocast or for a bf16
+// model) run on a CPU whose bf16 products keep their sums in bfloat16
+// (CpuBf16ProductError() above 1 %): what that costs and what to do
+// instead. Empty otherwise (other dtypes, CUDA, or sums in fp32).
+std::string Bf16PrecisionWarning(c10::Device device, c10::ScalarType product_dtype);
+
 // The mode this thread runs `device`'s type under now: kBf16 when autocast
 // is on for it in bfloat16, kOff otherwise. A thread that starts others to
 // share its work passes this on to an AutocastScope in each.
