@@ -287,7 +287,8 @@ class HttpServer::Impl {
     server_.Put("[\\s\\S]*", refuse);
     server_.Delete("[\\s\\S]*", refuse);
     server_.Patch("[\\s\\S]*", refuse);
-    const auto& [host, port] = *address;
+    auto [host, port] = *address;
+    if (absl::EqualsIgnoreCase(host, "localhost")) host = "127.0.0.1";  // see listen's comment
     if (port == 0) {
       port_ = server_.bind_to_any_port(host);
     } else {

@@ -63,7 +63,10 @@ using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
 
 struct HttpServerOptions {
   // host:port to listen on ("[::1]:8080" for IPv6); port 0 picks a free
-  // one (see HttpServer::port()). Default "localhost:0".
+  // one (see HttpServer::port()). Default "localhost:0". "localhost" is
+  // the IPv4 loopback, 127.0.0.1, whatever /etc/hosts lists first for it
+  // (Debian lists ::1 too): clients given "localhost" try both, clients
+  // given 127.0.0.1 only that.
   std::string listen = "localhost:0";
   // Worker threads serving requests; each serves one connection at a time.
   // Default 4.

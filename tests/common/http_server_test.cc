@@ -53,6 +53,8 @@ TEST(HttpServerTest, RoutesExactPathsAndLongestPrefixes) {
   (*server)->Stop();  // idempotent
 }
 
+// "localhost" listens on 127.0.0.1 also where /etc/hosts gives ::1 first
+// (an installed Debian lists both).
 TEST(HttpServerTest, UnknownPathsAre404) {
   HttpServerOptions options;
   options.listen = "localhost:0";
