@@ -100,10 +100,10 @@ std::vector<ScheduleAction> ScheduleStarts(const ClusterView& view) {
       const SchedulerStage& stage = job.stages[s];
       if (!stage.ready) continue;
       const int world = std::max(1, stage.world_size);
+      auto avoided = [&](int w) {
+        return std::find(stage.avoid.begin(), stage.avoid.end(), w) != stage.avoid.end();
+      };
       if (world == 1) {
-        auto avoided = [&](int w) {
-          return std::find(stage.avoid.begin(), stage.avoid.end(), w) != stage.avoid.end();
-        };
         auto it = std::find_if(idle.begin(), idle.end(), [&](int w) {
           return WorkerCanRun(view.workers[w], model) && !avoided(w);
         });
@@ -142,9 +142,7 @@ std::vector<ScheduleAction> ScheduleStarts(const ClusterView& view) {
         }
         // Idle workers the last attempt did not run on come first; the
         // gang does not wait for them.
-        std::stable_partition(members.begin(), members.end(), [&](int w) {
-          return std::find(stage.avoid.begin(), stage.avoid.end(), w) == stage.avoid.end();
-        });
+        std::stable_partition(members.begin(), members.end(), [&](int w) { return !avoided(w); });
         if (static_cast<int>(members.size()) >= world) {
           members.resize(world);
           for (int m : members) idle.erase(std::find(idle.begin(), idle.end(), m));
