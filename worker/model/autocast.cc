@@ -140,15 +140,21 @@ double CpuBf16ProductError() {
   return error;
 }
 
+bool CpuBf16ProductsSumInFp32() {
+  const double error = CpuBf16ProductError();
+  return error >= 0 && error <= 0.01;
+}
+
 std::string Bf16PrecisionWarning(c10::Device device, c10::ScalarType product_dtype) {
   if (!device.is_cpu() || product_dtype != c10::ScalarType::BFloat16) return "";
+  if (CpuBf16ProductsSumInFp32()) return "";
   const double error = CpuBf16ProductError();
-  if (error >= 0 && error <= 0.01) return "";
   const std::string measured =
       error < 0 ? std::string("could not be measured")
-                : absl::StrFormat("have a relative error of %.1f %% on a 512-long test product, against "
-                                "about 0.2 %% with fp32 sums",
-                                100 * error);
+                : absl::StrFormat(
+                      "have a relative error of %.1f %% on a 512-long test product, against "
+                      "about 0.2 %% with fp32 sums",
+                      100 * error);
   return absl::StrCat(
       "matrix products in bfloat16 (bf16 autocast or a bf16 model) on a CPU whose bf16 products "
       "(libtorch ", TORCH_VERSION, ") keep their sums in bfloat16: they ", measured,

@@ -74,10 +74,14 @@ std::string NativeBf16Hint(c10::Device device, AutocastMode mode);
 // negative if the product fails.
 double CpuBf16ProductError();
 
+// Whether the CPU's bf16 products sum in fp32: CpuBf16ProductError() was
+// measured and is at most 1 %.
+bool CpuBf16ProductsSumInFp32();
+
 // A warning for a program's or a stage's log when matrix products in
 // `product_dtype` (ProductDtype(): bf16 under bf16 autocast or for a bf16
-// model) run on a CPU whose bf16 products keep their sums in bfloat16
-// (CpuBf16ProductError() above 1 %): what that costs and what to do
+// model) run on a CPU whose bf16 products do not sum in fp32
+// (CpuBf16ProductsSumInFp32() false): what that costs and what to do
 // instead. Empty otherwise (other dtypes, CUDA, or sums in fp32).
 std::string Bf16PrecisionWarning(c10::Device device, c10::ScalarType product_dtype);
 
