@@ -148,7 +148,11 @@ absl::StatusOr<AssignmentRunner::LoadedModel> AssignmentRunner::Model(const std:
   return cache_.front();
 }
 
-void AssignmentRunner::UseThreadsFor(c10::ScalarType product_dtype) const {
+void AssignmentRunner::PrepareProducts(c10::ScalarType product_dtype) const {
+  // In the stage's log, where the job's owner sees it.
+  if (std::string warning = Bf16PrecisionWarning(device_, product_dtype); !warning.empty()) {
+    MPT_LOG(WARNING) << warning;
+  }
   if (!options_.compute_threads.has_value() || !device_.is_cpu()) return;
   ComputeThreads threads = *options_.compute_threads;
   UseThreadsForProducts(&threads, product_dtype);
@@ -184,11 +188,7 @@ absl::StatusOr<AssignmentOutput> AssignmentRunner::RunUnsafe(const AssignmentCon
   }
   ASSIGN_OR_RETURN(LoadedModel loaded, Model(spec.base_model()));
   const c10::ScalarType product_dtype = ProductDtype(loaded.base.model->dtype(), autocast);
-  UseThreadsFor(product_dtype);
-  // In the stage's log, where the job's owner sees it.
-  if (std::string warning = Bf16PrecisionWarning(device_, product_dtype); !warning.empty()) {
-    MPT_LOG(WARNING) << warning;
-  }
+  PrepareProducts(product_dtype);
 
   // The stage, its label (reported as the progress task) and its spec.
   std::string stage;
@@ -454,10 +454,7 @@ std::vector<absl::StatusOr<AssignmentOutput>> AssignmentRunner::RunPackUnsafe(
   }
   const c10::ScalarType product_dtype =
       ProductDtype(loaded->base.model->dtype(), *pack_autocast);
-  UseThreadsFor(product_dtype);
-  if (std::string warning = Bf16PrecisionWarning(device_, product_dtype); !warning.empty()) {
-    MPT_LOG(WARNING) << warning;
-  }
+  PrepareProducts(product_dtype);
   std::vector<std::unique_ptr<ProductDtypeSink>> dtype_sinks;
   for (SourcePackTask& t : tasks) {
     if (t.sink == nullptr) continue;

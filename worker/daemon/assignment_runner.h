@@ -122,9 +122,10 @@ class AssignmentRunner final : public AssignmentExecutor {
         load_options_(load_options),
         autocast_(autocast) {}
   absl::StatusOr<LoadedModel> Model(const std::string& folder);
-  // On a CPU with compute threads set: splits them for matrix products in
-  // `product_dtype` (UseThreadsForProducts).
-  void UseThreadsFor(c10::ScalarType product_dtype) const;
+  // Before a stage's products in `product_dtype`: logs Bf16PrecisionWarning
+  // where it applies and, on a CPU with compute threads set, splits them
+  // for such products (UseThreadsForProducts).
+  void PrepareProducts(c10::ScalarType product_dtype) const;
   absl::StatusOr<AssignmentOutput> RunUnsafe(const AssignmentContext& context);
   // INVALID_ARGUMENT when a path the spec names (and this worker reads) is
   // outside options_.data_roots.
