@@ -1157,28 +1157,52 @@ absl::Duration Coordinator::PeerSilence() const {
 // ---------------------------------------------------------------------------
 // Rendezvous store
 
-absl::Status Coordinator::StoreSet(const std::string& group, const std::string& key,
-                                   std::string value) {
+absl::Status Coordinator::CheckGroupMemberLocked(const std::string& group,
+                                                 const std::string& assignment,
+                                                 const std::string& worker) {
   if (group.empty()) return absl::InvalidArgumentError("group: required");
   if (group.size() > RendezvousKv::kMaxGroupBytes) {
     return absl::InvalidArgumentError(absl::StrCat("group: ", QuoteForError(group), " is longer than ",
                                                    RendezvousKv::kMaxGroupBytes, " bytes"));
   }
-  // Held while the key is set: an attempt that ends meanwhile erases its
-  // group after its commit, which takes mu_ too, so nothing is left behind.
-  absl::MutexLock lock(&mu_);
+  if (assignment.empty()) return absl::InvalidArgumentError("assignment: required");
+  if (worker.empty()) return absl::InvalidArgumentError("worker: required");
   if (!IsRunningAttemptGroup(state_, group)) {
     return absl::NotFoundError(absl::StrCat(
         "group: ", QuoteForError(group),
         " is not the rendezvous group of a running stage attempt (Assignment.group); "
         "the attempt may have ended"));
   }
-  return kv_.Set(group, key, std::move(value));
+  auto it = state_.assignments().find(assignment);
+  if (it == state_.assignments().end()) return UnknownAssignment(QuoteForError(assignment));
+  RETURN_IF_ERROR(CheckHolder(it->second, QuoteForError(assignment), worker));
+  if (it->second.assignment().group() != group) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("assignment ", QuoteForError(assignment), " is not a rank of group ",
+                     QuoteForError(group), "; a gang member may use only its own group"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::StoreSet(const mpt::v1::StoreSetRequest& request) {
+  // Held while the key is set: an attempt that ends meanwhile erases its
+  // group after its commit, which takes mu_ too, so nothing is left behind.
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(CheckGroupMemberLocked(request.group(), request.assignment(), request.worker()));
+  return kv_.Set(request.group(), request.key(), request.value());
 }
 
 absl::StatusOr<std::vector<std::string>> Coordinator::StoreGet(
-    const std::string& group, const std::vector<std::string>& keys, absl::Time deadline) {
-  return kv_.Get(group, keys, deadline);
+    const mpt::v1::StoreGetRequest& request, absl::Time deadline) {
+  {
+    absl::MutexLock lock(&mu_);
+    RETURN_IF_ERROR(
+        CheckGroupMemberLocked(request.group(), request.assignment(), request.worker()));
+  }
+  // The wait holds no lock; a group erased meanwhile (its attempt ended)
+  // leaves the wait to its deadline.
+  return kv_.Get(request.group(), std::vector<std::string>(request.keys().begin(), request.keys().end()),
+                 deadline);
 }
 
 }  // namespace mpt

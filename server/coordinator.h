@@ -445,22 +445,26 @@ class Coordinator {
   // than kMaxErrorBytes is cut, ending in " [cut]".
   absl::Status CompleteAssignment(const mpt::v1::CompleteAssignmentRequest& request);
 
-  // The rendezvous store. Values replace earlier ones. `group` must be the
-  // group of a running stage attempt (Assignment.group,
+  // The rendezvous store. Values replace earlier ones. `request.group`
+  // must be the group of a running stage attempt (Assignment.group,
   // "jobs/{job}/stages/{stage}/attempts/{n}"): NOT_FOUND for any other, so
   // groups exist only while their attempt runs and are dropped when it
-  // ends. INVALID_ARGUMENT for an empty group or key or one over its size
-  // limit, or a value over 1 MiB; RESOURCE_EXHAUSTED at a limit of the
-  // store (rendezvous_kv.h: keys and bytes a group, groups and bytes in
-  // all).
-  absl::Status StoreSet(const std::string& group, const std::string& key, std::string value);
+  // ends. Only a member of the attempt may use it: `request.assignment`
+  // must be a rank of that attempt (NOT_FOUND when it is unknown,
+  // FAILED_PRECONDITION when it belongs to another group) held by
+  // `request.worker` (FAILED_PRECONDITION for another worker).
+  // INVALID_ARGUMENT for an empty group, key, assignment or worker, a name
+  // over its size limit, or a value over 1 MiB; RESOURCE_EXHAUSTED at a
+  // limit of the store (rendezvous_kv.h: keys and bytes a group, groups and
+  // bytes in all).
+  absl::Status StoreSet(const mpt::v1::StoreSetRequest& request);
 
-  // The values of `keys` in order, waiting until `deadline` for all to
-  // exist. DEADLINE_EXCEEDED naming the missing keys; INVALID_ARGUMENT for
-  // an empty group or key list, or a name over its size limit; UNAVAILABLE
-  // after Shutdown(). Reading creates nothing, so any group may be asked.
-  absl::StatusOr<std::vector<std::string>> StoreGet(const std::string& group,
-                                                    const std::vector<std::string>& keys,
+  // The values of `request.keys` in order, waiting until `deadline` for
+  // all to exist; the caller is checked as for StoreSet.
+  // DEADLINE_EXCEEDED naming the missing keys; INVALID_ARGUMENT for an
+  // empty key list or a name over its size limit; UNAVAILABLE after
+  // Shutdown().
+  absl::StatusOr<std::vector<std::string>> StoreGet(const mpt::v1::StoreGetRequest& request,
                                                     absl::Time deadline);
 
   // ---- Maintenance -----------------------------------------------------------
@@ -567,6 +571,12 @@ class Coordinator {
   // OK when assignment `id` exists, is held by `worker` and is not
   // cancelled.
   absl::Status CheckUploadableLocked(const std::string& id, const std::string& worker)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // OK when `group` is the group of a running attempt and `assignment`, a
+  // rank of that attempt, is held by `worker` (the rendezvous store's
+  // caller check; see StoreSet()).
+  absl::Status CheckGroupMemberLocked(const std::string& group, const std::string& assignment,
+                                      const std::string& worker)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Logs a failure to write the artefact store (UNAVAILABLE from it) at
   // most once per kStorageFaultLogInterval (by clock_), with the number of

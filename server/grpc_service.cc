@@ -657,7 +657,7 @@ grpc::Status WorkerServiceImpl::StoreSet(grpc::ServerContext* context,
                                          const mpt::v1::StoreSetRequest* request,
                                          mpt::v1::StoreSetResponse* /*response*/) {
   MPT_AUTHORIZE(context);
-  return ToGrpcStatus(core_->StoreSet(request->group(), request->key(), request->value()));
+  return ToGrpcStatus(core_->StoreSet(*request));
 }
 
 grpc::Status WorkerServiceImpl::StoreGet(grpc::ServerContext* context,
@@ -666,10 +666,9 @@ grpc::Status WorkerServiceImpl::StoreGet(grpc::ServerContext* context,
   MPT_AUTHORIZE(context);
   absl::StatusOr<absl::Time> end = WaitEnd(*context, request->wait_seconds(), "wait_seconds");
   if (!end.ok()) return ToGrpcStatus(end.status());
-  const std::vector<std::string> keys(request->keys().begin(), request->keys().end());
   while (true) {
     absl::StatusOr<std::vector<std::string>> values =
-        core_->StoreGet(request->group(), keys, std::min(*end, absl::Now() + kSlice));
+        core_->StoreGet(*request, std::min(*end, absl::Now() + kSlice));
     if (values.ok()) {
       for (std::string& v : *values) response->add_values(std::move(v));
       return grpc::Status::OK;

@@ -25,6 +25,8 @@ using ::mpt::testing::PipelineRequest;
 using ::mpt::testing::Poll;
 using ::mpt::testing::Register;
 using ::mpt::testing::SourceRequest;
+using ::mpt::testing::StoreGetAs;
+using ::mpt::testing::StoreSetAs;
 using ::mpt::testing::Upload;
 
 class ApiTest : public ::mpt::testing::CoordinatorTest {
@@ -302,6 +304,11 @@ TEST_F(ApiTest, WatchResumesAfterASequenceAndEndsAfterTheFinalEvent) {
 TEST_F(ApiTest, ShutdownWakesBlockedCalls) {
   const std::string w = Register(core_.get(), {"/models/t5"});
   const std::string job = Submit(SourceRequest("a", 0, "/models/other"));  // not for w
+  // A running attempt whose rank waits in the rendezvous store.
+  const std::string w2 = Register(core_.get(), {"/models/b"});
+  Submit(SourceRequest("b", 0, "/models/b"));
+  const std::optional<mpt::v1::Assignment> b = Poll(core_.get(), w2);
+  ASSERT_TRUE(b.has_value());
   absl::Status poll_status, watch_status, get_status;
   std::thread poller([&] {
     poll_status = core_->PollAssignment(w, absl::Now() + absl::Seconds(30)).status();
@@ -310,7 +317,7 @@ TEST_F(ApiTest, ShutdownWakesBlockedCalls) {
     watch_status = core_->WaitForJobEvents(job, 1, absl::Now() + absl::Seconds(30)).status();
   });
   std::thread getter([&] {
-    get_status = core_->StoreGet("g", {"k"}, absl::Now() + absl::Seconds(30)).status();
+    get_status = StoreGetAs(core_.get(), *b, {"k"}, absl::Now() + absl::Seconds(30), w2).status();
   });
   absl::SleepFor(absl::Milliseconds(50));
   const absl::Time start = absl::Now();
@@ -456,24 +463,24 @@ TEST_F(ApiTest, StoreGetWaitsForEveryKey) {
   Submit(SourceRequest("a"));
   auto a = Poll(core_.get(), w);
   ASSERT_TRUE(a.has_value());
-  const std::string g = a->group();
-  ASSERT_TRUE(core_->StoreSet(g, "a", "1").ok());
-  auto missing = core_->StoreGet(g, {"a", "b"}, absl::Now() + absl::Milliseconds(20));
+  ASSERT_TRUE(StoreSetAs(core_.get(), *a, "a", "1", w).ok());
+  auto missing = StoreGetAs(core_.get(), *a, {"a", "b"}, absl::Now() + absl::Milliseconds(20), w);
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_TRUE(absl::StrContains(missing.status().message(), "b")) << missing.status();
   std::thread setter([&] {
     absl::SleepFor(absl::Milliseconds(30));
-    ASSERT_TRUE(core_->StoreSet(g, "b", std::string("\0\1", 2)).ok());
+    ASSERT_TRUE(StoreSetAs(core_.get(), *a, "b", std::string("\0\1", 2), w).ok());
   });
-  auto values = core_->StoreGet(g, {"b", "a"}, absl::Now() + absl::Seconds(10));
+  auto values = StoreGetAs(core_.get(), *a, {"b", "a"}, absl::Now() + absl::Seconds(10), w);
   setter.join();
   ASSERT_TRUE(values.ok()) << values.status();
   EXPECT_EQ(*values, (std::vector<std::string>{std::string("\0\1", 2), "1"}));
   // Keys are scoped to their group.
-  EXPECT_FALSE(core_->StoreGet("other", {"a"}, absl::Now()).ok());
-  EXPECT_EQ(core_->StoreSet("", "a", "1").code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(core_->StoreSet(g, "", "1").code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(core_->StoreGet(g, {}, absl::Now()).status().code(),
+  mpt::v1::Assignment other = *a;
+  other.set_group("other");
+  EXPECT_FALSE(StoreGetAs(core_.get(), other, {"a"}, absl::Now(), w).ok());
+  EXPECT_EQ(StoreSetAs(core_.get(), *a, "", "1", w).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(StoreGetAs(core_.get(), *a, {}, absl::Now(), w).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 

@@ -27,6 +27,8 @@ using ::mpt::testing::Finish;
 using ::mpt::testing::Poll;
 using ::mpt::testing::Register;
 using ::mpt::testing::SourceRequest;
+using ::mpt::testing::StoreGetAs;
+using ::mpt::testing::StoreSetAs;
 using ::mpt::testing::UploadAs;
 
 // INVALID_ARGUMENT whose message starts with `field`.
@@ -279,30 +281,76 @@ TEST_F(BoundsTest, StoreSetTakesOnlyGroupsOfRunningAttemptsAndBoundedNames) {
   const Running r = Start();
   const std::string group = r.assignment.group();
   ASSERT_FALSE(group.empty());
-  ASSERT_TRUE(core_->StoreSet(group, "rank0", "10.0.0.1:1234").ok());
+  auto set = [&](const std::string& g, const std::string& key, const std::string& value) {
+    mpt::v1::Assignment a = r.assignment;
+    a.set_group(g);
+    return StoreSetAs(core_.get(), a, key, value, r.worker);
+  };
+  auto get = [&](const std::string& g, const std::vector<std::string>& keys) {
+    mpt::v1::Assignment a = r.assignment;
+    a.set_group(g);
+    return StoreGetAs(core_.get(), a, keys, absl::Now(), r.worker).status();
+  };
+  ASSERT_TRUE(set(group, "rank0", "10.0.0.1:1234").ok());
   // Groups nobody runs are refused: nothing is created.
-  ExpectRefused(core_->StoreSet("any/forged", "k", "v"), "group", absl::StatusCode::kNotFound);
-  ExpectRefused(core_->StoreSet(r.job + "/stages/source/a/attempts/7", "k", "v"), "group",
+  ExpectRefused(set("any/forged", "k", "v"), "group", absl::StatusCode::kNotFound);
+  ExpectRefused(set(r.job + "/stages/source/a/attempts/7", "k", "v"), "group",
                 absl::StatusCode::kNotFound);
-  ExpectRefused(core_->StoreSet(std::string(10 << 20, 'g'), "k", "v"), "group");
-  ExpectRefused(core_->StoreSet(group, std::string(10 << 20, 'k'), "v"), "key");
-  ExpectRefused(core_->StoreSet(group, std::string(RendezvousKv::kMaxKeyBytes + 1, 'k'), "v"),
-                "key");
-  ExpectRefused(core_->StoreGet(group, {std::string(10 << 20, 'k')}, absl::Now()).status(),
-                "keys[0]");
-  ExpectRefused(core_->StoreGet(std::string(10 << 20, 'g'), {"k"}, absl::Now()).status(),
-                "group");
+  ExpectRefused(set(std::string(10 << 20, 'g'), "k", "v"), "group");
+  ExpectRefused(set(group, std::string(10 << 20, 'k'), "v"), "key");
+  ExpectRefused(set(group, std::string(RendezvousKv::kMaxKeyBytes + 1, 'k'), "v"), "key");
+  ExpectRefused(get(group, {std::string(10 << 20, 'k')}), "keys[0]");
+  ExpectRefused(get(std::string(10 << 20, 'g'), {"k"}), "group");
   // A group holds a bounded number of bytes.
   const std::string mib(RendezvousKv::kMaxValueBytes, 'v');
   absl::Status full = absl::OkStatus();
-  for (int i = 0; i < 64 && full.ok(); ++i) full = core_->StoreSet(group, absl::StrCat("k", i), mib);
+  for (int i = 0; i < 64 && full.ok(); ++i) full = set(group, absl::StrCat("k", i), mib);
   EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
 
   // When the attempt ends its group goes, and cannot come back.
   Finish(core_.get(), r.assignment);
-  EXPECT_EQ(core_->StoreGet(group, {"rank0"}, absl::Now()).status().code(),
+  ExpectRefused(get(group, {"rank0"}), "group", absl::StatusCode::kNotFound);
+  ExpectRefused(set(group, "rank0", "x"), "group", absl::StatusCode::kNotFound);
+}
+
+TEST_F(BoundsTest, TheRendezvousStoreServesOnlyTheAttemptsOwnRanks) {
+  const Running r = Start("a");
+  const Running other = Start("b");
+  // The caller must be named: its rank and its worker.
+  mpt::v1::StoreSetRequest request;
+  request.set_group(r.assignment.group());
+  request.set_key("k");
+  request.set_worker(r.worker);
+  ExpectRefused(core_->StoreSet(request), "assignment");
+  request.set_assignment(r.assignment.id());
+  request.clear_worker();
+  ExpectRefused(core_->StoreSet(request), "worker");
+  // Another worker, with or without an assignment of its own, may neither
+  // write nor read the group.
+  ExpectRefused(StoreSetAs(core_.get(), r.assignment, "k", "v", other.worker), "assignment",
+                absl::StatusCode::kFailedPrecondition);
+  ExpectRefused(StoreSetAs(core_.get(), r.assignment, "k", "v", "workers/forged"), "assignment",
+                absl::StatusCode::kFailedPrecondition);
+  ExpectRefused(
+      StoreGetAs(core_.get(), r.assignment, {"k"}, absl::Now(), other.worker).status(),
+      "assignment", absl::StatusCode::kFailedPrecondition);
+  // A rank of one running attempt may not use another running attempt's group.
+  mpt::v1::Assignment crossed = other.assignment;
+  crossed.set_group(r.assignment.group());
+  ExpectRefused(StoreSetAs(core_.get(), crossed, "k", "v", other.worker), "assignment",
+                absl::StatusCode::kFailedPrecondition);
+  // An unknown rank of a running group.
+  mpt::v1::Assignment unknown = r.assignment;
+  unknown.set_id(r.assignment.group() + "/ranks/9");
+  ExpectRefused(StoreSetAs(core_.get(), unknown, "k", "v", r.worker), "assignment",
+                absl::StatusCode::kNotFound);
+  // Nothing was written by the refused calls; the rank itself still may.
+  EXPECT_EQ(StoreGetAs(core_.get(), r.assignment, {"k"}, absl::Now(), r.worker).status().code(),
             absl::StatusCode::kDeadlineExceeded);
-  ExpectRefused(core_->StoreSet(group, "rank0", "x"), "group", absl::StatusCode::kNotFound);
+  ASSERT_TRUE(StoreSetAs(core_.get(), r.assignment, "k", "v", r.worker).ok());
+  auto values = StoreGetAs(core_.get(), r.assignment, {"k"}, absl::Now(), r.worker);
+  ASSERT_TRUE(values.ok()) << values.status();
+  EXPECT_EQ((*values)[0], "v");
 }
 
 // ---- Uploads ---------------------------------------------------------------------------

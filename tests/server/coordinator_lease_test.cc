@@ -18,6 +18,8 @@ using ::mpt::testing::Poll;
 using ::mpt::testing::Register;
 using ::mpt::testing::SourceRequest;
 using ::mpt::testing::StageState;
+using ::mpt::testing::StoreGetAs;
+using ::mpt::testing::StoreSetAs;
 using ::mpt::testing::Upload;
 
 class LeaseTest : public ::mpt::testing::CoordinatorTest {
@@ -136,7 +138,7 @@ TEST_F(LeaseTest, LosingOneRankRequeuesTheWholeGang) {
   auto r1 = Poll(core_.get(), w1);
   auto r2 = Poll(core_.get(), w2);
   ASSERT_TRUE(r1.has_value() && r2.has_value());
-  ASSERT_TRUE(core_->StoreSet(r1->group(), "rank0/addr", "10.0.0.1:1234").ok());
+  ASSERT_TRUE(StoreSetAs(core_.get(), *r1, "rank0/addr", "10.0.0.1:1234", w1).ok());
 
   clock_->Advance(absl::Seconds(6));
   ASSERT_TRUE(core_->Heartbeat(w1).ok());
@@ -149,9 +151,9 @@ TEST_F(LeaseTest, LosingOneRankRequeuesTheWholeGang) {
   ASSERT_TRUE(hb.ok());
   ASSERT_EQ(hb->cancelled_assignments_size(), 1);
   EXPECT_EQ(hb->cancelled_assignments(0), r1->id());
-  // The old group's rendezvous keys are gone.
-  EXPECT_EQ(core_->StoreGet(r1->group(), {"rank0/addr"}, absl::Now()).status().code(),
-            absl::StatusCode::kDeadlineExceeded);
+  // The old group is gone, and its keys with it.
+  EXPECT_EQ(StoreGetAs(core_.get(), *r1, {"rank0/addr"}, absl::Now(), w1).status().code(),
+            absl::StatusCode::kNotFound);
 
   // A new worker joins; the survivor polls (so it stopped the old rank) and
   // the gang restarts on both, attempt 2, new group.

@@ -138,6 +138,32 @@ inline absl::Status Complete(Coordinator* c, const std::string& assignment, bool
   return CompleteAs(c, HolderOf(c, assignment), assignment, ok, error, permanent);
 }
 
+// A rendezvous-store call from rank `a` of a gang (by default as the
+// worker holding it) on `a`'s group.
+inline absl::Status StoreSetAs(Coordinator* c, const mpt::v1::Assignment& a, const std::string& key,
+                               const std::string& value, const std::string& worker = "") {
+  mpt::v1::StoreSetRequest r;
+  r.set_group(a.group());
+  r.set_assignment(a.id());
+  r.set_worker(worker.empty() ? HolderOf(c, a.id()) : worker);
+  r.set_key(key);
+  r.set_value(value);
+  return c->StoreSet(r);
+}
+
+inline absl::StatusOr<std::vector<std::string>> StoreGetAs(Coordinator* c,
+                                                           const mpt::v1::Assignment& a,
+                                                           const std::vector<std::string>& keys,
+                                                           absl::Time deadline,
+                                                           const std::string& worker = "") {
+  mpt::v1::StoreGetRequest r;
+  r.set_group(a.group());
+  r.set_assignment(a.id());
+  r.set_worker(worker.empty() ? HolderOf(c, a.id()) : worker);
+  for (const std::string& k : keys) r.add_keys(k);
+  return c->StoreGet(r, deadline);
+}
+
 // Uploads a valid adapter for `a` and completes it ok.
 inline void Finish(Coordinator* c, const mpt::v1::Assignment& a) {
   auto art = Upload(c, a.id(), "adapter", AdapterBlobFor(a));

@@ -257,6 +257,8 @@ TEST_F(GrpcServerTest, JobLifecycleOverTheWire) {
   // (groups are those of running attempts, server/README.md).
   mpt::v1::StoreSetRequest set;
   set.set_group(a.group());
+  set.set_assignment(a.id());
+  set.set_worker(poll.worker());
   set.set_key("nccl_id");
   set.set_value(std::string("\x00\x01\x02", 3));
   mpt::v1::StoreSetResponse set_response;
@@ -267,9 +269,16 @@ TEST_F(GrpcServerTest, JobLifecycleOverTheWire) {
   ASSERT_TRUE(workers_->PollAssignment(Context().get(), poll, &polled).ok());
   ASSERT_TRUE(polled.has_assignment());
   set.set_group(polled.assignment().group());
+  set.set_assignment(polled.assignment().id());
   ASSERT_TRUE(workers_->StoreSet(Context().get(), set, &set_response).ok());
+  // Only the rank's own worker.
+  set.set_worker("workers/forged");
+  EXPECT_EQ(workers_->StoreSet(Context().get(), set, &set_response).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
   mpt::v1::StoreGetRequest store_get;
   store_get.set_group(polled.assignment().group());
+  store_get.set_assignment(polled.assignment().id());
+  store_get.set_worker(poll.worker());
   store_get.add_keys("nccl_id");
   store_get.set_wait_seconds(1);
   mpt::v1::StoreGetResponse values;

@@ -158,26 +158,30 @@ class GrpcClient final : public CoordinatorClient {
                        "CompleteAssignment");
   }
 
-  absl::Status StoreSet(const std::string& group, const std::string& key,
+  absl::Status StoreSet(const RendezvousMember& member, const std::string& key,
                         const std::string& value) override {
     grpc::ClientContext context;
     Prepare(options_.call_timeout, &context);
     mpt::v1::StoreSetRequest request;
-    request.set_group(group);
+    request.set_group(member.group);
+    request.set_assignment(member.assignment);
+    request.set_worker(member.worker);
     request.set_key(key);
     request.set_value(value);
     mpt::v1::StoreSetResponse response;
     return WithContext(stub_->StoreSet(&context, request, &response), "StoreSet");
   }
 
-  absl::StatusOr<std::vector<std::string>> StoreGet(const std::string& group,
+  absl::StatusOr<std::vector<std::string>> StoreGet(const RendezvousMember& member,
                                                     const std::vector<std::string>& keys,
                                                     absl::Duration wait) override {
     grpc::ClientContext context;
     Prepare(wait + options_.call_timeout, &context);
     WaitRegistration registration(this, &context);
     mpt::v1::StoreGetRequest request;
-    request.set_group(group);
+    request.set_group(member.group);
+    request.set_assignment(member.assignment);
+    request.set_worker(member.worker);
     for (const std::string& k : keys) request.add_keys(k);
     request.set_wait_seconds(absl::ToDoubleSeconds(wait));
     mpt::v1::StoreGetResponse response;
@@ -238,16 +242,19 @@ absl::StatusOr<std::unique_ptr<CoordinatorClient>> GrpcCoordinatorClient::Create
 }
 
 CoordinatorRendezvousStore::CoordinatorRendezvousStore(CoordinatorClient* client,
-                                                       std::string group,
+                                                       RendezvousMember member,
                                                        std::function<bool()> cancelled,
                                                        absl::Duration poll)
-    : client_(client), group_(std::move(group)), cancelled_(std::move(cancelled)), poll_(poll) {}
+    : client_(client),
+      member_(std::move(member)),
+      cancelled_(std::move(cancelled)),
+      poll_(poll) {}
 
 absl::Status CoordinatorRendezvousStore::Set(const std::string& key, const std::string& value) {
   const absl::Time give_up = absl::Now() + absl::Minutes(1);
   absl::Duration pause = absl::Milliseconds(200);
   while (true) {
-    absl::Status s = client_->StoreSet(group_, key, value);
+    absl::Status s = client_->StoreSet(member_, key, value);
     if (s.ok() || !IsRetryableRpcError(s) || absl::Now() + pause > give_up) {
       if (s.code() == absl::StatusCode::kDeadlineExceeded) {
         return absl::UnavailableError(s.message());
@@ -266,12 +273,12 @@ absl::StatusOr<std::vector<std::string>> CoordinatorRendezvousStore::Get(
   while (true) {
     if (cancelled_ && cancelled_()) {
       return absl::CancelledError(
-          absl::StrCat("rendezvous group ", group_, ": cancelled while waiting for peers"));
+          absl::StrCat("rendezvous group ", member_.group, ": cancelled while waiting for peers"));
     }
     const absl::Duration left = deadline - absl::Now();
     if (left <= absl::ZeroDuration()) break;
     absl::StatusOr<std::vector<std::string>> values =
-        client_->StoreGet(group_, keys, std::min(left, poll_));
+        client_->StoreGet(member_, keys, std::min(left, poll_));
     if (values.ok()) return values;
     last = values.status();
     if (last.code() == absl::StatusCode::kUnavailable) {
@@ -282,7 +289,7 @@ absl::StatusOr<std::vector<std::string>> CoordinatorRendezvousStore::Get(
     }
   }
   if (last.code() == absl::StatusCode::kUnavailable) return last;
-  return absl::DeadlineExceededError(absl::StrCat("rendezvous group ", group_, ": keys [",
+  return absl::DeadlineExceededError(absl::StrCat("rendezvous group ", member_.group, ": keys [",
                                                   absl::StrJoin(keys, ", "),
                                                   "] not all set within ",
                                                   absl::FormatDuration(timeout), ": ",

@@ -33,6 +33,16 @@
 
 namespace mpt {
 
+// Who uses a gang's rendezvous group: the group (Assignment.group), one
+// rank of its attempt (Assignment.id) and the worker that holds that rank
+// ("workers/{worker_id}"). The coordinator takes store calls only from
+// the attempt's own ranks.
+struct RendezvousMember {
+  std::string group;
+  std::string assignment;
+  std::string worker;
+};
+
 class CoordinatorClient {
  public:
   virtual ~CoordinatorClient() = default;
@@ -63,11 +73,12 @@ class CoordinatorClient {
 
   virtual absl::Status CompleteAssignment(const mpt::v1::CompleteAssignmentRequest& request) = 0;
 
-  // The rendezvous store of `group`.
-  virtual absl::Status StoreSet(const std::string& group, const std::string& key,
+  // The rendezvous store of `member.group`, used on behalf of
+  // `member.assignment` held by `member.worker`.
+  virtual absl::Status StoreSet(const RendezvousMember& member, const std::string& key,
                                 const std::string& value) = 0;
   // DEADLINE_EXCEEDED when a key is still missing after `wait`.
-  virtual absl::StatusOr<std::vector<std::string>> StoreGet(const std::string& group,
+  virtual absl::StatusOr<std::vector<std::string>> StoreGet(const RendezvousMember& member,
                                                             const std::vector<std::string>& keys,
                                                             absl::Duration wait) = 0;
 
@@ -108,7 +119,7 @@ class GrpcCoordinatorClient {
 // waited for its peers stops within one poll.
 class CoordinatorRendezvousStore final : public RendezvousStore {
  public:
-  CoordinatorRendezvousStore(CoordinatorClient* client, std::string group,
+  CoordinatorRendezvousStore(CoordinatorClient* client, RendezvousMember member,
                              std::function<bool()> cancelled = nullptr,
                              absl::Duration poll = absl::Seconds(2));
   CoordinatorRendezvousStore(const CoordinatorRendezvousStore&) = delete;
@@ -121,7 +132,7 @@ class CoordinatorRendezvousStore final : public RendezvousStore {
 
  private:
   CoordinatorClient* const client_;
-  const std::string group_;
+  const RendezvousMember member_;
   const std::function<bool()> cancelled_;
   const absl::Duration poll_;
 };

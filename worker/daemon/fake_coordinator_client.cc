@@ -1,6 +1,7 @@
 #include "worker/daemon/fake_coordinator_client.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "common/sha256.h"
 
 namespace mpt {
@@ -185,21 +186,35 @@ void FakeCoordinatorClient::InterruptWaits() {
   ++interrupts_;
 }
 
-absl::Status FakeCoordinatorClient::StoreSet(const std::string& group, const std::string& key,
-                                             const std::string& value) {
+namespace {
+
+// As the coordinator: a store call names its group, rank and worker.
+absl::Status CheckMember(const RendezvousMember& member) {
+  if (member.group.empty() || member.assignment.empty() || member.worker.empty()) {
+    return absl::InvalidArgumentError("fake: group, assignment and worker are required");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status FakeCoordinatorClient::StoreSet(const RendezvousMember& member,
+                                             const std::string& key, const std::string& value) {
+  RETURN_IF_ERROR(CheckMember(member));
   absl::MutexLock lock(&mu_);
   if (absl::Status s = Gate(); !s.ok()) return s;
-  store_[group + "\n" + key] = value;
+  store_[member.group + "\n" + key] = value;
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<std::string>> FakeCoordinatorClient::StoreGet(
-    const std::string& group, const std::vector<std::string>& keys, absl::Duration wait) {
+    const RendezvousMember& member, const std::vector<std::string>& keys, absl::Duration wait) {
+  RETURN_IF_ERROR(CheckMember(member));
   absl::MutexLock lock(&mu_);
   if (absl::Status s = Gate(); !s.ok()) return s;
   auto all = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     for (const std::string& k : keys) {
-      if (store_.count(group + "\n" + k) == 0) return false;
+      if (store_.count(member.group + "\n" + k) == 0) return false;
     }
     return true;
   };
@@ -207,7 +222,7 @@ absl::StatusOr<std::vector<std::string>> FakeCoordinatorClient::StoreGet(
     return absl::DeadlineExceededError("fake: keys missing");
   }
   std::vector<std::string> values;
-  for (const std::string& k : keys) values.push_back(store_[group + "\n" + k]);
+  for (const std::string& k : keys) values.push_back(store_[member.group + "\n" + k]);
   return values;
 }
 

@@ -66,9 +66,9 @@ class FakeCoordinatorClient final : public CoordinatorClient {
                                                    absl::string_view blob) override;
   absl::StatusOr<std::string> FetchArtifact(const std::string& name) override;
   absl::Status CompleteAssignment(const mpt::v1::CompleteAssignmentRequest& request) override;
-  absl::Status StoreSet(const std::string& group, const std::string& key,
+  absl::Status StoreSet(const RendezvousMember& member, const std::string& key,
                         const std::string& value) override;
-  absl::StatusOr<std::vector<std::string>> StoreGet(const std::string& group,
+  absl::StatusOr<std::vector<std::string>> StoreGet(const RendezvousMember& member,
                                                     const std::vector<std::string>& keys,
                                                     absl::Duration wait) override;
   void InterruptWaits() override;

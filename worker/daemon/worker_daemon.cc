@@ -463,8 +463,9 @@ void WorkerDaemon::Execute(const mpt::v1::Assignment& assignment, const std::str
   }
   if (runnable.size() == 1 && runnable[0]->assignment.world_size() > 1) {
     Member* m = runnable[0];
-    store = std::make_unique<CoordinatorRendezvousStore>(client_, m->assignment.group(),
-                                                         m->context.cancelled);
+    store = std::make_unique<CoordinatorRendezvousStore>(
+        client_, RendezvousMember{m->assignment.group(), m->assignment.id(), worker},
+        m->context.cancelled);
     m->context.store = store.get();
   }
   std::vector<absl::StatusOr<AssignmentOutput>> ran;

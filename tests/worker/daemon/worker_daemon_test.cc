@@ -482,7 +482,11 @@ TEST_F(DaemonTest, GangMemberBelowRankZeroDoesNotUploadButGetsAStore) {
     EXPECT_NE(c.store, nullptr);
     if (c.store == nullptr) return absl::InternalError("no store");
     EXPECT_TRUE(c.store->Set("rank1", "addr1").ok());
-    EXPECT_TRUE(client_.StoreSet(a.group(), "rank0", "addr0").ok());
+    EXPECT_TRUE(client_
+                    .StoreSet({a.group(), "jobs/j/stages/distillation/attempts/1/ranks/0",
+                               "workers/peer"},
+                              "rank0", "addr0")
+                    .ok());
     auto values = c.store->Get({"rank0", "rank1"}, absl::Seconds(1));
     EXPECT_TRUE(values.ok());
     if (values.ok()) {
@@ -558,8 +562,8 @@ TEST_F(DaemonTest, LogLinesReachTheCoordinatorWithoutLossOrResendOfDeliveredOnes
 TEST(RendezvousStoreTest, GetStopsWhenCancelled) {
   FakeCoordinatorClient client;
   std::atomic<bool> cancelled{false};
-  CoordinatorRendezvousStore store(&client, "g", [&] { return cancelled.load(); },
-                                   absl::Milliseconds(20));
+  CoordinatorRendezvousStore store(&client, {"g", "g/ranks/0", "workers/w"},
+                                   [&] { return cancelled.load(); }, absl::Milliseconds(20));
   std::thread canceller([&] {
     absl::SleepFor(absl::Milliseconds(100));
     cancelled.store(true);
@@ -574,11 +578,12 @@ TEST(RendezvousStoreTest, GetStopsWhenCancelled) {
 TEST(RendezvousStoreTest, RetriesAnUnavailableCoordinatorUntilTheDeadline) {
   FakeCoordinatorClient client;
   client.SetAvailable(false);
-  CoordinatorRendezvousStore store(&client, "g", nullptr, absl::Milliseconds(20));
+  CoordinatorRendezvousStore store(&client, {"g", "g/ranks/0", "workers/w"}, nullptr,
+                                   absl::Milliseconds(20));
   std::thread fixer([&] {
     absl::SleepFor(absl::Milliseconds(200));
     client.SetAvailable(true);
-    ASSERT_TRUE(client.StoreSet("g", "k", "v").ok());
+    ASSERT_TRUE(client.StoreSet({"g", "g/ranks/1", "workers/v"}, "k", "v").ok());
   });
   auto values = store.Get({"k"}, absl::Seconds(10));
   fixer.join();
