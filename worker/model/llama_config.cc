@@ -1,5 +1,6 @@
 #include "worker/model/llama_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -207,8 +208,10 @@ absl::Status ParseRope(const FieldReader& top, absl::string_view source,
       rope.beta_slow = slow.has_value() && *slow != 0 ? *slow : 1.0;
       ASSIGN_OR_RETURN(rope.mscale, r.Number("mscale"));
       ASSIGN_OR_RETURN(rope.mscale_all_dim, r.Number("mscale_all_dim"));
+      // transformers: `if rope_parameters.get("truncate", True):`, so only an
+      // absent key means true; "truncate": null is falsy, as false.
       ASSIGN_OR_RETURN(std::optional<bool> truncate, r.Bool("truncate"));
-      rope.truncate = truncate.value_or(true);
+      rope.truncate = truncate.value_or(!r.Present("truncate"));
       break;
     }
   }
@@ -361,13 +364,43 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
 
   // Sliding windows.
   config.layer_sliding_window.assign(config.num_hidden_layers, 0);
+  // layer_types (a list of num_hidden_layers "full_attention" /
+  // "sliding_attention"; absent or null: none): `window` on the sliding
+  // layers. Returns whether the list was there.
+  auto apply_layer_types = [&](int window) -> absl::StatusOr<bool> {
+    const Json* types = reader.Get("layer_types");
+    if (types == nullptr) return false;
+    if (!types->is_array() || types->size() != static_cast<size_t>(config.num_hidden_layers)) {
+      return reader.Error("layer_types",
+                          absl::StrCat("must be a list of num_hidden_layers (",
+                                       config.num_hidden_layers, ") layer types"));
+    }
+    for (size_t i = 0; i < types->size(); ++i) {
+      const Json& t = (*types)[i];
+      if (!t.is_string() || (t.get<std::string>() != "full_attention" &&
+                             t.get<std::string>() != "sliding_attention")) {
+        return reader.Error("layer_types",
+                            absl::StrCat("entry ", i, " is ", DescribeJson(t),
+                                         " (expected \"full_attention\" or "
+                                         "\"sliding_attention\")"));
+      }
+      if (t.get<std::string>() == "sliding_attention") config.layer_sliding_window[i] = window;
+    }
+    return true;
+  };
   if (config.model_type == "mistral") {
     // MistralConfig: sliding_window defaults to 4096; null turns it off.
     int window = 4096;
     if (reader.Present("sliding_window")) {
       ASSIGN_OR_RETURN(window, reader.OptionalSize("sliding_window", 0));
     }
-    config.layer_sliding_window.assign(config.num_hidden_layers, window);
+    // MistralForCausalLM slides on every layer. A config.json with
+    // layer_types, though, transformers' Auto classes load as "ministral"
+    // (MinistralForCausalLM, the same weights), which slides only on the
+    // layers marked "sliding_attention"; that is what loading the folder
+    // with AutoModelForCausalLM computes, so it is what counts here.
+    ASSIGN_OR_RETURN(bool listed, apply_layer_types(window));
+    if (!listed) config.layer_sliding_window.assign(config.num_hidden_layers, window);
   } else if (config.model_type == "qwen2") {
     ASSIGN_OR_RETURN(std::optional<bool> use, reader.Bool("use_sliding_window"));
     int window = 4096;
@@ -375,25 +408,15 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
       ASSIGN_OR_RETURN(window, reader.OptionalSize("sliding_window", 0));
     }
     if (!use.value_or(false)) window = 0;  // Qwen2Config drops it
-    ASSIGN_OR_RETURN(int max_window_layers, reader.OptionalSize("max_window_layers", 28));
-    if (const Json* types = reader.Get("layer_types")) {
-      if (!types->is_array() || types->size() != static_cast<size_t>(config.num_hidden_layers)) {
-        return reader.Error("layer_types",
-                            absl::StrCat("must be a list of num_hidden_layers (",
-                                         config.num_hidden_layers, ") layer types"));
-      }
-      for (size_t i = 0; i < types->size(); ++i) {
-        const Json& t = (*types)[i];
-        if (!t.is_string() || (t.get<std::string>() != "full_attention" &&
-                               t.get<std::string>() != "sliding_attention")) {
-          return reader.Error("layer_types",
-                              absl::StrCat("entry ", i, " is ", DescribeJson(t),
-                                           " (expected \"full_attention\" or "
-                                           "\"sliding_attention\")"));
-        }
-        if (t.get<std::string>() == "sliding_attention") config.layer_sliding_window[i] = window;
-      }
-    } else {
+    // Any integer (Qwen2Config: `int = 28`): the layers i >= max_window_layers
+    // slide, so 0 (or less) makes every layer a sliding one.
+    int max_window_layers = 28;
+    if (const Json* v = reader.Get("max_window_layers")) {
+      ASSIGN_OR_RETURN(int64_t n, reader.Integer("max_window_layers", *v));
+      max_window_layers = static_cast<int>(std::max<int64_t>(n, 0));
+    }
+    ASSIGN_OR_RETURN(bool listed, apply_layer_types(window));
+    if (!listed) {
       for (int i = max_window_layers; i < config.num_hidden_layers; ++i) {
         config.layer_sliding_window[i] = window;
       }

@@ -13,7 +13,11 @@
 //    never do; a sliding window only when use_sliding_window is true, and
 //    then only on the layers layer_types marks "sliding_attention" (when
 //    absent: the layers from max_window_layers on).
-//  - mistral: no biases; sliding_window (when not null) on every layer.
+//  - mistral: no biases; sliding_window (when not null) on every layer, or,
+//    when config.json has layer_types, only on the layers it marks
+//    "sliding_attention": transformers' Auto classes load such a file as
+//    model_type "ministral" (MistralForCausalLM itself would ignore the
+//    list). model_type "ministral" itself is not accepted.
 // Rotary settings: rope_theta (top level, or inside rope_parameters /
 // rope_scaling), and the scaling dict from "rope_scaling" (older files) or
 // "rope_parameters" (transformers 5), with its type under "rope_type" or
@@ -61,7 +65,7 @@ struct RopeScaling {
   double beta_slow = 1.0;
   std::optional<double> mscale;
   std::optional<double> mscale_all_dim;
-  bool truncate = true;
+  bool truncate = true;  // absent: true; "truncate": null is false (falsy in transformers)
 };
 
 struct LlamaConfig {

@@ -75,6 +75,25 @@ TEST(LlamaConfigTest, FamilyDefaults) {
   EXPECT_EQ(no_window.layer_sliding_window, (std::vector<int>{0, 0}));
 }
 
+// A mistral config.json with layer_types is what transformers' Auto classes
+// load as "ministral": the window only on the "sliding_attention" layers
+// (found by tools/check_decoder_numerics.py; every layer used to slide).
+TEST(LlamaConfigTest, MistralLayerTypes) {
+  const std::string base = R"({"model_type": "mistral", "vocab_size": 100, "hidden_size": 64,
+      "intermediate_size": 96, "num_hidden_layers": 3, "num_attention_heads": 8, )";
+  LlamaConfig listed = Parse(base + R"("sliding_window": 3,
+      "layer_types": ["full_attention", "sliding_attention", "full_attention"]})");
+  EXPECT_EQ(listed.layer_sliding_window, (std::vector<int>{0, 3, 0}));
+  LlamaConfig default_window = Parse(base + R"("layer_types": ["sliding_attention",
+      "full_attention", "sliding_attention"]})");
+  EXPECT_EQ(default_window.layer_sliding_window, (std::vector<int>{4096, 0, 4096}));
+  LlamaConfig null_list = Parse(base + R"("sliding_window": 3, "layer_types": null})");
+  EXPECT_EQ(null_list.layer_sliding_window, (std::vector<int>{3, 3, 3}));
+  EXPECT_THAT(Error(base + R"("layer_types": ["full_attention"]})"), HasSubstr("'layer_types'"));
+  EXPECT_THAT(Error(R"({"model_type": "ministral", "vocab_size": 100})"),
+              AllOf(HasSubstr("'model_type'"), HasSubstr("\"ministral\"")));
+}
+
 TEST(LlamaConfigTest, Qwen2SlidingLayers) {
   LlamaConfig derived = Parse(Config(
       "qwen2", R"("use_sliding_window": true, "sliding_window": 7, "max_window_layers": 2,
@@ -83,6 +102,20 @@ TEST(LlamaConfigTest, Qwen2SlidingLayers) {
   LlamaConfig listed = Parse(Config("qwen2", R"("use_sliding_window": true, "sliding_window": 7, "num_key_value_heads": 4,
       "layer_types": ["sliding_attention", "full_attention", "sliding_attention"])"));
   EXPECT_EQ(listed.layer_sliding_window, (std::vector<int>{7, 0, 7}));
+  // max_window_layers is any integer (Qwen2Config: int): layers i >= it
+  // slide, so 0 or less means all of them (found by
+  // tools/check_decoder_numerics.py; it used to be refused as "must be
+  // positive").
+  for (const char* n : {"0", "-1"}) {
+    LlamaConfig all = Parse(Config("qwen2", std::string(R"("use_sliding_window": true,
+        "sliding_window": 5, "num_key_value_heads": 4, "max_window_layers": )") + n));
+    EXPECT_EQ(all.layer_sliding_window, (std::vector<int>{5, 5, 5})) << n;
+  }
+  LlamaConfig off = Parse(Config("qwen2", R"("sliding_window": 5, "max_window_layers": 0,
+      "num_key_value_heads": 4)"));
+  EXPECT_EQ(off.layer_sliding_window, (std::vector<int>{0, 0, 0}));
+  EXPECT_THAT(Error(Config("qwen2", R"("max_window_layers": 1.5, "num_key_value_heads": 4)")),
+              HasSubstr("'max_window_layers' must be an integer"));
   EXPECT_THAT(Error(Config("qwen2", R"("num_key_value_heads": 4, "layer_types": ["full_attention"])")),
               HasSubstr("'layer_types'"));
   EXPECT_THAT(Error(Config("qwen2", R"("num_key_value_heads": 4,
@@ -116,6 +149,17 @@ TEST(LlamaConfigTest, RopeBothForms) {
   EXPECT_EQ(yarn.rope_scaling.beta_fast, 32.0);
   EXPECT_EQ(yarn.rope_scaling.beta_slow, 1.0);
   EXPECT_TRUE(yarn.rope_scaling.truncate);
+  // transformers reads `rope_parameters.get("truncate", True)` as a truth
+  // value: only an absent key truncates by default; null is falsy (found by
+  // tools/check_decoder_numerics.py: null used to mean true here, and the
+  // YaRN ramp, hence every logit, differed).
+  const std::string yarn_base = R"("max_position_embeddings": 64, "num_key_value_heads": 2,
+      "rope_parameters": {"rope_type": "yarn", "factor": 2.0,
+      "original_max_position_embeddings": 26)";
+  EXPECT_FALSE(Parse(Config("mistral", yarn_base + R"(, "truncate": null})")).rope_scaling.truncate);
+  EXPECT_FALSE(Parse(Config("mistral", yarn_base + R"(, "truncate": false})")).rope_scaling.truncate);
+  EXPECT_TRUE(Parse(Config("mistral", yarn_base + R"(, "truncate": true})")).rope_scaling.truncate);
+  EXPECT_TRUE(Parse(Config("mistral", yarn_base + "}")).rope_scaling.truncate);
 }
 
 TEST(LlamaConfigTest, RefusesWhatItCannotHonour) {

@@ -1,0 +1,756 @@
+#!/usr/bin/env python3
+"""Differential fuzz of llama_dump against transformers' *ForCausalLM.
+
+Draws random tiny decoder-only configurations (model_type llama, qwen2 or
+mistral) over the fields worker/model/llama_config.cc reads and transformers
+honours: grouped-query / multi-query attention, an explicit head_dim, rope
+theta, every rope type of transformers' ROPE_INIT_FUNCTIONS that these classes
+reach (default, linear, dynamic, yarn with its optional fields, llama3,
+longrope, proportional) written as rope_scaling or rope_parameters, with "type" or
+"rope_type", theta and original_max_position_embeddings at the top level or in
+the dict, tied embeddings, llama's attention_bias / mlp_bias, qwen2's
+use_sliding_window / max_window_layers / layer_types, mistral's sliding_window
+(often shorter than the batch) and layer_types, hidden_act, rms_norm_eps, token ids (ints,
+lists, null), stored weight dtypes (f32, bf16, f16, f64; sometimes sharded),
+and fields both sides ignore.
+
+For each case it writes config.json as drawn, builds the model with
+transformers from it (torch.manual_seed, weights re-drawn at a scale where
+attention is not uniform, so that rope and masks matter), and saves the
+weights with save_pretrained. Two folders are checked: "raw" (the drawn
+config.json) and "saved" (the config.json save_pretrained wrote). For each,
+the reference is AutoModelForCausalLM.from_pretrained(folder) in fp32 with
+attn_implementation="eager"; llama_dump runs on the same right-padded ids
+(--ids, --generate, --threads=1). Compared at real (unmasked) positions:
+logits and final hidden states (max |diff| against a tolerance relative to
+the reference's magnitude), the loss, and the greedy tokens (a divergence
+counts only when the reference's top two logits at that step are further
+apart than the tolerance). The reference's greedy tokens come from full
+forwards over the growing row; transformers' own KV-cached decode is run too,
+and where it disagrees with its forward that is reported, not counted against
+llama_dump (transformers 5.24's DynamicCache keeps every key for
+sliding_window 1, and windows the cache of a llama config that carries a
+sliding_window its forward ignores). The reference is also run in fp64 to show the
+fp32 rounding noise each case has on its own.
+
+Not reached: transformers 5.24's "dynamic" rope recomputes its frequencies
+only past max_position_embeddings, and llama_dump refuses rows that long, so
+dynamic cases check the unscaled table only (tests/worker/model's
+llama_dynamic golden covers the recomputation).
+
+A refusal by llama_dump (exit 1) is accepted only when the case drew a value
+listed in EXPECTED_REFUSALS and the error message names that field; anything
+else is a failure, as are numeric mismatches, a crash (signal) and a timeout.
+
+    /tmp/tp-ref/bin/python tools/check_decoder_numerics.py --seed 1 --cases 100
+
+Options: --llama_dump PATH (default bazel-bin/worker/llama_dump),
+--family llama|qwen2|mistral (only that family), --keep DIR (keep the folders
+of failing cases there: config.json, weights, ids.txt, and the command),
+--only INDEX (run one case of the seed), -v (print the drawn config),
+--mutate theta|factor|window|eps (self-test of the comparison: llama_dump gets
+a config with rope_theta x1.05, the rope factor x1.1, sliding_window - 1 or
+rms_norm_eps + 0.1, and every case that changes must come out MISMATCH).
+Exit status: 0 when every case passed or was an accepted refusal, 1 otherwise.
+Requirements: torch, transformers (5.x), safetensors.
+"""
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import torch
+import transformers
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModelForCausalLM
+
+transformers.logging.set_verbosity_error()
+transformers.logging.disable_progress_bar()
+
+FAMILIES = ("llama", "qwen2", "mistral")
+CAUSAL_LM = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}
+
+# ACT2FN names llama_config.cc maps (worker/model/t5_config.cc's table).
+SUPPORTED_ACTS = ["silu", "swish", "gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh",
+                  "quick_gelu", "relu", "tanh", "sigmoid"]
+# Stateless ACT2FN entries transformers accepts and llama_dump refuses.
+UNSUPPORTED_ACTS = ["gelu_python", "gelu_accurate", "gelu_10", "gelu_python_tanh", "relu2",
+                    "relu6", "mish", "leaky_relu", "linear", "laplace", "hardswish",
+                    "sqrtsoftplus"]
+
+# What llama_dump may refuse: a case records the keys it drew, and a refusal
+# counts as expected only when its message holds every string of the second
+# element (the field's name as the error quotes it, and the value).
+EXPECTED_REFUSALS = {
+    "longrope": ("rope type \"longrope\"", ("type'", "\"longrope\"")),
+    "proportional": ("rope type \"proportional\"", ("type'", "\"proportional\"")),
+    "partial_rotary_factor": ("partial_rotary_factor != 1", ("partial_rotary_factor'",)),
+    "hidden_act": ("an ACT2FN activation outside llama_dump's table", ("'hidden_act'",)),
+    "token_id_range": ("a bos/eos/pad id >= vocab_size", ("_token_id'", "outside the vocabulary")),
+    "ministral": ("model_type \"ministral\" (transformers' save of mistral + layer_types)",
+                  ("'model_type'", "\"ministral\"")),
+}
+
+# fp32 tolerance: both sides compute in fp32 with the same operations in the
+# same order; what is left is summation order in BLAS and libm rounding, a few
+# ulps per op (fp32 eps 1.2e-7) over at most 3 layers, measured at <= 6e-6 of
+# the output magnitude (the fp32-vs-fp64 column shows the same noise in
+# transformers alone). A semantic difference (a wrong rope frequency, mask,
+# bias or activation) moves outputs by >1e-2 of their magnitude with these
+# weights. 1e-4 relative leaves two orders of magnitude on both sides.
+RTOL = 1e-4
+ATOL = 1e-6
+
+
+# ----------------------------------------------------------------------------
+# Drawing a case
+
+
+def maybe(rng, p):
+    return rng.random() < p
+
+
+def draw_rope(rng, cfg, case, head_dim, length):
+    """Adds rope fields to cfg; returns a short description."""
+    kind = rng.choices(["default", "linear", "dynamic", "yarn", "llama3", "longrope",
+                        "proportional"],
+                       weights=[14, 12, 12, 26, 18, 8, 4])[0]
+    d = {}
+    theta = rng.choice([None, 10000.0, 500000.0, 100.0, 37.5, 1e6])
+    theta_where = rng.choice(["top", "dict", "both"])
+    if theta is not None:
+        if theta_where in ("top", "both"):
+            cfg["rope_theta"] = theta
+        if theta_where in ("dict", "both"):
+            d["rope_theta"] = theta if theta_where == "dict" else rng.choice([50.0, 2000.0, 1e5])
+    # The pre-training length the scaled types look at: shorter than the
+    # batch most of the time, so the scaling changes positions we compare.
+    original = rng.randint(2, max(2, length - 1)) if maybe(rng, 0.8) else rng.randint(length, length + 20)
+    orig_where = rng.choice(["dict", "dict", "top", "both", "absent"])
+
+    def put_original():
+        if orig_where in ("dict", "both"):
+            d["original_max_position_embeddings"] = original if orig_where == "dict" else original + 7
+        if orig_where in ("top", "both"):
+            cfg["original_max_position_embeddings"] = original
+
+    if kind == "default":
+        if maybe(rng, 0.5):
+            d["rope_type"] = "default"
+    elif kind == "linear":
+        d["factor"] = rng.choice([0.5, 1.0, 2.0, 4.5, 8.0])
+    elif kind == "dynamic":
+        d["factor"] = rng.choice([1.0, 2.0, 4.0, 16.0])
+        if maybe(rng, 0.3):
+            d["original_max_position_embeddings"] = original  # not read by transformers' dynamic
+    elif kind == "yarn":
+        d["factor"] = rng.choice([None, 0.5, 1.0, 2.0, 4.0, 8.0, 40.0]) if maybe(rng, 0.9) else None
+        put_original()
+        if maybe(rng, 0.3):
+            d["attention_factor"] = rng.choice([0.5, 0.9, 1.3, 2.0])
+        if maybe(rng, 0.4):
+            d["beta_fast"] = rng.choice([None, 0, 4, 16, 32.0, 64])
+        if maybe(rng, 0.4):
+            d["beta_slow"] = rng.choice([None, 0, 0.5, 1, 2.0, 3])
+        if maybe(rng, 0.35):
+            d["mscale"] = rng.choice([0, 0.5, 0.707, 1.0, 2.0])
+        if maybe(rng, 0.35):
+            d["mscale_all_dim"] = rng.choice([0, 0.5, 0.707, 1.0, 1.5])
+        if maybe(rng, 0.35):
+            d["truncate"] = rng.choice([True, False, None])
+    elif kind == "llama3":
+        d["factor"] = rng.choice([2.0, 4.0, 8.0, 32.0])
+        low = rng.choice([0.5, 1.0, 2.0])
+        d["low_freq_factor"] = low
+        d["high_freq_factor"] = low * rng.choice([1.5, 2.0, 4.0, 8.0])
+        put_original()
+    elif kind == "longrope":
+        half = head_dim // 2
+        d["short_factor"] = [round(rng.uniform(1.0, 3.0), 3) for _ in range(half)]
+        d["long_factor"] = [round(rng.uniform(1.0, 9.0), 3) for _ in range(half)]
+        if maybe(rng, 0.5):
+            d["factor"] = rng.choice([2.0, 4.0])
+        if maybe(rng, 0.3):
+            d["attention_factor"] = rng.choice([1.1, 1.4])
+        put_original()
+        case["refusals"].add("longrope")
+    elif kind == "proportional":
+        # Gemma 4's type; ROPE_INIT_FUNCTIONS serves it to these classes too.
+        if maybe(rng, 0.6):
+            d["factor"] = rng.choice([1.0, 2.0])
+        if maybe(rng, 0.5):
+            d["partial_rotary_factor"] = rng.choice([0.5, 0.75])
+        case["refusals"].add("proportional")
+
+    if kind != "default" or "rope_type" in d:
+        type_key = rng.choice(["rope_type", "type", "both"])
+        if type_key == "both":
+            d["rope_type"] = kind
+            d["type"] = rng.choice(["linear", "dynamic", "default"])  # rope_type wins
+        else:
+            d[type_key] = kind
+    if kind == "yarn" and "factor" not in d:
+        d["factor"] = None
+    if maybe(rng, 0.05):
+        (d if maybe(rng, 0.5) else cfg)["partial_rotary_factor"] = rng.choice([0.5, 0.25])
+        case["refusals"].add("partial_rotary_factor")
+
+    form = rng.choice(["rope_scaling", "rope_parameters", "rope_scaling", "rope_parameters",
+                       "scaling_over_parameters", "empty_scaling", "null_scaling"])
+    if not d:
+        if maybe(rng, 0.5):
+            cfg[rng.choice(["rope_scaling", "rope_parameters"])] = None
+        where = "none"
+    elif form in ("rope_scaling", "rope_parameters"):
+        cfg[form] = d
+        where = form
+    elif form == "scaling_over_parameters":
+        # transformers: a non-empty rope_scaling wins over rope_parameters.
+        cfg["rope_scaling"] = d
+        cfg["rope_parameters"] = {"rope_type": "linear", "factor": 3.0, "rope_theta": 123.0}
+        where = "rope_scaling>rope_parameters"
+    elif form == "empty_scaling":
+        cfg["rope_scaling"] = {}
+        cfg["rope_parameters"] = d
+        where = "{}+rope_parameters"
+    else:
+        cfg["rope_scaling"] = None
+        cfg["rope_parameters"] = d
+        where = "null+rope_parameters"
+    return f"{kind}[{where}]"
+
+
+def draw_case(seed, index, family=None):
+    rng = random.Random(f"{seed}:{index}")
+    case = {"refusals": set(), "seed": seed, "index": index}
+    fam = family or rng.choice(FAMILIES)
+    cfg = {"model_type": fam}
+    if maybe(rng, 0.7):
+        cfg["architectures"] = [CAUSAL_LM[fam]]
+
+    heads = rng.choice([1, 2, 3, 4, 6, 8])
+    explicit_hd = maybe(rng, 0.35)
+    if explicit_hd:
+        head_dim = rng.choice([4, 6, 8, 10, 12, 16, 20, 24, 32])
+        # LlamaConfig validates hidden_size % num_attention_heads == 0 even with head_dim.
+        step = heads if fam == "llama" else 1
+        choices = [h for h in range(16, 97) if h % step == 0 and h != heads * head_dim]
+        hidden = rng.choice(choices)
+        cfg["head_dim"] = head_dim
+    else:
+        choices = [(h, h // heads) for h in range(16, 97)
+                   if h % heads == 0 and (h // heads) % 2 == 0 and h // heads >= 2]
+        hidden, head_dim = rng.choice(choices)
+        if maybe(rng, 0.15) and fam != "qwen2":  # Qwen2Attention reads a null head_dim as is
+            cfg["head_dim"] = None
+    cfg["hidden_size"] = hidden
+    cfg["num_attention_heads"] = heads
+    kv_choices = [k for k in range(1, heads + 1) if heads % k == 0]
+    kv_form = rng.choice(["int", "int", "int", "null", "absent"])
+    family_default_kv = {"llama": heads, "qwen2": 32, "mistral": 8}[fam]
+    if kv_form == "absent" and heads % family_default_kv != 0:
+        kv_form = "int"
+    if kv_form == "null" and fam == "mistral":
+        kv_form = "int"  # MistralConfig's strict typing refuses null
+    if kv_form == "int":
+        kv = rng.choice(kv_choices)
+        cfg["num_key_value_heads"] = kv
+    elif kv_form == "null":
+        kv = heads
+        cfg["num_key_value_heads"] = None
+    else:
+        kv = family_default_kv
+    layers = rng.randint(1, 3)
+    cfg["num_hidden_layers"] = layers
+    cfg["intermediate_size"] = rng.randint(8, 128)
+    vocab = rng.randint(50, 300)
+    cfg["vocab_size"] = vocab
+    eps = rng.choice([None, 1e-6, 1e-5, 1e-3, 0.05, 0.5])
+    if eps is not None:
+        cfg["rms_norm_eps"] = eps
+
+    # The batch: 1..3 rows, right padding of different lengths.
+    length = rng.choice([rng.randint(1, 12), rng.randint(8, 40), rng.randint(20, 48)])
+    rows = rng.randint(1, 3)
+    lengths = [length] + [rng.randint(1, length) for _ in range(rows - 1)]
+    rng.shuffle(lengths)
+    ids = [[rng.randrange(vocab) for _ in range(n)] for n in lengths]
+    gen = rng.choice([0, 2, 3, 4])
+    case["ids"] = ids
+    case["generate"] = gen
+
+    rope_desc = draw_rope(rng, cfg, case, head_dim, length)
+
+    max_pos_needed = length + gen
+    if maybe(rng, 0.15) and fam != "llama":
+        pass  # family default (32768 / 131072)
+    elif maybe(rng, 0.1) and fam == "llama":
+        pass  # 2048
+    else:
+        cfg["max_position_embeddings"] = max_pos_needed + rng.choice([0, 0, 1, 5, 30, 200])
+
+    act_pool = SUPPORTED_ACTS if maybe(rng, 0.88) else UNSUPPORTED_ACTS
+    act = rng.choice(act_pool)
+    if act != "silu" or maybe(rng, 0.5):
+        cfg["hidden_act"] = act
+    if act in UNSUPPORTED_ACTS:
+        case["refusals"].add("hidden_act")
+
+    tie = rng.choice([None, True, False])
+    if tie is not None:
+        cfg["tie_word_embeddings"] = tie
+
+    window_desc = ""
+    if fam == "llama":
+        for key in ("attention_bias", "mlp_bias"):
+            v = rng.choice([None, True, False])
+            if v is not None:
+                cfg[key] = v
+        if maybe(rng, 0.1):
+            cfg["sliding_window"] = rng.randint(1, 4)  # LlamaForCausalLM ignores it
+        if maybe(rng, 0.2):
+            cfg["pretraining_tp"] = rng.choice([1, 2])
+    elif fam == "qwen2":
+        use = rng.choice([None, True, True, False])
+        if use is not None:
+            cfg["use_sliding_window"] = use
+        w = rng.choice(["absent", "null", "short", "short", "long"])
+        if w == "null":
+            cfg["sliding_window"] = None
+        elif w == "short":
+            cfg["sliding_window"] = rng.randint(1, max(1, length - 1))
+        elif w == "long":
+            cfg["sliding_window"] = rng.randint(length, length + 10)
+        if maybe(rng, 0.7):
+            cfg["max_window_layers"] = rng.randint(-1, layers + 1)
+        if maybe(rng, 0.35) and use and w != "null":
+            cfg["layer_types"] = [rng.choice(["full_attention", "sliding_attention"])
+                                  for _ in range(layers)]
+        if maybe(rng, 0.1):
+            cfg["attention_bias"] = rng.choice([True, False])  # Qwen2 ignores it
+        window_desc = f" use_sw={use} sw={cfg.get('sliding_window', 'absent')}" \
+                      f" mwl={cfg.get('max_window_layers', 'absent')}" \
+                      f"{' lt' if 'layer_types' in cfg else ''}"
+    else:
+        w = rng.choice(["absent", "null", "short", "short", "short", "long"])
+        if w == "null":
+            cfg["sliding_window"] = None
+        elif w == "short":
+            cfg["sliding_window"] = rng.randint(1, max(1, length - 1))
+        elif w == "long":
+            cfg["sliding_window"] = rng.randint(length, length + 10)
+        if maybe(rng, 0.15):
+            # AutoConfig loads mistral + layer_types as "ministral" (per-layer
+            # windows; MistralForCausalLM would ignore the list), and its
+            # save_pretrained writes model_type "ministral", which llama_dump
+            # refuses. Ministral's attention needs an explicit head_dim.
+            cfg["layer_types"] = [rng.choice(["full_attention", "sliding_attention"])
+                                  for _ in range(layers)]
+            if cfg.get("head_dim") is None:
+                cfg["head_dim"] = head_dim
+            case["refusals"].add("ministral")
+        window_desc = f" sw={cfg.get('sliding_window', 'absent')}"
+
+    # Token ids.
+    out_of_range = maybe(rng, 0.04)
+    for key in ("bos_token_id", "pad_token_id"):
+        form = rng.choice(["absent", "null", "int"])
+        if form == "null":
+            cfg[key] = None
+        elif form == "int":
+            cfg[key] = rng.randrange(vocab)
+    form = rng.choice(["absent", "null", "int", "list"])
+    if form == "null":
+        cfg["eos_token_id"] = None
+    elif form == "int":
+        cfg["eos_token_id"] = rng.randrange(vocab)
+    elif form == "list":
+        cfg["eos_token_id"] = [rng.randrange(vocab) for _ in range(rng.randint(1, 3))]
+    if out_of_range:
+        cfg["eos_token_id"] = vocab + rng.randint(0, 50)
+        case["refusals"].add("token_id_range")
+
+    # Fields both sides ignore.
+    if maybe(rng, 0.4):
+        cfg["initializer_range"] = 0.02
+        cfg["attention_dropout"] = 0.0
+        cfg["use_cache"] = rng.choice([True, False])
+    dtype_key = rng.choice([None, "torch_dtype", "dtype"])
+    if dtype_key:
+        cfg[dtype_key] = rng.choice(["float32", "bfloat16", "float16"])
+    case["stored"] = rng.choices([torch.float32, torch.bfloat16, torch.float16, torch.float64],
+                                 weights=[8, 1, 1, 1])[0]
+    # Sometimes sharded (model.safetensors.index.json and several files).
+    case["shard"] = rng.choice([None, None, None, "40KB"])
+    case["gain"] = rng.choice([1.0, 1.5, 2.0])
+
+    case["family"] = fam
+    case["config"] = cfg
+    kvs = cfg.get("num_key_value_heads", "abs")
+    case["desc"] = (f"{fam:7s} d={hidden} h={heads}/{kvs} hd={head_dim}{'*' if explicit_hd else ''}"
+                    f" L={layers} V={vocab} rope={rope_desc} act={act}"
+                    f" tie={tie}{window_desc} rows={lengths} gen={gen}")
+    return case
+
+
+# ----------------------------------------------------------------------------
+# Running both sides
+
+
+def randomize_weights(model, gain):
+    """Weights at a scale where attention is peaked and every term matters."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(torch.rand(p.shape) + 0.5)
+            elif name.endswith(".bias"):
+                p.copy_(torch.randn(p.shape) * 0.5)
+            elif "embed_tokens" in name:
+                p.copy_(torch.randn(p.shape))
+            else:
+                p.copy_(torch.randn(p.shape) * (gain / math.sqrt(p.shape[1])))
+
+
+def batch_tensors(ids):
+    length = max(len(r) for r in ids)
+    input_ids = torch.zeros(len(ids), length, dtype=torch.long)
+    mask = torch.zeros(len(ids), length, dtype=torch.long)
+    for r, row in enumerate(ids):
+        input_ids[r, :len(row)] = torch.tensor(row)
+        mask[r, :len(row)] = 1
+    return input_ids, mask
+
+
+def reference(folder, ids, gen):
+    """transformers on `folder`: fp32 logits, hidden, loss, greedy tokens and
+    their margins; and the fp64 logits (rounding noise of fp32 alone)."""
+    model, info = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=torch.float32, attn_implementation="eager", output_loading_info=True)
+    missing = [k for k in info.get("missing_keys", []) if k]
+    if missing or info.get("mismatched_keys"):
+        raise RuntimeError(f"from_pretrained did not load every weight: missing {missing[:4]} "
+                           f"mismatched {info.get('mismatched_keys')}")
+    model.eval()
+    input_ids, mask = batch_tensors(ids)
+    labels = input_ids.masked_fill(mask == 0, -100)
+    captured = {}
+    hook = model.model.norm.register_forward_hook(lambda m, i, o: captured.__setitem__("h", o))
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=mask, labels=labels)
+        hidden = captured["h"]
+        hook.remove()
+        # Greedy tokens by full forwards over the growing row (no KV cache):
+        # the definition the cached decode must reproduce. transformers' own
+        # cached decode is run too; where it disagrees with its forward that
+        # is noted. (Its DynamicSlidingWindowLayer keeps every key when
+        # sliding_window is 1, `[..., -sliding_window + 1:, :]` being
+        # `[..., 0:, :]`; and DynamicCache(config=...) windows a llama
+        # config's cache by a sliding_window LlamaAttention never applies.)
+        tokens, margins, cache_quirk = [], [], False
+        for row in ids:
+            seq = list(row)
+            row_tokens, row_margins = [], []
+            for _ in range(gen):
+                last = model(input_ids=torch.tensor([seq])).logits[0, -1]
+                top = torch.topk(last, 2).values
+                nxt = int(last.argmax())
+                row_tokens.append(nxt)
+                row_margins.append(float(top[0] - top[1]))
+                seq.append(nxt)
+            tokens.append(row_tokens)
+            margins.append(row_margins)
+            cache, step_in = None, torch.tensor([row])
+            for t in range(gen):
+                o = model(input_ids=step_in, cache=cache, use_cache=True)
+                cache = o.cache
+                nxt = int(o.logits[0, -1].argmax())
+                if nxt != row_tokens[t]:
+                    cache_quirk = cache_quirk or row_margins[t] > 1e-3
+                    break
+                step_in = torch.tensor([[nxt]])
+        model64 = model.to(torch.float64)
+        logits64 = model64(input_ids=input_ids, attention_mask=mask).logits.float()
+    return dict(logits=out.logits, hidden=hidden, loss=float(out.loss), tokens=tokens,
+                margins=margins, logits64=logits64, mask=mask, cache_quirk=cache_quirk)
+
+
+def run_dump(binary, folder, ids, gen, out_path):
+    ids_flag = ";".join(",".join(str(t) for t in row) for row in ids)
+    cmd = [binary, f"--model={folder}", f"--ids={ids_flag}", f"--generate={gen}", "--threads=1",
+           "--dtype=float32", f"--out={out_path}"]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return cmd, None, "timeout"
+    return cmd, p.returncode, (p.stderr.strip() or p.stdout.strip())
+
+
+def masked_maxdiff(a, b, mask, ignore_nan=False):
+    real = mask.bool()
+    if not real.any():
+        return 0.0, 0.0
+    diff = (a.double() - b.double()).abs()[real]
+    if ignore_nan:
+        diff = diff[~diff.isnan()]
+        if diff.numel() == 0:
+            return 0.0, 0.0
+    return float(diff.max()), float(b.double().abs()[real].max())
+
+
+def compare(dump, ref, gen):
+    """Returns (ok, fields, text)."""
+    mask = ref["mask"]
+    problems = []
+    fields = {}
+    for key in ("logits", "hidden"):
+        if dump[key].shape != ref[key].shape:
+            problems.append(f"{key} shape {tuple(dump[key].shape)} vs {tuple(ref[key].shape)}")
+            continue
+        diff, scale = masked_maxdiff(dump[key], ref[key], mask)
+        fields[key] = (diff, scale)
+        if not diff <= ATOL + RTOL * scale:  # NaN fails too
+            problems.append(f"{key} max|diff| {diff:.3g} (scale {scale:.3g})")
+    # (fp64 transformers can give NaN where a padded query sees no key: its
+    # mask, finfo(float64).min, becomes -inf in the fp32 softmax.)
+    noise, scale64 = masked_maxdiff(ref["logits"], ref["logits64"], mask, ignore_nan=True)
+    fields["fp32_noise"] = (noise, scale64)
+    # NaN on both sides when no row has two real tokens (no label counts).
+    both_nan = math.isnan(float(dump["loss"])) and math.isnan(ref["loss"])
+    dl = 0.0 if both_nan else abs(float(dump["loss"]) - ref["loss"])
+    fields["loss"] = dl
+    if not dl <= ATOL + RTOL * max(1.0, abs(ref["loss"])):
+        problems.append(f"loss {float(dump['loss']):.6g} vs {ref['loss']:.6g}")
+    ties = 0
+    if gen > 0:
+        got = dump["generated"].tolist()
+        for r, (g_row, want, margins) in enumerate(zip(got, ref["tokens"], ref["margins"])):
+            for t, (a, b) in enumerate(zip(g_row, want)):
+                if a != b:
+                    tol = ATOL + RTOL * max(1.0, float(ref["logits"].abs().max()))
+                    if margins[t] <= 10 * tol:
+                        ties += 1  # a near tie: later tokens follow different prefixes
+                    else:
+                        problems.append(f"generated row {r} step {t}: {a} vs {b} "
+                                        f"(reference margin {margins[t]:.3g})")
+                    break
+    fields["ties"] = ties
+    fields["cache_quirk"] = ref["cache_quirk"]
+    return not problems, fields, "; ".join(problems)
+
+
+def refusal_accepted(case, message):
+    for key in case["refusals"]:
+        if all(part in message for part in EXPECTED_REFUSALS[key][1]):
+            return True, key
+    return False, None
+
+
+# ----------------------------------------------------------------------------
+
+
+def mutated_copy(folder, what):
+    """The self-test (--mutate): a copy of `folder` whose config.json differs
+    slightly in one setting, for llama_dump only; the comparison must then
+    fail. None when the case has nothing that setting would change."""
+    with open(os.path.join(folder, "config.json")) as f:
+        cfg = json.load(f)
+    dicts = [cfg[k] for k in ("rope_scaling", "rope_parameters") if isinstance(cfg.get(k), dict)]
+    if what == "theta":
+        cfg["rope_theta"] = cfg.get("rope_theta") or 10000.0
+        for d in dicts:
+            d["rope_theta"] = d.get("rope_theta") or cfg["rope_theta"]
+        cfg["rope_theta"] *= 1.05
+        for d in dicts:
+            d["rope_theta"] *= 1.05
+    elif what == "factor":
+        if not any(isinstance(d.get("factor"), (int, float)) and d.get("rope_type", d.get("type"))
+                   in ("linear", "yarn", "llama3") for d in dicts):
+            return None
+        for d in dicts:
+            if isinstance(d.get("factor"), (int, float)):
+                d["factor"] *= 1.1
+    elif what == "window":
+        w = cfg.get("sliding_window")
+        if not isinstance(w, int) or w < 2:
+            return None
+        cfg["sliding_window"] = w - 1
+    elif what == "eps":
+        cfg["rms_norm_eps"] = 0.1 + 2 * cfg.get("rms_norm_eps", 1e-6)
+    out = folder + "_mutated"
+    shutil.copytree(folder, out)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    return out
+
+
+def run_case(args, case, workdir):
+    """Returns a list of result dicts, one per folder variant."""
+    cfg = case["config"]
+    raw = os.path.join(workdir, "raw")
+    saved = os.path.join(workdir, "saved")
+    os.makedirs(raw)
+    with open(os.path.join(raw, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    results = []
+    try:
+        hf_config = AutoConfig.from_pretrained(raw)
+        torch.manual_seed(case["seed"] * 100003 + case["index"])
+        model = AutoModelForCausalLM.from_config(hf_config, attn_implementation="eager",
+                                                 dtype=torch.float32)
+        randomize_weights(model, case["gain"])
+        kwargs = {"max_shard_size": case["shard"]} if case.get("shard") else {}
+        model.to(case["stored"]).save_pretrained(saved, **kwargs)
+    except Exception as e:  # transformers refuses the config itself
+        return [dict(variant="build", status="hf_rejects", text=f"{type(e).__name__}: {e}"[:200])]
+    for name in os.listdir(saved):
+        if name != "config.json":
+            shutil.copy(os.path.join(saved, name), os.path.join(raw, name))
+
+    for variant, folder in (("raw", raw), ("saved", saved)):
+        res = dict(variant=variant, folder=folder)
+        out_path = os.path.join(workdir, f"{variant}_out.safetensors")
+        dump_folder = folder
+        if args.mutate:
+            dump_folder = mutated_copy(folder, args.mutate)
+            if dump_folder is None:
+                results.append(dict(variant=variant, status="not_mutable", text=args.mutate))
+                continue
+        cmd, rc, text = run_dump(args.llama_dump, dump_folder, case["ids"], case["generate"],
+                                 out_path)
+        res["cmd"] = cmd
+        try:
+            ref = reference(folder, case["ids"], case["generate"])
+            ref_error = None
+        except Exception as e:
+            ref, ref_error = None, f"{type(e).__name__}: {e}"[:300]
+        if rc is None or (rc is not None and rc < 0) or rc not in (0, 1):
+            res.update(status="CRASH", text=f"rc={rc}: {text[-400:]}")
+        elif rc == 1:
+            ok, key = refusal_accepted(case, text)
+            if ok:
+                res.update(status="refused", text=text.splitlines()[-1][:300], key=key)
+            elif ref is None:
+                res.update(status="both_reject", text=f"llama_dump: {text[-200:]} | hf: {ref_error}")
+            else:
+                res.update(status="UNEXPECTED_REFUSAL", text=text[-400:])
+        elif ref is None:
+            res.update(status="hf_rejects", text=ref_error)
+        else:
+            ok, fields, text2 = compare(load_file(out_path), ref, case["generate"])
+            odd = case["refusals"] - {"ministral"}
+            note = f"computed despite {sorted(odd)}; " if odd else ""
+            res.update(status="ok" if ok else "MISMATCH", fields=fields, text=note + text2)
+        results.append(res)
+    return results
+
+
+FAILING = {"CRASH", "UNEXPECTED_REFUSAL", "MISMATCH"}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--cases", type=int, default=50)
+    parser.add_argument("--only", type=int, default=None, help="run only this case index")
+    parser.add_argument("--family", choices=FAMILIES, default=None)
+    parser.add_argument("--llama_dump", default="bazel-bin/worker/llama_dump")
+    parser.add_argument("--keep", default=None, help="copy failing case folders here")
+    parser.add_argument("--mutate", choices=["theta", "factor", "window", "eps"], default=None,
+                        help="self-test: give llama_dump a slightly different config; every "
+                             "case it changes should then be a MISMATCH")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    args.llama_dump = os.path.abspath(args.llama_dump)
+    if not os.access(args.llama_dump, os.X_OK):
+        sys.exit(f"{args.llama_dump} is not an executable (bazel build //worker:llama_dump)")
+
+    indices = [args.only] if args.only is not None else range(args.cases)
+    counts = {}
+    per_family = {f: {"cases": 0, "compared": 0, "logits": 0.0, "hidden": 0.0, "loss": 0.0,
+                      "logits_rel": 0.0, "noise_rel": 0.0} for f in FAMILIES}
+    refused = {}
+    failures = []
+    ties = 0
+    quirks = 0
+    start = time.time()
+    for i in indices:
+        case = draw_case(args.seed, i, args.family)
+        fam = case["family"]
+        per_family[fam]["cases"] += 1
+        if args.verbose:
+            print(json.dumps(case["config"], indent=None))
+        with tempfile.TemporaryDirectory(prefix="decoder_fuzz_") as workdir:
+            t0 = time.time()
+            results = run_case(args, case, workdir)
+            for res in results:
+                status = res["status"]
+                counts[status] = counts.get(status, 0) + 1
+                summary = ""
+                if "fields" in res:
+                    f = res["fields"]
+                    lg, hd = f["logits"], f["hidden"]
+                    summary = (f"logits {lg[0]:.1e}/{lg[1]:.2g} hidden {hd[0]:.1e} "
+                               f"loss {f['loss']:.1e} fp32-noise {f['fp32_noise'][0]:.1e}")
+                    pf = per_family[fam]
+                    pf["compared"] += 1
+                    pf["logits"] = max(pf["logits"], lg[0])
+                    pf["hidden"] = max(pf["hidden"], hd[0])
+                    pf["loss"] = max(pf["loss"], f["loss"])
+                    pf["logits_rel"] = max(pf["logits_rel"], lg[0] / max(lg[1], 1e-30))
+                    pf["noise_rel"] = max(pf["noise_rel"], f["fp32_noise"][0] / max(lg[1], 1e-30))
+                    ties += f["ties"]
+                    if f["cache_quirk"]:
+                        quirks += 1
+                        summary += " (transformers' cached decode differs from its forward)"
+                if status == "refused":
+                    refused.setdefault(res["key"], []).append(res["text"])
+                line = (f"[{args.seed}:{i:3d}] {res['variant']:5s} {status:9s} {summary} "
+                        f"| {case['desc']}")
+                if res.get("text") and status != "ok" or (status == "ok" and res.get("text")):
+                    line += f"\n      -> {res['text']}"
+                print(line, flush=True)
+                if status in FAILING:
+                    failures.append((args.seed, i, res["variant"], status, res.get("text", "")))
+                    if args.keep:
+                        dest = os.path.join(args.keep, f"s{args.seed}_c{i}_{res['variant']}")
+                        if os.path.exists(dest):
+                            shutil.rmtree(dest)
+                        shutil.copytree(res.get("folder", workdir), dest)
+                        with open(os.path.join(dest, "ids.txt"), "w") as f:
+                            f.write(";".join(",".join(map(str, r)) for r in case["ids"]) + "\n")
+                        with open(os.path.join(dest, "cmd.txt"), "w") as f:
+                            f.write(" ".join(res.get("cmd", [])) + "\n")
+            if args.verbose:
+                print(f"      ({time.time() - t0:.1f} s)")
+
+    print(f"\nsummary (seed {args.seed}, {len(list(indices))} cases, {time.time() - start:.0f} s, "
+          f"rtol {RTOL:g} atol {ATOL:g}):")
+    print("  outcomes per folder variant: " +
+          ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    for fam, pf in per_family.items():
+        if pf["cases"]:
+            print(f"  {fam:7s}: {pf['cases']} cases, {pf['compared']} compared; max |diff| logits "
+                  f"{pf['logits']:.2e} (rel {pf['logits_rel']:.2e}; transformers fp32 vs fp64 "
+                  f"{pf['noise_rel']:.2e}), hidden {pf['hidden']:.2e}, loss {pf['loss']:.2e}")
+    print(f"  greedy near-ties skipped: {ties}; cases where transformers' own KV-cached greedy "
+          f"decode differs from its full forward (not counted against llama_dump): {quirks}")
+    for key, texts in sorted(refused.items()):
+        print(f"  refused ({EXPECTED_REFUSALS[key][0]}): {len(texts)}, e.g. {texts[0]}")
+    for seed, i, variant, status, text in failures:
+        print(f"  FAIL [{seed}:{i}] {variant} {status}: {text}")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
