@@ -46,7 +46,11 @@ constexpr ActivationName kActivations[] = {
 using FieldReader = ConfigFieldReader;
 
 
-absl::Status ParseFeedForward(const FieldReader& reader, T5Config& config) {
+// Sets is_gated_act and dense_act from feed_forward_proj. With
+// `act_overridden` (config.json has dense_act_fn, which transformers uses
+// instead) the activation named in feed_forward_proj is not looked up, only
+// the form of the value is checked, as transformers does.
+absl::Status ParseFeedForward(const FieldReader& reader, bool act_overridden, T5Config& config) {
   // transformers: "gated-ACT" or "ACT"; nothing else.
   std::vector<std::string> parts = absl::StrSplit(config.feed_forward_proj, '-');
   std::string act;
@@ -65,6 +69,7 @@ absl::Status ParseFeedForward(const FieldReader& reader, T5Config& config) {
   // The T5 v1.1 checkpoints were trained with the tanh approximation and say
   // "gated-gelu"; transformers keeps that meaning.
   if (config.feed_forward_proj == "gated-gelu") act = "gelu_new";
+  if (act_overridden) return absl::OkStatus();
   for (const ActivationName& a : kActivations) {
     if (act == a.name) {
       config.dense_act = a.activation;
@@ -145,18 +150,24 @@ absl::StatusOr<T5Config> T5Config::FromJson(absl::string_view json_text,
   ASSIGN_OR_RETURN(config.relative_attention_max_distance,
                    reader.OptionalSize("relative_attention_max_distance",
                                        config.relative_attention_max_distance));
-  // The bucket formula divides by log(max_distance / max_exact).
+  // The bucket formula divides by log(max_distance / max_exact), where
+  // max_exact is num_buckets / 4 in the encoder (bidirectional) and
+  // num_buckets / 2 in the decoder (causal). At or below the decoder's,
+  // transformers maps the farther positions to negative buckets (an index
+  // error) or below max_exact; no checkpoint can have been trained with it.
   {
-    int max_exact = config.relative_attention_num_buckets / 2 / 2;
-    if (max_exact < 1) {
+    const int encoder_max_exact = config.relative_attention_num_buckets / 2 / 2;
+    const int decoder_max_exact = config.relative_attention_num_buckets / 2;
+    if (encoder_max_exact < 1) {
       return reader.Error("relative_attention_num_buckets",
                           absl::StrCat("must be at least 4, got ",
                                        config.relative_attention_num_buckets));
     }
-    if (config.relative_attention_max_distance <= max_exact) {
+    if (config.relative_attention_max_distance <= decoder_max_exact) {
       return reader.Error(
           "relative_attention_max_distance",
-          absl::StrCat("must exceed relative_attention_num_buckets / 4 (", max_exact, "), got ",
+          absl::StrCat("must exceed relative_attention_num_buckets / 2 (", decoder_max_exact,
+                       ", the decoder's exact buckets), got ",
                        config.relative_attention_max_distance));
     }
   }
@@ -180,7 +191,28 @@ absl::StatusOr<T5Config> T5Config::FromJson(absl::string_view json_text,
     }
     config.feed_forward_proj = ff->get<std::string>();
   }
-  RETURN_IF_ERROR(ParseFeedForward(reader, config));
+  // transformers derives dense_act_fn and is_gated_act from feed_forward_proj
+  // and writes both into config.json; when config.json has them, it builds
+  // the feed-forward from them, whatever feed_forward_proj says.
+  for (const char* field : {"dense_act_fn", "is_gated_act"}) {
+    if (reader.Present(field) && reader.Get(field) == nullptr) {
+      return reader.Error(field,
+                          "is null; give a value (it overrides feed_forward_proj) or remove it");
+    }
+  }
+  ASSIGN_OR_RETURN(std::optional<std::string> dense_act_fn, reader.String("dense_act_fn"));
+  ASSIGN_OR_RETURN(std::optional<bool> is_gated_act, reader.Bool("is_gated_act"));
+  RETURN_IF_ERROR(ParseFeedForward(reader, dense_act_fn.has_value(), config));
+  if (dense_act_fn.has_value()) {
+    std::optional<T5Activation> act = T5ActivationFromName(*dense_act_fn);
+    if (!act.has_value()) {
+      return reader.Error("dense_act_fn",
+                          absl::StrCat("has the unknown value \"", *dense_act_fn,
+                                       "\" (known: ", T5KnownActivations(), ")"));
+    }
+    config.dense_act = *act;
+  }
+  if (is_gated_act.has_value()) config.is_gated_act = *is_gated_act;
 
   ASSIGN_OR_RETURN(std::optional<bool> tie, reader.Bool("tie_word_embeddings"));
   config.tie_word_embeddings = tie.value_or(true);
@@ -220,7 +252,11 @@ absl::StatusOr<T5Config> T5Config::FromJson(absl::string_view json_text,
   }
 
   ASSIGN_OR_RETURN(std::optional<int> start, reader.TokenId("decoder_start_token_id"));
-  config.decoder_start_token_id = start.value_or(config.pad_token_id);
+  // transformers' MT5Config and UMT5Config default it to 0; T5Config has no
+  // default (transformers then cannot shift labels), and T5 starts with the
+  // pad token.
+  config.decoder_start_token_id =
+      start.value_or(config.model_type == "t5" ? config.pad_token_id : 0);
 
   for (auto [name, id] : {std::pair<const char*, int>{"pad_token_id", config.pad_token_id},
                           {"decoder_start_token_id", config.decoder_start_token_id}}) {

@@ -61,7 +61,8 @@ struct T5Config {
   int num_layers = 0;   // required; encoder blocks
   int num_decoder_layers = 0;  // defaults to num_layers when absent or null
   int num_heads = 0;    // required
-  int relative_attention_num_buckets = 32;
+  int relative_attention_num_buckets = 32;  // at least 4
+  // Must exceed relative_attention_num_buckets / 2 (see FromJson).
   int relative_attention_max_distance = 128;
   // UMT5: every layer's self-attention has its own relative attention bias
   // (T5 and mT5: the first layer's serves the whole stack).
@@ -72,7 +73,10 @@ struct T5Config {
   // rule: "gated-ACT" or "ACT"; ACT is an ACT2FN name, except that
   // "gated-gelu" means gelu_new (the tanh approximation), kept for
   // compatibility with the T5 v1.1 checkpoints.
-  std::string feed_forward_proj = "relu";  // "gated-gelu" for mt5
+  std::string feed_forward_proj = "relu";  // "gated-gelu" for mt5 and umt5
+  // Derived from feed_forward_proj, unless config.json has the fields
+  // dense_act_fn (an ACT2FN name) and is_gated_act, which transformers
+  // writes there and then uses instead of feed_forward_proj.
   T5Activation dense_act = T5Activation::kRelu;
   bool is_gated_act = false;  // wi_0 / wi_1 instead of wi
 
@@ -87,8 +91,9 @@ struct T5Config {
   // The first of eos_token_ids (config.json may hold an int or a list).
   int eos_token_id = 1;
   std::vector<int> eos_token_ids = {1};
-  // T5 starts decoding with the pad token; defaults to pad_token_id when
-  // absent or null.
+  // T5 starts decoding with the pad token. When absent or null: pad_token_id
+  // for "t5", 0 for "mt5" and "umt5" (the default of transformers'
+  // MT5Config and UMT5Config, whatever pad_token_id is).
   int decoder_start_token_id = 0;
 
   int inner_dim() const { return num_heads * d_kv; }
@@ -96,12 +101,15 @@ struct T5Config {
   // Parses config.json text. INVALID_ARGUMENT, with a message that starts
   // with `source` and names the field, for: malformed JSON, a top level that
   // is not an object, a model_type other than "t5", "mt5" or "umt5" (or
-  // missing), an unknown
-  // feed_forward_proj, a missing or non-positive size (vocab_size, d_model,
-  // d_kv, d_ff, num_layers, num_heads, and the optional sizes when given),
-  // a token id that is negative, or a field of the wrong JSON type (sizes
-  // and token ids must be integers, layer_norm_epsilon a positive number,
-  // tie_word_embeddings a boolean), scale_decoder_outputs true for mt5.
+  // missing), an unknown feed_forward_proj (or dense_act_fn), a missing or
+  // non-positive size (vocab_size, d_model, d_kv, d_ff, num_layers,
+  // num_heads, and the optional sizes when given),
+  // relative_attention_num_buckets below 4, relative_attention_max_distance
+  // not above relative_attention_num_buckets / 2, a token id that is
+  // negative, or a field of the wrong JSON type (sizes and token ids must be
+  // integers, layer_norm_epsilon a positive number, tie_word_embeddings and
+  // is_gated_act booleans, dense_act_fn a string; dense_act_fn and
+  // is_gated_act must not be null), scale_decoder_outputs true for mt5.
   static absl::StatusOr<T5Config> FromJson(absl::string_view json_text,
                                            absl::string_view source = "config.json");
 

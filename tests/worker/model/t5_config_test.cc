@@ -129,6 +129,121 @@ TEST(T5ConfigTest, ActivationNames) {
   }
 }
 
+// transformers writes dense_act_fn and is_gated_act (derived from
+// feed_forward_proj) into config.json, and when they are there it builds the
+// feed-forward from them. Found by tools/check_t5_numerics.py: a config with
+// feed_forward_proj "gelu_fast" and dense_act_fn "silu" ran gelu_fast here
+// and silu in transformers (relative logits error 0.3), and one with only
+// dense_act_fn / is_gated_act (no feed_forward_proj) failed to load.
+TEST(T5ConfigTest, WrittenDenseActFnAndIsGatedActWin) {
+  struct Case {
+    std::string extra;
+    T5Activation act;
+    bool gated;
+  };
+  for (const Case& c : {
+           Case{R"("feed_forward_proj": "gelu_fast", "dense_act_fn": "silu")",
+                T5Activation::kSilu, false},
+           Case{R"("feed_forward_proj": "gated-gelu", "dense_act_fn": "relu",
+                   "is_gated_act": false)",
+                T5Activation::kRelu, false},
+           Case{R"("feed_forward_proj": "relu", "is_gated_act": true)", T5Activation::kRelu, true},
+           // No feed_forward_proj: T5's default "relu" is overridden.
+           Case{R"("dense_act_fn": "gelu_new", "is_gated_act": true)", T5Activation::kGeluNew,
+                true},
+           // An activation we do not have, overridden by one we do.
+           Case{R"("feed_forward_proj": "gated-mish", "dense_act_fn": "gelu")",
+                T5Activation::kGelu, true},
+           // As transformers writes them: the same as feed_forward_proj says.
+           Case{R"("feed_forward_proj": "gated-gelu", "dense_act_fn": "gelu_new",
+                   "is_gated_act": true)",
+                T5Activation::kGeluNew, true},
+       }) {
+    absl::StatusOr<T5Config> config = T5Config::FromJson(Small(c.extra));
+    ASSERT_TRUE(config.ok()) << c.extra << ": " << config.status();
+    EXPECT_EQ(config->dense_act, c.act) << c.extra;
+    EXPECT_EQ(config->is_gated_act, c.gated) << c.extra;
+  }
+  // mT5's default feed_forward_proj ("gated-gelu") with a written is_gated_act.
+  absl::StatusOr<T5Config> mt5 = T5Config::FromJson(absl::StrReplaceAll(
+      Small(R"("dense_act_fn": "quick_gelu", "is_gated_act": false)"), {{"\"t5\"", "\"mt5\""}}));
+  ASSERT_TRUE(mt5.ok()) << mt5.status();
+  EXPECT_EQ(mt5->dense_act, T5Activation::kQuickGelu);
+  EXPECT_FALSE(mt5->is_gated_act);
+
+  struct Bad {
+    std::string extra;
+    const char* field;
+    const char* problem;
+  };
+  for (const Bad& b : {
+           Bad{R"("dense_act_fn": "mish")", "dense_act_fn", "mish"},
+           Bad{R"("feed_forward_proj": "gated-gelu", "dense_act_fn": "gated-gelu")", "dense_act_fn",
+               "unknown"},
+           Bad{R"("dense_act_fn": 3)", "dense_act_fn", "string"},
+           Bad{R"("dense_act_fn": null)", "dense_act_fn", "null"},
+           Bad{R"("is_gated_act": "yes")", "is_gated_act", "boolean"},
+           Bad{R"("is_gated_act": null)", "is_gated_act", "null"},
+           // The form of feed_forward_proj is still checked, as transformers does.
+           Bad{R"("feed_forward_proj": "geglu-gelu", "dense_act_fn": "gelu")", "feed_forward_proj",
+               "geglu-gelu"},
+       }) {
+    absl::Status status = ParseError(Small(b.extra));
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << b.extra;
+    EXPECT_THAT(status.message(),
+                AllOf(HasSubstr("my/config.json"), HasSubstr(b.field), HasSubstr(b.problem)))
+        << b.extra;
+  }
+}
+
+// Found by tools/check_t5_numerics.py: an umt5 config.json without
+// decoder_start_token_id and pad_token_id 52 started decoding with 52 here
+// and with 0 (UMT5Config's default) in transformers.
+TEST(T5ConfigTest, AbsentDecoderStartFollowsTheModelType) {
+  for (const char* type : {"mt5", "umt5"}) {
+    for (const char* extra :
+         {R"("pad_token_id": 5)", R"("pad_token_id": 5, "decoder_start_token_id": null)"}) {
+      absl::StatusOr<T5Config> config = T5Config::FromJson(
+          absl::StrReplaceAll(Small(extra), {{"\"t5\"", absl::StrCat("\"", type, "\"")}}));
+      ASSERT_TRUE(config.ok()) << type << ": " << config.status();
+      EXPECT_EQ(config->pad_token_id, 5) << type;
+      EXPECT_EQ(config->decoder_start_token_id, 0) << type << " " << extra;
+    }
+    absl::StatusOr<T5Config> given = T5Config::FromJson(absl::StrReplaceAll(
+        Small(R"("pad_token_id": 5, "decoder_start_token_id": 7)"),
+        {{"\"t5\"", absl::StrCat("\"", type, "\"")}}));
+    ASSERT_TRUE(given.ok()) << given.status();
+    EXPECT_EQ(given->decoder_start_token_id, 7) << type;
+  }
+  // T5Config has no default; T5 starts with the pad token.
+  absl::StatusOr<T5Config> t5 = T5Config::FromJson(Small(R"("pad_token_id": 5)"));
+  ASSERT_TRUE(t5.ok()) << t5.status();
+  EXPECT_EQ(t5->decoder_start_token_id, 5);
+}
+
+// The decoder's buckets divide by log(max_distance / (num_buckets / 2)):
+// at or below num_buckets / 2 transformers indexes the bias table with
+// negative buckets (IndexError) once targets are long enough. Found by
+// tools/check_t5_numerics.py (num_buckets 21, max_distance 9: "index out of
+// range in self" from t5_dump, naming nothing).
+TEST(T5ConfigTest, MaxDistanceMustExceedTheDecodersExactBuckets) {
+  auto buckets = [](int num_buckets, int max_distance) {
+    return Small(absl::StrCat(R"("relative_attention_num_buckets": )", num_buckets,
+                              R"(, "relative_attention_max_distance": )", max_distance));
+  };
+  for (const std::string& extra : {buckets(21, 9), buckets(21, 10), buckets(32, 16)}) {
+    absl::Status status = ParseError(extra);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << extra;
+    EXPECT_THAT(status.message(), AllOf(HasSubstr("my/config.json"),
+                                        HasSubstr("relative_attention_max_distance"),
+                                        HasSubstr("relative_attention_num_buckets / 2")))
+        << extra;
+  }
+  for (const std::string& extra : {buckets(21, 11), buckets(4, 3), buckets(32, 17)}) {
+    EXPECT_TRUE(T5Config::FromJson(extra).ok()) << extra;
+  }
+}
+
 TEST(T5ConfigTest, NullsAndDefaults) {
   absl::StatusOr<T5Config> config = T5Config::FromJson(Small(
       R"("num_decoder_layers": null, "decoder_start_token_id": null, "pad_token_id": 3)"));
