@@ -28,6 +28,8 @@ PACKAGES=(
   prometheus chromium
   # python3 -m venv for kubernetes-validate (below)
   python3-venv
+  # The learning study's PNG plots (tools/study/run_study.py)
+  python3-matplotlib
   # Fuzzing (tools/fuzz): clang with libFuzzer and the sanitizer runtimes
   clang-14 libfuzzer-14-dev libclang-rt-14-dev
   # A real Slurm on this machine (tests/e2e:e2e_slurm_test): the parts of
