@@ -120,6 +120,19 @@ def maybe(rng, p):
     return rng.random() < p
 
 
+def draw_window(rng, cfg, length, kinds):
+    """Sets cfg's sliding_window as one of `kinds` says (absent, null, shorter
+    than the row, or at least as long) and returns the kind drawn."""
+    w = rng.choice(kinds)
+    if w == "null":
+        cfg["sliding_window"] = None
+    elif w == "short":
+        cfg["sliding_window"] = rng.randint(1, max(1, length - 1))
+    elif w == "long":
+        cfg["sliding_window"] = rng.randint(length, length + 10)
+    return w
+
+
 def draw_rope(rng, cfg, case, head_dim, length):
     """Adds rope fields to cfg; returns a short description."""
     kind = rng.choices(["default", "linear", "dynamic", "yarn", "llama3", "longrope",
@@ -324,13 +337,7 @@ def draw_case(seed, index, family=None):
         use = rng.choice([None, True, True, False])
         if use is not None:
             cfg["use_sliding_window"] = use
-        w = rng.choice(["absent", "null", "short", "short", "long"])
-        if w == "null":
-            cfg["sliding_window"] = None
-        elif w == "short":
-            cfg["sliding_window"] = rng.randint(1, max(1, length - 1))
-        elif w == "long":
-            cfg["sliding_window"] = rng.randint(length, length + 10)
+        w = draw_window(rng, cfg, length, ["absent", "null", "short", "short", "long"])
         if maybe(rng, 0.7):
             cfg["max_window_layers"] = rng.randint(-1, layers + 1)
         if maybe(rng, 0.35) and use and w != "null":
@@ -342,13 +349,7 @@ def draw_case(seed, index, family=None):
                       f" mwl={cfg.get('max_window_layers', 'absent')}" \
                       f"{' lt' if 'layer_types' in cfg else ''}"
     else:
-        w = rng.choice(["absent", "null", "short", "short", "short", "long"])
-        if w == "null":
-            cfg["sliding_window"] = None
-        elif w == "short":
-            cfg["sliding_window"] = rng.randint(1, max(1, length - 1))
-        elif w == "long":
-            cfg["sliding_window"] = rng.randint(length, length + 10)
+        w = draw_window(rng, cfg, length, ["absent", "null", "short", "short", "short", "long"])
         if maybe(rng, 0.15):
             # AutoConfig loads mistral + layer_types as "ministral" (per-layer
             # windows; MistralForCausalLM would ignore the list), and its
