@@ -46,11 +46,10 @@ constexpr ActivationName kActivations[] = {
 using FieldReader = ConfigFieldReader;
 
 
-// Sets is_gated_act and dense_act from feed_forward_proj. With
-// `act_overridden` (config.json has dense_act_fn, which transformers uses
-// instead) the activation named in feed_forward_proj is not looked up, only
-// the form of the value is checked, as transformers does.
-absl::Status ParseFeedForward(const FieldReader& reader, bool act_overridden, T5Config& config) {
+// Checks the form of feed_forward_proj ("gated-ACT" or "ACT", as
+// transformers requires), sets is_gated_act from it and returns ACT as
+// transformers reads it.
+absl::StatusOr<std::string> ParseFeedForward(const FieldReader& reader, T5Config& config) {
   // transformers: "gated-ACT" or "ACT"; nothing else.
   std::vector<std::string> parts = absl::StrSplit(config.feed_forward_proj, '-');
   std::string act;
@@ -69,17 +68,7 @@ absl::Status ParseFeedForward(const FieldReader& reader, bool act_overridden, T5
   // The T5 v1.1 checkpoints were trained with the tanh approximation and say
   // "gated-gelu"; transformers keeps that meaning.
   if (config.feed_forward_proj == "gated-gelu") act = "gelu_new";
-  if (act_overridden) return absl::OkStatus();
-  for (const ActivationName& a : kActivations) {
-    if (act == a.name) {
-      config.dense_act = a.activation;
-      return absl::OkStatus();
-    }
-  }
-  return reader.Error("feed_forward_proj",
-                      absl::StrCat("has the unknown value \"", config.feed_forward_proj,
-                                   "\": activation \"", act, "\" is not supported (known: ",
-                                   T5KnownActivations(), ")"));
+  return act;
 }
 
 }  // namespace
@@ -202,16 +191,22 @@ absl::StatusOr<T5Config> T5Config::FromJson(absl::string_view json_text,
   }
   ASSIGN_OR_RETURN(std::optional<std::string> dense_act_fn, reader.String("dense_act_fn"));
   ASSIGN_OR_RETURN(std::optional<bool> is_gated_act, reader.Bool("is_gated_act"));
-  RETURN_IF_ERROR(ParseFeedForward(reader, dense_act_fn.has_value(), config));
-  if (dense_act_fn.has_value()) {
-    std::optional<T5Activation> act = T5ActivationFromName(*dense_act_fn);
-    if (!act.has_value()) {
-      return reader.Error("dense_act_fn",
-                          absl::StrCat("has the unknown value \"", *dense_act_fn,
-                                       "\" (known: ", T5KnownActivations(), ")"));
-    }
-    config.dense_act = *act;
+  ASSIGN_OR_RETURN(std::string proj_act, ParseFeedForward(reader, config));
+  // dense_act_fn, when written, is the activation; feed_forward_proj's is
+  // then only checked for its form, as transformers does.
+  std::optional<T5Activation> act = T5ActivationFromName(dense_act_fn.value_or(proj_act));
+  if (!act.has_value() && dense_act_fn.has_value()) {
+    return reader.Error("dense_act_fn",
+                        absl::StrCat("has the unknown value \"", *dense_act_fn,
+                                     "\" (known: ", T5KnownActivations(), ")"));
   }
+  if (!act.has_value()) {
+    return reader.Error("feed_forward_proj",
+                        absl::StrCat("has the unknown value \"", config.feed_forward_proj,
+                                     "\": activation \"", proj_act, "\" is not supported (known: ",
+                                     T5KnownActivations(), ")"));
+  }
+  config.dense_act = *act;
   if (is_gated_act.has_value()) config.is_gated_act = *is_gated_act;
 
   ASSIGN_OR_RETURN(std::optional<bool> tie, reader.Bool("tie_word_embeddings"));
