@@ -226,11 +226,13 @@ absl::Status Run() {
         {"loss", out.loss},
     };
     const int steps = generate;
-    if (steps > 0 && ids.size(1) + steps > max_positions) {
+    // The last new token is predicted, never fed back: S input and N new
+    // tokens take S + N - 1 positions.
+    if (steps > 0 && ids.size(1) + steps - 1 > max_positions) {
       return absl::InvalidArgumentError(absl::StrCat(
           "--generate: ", steps, " new tokens after ", ids.size(1), " input tokens pass the model's ",
           max_positions, " positions (config.json max_position_embeddings); at most ",
-          std::max<int64_t>(0, max_positions - ids.size(1)), " fit"));
+          std::max<int64_t>(0, max_positions - ids.size(1) + 1), " fit"));
     }
     if (steps > 0) {
       start = Clock::now();

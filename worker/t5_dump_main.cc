@@ -182,7 +182,8 @@ absl::Status Run(const RepeatedFlags& repeated) {
   ASSIGN_OR_RETURN(std::unique_ptr<T5Model> model, T5Model::Load(folder, options));
   const T5Config& config = model->config();
   std::cout << "model: " << folder << " (" << config.model_type << ", "
-            << config.feed_forward_proj << ", d_model "
+            << (config.is_gated_act ? "gated-" : "") << T5ActivationName(config.dense_act)
+            << ", d_model "
             << config.d_model << ", " << config.num_layers << "+" << config.num_decoder_layers
             << " layers, vocab " << config.vocab_size << ", "
             << (config.scale_decoder_outputs ? "scaled" : "unscaled") << " LM head, "

@@ -125,7 +125,11 @@ expect_error llama_threads_negative 30 "--threads" -- \
   "$LLAMA_DUMP" --model="$LLAMA" --ids=1,2 --threads=-1
 expect_error llama_generate_huge 30 "--generate: 2000000000|max_position_embeddings" -- \
   "$LLAMA_DUMP" --model="$LLAMA" --ids=1,2 --generate=2000000000
-expect_ok llama_generate_to_the_end 60 -- "$LLAMA_DUMP" --model="$LLAMA" --ids=1,2 --generate=254
+# 2 input and 255 new tokens take 256 positions: the last new token is
+# never fed back.
+expect_ok llama_generate_to_the_end 60 -- "$LLAMA_DUMP" --model="$LLAMA" --ids=1,2 --generate=255
+expect_error llama_generate_one_past 30 "at most 255 fit" -- \
+  "$LLAMA_DUMP" --model="$LLAMA" --ids=1,2 --generate=256
 expect_error llama_random_tokens_huge 30 "--random_tokens: 1000000000|max_position_embeddings" -- \
   "$LLAMA_DUMP" --model="$LLAMA" --random_tokens=1000000000
 expect_error llama_random_tokens_negative 30 "--random_tokens must be positive" -- \
