@@ -82,11 +82,11 @@ CAUSAL_LM = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral"
 
 # ACT2FN names llama_config.cc maps (worker/model/t5_config.cc's table).
 SUPPORTED_ACTS = ["silu", "swish", "gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh",
-                  "quick_gelu", "relu", "tanh", "sigmoid"]
-# Stateless ACT2FN entries transformers accepts and llama_dump refuses.
-UNSUPPORTED_ACTS = ["gelu_python", "gelu_accurate", "gelu_10", "gelu_python_tanh", "relu2",
-                    "relu6", "mish", "leaky_relu", "linear", "laplace", "hardswish",
-                    "sqrtsoftplus"]
+                  "quick_gelu", "relu", "tanh", "sigmoid", "gelu_python", "gelu_accurate",
+                  "gelu_10", "gelu_python_tanh", "relu2", "relu6", "mish", "leaky_relu",
+                  "linear", "laplace", "hardswish", "sqrtsoftplus"]
+# ACT2FN entries with learned parameters, which llama_dump refuses.
+UNSUPPORTED_ACTS = ["prelu", "xielu"]
 
 # What llama_dump may refuse: a case records the keys it drew, and a refusal
 # counts as expected only when its message holds every string of the second

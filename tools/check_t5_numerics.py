@@ -114,14 +114,13 @@ FAMILIES = {
 # ACT2FN names that t5_config.cc maps to an activation.
 SUPPORTED_ACTS = [
     "relu", "gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "quick_gelu",
-    "silu", "swish", "tanh", "sigmoid",
+    "silu", "swish", "tanh", "sigmoid", "gelu_python", "gelu_python_tanh",
+    "gelu_accurate", "gelu_10", "hardswish", "laplace", "leaky_relu", "linear",
+    "mish", "relu2", "relu6", "sqrtsoftplus",
 ]
-# ACT2FN names without parameters of their own that t5_dump does not
-# implement; drawn now and then to check that the refusal is clear.
-UNSUPPORTED_ACTS = [
-    "gelu_10", "gelu_accurate", "gelu_python", "laplace", "leaky_relu", "linear",
-    "mish", "relu2", "relu6", "hardswish",
-]
+# ACT2FN names with learned parameters of their own, which t5_dump refuses;
+# drawn now and then to check that the refusal is clear.
+UNSUPPORTED_ACTS = ["prelu", "xielu"]
 
 IGNORE = -100
 

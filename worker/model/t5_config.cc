@@ -41,6 +41,18 @@ constexpr ActivationName kActivations[] = {
     {"swish", T5Activation::kSilu},
     {"tanh", T5Activation::kTanh},
     {"sigmoid", T5Activation::kSigmoid},
+    {"gelu_python", T5Activation::kGeluPython},
+    {"gelu_python_tanh", T5Activation::kGeluPythonTanh},
+    {"gelu_accurate", T5Activation::kGeluAccurate},
+    {"gelu_10", T5Activation::kGelu10},
+    {"hardswish", T5Activation::kHardswish},
+    {"laplace", T5Activation::kLaplace},
+    {"leaky_relu", T5Activation::kLeakyRelu},
+    {"linear", T5Activation::kLinear},
+    {"mish", T5Activation::kMish},
+    {"relu2", T5Activation::kRelu2},
+    {"relu6", T5Activation::kRelu6},
+    {"sqrtsoftplus", T5Activation::kSqrtSoftplus},
 };
 
 using FieldReader = ConfigFieldReader;

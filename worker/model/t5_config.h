@@ -40,13 +40,26 @@ enum class T5Activation {
   kSilu,             // "silu" or "swish"
   kTanh,             // "tanh"
   kSigmoid,          // "sigmoid"
+  kGeluPython,       // "gelu_python": x/2 (1 + erf(x / sqrt 2)) written out
+  kGeluPythonTanh,   // "gelu_python_tanh": gelu_new's curve, x/2 first
+  kGeluAccurate,     // "gelu_accurate": gelu_new's curve, its own formula
+  kGelu10,           // "gelu_10": gelu clipped to [-10, 10]
+  kHardswish,        // "hardswish"
+  kLaplace,          // "laplace": (1 + erf((x - 0.707107) / (0.282095 sqrt 2))) / 2
+  kLeakyRelu,        // "leaky_relu": negative slope 0.01
+  kLinear,           // "linear": the identity
+  kMish,             // "mish": x tanh(softplus(x))
+  kRelu2,            // "relu2": relu(x)^2
+  kRelu6,            // "relu6": min(max(x, 0), 6)
+  kSqrtSoftplus,     // "sqrtsoftplus": sqrt(softplus(x))
 };
 
 // The ACT2FN name ("relu", "gelu_new", ...).
 absl::string_view T5ActivationName(T5Activation activation);
 
 // The activation an ACT2FN name means ("swish" is silu); nullopt when it is
-// not one of the names above. Shared by the decoder-only configs.
+// not one of the names above (ACT2FN's "prelu" and "xielu" carry learned
+// parameters and are not among them). Shared by the decoder-only configs.
 std::optional<T5Activation> T5ActivationFromName(absl::string_view name);
 
 // The known names, comma separated, for error messages.

@@ -177,7 +177,7 @@ TEST(T5ConfigTest, WrittenDenseActFnAndIsGatedActWin) {
     const char* problem;
   };
   for (const Bad& b : {
-           Bad{R"("dense_act_fn": "mish")", "dense_act_fn", "mish"},
+           Bad{R"("dense_act_fn": "prelu")", "dense_act_fn", "prelu"},
            Bad{R"("feed_forward_proj": "gated-gelu", "dense_act_fn": "gated-gelu")", "dense_act_fn",
                "unknown"},
            Bad{R"("dense_act_fn": 3)", "dense_act_fn", "string"},
