@@ -11,6 +11,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/logging.h"
 #include "common/quote.h"
+#include "common/secrets.h"
 #include "common/sha256.h"
 #include "common/spec/stages.h"
 #include "common/status_macros.h"
@@ -630,8 +631,9 @@ absl::StatusOr<mpt::v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
   do {
     name = absl::StrCat("workers/", RandomId(random_));
   } while (state_.workers().count(name) > 0);
+  ASSIGN_OR_RETURN(std::string key, RandomHexSecret(kWorkerKeyBytes));
   StateTxn txn;
-  state_.AddWorker(txn, worker, name);
+  state_.AddWorker(txn, worker, name, Sha256Hex(key));
   ScheduleLocked(txn);
   RETURN_IF_ERROR(CommitLocked(txn));
   MPT_LOG(INFO) << "registered " << name << " (" << QuoteForError(worker.hostname()) << ", "
@@ -640,7 +642,50 @@ absl::StatusOr<mpt::v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
   response.set_name(name);
   response.set_heartbeat_seconds(absl::ToDoubleSeconds(options_.heartbeat_interval));
   response.set_lease_seconds(absl::ToDoubleSeconds(options_.lease));
+  response.set_worker_key(std::move(key));
   return response;
+}
+
+absl::Status Coordinator::CheckWorkerKey(absl::string_view worker, absl::string_view key) {
+  // Hashed outside the lock; hashes are compared, so the time taken does
+  // not tell how much of a guess was right.
+  const std::string key_sha256 = key.empty() ? std::string() : Sha256Hex(key);
+  absl::MutexLock lock(&mu_);
+  // An unknown worker, or none named, is the call's own error.
+  auto it = state_.workers().find(std::string(worker));
+  if (it == state_.workers().end()) return absl::OkStatus();
+  const std::string& expected = it->second.rec.key_sha256();
+  if (expected.empty()) return absl::OkStatus();  // registered before keys
+  if (key.empty()) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "this call names ", QuoteForError(worker), " but carries no \"", kWorkerKeyMetadata,
+        "\" metadata (the worker_key its RegisterWorker returned)"));
+  }
+  if (!ConstantTimeEquals(key_sha256, expected)) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "the \"", kWorkerKeyMetadata, "\" metadata is not the key of ", QuoteForError(worker)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::CheckAnyWorkerKey(absl::string_view key) {
+  if (key.empty()) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "this call needs the \"", kWorkerKeyMetadata,
+        "\" metadata (the worker_key a RegisterWorker returned)"));
+  }
+  const std::string key_sha256 = Sha256Hex(key);
+  absl::MutexLock lock(&mu_);
+  bool found = false;
+  for (const auto& [name, entry] : state_.workers()) {
+    if (entry.rec.worker().state() == "lost") continue;
+    found |= ConstantTimeEquals(key_sha256, entry.rec.key_sha256());
+  }
+  if (!found) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "the \"", kWorkerKeyMetadata, "\" metadata is not the key of any live worker"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<mpt::v1::HeartbeatResponse> Coordinator::Heartbeat(const std::string& worker) {

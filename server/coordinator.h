@@ -375,6 +375,16 @@ class Coordinator {
   // they are retained).
   absl::StatusOr<mpt::v1::RegisterWorkerResponse> RegisterWorker(const mpt::v1::Worker& worker);
 
+  // Whether a WorkerService call naming `worker` may proceed: `key` (the
+  // call's kWorkerKeyMetadata metadata) must be that worker's key.
+  // UNAUTHENTICATED otherwise; OK as well when no known worker is named
+  // (the call itself reports that) or the worker was registered before
+  // workers had keys.
+  absl::Status CheckWorkerKey(absl::string_view worker, absl::string_view key);
+  // The same for a call that names no worker (FetchArtifact): `key` must be
+  // a live worker's.
+  absl::Status CheckAnyWorkerKey(absl::string_view key);
+
   // Renews the lease; lists the worker's assignments that must stop.
   // NOT_FOUND when the worker is unknown or was declared lost: register
   // again.

@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "common/quote.h"
+#include "common/secrets.h"
 #include "server/dashboard/dashboard_files.h"
 
 namespace mpt {
@@ -36,13 +37,6 @@ HttpResponse MetricsResponse(MetricsRegistry* registry) {
   r.content_type = kPrometheusTextContentType;
   r.body = registry->Render();
   return r;
-}
-
-// Compares without stopping at the first difference.
-bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (size_t i = 0; i < a.size(); ++i) diff |= a[i] ^ b[i % std::max<size_t>(1, b.size())];
-  return diff == 0;
 }
 
 // A JSON string literal of `text` (quotes included).

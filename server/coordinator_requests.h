@@ -106,6 +106,10 @@ inline constexpr int kMaxWorkerPackSize = 1024;
 // Workers registered at once (lost ones count while they are retained):
 // RESOURCE_EXHAUSTED beyond.
 inline constexpr size_t kMaxRegisteredWorkers = 10000;
+// Each registration's secret (RegisterWorkerResponse.worker_key): this many
+// random bytes, sent back as hex in the kWorkerKeyMetadata metadata
+// (common/secrets.h) on every later call.
+inline constexpr int kWorkerKeyBytes = 32;
 
 // ReportProgress and CompleteAssignment.
 inline constexpr size_t kMaxEventMessageBytes = 4 << 10;  // message: cut

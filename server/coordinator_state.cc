@@ -36,8 +36,9 @@ void CoordinatorState::AddJob(std::unique_ptr<JobEntry> job) {
 }
 
 void CoordinatorState::AddWorker(StateTxn& txn, const mpt::v1::Worker& worker,
-                                 const std::string& name) {
+                                 const std::string& name, const std::string& key_sha256) {
   WorkerEntry w;
+  w.rec.set_key_sha256(key_sha256);
   mpt::v1::Worker* pw = w.rec.mutable_worker();
   *pw = worker;
   pw->set_name(name);

@@ -162,7 +162,8 @@ class CoordinatorState {
     if (name > largest_job_name_) largest_job_name_ = name;
   }
   // Registers `worker` idle as `name` (not yet taken) with a fresh lease.
-  void AddWorker(StateTxn& txn, const mpt::v1::Worker& worker, const std::string& name);
+  void AddWorker(StateTxn& txn, const mpt::v1::Worker& worker, const std::string& name,
+                 const std::string& key_sha256);
   // Forgets a (lost) worker's record.
   void ForgetWorker(StateTxn& txn, const std::string& name);
   // True when assignment `id` was released recently (bounded memory).

@@ -19,9 +19,11 @@
 #include "common/grpc_status.h"
 #include "common/http_server.h"
 #include "common/logging.h"
+#include "common/secrets.h"
 #include "common/status_macros.h"
 #include "common/sha256.h"
 #include "common/utf8.h"
+#include "server/coordinator_requests.h"
 #include "server/job_event_notifier.h"
 #include "server/rpc_metrics.h"
 
@@ -54,14 +56,6 @@ absl::StatusOr<absl::Time> WaitEnd(const grpc::ServerContext& context, double wa
   }
   absl::Time end = absl::Now() + absl::Seconds(std::min(wait_seconds, kMaxWaitSeconds));
   return std::min(end, ContextDeadline(context));
-}
-
-bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
-  }
-  return diff == 0;
 }
 
 // Streams `content` in chunks; the last one carries the SHA-256.
@@ -351,6 +345,25 @@ grpc::Status BearerTokenAuthenticator::Check(const grpc::ServerContextBase& cont
     if (!auth_status_.ok()) return auth_status_;           \
   } while (0)
 
+namespace {
+
+// The call's kWorkerKeyMetadata metadata ("" when absent).
+absl::string_view WorkerKeyOf(const grpc::ServerContextBase& context) {
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find(kWorkerKeyMetadata);
+  if (it == metadata.end()) return {};
+  return absl::string_view(it->second.data(), it->second.size());
+}
+
+}  // namespace
+
+// A WorkerService call that names `worker` must carry its key.
+#define MPT_CHECK_WORKER_KEY(context, worker)                                        \
+  do {                                                                               \
+    absl::Status key_status_ = core_->CheckWorkerKey((worker), WorkerKeyOf(*(context))); \
+    if (!key_status_.ok()) return ToGrpcStatus(key_status_);                         \
+  } while (0)
+
 // ---------------------------------------------------------------------------
 // RawService
 
@@ -555,6 +568,7 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context,
                                           const mpt::v1::HeartbeatRequest* request,
                                           mpt::v1::HeartbeatResponse* response) {
   MPT_AUTHORIZE(context);
+  MPT_CHECK_WORKER_KEY(context, request->worker());
   absl::StatusOr<mpt::v1::HeartbeatResponse> r = core_->Heartbeat(request->worker());
   if (!r.ok()) return ToGrpcStatus(r.status());
   *response = *std::move(r);
@@ -565,6 +579,7 @@ grpc::Status WorkerServiceImpl::PollAssignment(grpc::ServerContext* context,
                                                const mpt::v1::PollAssignmentRequest* request,
                                                mpt::v1::PollAssignmentResponse* response) {
   MPT_AUTHORIZE(context);
+  MPT_CHECK_WORKER_KEY(context, request->worker());
   absl::StatusOr<absl::Time> end = WaitEnd(*context, request->wait_seconds(), "wait_seconds");
   if (!end.ok()) return ToGrpcStatus(end.status());
   while (true) {
@@ -585,6 +600,7 @@ grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext* context,
                                                const mpt::v1::ReportProgressRequest* request,
                                                mpt::v1::ReportProgressResponse* response) {
   MPT_AUTHORIZE(context);
+  MPT_CHECK_WORKER_KEY(context, request->worker());
   absl::StatusOr<mpt::v1::ReportProgressResponse> r = core_->ReportProgress(*request);
   if (!r.ok()) return ToGrpcStatus(r.status());
   *response = *std::move(r);
@@ -611,6 +627,7 @@ grpc::Status WorkerServiceImpl::UploadArtifact(
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "header: the first message of an upload must carry the header");
   }
+  MPT_CHECK_WORKER_KEY(context, message.header().worker());
   absl::StatusOr<std::unique_ptr<ArtifactUpload>> upload = core_->BeginUpload(message.header());
   if (!upload.ok()) return ToGrpcStatus(upload.status());
   std::string sha256;
@@ -641,6 +658,9 @@ grpc::Status WorkerServiceImpl::FetchArtifact(
     grpc::ServerContext* context, const mpt::v1::FetchArtifactRequest* request,
     grpc::internal::WriterInterface<mpt::v1::ArtifactChunk>* writer) {
   MPT_AUTHORIZE(context);
+  if (absl::Status key = core_->CheckAnyWorkerKey(WorkerKeyOf(*context)); !key.ok()) {
+    return ToGrpcStatus(key);
+  }
   absl::StatusOr<ArtifactContent> content = core_->ReadArtifact(request->name());
   if (!content.ok()) return ToGrpcStatus(content.status());
   return StreamArtifact(context, *content, chunk_bytes_, writer);
@@ -650,6 +670,7 @@ grpc::Status WorkerServiceImpl::CompleteAssignment(
     grpc::ServerContext* context, const mpt::v1::CompleteAssignmentRequest* request,
     mpt::v1::CompleteAssignmentResponse* /*response*/) {
   MPT_AUTHORIZE(context);
+  MPT_CHECK_WORKER_KEY(context, request->worker());
   return ToGrpcStatus(core_->CompleteAssignment(*request));
 }
 
@@ -657,6 +678,7 @@ grpc::Status WorkerServiceImpl::StoreSet(grpc::ServerContext* context,
                                          const mpt::v1::StoreSetRequest* request,
                                          mpt::v1::StoreSetResponse* /*response*/) {
   MPT_AUTHORIZE(context);
+  MPT_CHECK_WORKER_KEY(context, request->worker());
   return ToGrpcStatus(core_->StoreSet(*request));
 }
 
@@ -664,6 +686,7 @@ grpc::Status WorkerServiceImpl::StoreGet(grpc::ServerContext* context,
                                          const mpt::v1::StoreGetRequest* request,
                                          mpt::v1::StoreGetResponse* response) {
   MPT_AUTHORIZE(context);
+  MPT_CHECK_WORKER_KEY(context, request->worker());
   absl::StatusOr<absl::Time> end = WaitEnd(*context, request->wait_seconds(), "wait_seconds");
   if (!end.ok()) return ToGrpcStatus(end.status());
   while (true) {
@@ -680,6 +703,7 @@ grpc::Status WorkerServiceImpl::StoreGet(grpc::ServerContext* context,
   }
 }
 
+#undef MPT_CHECK_WORKER_KEY
 #undef MPT_AUTHORIZE
 
 // ---------------------------------------------------------------------------

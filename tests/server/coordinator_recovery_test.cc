@@ -110,6 +110,27 @@ TEST_F(RecoveryTest, WorkerThatKeepsHeartbeatingKeepsItsAssignment) {
   EXPECT_EQ(batch->events.back().state(), mpt::v1::SUCCEEDED);
 }
 
+// Only the key's hash is stored, and it binds the worker's calls after a
+// restart as before.
+TEST_F(RecoveryTest, WorkerKeysSurviveARestart) {
+  const ::mpt::testing::RegisteredWorker a = ::mpt::testing::RegisterWithKey(core_.get());
+  const ::mpt::testing::RegisteredWorker b = ::mpt::testing::RegisterWithKey(core_.get());
+  ASSERT_EQ(a.key.size(), 64u);
+  EXPECT_NE(a.key, b.key);
+  Restart();
+  EXPECT_TRUE(core_->CheckWorkerKey(a.name, a.key).ok());
+  EXPECT_TRUE(core_->CheckWorkerKey(b.name, b.key).ok());
+  EXPECT_EQ(core_->CheckWorkerKey(a.name, b.key).code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(core_->CheckWorkerKey(a.name, "").code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_TRUE(core_->CheckAnyWorkerKey(b.key).ok());
+  EXPECT_EQ(core_->CheckAnyWorkerKey(a.name).code(), absl::StatusCode::kUnauthenticated);
+  const mpt::v1::ListWorkersResponse listed = core_->ListWorkers();
+  EXPECT_EQ(listed.workers_size(), 2);
+  for (const mpt::v1::Worker& w : listed.workers()) {
+    EXPECT_EQ(w.DebugString().find(a.key), std::string::npos);
+  }
+}
+
 TEST_F(RecoveryTest, CancellingJobWhoseWorkerIsGoneEndsCancelled) {
   const std::string w = Register(core_.get());
   const std::string job = Submit(SourceRequest("a"));

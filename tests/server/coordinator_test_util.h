@@ -67,8 +67,15 @@ inline mpt::v1::SubmitJobRequest SourceRequest(const std::string& task, int prio
   return r;
 }
 
-inline std::string Register(Coordinator* c, const std::vector<std::string>& models = {},
-                            const std::vector<std::string>& collectives = {}) {
+// A registered worker's name and key (RegisterWorkerResponse.worker_key).
+struct RegisteredWorker {
+  std::string name;
+  std::string key;
+};
+
+inline RegisteredWorker RegisterWithKey(Coordinator* c,
+                                        const std::vector<std::string>& models = {},
+                                        const std::vector<std::string>& collectives = {}) {
   mpt::v1::Worker w;
   w.set_hostname("test-host");
   w.set_device("cpu");
@@ -76,7 +83,13 @@ inline std::string Register(Coordinator* c, const std::vector<std::string>& mode
   for (const auto& col : collectives) w.add_collectives(col);
   auto r = c->RegisterWorker(w);
   EXPECT_TRUE(r.ok()) << r.status();
-  return r.ok() ? r->name() : "";
+  if (!r.ok()) return {};
+  return {r->name(), r->worker_key()};
+}
+
+inline std::string Register(Coordinator* c, const std::vector<std::string>& models = {},
+                            const std::vector<std::string>& collectives = {}) {
+  return RegisterWithKey(c, models, collectives).name;
 }
 
 // A poll that returns at once.

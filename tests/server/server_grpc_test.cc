@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "common/secrets.h"
 #include "common/sha256.h"
 #include "gtest/gtest.h"
 #include "google/protobuf/descriptor.h"
@@ -117,11 +118,19 @@ class GrpcServerTest : public ::testing::Test {
     return ctx;
   }
 
+  // The same with the key of the worker a test registered (worker_key_).
+  std::unique_ptr<grpc::ClientContext> WorkerContext() {
+    auto ctx = Context();
+    ctx->AddMetadata(kWorkerKeyMetadata, worker_key_);
+    return ctx;
+  }
+
   std::unique_ptr<Coordinator> core_;
   std::unique_ptr<CoordinatorServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<mpt::v1::JobService::Stub> jobs_;
   std::unique_ptr<mpt::v1::WorkerService::Stub> workers_;
+  std::string worker_key_;
 };
 
 TEST_F(GrpcServerTest, JobLifecycleOverTheWire) {
@@ -178,11 +187,13 @@ TEST_F(GrpcServerTest, JobLifecycleOverTheWire) {
   reg.mutable_worker()->set_hostname("loopback");
   mpt::v1::RegisterWorkerResponse registered;
   ASSERT_TRUE(workers_->RegisterWorker(Context().get(), reg, &registered).ok());
+  ASSERT_EQ(registered.worker_key().size(), 64u);
+  worker_key_ = registered.worker_key();
   mpt::v1::PollAssignmentRequest poll;
   poll.set_worker(registered.name());
   poll.set_wait_seconds(5);
   mpt::v1::PollAssignmentResponse polled;
-  ASSERT_TRUE(workers_->PollAssignment(Context().get(), poll, &polled).ok());
+  ASSERT_TRUE(workers_->PollAssignment(WorkerContext().get(), poll, &polled).ok());
   ASSERT_TRUE(polled.has_assignment());
   const mpt::v1::Assignment& a = polled.assignment();
 
@@ -192,13 +203,13 @@ TEST_F(GrpcServerTest, JobLifecycleOverTheWire) {
   progress.mutable_progress()->set_step(5);
   progress.mutable_progress()->set_total_steps(10);
   mpt::v1::ReportProgressResponse reported;
-  ASSERT_TRUE(workers_->ReportProgress(Context().get(), progress, &reported).ok());
+  ASSERT_TRUE(workers_->ReportProgress(WorkerContext().get(), progress, &reported).ok());
   EXPECT_FALSE(reported.cancelled());
 
   const std::string adapter = testing::AdapterBlobFor(a);
   ASSERT_GT(adapter.size(), 10u);
   {
-    auto ctx = Context();
+    auto ctx = WorkerContext();
     mpt::v1::UploadArtifactResponse uploaded;
     auto writer = workers_->UploadArtifact(ctx.get(), &uploaded);
     mpt::v1::UploadArtifactRequest first;
@@ -220,7 +231,7 @@ TEST_F(GrpcServerTest, JobLifecycleOverTheWire) {
   complete.set_worker(registered.name());
   complete.set_ok(true);
   mpt::v1::CompleteAssignmentResponse completed;
-  ASSERT_TRUE(workers_->CompleteAssignment(Context().get(), complete, &completed).ok());
+  ASSERT_TRUE(workers_->CompleteAssignment(WorkerContext().get(), complete, &completed).ok());
 
   watcher.join();
   ASSERT_TRUE(watch_status.ok()) << watch_status.error_message();
@@ -262,18 +273,18 @@ TEST_F(GrpcServerTest, JobLifecycleOverTheWire) {
   set.set_key("nccl_id");
   set.set_value(std::string("\x00\x01\x02", 3));
   mpt::v1::StoreSetResponse set_response;
-  EXPECT_EQ(workers_->StoreSet(Context().get(), set, &set_response).error_code(),
+  EXPECT_EQ(workers_->StoreSet(WorkerContext().get(), set, &set_response).error_code(),
             grpc::StatusCode::NOT_FOUND);
   mpt::v1::Job running;
   ASSERT_TRUE(jobs_->SubmitJob(Context().get(), testing::SourceRequest("b"), &running).ok());
-  ASSERT_TRUE(workers_->PollAssignment(Context().get(), poll, &polled).ok());
+  ASSERT_TRUE(workers_->PollAssignment(WorkerContext().get(), poll, &polled).ok());
   ASSERT_TRUE(polled.has_assignment());
   set.set_group(polled.assignment().group());
   set.set_assignment(polled.assignment().id());
-  ASSERT_TRUE(workers_->StoreSet(Context().get(), set, &set_response).ok());
+  ASSERT_TRUE(workers_->StoreSet(WorkerContext().get(), set, &set_response).ok());
   // Only the rank's own worker.
   set.set_worker("workers/forged");
-  EXPECT_EQ(workers_->StoreSet(Context().get(), set, &set_response).error_code(),
+  EXPECT_EQ(workers_->StoreSet(WorkerContext().get(), set, &set_response).error_code(),
             grpc::StatusCode::FAILED_PRECONDITION);
   mpt::v1::StoreGetRequest store_get;
   store_get.set_group(polled.assignment().group());
@@ -282,9 +293,60 @@ TEST_F(GrpcServerTest, JobLifecycleOverTheWire) {
   store_get.add_keys("nccl_id");
   store_get.set_wait_seconds(1);
   mpt::v1::StoreGetResponse values;
-  ASSERT_TRUE(workers_->StoreGet(Context().get(), store_get, &values).ok());
+  ASSERT_TRUE(workers_->StoreGet(WorkerContext().get(), store_get, &values).ok());
   ASSERT_EQ(values.values_size(), 1);
   EXPECT_EQ(values.values(0), std::string("\x00\x01\x02", 3));
+}
+
+// Each registration's key binds the calls that name its worker: a holder of
+// the worker token cannot act as another worker, nor fetch artefacts
+// without a live worker's key.
+TEST_F(GrpcServerTest, WorkerCallsCarryTheirWorkersKey) {
+  auto register_worker = [&](const std::string& host) {
+    mpt::v1::RegisterWorkerRequest reg;
+    reg.mutable_worker()->set_hostname(host);
+    mpt::v1::RegisterWorkerResponse registered;
+    EXPECT_TRUE(workers_->RegisterWorker(Context().get(), reg, &registered).ok());
+    return registered;
+  };
+  const mpt::v1::RegisterWorkerResponse a = register_worker("a");
+  const mpt::v1::RegisterWorkerResponse b = register_worker("b");
+  ASSERT_EQ(a.worker_key().size(), 64u);
+  ASSERT_NE(a.worker_key(), b.worker_key());
+  auto heartbeat = [&](const std::string& worker, const std::string* key) {
+    auto ctx = Context();
+    if (key != nullptr) ctx->AddMetadata(kWorkerKeyMetadata, *key);
+    mpt::v1::HeartbeatRequest request;
+    request.set_worker(worker);
+    mpt::v1::HeartbeatResponse response;
+    return workers_->Heartbeat(ctx.get(), request, &response);
+  };
+  EXPECT_TRUE(heartbeat(a.name(), &a.worker_key()).ok());
+  grpc::Status s = heartbeat(a.name(), nullptr);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(absl::StrContains(s.error_message(), kWorkerKeyMetadata)) << s.error_message();
+  EXPECT_EQ(heartbeat(a.name(), &b.worker_key()).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  const std::string guess(64, '0');
+  EXPECT_EQ(heartbeat(a.name(), &guess).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  // An unknown worker is still NOT_FOUND (the worker registers again).
+  EXPECT_EQ(heartbeat("workers/000000000000", &a.worker_key()).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+
+  // FetchArtifact names no worker: any live worker's key.
+  auto fetch = [&](const std::string* key) {
+    auto ctx = Context();
+    if (key != nullptr) ctx->AddMetadata(kWorkerKeyMetadata, *key);
+    mpt::v1::FetchArtifactRequest request;
+    request.set_name("jobs/000000000000/artifacts/000000000000");
+    auto reader = workers_->FetchArtifact(ctx.get(), request);
+    mpt::v1::ArtifactChunk chunk;
+    while (reader->Read(&chunk)) {
+    }
+    return reader->Finish();
+  };
+  EXPECT_EQ(fetch(nullptr).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(fetch(&guess).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(fetch(&b.worker_key()).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
 // Raw calls with a string field that is not valid UTF-8: INVALID_ARGUMENT

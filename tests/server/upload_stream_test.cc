@@ -10,6 +10,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/time/clock.h"
+#include "common/secrets.h"
 #include "common/sha256.h"
 #include "gtest/gtest.h"
 #include "proto/mpt/v1/service.grpc.pb.h"
@@ -51,10 +52,12 @@ class UploadStreamTest : public ::testing::Test {
   };
   // Sends `header` and then up to `total` bytes in kChunk messages (the
   // last with `sha256` when the data is all sent).
+  // `key`: the worker's (RegisterWorkerResponse.worker_key), if any.
   Sent Send(const mpt::v1::UploadArtifactRequest::Header& header, int64_t total,
-            const std::string& sha256 = "") {
+            const std::string& sha256 = "", const std::string& key = "") {
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    if (!key.empty()) context.AddMetadata(kWorkerKeyMetadata, key);
     mpt::v1::UploadArtifactResponse response;
     auto writer = workers_->UploadArtifact(&context, &response);
     mpt::v1::UploadArtifactRequest first;
@@ -94,24 +97,32 @@ TEST_F(UploadStreamTest, ABadHeaderEndsTheCallBeforeTheData) {
   EXPECT_LT(sent.bytes, kFlood / 2) << "the coordinator read the data of a refused upload";
 
   // A well-formed header for an assignment that does not exist.
-  const std::string worker = testing::Register(core_.get());
-  bogus.set_worker(worker);
+  const testing::RegisteredWorker worker = testing::RegisterWithKey(core_.get());
+  bogus.set_worker(worker.name);
   bogus.set_kind("checkpoint");
   bogus.set_assignment("jobs/000000000000/stages/source/a/attempts/1/ranks/0");
-  sent = Send(bogus, kFlood);
+  sent = Send(bogus, kFlood, "", worker.key);
   EXPECT_EQ(sent.status.error_code(), grpc::StatusCode::NOT_FOUND) << sent.status.error_message();
+  EXPECT_LT(sent.bytes, kFlood / 2);
+  // The same header without the worker's key, or with another's: refused
+  // before the data as well.
+  sent = Send(bogus, kFlood);
+  EXPECT_EQ(sent.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_LT(sent.bytes, kFlood / 2);
+  sent = Send(bogus, kFlood, "", testing::RegisterWithKey(core_.get()).key);
+  EXPECT_EQ(sent.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_LT(sent.bytes, kFlood / 2);
   EXPECT_LT(absl::Now() - start, absl::Seconds(30));
 }
 
 TEST_F(UploadStreamTest, AnUploadOfManyChunksIsStoredWhole) {
-  const std::string worker = testing::Register(core_.get());
+  const testing::RegisteredWorker worker = testing::RegisterWithKey(core_.get());
   ASSERT_TRUE(core_->SubmitJob(testing::SourceRequest("a")).ok());
-  auto a = testing::Poll(core_.get(), worker);
+  auto a = testing::Poll(core_.get(), worker.name);
   ASSERT_TRUE(a.has_value());
   mpt::v1::UploadArtifactRequest::Header header;
   header.set_assignment(a->id());
-  header.set_worker(worker);
+  header.set_worker(worker.name);
   header.set_kind("checkpoint");
   header.set_step(5);
   const int64_t total = 5 * kChunk + 123;
@@ -120,7 +131,7 @@ TEST_F(UploadStreamTest, AnUploadOfManyChunksIsStoredWhole) {
   while (static_cast<int64_t>(data.size()) < total) {
     data += chunk.substr(0, std::min<int64_t>(kChunk, total - data.size()));
   }
-  const Sent sent = Send(header, total, Sha256Hex(data));
+  const Sent sent = Send(header, total, Sha256Hex(data), worker.key);
   ASSERT_TRUE(sent.status.ok()) << sent.status.error_message();
   auto job = core_->GetJob(a->job());
   ASSERT_TRUE(job.ok());
@@ -130,7 +141,7 @@ TEST_F(UploadStreamTest, AnUploadOfManyChunksIsStoredWhole) {
   ASSERT_TRUE(read.ok()) << read.status();
   EXPECT_EQ(read->data, data);
   // A wrong checksum stores nothing.
-  const Sent wrong = Send(header, total, Sha256Hex("other"));
+  const Sent wrong = Send(header, total, Sha256Hex("other"), worker.key);
   EXPECT_EQ(wrong.status.error_code(), grpc::StatusCode::DATA_LOSS);
 }
 

@@ -11,6 +11,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/grpc_status.h"
+#include "common/secrets.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "proto/mpt/v1/service.grpc.pb.h"
@@ -40,6 +41,9 @@ class GrpcClient final : public CoordinatorClient {
     mpt::v1::RegisterWorkerResponse response;
     RETURN_IF_ERROR(
         WithContext(stub_->RegisterWorker(&context, request, &response), "RegisterWorker"));
+    // Every later call carries this registration's key.
+    absl::MutexLock lock(&key_mu_);
+    worker_key_ = response.worker_key();
     return response;
   }
 
@@ -219,6 +223,8 @@ class GrpcClient final : public CoordinatorClient {
 
   void Prepare(absl::Duration timeout, grpc::ClientContext* context) const {
     PrepareClientContext(options_.channel, timeout, context);
+    absl::MutexLock lock(&key_mu_);
+    if (!worker_key_.empty()) context->AddMetadata(kWorkerKeyMetadata, worker_key_);
   }
 
   absl::Duration TransferTimeout(int64_t bytes) const {
@@ -230,6 +236,8 @@ class GrpcClient final : public CoordinatorClient {
   std::unique_ptr<WorkerService::Stub> stub_;
   absl::Mutex waits_mu_;
   std::set<grpc::ClientContext*> waits_ ABSL_GUARDED_BY(waits_mu_);
+  mutable absl::Mutex key_mu_;
+  std::string worker_key_ ABSL_GUARDED_BY(key_mu_);  // the last registration's
 };
 
 
