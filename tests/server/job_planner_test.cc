@@ -232,7 +232,7 @@ TEST(JobPlannerTest, UpperBoundsNameTheirFields) {
 
 TEST(JobPlannerTest, ControlCharactersInNamesAreRefusedNamingTheField) {
   // C0 (tab, newline, escape), DEL and C1 (U+009B, a one-character CSI).
-  for (const std::string bad : {std::string("a\tb"), std::string("a\nb"),
+  for (const std::string& bad : {std::string("a\tb"), std::string("a\nb"),
                                 std::string("\x1b[31mred"), std::string("a\x7f"),
                                 std::string("a\xC2\x9B" "0m"), std::string("a\0b", 3)}) {
     mpt::v1::SubmitJobRequest r = Pipeline({"a"}, {});

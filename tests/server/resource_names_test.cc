@@ -74,7 +74,9 @@ TEST(ResourceNamesTest, TimeOrderedIdsGrowNeverRepeatAndCarryTheTime) {
     const std::string id = TimeOrderedId(now, &last, gen);
     ASSERT_EQ(id.size(), 12u) << id;
     ASSERT_EQ(id.find_first_not_of("0123456789abcdef"), std::string::npos) << id;
-    if (!previous.empty()) ASSERT_GT(id, previous);  // fixed width: text order is value order
+    if (!previous.empty()) {
+      ASSERT_GT(id, previous);  // fixed width: text order is value order
+    }
     EXPECT_EQ(value(id), last);
     previous = id;
   }
