@@ -67,6 +67,11 @@ namespace {
 constexpr int kUsageError = 2;
 // Rows of --random_tokens at most (the spec's largest batch_size).
 constexpr int kMaxBatch = 65'536;
+// Positions a row may reach, generation included. Past config.json's
+// max_position_embeddings is allowed (transformers sets no limit, and the
+// scaled rope types, "dynamic" above all, exist for it); this only bounds
+// the work a typo can ask for.
+constexpr int64_t kMaxPositions = 65'536;
 using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point since) {
@@ -165,14 +170,11 @@ absl::Status Run() {
     at::NoGradGuard no_grad;
     at::Tensor ids;
     at::Tensor mask;
-    // Positions past max_position_embeddings are outside what the model
-    // was trained for (and a huge count only runs for hours).
-    const int64_t max_positions = c.max_position_embeddings;
     const int generate = absl::GetFlag(FLAGS_generate);
-    if (absl::GetFlag(FLAGS_random_tokens) > max_positions) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--random_tokens: ", absl::GetFlag(FLAGS_random_tokens), " is more than the model's ",
-          max_positions, " positions (config.json max_position_embeddings)"));
+    if (absl::GetFlag(FLAGS_random_tokens) > kMaxPositions) {
+      return absl::InvalidArgumentError(absl::StrCat("--random_tokens: ",
+                                                     absl::GetFlag(FLAGS_random_tokens),
+                                                     " is more than ", kMaxPositions, " positions"));
     }
     if (absl::GetFlag(FLAGS_random_tokens) > 0) {
       RETURN_IF_ERROR(CheckLogitsFit(absl::GetFlag(FLAGS_batch),
@@ -186,10 +188,10 @@ absl::Status Run() {
                        ParseIds(absl::GetFlag(FLAGS_ids)));
       size_t length = 0;
       for (const auto& row : rows) length = std::max(length, row.size());
-      if (static_cast<int64_t>(length) > max_positions) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "--ids: a row of ", length, " ids is longer than the model's ", max_positions,
-            " positions (config.json max_position_embeddings)"));
+      if (static_cast<int64_t>(length) > kMaxPositions) {
+        return absl::InvalidArgumentError(absl::StrCat("--ids: a row of ", length,
+                                                       " ids is longer than ", kMaxPositions,
+                                                       " positions"));
       }
       RETURN_IF_ERROR(CheckLogitsFit(static_cast<int64_t>(rows.size()),
                                      static_cast<int64_t>(length), c.vocab_size));
@@ -228,11 +230,17 @@ absl::Status Run() {
     const int steps = generate;
     // The last new token is predicted, never fed back: S input and N new
     // tokens take S + N - 1 positions.
-    if (steps > 0 && ids.size(1) + steps - 1 > max_positions) {
+    const int64_t positions = ids.size(1) + std::max(steps - 1, 0);
+    if (positions > kMaxPositions) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "--generate: ", steps, " new tokens after ", ids.size(1), " input tokens pass the model's ",
-          max_positions, " positions (config.json max_position_embeddings); at most ",
-          std::max<int64_t>(0, max_positions - ids.size(1) + 1), " fit"));
+          "--generate: ", steps, " new tokens after ", ids.size(1), " input tokens pass ",
+          kMaxPositions, " positions; at most ", std::max<int64_t>(0, kMaxPositions - ids.size(1) + 1),
+          " fit"));
+    }
+    if (positions > c.max_position_embeddings) {
+      std::cout << "note: " << positions << " positions, past config.json's max_position_embeddings ("
+                << c.max_position_embeddings << "; rope " << RopeTypeName(c.rope_scaling.type)
+                << ")" << std::endl;
     }
     if (steps > 0) {
       start = Clock::now();

@@ -123,14 +123,19 @@ expect_error init_adapters_missing 60 "source.init_adapters[0]: /nonexistent" --
 expect_ok llama_threads_capped 60 -- "$LLAMA_DUMP" --model="$LLAMA" --ids=1,2 --threads=1000
 expect_error llama_threads_negative 30 "--threads" -- \
   "$LLAMA_DUMP" --model="$LLAMA" --ids=1,2 --threads=-1
-expect_error llama_generate_huge 30 "--generate: 2000000000|max_position_embeddings" -- \
+expect_error llama_generate_huge 30 "--generate: 2000000000|pass 65536 positions" -- \
   "$LLAMA_DUMP" --model="$LLAMA" --ids=1,2 --generate=2000000000
-# 2 input and 255 new tokens take 256 positions: the last new token is
-# never fed back.
+# Past max_position_embeddings (256) is allowed, as in transformers, with
+# a note; 2 input and 255 new tokens take 256 positions (the last new
+# token is never fed back), 256 new ones 257.
 expect_ok llama_generate_to_the_end 60 -- "$LLAMA_DUMP" --model="$LLAMA" --ids=1,2 --generate=255
-expect_error llama_generate_one_past 30 "at most 255 fit" -- \
-  "$LLAMA_DUMP" --model="$LLAMA" --ids=1,2 --generate=256
-expect_error llama_random_tokens_huge 30 "--random_tokens: 1000000000|max_position_embeddings" -- \
+grep -q "past config.json" "$log" && fail "llama_generate_to_the_end: a note at 256 positions"
+expect_ok llama_generate_past_the_end 60 -- "$LLAMA_DUMP" --model="$LLAMA" --ids=1,2 --generate=256
+grep -q "note: 257 positions, past config.json's max_position_embeddings (256" "$log" ||
+  fail "llama_generate_past_the_end: no note"
+expect_error llama_generate_past_the_bound 30 "at most 65535 fit" -- \
+  "$LLAMA_DUMP" --model="$LLAMA" --ids=1,2 --generate=65536
+expect_error llama_random_tokens_huge 30 "--random_tokens: 1000000000|more than 65536 positions" -- \
   "$LLAMA_DUMP" --model="$LLAMA" --random_tokens=1000000000
 expect_error llama_random_tokens_negative 30 "--random_tokens must be positive" -- \
   "$LLAMA_DUMP" --model="$LLAMA" --random_tokens=-1
