@@ -287,7 +287,7 @@ absl::Status Run() {
 namespace {
 int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "Runs a Hugging Face decoder-only checkpoint (llama, qwen2, mistral) and reports its "
+      "Runs a Hugging Face decoder-only checkpoint (llama, qwen2, mistral, ministral) and reports its "
       "outputs.\n  llama_dump --model=FOLDER (--ids=\"1,2,3;4,5\" | --random_tokens=S "
       "[--batch=B]) [--generate=N] [--dtype=float32] [--out=FILE.safetensors]");
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);

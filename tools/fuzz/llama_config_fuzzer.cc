@@ -1,4 +1,4 @@
-// libFuzzer target: a decoder-only (llama, qwen2, mistral) config.json.
+// libFuzzer target: a decoder-only (llama, qwen2, mistral, ministral) config.json.
 #include <cstddef>
 #include <cstdint>
 

@@ -37,6 +37,8 @@ constexpr Family kFamilies[] = {
     {"llama", "LlamaForCausalLM", 2048, 0},
     {"qwen2", "Qwen2ForCausalLM", 32768, 32},
     {"mistral", "MistralForCausalLM", 4096 * 32, 8},
+    // Mistral's weights and defaults; sliding windows per layer_types.
+    {"ministral", "MinistralForCausalLM", 4096 * 32, 8},
 };
 
 std::string KnownModelTypes() {
@@ -388,8 +390,9 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
     }
     return true;
   };
-  if (config.model_type == "mistral") {
-    // MistralConfig: sliding_window defaults to 4096; null turns it off.
+  if (config.model_type == "mistral" || config.model_type == "ministral") {
+    // MistralConfig and MinistralConfig: sliding_window defaults to 4096;
+    // null turns it off.
     int window = 4096;
     if (reader.Present("sliding_window")) {
       ASSIGN_OR_RETURN(window, reader.OptionalSize("sliding_window", 0));
@@ -399,6 +402,7 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
     // (MinistralForCausalLM, the same weights), which slides only on the
     // layers marked "sliding_attention"; that is what loading the folder
     // with AutoModelForCausalLM computes, so it is what counts here.
+    // Without the list MinistralConfig slides on every layer, as Mistral.
     ASSIGN_OR_RETURN(bool listed, apply_layer_types(window));
     if (!listed) config.layer_sliding_window.assign(config.num_hidden_layers, window);
   } else if (config.model_type == "qwen2") {

@@ -90,8 +90,27 @@ TEST(LlamaConfigTest, MistralLayerTypes) {
   LlamaConfig null_list = Parse(base + R"("sliding_window": 3, "layer_types": null})");
   EXPECT_EQ(null_list.layer_sliding_window, (std::vector<int>{3, 3, 3}));
   EXPECT_THAT(Error(base + R"("layer_types": ["full_attention"]})"), HasSubstr("'layer_types'"));
-  EXPECT_THAT(Error(R"({"model_type": "ministral", "vocab_size": 100})"),
-              AllOf(HasSubstr("'model_type'"), HasSubstr("\"ministral\"")));
+}
+
+// "ministral" (what transformers' save_pretrained writes for the folder
+// above): Mistral's defaults, windows per layer_types, and without the
+// list every layer slides.
+TEST(LlamaConfigTest, Ministral) {
+  const std::string base = R"({"model_type": "ministral", "vocab_size": 100, "hidden_size": 64,
+      "intermediate_size": 96, "num_hidden_layers": 3, "num_attention_heads": 16, )";
+  LlamaConfig listed = Parse(base + R"("sliding_window": 3,
+      "layer_types": ["full_attention", "sliding_attention", "full_attention"]})");
+  EXPECT_EQ(listed.layer_sliding_window, (std::vector<int>{0, 3, 0}));
+  EXPECT_EQ(listed.num_key_value_heads, 8);
+  EXPECT_EQ(listed.max_position_embeddings, 131072);
+  EXPECT_FALSE(listed.qkv_bias);
+  EXPECT_FALSE(listed.mlp_bias);
+  LlamaConfig every = Parse(base + R"("sliding_window": 5})");
+  EXPECT_EQ(every.layer_sliding_window, (std::vector<int>{5, 5, 5}));
+  LlamaConfig none = Parse(base + R"("sliding_window": null})");
+  EXPECT_EQ(none.layer_sliding_window, (std::vector<int>{0, 0, 0}));
+  EXPECT_THAT(Error(R"({"model_type": "ministral3", "vocab_size": 100})"),
+              AllOf(HasSubstr("'model_type'"), HasSubstr("\"ministral3\"")));
 }
 
 TEST(LlamaConfigTest, Qwen2SlidingLayers) {
