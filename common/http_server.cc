@@ -27,6 +27,23 @@
 namespace mpt {
 namespace {
 
+// The most bytes a streamed body supplies at once.
+constexpr size_t kStreamPieceBytes = 256 << 10;
+
+// Whether every range of a Range header (cpp-httplib's parse: -1 for an
+// open end; a first of -1 is a suffix of `last` bytes) lies in a body of
+// `length` bytes.
+bool RangesFit(const httplib::Ranges& ranges, int64_t length) {
+  for (const auto& [first, last] : ranges) {
+    if (first < 0) {
+      if (last <= 0 || length == 0) return false;  // an empty suffix
+    } else if (first >= length || (last >= 0 && last < first)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 // A socket as cpp-httplib's Stream, with deadlines: reads end at the
 // deadline set for the request being read (however the bytes trickle in),
 // writes when one makes no progress for the write timeout. Unlike
@@ -345,12 +362,36 @@ class HttpServer::Impl {
     for (const auto& [k, v] : req.params) request.params.emplace(k, v);
     for (const auto& [k, v] : req.headers) request.headers.emplace(absl::AsciiStrToLower(k), v);
     HttpResponse response = (*handler)(request);
-    res.status = response.status;
+    // A 200 is left to cpp-httplib, which answers a Range request 206 with
+    // the part asked for, once every range is known to lie in the body
+    // (cpp-httplib 0.11 does not check; RFC 9110's 416 otherwise).
+    const int64_t length = response.stream ? response.stream_length
+                                           : static_cast<int64_t>(response.body.size());
+    if (response.status == 200 && !RangesFit(req.ranges, length)) {
+      res.status = 416;
+      res.set_header("Content-Range", absl::StrCat("bytes */", length));
+      return;
+    }
+    res.status = response.status == 200 ? -1 : response.status;
     for (const auto& [k, v] : response.headers) {
       if (absl::EqualsIgnoreCase(k, "X-Content-Type-Options")) res.headers.erase(k);
       res.set_header(k, v);
     }
-    res.set_content(response.body, response.content_type);
+    if (!response.stream) {
+      res.set_content(response.body, response.content_type);
+      return;
+    }
+    res.set_content_provider(
+        static_cast<size_t>(response.stream_length), response.content_type,
+        [stream = std::move(response.stream)](size_t offset, size_t length,
+                                              httplib::DataSink& sink) {
+          std::string piece;
+          if (!stream(static_cast<int64_t>(offset), std::min(length, kStreamPieceBytes), &piece) ||
+              piece.empty()) {
+            return false;
+          }
+          return sink.write(piece.data(), piece.size());
+        });
   }
 
   const std::vector<std::pair<std::string, HttpHandler>> routes_;

@@ -55,6 +55,14 @@ struct HttpResponse {
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
+  // Instead of `body` when set: a body of `stream_length` bytes supplied
+  // piece by piece as the client reads it (Range requests included), so
+  // that a large body is never held whole. Called with an offset and the
+  // most bytes wanted, it puts at least one byte in `out`, or returns false
+  // to end the response there: the connection closes and the client sees a
+  // body shorter than its Content-Length.
+  int64_t stream_length = 0;
+  std::function<bool(int64_t offset, size_t max, std::string* out)> stream;
 
   static HttpResponse Text(int status, std::string body);
 };

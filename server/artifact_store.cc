@@ -284,7 +284,52 @@ absl::StatusOr<std::string> ArtifactStore::BlobWriter::Commit(absl::string_view 
   return actual;
 }
 
-absl::StatusOr<std::string> ArtifactStore::Get(absl::string_view sha256) const {
+ArtifactStore::BlobReader::~BlobReader() { ::close(fd_); }
+
+absl::Status ArtifactStore::BlobReader::Read(int64_t offset, size_t max, std::string* out) {
+  out->clear();
+  if (offset < 0 || offset > size_) {
+    return absl::InvalidArgumentError(absl::StrCat("artefact blob ", path_, ": offset ", offset,
+                                                   " outside its ", size_, " bytes"));
+  }
+  const size_t want = static_cast<size_t>(std::min<int64_t>(size_ - offset, static_cast<int64_t>(max)));
+  out->resize(want);
+  size_t got = 0;
+  while (got < want) {
+    ssize_t n = ::pread(fd_, out->data() + got, want - got, offset + static_cast<int64_t>(got));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      out->clear();
+      return ReadError(path_, "read failed");
+    }
+    if (n == 0) {
+      out->clear();
+      return absl::DataLossError(absl::StrCat("artefact blob ", path_, " is corrupt: it ends at ",
+                                              offset + static_cast<int64_t>(got), " of its ",
+                                              size_, " bytes"));
+    }
+    got += static_cast<size_t>(n);
+  }
+  if (hashed_ != offset) {
+    hashed_ = -1;  // out of order: not checked
+    return absl::OkStatus();
+  }
+  hash_.Update(*out);
+  hashed_ += static_cast<int64_t>(want);
+  if (hashed_ == size_) {
+    hashed_ = -1;  // checked once
+    const std::string actual = hash_.HexDigest();
+    if (actual != sha256_) {
+      out->clear();
+      return absl::DataLossError(absl::StrCat("artefact blob ", path_, " is corrupt: its ", size_,
+                                              " bytes hash to ", actual));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<ArtifactStore::BlobReader>> ArtifactStore::OpenBlob(
+    absl::string_view sha256) const {
   if (absl::Status s = CheckHash(sha256); !s.ok()) return s;
   const std::string name = absl::AsciiStrToLower(sha256);
   const std::string path = PathFor(name);
@@ -295,27 +340,27 @@ absl::StatusOr<std::string> ArtifactStore::Get(absl::string_view sha256) const {
     }
     return ReadError(path, "cannot open");
   }
-  std::string data;
   struct stat st;
-  if (::fstat(fd, &st) == 0 && st.st_size > 0) data.reserve(static_cast<size_t>(st.st_size));
-  char buffer[1 << 16];
-  while (true) {
-    ssize_t n = ::read(fd, buffer, sizeof(buffer));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      absl::Status s = ReadError(path, "read failed");
-      ::close(fd);
-      return s;
-    }
-    if (n == 0) break;
-    data.append(buffer, static_cast<size_t>(n));
+  if (::fstat(fd, &st) != 0) {
+    absl::Status s = ReadError(path, "cannot stat");
+    ::close(fd);
+    return s;
   }
-  ::close(fd);
-  const std::string actual = Sha256Hex(data);
-  if (actual != name) {
-    return absl::DataLossError(absl::StrCat("artefact blob ", path, " is corrupt: its ",
-                                            data.size(), " bytes hash to ", actual));
-  }
+  return std::unique_ptr<BlobReader>(new BlobReader(path, name, fd, st.st_size));
+}
+
+absl::StatusOr<std::string> ArtifactStore::Get(absl::string_view sha256) const {
+  absl::StatusOr<std::unique_ptr<BlobReader>> reader = OpenBlob(sha256);
+  if (!reader.ok()) return reader.status();
+  std::string data;
+  data.reserve(static_cast<size_t>((*reader)->size()));
+  std::string piece;
+  int64_t offset = 0;
+  do {
+    if (absl::Status s = (*reader)->Read(offset, size_t{1} << 20, &piece); !s.ok()) return s;
+    data += piece;
+    offset += static_cast<int64_t>(piece.size());
+  } while (offset < (*reader)->size());
   return data;
 }
 

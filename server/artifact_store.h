@@ -109,12 +109,48 @@ class ArtifactStore {
   // errno's text) when it cannot be created.
   absl::StatusOr<std::unique_ptr<BlobWriter>> NewBlob();
 
-  // The bytes of blob `sha256`, checked against their name. INVALID_ARGUMENT
-  // for a malformed hash; NOT_FOUND (naming the file) when there is no such
-  // blob; DATA_LOSS naming the file when the bytes on disk no longer match
-  // the name (corruption) or the file cannot be opened or read (I/O error,
-  // permissions); UNAVAILABLE when the process is out of file descriptors
-  // or memory.
+  // A blob read piece by piece (a download): one piece in memory at a
+  // time, and the file held open, so a blob removed meanwhile still reads
+  // to its end. Pieces read in order from the start are hashed as they
+  // go, and the piece that completes the blob is DATA_LOSS instead when
+  // the whole no longer matches the name (pieces out of order, as Range
+  // requests ask for, are not checked).
+  class BlobReader {
+   public:
+    ~BlobReader();
+    BlobReader(const BlobReader&) = delete;
+    BlobReader& operator=(const BlobReader&) = delete;
+
+    // The blob's size when it was opened.
+    int64_t size() const { return size_; }
+    // Up to `max` bytes from `offset` into `out` (replacing its contents);
+    // fewer only where the blob ends. DATA_LOSS naming the file when the
+    // read fails, the file is shorter than it was, or (see above) the
+    // bytes no longer match the name; INVALID_ARGUMENT for an offset
+    // outside [0, size()].
+    absl::Status Read(int64_t offset, size_t max, std::string* out);
+
+   private:
+    friend class ArtifactStore;
+    BlobReader(std::string path, std::string sha256, int fd, int64_t size)
+        : path_(std::move(path)), sha256_(std::move(sha256)), fd_(fd), size_(size) {}
+
+    const std::string path_;
+    const std::string sha256_;  // lowercase hex: the name
+    const int fd_;
+    const int64_t size_;
+    Sha256 hash_;
+    int64_t hashed_ = 0;  // bytes hashed in order from the start; -1: out of order
+  };
+
+  // Opens blob `sha256` for reading. INVALID_ARGUMENT for a malformed hash;
+  // NOT_FOUND (naming the file) when there is no such blob; DATA_LOSS
+  // naming the file when it cannot be opened (I/O error, permissions);
+  // UNAVAILABLE when the process is out of file descriptors or memory.
+  absl::StatusOr<std::unique_ptr<BlobReader>> OpenBlob(absl::string_view sha256) const;
+
+  // The bytes of blob `sha256`, checked against their name: OpenBlob() and
+  // the whole blob read in order, with their errors.
   absl::StatusOr<std::string> Get(absl::string_view sha256) const;
 
   // Whether blob `sha256` exists (its contents are not checked).

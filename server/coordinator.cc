@@ -520,13 +520,30 @@ absl::StatusOr<JobEventBatch> Coordinator::WaitForJobEvents(const std::string& n
 }
 
 absl::StatusOr<ArtifactContent> Coordinator::ReadArtifact(const std::string& name) {
+  ASSIGN_OR_RETURN(ArtifactReader reader, OpenArtifact(name));
+  ArtifactContent content;
+  content.data.reserve(static_cast<size_t>(reader.blob->size()));
+  std::string piece;
+  do {
+    const int64_t offset = static_cast<int64_t>(content.data.size());
+    absl::Status read = reader.blob->Read(offset, size_t{1} << 20, &piece);
+    if (!read.ok()) {
+      return absl::Status(read.code(), absl::StrCat("artefact ", name, ": ", read.message()));
+    }
+    content.data += piece;
+  } while (static_cast<int64_t>(content.data.size()) < reader.blob->size());
+  content.artifact = std::move(reader.artifact);
+  return content;
+}
+
+absl::StatusOr<ArtifactReader> Coordinator::OpenArtifact(const std::string& name) {
   RETURN_IF_ERROR(CheckArtifactName(name, "name"));
   ASSIGN_OR_RETURN(std::optional<mpt::v1::Artifact> record, store_->ReadArtifact(name));
   if (!record.has_value()) {
     return absl::NotFoundError(absl::StrCat("artefact ", name, " not found"));
   }
-  ArtifactContent content;
-  absl::StatusOr<std::string> data = artifacts_->Get(record->sha256());
+  absl::StatusOr<std::unique_ptr<ArtifactStore::BlobReader>> data =
+      artifacts_->OpenBlob(record->sha256());
   if (!data.ok() && data.status().code() == absl::StatusCode::kNotFound) {
     // The record may have gone with its blob meanwhile (a checkpoint
     // dropped as its stage ended): then the artefact is simply gone.
@@ -544,14 +561,15 @@ absl::StatusOr<ArtifactContent> Coordinator::ReadArtifact(const std::string& nam
     return absl::Status(data.status().code(),
                         absl::StrCat("artefact ", name, ": ", data.status().message()));
   }
-  content.data = *std::move(data);
-  if (static_cast<int64_t>(content.data.size()) != record->size_bytes()) {
+  if ((*data)->size() != record->size_bytes()) {
     return absl::DataLossError(absl::StrCat("artefact ", name, ": stored blob has ",
-                                            content.data.size(), " bytes, the record says ",
+                                            (*data)->size(), " bytes, the record says ",
                                             record->size_bytes()));
   }
-  content.artifact = *std::move(record);
-  return content;
+  ArtifactReader reader;
+  reader.artifact = *std::move(record);
+  reader.blob = *std::move(data);
+  return reader;
 }
 
 mpt::v1::ListWorkersResponse Coordinator::ListWorkers() {

@@ -195,6 +195,14 @@ struct ArtifactContent {
   std::string data;
 };
 
+// An artefact opened for streaming (Coordinator::OpenArtifact()).
+struct ArtifactReader {
+  mpt::v1::Artifact artifact;
+  // Its bytes, artifact.size_bytes() of them; the last piece of an in-order
+  // read is DATA_LOSS when they no longer match artifact.sha256.
+  std::unique_ptr<ArtifactStore::BlobReader> blob;
+};
+
 class Coordinator;
 
 // An upload in progress (Coordinator::BeginUpload()): its header was
@@ -335,6 +343,10 @@ class Coordinator {
   // longer match their hash, or the file of a recorded artefact is missing
   // or cannot be read.
   absl::StatusOr<ArtifactContent> ReadArtifact(const std::string& name);
+  // The same artefact opened to be read piece by piece (downloads: memory
+  // bounded by a piece, whatever the artefact's size), with the same errors;
+  // a corrupt blob shows when its last piece is read.
+  absl::StatusOr<ArtifactReader> OpenArtifact(const std::string& name);
 
   // Every registered worker (lost ones for lost_worker_retention), in
   // registration order.

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "common/logging.h"
 #include "common/quote.h"
 #include "common/secrets.h"
 #include "server/dashboard/dashboard_files.h"
@@ -204,14 +205,22 @@ class Routes {
       return HttpResponse::Text(401, "this coordinator needs its API token\n");
     }
     const std::string name = request.path.substr(std::string("/download/").size());
-    absl::StatusOr<ArtifactContent> content = core_->ReadArtifact(name);
+    absl::StatusOr<ArtifactReader> content = core_->OpenArtifact(name);
     if (!content.ok()) {
       return HttpResponse::Text(HttpStatusOf(content.status()),
                                 absl::StrCat(content.status().message(), "\n"));
     }
     HttpResponse r;
     r.content_type = "application/x-tar";
-    r.body = std::move(content->data);
+    // Read as the client reads; a corrupt blob ends the body short (its
+    // last piece is refused), which the client sees against Content-Length.
+    r.stream_length = content->blob->size();
+    r.stream = [blob = std::shared_ptr<ArtifactStore::BlobReader>(std::move(content->blob)),
+                name](int64_t offset, size_t max, std::string* out) {
+      absl::Status read = blob->Read(offset, max, out);
+      if (!read.ok()) MPT_LOG(ERROR) << "download of " << name << ": " << read.message();
+      return read.ok();
+    };
     std::string file = absl::StrCat(content->artifact.stage(), "-",
                                     name.substr(name.rfind('/') + 1), ".tar");
     std::replace(file.begin(), file.end(), '/', '_');

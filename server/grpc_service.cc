@@ -58,22 +58,27 @@ absl::StatusOr<absl::Time> WaitEnd(const grpc::ServerContext& context, double wa
   return std::min(end, ContextDeadline(context));
 }
 
-// Streams `content` in chunks; the last one carries the SHA-256.
-grpc::Status StreamArtifact(grpc::ServerContext* context, const ArtifactContent& content,
+// Streams the artefact in chunks read one at a time; the last one carries
+// the SHA-256, and is not sent when the stored bytes no longer match it
+// (DATA_LOSS instead).
+grpc::Status StreamArtifact(grpc::ServerContext* context, const ArtifactReader& reader,
                             int chunk_bytes,
                             grpc::internal::WriterInterface<mpt::v1::ArtifactChunk>* writer) {
-  const std::string& data = content.data;
-  const int64_t total = static_cast<int64_t>(data.size());
+  const int64_t total = reader.blob->size();
   int64_t offset = 0;
   do {
     if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
-    const int64_t n = std::min<int64_t>(chunk_bytes, total - offset);
     mpt::v1::ArtifactChunk chunk;
-    chunk.set_data(data.substr(static_cast<size_t>(offset), static_cast<size_t>(n)));
+    absl::Status read =
+        reader.blob->Read(offset, static_cast<size_t>(chunk_bytes), chunk.mutable_data());
+    if (!read.ok()) {
+      return ToGrpcStatus(absl::Status(
+          read.code(), absl::StrCat("artefact ", reader.artifact.name(), ": ", read.message())));
+    }
     chunk.set_offset(offset);
     chunk.set_total_bytes(total);
-    offset += n;
-    if (offset == total) chunk.set_sha256(content.artifact.sha256());
+    offset += static_cast<int64_t>(chunk.data().size());
+    if (offset == total) chunk.set_sha256(reader.artifact.sha256());
     if (!writer->Write(chunk)) {
       return grpc::Status(grpc::StatusCode::CANCELLED, "the client stopped reading");
     }
@@ -507,9 +512,9 @@ grpc::Status JobServiceImpl::DownloadArtifact(
     grpc::ServerContext* context, const mpt::v1::DownloadArtifactRequest* request,
     grpc::internal::WriterInterface<mpt::v1::ArtifactChunk>* writer) {
   MPT_AUTHORIZE(context);
-  absl::StatusOr<ArtifactContent> content = core_->ReadArtifact(request->name());
-  if (!content.ok()) return ToGrpcStatus(content.status());
-  return StreamArtifact(context, *content, chunk_bytes_, writer);
+  absl::StatusOr<ArtifactReader> reader = core_->OpenArtifact(request->name());
+  if (!reader.ok()) return ToGrpcStatus(reader.status());
+  return StreamArtifact(context, *reader, chunk_bytes_, writer);
 }
 
 grpc::Status JobServiceImpl::ListWorkers(grpc::ServerContext* context,
@@ -661,9 +666,9 @@ grpc::Status WorkerServiceImpl::FetchArtifact(
   if (absl::Status key = core_->CheckAnyWorkerKey(WorkerKeyOf(*context)); !key.ok()) {
     return ToGrpcStatus(key);
   }
-  absl::StatusOr<ArtifactContent> content = core_->ReadArtifact(request->name());
-  if (!content.ok()) return ToGrpcStatus(content.status());
-  return StreamArtifact(context, *content, chunk_bytes_, writer);
+  absl::StatusOr<ArtifactReader> reader = core_->OpenArtifact(request->name());
+  if (!reader.ok()) return ToGrpcStatus(reader.status());
+  return StreamArtifact(context, *reader, chunk_bytes_, writer);
 }
 
 grpc::Status WorkerServiceImpl::CompleteAssignment(

@@ -3,6 +3,8 @@
 
 #include <httplib.h>
 
+#include <atomic>
+#include <memory>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -64,6 +66,61 @@ TEST(HttpServerTest, UnknownPathsAre404) {
   auto r = client.Get("/other");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 404);
+}
+
+// A streamed body: pieces supplied as the client reads, Range requests
+// answered 206 with their part, and a source that gives up closes the
+// connection short of Content-Length (the client sees an error).
+TEST(HttpServerTest, StreamedBodiesAndRanges) {
+  std::string data;
+  for (int i = 0; i < 600000; ++i) data += static_cast<char>('a' + i % 23);
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  auto stream = [&data, calls](int64_t offset, size_t max, std::string* out) {
+    ++*calls;
+    *out = data.substr(static_cast<size_t>(offset), max);
+    return true;
+  };
+  HttpServerOptions options;
+  options.listen = "127.0.0.1:0";
+  auto server = HttpServer::Start(
+      options, {{"/whole", [&](const HttpRequest&) {
+                   HttpResponse r;
+                   r.content_type = "application/octet-stream";
+                   r.stream_length = static_cast<int64_t>(data.size());
+                   r.stream = stream;
+                   return r;
+                 }},
+                {"/broken", [&](const HttpRequest&) {
+                   HttpResponse r;
+                   r.stream_length = static_cast<int64_t>(data.size());
+                   r.stream = [&data](int64_t offset, size_t max, std::string* out) {
+                     if (offset >= 300000) return false;
+                     *out = data.substr(static_cast<size_t>(offset), max);
+                     return true;
+                   };
+                   return r;
+                 }}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  httplib::Client client("127.0.0.1", (*server)->port());
+  auto r = client.Get("/whole");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, data);
+  EXPECT_EQ(r->get_header_value("Content-Length"), std::to_string(data.size()));
+  EXPECT_GE(calls->load(), 3);  // in pieces of at most 256 KiB
+  r = client.Get("/whole", {{"Range", "bytes=100-299"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 206);
+  EXPECT_EQ(r->body, data.substr(100, 200));
+  r = client.Get("/whole", {{"Range", "bytes=599990-"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 206);
+  EXPECT_EQ(r->body, data.substr(599990));
+  r = client.Get("/whole", {{"Range", "bytes=700000-800000"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 416);
+  r = client.Get("/broken");
+  EXPECT_FALSE(r && r->status == 200 && r->body.size() == data.size());
 }
 
 TEST(HttpServerTest, RefusesBadOptionsAndBusyPorts) {

@@ -71,6 +71,12 @@ get "$BASE/download/$artifact?token=$TOKEN" > "$E2E_DIR/download.tar" 2>/dev/nul
   e2e_fail "download of $artifact with ?token="
 [ "$(sha256sum < "$E2E_DIR/download.tar" | cut -d' ' -f1)" = "$sha" ] ||
   e2e_fail "the downloaded bytes do not match $artifact's sha256"
+# The body is read from disk as it is sent; a Range request gets its part.
+get "$BASE/download/$artifact" "$TOKEN" "bytes=100-611" > "$E2E_DIR/part.bin" 2>"$E2E_DIR/part.txt" ||
+  e2e_fail "Range request"
+grep -q 206 "$E2E_DIR/part.txt" || e2e_fail "a Range request is not 206 Partial Content"
+cmp -s "$E2E_DIR/part.bin" <(tail -c +101 "$E2E_DIR/download.tar" | head -c 512) ||
+  e2e_fail "the Range request's bytes are not bytes 100..611 of the artefact"
 
 # The job's page, after its scripts ran and fetched the JSON.
 budget=--virtual-time-budget=6000

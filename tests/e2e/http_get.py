@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """GETs a URL and writes the body to stdout.
 
-  http_get.py URL [TOKEN]
+  http_get.py URL [TOKEN [RANGE]]
 
-Sends "Authorization: Bearer TOKEN" when TOKEN is given. Prints the status
-code to stderr and exits 0 for 200, 1 for another status, 2 when the
+Sends "Authorization: Bearer TOKEN" when TOKEN is given (and not empty),
+and "Range: RANGE" (e.g. bytes=0-99) when RANGE is. Prints the status code
+to stderr and exits 0 for 200 and 206, 1 for another status, 2 when the
 server cannot be reached.
 """
 import sys
@@ -14,8 +15,10 @@ import urllib.request
 
 def main():
     request = urllib.request.Request(sys.argv[1])
-    if len(sys.argv) > 2:
+    if len(sys.argv) > 2 and sys.argv[2]:
         request.add_header("Authorization", "Bearer " + sys.argv[2])
+    if len(sys.argv) > 3:
+        request.add_header("Range", sys.argv[3])
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             sys.stdout.buffer.write(response.read())

@@ -58,7 +58,17 @@ class CoordinatorHttpTest : public ::testing::Test {
       }
     }
     EXPECT_NE(best, nullptr) << path;
-    return best == nullptr ? HttpResponse::Text(404, "") : (*best)(request);
+    if (best == nullptr) return HttpResponse::Text(404, "");
+    HttpResponse response = (*best)(request);
+    // A streamed body read in small pieces, in order, as a client would.
+    while (response.stream && static_cast<int64_t>(response.body.size()) < response.stream_length) {
+      std::string piece;
+      if (!response.stream(static_cast<int64_t>(response.body.size()), 100, &piece)) break;
+      EXPECT_FALSE(piece.empty());
+      EXPECT_LE(piece.size(), 100u);
+      response.body += piece;
+    }
+    return response;
   }
 
   // A source job run to SUCCEEDED in `seconds` of the fake clock; returns

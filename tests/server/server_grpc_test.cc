@@ -89,8 +89,8 @@ std::vector<std::string> Fields(const std::string& message, int number) {
 class GrpcServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto core = testing::OpenCoordinator(testing::FreshFiles("grpc", /*on_disk=*/true),
-                                         std::make_shared<RealClock>());
+    files_ = testing::FreshFiles("grpc", /*on_disk=*/true);
+    auto core = testing::OpenCoordinator(files_, std::make_shared<RealClock>());
     ASSERT_TRUE(core.ok()) << core.status();
     core_ = *std::move(core);
     GrpcServerOptions options;
@@ -125,6 +125,7 @@ class GrpcServerTest : public ::testing::Test {
     return ctx;
   }
 
+  testing::CoordinatorFiles files_;
   std::unique_ptr<Coordinator> core_;
   std::unique_ptr<CoordinatorServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -347,6 +348,66 @@ TEST_F(GrpcServerTest, WorkerCallsCarryTheirWorkersKey) {
   EXPECT_EQ(fetch(nullptr).error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(fetch(&guess).error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(fetch(&b.worker_key()).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+// Downloads are read from disk chunk by chunk; a blob damaged on disk ends
+// the stream DATA_LOSS before the last chunk, so no client is ever handed a
+// checksum with bytes that do not match it.
+TEST_F(GrpcServerTest, ADamagedBlobEndsTheDownloadWithoutTheChecksum) {
+  const testing::RegisteredWorker w = testing::RegisterWithKey(core_.get());
+  ASSERT_TRUE(core_->SubmitJob(testing::SourceRequest("a")).ok());
+  auto a = testing::Poll(core_.get(), w.name);
+  ASSERT_TRUE(a.has_value());
+  const std::string blob = testing::AdapterBlobFor(*a);
+  auto art = testing::Upload(core_.get(), a->id(), "adapter", blob);
+  ASSERT_TRUE(art.ok()) << art.status();
+  ASSERT_GT(blob.size(), 70u);
+
+  auto download = [&](bool as_worker, std::string* bytes, bool* got_sha) {
+    auto ctx = Context();
+    bytes->clear();
+    *got_sha = false;
+    mpt::v1::ArtifactChunk chunk;
+    std::unique_ptr<grpc::ClientReader<mpt::v1::ArtifactChunk>> reader;
+    if (as_worker) {
+      ctx->AddMetadata(kWorkerKeyMetadata, w.key);
+      mpt::v1::FetchArtifactRequest request;
+      request.set_name(art->name());
+      reader = workers_->FetchArtifact(ctx.get(), request);
+    } else {
+      mpt::v1::DownloadArtifactRequest request;
+      request.set_name(art->name());
+      reader = jobs_->DownloadArtifact(ctx.get(), request);
+    }
+    while (reader->Read(&chunk)) {
+      *bytes += chunk.data();
+      *got_sha |= !chunk.sha256().empty();
+    }
+    return reader->Finish();
+  };
+  std::string bytes;
+  bool got_sha = false;
+  for (bool as_worker : {false, true}) {
+    ASSERT_TRUE(download(as_worker, &bytes, &got_sha).ok());
+    EXPECT_EQ(bytes, blob);
+    EXPECT_TRUE(got_sha);
+  }
+
+  {
+    std::fstream f(files_.artifacts + "/sha256/" + art->sha256().substr(0, 2) + "/" +
+                       art->sha256().substr(2),
+                   std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(3);
+    f.put(static_cast<char>(blob[3] ^ 1));
+  }
+  for (bool as_worker : {false, true}) {
+    grpc::Status s = download(as_worker, &bytes, &got_sha);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::DATA_LOSS) << s.error_message();
+    EXPECT_TRUE(absl::StrContains(s.error_message(), art->name())) << s.error_message();
+    EXPECT_TRUE(absl::StrContains(s.error_message(), "corrupt")) << s.error_message();
+    EXPECT_FALSE(got_sha);
+    EXPECT_LT(bytes.size(), blob.size());
+  }
 }
 
 // Raw calls with a string field that is not valid UTF-8: INVALID_ARGUMENT
