@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -149,66 +150,52 @@ absl::Status Run() {
 
   std::printf("artefact of %d MiB, %d downloads at once, %u hardware threads\n", mib, downloads,
               std::thread::hardware_concurrency());
-  auto report = [&](const char* way, absl::Time start, double before, double peak, int failed) {
+  // Runs `download` (true when it got the right bytes) on `downloads`
+  // threads at once and prints the line for `way`.
+  auto measure = [&](const char* way, const std::function<bool()>& download) {
+    std::atomic<int> failed{0};
+    const double before = RssMib();
+    const absl::Time start = absl::Now();
+    double peak = 0;
+    {
+      RssSampler sampler;
+      std::vector<std::thread> threads;
+      for (int d = 0; d < downloads; ++d) {
+        threads.emplace_back([&] {
+          if (!download()) ++failed;
+        });
+      }
+      for (std::thread& t : threads) t.join();
+      peak = sampler.peak();
+    }
     const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
     std::printf("%-46s %7.2f s  %8.0f MiB/s  peak resident +%7.0f MiB%s\n", way, seconds,
                 static_cast<double>(mib) * downloads / seconds, peak - before,
-                failed > 0 ? absl::StrCat("  (", failed, " FAILED)").c_str() : "");
+                failed > 0 ? absl::StrCat("  (", failed.load(), " FAILED)").c_str() : "");
   };
 
-  {
-    auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
-                                       grpc::InsecureChannelCredentials());
-    auto stub = mpt::v1::JobService::NewStub(channel);
-    std::atomic<int> failed{0};
-    const double before = RssMib();
-    const absl::Time start = absl::Now();
-    double peak = 0;
-    {
-      RssSampler sampler;
-      std::vector<std::thread> clients;
-      for (int d = 0; d < downloads; ++d) {
-        clients.emplace_back([&] {
-          grpc::ClientContext context;
-          mpt::v1::DownloadArtifactRequest request;
-          request.set_name(artifact->name());
-          auto reader = stub->DownloadArtifact(&context, request);
-          Sha256 got;
-          std::string expected_sha;
-          mpt::v1::ArtifactChunk chunk;
-          while (reader->Read(&chunk)) {
-            got.Update(chunk.data());
-            if (!chunk.sha256().empty()) expected_sha = chunk.sha256();
-          }
-          if (!reader->Finish().ok() || expected_sha != sha256 || got.HexDigest() != sha256) {
-            ++failed;
-          }
-        });
-      }
-      for (std::thread& t : clients) t.join();
-      peak = sampler.peak();
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
+                                     grpc::InsecureChannelCredentials());
+  auto stub = mpt::v1::JobService::NewStub(channel);
+  measure("DownloadArtifact over gRPC (read piece by piece)", [&] {
+    grpc::ClientContext context;
+    mpt::v1::DownloadArtifactRequest request;
+    request.set_name(artifact->name());
+    auto reader = stub->DownloadArtifact(&context, request);
+    Sha256 got;
+    std::string expected_sha;
+    mpt::v1::ArtifactChunk chunk;
+    while (reader->Read(&chunk)) {
+      got.Update(chunk.data());
+      if (!chunk.sha256().empty()) expected_sha = chunk.sha256();
     }
-    report("DownloadArtifact over gRPC (read piece by piece)", start, before, peak, failed.load());
-  }
-
+    return reader->Finish().ok() && expected_sha == sha256 && got.HexDigest() == sha256;
+  });
   if (absl::GetFlag(FLAGS_whole)) {
-    std::atomic<int> failed{0};
-    const double before = RssMib();
-    const absl::Time start = absl::Now();
-    double peak = 0;
-    {
-      RssSampler sampler;
-      std::vector<std::thread> readers;
-      for (int d = 0; d < downloads; ++d) {
-        readers.emplace_back([&] {
-          absl::StatusOr<ArtifactContent> content = (*core)->ReadArtifact(artifact->name());
-          if (!content.ok() || Sha256Hex(content->data) != sha256) ++failed;
-        });
-      }
-      for (std::thread& t : readers) t.join();
-      peak = sampler.peak();
-    }
-    report("whole artefacts in memory (ReadArtifact)", start, before, peak, failed.load());
+    measure("whole artefacts in memory (ReadArtifact)", [&] {
+      absl::StatusOr<ArtifactContent> content = (*core)->ReadArtifact(artifact->name());
+      return content.ok() && Sha256Hex(content->data) == sha256;
+    });
   }
   (*server)->Shutdown(absl::Seconds(1));
   return absl::OkStatus();
