@@ -367,7 +367,8 @@ def draw_case(seed, index, family=None):
                                   for _ in range(layers)]
             if cfg.get("head_dim") is None:
                 cfg["head_dim"] = head_dim
-        window_desc = f" sw={cfg.get('sliding_window', 'absent')}"
+        window_desc = f" sw={cfg.get('sliding_window', 'absent')}" \
+                      f"{' lt' if 'layer_types' in cfg else ''}"
 
     # Token ids.
     out_of_range = maybe(rng, 0.04)
