@@ -349,19 +349,22 @@ absl::StatusOr<std::unique_ptr<ArtifactStore::BlobReader>> ArtifactStore::OpenBl
   return std::unique_ptr<BlobReader>(new BlobReader(path, name, fd, st.st_size));
 }
 
+absl::StatusOr<std::string> ArtifactStore::BlobReader::ReadAll() {
+  std::string data;
+  data.reserve(static_cast<size_t>(size_));
+  std::string piece;
+  do {
+    absl::Status s = Read(static_cast<int64_t>(data.size()), size_t{1} << 20, &piece);
+    if (!s.ok()) return s;
+    data += piece;
+  } while (static_cast<int64_t>(data.size()) < size_);
+  return data;
+}
+
 absl::StatusOr<std::string> ArtifactStore::Get(absl::string_view sha256) const {
   absl::StatusOr<std::unique_ptr<BlobReader>> reader = OpenBlob(sha256);
   if (!reader.ok()) return reader.status();
-  std::string data;
-  data.reserve(static_cast<size_t>((*reader)->size()));
-  std::string piece;
-  int64_t offset = 0;
-  do {
-    if (absl::Status s = (*reader)->Read(offset, size_t{1} << 20, &piece); !s.ok()) return s;
-    data += piece;
-    offset += static_cast<int64_t>(piece.size());
-  } while (offset < (*reader)->size());
-  return data;
+  return (*reader)->ReadAll();
 }
 
 bool ArtifactStore::Contains(absl::string_view sha256) const {

@@ -129,6 +129,9 @@ class ArtifactStore {
     // bytes no longer match the name; INVALID_ARGUMENT for an offset
     // outside [0, size()].
     absl::Status Read(int64_t offset, size_t max, std::string* out);
+    // The whole blob, read in order from the start (so checked), with
+    // Read()'s errors.
+    absl::StatusOr<std::string> ReadAll();
 
    private:
     friend class ArtifactStore;
@@ -150,7 +153,7 @@ class ArtifactStore {
   absl::StatusOr<std::unique_ptr<BlobReader>> OpenBlob(absl::string_view sha256) const;
 
   // The bytes of blob `sha256`, checked against their name: OpenBlob() and
-  // the whole blob read in order, with their errors.
+  // BlobReader::ReadAll(), with their errors.
   absl::StatusOr<std::string> Get(absl::string_view sha256) const;
 
   // Whether blob `sha256` exists (its contents are not checked).

@@ -521,18 +521,14 @@ absl::StatusOr<JobEventBatch> Coordinator::WaitForJobEvents(const std::string& n
 
 absl::StatusOr<ArtifactContent> Coordinator::ReadArtifact(const std::string& name) {
   ASSIGN_OR_RETURN(ArtifactReader reader, OpenArtifact(name));
+  absl::StatusOr<std::string> data = reader.blob->ReadAll();
+  if (!data.ok()) {
+    return absl::Status(data.status().code(),
+                        absl::StrCat("artefact ", name, ": ", data.status().message()));
+  }
   ArtifactContent content;
-  content.data.reserve(static_cast<size_t>(reader.blob->size()));
-  std::string piece;
-  do {
-    const int64_t offset = static_cast<int64_t>(content.data.size());
-    absl::Status read = reader.blob->Read(offset, size_t{1} << 20, &piece);
-    if (!read.ok()) {
-      return absl::Status(read.code(), absl::StrCat("artefact ", name, ": ", read.message()));
-    }
-    content.data += piece;
-  } while (static_cast<int64_t>(content.data.size()) < reader.blob->size());
   content.artifact = std::move(reader.artifact);
+  content.data = *std::move(data);
   return content;
 }
 
