@@ -208,6 +208,21 @@ absl::Status Run() {
         }
       }
     }
+    const int steps = generate;
+    // Checked before the forward pass. The last new token is predicted,
+    // never fed back: S input and N new tokens take S + N - 1 positions.
+    const int64_t positions = ids.size(1) + std::max(steps - 1, 0);
+    if (positions > kMaxPositions) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--generate: ", steps, " new tokens after ", ids.size(1), " input tokens pass ",
+          kMaxPositions, " positions; at most ", std::max<int64_t>(0, kMaxPositions - ids.size(1) + 1),
+          " fit"));
+    }
+    if (positions > c.max_position_embeddings) {
+      std::cout << "note: " << positions << " positions, past config.json's max_position_embeddings ("
+                << c.max_position_embeddings << "; rope " << RopeTypeName(c.rope_scaling.type)
+                << ")" << std::endl;
+    }
     CausalLmInputs in;
     in.inputs_embeds = model->Embed(ids);
     in.attention_mask = mask;
@@ -227,21 +242,6 @@ absl::Status Run() {
         {"hidden", out.hidden.to(at::kFloat)},
         {"loss", out.loss},
     };
-    const int steps = generate;
-    // The last new token is predicted, never fed back: S input and N new
-    // tokens take S + N - 1 positions.
-    const int64_t positions = ids.size(1) + std::max(steps - 1, 0);
-    if (positions > kMaxPositions) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--generate: ", steps, " new tokens after ", ids.size(1), " input tokens pass ",
-          kMaxPositions, " positions; at most ", std::max<int64_t>(0, kMaxPositions - ids.size(1) + 1),
-          " fit"));
-    }
-    if (positions > c.max_position_embeddings) {
-      std::cout << "note: " << positions << " positions, past config.json's max_position_embeddings ("
-                << c.max_position_embeddings << "; rope " << RopeTypeName(c.rope_scaling.type)
-                << ")" << std::endl;
-    }
     if (steps > 0) {
       start = Clock::now();
       // Rows are right-padded: each one continues after its own last real
