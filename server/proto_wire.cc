@@ -36,6 +36,8 @@ absl::Status Malformed(int field) {
       absl::StrCat("a stored record is not well-formed (looking for field ", field, ")"));
 }
 
+constexpr uint64_t kMaxFieldNumber = (uint64_t{1} << 29) - 1;
+
 // One top-level field of a serialized message.
 struct WireField {
   int number = 0;
@@ -45,11 +47,13 @@ struct WireField {
 };
 
 // Reads the next field off `in`; false when it is not well-formed (groups,
-// wire types 3 and 4, are not used by proto3 and count as malformed).
+// wire types 3 and 4, are not used by proto3 and count as malformed, as do
+// field numbers outside 1 to 2^29 - 1).
 bool NextField(absl::string_view* in, WireField* f) {
   const absl::string_view start = *in;
   uint64_t tag = 0;
-  if (!ReadVarint(in, &tag)) return false;
+  // Field numbers run from 1 to 2^29 - 1 (protobuf's parser refuses the rest).
+  if (!ReadVarint(in, &tag) || (tag >> 3) == 0 || (tag >> 3) > kMaxFieldNumber) return false;
   f->number = static_cast<int>(tag >> 3);
   f->type = static_cast<int>(tag & 7);
   f->payload = absl::string_view();

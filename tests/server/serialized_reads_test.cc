@@ -75,6 +75,14 @@ TEST(ProtoWireTest, FindsAndAppendsLengthDelimitedFields) {
             absl::StatusCode::kDataLoss);
   EXPECT_EQ(FindLengthDelimitedField(std::string("\x0b", 1), 1).status().code(),
             absl::StatusCode::kDataLoss);  // a group tag
+  // Field numbers 0 and 2^29 (protobuf's parser refuses both).
+  EXPECT_EQ(FindLengthDelimitedField(std::string("\x00\x01", 2), 1).status().code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(FindLengthDelimitedField(std::string("\x80\x80\x80\x80\x10\x01", 6), 1)
+                .status()
+                .code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(FindLengthDelimitedField(std::string("\xf8\xff\xff\xff\x0f\x01", 6), 1).ok());
 }
 
 class SerializedReadsTest : public testing::CoordinatorTest {
