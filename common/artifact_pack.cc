@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <system_error>
 
 #include "absl/strings/ascii.h"
@@ -11,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/file_util.h"
+#include "common/quote.h"
 #include "common/status_macros.h"
 
 namespace mpt {
@@ -151,14 +153,20 @@ bool ParseOctal(absl::string_view header, size_t off, size_t len, uint64_t* valu
 // '/'); empty for the archive's root entry.
 absl::StatusOr<std::string> CleanPath(const std::string& raw) {
   if (raw.empty()) return absl::InvalidArgumentError("archive entry with an empty name");
+  if (raw.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(QuoteForError(raw), ": archive entry name holds a NUL byte"));
+  }
   if (raw[0] == '/') {
-    return absl::InvalidArgumentError(absl::StrCat(raw, ": absolute path in the archive"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(QuoteForError(raw), ": absolute path in the archive"));
   }
   std::vector<std::string> parts;
   for (absl::string_view part : absl::StrSplit(raw, '/', absl::SkipEmpty())) {
     if (part == ".") continue;
     if (part == "..") {
-      return absl::InvalidArgumentError(absl::StrCat(raw, ": path climbs out with \"..\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat(QuoteForError(raw), ": path climbs out with \"..\""));
     }
     parts.emplace_back(part);
   }
@@ -209,8 +217,8 @@ absl::StatusOr<std::string> PackFolder(const std::string& folder, const PackLimi
     } else if (fs::is_regular_file(st)) {
       entries.emplace_back(rel.generic_string(), false);
     } else {
-      return absl::FailedPreconditionError(absl::StrCat(
-          it->path().string(), ": only regular files and folders can be archived"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(it->path().string(), ": only regular files and folders can be archived"));
     }
     if (static_cast<int>(entries.size()) > limits.max_entries) {
       return absl::ResourceExhaustedError(
@@ -293,14 +301,15 @@ absl::StatusOr<std::vector<PackedEntry>> ReadPackedEntries(absl::string_view arc
     }
     const bool is_folder = type == '5';
     if (!is_folder && type != '0' && type != '\0') {
-      return absl::InvalidArgumentError(absl::StrCat(
-          name, ": archive entry type '", std::string(1, type),
-          "' is not a regular file or folder"));
+      return absl::InvalidArgumentError(absl::StrCat(QuoteForError(name), ": archive entry type ",
+                                                     QuoteForError(std::string(1, type)),
+                                                     " is not a regular file or folder"));
     }
     ASSIGN_OR_RETURN(std::string clean, CleanPath(name));
     if (clean.empty()) {
       if (is_folder) continue;  // "./"
-      return absl::InvalidArgumentError(absl::StrCat(name, ": file entry without a name"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(QuoteForError(name), ": file entry without a name"));
     }
     total += size;
     if (total > limits.max_total_bytes) {
@@ -316,6 +325,27 @@ absl::StatusOr<std::vector<PackedEntry>> ReadPackedEntries(absl::string_view arc
     entry.is_folder = is_folder;
     if (!is_folder) entry.contents = std::string(data);
     entries.push_back(std::move(entry));
+  }
+  // A path that is a file must not also be a folder, nor lie under a file:
+  // no folder could be written from such an archive. In sorted order the
+  // paths under "f/" follow "f/" directly.
+  std::map<std::string, bool> kinds;  // path -> is a folder
+  for (const PackedEntry& e : entries) {
+    auto [it, added] = kinds.emplace(e.path, e.is_folder);
+    if (!added && it->second != e.is_folder) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          QuoteForError(e.path), ": the archive has both a folder and a file of this name"));
+    }
+  }
+  for (const auto& [path, is_folder] : kinds) {
+    if (is_folder) continue;
+    const std::string under = path + "/";
+    auto next = kinds.lower_bound(under);
+    if (next != kinds.end() && absl::StartsWith(next->first, under)) {
+      return absl::InvalidArgumentError(absl::StrCat(QuoteForError(next->first), ": lies under ",
+                                                     QuoteForError(path),
+                                                     ", which the archive holds as a file"));
+    }
   }
   return entries;
 }
@@ -335,8 +365,8 @@ absl::Status WriteEntries(const std::vector<PackedEntry>& entries, const std::st
     fs::create_directories(path.parent_path(), ec);
     if (ec) return absl::InternalError(absl::StrCat(path.string(), ": ", ec.message()));
     if (fs::is_directory(path, ec)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(e.path, ": archive has both a folder and a file of this name"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          QuoteForError(e.path), ": archive has both a folder and a file of this name"));
     }
     RETURN_IF_ERROR(WriteFileAtomically(path.string(), e.contents));
   }

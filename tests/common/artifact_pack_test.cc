@@ -1,9 +1,12 @@
 #include "common/artifact_pack.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <iterator>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "common/file_util.h"
 #include "gtest/gtest.h"
@@ -116,6 +119,77 @@ TEST(ArtifactPackTest, RejectsCorruptAndHostileArchives) {
             absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(PackFolder(src.string(), small).status().code(),
             absl::StatusCode::kResourceExhausted);
+}
+
+// One ustar entry (header and padded data) of type `type` ('0' a file, '5'
+// a folder, 'x' a pax extended header).
+std::string TarEntry(const std::string& name, char type, const std::string& data) {
+  std::string header(512, '\0');
+  header.replace(0, std::min<size_t>(name.size(), 100), name.substr(0, 100));
+  std::snprintf(&header[100], 8, "%07o", 0644);
+  std::snprintf(&header[124], 12, "%011o", static_cast<unsigned>(data.size()));
+  std::snprintf(&header[136], 12, "%011o", 0u);
+  header[156] = type;
+  header.replace(257, 6, std::string("ustar\0", 6));
+  header.replace(263, 2, "00");
+  header.replace(148, 8, std::string(8, ' '));
+  unsigned sum = 0;
+  for (char c : header) sum += static_cast<unsigned char>(c);
+  std::snprintf(&header[148], 8, "%06o", sum);
+  std::string padded = data;
+  padded.resize((data.size() + 511) / 512 * 512, '\0');
+  return header + padded;
+}
+
+std::string PaxPath(const std::string& path) {
+  std::string record = " path=" + path + "\n";
+  std::string len = std::to_string(record.size());
+  len = std::to_string(record.size() + len.size());  // the length counts its own digits
+  return TarEntry("PaxHeader", 'x', len + record);
+}
+
+const std::string kEnd(1024, '\0');
+
+TEST(ArtifactPackTest, RejectsNamesThatCannotBeWritten) {
+  // Our own writer of raw headers is read back as it was meant.
+  auto plain = ReadPackedEntries(TarEntry("a/b.txt", '0', "hi") + kEnd);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  ASSERT_EQ(plain->size(), 1u);
+  EXPECT_EQ((*plain)[0].path, "a/b.txt");
+  EXPECT_EQ((*plain)[0].contents, "hi");
+
+  struct Case {
+    std::string archive, in_message;
+  };
+  const std::vector<Case> cases = {
+      {PaxPath(std::string("x\0y", 3)) + TarEntry("x", '0', "1") + kEnd, "NUL byte"},
+      {TarEntry("f", '0', "1") + TarEntry("f/g", '0', "2") + kEnd, "holds as a file"},
+      {TarEntry("f/g/h", '0', "2") + TarEntry("f", '0', "1") + kEnd, "holds as a file"},
+      {TarEntry("d", '5', "") + TarEntry("d", '0', "1") + kEnd, "both a folder and a file"},
+      {TarEntry("d/", '5', "") + TarEntry("./d", '0', "1") + kEnd, "both a folder and a file"},
+      {PaxPath("../" + std::string(5000, 'z')) + TarEntry("x", '0', "1") + kEnd, "climbs out"},
+      {PaxPath("/etc/\npasswd") + TarEntry("x", '0', "1") + kEnd, "absolute path"},
+      {TarEntry("l", '2', "") + kEnd, "not a regular file or folder"},
+  };
+  for (const Case& c : cases) {
+    auto entries = ReadPackedEntries(c.archive);
+    ASSERT_EQ(entries.status().code(), absl::StatusCode::kInvalidArgument) << c.in_message;
+    const std::string message(entries.status().message());
+    EXPECT_NE(message.find(c.in_message), std::string::npos) << message;
+    // Names from the archive come quoted and cut short: no newline, no NUL,
+    // no 5,000-byte message.
+    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+    EXPECT_EQ(message.find('\0'), std::string::npos);
+    EXPECT_LT(message.size(), 300u) << message;
+  }
+  // A file written twice is kept as the last copy, as tar does.
+  auto twice = ReadPackedEntries(TarEntry("f", '0', "1") + TarEntry("f", '0', "2") + kEnd);
+  ASSERT_TRUE(twice.ok()) << twice.status();
+  const fs::path dst = testing::FreshTempDir("twice") + "/out";
+  ASSERT_TRUE(UnpackFolder(TarEntry("f", '0', "1") + TarEntry("f", '0', "2") + kEnd,
+                           dst.string())
+                  .ok());
+  EXPECT_EQ(*ReadFile((dst / "f").string()), "2");
 }
 
 TEST(ArtifactPackTest, FailedUnpackKeepsTheOldFolder) {

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 SECONDS_EACH=${1:-300}
 shift || true
 ALL=(safetensors jsonl spec_text spec_json adapter_config checkpoint_state t5_config t5_tokenizer
-     hf_tokenizer llama_config)
+     hf_tokenizer llama_config artifact proto_wire)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=("${ALL[@]}")
 
