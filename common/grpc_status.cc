@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "common/quote.h"
+
 namespace mpt {
 namespace {
 
@@ -14,7 +16,7 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   int code = static_cast<int>(status.code());
   if (code < 0 || code > kMaxCanonicalCode) code = static_cast<int>(grpc::StatusCode::UNKNOWN);
-  return grpc::Status(static_cast<grpc::StatusCode>(code), std::string(status.message()));
+  return grpc::Status(static_cast<grpc::StatusCode>(code), ErrorMessageForClient(status.message()));
 }
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {

@@ -15,7 +15,8 @@
 
 namespace mpt {
 
-// OK for an OK status; otherwise the same code and message.
+// OK for an OK status; otherwise the same code, and the message as
+// ErrorMessageForClient() makes it (one line, at most about 4 KiB).
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // OK for an OK status; otherwise the same code and error_message(). A code

@@ -16,6 +16,16 @@ namespace mpt {
 // 8 KiB) or the log.
 std::string QuoteForError(absl::string_view text);
 
+// The longest error message that leaves a process (ErrorMessageForClient).
+inline constexpr size_t kMaxClientErrorBytes = 4096;
+
+// `message` made fit to send to a client as one line: control characters
+// (newlines, NUL, ...) become escapes ("\n", "\x00"), other bytes (UTF-8
+// text included) stay, and past kMaxClientErrorBytes it is cut at a
+// character boundary and ends "... (N bytes)". A last guard for errors that
+// embed request text without QuoteForError().
+std::string ErrorMessageForClient(absl::string_view message);
+
 }  // namespace mpt
 
 #endif  // MPT_COMMON_QUOTE_H_

@@ -195,7 +195,7 @@ absl::StatusOr<JobEventBatch> ReadEventBatch(JobStore& store, const std::string&
                                              int64_t after_sequence, int64_t limit,
                                              int max_events) {
   ASSIGN_OR_RETURN(std::optional<mpt::v1::Job> job, store.ReadJob(name));
-  if (!job.has_value()) return absl::NotFoundError(absl::StrCat("job ", name, " not found"));
+  if (!job.has_value()) return absl::NotFoundError(absl::StrCat("job ", QuoteForError(name), " not found"));
   if (after_sequence > job->last_event()) {
     return absl::InvalidArgumentError(absl::StrCat("after_sequence: ", after_sequence,
                                                    " is beyond the last event of ", name, " (",
@@ -227,7 +227,7 @@ mpt::v1::ListWorkersResponse ListWorkersOf(const CoordinatorState& state) {
 
 absl::Status UnknownWorker(const std::string& name) {
   return absl::NotFoundError(absl::StrCat(
-      "worker ", name, " is not registered (or was declared lost): register again"));
+      "worker ", QuoteForError(name), " is not registered (or was declared lost): register again"));
 }
 
 absl::Status UnknownAssignment(const std::string& id) {

@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/quote.h"
 #include "common/spec/stages.h"
 #include "common/status_macros.h"
 #include "server/coordinator.h"
@@ -65,8 +66,8 @@ absl::StatusOr<StageLogQuery> ParseGetStageLogsRequest(
                           (absl::StartsWith(q.stage, "target/") && q.stage.size() > 7);
     if (!per_task && q.stage != DistillationStageId()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("stage: \"", q.stage,
-                       "\" is not a stage id (source/<task>, distillation, target/<task> or "
+          absl::StrCat("stage: ", QuoteForError(q.stage),
+                       " is not a stage id (source/<task>, distillation, target/<task> or "
                        "target/shared)"));
     }
   }
@@ -119,8 +120,8 @@ absl::StatusOr<mpt::v1::GetStageLogsResponse> Coordinator::GetStageLogs(
       if (s.id() == q.stage) found = &s;
     }
     if (found == nullptr) {
-      return absl::NotFoundError(absl::StrCat("stage: ", q.job, " has no stage \"", q.stage,
-                                              "\" (its stages: ", absl::StrJoin(ids, ", "),
+      return absl::NotFoundError(absl::StrCat("stage: ", q.job, " has no stage ",
+                                              QuoteForError(q.stage), " (its stages: ", absl::StrJoin(ids, ", "),
                                               ")"));
     }
     is_final = is_final || IsFinalState(found->state());

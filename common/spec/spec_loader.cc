@@ -21,6 +21,7 @@
 #include "absl/strings/str_join.h"
 #include "common/file_util.h"
 #include "common/json_util.h"
+#include "common/quote.h"
 #include "common/status_macros.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
@@ -94,10 +95,10 @@ class Problems {
   std::vector<std::string> list_;
 };
 
-// `s` in double quotes, with control characters, quotes and bytes outside
-// ASCII escaped C-style (octal), so that a message shows every byte (a NUL would
-// otherwise cut it short) and cannot drive a terminal.
-std::string Quote(absl::string_view s) { return absl::StrCat("\"", absl::CEscape(s), "\""); }
+// `s` in double quotes, escaped and cut short (QuoteForError), so that a
+// message shows the bytes (a NUL would otherwise cut it short), cannot drive a
+// terminal, and one long value does not crowd out the other problems.
+std::string Quote(absl::string_view s) { return QuoteForError(s); }
 
 // What is wrong with a spec's `autocast`, or empty.
 std::string AutocastProblem(absl::string_view autocast) {

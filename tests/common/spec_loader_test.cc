@@ -403,8 +403,8 @@ TEST(ValidatePipelineSpec, TaskNames) {
            {"..", "source.tasks[1].name: \"..\" is not a task name"},
            {std::string(129, 'a'), "longer than 128 characters"},
            // Escaped, so that the message is not cut at the NUL.
-           {std::string("a\0b", 3), "source.tasks[1].name: \"a\\000b\" may hold only"},
-           {"a\x1b[31m", "source.tasks[1].name: \"a\\033[31m\" may hold only"},
+           {std::string("a\0b", 3), "source.tasks[1].name: \"a\\x00\\x62\" may hold only"},
+           {"a\x1b[31m", "source.tasks[1].name: \"a\\x1b[31m\" may hold only"},
            {"sst2", "source.tasks[1].name: \"sst2\" is also the name of "
                     "source.tasks[0]; task names must be unique"},
        }) {
@@ -566,6 +566,11 @@ TEST(ValidatePipelineSpec, AblationSwitches) {
   EXPECT_EQ(Problems(spec),
             "distillation.losses: unknown value \"logits\"; expected one of \"kl+hidden\", "
             "\"kl\", \"hidden\"");
+  // A long value is cut short, so that it does not crowd out the other problems.
+  spec.mutable_distillation()->set_losses(std::string(5000, 'z'));
+  EXPECT_EQ(Problems(spec), "distillation.losses: unknown value \"" + std::string(64, 'z') +
+                                "\"... (5000 bytes); expected one of \"kl+hidden\", \"kl\", "
+                                "\"hidden\"");
   spec.mutable_distillation()->set_losses("kl+hidden");
   spec.mutable_target()->set_init("TEACHER_MEAN");
   EXPECT_EQ(Problems(spec),
