@@ -30,6 +30,16 @@ namespace {
 // The most bytes a streamed body supplies at once.
 constexpr size_t kStreamPieceBytes = 256 << 10;
 
+// A Range header applies to a 200 only (RFC 9110 14.2: a server ignores
+// it otherwise); cpp-httplib 0.11 would cut any response to the ranges,
+// errors included (a 404 sent as multipart/byteranges), so they are
+// dropped from the request before an answer that is not a 200. The
+// request is cpp-httplib's own non-const object, handed to handlers as
+// const.
+void IgnoreRanges(const httplib::Request& req) {
+  const_cast<httplib::Request&>(req).ranges.clear();
+}
+
 // Whether every range of a Range header (cpp-httplib's parse: -1 for an
 // open end; a first of -1 is a suffix of `last` bytes) lies in a body of
 // `length` bytes.
@@ -294,7 +304,8 @@ class HttpServer::Impl {
     server_.set_default_headers({{"X-Content-Type-Options", "nosniff"}});
     // [\s\S]: a decoded path may hold a newline, which '.' does not match.
     server_.Get("[\\s\\S]*", serve);
-    auto refuse = [](const httplib::Request&, httplib::Response& res) {
+    auto refuse = [](const httplib::Request& req, httplib::Response& res) {
+      IgnoreRanges(req);
       res.status = 405;
       res.set_header("Allow", "GET, HEAD");
       res.set_content("method not allowed: this server is read-only\n",
@@ -304,6 +315,7 @@ class HttpServer::Impl {
     server_.Put("[\\s\\S]*", refuse);
     server_.Delete("[\\s\\S]*", refuse);
     server_.Patch("[\\s\\S]*", refuse);
+    server_.Options("[\\s\\S]*", refuse);
     auto [host, port] = *address;
     if (absl::EqualsIgnoreCase(host, "localhost")) host = "127.0.0.1";  // see listen's comment
     if (port == 0) {
@@ -351,6 +363,7 @@ class HttpServer::Impl {
       }
     }
     if (handler == nullptr) {
+      IgnoreRanges(req);
       res.status = 404;
       res.set_content(absl::StrCat("not found: ", PathForPage(req.path), "\n"),
                       "text/plain; charset=utf-8");
@@ -372,6 +385,7 @@ class HttpServer::Impl {
       res.set_header("Content-Range", absl::StrCat("bytes */", length));
       return;
     }
+    if (response.status != 200) IgnoreRanges(req);
     res.status = response.status == 200 ? -1 : response.status;
     for (const auto& [k, v] : response.headers) {
       if (absl::EqualsIgnoreCase(k, "X-Content-Type-Options")) res.headers.erase(k);

@@ -73,18 +73,26 @@ HttpResponse JsonError(int status, absl::string_view message) {
 
 int HttpStatusOf(const absl::Status& status) {
   switch (status.code()) {
+    // google.rpc.Code's HTTP mapping (google/rpc/code.proto).
     case absl::StatusCode::kInvalidArgument: return 400;
-    case absl::StatusCode::kNotFound: return 404;
+    case absl::StatusCode::kFailedPrecondition: return 400;
+    case absl::StatusCode::kOutOfRange: return 400;
     case absl::StatusCode::kUnauthenticated: return 401;
     case absl::StatusCode::kPermissionDenied: return 403;
+    case absl::StatusCode::kNotFound: return 404;
+    case absl::StatusCode::kAlreadyExists: return 409;
+    case absl::StatusCode::kAborted: return 409;
+    case absl::StatusCode::kResourceExhausted: return 429;
+    case absl::StatusCode::kCancelled: return 499;
+    case absl::StatusCode::kUnimplemented: return 501;
     case absl::StatusCode::kUnavailable: return 503;
     case absl::StatusCode::kDeadlineExceeded: return 504;
-    default: return 500;
+    default: return 500;  // INTERNAL, UNKNOWN, DATA_LOSS
   }
 }
 
 HttpResponse FromStatus(const absl::Status& status) {
-  return JsonError(HttpStatusOf(status), status.message());
+  return JsonError(HttpStatusOf(status), ErrorMessageForClient(status.message()));
 }
 
 absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
@@ -121,7 +129,7 @@ absl::StatusOr<int64_t> IntParam(const HttpRequest& request, const std::string& 
   int64_t value = 0;
   if (!absl::SimpleAtoi(text, &value) || value < 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat(name, ": must be a non-negative integer, got \"", text, "\""));
+        absl::StrCat(name, ": must be a non-negative integer, got ", QuoteForError(text)));
   }
   return value;
 }
@@ -207,8 +215,9 @@ class Routes {
     const std::string name = request.path.substr(std::string("/download/").size());
     absl::StatusOr<ArtifactReader> content = core_->OpenArtifact(name);
     if (!content.ok()) {
-      return HttpResponse::Text(HttpStatusOf(content.status()),
-                                absl::StrCat(content.status().message(), "\n"));
+      return HttpResponse::Text(
+          HttpStatusOf(content.status()),
+          absl::StrCat(ErrorMessageForClient(content.status().message()), "\n"));
     }
     HttpResponse r;
     r.content_type = "application/x-tar";

@@ -123,6 +123,37 @@ TEST(HttpServerTest, StreamedBodiesAndRanges) {
   EXPECT_FALSE(r && r->status == 200 && r->body.size() == data.size());
 }
 
+// A Range header applies to a 200 only: errors (the handler's, a path
+// without a route, a refused method) come whole with their own status.
+TEST(HttpServerTest, ErrorsIgnoreRanges) {
+  HttpServerOptions options;
+  options.listen = "127.0.0.1:0";
+  auto server = HttpServer::Start(
+      options, {{"/api/", [](const HttpRequest&) {
+                   return HttpResponse::Text(404, "{\"error\":\"no such job\"}\n");
+                 }}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  httplib::Client client("127.0.0.1", (*server)->port());
+  for (const char* range : {"bytes=0-1,4-5", "bytes=2-3", "bytes=999999-"}) {
+    auto r = client.Get("/api/x", {{"Range", range}});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 404) << range;
+    EXPECT_EQ(r->body, "{\"error\":\"no such job\"}\n") << range;
+    r = client.Get("/elsewhere", {{"Range", range}});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 404) << range;
+    EXPECT_EQ(r->body.rfind("not found: ", 0), 0u) << range << ": " << r->body;
+    r = client.Delete("/api/x", httplib::Headers{{"Range", range}});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 405) << range;
+    EXPECT_EQ(r->body, "method not allowed: this server is read-only\n") << range;
+  }
+  auto r = client.Options("/api/x");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 405);
+  EXPECT_EQ(r->get_header_value("Allow"), "GET, HEAD");
+}
+
 TEST(HttpServerTest, RefusesBadOptionsAndBusyPorts) {
   HttpServerOptions options;
   options.listen = "127.0.0.1";
