@@ -26,7 +26,9 @@ printing each with the request that caused it (text format); 0 otherwise.
 import argparse
 import collections
 import hashlib
+import http.client
 import io
+import json
 import math
 import os
 import random
@@ -402,7 +404,71 @@ class Fuzzer:
             code, _, responses = self.call("WorkerService", "PollAssignment", poll, md)
             self.learn("PollAssignment", code, responses)
 
+    def http_one(self, i):
+        """One request to the coordinator's HTTP listener (--http)."""
+        r = self.rng
+        names = self.values.names
+        job_id = (r.choice(names).split("/", 1)[-1] if names and r.random() < 0.6
+                  else r.choice(["", "x", "..", "%2e%2e", "a%2Fb", "%00", "%0d%0a", "é",
+                                 "a" * 3000, self.values.string()]))
+        value = lambda: r.choice(["", "0", "1", "-1", "9" * 30, "1e3", "0x10", " 5", "%00",
+                                  "%0a", "500", "abc", self.values.string()])
+        path = r.choice([
+            "/api/jobs", "/api/jobs?page_size=%s&page_token=%s" % (value(), value()),
+            "/api/jobs/" + job_id, "/api/jobs/%s/events?after=%s&limit=%s" % (job_id, value(),
+                                                                             value()),
+            "/api/jobs/%s/logs?stage=%s&after_line=%s&page_size=%s" % (job_id, value(), value(),
+                                                                      value()),
+            "/api/workers", "/api/" + job_id, "/api/jobs/%s/%s" % (job_id, value()),
+            "/download/" + (r.choice(names) if names else "x"), "/download/" + job_id,
+            "/static/" + r.choice(["app.js", "app.css", "../index.html", job_id]),
+            "/metrics", "/", "/index.html", "//api/jobs", "/api/../metrics", "/" + job_id,
+        ])
+        path = "".join(c if " " < c < "\x7f" else "%%%02X" % ord(c) if ord(c) < 256 else
+                       "".join("%%%02X" % b for b in c.encode("utf-8")) for c in path)
+        method = r.choice(["GET"] * 8 + ["HEAD", "POST", "DELETE", "OPTIONS"])
+        headers = {}
+        if r.random() < 0.3:
+            headers["Range"] = r.choice(["bytes=0-10", "bytes=5-", "bytes=-3", "bytes=99999999-",
+                                         "bytes=10-5", "bytes=a-b", "bytes=0-1,4-5", "items=0-1"])
+        host, port = self.args.http.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        status, body, problem = 0, b"", None
+        try:
+            conn.request(method, path, body=self.values.bytes_()[:2000] if method == "POST"
+                         else None, headers=headers)
+            resp = conn.getresponse()
+            status, body = resp.status, resp.read()
+            content_type = resp.getheader("Content-Type") or ""
+        except (OSError, http.client.HTTPException) as e:
+            problem = "no answer (%s)" % e
+        finally:
+            conn.close()
+        self.counts[("HTTP " + method, str(status))] += 1
+        if problem is None and status >= 500 and status != 503:
+            problem = "HTTP status %d" % status
+        elif problem is None and status >= 400 and b"multipart/byteranges" in (
+                content_type.encode() + body[:200]):
+            problem = "a Range applied to an error"  # RFC 9110: only a 200 has ranges
+        elif problem is None and "Range" in headers and status == 416:
+            return  # an unsatisfiable or malformed range: nothing else to check
+        elif problem is None and method == "GET" and path.startswith("/api/") and status >= 400:
+            try:
+                error = json.loads(body)["error"]
+                if "\n" in error or len(error) > MAX_DETAILS:
+                    problem = "an error of %d bytes or more than one line" % len(error)
+            except (ValueError, KeyError, TypeError):
+                problem = "an error body that is not JSON {\"error\": ...}: %r" % body[:200]
+            if "json" not in content_type:
+                problem = problem or "an error with Content-Type %r" % content_type
+        if problem is not None:
+            self.findings.append("request %d: HTTP %s %s gave %s: %r" % (
+                i, method, path[:500], problem, body[:300]))
+
     def one(self, i):
+        if self.args.http and self.rng.random() < 0.25:
+            self.http_one(i)
+            return
         self.keep_alive()
         service = self.rng.choice(["JobService", "JobService", "WorkerService"])
         methods = list(self.service[service].methods_by_name)
@@ -511,6 +577,9 @@ def main():
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--report", default="")
+    parser.add_argument("--http", default="",
+                        help="the coordinator's HTTP listener (host:port); a quarter of the "
+                             "requests then go there")
     parser.add_argument("--adapter", default="",
                         help="a PEFT adapter folder of JOB's prompt shape; uploads send it, "
                              "whole or damaged, half of the time")

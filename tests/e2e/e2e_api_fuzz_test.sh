@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End to end: random and mutated requests to every RPC of a real coordinator
 # from a generic gRPC client (tests/e2e/api_fuzz.py: grpcio and the
-# descriptors of proto/mpt/v1). Every answer must be OK or a code for bad
-# input with a one-line message of bounded size; the coordinator must stay
+# descriptors of proto/mpt/v1), a quarter of them to its HTTP listener
+# instead. Every answer must be OK or a code for bad input with a one-line
+# message of bounded size (HTTP: no 5xx, API errors as JSON); it must stay
 # up, keep the job submitted before the run as it was, and after kill -9
 # and a restart on the same store still list and serve it.
 #
@@ -19,7 +20,9 @@ gen="$E2E_DIR/gen"
   --out "$gen" > "$E2E_DIR/logs/generate_proto.log" 2>&1 ||
   { cat "$E2E_DIR/logs/generate_proto.log" >&2; e2e_fail "generate_proto.py failed"; }
 
-e2e_start_coordinator
+e2e_start_coordinator --http_listen=127.0.0.1:0
+http_port=$(grep -o 'http port [0-9]*' "$E2E_DIR/logs/coordinator.log" | tail -n 1 | grep -o '[0-9]*$')
+[ -n "$http_port" ] || e2e_fail "the coordinator did not report its HTTP port"
 job=$(mptctl submit --spec "$(e2e_write_spec "$E2E_DIR/spec.textproto")" 2>/dev/null | head -n 1)
 [[ "$job" == jobs/* ]] || e2e_fail "submit printed \"$job\""
 before=$(mptctl get "$job" --output=json | "$PYTHON" -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["spec"], sort_keys=True))')
@@ -29,6 +32,7 @@ requests="${API_FUZZ_REQUESTS:-1500}"
 e2e_log "api_fuzz: seed $seed, $requests requests"
 "$PYTHON" "$E2E_RUNFILES/tests/e2e/api_fuzz.py" "$COORD_ADDR" "$job" --gen "$gen" \
   --requests "$requests" --seed "$seed" --report "$E2E_DIR/logs/api_fuzz.log" \
+  --http "127.0.0.1:$http_port" \
   --adapter "$E2E_RUNFILES/tests/testdata/mpt/adapter_peft_prompt" >&2 ||
   e2e_fail "api_fuzz found problems (rerun with API_FUZZ_SEED=$seed; report in api_fuzz.log)"
 kill -0 "${E2E_PIDS[coordinator]}" 2>/dev/null || e2e_fail "the coordinator died during the run"
