@@ -452,7 +452,8 @@ class Fuzzer:
             problem = "a Range applied to an error"  # RFC 9110: only a 200 has ranges
         elif problem is None and "Range" in headers and status == 416:
             return  # an unsatisfiable or malformed range: nothing else to check
-        elif problem is None and method == "GET" and path.startswith("/api/") and status >= 400:
+        elif (problem is None and method == "GET" and path.startswith("/api/") and status >= 400
+              and status not in (413, 414, 431)):  # the HTTP library's own, before routing
             try:
                 error = json.loads(body)["error"]
                 if "\n" in error or len(error) > MAX_DETAILS:
