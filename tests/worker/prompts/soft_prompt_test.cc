@@ -140,8 +140,15 @@ TEST(SoftPrompt, BadShapesAndSizesNameTheField) {
   auto tasks = SoftPrompt::FromTensors(c, at::zeros({4, 3}), at::zeros({3, 4, 1}), at::zeros({2, 1, 3}));
   EXPECT_NE(tasks.status().message().find("prefix_task_cols"), std::string::npos);
 
-  SoftPromptConfig big_rank = Multitask(2, 5);  // T = 4 rows: rank 5 is not low rank
-  EXPECT_NE(ValidateSoftPromptConfig(big_rank).message().find("num_ranks"), std::string::npos);
+  // T = 4 rows: rank 5 is not low rank, but PEFT writes such files and
+  // computes them (the factors' product is of full rank); they are read.
+  SoftPromptConfig big_rank = Multitask(2, 5);
+  EXPECT_TRUE(ValidateSoftPromptConfig(big_rank).ok());
+  auto full = SoftPrompt::FromTensors(big_rank, at::ones({4, 3}), at::ones({2, 4, 5}),
+                                      at::ones({2, 5, 3}));
+  ASSERT_TRUE(full.ok()) << full.status();
+  SoftPromptConfig no_rank = Multitask(2, 0);
+  EXPECT_NE(ValidateSoftPromptConfig(no_rank).message().find("num_ranks"), std::string::npos);
 
   EXPECT_FALSE(ParsePromptInit("SOMETHING").ok());
   EXPECT_EQ(*ParsePromptInit("EXACT_SOURCE_TASK"), PromptInit::kExactSourceTask);
