@@ -49,6 +49,8 @@
 #include "worker/model/llama_model.h"
 #include "worker/model/torch_tensors.h"
 #include "worker/output_paths.h"
+#include "worker/prompts/adapter_io.h"
+#include "worker/prompts/soft_prompt.h"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face folder (config.json and safetensors weights)");
 ABSL_FLAG(std::string, ids, "", "Input token ids, rows separated by ';' (\"1,2,3;4,5\")");
@@ -60,6 +62,9 @@ ABSL_FLAG(int, threads, 0,
           "Compute threads in total, libtorch's and BLAS's together (0: every usable core; "
           "more than the usable cores is cut to them), as mpt_train's --threads");
 ABSL_FLAG(std::string, out, "", "Output .safetensors file (optional)");
+ABSL_FLAG(std::string, adapter, "",
+          "A PEFT CAUSAL_LM prompt adapter folder to put in front of every row, as PEFT does");
+ABSL_FLAG(int, task_id, 0, "Task id of every row for a multitask adapter");
 
 namespace mpt {
 namespace {
@@ -142,6 +147,31 @@ absl::Status CheckLogitsFit(int64_t batch, int64_t length, int64_t vocab) {
       " GiB: use fewer or shorter rows"));
 }
 
+// The --adapter's prompt rows for `batch` rows of task --task_id, [B, nv, d]
+// in the model's dtype and device. INVALID_ARGUMENT naming the flag when
+// the adapter is not a CAUSAL_LM prompt of this model's hidden size or
+// the task is not one of its tasks.
+absl::StatusOr<at::Tensor> AdapterRows(const LlamaModel& model, int64_t batch) {
+  const std::string folder = absl::GetFlag(FLAGS_adapter);
+  ASSIGN_OR_RETURN(Adapter adapter, ReadAdapter(folder));
+  RETURN_IF_ERROR(CheckAdapterFitsModel(adapter.info,
+                                        static_cast<int>(model.config().hidden_size),
+                                        "CAUSAL_LM"));
+  const SoftPromptConfig& pc = adapter.prompt.config();
+  const int task = absl::GetFlag(FLAGS_task_id);
+  const int tasks = pc.kind == PromptKind::kMultitask ? pc.num_tasks : 1;
+  if (task < 0 || task >= tasks) {
+    return absl::InvalidArgumentError(absl::StrCat("--task_id: ", task, " is not a task of ",
+                                                   folder, " (it has ", tasks, ")"));
+  }
+  adapter.prompt.MoveTo(model.device());
+  at::Tensor prompts = adapter.prompt.Forward(
+      at::full({batch}, task, at::TensorOptions().dtype(at::kLong).device(model.device())), batch);
+  std::cout << "adapter: " << folder << " (" << PromptKindName(pc.kind) << ", "
+            << prompts.size(1) << " prompt rows, task " << task << ")" << std::endl;
+  return prompts.to(model.dtype());
+}
+
 absl::Status Run() {
   ASSIGN_OR_RETURN(c10::ScalarType dtype, ParseDtype(absl::GetFlag(FLAGS_dtype)));
   RETURN_IF_ERROR(CheckDtypeOnDevice(dtype, c10::Device(c10::DeviceType::CPU)));
@@ -151,7 +181,8 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(ComputeThreads threads, ApplyComputeThreads(thread_options));
   UseThreadsForProducts(&threads, dtype);
   std::cout << Describe(threads) << std::endl;
-  std::vector<InputPath> inputs{{"--model", absl::GetFlag(FLAGS_model)}};
+  std::vector<InputPath> inputs{{"--model", absl::GetFlag(FLAGS_model)},
+                                {"--adapter", absl::GetFlag(FLAGS_adapter)}};
   RETURN_IF_ERROR(CheckOutputIsNotAnInput(absl::GetFlag(FLAGS_out), "--out", inputs));
   LlamaLoadOptions options;
   options.dtype = dtype;
@@ -209,14 +240,23 @@ absl::Status Run() {
       }
     }
     const int steps = generate;
+    // An adapter's rows go in front of every row, with mask ones and labels
+    // -100 (PEFT's PeftModelForCausalLM.forward for prompt learning); the
+    // logits and hidden states then have the prompt's positions first.
+    at::Tensor prompts;
+    if (!absl::GetFlag(FLAGS_adapter).empty()) {
+      ASSIGN_OR_RETURN(prompts, AdapterRows(*model, ids.size(0)));
+    }
+    const int64_t nv = prompts.defined() ? prompts.size(1) : 0;
     // Checked before the forward pass. The last new token is predicted,
-    // never fed back: S input and N new tokens take S + N - 1 positions.
-    const int64_t positions = ids.size(1) + std::max(steps - 1, 0);
+    // never fed back: nv prompt rows, S input and N new tokens take
+    // nv + S + N - 1 positions.
+    const int64_t positions = nv + ids.size(1) + std::max(steps - 1, 0);
     if (positions > kMaxPositions) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "--generate: ", steps, " new tokens after ", ids.size(1), " input tokens pass ",
-          kMaxPositions, " positions; at most ", std::max<int64_t>(0, kMaxPositions - ids.size(1) + 1),
-          " fit"));
+          "--generate: ", steps, " new tokens after ", nv + ids.size(1),
+          " prompt and input tokens pass ", kMaxPositions, " positions; at most ",
+          std::max<int64_t>(0, kMaxPositions - nv - ids.size(1) + 1), " fit"));
     }
     if (positions > c.max_position_embeddings) {
       std::cout << "note: " << positions << " positions, past config.json's max_position_embeddings ("
@@ -227,6 +267,11 @@ absl::Status Run() {
     in.inputs_embeds = model->Embed(ids);
     in.attention_mask = mask;
     in.labels = ids.masked_fill(mask == 0, kIgnoreIndex);
+    if (prompts.defined()) {
+      in.inputs_embeds = at::cat({prompts, in.inputs_embeds}, 1);
+      in.attention_mask = at::cat({at::ones({ids.size(0), nv}, mask.options()), mask}, 1);
+      in.labels = at::cat({at::full({ids.size(0), nv}, kIgnoreIndex, ids.options()), in.labels}, 1);
+    }
     RETURN_IF_ERROR(model->CheckForwardInputs(in));
     start = Clock::now();
     CausalLmOutput out = model->Forward(in);
@@ -237,7 +282,8 @@ absl::Status Run() {
 
     std::map<std::string, at::Tensor> dump = {
         {"input_ids", ids},
-        {"attention_mask", mask},
+        {"attention_mask", in.attention_mask},
+        {"labels", in.labels},
         {"logits", out.logits.to(at::kFloat)},
         {"hidden", out.hidden.to(at::kFloat)},
         {"loss", out.loss},
@@ -248,7 +294,7 @@ absl::Status Run() {
       // token, so each row decodes on its own, unpadded.
       std::vector<at::Tensor> rows;
       for (int64_t r = 0; r < ids.size(0); ++r) {
-        const int64_t length = mask[r].sum().item<int64_t>();
+        const int64_t length = nv + mask[r].sum().item<int64_t>();
         LlamaDecoderState row_state = model->StartDecoding();
         at::Tensor hidden =
             model->DecodeStep(in.inputs_embeds.narrow(0, r, 1).narrow(1, 0, length), at::Tensor(),

@@ -152,6 +152,24 @@ expect_error llama_out_is_the_weights 30 "--out: |an input (--model)" -- \
   "$LLAMA_DUMP" --model="$D/llama" --ids=1,2 --out="$D/llama/model.safetensors"
 cmp -s "$D/llama/model.safetensors" "$D/llama.before" || fail "llama_out_is_the_weights: changed"
 
+# A PEFT CAUSAL_LM adapter: its rows come first; another model's adapter, a task
+# it does not have and an --out inside it are refused.
+expect_ok llama_adapter 60 -- "$LLAMA_DUMP" --model="$LLAMA" --ids="1,2;3" \
+  --adapter="$R/tests/testdata/causal_lm/peft_mpt" --task_id=1 --generate=2
+grep -q "4 prompt rows, task 1" "$log" || fail "llama_adapter: no adapter line"
+expect_error llama_adapter_seq2seq 30 "token_dim: the adapter" -- "$LLAMA_DUMP" --model="$LLAMA" \
+  --ids=1,2 --adapter="$R/tests/testdata/mpt/adapter_peft"
+expect_error llama_adapter_task 30 "--task_id: 2 is not a task" -- "$LLAMA_DUMP" \
+  --model="$LLAMA" --ids=1,2 --adapter="$R/tests/testdata/causal_lm/peft_mpt" --task_id=2
+expect_error llama_adapter_task_plain 30 "--task_id: 1 is not a task" -- "$LLAMA_DUMP" \
+  --model="$LLAMA" --ids=1,2 --adapter="$R/tests/testdata/causal_lm/peft_pt" --task_id=1
+cp -r "$R/tests/testdata/causal_lm/peft_pt" "$D/peft_pt"
+cp "$D/peft_pt/adapter_model.safetensors" "$D/peft_pt.before"
+expect_error llama_out_is_the_adapter 30 "--out: |an input (--adapter)" -- "$LLAMA_DUMP" \
+  --model="$LLAMA" --ids=1,2 --adapter="$D/peft_pt" --out="$D/peft_pt/adapter_model.safetensors"
+cmp -s "$D/peft_pt/adapter_model.safetensors" "$D/peft_pt.before" ||
+  fail "llama_out_is_the_adapter: changed"
+
 # --- t5_dump.
 cp -r "$T5" "$D/t5"
 cp "$D/t5/model.safetensors" "$D/t5.before"
