@@ -50,6 +50,13 @@ else is a failure, as are numeric mismatches, a crash (signal) and a timeout.
 
     /tmp/tp-ref/bin/python tools/check_decoder_numerics.py --seed 1 --cases 100
 
+With --adapters each case's saved folder also gets a random PEFT CAUSAL_LM
+prompt adapter (PROMPT_TUNING or MULTITASK_PROMPT_TUNING, 1 to 8 virtual
+tokens, 1 to 4 tasks of rank 1 to 3, random values at scales 0.05 to 3)
+built and saved by PEFT; llama_dump --adapter --task_id must give PEFT's
+logits at every real position (the prompt's included) and its loss
+(status ADAPTER_MISMATCH otherwise).
+
 Options: --llama_dump PATH (default bazel-bin/worker/llama_dump),
 --family llama|qwen2|mistral (only that family), --keep DIR (keep the folders
 of failing cases there: config.json, weights, ids.txt, and the command),
@@ -632,6 +639,60 @@ def mutated_copy(folder, what):
     return out
 
 
+def check_adapter(args, case, folder, workdir):
+    """A random PEFT CAUSAL_LM prompt adapter (plain or multitask) built by
+    PEFT on `folder`'s model with random values and saved; llama_dump
+    --adapter --task_id must give PEFT's logits at every real position
+    (prompt rows included) and its loss. Returns (ok, text, fields)."""
+    from peft import (MultitaskPromptTuningConfig, PromptTuningConfig, TaskType,  # noqa: E402
+                      get_peft_model)
+    rng = random.Random(case["seed"] * 7919 + case["index"])
+    kind = rng.choice(["PROMPT_TUNING", "MULTITASK_PROMPT_TUNING"])
+    nv = rng.choice([1, 2, 3, 5, 8])
+    common = dict(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=nv)
+    task_id = 0
+    if kind == "PROMPT_TUNING":
+        config = PromptTuningConfig(**common)
+    else:
+        tasks = rng.randint(1, 4)
+        task_id = rng.randrange(tasks)
+        config = MultitaskPromptTuningConfig(num_tasks=tasks, num_ranks=rng.randint(1, 3), **common)
+    base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
+                                                attn_implementation="eager").eval()
+    model = get_peft_model(base, config).eval()
+    gen = torch.Generator().manual_seed(rng.randrange(1 << 30))
+    scale = rng.choice([0.05, 0.5, 1.0, 3.0])
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=gen) * scale)
+    adapter = os.path.join(workdir, "adapter")
+    model.save_pretrained(adapter)
+    input_ids, mask = batch_tensors(case["ids"])
+    kwargs = {"task_ids": torch.full((input_ids.shape[0],), task_id)} if task_id or \
+        kind != "PROMPT_TUNING" else {}
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=mask,
+                    labels=input_ids.masked_fill(mask == 0, -100), **kwargs)
+    out_path = os.path.join(workdir, "adapter_out.safetensors")
+    cmd = [args.llama_dump, f"--model={folder}", f"--adapter={adapter}", f"--task_id={task_id}",
+           "--ids=" + ";".join(",".join(str(t) for t in row) for row in case["ids"]),
+           "--threads=1", "--dtype=float32", f"--out={out_path}"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    what = f"{kind[:2].lower()}{nv}"
+    if p.returncode != 0:
+        return False, f"adapter {what}: llama_dump exit {p.returncode}: {p.stderr.strip()[-300:]}", {}
+    dump = load_file(out_path)
+    if dump["logits"].shape != out.logits.shape:
+        return False, (f"adapter {what}: logits {list(dump['logits'].shape)} against PEFT's "
+                       f"{list(out.logits.shape)}"), {}
+    diff, scale_ref = masked_maxdiff(dump["logits"], out.logits, dump["attention_mask"])
+    loss = abs(dump["loss"].item() - out.loss.item())
+    ok = diff <= ATOL + RTOL * scale_ref and loss <= ATOL + RTOL * max(1.0, abs(out.loss.item()))
+    return ok, f"adapter {what}: logits {diff:.1e}/{scale_ref:.2g} loss {loss:.1e}", \
+        {"rel": diff / max(scale_ref, 1e-30), "kind": kind}
+
+
 def run_case(args, case, workdir):
     """Returns a list of result dicts, one per folder variant."""
     cfg = case["config"]
@@ -689,11 +750,17 @@ def run_case(args, case, workdir):
             odd = case["refusals"]
             note = f"computed despite {sorted(odd)}; " if odd else ""
             res.update(status="ok" if ok else "MISMATCH", fields=fields, text=note + text2)
+            if ok and args.adapters and variant == "saved":
+                a_ok, a_text, a_fields = check_adapter(args, case, folder, workdir)
+                res["adapter"] = a_fields
+                res["text"] = (res["text"] + "; " if res["text"] else "") + a_text
+                if not a_ok:
+                    res["status"] = "ADAPTER_MISMATCH"
         results.append(res)
     return results
 
 
-FAILING = {"CRASH", "UNEXPECTED_REFUSAL", "MISMATCH"}
+FAILING = {"CRASH", "UNEXPECTED_REFUSAL", "MISMATCH", "ADAPTER_MISMATCH"}
 
 
 def main():
@@ -707,6 +774,9 @@ def main():
     parser.add_argument("--mutate", choices=["theta", "factor", "window", "eps"], default=None,
                         help="self-test: give llama_dump a slightly different config; every "
                              "case it changes should then be a MISMATCH")
+    parser.add_argument("--adapters", action="store_true",
+                        help="also give each case's saved folder a random PEFT CAUSAL_LM prompt "
+                             "adapter and compare llama_dump --adapter with PEFT (needs peft)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -722,6 +792,8 @@ def main():
     failures = []
     ties = 0
     quirks = 0
+    adapters = {}
+    adapter_worst = 0.0
     start = time.time()
     for i in indices:
         case = draw_case(args.seed, i, args.family)
@@ -754,6 +826,9 @@ def main():
                         summary += " (transformers' cached decode differs from its forward)"
                 if status == "refused":
                     refused.setdefault(res["key"], []).append(res["text"])
+                if res.get("adapter") and status == "ok":
+                    adapters[res["adapter"]["kind"]] = adapters.get(res["adapter"]["kind"], 0) + 1
+                    adapter_worst = max(adapter_worst, res["adapter"]["rel"])
                 line = (f"[{args.seed}:{i:3d}] {res['variant']:5s} {status:9s} {summary} "
                         f"| {case['desc']}")
                 if res.get("text") and status != "ok" or (status == "ok" and res.get("text")):
@@ -784,6 +859,9 @@ def main():
                   f"{pf['noise_rel']:.2e}), hidden {pf['hidden']:.2e}, loss {pf['loss']:.2e}")
     print(f"  greedy near-ties skipped: {ties}; cases where transformers' own KV-cached greedy "
           f"decode differs from its full forward (not counted against llama_dump): {quirks}")
+    if args.adapters:
+        print(f"  PEFT adapters compared: {adapters}; max |diff| of the logits relative to their "
+              f"scale {adapter_worst:.2e}")
     for key, texts in sorted(refused.items()):
         print(f"  refused ({EXPECTED_REFUSALS[key][0]}): {len(texts)}, e.g. {texts[0]}")
     for seed, i, variant, status, text in failures:

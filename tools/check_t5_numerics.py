@@ -17,6 +17,14 @@ compares encoder_hidden (real input positions), decoder_hidden and logits
 
     /tmp/tp-ref/bin/python tools/check_t5_numerics.py --seed 1 --cases 50
     /tmp/tp-ref/bin/python tools/check_t5_numerics.py --spec '{...}'  # rerun one case
+    /tmp/tp-ref/bin/python tools/check_t5_numerics.py --seed 1 --cases 50 --adapters
+
+With --adapters every case that runs also gets a random PEFT prompt
+adapter (PROMPT_TUNING or MULTITASK_PROMPT_TUNING, 1 to 13 virtual tokens,
+1 or 2 transformer submodules, 1 to 4 tasks of rank 1 to 3, random values
+at scales 0.05 to 3) that PEFT builds on the case's model and saves; t5_dump
+--adapter --task_id must then give PEFT's logits (at the labelled
+positions) and loss within --tol (status adapter_mismatch otherwise).
 
 Run it from the repository root after `bazel build //worker:t5_dump`
 (--binary to use another build). Python needs torch, transformers,
@@ -80,6 +88,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -103,6 +112,7 @@ import transformers.models.t5.modeling_t5 as t5_modeling  # noqa: E402
 import transformers.models.umt5.modeling_umt5 as umt5_modeling  # noqa: E402
 
 transformers.logging.set_verbosity_error()
+warnings.filterwarnings("ignore", category=FutureWarning)  # PEFT on transformers' renames
 transformers.utils.logging.disable_progress_bar()
 
 FAMILIES = {
@@ -567,16 +577,80 @@ TOL64 = 1e-6
 TIE_MARGIN64 = 1e-6
 
 
-def run_dump(binary, folder, c, dtype, out_path):
+def run_dump(binary, folder, c, dtype, out_path, extra=()):
     cmd = [binary, f"--model={folder}", f"--out={out_path}", f"--generate={c['generate']}",
-           f"--dtype={dtype}"]
+           f"--dtype={dtype}", *extra]
     cmd += [f"--ids={','.join(map(str, r))}" for r in c["inputs"]]
     cmd += [f"--target={target_text(t)}" for t in c["targets"]]
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
-def run_case(c, binary, tol, tie_margin, keep_dir=None, fp64=True):
+def draw_adapter(rng):
+    """A random PEFT prompt adapter for a case (drawn from its own RNG, so
+    that --adapters leaves the model cases of a seed as they were)."""
+    a = {"kind": rng.choice(["PROMPT_TUNING", "MULTITASK_PROMPT_TUNING"]),
+         "num_virtual_tokens": rng.choice([1, 2, 3, 5, 8, 13]),
+         "num_transformer_submodules": rng.choice([1, 2]),
+         "scale": rng.choice([0.05, 0.5, 1.0, 3.0]),
+         "weight_seed": rng.randrange(1 << 30)}
+    if a["kind"] == "MULTITASK_PROMPT_TUNING":
+        a["num_tasks"] = rng.randint(1, 4)
+        a["num_ranks"] = rng.randint(1, 3)
+        a["task_id"] = rng.randrange(a["num_tasks"])
+    return a
+
+
+def check_adapter(c, a, folder, binary, input_ids, mask, labels, tol):
+    """PEFT builds the adapter `a` on the case's model with random values,
+    saves it, and computes logits and loss with it; t5_dump --adapter must
+    give the same. Returns (diffs, problems)."""
+    from peft import (MultitaskPromptTuningConfig, PromptTuningConfig, TaskType,  # noqa: E402
+                      get_peft_model)
+    _, cls = FAMILIES[c["model_type"]]
+    base = cls.from_pretrained(folder, dtype=torch.float32).eval()
+    common = dict(task_type=TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=a["num_virtual_tokens"],
+                  num_transformer_submodules=a["num_transformer_submodules"])
+    if a["kind"] == "PROMPT_TUNING":
+        config = PromptTuningConfig(**common)
+    else:
+        config = MultitaskPromptTuningConfig(num_tasks=a["num_tasks"], num_ranks=a["num_ranks"],
+                                             **common)
+    model = get_peft_model(base, config).eval()
+    gen = torch.Generator().manual_seed(a["weight_seed"])
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            if p.requires_grad:  # the prompt (and the multitask factors)
+                p.copy_(torch.randn(p.shape, generator=gen) * a["scale"])
+    adapter = os.path.join(folder, "adapter")
+    model.save_pretrained(adapter)
+    kwargs = {}
+    if a["kind"] != "PROMPT_TUNING":
+        kwargs["task_ids"] = torch.full((input_ids.shape[0],), a["task_id"], dtype=torch.long)
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=mask, labels=labels, **kwargs)
+    out_path = os.path.join(folder, "dump_adapter.safetensors")
+    extra = [f"--adapter={adapter}", f"--task_id={a.get('task_id', 0)}"]
+    proc = run_dump(binary, folder, dict(c, generate=0), "float32", out_path, extra)
+    if proc.returncode != 0:
+        return {}, [f"t5_dump --adapter failed ({proc.returncode}): "
+                    f"{proc.stderr.strip()[-200:]}"]
+    dump = load_file(out_path)
+    if dump["logits"].shape != out.logits.shape:
+        return {}, [f"adapter logits shape {list(dump['logits'].shape)} against PEFT's "
+                    f"{list(out.logits.shape)}"]
+    # With two submodules the decoder's first positions are the prompt's
+    # (no labels there): compare the positions that carry labels.
+    lab = dump["labels"].long() != IGNORE
+    skip = dump["logits"].shape[1] - lab.shape[1]
+    diffs = {"adapter_logits": rel(dump["logits"][:, skip:][lab], out.logits[:, skip:][lab]),
+             "adapter_loss": abs(dump["loss"].item() - out.loss.item()) /
+             max(1.0, abs(out.loss.item()))}
+    problems = [f"{k} {v:.2e}" for k, v in diffs.items() if not v <= tol]
+    return diffs, problems
+
+
+def run_case(c, binary, tol, tie_margin, keep_dir=None, fp64=True, adapter=None):
     """Returns a dict with the status (see the module docstring), the float32
     diffs and a note."""
     folder = tempfile.mkdtemp(prefix="t5num_")
@@ -651,6 +725,9 @@ def run_case(c, binary, tol, tie_margin, keep_dir=None, fp64=True):
         eos = c["eos_token_id"] if isinstance(c["eos_token_id"], list) else [c["eos_token_id"]]
         res["generated"] = int(torch.isin(dump["generated"][:, 1:].long(),
                                           torch.tensor(eos)).any(1).sum())
+        if adapter is not None and not problems:
+            res["adapter_diffs"], res["adapter_problems"] = check_adapter(
+                c, adapter, folder, binary, input_ids, mask, labels, tol)
         # The same in float64 (t5_dump --dtype=float64; transformers in float64
         # with float64 norms): rounding amplified by a sensitive random model
         # shrinks there to the float32 rounding of the dump, a real difference
@@ -723,7 +800,7 @@ def describe(c):
             + (" " + " ".join(extra) if extra else ""))
 
 
-FAILING = ("mismatch", "crash", "bad_refusal", "unexpected_refusal")
+FAILING = ("mismatch", "crash", "bad_refusal", "unexpected_refusal", "adapter_mismatch")
 
 
 def main():
@@ -736,6 +813,10 @@ def main():
     ap.add_argument("--spec", help="run this one case (JSON as printed for a failure)")
     ap.add_argument("--keep", help="copy the folders of cases that are not ok here")
     ap.add_argument("--verbose", action="store_true", help="print each case's spec")
+    ap.add_argument("--adapters", action="store_true",
+                    help="also give every case that runs a random PEFT prompt adapter (plain or "
+                         "multitask, 1 or 2 submodules) made and saved by PEFT, and compare "
+                         "t5_dump --adapter's logits and loss with PEFT's (needs peft)")
     ap.add_argument("--no-fp64", action="store_true",
                     help="compare in float64 only when float32 is beyond --tol")
     args = ap.parse_args()
@@ -751,6 +832,10 @@ def main():
     else:
         rng = random.Random(args.seed)
         cases = [draw_case(rng) for _ in range(args.cases)]
+    adapter_rng = random.Random(args.seed + 7919)
+    adapters = [draw_adapter(adapter_rng) for _ in cases] if args.adapters else [None] * len(cases)
+    adapter_worst = {}
+    adapter_counts = {}
 
     counts = {}
     by_type = {}
@@ -763,8 +848,21 @@ def main():
     start = time.time()
     for i, c in enumerate(cases):
         t0 = time.time()
-        res = run_case(c, binary, args.tol, args.tie_margin, args.keep, not args.no_fp64)
+        res = run_case(c, binary, args.tol, args.tie_margin, args.keep, not args.no_fp64,
+                       adapters[i])
         st = res["status"]
+        if res.get("adapter_problems"):
+            st = res["status"] = "adapter_mismatch"
+            res["note"] = (res["note"] + "; " if res["note"] else "") + \
+                "; ".join(res["adapter_problems"])
+        if "adapter_diffs" in res and not res.get("adapter_problems"):
+            a = adapters[i]
+            kind = ("mpt" if a["kind"] != "PROMPT_TUNING" else "pt") + \
+                f"/{a['num_transformer_submodules']}"
+            adapter_counts[kind] = adapter_counts.get(kind, 0) + 1
+            for k, v in res["adapter_diffs"].items():
+                if v > adapter_worst.get(k, (-1,))[0]:
+                    adapter_worst[k] = (v, i)
         counts[st] = counts.get(st, 0) + 1
         # By the feed-forward transformers builds (dense_act_fn and
         # is_gated_act may override feed_forward_proj).
@@ -781,12 +879,19 @@ def main():
         if st in ("ok", "ok_fp64") and "generated" in res:
             finished_early += res["generated"]
         diffs = " ".join(f"{k[:3]}={v:.1e}" for k, v in res["diffs"].items())
+        if res.get("adapter_diffs"):
+            a = adapters[i]
+            diffs += (f" | {a['kind'][:2].lower()}{a['num_virtual_tokens']}x"
+                      f"{a['num_transformer_submodules']} "
+                      + " ".join(f"{k[8:11]}={v:.1e}" for k, v in res["adapter_diffs"].items()))
         if res.get("diffs64"):
             diffs += " | f64 max " + f"{max(res['diffs64'].values()):.1e}"
         print(f"[{args.seed}:{i:3d}] {st:18s} {describe(c)} {diffs} {res['note']} "
               f"({time.time() - t0:.1f}s)", flush=True)
         if args.verbose or st in FAILING:
             print("    spec: " + json.dumps(c, separators=(",", ":")), flush=True)
+            if adapters[i] is not None:
+                print("    adapter: " + json.dumps(adapters[i], separators=(",", ":")), flush=True)
         if st in FAILING:
             failures.append((i, res))
         if st == "refused":
@@ -809,6 +914,9 @@ def main():
         print("  max relative diff (float64) over the same: "
               + ", ".join(f"{k} {v:.2e} (case {i})" for k, (v, i) in worst64.items()))
     print(f"  generated rows that stopped at an EOS before --generate: {finished_early}")
+    if args.adapters:
+        print(f"  PEFT adapters compared (kind/submodules): {adapter_counts}; max relative diff: "
+              + ", ".join(f"{k} {v:.2e} (case {i})" for k, (v, i) in adapter_worst.items()))
     if ties:
         print(f"  bucket ties (float32 log rounding, see bucket_tie_distances): cases {ties}")
     if refusals:
