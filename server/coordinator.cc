@@ -631,7 +631,7 @@ absl::StatusOr<mpt::v1::Job> Coordinator::CancelJob(const std::string& name) {
 // Workers
 
 absl::StatusOr<mpt::v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
-    const mpt::v1::Worker& worker) {
+    const mpt::v1::Worker& worker, const std::string& cert_sha256) {
   RETURN_IF_ERROR(CheckWorkerRegistration(worker));
   absl::MutexLock lock(&mu_);
   if (shutting_down_) return absl::UnavailableError("coordinator is shutting down");
@@ -647,7 +647,7 @@ absl::StatusOr<mpt::v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
   } while (state_.workers().count(name) > 0);
   ASSIGN_OR_RETURN(std::string key, RandomHexSecret(kWorkerKeyBytes));
   StateTxn txn;
-  state_.AddWorker(txn, worker, name, Sha256Hex(key));
+  state_.AddWorker(txn, worker, name, Sha256Hex(key), cert_sha256);
   ScheduleLocked(txn);
   RETURN_IF_ERROR(CommitLocked(txn));
   MPT_LOG(INFO) << "registered " << name << " (" << QuoteForError(worker.hostname()) << ", "
@@ -660,7 +660,8 @@ absl::StatusOr<mpt::v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
   return response;
 }
 
-absl::Status Coordinator::CheckWorkerKey(absl::string_view worker, absl::string_view key) {
+absl::Status Coordinator::CheckWorkerKey(absl::string_view worker, absl::string_view key,
+                                         const std::optional<std::string>& cert_sha256) {
   // Hashed outside the lock; hashes are compared, so the time taken does
   // not tell how much of a guess was right.
   const std::string key_sha256 = key.empty() ? std::string() : Sha256Hex(key);
@@ -679,10 +680,18 @@ absl::Status Coordinator::CheckWorkerKey(absl::string_view worker, absl::string_
     return absl::UnauthenticatedError(absl::StrCat(
         "the \"", kWorkerKeyMetadata, "\" metadata is not the key of ", QuoteForError(worker)));
   }
+  const std::string& bound = it->second.rec.cert_sha256();
+  if (cert_sha256.has_value() && !bound.empty() && !ConstantTimeEquals(*cert_sha256, bound)) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        QuoteForError(worker), " registered with another client certificate than this call's ",
+        cert_sha256->empty() ? "(none)" : "one",
+        " (workers are bound to their certificates: --bind_workers_to_certificates)"));
+  }
   return absl::OkStatus();
 }
 
-absl::Status Coordinator::CheckAnyWorkerKey(absl::string_view key) {
+absl::Status Coordinator::CheckAnyWorkerKey(absl::string_view key,
+                                            const std::optional<std::string>& cert_sha256) {
   if (key.empty()) {
     return absl::UnauthenticatedError(absl::StrCat(
         "this call needs the \"", kWorkerKeyMetadata,
@@ -693,11 +702,15 @@ absl::Status Coordinator::CheckAnyWorkerKey(absl::string_view key) {
   bool found = false;
   for (const auto& [name, entry] : state_.workers()) {
     if (entry.rec.worker().state() == "lost") continue;
-    found |= ConstantTimeEquals(key_sha256, entry.rec.key_sha256());
+    const std::string& bound = entry.rec.cert_sha256();
+    const bool cert_ok =
+        !cert_sha256.has_value() || bound.empty() || ConstantTimeEquals(*cert_sha256, bound);
+    found |= ConstantTimeEquals(key_sha256, entry.rec.key_sha256()) && cert_ok;
   }
   if (!found) {
     return absl::UnauthenticatedError(absl::StrCat(
-        "the \"", kWorkerKeyMetadata, "\" metadata is not the key of any live worker"));
+        "the \"", kWorkerKeyMetadata, "\" metadata is not the key of any live worker",
+        cert_sha256.has_value() ? " registered with this call's client certificate" : ""));
   }
   return absl::OkStatus();
 }

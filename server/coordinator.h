@@ -385,17 +385,27 @@ class Coordinator {
   // models, collectives, memory_bytes, max_pack_size); RESOURCE_EXHAUSTED
   // when kMaxRegisteredWorkers are registered (lost ones included while
   // they are retained).
-  absl::StatusOr<mpt::v1::RegisterWorkerResponse> RegisterWorker(const mpt::v1::Worker& worker);
+  // `cert_sha256`: the SHA-256 of the client certificate the worker
+  // registers with, when workers are bound to certificates ("" otherwise);
+  // its later calls must then present the same certificate.
+  absl::StatusOr<mpt::v1::RegisterWorkerResponse> RegisterWorker(
+      const mpt::v1::Worker& worker, const std::string& cert_sha256 = "");
 
   // Whether a WorkerService call naming `worker` may proceed: `key` (the
   // call's kWorkerKeyMetadata metadata) must be that worker's key.
   // UNAUTHENTICATED otherwise; OK as well when no known worker is named
   // (the call itself reports that) or the worker was registered before
-  // workers had keys.
-  absl::Status CheckWorkerKey(absl::string_view worker, absl::string_view key);
+  // workers had keys. `cert_sha256`, when given (workers bound to
+  // certificates), is the SHA-256 of the call's client certificate ("" for
+  // none): a worker that registered with a certificate must present that
+  // one, PERMISSION_DENIED otherwise.
+  absl::Status CheckWorkerKey(absl::string_view worker, absl::string_view key,
+                              const std::optional<std::string>& cert_sha256 = std::nullopt);
   // The same for a call that names no worker (FetchArtifact): `key` must be
-  // a live worker's.
-  absl::Status CheckAnyWorkerKey(absl::string_view key);
+  // a live worker's (and, with `cert_sha256`, one bound to that certificate
+  // or to none).
+  absl::Status CheckAnyWorkerKey(absl::string_view key,
+                                 const std::optional<std::string>& cert_sha256 = std::nullopt);
 
   // Renews the lease; lists the worker's assignments that must stop.
   // NOT_FOUND when the worker is unknown or was declared lost: register

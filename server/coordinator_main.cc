@@ -76,6 +76,10 @@ ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain; with --tls_key turn
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle; when set, clients must present a certificate it signed");
+ABSL_FLAG(bool, bind_workers_to_certificates, false,
+          "with --tls_client_ca: a worker registers only with a client certificate naming its "
+          "hostname (subject CN or a subject alternative name), and its later calls must present "
+          "that certificate");
 ABSL_FLAG(std::string, auth_token_file, "",
           "file holding the bearer token clients must send (authorization: Bearer <token>)");
 ABSL_FLAG(std::string, http_listen, "",
@@ -172,6 +176,7 @@ absl::StatusOr<CoordinatorMainOptions> OptionsFromFlags() {
   o.server.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   o.server.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   o.server.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  o.server.bind_workers_to_certificates = absl::GetFlag(FLAGS_bind_workers_to_certificates);
   if (o.db_path.empty()) return absl::InvalidArgumentError("--db: required");
   if (o.artifact_dir.empty()) return absl::InvalidArgumentError("--artifacts: required");
   for (auto [flag, file, token] :

@@ -36,9 +36,11 @@ void CoordinatorState::AddJob(std::unique_ptr<JobEntry> job) {
 }
 
 void CoordinatorState::AddWorker(StateTxn& txn, const mpt::v1::Worker& worker,
-                                 const std::string& name, const std::string& key_sha256) {
+                                 const std::string& name, const std::string& key_sha256,
+                                 const std::string& cert_sha256) {
   WorkerEntry w;
   w.rec.set_key_sha256(key_sha256);
+  w.rec.set_cert_sha256(cert_sha256);
   mpt::v1::Worker* pw = w.rec.mutable_worker();
   *pw = worker;
   pw->set_name(name);

@@ -161,9 +161,10 @@ class CoordinatorState {
   void NoteJobName(const std::string& name) {
     if (name > largest_job_name_) largest_job_name_ = name;
   }
-  // Registers `worker` idle as `name` (not yet taken) with a fresh lease.
+  // Registers `worker` idle as `name` (not yet taken) with a fresh lease,
+  // its key's and (when bound to one) its client certificate's SHA-256.
   void AddWorker(StateTxn& txn, const mpt::v1::Worker& worker, const std::string& name,
-                 const std::string& key_sha256);
+                 const std::string& key_sha256, const std::string& cert_sha256 = "");
   // Forgets a (lost) worker's record.
   void ForgetWorker(StateTxn& txn, const std::string& name);
   // True when assignment `id` was released recently (bounded memory).

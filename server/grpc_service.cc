@@ -2,11 +2,13 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/auth_context.h>
 #include <grpcpp/security/server_credentials.h>
 
 #include <algorithm>
 #include <cmath>
 #include <deque>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -14,11 +16,13 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/credentials_check.h"
 #include "common/grpc_status.h"
 #include "common/http_server.h"
 #include "common/logging.h"
+#include "common/quote.h"
 #include "common/secrets.h"
 #include "common/status_macros.h"
 #include "common/sha256.h"
@@ -360,13 +364,38 @@ absl::string_view WorkerKeyOf(const grpc::ServerContextBase& context) {
   return absl::string_view(it->second.data(), it->second.size());
 }
 
+// The verified client certificate of a call (mutual TLS): the SHA-256 of
+// its PEM and its names (the subject's common name and its subject
+// alternative names, as gRPC's TLS layer reports them). nullopt when the
+// call presents none.
+struct PeerCertificate {
+  std::string sha256;
+  std::vector<std::string> names;
+};
+std::optional<PeerCertificate> PeerCertificateOf(const grpc::ServerContextBase& context) {
+  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  if (auth == nullptr) return std::nullopt;
+  std::vector<grpc::string_ref> pem = auth->FindPropertyValues("x509_pem_cert");
+  if (pem.empty()) return std::nullopt;
+  PeerCertificate cert;
+  cert.sha256 = Sha256Hex(absl::string_view(pem[0].data(), pem[0].size()));
+  for (const char* property : {"x509_common_name", "x509_subject_alternative_name"}) {
+    for (const grpc::string_ref& name : auth->FindPropertyValues(property)) {
+      cert.names.emplace_back(name.data(), name.size());
+    }
+  }
+  return cert;
+}
+
 }  // namespace
 
-// A WorkerService call that names `worker` must carry its key.
-#define MPT_CHECK_WORKER_KEY(context, worker)                                        \
-  do {                                                                               \
-    absl::Status key_status_ = core_->CheckWorkerKey((worker), WorkerKeyOf(*(context))); \
-    if (!key_status_.ok()) return ToGrpcStatus(key_status_);                         \
+// A WorkerService call that names `worker` must carry its key (and, when
+// workers are bound to certificates, present the one it registered with).
+#define MPT_CHECK_WORKER_KEY(context, worker)                                                \
+  do {                                                                                       \
+    absl::Status key_status_ =                                                               \
+        core_->CheckWorkerKey((worker), WorkerKeyOf(*(context)), CertificateFor(*(context))); \
+    if (!key_status_.ok()) return ToGrpcStatus(key_status_);                                 \
   } while (0)
 
 // ---------------------------------------------------------------------------
@@ -540,12 +569,14 @@ grpc::Status JobServiceImpl::GetStageLogs(grpc::ServerContext* context,
 
 WorkerServiceImpl::WorkerServiceImpl(Coordinator* coordinator,
                                      const BearerTokenAuthenticator* auth, int chunk_bytes,
-                                     int64_t max_artifact_bytes)
+                                     int64_t max_artifact_bytes,
+                                     bool bind_workers_to_certificates)
     : RawService("WorkerService"),
       core_(coordinator),
       auth_(auth),
       chunk_bytes_(chunk_bytes),
-      max_artifact_bytes_(max_artifact_bytes) {
+      max_artifact_bytes_(max_artifact_bytes),
+      bind_workers_to_certificates_(bind_workers_to_certificates) {
   using W = WorkerServiceImpl;
   AddRawMethod("RegisterWorker", RawUnary(this, &W::RegisterWorker));
   AddRawMethod("Heartbeat", RawUnary(this, &W::Heartbeat));
@@ -559,11 +590,38 @@ WorkerServiceImpl::WorkerServiceImpl(Coordinator* coordinator,
   CheckAllMethodsAdded();
 }
 
+std::optional<std::string> WorkerServiceImpl::CertificateFor(
+    const grpc::ServerContextBase& context) const {
+  if (!bind_workers_to_certificates_) return std::nullopt;
+  std::optional<PeerCertificate> cert = PeerCertificateOf(context);
+  return cert.has_value() ? cert->sha256 : std::string();
+}
+
 grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* context,
                                                const mpt::v1::RegisterWorkerRequest* request,
                                                mpt::v1::RegisterWorkerResponse* response) {
   MPT_AUTHORIZE(context);
-  absl::StatusOr<mpt::v1::RegisterWorkerResponse> r = core_->RegisterWorker(request->worker());
+  std::string cert_sha256;
+  if (bind_workers_to_certificates_) {
+    std::optional<PeerCertificate> cert = PeerCertificateOf(*context);
+    if (!cert.has_value()) {
+      return ToGrpcStatus(absl::UnauthenticatedError(
+          "this coordinator binds workers to client certificates "
+          "(--bind_workers_to_certificates): RegisterWorker needs one"));
+    }
+    const std::string& host = request->worker().hostname();
+    if (std::find(cert->names.begin(), cert->names.end(), host) == cert->names.end()) {
+      std::vector<std::string> quoted;
+      for (const std::string& n : cert->names) quoted.push_back(QuoteForError(n));
+      return ToGrpcStatus(absl::PermissionDeniedError(absl::StrCat(
+          "worker.hostname: ", QuoteForError(host), " is not a name of the client certificate (",
+          quoted.empty() ? "it has none" : absl::StrJoin(quoted, ", "),
+          "); workers are bound to their certificates (--bind_workers_to_certificates)")));
+    }
+    cert_sha256 = cert->sha256;
+  }
+  absl::StatusOr<mpt::v1::RegisterWorkerResponse> r =
+      core_->RegisterWorker(request->worker(), cert_sha256);
   if (!r.ok()) return ToGrpcStatus(r.status());
   *response = *std::move(r);
   return grpc::Status::OK;
@@ -663,7 +721,8 @@ grpc::Status WorkerServiceImpl::FetchArtifact(
     grpc::ServerContext* context, const mpt::v1::FetchArtifactRequest* request,
     grpc::internal::WriterInterface<mpt::v1::ArtifactChunk>* writer) {
   MPT_AUTHORIZE(context);
-  if (absl::Status key = core_->CheckAnyWorkerKey(WorkerKeyOf(*context)); !key.ok()) {
+  if (absl::Status key = core_->CheckAnyWorkerKey(WorkerKeyOf(*context), CertificateFor(*context));
+      !key.ok()) {
     return ToGrpcStatus(key);
   }
   absl::StatusOr<ArtifactReader> reader = core_->OpenArtifact(request->name());
@@ -724,6 +783,11 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   if (!options.tls_client_ca_file.empty() && options.tls_cert_file.empty()) {
     return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert and --tls_key");
   }
+  if (options.bind_workers_to_certificates && options.tls_client_ca_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--bind_workers_to_certificates needs client certificates (--tls_client_ca, with "
+        "--tls_cert and --tls_key)");
+  }
   if (options.artifact_chunk_bytes < 1) {
     return absl::InvalidArgumentError("artifact_chunk_bytes must be >= 1");
   }
@@ -769,7 +833,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
       options.worker_token.empty() ? options.auth_token : options.worker_token);
   server->worker_service_ = std::make_unique<WorkerServiceImpl>(
       coordinator, server->worker_auth_.get(), options.artifact_chunk_bytes,
-      coordinator->options().max_artifact_bytes);
+      coordinator->options().max_artifact_bytes, options.bind_workers_to_certificates);
 
   server->reflection_v1_ = std::make_unique<ServerReflectionV1>(std::vector<std::string>{
       kJobService, kWorkerService, "grpc.health.v1.Health",

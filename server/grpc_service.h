@@ -27,6 +27,7 @@
 #include <atomic>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -61,6 +62,14 @@ struct GrpcServerOptions {
   // cannot act as users. Default empty: WorkerService checks auth_token
   // (one shared token, as before).
   std::string worker_token;
+  // When true (requires tls_client_ca_file): each worker is bound to its
+  // client certificate. RegisterWorker needs one whose subject common name
+  // or a subject alternative name is the worker's hostname
+  // (UNAUTHENTICATED without a certificate, PERMISSION_DENIED for another
+  // name), and every later call for that worker must present the same
+  // certificate (PERMISSION_DENIED otherwise), whoever holds its key.
+  // Default false.
+  bool bind_workers_to_certificates = false;
   // The largest message accepted (UploadArtifact chunks, specs). Default
   // 16 MiB.
   int max_receive_message_bytes = 16 << 20;
@@ -157,7 +166,8 @@ class JobServiceImpl final : public RawService {
 class WorkerServiceImpl final : public RawService {
  public:
   WorkerServiceImpl(Coordinator* coordinator, const BearerTokenAuthenticator* auth,
-                    int chunk_bytes, int64_t max_artifact_bytes);
+                    int chunk_bytes, int64_t max_artifact_bytes,
+                    bool bind_workers_to_certificates = false);
 
   grpc::Status RegisterWorker(grpc::ServerContext* context,
                               const mpt::v1::RegisterWorkerRequest* request,
@@ -190,6 +200,11 @@ class WorkerServiceImpl final : public RawService {
   const BearerTokenAuthenticator* const auth_;
   const int chunk_bytes_;
   const int64_t max_artifact_bytes_;
+  const bool bind_workers_to_certificates_;
+
+  // With bind_workers_to_certificates_: the SHA-256 of the call's client
+  // certificate ("" when it presents none); otherwise nullopt (no check).
+  std::optional<std::string> CertificateFor(const grpc::ServerContextBase& context) const;
 };
 
 // A running gRPC server for one coordinator core.

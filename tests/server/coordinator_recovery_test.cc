@@ -131,6 +131,31 @@ TEST_F(RecoveryTest, WorkerKeysSurviveARestart) {
   }
 }
 
+TEST_F(RecoveryTest, CertificateBindingsSurviveARestart) {
+  mpt::v1::Worker host;
+  host.set_hostname("node7");
+  host.set_device("cpu");
+  auto bound = core_->RegisterWorker(host, std::string(64, 'c'));
+  ASSERT_TRUE(bound.ok()) << bound.status();
+  const ::mpt::testing::RegisteredWorker free = ::mpt::testing::RegisterWithKey(core_.get());
+  Restart();
+  const std::string& key = bound->worker_key();
+  EXPECT_TRUE(core_->CheckWorkerKey(bound->name(), key, std::string(64, 'c')).ok());
+  EXPECT_TRUE(core_->CheckWorkerKey(bound->name(), key).ok());  // binding not asked for
+  EXPECT_EQ(core_->CheckWorkerKey(bound->name(), key, std::string(64, 'd')).code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(core_->CheckWorkerKey(bound->name(), key, std::string()).code(),
+            absl::StatusCode::kPermissionDenied);
+  // The key is checked first: a wrong key stays UNAUTHENTICATED.
+  EXPECT_EQ(core_->CheckWorkerKey(bound->name(), free.key, std::string(64, 'c')).code(),
+            absl::StatusCode::kUnauthenticated);
+  // A worker registered without a certificate keeps its key-only binding.
+  EXPECT_TRUE(core_->CheckWorkerKey(free.name, free.key, std::string(64, 'd')).ok());
+  EXPECT_TRUE(core_->CheckAnyWorkerKey(key, std::string(64, 'c')).ok());
+  EXPECT_EQ(core_->CheckAnyWorkerKey(key, std::string(64, 'd')).code(),
+            absl::StatusCode::kUnauthenticated);
+}
+
 TEST_F(RecoveryTest, CancellingJobWhoseWorkerIsGoneEndsCancelled) {
   const std::string w = Register(core_.get());
   const std::string job = Submit(SourceRequest("a"));

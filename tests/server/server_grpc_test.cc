@@ -878,6 +878,17 @@ TEST(GrpcServerStartTest, RefusesAPortInUseABadAddressBadPemFilesAndUnsendableTo
     EXPECT_EQ(s.message().rfind(c.flag + ": " + c.file, 0), 0u) << s;
   }
 
+  // Binding workers to certificates needs client certificates.
+  {
+    GrpcServerOptions o = options;
+    o.tls_cert_file = dir + "/cert.pem";
+    o.tls_key_file = dir + "/key.pem";
+    o.bind_workers_to_certificates = true;
+    absl::Status s = CoordinatorServer::Start(o, core->get()).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_EQ(s.message().rfind("--bind_workers_to_certificates", 0), 0u) << s;
+  }
+
   // A token no client could send in a header is refused at start.
   for (const std::string token : {std::string("caf\xC3\xA9"), std::string("a b"),
                                   std::string("a\x7f"), std::string(5000, 't')}) {
