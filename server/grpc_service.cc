@@ -610,7 +610,9 @@ grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* context,
           "(--bind_workers_to_certificates): RegisterWorker needs one"));
     }
     const std::string& host = request->worker().hostname();
-    if (std::find(cert->names.begin(), cert->names.end(), host) == cert->names.end()) {
+    // Host names compare without regard to case, as DNS names do.
+    if (std::none_of(cert->names.begin(), cert->names.end(),
+                     [&](const std::string& n) { return absl::EqualsIgnoreCase(n, host); })) {
       std::vector<std::string> quoted;
       for (const std::string& n : cert->names) quoted.push_back(QuoteForError(n));
       return ToGrpcStatus(absl::PermissionDeniedError(absl::StrCat(

@@ -79,7 +79,7 @@ def stub(host):
 auth = [("authorization", "Bearer " + token)]
 as_w1, as_w0 = stub("w1"), stub("w0")
 request = service_pb2.RegisterWorkerRequest()
-request.worker.hostname = "w1.cluster.example"  # a subject alternative name of w1's certificate
+request.worker.hostname = "W1.Cluster.Example"  # a subject alternative name of w1's, in any case
 registered = as_w1.RegisterWorker(request, metadata=auth, timeout=10)
 beat = service_pb2.HeartbeatRequest(worker=registered.name)
 with_key = auth + [("x-mpt-worker-key", registered.worker_key)]
