@@ -115,11 +115,13 @@ absl::Status ParseRope(const FieldReader& top, absl::string_view source,
     rope.type = RopeType::kLlama3;
   } else if (type_name == "yarn") {
     rope.type = RopeType::kYarn;
+  } else if (type_name == "longrope") {
+    rope.type = RopeType::kLongrope;
   } else {
     return r.Error(type_field,
                    absl::StrCat("is \"", type_name,
                                 "\", which is not supported (supported: \"default\", \"linear\", "
-                                "\"dynamic\", \"llama3\", \"yarn\")"));
+                                "\"dynamic\", \"llama3\", \"yarn\", \"longrope\")"));
   }
 
   ASSIGN_OR_RETURN(std::optional<double> theta, r.Number("rope_theta"));
@@ -135,8 +137,8 @@ absl::Status ParseRope(const FieldReader& top, absl::string_view source,
                                 "architecture"));
   }
 
-  const bool needs_original =
-      rope.type == RopeType::kLlama3 || rope.type == RopeType::kYarn;
+  const bool needs_original = rope.type == RopeType::kLlama3 || rope.type == RopeType::kYarn ||
+                              rope.type == RopeType::kLongrope;
   if (needs_original) {
     // A top-level original_max_position_embeddings wins (transformers'
     // standardisation), then the dict's, then max_position_embeddings.
@@ -216,6 +218,46 @@ absl::Status ParseRope(const FieldReader& top, absl::string_view source,
       rope.truncate = truncate.value_or(!r.Present("truncate"));
       break;
     }
+    case RopeType::kLongrope: {
+      // factor: absent or null means max_position_embeddings /
+      // original_max_position_embeddings (transformers' default).
+      ASSIGN_OR_RETURN(std::optional<double> factor, r.Number("factor"));
+      rope.factor = factor.has_value()
+                        ? *factor
+                        : static_cast<double>(config.max_position_embeddings) /
+                              rope.original_max_position_embeddings;
+      if (!(rope.factor > 0)) {
+        return r.Error("factor", absl::StrCat("must be positive, got ", rope.factor));
+      }
+      ASSIGN_OR_RETURN(rope.attention_factor, r.Number("attention_factor"));
+      if (rope.attention_factor.has_value() && !(*rope.attention_factor > 0)) {
+        return r.Error("attention_factor",
+                       absl::StrCat("must be positive, got ", *rope.attention_factor));
+      }
+      const size_t half = static_cast<size_t>(config.head_dim / 2);
+      for (const char* key : {"short_factor", "long_factor"}) {
+        const Json* list = r.Get(key);
+        if (list == nullptr || !list->is_array()) {
+          return r.Error(key, absl::StrCat(list == nullptr ? "is missing" : "must be a list",
+                                           " (rope type \"longrope\" needs head_dim / 2 = ",
+                                           half, " numbers)"));
+        }
+        if (list->size() != half) {
+          return r.Error(key, absl::StrCat("has ", list->size(), " numbers; head_dim / 2 = ", half,
+                                           " are needed"));
+        }
+        std::vector<double>& out =
+            std::string(key) == "short_factor" ? rope.short_factor : rope.long_factor;
+        out.clear();
+        for (const Json& item : *list) {
+          if (!item.is_number() || !std::isfinite(item.get<double>()) || !(item.get<double>() > 0)) {
+            return r.Error(key, absl::StrCat("must hold positive numbers, got ", DescribeJson(item)));
+          }
+          out.push_back(item.get<double>());
+        }
+      }
+      break;
+    }
   }
   return absl::OkStatus();
 }
@@ -244,6 +286,7 @@ absl::string_view RopeTypeName(RopeType type) {
     case RopeType::kDynamic: return "dynamic";
     case RopeType::kLlama3: return "llama3";
     case RopeType::kYarn: return "yarn";
+    case RopeType::kLongrope: return "longrope";
   }
   return "unknown";
 }

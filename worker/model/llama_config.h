@@ -17,12 +17,13 @@
 //    when config.json has layer_types, only on the layers it marks
 //    "sliding_attention": transformers' Auto classes load such a file as
 //    model_type "ministral" (MistralForCausalLM itself would ignore the
-//    list). model_type "ministral" itself is not accepted.
+//    list). model_type "ministral" (MinistralForCausalLM) is read the same
+//    way.
 // Rotary settings: rope_theta (top level, or inside rope_parameters /
 // rope_scaling), and the scaling dict from "rope_scaling" (older files) or
 // "rope_parameters" (transformers 5), with its type under "rope_type" or
-// "type": "default", "linear", "dynamic", "llama3" or "yarn". Other types
-// (longrope, ...) and partial_rotary_factor != 1 are refused.
+// "type": "default", "linear", "dynamic", "llama3", "yarn" or "longrope".
+// Other types and partial_rotary_factor != 1 are refused.
 // Fields the architecture does not read (initializer_range, use_cache,
 // attention_dropout, pretraining_tp, ...) are ignored.
 //
@@ -47,6 +48,7 @@ enum class RopeType {
   kDynamic,  // NTK: theta grows with the sequence length past max_position_embeddings
   kLlama3,   // Llama 3.1's piecewise low/high frequency scaling
   kYarn,     // YaRN: ramp between interpolated and extrapolated, cos/sin scaled
+  kLongrope, // LongRoPE: per-frequency short or long factors, by the sequence length
 };
 
 absl::string_view RopeTypeName(RopeType type);
@@ -66,6 +68,13 @@ struct RopeScaling {
   std::optional<double> mscale;
   std::optional<double> mscale_all_dim;
   bool truncate = true;  // absent: true; "truncate": null is false (falsy in transformers)
+  // longrope (both required, head_dim / 2 each): inv_freq is divided by
+  // short_factor while the sequence (max position + 1) is at most
+  // original_max_position_embeddings, by long_factor past it; cos and sin
+  // are scaled by attention_factor (else from factor, whose default is
+  // max_position_embeddings / original_max_position_embeddings).
+  std::vector<double> short_factor;
+  std::vector<double> long_factor;
 };
 
 struct LlamaConfig {

@@ -48,9 +48,15 @@ at::Tensor RotateHalf(const at::Tensor& x) {
 }
 
 // transformers' 1 / base^(arange(0, dim, 2) / dim) in fp32, on the CPU.
-at::Tensor BaseInvFreq(const at::Tensor& base, int64_t dim) {
+// base^(2i / dim) for i < dim / 2, in fp32 (transformers' `base **
+// (torch.arange(0, dim, 2).float() / dim)`).
+at::Tensor BasePowers(const at::Tensor& base, int64_t dim) {
   at::Tensor exponents = at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(dim);
-  return at::reciprocal(at::pow(base, exponents));
+  return at::pow(base, exponents);
+}
+
+at::Tensor BaseInvFreq(const at::Tensor& base, int64_t dim) {
+  return at::reciprocal(BasePowers(base, dim));
 }
 
 at::Tensor ScalarFloat(double v) { return at::scalar_tensor(v, at::kFloat); }
@@ -63,8 +69,11 @@ struct LlamaModel::Weights {
   at::Tensor lm_head;  // [vocab, d]; the same tensor as `embed` when tied
   at::Tensor final_norm;
   std::vector<LayerWeights> layers;
-  // The frequencies at load time (fp32, CPU) and the cos/sin scale.
+  // The frequencies at load time (fp32, CPU) and the cos/sin scale;
+  // longrope: inv_freq holds the short factors' and long_inv_freq the long
+  // factors' frequencies.
   at::Tensor inv_freq;
+  at::Tensor long_inv_freq;
   double attention_scaling = 1.0;
   int64_t num_parameters = 0;
 };
@@ -204,6 +213,26 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
                    extrapolation * extrapolation_factor;
         break;
       }
+      case RopeType::kLongrope: {
+        // transformers' _compute_longrope_parameters: 1 / (factors *
+        // base^(2i / dim)) in fp32, cos and sin scaled by attention_factor
+        // (default sqrt(1 + ln factor / ln original) when factor > 1).
+        if (rope.attention_factor.has_value()) {
+          w.attention_scaling = *rope.attention_factor;
+        } else if (rope.factor > 1.0) {
+          w.attention_scaling =
+              std::sqrt(1 + std::log(rope.factor) /
+                                std::log(static_cast<double>(rope.original_max_position_embeddings)));
+        }
+        at::Tensor powers = BasePowers(ScalarFloat(config.rope_theta), dim);
+        auto with = [&](const std::vector<double>& factors) {
+          at::Tensor f = at::tensor(at::ArrayRef<double>(factors), at::kDouble).to(at::kFloat);
+          return at::reciprocal(f * powers);
+        };
+        inv_freq = with(rope.short_factor);
+        w.long_inv_freq = with(rope.long_factor).contiguous();
+        break;
+      }
     }
     w.inv_freq = inv_freq.contiguous();
   } catch (const c10::Error& e) {
@@ -264,6 +293,13 @@ std::pair<at::Tensor, at::Tensor> LlamaModel::Rotary(const at::Tensor& positions
                                 static_cast<double>(dim) / static_cast<double>(dim - 2));
       inv_freq = BaseInvFreq(base, dim);
     }
+  }
+  if (rope.type == RopeType::kLongrope && positions.numel() > 0) {
+    // The long factors once the sequence (max position + 1) passes the
+    // pre-training length, for the whole call (transformers'
+    // longrope_frequency_update).
+    const int64_t seq_len = positions.max().item<int64_t>() + 1;
+    if (seq_len > rope.original_max_position_embeddings) inv_freq = w.long_inv_freq;
   }
   inv_freq = inv_freq.to(positions.device());
   at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq;  // [B, T, hd/2]

@@ -181,11 +181,42 @@ TEST(LlamaConfigTest, RopeBothForms) {
   EXPECT_TRUE(Parse(Config("mistral", yarn_base + "}")).rope_scaling.truncate);
 }
 
+TEST(LlamaConfigTest, Longrope) {
+  // head_dim 16: eight factors each; factor defaults to max / original.
+  const std::string eight = "[1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5]";
+  const std::string base = R"("max_position_embeddings": 8192,
+      "original_max_position_embeddings": 2048, "rope_scaling": {"type": "longrope", )";
+  LlamaConfig c = Parse(Config("llama", base + "\"short_factor\": " + eight +
+                                            ", \"long_factor\": " + eight + "}"));
+  EXPECT_EQ(c.rope_scaling.type, RopeType::kLongrope);
+  EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 2048);
+  EXPECT_EQ(c.rope_scaling.factor, 4.0);
+  EXPECT_FALSE(c.rope_scaling.attention_factor.has_value());
+  ASSERT_EQ(c.rope_scaling.short_factor.size(), 8u);
+  EXPECT_EQ(c.rope_scaling.short_factor[7], 4.5);
+  LlamaConfig given = Parse(Config("llama", base + "\"short_factor\": " + eight +
+                                                ", \"long_factor\": " + eight +
+                                                ", \"factor\": 2, \"attention_factor\": 1.2}"));
+  EXPECT_EQ(given.rope_scaling.factor, 2.0);
+  EXPECT_EQ(given.rope_scaling.attention_factor.value_or(0), 1.2);
+  EXPECT_THAT(Error(Config("llama", base + "\"short_factor\": " + eight + "}")),
+              HasSubstr("'rope_scaling.long_factor' is missing"));
+  EXPECT_THAT(Error(Config("llama", base + "\"short_factor\": [1, 2], \"long_factor\": " +
+                                        eight + "}")),
+              HasSubstr("'rope_scaling.short_factor' has 2 numbers; head_dim / 2 = 8"));
+  EXPECT_THAT(Error(Config("llama", base + "\"short_factor\": " + eight +
+                                        ", \"long_factor\": [1, 1, 1, 1, 1, 1, 1, 0]}")),
+              HasSubstr("'rope_scaling.long_factor' must hold positive numbers"));
+  EXPECT_THAT(Error(Config("llama", base + "\"short_factor\": 2, \"long_factor\": " + eight +
+                                        "}")),
+              HasSubstr("'rope_scaling.short_factor' must be a list"));
+}
+
 TEST(LlamaConfigTest, RefusesWhatItCannotHonour) {
   EXPECT_THAT(Error(Config("gpt2")), AllOf(HasSubstr("'model_type'"), HasSubstr("\"gpt2\"")));
   EXPECT_THAT(Error(R"({"vocab_size": 5})"), HasSubstr("'model_type' is missing"));
   EXPECT_THAT(Error(Config("llama", R"("rope_scaling": {"rope_type": "longrope", "factor": 2})")),
-              AllOf(HasSubstr("'rope_scaling.rope_type'"), HasSubstr("longrope")));
+              HasSubstr("'rope_scaling.short_factor' is missing"));
   EXPECT_THAT(Error(Config("llama", R"("rope_parameters": {"rope_type": "su"})")),
               HasSubstr("'rope_parameters.rope_type'"));
   EXPECT_THAT(Error(Config("llama", R"("rope_scaling": {"type": "linear"})")),

@@ -410,12 +410,12 @@ TEST_F(LlamaModelErrorsTest, UnknownModelType) {
 
 TEST_F(LlamaModelErrorsTest, UnsupportedRopeScalingType) {
   const std::string folder = Copy("qwen2");
-  EditConfig(folder, [](nlohmann::json& c) { c["rope_scaling"]["type"] = "longrope"; });
+  EditConfig(folder, [](nlohmann::json& c) { c["rope_scaling"]["type"] = "proportional"; });
   absl::Status s = LlamaModel::Load(folder).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()),
               AllOf(HasSubstr(folder + "/config.json"), HasSubstr("'rope_scaling.type'"),
-                    HasSubstr("longrope"), HasSubstr("not supported")));
+                    HasSubstr("proportional"), HasSubstr("not supported")));
 
   const std::string gqa = Copy("llama_gqa");
   EditConfig(gqa, [](nlohmann::json& c) { c["rope_parameters"].erase("low_freq_factor"); });
