@@ -207,7 +207,6 @@ def draw_rope(rng, cfg, case, head_dim, length):
         if maybe(rng, 0.3):
             d["attention_factor"] = rng.choice([1.1, 1.4])
         put_original()
-        case["refusals"].add("longrope")
     elif kind == "proportional":
         # Gemma 4's type; ROPE_INIT_FUNCTIONS serves it to these classes too.
         if maybe(rng, 0.6):
@@ -460,7 +459,10 @@ def fresh_rope(model):
     """
     for m in model.modules():
         if hasattr(m, "original_inv_freq") and hasattr(m, "original_max_seq_len"):
-            m.register_buffer("inv_freq", m.original_inv_freq.to(m.inv_freq.dtype), persistent=False)
+            # A copy: longrope's update writes into inv_freq in place, which
+            # must not reach original_inv_freq.
+            m.register_buffer("inv_freq", m.original_inv_freq.to(m.inv_freq.dtype).clone(),
+                              persistent=False)
             m.max_seq_len_cached = m.original_max_seq_len
 
 
