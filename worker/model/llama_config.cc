@@ -163,6 +163,24 @@ absl::Status ParseRope(const FieldReader& top, absl::string_view source,
     return absl::OkStatus();
   };
 
+  // yarn and longrope: `factor` (absent or null: max_position_embeddings /
+  // original_max_position_embeddings) and an optional attention_factor,
+  // both positive.
+  auto factor_and_attention_factor = [&](std::optional<double> factor) -> absl::Status {
+    rope.factor = factor.has_value() ? *factor
+                                     : static_cast<double>(config.max_position_embeddings) /
+                                           rope.original_max_position_embeddings;
+    if (!(rope.factor > 0)) {
+      return r.Error("factor", absl::StrCat("must be positive, got ", rope.factor));
+    }
+    ASSIGN_OR_RETURN(rope.attention_factor, r.Number("attention_factor"));
+    if (rope.attention_factor.has_value() && !(*rope.attention_factor > 0)) {
+      return r.Error("attention_factor",
+                     absl::StrCat("must be positive, got ", *rope.attention_factor));
+    }
+    return absl::OkStatus();
+  };
+
   switch (rope.type) {
     case RopeType::kDefault:
       break;
@@ -193,18 +211,7 @@ absl::Status ParseRope(const FieldReader& top, absl::string_view source,
         return r.Error("factor", "is missing (required by rope type \"yarn\")");
       }
       // null: max_position_embeddings / original_max_position_embeddings.
-      rope.factor = factor.has_value()
-                        ? *factor
-                        : static_cast<double>(config.max_position_embeddings) /
-                              rope.original_max_position_embeddings;
-      if (!(rope.factor > 0)) {
-        return r.Error("factor", absl::StrCat("must be positive, got ", rope.factor));
-      }
-      ASSIGN_OR_RETURN(rope.attention_factor, r.Number("attention_factor"));
-      if (rope.attention_factor.has_value() && !(*rope.attention_factor > 0)) {
-        return r.Error("attention_factor",
-                       absl::StrCat("must be positive, got ", *rope.attention_factor));
-      }
+      RETURN_IF_ERROR(factor_and_attention_factor(factor));
       // transformers: `get("beta_fast") or 32`, so 0 means the default too.
       ASSIGN_OR_RETURN(std::optional<double> fast, r.Number("beta_fast"));
       ASSIGN_OR_RETURN(std::optional<double> slow, r.Number("beta_slow"));
@@ -222,18 +229,7 @@ absl::Status ParseRope(const FieldReader& top, absl::string_view source,
       // factor: absent or null means max_position_embeddings /
       // original_max_position_embeddings (transformers' default).
       ASSIGN_OR_RETURN(std::optional<double> factor, r.Number("factor"));
-      rope.factor = factor.has_value()
-                        ? *factor
-                        : static_cast<double>(config.max_position_embeddings) /
-                              rope.original_max_position_embeddings;
-      if (!(rope.factor > 0)) {
-        return r.Error("factor", absl::StrCat("must be positive, got ", rope.factor));
-      }
-      ASSIGN_OR_RETURN(rope.attention_factor, r.Number("attention_factor"));
-      if (rope.attention_factor.has_value() && !(*rope.attention_factor > 0)) {
-        return r.Error("attention_factor",
-                       absl::StrCat("must be positive, got ", *rope.attention_factor));
-      }
+      RETURN_IF_ERROR(factor_and_attention_factor(factor));
       const size_t half = static_cast<size_t>(config.head_dim / 2);
       for (const char* key : {"short_factor", "long_factor"}) {
         const Json* list = r.Get(key);
