@@ -54,7 +54,9 @@ With --adapters each case's saved folder also gets a random PEFT CAUSAL_LM
 prompt adapter (PROMPT_TUNING or MULTITASK_PROMPT_TUNING, 1 to 8 virtual
 tokens, 1 to 4 tasks of rank 1 to 3, random values at scales 0.05 to 3)
 built and saved by PEFT; llama_dump --adapter --task_id must give PEFT's
-logits at every real position (the prompt's included) and its loss
+logits at every real position (the prompt's included), its loss, and its
+greedy tokens (full forwards over the growing row, or PEFT's own cached
+generate(); a divergence at a near tie ends a row's comparison)
 (status ADAPTER_MISMATCH otherwise).
 
 Options: --llama_dump PATH (default bazel-bin/worker/llama_dump),
@@ -679,7 +681,7 @@ def check_adapter(args, case, folder, workdir):
     out_path = os.path.join(workdir, "adapter_out.safetensors")
     cmd = [args.llama_dump, f"--model={folder}", f"--adapter={adapter}", f"--task_id={task_id}",
            "--ids=" + ";".join(",".join(str(t) for t in row) for row in case["ids"]),
-           "--threads=1", "--dtype=float32", f"--out={out_path}"]
+           f"--generate={case['generate']}", "--threads=1", "--dtype=float32", f"--out={out_path}"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     what = f"{kind[:2].lower()}{nv}"
     if p.returncode != 0:
@@ -691,8 +693,51 @@ def check_adapter(args, case, folder, workdir):
     diff, scale_ref = masked_maxdiff(dump["logits"], out.logits, dump["attention_mask"])
     loss = abs(dump["loss"].item() - out.loss.item())
     ok = diff <= ATOL + RTOL * scale_ref and loss <= ATOL + RTOL * max(1.0, abs(out.loss.item()))
-    return ok, f"adapter {what}: logits {diff:.1e}/{scale_ref:.2g} loss {loss:.1e}", \
-        {"rel": diff / max(scale_ref, 1e-30), "kind": kind}
+    text = f"adapter {what}: logits {diff:.1e}/{scale_ref:.2g} loss {loss:.1e}"
+    if ok and case["generate"] > 0:
+        problem = adapter_greedy_problem(model, case, dump["generated"].tolist(), task_id,
+                                         "task_ids" in kwargs)
+        if problem:
+            ok, text = False, f"{text}; {problem}"
+        else:
+            text += f"; greedy tokens as PEFT's ({case['generate']} per row)"
+    return ok, text, {"rel": diff / max(scale_ref, 1e-30), "kind": kind}
+
+
+def adapter_greedy_problem(model, case, generated, task_id, with_task):
+    """"" when llama_dump's greedy tokens with the adapter are PEFT's: the
+    tokens of full forwards over the growing row (a divergence at a step
+    whose top two logits are within the tolerance ends the comparison of
+    that row), or those of PEFT's own cached generate(). Otherwise what
+    differs."""
+    gen = case["generate"]
+    kw = {"task_ids": torch.tensor([task_id])} if with_task else {}
+    for r, row in enumerate(case["ids"]):
+        seq, ours = list(row), generated[r]
+        for t in range(gen):
+            with torch.no_grad():
+                fresh_rope(model)
+                last = model(input_ids=torch.tensor([seq]), **kw).logits[0, -1]
+            want = int(last.argmax())
+            if ours[t] == want:
+                seq.append(want)
+                continue
+            top = torch.topk(last, 2).values
+            if float(top[0] - top[1]) <= ATOL + RTOL * float(last.abs().max()):
+                break  # a near tie: the rest of the row is not comparable
+            # transformers' cached decode may differ from its forwards (see
+            # the module docstring); llama_dump decodes with a cache too.
+            with torch.no_grad():
+                fresh_rope(model)
+                cached = model.generate(input_ids=torch.tensor([row]),
+                                        attention_mask=torch.ones(1, len(row), dtype=torch.long),
+                                        max_new_tokens=gen, do_sample=False, num_beams=1,
+                                        **kw)[0].tolist()[len(row):]
+            if cached and cached == ours[:len(cached)]:
+                break
+            return (f"greedy row {r} step {t}: {ours[t]} vs PEFT's {want} (margin "
+                    f"{float(top[0] - top[1]):.3g}; PEFT's generate {cached})")
+    return ""
 
 
 def run_case(args, case, workdir):
