@@ -47,7 +47,6 @@ at::Tensor RotateHalf(const at::Tensor& x) {
   return at::cat({x.narrow(-1, half, half).neg(), x.narrow(-1, 0, half)}, -1);
 }
 
-// transformers' 1 / base^(arange(0, dim, 2) / dim) in fp32, on the CPU.
 // base^(2i / dim) for i < dim / 2, in fp32 (transformers' `base **
 // (torch.arange(0, dim, 2).float() / dim)`).
 at::Tensor BasePowers(const at::Tensor& base, int64_t dim) {
@@ -55,6 +54,7 @@ at::Tensor BasePowers(const at::Tensor& base, int64_t dim) {
   return at::pow(base, exponents);
 }
 
+// transformers' 1 / base^(arange(0, dim, 2) / dim) in fp32, on the CPU.
 at::Tensor BaseInvFreq(const at::Tensor& base, int64_t dim) {
   return at::reciprocal(BasePowers(base, dim));
 }
@@ -201,9 +201,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
         low = std::max(low, 0.0);
         high = std::min(high, static_cast<double>(dim - 1));
         if (low == high) high += 0.001;
-        at::Tensor pos_freqs =
-            at::pow(ScalarFloat(base),
-                    at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(dim));
+        at::Tensor pos_freqs = BasePowers(ScalarFloat(base), dim);
         at::Tensor extrapolation = at::reciprocal(pos_freqs);
         at::Tensor interpolation = at::reciprocal(pos_freqs * factor);
         at::Tensor ramp =
