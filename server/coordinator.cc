@@ -428,7 +428,7 @@ absl::StatusOr<mpt::v1::Job> Coordinator::GetJob(const std::string& name) {
   RETURN_IF_ERROR(CheckJobName(name));
   if (std::shared_ptr<const mpt::v1::Job> job = published_.Find(name)) return *job;
   ASSIGN_OR_RETURN(std::optional<mpt::v1::Job> stored, store_->ReadJob(name));
-  if (!stored.has_value()) return absl::NotFoundError(absl::StrCat("job ", QuoteForError(name), " not found"));
+  if (!stored.has_value()) return UnknownJob(name);
   return *std::move(stored);
 }
 
@@ -437,7 +437,7 @@ absl::StatusOr<std::shared_ptr<const std::string>> Coordinator::GetJobSerialized
   RETURN_IF_ERROR(CheckJobName(name));
   if (std::shared_ptr<const std::string> job = published_.FindSerialized(name)) return job;
   ASSIGN_OR_RETURN(std::optional<std::string> stored, store_->ReadSerializedJob(name));
-  if (!stored.has_value()) return absl::NotFoundError(absl::StrCat("job ", QuoteForError(name), " not found"));
+  if (!stored.has_value()) return UnknownJob(name);
   return std::make_shared<const std::string>(*std::move(stored));
 }
 
@@ -536,7 +536,7 @@ absl::StatusOr<ArtifactReader> Coordinator::OpenArtifact(const std::string& name
   RETURN_IF_ERROR(CheckArtifactName(name, "name"));
   ASSIGN_OR_RETURN(std::optional<mpt::v1::Artifact> record, store_->ReadArtifact(name));
   if (!record.has_value()) {
-    return absl::NotFoundError(absl::StrCat("artefact ", QuoteForError(name), " not found"));
+    return UnknownArtifact(name);
   }
   absl::StatusOr<std::unique_ptr<ArtifactStore::BlobReader>> data =
       artifacts_->OpenBlob(record->sha256());
@@ -545,7 +545,7 @@ absl::StatusOr<ArtifactReader> Coordinator::OpenArtifact(const std::string& name
     // dropped as its stage ended): then the artefact is simply gone.
     ASSIGN_OR_RETURN(std::optional<mpt::v1::Artifact> again, store_->ReadArtifact(name));
     if (!again.has_value()) {
-      return absl::NotFoundError(absl::StrCat("artefact ", QuoteForError(name), " not found"));
+      return UnknownArtifact(name);
     }
     // The store lists it and its file is gone: lost data, not a wrong name.
     return absl::DataLossError(absl::StrCat(
@@ -620,7 +620,7 @@ absl::StatusOr<mpt::v1::Job> Coordinator::CancelJob(const std::string& name) {
     }
   }
   ASSIGN_OR_RETURN(std::optional<mpt::v1::Job> stored, store_->ReadJob(name));
-  if (!stored.has_value()) return absl::NotFoundError(absl::StrCat("job ", QuoteForError(name), " not found"));
+  if (!stored.has_value()) return UnknownJob(name);
   return absl::FailedPreconditionError(absl::StrCat(
       "job ", name, " is already ", mpt::v1::JobState_Name(stored->state()),
       "; only unfinished jobs can be cancelled"));

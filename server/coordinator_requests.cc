@@ -195,7 +195,7 @@ absl::StatusOr<JobEventBatch> ReadEventBatch(JobStore& store, const std::string&
                                              int64_t after_sequence, int64_t limit,
                                              int max_events) {
   ASSIGN_OR_RETURN(std::optional<mpt::v1::Job> job, store.ReadJob(name));
-  if (!job.has_value()) return absl::NotFoundError(absl::StrCat("job ", QuoteForError(name), " not found"));
+  if (!job.has_value()) return UnknownJob(name);
   if (after_sequence > job->last_event()) {
     return absl::InvalidArgumentError(absl::StrCat("after_sequence: ", after_sequence,
                                                    " is beyond the last event of ", name, " (",
@@ -225,9 +225,18 @@ mpt::v1::ListWorkersResponse ListWorkersOf(const CoordinatorState& state) {
   return response;
 }
 
+absl::Status UnknownJob(const std::string& name) {
+  return absl::NotFoundError(absl::StrCat("job ", QuoteForError(name), " not found"));
+}
+
+absl::Status UnknownArtifact(const std::string& name) {
+  return absl::NotFoundError(absl::StrCat("artefact ", QuoteForError(name), " not found"));
+}
+
 absl::Status UnknownWorker(const std::string& name) {
-  return absl::NotFoundError(absl::StrCat(
-      "worker ", QuoteForError(name), " is not registered (or was declared lost): register again"));
+  return absl::NotFoundError(absl::StrCat("worker ", QuoteForError(name),
+                                          " is not registered (or was declared lost): register "
+                                          "again"));
 }
 
 absl::Status UnknownAssignment(const std::string& id) {

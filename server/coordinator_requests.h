@@ -64,6 +64,9 @@ absl::StatusOr<JobEventBatch> ReadEventBatch(JobStore& store, const std::string&
 // heartbeat left out). The caller holds whatever guards `state`.
 mpt::v1::ListWorkersResponse ListWorkersOf(const CoordinatorState& state);
 
+// NOT_FOUND for a job, or an artefact, the coordinator does not hold.
+absl::Status UnknownJob(const std::string& name);
+absl::Status UnknownArtifact(const std::string& name);
 // NOT_FOUND for a worker the coordinator does not know (register again).
 absl::Status UnknownWorker(const std::string& name);
 // NOT_FOUND for an assignment that ended or was requeued.
