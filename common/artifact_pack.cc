@@ -362,12 +362,10 @@ absl::Status WriteEntries(const std::vector<PackedEntry>& entries, const std::st
       if (ec) return absl::InternalError(absl::StrCat(path.string(), ": ", ec.message()));
       continue;
     }
+    // ReadPackedEntries() refused a file that is also a folder or lies
+    // under a file, so the folders made here never meet a file.
     fs::create_directories(path.parent_path(), ec);
     if (ec) return absl::InternalError(absl::StrCat(path.string(), ": ", ec.message()));
-    if (fs::is_directory(path, ec)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          QuoteForError(e.path), ": archive has both a folder and a file of this name"));
-    }
     RETURN_IF_ERROR(WriteFileAtomically(path.string(), e.contents));
   }
   return absl::OkStatus();
