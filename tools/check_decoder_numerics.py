@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """Differential fuzz of llama_dump against transformers' *ForCausalLM.
 
-Draws random tiny decoder-only configurations (model_type llama, qwen2 or
-mistral) over the fields worker/model/llama_config.cc reads and transformers
+Draws random tiny decoder-only configurations (model_type llama, qwen2,
+qwen3, mistral or phi3) over the fields worker/model/llama_config.cc reads and transformers
 honours: grouped-query / multi-query attention, an explicit head_dim, rope
 theta, every rope type of transformers' ROPE_INIT_FUNCTIONS that these classes
 reach (default, linear, dynamic, yarn with its optional fields, llama3,
 longrope, proportional) written as rope_scaling or rope_parameters, with "type" or
 "rope_type", theta and original_max_position_embeddings at the top level or in
-the dict, tied embeddings, llama's attention_bias / mlp_bias, qwen2's
-use_sliding_window / max_window_layers / layer_types, mistral's sliding_window
+the dict, tied embeddings, llama's attention_bias / mlp_bias, qwen2's and qwen3's
+use_sliding_window / max_window_layers / layer_types, qwen3's attention_bias
+and its head_dim default of 128, phi3's partial_rotary_factor (dict, top
+level or both) with its default and longrope types and top-level
+original_max_position_embeddings, mistral's sliding_window
 (often shorter than the batch) and layer_types, hidden_act, rms_norm_eps, token ids (ints,
 lists, null), stored weight dtypes (f32, bf16, f16, f64; sometimes sharded),
 and fields both sides ignore.
@@ -63,7 +66,7 @@ a row's comparison)
 (status ADAPTER_MISMATCH otherwise).
 
 Options: --llama_dump PATH (default bazel-bin/worker/llama_dump),
---family llama|qwen2|mistral (only that family), --keep DIR (keep the folders
+--family llama|qwen2|mistral|qwen3|phi3 (only that family), --keep DIR (keep the folders
 of failing cases there: config.json, weights, ids.txt, and the command),
 --only INDEX (run one case of the seed), -v (print the drawn config),
 --mutate theta|factor|window|eps (self-test of the comparison: llama_dump gets
@@ -95,8 +98,9 @@ from transformers import AutoConfig, AutoModelForCausalLM
 transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
 
-FAMILIES = ("llama", "qwen2", "mistral")
-CAUSAL_LM = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}
+FAMILIES = ("llama", "qwen2", "mistral", "qwen3", "phi3")
+CAUSAL_LM = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM",
+             "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM"}
 
 # ACT2FN names llama_config.cc maps (worker/model/t5_config.cc's table).
 SUPPORTED_ACTS = ["silu", "swish", "gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh",
@@ -147,6 +151,53 @@ def draw_window(rng, cfg, length, kinds):
     elif w == "long":
         cfg["sliding_window"] = rng.randint(length, length + 10)
     return w
+
+
+def draw_phi3_rope(rng, cfg, case, head_dim, length):
+    """phi3's rope fields: type default or longrope (rarely its old name "su",
+    which transformers 5.24 no longer loads), partial_rotary_factor in the
+    dict, at the top level or both (the dict's wins), and
+    original_max_position_embeddings, which Phi3Config keeps at the top level
+    (default 4096; a dict's value is overwritten by it)."""
+    d = {}
+    theta = rng.choice([None, 10000.0, 100.0, 37.5, 1e6])
+    if theta is not None:
+        (cfg if maybe(rng, 0.6) else d)["rope_theta"] = theta
+    partial = None
+    where = rng.choice(["absent", "absent", "dict", "top", "both"])
+    if where != "absent":
+        partial = rng.choice([1.0, 0.75, 0.5, 0.4, 0.35, 0.25, 0.8])
+        if where in ("dict", "both"):
+            d["partial_rotary_factor"] = partial
+        if where in ("top", "both"):
+            cfg["partial_rotary_factor"] = partial if where == "top" else rng.choice([0.5, 1.0])
+    rotary = int(head_dim * partial) if partial is not None else head_dim
+    if rotary < 2 or rotary % 2:
+        case["refusals"].add("partial_rotary_factor")
+        rotary = max(2, rotary - rotary % 2)
+    kind = "longrope" if maybe(rng, 0.45) else "default"
+    if kind == "longrope":
+        half = rotary // 2
+        d["short_factor"] = [round(rng.uniform(1.0, 3.0), 3) for _ in range(half)]
+        d["long_factor"] = [round(rng.uniform(1.0, 9.0), 3) for _ in range(half)]
+        if maybe(rng, 0.4):
+            d["factor"] = rng.choice([2.0, 4.0])
+        if maybe(rng, 0.3):
+            d["attention_factor"] = rng.choice([1.1, 1.4])
+        original = rng.randint(2, max(2, length - 1)) if maybe(rng, 0.75) else rng.randint(length, length + 20)
+        orig_where = rng.choice(["top", "top", "top", "dict", "absent"])
+        if orig_where == "top":
+            cfg["original_max_position_embeddings"] = original
+        elif orig_where == "dict":
+            d["original_max_position_embeddings"] = original
+        d[rng.choice(["rope_type", "type"])] = "su" if maybe(rng, 0.05) else "longrope"
+    elif maybe(rng, 0.4):
+        d[rng.choice(["rope_type", "type"])] = "default"
+    if not d:
+        return f"{kind}[none] rot={rotary}/{head_dim}"
+    form = rng.choice(["rope_scaling", "rope_parameters"])
+    cfg[form] = d
+    return f"{kind}[{form}] rot={rotary}/{head_dim}"
 
 
 def draw_rope(rng, cfg, case, head_dim, length):
@@ -261,7 +312,13 @@ def draw_rope(rng, cfg, case, head_dim, length):
 def draw_case(seed, index, family=None):
     rng = random.Random(f"{seed}:{index}")
     case = {"refusals": set(), "seed": seed, "index": index}
-    fam = family or rng.choice(FAMILIES)
+    fam = family or rng.choice(FAMILIES[:3])
+    # A fifth of the cases are qwen3 and a fifth phi3, drawn apart so that
+    # the other families' cases of a seed stay what they were before these
+    # two came in.
+    if family is None:
+        u = random.Random(f"{seed}:{index}:qwen3").random()
+        fam = "qwen3" if u < 0.2 else "phi3" if u < 0.4 else fam
     cfg = {"model_type": fam}
     if maybe(rng, 0.7):
         cfg["architectures"] = [CAUSAL_LM[fam]]
@@ -279,13 +336,18 @@ def draw_case(seed, index, family=None):
         choices = [(h, h // heads) for h in range(16, 97)
                    if h % heads == 0 and (h // heads) % 2 == 0 and h // heads >= 2]
         hidden, head_dim = rng.choice(choices)
-        if maybe(rng, 0.15) and fam != "qwen2":  # Qwen2Attention reads a null head_dim as is
+        if maybe(rng, 0.15) and fam not in ("qwen2", "qwen3", "phi3"):  # these read a null head_dim as is
             cfg["head_dim"] = None
+        if fam == "qwen3":
+            if maybe(rng, 0.3):
+                head_dim = 128  # absent: Qwen3Config's default, whatever hidden_size is
+            else:
+                cfg["head_dim"] = head_dim
     cfg["hidden_size"] = hidden
     cfg["num_attention_heads"] = heads
     kv_choices = [k for k in range(1, heads + 1) if heads % k == 0]
     kv_form = rng.choice(["int", "int", "int", "null", "absent"])
-    family_default_kv = {"llama": heads, "qwen2": 32, "mistral": 8}[fam]
+    family_default_kv = {"llama": heads, "qwen2": 32, "qwen3": 32, "mistral": 8, "phi3": heads}[fam]
     if kv_form == "absent" and heads % family_default_kv != 0:
         kv_form = "int"
     if kv_form == "null" and fam == "mistral":
@@ -317,7 +379,10 @@ def draw_case(seed, index, family=None):
     case["ids"] = ids
     case["generate"] = gen
 
-    rope_desc = draw_rope(rng, cfg, case, head_dim, length)
+    if fam == "phi3":
+        rope_desc = draw_phi3_rope(rng, cfg, case, head_dim, length)
+    else:
+        rope_desc = draw_rope(rng, cfg, case, head_dim, length)
 
     max_pos_needed = length + gen
     if maybe(rng, 0.15) and fam != "llama":
@@ -352,7 +417,7 @@ def draw_case(seed, index, family=None):
             cfg["sliding_window"] = rng.randint(1, 4)  # LlamaForCausalLM ignores it
         if maybe(rng, 0.2):
             cfg["pretraining_tp"] = rng.choice([1, 2])
-    elif fam == "qwen2":
+    elif fam in ("qwen2", "qwen3"):
         use = rng.choice([None, True, True, False])
         if use is not None:
             cfg["use_sliding_window"] = use
@@ -362,11 +427,20 @@ def draw_case(seed, index, family=None):
         if maybe(rng, 0.35) and use and w != "null":
             cfg["layer_types"] = [rng.choice(["full_attention", "sliding_attention"])
                                   for _ in range(layers)]
-        if maybe(rng, 0.1):
+        if fam == "qwen3":
+            bias = rng.choice([None, True, False])  # q, k, v and o
+            if bias is not None:
+                cfg["attention_bias"] = bias
+            if maybe(rng, 0.1):
+                cfg["mlp_bias"] = True  # Qwen3's MLP ignores it
+        elif maybe(rng, 0.1):
             cfg["attention_bias"] = rng.choice([True, False])  # Qwen2 ignores it
         window_desc = f" use_sw={use} sw={cfg.get('sliding_window', 'absent')}" \
                       f" mwl={cfg.get('max_window_layers', 'absent')}" \
                       f"{' lt' if 'layer_types' in cfg else ''}"
+    elif fam == "phi3":
+        w = draw_window(rng, cfg, length, ["absent", "null", "short", "long"])  # every layer
+        window_desc = f" sw={cfg.get('sliding_window', 'absent')}"
     else:
         w = draw_window(rng, cfg, length, ["absent", "null", "short", "short", "short", "long"])
         if maybe(rng, 0.15):
@@ -385,6 +459,8 @@ def draw_case(seed, index, family=None):
     out_of_range = maybe(rng, 0.04)
     for key in ("bos_token_id", "pad_token_id"):
         form = rng.choice(["absent", "null", "int"])
+        if fam == "phi3" and key == "pad_token_id" and form == "absent":
+            form = "int"  # Phi3Config's 32000 would be the embedding's padding_idx, past the vocabulary
         if form == "null":
             cfg[key] = None
         elif form == "int":

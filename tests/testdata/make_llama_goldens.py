@@ -2,7 +2,7 @@
 """Builds small random decoder-only checkpoints and what transformers computes with them.
 
 The reference is Hugging Face transformers (LlamaForCausalLM,
-Qwen2ForCausalLM, MistralForCausalLM) with attn_implementation="eager", in
+Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM) with attn_implementation="eager", in
 fp32, in eval mode. Running
 
     /tmp/tp-ref/bin/python tests/testdata/make_llama_goldens.py --out tests/testdata/llama
@@ -26,6 +26,16 @@ checkpoint with config.json, the weights and golden.safetensors:
                   use_sliding_window with a window of 6 on the layers from
                   max_window_layers (1) on (layer_types left for the loader to
                   derive), eos_token_id a list.
+  qwen3/          qwen3: q/k/v/o biases (attention_bias), per-head q and k
+                  norms, head_dim absent from config.json (Qwen3Config's 128,
+                  wider than hidden_size / heads), untied head, a sliding
+                  window of 5 on the second layer (layer_types), weights
+                  stored in bf16.
+  phi3/           phi3: fused qkv_proj and gate_up_proj, partial rotary
+                  (0.75 of a 16-wide head), rope_scaling {"type": "longrope"}
+                  with a top-level original_max_position_embeddings
+                  16 under a batch of 20 positions (the long factors apply),
+                  tied embeddings.
   mistral/        mistral: one key/value head, explicit head_dim, a sliding
                   window of 5 on every layer (shorter than the batch), the
                   default rope type with rope_theta 1e6.
@@ -46,7 +56,7 @@ golden.safetensors (fp32 / int64; metadata: num_parameters, gen_steps):
       best logit over the generated steps (how robust the token check is).
 
 The script checks its own premises: the sliding window changes the outputs
-in eager attention (mistral, qwen2), the dynamic rope changes them past
+in eager attention (mistral, qwen2, qwen3), the dynamic rope changes them past
 max_position_embeddings, and the bf16/f16 stored weights round-trip.
 
 With --qwen2_05b_shaped DIR it instead writes a random checkpoint of
@@ -76,10 +86,17 @@ from transformers import (
     MistralForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 VOCAB = 384
 GEN_STEPS = 8
+# phi3's longrope factors: 6 = int(16 * 0.75) / 2 rotary frequencies.
+PHI3_SHORT = [1.0, 1.1, 1.3, 1.7, 2.2, 3.0]
+PHI3_LONG = [1.0, 1.9, 3.5, 6.0, 9.5, 14.0]
 
 SPECS = {
     "llama_gqa": dict(
@@ -188,6 +205,67 @@ SPECS = {
             set={
                 "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32},
                 "rope_theta": 1000000.0,
+            },
+        ),
+    ),
+    "qwen3": dict(
+        cls=(Qwen3Config, Qwen3ForCausalLM),
+        seed=16,
+        length=14,
+        stored=torch.bfloat16,
+        shards=1,
+        config=dict(
+            hidden_size=48,
+            intermediate_size=80,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            attention_bias=True,
+            tie_word_embeddings=False,
+            use_sliding_window=True,
+            sliding_window=5,
+            layer_types=["full_attention", "sliding_attention"],
+            rope_parameters=dict(rope_type="default", rope_theta=1000000.0),
+            eos_token_id=2,
+        ),
+        # head_dim left to Qwen3Config's default (128, not hidden / heads).
+        rewrite=dict(drop=("head_dim",), set={}),
+    ),
+    "phi3": dict(
+        cls=(Phi3Config, Phi3ForCausalLM),
+        seed=17,
+        length=20,
+        stored=torch.float32,
+        shards=1,
+        config=dict(
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            original_max_position_embeddings=16,
+            tie_word_embeddings=True,
+            rope_parameters=dict(
+                rope_type="longrope",
+                rope_theta=10000.0,
+                partial_rotary_factor=0.75,
+                short_factor=PHI3_SHORT,
+                long_factor=PHI3_LONG,
+            ),
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+        ),
+        # The form of Phi-3.5 and Phi-4-mini's files: rope_scaling with
+        # "type", partial_rotary_factor and rope_theta at the top level.
+        rewrite=dict(
+            drop=("rope_parameters",),
+            set={
+                "rope_scaling": {"type": "longrope", "short_factor": PHI3_SHORT, "long_factor": PHI3_LONG},
+                "partial_rotary_factor": 0.75,
+                "rope_theta": 10000.0,
             },
         ),
     ),
@@ -356,10 +434,10 @@ def build(name, spec, out_dir):
     golden["pos_hidden"] = pos_out.hidden_states[-1]
 
     # Premises: the window and the dynamic rope matter for these inputs.
-    if any(written.get(k) for k in ("sliding_window",)) and name in ("mistral", "qwen2"):
+    if any(written.get(k) for k in ("sliding_window",)) and name in ("mistral", "qwen2", "qwen3"):
         cfg2 = config_class.from_pretrained(folder)
         cfg2.sliding_window = None
-        if name == "qwen2":
+        if name in ("qwen2", "qwen3"):
             cfg2.layer_types = ["full_attention"] * cfg2.num_hidden_layers
         cfg2._attn_implementation = "eager"
         full = model_class(cfg2).eval()
@@ -367,6 +445,11 @@ def build(name, spec, out_dir):
         diff = (forward(full, input_ids=ids, attention_mask=mask).logits - out.logits).abs().max().item()
         log(f"{name}: logits without the sliding window differ by {diff:.4f}")
         assert diff > 1e-3, "the sliding window does not change the eager outputs"
+    if name == "phi3":
+        short = forward(ref, input_ids=ids[:, :16], attention_mask=mask[:, :16]).logits
+        diff = (short - out.logits[:, :16]).abs().max().item()
+        log(f"{name}: logits of the first 16 positions alone vs inside 20 differ by {diff:.4f}")
+        assert diff > 1e-3, "longrope did not switch to the long factors past 16 positions"
     if name == "llama_dynamic":
         short = forward(ref, input_ids=ids[:, :16], attention_mask=mask[:, :16]).logits
         diff = (short - out.logits[:, :16]).abs().max().item()

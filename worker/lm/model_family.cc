@@ -8,6 +8,7 @@
 #include "common/file_util.h"
 #include "common/json_util.h"
 #include "common/status_macros.h"
+#include "worker/model/llama_config.h"
 
 namespace mpt {
 
@@ -16,13 +17,11 @@ absl::StatusOr<ModelFamily> FamilyOfModelType(const std::string& model_type,
   if (model_type == "t5" || model_type == "mt5" || model_type == "umt5") {
     return ModelFamily::kEncoderDecoder;
   }
-  if (model_type == "llama" || model_type == "qwen2" || model_type == "mistral" ||
-      model_type == "ministral") {
-    return ModelFamily::kDecoderOnly;
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      where, ": model_type \"", model_type.substr(0, 64),
-      "\" is not supported (supported: t5, mt5, umt5, llama, qwen2, mistral, ministral)"));
+  if (IsLlamaFamilyModelType(model_type)) return ModelFamily::kDecoderOnly;
+  return absl::InvalidArgumentError(absl::StrCat(where, ": model_type \"",
+                                                 model_type.substr(0, 64),
+                                                 "\" is not supported (supported: t5, mt5, umt5, ",
+                                                 LlamaFamilyModelTypes(), ")"));
 }
 
 absl::StatusOr<ModelKind> ReadModelKind(const std::string& folder) {

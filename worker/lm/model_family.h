@@ -3,8 +3,8 @@
 // that preflight checks and tools can ask cheaply).
 //
 //   "t5", "mt5", "umt5"           kEncoderDecoder (worker/model/t5_model.h)
-//   "llama", "qwen2", "mistral",
-//   "ministral"                   kDecoderOnly (worker/model/llama_model.h)
+//   "llama", "qwen2", "qwen3",
+//   "mistral", "ministral", "phi3" kDecoderOnly (worker/model/llama_model.h)
 #ifndef MPT_WORKER_LM_MODEL_FAMILY_H_
 #define MPT_WORKER_LM_MODEL_FAMILY_H_
 

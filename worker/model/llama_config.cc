@@ -31,14 +31,25 @@ struct Family {
   int default_max_position_embeddings;
   // 0: num_attention_heads (LlamaConfig); else the class default.
   int default_num_key_value_heads;
+  double default_rms_norm_eps = 1e-6;
+  // Token ids when config.json does not have the field (-1: none).
+  int default_bos = 1;
+  int default_eos = 2;
+  int default_pad = -1;
 };
 
 constexpr Family kFamilies[] = {
     {"llama", "LlamaForCausalLM", 2048, 0},
-    {"qwen2", "Qwen2ForCausalLM", 32768, 32},
+    {"qwen2", "Qwen2ForCausalLM", 32768, 32, 1e-6, -1, -1},
+    // Qwen2's config fields, plus attention_bias, head_dim (class default
+    // 128) and per-head RMS norms of q and k.
+    {"qwen3", "Qwen3ForCausalLM", 32768, 32, 1e-6, -1, -1},
     {"mistral", "MistralForCausalLM", 4096 * 32, 8},
     // Mistral's weights and defaults; sliding windows per layer_types.
     {"ministral", "MinistralForCausalLM", 4096 * 32, 8},
+    // Fused qkv_proj and gate_up_proj, partial rotary embeddings, rope types
+    // default and longrope only.
+    {"phi3", "Phi3ForCausalLM", 4096, 0, 1e-5, 1, 32000, 32000},
 };
 
 std::string KnownModelTypes() {
@@ -70,22 +81,55 @@ absl::Status ParseRope(const FieldReader& top, absl::string_view source,
     break;
   }
 
+  const bool phi3 = config.model_type == "phi3";
   ASSIGN_OR_RETURN(std::optional<double> top_theta, top.Number("rope_theta"));
-  ASSIGN_OR_RETURN(std::optional<double> top_partial, top.Number("partial_rotary_factor"));
   config.rope_theta = top_theta.value_or(10000.0);
   if (top_theta.has_value() && !(*top_theta > 0)) {
     return top.Error("rope_theta", absl::StrCat("must be positive, got ", *top_theta));
   }
-  if (top_partial.has_value() && *top_partial != 1.0) {
-    return top.Error("partial_rotary_factor",
-                     absl::StrCat("is ", *top_partial,
-                                  "; only 1 (rotate the whole head) is supported for this "
-                                  "architecture"));
-  }
+  // The part of each head that rotates: the dict's partial_rotary_factor,
+  // else the top level's (Phi3Config's setdefault), times head_dim,
+  // truncated as Python's int(). Only phi3 applies it; the other classes'
+  // rotation needs the whole head.
+  auto apply_partial = [&](const FieldReader& where,
+                           std::optional<double> factor) -> absl::Status {
+    config.rotary_dim = config.head_dim;
+    if (!factor.has_value() || *factor == 1.0) {
+      if (config.head_dim % 2 == 0) return absl::OkStatus();
+      return top.Error("head_dim", absl::StrCat("must be even to rotate the whole head, got ",
+                                                config.head_dim));
+    }
+    if (!phi3) {
+      return where.Error("partial_rotary_factor",
+                         absl::StrCat("is ", *factor,
+                                      "; only 1 (rotate the whole head) is supported for this "
+                                      "architecture"));
+    }
+    if (!(*factor > 0 && *factor <= 1)) {
+      return where.Error("partial_rotary_factor",
+                         absl::StrCat("must be in (0, 1], got ", *factor));
+    }
+    const int rotary = static_cast<int>(config.head_dim * *factor);
+    if (rotary < 2 || rotary % 2 != 0) {
+      return where.Error("partial_rotary_factor",
+                         absl::StrCat("(", *factor, ") times head_dim (", config.head_dim,
+                                      ") gives ", rotary,
+                                      " rotary dimensions; a positive even number is needed"));
+    }
+    config.rotary_dim = rotary;
+    return absl::OkStatus();
+  };
+  ASSIGN_OR_RETURN(std::optional<double> top_partial, top.Number("partial_rotary_factor"));
   RopeScaling& rope = config.rope_scaling;
   rope = RopeScaling();
+  // Phi3Config always has a top-level original_max_position_embeddings
+  // (default 4096); the other classes fall back to max_position_embeddings.
   rope.original_max_position_embeddings = config.max_position_embeddings;
-  if (dict == nullptr) return absl::OkStatus();
+  if (phi3) {
+    ASSIGN_OR_RETURN(rope.original_max_position_embeddings,
+                     top.OptionalSize("original_max_position_embeddings", 4096));
+  }
+  if (dict == nullptr) return apply_partial(top, top_partial);
 
   FieldReader r(*dict, source, name + ".");
   for (const char* layer_type : {"full_attention", "sliding_attention"}) {
@@ -104,6 +148,14 @@ absl::Status ParseRope(const FieldReader& top, absl::string_view source,
     ASSIGN_OR_RETURN(std::optional<std::string> t, r.String("type"));
     type_name = *t;
     type_field = "type";
+  }
+  if (phi3 && (type_name == "su" || type_name == "yarn")) {
+    type_name = "longrope";  // Phi3Config's older names for it
+  }
+  if (phi3 && type_name != "default" && type_name != "longrope") {
+    return r.Error(type_field, absl::StrCat("is \"", type_name,
+                                            "\"; phi3 supports \"default\" and \"longrope\" "
+                                            "(also written \"su\" or \"yarn\")"));
   }
   if (type_name == "default") {
     rope.type = RopeType::kDefault;
@@ -130,19 +182,17 @@ absl::Status ParseRope(const FieldReader& top, absl::string_view source,
     config.rope_theta = *theta;
   }
   ASSIGN_OR_RETURN(std::optional<double> partial, r.Number("partial_rotary_factor"));
-  if (partial.has_value() && *partial != 1.0) {
-    return r.Error("partial_rotary_factor",
-                   absl::StrCat("is ", *partial,
-                                "; only 1 (rotate the whole head) is supported for this "
-                                "architecture"));
-  }
+  RETURN_IF_ERROR(partial.has_value() ? apply_partial(r, partial)
+                                      : apply_partial(top, top_partial));
 
   const bool needs_original = rope.type == RopeType::kLlama3 || rope.type == RopeType::kYarn ||
                               rope.type == RopeType::kLongrope;
   if (needs_original) {
     // A top-level original_max_position_embeddings wins (transformers'
     // standardisation), then the dict's, then max_position_embeddings.
-    if (top.Get("original_max_position_embeddings") != nullptr) {
+    if (phi3) {
+      // set above
+    } else if (top.Get("original_max_position_embeddings") != nullptr) {
       ASSIGN_OR_RETURN(rope.original_max_position_embeddings,
                        top.RequiredSize("original_max_position_embeddings"));
     } else {
@@ -230,17 +280,19 @@ absl::Status ParseRope(const FieldReader& top, absl::string_view source,
       // original_max_position_embeddings (transformers' default).
       ASSIGN_OR_RETURN(std::optional<double> factor, r.Number("factor"));
       RETURN_IF_ERROR(factor_and_attention_factor(factor));
-      const size_t half = static_cast<size_t>(config.head_dim / 2);
+      const size_t half = static_cast<size_t>(config.rotary_dim / 2);
+      const char* half_name =
+          config.rotary_dim == config.head_dim ? "head_dim / 2" : "the rotary dimensions / 2";
       for (const char* key : {"short_factor", "long_factor"}) {
         const Json* list = r.Get(key);
         if (list == nullptr || !list->is_array()) {
           return r.Error(key, absl::StrCat(list == nullptr ? "is missing" : "must be a list",
-                                           " (rope type \"longrope\" needs head_dim / 2 = ",
+                                           " (rope type \"longrope\" needs ", half_name, " = ",
                                            half, " numbers)"));
         }
         if (list->size() != half) {
-          return r.Error(key, absl::StrCat("has ", list->size(), " numbers; head_dim / 2 = ", half,
-                                           " are needed"));
+          return r.Error(key, absl::StrCat("has ", list->size(), " numbers; ", half_name, " = ",
+                                           half, " are needed"));
         }
         std::vector<double>& out =
             std::string(key) == "short_factor" ? rope.short_factor : rope.long_factor;
@@ -363,6 +415,8 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
   }
   if (reader.Get("head_dim") != nullptr) {
     ASSIGN_OR_RETURN(config.head_dim, reader.RequiredSize("head_dim"));
+  } else if (config.model_type == "qwen3") {
+    config.head_dim = 128;  // Qwen3Config's default, whatever hidden_size is
   } else {
     if (config.hidden_size % config.num_attention_heads != 0) {
       return reader.Error("num_attention_heads",
@@ -372,14 +426,16 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
     }
     config.head_dim = config.hidden_size / config.num_attention_heads;
   }
-  if (config.head_dim % 2 != 0) {
+  // phi3 rotates part of a head: ParseRope checks that part.
+  if (config.head_dim % 2 != 0 && config.model_type != "phi3") {
     return reader.Error("head_dim", absl::StrCat("must be even for rotary embeddings, got ",
                                                  config.head_dim));
   }
   ASSIGN_OR_RETURN(config.max_position_embeddings,
                    reader.OptionalSize("max_position_embeddings",
                                        family->default_max_position_embeddings));
-  ASSIGN_OR_RETURN(config.rms_norm_eps, reader.PositiveNumber("rms_norm_eps", 1e-6));
+  ASSIGN_OR_RETURN(config.rms_norm_eps,
+                   reader.PositiveNumber("rms_norm_eps", family->default_rms_norm_eps));
 
   RETURN_IF_ERROR(ParseRope(reader, source, config));
 
@@ -401,6 +457,11 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
     config.qkv_bias = true;
     config.o_bias = false;
     config.mlp_bias = false;
+  } else if (config.model_type == "qwen3") {
+    ASSIGN_OR_RETURN(std::optional<bool> attention_bias, reader.Bool("attention_bias"));
+    config.qkv_bias = config.o_bias = attention_bias.value_or(false);
+    config.mlp_bias = false;
+    config.qk_norm = true;
   }
 
   // Sliding windows.
@@ -444,7 +505,12 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
     // Without the list MinistralConfig slides on every layer, as Mistral.
     ASSIGN_OR_RETURN(bool listed, apply_layer_types(window));
     if (!listed) config.layer_sliding_window.assign(config.num_hidden_layers, window);
-  } else if (config.model_type == "qwen2") {
+  } else if (config.model_type == "phi3") {
+    // Phi3Config: sliding_window defaults to null; when set, every layer
+    // slides (Phi3Model has no per-layer types).
+    ASSIGN_OR_RETURN(int window, reader.OptionalSize("sliding_window", 0));
+    config.layer_sliding_window.assign(config.num_hidden_layers, window);
+  } else if (config.model_type == "qwen2" || config.model_type == "qwen3") {
     ASSIGN_OR_RETURN(std::optional<bool> use, reader.Bool("use_sliding_window"));
     int window = 4096;
     if (reader.Present("sliding_window")) {
@@ -469,23 +535,34 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
   ASSIGN_OR_RETURN(std::optional<bool> tie, reader.Bool("tie_word_embeddings"));
   config.tie_word_embeddings = tie.value_or(false);
 
-  // Token ids: the class defaults (llama and mistral: bos 1, eos 2; qwen2:
-  // none) when absent; null means none.
-  const bool default_ids = config.model_type != "qwen2";
-  if (reader.Present("bos_token_id")) {
-    if (const Json* v = reader.Get("bos_token_id")) {
-      ASSIGN_OR_RETURN(config.bos_token_id, reader.TokenId("bos_token_id", *v));
-    }
-  } else if (default_ids) {
-    config.bos_token_id = 1;
-  }
+  // Token ids: the class defaults (the Family table) when absent; null
+  // means none. A class default outside the vocabulary (phi3's 32000 in a
+  // smaller one) can never occur, so it is dropped rather than refused,
+  // whether absent or written out: save_pretrained writes the defaults into
+  // every config.json it saves.
+  auto in_vocab = [&](int id) -> std::optional<int> {
+    if (id < 0 || id >= config.vocab_size) return std::nullopt;
+    return id;
+  };
+  auto single_id = [&](absl::string_view name,
+                       int class_default) -> absl::StatusOr<std::optional<int>> {
+    if (!reader.Present(name)) return in_vocab(class_default);
+    const Json* v = reader.Get(name);
+    if (v == nullptr) return std::nullopt;
+    ASSIGN_OR_RETURN(std::optional<int> id, reader.TokenId(name, *v));
+    if (id == class_default) return in_vocab(class_default);
+    return id;
+  };
+  ASSIGN_OR_RETURN(config.bos_token_id, single_id("bos_token_id", family->default_bos));
+  ASSIGN_OR_RETURN(config.pad_token_id, single_id("pad_token_id", family->default_pad));
   if (reader.Present("eos_token_id")) {
     RETURN_IF_ERROR(ParseEos(reader, reader.Get("eos_token_id"), config));
-  } else if (default_ids) {
-    config.eos_token_ids = {2};
-  }
-  if (const Json* v = reader.Get("pad_token_id")) {
-    ASSIGN_OR_RETURN(config.pad_token_id, reader.TokenId("pad_token_id", *v));
+    const std::vector<int> default_only = {family->default_eos};
+    if (config.eos_token_ids == default_only && !in_vocab(family->default_eos)) {
+      config.eos_token_ids.clear();
+    }
+  } else if (std::optional<int> eos = in_vocab(family->default_eos)) {
+    config.eos_token_ids = {*eos};
   }
   auto check_id = [&](absl::string_view name, int id) -> absl::Status {
     if (id >= config.vocab_size) {
@@ -517,15 +594,25 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJsonFile(const std::string& path) {
   return FromJson(text, path);
 }
 
+bool IsLlamaFamilyModelType(absl::string_view model_type) {
+  for (const Family& f : kFamilies) {
+    if (model_type == f.model_type) return true;
+  }
+  return false;
+}
+
+std::string LlamaFamilyModelTypes() {
+  std::vector<absl::string_view> names;
+  for (const Family& f : kFamilies) names.push_back(f.model_type);
+  return absl::StrJoin(names, ", ");
+}
+
 bool IsLlamaFamilyConfig(absl::string_view json_text) {
   absl::StatusOr<Json> root = ParseJson(json_text, "config.json");
   if (!root.ok() || !root->is_object()) return false;
   auto it = root->find("model_type");
-  if (it == root->end() || !it->is_string()) return false;
-  for (const Family& f : kFamilies) {
-    if (it->get<std::string>() == f.model_type) return true;
-  }
-  return false;
+  return it != root->end() && it->is_string() &&
+         IsLlamaFamilyModelType(it->get<std::string>());
 }
 
 }  // namespace mpt

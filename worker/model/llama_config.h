@@ -1,8 +1,10 @@
 // The architecture settings of a Hugging Face decoder-only checkpoint of the
 // Llama family (config.json): model_type "llama" (LlamaForCausalLM), "qwen2"
-// (Qwen2ForCausalLM) and "mistral" (MistralForCausalLM).
+// (Qwen2ForCausalLM), "qwen3" (Qwen3ForCausalLM), "mistral"
+// (MistralForCausalLM) and "phi3" (Phi3ForCausalLM: Phi-3, Phi-3.5 and
+// Phi-4-mini).
 //
-// The three share one architecture: RMS norm before attention and MLP, rotary
+// They share one architecture: RMS norm before attention and MLP, rotary
 // position embeddings (transformers' rotate_half convention), grouped-query
 // attention, a SwiGLU MLP (act(gate) * up -> down), a final RMS norm and an LM
 // head that may be tied to the word embedding. They differ in what
@@ -13,6 +15,18 @@
 //    never do; a sliding window only when use_sliding_window is true, and
 //    then only on the layers layer_types marks "sliding_attention" (when
 //    absent: the layers from max_window_layers on).
+//  - qwen3: qwen2's sliding-window and token-id rules; attention_bias (q, k,
+//    v and o projections, default false), no MLP bias; head_dim defaults to
+//    128 (not hidden_size / num_attention_heads); q and k each pass through
+//    an RMS norm over head_dim (self_attn.q_norm / k_norm) before the
+//    rotation.
+//  - phi3: no biases; q, k and v stored as one qkv_proj and the MLP's gate
+//    and up as one gate_up_proj; partial_rotary_factor (in the rope dict,
+//    else at the top level) rotates only the first int(head_dim * factor)
+//    dimensions of each head; rope type "default" or "longrope" ("su" and
+//    "yarn" are older names for it), with original_max_position_embeddings
+//    at the top level (default 4096); sliding_window (default null) on
+//    every layer; rms_norm_eps defaults to 1e-5, bos 1, eos and pad 32000.
 //  - mistral: no biases; sliding_window (when not null) on every layer, or,
 //    when config.json has layer_types, only on the layers it marks
 //    "sliding_attention": transformers' Auto classes load such a file as
@@ -23,7 +37,7 @@
 // rope_scaling), and the scaling dict from "rope_scaling" (older files) or
 // "rope_parameters" (transformers 5), with its type under "rope_type" or
 // "type": "default", "linear", "dynamic", "llama3", "yarn" or "longrope".
-// Other types and partial_rotary_factor != 1 are refused.
+// Other types, and partial_rotary_factor != 1 outside phi3, are refused.
 // Fields the architecture does not read (initializer_range, use_cache,
 // attention_dropout, pretraining_tp, ...) are ignored.
 //
@@ -78,16 +92,17 @@ struct RopeScaling {
 };
 
 struct LlamaConfig {
-  std::string model_type;  // "llama", "qwen2" or "mistral"
+  std::string model_type;  // "llama", "qwen2", "qwen3", "mistral", "ministral" or "phi3"
   int vocab_size = 0;               // required
   int hidden_size = 0;              // required
   int intermediate_size = 0;        // required
   int num_hidden_layers = 0;        // required
   int num_attention_heads = 0;      // required
   int num_key_value_heads = 0;      // default num_attention_heads; divides it
-  int head_dim = 0;                 // default hidden_size / num_attention_heads
-  int max_position_embeddings = 0;  // default 2048 llama, 32768 qwen2, 131072 mistral
-  double rms_norm_eps = 1e-6;
+  int head_dim = 0;                 // default hidden_size / num_attention_heads (qwen3: 128)
+  int rotary_dim = 0;               // the rotated part of a head: head_dim, or less (phi3)
+  int max_position_embeddings = 0;  // default 2048 llama, 32768 qwen2/3, 131072 mistral, 4096 phi3
+  double rms_norm_eps = 1e-6;       // phi3: 1e-5
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
 
@@ -98,12 +113,14 @@ struct LlamaConfig {
   bool qkv_bias = false;
   bool o_bias = false;
   bool mlp_bias = false;
+  // qwen3: RMS norms over head_dim on q and k, before the rotation.
+  bool qk_norm = false;
 
   // Per layer: 0 = full causal attention, W > 0 = a key at sequence index j
   // is seen by the query at index i only when i - W < j <= i.
   std::vector<int> layer_sliding_window;
 
-  // Default false for all three families; when false the checkpoint must
+  // Default false for every family; when false the checkpoint must
   // hold lm_head.weight.
   bool tie_word_embeddings = false;
 
@@ -117,19 +134,22 @@ struct LlamaConfig {
   std::string torch_dtype;
 
   int q_dim() const { return num_attention_heads * head_dim; }
+  // Whether q/k/v and gate/up are stored as one tensor each (phi3).
+  bool fused_projections() const { return model_type == "phi3"; }
   int kv_dim() const { return num_key_value_heads * head_dim; }
 
   // Parses config.json text. INVALID_ARGUMENT, with a message that starts
   // with `source` and names the field, for: malformed JSON, a top level that
-  // is not an object, a model_type other than "llama", "qwen2" or "mistral"
+  // is not an object, a model_type other than those above
   // (or missing), an architectures entry that does not belong to it, a
   // missing or non-positive size, num_attention_heads not a multiple of
   // num_key_value_heads, an odd head_dim, an unknown hidden_act, an
   // unsupported rope type (rope_scaling.rope_type / rope_scaling.type),
   // a missing or bad rope parameter (e.g. rope_scaling.factor),
-  // partial_rotary_factor other than 1, a bad layer_types entry, a token id
-  // that is negative or outside the vocabulary, an unknown torch_dtype, or
-  // a field of the wrong JSON type.
+  // partial_rotary_factor other than 1 (phi3: outside (0, 1] or giving an
+  // odd rotary width), a bad layer_types entry, a token id that is negative
+  // or outside the vocabulary, an unknown torch_dtype, or a field of the
+  // wrong JSON type.
   static absl::StatusOr<LlamaConfig> FromJson(absl::string_view json_text,
                                               absl::string_view source = "config.json");
 
@@ -137,6 +157,12 @@ struct LlamaConfig {
   // it cannot be read, otherwise as FromJson with the path as `source`.
   static absl::StatusOr<LlamaConfig> FromJsonFile(const std::string& path);
 };
+
+// Whether `model_type` is one of the decoder-only families above.
+bool IsLlamaFamilyModelType(absl::string_view model_type);
+
+// Those model_types, comma-separated ("llama, qwen2, ...").
+std::string LlamaFamilyModelTypes();
 
 // True when config.json text names one of the decoder-only families above
 // (its model_type), so that a loader can choose between T5Model and

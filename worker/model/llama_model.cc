@@ -29,6 +29,8 @@ struct LayerWeights {
   at::Tensor qkv_bias;    // [(H + 2 KV) * hd] or undefined
   at::Tensor o;           // [d, H * hd]
   at::Tensor o_bias;      // [d] or undefined
+  at::Tensor q_norm;      // [hd] or undefined (qwen3)
+  at::Tensor k_norm;      // [hd] or undefined (qwen3)
   at::Tensor post_norm;   // [d]
   at::Tensor gate_up;     // [2 * I, d]: gate, up stacked
   at::Tensor gate_up_bias;  // [2 * I] or undefined
@@ -52,6 +54,16 @@ at::Tensor RotateHalf(const at::Tensor& x) {
 at::Tensor BasePowers(const at::Tensor& base, int64_t dim) {
   at::Tensor exponents = at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(dim);
   return at::pow(base, exponents);
+}
+
+// x * cos + rotate_half(x) * sin over the first cos.size(-1) dimensions of
+// x's last one; the rest (phi3's partial rotary) passes unchanged.
+at::Tensor Rotate(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const int64_t rotary = cos.size(-1);
+  if (rotary == x.size(-1)) return x * cos + RotateHalf(x) * sin;
+  at::Tensor part = x.narrow(-1, 0, rotary);
+  return at::cat({part * cos + RotateHalf(part) * sin, x.narrow(-1, rotary, x.size(-1) - rotary)},
+                 -1);
 }
 
 // transformers' 1 / base^(arange(0, dim, 2) / dim) in fp32, on the CPU.
@@ -117,25 +129,35 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
       ASSIGN_OR_RETURN(l.input_norm, loader.Get(p + "input_layernorm.weight", {d}));
       ASSIGN_OR_RETURN(l.post_norm, loader.Get(p + "post_attention_layernorm.weight", {d}));
       const std::string a = p + "self_attn.";
-      ASSIGN_OR_RETURN(at::Tensor q, loader.Get(a + "q_proj.weight", {q_dim, d}));
-      ASSIGN_OR_RETURN(at::Tensor k, loader.Get(a + "k_proj.weight", {kv_dim, d}));
-      ASSIGN_OR_RETURN(at::Tensor v, loader.Get(a + "v_proj.weight", {kv_dim, d}));
-      l.qkv = at::cat({q, k, v}, 0);
+      const std::string m = p + "mlp.";
+      if (config.fused_projections()) {
+        // phi3: stored stacked as the model keeps them.
+        ASSIGN_OR_RETURN(l.qkv, loader.Get(a + "qkv_proj.weight", {q_dim + 2 * kv_dim, d}));
+        ASSIGN_OR_RETURN(l.gate_up, loader.Get(m + "gate_up_proj.weight", {2 * inter, d}));
+      } else {
+        ASSIGN_OR_RETURN(at::Tensor q, loader.Get(a + "q_proj.weight", {q_dim, d}));
+        ASSIGN_OR_RETURN(at::Tensor k, loader.Get(a + "k_proj.weight", {kv_dim, d}));
+        ASSIGN_OR_RETURN(at::Tensor v, loader.Get(a + "v_proj.weight", {kv_dim, d}));
+        l.qkv = at::cat({q, k, v}, 0);
+        ASSIGN_OR_RETURN(at::Tensor gate, loader.Get(m + "gate_proj.weight", {inter, d}));
+        ASSIGN_OR_RETURN(at::Tensor up, loader.Get(m + "up_proj.weight", {inter, d}));
+        l.gate_up = at::cat({gate, up}, 0);
+      }
       if (config.qkv_bias) {
         ASSIGN_OR_RETURN(at::Tensor qb, loader.Get(a + "q_proj.bias", {q_dim}));
         ASSIGN_OR_RETURN(at::Tensor kb, loader.Get(a + "k_proj.bias", {kv_dim}));
         ASSIGN_OR_RETURN(at::Tensor vb, loader.Get(a + "v_proj.bias", {kv_dim}));
         l.qkv_bias = at::cat({qb, kb, vb}, 0);
       }
+      if (config.qk_norm) {
+        ASSIGN_OR_RETURN(l.q_norm, loader.Get(a + "q_norm.weight", {config.head_dim}));
+        ASSIGN_OR_RETURN(l.k_norm, loader.Get(a + "k_norm.weight", {config.head_dim}));
+      }
       ASSIGN_OR_RETURN(l.o, loader.Get(a + "o_proj.weight", {d, q_dim}));
       if (config.o_bias) {
         ASSIGN_OR_RETURN(l.o_bias, loader.Get(a + "o_proj.bias", {d}));
       }
-      const std::string m = p + "mlp.";
-      ASSIGN_OR_RETURN(at::Tensor gate, loader.Get(m + "gate_proj.weight", {inter, d}));
-      ASSIGN_OR_RETURN(at::Tensor up, loader.Get(m + "up_proj.weight", {inter, d}));
       ASSIGN_OR_RETURN(l.down, loader.Get(m + "down_proj.weight", {d, inter}));
-      l.gate_up = at::cat({gate, up}, 0);
       if (config.mlp_bias) {
         ASSIGN_OR_RETURN(at::Tensor gb, loader.Get(m + "gate_proj.bias", {inter}));
         ASSIGN_OR_RETURN(at::Tensor ub, loader.Get(m + "up_proj.bias", {inter}));
@@ -150,7 +172,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
     // Rotary frequencies at load time, as transformers' rope init functions
     // compute them (fp32 tensor arithmetic where they use tensors).
     const RopeScaling& rope = config.rope_scaling;
-    const int64_t dim = config.head_dim;
+    const int64_t dim = config.rotary_dim;
     at::Tensor inv_freq = BaseInvFreq(ScalarFloat(config.rope_theta), dim);
     switch (rope.type) {
       case RopeType::kDefault:
@@ -250,8 +272,8 @@ std::vector<at::Tensor> LlamaModel::Parameters() const {
   std::vector<at::Tensor> out = {w.embed, w.final_norm};
   if (!w.lm_head.is_same(w.embed)) out.push_back(w.lm_head);
   for (const LayerWeights& l : w.layers) {
-    for (const at::Tensor* t : {&l.input_norm, &l.qkv, &l.qkv_bias, &l.o, &l.o_bias,
-                                &l.post_norm, &l.gate_up, &l.gate_up_bias, &l.down,
+    for (const at::Tensor* t : {&l.input_norm, &l.qkv, &l.qkv_bias, &l.q_norm, &l.k_norm,
+                                &l.o, &l.o_bias, &l.post_norm, &l.gate_up, &l.gate_up_bias, &l.down,
                                 &l.down_bias}) {
       if (t->defined()) out.push_back(*t);
     }
@@ -283,7 +305,7 @@ std::pair<at::Tensor, at::Tensor> LlamaModel::Rotary(const at::Tensor& positions
     // max_position_embeddings the base grows (fp32 tensor arithmetic).
     const int64_t seq_len = positions.max().item<int64_t>() + 1;
     if (seq_len > config_.max_position_embeddings) {
-      const int64_t dim = config_.head_dim;
+      const int64_t dim = config_.rotary_dim;
       at::Tensor ratio = ScalarFloat(rope.factor) * at::scalar_tensor(seq_len, at::kLong) /
                          static_cast<double>(config_.max_position_embeddings);
       at::Tensor base = ScalarFloat(config_.rope_theta) *
@@ -406,8 +428,12 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& step_embeds, const at::Tenso
     at::Tensor q = SplitHeads(qkv.narrow(-1, 0, q_dim), heads, hd);
     at::Tensor k = SplitHeads(qkv.narrow(-1, q_dim, kv_dim), kv_heads, hd);
     at::Tensor v = SplitHeads(qkv.narrow(-1, q_dim + kv_dim, kv_dim), kv_heads, hd);
-    q = q * cos + RotateHalf(q) * sin;
-    k = k * cos + RotateHalf(k) * sin;
+    if (l.q_norm.defined()) {  // per head, over hd: the same on [B, H, T, hd] as on [B, T, H, hd]
+      q = Norm(q, l.q_norm);
+      k = Norm(k, l.k_norm);
+    }
+    q = Rotate(q, cos, sin);
+    k = Rotate(k, cos, sin);
     if (state->keys[i].defined()) {
       k = at::cat({state->keys[i], k}, 2);
       v = at::cat({state->values[i], v}, 2);

@@ -42,7 +42,9 @@
 // transformers' memory of earlier calls; so a KV-cached decode past
 // max_position_embeddings rotates earlier keys with the frequencies of their
 // own step (as transformers' cached generate does) and then differs from one
-// Hidden() over the whole sequence. Below that length both agree.
+// Hidden() over the whole sequence. Below that length both agree. Longrope
+// does the same at original_max_position_embeddings, where each call picks
+// the short or the long factors from its own largest position.
 //
 // Weights are loaded once, converted to the requested dtype and device and
 // never require gradients. Inputs that require gradients (a soft prompt) get

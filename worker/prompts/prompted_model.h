@@ -4,7 +4,7 @@
 // Implementations (worker/lm/):
 //   T5PromptedModel      an encoder-decoder (T5, mT5, UMT5): PEFT's
 //                        SEQ_2_SEQ_LM layout (prompt_inputs.h)
-//   CausalPromptedModel  a decoder-only model (Llama, Qwen2, Mistral):
+//   CausalPromptedModel  a decoder-only model (Llama, Qwen2/3, Mistral, Phi-3):
 //                        PEFT's CAUSAL_LM layout
 // and worker/lm/base_model_loader.h loads the one a folder's config.json
 // names.

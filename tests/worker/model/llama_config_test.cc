@@ -1,5 +1,5 @@
 // LlamaConfig reads config.json the way transformers' LlamaConfig,
-// Qwen2Config and MistralConfig do (defaults per family, both rope forms) and
+// Qwen2Config, Qwen3Config and MistralConfig do (defaults per family, both rope forms) and
 // refuses what it cannot honour with an error naming the file and the field.
 #include "worker/model/llama_config.h"
 
@@ -62,6 +62,64 @@ TEST(LlamaConfigTest, FamilyDefaults) {
   EXPECT_FALSE(qwen2.bos_token_id.has_value());
   EXPECT_TRUE(qwen2.eos_token_ids.empty());
   EXPECT_EQ(qwen2.layer_sliding_window, (std::vector<int>{0, 0, 0}));  // use_sliding_window off
+
+  // Qwen3Config: head_dim 128 whatever the hidden size, attention_bias on
+  // all four projections (default off), q/k norms, Qwen2's other defaults.
+  LlamaConfig qwen3 = Parse(Config("qwen3", R"("num_key_value_heads": 2)"));
+  EXPECT_EQ(qwen3.head_dim, 128);
+  EXPECT_EQ(qwen3.q_dim(), 512);
+  EXPECT_EQ(qwen3.kv_dim(), 256);
+  EXPECT_TRUE(qwen3.qk_norm);
+  EXPECT_FALSE(qwen3.qkv_bias);
+  EXPECT_FALSE(qwen3.o_bias);
+  EXPECT_FALSE(qwen3.mlp_bias);
+  EXPECT_EQ(qwen3.max_position_embeddings, 32768);
+  EXPECT_FALSE(qwen3.bos_token_id.has_value());
+  EXPECT_TRUE(qwen3.eos_token_ids.empty());
+  EXPECT_EQ(qwen3.layer_sliding_window, (std::vector<int>{0, 0, 0}));
+  EXPECT_EQ(Parse(R"({"model_type": "qwen3", "vocab_size": 100, "hidden_size": 64,
+      "intermediate_size": 96, "num_hidden_layers": 1, "num_attention_heads": 64})")
+                .num_key_value_heads,
+            32);
+  LlamaConfig biased = Parse(Config(
+      "qwen3", R"("num_key_value_heads": 2, "attention_bias": true, "head_dim": 16,
+      "use_sliding_window": true, "sliding_window": 7, "max_window_layers": 1)"));
+  EXPECT_TRUE(biased.qkv_bias);
+  EXPECT_TRUE(biased.o_bias);
+  EXPECT_FALSE(biased.mlp_bias);  // Qwen3's MLP has no bias, whatever mlp_bias says
+  EXPECT_EQ(biased.head_dim, 16);
+  EXPECT_EQ(biased.layer_sliding_window, (std::vector<int>{0, 7, 7}));
+  EXPECT_FALSE(Parse(Config("llama")).qk_norm);
+  EXPECT_TRUE(IsLlamaFamilyModelType("qwen3"));
+  EXPECT_FALSE(IsLlamaFamilyModelType("qwen3_moe"));
+
+  // Phi3Config: rms_norm_eps 1e-5, 4096 positions, bos 1, eos and pad 32000
+  // (dropped here: outside this vocabulary), no window unless told.
+  LlamaConfig phi3 = Parse(Config("phi3"));
+  EXPECT_EQ(phi3.rms_norm_eps, 1e-5);
+  EXPECT_EQ(phi3.max_position_embeddings, 4096);
+  EXPECT_EQ(phi3.num_key_value_heads, 4);
+  EXPECT_EQ(phi3.rotary_dim, 16);
+  EXPECT_TRUE(phi3.fused_projections());
+  EXPECT_FALSE(phi3.qkv_bias);
+  EXPECT_EQ(phi3.bos_token_id, 1);
+  EXPECT_TRUE(phi3.eos_token_ids.empty());
+  EXPECT_FALSE(phi3.pad_token_id.has_value());
+  EXPECT_EQ(phi3.layer_sliding_window, (std::vector<int>{0, 0, 0}));
+  LlamaConfig phi3_vocab = Parse(R"({"model_type": "phi3", "vocab_size": 32064, "hidden_size": 64,
+      "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+      "sliding_window": 2047})");
+  EXPECT_EQ(phi3_vocab.eos_token_ids, std::vector<int>{32000});
+  EXPECT_EQ(phi3_vocab.pad_token_id, 32000);
+  EXPECT_EQ(phi3_vocab.layer_sliding_window, (std::vector<int>{2047, 2047}));
+  EXPECT_FALSE(Parse(Config("llama")).fused_projections());
+  // The same defaults written out, as save_pretrained writes them: dropped
+  // too; other ids outside the vocabulary are still refused.
+  LlamaConfig saved = Parse(Config("phi3", R"("eos_token_id": 32000, "pad_token_id": 32000)"));
+  EXPECT_TRUE(saved.eos_token_ids.empty());
+  EXPECT_FALSE(saved.pad_token_id.has_value());
+  EXPECT_THAT(Error(Config("phi3", R"("eos_token_id": 32001)")),
+              HasSubstr("'eos_token_id' is 32001, outside the vocabulary"));
 
   // MistralConfig: 8 key/value heads and a 4096 window unless told.
   LlamaConfig m = Parse(R"({"model_type": "mistral", "vocab_size": 100, "hidden_size": 64,
@@ -244,6 +302,39 @@ TEST(LlamaConfigTest, RefusesWhatItCannotHonour) {
               HasSubstr("'hidden_size' is missing"));
   EXPECT_THAT(Error(Config("llama", R"("attention_bias": "yes")")),
               HasSubstr("'attention_bias' must be a boolean"));
+  // phi3: only default and longrope, a partial rotation of an even width.
+  EXPECT_THAT(Error(Config("phi3", R"("rope_scaling": {"type": "linear", "factor": 2})")),
+              AllOf(HasSubstr("'rope_scaling.type'"), HasSubstr("\"longrope\"")));
+  EXPECT_THAT(Error(Config("phi3", R"("partial_rotary_factor": 0.35)")),  // 5.6 -> 5
+              AllOf(HasSubstr("'partial_rotary_factor'"), HasSubstr("gives 5")));
+  EXPECT_THAT(Error(Config("phi3", R"("partial_rotary_factor": 0.05)")),  // 0.8 -> 0
+              HasSubstr("'partial_rotary_factor'"));
+  EXPECT_THAT(Error(Config("phi3", R"("partial_rotary_factor": 1.5)")),
+              HasSubstr("must be in (0, 1]"));
+  EXPECT_THAT(Error(Config("phi3", R"("head_dim": 15)")), HasSubstr("'head_dim' must be even"));
+  EXPECT_THAT(Error(Config("phi3", R"("partial_rotary_factor": 0.5, "rope_scaling":
+      {"type": "longrope", "short_factor": [1, 1, 1, 1, 1, 1, 1, 1], "long_factor": [1]})")),
+              AllOf(HasSubstr("'rope_scaling.short_factor' has 8 numbers"),
+                    HasSubstr("the rotary dimensions / 2 = 4")));
+}
+
+// phi3's partial rotation: the dict's factor wins over the top level's,
+// int() truncation, odd head widths allowed when the rotated part is even,
+// longrope's factors sized by the rotated part and its pre-training length
+// from the top level (default 4096).
+TEST(LlamaConfigTest, Phi3Rotary) {
+  LlamaConfig c = Parse(Config("phi3", R"("partial_rotary_factor": 0.5,
+      "rope_parameters": {"rope_type": "default", "partial_rotary_factor": 0.75})"));
+  EXPECT_EQ(c.rotary_dim, 12);
+  c = Parse(Config("phi3", R"("head_dim": 15, "partial_rotary_factor": 0.7)"));  // 10.5 -> 10
+  EXPECT_EQ(c.rotary_dim, 10);
+  c = Parse(Config("phi3", R"("partial_rotary_factor": 0.5, "max_position_embeddings": 8192,
+      "rope_scaling": {"type": "su", "short_factor": [1, 1, 1, 1], "long_factor": [2, 2, 2, 2]})"));
+  EXPECT_EQ(c.rotary_dim, 8);
+  EXPECT_EQ(c.rope_scaling.type, RopeType::kLongrope);
+  EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 4096);
+  EXPECT_EQ(c.rope_scaling.factor, 2.0);
+  EXPECT_EQ(c.rope_scaling.long_factor, (std::vector<double>{2, 2, 2, 2}));
 }
 
 TEST(LlamaConfigTest, TokenIdsAndDtype) {

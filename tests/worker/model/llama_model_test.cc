@@ -182,8 +182,11 @@ TEST_P(LlamaGoldenTest, GreedyGenerationMatchesTransformers) {
   EXPECT_TRUE(at::equal(tokens, G("gen_tokens")))
       << "ours:\n" << tokens << "\nreference:\n" << G("gen_tokens");
   // Without the cache the same tokens come out, except for the dynamic rope
-  // past max_position_embeddings (see llama_model.h).
-  if (model_->config().rope_scaling.type != RopeType::kDynamic) {
+  // past max_position_embeddings and longrope past
+  // original_max_position_embeddings (phi3's golden generation crosses it;
+  // see llama_model.h).
+  const RopeType rope = model_->config().rope_scaling.type;
+  if (rope != RopeType::kDynamic && rope != RopeType::kLongrope) {
     at::Tensor uncached =
         GreedyWithoutCache(*model_, G("gen_inputs_embeds"), G("gen_attention_mask"), steps);
     EXPECT_TRUE(at::equal(uncached, G("gen_tokens")))
@@ -198,9 +201,14 @@ TEST_P(LlamaGoldenTest, KvCacheDecodeEqualsHidden) {
   int64_t length = embeds.size(1);
   // The dynamic rope recomputes its frequencies from the longest position of
   // each call, so the cache equals one whole run only up to
-  // max_position_embeddings.
-  const bool dynamic = model_->config().rope_scaling.type == RopeType::kDynamic;
+  // max_position_embeddings; longrope switches to its long factors past
+  // original_max_position_embeddings in the same way.
+  const RopeScaling& rope = model_->config().rope_scaling;
+  const bool dynamic = rope.type == RopeType::kDynamic;
   if (dynamic) length = std::min<int64_t>(length, model_->config().max_position_embeddings);
+  if (rope.type == RopeType::kLongrope) {
+    length = std::min<int64_t>(length, rope.original_max_position_embeddings);
+  }
   embeds = embeds.narrow(1, 0, length);
   mask = mask.narrow(1, 0, length);
   for (bool explicit_positions : {false, true}) {
@@ -278,7 +286,7 @@ TEST_P(LlamaGoldenTest, OnlyThePromptGetsGradients) {
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, LlamaGoldenTest,
                          ::testing::Values("llama_gqa", "llama_linear", "llama_dynamic", "qwen2",
-                                           "mistral"));
+                                           "qwen3", "phi3", "mistral"));
 
 TEST(LlamaModelTest, ConfigsAreReadAsTransformersReadsThem) {
   auto load = [](const std::string& name) {
@@ -294,6 +302,20 @@ TEST(LlamaModelTest, ConfigsAreReadAsTransformersReadsThem) {
   EXPECT_TRUE(qwen2->config().tie_word_embeddings);
   EXPECT_EQ(qwen2->config().rope_scaling.type, RopeType::kYarn);
   EXPECT_EQ(qwen2->config().eos_token_ids, (std::vector<int>{2, 3}));
+  std::unique_ptr<LlamaModel> qwen3 = load("qwen3");
+  ASSERT_NE(qwen3, nullptr);
+  EXPECT_EQ(qwen3->config().head_dim, 128);  // absent from config.json: Qwen3Config's default
+  EXPECT_TRUE(qwen3->config().qk_norm);
+  EXPECT_TRUE(qwen3->config().qkv_bias);
+  EXPECT_TRUE(qwen3->config().o_bias);
+  EXPECT_EQ(qwen3->config().layer_sliding_window, (std::vector<int>{0, 5}));
+  std::unique_ptr<LlamaModel> phi3 = load("phi3");
+  ASSERT_NE(phi3, nullptr);
+  EXPECT_EQ(phi3->config().head_dim, 16);
+  EXPECT_EQ(phi3->config().rotary_dim, 12);  // partial_rotary_factor 0.75
+  EXPECT_EQ(phi3->config().rope_scaling.type, RopeType::kLongrope);
+  EXPECT_EQ(phi3->config().rope_scaling.original_max_position_embeddings, 16);
+  EXPECT_EQ(phi3->config().rms_norm_eps, 1e-5);
   std::unique_ptr<LlamaModel> mistral = load("mistral");
   ASSERT_NE(mistral, nullptr);
   EXPECT_EQ(mistral->config().layer_sliding_window, (std::vector<int>{5, 5}));
@@ -479,6 +501,36 @@ TEST_F(LlamaModelErrorsTest, MissingBiasOfQwen2) {
   EXPECT_THAT(std::string(s.message()),
               AllOf(HasSubstr("missing tensor \"model.layers.2.self_attn.v_proj.bias\""),
                     HasSubstr("[32]")));
+}
+
+TEST_F(LlamaModelErrorsTest, MissingQkNormOfQwen3) {
+  const std::string folder = Copy("qwen3");
+  const std::string file = folder + "/model.safetensors";
+  absl::StatusOr<std::map<std::string, at::Tensor>> tensors = LoadSafetensors(file);
+  ASSERT_TRUE(tensors.ok()) << tensors.status();
+  tensors->erase("model.layers.1.self_attn.k_norm.weight");
+  fs::remove(file);
+  ASSERT_TRUE(SaveSafetensors(file, *tensors).ok());
+  absl::Status s = LlamaModel::Load(folder).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              AllOf(HasSubstr("missing tensor \"model.layers.1.self_attn.k_norm.weight\""),
+                    HasSubstr("[128]")));
+}
+
+TEST_F(LlamaModelErrorsTest, Phi3NeedsItsFusedProjections) {
+  const std::string folder = Copy("phi3");
+  const std::string file = folder + "/model.safetensors";
+  absl::StatusOr<std::map<std::string, at::Tensor>> tensors = LoadSafetensors(file);
+  ASSERT_TRUE(tensors.ok()) << tensors.status();
+  tensors->erase("model.layers.0.mlp.gate_up_proj.weight");
+  fs::remove(file);
+  ASSERT_TRUE(SaveSafetensors(file, *tensors).ok());
+  absl::Status s = LlamaModel::Load(folder).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              AllOf(HasSubstr("missing tensor \"model.layers.0.mlp.gate_up_proj.weight\""),
+                    HasSubstr("[192, 64]")));
 }
 
 TEST_F(LlamaModelErrorsTest, BadDtypeOption) {
