@@ -153,6 +153,17 @@ def draw_window(rng, cfg, length, kinds):
     return w
 
 
+def draw_longrope_factors(rng, d, half, p_factor):
+    """longrope's short and long factors (half of the rotated width each),
+    sometimes its factor and attention_factor."""
+    d["short_factor"] = [round(rng.uniform(1.0, 3.0), 3) for _ in range(half)]
+    d["long_factor"] = [round(rng.uniform(1.0, 9.0), 3) for _ in range(half)]
+    if maybe(rng, p_factor):
+        d["factor"] = rng.choice([2.0, 4.0])
+    if maybe(rng, 0.3):
+        d["attention_factor"] = rng.choice([1.1, 1.4])
+
+
 def draw_phi3_rope(rng, cfg, case, head_dim, length):
     """phi3's rope fields: type default or longrope (rarely its old name "su",
     which transformers 5.24 no longer loads), partial_rotary_factor in the
@@ -177,13 +188,7 @@ def draw_phi3_rope(rng, cfg, case, head_dim, length):
         rotary = max(2, rotary - rotary % 2)
     kind = "longrope" if maybe(rng, 0.45) else "default"
     if kind == "longrope":
-        half = rotary // 2
-        d["short_factor"] = [round(rng.uniform(1.0, 3.0), 3) for _ in range(half)]
-        d["long_factor"] = [round(rng.uniform(1.0, 9.0), 3) for _ in range(half)]
-        if maybe(rng, 0.4):
-            d["factor"] = rng.choice([2.0, 4.0])
-        if maybe(rng, 0.3):
-            d["attention_factor"] = rng.choice([1.1, 1.4])
+        draw_longrope_factors(rng, d, rotary // 2, p_factor=0.4)
         original = rng.randint(2, max(2, length - 1)) if maybe(rng, 0.75) else rng.randint(length, length + 20)
         orig_where = rng.choice(["top", "top", "top", "dict", "absent"])
         if orig_where == "top":
@@ -255,13 +260,7 @@ def draw_rope(rng, cfg, case, head_dim, length):
         d["high_freq_factor"] = low * rng.choice([1.5, 2.0, 4.0, 8.0])
         put_original()
     elif kind == "longrope":
-        half = head_dim // 2
-        d["short_factor"] = [round(rng.uniform(1.0, 3.0), 3) for _ in range(half)]
-        d["long_factor"] = [round(rng.uniform(1.0, 9.0), 3) for _ in range(half)]
-        if maybe(rng, 0.5):
-            d["factor"] = rng.choice([2.0, 4.0])
-        if maybe(rng, 0.3):
-            d["attention_factor"] = rng.choice([1.1, 1.4])
+        draw_longrope_factors(rng, d, head_dim // 2, p_factor=0.5)
         put_original()
     elif kind == "proportional":
         # Gemma 4's type; ROPE_INIT_FUNCTIONS serves it to these classes too.

@@ -26,6 +26,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "common/safetensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -417,6 +418,25 @@ class LlamaModelErrorsTest : public ::testing::Test {
     ::mpt::testing::WriteFile(path, config.dump(2));
   }
 
+  // A copy of `fixture` whose model.safetensors lacks `tensor` (or, with
+  // `replacement` defined, holds that instead); its folder.
+  std::string WithTensor(const std::string& fixture, const std::string& tensor,
+                         const at::Tensor& replacement = at::Tensor()) {
+    const std::string folder = Copy(fixture);
+    const std::string file = folder + "/model.safetensors";
+    absl::StatusOr<std::map<std::string, at::Tensor>> tensors = LoadSafetensors(file);
+    EXPECT_TRUE(tensors.ok()) << tensors.status();
+    if (!tensors.ok()) return folder;
+    if (replacement.defined()) {
+      (*tensors)[tensor] = replacement;
+    } else {
+      tensors->erase(tensor);
+    }
+    fs::remove(file);
+    EXPECT_TRUE(SaveSafetensors(file, *tensors).ok());
+    return folder;
+  }
+
   int copies_ = 0;
 };
 
@@ -459,28 +479,18 @@ TEST_F(LlamaModelErrorsTest, MissingShard) {
 }
 
 TEST_F(LlamaModelErrorsTest, MisshapenTensor) {
-  const std::string folder = Copy("mistral");
-  const std::string file = folder + "/model.safetensors";
-  absl::StatusOr<std::map<std::string, at::Tensor>> tensors = LoadSafetensors(file);
-  ASSERT_TRUE(tensors.ok()) << tensors.status();
-  (*tensors)["model.layers.1.self_attn.k_proj.weight"] = at::zeros({48, 64});
-  fs::remove(file);
-  ASSERT_TRUE(SaveSafetensors(file, *tensors).ok());
+  const std::string folder =
+      WithTensor("mistral", "model.layers.1.self_attn.k_proj.weight", at::zeros({48, 64}));
   absl::Status s = LlamaModel::Load(folder).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()),
               AllOf(HasSubstr("\"model.layers.1.self_attn.k_proj.weight\""),
-                    HasSubstr("has shape [48, 64], expected [24, 64]"), HasSubstr(file)));
+                    HasSubstr("has shape [48, 64], expected [24, 64]"),
+                    HasSubstr(folder + "/model.safetensors")));
 }
 
 TEST_F(LlamaModelErrorsTest, MissingHeadOfAnUntiedModel) {
-  const std::string folder = Copy("mistral");
-  const std::string file = folder + "/model.safetensors";
-  absl::StatusOr<std::map<std::string, at::Tensor>> tensors = LoadSafetensors(file);
-  ASSERT_TRUE(tensors.ok()) << tensors.status();
-  tensors->erase("lm_head.weight");
-  fs::remove(file);
-  ASSERT_TRUE(SaveSafetensors(file, *tensors).ok());
+  const std::string folder = WithTensor("mistral", "lm_head.weight");
   absl::Status s = LlamaModel::Load(folder).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()),
@@ -488,49 +498,23 @@ TEST_F(LlamaModelErrorsTest, MissingHeadOfAnUntiedModel) {
                     HasSubstr("tie_word_embeddings")));
 }
 
-TEST_F(LlamaModelErrorsTest, MissingBiasOfQwen2) {
-  const std::string folder = Copy("qwen2");
-  const std::string file = folder + "/model.safetensors";
-  absl::StatusOr<std::map<std::string, at::Tensor>> tensors = LoadSafetensors(file);
-  ASSERT_TRUE(tensors.ok()) << tensors.status();
-  tensors->erase("model.layers.2.self_attn.v_proj.bias");
-  fs::remove(file);
-  ASSERT_TRUE(SaveSafetensors(file, *tensors).ok());
-  absl::Status s = LlamaModel::Load(folder).status();
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(s.message()),
-              AllOf(HasSubstr("missing tensor \"model.layers.2.self_attn.v_proj.bias\""),
-                    HasSubstr("[32]")));
-}
-
-TEST_F(LlamaModelErrorsTest, MissingQkNormOfQwen3) {
-  const std::string folder = Copy("qwen3");
-  const std::string file = folder + "/model.safetensors";
-  absl::StatusOr<std::map<std::string, at::Tensor>> tensors = LoadSafetensors(file);
-  ASSERT_TRUE(tensors.ok()) << tensors.status();
-  tensors->erase("model.layers.1.self_attn.k_norm.weight");
-  fs::remove(file);
-  ASSERT_TRUE(SaveSafetensors(file, *tensors).ok());
-  absl::Status s = LlamaModel::Load(folder).status();
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(s.message()),
-              AllOf(HasSubstr("missing tensor \"model.layers.1.self_attn.k_norm.weight\""),
-                    HasSubstr("[128]")));
-}
-
-TEST_F(LlamaModelErrorsTest, Phi3NeedsItsFusedProjections) {
-  const std::string folder = Copy("phi3");
-  const std::string file = folder + "/model.safetensors";
-  absl::StatusOr<std::map<std::string, at::Tensor>> tensors = LoadSafetensors(file);
-  ASSERT_TRUE(tensors.ok()) << tensors.status();
-  tensors->erase("model.layers.0.mlp.gate_up_proj.weight");
-  fs::remove(file);
-  ASSERT_TRUE(SaveSafetensors(file, *tensors).ok());
-  absl::Status s = LlamaModel::Load(folder).status();
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(s.message()),
-              AllOf(HasSubstr("missing tensor \"model.layers.0.mlp.gate_up_proj.weight\""),
-                    HasSubstr("[192, 64]")));
+// A tensor one family's config asks for: missing, named with its shape.
+TEST_F(LlamaModelErrorsTest, MissingFamilyTensors) {
+  struct Case {
+    const char* fixture;
+    const char* tensor;
+    const char* shape;
+  };
+  for (const Case& c : {Case{"qwen2", "model.layers.2.self_attn.v_proj.bias", "[32]"},
+                        Case{"qwen3", "model.layers.1.self_attn.k_norm.weight", "[128]"},
+                        Case{"phi3", "model.layers.0.mlp.gate_up_proj.weight", "[192, 64]"},
+                        Case{"phi3", "model.layers.1.self_attn.qkv_proj.weight", "[128, 64]"}}) {
+    absl::Status s = LlamaModel::Load(WithTensor(c.fixture, c.tensor)).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.tensor;
+    EXPECT_THAT(std::string(s.message()),
+                AllOf(HasSubstr(absl::StrCat("missing tensor \"", c.tensor, "\"")),
+                      HasSubstr(c.shape)));
+  }
 }
 
 TEST_F(LlamaModelErrorsTest, BadDtypeOption) {
