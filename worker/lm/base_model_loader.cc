@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/file_digest.h"
+#include "common/logging.h"
 #include "common/status_macros.h"
 #include "worker/lm/causal_prompted_model.h"
 #include "worker/lm/causal_task_tokenizer.h"
@@ -43,6 +44,24 @@ absl::StatusOr<BaseModel> LoadT5(const std::string& folder, const BaseModelOptio
   return out;
 }
 
+// Appends the ids in the vocabulary that `eos_ids` lacks.
+void AddEosIds(const std::vector<int>& ids, int64_t vocab, std::vector<int64_t>& eos_ids) {
+  for (int id : ids) {
+    if (id < vocab && std::find(eos_ids.begin(), eos_ids.end(), id) == eos_ids.end()) {
+      eos_ids.push_back(id);
+    }
+  }
+}
+
+// generation_config.json's EOS ids. transformers loads a model whose file is
+// unreadable and generates without it; so does this, with a warning.
+std::vector<int> GenerationEosIds(const std::string& folder) {
+  absl::StatusOr<std::vector<int>> ids = ReadGenerationEosIds(folder);
+  if (ids.ok()) return *ids;
+  MPT_LOG(WARNING) << ids.status().message() << "; its stop tokens are not used";
+  return {};
+}
+
 absl::StatusOr<BaseModel> LoadDecoderOnly(const std::string& folder,
                                           const BaseModelOptions& options, ModelKind kind) {
   LlamaLoadOptions load;
@@ -55,11 +74,10 @@ absl::StatusOr<BaseModel> LoadDecoderOnly(const std::string& folder,
                    CausalTaskTokenizer::Create(std::shared_ptr<const HfTokenizer>(std::move(hf)),
                                                vocab));
   // Generation ends at the tokenizer's EOS (the one targets end in) and at
-  // every EOS id config.json lists.
+  // every EOS id config.json and generation_config.json list.
   std::vector<int64_t> eos_ids{tokenizer->eos_id()};
-  for (int id : model->config().eos_token_ids) {
-    if (std::find(eos_ids.begin(), eos_ids.end(), id) == eos_ids.end()) eos_ids.push_back(id);
-  }
+  AddEosIds(model->config().eos_token_ids, vocab, eos_ids);
+  AddEosIds(GenerationEosIds(folder), vocab, eos_ids);
   BaseModel out;
   out.kind = std::move(kind);
   out.model = std::make_shared<CausalPromptedModel>(
@@ -139,8 +157,10 @@ absl::StatusOr<std::shared_ptr<const PromptedLanguageModel>> LoadPromptedModel(
   load.device = options.device;
   ASSIGN_OR_RETURN(load.dtype, ModelDtypeFor(folder, options));
   ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, LlamaModel::Load(folder, load));
-  std::vector<int64_t> eos_ids(model->config().eos_token_ids.begin(),
-                               model->config().eos_token_ids.end());
+  std::vector<int64_t> eos_ids;
+  const int64_t vocab = model->config().vocab_size;
+  AddEosIds(model->config().eos_token_ids, vocab, eos_ids);
+  AddEosIds(GenerationEosIds(folder), vocab, eos_ids);
   return std::shared_ptr<const PromptedLanguageModel>(std::make_shared<CausalPromptedModel>(
       std::shared_ptr<const LlamaModel>(std::move(model)), std::move(eos_ids)));
 }

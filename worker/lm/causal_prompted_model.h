@@ -52,8 +52,9 @@ namespace mpt {
 
 class CausalPromptedModel final : public PromptedLanguageModel {
  public:
-  // `eos_ids`: the ids that end a generated answer (config.json's
-  // eos_token_id list plus the tokenizer's EOS); at least one.
+  // `eos_ids`: the ids that end a generated answer (the tokenizer's EOS,
+  // then config.json's and generation_config.json's eos_token_id lists);
+  // at least one.
   CausalPromptedModel(std::shared_ptr<const LlamaModel> model, std::vector<int64_t> eos_ids);
 
   const LlamaModel& llama() const { return *model_; }

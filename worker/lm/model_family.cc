@@ -1,5 +1,6 @@
 #include "worker/lm/model_family.h"
 
+#include <cstdint>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
@@ -38,6 +39,35 @@ absl::StatusOr<ModelKind> ReadModelKind(const std::string& folder) {
   kind.model_type = it->get<std::string>();
   ASSIGN_OR_RETURN(kind.family, FamilyOfModelType(kind.model_type, path));
   return kind;
+}
+
+absl::StatusOr<std::vector<int>> ReadGenerationEosIds(const std::string& folder) {
+  const std::filesystem::path path = std::filesystem::path(folder) / "generation_config.json";
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return std::vector<int>();
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path.string()));
+  ASSIGN_OR_RETURN(nlohmann::json config, ParseJson(text, path.string()));
+  if (!config.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not a JSON object"));
+  }
+  std::vector<int> ids;
+  auto it = config.find("eos_token_id");
+  if (it == config.end() || it->is_null()) return ids;
+  auto add = [&](const nlohmann::json& v) -> absl::Status {
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path.string(), ": eos_token_id must be a token id or a list of them, got ",
+          v.dump().substr(0, 64)));
+    }
+    ids.push_back(v.get<int>());
+    return absl::OkStatus();
+  };
+  if (it->is_array()) {
+    for (const nlohmann::json& v : *it) RETURN_IF_ERROR(add(v));
+  } else {
+    RETURN_IF_ERROR(add(*it));
+  }
+  return ids;
 }
 
 }  // namespace mpt

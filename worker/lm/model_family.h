@@ -9,6 +9,7 @@
 #define MPT_WORKER_LM_MODEL_FAMILY_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -35,6 +36,15 @@ absl::StatusOr<ModelKind> ReadModelKind(const std::string& folder);
 // the message).
 absl::StatusOr<ModelFamily> FamilyOfModelType(const std::string& model_type,
                                               const std::string& where);
+
+// The eos_token_id of `<folder>/generation_config.json` (an id, a list of
+// ids, or null), where transformers' generate() takes its stop tokens from:
+// instruct models list their end-of-turn tokens there (Llama 3's <|eot_id|>,
+// Qwen's <|im_end|> and <|endoftext|>, Phi-3's <|end|>). Empty when the file
+// or the field is absent. INVALID_ARGUMENT naming the path and the field for
+// a file that is not a JSON object or an id that is not a non-negative
+// integer.
+absl::StatusOr<std::vector<int>> ReadGenerationEosIds(const std::string& folder);
 
 }  // namespace mpt
 

@@ -3,6 +3,7 @@
 // prompted forward (logits, hidden states, loss), greedy generation, rank
 // scores and TEXT init of adapters PEFT wrote, batched and padded here where
 // PEFT ran each example alone; and the adapter files we write for CAUSAL_LM.
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -19,6 +20,7 @@
 #include "worker/lm/base_model_loader.h"
 #include "worker/lm/causal_prompted_model.h"
 #include "worker/lm/causal_task_tokenizer.h"
+#include "worker/lm/model_family.h"
 #include "worker/model/hf_tokenizer.h"
 #include "worker/model/labels.h"
 #include "worker/model/torch_tensors.h"
@@ -186,6 +188,71 @@ TEST_F(CausalPromptedModelTest, GreedyGenerationGivesPeftsTokens) {
     std::vector<int> got = Ids(ids[i]);
     got.resize(want.size());
     EXPECT_EQ(got, want);
+  }
+}
+
+// generation_config.json's eos_token_id ends an answer too, as in
+// transformers' generate(): with the second token of example 0's answer
+// listed there, that answer stops after it and the others run on.
+TEST_F(CausalPromptedModelTest, GenerationStopsAtGenerationConfigEos) {
+  const std::string dir = testing::FreshTempDir("generation_config_eos");
+  const std::string src = testing::DataPath("tests/testdata/causal_lm/model");
+  for (const char* name : {"config.json", "model.safetensors", "tokenizer.json",
+                           "tokenizer_config.json"}) {
+    testing::WriteFile(dir + "/" + name, testing::ReadFile(src + "/" + name));
+  }
+  const std::vector<int> want0 = Ids(golden("mpt_generated_0"));
+  ASSERT_GE(want0.size(), 3u);
+  testing::WriteFile(dir + "/generation_config.json",
+                     "{\"eos_token_id\": [" + std::to_string(want0[1]) + ", 999999]}");
+  auto base = LoadBaseModel(dir);
+  ASSERT_TRUE(base.ok()) << base.status();
+  SoftPrompt prompt = ReadPrompt("peft_mpt");
+  std::vector<TokenizedExample> examples;
+  Batch batch = AllExamples(&examples);
+  const int steps = (*notes_)["gen_steps"].get<int>();
+  at::Tensor ids = base->model->Generate(prompt.Forward(batch.task_ids, batch.size()), 4,
+                                         batch.input_ids, batch.attention_mask, steps)
+                       .cpu();
+  const int eos = tokenizer().eos_id();
+  std::vector<int> got0 = Ids(ids[0]);
+  std::vector<int> expect0 = {want0[0], want0[1]};
+  expect0.resize(got0.size(), eos);
+  EXPECT_EQ(got0, expect0);
+  for (int i = 1; i < num_examples(); ++i) {
+    SCOPED_TRACE(i);
+    std::vector<int> want = Ids(golden("mpt_generated_" + std::to_string(i)));
+    auto stop = std::find(want.begin(), want.end(), want0[1]);
+    if (stop != want.end()) want.erase(stop + 1, want.end());
+    std::vector<int> got = Ids(ids[i]);
+    got.resize(want.size());
+    EXPECT_EQ(got, want);
+  }
+
+  // An unreadable file is left out, as transformers does, and the model loads.
+  testing::WriteFile(dir + "/generation_config.json", "{\"eos_token_id\": \"x\"}");
+  EXPECT_TRUE(LoadBaseModel(dir).ok());
+}
+
+TEST(GenerationEosIdsTest, ReadsWhatTransformersReads) {
+  const std::string dir = testing::FreshTempDir("generation_eos_ids");
+  auto read = [&](const std::string& text) {
+    testing::WriteFile(dir + "/generation_config.json", text);
+    return ReadGenerationEosIds(dir);
+  };
+  EXPECT_EQ(*ReadGenerationEosIds(testing::FreshTempDir("generation_eos_none")),
+            std::vector<int>());
+  EXPECT_EQ(*read(R"({"eos_token_id": 7})"), std::vector<int>{7});
+  EXPECT_EQ(*read(R"({"eos_token_id": [7, 9]})"), (std::vector<int>{7, 9}));
+  EXPECT_EQ(*read(R"({"eos_token_id": null, "bos_token_id": 1})"), std::vector<int>());
+  EXPECT_EQ(*read(R"({"do_sample": true})"), std::vector<int>());
+  for (const char* bad : {R"({"eos_token_id": -1})", R"({"eos_token_id": [1, "2"]})",
+                          R"({"eos_token_id": 1.5})", "[1]", "{"}) {
+    absl::StatusOr<std::vector<int>> ids = read(bad);
+    ASSERT_FALSE(ids.ok()) << bad;
+    EXPECT_TRUE(absl::IsInvalidArgument(ids.status())) << ids.status();
+    EXPECT_NE(ids.status().message().find("generation_config.json"), std::string::npos)
+        << ids.status();
   }
 }
 
