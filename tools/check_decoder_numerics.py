@@ -2,7 +2,7 @@
 """Differential fuzz of llama_dump against transformers' *ForCausalLM.
 
 Draws random tiny decoder-only configurations (model_type llama, qwen2,
-qwen3, mistral or phi3) over the fields worker/model/llama_config.cc reads and transformers
+qwen3, mistral, phi3 or gemma3_text) over the fields worker/model/llama_config.cc reads and transformers
 honours: grouped-query / multi-query attention, an explicit head_dim, rope
 theta, every rope type of transformers' ROPE_INIT_FUNCTIONS that these classes
 reach (default, linear, dynamic, yarn with its optional fields, llama3,
@@ -12,7 +12,9 @@ the dict, tied embeddings, llama's attention_bias / mlp_bias, qwen2's and qwen3'
 use_sliding_window / max_window_layers / layer_types, qwen3's attention_bias
 and its head_dim default of 128, phi3's partial_rotary_factor (dict, top
 level or both) with its default and longrope types and top-level
-original_max_position_embeddings, mistral's sliding_window
+original_max_position_embeddings, gemma3_text's rope per layer type (nested
+or top-level form), layer types from a list or sliding_window_pattern,
+query_pre_attn_scalar, final_logit_softcapping and hidden_activation, mistral's sliding_window
 (often shorter than the batch) and layer_types, hidden_act, rms_norm_eps, token ids (ints,
 lists, null), stored weight dtypes (f32, bf16, f16, f64; sometimes sharded),
 and fields both sides ignore.
@@ -66,7 +68,7 @@ a row's comparison)
 (status ADAPTER_MISMATCH otherwise).
 
 Options: --llama_dump PATH (default bazel-bin/worker/llama_dump),
---family llama|qwen2|mistral|qwen3|phi3 (only that family), --keep DIR (keep the folders
+--family llama|qwen2|mistral|qwen3|phi3|gemma3_text (only that family), --keep DIR (keep the folders
 of failing cases there: config.json, weights, ids.txt, and the command),
 --only INDEX (run one case of the seed), -v (print the drawn config),
 --mutate theta|factor|window|eps (self-test of the comparison: llama_dump gets
@@ -98,9 +100,9 @@ from transformers import AutoConfig, AutoModelForCausalLM
 transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
 
-FAMILIES = ("llama", "qwen2", "mistral", "qwen3", "phi3")
+FAMILIES = ("llama", "qwen2", "mistral", "qwen3", "phi3", "gemma3_text")
 CAUSAL_LM = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM",
-             "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM"}
+             "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM", "gemma3_text": "Gemma3ForCausalLM"}
 
 # ACT2FN names llama_config.cc maps (worker/model/t5_config.cc's table).
 SUPPORTED_ACTS = ["silu", "swish", "gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh",
@@ -118,6 +120,8 @@ EXPECTED_REFUSALS = {
     "proportional": ("rope type \"proportional\"", ("type'", "\"proportional\"")),
     "partial_rotary_factor": ("partial_rotary_factor != 1", ("partial_rotary_factor'",)),
     "hidden_act": ("an ACT2FN activation outside llama_dump's table", ("'hidden_act'",)),
+    "hidden_activation": ("an ACT2FN activation outside llama_dump's table", ("'hidden_activation'",)),
+    "bidirectional": ("Gemma 3's bidirectional attention", ("'use_bidirectional_attention'",)),
     "token_id_range": ("a bos/eos/pad id >= vocab_size", ("_token_id'", "outside the vocabulary")),
 }
 
@@ -162,6 +166,40 @@ def draw_longrope_factors(rng, d, half, p_factor):
         d["factor"] = rng.choice([2.0, 4.0])
     if maybe(rng, 0.3):
         d["attention_factor"] = rng.choice([1.1, 1.4])
+
+
+def draw_gemma3_rope(rng, cfg):
+    """Gemma 3's rope per layer type, "default" or "linear" each: as
+    rope_parameters {"full_attention": ..., "sliding_attention": ...}, or as
+    the top-level rope_theta / rope_local_base_freq / rope_scaling (the last
+    for the full layers), sometimes both (rope_scaling updates the full
+    layers' dict)."""
+    def one():
+        d = {}
+        if maybe(rng, 0.5):
+            d["rope_type"] = "linear"
+            d["factor"] = rng.choice([0.5, 2.0, 8.0])
+        elif maybe(rng, 0.5):
+            d["rope_type"] = "default"
+        if maybe(rng, 0.6):
+            d["rope_theta"] = rng.choice([100.0, 10000.0, 1e6])
+        return d
+    form = rng.choice(["nested", "top", "both"])
+    desc = []
+    if form in ("nested", "both"):
+        cfg["rope_parameters"] = {"full_attention": one(), "sliding_attention": one()}
+        desc.append("nested")
+    if form in ("top", "both"):
+        for key in ("rope_theta", "rope_local_base_freq"):
+            if maybe(rng, 0.6):
+                cfg[key] = rng.choice([100.0, 10000.0, 1e6])
+        if maybe(rng, 0.6):
+            scaling = {"rope_type": "linear", "factor": rng.choice([2.0, 8.0])}
+            if maybe(rng, 0.3):
+                scaling["rope_theta"] = rng.choice([500.0, 1e5])
+            cfg["rope_scaling"] = scaling
+        desc.append("top")
+    return "+".join(desc)
 
 
 def draw_phi3_rope(rng, cfg, case, head_dim, length):
@@ -312,12 +350,12 @@ def draw_case(seed, index, family=None):
     rng = random.Random(f"{seed}:{index}")
     case = {"refusals": set(), "seed": seed, "index": index}
     fam = family or rng.choice(FAMILIES[:3])
-    # A fifth of the cases are qwen3 and a fifth phi3, drawn apart so that
-    # the other families' cases of a seed stay what they were before these
-    # two came in.
+    # A sixth of the cases each are qwen3, phi3 and gemma3_text, drawn apart
+    # so that the other families' cases of a seed stay what they were
+    # before these came in.
     if family is None:
         u = random.Random(f"{seed}:{index}:qwen3").random()
-        fam = "qwen3" if u < 0.2 else "phi3" if u < 0.4 else fam
+        fam = "qwen3" if u < 0.17 else "phi3" if u < 0.34 else "gemma3_text" if u < 0.5 else fam
     cfg = {"model_type": fam}
     if maybe(rng, 0.7):
         cfg["architectures"] = [CAUSAL_LM[fam]]
@@ -326,8 +364,9 @@ def draw_case(seed, index, family=None):
     explicit_hd = maybe(rng, 0.35)
     if explicit_hd:
         head_dim = rng.choice([4, 6, 8, 10, 12, 16, 20, 24, 32])
-        # LlamaConfig validates hidden_size % num_attention_heads == 0 even with head_dim.
-        step = heads if fam == "llama" else 1
+        # LlamaConfig and Gemma3TextConfig validate hidden_size % num_attention_heads == 0
+        # even with head_dim.
+        step = heads if fam in ("llama", "gemma3_text") else 1
         choices = [h for h in range(16, 97) if h % step == 0 and h != heads * head_dim]
         hidden = rng.choice(choices)
         cfg["head_dim"] = head_dim
@@ -335,22 +374,23 @@ def draw_case(seed, index, family=None):
         choices = [(h, h // heads) for h in range(16, 97)
                    if h % heads == 0 and (h // heads) % 2 == 0 and h // heads >= 2]
         hidden, head_dim = rng.choice(choices)
-        if maybe(rng, 0.15) and fam not in ("qwen2", "qwen3", "phi3"):  # these read a null head_dim as is
+        if maybe(rng, 0.15) and fam not in ("qwen2", "qwen3", "phi3", "gemma3_text"):  # these read a null head_dim as is
             cfg["head_dim"] = None
-        if fam == "qwen3":
-            if maybe(rng, 0.3):
-                head_dim = 128  # absent: Qwen3Config's default, whatever hidden_size is
+        if fam in ("qwen3", "gemma3_text"):
+            if maybe(rng, 0.25):
+                head_dim = 128 if fam == "qwen3" else 256  # absent: the class default, whatever hidden_size is
             else:
                 cfg["head_dim"] = head_dim
     cfg["hidden_size"] = hidden
     cfg["num_attention_heads"] = heads
     kv_choices = [k for k in range(1, heads + 1) if heads % k == 0]
     kv_form = rng.choice(["int", "int", "int", "null", "absent"])
-    family_default_kv = {"llama": heads, "qwen2": 32, "qwen3": 32, "mistral": 8, "phi3": heads}[fam]
+    family_default_kv = {"llama": heads, "qwen2": 32, "qwen3": 32, "mistral": 8, "phi3": heads,
+                         "gemma3_text": 4}[fam]
     if kv_form == "absent" and heads % family_default_kv != 0:
         kv_form = "int"
-    if kv_form == "null" and fam == "mistral":
-        kv_form = "int"  # MistralConfig's strict typing refuses null
+    if kv_form == "null" and fam in ("mistral", "gemma3_text"):
+        kv_form = "int"  # their strict typing refuses null
     if kv_form == "int":
         kv = rng.choice(kv_choices)
         cfg["num_key_value_heads"] = kv
@@ -380,6 +420,8 @@ def draw_case(seed, index, family=None):
 
     if fam == "phi3":
         rope_desc = draw_phi3_rope(rng, cfg, case, head_dim, length)
+    elif fam == "gemma3_text":
+        rope_desc = draw_gemma3_rope(rng, cfg)
     else:
         rope_desc = draw_rope(rng, cfg, case, head_dim, length)
 
@@ -401,6 +443,17 @@ def draw_case(seed, index, family=None):
         cfg["hidden_act"] = act
     if act in UNSUPPORTED_ACTS:
         case["refusals"].add("hidden_act")
+    if fam == "gemma3_text":
+        # Gemma3TextConfig reads hidden_activation (default gelu_pytorch_tanh);
+        # a hidden_act beside it is ignored.
+        cfg.pop("hidden_act", None)
+        if act != "gelu_pytorch_tanh" or maybe(rng, 0.5):
+            cfg["hidden_activation"] = act
+        if maybe(rng, 0.15):
+            cfg["hidden_act"] = rng.choice(["silu", "relu"])
+        if act in UNSUPPORTED_ACTS:
+            case["refusals"].discard("hidden_act")
+            case["refusals"].add("hidden_activation")
 
     tie = rng.choice([None, True, False])
     if tie is not None:
@@ -440,6 +493,26 @@ def draw_case(seed, index, family=None):
     elif fam == "phi3":
         w = draw_window(rng, cfg, length, ["absent", "null", "short", "long"])  # every layer
         window_desc = f" sw={cfg.get('sliding_window', 'absent')}"
+    elif fam == "gemma3_text":
+        draw_window(rng, cfg, length, ["absent", "short", "short", "long"])
+        if maybe(rng, 0.4):
+            cfg["layer_types"] = [rng.choice(["full_attention", "sliding_attention"])
+                                  for _ in range(layers)]
+        elif maybe(rng, 0.6):
+            cfg["sliding_window_pattern"] = rng.choice([1, 2, 3])
+        for key, values in (("attention_bias", [None, True, False]),
+                            ("query_pre_attn_scalar", [None, 8, 16, 24, 256]),
+                            ("final_logit_softcapping", [None, None, 5.0, 30.0])):
+            v = rng.choice(values)
+            if v is not None:
+                cfg[key] = v
+        if maybe(rng, 0.04):
+            cfg["use_bidirectional_attention"] = True
+            case["refusals"].add("bidirectional")
+        window_desc = (f" sw={cfg.get('sliding_window', 'absent')}"
+                       f" swp={cfg.get('sliding_window_pattern', '-')}{' lt' if 'layer_types' in cfg else ''}"
+                       f" qpas={cfg.get('query_pre_attn_scalar', '-')}"
+                       f" cap={cfg.get('final_logit_softcapping', '-')}")
     else:
         w = draw_window(rng, cfg, length, ["absent", "null", "short", "short", "short", "long"])
         if maybe(rng, 0.15):
@@ -693,6 +766,12 @@ def mutated_copy(folder, what):
     with open(os.path.join(folder, "config.json")) as f:
         cfg = json.load(f)
     dicts = [cfg[k] for k in ("rope_scaling", "rope_parameters") if isinstance(cfg.get(k), dict)]
+    # Gemma 3's rope_parameters hold one dict per layer type.
+    dicts = [sub for d in dicts
+             for sub in ([v for v in d.values() if isinstance(v, dict)]
+                         if "full_attention" in d or "sliding_attention" in d else [d])]
+    if what == "theta" and cfg.get("model_type") == "gemma3_text":
+        cfg["rope_local_base_freq"] = (cfg.get("rope_local_base_freq") or 10000.0) * 1.05
     if what == "theta":
         cfg["rope_theta"] = cfg.get("rope_theta") or 10000.0
         for d in dicts:

@@ -18,6 +18,8 @@ small BPE trained here by the `tokenizers` library on text of this machine
   metaspace    PreTrainedTokenizerFast with a Metaspace pre-tokenizer,
                no byte fallback (unknown characters: <unk>, fused), added
                tokens with lstrip / rstrip / single_word / normalized
+  gemma        GemmaTokenizer: <pad>/<eos>/<bos>/<unk>/<mask> first, spaces
+               replaced by ▁ (no prefix one), byte fallback, BOS added
   custom       (its merges differ from run to run: the trainer breaks some
                ties in hash order; tokenizer.json and golden.json are always
                written together) components no family above uses: Replace normalizers (regex
@@ -37,13 +39,14 @@ transformers' AutoTokenizer gives: input_ids with and without special tokens
 and the decoded strings (skipping special tokens or not), plus decodes of
 random id lists. Run with a Python that has tokenizers and transformers:
 
-  /tmp/tp-ref/bin/python tests/testdata/make_bpe_tokenizers.py
+  /tmp/tp-ref/bin/python tests/testdata/make_bpe_tokenizers.py [--only FAMILY...]
 """
 
 import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 import unicodedata
 
@@ -238,6 +241,24 @@ def make_llama2(vocab, merges):
               "unk_token": {"__type": "AddedToken", "content": "<unk>", "lstrip": False,
                             "normalized": False, "rstrip": False, "single_word": False}}
     return save(tok, "llama2", config, merges_as_strings=True)
+
+
+def make_gemma(sp_vocab, merges):
+    """GemmaTokenizer (Gemma 3's class): <pad>, <eos>, <bos>, <unk>, <mask>
+    first, byte fallback, spaces replaced by ▁ without a prefix one."""
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
+    for token in sorted(sp_vocab, key=sp_vocab.get):
+        if token not in ("<unk>", "<s>", "</s>") and token not in vocab:
+            vocab[token] = len(vocab)
+    tok = transformers.GemmaTokenizer(vocab=vocab, merges=list(merges), add_bos_token=True)
+    folder = os.path.join(OUT, "gemma")
+    os.makedirs(folder, exist_ok=True)
+    tok.save_pretrained(folder)
+    for extra in ("special_tokens_map.json", "chat_template.jinja"):
+        path = os.path.join(folder, extra)
+        if os.path.exists(path):
+            os.remove(path)
+    return folder
 
 
 def make_sp_bpe_fast(vocab, merges):
@@ -490,17 +511,20 @@ def invalid_utf8_cases():
 
 
 def main():
+    only = sys.argv[sys.argv.index("--only") + 1:] if "--only" in sys.argv else None
     random.seed(0)
     sp_vocab, sp_merges = sp_vocab_merges(1600)
-    folders = {
-        "llama3": make_llama3(),
-        "qwen2": make_qwen2(),
-        "gpt2": make_gpt2(),
-        "llama2": make_llama2(sp_vocab, sp_merges),
-        "sp_bpe_fast": make_sp_bpe_fast(sp_vocab, sp_merges),
-        "metaspace": make_metaspace(sp_vocab, sp_merges),
-        "custom": make_custom(),
+    makers = {
+        "llama3": make_llama3,
+        "qwen2": make_qwen2,
+        "gpt2": make_gpt2,
+        "llama2": lambda: make_llama2(sp_vocab, sp_merges),
+        "sp_bpe_fast": lambda: make_sp_bpe_fast(sp_vocab, sp_merges),
+        "metaspace": lambda: make_metaspace(sp_vocab, sp_merges),
+        "custom": make_custom,
+        "gemma": lambda: make_gemma(sp_vocab, sp_merges),
     }
+    folders = {family: make() for family, make in makers.items() if not only or family in only}
     rng = random.Random(1234)
     texts = FIXED + random_strings(rng, 260)
     for family, folder in folders.items():
@@ -542,6 +566,8 @@ def main():
             json.dump(golden, f, ensure_ascii=True, separators=(",", ":"))
         print(family, type(tok).__name__, "len", n, "cases", len(cases))
 
+    if only:
+        return  # variants.json reuses every folder
     variants = []
     with tempfile.TemporaryDirectory() as tmp:
         for variant in VARIANTS:

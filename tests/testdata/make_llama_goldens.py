@@ -2,7 +2,8 @@
 """Builds small random decoder-only checkpoints and what transformers computes with them.
 
 The reference is Hugging Face transformers (LlamaForCausalLM,
-Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM) with attn_implementation="eager", in
+Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma3ForCausalLM,
+MistralForCausalLM) with attn_implementation="eager", in
 fp32, in eval mode. Running
 
     /tmp/tp-ref/bin/python tests/testdata/make_llama_goldens.py --out tests/testdata/llama
@@ -36,6 +37,14 @@ checkpoint with config.json, the weights and golden.safetensors:
                   with a top-level original_max_position_embeddings
                   16 under a batch of 20 positions (the long factors apply),
                   tied embeddings.
+  gemma3/         gemma3_text: scaled embeddings, (1 + w) norms around
+                  attention and MLP, q/k norms, q/k/v/o biases, scores scaled
+                  by query_pre_attn_scalar 24 (head_dim 16), final logits
+                  capped at 30, layers [sliding, full, sliding] from
+                  sliding_window_pattern 2 with a window of 5, a linear rope
+                  (factor 2, theta 1e6) on the full layers and a default one
+                  (theta 1e4) on the sliding ones, in the top-level form of
+                  Gemma 3's files (rope_local_base_freq, rope_scaling).
   mistral/        mistral: one key/value head, explicit head_dim, a sliding
                   window of 5 on every layer (shorter than the batch), the
                   default rope type with rope_theta 1e6.
@@ -86,6 +95,8 @@ from transformers import (
     MistralForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     Phi3Config,
     Phi3ForCausalLM,
     Qwen3Config,
@@ -269,6 +280,43 @@ SPECS = {
             },
         ),
     ),
+    "gemma3": dict(
+        cls=(Gemma3TextConfig, Gemma3ForCausalLM),
+        seed=18,
+        length=14,
+        stored=torch.float32,
+        shards=1,
+        config=dict(
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            max_position_embeddings=256,
+            query_pre_attn_scalar=24,
+            final_logit_softcapping=30.0,
+            attention_bias=True,
+            sliding_window=5,
+            sliding_window_pattern=2,
+            rope_parameters={
+                "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1000000.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            },
+        ),
+        # The form of Gemma 3's released files: rope_theta,
+        # rope_local_base_freq and rope_scaling (for the full layers) at the
+        # top level; layer types from sliding_window_pattern.
+        rewrite=dict(
+            drop=("rope_parameters", "layer_types"),
+            set={
+                "rope_theta": 1000000.0,
+                "rope_local_base_freq": 10000.0,
+                "rope_scaling": {"rope_type": "linear", "factor": 2.0},
+                "sliding_window_pattern": 2,
+            },
+        ),
+    ),
     "mistral": dict(
         cls=(MistralConfig, MistralForCausalLM),
         seed=15,
@@ -445,6 +493,16 @@ def build(name, spec, out_dir):
         diff = (forward(full, input_ids=ids, attention_mask=mask).logits - out.logits).abs().max().item()
         log(f"{name}: logits without the sliding window differ by {diff:.4f}")
         assert diff > 1e-3, "the sliding window does not change the eager outputs"
+    if name == "gemma3":
+        assert ref.config.layer_types == ["sliding_attention", "full_attention", "sliding_attention"], ref.config.layer_types
+        cfg2 = config_class.from_pretrained(folder)
+        cfg2.layer_types = ["full_attention"] * cfg2.num_hidden_layers
+        cfg2._attn_implementation = "eager"
+        full = model_class(cfg2).eval()
+        full.load_state_dict(ref.state_dict())
+        diff = (forward(full, input_ids=ids, attention_mask=mask).logits - out.logits).abs().max().item()
+        log(f"{name}: logits with every layer full (no window, the global rope) differ by {diff:.4f}")
+        assert diff > 1e-3, "the sliding layers do not change the eager outputs"
     if name == "phi3":
         short = forward(ref, input_ids=ids[:, :16], attention_mask=mask[:, :16]).logits
         diff = (short - out.logits[:, :16]).abs().max().item()

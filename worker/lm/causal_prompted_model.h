@@ -70,6 +70,7 @@ class CausalPromptedModel final : public PromptedLanguageModel {
   int num_attention_heads() const override { return model_->config().num_attention_heads; }
   int64_t num_parameters() const override { return model_->num_parameters(); }
   const at::Tensor& word_embeddings() const override { return model_->word_embeddings(); }
+  at::Tensor word_embedding_scale() const override { return model_->embedding_scale(); }
 
   absl::Status CheckLayout(const PromptLayout& layout) const override;
   PromptedOutput Forward(const at::Tensor& prompts, const PromptLayout& layout,

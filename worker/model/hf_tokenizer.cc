@@ -1121,7 +1121,7 @@ namespace {
 
 // Which transformers class AutoTokenizer builds for the folder; the
 // classes with their own __init__ rebuild parts of the pipeline.
-enum class TokenizerClass { kAsFile, kLlama, kQwen2, kGpt2 };
+enum class TokenizerClass { kAsFile, kLlama, kQwen2, kGpt2, kGemma };
 
 absl::Status ReadNormalizer(const JsonReader& reader, const json& node, const std::string& path,
                             std::vector<NormalizerStep>* out) {
@@ -1356,6 +1356,8 @@ absl::StatusOr<TokenizerClass> ResolveClass(const std::optional<std::string>& hu
       hub_class_is_wrong = t == "qwen2";
     } else if (t == "gpt2") {
       registered = "GPT2Tokenizer";
+    } else if (t == "gemma" || t == "gemma2" || t == "gemma3" || t == "gemma3_text") {
+      registered = "GemmaTokenizer";
     } else if (t == "mistral" || t == "mixtral" || t == "ministral" || t == "mistral3" ||
                t == "phi3") {
       registered = "TokenizersBackend";
@@ -1380,12 +1382,13 @@ absl::StatusOr<TokenizerClass> ResolveClass(const std::optional<std::string>& hu
   if (name == "LlamaTokenizer") return TokenizerClass::kLlama;
   if (name == "Qwen2Tokenizer") return TokenizerClass::kQwen2;
   if (name == "GPT2Tokenizer") return TokenizerClass::kGpt2;
+  if (name == "GemmaTokenizer") return TokenizerClass::kGemma;
   if (name == "PreTrainedTokenizer" || name == "TokenizersBackend") return TokenizerClass::kAsFile;
   return config_reader.Error(
       "tokenizer_class",
       absl::StrCat("\"", hub_class.value_or(name), "\" is not supported (supported: "
                    "PreTrainedTokenizerFast, TokenizersBackend, LlamaTokenizer, "
-                   "Qwen2Tokenizer, GPT2Tokenizer and their Fast names)"));
+                   "Qwen2Tokenizer, GPT2Tokenizer, GemmaTokenizer and their Fast names)"));
 }
 
 }  // namespace
@@ -1505,7 +1508,7 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::LoadFromJson(
     ASSIGN_OR_RETURN(impl->fuse_unk, reader.Bool(model, "model", "fuse_unk", false));
     ASSIGN_OR_RETURN(impl->byte_fallback, reader.Bool(model, "model", "byte_fallback", false));
     ASSIGN_OR_RETURN(impl->ignore_merges, reader.Bool(model, "model", "ignore_merges", false));
-  } else if (cls == TokenizerClass::kLlama) {
+  } else if (cls == TokenizerClass::kLlama || cls == TokenizerClass::kGemma) {
     impl->fuse_unk = true;
     impl->byte_fallback = true;
   } else if (cls == TokenizerClass::kQwen2 || cls == TokenizerClass::kGpt2) {
@@ -1590,6 +1593,28 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::LoadFromJson(
         strip.strip_start = 1;
         impl->decoders.push_back(strip);
       }
+      impl->has_decoder = true;
+      break;
+    }
+    case TokenizerClass::kGemma: {
+      // transformers' GemmaTokenizer: spaces become ▁ (no prefix one), a
+      // Split on " " that then finds none, and the SentencePiece decoder
+      // without Llama's strip of a leading space.
+      NormalizerStep replace_space{NormalizerStep::kReplace, std::string(kMetaSpace), nullptr};
+      ASSIGN_OR_RETURN(replace_space.pattern, Regex::Compile(" ", true));
+      impl->normalizers.push_back(replace_space);
+      PreTokenizerStep split;
+      split.kind = PreTokenizerStep::kSplit;
+      ASSIGN_OR_RETURN(split.pattern, Regex::Compile(" ", true));
+      split.behavior = SplitBehavior::kMergedWithPrevious;
+      impl->pre_tokenizers.push_back(split);
+      DecoderStep replace;
+      replace.kind = DecoderStep::kReplace;
+      ASSIGN_OR_RETURN(replace.pattern, Regex::Compile(std::string(kMetaSpace), true));
+      replace.content = " ";
+      impl->decoders.push_back(replace);
+      impl->decoders.push_back({DecoderStep::kByteFallback});
+      impl->decoders.push_back({DecoderStep::kFuse});
       impl->has_decoder = true;
       break;
     }
@@ -1697,16 +1722,17 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::LoadFromJson(
     const char* llama_default;
     const char* qwen2_default;
     const char* gpt2_default;
+    const char* gemma_default;
   };
   int64_t ignored_id = -1;
   const Named named[] = {
-      {"bos_token", &impl->bos, "<s>", nullptr, "<|endoftext|>"},
-      {"eos_token", &impl->eos, "</s>", "<|endoftext|>", "<|endoftext|>"},
-      {"unk_token", &impl->unk, "<unk>", "<|endoftext|>", "<|endoftext|>"},
-      {"sep_token", &ignored_id, nullptr, nullptr, nullptr},
-      {"pad_token", &impl->pad, nullptr, "<|endoftext|>", nullptr},
-      {"cls_token", &ignored_id, nullptr, nullptr, nullptr},
-      {"mask_token", &ignored_id, nullptr, nullptr, nullptr},
+      {"bos_token", &impl->bos, "<s>", nullptr, "<|endoftext|>", "<bos>"},
+      {"eos_token", &impl->eos, "</s>", "<|endoftext|>", "<|endoftext|>", "<eos>"},
+      {"unk_token", &impl->unk, "<unk>", "<|endoftext|>", "<|endoftext|>", "<unk>"},
+      {"sep_token", &ignored_id, nullptr, nullptr, nullptr, nullptr},
+      {"pad_token", &impl->pad, nullptr, "<|endoftext|>", nullptr, "<pad>"},
+      {"cls_token", &ignored_id, nullptr, nullptr, nullptr, nullptr},
+      {"mask_token", &ignored_id, nullptr, nullptr, nullptr, "<mask>"},
   };
   for (const Named& n : named) {
     const bool in_map = map_applies && token_map.contains(n.field) && !token_map[n.field].is_null();
@@ -1721,6 +1747,7 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::LoadFromJson(
       const char* fallback = cls == TokenizerClass::kLlama   ? n.llama_default
                              : cls == TokenizerClass::kQwen2 ? n.qwen2_default
                              : cls == TokenizerClass::kGpt2  ? n.gpt2_default
+                             : cls == TokenizerClass::kGemma ? n.gemma_default
                                                              : nullptr;
       if (fallback != nullptr) {
         token = AddedToken();

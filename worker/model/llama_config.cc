@@ -50,6 +50,10 @@ constexpr Family kFamilies[] = {
     // Fused qkv_proj and gate_up_proj, partial rotary embeddings, rope types
     // default and longrope only.
     {"phi3", "Phi3ForCausalLM", 4096, 0, 1e-5, 1, 32000, 32000},
+    // Gemma 3's text model (gemma-3-270m, gemma-3-1b): scaled embeddings,
+    // (1 + w) norms around attention and MLP, q/k norms, a rope per layer
+    // type, query_pre_attn_scalar, an optional final logit cap.
+    {"gemma3_text", "Gemma3ForCausalLM", 131072, 4, 1e-6, 2, 1, 0},
 };
 
 std::string KnownModelTypes() {
@@ -310,6 +314,131 @@ absl::Status ParseRope(const FieldReader& top, absl::string_view source,
   return absl::OkStatus();
 }
 
+// One layer type's rotary dict of Gemma 3 ("default" or "linear"), applied
+// over what `theta` and `scaling` hold (dict.update(): keys it lacks keep
+// their values). `has_factor` says whether any dict gave a factor.
+absl::Status UpdateGemma3Rope(const FieldReader& r, double& theta, RopeScaling& scaling,
+                              bool& has_factor) {
+  for (const char* key : {"rope_type", "type"}) {
+    if (r.Get(key) == nullptr) continue;
+    ASSIGN_OR_RETURN(std::optional<std::string> t, r.String(key));
+    if (*t == "linear") {
+      scaling.type = RopeType::kLinear;
+    } else if (*t == "default") {
+      scaling.type = RopeType::kDefault;
+    } else {
+      return r.Error(key, absl::StrCat("is \"", t->substr(0, 64),
+                                       "\"; Gemma 3 supports \"default\" and \"linear\" here"));
+    }
+    break;  // rope_type wins over type
+  }
+  ASSIGN_OR_RETURN(std::optional<double> factor, r.Number("factor"));
+  if (factor.has_value()) {
+    if (!(*factor > 0)) return r.Error("factor", absl::StrCat("must be positive, got ", *factor));
+    scaling.factor = *factor;
+    has_factor = true;
+  }
+  ASSIGN_OR_RETURN(std::optional<double> t, r.Number("rope_theta"));
+  if (t.has_value()) {
+    if (!(*t > 0)) return r.Error("rope_theta", absl::StrCat("must be positive, got ", *t));
+    theta = *t;
+  }
+  ASSIGN_OR_RETURN(std::optional<double> partial, r.Number("partial_rotary_factor"));
+  if (partial.has_value() && *partial != 1.0) {
+    return r.Error("partial_rotary_factor",
+                   absl::StrCat("is ", *partial, "; only 1 is supported for Gemma 3"));
+  }
+  return absl::OkStatus();
+}
+
+// Gemma3TextConfig's own fields: a rotary dict per layer type
+// (rope_parameters {"full_attention": {...}, "sliding_attention": {...}},
+// or the older rope_theta / rope_local_base_freq / rope_scaling, the last
+// for the full layers), query_pre_attn_scalar, final_logit_softcapping;
+// use_bidirectional_attention is refused.
+absl::Status ParseGemma3(const FieldReader& top, absl::string_view source, LlamaConfig& config) {
+  config.gemma = true;
+  config.rotary_dim = config.head_dim;
+  ASSIGN_OR_RETURN(std::optional<bool> bidirectional, top.Bool("use_bidirectional_attention"));
+  if (bidirectional.value_or(false)) {
+    return top.Error("use_bidirectional_attention",
+                     "is true: only causal (generative) Gemma 3 models are supported");
+  }
+  ASSIGN_OR_RETURN(double scalar, top.PositiveNumber("query_pre_attn_scalar", 256));
+  config.attention_scale = std::pow(scalar, -0.5);
+  ASSIGN_OR_RETURN(config.final_logit_softcapping, top.Number("final_logit_softcapping"));
+  if (config.final_logit_softcapping.has_value() && !(*config.final_logit_softcapping > 0)) {
+    return top.Error("final_logit_softcapping",
+                     absl::StrCat("must be positive or null, got ", *config.final_logit_softcapping));
+  }
+  // transformers' order: the per-type dicts, rope_scaling over the full
+  // layers' dict, then the top-level thetas where a dict has none.
+  ASSIGN_OR_RETURN(std::optional<double> global_theta, top.Number("rope_theta"));
+  ASSIGN_OR_RETURN(std::optional<double> local_theta, top.Number("rope_local_base_freq"));
+  std::optional<double> dict_theta[2];  // full, sliding
+  double theta[2] = {0, 0};
+  RopeScaling scaling[2];
+  bool has_factor[2] = {false, false};
+  auto update = [&](const FieldReader& r, int which) -> absl::Status {
+    double t = 0;
+    RETURN_IF_ERROR(UpdateGemma3Rope(r, t, scaling[which], has_factor[which]));
+    if (t > 0) dict_theta[which] = t;
+    return absl::OkStatus();
+  };
+  if (const Json* params = top.Get("rope_parameters")) {
+    if (!params->is_object()) {
+      return top.Error("rope_parameters",
+                       absl::StrCat("must be an object, got ", DescribeJson(*params)));
+    }
+    for (auto it = params->begin(); it != params->end(); ++it) {
+      if (it.key() != "full_attention" && it.key() != "sliding_attention") {
+        return top.Error("rope_parameters",
+                         absl::StrCat("has the key \"", it.key().substr(0, 64),
+                                      "\"; Gemma 3 keeps one dict per layer type "
+                                      "(\"full_attention\", \"sliding_attention\")"));
+      }
+      if (it->is_null()) continue;
+      if (!it->is_object()) {
+        return top.Error(absl::StrCat("rope_parameters.", it.key()),
+                         absl::StrCat("must be an object, got ", DescribeJson(*it)));
+      }
+      FieldReader r(*it, source, absl::StrCat("rope_parameters.", it.key(), "."));
+      RETURN_IF_ERROR(update(r, it.key() == "full_attention" ? 0 : 1));
+    }
+  }
+  if (const Json* rope_scaling = top.Get("rope_scaling")) {
+    if (!rope_scaling->is_object()) {
+      return top.Error("rope_scaling",
+                       absl::StrCat("must be an object, got ", DescribeJson(*rope_scaling)));
+    }
+    FieldReader r(*rope_scaling, source, "rope_scaling.");
+    RETURN_IF_ERROR(update(r, 0));
+  }
+  theta[0] = dict_theta[0].value_or(global_theta.value_or(1e6));
+  theta[1] = dict_theta[1].value_or(local_theta.value_or(1e4));
+  for (int which : {0, 1}) {
+    const char* name = which == 0 ? "rope_theta" : "rope_local_base_freq";
+    if (!(theta[which] > 0)) {
+      return top.Error(name, absl::StrCat("must be positive, got ", theta[which]));
+    }
+    if (scaling[which].type == RopeType::kLinear && !has_factor[which]) {
+      return top.Error(which == 0 ? "rope_parameters.full_attention.factor"
+                                  : "rope_parameters.sliding_attention.factor",
+                       "is missing (required by rope type \"linear\")");
+    }
+  }
+  config.rope_theta = theta[0];
+  config.sliding_rope_theta = theta[1];
+  config.rope_scaling = scaling[0];
+  config.sliding_rope_scaling = scaling[1];
+  ASSIGN_OR_RETURN(std::optional<double> partial, top.Number("partial_rotary_factor"));
+  if (partial.has_value() && *partial != 1.0) {
+    return top.Error("partial_rotary_factor", absl::StrCat("is ", *partial,
+                                                           "; only 1 is supported for Gemma 3"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseEos(const FieldReader& reader, const Json* eos, LlamaConfig& config) {
   config.eos_token_ids.clear();
   if (eos == nullptr) return absl::OkStatus();
@@ -417,6 +546,8 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
     ASSIGN_OR_RETURN(config.head_dim, reader.RequiredSize("head_dim"));
   } else if (config.model_type == "qwen3") {
     config.head_dim = 128;  // Qwen3Config's default, whatever hidden_size is
+  } else if (config.model_type == "gemma3_text") {
+    config.head_dim = 256;  // Gemma3TextConfig's default
   } else {
     if (config.hidden_size % config.num_attention_heads != 0) {
       return reader.Error("num_attention_heads",
@@ -437,14 +568,21 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
   ASSIGN_OR_RETURN(config.rms_norm_eps,
                    reader.PositiveNumber("rms_norm_eps", family->default_rms_norm_eps));
 
-  RETURN_IF_ERROR(ParseRope(reader, source, config));
+  const bool gemma3 = config.model_type == "gemma3_text";
+  if (gemma3) {
+    RETURN_IF_ERROR(ParseGemma3(reader, source, config));
+  } else {
+    RETURN_IF_ERROR(ParseRope(reader, source, config));
+  }
 
-  ASSIGN_OR_RETURN(std::optional<std::string> act, reader.String("hidden_act"));
-  config.hidden_act = act.value_or("silu");
+  // Gemma3TextConfig names its activation hidden_activation.
+  const char* act_field = gemma3 ? "hidden_activation" : "hidden_act";
+  ASSIGN_OR_RETURN(std::optional<std::string> act, reader.String(act_field));
+  config.hidden_act = act.value_or(gemma3 ? "gelu_pytorch_tanh" : "silu");
   std::optional<T5Activation> activation = T5ActivationFromName(config.hidden_act);
   if (!activation.has_value()) {
-    return reader.Error("hidden_act", absl::StrCat("has the unknown value \"", config.hidden_act,
-                                                   "\" (known: ", T5KnownActivations(), ")"));
+    return reader.Error(act_field, absl::StrCat("has the unknown value \"", config.hidden_act,
+                                                "\" (known: ", T5KnownActivations(), ")"));
   }
   config.activation = *activation;
 
@@ -457,7 +595,7 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
     config.qkv_bias = true;
     config.o_bias = false;
     config.mlp_bias = false;
-  } else if (config.model_type == "qwen3") {
+  } else if (config.model_type == "qwen3" || gemma3) {
     ASSIGN_OR_RETURN(std::optional<bool> attention_bias, reader.Bool("attention_bias"));
     config.qkv_bias = config.o_bias = attention_bias.value_or(false);
     config.mlp_bias = false;
@@ -505,6 +643,25 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
     // Without the list MinistralConfig slides on every layer, as Mistral.
     ASSIGN_OR_RETURN(bool listed, apply_layer_types(window));
     if (!listed) config.layer_sliding_window.assign(config.num_hidden_layers, window);
+  } else if (gemma3) {
+    // Gemma3TextConfig: sliding_window 4096 unless told, on the layers
+    // layer_types marks "sliding_attention"; without the list every
+    // sliding_window_pattern-th layer (default 6) is a full one.
+    int window = 4096;
+    if (reader.Present("sliding_window")) {
+      if (reader.Get("sliding_window") == nullptr) {
+        return reader.Error("sliding_window",
+                            "is null; Gemma 3's sliding layers need a window size");
+      }
+      ASSIGN_OR_RETURN(window, reader.RequiredSize("sliding_window"));
+    }
+    ASSIGN_OR_RETURN(bool listed, apply_layer_types(window));
+    if (!listed) {
+      ASSIGN_OR_RETURN(int pattern, reader.OptionalSize("sliding_window_pattern", 6));
+      for (int i = 0; i < config.num_hidden_layers; ++i) {
+        if ((i + 1) % pattern != 0) config.layer_sliding_window[i] = window;
+      }
+    }
   } else if (config.model_type == "phi3") {
     // Phi3Config: sliding_window defaults to null; when set, every layer
     // slides (Phi3Model has no per-layer types).
@@ -533,7 +690,7 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
   }
 
   ASSIGN_OR_RETURN(std::optional<bool> tie, reader.Bool("tie_word_embeddings"));
-  config.tie_word_embeddings = tie.value_or(false);
+  config.tie_word_embeddings = tie.value_or(gemma3);  // Gemma3TextConfig: true
 
   // Token ids: the class defaults (the Family table) when absent; null
   // means none. A class default outside the vocabulary (phi3's 32000 in a

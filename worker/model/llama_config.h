@@ -27,6 +27,19 @@
 //    "yarn" are older names for it), with original_max_position_embeddings
 //    at the top level (default 4096); sliding_window (default null) on
 //    every layer; rms_norm_eps defaults to 1e-5, bos 1, eos and pad 32000.
+//  - gemma3_text (Gemma3ForCausalLM: gemma-3-270m, gemma-3-1b): word
+//    embeddings scaled by sqrt(hidden_size); RMS norms that multiply by
+//    (1 + weight) in fp32, four per layer (before and after attention and
+//    the MLP) and per head on q and k; attention_bias on all four
+//    projections; scores scaled by query_pre_attn_scalar^-0.5 (default
+//    256); hidden_activation (default gelu_pytorch_tanh); head_dim 256,
+//    4 key/value heads, tied embeddings, bos 2, eos 1, pad 0 unless told;
+//    sliding_window (default 4096) on the layers layer_types marks, else on
+//    all but every sliding_window_pattern-th (default 6); one rope dict
+//    per layer type (rope_parameters.full_attention / .sliding_attention,
+//    or rope_theta (1e6), rope_local_base_freq (1e4) and rope_scaling for
+//    the full layers), each "default" or "linear"; final_logit_softcapping.
+//    use_bidirectional_attention is refused.
 //  - mistral: no biases; sliding_window (when not null) on every layer, or,
 //    when config.json has layer_types, only on the layers it marks
 //    "sliding_attention": transformers' Auto classes load such a file as
@@ -92,7 +105,7 @@ struct RopeScaling {
 };
 
 struct LlamaConfig {
-  std::string model_type;  // "llama", "qwen2", "qwen3", "mistral", "ministral" or "phi3"
+  std::string model_type;  // "llama", "qwen2", "qwen3", "mistral", "ministral", "phi3" or "gemma3_text"
   int vocab_size = 0;               // required
   int hidden_size = 0;              // required
   int intermediate_size = 0;        // required
@@ -113,8 +126,19 @@ struct LlamaConfig {
   bool qkv_bias = false;
   bool o_bias = false;
   bool mlp_bias = false;
-  // qwen3: RMS norms over head_dim on q and k, before the rotation.
+  // qwen3, gemma3_text: RMS norms over head_dim on q and k, before the
+  // rotation.
   bool qk_norm = false;
+
+  // gemma3_text: embeddings times sqrt(hidden_size), (1 + weight) norms,
+  // norms after attention and around the MLP, the sliding layers' own rope.
+  bool gemma = false;
+  double sliding_rope_theta = 10000.0;
+  RopeScaling sliding_rope_scaling;
+  // Scores are multiplied by this; 0 means head_dim^-0.5.
+  double attention_scale = 0;
+  // logits = cap * tanh(logits / cap) when set.
+  std::optional<double> final_logit_softcapping;
 
   // Per layer: 0 = full causal attention, W > 0 = a key at sequence index j
   // is seen by the query at index i only when i - W < j <= i.

@@ -31,7 +31,9 @@ struct LayerWeights {
   at::Tensor o_bias;      // [d] or undefined
   at::Tensor q_norm;      // [hd] or undefined (qwen3)
   at::Tensor k_norm;      // [hd] or undefined (qwen3)
-  at::Tensor post_norm;   // [d]
+  at::Tensor post_norm;   // [d]: before the MLP (gemma: after attention)
+  at::Tensor pre_ff_norm;   // [d] or undefined (gemma: before the MLP)
+  at::Tensor post_ff_norm;  // [d] or undefined (gemma: after the MLP)
   at::Tensor gate_up;     // [2 * I, d]: gate, up stacked
   at::Tensor gate_up_bias;  // [2 * I] or undefined
   at::Tensor down;        // [d, I]
@@ -87,6 +89,10 @@ struct LlamaModel::Weights {
   at::Tensor inv_freq;
   at::Tensor long_inv_freq;
   double attention_scaling = 1.0;
+  // gemma: the sliding layers' frequencies and the embedding scale
+  // (sqrt(hidden_size) in the model's dtype).
+  at::Tensor sliding_inv_freq;
+  at::Tensor embed_scale;
   int64_t num_parameters = 0;
 };
 
@@ -128,6 +134,10 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
       const std::string p = absl::StrCat("model.layers.", i, ".");
       ASSIGN_OR_RETURN(l.input_norm, loader.Get(p + "input_layernorm.weight", {d}));
       ASSIGN_OR_RETURN(l.post_norm, loader.Get(p + "post_attention_layernorm.weight", {d}));
+      if (config.gemma) {
+        ASSIGN_OR_RETURN(l.pre_ff_norm, loader.Get(p + "pre_feedforward_layernorm.weight", {d}));
+        ASSIGN_OR_RETURN(l.post_ff_norm, loader.Get(p + "post_feedforward_layernorm.weight", {d}));
+      }
       const std::string a = p + "self_attn.";
       const std::string m = p + "mlp.";
       if (config.fused_projections()) {
@@ -168,6 +178,26 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
     }
     ASSIGN_OR_RETURN(w.final_norm, loader.Get("model.norm.weight", {d}));
     w.num_parameters = loader.num_parameters();
+    if (config.gemma) {
+      // Gemma's norms multiply by (1 + weight) in fp32: kept that way.
+      auto plus_one = [](at::Tensor& t) {
+        if (t.defined()) t = (t.to(at::kFloat) + 1.0).contiguous();
+      };
+      plus_one(w.final_norm);
+      for (LayerWeights& l : w.layers) {
+        for (at::Tensor* t : {&l.input_norm, &l.post_norm, &l.pre_ff_norm, &l.post_ff_norm,
+                              &l.q_norm, &l.k_norm}) {
+          plus_one(*t);
+        }
+      }
+      w.embed_scale = at::scalar_tensor(std::sqrt(static_cast<double>(d)), at::kFloat)
+                          .to(w.embed.options());
+      w.sliding_inv_freq = BaseInvFreq(ScalarFloat(config.sliding_rope_theta), config.rotary_dim);
+      if (config.sliding_rope_scaling.type == RopeType::kLinear) {
+        w.sliding_inv_freq = w.sliding_inv_freq / config.sliding_rope_scaling.factor;
+      }
+      w.sliding_inv_freq = w.sliding_inv_freq.contiguous();
+    }
 
     // Rotary frequencies at load time, as transformers' rope init functions
     // compute them (fp32 tensor arithmetic where they use tensors).
@@ -265,6 +295,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
 c10::Device LlamaModel::device() const { return weights_->embed.device(); }
 c10::ScalarType LlamaModel::dtype() const { return weights_->embed.scalar_type(); }
 const at::Tensor& LlamaModel::word_embeddings() const { return weights_->embed; }
+const at::Tensor& LlamaModel::embedding_scale() const { return weights_->embed_scale; }
 int64_t LlamaModel::num_parameters() const { return weights_->num_parameters; }
 
 std::vector<at::Tensor> LlamaModel::Parameters() const {
@@ -273,7 +304,7 @@ std::vector<at::Tensor> LlamaModel::Parameters() const {
   if (!w.lm_head.is_same(w.embed)) out.push_back(w.lm_head);
   for (const LayerWeights& l : w.layers) {
     for (const at::Tensor* t : {&l.input_norm, &l.qkv, &l.qkv_bias, &l.q_norm, &l.k_norm,
-                                &l.o, &l.o_bias, &l.post_norm, &l.gate_up, &l.gate_up_bias, &l.down,
+                                &l.o, &l.o_bias, &l.post_norm, &l.pre_ff_norm, &l.post_ff_norm, &l.gate_up, &l.gate_up_bias, &l.down,
                                 &l.down_bias}) {
       if (t->defined()) out.push_back(*t);
     }
@@ -283,7 +314,8 @@ std::vector<at::Tensor> LlamaModel::Parameters() const {
 
 at::Tensor LlamaModel::Embed(const at::Tensor& ids) const {
   at::Tensor long_ids = ids.scalar_type() == at::kLong ? ids : ids.to(at::kLong);
-  return at::embedding(weights_->embed, long_ids);
+  at::Tensor rows = at::embedding(weights_->embed, long_ids);
+  return weights_->embed_scale.defined() ? rows * weights_->embed_scale : rows;
 }
 
 at::Tensor LlamaModel::Norm(const at::Tensor& x, const at::Tensor& weight) const {
@@ -293,11 +325,20 @@ at::Tensor LlamaModel::Norm(const at::Tensor& x, const at::Tensor& weight) const
   at::Tensor xf = x.to(acc);
   at::Tensor variance = xf.pow(2).mean(-1, /*keepdim=*/true);
   at::Tensor normed = xf * at::rsqrt(variance + config_.rms_norm_eps);
+  // Gemma multiplies before the cast back, by its fp32 (1 + weight).
+  if (config_.gemma) return (normed * weight.to(acc)).to(x.scalar_type());
   return weight * normed.to(x.scalar_type());
 }
 
-std::pair<at::Tensor, at::Tensor> LlamaModel::Rotary(const at::Tensor& positions) const {
+std::pair<at::Tensor, at::Tensor> LlamaModel::Rotary(const at::Tensor& positions,
+                                                     bool sliding) const {
   const Weights& w = *weights_;
+  if (sliding && w.sliding_inv_freq.defined()) {
+    at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) *
+                       w.sliding_inv_freq.to(positions.device());
+    at::Tensor emb = at::cat({freqs, freqs}, -1);
+    return {emb.cos().to(dtype()), emb.sin().to(dtype())};
+  }
   at::Tensor inv_freq = w.inv_freq;
   const RopeScaling& rope = config_.rope_scaling;
   if (rope.type == RopeType::kDynamic && positions.numel() > 0) {
@@ -391,9 +432,17 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& step_embeds, const at::Tenso
       step_positions.defined()
           ? step_positions.to(at::kLong)
           : (at::arange(steps, long_options) + offset).unsqueeze(0).expand({batch, steps});
-  auto [cos, sin] = Rotary(positions);  // [B, T, hd]
-  cos = cos.unsqueeze(1);
-  sin = sin.unsqueeze(1);
+  // [B, 1, T, rotary_dim] per rope: the full layers', and gemma's sliding
+  // layers' own.
+  std::pair<at::Tensor, at::Tensor> rope[2];
+  auto rope_for = [&](bool sliding) -> const std::pair<at::Tensor, at::Tensor>& {
+    const int which = sliding && config_.gemma ? 1 : 0;
+    if (!rope[which].first.defined()) {
+      auto [cos, sin] = Rotary(positions, which == 1);
+      rope[which] = {cos.unsqueeze(1), sin.unsqueeze(1)};
+    }
+    return rope[which];
+  };
 
   // Blocked-key masks [B or 1, 1, T, K] per distinct sliding window, on
   // sequence indices: the query at offset + i sees key j when j <= offset + i
@@ -417,7 +466,9 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& step_embeds, const at::Tenso
   };
   const double lowest = LowestValue(dtype());
 
-  const double scaling = 1.0 / std::sqrt(static_cast<double>(hd));
+  const double scaling = config_.attention_scale > 0
+                             ? config_.attention_scale
+                             : 1.0 / std::sqrt(static_cast<double>(hd));
   const int64_t q_dim = heads * hd;
   const int64_t kv_dim = kv_heads * hd;
   at::Tensor h = step_embeds;
@@ -432,6 +483,7 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& step_embeds, const at::Tenso
       q = Norm(q, l.q_norm);
       k = Norm(k, l.k_norm);
     }
+    const auto& [cos, sin] = rope_for(config_.layer_sliding_window[i] > 0);
     q = Rotate(q, cos, sin);
     k = Rotate(k, cos, sin);
     if (state->keys[i].defined()) {
@@ -453,14 +505,18 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& step_embeds, const at::Tenso
             .view({batch, heads, steps, hd})
             .transpose(1, 2)
             .reshape({batch, steps, q_dim});
-    h = h + at::linear(attended, l.o, l.o_bias);
+    at::Tensor attention_out = at::linear(attended, l.o, l.o_bias);
+    // Gemma normalises each block's output too, and the MLP's input with a
+    // norm of its own.
+    h = h + (config_.gemma ? Norm(attention_out, l.post_norm) : attention_out);
 
-    x = Norm(h, l.post_norm);
+    x = Norm(h, config_.gemma ? l.pre_ff_norm : l.post_norm);
     at::Tensor gate_up = at::linear(x, l.gate_up, l.gate_up_bias);
     const int64_t inter = config_.intermediate_size;
     at::Tensor act = ApplyActivation(gate_up.narrow(-1, 0, inter), config_.activation) *
                      gate_up.narrow(-1, inter, inter);
-    h = h + at::linear(act, l.down, l.down_bias);
+    at::Tensor mlp_out = at::linear(act, l.down, l.down_bias);
+    h = h + (config_.gemma ? Norm(mlp_out, l.post_ff_norm) : mlp_out);
   }
   state->length = keys;
   return Norm(h, w.final_norm);
@@ -473,7 +529,11 @@ at::Tensor LlamaModel::Hidden(const at::Tensor& inputs_embeds, const at::Tensor&
 }
 
 at::Tensor LlamaModel::LmHead(const at::Tensor& hidden) const {
-  return at::linear(hidden, weights_->lm_head);
+  at::Tensor logits = at::linear(hidden, weights_->lm_head);
+  if (const std::optional<double>& cap = config_.final_logit_softcapping) {
+    logits = at::tanh(logits / *cap) * *cap;
+  }
+  return logits;
 }
 
 CausalLmOutput LlamaModel::Forward(const CausalLmInputs& inputs) const {

@@ -140,6 +140,9 @@ class LlamaModel {
   c10::ScalarType dtype() const;
   // The word-embedding table [vocab, d] (frozen), e.g. for TEXT prompt init.
   const at::Tensor& word_embeddings() const;
+  // What Embed() multiplies rows by (gemma: sqrt(hidden_size) in the
+  // model's dtype); undefined for the other families.
+  const at::Tensor& embedding_scale() const;
   // Number of weight elements in the checkpoint tensors used (a tied head
   // counted once).
   int64_t num_parameters() const;
@@ -192,7 +195,10 @@ class LlamaModel {
 
   at::Tensor Norm(const at::Tensor& x, const at::Tensor& weight) const;
   // cos and sin [B, T, head_dim] in the model dtype for these positions.
-  std::pair<at::Tensor, at::Tensor> Rotary(const at::Tensor& positions) const;
+  // cos and sin [B, T, rotary_dim] of the full layers' rope, or with
+  // `sliding` of the sliding layers' (gemma's second rope; the full one
+  // for the other families).
+  std::pair<at::Tensor, at::Tensor> Rotary(const at::Tensor& positions, bool sliding = false) const;
 
   LlamaConfig config_;
   std::string folder_;

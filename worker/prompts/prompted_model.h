@@ -76,6 +76,9 @@ class PromptedLanguageModel {
   virtual int64_t num_parameters() const = 0;
   // The frozen word-embedding table [vocab, d] (TEXT and SAMPLE_VOCAB init).
   virtual const at::Tensor& word_embeddings() const = 0;
+  // The scalar the embedding layer multiplies rows by (Gemma's sqrt(d));
+  // undefined when it takes them as they are.
+  virtual at::Tensor word_embedding_scale() const { return at::Tensor(); }
 
   // OK when the family takes prompts laid out as `layout`; INVALID_ARGUMENT
   // naming num_transformer_submodules otherwise (a decoder-only model takes

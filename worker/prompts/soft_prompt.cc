@@ -53,6 +53,15 @@ absl::StatusOr<SoftPrompt> WithRandomFactors(const SoftPromptConfig& config,
   return SoftPrompt::FromTensors(config, embeddings, cols, rows);
 }
 
+// Rows `index` of the table as the model's embedding layer gives them
+// (times `embed_scale` when defined, in the table's dtype), in fp32.
+at::Tensor EmbeddingRows(const at::Tensor& word_embeddings, const at::Tensor& index,
+                         const at::Tensor& embed_scale) {
+  at::Tensor rows = word_embeddings.detach().index_select(0, index.to(word_embeddings.device()));
+  if (embed_scale.defined()) rows = rows * embed_scale;
+  return rows.to(at::kFloat);
+}
+
 absl::Status CheckWordEmbeddings(const SoftPromptConfig& config,
                                  const at::Tensor& word_embeddings) {
   if (!word_embeddings.defined() || word_embeddings.dim() != 2 ||
@@ -167,7 +176,7 @@ absl::StatusOr<SoftPrompt> SoftPrompt::Random(const SoftPromptConfig& config,
 absl::StatusOr<SoftPrompt> SoftPrompt::FromText(const SoftPromptConfig& config,
                                                 const std::vector<int>& text_ids,
                                                 const at::Tensor& word_embeddings,
-                                                uint64_t seed) {
+                                                uint64_t seed, const at::Tensor& embed_scale) {
   RETURN_IF_ERROR(ValidateSoftPromptConfig(config));
   RETURN_IF_ERROR(CheckWordEmbeddings(config, word_embeddings));
   if (text_ids.empty()) {
@@ -185,20 +194,20 @@ absl::StatusOr<SoftPrompt> SoftPrompt::FromText(const SoftPromptConfig& config,
     ids.push_back(id);
   }
   at::Tensor index = at::tensor(ids, at::kLong);
-  at::Tensor p = word_embeddings.detach().index_select(0, index).to(at::kFloat);
+  at::Tensor p = EmbeddingRows(word_embeddings, index, embed_scale);
   at::Generator gen = at::detail::createCPUGenerator(seed);
   return WithRandomFactors(config, p, gen);
 }
 
 absl::StatusOr<SoftPrompt> SoftPrompt::SampleVocab(const SoftPromptConfig& config,
                                                    const at::Tensor& word_embeddings,
-                                                   uint64_t seed) {
+                                                   uint64_t seed, const at::Tensor& embed_scale) {
   RETURN_IF_ERROR(ValidateSoftPromptConfig(config));
   RETURN_IF_ERROR(CheckWordEmbeddings(config, word_embeddings));
   at::Generator gen = at::detail::createCPUGenerator(seed);
   at::Tensor index = at::randint(word_embeddings.size(0), {config.total_tokens()}, gen,
                                  at::TensorOptions().dtype(at::kLong));
-  at::Tensor p = word_embeddings.detach().index_select(0, index).to(at::kFloat);
+  at::Tensor p = EmbeddingRows(word_embeddings, index, embed_scale);
   return WithRandomFactors(config, p, gen);
 }
 

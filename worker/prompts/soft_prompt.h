@@ -78,16 +78,21 @@ class SoftPrompt {
 
   // kText: `text_ids` are the tokenised init text (EOS included, as PEFT's
   // tokenizer call gives), tiled to T and cut to T; `word_embeddings` is the
-  // base model's [V, d] table. U, V (multitask) as kRandom with `seed`.
+  // base model's [V, d] table and `embed_scale`, when defined, the scalar
+  // its embedding layer multiplies rows by (Gemma's sqrt(d)), as PEFT takes
+  // the rows through that layer. U, V (multitask) as kRandom with `seed`.
   static absl::StatusOr<SoftPrompt> FromText(const SoftPromptConfig& config,
                                              const std::vector<int>& text_ids,
                                              const at::Tensor& word_embeddings,
-                                             uint64_t seed);
+                                             uint64_t seed,
+                                             const at::Tensor& embed_scale = at::Tensor());
 
-  // kSampleVocab: T ids drawn uniformly from the vocabulary with `seed`.
+  // kSampleVocab: T ids drawn uniformly from the vocabulary with `seed`;
+  // `embed_scale` as for FromText.
   static absl::StatusOr<SoftPrompt> SampleVocab(const SoftPromptConfig& config,
                                                 const at::Tensor& word_embeddings,
-                                                uint64_t seed);
+                                                uint64_t seed,
+                                                const at::Tensor& embed_scale = at::Tensor());
 
   // kAverageSourceTasks, kExactSourceTask, kOnlySourceShared: `source` is a
   // multitask state (prompt_embeddings, prefix_task_cols, prefix_task_rows)

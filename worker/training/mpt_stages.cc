@@ -437,9 +437,11 @@ absl::StatusOr<SoftPrompt> InitialPrompt(const StageEnv& env, const SoftPromptCo
       return SoftPrompt::Random(config, seed);
     case PromptInit::kText:
       return SoftPrompt::FromText(config, env.tokenizer->Encode(init_text),
-                                  env.model->word_embeddings(), seed);
+                                  env.model->word_embeddings(), seed,
+                                  env.model->word_embedding_scale());
     case PromptInit::kSampleVocab:
-      return SoftPrompt::SampleVocab(config, env.model->word_embeddings(), seed);
+      return SoftPrompt::SampleVocab(config, env.model->word_embeddings(), seed,
+                                     env.model->word_embedding_scale());
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("init: ", init_name, " needs a source adapter"));

@@ -37,7 +37,7 @@ std::string Quoted(const std::string& text) {
 
 // The families of tests/testdata/make_bpe_tokenizers.py.
 const char* const kFamilies[] = {"llama3",      "qwen2",     "gpt2",  "llama2",
-                                 "sp_bpe_fast", "metaspace", "custom"};
+                                 "sp_bpe_fast", "metaspace", "custom", "gemma"};
 
 struct Family {
   std::unique_ptr<HfTokenizer> tokenizer;

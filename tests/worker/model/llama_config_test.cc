@@ -318,6 +318,63 @@ TEST(LlamaConfigTest, RefusesWhatItCannotHonour) {
                     HasSubstr("the rotary dimensions / 2 = 4")));
 }
 
+// Gemma3TextConfig's defaults and its rope per layer type, in both forms
+// and with rope_scaling updating the full layers' dict.
+TEST(LlamaConfigTest, Gemma3Text) {
+  LlamaConfig g = Parse(Config("gemma3_text"));
+  EXPECT_TRUE(g.gemma);
+  EXPECT_TRUE(g.qk_norm);
+  EXPECT_EQ(g.head_dim, 256);
+  EXPECT_EQ(g.num_key_value_heads, 4);
+  EXPECT_TRUE(g.tie_word_embeddings);
+  EXPECT_EQ(g.bos_token_id, 2);
+  EXPECT_EQ(g.eos_token_ids, std::vector<int>{1});
+  EXPECT_EQ(g.pad_token_id, 0);
+  EXPECT_EQ(g.activation, T5Activation::kGeluPytorchTanh);
+  EXPECT_DOUBLE_EQ(g.attention_scale, 1.0 / 16);  // query_pre_attn_scalar 256
+  EXPECT_FALSE(g.final_logit_softcapping.has_value());
+  EXPECT_EQ(g.max_position_embeddings, 131072);
+  EXPECT_EQ(g.layer_sliding_window, (std::vector<int>{4096, 4096, 4096}));  // pattern 6
+  EXPECT_EQ(g.rope_theta, 1e6);
+  EXPECT_EQ(g.sliding_rope_theta, 1e4);
+
+  g = Parse(Config("gemma3_text", R"("sliding_window": 7, "sliding_window_pattern": 2,
+      "hidden_act": "silu", "hidden_activation": "gelu", "query_pre_attn_scalar": 4,
+      "final_logit_softcapping": 30, "rope_parameters": {
+        "full_attention": {"rope_type": "linear", "factor": 8, "rope_theta": 5e5},
+        "sliding_attention": {"rope_theta": 100}},
+      "rope_scaling": {"factor": 4}, "rope_theta": 7)"));
+  EXPECT_EQ(g.layer_sliding_window, (std::vector<int>{7, 0, 7}));
+  EXPECT_EQ(g.activation, T5Activation::kGelu);  // hidden_activation, not hidden_act
+  EXPECT_DOUBLE_EQ(g.attention_scale, 0.5);
+  EXPECT_EQ(g.final_logit_softcapping, 30.0);
+  EXPECT_EQ(g.rope_scaling.type, RopeType::kLinear);
+  EXPECT_EQ(g.rope_scaling.factor, 4.0);  // rope_scaling updates the dict
+  EXPECT_EQ(g.rope_theta, 5e5);           // the dict's theta wins over the top level's
+  EXPECT_EQ(g.sliding_rope_theta, 100.0);
+  EXPECT_EQ(g.sliding_rope_scaling.type, RopeType::kDefault);
+
+  g = Parse(Config("gemma3_text", R"("rope_theta": 7, "rope_local_base_freq": 3,
+      "layer_types": ["full_attention", "sliding_attention", "full_attention"])"));
+  EXPECT_EQ(g.rope_theta, 7.0);
+  EXPECT_EQ(g.sliding_rope_theta, 3.0);
+  EXPECT_EQ(g.layer_sliding_window, (std::vector<int>{0, 4096, 0}));
+
+  EXPECT_THAT(Error(Config("gemma3_text", R"("use_bidirectional_attention": true)")),
+              HasSubstr("'use_bidirectional_attention'"));
+  EXPECT_THAT(Error(Config("gemma3_text", R"("sliding_window": null)")),
+              HasSubstr("'sliding_window' is null"));
+  EXPECT_THAT(Error(Config("gemma3_text", R"("hidden_activation": "prelu")")),
+              HasSubstr("'hidden_activation'"));
+  EXPECT_THAT(Error(Config("gemma3_text", R"("rope_parameters": {"rope_type": "default"})")),
+              AllOf(HasSubstr("'rope_parameters'"), HasSubstr("one dict per layer type")));
+  EXPECT_THAT(Error(Config("gemma3_text", R"("rope_parameters": {
+      "full_attention": {"rope_type": "yarn", "factor": 2}})")),
+              AllOf(HasSubstr("'rope_parameters.full_attention.rope_type'"), HasSubstr("yarn")));
+  EXPECT_THAT(Error(Config("gemma3_text", R"("rope_scaling": {"rope_type": "linear"})")),
+              HasSubstr("'rope_parameters.full_attention.factor' is missing"));
+}
+
 // phi3's partial rotation: the dict's factor wins over the top level's,
 // int() truncation, odd head widths allowed when the rotated part is even,
 // longrope's factors sized by the rotated part and its pre-training length

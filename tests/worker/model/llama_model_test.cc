@@ -287,7 +287,7 @@ TEST_P(LlamaGoldenTest, OnlyThePromptGetsGradients) {
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, LlamaGoldenTest,
                          ::testing::Values("llama_gqa", "llama_linear", "llama_dynamic", "qwen2",
-                                           "qwen3", "phi3", "mistral"));
+                                           "qwen3", "phi3", "gemma3", "mistral"));
 
 TEST(LlamaModelTest, ConfigsAreReadAsTransformersReadsThem) {
   auto load = [](const std::string& name) {
@@ -317,6 +317,18 @@ TEST(LlamaModelTest, ConfigsAreReadAsTransformersReadsThem) {
   EXPECT_EQ(phi3->config().rope_scaling.type, RopeType::kLongrope);
   EXPECT_EQ(phi3->config().rope_scaling.original_max_position_embeddings, 16);
   EXPECT_EQ(phi3->config().rms_norm_eps, 1e-5);
+  std::unique_ptr<LlamaModel> gemma3 = load("gemma3");
+  ASSERT_NE(gemma3, nullptr);
+  EXPECT_TRUE(gemma3->config().gemma);
+  EXPECT_EQ(gemma3->config().layer_sliding_window, (std::vector<int>{5, 0, 5}));
+  EXPECT_EQ(gemma3->config().rope_scaling.type, RopeType::kLinear);
+  EXPECT_EQ(gemma3->config().rope_theta, 1e6);
+  EXPECT_EQ(gemma3->config().sliding_rope_scaling.type, RopeType::kDefault);
+  EXPECT_EQ(gemma3->config().sliding_rope_theta, 1e4);
+  EXPECT_EQ(gemma3->config().final_logit_softcapping, 30.0);
+  EXPECT_EQ(gemma3->config().activation, T5Activation::kGeluPytorchTanh);
+  ASSERT_TRUE(gemma3->embedding_scale().defined());
+  EXPECT_FLOAT_EQ(gemma3->embedding_scale().item<float>(), 8.0f);
   std::unique_ptr<LlamaModel> mistral = load("mistral");
   ASSERT_NE(mistral, nullptr);
   EXPECT_EQ(mistral->config().layer_sliding_window, (std::vector<int>{5, 5}));

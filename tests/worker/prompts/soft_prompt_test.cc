@@ -123,6 +123,24 @@ TEST(SoftPrompt, TextInitTilesTheTokensToTheLength) {
   EXPECT_TRUE(at::equal(prompt->prompt_embeddings(), want));
 }
 
+// Gemma's embedding layer scales its rows, and PEFT takes TEXT and
+// SAMPLE_VOCAB rows through that layer: the prompt starts from scaled rows.
+TEST(SoftPrompt, InitRowsTakeTheEmbeddingScale) {
+  SoftPromptConfig c;
+  c.num_virtual_tokens = 3;
+  c.token_dim = 2;
+  at::Tensor table = at::arange(20, at::kFloat).view({10, 2});
+  at::Tensor scale = at::scalar_tensor(1.5, at::kFloat);
+  auto text = SoftPrompt::FromText(c, {7, 3}, table, 0, scale);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_TRUE(at::equal(text->prompt_embeddings(),
+                        table.index_select(0, at::tensor({7, 3, 7}, at::kLong)) * 1.5));
+  auto plain = SoftPrompt::SampleVocab(c, table, 4);
+  auto scaled = SoftPrompt::SampleVocab(c, table, 4, scale);
+  ASSERT_TRUE(plain.ok() && scaled.ok());
+  EXPECT_TRUE(at::equal(scaled->prompt_embeddings(), plain->prompt_embeddings() * 1.5));
+}
+
 TEST(SoftPrompt, RandomIsReproducible) {
   auto a = SoftPrompt::Random(Multitask(2), 9), b = SoftPrompt::Random(Multitask(2), 9);
   auto c = SoftPrompt::Random(Multitask(2), 10);
