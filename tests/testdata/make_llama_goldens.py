@@ -2,8 +2,8 @@
 """Builds small random decoder-only checkpoints and what transformers computes with them.
 
 The reference is Hugging Face transformers (LlamaForCausalLM,
-Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma3ForCausalLM,
-MistralForCausalLM) with attn_implementation="eager", in
+Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
+Gemma3ForCausalLM, MistralForCausalLM) with attn_implementation="eager", in
 fp32, in eval mode. Running
 
     /tmp/tp-ref/bin/python tests/testdata/make_llama_goldens.py --out tests/testdata/llama
@@ -45,6 +45,10 @@ checkpoint with config.json, the weights and golden.safetensors:
                   (factor 2, theta 1e6) on the full layers and a default one
                   (theta 1e4) on the sliding ones, in the top-level form of
                   Gemma 3's files (rope_local_base_freq, rope_scaling).
+  gemma2/         gemma2: as gemma3 without q/k norms, one linear rope,
+                  attention scores capped at 2 and logits at 8 (both
+                  change the outputs), layers [sliding, full, sliding]
+                  derived from the default alternation, weights in bf16.
   mistral/        mistral: one key/value head, explicit head_dim, a sliding
                   window of 5 on every layer (shorter than the batch), the
                   default rope type with rope_theta 1e6.
@@ -95,6 +99,8 @@ from transformers import (
     MistralForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Gemma2Config,
+    Gemma2ForCausalLM,
     Gemma3ForCausalLM,
     Gemma3TextConfig,
     Phi3Config,
@@ -317,6 +323,29 @@ SPECS = {
             },
         ),
     ),
+    "gemma2": dict(
+        cls=(Gemma2Config, Gemma2ForCausalLM),
+        seed=19,
+        length=14,
+        stored=torch.bfloat16,
+        shards=1,
+        config=dict(
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            max_position_embeddings=256,
+            query_pre_attn_scalar=32,
+            attn_logit_softcapping=2.0,
+            final_logit_softcapping=8.0,
+            sliding_window=5,
+            rope_parameters=dict(rope_type="linear", factor=2.0, rope_theta=10000.0),
+        ),
+        # layer_types left for the loader to derive (every second layer full).
+        rewrite=dict(drop=("layer_types",), set={}),
+    ),
     "mistral": dict(
         cls=(MistralConfig, MistralForCausalLM),
         seed=15,
@@ -493,6 +522,16 @@ def build(name, spec, out_dir):
         diff = (forward(full, input_ids=ids, attention_mask=mask).logits - out.logits).abs().max().item()
         log(f"{name}: logits without the sliding window differ by {diff:.4f}")
         assert diff > 1e-3, "the sliding window does not change the eager outputs"
+    if name == "gemma2":
+        for field, value in (("attn_logit_softcapping", None), ("final_logit_softcapping", None)):
+            cfg2 = config_class.from_pretrained(folder)
+            setattr(cfg2, field, value)
+            cfg2._attn_implementation = "eager"
+            uncapped = model_class(cfg2).eval()
+            uncapped.load_state_dict(ref.state_dict())
+            diff = (forward(uncapped, input_ids=ids, attention_mask=mask).logits - out.logits).abs().max().item()
+            log(f"{name}: logits without {field} differ by {diff:.4f}")
+            assert diff > 1e-3, f"{field} does not change the outputs"
     if name == "gemma3":
         assert ref.config.layer_types == ["sliding_attention", "full_attention", "sliding_attention"], ref.config.layer_types
         cfg2 = config_class.from_pretrained(folder)

@@ -54,6 +54,9 @@ constexpr Family kFamilies[] = {
     // (1 + w) norms around attention and MLP, q/k norms, a rope per layer
     // type, query_pre_attn_scalar, an optional final logit cap.
     {"gemma3_text", "Gemma3ForCausalLM", 131072, 4, 1e-6, 2, 1, 0},
+    // Gemma 2: Gemma 3's layout without q/k norms and with one rope, its
+    // attention scores and final logits capped (50 and 30 unless told).
+    {"gemma2", "Gemma2ForCausalLM", 8192, 4, 1e-6, 2, 1, 0},
 };
 
 std::string KnownModelTypes() {
@@ -351,26 +354,46 @@ absl::Status UpdateGemma3Rope(const FieldReader& r, double& theta, RopeScaling& 
   return absl::OkStatus();
 }
 
-// Gemma3TextConfig's own fields: a rotary dict per layer type
-// (rope_parameters {"full_attention": {...}, "sliding_attention": {...}},
-// or the older rope_theta / rope_local_base_freq / rope_scaling, the last
-// for the full layers), query_pre_attn_scalar, final_logit_softcapping;
-// use_bidirectional_attention is refused.
-absl::Status ParseGemma3(const FieldReader& top, absl::string_view source, LlamaConfig& config) {
+// Gemma 2 and 3's own fields: query_pre_attn_scalar, the logit caps
+// (final_logit_softcapping; attn_logit_softcapping, which only Gemma 2's
+// attention applies; absent: Gemma2Config's 30 and 50, none for Gemma 3;
+// null: none); use_bidirectional_attention is refused.
+absl::Status ParseGemma(const FieldReader& top, LlamaConfig& config) {
+  const bool gemma2 = config.model_type == "gemma2";
   config.gemma = true;
-  config.rotary_dim = config.head_dim;
   ASSIGN_OR_RETURN(std::optional<bool> bidirectional, top.Bool("use_bidirectional_attention"));
   if (bidirectional.value_or(false)) {
     return top.Error("use_bidirectional_attention",
-                     "is true: only causal (generative) Gemma 3 models are supported");
+                     "is true: only causal (generative) Gemma models are supported");
   }
   ASSIGN_OR_RETURN(double scalar, top.PositiveNumber("query_pre_attn_scalar", 256));
   config.attention_scale = std::pow(scalar, -0.5);
-  ASSIGN_OR_RETURN(config.final_logit_softcapping, top.Number("final_logit_softcapping"));
-  if (config.final_logit_softcapping.has_value() && !(*config.final_logit_softcapping > 0)) {
-    return top.Error("final_logit_softcapping",
-                     absl::StrCat("must be positive or null, got ", *config.final_logit_softcapping));
+  auto cap = [&](const char* field, std::optional<double> fallback,
+                 std::optional<double>& out) -> absl::Status {
+    ASSIGN_OR_RETURN(out, top.Number(field));
+    if (!top.Present(field)) out = fallback;
+    if (out.has_value() && !(*out > 0)) {
+      return top.Error(field, absl::StrCat("must be positive or null, got ", *out));
+    }
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(cap("final_logit_softcapping",
+                      gemma2 ? std::optional<double>(30.0) : std::nullopt,
+                      config.final_logit_softcapping));
+  if (gemma2) {
+    RETURN_IF_ERROR(cap("attn_logit_softcapping", 50.0, config.attn_logit_softcapping));
   }
+  return absl::OkStatus();
+}
+
+// Gemma3TextConfig's rotary dict per layer type (rope_parameters
+// {"full_attention": {...}, "sliding_attention": {...}}, or the older
+// rope_theta / rope_local_base_freq / rope_scaling, the last for the full
+// layers).
+absl::Status ParseGemma3Rope(const FieldReader& top, absl::string_view source,
+                             LlamaConfig& config) {
+  config.rotary_dim = config.head_dim;
+  config.sliding_rope = true;
   // transformers' order: the per-type dicts, rope_scaling over the full
   // layers' dict, then the top-level thetas where a dict has none.
   ASSIGN_OR_RETURN(std::optional<double> global_theta, top.Number("rope_theta"));
@@ -546,8 +569,8 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
     ASSIGN_OR_RETURN(config.head_dim, reader.RequiredSize("head_dim"));
   } else if (config.model_type == "qwen3") {
     config.head_dim = 128;  // Qwen3Config's default, whatever hidden_size is
-  } else if (config.model_type == "gemma3_text") {
-    config.head_dim = 256;  // Gemma3TextConfig's default
+  } else if (config.model_type == "gemma3_text" || config.model_type == "gemma2") {
+    config.head_dim = 256;  // Gemma3TextConfig's and Gemma2Config's default
   } else {
     if (config.hidden_size % config.num_attention_heads != 0) {
       return reader.Error("num_attention_heads",
@@ -569,16 +592,18 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
                    reader.PositiveNumber("rms_norm_eps", family->default_rms_norm_eps));
 
   const bool gemma3 = config.model_type == "gemma3_text";
+  const bool gemma = gemma3 || config.model_type == "gemma2";
+  if (gemma) RETURN_IF_ERROR(ParseGemma(reader, config));
   if (gemma3) {
-    RETURN_IF_ERROR(ParseGemma3(reader, source, config));
+    RETURN_IF_ERROR(ParseGemma3Rope(reader, source, config));
   } else {
     RETURN_IF_ERROR(ParseRope(reader, source, config));
   }
 
-  // Gemma3TextConfig names its activation hidden_activation.
-  const char* act_field = gemma3 ? "hidden_activation" : "hidden_act";
+  // Gemma's configs name the activation hidden_activation.
+  const char* act_field = gemma ? "hidden_activation" : "hidden_act";
   ASSIGN_OR_RETURN(std::optional<std::string> act, reader.String(act_field));
-  config.hidden_act = act.value_or(gemma3 ? "gelu_pytorch_tanh" : "silu");
+  config.hidden_act = act.value_or(gemma ? "gelu_pytorch_tanh" : "silu");
   std::optional<T5Activation> activation = T5ActivationFromName(config.hidden_act);
   if (!activation.has_value()) {
     return reader.Error(act_field, absl::StrCat("has the unknown value \"", config.hidden_act,
@@ -595,11 +620,11 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
     config.qkv_bias = true;
     config.o_bias = false;
     config.mlp_bias = false;
-  } else if (config.model_type == "qwen3" || gemma3) {
+  } else if (config.model_type == "qwen3" || gemma) {
     ASSIGN_OR_RETURN(std::optional<bool> attention_bias, reader.Bool("attention_bias"));
     config.qkv_bias = config.o_bias = attention_bias.value_or(false);
     config.mlp_bias = false;
-    config.qk_norm = true;
+    config.qk_norm = config.model_type != "gemma2";
   }
 
   // Sliding windows.
@@ -643,21 +668,25 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
     // Without the list MinistralConfig slides on every layer, as Mistral.
     ASSIGN_OR_RETURN(bool listed, apply_layer_types(window));
     if (!listed) config.layer_sliding_window.assign(config.num_hidden_layers, window);
-  } else if (gemma3) {
-    // Gemma3TextConfig: sliding_window 4096 unless told, on the layers
-    // layer_types marks "sliding_attention"; without the list every
-    // sliding_window_pattern-th layer (default 6) is a full one.
+  } else if (gemma) {
+    // Gemma2Config / Gemma3TextConfig: sliding_window 4096 unless told, on
+    // the layers layer_types marks "sliding_attention"; without the list
+    // every second layer (Gemma 2) or every sliding_window_pattern-th
+    // (Gemma 3, default 6) is a full one.
     int window = 4096;
     if (reader.Present("sliding_window")) {
       if (reader.Get("sliding_window") == nullptr) {
         return reader.Error("sliding_window",
-                            "is null; Gemma 3's sliding layers need a window size");
+                            "is null; Gemma's sliding layers need a window size");
       }
       ASSIGN_OR_RETURN(window, reader.RequiredSize("sliding_window"));
     }
     ASSIGN_OR_RETURN(bool listed, apply_layer_types(window));
     if (!listed) {
-      ASSIGN_OR_RETURN(int pattern, reader.OptionalSize("sliding_window_pattern", 6));
+      int pattern = 2;
+      if (gemma3) {
+        ASSIGN_OR_RETURN(pattern, reader.OptionalSize("sliding_window_pattern", 6));
+      }
       for (int i = 0; i < config.num_hidden_layers; ++i) {
         if ((i + 1) % pattern != 0) config.layer_sliding_window[i] = window;
       }
@@ -690,7 +719,7 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
   }
 
   ASSIGN_OR_RETURN(std::optional<bool> tie, reader.Bool("tie_word_embeddings"));
-  config.tie_word_embeddings = tie.value_or(gemma3);  // Gemma3TextConfig: true
+  config.tie_word_embeddings = tie.value_or(gemma);  // Gemma's configs: true
 
   // Token ids: the class defaults (the Family table) when absent; null
   // means none. A class default outside the vocabulary (phi3's 32000 in a

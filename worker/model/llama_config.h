@@ -40,6 +40,11 @@
 //    or rope_theta (1e6), rope_local_base_freq (1e4) and rope_scaling for
 //    the full layers), each "default" or "linear"; final_logit_softcapping.
 //    use_bidirectional_attention is refused.
+//  - gemma2 (Gemma2ForCausalLM): gemma3_text's layout without q/k norms,
+//    with one rope of the usual kinds, every second layer sliding unless
+//    layer_types says otherwise, attention scores and final logits capped
+//    (attn_logit_softcapping 50, final_logit_softcapping 30 unless told;
+//    null: none), 8192 positions.
 //  - mistral: no biases; sliding_window (when not null) on every layer, or,
 //    when config.json has layer_types, only on the layers it marks
 //    "sliding_attention": transformers' Auto classes load such a file as
@@ -105,7 +110,8 @@ struct RopeScaling {
 };
 
 struct LlamaConfig {
-  std::string model_type;  // "llama", "qwen2", "qwen3", "mistral", "ministral", "phi3" or "gemma3_text"
+  std::string model_type;  // "llama", "qwen2", "qwen3", "mistral", "ministral", "phi3", "gemma2"
+                           // or "gemma3_text"
   int vocab_size = 0;               // required
   int hidden_size = 0;              // required
   int intermediate_size = 0;        // required
@@ -130,14 +136,18 @@ struct LlamaConfig {
   // rotation.
   bool qk_norm = false;
 
-  // gemma3_text: embeddings times sqrt(hidden_size), (1 + weight) norms,
-  // norms after attention and around the MLP, the sliding layers' own rope.
+  // gemma2, gemma3_text: embeddings times sqrt(hidden_size), (1 + weight)
+  // norms, norms after attention and around the MLP.
   bool gemma = false;
+  // gemma3_text: the sliding layers' own rope.
+  bool sliding_rope = false;
   double sliding_rope_theta = 10000.0;
   RopeScaling sliding_rope_scaling;
   // Scores are multiplied by this; 0 means head_dim^-0.5.
   double attention_scale = 0;
-  // logits = cap * tanh(logits / cap) when set.
+  // x = cap * tanh(x / cap) when set: attention scores (before the mask)
+  // and final logits.
+  std::optional<double> attn_logit_softcapping;
   std::optional<double> final_logit_softcapping;
 
   // Per layer: 0 = full causal attention, W > 0 = a key at sequence index j

@@ -192,6 +192,8 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
       }
       w.embed_scale = at::scalar_tensor(std::sqrt(static_cast<double>(d)), at::kFloat)
                           .to(w.embed.options());
+    }
+    if (config.sliding_rope) {
       w.sliding_inv_freq = BaseInvFreq(ScalarFloat(config.sliding_rope_theta), config.rotary_dim);
       if (config.sliding_rope_scaling.type == RopeType::kLinear) {
         w.sliding_inv_freq = w.sliding_inv_freq / config.sliding_rope_scaling.factor;
@@ -436,7 +438,7 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& step_embeds, const at::Tenso
   // layers' own.
   std::pair<at::Tensor, at::Tensor> rope[2];
   auto rope_for = [&](bool sliding) -> const std::pair<at::Tensor, at::Tensor>& {
-    const int which = sliding && config_.gemma ? 1 : 0;
+    const int which = sliding && config_.sliding_rope ? 1 : 0;
     if (!rope[which].first.defined()) {
       auto [cos, sin] = Rotary(positions, which == 1);
       rope[which] = {cos.unsqueeze(1), sin.unsqueeze(1)};
@@ -497,6 +499,9 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& step_embeds, const at::Tenso
     // (the same products as repeating each k/v head `group` times).
     at::Tensor qg = q.reshape({batch, kv_heads, group * steps, hd});
     at::Tensor scores = BatchedMatmul(qg, k.transpose(-1, -2)) * scaling;  // [B, KV, G*T, K]
+    if (const std::optional<double>& cap = config_.attn_logit_softcapping) {
+      scores = at::tanh(scores / *cap) * *cap;
+    }
     scores = scores.view({batch, heads, steps, keys})
                  .masked_fill(blocked_for(config_.layer_sliding_window[i]), lowest);
     at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());

@@ -375,6 +375,28 @@ TEST(LlamaConfigTest, Gemma3Text) {
               HasSubstr("'rope_parameters.full_attention.factor' is missing"));
 }
 
+// Gemma2Config: Gemma 3's defaults without q/k norms, with both caps (null
+// turns one off), one rope and every second layer sliding.
+TEST(LlamaConfigTest, Gemma2) {
+  LlamaConfig g = Parse(Config("gemma2"));
+  EXPECT_TRUE(g.gemma);
+  EXPECT_FALSE(g.qk_norm);
+  EXPECT_FALSE(g.sliding_rope);
+  EXPECT_EQ(g.head_dim, 256);
+  EXPECT_EQ(g.max_position_embeddings, 8192);
+  EXPECT_EQ(g.attn_logit_softcapping, 50.0);
+  EXPECT_EQ(g.final_logit_softcapping, 30.0);
+  EXPECT_EQ(g.layer_sliding_window, (std::vector<int>{4096, 0, 4096}));
+  EXPECT_EQ(g.activation, T5Activation::kGeluPytorchTanh);
+  g = Parse(Config("gemma2", R"("attn_logit_softcapping": null, "sliding_window_pattern": 3,
+      "rope_scaling": {"rope_type": "yarn", "factor": 2})"));
+  EXPECT_FALSE(g.attn_logit_softcapping.has_value());
+  EXPECT_EQ(g.layer_sliding_window, (std::vector<int>{4096, 0, 4096}));  // no pattern key
+  EXPECT_EQ(g.rope_scaling.type, RopeType::kYarn);
+  EXPECT_THAT(Error(Config("gemma2", R"("final_logit_softcapping": 0)")),
+              HasSubstr("'final_logit_softcapping' must be positive or null"));
+}
+
 // phi3's partial rotation: the dict's factor wins over the top level's,
 // int() truncation, odd head widths allowed when the rotated part is even,
 // longrope's factors sized by the rotated part and its pre-training length

@@ -287,7 +287,7 @@ TEST_P(LlamaGoldenTest, OnlyThePromptGetsGradients) {
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, LlamaGoldenTest,
                          ::testing::Values("llama_gqa", "llama_linear", "llama_dynamic", "qwen2",
-                                           "qwen3", "phi3", "gemma3", "mistral"));
+                                           "qwen3", "phi3", "gemma2", "gemma3", "mistral"));
 
 TEST(LlamaModelTest, ConfigsAreReadAsTransformersReadsThem) {
   auto load = [](const std::string& name) {
@@ -317,6 +317,14 @@ TEST(LlamaModelTest, ConfigsAreReadAsTransformersReadsThem) {
   EXPECT_EQ(phi3->config().rope_scaling.type, RopeType::kLongrope);
   EXPECT_EQ(phi3->config().rope_scaling.original_max_position_embeddings, 16);
   EXPECT_EQ(phi3->config().rms_norm_eps, 1e-5);
+  std::unique_ptr<LlamaModel> gemma2 = load("gemma2");
+  ASSERT_NE(gemma2, nullptr);
+  EXPECT_TRUE(gemma2->config().gemma);
+  EXPECT_FALSE(gemma2->config().qk_norm);
+  EXPECT_FALSE(gemma2->config().sliding_rope);
+  EXPECT_EQ(gemma2->config().layer_sliding_window, (std::vector<int>{5, 0, 5}));
+  EXPECT_EQ(gemma2->config().attn_logit_softcapping, 2.0);
+  EXPECT_EQ(gemma2->config().final_logit_softcapping, 8.0);
   std::unique_ptr<LlamaModel> gemma3 = load("gemma3");
   ASSERT_NE(gemma3, nullptr);
   EXPECT_TRUE(gemma3->config().gemma);
