@@ -2,7 +2,7 @@
 """Differential fuzz of llama_dump against transformers' *ForCausalLM.
 
 Draws random tiny decoder-only configurations (model_type llama, qwen2,
-qwen3, mistral, phi3, gemma2 or gemma3_text) over the fields worker/model/llama_config.cc reads and transformers
+qwen3, mistral, phi3, gemma, gemma2 or gemma3_text) over the fields worker/model/llama_config.cc reads and transformers
 honours: grouped-query / multi-query attention, an explicit head_dim, rope
 theta, every rope type of transformers' ROPE_INIT_FUNCTIONS that these classes
 reach (default, linear, dynamic, yarn with its optional fields, llama3,
@@ -15,7 +15,7 @@ level or both) with its default and longrope types and top-level
 original_max_position_embeddings, gemma3_text's rope per layer type (nested
 or top-level form), layer types from a list or sliding_window_pattern,
 query_pre_attn_scalar, final_logit_softcapping and hidden_activation, and
-gemma2's attention logit cap, mistral's sliding_window
+gemma2's attention logit cap, gemma's legacy "gelu", mistral's sliding_window
 (often shorter than the batch) and layer_types, hidden_act, rms_norm_eps, token ids (ints,
 lists, null), stored weight dtypes (f32, bf16, f16, f64; sometimes sharded),
 and fields both sides ignore.
@@ -69,7 +69,7 @@ a row's comparison)
 (status ADAPTER_MISMATCH otherwise).
 
 Options: --llama_dump PATH (default bazel-bin/worker/llama_dump),
---family llama|qwen2|mistral|qwen3|phi3|gemma3_text|gemma2 (only that family), --keep DIR (keep the folders
+--family llama|qwen2|mistral|qwen3|phi3|gemma3_text|gemma2|gemma (only that family), --keep DIR (keep the folders
 of failing cases there: config.json, weights, ids.txt, and the command),
 --only INDEX (run one case of the seed), -v (print the drawn config),
 --mutate theta|factor|window|eps (self-test of the comparison: llama_dump gets
@@ -101,11 +101,11 @@ from transformers import AutoConfig, AutoModelForCausalLM
 transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
 
-FAMILIES = ("llama", "qwen2", "mistral", "qwen3", "phi3", "gemma3_text", "gemma2")
+FAMILIES = ("llama", "qwen2", "mistral", "qwen3", "phi3", "gemma3_text", "gemma2", "gemma")
 CAUSAL_LM = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM",
              "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM", "gemma3_text": "Gemma3ForCausalLM",
-             "gemma2": "Gemma2ForCausalLM"}
-GEMMA = ("gemma2", "gemma3_text")
+             "gemma2": "Gemma2ForCausalLM", "gemma": "GemmaForCausalLM"}
+GEMMA = ("gemma2", "gemma3_text")  # Gemma 2 and 3's shared fields
 
 # ACT2FN names llama_config.cc maps (worker/model/t5_config.cc's table).
 SUPPORTED_ACTS = ["silu", "swish", "gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh",
@@ -124,7 +124,7 @@ EXPECTED_REFUSALS = {
     "partial_rotary_factor": ("partial_rotary_factor != 1", ("partial_rotary_factor'",)),
     "hidden_act": ("an ACT2FN activation outside llama_dump's table", ("'hidden_act'",)),
     "hidden_activation": ("an ACT2FN activation outside llama_dump's table", ("'hidden_activation'",)),
-    "bidirectional": ("Gemma 3's bidirectional attention", ("'use_bidirectional_attention'",)),
+    "bidirectional": ("Gemma's bidirectional attention", ("'use_bidirectional_attention'",)),
     "token_id_range": ("a bos/eos/pad id >= vocab_size", ("_token_id'", "outside the vocabulary")),
 }
 
@@ -361,6 +361,8 @@ def draw_case(seed, index, family=None):
         fam = "qwen3" if u < 0.17 else "phi3" if u < 0.34 else "gemma3_text" if u < 0.5 else fam
         if fam in FAMILIES[:3] and random.Random(f"{seed}:{index}:gemma2").random() < 0.25:
             fam = "gemma2"
+        if fam in FAMILIES[:3] and random.Random(f"{seed}:{index}:gemma").random() < 0.2:
+            fam = "gemma"
     cfg = {"model_type": fam}
     if maybe(rng, 0.7):
         cfg["architectures"] = [CAUSAL_LM[fam]]
@@ -371,7 +373,7 @@ def draw_case(seed, index, family=None):
         head_dim = rng.choice([4, 6, 8, 10, 12, 16, 20, 24, 32])
         # LlamaConfig and Gemma3TextConfig validate hidden_size % num_attention_heads == 0
         # even with head_dim.
-        step = heads if fam in ("llama",) + GEMMA else 1
+        step = heads if fam in ("llama", "gemma") + GEMMA else 1
         choices = [h for h in range(16, 97) if h % step == 0 and h != heads * head_dim]
         hidden = rng.choice(choices)
         cfg["head_dim"] = head_dim
@@ -379,9 +381,9 @@ def draw_case(seed, index, family=None):
         choices = [(h, h // heads) for h in range(16, 97)
                    if h % heads == 0 and (h // heads) % 2 == 0 and h // heads >= 2]
         hidden, head_dim = rng.choice(choices)
-        if maybe(rng, 0.15) and fam not in ("qwen2", "qwen3", "phi3") + GEMMA:  # these read a null head_dim as is
+        if maybe(rng, 0.15) and fam not in ("qwen2", "qwen3", "phi3", "gemma") + GEMMA:  # these read a null head_dim as is
             cfg["head_dim"] = None
-        if fam in ("qwen3",) + GEMMA:
+        if fam in ("qwen3", "gemma") + GEMMA:
             if maybe(rng, 0.25):
                 head_dim = 128 if fam == "qwen3" else 256  # absent: the class default, whatever hidden_size is
             else:
@@ -391,10 +393,10 @@ def draw_case(seed, index, family=None):
     kv_choices = [k for k in range(1, heads + 1) if heads % k == 0]
     kv_form = rng.choice(["int", "int", "int", "null", "absent"])
     family_default_kv = {"llama": heads, "qwen2": 32, "qwen3": 32, "mistral": 8, "phi3": heads,
-                         "gemma3_text": 4, "gemma2": 4}[fam]
+                         "gemma3_text": 4, "gemma2": 4, "gemma": 16}[fam]
     if kv_form == "absent" and heads % family_default_kv != 0:
         kv_form = "int"
-    if kv_form == "null" and fam in ("mistral",) + GEMMA:
+    if kv_form == "null" and fam in ("mistral", "gemma") + GEMMA:
         kv_form = "int"  # their strict typing refuses null
     if kv_form == "int":
         kv = rng.choice(kv_choices)
@@ -498,6 +500,15 @@ def draw_case(seed, index, family=None):
     elif fam == "phi3":
         w = draw_window(rng, cfg, length, ["absent", "null", "short", "long"])  # every layer
         window_desc = f" sw={cfg.get('sliding_window', 'absent')}"
+    elif fam == "gemma":
+        # GemmaConfig: hidden_act (its legacy "gelu" is the tanh
+        # approximation), no window, no caps.
+        v = rng.choice([None, True, False])
+        if v is not None:
+            cfg["attention_bias"] = v
+        if maybe(rng, 0.04):
+            cfg["use_bidirectional_attention"] = True
+            case["refusals"].add("bidirectional")
     elif fam in GEMMA:
         draw_window(rng, cfg, length, ["absent", "short", "short", "long"])
         if maybe(rng, 0.4):

@@ -1,5 +1,5 @@
 // llama_dump: loads a Hugging Face decoder-only folder (llama, qwen2,
-// qwen3, mistral, phi3, gemma2, gemma3_text), runs it on token ids and reports what it computed and what it
+// qwen3, mistral, phi3, gemma, gemma2, gemma3_text), runs it on token ids and reports what it computed and what it
 // cost, so that a user can check that a checkpoint loads and behaves as it
 // does in transformers.
 //
@@ -334,7 +334,7 @@ namespace {
 int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Runs a Hugging Face decoder-only checkpoint (llama, qwen2, qwen3, mistral, ministral, "
-      "phi3, gemma2, gemma3_text) and reports its outputs.\n  llama_dump --model=FOLDER (--ids=\"1,2,3;4,5\" | --random_tokens=S "
+      "phi3, gemma, gemma2, gemma3_text) and reports its outputs.\n  llama_dump --model=FOLDER (--ids=\"1,2,3;4,5\" | --random_tokens=S "
       "[--batch=B]) [--generate=N] [--dtype=float32] [--out=FILE.safetensors]");
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) {

@@ -2,8 +2,8 @@
 """Builds small random decoder-only checkpoints and what transformers computes with them.
 
 The reference is Hugging Face transformers (LlamaForCausalLM,
-Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
-Gemma3ForCausalLM, MistralForCausalLM) with attn_implementation="eager", in
+Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, GemmaForCausalLM,
+Gemma2ForCausalLM, Gemma3ForCausalLM, MistralForCausalLM) with attn_implementation="eager", in
 fp32, in eval mode. Running
 
     /tmp/tp-ref/bin/python tests/testdata/make_llama_goldens.py --out tests/testdata/llama
@@ -45,6 +45,10 @@ checkpoint with config.json, the weights and golden.safetensors:
                   (factor 2, theta 1e6) on the full layers and a default one
                   (theta 1e4) on the sliding ones, in the top-level form of
                   Gemma 3's files (rope_local_base_freq, rope_scaling).
+  gemma/          gemma (Gemma 1): Llama's layout with scaled embeddings and
+                  (1 + w) norms, q/k/v/o biases, one key/value head, an
+                  untied head, hidden_act "gelu" as the released files
+                  write it (the tanh approximation in GemmaConfig).
   gemma2/         gemma2: as gemma3 without q/k norms, one linear rope,
                   attention scores capped at 2 and logits at 8 (both
                   change the outputs), layers [sliding, full, sliding]
@@ -99,6 +103,8 @@ from transformers import (
     MistralForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    GemmaConfig,
+    GemmaForCausalLM,
     Gemma2Config,
     Gemma2ForCausalLM,
     Gemma3ForCausalLM,
@@ -322,6 +328,28 @@ SPECS = {
                 "sliding_window_pattern": 2,
             },
         ),
+    ),
+    "gemma": dict(
+        cls=(GemmaConfig, GemmaForCausalLM),
+        seed=20,
+        length=14,
+        stored=torch.float32,
+        shards=1,
+        config=dict(
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=16,
+            max_position_embeddings=256,
+            attention_bias=True,
+            tie_word_embeddings=False,
+            rope_parameters=dict(rope_type="default", rope_theta=10000.0),
+        ),
+        # The released files' legacy "gelu", which GemmaConfig reads as the
+        # tanh approximation.
+        rewrite=dict(drop=(), set={"hidden_act": "gelu"}),
     ),
     "gemma2": dict(
         cls=(Gemma2Config, Gemma2ForCausalLM),

@@ -5,7 +5,8 @@
 //   "t5", "mt5", "umt5"           kEncoderDecoder (worker/model/t5_model.h)
 //   "llama", "qwen2", "qwen3",
 //   "mistral", "ministral", "phi3",
-//   "gemma2", "gemma3_text"       kDecoderOnly (worker/model/llama_model.h)
+//   "gemma", "gemma2",
+//   "gemma3_text"                 kDecoderOnly (worker/model/llama_model.h)
 #ifndef MPT_WORKER_LM_MODEL_FAMILY_H_
 #define MPT_WORKER_LM_MODEL_FAMILY_H_
 

@@ -57,6 +57,8 @@ constexpr Family kFamilies[] = {
     // Gemma 2: Gemma 3's layout without q/k norms and with one rope, its
     // attention scores and final logits capped (50 and 30 unless told).
     {"gemma2", "Gemma2ForCausalLM", 8192, 4, 1e-6, 2, 1, 0},
+    // Gemma 1: Llama's layout, Gemma's embeddings and norms.
+    {"gemma", "GemmaForCausalLM", 8192, 16, 1e-6, 2, 1, 0},
 };
 
 std::string KnownModelTypes() {
@@ -361,6 +363,7 @@ absl::Status UpdateGemma3Rope(const FieldReader& r, double& theta, RopeScaling& 
 absl::Status ParseGemma(const FieldReader& top, LlamaConfig& config) {
   const bool gemma2 = config.model_type == "gemma2";
   config.gemma = true;
+  config.sandwich_norms = true;
   ASSIGN_OR_RETURN(std::optional<bool> bidirectional, top.Bool("use_bidirectional_attention"));
   if (bidirectional.value_or(false)) {
     return top.Error("use_bidirectional_attention",
@@ -569,8 +572,9 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
     ASSIGN_OR_RETURN(config.head_dim, reader.RequiredSize("head_dim"));
   } else if (config.model_type == "qwen3") {
     config.head_dim = 128;  // Qwen3Config's default, whatever hidden_size is
-  } else if (config.model_type == "gemma3_text" || config.model_type == "gemma2") {
-    config.head_dim = 256;  // Gemma3TextConfig's and Gemma2Config's default
+  } else if (config.model_type == "gemma3_text" || config.model_type == "gemma2" ||
+             config.model_type == "gemma") {
+    config.head_dim = 256;  // the Gemma configs' default
   } else {
     if (config.hidden_size % config.num_attention_heads != 0) {
       return reader.Error("num_attention_heads",
@@ -593,7 +597,17 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
 
   const bool gemma3 = config.model_type == "gemma3_text";
   const bool gemma = gemma3 || config.model_type == "gemma2";
+  const bool gemma1 = config.model_type == "gemma";
   if (gemma) RETURN_IF_ERROR(ParseGemma(reader, config));
+  if (gemma1) {
+    config.gemma = true;
+    ASSIGN_OR_RETURN(std::optional<bool> bidirectional,
+                     reader.Bool("use_bidirectional_attention"));
+    if (bidirectional.value_or(false)) {
+      return reader.Error("use_bidirectional_attention",
+                          "is true: only causal (generative) Gemma models are supported");
+    }
+  }
   if (gemma3) {
     RETURN_IF_ERROR(ParseGemma3Rope(reader, source, config));
   } else {
@@ -603,7 +617,9 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
   // Gemma's configs name the activation hidden_activation.
   const char* act_field = gemma ? "hidden_activation" : "hidden_act";
   ASSIGN_OR_RETURN(std::optional<std::string> act, reader.String(act_field));
-  config.hidden_act = act.value_or(gemma ? "gelu_pytorch_tanh" : "silu");
+  config.hidden_act = act.value_or(gemma || gemma1 ? "gelu_pytorch_tanh" : "silu");
+  // GemmaConfig reads its released files' "gelu" as the tanh approximation.
+  if (gemma1 && config.hidden_act == "gelu") config.hidden_act = "gelu_pytorch_tanh";
   std::optional<T5Activation> activation = T5ActivationFromName(config.hidden_act);
   if (!activation.has_value()) {
     return reader.Error(act_field, absl::StrCat("has the unknown value \"", config.hidden_act,
@@ -620,11 +636,11 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
     config.qkv_bias = true;
     config.o_bias = false;
     config.mlp_bias = false;
-  } else if (config.model_type == "qwen3" || gemma) {
+  } else if (config.model_type == "qwen3" || gemma || gemma1) {
     ASSIGN_OR_RETURN(std::optional<bool> attention_bias, reader.Bool("attention_bias"));
     config.qkv_bias = config.o_bias = attention_bias.value_or(false);
     config.mlp_bias = false;
-    config.qk_norm = config.model_type != "gemma2";
+    config.qk_norm = config.model_type == "qwen3" || gemma3;
   }
 
   // Sliding windows.
@@ -719,7 +735,7 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
   }
 
   ASSIGN_OR_RETURN(std::optional<bool> tie, reader.Bool("tie_word_embeddings"));
-  config.tie_word_embeddings = tie.value_or(gemma);  // Gemma's configs: true
+  config.tie_word_embeddings = tie.value_or(gemma || gemma1);  // Gemma's configs: true
 
   // Token ids: the class defaults (the Family table) when absent; null
   // means none. A class default outside the vocabulary (phi3's 32000 in a

@@ -40,6 +40,11 @@
 //    or rope_theta (1e6), rope_local_base_freq (1e4) and rope_scaling for
 //    the full layers), each "default" or "linear"; final_logit_softcapping.
 //    use_bidirectional_attention is refused.
+//  - gemma (GemmaForCausalLM, Gemma 1): Llama's layout with Gemma's scaled
+//    embeddings and (1 + weight) norms; hidden_act (its legacy "gelu"
+//    means gelu_pytorch_tanh, as GemmaConfig converts it), head_dim 256,
+//    16 key/value heads, 8192 positions, tied embeddings, bos 2, eos 1,
+//    pad 0 unless told; no sliding window.
 //  - gemma2 (Gemma2ForCausalLM): gemma3_text's layout without q/k norms,
 //    with one rope of the usual kinds, every second layer sliding unless
 //    layer_types says otherwise, attention scores and final logits capped
@@ -110,8 +115,8 @@ struct RopeScaling {
 };
 
 struct LlamaConfig {
-  std::string model_type;  // "llama", "qwen2", "qwen3", "mistral", "ministral", "phi3", "gemma2"
-                           // or "gemma3_text"
+  std::string model_type;  // "llama", "qwen2", "qwen3", "mistral", "ministral", "phi3", "gemma",
+                           // "gemma2" or "gemma3_text"
   int vocab_size = 0;               // required
   int hidden_size = 0;              // required
   int intermediate_size = 0;        // required
@@ -136,9 +141,11 @@ struct LlamaConfig {
   // rotation.
   bool qk_norm = false;
 
-  // gemma2, gemma3_text: embeddings times sqrt(hidden_size), (1 + weight)
-  // norms, norms after attention and around the MLP.
+  // gemma, gemma2, gemma3_text: embeddings times sqrt(hidden_size),
+  // (1 + weight) norms.
   bool gemma = false;
+  // gemma2, gemma3_text: norms after attention and around the MLP.
+  bool sandwich_norms = false;
   // gemma3_text: the sliding layers' own rope.
   bool sliding_rope = false;
   double sliding_rope_theta = 10000.0;

@@ -31,9 +31,9 @@ struct LayerWeights {
   at::Tensor o_bias;      // [d] or undefined
   at::Tensor q_norm;      // [hd] or undefined (qwen3)
   at::Tensor k_norm;      // [hd] or undefined (qwen3)
-  at::Tensor post_norm;   // [d]: before the MLP (gemma: after attention)
-  at::Tensor pre_ff_norm;   // [d] or undefined (gemma: before the MLP)
-  at::Tensor post_ff_norm;  // [d] or undefined (gemma: after the MLP)
+  at::Tensor post_norm;   // [d]: before the MLP (sandwich norms: after attention)
+  at::Tensor pre_ff_norm;   // [d] or undefined (sandwich norms: before the MLP)
+  at::Tensor post_ff_norm;  // [d] or undefined (sandwich norms: after the MLP)
   at::Tensor gate_up;     // [2 * I, d]: gate, up stacked
   at::Tensor gate_up_bias;  // [2 * I] or undefined
   at::Tensor down;        // [d, I]
@@ -134,7 +134,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
       const std::string p = absl::StrCat("model.layers.", i, ".");
       ASSIGN_OR_RETURN(l.input_norm, loader.Get(p + "input_layernorm.weight", {d}));
       ASSIGN_OR_RETURN(l.post_norm, loader.Get(p + "post_attention_layernorm.weight", {d}));
-      if (config.gemma) {
+      if (config.sandwich_norms) {
         ASSIGN_OR_RETURN(l.pre_ff_norm, loader.Get(p + "pre_feedforward_layernorm.weight", {d}));
         ASSIGN_OR_RETURN(l.post_ff_norm, loader.Get(p + "post_feedforward_layernorm.weight", {d}));
       }
@@ -511,17 +511,17 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& step_embeds, const at::Tenso
             .transpose(1, 2)
             .reshape({batch, steps, q_dim});
     at::Tensor attention_out = at::linear(attended, l.o, l.o_bias);
-    // Gemma normalises each block's output too, and the MLP's input with a
-    // norm of its own.
-    h = h + (config_.gemma ? Norm(attention_out, l.post_norm) : attention_out);
+    // Gemma 2 and 3 normalise each block's output too, and the MLP's input
+    // with a norm of its own.
+    h = h + (config_.sandwich_norms ? Norm(attention_out, l.post_norm) : attention_out);
 
-    x = Norm(h, config_.gemma ? l.pre_ff_norm : l.post_norm);
+    x = Norm(h, config_.sandwich_norms ? l.pre_ff_norm : l.post_norm);
     at::Tensor gate_up = at::linear(x, l.gate_up, l.gate_up_bias);
     const int64_t inter = config_.intermediate_size;
     at::Tensor act = ApplyActivation(gate_up.narrow(-1, 0, inter), config_.activation) *
                      gate_up.narrow(-1, inter, inter);
     at::Tensor mlp_out = at::linear(act, l.down, l.down_bias);
-    h = h + (config_.gemma ? Norm(mlp_out, l.post_ff_norm) : mlp_out);
+    h = h + (config_.sandwich_norms ? Norm(mlp_out, l.post_ff_norm) : mlp_out);
   }
   state->length = keys;
   return Norm(h, w.final_norm);
