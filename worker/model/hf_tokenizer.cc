@@ -1123,6 +1123,19 @@ namespace {
 // classes with their own __init__ rebuild parts of the pipeline.
 enum class TokenizerClass { kAsFile, kLlama, kQwen2, kGpt2, kGemma };
 
+// The SentencePiece-style decoder transformers' LlamaTokenizer and
+// GemmaTokenizer build: ▁ back to a space, <0xNN> tokens to bytes, fused.
+absl::Status AddSentencePieceDecoders(std::vector<DecoderStep>& decoders) {
+  DecoderStep replace;
+  replace.kind = DecoderStep::kReplace;
+  ASSIGN_OR_RETURN(replace.pattern, Regex::Compile(std::string(kMetaSpace), true));
+  replace.content = " ";
+  decoders.push_back(replace);
+  decoders.push_back({DecoderStep::kByteFallback});
+  decoders.push_back({DecoderStep::kFuse});
+  return absl::OkStatus();
+}
+
 absl::Status ReadNormalizer(const JsonReader& reader, const json& node, const std::string& path,
                             std::vector<NormalizerStep>* out) {
   if (node.is_null()) return absl::OkStatus();
@@ -1579,13 +1592,7 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::LoadFromJson(
                                        : (legacy ? PrependScheme::kAlways : PrependScheme::kFirst);
       meta.split = false;
       impl->pre_tokenizers.push_back(meta);
-      DecoderStep replace;
-      replace.kind = DecoderStep::kReplace;
-      ASSIGN_OR_RETURN(replace.pattern, Regex::Compile(std::string(kMetaSpace), true));
-      replace.content = " ";
-      impl->decoders.push_back(replace);
-      impl->decoders.push_back({DecoderStep::kByteFallback});
-      impl->decoders.push_back({DecoderStep::kFuse});
+      RETURN_IF_ERROR(AddSentencePieceDecoders(impl->decoders));
       if (add_prefix_space) {
         DecoderStep strip;
         strip.kind = DecoderStep::kStrip;
@@ -1608,13 +1615,7 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::LoadFromJson(
       ASSIGN_OR_RETURN(split.pattern, Regex::Compile(" ", true));
       split.behavior = SplitBehavior::kMergedWithPrevious;
       impl->pre_tokenizers.push_back(split);
-      DecoderStep replace;
-      replace.kind = DecoderStep::kReplace;
-      ASSIGN_OR_RETURN(replace.pattern, Regex::Compile(std::string(kMetaSpace), true));
-      replace.content = " ";
-      impl->decoders.push_back(replace);
-      impl->decoders.push_back({DecoderStep::kByteFallback});
-      impl->decoders.push_back({DecoderStep::kFuse});
+      RETURN_IF_ERROR(AddSentencePieceDecoders(impl->decoders));
       impl->has_decoder = true;
       break;
     }
