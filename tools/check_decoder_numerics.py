@@ -218,16 +218,17 @@ def draw_phi3_rope(rng, cfg, case, head_dim, length):
     partial = None
     where = rng.choice(["absent", "absent", "dict", "top", "both"])
     if where != "absent":
-        partial = rng.choice([1.0, 0.75, 0.5, 0.4, 0.35, 0.25, 0.8])
+        partial = rng.choice([1.0, 0.75, 0.5, 0.4, 0.35, 0.25, 0.8, 0.1, 0.05])
         if where in ("dict", "both"):
             d["partial_rotary_factor"] = partial
         if where in ("top", "both"):
             cfg["partial_rotary_factor"] = partial if where == "top" else rng.choice([0.5, 1.0])
     rotary = int(head_dim * partial) if partial is not None else head_dim
-    if rotary < 2 or rotary % 2:
-        case["refusals"].add("partial_rotary_factor")
-        rotary = max(2, rotary - rotary % 2)
     kind = "longrope" if maybe(rng, 0.45) else "default"
+    # An odd width (w + 1 dimensions rotate at base^(-2i / w)) or none at
+    # all runs with the default rope; longrope's lists need an even one.
+    if kind == "longrope" and rotary % 2:
+        case["refusals"].add("partial_rotary_factor")
     if kind == "longrope":
         draw_longrope_factors(rng, d, rotary // 2, p_factor=0.4)
         original = rng.randint(2, max(2, length - 1)) if maybe(rng, 0.75) else rng.randint(length, length + 20)

@@ -100,6 +100,7 @@ absl::Status ParseRope(const FieldReader& top, absl::string_view source,
   // else the top level's (Phi3Config's setdefault), times head_dim,
   // truncated as Python's int(). Only phi3 applies it; the other classes'
   // rotation needs the whole head.
+  absl::Status odd_rotary;  // set when the rotated width is odd
   auto apply_partial = [&](const FieldReader& where,
                            std::optional<double> factor) -> absl::Status {
     config.rotary_dim = config.head_dim;
@@ -118,14 +119,18 @@ absl::Status ParseRope(const FieldReader& top, absl::string_view source,
       return where.Error("partial_rotary_factor",
                          absl::StrCat("must be in (0, 1], got ", *factor));
     }
-    const int rotary = static_cast<int>(config.head_dim * *factor);
-    if (rotary < 2 || rotary % 2 != 0) {
-      return where.Error("partial_rotary_factor",
-                         absl::StrCat("(", *factor, ") times head_dim (", config.head_dim,
-                                      ") gives ", rotary,
-                                      " rotary dimensions; a positive even number is needed"));
+    // An odd width w rotates w + 1 dimensions at frequencies base^(-2i / w),
+    // and a width of 0 none, as transformers computes them (longrope, whose
+    // factor lists need an even width, is checked with its lists).
+    config.rotary_dim = static_cast<int>(config.head_dim * *factor);
+    if (config.rotary_dim % 2 != 0) {
+      odd_rotary = where.Error(
+          "partial_rotary_factor",
+          absl::StrCat("(", *factor, ") times head_dim (", config.head_dim, ") gives ",
+                       config.rotary_dim,
+                       " rotary dimensions; rope type \"longrope\" needs an even number (its "
+                       "factor lists hold one number per pair)"));
     }
-    config.rotary_dim = rotary;
     return absl::OkStatus();
   };
   ASSIGN_OR_RETURN(std::optional<double> top_partial, top.Number("partial_rotary_factor"));
@@ -289,6 +294,7 @@ absl::Status ParseRope(const FieldReader& top, absl::string_view source,
       // original_max_position_embeddings (transformers' default).
       ASSIGN_OR_RETURN(std::optional<double> factor, r.Number("factor"));
       RETURN_IF_ERROR(factor_and_attention_factor(factor));
+      RETURN_IF_ERROR(odd_rotary);
       const size_t half = static_cast<size_t>(config.rotary_dim / 2);
       const char* half_name =
           config.rotary_dim == config.head_dim ? "head_dim / 2" : "the rotary dimensions / 2";

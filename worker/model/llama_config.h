@@ -22,11 +22,13 @@
 //    rotation.
 //  - phi3: no biases; q, k and v stored as one qkv_proj and the MLP's gate
 //    and up as one gate_up_proj; partial_rotary_factor (in the rope dict,
-//    else at the top level) rotates only the first int(head_dim * factor)
-//    dimensions of each head; rope type "default" or "longrope" ("su" and
-//    "yarn" are older names for it), with original_max_position_embeddings
-//    at the top level (default 4096); sliding_window (default null) on
-//    every layer; rms_norm_eps defaults to 1e-5, bos 1, eos and pad 32000.
+//    else at the top level) rotates only the first w = int(head_dim *
+//    factor) dimensions of each head (w odd: the first w + 1, at the
+//    frequencies base^(-2i / w) as transformers computes them); rope type
+//    "default" or "longrope" ("su" and "yarn" are older names for it), with
+//    original_max_position_embeddings at the top level (default 4096);
+//    sliding_window (default null) on every layer; rms_norm_eps defaults
+//    to 1e-5, bos 1, eos and pad 32000.
 //  - gemma3_text (Gemma3ForCausalLM: gemma-3-270m, gemma-3-1b): word
 //    embeddings scaled by sqrt(hidden_size); RMS norms that multiply by
 //    (1 + weight) in fp32, four per layer (before and after attention and
@@ -124,7 +126,7 @@ struct LlamaConfig {
   int num_attention_heads = 0;      // required
   int num_key_value_heads = 0;      // default num_attention_heads; divides it
   int head_dim = 0;                 // default hidden_size / num_attention_heads (qwen3: 128)
-  int rotary_dim = 0;               // the rotated part of a head: head_dim, or less (phi3)
+  int rotary_dim = 0;               // head_dim; phi3: int(head_dim * partial_rotary_factor)
   int max_position_embeddings = 0;  // default 2048 llama, 32768 qwen2/3, 131072 mistral, 4096 phi3
   double rms_norm_eps = 1e-6;       // phi3: 1e-5
   double rope_theta = 10000.0;
@@ -187,10 +189,10 @@ struct LlamaConfig {
   // num_key_value_heads, an odd head_dim, an unknown hidden_act, an
   // unsupported rope type (rope_scaling.rope_type / rope_scaling.type),
   // a missing or bad rope parameter (e.g. rope_scaling.factor),
-  // partial_rotary_factor other than 1 (phi3: outside (0, 1] or giving an
-  // odd rotary width), a bad layer_types entry, a token id that is negative
-  // or outside the vocabulary, an unknown torch_dtype, or a field of the
-  // wrong JSON type.
+  // partial_rotary_factor other than 1 (phi3: outside (0, 1], or giving an
+  // odd rotary width with longrope), a bad layer_types entry, a token id
+  // that is negative or outside the vocabulary, an unknown torch_dtype, or a
+  // field of the wrong JSON type.
   static absl::StatusOr<LlamaConfig> FromJson(absl::string_view json_text,
                                               absl::string_view source = "config.json");
 

@@ -302,13 +302,13 @@ TEST(LlamaConfigTest, RefusesWhatItCannotHonour) {
               HasSubstr("'hidden_size' is missing"));
   EXPECT_THAT(Error(Config("llama", R"("attention_bias": "yes")")),
               HasSubstr("'attention_bias' must be a boolean"));
-  // phi3: only default and longrope, a partial rotation of an even width.
+  // phi3: only default and longrope; longrope's lists need an even rotated width.
   EXPECT_THAT(Error(Config("phi3", R"("rope_scaling": {"type": "linear", "factor": 2})")),
               AllOf(HasSubstr("'rope_scaling.type'"), HasSubstr("\"longrope\"")));
-  EXPECT_THAT(Error(Config("phi3", R"("partial_rotary_factor": 0.35)")),  // 5.6 -> 5
-              AllOf(HasSubstr("'partial_rotary_factor'"), HasSubstr("gives 5")));
-  EXPECT_THAT(Error(Config("phi3", R"("partial_rotary_factor": 0.05)")),  // 0.8 -> 0
-              HasSubstr("'partial_rotary_factor'"));
+  EXPECT_THAT(Error(Config("phi3", R"("partial_rotary_factor": 0.35, "rope_scaling":
+      {"type": "longrope", "short_factor": [1, 1], "long_factor": [1, 1]})")),  // 5.6 -> 5
+              AllOf(HasSubstr("'partial_rotary_factor' (0.35)"), HasSubstr("gives 5"),
+                    HasSubstr("needs an even number")));
   EXPECT_THAT(Error(Config("phi3", R"("partial_rotary_factor": 1.5)")),
               HasSubstr("must be in (0, 1]"));
   EXPECT_THAT(Error(Config("phi3", R"("head_dim": 15)")), HasSubstr("'head_dim' must be even"));
@@ -398,7 +398,7 @@ TEST(LlamaConfigTest, Gemma2) {
 }
 
 // phi3's partial rotation: the dict's factor wins over the top level's,
-// int() truncation, odd head widths allowed when the rotated part is even,
+// int() truncation, odd head and rotated widths,
 // longrope's factors sized by the rotated part and its pre-training length
 // from the top level (default 4096).
 TEST(LlamaConfigTest, Phi3Rotary) {
@@ -407,6 +407,11 @@ TEST(LlamaConfigTest, Phi3Rotary) {
   EXPECT_EQ(c.rotary_dim, 12);
   c = Parse(Config("phi3", R"("head_dim": 15, "partial_rotary_factor": 0.7)"));  // 10.5 -> 10
   EXPECT_EQ(c.rotary_dim, 10);
+  // Odd widths and none at all, as transformers runs them with the default rope.
+  c = Parse(Config("phi3", R"("partial_rotary_factor": 0.35)"));  // 5.6 -> 5
+  EXPECT_EQ(c.rotary_dim, 5);
+  c = Parse(Config("phi3", R"("rope_parameters": {"partial_rotary_factor": 0.05})"));  // 0.8 -> 0
+  EXPECT_EQ(c.rotary_dim, 0);
   c = Parse(Config("phi3", R"("partial_rotary_factor": 0.5, "max_position_embeddings": 8192,
       "rope_scaling": {"type": "su", "short_factor": [1, 1, 1, 1], "long_factor": [2, 2, 2, 2]})"));
   EXPECT_EQ(c.rotary_dim, 8);
