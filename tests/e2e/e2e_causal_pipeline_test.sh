@@ -5,9 +5,15 @@
 # llama; the workers pick the family from it). The spec is the same kind as
 # for T5; every adapter that comes out is a PEFT CAUSAL_LM adapter that fits
 # the model, and the service's source prompts are mpt_train's bit for bit.
+#
+# Another decoder-only folder with the same shape (hidden size 32, the tiny
+# llama's tokenizer) can stand in for it by hand:
+#   bazel test //tests/e2e:e2e_causal_pipeline_test \
+#     --test_env=E2E_CAUSAL_MODEL=/abs/folder --test_env=E2E_CAUSAL_FAMILY=gemma3_text
 source "${TEST_SRCDIR}/${TEST_WORKSPACE}/tests/e2e/e2e_lib.sh"
 
-E2E_MODEL="$E2E_RUNFILES/tests/testdata/causal_lm/model"
+E2E_MODEL="${E2E_CAUSAL_MODEL:-$E2E_RUNFILES/tests/testdata/causal_lm/model}"
+family="${E2E_CAUSAL_FAMILY:-llama}"
 
 e2e_start_coordinator
 e2e_start_worker w0
@@ -28,7 +34,7 @@ for stage in source/first source/count distillation target/echo; do
 done
 
 # The workers loaded the decoder-only family; the distillation was a gang.
-grep -q "(llama) on cpu" "$E2E_DIR"/logs/w*.log || e2e_fail "no worker loaded the llama model"
+grep -q "($family) on cpu" "$E2E_DIR"/logs/w*.log || e2e_fail "no worker loaded the $family model"
 grep -q "rank 1 of 2 over gloo" "$E2E_DIR"/logs/w*.log || e2e_fail "no rank 1 over gloo"
 
 out="$E2E_DIR/adapters"
