@@ -25,7 +25,8 @@ namespace {
 const std::vector<std::unique_ptr<mpt::HfTokenizer>>& Folders() {
   static auto* folders = [] {
     auto* list = new std::vector<std::unique_ptr<mpt::HfTokenizer>>();
-    for (const char* name : {"llama3", "qwen2", "gpt2", "llama2", "sp_bpe_fast", "metaspace", "custom"}) {
+    for (const char* name :
+         {"llama3", "qwen2", "gpt2", "llama2", "sp_bpe_fast", "metaspace", "custom", "gemma"}) {
       auto loaded = mpt::HfTokenizer::Load(std::string("tests/testdata/tokenizers/") + name);
       if (!loaded.ok()) {
         std::fprintf(stderr, "hf_tokenizer_fuzzer: run from the repository root: %s\n",
