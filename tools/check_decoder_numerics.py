@@ -15,7 +15,9 @@ level or both) with its default and longrope types and top-level
 original_max_position_embeddings, gemma3_text's rope per layer type (nested
 or top-level form), layer types from a list or sliding_window_pattern,
 query_pre_attn_scalar, final_logit_softcapping and hidden_activation, and
-gemma2's attention logit cap, gemma's legacy "gelu", mistral's sliding_window
+gemma2's attention logit cap, gemma's legacy "gelu", three in ten of the
+gemma3_text cases wrapped as multimodal Gemma 3 files (model_type "gemma3",
+text_config, a tiny vision tower), mistral's sliding_window
 (often shorter than the batch) and layer_types, hidden_act, rms_norm_eps, token ids (ints,
 lists, null), stored weight dtypes (f32, bf16, f16, f64; sometimes sharded),
 and fields both sides ignore.
@@ -581,15 +583,49 @@ def draw_case(seed, index, family=None):
     case["shard"] = rng.choice([None, None, None, "40KB"])
     case["gain"] = rng.choice([1.0, 1.5, 2.0])
 
+    wrapped = ""
+    if fam == "gemma3_text" and random.Random(f"{seed}:{index}:gemma3mm").random() < 0.3:
+        cfg = wrap_multimodal_gemma3(random.Random(f"{seed}:{index}:gemma3mm:fields"), cfg)
+        wrapped = " multimodal"
+
     case["family"] = fam
     case["config"] = cfg
+    cfg = cfg.get("text_config", cfg)
     kvs = cfg.get("num_key_value_heads", "abs")
     case["desc"] = (f"{fam:7s} d={hidden} h={heads}/{kvs} hd={head_dim}{'*' if explicit_hd else ''}"
                     f" L={layers} V={vocab} rope={rope_desc} act={act}"
                     f" tie={tie}{window_desc} rows={lengths} gen={gen}"
                     f" maxpos={cfg.get('max_position_embeddings', 'default')}"
-                    f"{'<needed' if cfg.get('max_position_embeddings', 1 << 30) < max_pos_needed else ''}")
+                    f"{'<needed' if cfg.get('max_position_embeddings', 1 << 30) < max_pos_needed else ''}"
+                    f"{wrapped}")
     return case
+
+
+def wrap_multimodal_gemma3(rng, text):
+    """A multimodal Gemma 3 config (model_type "gemma3",
+    Gemma3ForConditionalGeneration) around a drawn gemma3_text one, with a
+    tiny vision tower. The token ids, the dtype and tie_word_embeddings move
+    to the top level or stay in text_config at random (Gemma3Config's own
+    tie_word_embeddings, default true, is the one that counts)."""
+    text = dict(text)
+    text.pop("architectures", None)
+    if maybe(rng, 0.2):
+        text.pop("model_type")
+    top = {"model_type": "gemma3"}
+    if maybe(rng, 0.7):
+        top["architectures"] = ["Gemma3ForConditionalGeneration"]
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "dtype",
+                "tie_word_embeddings"):
+        if key in text and maybe(rng, 0.5):
+            top[key] = text.pop(key)
+    if "tie_word_embeddings" not in top and maybe(rng, 0.3):
+        top["tie_word_embeddings"] = rng.choice([True, False])
+    top["text_config"] = text
+    top["vision_config"] = {"model_type": "siglip_vision_model", "hidden_size": 8,
+                            "intermediate_size": 16, "num_hidden_layers": 1,
+                            "num_attention_heads": 2, "image_size": 28, "patch_size": 14}
+    top["mm_tokens_per_image"] = 4
+    return top
 
 
 # ----------------------------------------------------------------------------
@@ -600,7 +636,9 @@ def randomize_weights(model, gain):
     """Weights at a scale where attention is peaked and every term matters."""
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
+            if "vision_tower" in name or "multi_modal_projector" in name:
+                p.copy_(torch.randn(p.shape) * 0.02)  # a multimodal Gemma 3's, unused on text
+            elif name.endswith("norm.weight"):
                 p.copy_(torch.rand(p.shape) + 0.5)
             elif name.endswith(".bias"):
                 p.copy_(torch.randn(p.shape) * 0.5)
@@ -651,7 +689,8 @@ def reference(folder, ids, gen):
     input_ids, mask = batch_tensors(ids)
     labels = input_ids.masked_fill(mask == 0, -100)
     captured = {}
-    hook = model.model.norm.register_forward_hook(lambda m, i, o: captured.__setitem__("h", o))
+    text_model = getattr(model.model, "language_model", model.model)  # a multimodal Gemma 3's
+    hook = text_model.norm.register_forward_hook(lambda m, i, o: captured.__setitem__("h", o))
     with torch.no_grad():
         fresh_rope(model)
         out = model(input_ids=input_ids, attention_mask=mask, labels=labels)

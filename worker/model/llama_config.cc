@@ -64,6 +64,7 @@ constexpr Family kFamilies[] = {
 std::string KnownModelTypes() {
   std::vector<std::string> names;
   for (const Family& f : kFamilies) names.push_back(absl::StrCat("\"", f.model_type, "\""));
+  names.push_back("\"gemma3\" (its text model)");
   return absl::StrJoin(names, ", ");
 }
 
@@ -500,15 +501,79 @@ absl::string_view RopeTypeName(RopeType type) {
   return "unknown";
 }
 
+namespace {
+
+// Gemma 3's multimodal checkpoints (model_type "gemma3",
+// Gemma3ForConditionalGeneration: gemma-3-4b and larger): the language
+// model is text_config, a gemma3_text config; the top level's token ids,
+// dtype and tie_word_embeddings (Gemma3Config's, default true) are the
+// model's. The vision tower is not loaded: prompts and inputs are text.
+// `from_top` gets the names of the fields taken from the top level.
+absl::StatusOr<Json> MultimodalGemma3TextConfig(const Json& root, absl::string_view source,
+                                                std::vector<std::string>* from_top) {
+  FieldReader reader(root, source);
+  const Json* text = reader.Get("text_config");
+  if (text == nullptr) {
+    return reader.Error("text_config",
+                        "is missing (model_type \"gemma3\" keeps its language model there)");
+  }
+  if (!text->is_object()) {
+    return reader.Error("text_config",
+                        absl::StrCat("must be an object, got ", DescribeJson(*text)));
+  }
+  Json merged = *text;
+  auto type = merged.find("model_type");
+  if (type != merged.end() && *type != "gemma3_text") {
+    return reader.Error("text_config.model_type",
+                        absl::StrCat("is ", DescribeJson(*type), " (expected \"gemma3_text\")"));
+  }
+  merged["model_type"] = "gemma3_text";
+  merged.erase("architectures");
+  // The released files' text_config lists only what differs from
+  // Gemma3TextConfig's defaults (gemma-3-4b: no vocab_size, no heads).
+  const std::pair<const char*, int> class_defaults[] = {
+      {"vocab_size", 262208},    {"hidden_size", 2304},      {"intermediate_size", 9216},
+      {"num_hidden_layers", 26}, {"num_attention_heads", 8},
+  };
+  for (const auto& [key, value] : class_defaults) {
+    if (!merged.contains(key)) merged[key] = value;
+  }
+  for (const char* key : {"bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "dtype",
+                          "tie_word_embeddings"}) {
+    if (!root.contains(key)) continue;
+    merged[key] = root[key];
+    from_top->push_back(key);
+  }
+  // Gemma3Config ties unless told otherwise, whatever text_config says.
+  if (!root.contains("tie_word_embeddings")) merged["tie_word_embeddings"] = true;
+  return merged;
+}
+
+}  // namespace
+
 absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
                                                   absl::string_view source) {
-  ASSIGN_OR_RETURN(Json root, ParseJson(json_text, source));
-  if (!root.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": the top level must be a JSON object, got ", DescribeJson(root)));
+  ASSIGN_OR_RETURN(Json top, ParseJson(json_text, source));
+  if (!top.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": the top level must be a JSON object, got ", DescribeJson(top)));
   }
+  std::string text_source;
+  const bool multimodal = top.contains("model_type") && top["model_type"] == "gemma3";
+  if (multimodal) {
+    std::vector<std::string> from_top;
+    ASSIGN_OR_RETURN(top, MultimodalGemma3TextConfig(top, source, &from_top));
+    // Errors name text_config's fields, and say which came from the top.
+    text_source = absl::StrCat(source, ": text_config");
+    if (!from_top.empty()) {
+      absl::StrAppend(&text_source, " with the top level's ", absl::StrJoin(from_top, ", "));
+    }
+    source = text_source;
+  }
+  const Json& root = top;
   FieldReader reader(root, source);
   LlamaConfig config;
+  config.multimodal_gemma3 = multimodal;
 
   ASSIGN_OR_RETURN(std::optional<std::string> model_type, reader.String("model_type"));
   if (!model_type.has_value()) {
@@ -794,6 +859,9 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
     }
     config.torch_dtype = *dtype;
   }
+  // Gemma3ForConditionalGeneration's head does not apply text_config's
+  // final_logit_softcapping (transformers 5.24); nor does it here.
+  if (multimodal) config.final_logit_softcapping.reset();
   return config;
 }
 
@@ -803,6 +871,7 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJsonFile(const std::string& path) {
 }
 
 bool IsLlamaFamilyModelType(absl::string_view model_type) {
+  if (model_type == "gemma3") return true;  // its text_config
   for (const Family& f : kFamilies) {
     if (model_type == f.model_type) return true;
   }
@@ -812,6 +881,7 @@ bool IsLlamaFamilyModelType(absl::string_view model_type) {
 std::string LlamaFamilyModelTypes() {
   std::vector<absl::string_view> names;
   for (const Family& f : kFamilies) names.push_back(f.model_type);
+  names.push_back("gemma3");
   return absl::StrJoin(names, ", ");
 }
 

@@ -42,6 +42,14 @@
 //    or rope_theta (1e6), rope_local_base_freq (1e4) and rope_scaling for
 //    the full layers), each "default" or "linear"; final_logit_softcapping.
 //    use_bidirectional_attention is refused.
+//  - gemma3 (Gemma3ForConditionalGeneration: gemma-3-4b and larger): its
+//    text_config read as gemma3_text (the sizes it leaves out are
+//    Gemma3TextConfig's: vocab 262208, hidden 2304, intermediate 9216, 26
+//    layers, 8 heads), with the top level's token ids, dtype and
+//    tie_word_embeddings (default true), and without text_config's
+//    final_logit_softcapping, which Gemma3ForConditionalGeneration does not
+//    apply; the language model only (text prompts and inputs; the vision
+//    tower is not loaded).
 //  - gemma (GemmaForCausalLM, Gemma 1): Llama's layout with Gemma's scaled
 //    embeddings and (1 + weight) norms; hidden_act (its legacy "gelu"
 //    means gelu_pytorch_tanh, as GemmaConfig converts it), head_dim 256,
@@ -118,7 +126,11 @@ struct RopeScaling {
 
 struct LlamaConfig {
   std::string model_type;  // "llama", "qwen2", "qwen3", "mistral", "ministral", "phi3", "gemma",
-                           // "gemma2" or "gemma3_text"
+                           // "gemma2" or "gemma3_text" (also for a "gemma3" file's text_config)
+  // config.json was a multimodal Gemma 3's (model_type "gemma3"): its
+  // language model's tensors are stored under "language_model.model."
+  // (or "model.language_model.").
+  bool multimodal_gemma3 = false;
   int vocab_size = 0;               // required
   int hidden_size = 0;              // required
   int intermediate_size = 0;        // required

@@ -119,19 +119,33 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   try {
     at::NoGradGuard no_grad;
     FrozenWeightLoader loader(*tensors, options.device, options.dtype);
-    ASSIGN_OR_RETURN(w.embed, loader.Get("model.embed_tokens.weight", {vocab, d}));
+    // A multimodal Gemma 3 keeps its language model under
+    // "language_model.model." with "language_model.lm_head.weight" (its
+    // released and saved files), or under "model.language_model." with
+    // "lm_head.weight" (transformers' module names).
+    std::string base = "model.";
+    std::string head = "lm_head.weight";
+    if (config.multimodal_gemma3) {
+      if (loader.Has("language_model.model.embed_tokens.weight")) {
+        base = "language_model.model.";
+        if (!loader.Has(head)) head = "language_model.lm_head.weight";
+      } else {
+        base = "model.language_model.";
+      }
+    }
+    ASSIGN_OR_RETURN(w.embed, loader.Get(base + "embed_tokens.weight", {vocab, d}));
     if (config.tie_word_embeddings) {
       w.lm_head = w.embed;
-    } else if (!loader.Has("lm_head.weight")) {
+    } else if (!loader.Has(head)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          folder, ": missing tensor \"lm_head.weight\" (expected shape ", ShapeString({vocab, d}),
+          folder, ": missing tensor \"", head, "\" (expected shape ", ShapeString({vocab, d}),
           "), required because config.json's tie_word_embeddings is false or absent"));
     } else {
-      ASSIGN_OR_RETURN(w.lm_head, loader.Get("lm_head.weight", {vocab, d}));
+      ASSIGN_OR_RETURN(w.lm_head, loader.Get(head, {vocab, d}));
     }
     for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
       LayerWeights l;
-      const std::string p = absl::StrCat("model.layers.", i, ".");
+      const std::string p = absl::StrCat(base, "layers.", i, ".");
       ASSIGN_OR_RETURN(l.input_norm, loader.Get(p + "input_layernorm.weight", {d}));
       ASSIGN_OR_RETURN(l.post_norm, loader.Get(p + "post_attention_layernorm.weight", {d}));
       if (config.sandwich_norms) {
@@ -176,7 +190,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
       }
       w.layers.push_back(std::move(l));
     }
-    ASSIGN_OR_RETURN(w.final_norm, loader.Get("model.norm.weight", {d}));
+    ASSIGN_OR_RETURN(w.final_norm, loader.Get(base + "norm.weight", {d}));
     w.num_parameters = loader.num_parameters();
     if (config.gemma) {
       // Gemma's norms multiply by (1 + weight) in fp32: kept that way.

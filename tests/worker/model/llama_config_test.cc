@@ -375,6 +375,69 @@ TEST(LlamaConfigTest, Gemma3Text) {
               HasSubstr("'rope_parameters.full_attention.factor' is missing"));
 }
 
+// A multimodal Gemma 3 (model_type "gemma3"): its text_config, as released
+// (gemma-3-4b's lists only what differs from Gemma3TextConfig), with the
+// top level's eos, dtype and tie; transformers' AutoConfig reads the same
+// values from this file.
+TEST(LlamaConfigTest, MultimodalGemma3) {
+  constexpr char kReleased[] = R"({"architectures": ["Gemma3ForConditionalGeneration"],
+      "boi_token_index": 255999, "eos_token_id": [1, 106], "image_token_index": 262144,
+      "model_type": "gemma3", "torch_dtype": "bfloat16",
+      "text_config": {"hidden_size": 2560, "intermediate_size": 10240,
+        "model_type": "gemma3_text", "num_hidden_layers": 34,
+        "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024},
+      "vision_config": {"hidden_size": 1152, "model_type": "siglip_vision_model"}})";
+  LlamaConfig g = Parse(kReleased);
+  EXPECT_TRUE(g.multimodal_gemma3);
+  EXPECT_EQ(g.model_type, "gemma3_text");
+  EXPECT_TRUE(g.gemma);
+  EXPECT_TRUE(g.qk_norm);
+  EXPECT_EQ(g.vocab_size, 262208);
+  EXPECT_EQ(g.hidden_size, 2560);
+  EXPECT_EQ(g.intermediate_size, 10240);
+  EXPECT_EQ(g.num_hidden_layers, 34);
+  EXPECT_EQ(g.num_attention_heads, 8);
+  EXPECT_EQ(g.num_key_value_heads, 4);
+  EXPECT_EQ(g.head_dim, 256);
+  EXPECT_DOUBLE_EQ(g.attention_scale, 1.0 / 16);
+  EXPECT_EQ(g.layer_sliding_window.size(), 34u);
+  EXPECT_EQ(g.layer_sliding_window[4], 1024);
+  EXPECT_EQ(g.layer_sliding_window[5], 0);  // every sixth layer full
+  EXPECT_EQ(g.rope_scaling.type, RopeType::kLinear);
+  EXPECT_EQ(g.rope_scaling.factor, 8.0);
+  EXPECT_EQ(g.rope_theta, 1e6);
+  EXPECT_EQ(g.sliding_rope_theta, 1e4);
+  EXPECT_EQ(g.eos_token_ids, (std::vector<int>{1, 106}));
+  EXPECT_EQ(g.bos_token_id, 2);
+  EXPECT_EQ(g.pad_token_id, 0);
+  EXPECT_TRUE(g.tie_word_embeddings);
+  EXPECT_EQ(g.torch_dtype, "bfloat16");
+
+  // The top level's tie wins over text_config's (Gemma3Config's default:
+  // true); the final logit cap is not applied.
+  g = Parse(R"({"model_type": "gemma3", "tie_word_embeddings": false,
+      "text_config": {"vocab_size": 50, "tie_word_embeddings": true,
+                      "final_logit_softcapping": 30}})");
+  EXPECT_FALSE(g.tie_word_embeddings);
+  EXPECT_FALSE(g.final_logit_softcapping.has_value());
+  EXPECT_EQ(g.vocab_size, 50);
+  g = Parse(R"({"model_type": "gemma3", "text_config": {"vocab_size": 50,
+      "tie_word_embeddings": false}})");
+  EXPECT_TRUE(g.tie_word_embeddings);
+
+  EXPECT_THAT(Error(R"({"model_type": "gemma3"})"), HasSubstr("'text_config' is missing"));
+  EXPECT_THAT(Error(R"({"model_type": "gemma3", "text_config": [1]})"),
+              HasSubstr("'text_config' must be an object"));
+  EXPECT_THAT(Error(R"({"model_type": "gemma3", "text_config": {"model_type": "llama"}})"),
+              AllOf(HasSubstr("'text_config.model_type'"), HasSubstr("gemma3_text")));
+  // A field of text_config is named after it.
+  EXPECT_THAT(Error(R"({"model_type": "gemma3", "text_config": {"hidden_size": "big"}})"),
+              AllOf(HasSubstr("x/config.json: text_config: "), HasSubstr("'hidden_size'")));
+  EXPECT_THAT(Error(R"({"model_type": "gemma3", "eos_token_id": 300000, "text_config": {}})"),
+              AllOf(HasSubstr("x/config.json: text_config with the top level's eos_token_id: "),
+                    HasSubstr("'eos_token_id'"), HasSubstr("outside the vocabulary")));
+}
+
 // Gemma2Config: Gemma 3's defaults without q/k norms, with both caps (null
 // turns one off), one rope and every second layer sliding.
 TEST(LlamaConfigTest, Gemma2) {

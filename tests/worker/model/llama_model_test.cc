@@ -546,6 +546,66 @@ TEST_F(LlamaModelErrorsTest, MissingFamilyTensors) {
   }
 }
 
+// A multimodal Gemma 3 folder (model_type "gemma3": the language model in
+// text_config, its tensors under "language_model.model." as released, or
+// "model.language_model." as transformers names its modules, beside a vision
+// tower that is not loaded) computes what the same weights compute as a
+// gemma3_text model without the final logit cap, which the golden proves
+// equal to transformers' (transformers' Gemma3ForConditionalGeneration
+// equals its Gemma3ForCausalLM on text, but does not cap the logits).
+TEST_F(LlamaModelErrorsTest, MultimodalGemma3FolderIsItsTextModel) {
+  const std::string uncapped = Copy("gemma3");
+  EditConfig(uncapped, [](nlohmann::json& c) {
+    ASSERT_EQ(c["final_logit_softcapping"], 30.0);
+    c["final_logit_softcapping"] = nullptr;
+  });
+  absl::StatusOr<std::unique_ptr<LlamaModel>> text = LlamaModel::Load(uncapped);
+  ASSERT_TRUE(text.ok()) << text.status();
+  at::NoGradGuard no_grad;
+  const at::Tensor ids = at::tensor({2, 17, 300, 5, 99, 41, 7, 250}, at::kLong).view({1, 8});
+  const at::Tensor mask = at::ones({1, 8}, at::kLong);
+  auto logits = [&](const LlamaModel& m) {
+    return m.LmHead(m.Hidden(m.Embed(ids), mask, GenerationPositionIds(mask)));
+  };
+  const at::Tensor want = logits(**text);
+
+  for (const std::string& prefix : {"language_model.model.", "model.language_model."}) {
+    const std::string folder = Copy("gemma3");
+    EditConfig(folder, [](nlohmann::json& c) {
+      nlohmann::json text_config = c;
+      c = nlohmann::json{{"architectures", {"Gemma3ForConditionalGeneration"}},
+                         {"model_type", "gemma3"},
+                         {"text_config", text_config},
+                         {"vision_config", {{"model_type", "siglip_vision_model"}}}};
+    });
+    const std::string file = folder + "/model.safetensors";
+    absl::StatusOr<std::map<std::string, at::Tensor>> tensors = LoadSafetensors(file);
+    ASSERT_TRUE(tensors.ok()) << tensors.status();
+    std::map<std::string, at::Tensor> renamed;
+    for (const auto& [name, t] : *tensors) {
+      ASSERT_EQ(name.rfind("model.", 0), 0u) << name;
+      renamed[prefix + name.substr(6)] = t;
+    }
+    renamed["vision_tower.vision_model.post_layernorm.weight"] = at::ones({4});
+    fs::remove(file);
+    ASSERT_TRUE(SaveSafetensors(file, renamed).ok());
+
+    absl::StatusOr<std::unique_ptr<LlamaModel>> mm = LlamaModel::Load(folder);
+    ASSERT_TRUE(mm.ok()) << mm.status();
+    EXPECT_TRUE((*mm)->config().multimodal_gemma3);
+    EXPECT_EQ((*mm)->num_parameters(), (*text)->num_parameters());
+    EXPECT_TRUE(at::equal(logits(**mm), want)) << prefix;
+
+    // Untied at the top level: the head is required, named as stored.
+    EditConfig(folder, [](nlohmann::json& c) { c["tie_word_embeddings"] = false; });
+    absl::Status s = LlamaModel::Load(folder).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(s.message()),
+                HasSubstr(prefix == "language_model.model." ? "\"language_model.lm_head.weight\""
+                                                            : "\"lm_head.weight\""));
+  }
+}
+
 TEST_F(LlamaModelErrorsTest, BadDtypeOption) {
   LlamaLoadOptions options;
   options.dtype = at::kInt;
