@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/file_util.h"
@@ -549,6 +550,9 @@ absl::StatusOr<Json> MultimodalGemma3TextConfig(const Json& root, absl::string_v
   return merged;
 }
 
+// config.json's object as one family's config; errors start with `source`.
+absl::StatusOr<LlamaConfig> ParseObject(const Json& root, absl::string_view source);
+
 }  // namespace
 
 absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
@@ -558,22 +562,35 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": the top level must be a JSON object, got ", DescribeJson(top)));
   }
-  std::string text_source;
-  const bool multimodal = top.contains("model_type") && top["model_type"] == "gemma3";
-  if (multimodal) {
-    std::vector<std::string> from_top;
-    ASSIGN_OR_RETURN(top, MultimodalGemma3TextConfig(top, source, &from_top));
-    // Errors name text_config's fields, and say which came from the top.
-    text_source = absl::StrCat(source, ": text_config");
-    if (!from_top.empty()) {
-      absl::StrAppend(&text_source, " with the top level's ", absl::StrJoin(from_top, ", "));
+  if (!top.contains("model_type") || top["model_type"] != "gemma3") return ParseObject(top, source);
+
+  std::vector<std::string> from_top;
+  ASSIGN_OR_RETURN(Json text, MultimodalGemma3TextConfig(top, source, &from_top));
+  const std::string text_source = absl::StrCat(source, ": text_config");
+  absl::StatusOr<LlamaConfig> config = ParseObject(text, text_source);
+  if (!config.ok()) {
+    // A field taken from the top level is named there.
+    std::string message(config.status().message());
+    for (const std::string& key : from_top) {
+      const std::string in_text = absl::StrCat(text_source, ": field '", key, "'");
+      if (absl::StartsWith(message, in_text)) {
+        message = absl::StrCat(source, ": field '", key, "'", message.substr(in_text.size()));
+      }
     }
-    source = text_source;
+    return absl::InvalidArgumentError(message);
   }
-  const Json& root = top;
+  config->multimodal_gemma3 = true;
+  // Gemma3ForConditionalGeneration's head does not apply text_config's
+  // final_logit_softcapping (transformers 5.24); nor does it here.
+  config->final_logit_softcapping.reset();
+  return config;
+}
+
+namespace {
+
+absl::StatusOr<LlamaConfig> ParseObject(const Json& root, absl::string_view source) {
   FieldReader reader(root, source);
   LlamaConfig config;
-  config.multimodal_gemma3 = multimodal;
 
   ASSIGN_OR_RETURN(std::optional<std::string> model_type, reader.String("model_type"));
   if (!model_type.has_value()) {
@@ -859,11 +876,10 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view json_text,
     }
     config.torch_dtype = *dtype;
   }
-  // Gemma3ForConditionalGeneration's head does not apply text_config's
-  // final_logit_softcapping (transformers 5.24); nor does it here.
-  if (multimodal) config.final_logit_softcapping.reset();
   return config;
 }
+
+}  // namespace
 
 absl::StatusOr<LlamaConfig> LlamaConfig::FromJsonFile(const std::string& path) {
   ASSIGN_OR_RETURN(std::string text, ReadFile(path));

@@ -204,7 +204,10 @@ struct LlamaConfig {
   // partial_rotary_factor other than 1 (phi3: outside (0, 1], or giving an
   // odd rotary width with longrope), a bad layer_types entry, a token id
   // that is negative or outside the vocabulary, an unknown torch_dtype, or a
-  // field of the wrong JSON type.
+  // field of the wrong JSON type. For a multimodal gemma3 file: a missing or
+  // non-object text_config, or another text_config.model_type; errors about
+  // text_config's fields start "<source>: text_config: " (those about a
+  // token id, dtype or tie taken from the top level, "<source>: ").
   static absl::StatusOr<LlamaConfig> FromJson(absl::string_view json_text,
                                               absl::string_view source = "config.json");
 

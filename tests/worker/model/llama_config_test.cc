@@ -434,8 +434,11 @@ TEST(LlamaConfigTest, MultimodalGemma3) {
   EXPECT_THAT(Error(R"({"model_type": "gemma3", "text_config": {"hidden_size": "big"}})"),
               AllOf(HasSubstr("x/config.json: text_config: "), HasSubstr("'hidden_size'")));
   EXPECT_THAT(Error(R"({"model_type": "gemma3", "eos_token_id": 300000, "text_config": {}})"),
-              AllOf(HasSubstr("x/config.json: text_config with the top level's eos_token_id: "),
-                    HasSubstr("'eos_token_id'"), HasSubstr("outside the vocabulary")));
+              HasSubstr("x/config.json: field 'eos_token_id' is 300000, outside the vocabulary"));
+  EXPECT_THAT(Error(R"({"model_type": "gemma3", "text_config": {"eos_token_id": 300000}})"),
+              HasSubstr("x/config.json: text_config: field 'eos_token_id' is 300000"));
+  EXPECT_THAT(Error(R"({"model_type": "gemma3", "dtype": "int8", "text_config": {}})"),
+              HasSubstr("x/config.json: field 'dtype' is \"int8\""));
 }
 
 // Gemma2Config: Gemma 3's defaults without q/k norms, with both caps (null
