@@ -569,7 +569,7 @@ TEST_F(LlamaModelErrorsTest, MultimodalGemma3FolderIsItsTextModel) {
   };
   const at::Tensor want = logits(**text);
 
-  for (const std::string& prefix : {"language_model.model.", "model.language_model."}) {
+  for (const std::string prefix : {"language_model.model.", "model.language_model."}) {
     const std::string folder = Copy("gemma3");
     EditConfig(folder, [](nlohmann::json& c) {
       nlohmann::json text_config = c;
