@@ -68,7 +68,8 @@ golden.safetensors (fp32 / int64; metadata: num_parameters, gen_steps):
       pos_logits, pos_hidden: the forward with those position ids.
   gen_inputs_embeds [2, P, d], gen_attention_mask [2, P] (row 1
       left-padded), gen_tokens [2, gen_steps]: greedy generate() from
-      inputs_embeds with the KV cache, no EOS stop.
+      inputs_embeds (phi3: from the ids, so that its cache is recomputed
+      past original_max_position_embeddings) with the KV cache, no EOS stop.
   gen_min_margin (scalar): the smallest gap between the best and the second
       best logit over the generated steps (how robust the token check is).
 
@@ -594,9 +595,14 @@ def build(name, spec, out_dir):
     ref.generation_config.eos_token_id = None
     ref.generation_config.pad_token_id = 0
     ref.generation_config.bos_token_id = None
+    # From the embeddings; Phi-3 (longrope) from the ids, as its users call
+    # it: its generate() recomputes the cache once input_ids grow past
+    # original_max_position_embeddings, which generating from embeddings
+    # alone never triggers (input_ids then hold the new tokens only).
+    source = dict(input_ids=gen_ids) if name == "phi3" else dict(inputs_embeds=embeds)
     with torch.no_grad():
         gen = ref.generate(
-            inputs_embeds=embeds,
+            **source,
             attention_mask=gen_mask,
             max_new_tokens=GEN_STEPS,
             min_new_tokens=GEN_STEPS,

@@ -432,6 +432,43 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& step_embeds, const at::Tenso
               "LlamaModel: position_ids must be integers, got ",
               step_positions.defined() ? step_positions.scalar_type() : at::kFloat);
 
+  const auto long_options = at::TensorOptions().dtype(at::kLong).device(step_embeds.device());
+  at::Tensor positions =
+      step_positions.defined()
+          ? step_positions.to(at::kLong)
+          : (at::arange(steps, long_options) + offset).unsqueeze(0).expand({batch, steps});
+
+  // Longrope picks its factors from the largest position of the call. The
+  // first call that passes original_max_position_embeddings after a cache
+  // was built with the short factors runs the whole sequence again, so that
+  // every key takes the long ones (Phi-3's generate() does the same): each
+  // step then equals Hidden() over the sequence so far. Until then the
+  // inputs are kept for that.
+  if (config_.rope_scaling.type == RopeType::kLongrope && steps > 0) {
+    const bool long_factors =
+        positions.max().item<int64_t>() + 1 > config_.rope_scaling.original_max_position_embeddings;
+    if (!state->long_factors) {
+      state->past_embeds.push_back(step_embeds);
+      state->past_masks.push_back(step_mask.defined()
+                                      ? step_mask != 0
+                                      : at::ones({batch, steps}, long_options).to(at::kBool));
+      state->past_positions.push_back(positions);
+    }
+    if (long_factors && offset > 0 && !state->long_factors) {
+      const at::Tensor all_embeds = at::cat(state->past_embeds, 1);
+      const at::Tensor all_masks = at::cat(state->past_masks, 1);
+      const at::Tensor all_positions = at::cat(state->past_positions, 1);
+      *state = StartDecoding();
+      return DecodeStep(all_embeds, all_masks, all_positions, state).narrow(1, offset, steps);
+    }
+    if (long_factors) {
+      state->long_factors = true;
+      state->past_embeds.clear();
+      state->past_masks.clear();
+      state->past_positions.clear();
+    }
+  }
+
   // Key padding so far: undefined means every key is real.
   if (step_mask.defined()) {
     at::Tensor real = step_mask != 0;
@@ -443,11 +480,6 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& step_embeds, const at::Tenso
         at::cat({state->key_mask, at::ones({batch, steps}, state->key_mask.options())}, 1);
   }
 
-  const auto long_options = at::TensorOptions().dtype(at::kLong).device(step_embeds.device());
-  at::Tensor positions =
-      step_positions.defined()
-          ? step_positions.to(at::kLong)
-          : (at::arange(steps, long_options) + offset).unsqueeze(0).expand({batch, steps});
   // [B, 1, T, rotary_dim] per rope: the full layers', and gemma's sliding
   // layers' own.
   std::pair<at::Tensor, at::Tensor> rope[2];

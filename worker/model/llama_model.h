@@ -43,8 +43,11 @@
 // max_position_embeddings rotates earlier keys with the frequencies of their
 // own step (as transformers' cached generate does) and then differs from one
 // Hidden() over the whole sequence. Below that length both agree. Longrope
-// does the same at original_max_position_embeddings, where each call picks
-// the short or the long factors from its own largest position.
+// (each call picks the short or the long factors from its own largest
+// position) differs: the first decode step past
+// original_max_position_embeddings recomputes the cache with the long
+// factors, as Phi-3's generate() does, so a cached decode equals Hidden()
+// over the sequence so far at every step.
 //
 // Weights are loaded once, converted to the requested dtype and device and
 // never require gradients. Inputs that require gradients (a soft prompt) get
@@ -108,6 +111,11 @@ struct LlamaDecoderState {
   std::vector<at::Tensor> values;  // per layer [B, kv_heads, t, head_dim]
   at::Tensor key_mask;             // [B, t] bool real/padding so far, or undefined (all real)
   int64_t length = 0;              // t: positions consumed so far
+  // Longrope only: whether the cache holds keys rotated with the long
+  // factors, and until it does each call's embeddings, real-token masks and
+  // positions (see DecodeStep).
+  bool long_factors = false;
+  std::vector<at::Tensor> past_embeds, past_masks, past_positions;
 };
 
 class LlamaModel {
@@ -180,11 +188,12 @@ class LlamaModel {
   // then one generated token at a time) and returns their final hidden
   // states [B, T, d], equal (up to float rounding) to the same positions of
   // Hidden() over the whole sequence with the concatenated mask and
-  // positions (but see the dynamic rope note above). `step_mask` ([B, T],
-  // may be undefined = all real) marks padding among the new positions;
-  // `step_positions` ([B, T] int64, may be undefined = length .. length+T-1
-  // for every row) their rotary positions. The batch size must stay the
-  // same. Call under at::NoGradGuard unless gradients are wanted.
+  // positions (but see the dynamic rope note above; with longrope, to
+  // Hidden() over the sequence up to and including this step). `step_mask`
+  // ([B, T], may be undefined = all real) marks padding among the new
+  // positions; `step_positions` ([B, T] int64, may be undefined = length ..
+  // length+T-1 for every row) their rotary positions. The batch size must
+  // stay the same. Call under at::NoGradGuard unless gradients are wanted.
   LlamaDecoderState StartDecoding() const;
   at::Tensor DecodeStep(const at::Tensor& step_embeds, const at::Tensor& step_mask,
                         const at::Tensor& step_positions, LlamaDecoderState* state) const;
