@@ -346,7 +346,7 @@ at::Tensor LlamaModel::Norm(const at::Tensor& x, const at::Tensor& weight) const
   return weight * normed.to(x.scalar_type());
 }
 
-std::pair<at::Tensor, at::Tensor> LlamaModel::Rotary(const at::Tensor& positions,
+std::pair<at::Tensor, at::Tensor> LlamaModel::Rotary(const at::Tensor& positions, int64_t seq_len,
                                                      bool sliding) const {
   const Weights& w = *weights_;
   if (sliding && w.sliding_inv_freq.defined()) {
@@ -357,10 +357,9 @@ std::pair<at::Tensor, at::Tensor> LlamaModel::Rotary(const at::Tensor& positions
   }
   at::Tensor inv_freq = w.inv_freq;
   const RopeScaling& rope = config_.rope_scaling;
-  if (rope.type == RopeType::kDynamic && positions.numel() > 0) {
+  if (rope.type == RopeType::kDynamic) {
     // transformers' dynamic NTK: seq_len = max(position_ids) + 1; past
     // max_position_embeddings the base grows (fp32 tensor arithmetic).
-    const int64_t seq_len = positions.max().item<int64_t>() + 1;
     if (seq_len > config_.max_position_embeddings) {
       const int64_t dim = config_.rotary_dim;
       at::Tensor ratio = ScalarFloat(rope.factor) * at::scalar_tensor(seq_len, at::kLong) /
@@ -371,12 +370,11 @@ std::pair<at::Tensor, at::Tensor> LlamaModel::Rotary(const at::Tensor& positions
       inv_freq = BaseInvFreq(base, dim);
     }
   }
-  if (rope.type == RopeType::kLongrope && positions.numel() > 0) {
+  if (rope.type == RopeType::kLongrope && seq_len > rope.original_max_position_embeddings) {
     // The long factors once the sequence (max position + 1) passes the
     // pre-training length, for the whole call (transformers'
     // longrope_frequency_update).
-    const int64_t seq_len = positions.max().item<int64_t>() + 1;
-    if (seq_len > rope.original_max_position_embeddings) inv_freq = w.long_inv_freq;
+    inv_freq = w.long_inv_freq;
   }
   inv_freq = inv_freq.to(positions.device());
   at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq;  // [B, T, hd/2]
@@ -438,34 +436,37 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& step_embeds, const at::Tenso
           ? step_positions.to(at::kLong)
           : (at::arange(steps, long_options) + offset).unsqueeze(0).expand({batch, steps});
 
+  // The call's largest position + 1, which the dynamic and longrope rules
+  // read (one device sync, only for them).
+  const RopeType rope_type = config_.rope_scaling.type;
+  const int64_t seq_len =
+      (rope_type == RopeType::kDynamic || rope_type == RopeType::kLongrope) && positions.numel() > 0
+          ? positions.max().item<int64_t>() + 1
+          : 0;
+
   // Longrope picks its factors from the largest position of the call. The
   // first call that passes original_max_position_embeddings after a cache
   // was built with the short factors runs the whole sequence again, so that
   // every key takes the long ones (Phi-3's generate() does the same): each
   // step then equals Hidden() over the sequence so far. Until then the
   // inputs are kept for that.
-  if (config_.rope_scaling.type == RopeType::kLongrope && steps > 0) {
-    const bool long_factors =
-        positions.max().item<int64_t>() + 1 > config_.rope_scaling.original_max_position_embeddings;
-    if (!state->long_factors) {
+  if (rope_type == RopeType::kLongrope && !state->long_factors) {
+    const bool long_factors = seq_len > config_.rope_scaling.original_max_position_embeddings;
+    if (long_factors && offset == 0) {
+      state->long_factors = true;  // the first call: nothing cached with the short ones
+    } else {
       state->past_embeds.push_back(step_embeds);
       state->past_masks.push_back(step_mask.defined()
                                       ? step_mask != 0
-                                      : at::ones({batch, steps}, long_options).to(at::kBool));
+                                      : at::ones({batch, steps}, long_options.dtype(at::kBool)));
       state->past_positions.push_back(positions);
-    }
-    if (long_factors && offset > 0 && !state->long_factors) {
-      const at::Tensor all_embeds = at::cat(state->past_embeds, 1);
-      const at::Tensor all_masks = at::cat(state->past_masks, 1);
-      const at::Tensor all_positions = at::cat(state->past_positions, 1);
-      *state = StartDecoding();
-      return DecodeStep(all_embeds, all_masks, all_positions, state).narrow(1, offset, steps);
-    }
-    if (long_factors) {
-      state->long_factors = true;
-      state->past_embeds.clear();
-      state->past_masks.clear();
-      state->past_positions.clear();
+      if (long_factors) {
+        const at::Tensor all_embeds = at::cat(state->past_embeds, 1);
+        const at::Tensor all_masks = at::cat(state->past_masks, 1);
+        const at::Tensor all_positions = at::cat(state->past_positions, 1);
+        *state = StartDecoding();
+        return DecodeStep(all_embeds, all_masks, all_positions, state).narrow(1, offset, steps);
+      }
     }
   }
 
@@ -486,7 +487,7 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& step_embeds, const at::Tenso
   auto rope_for = [&](bool sliding) -> const std::pair<at::Tensor, at::Tensor>& {
     const int which = sliding && config_.sliding_rope ? 1 : 0;
     if (!rope[which].first.defined()) {
-      auto [cos, sin] = Rotary(positions, which == 1);
+      auto [cos, sin] = Rotary(positions, seq_len, which == 1);
       rope[which] = {cos.unsqueeze(1), sin.unsqueeze(1)};
     }
     return rope[which];

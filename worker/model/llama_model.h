@@ -203,11 +203,13 @@ class LlamaModel {
   LlamaModel() = default;
 
   at::Tensor Norm(const at::Tensor& x, const at::Tensor& weight) const;
-  // cos and sin [B, T, head_dim] in the model dtype for these positions.
-  // cos and sin [B, T, rotary_dim] of the full layers' rope, or with
-  // `sliding` of the sliding layers' (gemma's second rope; the full one
-  // for the other families).
-  std::pair<at::Tensor, at::Tensor> Rotary(const at::Tensor& positions, bool sliding = false) const;
+  // cos and sin [B, T, rotary_dim] in the model dtype for these positions:
+  // of the full layers' rope, or with `sliding` of the sliding layers'
+  // (gemma's second rope; the full one for the other families).
+  // `seq_len` is the call's largest position + 1, which the dynamic and
+  // longrope rules read (0 for an empty call).
+  std::pair<at::Tensor, at::Tensor> Rotary(const at::Tensor& positions, int64_t seq_len,
+                                           bool sliding) const;
 
   LlamaConfig config_;
   std::string folder_;
