@@ -146,6 +146,29 @@ grpc::internal::MethodHandler* RawUnary(
       service);
 }
 
+// A unary method answered with bytes on gRPC's callback API, inline on the
+// thread that read the call, for handlers that never wait long (GetJob
+// answers from a published copy, ListJobs reads one page). A sync method's
+// call is instead read by one thread and handed to a sync-server thread;
+// with both kinds registered (SubmitJob and WatchJob are callback methods),
+// that hand-off costs more CPU than the handler and, with other processes
+// on the cores, adds waits of up to 100 ms (coordinator_bench).
+template <class Service, class Request>
+grpc::internal::MethodHandler* RawCallbackUnary(
+    Service* service,
+    grpc::Status (Service::*method)(grpc::ServerContextBase*, const Request*, grpc::ByteBuffer*)) {
+  return new grpc::internal::CallbackUnaryHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
+      [service, method](grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw,
+                        grpc::ByteBuffer* response) {
+        grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+        Request request;
+        grpc::Status status = ParseRequest(*raw, &request);
+        if (status.ok()) status = (service->*method)(context, &request, response);
+        reactor->Finish(std::move(status));
+        return reactor;
+      });
+}
+
 template <class Service, class Request, class Response>
 grpc::internal::MethodHandler* RawServerStreaming(
     Service* service,
@@ -444,8 +467,8 @@ JobServiceImpl::JobServiceImpl(Coordinator* coordinator, const BearerTokenAuthen
                      return SubmitJob(context, request, response);
                    }),
                /*callback=*/true);
-  AddRawMethod("GetJob", RawUnary(this, &J::GetJob));
-  AddRawMethod("ListJobs", RawUnary(this, &J::ListJobs));
+  AddRawMethod("GetJob", RawCallbackUnary(this, &J::GetJob), /*callback=*/true);
+  AddRawMethod("ListJobs", RawCallbackUnary(this, &J::ListJobs), /*callback=*/true);
   AddRawMethod(
       "WatchJob",
       new grpc::internal::CallbackServerStreamingHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
@@ -485,7 +508,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext*
   return reactor;
 }
 
-grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* context,
+grpc::Status JobServiceImpl::GetJob(grpc::ServerContextBase* context,
                                     const mpt::v1::GetJobRequest* request,
                                     grpc::ByteBuffer* response) {
   MPT_AUTHORIZE(context);
@@ -495,7 +518,7 @@ grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* context,
+grpc::Status JobServiceImpl::ListJobs(grpc::ServerContextBase* context,
                                       const mpt::v1::ListJobsRequest* request,
                                       grpc::ByteBuffer* response) {
   MPT_AUTHORIZE(context);
@@ -852,6 +875,12 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   builder.RegisterService(server->worker_service_.get());
   builder.RegisterService(server->reflection_v1_.get());
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  if (const char* e = getenv("MPT_MIN_POLLERS"))
+    builder.SetSyncServerOption(grpc::ServerBuilder::MIN_POLLERS, atoi(e));
+  if (const char* e = getenv("MPT_MAX_POLLERS"))
+    builder.SetSyncServerOption(grpc::ServerBuilder::MAX_POLLERS, atoi(e));
+  if (const char* e = getenv("MPT_NUM_CQS"))
+    builder.SetSyncServerOption(grpc::ServerBuilder::NUM_CQS, atoi(e));
   if (options.rpc_duration != nullptr) {
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
     creators.push_back(MakeRpcMetricsInterceptorFactory(options.rpc_duration));

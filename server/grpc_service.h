@@ -132,10 +132,11 @@ class JobServiceImpl final : public RawService {
                                       const grpc::ByteBuffer* request,
                                       grpc::ByteBuffer* response);
   // GetJob and ListJobs answer with bytes the core serialized (a
-  // published job's cached bytes, or a page spliced from the store).
-  grpc::Status GetJob(grpc::ServerContext* context, const mpt::v1::GetJobRequest* request,
+  // published job's cached bytes, or a page spliced from the store), on the
+  // callback API, inline on the thread that read the call.
+  grpc::Status GetJob(grpc::ServerContextBase* context, const mpt::v1::GetJobRequest* request,
                       grpc::ByteBuffer* response);
-  grpc::Status ListJobs(grpc::ServerContext* context, const mpt::v1::ListJobsRequest* request,
+  grpc::Status ListJobs(grpc::ServerContextBase* context, const mpt::v1::ListJobsRequest* request,
                         grpc::ByteBuffer* response);
   // Served by a callback reactor (no thread held while it waits for
   // events): see WatchJobReactor in grpc_service.cc.
