@@ -11,8 +11,10 @@
 // Everything lives in a fresh temporary folder (or --dir) and is bounded by
 // the counts below; prints one table.
 #include <grpcpp/grpcpp.h>
-
+#include <signal.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -23,7 +25,6 @@
 #include <thread>
 #include <vector>
 
-#include "common/main_guard.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/random/random.h"
@@ -32,6 +33,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/logging.h"
+#include "common/main_guard.h"
 #include "proto/mpt/v1/service.grpc.pb.h"
 #include "server/artifact_store.h"
 #include "server/clock.h"
@@ -49,6 +51,9 @@ ABSL_FLAG(std::vector<std::string>, calls, std::vector<std::string>({"submit", "
 ABSL_FLAG(std::string, list_view, "full",
           "ListJobs view: full (each job as GetJob returns it) or basic (without spec and "
           "artefacts)");
+ABSL_FLAG(bool, separate_process, true,
+          "serve the coordinator from a process of its own, as users run it (its gRPC threads "
+          "and polling apart from the clients'); false: clients and server in one process");
 ABSL_FLAG(int, recovery_jobs, 10000, "unfinished jobs in the store for the restart test");
 ABSL_FLAG(int, recovery_runs, 3, "restarts timed");
 ABSL_FLAG(bool, sync_full, true, "SQLite synchronous=FULL, as the coordinator runs by default");
@@ -92,6 +97,95 @@ absl::StatusOr<Instance> StartInstance(const std::string& dir, bool sync_full) {
   instance.server = *std::move(server);
   return instance;
 }
+
+// CPU time of process `pid` so far, ms (0 when it cannot be read).
+double ProcessCpuMs(pid_t pid) {
+  clockid_t clock;
+  timespec ts;
+  if (clock_getcpuclockid(pid, &clock) != 0 || clock_gettime(clock, &ts) != 0) return 0;
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+// The coordinator under load: in this process, or (separate) in a child
+// forked before this process starts anything of gRPC's, which serves until
+// Stop() and exits.
+class ServedCoordinator {
+ public:
+  static absl::StatusOr<std::unique_ptr<ServedCoordinator>> Start(const std::string& dir,
+                                                                  bool sync_full, bool separate) {
+    auto served = std::unique_ptr<ServedCoordinator>(new ServedCoordinator());
+    if (!separate) {
+      auto instance = StartInstance(dir, sync_full);
+      if (!instance.ok()) return instance.status();
+      served->port_ = instance->server->port();
+      served->instance_ = *std::move(instance);
+      return served;
+    }
+    int ready[2], stop[2];
+    if (pipe(ready) != 0 || pipe(stop) != 0) return absl::InternalError("pipe failed");
+    const pid_t pid = fork();
+    if (pid < 0) return absl::InternalError("fork failed");
+    if (pid == 0) {
+      close(ready[0]);
+      close(stop[1]);
+      auto instance = StartInstance(dir, sync_full);
+      int port = 0;
+      if (instance.ok()) {
+        port = instance->server->port();
+      } else {
+        MPT_LOG(ERROR) << "coordinator process: " << instance.status();
+      }
+      if (write(ready[1], &port, sizeof port) != sizeof port || port == 0) _exit(1);
+      char c;
+      while (read(stop[0], &c, 1) < 0 && errno == EINTR) {
+      }
+      instance->server->Shutdown(absl::Seconds(2));
+      instance->core.reset();
+      _exit(0);
+    }
+    close(ready[1]);
+    close(stop[0]);
+    served->pid_ = pid;
+    served->stop_fd_ = stop[1];
+    int port = 0;
+    const bool got = read(ready[0], &port, sizeof port) == sizeof port;
+    close(ready[0]);
+    if (!got || port == 0) {
+      served->Stop();
+      return absl::InternalError("the coordinator process did not start");
+    }
+    served->port_ = port;
+    return served;
+  }
+
+  ~ServedCoordinator() { Stop(); }
+
+  int port() const { return port_; }
+  // The server process's CPU so far, ms; -1 when it shares this process.
+  double ServerCpuMs() const { return pid_ > 0 ? ProcessCpuMs(pid_) : -1; }
+
+  // Shuts the server down and (separate) waits for its process to end.
+  void Stop() {
+    if (instance_.server != nullptr) {
+      instance_.server->Shutdown(absl::Seconds(2));
+      instance_.core.reset();
+      instance_.server.reset();
+    }
+    if (pid_ > 0) {
+      close(stop_fd_);
+      int status = 0;
+      waitpid(pid_, &status, 0);
+      pid_ = 0;
+    }
+  }
+
+ private:
+  ServedCoordinator() = default;
+  Instance instance_;
+  pid_t pid_ = 0;
+  int stop_fd_ = -1;
+  int port_ = 0;
+};
 
 std::shared_ptr<grpc::Channel> Connect(int port) {
   grpc::ChannelArguments args;
@@ -298,15 +392,16 @@ int Run() {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
 
-  auto instance = StartInstance(dir, sync_full);
-  if (!instance.ok()) {
-    MPT_LOG(ERROR) << instance.status();
+  const bool separate = absl::GetFlag(FLAGS_separate_process);
+  auto served = ServedCoordinator::Start(dir, sync_full, separate);
+  if (!served.ok()) {
+    MPT_LOG(ERROR) << served.status();
     return 1;
   }
-  const int port = instance->server->port();
-  std::printf("coordinator on 127.0.0.1:%d, store %s (synchronous=%s), %u hardware threads\n",
-              port, dir.c_str(), sync_full ? "FULL" : "NORMAL",
-              std::thread::hardware_concurrency());
+  const int port = (*served)->port();
+  std::printf("coordinator on 127.0.0.1:%d (%s), store %s (synchronous=%s), %u hardware threads\n",
+              port, separate ? "a process of its own" : "in the clients' process", dir.c_str(),
+              sync_full ? "FULL" : "NORMAL", std::thread::hardware_concurrency());
 
   // The watched jobs, and one stream each.
   std::vector<std::string> watched;
@@ -406,6 +501,7 @@ int Run() {
   };
   std::vector<std::vector<std::string>> submitted(clients);
   const double submit_cpu = ProcessCpuMs();
+  const double submit_server_cpu = (*served)->ServerCpuMs();
   const absl::Time submit_start = absl::Now();
   absl::Mutex submitted_mu;
   Latencies submit = RunClients<mpt::v1::Job>(
@@ -421,10 +517,12 @@ int Run() {
       });
   const double submit_seconds = absl::ToDoubleSeconds(absl::Now() - submit_start);
   const double submit_cpu_ms = ProcessCpuMs() - submit_cpu;
+  const double submit_server_cpu_ms = (*served)->ServerCpuMs() - submit_server_cpu;
   std::vector<std::string> all_jobs = watched;
   for (auto& v : submitted) all_jobs.insert(all_jobs.end(), v.begin(), v.end());
 
   const double get_cpu = ProcessCpuMs();
+  const double get_server_cpu = (*served)->ServerCpuMs();
   const absl::Time get_start = absl::Now();
   Latencies get = RunClients<mpt::v1::Job>(
       client_channels, requests_of("get"), client_threads,
@@ -437,8 +535,10 @@ int Run() {
       [](int, const mpt::v1::Job& job) { return !job.name().empty(); });
   const double get_seconds = absl::ToDoubleSeconds(absl::Now() - get_start);
   const double get_cpu_ms = ProcessCpuMs() - get_cpu;
+  const double get_server_cpu_ms = (*served)->ServerCpuMs() - get_server_cpu;
 
   const double list_cpu = ProcessCpuMs();
+  const double list_server_cpu = (*served)->ServerCpuMs();
   const absl::Time list_start = absl::Now();
   Latencies list = RunClients<mpt::v1::ListJobsResponse>(
       client_channels, requests_of("list"), client_threads,
@@ -457,6 +557,7 @@ int Run() {
       });
   const double list_seconds = absl::ToDoubleSeconds(absl::Now() - list_start);
   const double list_cpu_ms = ProcessCpuMs() - list_cpu;
+  const double list_server_cpu_ms = (*served)->ServerCpuMs() - list_server_cpu;
 
   // End the watched jobs: every stream must see the final event and end.
   {
@@ -478,24 +579,28 @@ int Run() {
     }
   }
 
-  // cpu ms/req: CPU of the whole process (the clients' share included) per
-  // request of the phase.
-  std::printf("\n%-10s %8s %8s %9s %9s %9s %7s %12s\n", "call", "requests", "errors", "p50 ms",
-              "p99 ms", "max ms", "req/s", "cpu ms/req");
-  auto row = [](const char* name, const Latencies& l, double seconds, double cpu_ms) {
-    std::printf("%-10s %8zu %8d %9.2f %9.2f %9.2f %7.0f %12.3f\n", name, l.ms.size(), l.errors,
-                Percentile(l.ms, 0.50), Percentile(l.ms, 0.99), Percentile(l.ms, 1.0),
-                l.ms.size() / seconds, l.ms.empty() ? 0.0 : cpu_ms / l.ms.size());
+  // cpu ms/req: CPU per request of the phase, clients and server together
+  // (with the server apart: both processes); server: the server process's
+  // share.
+  std::printf("\n%-10s %8s %8s %9s %9s %9s %7s %12s %10s\n", "call", "requests", "errors", "p50 ms",
+              "p99 ms", "max ms", "req/s", "cpu ms/req", "server");
+  auto row = [&](const char* name, const Latencies& l, double seconds, double cpu_ms,
+                 double server_cpu_ms) {
+    const double n = static_cast<double>(l.ms.size());
+    const std::string server =
+        !separate || l.ms.empty() ? "-" : absl::StrFormat("%.3f", server_cpu_ms / n);
+    std::printf("%-10s %8zu %8d %9.2f %9.2f %9.2f %7.0f %12.3f %10s\n", name, l.ms.size(), l.errors,
+                Percentile(l.ms, 0.50), Percentile(l.ms, 0.99), Percentile(l.ms, 1.0), n / seconds,
+                l.ms.empty() ? 0.0 : (cpu_ms + std::max(0.0, server_cpu_ms)) / n, server.c_str());
   };
-  row("SubmitJob", submit, submit_seconds, submit_cpu_ms);
-  row("GetJob", get, get_seconds, get_cpu_ms);
-  row(basic_view ? "ListBasic" : "ListJobs", list, list_seconds, list_cpu_ms);
+  row("SubmitJob", submit, submit_seconds, submit_cpu_ms, submit_server_cpu_ms);
+  row("GetJob", get, get_seconds, get_cpu_ms, get_server_cpu_ms);
+  row(basic_view ? "ListBasic" : "ListJobs", list, list_seconds, list_cpu_ms, list_server_cpu_ms);
   std::printf("WatchJob: %d streams held open throughout; %d saw their final event (%d events)\n",
               streams_open.load(), streams_final.load(), stream_events.load());
 
   // Restart recovery with --recovery_jobs unfinished jobs in the store.
-  instance->server->Shutdown(absl::Seconds(2));
-  instance->core.reset();
+  (*served)->Stop();
   int stored = static_cast<int>(all_jobs.size()) - watchers;  // the watched ones are cancelled
   {
     SqliteJobStoreOptions fill_options;
