@@ -73,30 +73,15 @@ absl::Status CoordinatorState::Load(StateTxn& txn) {
   const absl::Time now = clock_->Now();
 
   jobs_.reserve(snap.jobs.size());
-  for (JobRecord& rec : snap.jobs) {
+  for (size_t i = 0; i < snap.jobs.size(); ++i) {
     auto job = std::make_unique<JobEntry>();
-    job->rec = std::move(rec);
+    job->rec = std::move(snap.jobs[i]);
+    std::vector<StageRecord>& stages = snap.stages[i];
+    job->stages.resize(stages.size());
+    for (size_t k = 0; k < stages.size(); ++k) job->stages[k].rec = std::move(stages[k]);
     JobEntry* raw = job.get();
     job_order_[{-int64_t{raw->rec.job().priority()}, raw->rec.create_seq()}] = raw;
     jobs_[raw->rec.job().name()] = std::move(job);
-  }
-  // Stages come grouped by job: look each job up once.
-  JobEntry* current = nullptr;
-  for (auto& [job_name, rec] : snap.stages) {
-    if (current == nullptr || current->rec.job().name() != job_name) {
-      auto it = jobs_.find(job_name);
-      current = it == jobs_.end() ? nullptr : it->second.get();
-      if (current == nullptr) continue;
-    }
-    current->stages.emplace_back().rec = std::move(rec);
-  }
-  auto by_index = [](const StageEntry& a, const StageEntry& b) {
-    return a.rec.index() < b.rec.index();
-  };
-  for (auto& [name, job] : jobs_) {
-    if (!std::is_sorted(job->stages.begin(), job->stages.end(), by_index)) {
-      std::sort(job->stages.begin(), job->stages.end(), by_index);
-    }
   }
   next_register_seq_ = 1;
   for (WorkerRecord& rec : snap.workers) {

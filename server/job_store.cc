@@ -8,9 +8,12 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -18,6 +21,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -1231,21 +1235,19 @@ class RecordBuffer {
   std::vector<std::pair<size_t, size_t>> spans_;  // (offset, length)
 };
 
-// Parses record `order[i]` of `records` (record i when `order` is empty)
-// into `(*out)[i]` on up to `threads` threads (the records of a large store
-// take most of a restart to parse). DATA_LOSS naming the type when one does
-// not parse.
-template <typename Message>
-absl::Status ParseAll(const RecordBuffer& records, std::vector<Message>* out, int threads,
-                      const std::vector<size_t>& order = {}) {
+// Parses record i of `records` into `*out(i)` on up to `threads` threads
+// (the records of a large store take most of a restart to parse).
+// DATA_LOSS naming the type when one does not parse.
+template <typename Message, typename Out>
+absl::Status ParseInto(const RecordBuffer& records, Out out, int threads) {
   const size_t n = records.size();
-  out->resize(n);
   threads = std::max(1, std::min<int>(threads, static_cast<int>(n / 1000) + 1));
   std::atomic<bool> failed{false};
   auto part = [&](size_t begin, size_t end) {
     for (size_t i = begin; i < end; ++i) {
-      const absl::string_view r = records[order.empty() ? i : order[i]];
-      if (!(*out)[i].ParseFromArray(r.data(), static_cast<int>(r.size()))) failed = true;
+      const absl::string_view r = records[i];
+      Message* m = out(i);
+      if (!m->ParseFromArray(r.data(), static_cast<int>(r.size()))) failed = true;
     }
   };
   std::vector<std::thread> workers;
@@ -1263,32 +1265,103 @@ absl::Status ParseAll(const RecordBuffer& records, std::vector<Message>* out, in
   return absl::OkStatus();
 }
 
-// Parses the job records in create order (`create_seqs[i]` is record i's).
-absl::Status ParseJobRows(const RecordBuffer& records, const std::vector<int64_t>& create_seqs,
-                          std::vector<JobRecord>* jobs) {
-  std::vector<size_t> order(records.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(),
-            [&](size_t a, size_t b) { return create_seqs[a] < create_seqs[b]; });
-  return ParseAll(records, jobs, 1, order);
+// Parses every record of `records` into `*out`, in order, on one thread.
+template <typename Message>
+absl::Status ParseAll(const RecordBuffer& records, std::vector<Message>* out) {
+  out->resize(records.size());
+  return ParseInto<Message>(
+      records, [out](size_t i) { return &(*out)[i]; }, 1);
 }
+
+// The stage records of a restart in chunks that each end with a job's last
+// stage row: later chunks are read while parser threads parse the earlier
+// ones, each record straight into its place in the snapshot.
+class StageChunks {
+ public:
+  struct Chunk {
+    RecordBuffer records;
+    std::vector<coordinator::StageRecord*> place;  // record i's destination
+  };
+
+  // The chunk being filled (reader only).
+  Chunk& current() { return *current_; }
+  // Hands the current chunk, if it holds records, to the parsers.
+  void Publish() {
+    if (current_->records.size() == 0) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ready_.push_back(std::move(current_));
+    }
+    changed_.notify_one();
+    current_ = std::make_unique<Chunk>();
+  }
+  // No chunk follows; parsers return once the ready ones are parsed.
+  void Finish() {
+    Publish();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      finished_ = true;
+    }
+    changed_.notify_all();
+  }
+  // Parses chunks as they come until Finish() and none is left.
+  void ParseUntilFinished() {
+    while (true) {
+      std::unique_ptr<Chunk> chunk;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        changed_.wait(lock, [this] { return finished_ || !ready_.empty(); });
+        if (ready_.empty()) return;
+        chunk = std::move(ready_.front());
+        ready_.pop_front();
+      }
+      if (!ParseInto<coordinator::StageRecord>(
+               chunk->records, [&](size_t i) { return chunk->place[i]; }, 1)
+               .ok()) {
+        failed_ = true;
+      }
+    }
+  }
+  // DATA_LOSS when a record did not parse.
+  absl::Status status() const {
+    if (!failed_) return absl::OkStatus();
+    return absl::DataLossError(absl::StrCat(
+        "job store: a stored ", coordinator::StageRecord().GetTypeName(), " does not parse"));
+  }
+
+ private:
+  std::unique_ptr<Chunk> current_ = std::make_unique<Chunk>();
+  // A standard mutex rather than absl::Mutex: ThreadSanitizer checks this
+  // hand-over only through locks it intercepts, and Debian's Abseil is not
+  // built for it.
+  std::mutex mu_;
+  std::condition_variable changed_;
+  std::deque<std::unique_ptr<Chunk>> ready_;  // guarded by mu_
+  bool finished_ = false;                     // guarded by mu_
+  std::atomic<bool> failed_{false};
+};
+
+// Stage rows per chunk: about a megabyte of records.
+constexpr size_t kStageChunkRecords = 8192;
 
 }  // namespace
 
 absl::StatusOr<StoreSnapshot> SqliteJobStore::LoadActive() {
   // The rows are read in index order without any ORDER BY (SQLite would
-  // copy every record into a sorter), put in order here and parsed on
-  // every core.
+  // copy every record into a sorter) and put in order here. Parser threads
+  // take the job records, then the stage records chunk by chunk as they are
+  // read, each straight into its job's place in the snapshot.
   RecordBuffer job_records;
   std::vector<int64_t> job_create_seqs;
-  std::vector<std::string> stage_jobs;
-  RecordBuffer stage_records;
+  std::vector<std::string> job_names;
+  std::vector<size_t> job_position_of_row;  // row i's place in create order
+  StageChunks stage_chunks;
   RecordBuffer assignment_records;
   RecordBuffer worker_records;
   int64_t max_create_seq = 0;
   std::string largest_job_name;
   StoreSnapshot snap;
-  std::thread job_parser;
+  std::vector<std::thread> parsers;
   absl::Status jobs_parsed;
   absl::Status read = impl_->Read([&](sqlite3* db) -> absl::Status {
     RETURN_IF_ERROR(Exec(db, "BEGIN"));  // one consistent view of all tables
@@ -1297,31 +1370,84 @@ absl::StatusOr<StoreSnapshot> SqliteJobStore::LoadActive() {
                                               int{mpt::v1::RUNNING}, ",",
                                               int{mpt::v1::CANCELLING}, ")");
       {
-        Statement st(db, absl::StrCat("SELECT create_seq, record FROM jobs WHERE state IN ",
-                                      active));
+        Statement st(
+            db, absl::StrCat("SELECT create_seq, name, record FROM jobs WHERE state IN ", active));
         RETURN_IF_ERROR(st.status());
         while (true) {
           ASSIGN_OR_RETURN(bool row, st.Step());
           if (!row) break;
           job_create_seqs.push_back(st.Int(0));
-          job_records.Add(st.Bytes(1));
+          job_names.push_back(st.Text(1));
+          job_records.Add(st.Bytes(2));
         }
       }
-      // The jobs are parsed on a second thread while the stages are read.
-      job_parser = std::thread(
-          [&] { jobs_parsed = ParseJobRows(job_records, job_create_seqs, &snap.jobs); });
+      // The jobs in create order.
+      std::vector<size_t> order(job_records.size());
+      for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+      std::sort(order.begin(), order.end(),
+                [&](size_t a, size_t b) { return job_create_seqs[a] < job_create_seqs[b]; });
+      job_position_of_row.resize(order.size());
+      for (size_t i = 0; i < order.size(); ++i) job_position_of_row[order[i]] = i;
+      snap.jobs.resize(order.size());
+      snap.stages.resize(order.size());
+      const int threads = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
+      for (int t = 1; t < threads; ++t) {
+        parsers.emplace_back([&, first = t == 1] {
+          if (first) {
+            jobs_parsed = ParseInto<JobRecord>(
+                job_records, [&](size_t i) { return &snap.jobs[job_position_of_row[i]]; }, 1);
+          }
+          stage_chunks.ParseUntilFinished();
+        });
+      }
+      absl::flat_hash_map<absl::string_view, size_t> job_position;
+      job_position.reserve(job_names.size());
+      for (size_t i = 0; i < job_names.size(); ++i) {
+        job_position[job_names[i]] = job_position_of_row[i];
+      }
       {
-        // Each unfinished job's stages by primary key: grouped by job.
+        // Each unfinished job's stages by primary key: grouped by job. A
+        // group's records get their places when the group ends, and chunks
+        // are cut between groups only.
         Statement st(db, absl::StrCat("SELECT s.job, s.record FROM jobs j CROSS JOIN stages s "
                                       "ON s.job = j.name WHERE j.state IN ",
                                       active));
         RETURN_IF_ERROR(st.status());
+        std::string group_job;
+        size_t group_begin = 0;
+        bool in_group = false;
+        auto end_group = [&]() -> absl::Status {
+          if (!in_group) return absl::OkStatus();
+          in_group = false;
+          auto it = job_position.find(group_job);
+          if (it == job_position.end() || !snap.stages[it->second].empty()) {
+            return absl::DataLossError(absl::StrCat("job store: the stage rows of job \"",
+                                                    absl::CHexEscape(group_job),
+                                                    "\" do not match its job row"));
+          }
+          std::vector<coordinator::StageRecord>& stages = snap.stages[it->second];
+          StageChunks::Chunk& chunk = stage_chunks.current();
+          stages.resize(chunk.records.size() - group_begin);
+          for (coordinator::StageRecord& stage : stages) chunk.place.push_back(&stage);
+          return absl::OkStatus();
+        };
         while (true) {
           ASSIGN_OR_RETURN(bool row, st.Step());
           if (!row) break;
-          stage_jobs.push_back(st.Text(0));
-          stage_records.Add(st.Bytes(1));
+          const absl::string_view job = st.Bytes(0);
+          if (!in_group || job != group_job) {
+            RETURN_IF_ERROR(end_group());
+            if (stage_chunks.current().records.size() >= kStageChunkRecords) {
+              stage_chunks.Publish();
+            }
+            group_job.assign(job.data(), job.size());
+            group_begin = stage_chunks.current().records.size();
+            in_group = true;
+          }
+          stage_chunks.current().records.Add(st.Bytes(1));
         }
+        RETURN_IF_ERROR(end_group());
+        stage_chunks.Finish();
       }
       for (auto [sql, records] : {std::make_pair("SELECT record FROM assignments ORDER BY id",
                                                  &assignment_records),
@@ -1352,35 +1478,28 @@ absl::StatusOr<StoreSnapshot> SqliteJobStore::LoadActive() {
     sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
     return s;
   });
-  // The stages are parsed on every core, beside the jobs' parser if it
-  // still runs.
-  const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  std::vector<StageRecord> stages;
-  absl::Status stages_parsed =
-      read.ok() ? ParseAll(stage_records, &stages, threads) : absl::OkStatus();
-  if (job_parser.joinable()) job_parser.join();
+  // This thread parses what is left beside the others (after a failed
+  // read, only chunks already handed over).
+  stage_chunks.Finish();
+  stage_chunks.ParseUntilFinished();
+  for (std::thread& parser : parsers) parser.join();
   RETURN_IF_ERROR(read);
   RETURN_IF_ERROR(jobs_parsed);
-  RETURN_IF_ERROR(stages_parsed);
-  stage_records.Clear();
+  RETURN_IF_ERROR(stage_chunks.status());
   job_records.Clear();
   snap.max_create_seq = max_create_seq;
   snap.largest_job_name = std::move(largest_job_name);
-  // Each job's stages in stage order (they came by stage id), the jobs in
-  // the order they came.
-  snap.stages.reserve(stages.size());
-  for (size_t begin = 0; begin < stages.size();) {
-    size_t end = begin + 1;
-    while (end < stages.size() && stage_jobs[end] == stage_jobs[begin]) ++end;
-    std::vector<size_t> order;
-    for (size_t i = begin; i < end; ++i) order.push_back(i);
-    std::sort(order.begin(), order.end(),
-              [&](size_t a, size_t b) { return stages[a].index() < stages[b].index(); });
-    for (size_t i : order) snap.stages.emplace_back(stage_jobs[i], std::move(stages[i]));
-    begin = end;
+  // Each job's stages in stage order (they came by stage id).
+  auto by_index = [](const coordinator::StageRecord& a, const coordinator::StageRecord& b) {
+    return a.index() < b.index();
+  };
+  for (std::vector<coordinator::StageRecord>& stages : snap.stages) {
+    if (!std::is_sorted(stages.begin(), stages.end(), by_index)) {
+      std::sort(stages.begin(), stages.end(), by_index);
+    }
   }
-  RETURN_IF_ERROR(ParseAll(assignment_records, &snap.assignments, 1));
-  RETURN_IF_ERROR(ParseAll(worker_records, &snap.workers, 1));
+  RETURN_IF_ERROR(ParseAll(assignment_records, &snap.assignments));
+  RETURN_IF_ERROR(ParseAll(worker_records, &snap.workers));
   std::sort(snap.workers.begin(), snap.workers.end(),
             [](const WorkerRecord& a, const WorkerRecord& b) {
               return a.register_seq() < b.register_seq();

@@ -101,9 +101,8 @@ struct StoreStats {
 struct StoreSnapshot {
   // Jobs in QUEUED, RUNNING or CANCELLING, in create order.
   std::vector<coordinator::JobRecord> jobs;
-  // The stages of those jobs as (job name, record): grouped by job, each
-  // job's in stage order.
-  std::vector<std::pair<std::string, coordinator::StageRecord>> stages;
+  // The stages of those jobs: stages[i] are jobs[i]'s, in stage order.
+  std::vector<std::vector<coordinator::StageRecord>> stages;
   std::vector<coordinator::AssignmentRecord> assignments;
   // Every worker record (lost ones included), in registration order.
   std::vector<coordinator::WorkerRecord> workers;

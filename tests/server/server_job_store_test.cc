@@ -188,8 +188,15 @@ TEST(SqliteJobStoreTest, JobsComeBackWithTheirStagesAndPageNewestFirst) {
 
   auto snap = (*store)->LoadActive();
   ASSERT_TRUE(snap.ok());
-  EXPECT_EQ(snap->jobs.size(), 3u);    // the QUEUED ones
-  EXPECT_EQ(snap->stages.size(), 6u);  // and only their stages
+  ASSERT_EQ(snap->jobs.size(), 3u);  // the QUEUED ones, in create order
+  EXPECT_EQ(snap->jobs[0].job().name(), "jobs/j1");
+  EXPECT_EQ(snap->jobs[2].job().name(), "jobs/j5");
+  ASSERT_EQ(snap->stages.size(), 3u);  // and only their stages, by job
+  for (size_t i = 0; i < snap->jobs.size(); ++i) {
+    ASSERT_EQ(snap->stages[i].size(), 2u) << snap->jobs[i].job().name();
+    EXPECT_EQ(snap->stages[i][0].stage().id(), "source/a");  // stage order, not id order
+    EXPECT_EQ(snap->stages[i][1].stage().id(), "distillation");
+  }
   EXPECT_EQ(snap->max_create_seq, 5);
   EXPECT_EQ(snap->largest_job_name, "jobs/j5");
 }
@@ -219,10 +226,11 @@ TEST(SqliteJobStoreTest, RestartReadsJobsInCreateOrderAndRefusesAnUnreadableReco
     auto store = SqliteJobStore::Open(path);
     ASSERT_TRUE(store.ok()) << store.status();
     // Committed out of create order and in two states (the store reads
-    // them by state), 2,500 jobs so that the parse is split across threads.
+    // them by state), 6,000 jobs so that the stage records (18,000) come in
+    // several chunks and are parsed on several threads.
     for (int round = 0; round < 2; ++round) {
       StoreWrite w;
-      for (int i = 2500 - round; i >= 1; i -= 2) {
+      for (int i = 6000 - round; i >= 1; i -= 2) {
         w.jobs.push_back(MakeJob(i, i % 3 == 0 ? mpt::v1::RUNNING : mpt::v1::QUEUED));
         for (int s = 2; s >= 0; --s) {
           StageRecord st;
@@ -235,25 +243,39 @@ TEST(SqliteJobStoreTest, RestartReadsJobsInCreateOrderAndRefusesAnUnreadableReco
     }
     auto snap = (*store)->LoadActive();
     ASSERT_TRUE(snap.ok()) << snap.status();
-    ASSERT_EQ(snap->jobs.size(), 2500u);
-    for (int i = 0; i < 2500; ++i) {
+    ASSERT_EQ(snap->jobs.size(), 6000u);
+    for (int i = 0; i < 6000; ++i) {
       ASSERT_EQ(snap->jobs[i].create_seq(), i + 1);
       ASSERT_EQ(snap->jobs[i].job().name(), "jobs/j" + std::to_string(i + 1));
     }
-    ASSERT_EQ(snap->stages.size(), 7500u);
-    for (const auto& [job, stage] : snap->stages) {
-      const std::string seq = job.substr(job.find('j', 5) + 1);
-      ASSERT_EQ(stage.stage().id(), "stage" + std::to_string(stage.index()) + "/" + seq);
+    // Each job's own stages beside it, in stage order.
+    ASSERT_EQ(snap->stages.size(), 6000u);
+    for (int i = 0; i < 6000; ++i) {
+      ASSERT_EQ(snap->stages[i].size(), 3u);
+      for (int s = 0; s < 3; ++s) {
+        ASSERT_EQ(snap->stages[i][s].index(), s);
+        ASSERT_EQ(snap->stages[i][s].stage().id(),
+                  "stage" + std::to_string(s) + "/" + std::to_string(i + 1));
+      }
     }
   }
-  // A record that no longer parses is DATA_LOSS naming what it was.
-  ExecSql(path, "UPDATE stages SET record = x'0aff' WHERE job = 'jobs/j7'");
+  // A record that no longer parses is DATA_LOSS naming what it was, in the
+  // last chunk of stages as in the first.
+  for (const char* job : {"jobs/j5990", "jobs/j7"}) {
+    ExecSql(path, absl::StrCat("UPDATE stages SET record = x'0aff' WHERE job = '", job, "'"));
+    auto store = SqliteJobStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto snap = (*store)->LoadActive();
+    ASSERT_FALSE(snap.ok()) << job;
+    EXPECT_EQ(snap.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_TRUE(absl::StrContains(snap.status().message(), "StageRecord")) << snap.status();
+  }
+  ExecSql(path, "UPDATE jobs SET record = x'0aff' WHERE name = 'jobs/j4000'");
   auto store = SqliteJobStore::Open(path);
   ASSERT_TRUE(store.ok()) << store.status();
   auto snap = (*store)->LoadActive();
   ASSERT_FALSE(snap.ok());
   EXPECT_EQ(snap.status().code(), absl::StatusCode::kDataLoss);
-  EXPECT_TRUE(absl::StrContains(snap.status().message(), "StageRecord")) << snap.status();
 }
 
 TEST(SqliteJobStoreTest, OneFileIsOpenInOneStoreAtATime) {
