@@ -65,7 +65,7 @@ absl::StatusOr<json> ParseJson(absl::string_view text, absl::string_view what, i
     // Ask again with exceptions for the position and reason; the depth is
     // bounded, so this cannot recurse deeply.
     try {
-      (void)json::parse(text.begin(), text.end());
+      [[maybe_unused]] const json again = json::parse(text.begin(), text.end());
     } catch (const json::exception& e) {
       return absl::InvalidArgumentError(absl::StrCat(what, ": not valid JSON: ", e.what()));
     }

@@ -69,7 +69,7 @@ TEST(CredentialsCheckTest, PemFilesMustHoldABlockOfTheirKind) {
     EXPECT_FALSE(CheckPem(key, "--tls_cert", "k.pem", PemKind::kCertificate).ok()) << key;
   }
   EXPECT_FALSE(CheckPem(cert, "--tls_key", "c.pem", PemKind::kPrivateKey).ok());
-  for (const std::string bad :
+  for (const std::string& bad :
        {std::string(""), std::string("root:x:0:0\n"), cert.substr(0, cert.size() / 2),
         std::string("-----BEGIN CERTIFICATE"), std::string("\0\xff", 2)}) {
     absl::Status s = CheckPem(bad, "--tls_cert", "/etc/x.pem", PemKind::kCertificate);

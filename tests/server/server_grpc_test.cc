@@ -890,8 +890,8 @@ TEST(GrpcServerStartTest, RefusesAPortInUseABadAddressBadPemFilesAndUnsendableTo
   }
 
   // A token no client could send in a header is refused at start.
-  for (const std::string token : {std::string("caf\xC3\xA9"), std::string("a b"),
-                                  std::string("a\x7f"), std::string(5000, 't')}) {
+  for (const std::string& token : {std::string("caf\xC3\xA9"), std::string("a b"),
+                                   std::string("a\x7f"), std::string(5000, 't')}) {
     GrpcServerOptions o = options;
     o.auth_token = token;
     EXPECT_EQ(CoordinatorServer::Start(o, core->get()).status().code(),

@@ -218,14 +218,18 @@ TEST(OneComputeThreadScopeTest, BothPoolsRunOneThreadInsideAndComeBack) {
     EXPECT_EQ(at::get_num_threads(), 1);
     auto inside = ApplyComputeThreads({0, 0, 0, /*leave_blas=*/true});
     ASSERT_TRUE(inside.ok()) << inside.status();
-    if (blas > 0) EXPECT_EQ(inside->blas_threads, 1);
+    if (blas > 0) {
+      EXPECT_EQ(inside->blas_threads, 1);
+    }
     // ApplyComputeThreads above set libtorch again; the scope still
     // restores what it found.
   }
   EXPECT_EQ(at::get_num_threads(), intra_op);
   auto after = ApplyComputeThreads({0, 0, 0, /*leave_blas=*/true});
   ASSERT_TRUE(after.ok()) << after.status();
-  if (blas > 0) EXPECT_EQ(after->blas_threads, blas);
+  if (blas > 0) {
+    EXPECT_EQ(after->blas_threads, blas);
+  }
 }
 
 }  // namespace

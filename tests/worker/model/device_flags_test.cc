@@ -32,7 +32,9 @@ TEST(ParseDeviceFlag, RefusesACudaDeviceThatIsNotThere) {
   EXPECT_EQ(device.status().code(), absl::StatusCode::kInvalidArgument);
   const std::string message(device.status().message());
   EXPECT_EQ(message.rfind("--device: cuda:99: ", 0), 0u) << message;
-  if (!at::hasCUDA()) EXPECT_NE(message.find("no CUDA"), std::string::npos) << message;
+  if (!at::hasCUDA()) {
+    EXPECT_NE(message.find("no CUDA"), std::string::npos) << message;
+  }
 }
 
 TEST(ParseDeviceFlag, RefusesDevicesThePipelineDoesNotRunOn) {
