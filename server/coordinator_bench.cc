@@ -81,6 +81,7 @@ struct Instance {
 absl::StatusOr<Instance> StartInstance(const std::string& dir, bool sync_full) {
   SqliteJobStoreOptions store_options;
   store_options.synchronous_full = sync_full;
+  store_options.check_in_background = true;  // as coordinator_main opens it
   auto store = SqliteJobStore::Open(dir + "/jobs.db", store_options);
   if (!store.ok()) return store.status();
   auto blobs = ArtifactStore::Open(dir + "/artifacts");
@@ -312,6 +313,7 @@ int TimeRestarts(const std::string& dir, int stored, bool sync_full,
     const double cpu0 = ProcessCpuMs();
     SqliteJobStoreOptions store_options;
     store_options.synchronous_full = sync_full;
+    store_options.check_in_background = true;  // as coordinator_main opens it
     auto store = SqliteJobStore::Open(dir + "/jobs.db", store_options);
     auto blobs = ArtifactStore::Open(dir + "/artifacts");
     if (!store.ok() || !blobs.ok()) return 1;

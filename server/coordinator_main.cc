@@ -213,6 +213,10 @@ absl::Status Run(sigset_t* signals) {
   store_options.synchronous_full = options.sync_full;
   store_options.max_log_lines_per_stage = options.max_log_lines_per_stage;
   store_options.max_log_bytes_per_stage = options.max_log_bytes_per_stage;
+  // The page check runs beside the load of the unfinished jobs; a damaged
+  // file still stops the start (Coordinator::Create fails with DATA_LOSS
+  // naming it).
+  store_options.check_in_background = true;
   // A store the coordinator cannot write stops the start, naming the flag:
   // otherwise every job would fail later, one write at a time.
   auto for_flag = [](const char* flag, const std::string& path, const absl::Status& s) {

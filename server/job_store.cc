@@ -12,6 +12,7 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -395,6 +396,20 @@ bool StoreWrite::empty() const {
          deleted_artifacts.empty() && events.empty() && request_ids.empty() && logs.empty();
 }
 
+// PRAGMA quick_check over every page: DATA_LOSS naming `path` when the
+// file is damaged.
+absl::Status CheckPages(sqlite3* db, const std::string& path) {
+  Statement check(db, "PRAGMA quick_check(1)");
+  RETURN_IF_ERROR(check.status());
+  ASSIGN_OR_RETURN(bool row, check.Step());
+  if (!row || check.Text(0) != "ok") {
+    return absl::DataLossError(
+        absl::StrCat("job store: ", path, " is damaged (", row ? check.Text(0) : "no answer",
+                     "); restore it from a backup, or move it aside to start with an empty store"));
+  }
+  return absl::OkStatus();
+}
+
 class SqliteJobStore::Impl {
  public:
   // `readers` empty: reads share the writing connection (":memory:").
@@ -413,6 +428,7 @@ class SqliteJobStore::Impl {
     }
   }
   ~Impl() {
+    if (page_check_.valid()) page_check_.wait();
     for (auto& r : readers_) {
       r->statements.reset();  // finalised before their connection closes
       sqlite3_close(r->db);
@@ -422,7 +438,23 @@ class SqliteJobStore::Impl {
     if (lock_fd_ >= 0) close(lock_fd_);  // releases the lock
   }
 
+  // Starts the page check on a thread of its own (check_in_background).
+  void StartPageCheck(const std::string& path) {
+    page_check_ = std::async(std::launch::async, [this, path] {
+                    absl::MutexLock lock(&write_mu_);
+                    return CheckPages(writer_, path);
+                  }).share();
+  }
+
+  // The page check's outcome, once it has ended; OK when none runs.
+  absl::Status AwaitPageCheck() const {
+    if (!page_check_.valid()) return absl::OkStatus();
+    std::shared_future<absl::Status> check = page_check_;
+    return check.get();
+  }
+
   absl::Status Commit(const std::vector<const StoreWrite*>& writes) {
+    RETURN_IF_ERROR(AwaitPageCheck());
     absl::MutexLock lock(&write_mu_);
     RETURN_IF_ERROR(Exec(writer_, "BEGIN IMMEDIATE"));
     absl::Status status;
@@ -708,6 +740,9 @@ class SqliteJobStore::Impl {
   };
   std::vector<std::unique_ptr<Reader>> readers_;
   std::atomic<size_t> next_reader_{0};
+  // The page check started by Open() with check_in_background (set before
+  // the store is handed out, then only read).
+  std::shared_future<absl::Status> page_check_;
 };
 
 namespace {
@@ -870,18 +905,12 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
     s = Migrate(writer, *version, target);
     if (!s.ok()) return fail(s);
   }
-  if (!in_memory && options.check_on_open) {
-    // Reads every page once (about 0.2 s of CPU for 100,000 jobs), so that
-    // a damaged file stops the start instead of failing calls later.
-    Statement check(writer, "PRAGMA quick_check(1)");
-    if (!check.status().ok()) return fail(check.status());
-    absl::StatusOr<bool> row = check.Step();
-    if (!row.ok()) return fail(row.status());
-    if (!*row || check.Text(0) != "ok") {
-      return fail(absl::DataLossError(absl::StrCat(
-          "job store: ", path, " is damaged (", *row ? check.Text(0) : "no answer",
-          "); restore it from a backup, or move it aside to start with an empty store")));
-    }
+  // Reads every page once (about 0.2 s of CPU for 100,000 jobs), so that a
+  // damaged file stops the start instead of failing calls later.
+  const bool check = !in_memory && options.check_on_open;
+  if (check && !options.check_in_background) {
+    s = CheckPages(writer, path);
+    if (!s.ok()) return fail(s);
   }
   std::vector<sqlite3*> readers;
   for (int i = 0; !in_memory && i < kReadConnections; ++i) {
@@ -895,9 +924,10 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(
     sqlite3_exec(*r, "PRAGMA mmap_size=1073741824", nullptr, nullptr, nullptr);
     readers.push_back(*r);
   }
-  return std::unique_ptr<SqliteJobStore>(new SqliteJobStore(std::make_unique<Impl>(
-      writer, std::move(readers), options.max_log_lines_per_stage,
-      options.max_log_bytes_per_stage, lock_fd)));
+  auto impl = std::make_unique<Impl>(writer, std::move(readers), options.max_log_lines_per_stage,
+                                     options.max_log_bytes_per_stage, lock_fd);
+  if (check && options.check_in_background) impl->StartPageCheck(path);
+  return std::unique_ptr<SqliteJobStore>(new SqliteJobStore(std::move(impl)));
 }
 
 absl::Status JobStore::CommitBatch(const std::vector<const StoreWrite*>& writes) {
@@ -1483,6 +1513,8 @@ absl::StatusOr<StoreSnapshot> SqliteJobStore::LoadActive() {
   stage_chunks.Finish();
   stage_chunks.ParseUntilFinished();
   for (std::thread& parser : parsers) parser.join();
+  // A damaged file explains any other failure of the read.
+  RETURN_IF_ERROR(impl_->AwaitPageCheck());
   RETURN_IF_ERROR(read);
   RETURN_IF_ERROR(jobs_parsed);
   RETURN_IF_ERROR(stage_chunks.status());

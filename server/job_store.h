@@ -229,6 +229,12 @@ struct SqliteJobStoreOptions {
   // Check every page of the file when it is opened (PRAGMA quick_check) and
   // refuse a damaged one with DATA_LOSS. Default true.
   bool check_on_open = true;
+  // With check_on_open: Open() starts the check on a thread of its own and
+  // returns; the check runs beside the first LoadActive(), which waits for
+  // it and fails with its DATA_LOSS, and every commit waits for it (and
+  // fails the same way). For the coordinator's start, where the check and
+  // the load share the cores instead of taking turns.
+  bool check_in_background = false;
 };
 
 // SQLite in WAL mode. One connection writes, a second one reads, so reads

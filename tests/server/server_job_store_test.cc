@@ -341,6 +341,24 @@ TEST(SqliteJobStoreTest, RefusesADamagedFileAtOpenNamingIt) {
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.status().code(), absl::StatusCode::kDataLoss) << store.status();
   EXPECT_TRUE(absl::StrContains(store.status().message(), path)) << store.status();
+  // Checked in the background, the store opens; its first load and every
+  // commit then fail with the check's error, and nothing is written.
+  {
+    SqliteJobStoreOptions background;
+    background.check_in_background = true;
+    auto opened = SqliteJobStore::Open(path, background);
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    auto snap = (*opened)->LoadActive();
+    ASSERT_FALSE(snap.ok());
+    EXPECT_EQ(snap.status().code(), absl::StatusCode::kDataLoss) << snap.status();
+    EXPECT_TRUE(absl::StrContains(snap.status().message(), path)) << snap.status();
+    EXPECT_TRUE(absl::StrContains(snap.status().message(), "is damaged")) << snap.status();
+    StoreWrite more;
+    more.jobs.push_back(MakeJob(1000));
+    absl::Status commit = (*opened)->Commit(more);
+    EXPECT_EQ(commit.code(), absl::StatusCode::kDataLoss) << commit;
+  }
+  EXPECT_EQ(std::filesystem::file_size(path), size);
   // The refusal released the file: the check can be skipped to read what
   // is left.
   SqliteJobStoreOptions unchecked;
