@@ -1315,7 +1315,8 @@ class StageChunks {
 
   // The chunk being filled (reader only).
   Chunk& current() { return *current_; }
-  // Hands the current chunk, if it holds records, to the parsers.
+  // Hands the current chunk, if it holds records, to the parsers. Every
+  // record must have its place (the chunk ends with a whole group).
   void Publish() {
     if (current_->records.size() == 0) return;
     {
@@ -1325,9 +1326,10 @@ class StageChunks {
     changed_.notify_one();
     current_ = std::make_unique<Chunk>();
   }
-  // No chunk follows; parsers return once the ready ones are parsed.
+  // No chunk follows; parsers return once the ready ones are parsed. The
+  // chunk being filled is not handed over: after a failed read its last
+  // group has no places yet.
   void Finish() {
-    Publish();
     {
       std::lock_guard<std::mutex> lock(mu_);
       finished_ = true;
@@ -1477,6 +1479,7 @@ absl::StatusOr<StoreSnapshot> SqliteJobStore::LoadActive() {
           stage_chunks.current().records.Add(st.Bytes(1));
         }
         RETURN_IF_ERROR(end_group());
+        stage_chunks.Publish();
         stage_chunks.Finish();
       }
       for (auto [sql, records] : {std::make_pair("SELECT record FROM assignments ORDER BY id",
