@@ -36,6 +36,31 @@ void ExecSql(const std::string& path, const std::string& sql) {
   sqlite3_close(db);
 }
 
+// Overwrites the 4 KiB page `index` (from 0) of the file at `path` with
+// garbage, as a failing disk might.
+void OverwritePage(const std::string& path, uint64_t index) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(static_cast<std::streamoff>(index * 4096));
+  const std::string garbage(4096, '\x5a');
+  f.write(garbage.data(), static_cast<std::streamsize>(garbage.size()));
+  ASSERT_TRUE(f.good()) << path;
+}
+
+// Opens the store at `path` with `options` and checks that its load fails
+// with DATA_LOSS naming the file; returns the store (null if it did not
+// open).
+std::unique_ptr<SqliteJobStore> OpenWhoseLoadFails(const std::string& path,
+                                                   const SqliteJobStoreOptions& options) {
+  auto store = SqliteJobStore::Open(path, options);
+  EXPECT_TRUE(store.ok()) << store.status();
+  if (!store.ok()) return nullptr;
+  auto snap = (*store)->LoadActive();
+  EXPECT_FALSE(snap.ok());
+  EXPECT_EQ(snap.status().code(), absl::StatusCode::kDataLoss) << snap.status();
+  EXPECT_TRUE(absl::StrContains(snap.status().message(), path)) << snap.status();
+  return *std::move(store);
+}
+
 TEST(SqliteJobStoreTest, NewDatabaseGetsTheCurrentSchemaInWalMode) {
   const std::string path = testing::FreshTempDir("store_new") + "/jobs.db";
   {
@@ -299,20 +324,10 @@ TEST(SqliteJobStoreTest, RestartReadsJobsInCreateOrderAndRefusesAnUnreadableReco
     sqlite3_close(db);
   }
   ASSERT_GT(page, 1);
-  {
-    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(static_cast<std::streamoff>((page - 1) * 4096));
-    const std::string garbage(4096, '\x5a');
-    f.write(garbage.data(), static_cast<std::streamsize>(garbage.size()));
-  }
+  OverwritePage(path, page - 1);  // SQLite numbers pages from 1
   SqliteJobStoreOptions unchecked;
   unchecked.check_on_open = false;
-  auto store = SqliteJobStore::Open(path, unchecked);
-  ASSERT_TRUE(store.ok()) << store.status();
-  auto snap = (*store)->LoadActive();
-  ASSERT_FALSE(snap.ok());
-  EXPECT_EQ(snap.status().code(), absl::StatusCode::kDataLoss) << snap.status();
-  EXPECT_TRUE(absl::StrContains(snap.status().message(), path)) << snap.status();
+  OpenWhoseLoadFails(path, unchecked);
 }
 
 TEST(SqliteJobStoreTest, OneFileIsOpenInOneStoreAtATime) {
@@ -368,12 +383,7 @@ TEST(SqliteJobStoreTest, RefusesADamagedFileAtOpenNamingIt) {
   // in the middle of it is overwritten, as a failing disk might.
   const auto size = std::filesystem::file_size(path);
   ASSERT_GT(size, 16u * 4096u);
-  {
-    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(static_cast<std::streamoff>((size / 4096 / 2) * 4096));
-    const std::string garbage(4096, '\x5a');
-    f.write(garbage.data(), static_cast<std::streamsize>(garbage.size()));
-  }
+  OverwritePage(path, size / 4096 / 2);
   auto store = SqliteJobStore::Open(path);
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.status().code(), absl::StatusCode::kDataLoss) << store.status();
@@ -383,16 +393,13 @@ TEST(SqliteJobStoreTest, RefusesADamagedFileAtOpenNamingIt) {
   {
     SqliteJobStoreOptions background;
     background.check_in_background = true;
-    auto opened = SqliteJobStore::Open(path, background);
-    ASSERT_TRUE(opened.ok()) << opened.status();
-    auto snap = (*opened)->LoadActive();
-    ASSERT_FALSE(snap.ok());
-    EXPECT_EQ(snap.status().code(), absl::StatusCode::kDataLoss) << snap.status();
-    EXPECT_TRUE(absl::StrContains(snap.status().message(), path)) << snap.status();
-    EXPECT_TRUE(absl::StrContains(snap.status().message(), "is damaged")) << snap.status();
+    std::unique_ptr<SqliteJobStore> opened = OpenWhoseLoadFails(path, background);
+    ASSERT_NE(opened, nullptr);
+    auto again = opened->LoadActive();  // the check's own error, not the read's
+    EXPECT_TRUE(absl::StrContains(again.status().message(), "is damaged")) << again.status();
     StoreWrite more;
     more.jobs.push_back(MakeJob(1000));
-    absl::Status commit = (*opened)->Commit(more);
+    absl::Status commit = opened->Commit(more);
     EXPECT_EQ(commit.code(), absl::StatusCode::kDataLoss) << commit;
   }
   EXPECT_EQ(std::filesystem::file_size(path), size);
