@@ -875,12 +875,6 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   builder.RegisterService(server->worker_service_.get());
   builder.RegisterService(server->reflection_v1_.get());
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
-  if (const char* e = getenv("MPT_MIN_POLLERS"))
-    builder.SetSyncServerOption(grpc::ServerBuilder::MIN_POLLERS, atoi(e));
-  if (const char* e = getenv("MPT_MAX_POLLERS"))
-    builder.SetSyncServerOption(grpc::ServerBuilder::MAX_POLLERS, atoi(e));
-  if (const char* e = getenv("MPT_NUM_CQS"))
-    builder.SetSyncServerOption(grpc::ServerBuilder::NUM_CQS, atoi(e));
   if (options.rpc_duration != nullptr) {
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
     creators.push_back(MakeRpcMetricsInterceptorFactory(options.rpc_duration));
