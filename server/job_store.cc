@@ -1347,18 +1347,18 @@ class StageChunks {
         chunk = std::move(ready_.front());
         ready_.pop_front();
       }
-      if (!ParseInto<coordinator::StageRecord>(
-               chunk->records, [&](size_t i) { return chunk->place[i]; }, 1)
-               .ok()) {
-        failed_ = true;
+      absl::Status parsed = ParseInto<coordinator::StageRecord>(
+          chunk->records, [&](size_t i) { return chunk->place[i]; }, 1);
+      if (!parsed.ok()) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (error_.ok()) error_ = std::move(parsed);
       }
     }
   }
-  // DATA_LOSS when a record did not parse.
-  absl::Status status() const {
-    if (!failed_) return absl::OkStatus();
-    return absl::DataLossError(absl::StrCat(
-        "job store: a stored ", coordinator::StageRecord().GetTypeName(), " does not parse"));
+  // The first parse error (DATA_LOSS naming the type); OK when none.
+  absl::Status status() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return error_;
   }
 
  private:
@@ -1370,7 +1370,7 @@ class StageChunks {
   std::condition_variable changed_;
   std::deque<std::unique_ptr<Chunk>> ready_;  // guarded by mu_
   bool finished_ = false;                     // guarded by mu_
-  std::atomic<bool> failed_{false};
+  absl::Status error_;                        // guarded by mu_
 };
 
 // Stage rows per chunk: about a megabyte of records.
