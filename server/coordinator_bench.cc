@@ -11,7 +11,6 @@
 // Everything lives in a fresh temporary folder (or --dir) and is bounded by
 // the counts below; prints one table.
 #include <grpcpp/grpcpp.h>
-#include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -65,24 +64,32 @@ ABSL_FLAG(bool, restart_only, false,
 namespace mpt {
 namespace {
 
-// CPU time of the whole process (clients and server together), ms: the
-// cost of a phase independent of what else runs on the machine.
-double ProcessCpuMs() {
+// Reading of `clock` in ms (0 when it cannot be read).
+double ClockMs(clockid_t clock) {
   timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  if (clock_gettime(clock, &ts) != 0) return 0;
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
+
+// CPU time of this whole process, ms: the cost of a phase independent of
+// what else runs on the machine.
+double ProcessCpuMs() { return ClockMs(CLOCK_PROCESS_CPUTIME_ID); }
 
 struct Instance {
   std::unique_ptr<Coordinator> core;
   std::unique_ptr<CoordinatorServer> server;
 };
 
+// The store as coordinator_main opens it.
+SqliteJobStoreOptions ServingStoreOptions(bool sync_full) {
+  SqliteJobStoreOptions options;
+  options.synchronous_full = sync_full;
+  options.check_in_background = true;
+  return options;
+}
+
 absl::StatusOr<Instance> StartInstance(const std::string& dir, bool sync_full) {
-  SqliteJobStoreOptions store_options;
-  store_options.synchronous_full = sync_full;
-  store_options.check_in_background = true;  // as coordinator_main opens it
-  auto store = SqliteJobStore::Open(dir + "/jobs.db", store_options);
+  auto store = SqliteJobStore::Open(dir + "/jobs.db", ServingStoreOptions(sync_full));
   if (!store.ok()) return store.status();
   auto blobs = ArtifactStore::Open(dir + "/artifacts");
   if (!blobs.ok()) return blobs.status();
@@ -102,9 +109,7 @@ absl::StatusOr<Instance> StartInstance(const std::string& dir, bool sync_full) {
 // CPU time of process `pid` so far, ms (0 when it cannot be read).
 double ProcessCpuMs(pid_t pid) {
   clockid_t clock;
-  timespec ts;
-  if (clock_getcpuclockid(pid, &clock) != 0 || clock_gettime(clock, &ts) != 0) return 0;
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+  return clock_getcpuclockid(pid, &clock) == 0 ? ClockMs(clock) : 0;
 }
 
 // The coordinator under load: in this process, or (separate) in a child
@@ -311,10 +316,7 @@ int TimeRestarts(const std::string& dir, int stored, bool sync_full,
   for (int run = 0; run < absl::GetFlag(FLAGS_recovery_runs); ++run) {
     const absl::Time t0 = absl::Now();
     const double cpu0 = ProcessCpuMs();
-    SqliteJobStoreOptions store_options;
-    store_options.synchronous_full = sync_full;
-    store_options.check_in_background = true;  // as coordinator_main opens it
-    auto store = SqliteJobStore::Open(dir + "/jobs.db", store_options);
+    auto store = SqliteJobStore::Open(dir + "/jobs.db", ServingStoreOptions(sync_full));
     auto blobs = ArtifactStore::Open(dir + "/artifacts");
     if (!store.ok() || !blobs.ok()) return 1;
     const absl::Time t1 = absl::Now();
