@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <functional>
@@ -248,6 +249,46 @@ HttpResponse HttpResponse::Text(int status, std::string body) {
   return r;
 }
 
+HttpResponse HttpResponse::JsonError(int status, absl::string_view message) {
+  HttpResponse r;
+  r.status = status;
+  r.content_type = kJsonContentType;
+  r.body = absl::StrCat("{\"error\":", JsonStringLiteral(message), "}\n");
+  return r;
+}
+
+std::string JsonStringLiteral(absl::string_view text) {
+  std::string out = "\"";
+  for (unsigned char c : text) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c < 0x20) {
+          char buffer[8];
+          std::snprintf(buffer, sizeof(buffer), "\\u%04x", c);
+          out += buffer;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
 absl::StatusOr<std::pair<std::string, int>> ParseHostPort(const std::string& listen,
                                                           const std::string& what) {
   const size_t colon = listen.rfind(':');
@@ -274,7 +315,9 @@ absl::StatusOr<std::pair<std::string, int>> ParseHostPort(const std::string& lis
 class HttpServer::Impl {
  public:
   Impl(const HttpServerOptions& options, std::vector<std::pair<std::string, HttpHandler>> routes)
-      : routes_(std::move(routes)), server_(options) {}
+      : routes_(std::move(routes)),
+        json_error_prefixes_(options.json_error_prefixes),
+        server_(options) {}
 
   ~Impl() { Stop(); }
 
@@ -293,9 +336,8 @@ class HttpServer::Impl {
     // The server is read-only: requests carry no body worth reading.
     server_.set_payload_max_length(64 << 10);
     server_.set_exception_handler(
-        [](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
-          res.status = 500;
-          res.set_content("internal error\n", "text/plain; charset=utf-8");
+        [this](const httplib::Request& req, httplib::Response& res, std::exception_ptr) {
+          Refuse(req, res, 500, "internal error");
         });
     auto serve = [this](const httplib::Request& req, httplib::Response& res) {
       Serve(req, res);
@@ -304,12 +346,9 @@ class HttpServer::Impl {
     server_.set_default_headers({{"X-Content-Type-Options", "nosniff"}});
     // [\s\S]: a decoded path may hold a newline, which '.' does not match.
     server_.Get("[\\s\\S]*", serve);
-    auto refuse = [](const httplib::Request& req, httplib::Response& res) {
-      IgnoreRanges(req);
-      res.status = 405;
+    auto refuse = [this](const httplib::Request& req, httplib::Response& res) {
       res.set_header("Allow", "GET, HEAD");
-      res.set_content("method not allowed: this server is read-only\n",
-                      "text/plain; charset=utf-8");
+      Refuse(req, res, 405, "method not allowed: this server is read-only");
     };
     server_.Post("[\\s\\S]*", refuse);
     server_.Put("[\\s\\S]*", refuse);
@@ -363,10 +402,7 @@ class HttpServer::Impl {
       }
     }
     if (handler == nullptr) {
-      IgnoreRanges(req);
-      res.status = 404;
-      res.set_content(absl::StrCat("not found: ", PathForPage(req.path), "\n"),
-                      "text/plain; charset=utf-8");
+      Refuse(req, res, 404, absl::StrCat("not found: ", PathForPage(req.path)));
       return;
     }
     HttpRequest request;
@@ -408,7 +444,24 @@ class HttpServer::Impl {
         });
   }
 
+  // The server's own error answer: `message` as plain text, or as JSON
+  // under one of json_error_prefixes_.
+  void Refuse(const httplib::Request& req, httplib::Response& res, int status,
+              absl::string_view message) const {
+    IgnoreRanges(req);
+    res.status = status;
+    for (const std::string& prefix : json_error_prefixes_) {
+      if (absl::StartsWith(req.path, prefix)) {
+        HttpResponse json = HttpResponse::JsonError(status, message);
+        res.set_content(json.body, json.content_type);
+        return;
+      }
+    }
+    res.set_content(absl::StrCat(message, "\n"), "text/plain; charset=utf-8");
+  }
+
   const std::vector<std::pair<std::string, HttpHandler>> routes_;
+  const std::vector<std::string> json_error_prefixes_;
   DeadlineServer server_;
   std::thread thread_;
   int port_ = -1;

@@ -11,7 +11,9 @@
 // Routing: a route whose path ends in '/' serves every path under it (the
 // longest such prefix wins); any other route serves its exact path. GET and
 // HEAD reach the handlers; other methods get 405. Unknown paths get 404
-// (the path shown escaped). Every response carries
+// (the path shown escaped). These answers, and the 500 that replaces a
+// handler's exception, are plain text, or JSON under the prefixes listed in
+// HttpServerOptions::json_error_prefixes. Every response carries
 // "X-Content-Type-Options: nosniff".
 //
 // Connections: each is served by one thread; its request heads have a
@@ -33,6 +35,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace mpt {
@@ -65,7 +68,16 @@ struct HttpResponse {
   std::function<bool(int64_t offset, size_t max, std::string* out)> stream;
 
   static HttpResponse Text(int status, std::string body);
+  // `{"error":"<message>"}` as application/json (JsonStringLiteral).
+  static HttpResponse JsonError(int status, absl::string_view message);
 };
+
+// JSON's Content-Type, as JSON answers carry it.
+inline constexpr char kJsonContentType[] = "application/json; charset=utf-8";
+
+// `text` as a JSON string literal, quotes included: '"', '\\' and control
+// characters escaped, every other byte as it is.
+std::string JsonStringLiteral(absl::string_view text);
 
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
 
@@ -95,6 +107,12 @@ struct HttpServerOptions {
   // answered 503 at once and closed, so that one client cannot occupy
   // every thread. 0 (default): no limit.
   int max_connections_per_client = 0;
+  // Path prefixes (e.g. "/api/") under which the server's own error answers
+  // (405 for a method other than GET and HEAD, 404 for a path no route
+  // takes, 500 for a handler that threw) are JSON, `{"error": "..."}` with
+  // Content-Type application/json, as a JSON API's own errors are; plain
+  // text elsewhere. Default: none.
+  std::vector<std::string> json_error_prefixes;
 };
 
 class HttpServer {

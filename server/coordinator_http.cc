@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdio>
 #include <map>
 #include <string>
 
@@ -21,7 +20,6 @@
 namespace mpt {
 namespace {
 
-constexpr char kJson[] = "application/json; charset=utf-8";
 constexpr int kMaxEventsPerPage = 500;
 // /api/jobs/{id}/events: a page ends after the event that takes its JSON
 // past this size, and the store is read this many events at a time.
@@ -37,37 +35,6 @@ HttpResponse MetricsResponse(MetricsRegistry* registry) {
   HttpResponse r;
   r.content_type = kPrometheusTextContentType;
   r.body = registry->Render();
-  return r;
-}
-
-// A JSON string literal of `text` (quotes included).
-std::string JsonString(absl::string_view text) {
-  std::string out = "\"";
-  for (unsigned char c : text) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buffer[8];
-          std::snprintf(buffer, sizeof(buffer), "\\u%04x", c);
-          out += buffer;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out + "\"";
-}
-
-HttpResponse JsonError(int status, absl::string_view message) {
-  HttpResponse r;
-  r.status = status;
-  r.content_type = kJson;
-  r.body = absl::StrCat("{\"error\":", JsonString(message), "}\n");
   return r;
 }
 
@@ -92,7 +59,7 @@ int HttpStatusOf(const absl::Status& status) {
 }
 
 HttpResponse FromStatus(const absl::Status& status) {
-  return JsonError(HttpStatusOf(status), ErrorMessageForClient(status.message()));
+  return HttpResponse::JsonError(HttpStatusOf(status), ErrorMessageForClient(status.message()));
 }
 
 absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
@@ -109,7 +76,7 @@ absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
 // A JSON body of live state: never cached.
 HttpResponse JsonResponse(std::string body) {
   HttpResponse r;
-  r.content_type = kJson;
+  r.content_type = kJsonContentType;
   r.body = std::move(body);
   r.headers.push_back({"Cache-Control", "no-store"});
   return r;
@@ -185,7 +152,7 @@ class Routes {
 
   HttpResponse Api(const HttpRequest& request) const {
     if (!Authorized(request)) {
-      HttpResponse r = JsonError(
+      HttpResponse r = HttpResponse::JsonError(
           401, "this coordinator needs \"Authorization: Bearer <token>\" (or ?token=<token>)");
       r.headers.push_back({"WWW-Authenticate", "Bearer"});
       return r;
@@ -205,7 +172,8 @@ class Routes {
     if (parts.size() == 3 && parts[0] == "jobs" && parts[2] == "logs") {
       return Logs(absl::StrCat("jobs/", parts[1]), request);
     }
-    return JsonError(404, absl::StrCat("no such endpoint: ", QuoteForError(request.path)));
+    return HttpResponse::JsonError(404,
+                                   absl::StrCat("no such endpoint: ", QuoteForError(request.path)));
   }
 
   HttpResponse Download(const HttpRequest& request) const {
@@ -339,8 +307,8 @@ class Routes {
       if (it != running.end()) {
         for (size_t k = 0; k < it->second.size(); ++k) {
           const Running& r = it->second[k];
-          absl::StrAppend(&runs, k > 0 ? "," : "", "{\"job\":", JsonString(r.job),
-                          ",\"stage\":", JsonString(r.stage), ",\"rank\":", r.rank,
+          absl::StrAppend(&runs, k > 0 ? "," : "", "{\"job\":", JsonStringLiteral(r.job),
+                          ",\"stage\":", JsonStringLiteral(r.stage), ",\"rank\":", r.rank,
                           ",\"worldSize\":", r.world_size, "}");
         }
       }
@@ -401,6 +369,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> StartCoordinatorHttp(
   server.max_connections_per_client = options.max_connections_per_client;
   server.request_head_timeout = options.request_head_timeout;
   server.idle_timeout = options.idle_timeout;
+  server.json_error_prefixes = {"/api/"};
   return HttpServer::Start(server, CoordinatorHttpRoutes(options, coordinator, registry));
 }
 

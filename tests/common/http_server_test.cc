@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -152,6 +153,61 @@ TEST(HttpServerTest, ErrorsIgnoreRanges) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 405);
   EXPECT_EQ(r->get_header_value("Allow"), "GET, HEAD");
+}
+
+// Under a JSON prefix the server's own errors (405, 404, the 500 of a
+// handler that threw) are {"error": ...} with the message escaped for JSON;
+// elsewhere they stay plain text.
+TEST(HttpServerTest, OwnErrorsAreJsonUnderTheJsonPrefixes) {
+  HttpServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.json_error_prefixes = {"/api/"};
+  HttpHandler throws = [](const HttpRequest&) -> HttpResponse {
+    throw std::runtime_error("handler failed");
+  };
+  auto server = HttpServer::Start(
+      options, {{"/api/jobs", Echo("jobs")}, {"/api/boom", throws}, {"/boom", throws}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  httplib::Client client("127.0.0.1", (*server)->port());
+
+  auto r = client.Post("/api/jobs", "{}", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 405);
+  EXPECT_EQ(r->get_header_value("Content-Type"), kJsonContentType);
+  EXPECT_EQ(r->get_header_value("Allow"), "GET, HEAD");
+  EXPECT_EQ(r->body, "{\"error\":\"method not allowed: this server is read-only\"}\n");
+
+  r = client.Get("/api/no%22such%5Cjob");  // a quote and a backslash in the path
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(r->get_header_value("Content-Type"), kJsonContentType);
+  // CHexEscape for the page, then JSON: /api/no\"such\\job as a JSON string.
+  EXPECT_EQ(r->body, "{\"error\":\"not found: /api/no\\\\\\\"such\\\\\\\\job\"}\n");
+
+  r = client.Get("/api/boom");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 500);
+  EXPECT_EQ(r->body, "{\"error\":\"internal error\"}\n");
+
+  r = client.Get("/boom");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 500);
+  EXPECT_EQ(r->body, "internal error\n");
+  r = client.Post("/jobs", "{}", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 405);
+  EXPECT_EQ(r->body, "method not allowed: this server is read-only\n");
+  r = client.Get("/apix");  // a prefix is matched as given, not as a word
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(r->body, "not found: /apix\n");
+}
+
+TEST(HttpServerTest, JsonStringLiteralEscapesQuotesBackslashesAndControls) {
+  EXPECT_EQ(JsonStringLiteral(""), "\"\"");
+  EXPECT_EQ(JsonStringLiteral("a\"b\\c"), "\"a\\\"b\\\\c\"");
+  EXPECT_EQ(JsonStringLiteral(std::string("\n\r\t\x01\x1f", 5)), "\"\\n\\r\\t\\u0001\\u001f\"");
+  EXPECT_EQ(JsonStringLiteral("caf\xc3\xa9"), "\"caf\xc3\xa9\"");  // UTF-8 as it is
 }
 
 TEST(HttpServerTest, RefusesBadOptionsAndBusyPorts) {

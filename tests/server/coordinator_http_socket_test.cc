@@ -4,7 +4,8 @@
 // thread), one client address gets a bounded share of the threads, a client
 // that half-closes after its request still gets the response, the bearer
 // scheme is case-insensitive, 404 pages escape the path and say nosniff,
-// and a page of job events is bounded in bytes.
+// other methods than GET get 405 in the JSON API's format under /api/, and
+// a page of job events is bounded in bytes.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -280,6 +281,40 @@ TEST_F(HttpSocketTest, BearerSchemeIsCaseInsensitiveAnd404sAreEscaped) {
   EXPECT_NE(body.find("\\x00"), std::string::npos) << body;
   EXPECT_TRUE(absl::StrContains(response.substr(0, head), "X-Content-Type-Options: nosniff"))
       << response.substr(0, head);
+}
+
+// A method other than GET or HEAD is refused 405 in the format of the path
+// it asked for: the JSON API's errors are JSON, the rest plain text.
+TEST_F(HttpSocketTest, OtherMethodsAreRefusedInTheFormatOfThePath) {
+  Start();
+  auto send = [this](const std::string& method, const std::string& path) {
+    Connection c(port_);
+    EXPECT_TRUE(c.connected());
+    const std::string body = "{}";
+    if (!c.Send(absl::StrCat(method, " ", path, " HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer ",
+                             kToken, "\r\nContent-Type: application/json\r\nContent-Length: ",
+                             body.size(), "\r\nConnection: close\r\n\r\n", body))) {
+      return std::string();
+    }
+    return c.ReadResponse(absl::Seconds(5));
+  };
+  for (const std::string method : {"POST", "PUT", "DELETE", "PATCH"}) {
+    const std::string response = send(method, "/api/jobs");
+    const size_t head = response.find("\r\n\r\n");
+    ASSERT_NE(head, std::string::npos) << method << ": " << response;
+    EXPECT_TRUE(absl::StartsWith(response, "HTTP/1.1 405")) << method << ": " << response;
+    EXPECT_TRUE(absl::StrContains(response.substr(0, head), "Content-Type: application/json"))
+        << method << ": " << response;
+    EXPECT_TRUE(absl::StrContains(response.substr(0, head), "Allow: GET, HEAD")) << response;
+    EXPECT_EQ(response.substr(head + 4),
+              "{\"error\":\"method not allowed: this server is read-only\"}\n")
+        << method;
+  }
+  const std::string page = send("POST", "/metrics");
+  EXPECT_TRUE(absl::StartsWith(page, "HTTP/1.1 405")) << page;
+  EXPECT_TRUE(absl::StrContains(page, "Content-Type: text/plain")) << page;
+  EXPECT_TRUE(absl::EndsWith(page, "\r\n\r\nmethod not allowed: this server is read-only\n"))
+      << page;
 }
 
 TEST_F(HttpSocketTest, APageOfEventsIsBoundedInBytes) {
