@@ -816,7 +816,8 @@ void HfTokenizer::Impl::Bpe(std::string_view word, std::vector<int64_t>* ids) co
     symbols.push_back({id, index - 1, -1, length});
     if (index > 0) symbols[index - 1].next = index;
   };
-  std::optional<std::pair<int64_t, size_t>> pending_unk;
+  // Bytes of unknown text not yet emitted as unk_id (0: none).
+  size_t pending_unk = 0;
   const int64_t unk_id = unk_token.has_value() ? vocab.at(*unk_token) : -1;
   size_t pos = 0;
   while (pos < word.size()) {
@@ -828,9 +829,9 @@ void HfTokenizer::Impl::Bpe(std::string_view word, std::vector<int64_t>* ids) co
     pos += length;
     auto it = vocab.find(s);
     if (it != vocab.end()) {
-      if (pending_unk.has_value()) {
-        add(pending_unk->first, pending_unk->second);
-        pending_unk.reset();
+      if (pending_unk > 0) {
+        add(unk_id, pending_unk);
+        pending_unk = 0;
       }
       add(it->second, length);
       continue;
@@ -844,15 +845,15 @@ void HfTokenizer::Impl::Bpe(std::string_view word, std::vector<int64_t>* ids) co
       }
     }
     if (unk_id >= 0) {
-      if (pending_unk.has_value() && fuse_unk) {
-        pending_unk->second += length;
+      if (pending_unk > 0 && fuse_unk) {
+        pending_unk += length;
       } else {
-        if (pending_unk.has_value()) add(pending_unk->first, pending_unk->second);
-        pending_unk = std::make_pair(unk_id, length);
+        if (pending_unk > 0) add(unk_id, pending_unk);
+        pending_unk = length;
       }
     }
   }
-  if (pending_unk.has_value()) add(pending_unk->first, pending_unk->second);
+  if (pending_unk > 0) add(unk_id, pending_unk);
 
   // Merge the pair of lowest rank, leftmost first, until none is left.
   struct Candidate {
