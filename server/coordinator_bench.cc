@@ -11,12 +11,15 @@
 // Everything lives in a fresh temporary folder (or --dir) and is bounded by
 // the counts below; prints one table.
 #include <grpcpp/grpcpp.h>
+#include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -60,6 +63,11 @@ ABSL_FLAG(std::string, dir, "", "work folder (default: a fresh one under $TMPDIR
 ABSL_FLAG(bool, keep_dir, false, "keep the work folder (and its store) at the end");
 ABSL_FLAG(bool, restart_only, false,
           "only time --recovery_runs restarts over the store a --keep_dir run left in --dir");
+ABSL_FLAG(bool, restart_in_process, false,
+          "time every restart in this process, where later restarts reuse the heap earlier ones "
+          "freed; default: each in a fresh process, as a coordinator restarts");
+ABSL_FLAG(bool, restart_child, false, "internal: time one restart over --dir and print it");
+ABSL_FLAG(std::string, restart_probe, "", "internal: the job --restart_child asks for");
 
 namespace mpt {
 namespace {
@@ -306,58 +314,138 @@ Latencies RunClients(const std::vector<std::shared_ptr<grpc::Channel>>& channels
   return all;
 }
 
+// One restart over the store in `dir`: opening the store, loading and
+// resuming, then starting the server and answering GetJob of `probe_job`.
+struct RestartTiming {
+  double open_ms = 0, load_ms = 0, load_cpu_ms = 0, serve_ms = 0, total_ms = 0, total_cpu_ms = 0;
+  double peak_rss_mib = -1;  // of the restarted process; -1 when it shares this one
+};
+
+absl::StatusOr<RestartTiming> TimeOneRestart(const std::string& dir, bool sync_full,
+                                             const std::string& probe_job) {
+  RestartTiming t;
+  const absl::Time t0 = absl::Now();
+  const double cpu0 = ProcessCpuMs();
+  auto store = SqliteJobStore::Open(dir + "/jobs.db", ServingStoreOptions(sync_full));
+  if (!store.ok()) return store.status();
+  auto blobs = ArtifactStore::Open(dir + "/artifacts");
+  if (!blobs.ok()) return blobs.status();
+  const absl::Time t1 = absl::Now();
+  const double cpu1 = ProcessCpuMs();
+  auto core =
+      Coordinator::Create({}, *std::move(store), *std::move(blobs), std::make_shared<RealClock>());
+  if (!core.ok()) return core.status();
+  const absl::Time t2 = absl::Now();
+  t.load_cpu_ms = ProcessCpuMs() - cpu1;
+  GrpcServerOptions options;
+  options.listen = "127.0.0.1:0";
+  auto server = CoordinatorServer::Start(options, core->get());
+  if (!server.ok()) return server.status();
+  auto stub = mpt::v1::JobService::NewStub(Connect((*server)->port()));
+  grpc::ClientContext ctx;
+  mpt::v1::GetJobRequest r;
+  r.set_name(probe_job);
+  mpt::v1::Job job;
+  grpc::Status s = stub->GetJob(WithDeadline(&ctx, absl::Seconds(30)), r, &job);
+  const absl::Time t3 = absl::Now();
+  t.total_cpu_ms = ProcessCpuMs() - cpu0;
+  if (!s.ok()) {
+    return absl::InternalError(
+        absl::StrCat("first call after restart failed: ", s.error_message()));
+  }
+  t.open_ms = absl::ToDoubleMilliseconds(t1 - t0);
+  t.load_ms = absl::ToDoubleMilliseconds(t2 - t1);
+  t.serve_ms = absl::ToDoubleMilliseconds(t3 - t2);
+  t.total_ms = absl::ToDoubleMilliseconds(t3 - t0);
+  (*server)->Shutdown(absl::Seconds(1));
+  return t;
+}
+
+// TimeOneRestart() in a fresh process (this program run again with
+// --restart_child), as a coordinator restarts: nothing of an earlier
+// restart's heap is at hand. The child prints its figures on one line.
+absl::StatusOr<RestartTiming> TimeRestartInChild(const std::string& dir, bool sync_full,
+                                                 const std::string& probe_job) {
+  std::vector<std::string> args = {"coordinator_bench", "--restart_child",
+                                   absl::StrCat("--dir=", dir),
+                                   absl::StrCat("--sync_full=", sync_full ? "true" : "false"),
+                                   absl::StrCat("--restart_probe=", probe_job)};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  int out[2];
+  if (pipe(out) != 0) return absl::InternalError("pipe failed");
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addclose(&actions, out[0]);
+  pid_t pid = 0;
+  const int spawned = posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  close(out[1]);
+  if (spawned != 0) {
+    close(out[0]);
+    return absl::InternalError(absl::StrCat("could not start a restart process: errno ", spawned));
+  }
+  std::string text;
+  char buffer[4096];
+  for (ssize_t n; (n = read(out[0], buffer, sizeof buffer)) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    text.append(buffer, static_cast<size_t>(n));
+  }
+  close(out[0]);
+  int status = 0;
+  rusage usage{};
+  while (wait4(pid, &status, 0, &usage) < 0 && errno == EINTR) {
+  }
+  RestartTiming t;
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
+      std::sscanf(text.c_str(), "restart_child %lf %lf %lf %lf %lf %lf", &t.open_ms, &t.load_ms,
+                  &t.load_cpu_ms, &t.serve_ms, &t.total_ms, &t.total_cpu_ms) != 6) {
+    return absl::InternalError(absl::StrCat("the restart process failed: ", text));
+  }
+  t.peak_rss_mib = usage.ru_maxrss / 1024.0;  // ru_maxrss is in KiB
+  return t;
+}
+
 // Times --recovery_runs restarts over the store in `dir` (`stored`
-// unfinished jobs): opening the store, loading and resuming, then starting
-// the server and answering GetJob of `probe_job`.
+// unfinished jobs), each in a process of its own unless
+// --restart_in_process.
 int TimeRestarts(const std::string& dir, int stored, bool sync_full,
                  const std::string& probe_job) {
   const int64_t db_bytes = static_cast<int64_t>(std::filesystem::file_size(dir + "/jobs.db"));
-  std::vector<double> total_ms, load_ms, total_cpu;
+  const bool in_process = absl::GetFlag(FLAGS_restart_in_process);
+  std::vector<double> total_ms, total_cpu, peak_rss;
   for (int run = 0; run < absl::GetFlag(FLAGS_recovery_runs); ++run) {
-    const absl::Time t0 = absl::Now();
-    const double cpu0 = ProcessCpuMs();
-    auto store = SqliteJobStore::Open(dir + "/jobs.db", ServingStoreOptions(sync_full));
-    auto blobs = ArtifactStore::Open(dir + "/artifacts");
-    if (!store.ok() || !blobs.ok()) return 1;
-    const absl::Time t1 = absl::Now();
-    const double cpu1 = ProcessCpuMs();
-    auto core = Coordinator::Create({}, *std::move(store), *std::move(blobs),
-                                    std::make_shared<RealClock>());
-    if (!core.ok()) return 1;
-    const absl::Time t2 = absl::Now();
-    const double load_cpu_ms = ProcessCpuMs() - cpu1;
-    GrpcServerOptions options;
-    options.listen = "127.0.0.1:0";
-    auto server = CoordinatorServer::Start(options, core->get());
-    if (!server.ok()) return 1;
-    auto stub = mpt::v1::JobService::NewStub(Connect((*server)->port()));
-    grpc::ClientContext ctx;
-    mpt::v1::GetJobRequest r;
-    r.set_name(probe_job);
-    mpt::v1::Job job;
-    grpc::Status s = stub->GetJob(WithDeadline(&ctx, absl::Seconds(30)), r, &job);
-    const absl::Time t3 = absl::Now();
-    const double total_cpu_ms = ProcessCpuMs() - cpu0;
-    total_cpu.push_back(total_cpu_ms);
-    if (!s.ok()) {
-      MPT_LOG(ERROR) << "first call after restart failed: " << s.error_message();
+    absl::StatusOr<RestartTiming> t = in_process ? TimeOneRestart(dir, sync_full, probe_job)
+                                                 : TimeRestartInChild(dir, sync_full, probe_job);
+    if (!t.ok()) {
+      MPT_LOG(ERROR) << t.status();
       return 1;
     }
-    total_ms.push_back(absl::ToDoubleMilliseconds(t3 - t0));
-    load_ms.push_back(absl::ToDoubleMilliseconds(t2 - t1));
+    total_ms.push_back(t->total_ms);
+    total_cpu.push_back(t->total_cpu_ms);
+    if (t->peak_rss_mib >= 0) peak_rss.push_back(t->peak_rss_mib);
     std::printf(
         "restart %d: open store %.1f ms, load and resume %.1f ms (%.0f ms of CPU), start "
         "server and first GetJob %.1f ms: serving after %.1f ms (%.0f ms of CPU, all "
-        "threads)\n",
-        run + 1, absl::ToDoubleMilliseconds(t1 - t0), absl::ToDoubleMilliseconds(t2 - t1),
-        load_cpu_ms, absl::ToDoubleMilliseconds(t3 - t2), absl::ToDoubleMilliseconds(t3 - t0),
-        total_cpu_ms);
-    (*server)->Shutdown(absl::Seconds(1));
+        "threads)%s\n",
+        run + 1, t->open_ms, t->load_ms, t->load_cpu_ms, t->serve_ms, t->total_ms, t->total_cpu_ms,
+        t->peak_rss_mib >= 0 ? absl::StrFormat(", peak RSS %.0f MiB", t->peak_rss_mib).c_str()
+                             : "");
   }
   std::printf(
-      "recovery with %d unfinished jobs (db %.1f MiB): median %.0f ms to serving, %.0f ms of "
-      "CPU\n",
-      stored, db_bytes / 1048576.0, Percentile(total_ms, 0.5), Percentile(total_cpu, 0.5));
+      "recovery with %d unfinished jobs (db %.1f MiB), %s: median %.0f ms to serving, %.0f ms "
+      "of CPU%s\n",
+      stored, db_bytes / 1048576.0,
+      in_process ? "restarts in this process" : "each restart a fresh process",
+      Percentile(total_ms, 0.5), Percentile(total_cpu, 0.5),
+      peak_rss.empty()
+          ? ""
+          : absl::StrFormat(", peak RSS %.0f MiB (%.1f KiB a job)", Percentile(peak_rss, 0.5),
+                            Percentile(peak_rss, 0.5) * 1024.0 / std::max(stored, 1))
+                .c_str());
   return 0;
 }
 
@@ -370,6 +458,19 @@ int Run() {
   if (dir.empty()) {
     const char* tmp = std::getenv("TMPDIR");
     dir = absl::StrCat(tmp ? tmp : "/tmp", "/coordinator_bench_", ::getpid());
+  }
+  if (absl::GetFlag(FLAGS_restart_child)) {
+    absl::StatusOr<RestartTiming> t =
+        TimeOneRestart(dir, sync_full, absl::GetFlag(FLAGS_restart_probe));
+    if (!t.ok()) {
+      std::printf("%s\n", t.status().ToString().c_str());
+      std::fflush(stdout);
+      _exit(1);
+    }
+    std::printf("restart_child %.3f %.3f %.3f %.3f %.3f %.3f\n", t->open_ms, t->load_ms,
+                t->load_cpu_ms, t->serve_ms, t->total_ms, t->total_cpu_ms);
+    std::fflush(stdout);
+    _exit(0);  // a restarted coordinator's teardown is not part of its restart
   }
   if (absl::GetFlag(FLAGS_restart_only)) {
     // A job to ask for, and how many are unfinished.
