@@ -94,14 +94,24 @@ std::string UseMeasuredBlasKernels(const OpenBlasApi& api) {
   if (api.get_corename == nullptr || api.dynamic_init == nullptr || api.dynamic_quit == nullptr) {
     return "";
   }
-  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return "";  // the user's choice
+  // What an earlier call switched (OPENBLAS_CORETYPE is then this
+  // process's own setting, not the user's).
+  static std::string* const switched = new std::string;
+  if (!switched->empty()) return *switched;
+  const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+  if (coretype != nullptr && *coretype != '\0') {
+    // The user's choice, kept; said, since an environment that sets it
+    // (for reproducible rounding, say) can halve the matrix peak.
+    return absl::StrCat("kernels set by OPENBLAS_CORETYPE=", coretype);
+  }
   const std::string picked = api.get_corename();
   if (!PreferHaswellKernels(ReadSmallFile("/proc/cpuinfo"), picked)) return "";
-  setenv("OPENBLAS_CORETYPE", "Haswell", /*overwrite=*/0);
+  setenv("OPENBLAS_CORETYPE", "Haswell", /*overwrite=*/1);  // unset or empty
   api.dynamic_quit();
   api.dynamic_init();
-  return absl::StrCat(api.get_corename(), " kernels instead of ", picked,
-                      " (faster on AMD Zen 4; OPENBLAS_CORETYPE=", picked, " keeps them)");
+  *switched = absl::StrCat(api.get_corename(), " kernels instead of ", picked,
+                           " (faster on AMD Zen 4; OPENBLAS_CORETYPE=", picked, " keeps them)");
+  return *switched;
 }
 
 BlasThreading ThreadingOf(const OpenBlasApi& api) {

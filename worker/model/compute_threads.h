@@ -110,7 +110,8 @@ struct ComputeThreads {
   std::string blas_library;   // the BLAS file mapped in this process, resolved
   std::string blas_config;    // openblas_get_config(), or MKL's version string
   std::string blas_kernels_note;  // why OpenBLAS runs other kernels than it
-                                  // picked ("": it runs its own choice)
+                                  // picked, or the user's OPENBLAS_CORETYPE
+                                  // ("": it runs its own choice)
   std::string omp_wait_policy;    // $OMP_WAIT_POLICY ("": unset, libgomp spins
                                  // a while at each barrier before sleeping)
   std::string libtorch_version;  // TORCH_VERSION of the headers built against
@@ -126,13 +127,17 @@ struct ComputeThreads {
 // (family 25 with AVX-512), which runs 512-bit instructions as two 256-bit
 // halves: there OpenBLAS 0.3.21's Haswell sgemm was 4 to 5 % faster per
 // training step and 5 % faster on the matrix peak than its Cooperlake one
-// (docs/MEASUREMENTS.md, "OpenBLAS's kernels on Zen 4").
+// (docs/MEASUREMENTS.md, "OpenBLAS's kernels on Zen 4"). False on Zen 5
+// (family 26), which runs AVX-512 at full width: there OpenBLAS 0.3.21
+// picks its Cooperlake kernels, whose training step took 0.61 times as long
+// as with its Haswell ones ("... and on Zen 5").
 bool PreferHaswellKernels(absl::string_view cpuinfo, absl::string_view corename);
 
 // Decides and applies the thread counts, and the OpenBLAS kernels: where
 // PreferHaswellKernels says so and the user did not set OPENBLAS_CORETYPE,
 // OpenBLAS is set to its Haswell kernels (OPENBLAS_CORETYPE=Haswell and its
 // dynamic kernel selection run again: no BLAS call may have run before).
+// A user's OPENBLAS_CORETYPE is kept and named in blas_kernels_note.
 // INVALID_ARGUMENT for a negative count. libtorch errors are returned as
 // INTERNAL; nothing throws.
 absl::StatusOr<ComputeThreads> ApplyComputeThreads(const ComputeThreadOptions& options);
