@@ -208,7 +208,11 @@ void CoordinatorState::Committed(const StateTxn& txn) {
 
 mpt::v1::Job CoordinatorState::PublicJob(const JobEntry& job) const {
   mpt::v1::Job out = job.rec.job();
-  for (const StageEntry& s : job.stages) *out.add_stages() = s.rec.stage();
+  for (const StageEntry& s : job.stages) {
+    mpt::v1::Stage* stage = out.add_stages();
+    *stage = s.rec.stage();
+    AddInitialProgress(s.rec, stage);
+  }
   return out;
 }
 

@@ -248,9 +248,8 @@ absl::StatusOr<JobPlan> PlanJob(const mpt::v1::SubmitJobRequest& request,
     StageRecord r;
     r.mutable_stage()->set_id(id);
     r.mutable_stage()->set_state(mpt::v1::QUEUED);
-    r.mutable_stage()->mutable_progress()->set_stage(std::string(StageKindName(stage_kind)));
-    r.mutable_stage()->mutable_progress()->set_task(task);
-    r.mutable_stage()->mutable_progress()->set_eta_seconds(-1);
+    // No progress until the first report: the public views add the
+    // initial one (AddInitialProgress).
     r.set_index(static_cast<int>(stages->size()));
     r.set_kind(stage_kind);
     r.set_task(task);

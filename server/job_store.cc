@@ -26,16 +26,48 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "common/spec/stages.h"
 #include "common/status_macros.h"
 #include "server/proto_wire.h"
 
 namespace mpt {
+
+void AddInitialProgress(const coordinator::StageRecord& record, mpt::v1::Stage* stage) {
+  if (stage->has_progress()) return;
+  mpt::v1::Progress* p = stage->mutable_progress();
+  p->set_stage(std::string(StageKindName(record.kind())));
+  p->set_task(record.task());
+  p->set_eta_seconds(-1);
+}
+
 namespace {
 
 using coordinator::AssignmentRecord;
 using coordinator::JobRecord;
 using coordinator::StageRecord;
 using coordinator::WorkerRecord;
+
+// `record` as the store writes it: with its initial progress when it has
+// none (AddInitialProgress).
+std::string StoredStageBytes(const StageRecord& record) {
+  if (record.stage().has_progress()) return record.SerializeAsString();
+  StageRecord stored = record;
+  AddInitialProgress(stored, stored.mutable_stage());
+  return stored.SerializeAsString();
+}
+
+// Drops a loaded record's progress when it is the initial one and nothing
+// else: memory holds none (AddInitialProgress adds it to every view).
+void DropInitialProgress(StageRecord* record) {
+  if (!record->stage().has_progress()) return;
+  const mpt::v1::Progress& p = record->stage().progress();
+  // Every field of Progress (a field added to it must be added here).
+  const bool initial = p.eta_seconds() == -1 && p.step() == 0 && p.total_steps() == 0 &&
+                       p.learning_rate() == 0 && p.tokens_per_second() == 0 && p.losses().empty() &&
+                       p.metrics().empty() && p.stage() == StageKindName(record->kind()) &&
+                       p.task() == record->task();
+  if (initial) record->mutable_stage()->clear_progress();
+}
 
 // Migration i takes the schema from version i to version i + 1.
 const char* const kMigrations[] = {
@@ -532,7 +564,7 @@ class SqliteJobStore::Impl {
             .Bind(2, r.stage().id())
             .Bind(3, int64_t{r.index()})
             .Bind(4, int64_t{r.stage().state()})
-            .BindBlob(5, r.SerializeAsString());
+            .BindBlob(5, StoredStageBytes(r));
         RETURN_IF_ERROR(st.Run());
         st.Reset();
       }
@@ -1349,6 +1381,10 @@ class StageChunks {
       }
       absl::Status parsed = ParseInto<coordinator::StageRecord>(
           chunk->records, [&](size_t i) { return chunk->place[i]; }, 1);
+      // Here, so that the next records of this thread reuse the memory.
+      for (size_t i = 0; parsed.ok() && i < chunk->place.size(); ++i) {
+        DropInitialProgress(chunk->place[i]);
+      }
       if (!parsed.ok()) {
         std::lock_guard<std::mutex> lock(mu_);
         if (error_.ok()) error_ = std::move(parsed);

@@ -97,6 +97,15 @@ struct StoreStats {
   int64_t artifacts = 0;
 };
 
+// Adds to `stage` (the public view of `record`) the progress a stage shows
+// before its first report, its kind and task with the end unknown
+// (eta_seconds -1), when it has none. The coordinator keeps no such
+// progress in memory (it was a fifth of a queued job's memory there):
+// records are planned without it, the store writes them with it (stored
+// records, and what is read from them, are as they always were), and
+// LoadActive() drops it again.
+void AddInitialProgress(const coordinator::StageRecord& record, mpt::v1::Stage* stage);
+
 // The state of every unfinished job, as the coordinator needs it to resume.
 struct StoreSnapshot {
   // Jobs in QUEUED, RUNNING or CANCELLING, in create order.

@@ -2,6 +2,8 @@
 // SQLite file and artefact folder picks up every unfinished job.
 #include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -201,6 +203,73 @@ TEST_F(RecoveryTest, JobIdsStayUniqueWhenTheClockDoesNotMoveAcrossARestart) {
   for (int i = 0; i < 300; ++i) names.insert(Submit(SourceRequest(absl::StrCat("b", i))));
   EXPECT_EQ(names.size(), 600u);
   EXPECT_EQ(CountJobs(core_.get()), 600);
+}
+
+// A stage before its first report shows its kind and task with the end
+// unknown, whichever way the job is read, before and after a restart (the
+// coordinator keeps no such progress in memory; the store keeps it).
+TEST_F(RecoveryTest, QueuedStagesShowTheirInitialProgressEveryWayTheyAreRead) {
+  const std::string w = Register(core_.get());
+  const std::string job = Submit(PipelineRequest({"a", "b"}, {"t"}));
+  auto running = Poll(core_.get(), w);
+  ASSERT_TRUE(running.has_value());
+  ASSERT_EQ(running->stage(), "source/a");
+  mpt::v1::ReportProgressRequest report;
+  report.set_assignment(running->id());
+  report.set_worker(w);
+  report.mutable_progress()->set_step(3);
+  report.mutable_progress()->set_total_steps(10);
+  ASSERT_TRUE(core_->ReportProgress(report).ok());
+
+  auto check = [&](const mpt::v1::Job& j, const std::string& how) {
+    ASSERT_EQ(j.stages_size(), 4) << how;
+    // The reported one.
+    EXPECT_EQ(j.stages(0).progress().step(), 3) << how;
+    EXPECT_EQ(j.stages(0).progress().stage(), "source") << how;
+    EXPECT_EQ(j.stages(0).progress().task(), "a") << how;
+    // The others, as planned.
+    const std::vector<std::pair<std::string, std::string>> want = {
+        {"source", "b"}, {"distillation", ""}, {"target", "t"}};
+    for (int i = 1; i < 4; ++i) {
+      const mpt::v1::Stage& stage = j.stages(i);
+      ASSERT_TRUE(stage.has_progress()) << how << " " << stage.id();
+      EXPECT_EQ(stage.progress().stage(), want[i - 1].first) << how << " " << stage.id();
+      EXPECT_EQ(stage.progress().task(), want[i - 1].second) << how << " " << stage.id();
+      EXPECT_EQ(stage.progress().eta_seconds(), -1) << how << " " << stage.id();
+      EXPECT_EQ(stage.progress().step(), 0) << how << " " << stage.id();
+    }
+  };
+  auto check_all_ways = [&](const std::string& when) {
+    auto got = core_->GetJob(job);
+    ASSERT_TRUE(got.ok()) << got.status();
+    check(*got, "GetJob " + when);
+    auto bytes = core_->GetJobSerialized(job);
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    mpt::v1::Job parsed;
+    ASSERT_TRUE(parsed.ParseFromString(**bytes));
+    check(parsed, "GetJobSerialized " + when);
+    mpt::v1::ListJobsRequest list;
+    auto page = core_->ListJobs(list);
+    ASSERT_TRUE(page.ok()) << page.status();
+    ASSERT_EQ(page->jobs_size(), 1);
+    check(page->jobs(0), "ListJobs " + when);
+    auto page_bytes = core_->ListJobsSerialized(list);
+    ASSERT_TRUE(page_bytes.ok()) << page_bytes.status();
+    mpt::v1::ListJobsResponse parsed_page;
+    ASSERT_TRUE(parsed_page.ParseFromString(*page_bytes));
+    ASSERT_EQ(parsed_page.jobs_size(), 1);
+    check(parsed_page.jobs(0), "ListJobsSerialized " + when);
+  };
+  check_all_ways("before the restart");
+  Restart();
+  check_all_ways("after the restart");
+  // Written again after the restart (the lost worker's stage is requeued).
+  clock_->Advance(absl::Seconds(11));
+  ASSERT_TRUE(core_->CheckLeases().ok());
+  EXPECT_EQ(StageState(core_.get(), job, "source/a"), mpt::v1::QUEUED);
+  check_all_ways("after the requeue");
+  Restart();
+  check_all_ways("after a second restart");
 }
 
 TEST_F(RecoveryTest, IdempotencyKeysSurviveARestart) {

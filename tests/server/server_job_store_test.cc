@@ -5,7 +5,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
@@ -59,6 +61,93 @@ std::unique_ptr<SqliteJobStore> OpenWhoseLoadFails(const std::string& path,
   EXPECT_EQ(snap.status().code(), absl::StatusCode::kDataLoss) << snap.status();
   EXPECT_TRUE(absl::StrContains(snap.status().message(), path)) << snap.status();
   return *std::move(store);
+}
+
+// A stage record's initial progress (AddInitialProgress) is stored, and
+// dropped again at load; any other progress is kept.
+TEST(SqliteJobStoreTest, InitialProgressIsStoredAndDroppedAtLoad) {
+  // The load compares every field of Progress; one added must be added there.
+  EXPECT_EQ(mpt::v1::Progress::descriptor()->field_count(), 9);
+  const std::string path = testing::FreshTempDir("store_progress") + "/jobs.db";
+  auto store = SqliteJobStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  StoreWrite w;
+  w.jobs.push_back(MakeJob(1));
+  auto stage = [](int index, const std::string& task) {
+    StageRecord st;
+    st.mutable_stage()->set_id("source/" + task);
+    st.mutable_stage()->set_state(mpt::v1::QUEUED);
+    st.set_index(index);
+    st.set_kind(mpt::v1::SOURCE_TRAINING);
+    st.set_task(task);
+    return st;
+  };
+  w.stages.emplace_back("jobs/j1", stage(0, "none"));  // planned: no progress
+  StageRecord initial = stage(1, "initial");           // the initial one, as written before
+  AddInitialProgress(initial, initial.mutable_stage());
+  w.stages.emplace_back("jobs/j1", initial);
+  // The initial fields and one more each: kept.
+  for (int field = 0; field < 7; ++field) {
+    StageRecord st = stage(2 + field, "more" + std::to_string(field));
+    AddInitialProgress(st, st.mutable_stage());
+    mpt::v1::Progress* p = st.mutable_stage()->mutable_progress();
+    switch (field) {
+      case 0:
+        p->set_step(1);
+        break;
+      case 1:
+        p->set_total_steps(1);
+        break;
+      case 2:
+        (*p->mutable_losses())["loss"] = 0;
+        break;
+      case 3:
+        p->set_learning_rate(0.5);
+        break;
+      case 4:
+        p->set_tokens_per_second(2);
+        break;
+      case 5:
+        (*p->mutable_metrics())["a/accuracy"] = 0;
+        break;
+      case 6:
+        p->set_eta_seconds(0);
+        break;
+    }
+    w.stages.emplace_back("jobs/j1", st);
+  }
+  StageRecord other_task = stage(9, "x");  // names another task
+  AddInitialProgress(other_task, other_task.mutable_stage());
+  other_task.mutable_stage()->mutable_progress()->set_task("y");
+  w.stages.emplace_back("jobs/j1", other_task);
+  ASSERT_TRUE((*store)->Commit(w).ok());
+
+  // Stored with it: the job read from the store shows it on both.
+  auto read = (*store)->ReadJob("jobs/j1");
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_TRUE(read->has_value());
+  const std::optional<mpt::v1::Job>& job = *read;
+  ASSERT_EQ(job->stages_size(), 10);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(job->stages(i).progress().stage(), "source") << i;
+    EXPECT_EQ(job->stages(i).progress().eta_seconds(), -1) << i;
+  }
+  EXPECT_EQ(job->stages(0).progress().task(), "none");
+
+  // Loaded without it; every other progress as written.
+  auto snap = (*store)->LoadActive();
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  ASSERT_EQ(snap->stages.size(), 1u);
+  const std::vector<StageRecord>& loaded = snap->stages[0];
+  ASSERT_EQ(loaded.size(), 10u);
+  EXPECT_FALSE(loaded[0].stage().has_progress());
+  EXPECT_FALSE(loaded[1].stage().has_progress());
+  for (size_t i = 2; i < loaded.size(); ++i) {
+    ASSERT_TRUE(loaded[i].stage().has_progress()) << loaded[i].stage().id();
+    EXPECT_EQ(loaded[i].stage().progress().SerializeAsString(),
+              w.stages[i].second.stage().progress().SerializeAsString())
+        << loaded[i].stage().id();
+  }
 }
 
 TEST(SqliteJobStoreTest, NewDatabaseGetsTheCurrentSchemaInWalMode) {
