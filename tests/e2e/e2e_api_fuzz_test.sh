@@ -41,7 +41,8 @@ kill -0 "${E2E_PIDS[coordinator]}" 2>/dev/null || e2e_fail "the coordinator died
 # The store survives a crash after all that: restart on it, list, get.
 e2e_kill coordinator
 e2e_start_coordinator --port "$COORD_PORT"
-mptctl list --output=json > "$E2E_DIR/list.json" || e2e_fail "list after the restart failed"
+# Every page: a long run submits more jobs than one page holds.
+mptctl list --all --output=json > "$E2E_DIR/list.json" || e2e_fail "list after the restart failed"
 grep -q "\"$job\"" "$E2E_DIR/list.json" || e2e_fail "$job is not listed after the restart"
 after=$(mptctl get "$job" --output=json | "$PYTHON" -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["spec"], sort_keys=True))')
 [ "$before" = "$after" ] || e2e_fail "$job's spec changed"
