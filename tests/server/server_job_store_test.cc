@@ -87,33 +87,19 @@ TEST(SqliteJobStoreTest, InitialProgressIsStoredAndDroppedAtLoad) {
   AddInitialProgress(initial, initial.mutable_stage());
   w.stages.emplace_back("jobs/j1", initial);
   // The initial fields and one more each: kept.
-  for (int field = 0; field < 7; ++field) {
-    StageRecord st = stage(2 + field, "more" + std::to_string(field));
+  const std::vector<void (*)(mpt::v1::Progress*)> one_more = {
+      [](mpt::v1::Progress* p) { p->set_step(1); },
+      [](mpt::v1::Progress* p) { p->set_total_steps(1); },
+      [](mpt::v1::Progress* p) { (*p->mutable_losses())["loss"] = 0; },
+      [](mpt::v1::Progress* p) { p->set_learning_rate(0.5); },
+      [](mpt::v1::Progress* p) { p->set_tokens_per_second(2); },
+      [](mpt::v1::Progress* p) { (*p->mutable_metrics())["a/accuracy"] = 0; },
+      [](mpt::v1::Progress* p) { p->set_eta_seconds(0); },
+  };
+  for (size_t field = 0; field < one_more.size(); ++field) {
+    StageRecord st = stage(2 + static_cast<int>(field), "more" + std::to_string(field));
     AddInitialProgress(st, st.mutable_stage());
-    mpt::v1::Progress* p = st.mutable_stage()->mutable_progress();
-    switch (field) {
-      case 0:
-        p->set_step(1);
-        break;
-      case 1:
-        p->set_total_steps(1);
-        break;
-      case 2:
-        (*p->mutable_losses())["loss"] = 0;
-        break;
-      case 3:
-        p->set_learning_rate(0.5);
-        break;
-      case 4:
-        p->set_tokens_per_second(2);
-        break;
-      case 5:
-        (*p->mutable_metrics())["a/accuracy"] = 0;
-        break;
-      case 6:
-        p->set_eta_seconds(0);
-        break;
-    }
+    one_more[field](st.mutable_stage()->mutable_progress());
     w.stages.emplace_back("jobs/j1", st);
   }
   StageRecord other_task = stage(9, "x");  // names another task
