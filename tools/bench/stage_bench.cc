@@ -116,6 +116,9 @@ ABSL_FLAG(int, batch_size, 8, "Examples per step.");
 ABSL_FLAG(int, input_length, 64, "Input tokens per example (EOS included).");
 ABSL_FLAG(int, target_length, 16, "Target tokens per example (EOS included).");
 ABSL_FLAG(int, num_virtual_tokens, 100, "Prompt length.");
+ABSL_FLAG(int, num_transformer_submodules, 1,
+          "PromptSpec.num_transformer_submodules (T5: 2 also puts a multitask prompt's second "
+          "half before the decoder, as PEFT does).");
 ABSL_FLAG(int, num_tasks, 4, "Tasks mixed in a batch (distillation, target).");
 ABSL_FLAG(int, examples_per_task, 0, "Training examples per task (0: batch_size).");
 ABSL_FLAG(double, length_spread, 0.0,
@@ -256,19 +259,24 @@ absl::Status Main() {
   // config.
   ASSIGN_OR_RETURN(std::shared_ptr<const PromptedLanguageModel> lm,
                    LoadPromptedModel(folder, load));
-  std::function<StepFlops(int64_t, int64_t, int64_t, int64_t, bool)> count_flops;
+  // (batch, prompt, input, target, decoder prefix, distillation)
+  std::function<StepFlops(int64_t, int64_t, int64_t, int64_t, int64_t, bool)> count_flops;
   int64_t ff_width = 0;  // the widest feed-forward product's output
   const bool causal = kind.family == ModelFamily::kDecoderOnly;
   if (causal) {
     const LlamaConfig config = dynamic_cast<const CausalPromptedModel&>(*lm).llama().config();
-    count_flops = [config](int64_t b, int64_t p, int64_t i, int64_t t, bool distill) {
+    count_flops = [config](int64_t b, int64_t p, int64_t i, int64_t t, int64_t, bool distill) {
       return CountCausalStepFlops(config, b, p, i, t, distill);
     };
     ff_width = config.intermediate_size;
   } else {
     const T5Config config = dynamic_cast<const T5PromptedModel&>(*lm).t5().config();
-    count_flops = [config](int64_t b, int64_t p, int64_t i, int64_t t, bool distill) {
-      return CountT5StepFlops(config, b, p + i, t, /*decoder_prefix=*/false, distill);
+    count_flops = [config](int64_t b, int64_t p, int64_t i, int64_t t, int64_t prefix,
+                           bool distill) {
+      StepFlops f = CountT5StepFlops(config, b, p + i, prefix, t);
+      // Teachers are plain prompts: no decoder prefix.
+      if (distill) f.teacher = CountT5StepFlops(config, b, p + i, 0, t).forward;
+      return f;
     };
     ff_width = config.d_ff;
   }
@@ -297,11 +305,19 @@ absl::Status Main() {
 
   mpt::v1::PromptSpec prompt_spec;
   prompt_spec.set_num_virtual_tokens(absl::GetFlag(FLAGS_num_virtual_tokens));
-  prompt_spec.set_num_transformer_submodules(1);
+  const int submodules = absl::GetFlag(FLAGS_num_transformer_submodules);
+  if (submodules != 1 && submodules != 2) {
+    return absl::InvalidArgumentError("--num_transformer_submodules: 1 or 2");
+  }
+  prompt_spec.set_num_transformer_submodules(submodules);
+  const int64_t decoder_prefix =
+      PromptLayout::Peft(true, prompt_spec.num_virtual_tokens(), submodules)
+          .decoder_prefix_length();
   prompt_spec.set_num_ranks(1);
   SoftPromptConfig config;
   config.kind = stage == "source" ? PromptKind::kPromptTuning : PromptKind::kMultitask;
   config.num_virtual_tokens = prompt_spec.num_virtual_tokens();
+  config.num_transformer_submodules = submodules;
   config.token_dim = static_cast<int>(model.hidden_size());
   config.num_tasks = tasks;
   if (pack > 0) config.num_tasks = 1;
@@ -361,7 +377,7 @@ absl::Status Main() {
     } else {
       step = MakePlmStep(model,
                          PromptLayout::Peft(config.kind == PromptKind::kMultitask,
-                                            config.num_virtual_tokens, 1),
+                                            config.num_virtual_tokens, submodules),
                          &prompt);
     }
     LocalCommunicator comm;
@@ -472,7 +488,7 @@ absl::Status Main() {
   StepFlops flops =
       count_flops(static_cast<int64_t>(batch) * std::max(1, pack), config.num_virtual_tokens,
                   absl::GetFlag(FLAGS_input_length), absl::GetFlag(FLAGS_target_length),
-                  stage == "distillation");
+                  stage == "source" ? 0 : decoder_prefix, stage == "distillation");
   // Teacher rows served from the cache during the timed steps.
   const int64_t timed_hits = clock.hits.back() - (warmup > 0 ? clock.hits[warmup - 1] : 0);
   const int64_t timed_misses = clock.misses.back() - (warmup > 0 ? clock.misses[warmup - 1] : 0);

@@ -124,7 +124,6 @@ PromptedOutput CausalPromptedModel::Forward(const at::Tensor& prompts, const Pro
   out.hidden = hidden.narrow(1, nv + s - 1, l);
   out.logits = m.LmHead(out.hidden);
   out.labels = target_labels;
-  out.target_offset = 0;
   return out;
 }
 

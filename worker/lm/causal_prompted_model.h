@@ -24,7 +24,7 @@
 // columns of the left-padded input, as transformers' masks do).
 //
 // Forward returns the logits, final hidden states and labels at the L
-// target-predicting columns (target_offset 0): distillation compares
+// target-predicting columns: distillation compares
 // teacher and student there (KL of the output distributions, squared error
 // of the final hidden states).
 //

@@ -3,8 +3,9 @@
 // before the encoder input; with a two-submodule MULTITASK_PROMPT_TUNING
 // prompt also its second half before the decoder input; generation prompts
 // the encoder only. Everything is computed exactly as the T5 functions it
-// forwards to compute it (BuildPromptedInputs, T5Model::Forward,
-// GreedyGenerate, RankClassify).
+// forwards to compute it (BuildPromptedInputs, T5Model's Encode, Decode and
+// LmHead, GreedyGenerate, RankClassify); Forward's LM head runs at the
+// target positions only, not at a decoder prefix's.
 //
 // Thread-safety: immutable; const functions may run concurrently.
 #ifndef MPT_WORKER_LM_T5_PROMPTED_MODEL_H_

@@ -3,9 +3,12 @@
 namespace mpt {
 
 StepFlops CountT5StepFlops(const T5Config& c, int64_t batch, int64_t encoder_length,
-                           int64_t decoder_length, bool decoder_prefix, bool with_teacher) {
+                           int64_t decoder_prefix_length, int64_t target_length,
+                           bool with_teacher) {
+  const bool decoder_prefix = decoder_prefix_length > 0;
   const double B = static_cast<double>(batch), S = static_cast<double>(encoder_length),
-               L = static_cast<double>(decoder_length), d = c.d_model, inner = c.inner_dim(),
+               L = static_cast<double>(decoder_prefix_length + target_length),
+               targets = static_cast<double>(target_length), d = c.d_model, inner = c.inner_dim(),
                H = c.num_heads, dkv = c.d_kv, ff = c.d_ff, V = c.vocab_size;
   const double ff_in = c.is_gated_act ? 2 : 1;
   auto mm = [](double m, double n, double k) { return 2 * m * n * k; };
@@ -26,7 +29,7 @@ StepFlops CountT5StepFlops(const T5Config& c, int64_t batch, int64_t encoder_len
   weights += c.num_decoder_layers * (2 * mm(B * L, inner, d) + 2 * mm(B * S, inner, d) +
                                      ff_in * mm(B * L, ff, d) + mm(B * L, d, ff));
   activations += c.num_decoder_layers * 2 * mm(B * H * L, S, dkv);
-  weights += mm(B * L, V, d);  // LM head
+  weights += mm(B * targets, V, d);  // LM head, at the target positions only
   StepFlops f;
   f.forward = weights + activations + no_backward;
   f.backward = weights + 2 * activations;

@@ -3,7 +3,8 @@
 //
 // FLOPs count the matrix products only (2 m n k each):
 //   forward   every product of the encoder (prompt + input positions), the
-//             decoder (decoder prefix + target positions) and the LM head;
+//             decoder (decoder prefix + target positions) and the LM head
+//             (target positions only);
 //   backward  what prompt tuning needs: gradients with respect to
 //             activations only, never weights: 1x the forward product for
 //             each weight product, 2x for each activation x activation
@@ -32,13 +33,14 @@ struct StepFlops {
 };
 
 // The FLOPs of one step over `batch` rows of `encoder_length` positions
-// (prompt + input) and `decoder_length` positions (decoder prompt prefix +
-// target), the prompt trained (forward + backward); `decoder_prefix`: the
-// decoder input starts with prompt rows (num_transformer_submodules 2).
-// `with_teacher` adds one teacher forward over the same rows. Positions are
-// those the products run over (padding included).
+// (prompt + input) and decoder_prefix_length + target_length decoder
+// positions (a prefix of prompt rows, num_transformer_submodules 2, then the
+// target), the prompt trained (forward + backward). The LM head runs at the
+// target positions only (worker/lm/t5_prompted_model.h). `with_teacher` adds
+// one forward of the same count as the teacher's. Positions are those the
+// products run over (padding included).
 StepFlops CountT5StepFlops(const T5Config& config, int64_t batch, int64_t encoder_length,
-                           int64_t decoder_length, bool decoder_prefix = false,
+                           int64_t decoder_prefix_length, int64_t target_length,
                            bool with_teacher = false);
 
 // The same for a decoder-only model (worker/lm/causal_prompted_model.h):

@@ -40,16 +40,14 @@
 
 namespace mpt {
 
-// The outputs of a prompted forward pass at the positions that predict
-// target tokens, plus `target_offset` positions in front of them that carry
-// no target (the decoder prompt of a two-submodule multitask T5 prompt):
-// column target_offset + j predicts labels[:, target_offset + j], which is
-// the batch's label column j.
+// The outputs of a prompted forward pass at the L positions that predict
+// the batch's target tokens, and only there (not at the prompt's or the
+// input's positions, nor at the decoder prompt of a two-submodule multitask
+// T5 prompt): column j predicts labels[:, j], the batch's label column j.
 struct PromptedOutput {
-  at::Tensor logits;          // [B, P + L, vocab] in the model dtype
-  at::Tensor hidden;          // [B, P + L, d]: the final hidden states giving those logits
-  at::Tensor labels;          // [B, P + L] int64; -100 where nothing is scored
-  int64_t target_offset = 0;  // P
+  at::Tensor logits;  // [B, L, vocab] in the model dtype
+  at::Tensor hidden;  // [B, L, d]: the final hidden states giving those logits
+  at::Tensor labels;  // [B, L] int64; -100 where nothing is scored (padding)
 };
 
 class PromptedLanguageModel {

@@ -142,12 +142,6 @@ PromptedOutput ForwardWithPrompt(const PromptedLanguageModel& model, const Promp
   return model.Forward(prompts, layout, batch.input_ids, batch.attention_mask, batch.labels);
 }
 
-// `out`'s columns at the batch's target positions ([B, L, ...]).
-at::Tensor AtTargets(const at::Tensor& t, const PromptedOutput& out, int64_t length) {
-  return out.target_offset == 0 && t.size(1) == length ? t
-                                                       : t.narrow(1, out.target_offset, length);
-}
-
 // A lower bound of the memory one training step of `train` keeps for its
 // backward pass: per example and layer, the sequence's projections and
 // residuals (6 vectors of hidden_size per position) and attention's scores
@@ -210,8 +204,7 @@ double FlopsOf(const PromptedLanguageModel& model, const PromptLayout& layout,
   if (const auto* t5 = dynamic_cast<const T5PromptedModel*>(&model)) {
     s = CountT5StepFlops(t5->t5().config(), batch.input_ids.size(0),
                          layout.num_virtual_tokens + batch.input_ids.size(1),
-                         layout.decoder_prefix_length() + batch.labels.size(1),
-                         layout.prompt_decoder);
+                         layout.decoder_prefix_length(), batch.labels.size(1));
   } else if (const auto* causal = dynamic_cast<const CausalPromptedModel*>(&model)) {
     s = CountCausalStepFlops(causal->llama().config(), batch.input_ids.size(0),
                              layout.num_virtual_tokens, batch.input_ids.size(1),
@@ -663,12 +656,11 @@ StepFunction MakeDistillationStep(const PromptedLanguageModel& model, const mpt:
                                   const DistillationLoss& options) {
   // Teachers are PROMPT_TUNING prompts and the student a multitask one: with
   // two submodules PEFT puts the student's second half before the T5
-  // decoder and the teachers' nowhere, so the student's outputs have
-  // target_offset extra positions in front, cut off before they are
-  // compared with the teachers'. Both are compared at the positions that
-  // predict the target tokens (the decoder's for T5; for a decoder-only
-  // model, the positions from the last input token to the one before the
-  // last target token).
+  // decoder and the teachers' nowhere. Both are compared at the positions
+  // that predict the target tokens, the only ones a PromptedOutput holds
+  // (the decoder's after any prefix for T5; for a decoder-only model, the
+  // positions from the last input token to the one before the last target
+  // token).
   const PromptLayout student_layout = LayoutFor(prompt_spec, PromptKind::kMultitask);
   const PromptLayout teacher_layout = LayoutFor(prompt_spec, PromptKind::kPromptTuning);
   const double d = static_cast<double>(model.hidden_size());
@@ -685,22 +677,17 @@ StepFunction MakeDistillationStep(const PromptedLanguageModel& model, const mpt:
     double kl_value = 0, hidden_value = 0;
     double flops = FlopsOf(model, student_layout, batch, /*trained=*/true);
     if (options.lambda > 0) {
-      // The teacher layout has no decoder prefix: its labels are the batch's.
       TeacherOutputs teacher_out = cache->Get(batch, [&](const Batch& rows) {
         at::NoGradGuard no_grad;
         PromptedOutput f = ForwardWithPrompt(
             model, teacher_layout,
             teacher_table.index_select(0, rows.task_ids.to(model.device())), rows);
         flops += FlopsOf(model, teacher_layout, rows, /*trained=*/false);
-        const int64_t rows_length = rows.labels.size(1);
-        return TeacherOutputs{AtTargets(f.logits, f, rows_length),
-                              AtTargets(f.hidden, f, rows_length)};
+        return TeacherOutputs{f.logits, f.hidden};
       });
-      const int64_t length = batch.labels.size(1);
-      const int64_t offset = student_out.target_offset;
-      const at::Tensor labels = student_out.labels.narrow(1, offset, length);
-      at::Tensor student_logits = student_out.logits.narrow(1, offset, length);
-      at::Tensor student_hidden = student_out.hidden.narrow(1, offset, length);
+      const at::Tensor& labels = student_out.labels;
+      const at::Tensor& student_logits = student_out.logits;
+      const at::Tensor& student_hidden = student_out.hidden;
       at::Tensor distill = at::zeros({}, objective.options());
       if (options.use_kl) {
         LossSum kl = KlLoss(student_logits, teacher_out.logits, labels, options.temperature);

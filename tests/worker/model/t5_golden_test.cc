@@ -26,9 +26,10 @@
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
 #include "worker/eval/generation.h"
-#include "worker/prompts/prompt_inputs.h"
+#include "worker/lm/t5_prompted_model.h"
 #include "worker/model/t5_model.h"
 #include "worker/model/torch_tensors.h"
+#include "worker/prompts/prompt_inputs.h"
 
 namespace mpt {
 namespace {
@@ -161,6 +162,34 @@ TEST_P(T5GoldenTest, MultitaskTwoSubmodulesPromptsTheDecoder) {
   EXPECT_LE(MaxAbsDiff(model_->Forward(Prompted(layout, per_example)).logits,
                        model_->Forward(in).logits),
             1e-6);
+}
+
+// The prompted model behind the stages returns PEFT's outputs at the target
+// positions only: with the decoder prefix the LM head skips the prefix's
+// positions, whose labels are -100.
+TEST_P(T5GoldenTest, PromptedModelOutputsAtTargetPositions) {
+  at::NoGradGuard no_grad;
+  const int nv = num_virtual_tokens_;
+  const T5PromptedModel prompted(model_.get());
+  const at::Tensor& labels = G("labels");
+  const int64_t targets = labels.size(1);
+  for (const bool multitask : {false, true}) {
+    SCOPED_TRACE(multitask ? "multitask, two submodules" : "prompt tuning, two submodules");
+    const std::string key = multitask ? "mt2_" : "p2_";
+    const int64_t prefix = multitask ? nv : 0;
+    PromptedOutput out = prompted.Forward(G("prompt"), PromptLayout::Peft(multitask, nv, 2),
+                                          G("input_ids"), G("attention_mask"), labels);
+    ASSERT_EQ(out.logits.size(1), targets);
+    EXPECT_TRUE(at::equal(out.labels, labels.to(at::kLong)));
+    for (const auto& [name, ours] : {std::pair<std::string, at::Tensor>{"logits", out.logits},
+                                     {"decoder_hidden", out.hidden}}) {
+      const at::Tensor reference = G(key + name).narrow(1, prefix, targets);
+      const double diff = MaxAbsDiff(ours, reference);
+      std::cout << "max_abs_diff " << GetParam() << " prompted_" << key << name << " " << diff
+                << std::endl;
+      EXPECT_LE(diff, kTolerance) << key << name;
+    }
+  }
 }
 
 TEST_P(T5GoldenTest, GreedyGenerationMatches) {
