@@ -123,18 +123,17 @@ RankResult RankClassify(const T5Model& model, const at::Tensor& inputs_embeds,
     prefix_length = decoder_prefix.size(-2);
     prefix = shared ? decoder_prefix.unsqueeze(0).expand({batch, prefix_length, d})
                     : decoder_prefix;
-    prefix = prefix.to(model.dtype()).repeat_interleave(k, 0);
+    prefix = prefix.to(model.dtype());
   }
 
+  // Each example's encoder output, cross-attention keys and values and
+  // decoder prefix are computed once and serve its K candidates, which then
+  // continue from the decoder's cache.
   at::Tensor encoder_hidden = model.Encode(inputs_embeds.to(model.dtype()), attention_mask);
-  // Each example's encoder output serves its K candidates.
-  at::Tensor encoder_rep = encoder_hidden.repeat_interleave(k, 0);
-  at::Tensor mask_rep =
-      attention_mask.defined() ? attention_mask.repeat_interleave(k, 0) : at::Tensor();
-  at::Tensor decoder_embeds = model.Embed(model.ShiftRight(labels));
-  if (prefix.defined()) decoder_embeds = at::cat({prefix, decoder_embeds}, 1);
-  at::Tensor hidden = model.Decode(decoder_embeds, at::Tensor(), encoder_rep, mask_rep);
-  if (prefix_length > 0) hidden = hidden.narrow(1, prefix_length, length);
+  T5DecoderState state = model.StartDecoding(encoder_hidden, attention_mask);
+  if (prefix_length > 0) model.DecodeStep(prefix, at::Tensor(), &state);
+  RepeatRows(k, &state);
+  at::Tensor hidden = model.DecodeStep(model.Embed(model.ShiftRight(labels)), at::Tensor(), &state);
   at::Tensor log_probs = at::log_softmax(model.LmHead(hidden).to(at::kFloat), -1);
   at::Tensor picked = log_probs.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1);
   picked = picked.masked_fill(valid.logical_not(), 0.0);  // [B*K, C]

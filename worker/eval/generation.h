@@ -51,7 +51,9 @@ struct RankResult {
 // example b (candidates[b, c], int ids, -100 padded on the right; T5 targets
 // normally end with EOS) is decoded from ShiftRight(candidate), and its score
 // is the sum of log-softmax(logits)[t, candidate[t]] over its non-(-100)
-// positions. The encoder runs once per example.
+// positions. The encoder, the cross-attention keys and values and the
+// decoder prefix run once per example; its K candidates continue from that
+// decoder cache (T5Model::DecodeStep, RepeatRows).
 //
 // inputs_embeds [B, S, d]; attention_mask [B, S] or undefined; candidates
 // [B, K, C]. `decoder_prefix` ([P, d] or [B, P, d], may be undefined) is put

@@ -187,6 +187,63 @@ at::Tensor CausalPromptedModel::Generate(const at::Tensor& prompts, int num_virt
   return at::cat(columns, 1);
 }
 
+at::Tensor CausalPromptedModel::SharedPrefixLogits(const at::Tensor& prompts,
+                                                   const PromptLayout& layout,
+                                                   const at::Tensor& input_ids,
+                                                   const at::Tensor& attention_mask,
+                                                   const at::Tensor& labels, int64_t k) const {
+  const char* kFunction = "CausalPromptedModel::RankScores";
+  const absl::Status layout_ok = CheckLayout(layout);
+  TORCH_CHECK(layout_ok.ok(), kFunction, ": ", std::string(layout_ok.message()));
+  const LlamaModel& m = *model_;
+  const c10::Device device = m.device();
+  const int64_t vocab = m.config().vocab_size;
+  CheckIds(kFunction, "input_ids", input_ids, -1, vocab, /*allow_ignore=*/false);
+  const int64_t batch = input_ids.size(0);
+  CheckMask(kFunction, attention_mask, input_ids);
+  CheckIds(kFunction, "candidates", labels, batch * k, vocab, /*allow_ignore=*/true);
+  const int64_t nv = layout.num_virtual_tokens;
+  const int64_t s = input_ids.size(1);
+  const int64_t l = labels.size(1);
+  const at::Tensor prompt =
+      PromptRows(kFunction, prompts, nv, batch, m.config().hidden_size, device, m.dtype());
+  TORCH_CHECK(prompts.size(1) == nv, kFunction, ": prompts must have ", nv, " rows, got ",
+              prompts.size(1));
+
+  // The masks and positions Forward gives the K sequences [prompt; input;
+  // candidate] of each example.
+  LeftAligned in = LeftAlign(input_ids.to(device, at::kLong),
+                             attention_mask.defined() ? attention_mask.to(device) : at::Tensor());
+  at::Tensor prefix_mask = at::cat({at::ones({batch, nv}, in.mask.options()), in.mask}, 1);
+  at::Tensor target_mask = labels.ne(kIgnoreIndex);
+  at::Tensor positions = GenerationPositionIds(
+      at::cat({prefix_mask.repeat_interleave(k, 0), target_mask.to(at::kLong)}, 1));
+  // Dynamic rope and longrope rotate every position by a rule read from the
+  // whole call's largest position: decoding the prefix alone first gives
+  // the same keys only while the whole sequence stays within the unscaled
+  // range.
+  const RopeScaling& rope = m.config().rope_scaling;
+  if (rope.type == RopeType::kDynamic || rope.type == RopeType::kLongrope) {
+    const int64_t limit = rope.type == RopeType::kDynamic ? m.config().max_position_embeddings
+                                                          : rope.original_max_position_embeddings;
+    if (positions.max().item<int64_t>() + 1 > limit) return at::Tensor();
+  }
+  LlamaDecoderState state = m.StartDecoding();
+  at::Tensor prefix_hidden = m.DecodeStep(at::cat({prompt, m.Embed(in.ids)}, 1), prefix_mask,
+                                          GenerationPositionIds(prefix_mask), &state);
+  // Column nv + s - 1 predicts every candidate's first token, column
+  // nv + s - 1 + j (the candidate's token j - 1) its token j.
+  at::Tensor hidden = prefix_hidden.narrow(1, nv + s - 1, 1).repeat_interleave(k, 0);
+  if (l > 1) {
+    RepeatRows(k, &state);
+    at::Tensor ids = labels.masked_fill(target_mask.logical_not(), 0).narrow(1, 0, l - 1);
+    at::Tensor rest = m.DecodeStep(m.Embed(ids), target_mask.narrow(1, 0, l - 1).to(at::kLong),
+                                   positions.narrow(1, nv + s, l - 1), &state);
+    hidden = at::cat({hidden, rest}, 1);
+  }
+  return m.LmHead(hidden);
+}
+
 at::Tensor CausalPromptedModel::RankScores(const at::Tensor& prompts, const PromptLayout& layout,
                                            const at::Tensor& input_ids,
                                            const at::Tensor& attention_mask,
@@ -206,12 +263,16 @@ at::Tensor CausalPromptedModel::RankScores(const at::Tensor& prompts, const Prom
   at::NoGradGuard no_grad;
   const c10::Device device = model_->device();
   at::Tensor labels = candidates.to(device, at::kLong).reshape({batch * k, length});
-  PromptedOutput out = Forward(
-      prompts.to(device).repeat_interleave(k, 0), layout,
-      input_ids.to(device).repeat_interleave(k, 0),
-      attention_mask.defined() ? attention_mask.to(device).repeat_interleave(k, 0) : at::Tensor(),
-      labels);
-  at::Tensor log_probs = at::log_softmax(out.logits.to(at::kFloat), -1);
+  at::Tensor logits = SharedPrefixLogits(prompts, layout, input_ids, attention_mask, labels, k);
+  if (!logits.defined()) {
+    PromptedOutput out = Forward(
+        prompts.to(device).repeat_interleave(k, 0), layout,
+        input_ids.to(device).repeat_interleave(k, 0),
+        attention_mask.defined() ? attention_mask.to(device).repeat_interleave(k, 0) : at::Tensor(),
+        labels);
+    logits = out.logits;
+  }
+  at::Tensor log_probs = at::log_softmax(logits.to(at::kFloat), -1);
   at::Tensor picked = log_probs.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1);
   picked = picked.masked_fill(labels.eq(kIgnoreIndex), 0.0);  // [B*K, C]
   return picked.sum(-1).view({batch, k});

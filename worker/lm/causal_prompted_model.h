@@ -35,7 +35,11 @@
 // ids only, [B, n].
 //
 // RankScores: each candidate is scored as a target of the example (its ids
-// end in EOS), the sum of its tokens' log-probabilities.
+// end in EOS), the sum of its tokens' log-probabilities. [prompt; input] is
+// decoded once per example and its K candidates continue from that KV cache
+// (RepeatRows), which gives what Forward gives each whole sequence; with a
+// dynamic rope or longrope past its unscaled range, where the rotation
+// depends on the whole sequence's length, each sequence runs whole.
 //
 // Thread-safety: immutable; const functions may run concurrently.
 #ifndef MPT_WORKER_LM_CAUSAL_PROMPTED_MODEL_H_
@@ -84,6 +88,16 @@ class CausalPromptedModel final : public PromptedLanguageModel {
                         const at::Tensor& candidates) const override;
 
  private:
+  // RankScores' logits [B * K, C, vocab] at the positions predicting each
+  // candidate's tokens, with [prompt; input] decoded once per example and
+  // its KV cache shared by the example's K candidates; undefined where that
+  // would not equal Forward over each whole sequence (dynamic rope or
+  // longrope past their unscaled range). `labels`: the candidates,
+  // [B * K, C].
+  at::Tensor SharedPrefixLogits(const at::Tensor& prompts, const PromptLayout& layout,
+                                const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                                const at::Tensor& labels, int64_t k) const;
+
   std::shared_ptr<const LlamaModel> model_;
   std::vector<int64_t> eos_ids_;
 };

@@ -662,6 +662,21 @@ absl::Status LlamaModel::CheckForwardInputs(const CausalLmInputs& in) const {
   return absl::OkStatus();
 }
 
+void RepeatRows(int64_t times, LlamaDecoderState* state) {
+  TORCH_CHECK(times >= 1, "RepeatRows: times must be at least 1, got ", times);
+  if (times == 1) return;
+  auto repeat = [times](at::Tensor& t) {
+    if (t.defined()) t = t.repeat_interleave(times, 0);
+  };
+  for (at::Tensor& t : state->keys) repeat(t);
+  for (at::Tensor& t : state->values) repeat(t);
+  repeat(state->key_mask);
+  for (std::vector<at::Tensor>* list :
+       {&state->past_embeds, &state->past_masks, &state->past_positions}) {
+    for (at::Tensor& t : *list) repeat(t);
+  }
+}
+
 at::Tensor GenerationPositionIds(const at::Tensor& attention_mask) {
   at::Tensor mask = attention_mask.to(at::kLong);
   return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0);

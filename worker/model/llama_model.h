@@ -216,6 +216,12 @@ class LlamaModel {
   std::unique_ptr<Weights> weights_;
 };
 
+// Repeats each cached row `times` times in place, as repeat_interleave does
+// along the batch: row b becomes rows b * times .. b * times + times - 1.
+// The following DecodeSteps then continue `times` sequences from each
+// cached one (rank classification scores K answers after one prefix).
+void RepeatRows(int64_t times, LlamaDecoderState* state);
+
 // transformers' generate rule for position ids of a (left-)padded prompt:
 // cumsum(mask) - 1 along each row, 0 at padding. [B, S] -> [B, S] int64.
 at::Tensor GenerationPositionIds(const at::Tensor& attention_mask);

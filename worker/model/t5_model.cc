@@ -512,6 +512,20 @@ absl::Status T5Model::CheckForwardInputs(const T5ForwardInputs& in) const {
   return absl::OkStatus();
 }
 
+void RepeatRows(int64_t times, T5DecoderState* state) {
+  TORCH_CHECK(times >= 1, "RepeatRows: times must be at least 1, got ", times);
+  if (times == 1) return;
+  auto repeat = [times](at::Tensor& t) {
+    if (t.defined()) t = t.repeat_interleave(times, 0);
+  };
+  repeat(state->encoder_bias);
+  repeat(state->self_mask);
+  for (std::vector<at::Tensor>* list :
+       {&state->cross_keys, &state->cross_values, &state->self_keys, &state->self_values}) {
+    for (at::Tensor& t : *list) repeat(t);
+  }
+}
+
 at::Tensor T5Model::ShiftRight(const at::Tensor& labels) const {
   at::Tensor ids = labels.to(at::kLong);
   at::Tensor shifted = at::empty_like(ids);

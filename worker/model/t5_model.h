@@ -87,6 +87,12 @@ struct T5DecoderState {
   int64_t length = 0;                    // t: decoder positions consumed so far
 };
 
+// Repeats each row of the state `times` times in place, as repeat_interleave
+// does along the batch: row b becomes rows b * times .. b * times + times - 1.
+// The following DecodeSteps then continue `times` sequences from each one
+// (rank classification scores K answers of one encoded input).
+void RepeatRows(int64_t times, T5DecoderState* state);
+
 class T5Model {
  public:
   // Loads `folder`: config.json (see T5Config::FromJsonFile) and the weights

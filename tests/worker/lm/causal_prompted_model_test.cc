@@ -4,6 +4,7 @@
 // scores and TEXT init of adapters PEFT wrote, batched and padded here where
 // PEFT ran each example alone; and the adapter files we write for CAUSAL_LM.
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -272,6 +273,75 @@ TEST_F(CausalPromptedModelTest, RankScoresArePeftsLogProbabilities) {
                          PromptLayout::Peft(true, 4, 1), batch.input_ids, batch.attention_mask,
                          padded);
   EXPECT_LT(MaxDiff(scores, golden("mpt_rank_scores")), 1e-3);
+}
+
+// RankScores decodes [prompt; input] once per example and continues the K
+// candidates from its KV cache; the scores must be those of each whole
+// sequence [prompt; input; candidate] through Forward. Inputs of different
+// lengths (left-aligned), candidates of 1 to 3 tokens (-100 padded), and
+// model variants that change what the cache must keep: a sliding window
+// shorter than the sequence, a dynamic rope within its range (cached) and
+// past it (computed whole).
+TEST_F(CausalPromptedModelTest, RankScoresWithASharedPrefixEqualWholeSequences) {
+  std::vector<TokenizedExample> examples;
+  Batch batch = AllExamples(&examples);
+  const int64_t b = batch.size(), k = 3, nv = 4;
+  const PromptLayout layout = PromptLayout::Peft(false, nv, 1);
+  at::manual_seed(7);
+  const at::Tensor prompts = at::randn({b, nv, 32});
+  at::Tensor candidates = at::randint(3, 2000, {b, k, 3}, at::TensorOptions().dtype(at::kLong));
+  candidates.select(1, 0).narrow(1, 1, 2).fill_(kIgnoreIndex);  // 1 token
+  candidates.select(1, 2).narrow(1, 2, 1).fill_(kIgnoreIndex);  // 2 tokens
+
+  const std::string source = DataPath("tests/testdata/causal_lm/model");
+  const nlohmann::json base_config = ReadJson(source + "/config.json");
+  struct Variant {
+    const char* name;
+    nlohmann::json changes;
+  };
+  const std::vector<Variant> variants = {
+      {"llama", nlohmann::json::object()},
+      {"mistral, sliding window 5",
+       {{"model_type", "mistral"},
+        {"architectures", {"MistralForCausalLM"}},
+        {"sliding_window", 5}}},
+      {"dynamic rope within range",
+       {{"rope_parameters", {{"rope_type", "dynamic"}, {"factor", 2.0}, {"rope_theta", 10000.0}}}}},
+      {"dynamic rope past max_position_embeddings",
+       {{"rope_parameters", {{"rope_type", "dynamic"}, {"factor", 2.0}, {"rope_theta", 10000.0}}},
+        {"max_position_embeddings", 8}}},
+  };
+  at::NoGradGuard no_grad;
+  for (const Variant& v : variants) {
+    SCOPED_TRACE(v.name);
+    const std::string dir = testing::FreshTempDir("rank_shared_prefix");
+    for (const char* f : {"model.safetensors", "tokenizer.json", "tokenizer_config.json"}) {
+      std::filesystem::create_symlink(source + "/" + f, dir + "/" + f);
+    }
+    nlohmann::json config = base_config;
+    config.update(v.changes);
+    testing::WriteFile(dir + "/config.json", config.dump());
+    auto loaded = LoadPromptedModel(dir);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    const PromptedLanguageModel& m = **loaded;
+
+    const at::Tensor scores =
+        m.RankScores(prompts, layout, batch.input_ids, batch.attention_mask, candidates);
+    const at::Tensor labels = candidates.reshape({b * k, 3});
+    PromptedOutput whole =
+        m.Forward(prompts.repeat_interleave(k, 0), layout, batch.input_ids.repeat_interleave(k, 0),
+                  batch.attention_mask.repeat_interleave(k, 0), labels);
+    const at::Tensor log_probs = at::log_softmax(whole.logits.to(at::kFloat), -1);
+    const at::Tensor expected = log_probs.gather(-1, labels.clamp_min(0).unsqueeze(-1))
+                                    .squeeze(-1)
+                                    .masked_fill(labels.eq(kIgnoreIndex), 0.0)
+                                    .sum(-1)
+                                    .view({b, k});
+    ASSERT_EQ(scores.sizes(), expected.sizes());
+    EXPECT_LT(MaxDiff(scores, expected), 1e-4) << "scores\n"
+                                               << scores << "\nexpected\n"
+                                               << expected;
+  }
 }
 
 TEST_F(CausalPromptedModelTest, TextInitIsPefts) {

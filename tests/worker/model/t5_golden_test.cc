@@ -257,6 +257,54 @@ TEST_P(T5GoldenTest, RankClassificationWithDecoderPrefixScoresTargetsOnly) {
   EXPECT_NEAR(ours, reference, kTolerance * tokens);
 }
 
+// RankClassify encodes each example once and continues its K candidates
+// from one decoder cache (after the decoder prompt, when there is one): the
+// scores equal those of each whole decoder sequence over a repeated encoder
+// output. Candidates of 1 to 3 tokens, -100 padded.
+TEST_P(T5GoldenTest, RankClassificationSharesEachExampleAcrossCandidates) {
+  at::NoGradGuard no_grad;
+  const int nv = num_virtual_tokens_;
+  const int64_t batch = G("input_ids").size(0), k = 3;
+  at::manual_seed(3);
+  at::Tensor candidates = at::randint(2, model_->config().vocab_size, {batch, k, 3},
+                                      at::TensorOptions().dtype(at::kLong));
+  candidates.select(1, 0).narrow(1, 1, 2).fill_(-100);
+  candidates.select(1, 2).narrow(1, 2, 1).fill_(-100);
+  const at::Tensor labels = candidates.reshape({batch * k, 3});
+  for (const bool with_prefix : {false, true}) {
+    SCOPED_TRACE(with_prefix ? "decoder prompt" : "no decoder prompt");
+    const PromptLayout layout = PromptLayout::Peft(with_prefix, nv, 2);
+    EncoderInputs encoder =
+        BuildPromptedEncoderInputs(*model_, G("prompt"), nv, G("input_ids"), G("attention_mask"));
+    const at::Tensor prefix = DecoderPromptRows(*model_, G("prompt"), layout, batch);
+    RankResult result =
+        RankClassify(*model_, encoder.inputs_embeds, encoder.attention_mask, candidates, prefix);
+    // Whole sequences: the encoder output repeated, [prefix; candidate].
+    const at::Tensor encoded = model_->Encode(encoder.inputs_embeds, encoder.attention_mask);
+    at::Tensor embeds = model_->Embed(model_->ShiftRight(labels));
+    int64_t p = 0;
+    if (prefix.defined()) {
+      const at::Tensor rows =
+          prefix.dim() == 2 ? prefix.unsqueeze(0).expand({batch, -1, -1}) : prefix;
+      p = rows.size(1);
+      embeds = at::cat({rows.repeat_interleave(k, 0), embeds}, 1);
+    }
+    at::Tensor hidden = model_->Decode(embeds, at::Tensor(), encoded.repeat_interleave(k, 0),
+                                       encoder.attention_mask.repeat_interleave(k, 0));
+    hidden = hidden.narrow(1, p, 3);
+    const at::Tensor expected = at::log_softmax(model_->LmHead(hidden).to(at::kFloat), -1)
+                                    .gather(-1, labels.clamp_min(0).unsqueeze(-1))
+                                    .squeeze(-1)
+                                    .masked_fill(labels.eq(-100), 0.0)
+                                    .sum(-1)
+                                    .view({batch, k});
+    const double diff = MaxAbsDiff(result.scores, expected);
+    std::cout << "max_abs_diff " << GetParam() << " rank_shared_" << with_prefix << " " << diff
+              << std::endl;
+    EXPECT_LE(diff, kTolerance);
+  }
+}
+
 TEST_P(T5GoldenTest, OnlyThePromptGetsGradients) {
   for (const bool multitask : {false, true}) {
     SCOPED_TRACE(multitask ? "multitask, two submodules" : "prompt tuning, two submodules");
