@@ -66,6 +66,32 @@ at::Tensor PromptRows(const char* function, const at::Tensor& prompts, int64_t r
   return prompts.narrow(1, 0, rows).to(device, dtype);
 }
 
+// What every prompted call starts from, checked: the prompt's first nv
+// rows and the input with its real tokens moved to the right end.
+struct PromptedPrefix {
+  at::Tensor prompt;  // [B, nv, d] in the model dtype, on its device
+  LeftAligned input;  // [B, S]
+  at::Tensor mask;    // [B, nv + S] int64: the prompt's rows, then the input's real tokens
+};
+
+// `exact_rows`: the prompts must have exactly nv rows (else at least nv).
+PromptedPrefix CheckedPrefix(const char* function, const LlamaModel& m, const at::Tensor& prompts,
+                             int64_t nv, const at::Tensor& input_ids,
+                             const at::Tensor& attention_mask, bool exact_rows) {
+  const c10::Device device = m.device();
+  CheckIds(function, "input_ids", input_ids, -1, m.config().vocab_size, /*allow_ignore=*/false);
+  CheckMask(function, attention_mask, input_ids);
+  const int64_t batch = input_ids.size(0);
+  PromptedPrefix out;
+  out.prompt = PromptRows(function, prompts, nv, batch, m.config().hidden_size, device, m.dtype());
+  TORCH_CHECK(!exact_rows || prompts.size(1) == nv, function, ": prompts must have ", nv,
+              " rows, got ", prompts.size(1));
+  out.input = LeftAlign(input_ids.to(device, at::kLong),
+                        attention_mask.defined() ? attention_mask.to(device) : at::Tensor());
+  out.mask = at::cat({at::ones({batch, nv}, out.input.mask.options()), out.input.mask}, 1);
+  return out;
+}
+
 }  // namespace
 
 CausalPromptedModel::CausalPromptedModel(std::shared_ptr<const LlamaModel> model,
@@ -93,31 +119,22 @@ PromptedOutput CausalPromptedModel::Forward(const at::Tensor& prompts, const Pro
   const absl::Status layout_ok = CheckLayout(layout);
   TORCH_CHECK(layout_ok.ok(), kFunction, ": ", std::string(layout_ok.message()));
   const LlamaModel& m = *model_;
-  const c10::Device device = m.device();
-  const int64_t vocab = m.config().vocab_size;
-  CheckIds(kFunction, "input_ids", input_ids, -1, vocab, /*allow_ignore=*/false);
-  const int64_t batch = input_ids.size(0);
-  CheckMask(kFunction, attention_mask, input_ids);
-  CheckIds(kFunction, "labels", labels, batch, vocab, /*allow_ignore=*/true);
   const int64_t nv = layout.num_virtual_tokens;
+  PromptedPrefix prefix =
+      CheckedPrefix(kFunction, m, prompts, nv, input_ids, attention_mask, /*exact_rows=*/true);
+  CheckIds(kFunction, "labels", labels, input_ids.size(0), m.config().vocab_size,
+           /*allow_ignore=*/true);
   const int64_t s = input_ids.size(1);
   const int64_t l = labels.size(1);
   TORCH_CHECK(l > 0, kFunction, ": labels must have at least one column");
-  const at::Tensor prompt = PromptRows(kFunction, prompts, nv, batch, m.config().hidden_size,
-                                       device, m.dtype());
-  TORCH_CHECK(prompts.size(1) == nv, kFunction, ": prompts must have ", nv, " rows, got ",
-              prompts.size(1));
 
-  LeftAligned in = LeftAlign(input_ids.to(device, at::kLong),
-                             attention_mask.defined() ? attention_mask.to(device) : at::Tensor());
-  at::Tensor target_labels = labels.to(device, at::kLong);
+  at::Tensor target_labels = labels.to(m.device(), at::kLong);
   at::Tensor target_mask = target_labels.ne(kIgnoreIndex);
   at::Tensor target_ids = target_labels.masked_fill(target_mask.logical_not(), 0);
 
-  at::Tensor embeds = at::cat({prompt, m.Embed(at::cat({in.ids, target_ids}, 1))}, 1);
-  at::Tensor mask = at::cat({at::ones({batch, nv}, in.mask.options()), in.mask,
-                             target_mask.to(at::kLong)},
-                            1);
+  at::Tensor embeds =
+      at::cat({prefix.prompt, m.Embed(at::cat({prefix.input.ids, target_ids}, 1))}, 1);
+  at::Tensor mask = at::cat({prefix.mask, target_mask.to(at::kLong)}, 1);
   at::Tensor hidden = m.Hidden(embeds, mask, GenerationPositionIds(mask));
   PromptedOutput out;
   // Column nv + s - 1 + j predicts target token j.
@@ -139,20 +156,17 @@ at::Tensor CausalPromptedModel::Generate(const at::Tensor& prompts, int num_virt
   TORCH_CHECK(!eos_ids_.empty(), kFunction, ": the model has no EOS id");
   const LlamaModel& m = *model_;
   const c10::Device device = m.device();
-  CheckIds(kFunction, "input_ids", input_ids, -1, m.config().vocab_size, /*allow_ignore=*/false);
-  CheckMask(kFunction, attention_mask, input_ids);
   const int64_t batch = input_ids.size(0);
   const int64_t nv = num_virtual_tokens;
   const int64_t s = input_ids.size(1);
   at::NoGradGuard no_grad;
-  const at::Tensor prompt = PromptRows(kFunction, prompts, nv, batch, m.config().hidden_size,
-                                       device, m.dtype());
-  LeftAligned in = LeftAlign(input_ids.to(device, at::kLong),
-                             attention_mask.defined() ? attention_mask.to(device) : at::Tensor());
+  PromptedPrefix prefix = CheckedPrefix(kFunction, m, prompts, nv, input_ids, attention_mask,
+                                        /*exact_rows=*/false);
+  const LeftAligned& in = prefix.input;
+  const at::Tensor& mask = prefix.mask;
   const auto long_options = at::TensorOptions().dtype(at::kLong).device(device);
-  at::Tensor mask = at::cat({at::ones({batch, nv}, long_options), in.mask}, 1);
   at::Tensor positions = GenerationPositionIds(mask);
-  at::Tensor embeds = at::cat({prompt, m.Embed(in.ids)}, 1);
+  at::Tensor embeds = at::cat({prefix.prompt, m.Embed(in.ids)}, 1);
 
   LlamaDecoderState state = m.StartDecoding();
   at::Tensor hidden = m.DecodeStep(embeds, mask, positions, &state);  // [B, nv + s, d]
@@ -196,25 +210,17 @@ at::Tensor CausalPromptedModel::SharedPrefixLogits(const at::Tensor& prompts,
   const absl::Status layout_ok = CheckLayout(layout);
   TORCH_CHECK(layout_ok.ok(), kFunction, ": ", std::string(layout_ok.message()));
   const LlamaModel& m = *model_;
-  const c10::Device device = m.device();
-  const int64_t vocab = m.config().vocab_size;
-  CheckIds(kFunction, "input_ids", input_ids, -1, vocab, /*allow_ignore=*/false);
-  const int64_t batch = input_ids.size(0);
-  CheckMask(kFunction, attention_mask, input_ids);
-  CheckIds(kFunction, "candidates", labels, batch * k, vocab, /*allow_ignore=*/true);
   const int64_t nv = layout.num_virtual_tokens;
+  PromptedPrefix prefix =
+      CheckedPrefix(kFunction, m, prompts, nv, input_ids, attention_mask, /*exact_rows=*/true);
+  CheckIds(kFunction, "candidates", labels, input_ids.size(0) * k, m.config().vocab_size,
+           /*allow_ignore=*/true);
   const int64_t s = input_ids.size(1);
   const int64_t l = labels.size(1);
-  const at::Tensor prompt =
-      PromptRows(kFunction, prompts, nv, batch, m.config().hidden_size, device, m.dtype());
-  TORCH_CHECK(prompts.size(1) == nv, kFunction, ": prompts must have ", nv, " rows, got ",
-              prompts.size(1));
 
   // The masks and positions Forward gives the K sequences [prompt; input;
   // candidate] of each example.
-  LeftAligned in = LeftAlign(input_ids.to(device, at::kLong),
-                             attention_mask.defined() ? attention_mask.to(device) : at::Tensor());
-  at::Tensor prefix_mask = at::cat({at::ones({batch, nv}, in.mask.options()), in.mask}, 1);
+  const at::Tensor& prefix_mask = prefix.mask;
   at::Tensor target_mask = labels.ne(kIgnoreIndex);
   at::Tensor positions = GenerationPositionIds(
       at::cat({prefix_mask.repeat_interleave(k, 0), target_mask.to(at::kLong)}, 1));
@@ -229,8 +235,8 @@ at::Tensor CausalPromptedModel::SharedPrefixLogits(const at::Tensor& prompts,
     if (positions.max().item<int64_t>() + 1 > limit) return at::Tensor();
   }
   LlamaDecoderState state = m.StartDecoding();
-  at::Tensor prefix_hidden = m.DecodeStep(at::cat({prompt, m.Embed(in.ids)}, 1), prefix_mask,
-                                          GenerationPositionIds(prefix_mask), &state);
+  at::Tensor prefix_hidden = m.DecodeStep(at::cat({prefix.prompt, m.Embed(prefix.input.ids)}, 1),
+                                          prefix_mask, GenerationPositionIds(prefix_mask), &state);
   // Column nv + s - 1 predicts every candidate's first token, column
   // nv + s - 1 + j (the candidate's token j - 1) its token j.
   at::Tensor hidden = prefix_hidden.narrow(1, nv + s - 1, 1).repeat_interleave(k, 0);
