@@ -14,7 +14,8 @@ same warm-up, the base model in eval mode (no dropout).
 config.json's model_type picks the family, as stage_bench does:
   t5, mt5, umt5          T5ForConditionalGeneration, task_type SEQ_2_SEQ_LM,
                          the prompt before the encoder only
-                         (num_transformer_submodules 1)
+                         (num_transformer_submodules 1; the target stage
+                         also takes 2: the second half before the decoder)
   llama, qwen2, mistral  AutoModelForCausalLM with eager attention,
                          task_type CAUSAL_LM: PEFT's causal-LM recipe, each
                          row input + target (the target ending in EOS),
@@ -72,6 +73,9 @@ def main():
     p.add_argument("--target_length", type=int, default=16)
     p.add_argument("--num_virtual_tokens", type=int, default=100)
     p.add_argument("--num_tasks", type=int, default=4)
+    p.add_argument("--num_transformer_submodules", type=int, default=1, choices=[1, 2],
+                   help="T5 target stage: 2 puts the multitask prompt's second half before "
+                        "the decoder (PEFT's default for SEQ_2_SEQ_LM), as stage_bench's flag")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup_steps", type=int, default=1)
     p.add_argument("--threads", type=int, default=0)
@@ -100,6 +104,8 @@ def main():
 
     model_type = AutoConfig.from_pretrained(args.model).model_type
     causal = model_type in DECODER_ONLY
+    if args.num_transformer_submodules == 2 and (causal or args.stage != "target"):
+        p.error("--num_transformer_submodules=2: the T5 target stage only")
     dtype = DTYPES[args.dtype]
     t0 = time.perf_counter()
     if causal:
@@ -119,7 +125,8 @@ def main():
                                  num_transformer_submodules=1)
     else:
         cfg = MultitaskPromptTuningConfig(task_type=task_type, num_virtual_tokens=nv,
-                                          num_transformer_submodules=1, num_tasks=tasks,
+                                          num_transformer_submodules=args.num_transformer_submodules,
+                                          num_tasks=tasks,
                                           num_ranks=1)
     model = get_peft_model(base, cfg).to(dev)
     model.train()
