@@ -79,6 +79,10 @@ bf16=$("$bench" --model="$model" --dtype=bfloat16 --batch_size=3 --input_length=
 python3 -c 'import json, sys; j = json.loads(sys.argv[1]); assert j["dtype"] == "BFloat16", j' \
   "$bf16" || fail "--dtype=bfloat16: $bf16"
 
+if err=$("$bench" --model="$model" --num_transformer_submodules=3 2>&1); then
+  fail "--num_transformer_submodules=3 accepted"
+fi
+grep -q -- "--num_transformer_submodules" <<<"$err" || fail "the error does not name the flag: $err"
 if err=$("$bench" --model="$model" --dtype=float64 2>&1); then fail "--dtype=float64 accepted"; fi
 grep -q -- "--dtype" <<<"$err" || fail "the dtype error does not name --dtype: $err"
 if err=$("$bench" --model="$TEST_TMPDIR/none" 2>&1); then fail "a missing folder accepted"; fi

@@ -15,6 +15,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -56,10 +57,15 @@ absl::Status Main() {
   const int k = absl::GetFlag(FLAGS_candidates), c = absl::GetFlag(FLAGS_candidate_length);
   const int s = absl::GetFlag(FLAGS_input_length), nv = absl::GetFlag(FLAGS_num_virtual_tokens);
   const int submodules = absl::GetFlag(FLAGS_num_transformer_submodules);
-  if (examples < 1 || batch < 1 || k < 1 || c < 1 || s < 1 || nv < 1) {
-    return absl::InvalidArgumentError("--examples, --batch_size, --candidates, "
-                                      "--candidate_length, --input_length and "
-                                      "--num_virtual_tokens must be positive");
+  for (const auto& [flag, value] : {std::pair<const char*, int>{"examples", examples},
+                                     {"batch_size", batch},
+                                     {"candidates", k},
+                                     {"candidate_length", c},
+                                     {"input_length", s},
+                                     {"num_virtual_tokens", nv}}) {
+    if (value < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("--", flag, ": must be positive, got ", value));
+    }
   }
   const PromptLayout layout =
       PromptLayout::Peft(absl::GetFlag(FLAGS_multitask), nv, submodules);
