@@ -135,10 +135,9 @@ PromptedOutput CausalPromptedModel::Forward(const at::Tensor& prompts, const Pro
   at::Tensor embeds =
       at::cat({prefix.prompt, m.Embed(at::cat({prefix.input.ids, target_ids}, 1))}, 1);
   at::Tensor mask = at::cat({prefix.mask, target_mask.to(at::kLong)}, 1);
-  at::Tensor hidden = m.Hidden(embeds, mask, GenerationPositionIds(mask));
   PromptedOutput out;
   // Column nv + s - 1 + j predicts target token j.
-  out.hidden = hidden.narrow(1, nv + s - 1, l);
+  out.hidden = m.HiddenAt(embeds, mask, GenerationPositionIds(mask), nv + s - 1, l);
   out.logits = m.LmHead(out.hidden);
   out.labels = target_labels;
   return out;

@@ -398,6 +398,12 @@ LlamaDecoderState LlamaModel::StartDecoding() const {
 at::Tensor LlamaModel::DecodeStep(const at::Tensor& step_embeds, const at::Tensor& step_mask,
                                   const at::Tensor& step_positions,
                                   LlamaDecoderState* state) const {
+  return DecodeStepAt(step_embeds, step_mask, step_positions, 0, -1, state);
+}
+
+at::Tensor LlamaModel::DecodeStepAt(const at::Tensor& step_embeds, const at::Tensor& step_mask,
+                                    const at::Tensor& step_positions, int64_t outputs_from,
+                                    int64_t outputs, LlamaDecoderState* state) const {
   const Weights& w = *weights_;
   TORCH_CHECK(state != nullptr && state->keys.size() == w.layers.size(),
               "LlamaModel: the decoder state was not made by StartDecoding of this model");
@@ -406,6 +412,10 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& step_embeds, const at::Tenso
               step_embeds.sizes());
   const int64_t batch = step_embeds.size(0);
   const int64_t steps = step_embeds.size(1);
+  if (outputs < 0) outputs = steps - outputs_from;
+  TORCH_CHECK(outputs_from >= 0 && outputs >= 0 && outputs_from + outputs <= steps,
+              "LlamaModel: outputs [", outputs_from, ", ", outputs_from + outputs,
+              ") are not within the ", steps, " positions of the call");
   const int64_t offset = state->length;
   const int64_t keys = offset + steps;
   const int64_t heads = config_.num_attention_heads;
@@ -465,7 +475,8 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& step_embeds, const at::Tenso
         const at::Tensor all_masks = at::cat(state->past_masks, 1);
         const at::Tensor all_positions = at::cat(state->past_positions, 1);
         *state = StartDecoding();
-        return DecodeStep(all_embeds, all_masks, all_positions, state).narrow(1, offset, steps);
+        return DecodeStep(all_embeds, all_masks, all_positions, state)
+            .narrow(1, offset + outputs_from, outputs);
       }
     }
   }
@@ -541,22 +552,31 @@ at::Tensor LlamaModel::DecodeStep(const at::Tensor& step_embeds, const at::Tenso
     }
     state->keys[i] = k;
     state->values[i] = v;
+    // The last layer's queries, attention output and MLP run only where
+    // outputs are wanted; its keys and values above cover every position.
+    int64_t rows = steps;
+    at::Tensor blocked = blocked_for(config_.layer_sliding_window[i]);
+    if (i + 1 == w.layers.size() && outputs != steps) {
+      rows = outputs;
+      q = q.narrow(2, outputs_from, rows);
+      h = h.narrow(1, outputs_from, rows);
+      blocked = blocked.narrow(2, outputs_from, rows);
+    }
     // Grouped-query attention without copying k and v: the `group` query
     // heads that share key/value head g are rows of one matrix product
     // (the same products as repeating each k/v head `group` times).
-    at::Tensor qg = q.reshape({batch, kv_heads, group * steps, hd});
+    at::Tensor qg = q.reshape({batch, kv_heads, group * rows, hd});
     at::Tensor scores = BatchedMatmul(qg, k.transpose(-1, -2)) * scaling;  // [B, KV, G*T, K]
     if (const std::optional<double>& cap = config_.attn_logit_softcapping) {
       scores = at::tanh(scores / *cap) * *cap;
     }
-    scores = scores.view({batch, heads, steps, keys})
-                 .masked_fill(blocked_for(config_.layer_sliding_window[i]), lowest);
+    scores = scores.view({batch, heads, rows, keys}).masked_fill(blocked, lowest);
     at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
     at::Tensor attended =
-        BatchedMatmul(probs.view({batch, kv_heads, group * steps, keys}), v)  // [B, KV, G*T, hd]
-            .view({batch, heads, steps, hd})
+        BatchedMatmul(probs.view({batch, kv_heads, group * rows, keys}), v)  // [B, KV, G*T, hd]
+            .view({batch, heads, rows, hd})
             .transpose(1, 2)
-            .reshape({batch, steps, q_dim});
+            .reshape({batch, rows, q_dim});
     at::Tensor attention_out = at::linear(attended, l.o, l.o_bias);
     // Gemma 2 and 3 normalise each block's output too, and the MLP's input
     // with a norm of its own.
@@ -578,6 +598,13 @@ at::Tensor LlamaModel::Hidden(const at::Tensor& inputs_embeds, const at::Tensor&
                               const at::Tensor& position_ids) const {
   LlamaDecoderState state = StartDecoding();
   return DecodeStep(inputs_embeds, attention_mask, position_ids, &state);
+}
+
+at::Tensor LlamaModel::HiddenAt(const at::Tensor& inputs_embeds, const at::Tensor& attention_mask,
+                                const at::Tensor& position_ids, int64_t from, int64_t count) const {
+  TORCH_CHECK(count >= 0, "LlamaModel::HiddenAt: count must not be negative, got ", count);
+  LlamaDecoderState state = StartDecoding();
+  return DecodeStepAt(inputs_embeds, attention_mask, position_ids, from, count, &state);
 }
 
 at::Tensor LlamaModel::LmHead(const at::Tensor& hidden) const {

@@ -167,6 +167,14 @@ class LlamaModel {
   // hidden states [B, S, d] after the final norm.
   at::Tensor Hidden(const at::Tensor& inputs_embeds, const at::Tensor& attention_mask,
                     const at::Tensor& position_ids) const;
+  // Hidden() at positions [from, from + count) only, [B, count, d]: the
+  // last layer computes its queries, attention output and MLP there only
+  // (its keys and values, and every layer below, still cover every
+  // position). Equal to Hidden(...).narrow(1, from, count) up to float
+  // rounding; what a prompted forward that scores a few target positions
+  // needs.
+  at::Tensor HiddenAt(const at::Tensor& inputs_embeds, const at::Tensor& attention_mask,
+                      const at::Tensor& position_ids, int64_t from, int64_t count) const;
 
   // [B, S, d] -> [B, S, vocab] logits in the model dtype.
   at::Tensor LmHead(const at::Tensor& hidden) const;
@@ -201,6 +209,13 @@ class LlamaModel {
  private:
   struct Weights;
   LlamaModel() = default;
+
+  // DecodeStep returning the positions [outputs_from, outputs_from +
+  // outputs) of the call only (outputs < 0: to the end), the last layer
+  // computed there only.
+  at::Tensor DecodeStepAt(const at::Tensor& step_embeds, const at::Tensor& step_mask,
+                          const at::Tensor& step_positions, int64_t outputs_from, int64_t outputs,
+                          LlamaDecoderState* state) const;
 
   at::Tensor Norm(const at::Tensor& x, const at::Tensor& weight) const;
   // cos and sin [B, T, rotary_dim] in the model dtype for these positions:

@@ -43,10 +43,17 @@ StepFlops CountCausalStepFlops(const LlamaConfig& c, int64_t batch, int64_t prom
                L = static_cast<double>(target), d = c.hidden_size, H = c.num_attention_heads,
                hd = c.head_dim, ff = c.intermediate_size, V = c.vocab_size;
   auto mm = [](double m, double n, double k) { return 2 * m * n * k; };
-  double weights = c.num_hidden_layers *
-                   (mm(B * T, c.q_dim() + 2.0 * c.kv_dim(), d) + mm(B * T, d, c.q_dim()) +
-                    2 * mm(B * T, ff, d) + mm(B * T, d, ff));
-  const double activations = c.num_hidden_layers * 2 * mm(B * H * T, T, hd);
+  // A layer whose keys and values cover `rows` positions and whose
+  // queries, attention, output projection and MLP cover `out`.
+  auto layer_weights = [&](double rows, double out) {
+    return mm(rows, 2.0 * c.kv_dim(), d) + mm(out, c.q_dim(), d) + mm(out, d, c.q_dim()) +
+           2 * mm(out, ff, d) + mm(out, d, ff);
+  };
+  const double layers = c.num_hidden_layers;
+  // Every layer but the last at all positions; the last one's outputs only
+  // where the target is predicted.
+  double weights = (layers - 1) * layer_weights(B * T, B * T) + layer_weights(B * T, B * L);
+  const double activations = (layers - 1) * 2 * mm(B * H * T, T, hd) + 2 * mm(B * H * L, T, hd);
   weights += mm(B * L, V, d);  // LM head
   StepFlops f;
   f.forward = weights + activations;

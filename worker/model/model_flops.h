@@ -44,13 +44,15 @@ StepFlops CountT5StepFlops(const T5Config& config, int64_t batch, int64_t encode
                            bool with_teacher = false);
 
 // The same for a decoder-only model (worker/lm/causal_prompted_model.h):
-// `batch` rows of prompt + input + target positions through every layer
-// (attention computes all of the T x T scores, as eager attention does), the
-// LM head over the `target` positions that predict a target token only.
+// `batch` rows of prompt + input + target positions through every layer but
+// the last (attention computes all of the T x T scores, as eager attention
+// does); the last layer's keys and values at every position, its queries,
+// attention, output projection and MLP, and the LM head, at the `target`
+// positions that predict a target token only (LlamaModel::HiddenAt).
 // Every position follows the prompt, so every product has a backward.
-// (With the LM head at every position, as transformers computes it, this
-// rule gives what torch's FlopCounterMode counts for PEFT's step:
-// tools/bench/peft_bench.py --count_flops.)
+// (With the last layer and the LM head at every position, as transformers
+// computes them, this rule gives what torch's FlopCounterMode counts for
+// PEFT's step: tools/bench/peft_bench.py --count_flops.)
 StepFlops CountCausalStepFlops(const LlamaConfig& config, int64_t batch, int64_t prompt,
                                int64_t input, int64_t target, bool with_teacher = false);
 

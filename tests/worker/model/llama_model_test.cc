@@ -160,6 +160,38 @@ TEST_P(LlamaGoldenTest, ForwardMatchesTransformers) {
   EXPECT_TRUE(at::equal(model_->Hidden(in.inputs_embeds, in.attention_mask, arange), hidden));
 }
 
+// HiddenAt computes the last layer's outputs at a range of positions only;
+// it equals Hidden() there, for every family (sliding windows, soft caps,
+// sandwich norms, q/k norms), padded rows included, and with and without
+// gradients.
+TEST_P(LlamaGoldenTest, HiddenAtEqualsHiddenOverThoseColumns) {
+  const at::Tensor embeds = model_->Embed(G("input_ids"));
+  const at::Tensor& mask = G("attention_mask");
+  const at::Tensor positions = GenerationPositionIds(mask);
+  at::Tensor whole;
+  {
+    at::NoGradGuard no_grad;
+    whole = model_->Hidden(embeds, mask, positions);
+  }
+  const int64_t length = embeds.size(1);
+  for (const auto& [from, count] : {std::pair<int64_t, int64_t>{0, length},
+                                    {length - 1, 1},
+                                    {1, length - 2},
+                                    {length / 2, 0}}) {
+    SCOPED_TRACE(absl::StrCat("from ", from, ", count ", count));
+    at::NoGradGuard no_grad;
+    const at::Tensor some = model_->HiddenAt(embeds, mask, positions, from, count);
+    ASSERT_EQ(some.size(1), count);
+    if (count > 0) EXPECT_LE(MaxAbsDiff(some, whole.narrow(1, from, count)), 1e-5);
+  }
+  // Gradients flow to every input position through the narrowed last layer.
+  at::Tensor leaf = embeds.detach().clone().set_requires_grad(true);
+  model_->HiddenAt(leaf, mask, positions, length - 2, 2).sum().backward();
+  ASSERT_TRUE(leaf.grad().defined());
+  EXPECT_GT(leaf.grad().narrow(1, 0, 1).abs().sum().item<double>(), 0);
+  EXPECT_THROW(model_->HiddenAt(embeds, mask, positions, length - 1, 2), c10::Error);
+}
+
 TEST_P(LlamaGoldenTest, ExplicitPositionIdsMatchTransformers) {
   at::NoGradGuard no_grad;
   EXPECT_TRUE(at::equal(GenerationPositionIds(G("attention_mask")), G("position_ids")));
