@@ -4,13 +4,23 @@
 #include <exception>
 #include <string>
 
+#include "absl/flags/parse.h"
+
 namespace mpt {
 
-int RunMain(int argc, char** argv, const std::function<int(int, char**)>& body) {
-  const char* program = argc > 0 && argv[0] != nullptr ? argv[0] : "mpt";
-  std::string name(program);
+namespace {
+
+std::string ProgramName(int argc, char** argv) {
+  std::string name(argc > 0 && argv[0] != nullptr ? argv[0] : "mpt");
   const size_t slash = name.rfind('/');
   if (slash != std::string::npos) name = name.substr(slash + 1);
+  return name;
+}
+
+}  // namespace
+
+int RunMain(int argc, char** argv, const std::function<int(int, char**)>& body) {
+  const std::string name = ProgramName(argc, argv);
   try {
     return body(argc, argv);
   } catch (const std::exception& e) {
@@ -20,6 +30,17 @@ int RunMain(int argc, char** argv, const std::function<int(int, char**)>& body) 
   }
   std::fflush(stderr);
   return kExitInternalError;
+}
+
+int RunFlagsMain(int argc, char** argv, const std::function<absl::Status()>& work) {
+  return RunMain(argc, argv, [&work](int argc, char** argv) {
+    absl::ParseCommandLine(argc, argv);
+    const absl::Status status = work();
+    if (status.ok()) return 0;
+    std::fprintf(stderr, "%s: %s\n", ProgramName(argc, argv).c_str(),
+                 std::string(status.message()).c_str());
+    return 1;
+  });
 }
 
 }  // namespace mpt

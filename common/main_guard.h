@@ -15,6 +15,8 @@
 
 #include <functional>
 
+#include "absl/status/status.h"
+
 namespace mpt {
 
 // The exit code of a program that stopped on an unexpected exception
@@ -24,6 +26,11 @@ inline constexpr int kExitInternalError = 70;
 // Runs `body(argc, argv)` and returns its exit code, or kExitInternalError
 // after printing the message of any exception it throws.
 int RunMain(int argc, char** argv, const std::function<int(int, char**)>& body);
+
+// RunMain around the body of a program whose work is one function: parses
+// the command line's flags (absl), runs `work`, and returns 0, or prints
+// "<program>: <message>" on stderr and returns 1 when it fails.
+int RunFlagsMain(int argc, char** argv, const std::function<absl::Status()>& work);
 
 }  // namespace mpt
 

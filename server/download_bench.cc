@@ -204,14 +204,4 @@ absl::Status Run() {
 }  // namespace
 }  // namespace mpt
 
-int main(int argc, char** argv) {
-  return mpt::RunMain(argc, argv, [](int argc, char** argv) {
-    absl::ParseCommandLine(argc, argv);
-    absl::Status s = mpt::Run();
-    if (!s.ok()) {
-      std::fprintf(stderr, "download_bench: %s\n", std::string(s.message()).c_str());
-      return 1;
-    }
-    return 0;
-  });
-}
+int main(int argc, char** argv) { return mpt::RunFlagsMain(argc, argv, mpt::Run); }

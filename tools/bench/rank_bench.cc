@@ -103,16 +103,4 @@ absl::Status Main() {
 }  // namespace
 }  // namespace mpt
 
-namespace {
-int Main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
-  absl::Status s = mpt::Main();
-  if (!s.ok()) {
-    std::fprintf(stderr, "rank_bench: %s\n", std::string(s.message()).c_str());
-    return 1;
-  }
-  return 0;
-}
-}  // namespace
-
-int main(int argc, char** argv) { return mpt::RunMain(argc, argv, Main); }
+int main(int argc, char** argv) { return mpt::RunFlagsMain(argc, argv, mpt::Main); }

@@ -92,6 +92,22 @@ PromptedPrefix CheckedPrefix(const char* function, const LlamaModel& m, const at
   return out;
 }
 
+// CheckedPrefix for a call that scores target ids: first the layout
+// (CheckLayout's verdict), then the inputs, then `labels` ([label_rows, L],
+// -100 allowed), named `labels_name` in errors.
+PromptedPrefix CheckedScoredPrefix(const char* function, const absl::Status& layout_ok,
+                                   const LlamaModel& m, const at::Tensor& prompts, int64_t nv,
+                                   const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                                   const char* labels_name, const at::Tensor& labels,
+                                   int64_t label_rows) {
+  TORCH_CHECK(layout_ok.ok(), function, ": ", std::string(layout_ok.message()));
+  PromptedPrefix prefix =
+      CheckedPrefix(function, m, prompts, nv, input_ids, attention_mask, /*exact_rows=*/true);
+  CheckIds(function, labels_name, labels, label_rows, m.config().vocab_size,
+           /*allow_ignore=*/true);
+  return prefix;
+}
+
 }  // namespace
 
 CausalPromptedModel::CausalPromptedModel(std::shared_ptr<const LlamaModel> model,
@@ -116,14 +132,11 @@ PromptedOutput CausalPromptedModel::Forward(const at::Tensor& prompts, const Pro
                                             const at::Tensor& attention_mask,
                                             const at::Tensor& labels) const {
   const char* kFunction = "CausalPromptedModel::Forward";
-  const absl::Status layout_ok = CheckLayout(layout);
-  TORCH_CHECK(layout_ok.ok(), kFunction, ": ", std::string(layout_ok.message()));
   const LlamaModel& m = *model_;
   const int64_t nv = layout.num_virtual_tokens;
   PromptedPrefix prefix =
-      CheckedPrefix(kFunction, m, prompts, nv, input_ids, attention_mask, /*exact_rows=*/true);
-  CheckIds(kFunction, "labels", labels, input_ids.size(0), m.config().vocab_size,
-           /*allow_ignore=*/true);
+      CheckedScoredPrefix(kFunction, CheckLayout(layout), m, prompts, nv, input_ids, attention_mask,
+                          "labels", labels, input_ids.size(0));
   const int64_t s = input_ids.size(1);
   const int64_t l = labels.size(1);
   TORCH_CHECK(l > 0, kFunction, ": labels must have at least one column");
@@ -205,15 +218,11 @@ at::Tensor CausalPromptedModel::SharedPrefixLogits(const at::Tensor& prompts,
                                                    const at::Tensor& input_ids,
                                                    const at::Tensor& attention_mask,
                                                    const at::Tensor& labels, int64_t k) const {
-  const char* kFunction = "CausalPromptedModel::RankScores";
-  const absl::Status layout_ok = CheckLayout(layout);
-  TORCH_CHECK(layout_ok.ok(), kFunction, ": ", std::string(layout_ok.message()));
   const LlamaModel& m = *model_;
   const int64_t nv = layout.num_virtual_tokens;
   PromptedPrefix prefix =
-      CheckedPrefix(kFunction, m, prompts, nv, input_ids, attention_mask, /*exact_rows=*/true);
-  CheckIds(kFunction, "candidates", labels, input_ids.size(0) * k, m.config().vocab_size,
-           /*allow_ignore=*/true);
+      CheckedScoredPrefix("CausalPromptedModel::RankScores", CheckLayout(layout), m, prompts, nv,
+                          input_ids, attention_mask, "candidates", labels, input_ids.size(0) * k);
   const int64_t s = input_ids.size(1);
   const int64_t l = labels.size(1);
 
