@@ -50,6 +50,17 @@ assert len(j["losses"]) == 4 and all(math.isfinite(x) for x in j["losses"]), j["
 PY
 done
 
+# Runs long enough for the trainer's default logging window to exceed one
+# step (more than 50 steps) still time every step: the steady state of a
+# teacher cache is measured after a long warm-up.
+out=$(run distillation --warmup_steps=55 --steps=2 --examples_per_task=6 --teacher_cache_mib=16)
+python3 - "$out" <<'PY' || fail "a 57-step run: $out"
+import json, sys
+j = json.loads(sys.argv[1])
+assert len(j["losses"]) == 57, len(j["losses"])
+assert j["teacher_cache_hit_fraction"] == 1.0 and j["teacher_cache_keeps_logits"], j
+PY
+
 # Two lanes: each runs the same stage as one lane does (the same losses),
 # the machine's figures count both, and the peak is measured in both.
 one=$(run source)

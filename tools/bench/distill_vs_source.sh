@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Distillation step against a source step at one shape, with the teacher
 # cache off and on (steady state: every example cached during warm-up),
-# best of REPS runs each, with the machine's load.
+# best of REPS runs each, with the machine's load. The cache is measured
+# twice: holding the teachers' logits (all examples fit with them, the
+# product's choice then) and holding hidden states only (32 examples in a
+# 16 MiB bound: their logits would not fit, so the LM head is rerun on the
+# cached states each step).
 #
 #   tools/bench/distill_vs_source.sh MODEL_DIR [STAGE_BENCH_BINARY]
 #
@@ -35,9 +39,12 @@ PY
 best source --stage=source
 best distill_nocache --stage=distillation --num_tasks=4 --examples_per_task=1 --warmup_steps=3 --teacher_cache_mib=0
 best distill_cache --stage=distillation --num_tasks=4 --examples_per_task=1 --warmup_steps=3
+best distill_hidden --stage=distillation --num_tasks=4 --examples_per_task=8 --warmup_steps=40 \
+  --teacher_cache_mib=16
 python3 - <<'PY'
 import json
-s, n, c = (json.load(open(f"/tmp/distill_vs_source.{k}.json")) for k in ("source", "distill_nocache", "distill_cache"))
-for k, j in (("without cache", n), ("with cache", c)):
+s, n, c, h = (json.load(open(f"/tmp/distill_vs_source.{k}.json"))
+              for k in ("source", "distill_nocache", "distill_cache", "distill_hidden"))
+for k, j in (("without cache", n), ("with cache (logits)", c), ("with cache (hidden states)", h)):
     print(f"distillation / source, {k}: wall {j['step_ms'] / s['step_ms']:.2f}x, CPU {j['cpu_ms_per_step'] / s['cpu_ms_per_step']:.2f}x")
 PY

@@ -339,6 +339,7 @@ absl::Status Main() {
   // Bucketing applies to proportional sampling only.
   options.sampling = bucket_batches >= 2 ? TaskSampling::kProportional : TaskSampling::kUniform;
   options.stage = stage;
+  options.log_every = 1;  // StepClock times every step
 
   // One lane's run: its own prompts, teacher cache and step clock; the
   // model and the data are shared (read only).
@@ -370,7 +371,11 @@ absl::Status Main() {
       if (absl::GetFlag(FLAGS_teacher_cache_mib) >= 0) {
         loss.teacher_cache_bytes = int64_t{absl::GetFlag(FLAGS_teacher_cache_mib)} << 20;
       }
-      lane.teacher_cache = std::make_shared<TeacherCache>(loss.teacher_cache_bytes);
+      // As RunDistillation sizes it: logits kept too when every example's fit.
+      lane.teacher_cache = TeacherCache::ForExamples(
+          loss.teacher_cache_bytes,
+          static_cast<double>(tasks) * per_task * absl::GetFlag(FLAGS_target_length),
+          model.vocab_size(), model.hidden_size(), c10::elementSize(model.dtype()));
       loss.teacher_cache = lane.teacher_cache;
       step = MakeDistillationStep(model, prompt_spec, &prompt, teachers, loss);
       clock.cache = lane.teacher_cache.get();
@@ -394,6 +399,7 @@ absl::Status Main() {
         m.task = absl::StrCat("task", k);
         m.prompt = &pack_prompts[k];
         m.examples = &data[k];
+        m.log_every = 1;
         members.push_back(std::move(m));
         prompt_ptrs.push_back(&pack_prompts[k]);
       }
@@ -571,6 +577,7 @@ absl::Status Main() {
                       {"mfu", mfu},
                       {"teacher_cache_mib", teacher_cache ? teacher_cache->bytes() / 1048576.0 : 0},
                       {"teacher_cache_hit_fraction", hit_fraction},
+                      {"teacher_cache_keeps_logits", teacher_cache && teacher_cache->keep_logits()},
                       {"load_seconds", load_seconds},
                       {"rss_after_load_mib", rss_after_load},
                       {"peak_rss_mib", peak}};
@@ -620,8 +627,10 @@ absl::Status Main() {
       }
     }
     if (teacher_cache) {
-      std::printf("  teacher outputs: %.0f%% of the timed steps' rows from the cache (%.0f MiB held)\n",
-                  100.0 * hit_fraction, teacher_cache->bytes() / 1048576.0);
+      std::printf(
+          "  teacher outputs: %.0f%% of the timed steps' rows from the cache (%.0f MiB held, %s)\n",
+          100.0 * hit_fraction, teacher_cache->bytes() / 1048576.0,
+          teacher_cache->keep_logits() ? "logits and hidden states" : "hidden states only");
     }
     std::printf("  peak RSS %.0f MiB (%.0f MiB after loading)\n", peak, rss_after_load);
   }

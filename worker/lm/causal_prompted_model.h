@@ -77,6 +77,7 @@ class CausalPromptedModel final : public PromptedLanguageModel {
   at::Tensor word_embedding_scale() const override { return model_->embedding_scale(); }
 
   absl::Status CheckLayout(const PromptLayout& layout) const override;
+  at::Tensor LmHead(const at::Tensor& hidden) const override { return model_->LmHead(hidden); }
   PromptedOutput Forward(const at::Tensor& prompts, const PromptLayout& layout,
                          const at::Tensor& input_ids, const at::Tensor& attention_mask,
                          const at::Tensor& labels) const override;

@@ -44,6 +44,7 @@ class T5PromptedModel final : public PromptedLanguageModel {
   const at::Tensor& word_embeddings() const override { return model_->word_embeddings(); }
 
   absl::Status CheckLayout(const PromptLayout& layout) const override;
+  at::Tensor LmHead(const at::Tensor& hidden) const override { return model_->LmHead(hidden); }
   PromptedOutput Forward(const at::Tensor& prompts, const PromptLayout& layout,
                          const at::Tensor& input_ids, const at::Tensor& attention_mask,
                          const at::Tensor& labels) const override;

@@ -83,6 +83,11 @@ class PromptedLanguageModel {
   // one submodule only).
   virtual absl::Status CheckLayout(const PromptLayout& layout) const = 0;
 
+  // The LM head on final hidden states [..., d] -> logits [..., vocab] in
+  // the model dtype: what Forward computes its logits from (PromptedOutput's
+  // hidden to its logits).
+  virtual at::Tensor LmHead(const at::Tensor& hidden) const = 0;
+
   // Teacher forcing: the model on the batch with `prompts` in front as PEFT
   // lays out a prompt of `layout` for this family. The loss of PEFT's
   // forward is the mean over real labels of the token cross-entropy of

@@ -677,14 +677,20 @@ StepFunction MakeDistillationStep(const PromptedLanguageModel& model, const mpt:
     double kl_value = 0, hidden_value = 0;
     double flops = FlopsOf(model, student_layout, batch, /*trained=*/true);
     if (options.lambda > 0) {
-      TeacherOutputs teacher_out = cache->Get(batch, [&](const Batch& rows) {
-        at::NoGradGuard no_grad;
-        PromptedOutput f = ForwardWithPrompt(
-            model, teacher_layout,
-            teacher_table.index_select(0, rows.task_ids.to(model.device())), rows);
-        flops += FlopsOf(model, teacher_layout, rows, /*trained=*/false);
-        return TeacherOutputs{f.logits, f.hidden};
-      });
+      TeacherOutputs teacher_out = cache->Get(
+          batch,
+          [&](const Batch& rows) {
+            at::NoGradGuard no_grad;
+            PromptedOutput f = ForwardWithPrompt(
+                model, teacher_layout,
+                teacher_table.index_select(0, rows.task_ids.to(model.device())), rows);
+            flops += FlopsOf(model, teacher_layout, rows, /*trained=*/false);
+            return TeacherOutputs{f.logits, f.hidden};
+          },
+          [&model](const at::Tensor& hidden) {
+            at::NoGradGuard no_grad;
+            return model.LmHead(hidden);
+          });
       const at::Tensor& labels = student_out.labels;
       const at::Tensor& student_logits = student_out.logits;
       const at::Tensor& student_hidden = student_out.hidden;
@@ -1100,7 +1106,15 @@ absl::StatusOr<TaskOutcome> RunDistillation(const StageEnv& env,
   for (int k = 0; k < k_tasks; ++k) task_ids.push_back(k);
   // One cache of teacher outputs for every rank: thread ranks share it (an
   // example's outputs serve whichever rank draws it next), within one bound.
-  loss_options.teacher_cache = std::make_shared<TeacherCache>(loss_options.teacher_cache_bytes);
+  // It keeps the teachers' logits too (nothing recomputed) when every
+  // training example's fit in it, else hidden states only (teacher_cache.h).
+  double target_tokens = 0;
+  for (const auto& set : sets) {
+    for (const TokenizedExample& e : set) target_tokens += static_cast<double>(e.target_ids.size());
+  }
+  loss_options.teacher_cache =
+      TeacherCache::ForExamples(loss_options.teacher_cache_bytes, target_tokens, model.vocab_size(),
+                                model.hidden_size(), c10::elementSize(model.dtype()));
   // One rank's training (the only one without thread ranks).
   auto train_rank = [&](const StageEnv& rank_env,
                         SoftPrompt* rank_student) -> absl::StatusOr<TrainResult> {

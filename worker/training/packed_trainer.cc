@@ -146,7 +146,7 @@ absl::StatusOr<std::vector<TrainResult>> PackedPromptTrainer::RunImpl(
   for (int m = 0; m < k_members; ++m) {
     const PackMember& member = members_[m];
     MemberState s{nullptr, LrSchedule::FromSpec(member.train),
-                  TrainPolicy::FromSpec(member.train)};
+                  TrainPolicy::FromSpec(member.train, member.log_every)};
     if (member.train.length_bucket_batches() >= 2) {
       s.buckets = MakeLengthBuckets(*member.examples, member.train.length_bucket_batches());
     }

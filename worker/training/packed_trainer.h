@@ -84,6 +84,8 @@ struct PackMember {
   std::string checkpoint_dir;
   std::string fingerprint;
   bool keep_best = true;
+  // As TrainerOptions::log_every.
+  int64_t log_every = 0;
   // Where this member's progress goes; null: the trainer's sink. Borrowed.
   ProgressSink* sink = nullptr;
   // Polled once per step; true stops this member alone. May be empty.

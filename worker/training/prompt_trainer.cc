@@ -112,7 +112,7 @@ absl::StatusOr<TrainResult> PromptTrainer::RunImpl(const StepFunction& step_fn,
                     absl::StrCat("stage ", options_.stage,
                                  options_.task.empty() ? "" : absl::StrCat(" (task ", options_.task, ")")));
   const LrSchedule schedule = LrSchedule::FromSpec(train);
-  const TrainPolicy policy = TrainPolicy::FromSpec(train);
+  const TrainPolicy policy = TrainPolicy::FromSpec(train, options_.log_every);
 
   RunState state;
   TrainResult result;

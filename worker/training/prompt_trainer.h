@@ -87,6 +87,9 @@ struct TrainerOptions {
   // this process's figures should count; 1 for a gang of processes, each of
   // which reports its own.
   double flops_scale = 1;
+  // Steps per progress event (kStep, averaged over the window); < 1: the
+  // default window (TrainPolicy::FromSpec). 1 reports every step.
+  int64_t log_every = 0;
 };
 
 struct TrainResult {

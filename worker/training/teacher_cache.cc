@@ -56,14 +56,18 @@ Batch SelectRows(const Batch& batch, const std::vector<int64_t>& rows) {
 }
 
 void TeacherCache::Insert(const std::string& key, Entry entry) {
-  const int64_t cost = entry.logits.size(0) * (entry.logits.size(-1) + entry.hidden.size(-1)) *
-                       static_cast<int64_t>(entry.logits.element_size());
+  if (!keep_logits_) entry.logits = at::Tensor();
+  int64_t cost = entry.hidden.numel() * static_cast<int64_t>(entry.hidden.element_size());
+  if (entry.logits.defined()) {
+    cost += entry.logits.numel() * static_cast<int64_t>(entry.logits.element_size());
+  }
   if (bytes_ + cost > max_bytes_ || entries_.contains(key)) return;
   entries_[key] = std::move(entry);
   bytes_ += cost;
 }
 
-TeacherOutputs TeacherCache::Get(const Batch& batch, const TeacherForward& forward) {
+TeacherOutputs TeacherCache::Get(const Batch& batch, const TeacherForward& forward,
+                                 const TeacherHead& head) {
   const int64_t rows = batch.size();
   const int64_t width = batch.labels.size(1);
   if (max_bytes_ <= 0) {
@@ -98,24 +102,43 @@ TeacherOutputs TeacherCache::Get(const Batch& batch, const TeacherForward& forwa
     absl::MutexLock lock(&mu_);
     for (int64_t i = 0; i < rows; ++i) {
       const int64_t len = TargetLength(batch, i);
-      Insert(keys[i], {out.logits[i].narrow(0, 0, len).clone(),
-                       out.hidden[i].narrow(0, 0, len).clone()});
+      Insert(keys[i], {out.hidden[i].narrow(0, 0, len).clone(),
+                       keep_logits_ ? out.logits[i].narrow(0, 0, len).clone() : at::Tensor()});
     }
     return out;
   }
   TeacherOutputs computed;
   if (!missing.empty()) computed = forward(SelectRows(batch, missing));
-  // Any row tells the output shapes.
-  at::Tensor like_logits = found[0].has_value() ? found[0]->logits : computed.logits[0];
-  at::Tensor like_hidden = found[0].has_value() ? found[0]->hidden : computed.hidden[0];
+  // Cached rows without stored logits: their hidden states, zero-padded to
+  // the batch's width, through the LM head in one call.
+  std::vector<int64_t> cached, to_head;
+  for (int64_t i = 0; i < rows; ++i) {
+    if (!found[i].has_value()) continue;
+    cached.push_back(i);
+    if (!found[i]->logits.defined()) to_head.push_back(i);
+  }
+  const at::Tensor& like_hidden = found[cached.front()]->hidden;
+  at::Tensor headed;
+  if (!to_head.empty()) {
+    at::Tensor h = at::zeros({static_cast<int64_t>(to_head.size()), width, like_hidden.size(-1)},
+                             like_hidden.options());
+    for (size_t j = 0; j < to_head.size(); ++j) {
+      const at::Tensor& row_hidden = found[to_head[j]]->hidden;
+      h[static_cast<int64_t>(j)].narrow(0, 0, row_hidden.size(0)).copy_(row_hidden);
+    }
+    headed = head(h);
+  }
+  const at::Tensor& like_logits = headed.defined() ? headed : found[cached.front()]->logits;
   TeacherOutputs out;
   out.logits = at::zeros({rows, width, like_logits.size(-1)}, like_logits.options());
   out.hidden = at::zeros({rows, width, like_hidden.size(-1)}, like_hidden.options());
-  for (int64_t i = 0; i < rows; ++i) {
-    if (!found[i].has_value()) continue;
-    const int64_t len = found[i]->logits.size(0);
-    out.logits[i].narrow(0, 0, len).copy_(found[i]->logits);
+  int64_t next_headed = 0;
+  for (const int64_t i : cached) {
+    const int64_t len = found[i]->hidden.size(0);
     out.hidden[i].narrow(0, 0, len).copy_(found[i]->hidden);
+    const at::Tensor logits =
+        found[i]->logits.defined() ? found[i]->logits : headed[next_headed++].narrow(0, 0, len);
+    out.logits[i].narrow(0, 0, len).copy_(logits);
   }
   std::vector<Entry> fresh;
   for (size_t j = 0; j < missing.size(); ++j) {
@@ -125,7 +148,7 @@ TeacherOutputs TeacherCache::Get(const Batch& batch, const TeacherForward& forwa
     at::Tensor hidden = computed.hidden[static_cast<int64_t>(j)].narrow(0, 0, len);
     out.logits[i].narrow(0, 0, len).copy_(logits);
     out.hidden[i].narrow(0, 0, len).copy_(hidden);
-    fresh.push_back({logits.clone(), hidden.clone()});
+    fresh.push_back({hidden.clone(), keep_logits_ ? logits.clone() : at::Tensor()});
   }
   absl::MutexLock lock(&mu_);
   for (size_t j = 0; j < missing.size(); ++j) Insert(keys[missing[j]], std::move(fresh[j]));

@@ -11,8 +11,8 @@ TrainPolicy::TrainPolicy(int64_t total_steps, int64_t log_every, int64_t eval_ev
       eval_every_(eval_every),
       checkpoint_every_(checkpoint_every) {}
 
-TrainPolicy TrainPolicy::FromSpec(const mpt::v1::TrainSpec& train) {
-  const int64_t log_every = std::min<int64_t>(10, train.steps() / 50 + 1);
+TrainPolicy TrainPolicy::FromSpec(const mpt::v1::TrainSpec& train, int64_t log_every) {
+  if (log_every < 1) log_every = std::min<int64_t>(10, train.steps() / 50 + 1);
   return TrainPolicy(train.steps(), log_every, train.eval_every(), train.checkpoint_every());
 }
 

@@ -29,8 +29,9 @@ class TrainPolicy {
               int64_t checkpoint_every);
 
   // From a stage's settings: steps, eval_every, checkpoint_every, and a
-  // logging window of min(10, steps / 50 + 1) steps.
-  static TrainPolicy FromSpec(const mpt::v1::TrainSpec& train);
+  // logging window of `log_every` steps, or when that is < 1 of
+  // min(10, steps / 50 + 1) steps.
+  static TrainPolicy FromSpec(const mpt::v1::TrainSpec& train, int64_t log_every = 0);
 
   // After `done` steps (1-based: the step just finished). The last step
   // (done == total_steps) is always logged but never evaluated or saved

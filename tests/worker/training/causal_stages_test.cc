@@ -5,13 +5,13 @@
 // loss (teacher and student outputs line up at the target positions); a
 // spec the family cannot take and an adapter of the other family are clear
 // errors.
+#include <ATen/ATen.h>
+
 #include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <ATen/ATen.h>
 
 #include "common/spec/spec_loader.h"
 #include "gtest/gtest.h"
@@ -20,6 +20,7 @@
 #include "worker/lm/base_model_loader.h"
 #include "worker/prompts/adapter_io.h"
 #include "worker/training/mpt_stages.h"
+#include "worker/training/teacher_cache.h"
 
 namespace mpt {
 namespace {
@@ -213,6 +214,59 @@ TEST_F(CausalStagesTest, DistillationTermsCompareTheSamePositions) {
       EXPECT_GT(parts["hidden"], 1e-6);
     }
     EXPECT_GT(parts["plm"], 0.0);
+  }
+}
+
+// The teacher cache keeps hidden states only and rebuilds a cached row's
+// logits with the LM head: a step served from the cache, wholly or in part,
+// gives the distillation terms of a step that runs the teachers.
+TEST_F(CausalStagesTest, CachedTeachersGiveTheTeachersTerms) {
+  mpt::v1::TrainSpec train = Train(1);
+  google::protobuf::RepeatedPtrField<mpt::v1::TaskData> tasks;
+  *tasks.Add() = Task("first");
+  auto data = LoadTaskData(tasks, train, *base_->tokenizer);
+  ASSERT_TRUE(data.ok()) << data.status();
+  std::vector<const TokenizedExample*> rows;
+  for (int i = 0; i < 6; ++i) rows.push_back(&(*data)[0].train[i]);
+  const Batch batch = Collate(rows, base_->tokenizer->pad_id());
+  const Batch part = Collate({rows[1], rows[4]}, base_->tokenizer->pad_id());
+
+  SoftPromptConfig plain;
+  plain.kind = PromptKind::kPromptTuning;
+  plain.num_virtual_tokens = 4;
+  plain.token_dim = 32;
+  auto teacher = SoftPrompt::Random(plain, 11);
+  ASSERT_TRUE(teacher.ok());
+  SoftPromptConfig multi = plain;
+  multi.kind = PromptKind::kMultitask;
+  multi.num_tasks = 1;
+  const at::Tensor teacher_prompt = teacher->TaskPrompt(0).detach();
+  auto student = SoftPrompt::FromTeachers(multi, {teacher_prompt + 0.3});
+  ASSERT_TRUE(student.ok());
+  const at::Tensor table = teacher_prompt.unsqueeze(0);
+  auto terms = [&](StepFunction& step, const Batch& b) {
+    auto loss = step(b, static_cast<double>(b.target_tokens));
+    EXPECT_TRUE(loss.ok()) << loss.status();
+    std::map<std::string, double> parts(loss->parts.begin(), loss->parts.end());
+    return std::pair<double, double>{parts["kl"], parts["hidden"]};
+  };
+  DistillationLoss uncached;
+  uncached.teacher_cache_bytes = 0;
+  StepFunction plain_step =
+      MakeDistillationStep(*base_->model, prompt_, &*student, table, uncached);
+  const auto want = terms(plain_step, batch);
+  ASSERT_GT(want.first, 1e-6);
+
+  DistillationLoss cached;
+  cached.teacher_cache = std::make_shared<TeacherCache>(TeacherCache::kDefaultMaxBytes);
+  StepFunction step = MakeDistillationStep(*base_->model, prompt_, &*student, table, cached);
+  terms(step, part);                      // two rows cached
+  const auto mixed = terms(step, batch);  // two from the cache, four computed
+  const auto all = terms(step, batch);    // all six from the cache
+  EXPECT_EQ(cached.teacher_cache->hits(), 2 + 6);
+  for (const auto& got : {mixed, all}) {
+    EXPECT_NEAR(got.first, want.first, 1e-6 * want.first);
+    EXPECT_NEAR(got.second, want.second, 1e-6 * want.second);
   }
 }
 

@@ -17,8 +17,14 @@ TokenizedExample Example(std::vector<int> input, std::vector<int> target, int ta
   return e;
 }
 
+// A fake LM head: logits [N, L, 5] from hidden states [N, L, 3].
+at::Tensor FakeHead(const at::Tensor& hidden) {
+  return hidden.narrow(-1, 0, 1) * 3 - hidden.narrow(-1, 2, 1) + at::arange(5, at::kFloat);
+}
+
 // A fake teacher whose outputs depend only on the row's own tokens, and
-// which counts the rows it ran on.
+// which counts the rows it ran on; its logits are FakeHead of its hidden
+// states, as a model's are its LM head's.
 struct FakeTeacher {
   int64_t rows_run = 0;
   TeacherOutputs operator()(const Batch& rows) {
@@ -28,8 +34,8 @@ struct FakeTeacher {
     at::Tensor base = sum.view({b, 1, 1}) + rows.task_ids.to(at::kFloat).view({b, 1, 1}) * 1000 +
                       rows.labels.clamp_min(0).to(at::kFloat).view({b, l, 1});
     TeacherOutputs out;
-    out.logits = base + at::arange(5, at::kFloat).view({1, 1, 5});
     out.hidden = base * 2 + at::arange(3, at::kFloat).view({1, 1, 3});
+    out.logits = FakeHead(out.hidden);
     return out;
   }
 };
@@ -57,41 +63,76 @@ TEST_F(TeacherCacheTest, GivesTheTeachersOutputsAndRunsEachExampleOnce) {
   FakeTeacher teacher;
   auto forward = [&](const Batch& rows) { return teacher(rows); };
   Batch first = Rows({0, 1});
-  ExpectRealRowsEqual(cache.Get(first, forward), FakeTeacher()(first), first);
+  ExpectRealRowsEqual(cache.Get(first, forward, FakeHead), FakeTeacher()(first), first);
   EXPECT_EQ(teacher.rows_run, 2);
   // Two cached, two new (one of them the same tokens under another task).
   Batch second = Rows({1, 2, 0, 3});
-  ExpectRealRowsEqual(cache.Get(second, forward), FakeTeacher()(second), second);
+  ExpectRealRowsEqual(cache.Get(second, forward, FakeHead), FakeTeacher()(second), second);
   EXPECT_EQ(teacher.rows_run, 4);
   EXPECT_EQ(cache.hits(), 2);
   EXPECT_EQ(cache.misses(), 4);
   // All cached now.
   Batch third = Rows({3, 2, 1, 0});
-  ExpectRealRowsEqual(cache.Get(third, forward), FakeTeacher()(third), third);
+  ExpectRealRowsEqual(cache.Get(third, forward, FakeHead), FakeTeacher()(third), third);
   EXPECT_EQ(teacher.rows_run, 4);
   EXPECT_EQ(cache.hits(), 6);
-  // fp32: (target tokens) * (5 logits + 3 hidden) * 4 bytes, summed.
-  EXPECT_EQ(cache.bytes(), (2 + 4 + 1 + 2) * 8 * 4);
+  // fp32: (target tokens) * 3 hidden * 4 bytes, summed: the logits are not
+  // stored.
+  EXPECT_EQ(cache.bytes(), (2 + 4 + 1 + 2) * 3 * 4);
 }
 
 TEST_F(TeacherCacheTest, OverTheBoundTheTeachersRunEveryTime) {
-  TeacherCache cache(/*max_bytes=*/2 * 8 * 4);  // room for one 2-token row
+  TeacherCache cache(/*max_bytes=*/2 * 3 * 4);  // room for one 2-token row
   FakeTeacher teacher;
   auto forward = [&](const Batch& rows) { return teacher(rows); };
   Batch batch = Rows({0, 1, 2});
   for (int i = 0; i < 3; ++i) {
-    ExpectRealRowsEqual(cache.Get(batch, forward), FakeTeacher()(batch), batch);
+    ExpectRealRowsEqual(cache.Get(batch, forward, FakeHead), FakeTeacher()(batch), batch);
   }
-  EXPECT_EQ(cache.bytes(), 2 * 8 * 4);
+  EXPECT_EQ(cache.bytes(), 2 * 3 * 4);
   EXPECT_EQ(teacher.rows_run, 3 + 2 + 2);  // row 0 cached after the first step
+}
+
+// With keep_logits the logits are stored with the hidden states, counted
+// in the bound, and never rebuilt by the head.
+TEST_F(TeacherCacheTest, KeepLogitsStoresThemAndNeverCallsTheHead) {
+  TeacherCache cache(TeacherCache::kDefaultMaxBytes, /*keep_logits=*/true);
+  FakeTeacher teacher;
+  auto forward = [&](const Batch& rows) { return teacher(rows); };
+  int head_calls = 0;
+  auto head = [&](const at::Tensor& hidden) {
+    ++head_calls;
+    return FakeHead(hidden);
+  };
+  Batch first = Rows({0, 1});
+  ExpectRealRowsEqual(cache.Get(first, forward, head), FakeTeacher()(first), first);
+  Batch second = Rows({1, 2, 0, 3});
+  ExpectRealRowsEqual(cache.Get(second, forward, head), FakeTeacher()(second), second);
+  Batch third = Rows({3, 2, 1, 0});
+  ExpectRealRowsEqual(cache.Get(third, forward, head), FakeTeacher()(third), third);
+  EXPECT_EQ(head_calls, 0);
+  EXPECT_EQ(cache.hits(), 6);
+  // (target tokens) * (5 logits + 3 hidden) * 4 bytes.
+  EXPECT_EQ(cache.bytes(), (2 + 4 + 1 + 2) * 8 * 4);
+}
+
+// The choice RunDistillation makes: logits kept exactly when every
+// example's fit.
+TEST(TeacherCacheForExamplesTest, KeepsLogitsWhenEverythingFits) {
+  // 100 target tokens of (1000 + 24) fp32 values: 409,600 bytes.
+  EXPECT_TRUE(TeacherCache::ForExamples(409600, 100, 1000, 24, 4)->keep_logits());
+  EXPECT_FALSE(TeacherCache::ForExamples(409599, 100, 1000, 24, 4)->keep_logits());
+  EXPECT_FALSE(TeacherCache::ForExamples(0, 100, 1000, 24, 4)->keep_logits());
 }
 
 TEST_F(TeacherCacheTest, ZeroBytesMeansNoCache) {
   TeacherCache cache(0);
   FakeTeacher teacher;
   Batch batch = Rows({0, 1});
-  cache.Get(batch, [&](const Batch& rows) { return teacher(rows); });
-  cache.Get(batch, [&](const Batch& rows) { return teacher(rows); });
+  cache.Get(
+      batch, [&](const Batch& rows) { return teacher(rows); }, FakeHead);
+  cache.Get(
+      batch, [&](const Batch& rows) { return teacher(rows); }, FakeHead);
   EXPECT_EQ(teacher.rows_run, 4);
   EXPECT_EQ(cache.bytes(), 0);
 }
@@ -115,7 +156,7 @@ TEST_F(TeacherCacheTest, ThreadsShareOneCache) {
       for (int round = 0; round < 50; ++round) {
         Batch b = Rows(batches[(t + round) % batches.size()]);
         asked += b.size();
-        TeacherOutputs got = cache.Get(b, forward);
+        TeacherOutputs got = cache.Get(b, forward, FakeHead);
         TeacherOutputs want = FakeTeacher()(b);
         at::Tensor mask = b.labels.ne(-100).unsqueeze(-1);
         if (!at::equal(got.logits * mask, want.logits * mask) ||
@@ -134,7 +175,8 @@ TEST_F(TeacherCacheTest, ThreadsShareOneCache) {
   const int64_t one_each = cache.bytes();
   TeacherCache alone(TeacherCache::kDefaultMaxBytes);
   FakeTeacher teacher;
-  alone.Get(Rows({0, 1, 2, 3}), [&](const Batch& rows) { return teacher(rows); });
+  alone.Get(
+      Rows({0, 1, 2, 3}), [&](const Batch& rows) { return teacher(rows); }, FakeHead);
   EXPECT_EQ(one_each, alone.bytes());
 }
 

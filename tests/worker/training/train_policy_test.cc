@@ -47,5 +47,14 @@ TEST(TrainPolicy, FromSpecLogsInWindowsOfAtMostTenSteps) {
   EXPECT_EQ(TrainPolicy::FromSpec(t).log_every(), 10);
 }
 
+TEST(TrainPolicy, FromSpecTakesAStatedLoggingWindow) {
+  mpt::v1::TrainSpec t;
+  t.set_steps(5000);
+  EXPECT_EQ(TrainPolicy::FromSpec(t, 1).log_every(), 1);
+  EXPECT_EQ(TrainPolicy::FromSpec(t, 7).log_every(), 7);
+  EXPECT_EQ(TrainPolicy::FromSpec(t, 0).log_every(), 10);
+  EXPECT_EQ(TrainPolicy::FromSpec(t, -3).log_every(), 10);
+}
+
 }  // namespace
 }  // namespace mpt
