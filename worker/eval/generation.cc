@@ -131,7 +131,9 @@ RankResult RankClassify(const T5Model& model, const at::Tensor& inputs_embeds,
   // continue from the decoder's cache.
   at::Tensor encoder_hidden = model.Encode(inputs_embeds.to(model.dtype()), attention_mask);
   T5DecoderState state = model.StartDecoding(encoder_hidden, attention_mask);
-  if (prefix_length > 0) model.DecodeStep(prefix, at::Tensor(), &state);
+  // Only the prefix's keys and values are wanted: its last block runs
+  // after them at one position.
+  if (prefix_length > 0) model.DecodeStep(prefix, at::Tensor(), &state, prefix_length - 1);
   RepeatRows(k, &state);
   at::Tensor hidden = model.DecodeStep(model.Embed(model.ShiftRight(labels)), at::Tensor(), &state);
   at::Tensor log_probs = at::log_softmax(model.LmHead(hidden).to(at::kFloat), -1);

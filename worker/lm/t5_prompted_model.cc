@@ -30,7 +30,8 @@ PromptedOutput T5PromptedModel::Forward(const at::Tensor& prompts, const PromptL
   T5ForwardInputs in = BuildPromptedInputs(model, prompts.to(device, model.dtype()), layout,
                                            input_ids.to(device), attention_mask.to(device),
                                            labels.to(device));
-  // As T5Model::Forward, but the LM head runs at the target positions only:
+  // As T5Model::Forward, but the LM head (and the last decoder block after
+  // its keys and values) runs at the target positions only:
   // a decoder prefix's positions carry label -100 and feed the targets
   // through self-attention, never through their own logits (with PEFT's
   // vocabulary of 32k and a 100-row prefix after 16 targets, those logits
@@ -38,10 +39,9 @@ PromptedOutput T5PromptedModel::Forward(const at::Tensor& prompts, const PromptL
   const int64_t prefix = layout.decoder_prefix_length();
   const int64_t targets = in.decoder_inputs_embeds.size(1) - prefix;
   at::Tensor encoder_hidden = model.Encode(in.inputs_embeds, in.attention_mask);
-  at::Tensor hidden = model.Decode(in.decoder_inputs_embeds, in.decoder_attention_mask,
-                                   encoder_hidden, in.attention_mask);
   PromptedOutput out;
-  out.hidden = prefix > 0 ? hidden.narrow(1, prefix, targets) : hidden;
+  out.hidden = model.Decode(in.decoder_inputs_embeds, in.decoder_attention_mask, encoder_hidden,
+                            in.attention_mask, prefix);
   out.labels = prefix > 0 ? in.labels.narrow(1, prefix, targets) : in.labels;
   out.logits = model.LmHead(out.hidden);
   return out;

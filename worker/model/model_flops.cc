@@ -18,17 +18,24 @@ StepFlops CountT5StepFlops(const T5Config& c, int64_t batch, int64_t encoder_len
   weights += c.num_layers * (3 * mm(B * S, inner, d) + mm(B * S, d, inner) +
                              ff_in * mm(B * S, ff, d) + mm(B * S, d, ff));
   activations += c.num_layers * 2 * mm(B * H * S, S, dkv);
-  // Decoder: self-attention, cross-attention, feed-forward.
-  const double self_w = 3 * mm(B * L, inner, d) + mm(B * L, d, inner);
-  const double self_a = 2 * mm(B * H * L, L, dkv);
-  const int blocks_with_backward = decoder_prefix ? c.num_decoder_layers : c.num_decoder_layers - 1;
-  weights += blocks_with_backward * self_w;
-  activations += blocks_with_backward * self_a;
-  // Without a decoder prefix block 0's self-attention sees no prompt.
-  if (!decoder_prefix) no_backward += self_w + self_a;
-  weights += c.num_decoder_layers * (2 * mm(B * L, inner, d) + 2 * mm(B * S, inner, d) +
-                                     ff_in * mm(B * L, ff, d) + mm(B * L, d, ff));
-  activations += c.num_decoder_layers * 2 * mm(B * H * L, S, dkv);
+  // Decoder: self-attention, cross-attention, feed-forward. Each block's
+  // self-attention keys and values cover all L positions; its queries and
+  // everything after them cover `out`: L, except the last block's after a
+  // decoder prefix, which runs at the target positions only.
+  for (int i = 0; i < c.num_decoder_layers; ++i) {
+    const double out = decoder_prefix && i + 1 == c.num_decoder_layers ? targets : L;
+    const double self_w = 2 * mm(B * L, inner, d) + mm(B * out, inner, d) + mm(B * out, d, inner);
+    const double self_a = 2 * mm(B * H * out, L, dkv);
+    if (i == 0 && !decoder_prefix) {
+      no_backward += self_w + self_a;  // block 0's self-attention sees no prompt
+    } else {
+      weights += self_w;
+      activations += self_a;
+    }
+    weights += 2 * mm(B * out, inner, d) + 2 * mm(B * S, inner, d) + ff_in * mm(B * out, ff, d) +
+               mm(B * out, d, ff);
+    activations += 2 * mm(B * H * out, S, dkv);
+  }
   weights += mm(B * targets, V, d);  // LM head, at the target positions only
   StepFlops f;
   f.forward = weights + activations + no_backward;

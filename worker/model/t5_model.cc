@@ -355,7 +355,7 @@ T5DecoderState T5Model::StartDecoding(const at::Tensor& encoder_hidden,
 }
 
 at::Tensor T5Model::DecodeStep(const at::Tensor& step_embeds, const at::Tensor& step_mask,
-                               T5DecoderState* state) const {
+                               T5DecoderState* state, int64_t outputs_from) const {
   const Weights& w = *weights_;
   const int64_t batch = step_embeds.size(0);
   const int64_t steps = step_embeds.size(1);
@@ -375,6 +375,11 @@ at::Tensor T5Model::DecodeStep(const at::Tensor& step_embeds, const at::Tensor& 
                   (step_mask.dim() == 2 && step_mask.size(0) == batch && step_mask.size(1) == steps),
               "T5Model::DecodeStep: decoder_attention_mask must be [", batch, ", ", steps,
               "], got ", step_mask.defined() ? step_mask.sizes() : at::IntArrayRef());
+  TORCH_CHECK(outputs_from >= 0 && outputs_from < steps, "T5Model::DecodeStep: outputs_from ",
+              outputs_from, " is not in [0, ", steps, ")");
+  // fp16 keeps every row to the end: ClampHalf's bound depends on whether
+  // any row of the sub-layer's output overflowed, as in transformers.
+  const int64_t from = dtype() == c10::ScalarType::Half ? 0 : outputs_from;
 
   // Key padding so far: undefined means every key is real.
   if (step_mask.defined()) {
@@ -405,34 +410,55 @@ at::Tensor T5Model::DecodeStep(const at::Tensor& step_embeds, const at::Tensor& 
   for (size_t i = 0; i < w.decoder.size(); ++i) {
     const BlockWeights& b = w.decoder[i];
     if (i > 0 && b.bias_table.defined()) self_bias = make_bias(b.bias_table);  // UMT5
-    std::vector<at::Tensor> parts = at::linear(LayerNorm(h, b.self_norm), b.self_qkv).chunk(3, -1);
-    at::Tensor k = SplitHeads(parts[1], heads, d_kv);
-    at::Tensor v = SplitHeads(parts[2], heads, d_kv);
+    at::Tensor normed = LayerNorm(h, b.self_norm);
+    at::Tensor q, k, v;
+    at::Tensor bias = self_bias;
+    if (from > 0 && i + 1 == w.decoder.size()) {
+      // The last block's outputs at positions >= from only: its keys and
+      // values cover every position, its queries and everything after
+      // them the rows returned.
+      const int64_t inner = heads * d_kv, rows = steps - from;
+      std::vector<at::Tensor> kv =
+          at::linear(normed, b.self_qkv.narrow(0, inner, 2 * inner)).chunk(2, -1);
+      k = SplitHeads(kv[0], heads, d_kv);
+      v = SplitHeads(kv[1], heads, d_kv);
+      q = SplitHeads(at::linear(normed.narrow(1, from, rows), b.self_qkv.narrow(0, 0, inner)),
+                     heads, d_kv);
+      h = h.narrow(1, from, rows);
+      bias = self_bias.narrow(2, from, rows);
+    } else {
+      std::vector<at::Tensor> parts = at::linear(normed, b.self_qkv).chunk(3, -1);
+      q = SplitHeads(parts[0], heads, d_kv);
+      k = SplitHeads(parts[1], heads, d_kv);
+      v = SplitHeads(parts[2], heads, d_kv);
+    }
     if (state->self_keys[i].defined()) {
       k = at::cat({state->self_keys[i], k}, 2);
       v = at::cat({state->self_values[i], v}, 2);
     }
     state->self_keys[i] = k;
     state->self_values[i] = v;
-    at::Tensor attended = Attend(SplitHeads(parts[0], heads, d_kv), k, v, self_bias);
+    at::Tensor attended = Attend(q, k, v, bias);
     h = ClampHalf(h + at::linear(MergeHeads(attended), b.self_o));
 
-    at::Tensor q = SplitHeads(at::linear(LayerNorm(h, b.cross_norm), b.cross_q), heads, d_kv);
+    q = SplitHeads(at::linear(LayerNorm(h, b.cross_norm), b.cross_q), heads, d_kv);
     attended = Attend(q, state->cross_keys[i], state->cross_values[i], state->encoder_bias);
     h = ClampHalf(h + at::linear(MergeHeads(attended), b.cross_o));
 
     h = ClampHalf(h + FeedForward(LayerNorm(h, b.ff_norm), static_cast<int64_t>(i), true));
   }
   state->length = keys;
+  // Not narrowed in the last block (fp16): narrowed here.
+  if (h.size(1) != steps - outputs_from) h = h.narrow(1, outputs_from, steps - outputs_from);
   return LayerNorm(h, w.decoder_final_norm);
 }
 
 at::Tensor T5Model::Decode(const at::Tensor& decoder_inputs_embeds,
                            const at::Tensor& decoder_attention_mask,
                            const at::Tensor& encoder_hidden,
-                           const at::Tensor& encoder_attention_mask) const {
+                           const at::Tensor& encoder_attention_mask, int64_t outputs_from) const {
   T5DecoderState state = StartDecoding(encoder_hidden, encoder_attention_mask);
-  return DecodeStep(decoder_inputs_embeds, decoder_attention_mask, &state);
+  return DecodeStep(decoder_inputs_embeds, decoder_attention_mask, &state, outputs_from);
 }
 
 at::Tensor T5Model::LmHead(const at::Tensor& decoder_hidden) const {

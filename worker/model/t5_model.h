@@ -141,11 +141,14 @@ class T5Model {
   // (plus padding of decoder_attention_mask when defined) and cross-attention
   // to `encoder_hidden` masked by `encoder_attention_mask` (may be
   // undefined) -> final decoder hidden states [B, L, d] (after the final
-  // layer norm, before any LM-head scaling).
+  // layer norm, before any LM-head scaling). With `outputs_from` = p > 0
+  // only positions p.. are returned ([B, L - p, d], the same values) and
+  // the last block computes its queries, attention, cross-attention and
+  // feed-forward at those positions only (its keys and values at all);
+  // fp16 models compute every position and narrow at the end.
   at::Tensor Decode(const at::Tensor& decoder_inputs_embeds,
-                    const at::Tensor& decoder_attention_mask,
-                    const at::Tensor& encoder_hidden,
-                    const at::Tensor& encoder_attention_mask) const;
+                    const at::Tensor& decoder_attention_mask, const at::Tensor& encoder_hidden,
+                    const at::Tensor& encoder_attention_mask, int64_t outputs_from = 0) const;
 
   // [B, L, d] -> [B, L, vocab] logits. Scales by d_model^-0.5 first when the
   // config says so (the original T5).
@@ -173,10 +176,12 @@ class T5Model {
   // float rounding) to the same positions of Decode() over the whole
   // sequence. `step_mask` ([B, T], may be undefined) marks padding among the
   // new positions. Call under at::NoGradGuard unless gradients are wanted.
+  // `outputs_from` as Decode's, over the T new positions (the state still
+  // holds every position's keys and values).
   T5DecoderState StartDecoding(const at::Tensor& encoder_hidden,
                                const at::Tensor& encoder_attention_mask) const;
   at::Tensor DecodeStep(const at::Tensor& step_embeds, const at::Tensor& step_mask,
-                        T5DecoderState* state) const;
+                        T5DecoderState* state, int64_t outputs_from = 0) const;
 
  private:
   struct Weights;

@@ -23,17 +23,20 @@ T5Config Tiny() {
 // positions, a decoder prefix of 2 and 1 target position (decoder length 3).
 //   encoder weights  3 * 2*3*4*4 (q, k, v) + 2*3*4*4 (o) + 2*3*8*4 + 2*3*4*8 = 768
 //   encoder scores and values  2 * 2*(1*2*3)*3*2 = 144
-//   decoder self-attention  weights 384, scores and values 144 (the prefix
-//     depends on the prompt, so it has a backward)
-//   cross-attention and feed-forward  q, o over 3 decoder positions, k, v
-//     over 3 encoder positions, feed-forward over 3: 768; scores 144
+//   The decoder block is the last one, so after its keys and values it runs
+//   at the 1 target position only:
+//   decoder self-attention  k, v over 3 positions 2 * 2*3*4*4 = 192, q, o
+//     over 1: 2 * 2*1*4*4 = 64; scores and values 2 * 2*(1*2*1)*3*2 = 48
+//     (the prefix depends on the prompt, so it has a backward)
+//   cross-attention and feed-forward  q, o over 1 decoder position 64, k, v
+//     over 3 encoder positions 192, feed-forward over 1: 128; scores 48
 //   LM head over the 1 target position only: 2*1*10*4 = 80
 TEST(CountT5StepFlopsTest, TinyModelByHand) {
   const StepFlops f = CountT5StepFlops(Tiny(), /*batch=*/1, /*encoder_length=*/3,
                                        /*decoder_prefix_length=*/2, /*target_length=*/1);
-  EXPECT_DOUBLE_EQ(f.forward, 768 + 144 + 384 + 144 + 768 + 144 + 80);
+  EXPECT_DOUBLE_EQ(f.forward, 768 + 144 + (192 + 64) + 48 + (64 + 192 + 128) + 48 + 80);
   // Weight products once more, activation products twice.
-  EXPECT_DOUBLE_EQ(f.backward, (768 + 384 + 768 + 80) + 2 * (144 + 144 + 144));
+  EXPECT_DOUBLE_EQ(f.backward, (768 + 256 + 384 + 80) + 2 * (144 + 48 + 48));
   EXPECT_DOUBLE_EQ(f.teacher, 0);
   const StepFlops with_teacher = CountT5StepFlops(Tiny(), 1, 3, 2, 1, /*with_teacher=*/true);
   EXPECT_DOUBLE_EQ(with_teacher.teacher, with_teacher.forward);

@@ -227,6 +227,57 @@ TEST_P(T5GoldenTest, IncrementalDecodingMatchesFullDecode) {
   EXPECT_LE(diff, 1e-5);
 }
 
+// Decode(..., outputs_from = p) runs the last block at positions p.. only:
+// the same hidden states there as the full decode, the same gradients into
+// the decoder inputs and the encoder output, and a cache that continues
+// as the full one does.
+TEST_P(T5GoldenTest, DecodeFromPositionMatchesFullDecode) {
+  const at::Tensor encoder_in =
+      model_->Encode(model_->Embed(G("input_ids")), G("attention_mask")).detach();
+  const at::Tensor embeds_in = model_->Embed(G("decoder_input_ids")).detach();
+  const int64_t length = embeds_in.size(1);
+  ASSERT_GE(length, 3);
+  at::Tensor probe = at::randn({embeds_in.size(0), length, embeds_in.size(2)},
+                               at::TensorOptions().dtype(embeds_in.dtype()));
+  for (const int64_t from : {int64_t{1}, length - 1}) {
+    SCOPED_TRACE(::testing::Message() << "outputs_from " << from);
+    auto run = [&](int64_t outputs_from, at::Tensor* grad_embeds, at::Tensor* grad_encoder) {
+      at::Tensor embeds = embeds_in.clone().requires_grad_(true);
+      at::Tensor encoder = encoder_in.clone().requires_grad_(true);
+      at::Tensor hidden =
+          model_->Decode(embeds, at::Tensor(), encoder, G("attention_mask"), outputs_from);
+      if (outputs_from == 0) hidden = hidden.narrow(1, from, length - from);
+      (hidden * probe.narrow(1, from, length - from)).sum().backward();
+      *grad_embeds = embeds.grad();
+      *grad_encoder = encoder.grad();
+      return hidden.detach();
+    };
+    at::Tensor full_embeds, full_encoder, part_embeds, part_encoder;
+    const at::Tensor full = run(0, &full_embeds, &full_encoder);
+    const at::Tensor part = run(from, &part_embeds, &part_encoder);
+    ASSERT_EQ(part.sizes(), full.sizes());
+    // Float rounding of differently shaped products, relative to the values.
+    auto close = [](const at::Tensor& a, const at::Tensor& b) {
+      const double scale = 1 + b.abs().max().item<double>();
+      return MaxAbsDiff(a, b) <= 1e-6 * scale;
+    };
+    EXPECT_TRUE(close(part, full));
+    EXPECT_TRUE(close(part_embeds, full_embeds));
+    EXPECT_TRUE(close(part_encoder, full_encoder));
+  }
+  // The state after a narrowed step holds every position's keys and values.
+  at::NoGradGuard no_grad;
+  T5DecoderState narrowed = model_->StartDecoding(encoder_in, G("attention_mask"));
+  T5DecoderState whole = model_->StartDecoding(encoder_in, G("attention_mask"));
+  model_->DecodeStep(embeds_in.narrow(1, 0, length - 1), at::Tensor(), &narrowed, length - 2);
+  model_->DecodeStep(embeds_in.narrow(1, 0, length - 1), at::Tensor(), &whole);
+  EXPECT_EQ(narrowed.length, whole.length);
+  EXPECT_LE(MaxAbsDiff(model_->DecodeStep(embeds_in.narrow(1, length - 1, 1), {}, &narrowed),
+                       model_->DecodeStep(embeds_in.narrow(1, length - 1, 1), {}, &whole)),
+            1e-5);
+  EXPECT_THROW(model_->DecodeStep(embeds_in, {}, &whole, length), c10::Error);
+}
+
 TEST_P(T5GoldenTest, RankClassificationMatches) {
   const at::Tensor& cand_ids = G("cand_ids");
   const int64_t batch = G("input_ids").size(0);
