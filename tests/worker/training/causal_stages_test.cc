@@ -94,6 +94,37 @@ class CausalStagesTest : public ::testing::Test {
     return env;
   }
 
+  // Six training rows of task "first" and a teacher prompt (4 x 32) for
+  // the distillation step tests.
+  struct DistillationSetUp {
+    std::vector<TokenizedExample> examples;
+    std::vector<const TokenizedExample*> rows;
+    SoftPromptConfig multi;  // a one-task multitask prompt of the teacher's shape
+    at::Tensor teacher_prompt;
+  };
+  static DistillationSetUp SetUpDistillation() {
+    DistillationSetUp s;
+    google::protobuf::RepeatedPtrField<mpt::v1::TaskData> tasks;
+    *tasks.Add() = Task("first");
+    auto data = LoadTaskData(tasks, Train(1), *base_->tokenizer);
+    EXPECT_TRUE(data.ok()) << data.status();
+    if (!data.ok()) return s;
+    s.examples = (*data)[0].train;
+    for (int i = 0; i < 6; ++i) s.rows.push_back(&s.examples[i]);
+    SoftPromptConfig plain;
+    plain.kind = PromptKind::kPromptTuning;
+    plain.num_virtual_tokens = 4;
+    plain.token_dim = 32;
+    auto teacher = SoftPrompt::Random(plain, 11);
+    EXPECT_TRUE(teacher.ok());
+    if (!teacher.ok()) return s;
+    s.multi = plain;
+    s.multi.kind = PromptKind::kMultitask;
+    s.multi.num_tasks = 1;
+    s.teacher_prompt = teacher->TaskPrompt(0).detach();
+    return s;
+  }
+
   static BaseModel* base_;
   mpt::v1::PromptSpec prompt_;
   StepLog log_;
@@ -173,27 +204,11 @@ TEST_F(CausalStagesTest, ThreeStagesLowerTheirLossesAndWriteCausalLmAdapters) {
 // outputs (taken on the teacher path, at its target positions) line up
 // with the student's. A different teacher gives both a positive value.
 TEST_F(CausalStagesTest, DistillationTermsCompareTheSamePositions) {
-  mpt::v1::TrainSpec train = Train(1);
-  mpt::v1::TaskData first = Task("first");
-  google::protobuf::RepeatedPtrField<mpt::v1::TaskData> tasks;
-  *tasks.Add() = first;
-  auto data = LoadTaskData(tasks, train, *base_->tokenizer);
-  ASSERT_TRUE(data.ok()) << data.status();
-  std::vector<const TokenizedExample*> rows;
-  for (int i = 0; i < 6; ++i) rows.push_back(&(*data)[0].train[i]);
-  const Batch batch = Collate(rows, base_->tokenizer->pad_id());
-
-  SoftPromptConfig plain;
-  plain.kind = PromptKind::kPromptTuning;
-  plain.num_virtual_tokens = 4;
-  plain.token_dim = 32;
-  auto teacher = SoftPrompt::Random(plain, 11);
-  ASSERT_TRUE(teacher.ok());
-  SoftPromptConfig multi = plain;
-  multi.kind = PromptKind::kMultitask;
-  multi.num_tasks = 1;
-  const at::Tensor teacher_prompt = teacher->TaskPrompt(0).detach();
-  auto student = SoftPrompt::FromTeachers(multi, {teacher_prompt});
+  const DistillationSetUp s = SetUpDistillation();
+  ASSERT_EQ(s.rows.size(), 6u);
+  const Batch batch = Collate(s.rows, base_->tokenizer->pad_id());
+  const at::Tensor& teacher_prompt = s.teacher_prompt;
+  auto student = SoftPrompt::FromTeachers(s.multi, {teacher_prompt});
   ASSERT_TRUE(student.ok());
   DistillationLoss options;
   options.teacher_cache_bytes = 0;
@@ -221,29 +236,13 @@ TEST_F(CausalStagesTest, DistillationTermsCompareTheSamePositions) {
 // logits with the LM head: a step served from the cache, wholly or in part,
 // gives the distillation terms of a step that runs the teachers.
 TEST_F(CausalStagesTest, CachedTeachersGiveTheTeachersTerms) {
-  mpt::v1::TrainSpec train = Train(1);
-  google::protobuf::RepeatedPtrField<mpt::v1::TaskData> tasks;
-  *tasks.Add() = Task("first");
-  auto data = LoadTaskData(tasks, train, *base_->tokenizer);
-  ASSERT_TRUE(data.ok()) << data.status();
-  std::vector<const TokenizedExample*> rows;
-  for (int i = 0; i < 6; ++i) rows.push_back(&(*data)[0].train[i]);
-  const Batch batch = Collate(rows, base_->tokenizer->pad_id());
-  const Batch part = Collate({rows[1], rows[4]}, base_->tokenizer->pad_id());
-
-  SoftPromptConfig plain;
-  plain.kind = PromptKind::kPromptTuning;
-  plain.num_virtual_tokens = 4;
-  plain.token_dim = 32;
-  auto teacher = SoftPrompt::Random(plain, 11);
-  ASSERT_TRUE(teacher.ok());
-  SoftPromptConfig multi = plain;
-  multi.kind = PromptKind::kMultitask;
-  multi.num_tasks = 1;
-  const at::Tensor teacher_prompt = teacher->TaskPrompt(0).detach();
-  auto student = SoftPrompt::FromTeachers(multi, {teacher_prompt + 0.3});
+  const DistillationSetUp s = SetUpDistillation();
+  ASSERT_EQ(s.rows.size(), 6u);
+  const Batch batch = Collate(s.rows, base_->tokenizer->pad_id());
+  const Batch part = Collate({s.rows[1], s.rows[4]}, base_->tokenizer->pad_id());
+  auto student = SoftPrompt::FromTeachers(s.multi, {s.teacher_prompt + 0.3});
   ASSERT_TRUE(student.ok());
-  const at::Tensor table = teacher_prompt.unsqueeze(0);
+  const at::Tensor table = s.teacher_prompt.unsqueeze(0);
   auto terms = [&](StepFunction& step, const Batch& b) {
     auto loss = step(b, static_cast<double>(b.target_tokens));
     EXPECT_TRUE(loss.ok()) << loss.status();
