@@ -94,6 +94,15 @@ class CausalStagesTest : public ::testing::Test {
     return env;
   }
 
+  // A plain prompt of 4 x 32, the test model's width.
+  static SoftPromptConfig PlainPrompt() {
+    SoftPromptConfig c;
+    c.kind = PromptKind::kPromptTuning;
+    c.num_virtual_tokens = 4;
+    c.token_dim = 32;
+    return c;
+  }
+
   // Six training rows of task "first" and a teacher prompt (4 x 32) for
   // the distillation step tests.
   struct DistillationSetUp {
@@ -111,10 +120,7 @@ class CausalStagesTest : public ::testing::Test {
     if (!data.ok()) return s;
     s.examples = (*data)[0].train;
     for (int i = 0; i < 6; ++i) s.rows.push_back(&s.examples[i]);
-    SoftPromptConfig plain;
-    plain.kind = PromptKind::kPromptTuning;
-    plain.num_virtual_tokens = 4;
-    plain.token_dim = 32;
+    const SoftPromptConfig plain = PlainPrompt();
     auto teacher = SoftPrompt::Random(plain, 11);
     EXPECT_TRUE(teacher.ok());
     if (!teacher.ok()) return s;
@@ -285,10 +291,7 @@ TEST_F(CausalStagesTest, RefusesTwoSubmodulesAndAdaptersOfTheOtherFamily) {
       << refused.status();
 
   // A SEQ_2_SEQ_LM (T5) teacher of the right width.
-  SoftPromptConfig c;
-  c.kind = PromptKind::kPromptTuning;
-  c.num_virtual_tokens = 4;
-  c.token_dim = 32;
+  const SoftPromptConfig c = PlainPrompt();
   auto prompt = SoftPrompt::Random(c, 3);
   ASSERT_TRUE(prompt.ok());
   AdapterInfo info;
