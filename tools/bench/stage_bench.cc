@@ -501,6 +501,12 @@ absl::Status Main() {
   const double hit_fraction =
       timed_hits + timed_misses > 0 ? double(timed_hits) / (timed_hits + timed_misses) : 0;
   flops.teacher *= 1 - hit_fraction;  // cached rows run no teacher pass
+  // ... but the LM head on their hidden states when logits are not kept.
+  if (teacher_cache != nullptr && !teacher_cache->keep_logits()) {
+    flops.teacher += hit_fraction * batch * std::max(1, pack) * absl::GetFlag(FLAGS_target_length) *
+                     2.0 * static_cast<double>(model.hidden_size()) *
+                     static_cast<double>(model.vocab_size());
+  }
   // Every lane's timed steps over the span they took together.
   const double achieved = lanes * steps * flops.total() / span_seconds;
   double peak_flops = 0;

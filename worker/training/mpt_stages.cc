@@ -687,8 +687,11 @@ StepFunction MakeDistillationStep(const PromptedLanguageModel& model, const mpt:
             flops += FlopsOf(model, teacher_layout, rows, /*trained=*/false);
             return TeacherOutputs{f.logits, f.hidden};
           },
-          [&model](const at::Tensor& hidden) {
+          [&model, &flops](const at::Tensor& hidden) {
             at::NoGradGuard no_grad;
+            // [N, L, d] x [d, V]
+            flops +=
+                2.0 * static_cast<double>(hidden.numel()) * static_cast<double>(model.vocab_size());
             return model.LmHead(hidden);
           });
       const at::Tensor& labels = student_out.labels;

@@ -249,30 +249,44 @@ TEST_F(CausalStagesTest, CachedTeachersGiveTheTeachersTerms) {
   auto student = SoftPrompt::FromTeachers(s.multi, {s.teacher_prompt + 0.3});
   ASSERT_TRUE(student.ok());
   const at::Tensor table = s.teacher_prompt.unsqueeze(0);
+  struct Terms {
+    double kl = 0, hidden = 0, flops = 0;
+  };
   auto terms = [&](StepFunction& step, const Batch& b) {
     auto loss = step(b, static_cast<double>(b.target_tokens));
     EXPECT_TRUE(loss.ok()) << loss.status();
+    if (!loss.ok()) return Terms{};
     std::map<std::string, double> parts(loss->parts.begin(), loss->parts.end());
-    return std::pair<double, double>{parts["kl"], parts["hidden"]};
+    return Terms{parts["kl"], parts["hidden"], loss->flops};
   };
   DistillationLoss uncached;
   uncached.teacher_cache_bytes = 0;
   StepFunction plain_step =
       MakeDistillationStep(*base_->model, prompt_, &*student, table, uncached);
-  const auto want = terms(plain_step, batch);
-  ASSERT_GT(want.first, 1e-6);
+  const Terms want = terms(plain_step, batch);
+  ASSERT_GT(want.kl, 1e-6);
+  DistillationLoss student_only;
+  student_only.lambda = 0;
+  StepFunction student_step =
+      MakeDistillationStep(*base_->model, prompt_, &*student, table, student_only);
+  const double student_flops = terms(student_step, batch).flops;
 
   DistillationLoss cached;
   cached.teacher_cache = std::make_shared<TeacherCache>(TeacherCache::kDefaultMaxBytes);
   StepFunction step = MakeDistillationStep(*base_->model, prompt_, &*student, table, cached);
   terms(step, part);                      // two rows cached
-  const auto mixed = terms(step, batch);  // two from the cache, four computed
-  const auto all = terms(step, batch);    // all six from the cache
+  const Terms mixed = terms(step, batch);  // two from the cache, four computed
+  const Terms all = terms(step, batch);    // all six from the cache
   EXPECT_EQ(cached.teacher_cache->hits(), 2 + 6);
-  for (const auto& got : {mixed, all}) {
-    EXPECT_NEAR(got.first, want.first, 1e-6 * want.first);
-    EXPECT_NEAR(got.second, want.second, 1e-6 * want.second);
+  for (const Terms& got : {mixed, all}) {
+    EXPECT_NEAR(got.kl, want.kl, 1e-6 * want.kl);
+    EXPECT_NEAR(got.hidden, want.hidden, 1e-6 * want.hidden);
   }
+  // The FLOPs count the LM head run on the cached rows' hidden states (six
+  // rows at the batch's label width, [32] x [32, vocab]) and no teacher pass.
+  EXPECT_DOUBLE_EQ(all.flops, student_flops + 2.0 * 6 * static_cast<double>(batch.labels.size(1)) *
+                                                  32 *
+                                                  static_cast<double>(base_->model->vocab_size()));
 }
 
 TEST_F(CausalStagesTest, RefusesTwoSubmodulesAndAdaptersOfTheOtherFamily) {
