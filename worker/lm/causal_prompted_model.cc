@@ -243,11 +243,14 @@ at::Tensor CausalPromptedModel::SharedPrefixLogits(const at::Tensor& prompts,
     if (positions.max().item<int64_t>() + 1 > limit) return at::Tensor();
   }
   LlamaDecoderState state = m.StartDecoding();
-  at::Tensor prefix_hidden = m.DecodeStep(at::cat({prefix.prompt, m.Embed(prefix.input.ids)}, 1),
-                                          prefix_mask, GenerationPositionIds(prefix_mask), &state);
   // Column nv + s - 1 predicts every candidate's first token, column
-  // nv + s - 1 + j (the candidate's token j - 1) its token j.
-  at::Tensor hidden = prefix_hidden.narrow(1, nv + s - 1, 1).repeat_interleave(k, 0);
+  // nv + s - 1 + j (the candidate's token j - 1) its token j; of the
+  // prefix, only that column's output is wanted (its last layer runs
+  // there only).
+  at::Tensor hidden =
+      m.DecodeStepAt(at::cat({prefix.prompt, m.Embed(prefix.input.ids)}, 1), prefix_mask,
+                     GenerationPositionIds(prefix_mask), nv + s - 1, 1, &state)
+          .repeat_interleave(k, 0);
   if (l > 1) {
     RepeatRows(k, &state);
     at::Tensor ids = labels.masked_fill(target_mask.logical_not(), 0).narrow(1, 0, l - 1);

@@ -205,17 +205,17 @@ class LlamaModel {
   LlamaDecoderState StartDecoding() const;
   at::Tensor DecodeStep(const at::Tensor& step_embeds, const at::Tensor& step_mask,
                         const at::Tensor& step_positions, LlamaDecoderState* state) const;
+  // DecodeStep returning the positions [outputs_from, outputs_from +
+  // outputs) of the call only (outputs < 0: to the end), the last layer's
+  // queries, attention output and MLP computed there only; the state still
+  // holds every position's keys and values.
+  at::Tensor DecodeStepAt(const at::Tensor& step_embeds, const at::Tensor& step_mask,
+                          const at::Tensor& step_positions, int64_t outputs_from, int64_t outputs,
+                          LlamaDecoderState* state) const;
 
  private:
   struct Weights;
   LlamaModel() = default;
-
-  // DecodeStep returning the positions [outputs_from, outputs_from +
-  // outputs) of the call only (outputs < 0: to the end), the last layer
-  // computed there only.
-  at::Tensor DecodeStepAt(const at::Tensor& step_embeds, const at::Tensor& step_mask,
-                          const at::Tensor& step_positions, int64_t outputs_from, int64_t outputs,
-                          LlamaDecoderState* state) const;
 
   at::Tensor Norm(const at::Tensor& x, const at::Tensor& weight) const;
   // cos and sin [B, T, rotary_dim] in the model dtype for these positions:
