@@ -7,6 +7,9 @@ demo targets, driven through the built `mpt_train` binary.
     python3 tools/study/run_study.py --out out/study --quick    # smoke run
     python3 tools/study/run_study.py --suite heldout --out out/study_heldout --ks 32 --jobs 1 \
         --kl_all_k          # the held-out-target setting (demo/heldout), k = 32
+    python3 tools/study/run_study.py --suite lex --out out/study_lex_text --ks 8,32 \
+        --steps 200 --kl_all_k --jobs 2 --prompt_tokens 22 --teacher_init text \
+        --source_lr 0.003 --distill_lr 0.001 --lrs 0.001,0.003,0.01   # lexical suite
 
 Protocol (every method gets exactly the same treatment):
 
@@ -26,7 +29,10 @@ Protocol (every method gets exactly the same treatment):
       random_prompt  the untrained random prompt of pt_random (no training)
       pt_random      plain prompt tuning, PEFT RANDOM init (N(0, 1))
       pt_vocab       plain prompt tuning, sampled-vocabulary init
-      prompt_tuning  the better of pt_random / pt_vocab, chosen on dev
+      pt_text        (--teacher_init text) plain prompt tuning from the
+                     embeddings of the base model's preamble text, the
+                     same start the teachers get (PEFT's TEXT init)
+      prompt_tuning  the best of pt_random / pt_vocab (/ pt_text), chosen on dev
       spot           plain prompt from the mean of the source prompts
                      (SPoT-style transfer; source.init ADAPTERS)
       spot_best      plain prompt from the one source prompt that is best on
@@ -107,6 +113,7 @@ def use_suite(name):
 
 
 MAIN_METHODS = ["pt_random", "pt_vocab", "spot", "mpt"]
+PLAIN_METHODS = ["pt_random", "pt_vocab"]  # plus pt_text with --teacher_init text
 ABLATIONS = ["mpt_nodistill", "mpt_kl", "mpt_hidden", "mpt_rank4"]
 FACTOR_METHODS = ["mpt_factors", "mpt_kl_factors"]
 
@@ -241,6 +248,12 @@ def curve(evals, task):
     return sorted(pts.items())
 
 
+def preamble_text():
+    """The text before a payload in the base model's instructed inputs, with
+    no instruction: the start of --teacher_init text prompts and pt_text."""
+    return tasks_mod.format_instructed("", "").strip()
+
+
 def base_spec(args):
     return {"base_model": args.model, "prompt": {"num_virtual_tokens": args.prompt_tokens}}
 
@@ -252,9 +265,12 @@ def source_artifacts(args):
                             os.path.join(data_dir, t, "eval.jsonl")) for t in SOURCES]
     spec = base_spec(args)
     spec["source"] = {"tasks": src_tasks,
-                      "train": train_block(args, args.source_steps, 0.3, args.source_seed,
-                                           batch=16, schedule="constant")}
+                      "train": train_block(args, args.source_steps, args.source_lr,
+                                           args.source_seed, batch=16, schedule="constant")}
     t0 = time.time()
+    if args.teacher_init == "text":
+        spec["source"]["init"] = "TEXT"
+        spec["source"]["init_text"] = preamble_text()
     if args.teacher_init == "shared_vocab":
         # One sampled-vocabulary prompt that every teacher starts from: a
         # one-step run at a negligible rate writes the untrained init.
@@ -285,8 +301,8 @@ def source_artifacts(args):
             spec["prompt"]["num_ranks"] = 4
         spec["distillation"] = dict(
             {"tasks": src_tasks, "teacher_adapters": teachers, "sampling": "uniform",
-             "train": train_block(args, args.source_steps, 0.03, args.source_seed, batch=16,
-                                  schedule="constant")}, **variants[v])
+             "train": train_block(args, args.source_steps, args.distill_lr, args.source_seed,
+                                  batch=16, schedule="constant")}, **variants[v])
         ev = run_trainer(args, "distill_" + v, spec, "distillation")
         return v, os.path.join(args.out, "runs", "distill_" + v, "out", "distillation"), \
             {t: final_accuracy(ev, t) for t in SOURCES}
@@ -306,9 +322,12 @@ def method_spec(args, method, k, seed, lr, split, data, teachers, distilled, eva
     spec = base_spec(args)
     extra = {"eval_before_training": True} if (method == "pt_random" and split == "test") else None
     tb = train_block(args, args.steps, lr, seed, eval_every=eval_every, extra=extra)
-    if method in ("pt_random", "pt_vocab", "spot", "spot_one"):
+    if method in ("pt_random", "pt_vocab", "pt_text", "spot", "spot_one"):
         src = {"tasks": tasks, "train": tb,
-               "init": {"pt_random": "RANDOM", "pt_vocab": "SAMPLE_VOCAB"}.get(method, "ADAPTERS")}
+               "init": {"pt_random": "RANDOM", "pt_vocab": "SAMPLE_VOCAB",
+                        "pt_text": "TEXT"}.get(method, "ADAPTERS")}
+        if method == "pt_text":
+            src["init_text"] = preamble_text()
         if method == "spot":
             src["init_adapters"] = teachers
         if method == "spot_one":
@@ -381,9 +400,12 @@ def main():
     ap.add_argument("--source_steps", type=int, default=300)
     ap.add_argument("--source_seed", type=int, default=0,
                     help="seed of the teachers and distillations (init, batch order)")
-    ap.add_argument("--teacher_init", choices=["random", "shared_vocab"], default="random",
-                    help="teachers' start: PEFT RANDOM, a different draw per task (default), or "
-                         "one sampled-vocabulary prompt shared by every teacher")
+    ap.add_argument("--source_lr", type=float, default=0.3, help="the teachers' rate")
+    ap.add_argument("--distill_lr", type=float, default=0.03, help="the distillations' rate")
+    ap.add_argument("--teacher_init", choices=["random", "shared_vocab", "text"], default="random",
+                    help="teachers' start: PEFT RANDOM, a different draw per task (default), "
+                         "one sampled-vocabulary prompt shared by every teacher, or the base "
+                         "model's preamble text (PEFT TEXT init; adds the pt_text baseline)")
     ap.add_argument("--curve_points", type=int, default=2)
     ap.add_argument("--n_test", type=int, default=500)
     ap.add_argument("--n_dev", type=int, default=200)
@@ -424,6 +446,9 @@ def main():
     t_source = time.time() - start
 
     # (method, k) pairs to run; ablations only at ablation_k.
+    if args.teacher_init == "text":
+        MAIN_METHODS.insert(2, "pt_text")
+        PLAIN_METHODS.append("pt_text")
     plan = [(m, k) for k in ks for m in MAIN_METHODS]
     if args.ablations:
         plan += [(m, args.ablation_k) for m in ABLATIONS if args.ablation_k in ks]
@@ -555,7 +580,7 @@ def main():
             rows[m] = {t: [final_accuracy(test[key(s, t)], t) for s in seeds] for t in TARGETS}
             curves[(m, k)] = {t: [curve(test[key(s, t)], t) for s in seeds] for t in TARGETS}
         # prompt_tuning: the plain variant better on dev (mean over its chosen rate)
-        pv = max(["pt_random", "pt_vocab"],
+        pv = max(PLAIN_METHODS,
                  key=lambda m: statistics.mean(dev[(m, k, chosen[(m, k)])]))
         rows["prompt_tuning"] = rows[pv]
         res[k]["_prompt_tuning_is"] = pv
@@ -610,8 +635,11 @@ def write_report(args, ks, seeds, lrs, res, chosen, best_choice, teacher_acc, di
              seeds, lrs, args.dev_seeds, ", ".join("%s %d" % (t, data[t]["sizes"][0]) for t in TARGETS),
              ", ".join("%s %d" % (t, data[t]["sizes"][1]) for t in TARGETS)), "",
          "Teachers start from %s; teachers' and distillations' seed %d." % (
-             "one sampled-vocabulary prompt shared by all" if args.teacher_init == "shared_vocab"
-             else "PEFT RANDOM init, a different draw per task", args.source_seed), "",
+             {"shared_vocab": "one sampled-vocabulary prompt shared by all",
+              "text": "the embeddings of the preamble text %r (PEFT TEXT init)" % preamble_text()
+              }.get(args.teacher_init, "PEFT RANDOM init, a different draw per task"),
+             args.source_seed), "",
+         "Teachers' rate %g, distillations' rate %g." % (args.source_lr, args.distill_lr), "",
          "Teachers (source prompts, eval accuracy): " +
          ", ".join("%s %.1f%%" % (t, 100 * a) for t, a in teacher_acc.items()), ""]
     for v, acc in distill_acc.items():
@@ -688,7 +716,7 @@ def plots(args, ks, res, curves, methods):
     except ImportError:
         log("matplotlib missing: no plots")
         return
-    show = ["random_prompt", "pt_random", "pt_vocab", "spot", "spot_best", "mpt", "mpt_best",
+    show = ["random_prompt", "pt_random", "pt_vocab", "pt_text", "spot", "spot_best", "mpt", "mpt_best",
             "spot_target", "mpt_target"] + \
         [m for m in methods if m in ABLATIONS + FACTOR_METHODS]
     fig, axes = plt.subplots(1, len(TARGETS) + 1, figsize=(4 * (len(TARGETS) + 1), 3.5))
