@@ -19,7 +19,10 @@ instead: only its source and pretrain skills, never its targets, e.g.
 
     python3 tools/demo/make_lex_tasks.py --out demo/lex/data
     python3 tools/demo/make_demo_model.py --suite lex --out demo/lex/model \
-        --data demo/lex/data --vocab 1000 --layers 3 --dec-layers 3
+        --data demo/lex/data --vocab 2000 --layers 3 --dec-layers 3 --d-ff 384 \
+        --steps 9000 --batch 64 --lr 1e-3 --threads 2
+
+(demo/lex/model was made with this command.)
 
 --hold_out_targets pretrains on the demo suite without its three targets
 (min, food, topic: neither their instructions nor their payloads); the
