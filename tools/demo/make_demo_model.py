@@ -22,7 +22,8 @@ instead: only its source and pretrain skills, never its targets, e.g.
         --data demo/lex/data --vocab 2000 --layers 3 --dec-layers 3 --d-ff 384 \
         --steps 9000 --batch 64 --lr 1e-3 --threads 2
 
-(demo/lex/model was made with this command.)
+(The model of docs/STUDY.md's lexical study was made with this command; it
+is not committed, being 8 MB.)
 
 --hold_out_targets pretrains on the demo suite without its three targets
 (min, food, topic: neither their instructions nor their payloads); the

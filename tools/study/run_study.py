@@ -426,6 +426,9 @@ def main():
         args.spot_best = args.mpt_best = True
     default_model = use_suite(args.suite)
     args.model = args.model or default_model
+    if not os.path.isfile(os.path.join(args.model, "config.json")):
+        sys.exit("run_study: no base model at %s (demo/README.md says how to make the %s "
+                 "suite's model)" % (args.model, args.suite))
     if args.quick:
         args.ks, args.seeds, args.lrs, args.steps, args.source_steps = "8", "0", "0.1,0.3", 20, 60
     args.out = os.path.abspath(args.out)
