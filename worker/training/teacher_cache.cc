@@ -109,36 +109,34 @@ TeacherOutputs TeacherCache::Get(const Batch& batch, const TeacherForward& forwa
   }
   TeacherOutputs computed;
   if (!missing.empty()) computed = forward(SelectRows(batch, missing));
-  // Cached rows without stored logits: their hidden states, zero-padded to
-  // the batch's width, through the LM head in one call.
-  std::vector<int64_t> cached, to_head;
+  // Cached rows without stored logits: their real target positions only
+  // (no padding), laid end to end as one sequence through the LM head in one
+  // call. The head works position by position, so this is what it gives
+  // them in the batch.
+  std::vector<int64_t> cached;
+  std::vector<at::Tensor> to_head;
   for (int64_t i = 0; i < rows; ++i) {
     if (!found[i].has_value()) continue;
     cached.push_back(i);
-    if (!found[i]->logits.defined()) to_head.push_back(i);
+    if (!found[i]->logits.defined()) to_head.push_back(found[i]->hidden);
   }
   const at::Tensor& like_hidden = found[cached.front()]->hidden;
-  at::Tensor headed;
-  if (!to_head.empty()) {
-    at::Tensor h = at::zeros({static_cast<int64_t>(to_head.size()), width, like_hidden.size(-1)},
-                             like_hidden.options());
-    for (size_t j = 0; j < to_head.size(); ++j) {
-      const at::Tensor& row_hidden = found[to_head[j]]->hidden;
-      h[static_cast<int64_t>(j)].narrow(0, 0, row_hidden.size(0)).copy_(row_hidden);
-    }
-    headed = head(h);
-  }
+  at::Tensor headed;  // [sum of the rows' lengths, V]
+  if (!to_head.empty()) headed = head(at::cat(to_head, 0).unsqueeze(0)).squeeze(0);
   const at::Tensor& like_logits = headed.defined() ? headed : found[cached.front()]->logits;
   TeacherOutputs out;
   out.logits = at::zeros({rows, width, like_logits.size(-1)}, like_logits.options());
   out.hidden = at::zeros({rows, width, like_hidden.size(-1)}, like_hidden.options());
-  int64_t next_headed = 0;
+  int64_t headed_from = 0;
   for (const int64_t i : cached) {
     const int64_t len = found[i]->hidden.size(0);
     out.hidden[i].narrow(0, 0, len).copy_(found[i]->hidden);
-    const at::Tensor logits =
-        found[i]->logits.defined() ? found[i]->logits : headed[next_headed++].narrow(0, 0, len);
-    out.logits[i].narrow(0, 0, len).copy_(logits);
+    if (found[i]->logits.defined()) {
+      out.logits[i].narrow(0, 0, len).copy_(found[i]->logits);
+    } else {
+      out.logits[i].narrow(0, 0, len).copy_(headed.narrow(0, headed_from, len));
+      headed_from += len;
+    }
   }
   std::vector<Entry> fresh;
   for (size_t j = 0; j < missing.size(); ++j) {

@@ -93,6 +93,33 @@ TEST_F(TeacherCacheTest, OverTheBoundTheTeachersRunEveryTime) {
   EXPECT_EQ(teacher.rows_run, 3 + 2 + 2);  // row 0 cached after the first step
 }
 
+// Without stored logits, the cached rows' logits are rebuilt by the head at
+// their real target positions only: one call, no padded position.
+TEST_F(TeacherCacheTest, TheHeadSeesOnlyRealPositions) {
+  TeacherCache cache(TeacherCache::kDefaultMaxBytes);
+  FakeTeacher teacher;
+  auto forward = [&](const Batch& rows) { return teacher(rows); };
+  std::vector<std::vector<int64_t>> head_shapes;
+  auto head = [&](const at::Tensor& hidden) {
+    head_shapes.push_back(hidden.sizes().vec());
+    return FakeHead(hidden);
+  };
+  Batch all = Rows({0, 1, 2, 3});  // width 4; real lengths 2, 4, 1, 2
+  cache.Get(all, forward, head);
+  EXPECT_TRUE(head_shapes.empty());  // the teachers' own logits
+  Batch again = Rows({2, 0, 3});     // width 2, all cached
+  ExpectRealRowsEqual(cache.Get(again, forward, head), FakeTeacher()(again), again);
+  ASSERT_EQ(head_shapes.size(), 1u);
+  EXPECT_EQ(head_shapes[0], (std::vector<int64_t>{1, 1 + 2 + 2, 3}));
+  // One cached row among new ones: the head runs on that row alone.
+  TeacherCache fresh(TeacherCache::kDefaultMaxBytes);
+  fresh.Get(Rows({1}), forward, head);
+  Batch mixed = Rows({0, 1, 2});
+  ExpectRealRowsEqual(fresh.Get(mixed, forward, head), FakeTeacher()(mixed), mixed);
+  ASSERT_EQ(head_shapes.size(), 2u);
+  EXPECT_EQ(head_shapes[1], (std::vector<int64_t>{1, 4, 3}));
+}
+
 // With keep_logits the logits are stored with the hidden states, counted
 // in the bound, and never rebuilt by the head.
 TEST_F(TeacherCacheTest, KeepLogitsStoresThemAndNeverCallsTheHead) {
