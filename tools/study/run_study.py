@@ -301,8 +301,8 @@ def source_artifacts(args):
             spec["prompt"]["num_ranks"] = 4
         spec["distillation"] = dict(
             {"tasks": src_tasks, "teacher_adapters": teachers, "sampling": "uniform",
-             "train": train_block(args, args.source_steps, args.distill_lr, args.source_seed,
-                                  batch=16, schedule="constant")}, **variants[v])
+             "train": train_block(args, args.distill_steps or args.source_steps, args.distill_lr,
+                                  args.source_seed, batch=16, schedule="constant")}, **variants[v])
         ev = run_trainer(args, "distill_" + v, spec, "distillation")
         return v, os.path.join(args.out, "runs", "distill_" + v, "out", "distillation"), \
             {t: final_accuracy(ev, t) for t in SOURCES}
@@ -402,6 +402,9 @@ def main():
                     help="seed of the teachers and distillations (init, batch order)")
     ap.add_argument("--source_lr", type=float, default=0.3, help="the teachers' rate")
     ap.add_argument("--distill_lr", type=float, default=0.03, help="the distillations' rate")
+    ap.add_argument("--distill_steps", type=int, default=0,
+                    help="the distillations' steps (batch 16, all source tasks mixed; "
+                         "0: --source_steps)")
     ap.add_argument("--teacher_init", choices=["random", "shared_vocab", "text"], default="random",
                     help="teachers' start: PEFT RANDOM, a different draw per task (default), "
                          "one sampled-vocabulary prompt shared by every teacher, or the base "
@@ -642,7 +645,8 @@ def write_report(args, ks, seeds, lrs, res, chosen, best_choice, teacher_acc, di
               "text": "the embeddings of the preamble text %r (PEFT TEXT init)" % preamble_text()
               }.get(args.teacher_init, "PEFT RANDOM init, a different draw per task"),
              args.source_seed), "",
-         "Teachers' rate %g, distillations' rate %g." % (args.source_lr, args.distill_lr), "",
+         "Teachers' rate %g, distillations' rate %g, %d distillation steps." % (
+             args.source_lr, args.distill_lr, args.distill_steps or args.source_steps), "",
          "Teachers (source prompts, eval accuracy): " +
          ", ".join("%s %.1f%%" % (t, 100 * a) for t, a in teacher_acc.items()), ""]
     for v, acc in distill_acc.items():
