@@ -464,6 +464,26 @@ int Run() {
   const int requests = absl::GetFlag(FLAGS_requests);
   const int watchers = absl::GetFlag(FLAGS_watchers);
   const bool sync_full = absl::GetFlag(FLAGS_sync_full);
+  const std::vector<std::string> calls = absl::GetFlag(FLAGS_calls);
+  if (clients < 1 || requests < 0 || watchers < 0) {
+    MPT_LOG(ERROR) << "--clients must be at least 1, --requests and --watchers at least 0; got "
+                   << clients << ", " << requests << ", " << watchers;
+    return 2;
+  }
+  for (const std::string& call : calls) {
+    if (call != "submit" && call != "get" && call != "list") {
+      MPT_LOG(ERROR) << "--calls: submit, get or list, got \"" << call << "\"";
+      return 2;
+    }
+  }
+  auto asks_for = [&](const char* call) {
+    return std::find(calls.begin(), calls.end(), call) != calls.end();
+  };
+  if (asks_for("get") && !(asks_for("submit") && requests > 0) && watchers == 0) {
+    MPT_LOG(ERROR) << "--calls: get needs jobs to ask for: submit some (--calls=submit,get "
+                      "with --requests > 0) or open watched jobs (--watchers > 0)";
+    return 2;
+  }
   std::string dir = absl::GetFlag(FLAGS_dir);
   if (dir.empty()) {
     const char* tmp = std::getenv("TMPDIR");
@@ -593,7 +613,6 @@ int Run() {
   }
   std::printf("%d of %d WatchJob streams open\n", streams_open.load(), watchers);
 
-  const std::vector<std::string> calls = absl::GetFlag(FLAGS_calls);
   const std::string list_view = absl::GetFlag(FLAGS_list_view);
   if (list_view != "full" && list_view != "basic") {
     MPT_LOG(ERROR) << "--list_view: full or basic, got \"" << list_view << "\"";
@@ -642,10 +661,13 @@ int Run() {
   const double get_cpu = ProcessCpuMs();
   const double get_server_cpu = (*served)->ServerCpuMs();
   const absl::Time get_start = absl::Now();
+  if (all_jobs.empty() && requests_of("get") > 0) {
+    std::printf("GetJob skipped: no job was submitted or watched\n");
+  }
   Latencies get = RunClients<mpt::v1::Job>(
-      client_channels, requests_of("get"), client_threads,
-      [&](mpt::v1::JobService::Stub* stub, grpc::ClientContext* ctx, int, int,
-          absl::BitGen& gen, grpc::CompletionQueue* cq) {
+      client_channels, all_jobs.empty() ? 0 : requests_of("get"), client_threads,
+      [&](mpt::v1::JobService::Stub* stub, grpc::ClientContext* ctx, int, int, absl::BitGen& gen,
+          grpc::CompletionQueue* cq) {
         mpt::v1::GetJobRequest r;
         r.set_name(all_jobs[absl::Uniform<size_t>(gen, 0, all_jobs.size())]);
         return stub->PrepareAsyncGetJob(ctx, r, cq);
@@ -735,11 +757,18 @@ int Run() {
     const absl::Time fill_start = absl::Now();
     // Several submitters, so that group commit batches their writes.
     std::atomic<int> next{stored}, failed{0};
+    absl::Mutex filled_mu;
     std::vector<std::thread> fillers;
     for (int t = 0; t < 8; ++t) {
       fillers.emplace_back([&] {
         for (int i = next++; i < absl::GetFlag(FLAGS_recovery_jobs); i = next++) {
-          if (!(*core)->SubmitJob(BenchJob(i)).ok()) ++failed;
+          absl::StatusOr<mpt::v1::Job> job = (*core)->SubmitJob(BenchJob(i));
+          if (!job.ok()) {
+            ++failed;
+            continue;
+          }
+          absl::MutexLock lock(&filled_mu);
+          if (all_jobs.empty()) all_jobs.push_back(job->name());  // a job to ask for
         }
       });
     }
@@ -749,7 +778,11 @@ int Run() {
     std::printf("\nstore filled to %d unfinished jobs (%d stages) in %.1f s\n", stored,
                 stored * 6, absl::ToDoubleSeconds(absl::Now() - fill_start));
   }
-  if (TimeRestarts(dir, stored, sync_full, all_jobs.back()) != 0) return 1;
+  if (all_jobs.empty()) {
+    std::printf("restart not timed: the store holds no job (--recovery_jobs=0, none submitted)\n");
+  } else if (TimeRestarts(dir, stored, sync_full, all_jobs.back()) != 0) {
+    return 1;
+  }
   if (!absl::GetFlag(FLAGS_keep_dir)) std::filesystem::remove_all(dir);
   const bool ok = submit.errors == 0 && get.errors == 0 && list.errors == 0 &&
                   streams_final.load() == watchers;
