@@ -484,6 +484,12 @@ int Run() {
                       "with --requests > 0) or open watched jobs (--watchers > 0)";
     return 2;
   }
+  const std::string list_view = absl::GetFlag(FLAGS_list_view);
+  if (list_view != "full" && list_view != "basic") {
+    MPT_LOG(ERROR) << "--list_view: full or basic, got \"" << list_view << "\"";
+    return 2;
+  }
+  const bool basic_view = list_view == "basic";
   std::string dir = absl::GetFlag(FLAGS_dir);
   if (dir.empty()) {
     const char* tmp = std::getenv("TMPDIR");
@@ -613,12 +619,6 @@ int Run() {
   }
   std::printf("%d of %d WatchJob streams open\n", streams_open.load(), watchers);
 
-  const std::string list_view = absl::GetFlag(FLAGS_list_view);
-  if (list_view != "full" && list_view != "basic") {
-    MPT_LOG(ERROR) << "--list_view: full or basic, got \"" << list_view << "\"";
-    return 2;
-  }
-  const bool basic_view = list_view == "basic";
   const int client_threads =
       absl::GetFlag(FLAGS_client_threads) > 0 ? absl::GetFlag(FLAGS_client_threads) : clients;
   // Every client connects before the timing starts, as a client that keeps
@@ -633,9 +633,7 @@ int Run() {
   }
   std::printf("%d clients (one connection each) driven by %d thread(s)\n", clients,
               std::min(client_threads, clients));
-  auto requests_of = [&](const char* call) {
-    return std::find(calls.begin(), calls.end(), call) != calls.end() ? requests : 0;
-  };
+  auto requests_of = [&](const char* call) { return asks_for(call) ? requests : 0; };
   std::vector<std::vector<std::string>> submitted(clients);
   const double submit_cpu = ProcessCpuMs();
   const double submit_server_cpu = (*served)->ServerCpuMs();

@@ -37,6 +37,7 @@ check tiny 0 "SubmitJob         6        0|GetJob            6        0|2 saw th
 check no_clients 2 "--clients must be at least 1" -- --clients=0
 check negative_requests 2 "--requests and --watchers at least 0" -- --requests=-1
 check unknown_call 2 "--calls: submit, get or list, got \"gets\"" -- --calls=submit,gets
+check unknown_list_view 2 "--list_view: full or basic, got \"short\"" -- --list_view=short
 check get_without_jobs 2 "--calls: get needs jobs to ask for" -- --calls=get --watchers=0
 check get_after_no_submits 2 "--calls: get needs jobs to ask for" -- --calls=submit,get --requests=0 --watchers=0
 check empty_store 0 "restart not timed: the store holds no job" -- \
