@@ -723,8 +723,8 @@ def plots(args, ks, res, curves, methods):
     except ImportError:
         log("matplotlib missing: no plots")
         return
-    show = ["random_prompt", "pt_random", "pt_vocab", "pt_text", "spot", "spot_best", "mpt", "mpt_best",
-            "spot_target", "mpt_target"] + \
+    show = ["random_prompt", "pt_random", "pt_vocab", "pt_text", "spot", "spot_best", "mpt",
+            "mpt_best", "spot_target", "mpt_target"] + \
         [m for m in methods if m in ABLATIONS + FACTOR_METHODS]
     fig, axes = plt.subplots(1, len(TARGETS) + 1, figsize=(4 * (len(TARGETS) + 1), 3.5))
     for ax, t in zip(axes, TARGETS + ["average"]):
