@@ -309,6 +309,74 @@ VARIANT_TARGETS = {
 }
 
 
+def gen_is_even(rng):
+    payload, label = gen_parity(rng)
+    return payload, "yes" if label == "even" else "no"
+
+
+def gen_big_sum(rng):
+    """Two digits; yes when their sum is ten or more (label drawn first)."""
+    big = rng.random() < 0.5
+    while True:
+        a, b = rng.randrange(10), rng.randrange(10)
+        if (a + b >= 10) == big:
+            return "%d %d" % (a, b), "yes" if big else "no"
+
+
+def gen_many(rng):
+    """1 to 6 nouns; yes when there are four or more."""
+    w = rng.sample(NOUNS, rng.randint(1, 6))
+    return _join(w), "yes" if len(w) >= 4 else "no"
+
+
+def gen_big_max(rng):
+    """3 to 5 numbers; yes when one is 50 or more (label drawn first)."""
+    big = rng.random() < 0.5
+    while True:
+        n = _numbers(rng, 3, 5) if big else rng.sample(range(50), rng.randint(3, 5))
+        if (max(n) >= 50) == big:
+            return _join(n), "yes" if big else "no"
+
+
+def gen_is_opposite(rng):
+    """Two words of the antonym lexicon; yes when they are opposites."""
+    a = rng.choice(sorted(ANTONYM_MAP))
+    if rng.random() < 0.5:
+        return a + " " + ANTONYM_MAP[a], "yes"
+    b = rng.choice([w for w in sorted(ANTONYM_MAP) if w not in (a, ANTONYM_MAP[a])])
+    return a + " " + b, "no"
+
+
+# The yes/no setting: six sources that are all yes/no questions about an
+# input (contains and five questions over the payloads of pretrained
+# skills), and the yes/no variants' three targets, whose properties
+# (sentiment, animal, colour) no source asks about. Sources and targets are
+# of one kind, as the MPT paper's sources and few-shot targets are
+# (sentence-pair classification); none of these instructions is pretrained
+# on. The base model is the held-out-target model.
+YESNO_SOURCES = {
+    "contains": ("source", ["is the word before the semicolon in the list"], gen_contains,
+                 "rank", ["yes", "no"]),
+    "is_even": ("source", ["is the number even"], gen_is_even, "rank", ["yes", "no"]),
+    "big_sum": ("source", ["is the sum of the two numbers ten or more"], gen_big_sum, "rank",
+                ["yes", "no"]),
+    "many": ("source", ["are there four words or more"], gen_many, "rank", ["yes", "no"]),
+    "big_max": ("source", ["is there a number of fifty or more"], gen_big_max, "rank",
+                ["yes", "no"]),
+    "is_opposite": ("source", ["are the two words opposites"], gen_is_opposite, "rank",
+                    ["yes", "no"]),
+}
+# Closed input spaces (eval inputs not unique, not held out of train).
+YESNO_CLOSED = {"is_even", "big_sum", "is_opposite"}
+
+
+def yesno_skills():
+    """SKILLS of the yes/no setting: YESNO_SOURCES and VARIANT_TARGETS."""
+    skills = dict(YESNO_SOURCES)
+    skills.update(VARIANT_TARGETS)
+    return skills
+
+
 def variant_skills():
     """SKILLS of the yes/no-variants setting: the held-out setting's nine
     sources and VARIANT_TARGETS as targets (the held-out targets dropped)."""
@@ -333,10 +401,16 @@ def main():
     ap.add_argument("--variant_targets", action="store_true",
                     help="the held-out setting's sources with the yes/no variant targets "
                          "(liked, has_animal, has_colour) for the held-out model")
+    ap.add_argument("--yesno_sources", action="store_true",
+                    help="six yes/no sources and the yes/no variant targets (whose files "
+                         "--variant_targets writes) for the held-out model")
     args = ap.parse_args()
     skills = held_out_skills() if args.hold_out_targets else SKILLS
+    closed = CLOSED
     if args.variant_targets:
         skills = variant_skills()
+    if args.yesno_sources:
+        skills, closed = yesno_skills(), CLOSED | YESNO_CLOSED
     tasks = []
     for name, (role, instrs, _, metric, cands) in skills.items():
         entry = {"name": name, "role": role, "instruction": instrs[0],
@@ -347,11 +421,15 @@ def main():
             # The sources are the held-out setting's, written by --hold_out_targets.
             entry["train"] = "../../heldout/data/%s/train.jsonl" % name
             entry["eval"] = "../../heldout/data/%s/eval.jsonl" % name
+        elif args.yesno_sources and role == "target":
+            # The targets are the yes/no variants', written by --variant_targets.
+            entry["train"] = "../../variants/data/%s/train.jsonl" % name
+            entry["eval"] = "../../variants/data/%s/eval.jsonl" % name
         elif role in SIZES:
             n_train, n_eval = SIZES[role]
-            ev = make_split(name, n_eval, "eval", skills=skills)
+            ev = make_split(name, n_eval, "eval", skills=skills, closed=closed)
             held = {e["input"] for e in ev}
-            tr = make_split(name, n_train, "train", exclude=held, skills=skills)
+            tr = make_split(name, n_train, "train", exclude=held, skills=skills, closed=closed)
             d = os.path.join(args.out, name)
             os.makedirs(d, exist_ok=True)
             for split, rows in (("train", tr), ("eval", ev)):
@@ -366,7 +444,14 @@ def main():
             "Inputs carry no instruction; the base model in "
             "demo/model was pretrained on 'instruction: <text> "
             "input: <payload>' for every skill.")
-    if args.variant_targets:
+    if args.yesno_sources:
+        desc = ("Synthetic demo skills for Multitask Prompt Tuning, yes/no "
+                "setting: six sources that are yes/no questions about an input "
+                "and the yes/no variants' three targets, whose properties no "
+                "source asks about. The base model (demo/heldout/model) was "
+                "pretrained on the held-out setting's sources with their "
+                "instructions and never on any of these tasks but contains.")
+    elif args.variant_targets:
         desc = ("Synthetic demo skills for Multitask Prompt Tuning, yes/no "
                 "variants: the held-out setting's sources and three targets "
                 "that ask a source's question answered yes or no. The base "

@@ -87,21 +87,24 @@ def use_suite(name):
     demo/data, demo/model), "heldout" (the demo suite with every non-target
     skill as a source, demo/heldout/data, demo/heldout/model, a model never
     pretrained on the targets), "variants" (the held-out model and sources
-    with three yes/no variants of source skills as targets, demo/variants/data)
-    or "lex" (tools/demo/make_lex_tasks.py,
+    with three yes/no variants of source skills as targets, demo/variants/data),
+    "yesno" (the held-out model, six yes/no sources in demo/yesno/data and the
+    variants' targets) or "lex" (tools/demo/make_lex_tasks.py,
     demo/lex/data, demo/lex/model; its targets were never in pretraining).
     Returns the default model."""
     global SKILLS, SOURCES, TARGETS, CANDIDATES, DATA_DIR, SOURCE_DATA_DIR
     if name == "demo":
         return os.path.join(REPO, "demo", "model")
-    if name in ("heldout", "variants"):
-        skills = tasks_mod.held_out_skills() if name == "heldout" else tasks_mod.variant_skills()
+    if name in ("heldout", "variants", "yesno"):
+        skills = {"heldout": tasks_mod.held_out_skills, "variants": tasks_mod.variant_skills,
+                  "yesno": tasks_mod.yesno_skills}[name]()
         SOURCES = [n for n, s in skills.items() if s[0] == "source"]
         TARGETS = [n for n, s in skills.items() if s[0] == "target"]
         CANDIDATES = {n: s[4] for n, s in skills.items() if s[3] == "rank"}
         SKILLS = skills
-        DATA_DIR = os.path.join(REPO, "demo", name, "data")
-        SOURCE_DATA_DIR = os.path.join(REPO, "demo", "heldout", "data")
+        DATA_DIR = os.path.join(REPO, "demo", "variants" if name == "yesno" else name, "data")
+        SOURCE_DATA_DIR = os.path.join(REPO, "demo", "yesno" if name == "yesno" else "heldout",
+                                       "data")
         return os.path.join(REPO, "demo", "heldout", "model")
     import make_lex_tasks as lex
     SKILLS = lex.SKILLS
@@ -376,7 +379,7 @@ def main():
     ap.add_argument("--out", default="out/study")
     ap.add_argument("--bin", default=os.path.join(REPO, "bazel-bin", "worker", "mpt_train"))
     ap.add_argument("--model", default=None, help="default: the suite's model")
-    ap.add_argument("--suite", choices=["demo", "heldout", "variants", "lex"], default="demo")
+    ap.add_argument("--suite", choices=["demo", "heldout", "variants", "yesno", "lex"], default="demo")
     ap.add_argument("--ks", default="8,32,128")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--lrs", default="0.1,0.3,1.0")
