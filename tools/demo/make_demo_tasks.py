@@ -27,6 +27,10 @@ pretrain-only skills (contains, count, parity, add) become source tasks too
 instructions nor their payloads:
 
     python3 tools/demo/make_demo_tasks.py --hold_out_targets --out demo/heldout/data
+
+--variant_targets writes three yes/no targets for that model
+(demo/variants/data), and --yesno_sources six yes/no source questions for
+the same targets (demo/yesno/data); demo/README.md describes both.
 """
 
 import argparse
