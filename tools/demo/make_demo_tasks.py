@@ -399,15 +399,16 @@ def held_out_skills():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="demo/data")
-    ap.add_argument("--hold_out_targets", action="store_true",
-                    help="every non-target skill is a source task; the base "
-                         "model of this setting never sees the targets")
-    ap.add_argument("--variant_targets", action="store_true",
-                    help="the held-out setting's sources with the yes/no variant targets "
-                         "(liked, has_animal, has_colour) for the held-out model")
-    ap.add_argument("--yesno_sources", action="store_true",
-                    help="six yes/no sources and the yes/no variant targets (whose files "
-                         "--variant_targets writes) for the held-out model")
+    setting = ap.add_mutually_exclusive_group()
+    setting.add_argument("--hold_out_targets", action="store_true",
+                         help="every non-target skill is a source task; the base "
+                              "model of this setting never sees the targets")
+    setting.add_argument("--variant_targets", action="store_true",
+                         help="the held-out setting's sources with the yes/no variant targets "
+                              "(liked, has_animal, has_colour) for the held-out model")
+    setting.add_argument("--yesno_sources", action="store_true",
+                         help="six yes/no sources and the yes/no variant targets (whose files "
+                              "--variant_targets writes) for the held-out model")
     args = ap.parse_args()
     skills = held_out_skills() if args.hold_out_targets else SKILLS
     closed = CLOSED

@@ -10,6 +10,8 @@ demo targets, driven through the built `mpt_train` binary.
     python3 tools/study/run_study.py --suite lex --out out/study_lex_text --ks 8,32 \
         --steps 200 --kl_all_k --jobs 2 --prompt_tokens 22 --teacher_init text \
         --source_lr 0.003 --distill_lr 0.001 --lrs 0.001,0.003,0.01   # lexical suite
+    python3 tools/study/run_study.py --suite yesno --out out/study_yesno --ks 8,32 --steps 200 \
+        --kl_all_k --lrs 0.03,0.1,0.3,1.0 --per_target   # yes/no sources (demo/yesno)
 
 Protocol (every method gets exactly the same treatment):
 
@@ -379,7 +381,8 @@ def main():
     ap.add_argument("--out", default="out/study")
     ap.add_argument("--bin", default=os.path.join(REPO, "bazel-bin", "worker", "mpt_train"))
     ap.add_argument("--model", default=None, help="default: the suite's model")
-    ap.add_argument("--suite", choices=["demo", "heldout", "variants", "yesno", "lex"], default="demo")
+    ap.add_argument("--suite", choices=["demo", "heldout", "variants", "yesno", "lex"],
+                    default="demo")
     ap.add_argument("--ks", default="8,32,128")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--lrs", default="0.1,0.3,1.0")
