@@ -1,4 +1,6 @@
-// Load benchmark of a real coordinator on loopback (not a test):
+// Load benchmark of a real coordinator on loopback (not a test), served as
+// coordinator_main serves it (its store options and its metrics: a
+// histogram observed at every call):
 //   1. SubmitJob, GetJob and ListJobs latency (p50/p99) from --clients
 //      concurrent client threads, while --watchers WatchJob streams stay
 //      open (they must all see their job's final event at the end);
@@ -40,6 +42,7 @@
 #include "server/artifact_store.h"
 #include "server/clock.h"
 #include "server/coordinator.h"
+#include "server/coordinator_metrics.h"
 #include "server/grpc_service.h"
 #include "server/job_store.h"
 
@@ -84,6 +87,9 @@ double ClockMs(clockid_t clock) {
 double ProcessCpuMs() { return ClockMs(CLOCK_PROCESS_CPUTIME_ID); }
 
 struct Instance {
+  // Declared first, destroyed last: the coordinator and server use its
+  // families.
+  std::unique_ptr<MetricsRegistry> metrics;
   std::unique_ptr<Coordinator> core;
   std::unique_ptr<CoordinatorServer> server;
 };
@@ -96,19 +102,30 @@ SqliteJobStoreOptions ServingStoreOptions(bool sync_full) {
   return options;
 }
 
+// The coordinator as coordinator_main serves it: its metrics included (a
+// histogram observed at every call and stage, collectors read at scrape).
 absl::StatusOr<Instance> StartInstance(const std::string& dir, bool sync_full) {
-  auto store = SqliteJobStore::Open(dir + "/jobs.db", ServingStoreOptions(sync_full));
+  const std::string db_path = dir + "/jobs.db";
+  auto store = SqliteJobStore::Open(db_path, ServingStoreOptions(sync_full));
   if (!store.ok()) return store.status();
   auto blobs = ArtifactStore::Open(dir + "/artifacts");
   if (!blobs.ok()) return blobs.status();
-  auto core = Coordinator::Create({}, *std::move(store), *std::move(blobs),
+  Instance instance;
+  instance.metrics = std::make_unique<MetricsRegistry>();
+  auto histograms = AddCoordinatorHistograms(instance.metrics.get());
+  if (!histograms.ok()) return histograms.status();
+  CoordinatorOptions core_options;
+  core_options.stage_duration = histograms->stage_duration;
+  auto core = Coordinator::Create(core_options, *std::move(store), *std::move(blobs),
                                   std::make_shared<RealClock>());
   if (!core.ok()) return core.status();
+  absl::Status collectors = AddCoordinatorCollectors(instance.metrics.get(), core->get(), db_path);
+  if (!collectors.ok()) return collectors;
   GrpcServerOptions options;
   options.listen = "127.0.0.1:0";
+  options.rpc_duration = histograms->rpc_duration;
   auto server = CoordinatorServer::Start(options, core->get());
   if (!server.ok()) return server.status();
-  Instance instance;
   instance.core = *std::move(core);
   instance.server = *std::move(server);
   return instance;
