@@ -356,8 +356,8 @@ def gen_is_opposite(rng):
 # skills), and the yes/no variants' three targets, whose properties
 # (sentiment, animal, colour) no source asks about. Sources and targets are
 # of one kind, as the MPT paper's sources and few-shot targets are
-# (sentence-pair classification); none of these instructions is pretrained
-# on. The base model is the held-out-target model.
+# (sentence-pair classification); of these instructions only contains' was
+# pretrained on. The base model is the held-out-target model.
 YESNO_SOURCES = {
     "contains": ("source", ["is the word before the semicolon in the list"], gen_contains,
                  "rank", ["yes", "no"]),
