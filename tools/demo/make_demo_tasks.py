@@ -359,8 +359,7 @@ def gen_is_opposite(rng):
 # (sentence-pair classification); of these instructions only contains' was
 # pretrained on. The base model is the held-out-target model.
 YESNO_SOURCES = {
-    "contains": ("source", ["is the word before the semicolon in the list"], gen_contains,
-                 "rank", ["yes", "no"]),
+    "contains": ("source",) + SKILLS["contains"][1:],
     "is_even": ("source", ["is the number even"], gen_is_even, "rank", ["yes", "no"]),
     "big_sum": ("source", ["is the sum of the two numbers ten or more"], gen_big_sum, "rank",
                 ["yes", "no"]),
